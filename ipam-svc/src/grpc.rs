@@ -1,0 +1,351 @@
+//! The gRPC edge: converts `weft.ipam.v1` messages to domain types (bad input becomes
+//! `INVALID_ARGUMENT` naming the field and value) and results back.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use tonic::{Request, Response, Status};
+use weft_proto::ipam::v1::{self as pb, ipam_service_server::IpamService};
+
+use crate::{
+    check::{self, ProblemKind},
+    domain::{
+        Family,
+        addr::{from_bytes, to_bytes},
+        pool::{PoolRequest, RawPoolRequest, check_id, parse_ip},
+    },
+    engine::{Allocation, Ipam, PoolInfo, ReleaseTarget},
+    error::IpamError,
+};
+
+/// The tonic service for `ipam`.
+pub fn server(ipam: Ipam) -> pb::ipam_service_server::IpamServiceServer<IpamGrpc> {
+    pb::ipam_service_server::IpamServiceServer::new(IpamGrpc { ipam })
+}
+
+#[derive(Debug, Clone)]
+pub struct IpamGrpc {
+    ipam: Ipam,
+}
+
+const DEFAULT_PAGE: u32 = 1000;
+const MAX_PAGE: u32 = 10_000;
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+fn saturate(v: u128) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+fn pool_to_pb(p: PoolInfo) -> pb::Pool {
+    let def = p.def;
+    pb::Pool {
+        family: match def.family() {
+            Family::V4 => pb::Family::Ipv4,
+            Family::V6 => pb::Family::Ipv6,
+        } as i32,
+        address_space: def.space,
+        subnet: def.subnet.to_string(),
+        ip_range: def.range.map(|r| r.text).unwrap_or_default(),
+        gateway: def.gateway.to_string(),
+        reserved_addresses: def
+            .reserved
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect(),
+        labels: def.labels.into_iter().collect(),
+        created_at: Some(timestamp(def.created_at_ms)),
+        usage: Some(pb::PoolUsage {
+            size: saturate(p.size),
+            allocated: p.allocated,
+            free: saturate(p.free),
+        }),
+        id: def.id,
+    }
+}
+
+fn alloc_to_pb(a: Allocation) -> pb::Allocation {
+    pb::Allocation {
+        pool_id: a.pool_id,
+        cidr: format!("{}/{}", a.address, a.prefix_len),
+        address: a.address.to_string(),
+        owner: a.owner,
+        created_at: (a.created_at_ms > 0).then(|| timestamp(a.created_at_ms)),
+        gateway: a.gateway.to_string(),
+    }
+}
+
+fn required_id(field: &str, value: &str) -> Result<(), IpamError> {
+    check_id(field, value).map_err(|v| IpamError::Invalid(vec![v]))
+}
+
+fn parse_address(field: &str, value: &str) -> Result<IpAddr, IpamError> {
+    parse_ip(value).map_err(|reason| IpamError::invalid(field, value, reason))
+}
+
+/// Page tokens are `<pool id>/<address as hex>`: opaque to clients, stable across replicas.
+fn encode_token(pool: &str, addr: u128) -> String {
+    let hex: String = to_bytes(addr).iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}{pool}")
+}
+
+fn decode_token(token: &str) -> Option<(String, u128)> {
+    let hex = token.get(..32)?;
+    let pool = token.get(32..)?;
+    let bytes: Option<Vec<u8>> = (0..16)
+        .map(|i| u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok())
+        .collect();
+    Some((pool.to_owned(), from_bytes(&bytes?)?))
+}
+
+#[tonic::async_trait]
+impl IpamService for IpamGrpc {
+    async fn list_address_spaces(
+        &self,
+        _req: Request<pb::ListAddressSpacesRequest>,
+    ) -> Result<Response<pb::ListAddressSpacesResponse>, Status> {
+        let address_spaces = self
+            .ipam
+            .spaces()
+            .spaces
+            .iter()
+            .map(|(name, pools)| pb::AddressSpace {
+                name: name.clone(),
+                default_pools: pools
+                    .iter()
+                    .map(|p| pb::DefaultPool {
+                        base: p.base.to_string(),
+                        size: u32::from(p.size),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListAddressSpacesResponse {
+            address_spaces,
+        }))
+    }
+
+    async fn request_pool(
+        &self,
+        req: Request<pb::RequestPoolRequest>,
+    ) -> Result<Response<pb::Pool>, Status> {
+        let r = req.into_inner();
+        let family = match pb::Family::try_from(r.family) {
+            Ok(pb::Family::Unspecified) => None,
+            Ok(pb::Family::Ipv4) => Some(Family::V4),
+            Ok(pb::Family::Ipv6) => Some(Family::V6),
+            Err(_) => {
+                return Err(
+                    IpamError::invalid("family", r.family.to_string(), "unknown family").into(),
+                );
+            }
+        };
+        let raw = RawPoolRequest {
+            id: r.pool_id,
+            space: r.address_space,
+            subnet: r.subnet,
+            family,
+            ip_range: r.ip_range,
+            gateway: r.gateway,
+            reserved: r.reserved_addresses.into_iter().collect::<BTreeMap<_, _>>(),
+            labels: r.labels.into_iter().collect(),
+            validate_only: r.validate_only,
+        };
+        let spaces = self.ipam.spaces().names();
+        let req = PoolRequest::validate(raw, &spaces).map_err(IpamError::Invalid)?;
+        let pool = self.ipam.request_pool(req).await?;
+        Ok(Response::new(pool_to_pb(pool)))
+    }
+
+    async fn get_pool(
+        &self,
+        req: Request<pb::GetPoolRequest>,
+    ) -> Result<Response<pb::Pool>, Status> {
+        let r = req.into_inner();
+        required_id("pool_id", &r.pool_id)?;
+        Ok(Response::new(pool_to_pb(
+            self.ipam.get_pool(&r.pool_id).await?,
+        )))
+    }
+
+    async fn list_pools(
+        &self,
+        req: Request<pb::ListPoolsRequest>,
+    ) -> Result<Response<pb::ListPoolsResponse>, Status> {
+        let r = req.into_inner();
+        let space = (!r.address_space.is_empty()).then_some(r.address_space.as_str());
+        let pools = self.ipam.list_pools(space).await?;
+        Ok(Response::new(pb::ListPoolsResponse {
+            pools: pools.into_iter().map(pool_to_pb).collect(),
+        }))
+    }
+
+    async fn release_pool(
+        &self,
+        req: Request<pb::ReleasePoolRequest>,
+    ) -> Result<Response<pb::ReleasePoolResponse>, Status> {
+        let r = req.into_inner();
+        required_id("pool_id", &r.pool_id)?;
+        let n = self.ipam.release_pool(r.pool_id, r.force).await?;
+        Ok(Response::new(pb::ReleasePoolResponse {
+            released_allocations: n,
+        }))
+    }
+
+    async fn request_address(
+        &self,
+        req: Request<pb::RequestAddressRequest>,
+    ) -> Result<Response<pb::Allocation>, Status> {
+        let r = req.into_inner();
+        let mut violations = Vec::new();
+        if let Err(v) = check_id("pool_id", &r.pool_id) {
+            violations.push(v);
+        }
+        if let Err(v) = check_id("owner", &r.owner) {
+            violations.push(v);
+        }
+        let specific = if r.address.is_empty() {
+            None
+        } else {
+            match parse_ip(&r.address) {
+                Ok(ip) => Some(ip),
+                Err(reason) => {
+                    violations.push(weft_runtime::FieldViolation::new(
+                        "address", &r.address, reason,
+                    ));
+                    None
+                }
+            }
+        };
+        if !violations.is_empty() {
+            return Err(IpamError::Invalid(violations).into());
+        }
+        let a = self
+            .ipam
+            .request_address(r.pool_id, r.owner, specific)
+            .await?;
+        Ok(Response::new(alloc_to_pb(a)))
+    }
+
+    async fn release_address(
+        &self,
+        req: Request<pb::ReleaseAddressRequest>,
+    ) -> Result<Response<pb::ReleaseAddressResponse>, Status> {
+        let r = req.into_inner();
+        let pool = if r.pool_id.is_empty() {
+            None
+        } else {
+            required_id("pool_id", &r.pool_id)?;
+            Some(r.pool_id)
+        };
+        let target = match r.target {
+            Some(pb::release_address_request::Target::Address(a)) => {
+                ReleaseTarget::Address(parse_address("address", &a)?)
+            }
+            Some(pb::release_address_request::Target::Owner(o)) => {
+                required_id("owner", &o)?;
+                ReleaseTarget::Owner(o)
+            }
+            None => {
+                return Err(IpamError::invalid("target", "", "give an address or an owner").into());
+            }
+        };
+        let released = self.ipam.release(pool, target).await?;
+        Ok(Response::new(pb::ReleaseAddressResponse {
+            released: released.into_iter().map(alloc_to_pb).collect(),
+        }))
+    }
+
+    async fn list_allocations(
+        &self,
+        req: Request<pb::ListAllocationsRequest>,
+    ) -> Result<Response<pb::ListAllocationsResponse>, Status> {
+        let r = req.into_inner();
+        if r.page_size > MAX_PAGE {
+            return Err(IpamError::invalid(
+                "page_size",
+                r.page_size.to_string(),
+                format!("at most {MAX_PAGE}"),
+            )
+            .into());
+        }
+        let limit = if r.page_size == 0 {
+            DEFAULT_PAGE
+        } else {
+            r.page_size
+        };
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(decode_token(&r.page_token).ok_or_else(|| {
+                IpamError::invalid(
+                    "page_token",
+                    r.page_token.clone(),
+                    "not a token from this service",
+                )
+            })?)
+        };
+        let (allocs, next) = self
+            .ipam
+            .list_allocations(
+                (!r.pool_id.is_empty()).then_some(r.pool_id.as_str()),
+                (!r.owner.is_empty()).then_some(r.owner.as_str()),
+                after.as_ref().map(|(p, a)| (p.as_str(), *a)),
+                limit,
+            )
+            .await?;
+        Ok(Response::new(pb::ListAllocationsResponse {
+            allocations: allocs.into_iter().map(alloc_to_pb).collect(),
+            next_page_token: next.map(|(p, a)| encode_token(&p, a)).unwrap_or_default(),
+        }))
+    }
+
+    async fn check(
+        &self,
+        _req: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        let report = check::check(self.ipam.db()).await?;
+        let problems: Vec<pb::Problem> = report
+            .problems
+            .into_iter()
+            .map(|p| pb::Problem {
+                kind: match p.kind {
+                    ProblemKind::AllocationOutsidePool => pb::problem::Kind::AllocationOutsidePool,
+                    ProblemKind::DuplicateAddress => pb::problem::Kind::DuplicateAddress,
+                    ProblemKind::OwnerHoldsSeveral => pb::problem::Kind::OwnerHoldsSeveral,
+                    ProblemKind::ReservedAddressAllocated => {
+                        pb::problem::Kind::ReservedAddressAllocated
+                    }
+                    ProblemKind::UsageMismatch => pb::problem::Kind::UsageMismatch,
+                    ProblemKind::OverlappingPools => pb::problem::Kind::OverlappingPools,
+                } as i32,
+                pool_id: p.pool_id,
+                address: p.address,
+                owners: p.owners,
+                detail: p.detail,
+            })
+            .collect();
+        Ok(Response::new(pb::CheckResponse {
+            pools_checked: report.pools,
+            allocations_checked: report.allocations,
+            problems_count: problems.len() as u64,
+            problems,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip() {
+        let t = encode_token("net1/0", 0x0a00_0005);
+        assert_eq!(decode_token(&t), Some(("net1/0".to_owned(), 0x0a00_0005)));
+        assert_eq!(decode_token("zz"), None);
+    }
+}

@@ -1,0 +1,40 @@
+//! Weft's shared contracts: the protobuf messages and gRPC services of every Weft service,
+//! generated at build time from the `.proto` files beside this crate.
+//!
+//! Domain crates convert from these types at their edges; nothing beyond the edge should carry
+//! a generated type around.
+
+#![allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    unreachable_pub,
+    missing_debug_implementations
+)]
+
+pub mod gateway {
+    pub mod v1 {
+        tonic::include_proto!("weft.gateway.v1");
+    }
+}
+
+pub mod ipam {
+    pub mod v1 {
+        tonic::include_proto!("weft.ipam.v1");
+    }
+}
+
+pub mod agent {
+    pub mod v1 {
+        tonic::include_proto!("weft.agent.v1");
+    }
+}
+
+pub mod dns {
+    pub mod v1 {
+        tonic::include_proto!("weft.dns.v1");
+    }
+}
+
+/// The encoded `FileDescriptorSet` of every Weft `.proto`, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("weft_descriptor");

@@ -1,0 +1,154 @@
+//! The gRPC server bootstrap every service uses: its own services plus `grpc.health.v1` and
+//! server reflection (v1, and v1alpha for grpcurl 1.8), with graceful shutdown.
+//!
+//! Shutdown order matters: health flips to NOT_SERVING first (so probes and balancers stop
+//! sending), the server keeps serving for `shutdown_delay`, then stops accepting and lets
+//! in-flight calls finish for at most `shutdown_grace`.
+
+use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{
+    body::Body,
+    server::NamedService,
+    service::{Routes, RoutesBuilder},
+    transport::Server,
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// A problem starting or running the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// How to stop.
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownTiming {
+    /// Serve with health NOT_SERVING this long after the signal.
+    pub delay: Duration,
+    /// Then wait at most this long for in-flight calls.
+    pub grace: Duration,
+}
+
+impl From<&crate::CommonArgs> for ShutdownTiming {
+    fn from(args: &crate::CommonArgs) -> Self {
+        Self {
+            delay: args.shutdown_delay,
+            grace: args.shutdown_grace,
+        }
+    }
+}
+
+/// A service's gRPC server under construction.
+#[derive(Debug, Default)]
+pub struct GrpcServer {
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+}
+
+impl GrpcServer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one of the service's own gRPC services; health reports it SERVING while running.
+    #[must_use]
+    pub fn add_service<S>(mut self, svc: S) -> Self
+    where
+        S: tower_service::Service<http::Request<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(svc);
+        self
+    }
+
+    /// Binds `addr` (port 0 picks a free port) and returns the listener with its address.
+    pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok((listener, local))
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then shuts down gracefully.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        timing: ShutdownTiming,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        set_all(&reporter, &self.names, ServingStatus::Serving).await;
+
+        let reflection = |b: tonic_reflection::server::Builder<'static>| {
+            b.register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        };
+        let v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
+        let v1alpha = reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
+
+        let mut routes = self.routes;
+        routes
+            .add_service(health)
+            .add_service(v1)
+            .add_service(v1alpha);
+        let routes: Routes = routes.routes();
+
+        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = drain_rx.await;
+            });
+        tokio::pin!(server);
+
+        tokio::select! {
+            res = &mut server => return Ok(res?),
+            () = shutdown => {}
+        }
+        set_all(&reporter, &self.names, ServingStatus::NotServing).await;
+        tracing::info!(delay = ?timing.delay, "health is NOT_SERVING, draining");
+        tokio::select! {
+            res = &mut server => return Ok(res?),
+            () = tokio::time::sleep(timing.delay) => {}
+        }
+        let _ = drain_tx.send(());
+        match tokio::time::timeout(timing.grace, &mut server).await {
+            Ok(res) => res?,
+            Err(_) => {
+                tracing::warn!(grace = ?timing.grace, "in-flight calls still running after the grace period")
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn set_all(reporter: &HealthReporter, names: &[&'static str], status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in names {
+        reporter.set_service_status(*name, status).await;
+    }
+}
