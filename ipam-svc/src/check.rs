@@ -35,6 +35,9 @@ pub struct Report {
     pub problems: Vec<Problem>,
 }
 
+/// Pools are compared for overlaps within one address space and family.
+type SpaceKey = (String, crate::domain::Family);
+
 /// Checks every pool and allocation.
 pub async fn check(db: &weft_store::Db) -> Result<Report, IpamError> {
     let mut conn = db.read().acquire().await?;
@@ -43,8 +46,7 @@ pub async fn check(db: &weft_store::Db) -> Result<Report, IpamError> {
         pools: pools.len() as u64,
         ..Report::default()
     };
-    let mut by_space: HashMap<(String, crate::domain::Family), Vec<(u128, u128, String)>> =
-        HashMap::new();
+    let mut by_space: HashMap<SpaceKey, Vec<(u128, u128, String)>> = HashMap::new();
     for p in &pools {
         let def = &p.def;
         let (s, e) = net_bounds(&def.subnet);

@@ -502,19 +502,19 @@ impl Writer {
             return Ok(Err(IpamError::PoolNotFound(pool.to_owned())));
         };
         let def = state.def().clone();
-        if let Some(ip) = specific {
-            if Family::of(ip) != def.family() {
-                return Ok(Err(IpamError::invalid(
-                    "address",
-                    ip.to_string(),
-                    format!(
-                        "not an {} address (pool {} is {})",
-                        def.family().name(),
-                        def.id,
-                        def.subnet
-                    ),
-                )));
-            }
+        if let Some(ip) = specific
+            && Family::of(ip) != def.family()
+        {
+            return Ok(Err(IpamError::invalid(
+                "address",
+                ip.to_string(),
+                format!(
+                    "not an {} address (pool {} is {})",
+                    def.family().name(),
+                    def.id,
+                    def.subnet
+                ),
+            )));
         }
         let res = match state.allocate(owner, specific.map(to_u128)) {
             Ok(Outcome::New(a)) => {

@@ -8,7 +8,7 @@ pub mod error;
 pub mod grpc;
 pub mod store;
 
-use std::{future::Future, net::SocketAddr};
+use std::future::Future;
 
 use tokio::net::TcpListener;
 use weft_runtime::{GrpcServer, grpc::ShutdownTiming};
@@ -40,17 +40,15 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs the whole service from a configuration: what `main` does.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Runs the whole service from a configuration until SIGTERM or SIGINT: what `main` does.
+pub async fn run(config: Config) -> anyhow::Result<()> {
     let ipam = open(&config).await?;
-    let (listener, addr): (TcpListener, SocketAddr) = GrpcServer::bind(config.listen).await?;
-    tracing::info!(%addr, "ipam-svc listening");
     let db = ipam.db().clone();
-    serve(
-        ipam,
-        listener,
-        ShutdownTiming::from(&config.common),
-        shutdown,
+    weft_runtime::grpc::serve_until_signal(
+        "ipam-svc",
+        config.listen,
+        &config.common,
+        GrpcServer::new().add_service(grpc::server(ipam)),
     )
     .await?;
     db.close().await;

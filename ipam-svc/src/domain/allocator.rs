@@ -450,7 +450,7 @@ mod tests {
         let span = (ne - ns + 1).min(4096);
         let pick = |x: u32| -> u128 {
             let off = u128::from(x) % (span + 8);
-            if x % 2 == 0 {
+            if x.is_multiple_of(2) {
                 ns.saturating_add(off).saturating_sub(4)
             } else {
                 ne.saturating_sub(off).saturating_add(4)

