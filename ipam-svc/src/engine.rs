@@ -18,7 +18,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use sqlx::{AnyConnection, Connection as _};
+use sqlx::{Any, AnyConnection, Connection as _, pool::PoolConnection};
 use tokio::sync::{mpsc, oneshot};
 use weft_store::{Backend, Db};
 
@@ -131,6 +131,7 @@ impl Ipam {
             db: db.clone(),
             spaces: spaces.clone(),
             cache: HashMap::new(),
+            conn: None,
         };
         tokio::spawn(writer.run(rx));
         Self {
@@ -285,13 +286,15 @@ struct Cached {
 struct Touched {
     inserts: Vec<AllocRow>,
     deletes: Vec<u128>,
-    changed: bool,
 }
 
 struct Writer {
     db: Db,
     spaces: Arc<AddressSpaces>,
     cache: HashMap<String, Cached>,
+    /// The writer's connection, kept between batches; dropped (and closed) after any error so
+    /// that no half-done transaction survives.
+    conn: Option<PoolConnection<Any>>,
 }
 
 impl Writer {
@@ -316,6 +319,9 @@ impl Writer {
                     let _ = reply.send(res);
                 }
                 first => {
+                    // Let the tasks that are ready to send (other connections' requests) run
+                    // once, so that concurrent requests share a commit.
+                    tokio::task::yield_now().await;
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
@@ -333,18 +339,30 @@ impl Writer {
         }
     }
 
+    async fn take_conn(&mut self) -> Result<PoolConnection<Any>, IpamError> {
+        match self.conn.take() {
+            Some(c) => Ok(c),
+            None => {
+                let mut c = self.db.write().acquire().await?;
+                c.close_on_drop();
+                Ok(c)
+            }
+        }
+    }
+
     async fn run_batch(&mut self, batch: Vec<Cmd>) {
+        let started = std::time::Instant::now();
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
             let mut touched = BTreeMap::new();
             match self.try_batch(&batch, &mut touched).await {
                 Ok(results) => {
+                    // The triggers bumped the generation once per row written.
                     for (id, t) in touched {
-                        if t.changed
-                            && let Some(c) = self.cache.get_mut(&id)
-                        {
-                            c.generation += 1;
+                        if let Some(c) = self.cache.get_mut(&id) {
+                            c.generation += i64::try_from(t.inserts.len() + t.deletes.len())
+                                .unwrap_or(i64::MAX);
                         }
                     }
                     break Ok(results);
@@ -364,6 +382,12 @@ impl Writer {
                 }
             }
         };
+        tracing::trace!(
+            size = batch.len(),
+            attempt,
+            elapsed_us = started.elapsed().as_micros(),
+            "batch done"
+        );
         match outcome {
             Ok(results) => {
                 for (cmd, res) in batch.into_iter().zip(results) {
@@ -385,19 +409,14 @@ impl Writer {
                 }
             }
             Err(e) => {
-                let shared = Arc::new(e);
+                tracing::warn!(error = %e, size = batch.len(), "allocation batch failed");
                 for cmd in batch {
-                    let err = || {
-                        IpamError::Store(crate::store::StoreError::Sql(sqlx::Error::Protocol(
-                            format!("batch failed: {shared}"),
-                        )))
-                    };
                     match cmd {
                         Cmd::Alloc { reply, .. } => {
-                            let _ = reply.send(Err(clone_error(&shared).unwrap_or_else(err)));
+                            let _ = reply.send(Err(batch_error(&e)));
                         }
                         Cmd::Release { reply, .. } => {
-                            let _ = reply.send(Err(clone_error(&shared).unwrap_or_else(err)));
+                            let _ = reply.send(Err(batch_error(&e)));
                         }
                         _ => {}
                     }
@@ -406,18 +425,44 @@ impl Writer {
         }
     }
 
-    /// Applies a batch in one transaction. Per command: `Ok(Ok(allocation))` for an
-    /// allocation, `Ok(Err(released))` for a release, or the command's own error. An `Err` of
-    /// the whole call means nothing was committed.
+    /// Applies a batch atomically: decides every command in memory, then writes the rows and
+    /// commits. Per command: `Ok(Ok(allocation))` for an allocation, `Ok(Err(released))` for a
+    /// release, or the command's own error. An `Err` of the whole call means nothing was
+    /// committed.
+    ///
+    /// Statements: on SQLite this process is the only writer (the lock file), so a warm cache
+    /// needs no read, and a batch that is one statement (the usual multi-row INSERT) runs
+    /// without an explicit transaction: a statement is atomic by itself. On Postgres the batch
+    /// runs in a transaction that locks each pool row first.
     #[allow(clippy::type_complexity)]
     async fn try_batch(
         &mut self,
         batch: &[Cmd],
         touched: &mut BTreeMap<String, Touched>,
     ) -> Result<Vec<Result<Result<Allocation, Vec<Allocation>>, IpamError>>, IpamError> {
+        let mut conn = self.take_conn().await?;
         let backend = self.db.backend();
-        let mut conn = self.db.write().acquire().await?;
-        let mut tx = conn.begin_with(self.db.begin_write_sql()).await?;
+        let res = self.try_batch_on(&mut conn, backend, batch, touched).await;
+        // After an error the connection is dropped, which closes it and so rolls back whatever
+        // transaction was open.
+        if res.is_ok() {
+            self.conn = Some(conn);
+        }
+        res
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn try_batch_on(
+        &mut self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        batch: &[Cmd],
+        touched: &mut BTreeMap<String, Touched>,
+    ) -> Result<Vec<Result<Result<Allocation, Vec<Allocation>>, IpamError>>, IpamError> {
+        let mut in_tx = backend == Backend::Postgres;
+        if in_tx {
+            sqlx::query("BEGIN").execute(&mut *conn).await?;
+        }
         let now = now_ms();
         let mut results = Vec::with_capacity(batch.len());
         for cmd in batch {
@@ -428,35 +473,42 @@ impl Writer {
                     specific,
                     ..
                 } => self
-                    .alloc_one(&mut tx, backend, touched, pool, owner, *specific, now)
+                    .alloc_one(conn, backend, touched, pool, owner, *specific, now)
                     .await?
                     .map(Ok),
                 Cmd::Release { pool, target, .. } => self
-                    .release_one(&mut tx, backend, touched, pool.as_deref(), target)
+                    .release_one(conn, backend, touched, pool.as_deref(), target)
                     .await?
                     .map(Err),
                 _ => continue,
             };
             results.push(res);
         }
-        for (id, t) in touched.iter() {
-            if !t.changed {
-                continue;
-            }
-            for a in &t.deletes {
-                store::delete_allocation(&mut tx, id, *a).await?;
-            }
-            store::insert_allocations(&mut tx, &t.inserts).await?;
-            let cursor = self.cache.get(id).and_then(|c| c.state.cursor());
-            let delta = i64::try_from(t.inserts.len()).unwrap_or(i64::MAX)
-                - i64::try_from(t.deletes.len()).unwrap_or(i64::MAX);
-            store::bump_pool(&mut tx, id, cursor, delta).await?;
+        let statements: usize = touched
+            .values()
+            .map(|t| store::statement_count(t.inserts.len(), t.deletes.len()))
+            .sum();
+        if !in_tx && statements > 1 {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            in_tx = true;
         }
-        tx.commit().await?;
+        // Deletes first: an address released and taken again in one batch is a new row.
+        for (id, t) in touched.iter() {
+            store::delete_allocations(conn, id, &t.deletes).await?;
+        }
+        let inserts: Vec<AllocRow> = touched
+            .values_mut()
+            .flat_map(|t| t.inserts.clone())
+            .collect();
+        store::insert_allocations(conn, &inserts).await?;
+        if in_tx {
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+        }
         Ok(results)
     }
 
-    /// Locks `id` for this transaction and makes sure the cached state is current.
+    /// Makes sure the cached state of `id` is current for this batch; on Postgres also locks its
+    /// row until the transaction ends.
     async fn lock_pool<'a>(
         &'a mut self,
         conn: &mut AnyConnection,
@@ -465,22 +517,21 @@ impl Writer {
         id: &str,
     ) -> Result<Option<&'a mut PoolState>, IpamError> {
         if !touched.contains_key(id) {
-            let Some(row) = store::load_pool(conn, backend, id, true).await? else {
-                return Ok(None);
-            };
-            let fresh = self
-                .cache
-                .get(id)
-                .is_some_and(|c| c.generation == row.generation);
-            if !fresh {
-                let state = load_state(conn, row.clone()).await?;
-                self.cache.insert(
-                    id.to_owned(),
-                    Cached {
-                        state,
-                        generation: row.generation,
-                    },
-                );
+            let trusted = backend == Backend::Sqlite && self.cache.contains_key(id);
+            if !trusted {
+                let Some(row) = store::load_pool(conn, backend, id, true).await? else {
+                    return Ok(None);
+                };
+                let fresh = self
+                    .cache
+                    .get(id)
+                    .is_some_and(|c| c.generation == row.generation);
+                if !fresh {
+                    let generation = row.generation;
+                    let state = load_state(conn, row).await?;
+                    self.cache
+                        .insert(id.to_owned(), Cached { state, generation });
+                }
             }
             touched.insert(id.to_owned(), Touched::default());
         }
@@ -518,19 +569,17 @@ impl Writer {
         }
         let res = match state.allocate(owner, specific.map(to_u128)) {
             Ok(Outcome::New(a)) => {
-                let t = touched.entry(pool.to_owned()).or_default();
-                t.changed = true;
-                if let Some(i) = t.deletes.iter().position(|d| *d == a) {
-                    // Released and taken again within the batch: the row is replaced.
-                    t.deletes.remove(i);
-                    t.deletes.push(a);
-                }
-                t.inserts.push(AllocRow {
-                    pool_id: pool.to_owned(),
-                    addr: a,
-                    owner: owner.to_owned(),
-                    created_at_ms: now,
-                });
+                touched
+                    .entry(pool.to_owned())
+                    .or_default()
+                    .inserts
+                    .push(AllocRow {
+                        pool_id: pool.to_owned(),
+                        addr: a,
+                        owner: owner.to_owned(),
+                        dynamic: specific.is_none(),
+                        created_at_ms: now,
+                    });
                 Ok(Allocation::new(&def, a, owner.to_owned(), now))
             }
             Ok(Outcome::Existing(a)) => {
@@ -640,7 +689,6 @@ impl Writer {
             };
             if let Some((a, owner)) = addr {
                 let t = touched.entry(id.clone()).or_default();
-                t.changed = true;
                 if let Some(i) = t.inserts.iter().position(|r| r.addr == a) {
                     // Allocated earlier in this batch: never written, so nothing to delete.
                     t.inserts.remove(i);
@@ -654,8 +702,19 @@ impl Writer {
     }
 
     async fn create_pool(&mut self, req: PoolRequest) -> Result<PoolDef, IpamError> {
+        let mut conn = self.take_conn().await?;
+        let res = self.create_pool_on(&mut conn, req).await;
+        // The transaction is over (committed, or rolled back when it was dropped).
+        self.conn = Some(conn);
+        res
+    }
+
+    async fn create_pool_on(
+        &mut self,
+        conn: &mut AnyConnection,
+        req: PoolRequest,
+    ) -> Result<PoolDef, IpamError> {
         let backend = self.db.backend();
-        let mut conn = self.db.write().acquire().await?;
         let mut tx = conn.begin_with(self.db.begin_write_sql()).await?;
         if backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -731,8 +790,19 @@ impl Writer {
     }
 
     async fn delete_pool(&mut self, id: &str, force: bool) -> Result<u64, IpamError> {
+        let mut conn = self.take_conn().await?;
+        let res = self.delete_pool_on(&mut conn, id, force).await;
+        self.conn = Some(conn);
+        res
+    }
+
+    async fn delete_pool_on(
+        &mut self,
+        conn: &mut AnyConnection,
+        id: &str,
+        force: bool,
+    ) -> Result<u64, IpamError> {
         let backend = self.db.backend();
-        let mut conn = self.db.write().acquire().await?;
         let mut tx = conn.begin_with(self.db.begin_write_sql()).await?;
         let Some(row) = store::load_pool(&mut tx, backend, id, true).await? else {
             return Err(IpamError::PoolNotFound(id.to_owned()));
@@ -780,15 +850,15 @@ fn is_serialization_failure(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "40001" || c == "40P01"))
 }
 
-/// Store errors are not `Clone`; a whole-batch failure is reported to each caller by kind.
-fn clone_error(e: &IpamError) -> Option<IpamError> {
+/// The error each caller of a failed batch gets: store errors are not `Clone`, so by kind.
+fn batch_error(e: &IpamError) -> IpamError {
     match e {
         IpamError::Store(crate::store::StoreError::Sql(s)) if weft_store::is_unavailable(s) => {
-            Some(IpamError::Store(crate::store::StoreError::Sql(
-                sqlx::Error::PoolTimedOut,
-            )))
+            IpamError::Store(crate::store::StoreError::Sql(sqlx::Error::PoolTimedOut))
         }
-        IpamError::WriterGone => Some(IpamError::WriterGone),
-        _ => None,
+        IpamError::WriterGone => IpamError::WriterGone,
+        other => IpamError::Store(crate::store::StoreError::Sql(sqlx::Error::Protocol(
+            format!("allocation batch failed: {other}"),
+        ))),
     }
 }

@@ -214,6 +214,8 @@ pub struct AllocRow {
     pub pool_id: String,
     pub addr: u128,
     pub owner: String,
+    /// Handed out by next-free (moves the pool's cursor) rather than asked for.
+    pub dynamic: bool,
     pub created_at_ms: i64,
 }
 
@@ -223,6 +225,7 @@ fn alloc_from_row(row: &AnyRow) -> Result<AllocRow> {
     Ok(AllocRow {
         addr: from_bytes(&addr).ok_or_else(|| corrupt(&pool_id, "address", "not 16 bytes"))?,
         owner: row.try_get("owner")?,
+        dynamic: row.try_get::<i64, _>("dynamic")? != 0,
         created_at_ms: row.try_get("created_at_ms")?,
         pool_id,
     })
@@ -231,7 +234,7 @@ fn alloc_from_row(row: &AnyRow) -> Result<AllocRow> {
 /// Every allocation of one pool, in address order.
 pub async fn pool_allocations(conn: &mut AnyConnection, pool_id: &str) -> Result<Vec<AllocRow>> {
     let rows = sqlx::query(
-        "SELECT pool_id, address, owner, created_at_ms FROM ipam_allocations \
+        "SELECT pool_id, address, owner, dynamic, created_at_ms FROM ipam_allocations \
          WHERE pool_id = $1 ORDER BY address",
     )
     .bind(pool_id)
@@ -264,7 +267,7 @@ pub async fn list_allocations(
         (p.to_owned(), to_bytes(a))
     });
     let rows = sqlx::query(
-        "SELECT pool_id, address, owner, created_at_ms FROM ipam_allocations \
+        "SELECT pool_id, address, owner, dynamic, created_at_ms FROM ipam_allocations \
          WHERE ($1 = '' OR pool_id = $1) AND ($2 = '' OR owner = $2) \
            AND ($3 = '' OR pool_id > $3 OR (pool_id = $3 AND address > $4)) \
          ORDER BY pool_id, address LIMIT $5",
@@ -296,19 +299,27 @@ pub async fn count_in_range(
     .await?)
 }
 
-/// Inserts allocations with as few statements as the parameter limits allow.
+/// Inserts allocations with as few statements as the parameter limits allow. The triggers
+/// keep each pool's counter, generation and cursor in step, in the same statement.
 pub async fn insert_allocations(conn: &mut AnyConnection, rows: &[AllocRow]) -> Result<()> {
-    // 4 parameters a row; SQLite allows 32766 parameters a statement, Postgres 65535.
+    // 5 parameters a row; SQLite allows 32766 parameters a statement, Postgres 65535.
     for chunk in rows.chunks(500) {
         let mut sql = String::from(
-            "INSERT INTO ipam_allocations (pool_id, address, owner, created_at_ms) VALUES ",
+            "INSERT INTO ipam_allocations (pool_id, address, owner, dynamic, created_at_ms) VALUES ",
         );
         for i in 0..chunk.len() {
-            let b = i * 4;
+            let b = i * 5;
             if i > 0 {
                 sql.push(',');
             }
-            sql.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5
+            ));
         }
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in chunk {
@@ -316,6 +327,7 @@ pub async fn insert_allocations(conn: &mut AnyConnection, rows: &[AllocRow]) -> 
                 .bind(r.pool_id.clone())
                 .bind(to_bytes(r.addr))
                 .bind(r.owner.clone())
+                .bind(i64::from(r.dynamic))
                 .bind(r.created_at_ms);
         }
         q.execute(&mut *conn).await?;
@@ -323,32 +335,31 @@ pub async fn insert_allocations(conn: &mut AnyConnection, rows: &[AllocRow]) -> 
     Ok(())
 }
 
-pub async fn delete_allocation(conn: &mut AnyConnection, pool_id: &str, addr: u128) -> Result<()> {
-    sqlx::query("DELETE FROM ipam_allocations WHERE pool_id = $1 AND address = $2")
-        .bind(pool_id)
-        .bind(to_bytes(addr))
-        .execute(conn)
-        .await?;
+/// Deletes allocations of one pool by address.
+pub async fn delete_allocations(
+    conn: &mut AnyConnection,
+    pool_id: &str,
+    addrs: &[u128],
+) -> Result<()> {
+    for chunk in addrs.chunks(500) {
+        let list = (0..chunk.len())
+            .map(|i| format!("${}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql =
+            format!("DELETE FROM ipam_allocations WHERE pool_id = $1 AND address IN ({list})");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(pool_id);
+        for a in chunk {
+            q = q.bind(to_bytes(*a));
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
-/// Records a change to a pool's allocations: new cursor, counter delta, next generation.
-pub async fn bump_pool(
-    conn: &mut AnyConnection,
-    pool_id: &str,
-    cursor: Option<u128>,
-    delta: i64,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE ipam_pools SET generation = generation + 1, cursor = $2, allocated = allocated + $3 \
-         WHERE id = $1",
-    )
-    .bind(pool_id)
-    .bind(cursor.map(to_bytes))
-    .bind(delta)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// Statements `insert_allocations` and `delete_allocations` will run for these rows.
+pub fn statement_count(inserts: usize, deletes: usize) -> usize {
+    inserts.div_ceil(500) + deletes.div_ceil(500)
 }
 
 /// The address of an allocation row, in its pool's family.

@@ -1,6 +1,7 @@
 -- Pools and allocations. Addresses are 16-byte big-endian blobs so that byte order is numeric
 -- order. The primary key (pool_id, address) is what makes a duplicate allocation impossible;
--- UNIQUE (pool_id, owner) makes an owner hold at most one address per pool.
+-- UNIQUE (owner, pool_id) makes an owner hold at most one address per pool, and also serves
+-- "which pools does this owner hold addresses in".
 CREATE TABLE ipam_pools (
     id            TEXT PRIMARY KEY,
     address_space TEXT NOT NULL,
@@ -19,6 +20,8 @@ CREATE TABLE ipam_pools (
     -- holds in memory is current.
     generation    BIGINT NOT NULL DEFAULT 0,
     allocated     BIGINT NOT NULL DEFAULT 0
+    -- cursor, generation and allocated are kept by the triggers below, in the same statement
+    -- as the change itself: they cannot drift, and an allocation costs one statement.
 );
 CREATE INDEX ipam_pools_space ON ipam_pools (address_space, subnet_start);
 
@@ -26,8 +29,30 @@ CREATE TABLE ipam_allocations (
     pool_id       TEXT NOT NULL REFERENCES ipam_pools (id) ON DELETE CASCADE,
     address       BYTEA NOT NULL,
     owner         TEXT NOT NULL,
+    -- 1 when handed out by next-free (it then moves the pool's cursor), 0 when asked for.
+    dynamic       BIGINT NOT NULL DEFAULT 0,
     created_at_ms BIGINT NOT NULL,
     PRIMARY KEY (pool_id, address),
-    UNIQUE (pool_id, owner)
+    UNIQUE (owner, pool_id)
 );
-CREATE INDEX ipam_allocations_owner ON ipam_allocations (owner);
+
+CREATE FUNCTION ipam_allocations_bookkeeping() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        UPDATE ipam_pools
+           SET allocated = allocated + 1,
+               generation = generation + 1,
+               cursor = CASE WHEN NEW.dynamic = 1 THEN NEW.address ELSE cursor END
+         WHERE id = NEW.pool_id;
+        RETURN NEW;
+    END IF;
+    UPDATE ipam_pools
+       SET allocated = allocated - 1,
+           generation = generation + 1
+     WHERE id = OLD.pool_id;
+    RETURN OLD;
+END
+$$;
+
+CREATE TRIGGER ipam_allocations_bookkeeping AFTER INSERT OR DELETE ON ipam_allocations
+    FOR EACH ROW EXECUTE FUNCTION ipam_allocations_bookkeeping();

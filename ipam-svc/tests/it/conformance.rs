@@ -443,7 +443,7 @@ async fn check_reports_planted_inconsistencies(b: Backend) {
     alloc(&mut c, "p", "a", "").await.unwrap();
     check_clean(&mut c).await;
     // Plant rows behind the service's back (stopped first: SQLite has one opener at a time):
-    // the gateway allocated, an address outside the subnet, and so a counter that no longer
+    // the gateway allocated, an address outside the subnet, and a counter that no longer
     // matches.
     drop(c);
     let tdb = s.stop().await;
@@ -472,6 +472,10 @@ async fn plant(db: &weft_store::Db) {
             .await
             .unwrap();
     }
+    sqlx::query("UPDATE ipam_pools SET allocated = 99 WHERE id = 'p'")
+        .execute(db.write())
+        .await
+        .unwrap();
 }
 
 async fn assert_planted(c: &mut crate::harness::Client) {

@@ -8,12 +8,11 @@
 use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     body::Body,
     server::NamedService,
     service::{Routes, RoutesBuilder},
-    transport::Server,
+    transport::{Server, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
@@ -131,9 +130,12 @@ impl GrpcServer {
         let routes: Routes = routes.routes();
 
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        // Accepted sockets get TCP_NODELAY here: `serve_with_incoming` ignores the builder's
+        // setting, and Nagle's algorithm would hold back the frames of each response.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = Server::builder()
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming, async {
                 let _ = drain_rx.await;
             });
         tokio::pin!(server);

@@ -155,7 +155,8 @@ impl Db {
                 };
                 let busy_ms = opts.acquire_timeout.as_millis();
                 let pragmas: Arc<str> = format!(
-                    "PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; PRAGMA synchronous = {sync};"
+                    "PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; PRAGMA synchronous = {sync}; \
+                     PRAGMA cache_size = -65536;"
                 )
                 .into();
                 let make = |max: u32| {

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# IPAM allocation benchmark on SQLite and on a throwaway Postgres (release build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/weft-target}
+export PGPORT=${PGPORT:-$((56000 + RANDOM % 4000))}
+root_file=$(mktemp)
+url=$(bash scripts/pg-up.sh 2>"$root_file")
+pg_root=$(head -n1 "$root_file"); rm -f "$root_file"
+trap 'bash scripts/pg-down.sh "$pg_root"' EXIT
+WEFT_TEST_DATABASE_URL=$url WEFT_BENCH_DATABASE_URL=$url cargo bench -p ipam-svc --bench alloc
