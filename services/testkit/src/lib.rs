@@ -276,3 +276,19 @@ pub async fn assert_service_lifecycle(bin: &str) {
         svc.log_text()
     );
 }
+
+/// Starts `bin` with `--log-format json` and checks that every line it logs is a JSON object
+/// with a level and a message, then stops it.
+pub async fn assert_logs_json(bin: &str) {
+    let mut svc = ServiceProcess::start(bin, &["--log-format".to_owned(), "json".to_owned()]).await;
+    svc.signal(signal::Signal::SIGTERM);
+    svc.wait_exit(Duration::from_secs(10)).await;
+    let log = svc.log_text();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(!lines.is_empty(), "{bin} logged nothing");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some() && v.get("message").is_some(), "{line}");
+    }
+}
