@@ -396,3 +396,20 @@ fn alloc_from_row_partial(row: &AnyRow) -> Result<(String, u128, String)> {
     let addr = from_bytes(&addr).ok_or_else(|| corrupt(&pool_id, "address", "not 16 bytes"))?;
     Ok((pool_id, addr, row.try_get("owner")?))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let versions = |m: &sqlx::migrate::Migrator| {
+            m.iter()
+                .map(|m| (m.version, m.description.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            versions(&super::SQLITE_MIGRATIONS),
+            versions(&super::POSTGRES_MIGRATIONS)
+        );
+        assert!(!versions(&super::SQLITE_MIGRATIONS).is_empty());
+    }
+}

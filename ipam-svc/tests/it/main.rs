@@ -11,3 +11,4 @@ mod grpcurl;
 mod harness;
 mod replicas;
 mod shutdown;
+mod telemetry;

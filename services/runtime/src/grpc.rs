@@ -133,7 +133,13 @@ impl GrpcServer {
         // Accepted sockets get TCP_NODELAY here: `serve_with_incoming` ignores the builder's
         // setting, and Nagle's algorithm would hold back the frames of each response.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // One span per call, named after the method, so that logs and OTLP traces of a call
+        // hang together.
         let server = Server::builder()
+            .trace_fn(|req| {
+                let method = req.uri().path();
+                tracing::info_span!("grpc", otel.name = %method.trim_start_matches('/'), rpc.method = %method)
+            })
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = drain_rx.await;
