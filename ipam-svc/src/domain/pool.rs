@@ -151,6 +151,19 @@ fn check_prefix(net: &IpNet) -> Result<(), String> {
     }
 }
 
+/// A `family` given alongside a subnet must be the subnet's.
+fn check_family(family: Option<Family>, net: &IpNet, subnet: &str, errs: &mut Vec<FieldViolation>) {
+    if let Some(f) = family
+        && f != Family::of(net.addr())
+    {
+        errs.push(FieldViolation::new(
+            "family",
+            f.name(),
+            format!("does not match subnet {subnet}"),
+        ));
+    }
+}
+
 impl PoolRequest {
     /// Validates every field; all problems are reported at once.
     pub fn validate(
@@ -187,15 +200,7 @@ impl PoolRequest {
         } else {
             match IpNet::from_str(&raw.subnet) {
                 Ok(net) if net.addr().is_unspecified() => {
-                    if let Some(f) = raw.family
-                        && f != Family::of(net.addr())
-                    {
-                        errs.push(FieldViolation::new(
-                            "family",
-                            f.name(),
-                            format!("does not match subnet {}", raw.subnet),
-                        ));
-                    }
+                    check_family(raw.family, &net, &raw.subnet, &mut errs);
                     match check_prefix(&net) {
                         Ok(()) => Some(SubnetRequest::Any {
                             family: Family::of(net.addr()),
@@ -209,15 +214,7 @@ impl PoolRequest {
                 }
                 _ => match parse_net(&raw.subnet).and_then(|n| check_prefix(&n).map(|()| n)) {
                     Ok(net) => {
-                        if let Some(f) = raw.family
-                            && f != Family::of(net.addr())
-                        {
-                            errs.push(FieldViolation::new(
-                                "family",
-                                f.name(),
-                                format!("does not match subnet {}", raw.subnet),
-                            ));
-                        }
+                        check_family(raw.family, &net, &raw.subnet, &mut errs);
                         Some(SubnetRequest::Explicit(net))
                     }
                     Err(reason) => {

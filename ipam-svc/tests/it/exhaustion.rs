@@ -8,7 +8,7 @@ use tonic::Code;
 use weft_proto::ipam::v1 as pb;
 use weft_testkit::Backend;
 
-use crate::harness::{InProc, all_allocations, alloc, check_clean, pool};
+use crate::harness::{InProc, all_allocations, alloc, check_clean, fill_concurrently, pool};
 
 async fn exhaust(backend: Backend, prefix: u8, parallel: usize) {
     let s = InProc::start(backend).await;
@@ -18,30 +18,9 @@ async fn exhaust(backend: Backend, prefix: u8, parallel: usize) {
     let usable = (1usize << (32 - prefix)) - 3;
     let total = usable + 10;
 
-    let mut tasks = Vec::new();
-    for k in 0..parallel {
-        // Each client has its own connection.
-        let mut c = s.client();
-        tasks.push(tokio::spawn(async move {
-            let mut ok = Vec::new();
-            let mut exhausted = 0;
-            for i in (k..total).step_by(parallel) {
-                match alloc(&mut c, "p", &format!("o{i}"), "").await {
-                    Ok(a) => ok.push(a.address),
-                    Err(e) if e.code() == Code::ResourceExhausted => exhausted += 1,
-                    Err(e) => panic!("unexpected error: {e:?}"),
-                }
-            }
-            (ok, exhausted)
-        }));
-    }
-    let mut addrs = Vec::new();
-    let mut exhausted = 0;
-    for t in tasks {
-        let (ok, ex) = t.await.unwrap();
-        addrs.extend(ok);
-        exhausted += ex;
-    }
+    // Each client has its own connection.
+    let clients = (0..parallel).map(|_| s.client()).collect();
+    let (addrs, exhausted) = fill_concurrently(clients, "p", total).await;
     let unique: HashSet<_> = addrs.iter().cloned().collect();
     assert_eq!(addrs.len(), usable, "{subnet} x{parallel}: successes");
     assert_eq!(exhausted, 10, "{subnet} x{parallel}: RESOURCE_EXHAUSTED");

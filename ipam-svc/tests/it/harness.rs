@@ -151,3 +151,38 @@ pub async fn process(url: &str, extra: &[&str]) -> weft_testkit::ServiceProcess 
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     weft_testkit::ServiceProcess::start(ipam_bin(), &args).await
 }
+
+/// Sends `total` allocation requests (owners `o0`…) from one task per client, each client taking
+/// every n-th request; returns the addresses handed out and the RESOURCE_EXHAUSTED count. Any
+/// other error fails the test.
+pub async fn fill_concurrently(
+    clients: Vec<Client>,
+    pool: &str,
+    total: usize,
+) -> (Vec<String>, usize) {
+    let n = clients.len();
+    let mut tasks = Vec::new();
+    for (k, mut c) in clients.into_iter().enumerate() {
+        let pool = pool.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut ok = Vec::new();
+            let mut exhausted = 0;
+            for i in (k..total).step_by(n) {
+                match alloc(&mut c, &pool, &format!("o{i}"), "").await {
+                    Ok(a) => ok.push(a.address),
+                    Err(e) if e.code() == tonic::Code::ResourceExhausted => exhausted += 1,
+                    Err(e) => panic!("unexpected error: {e:?}"),
+                }
+            }
+            (ok, exhausted)
+        }));
+    }
+    let mut addrs = Vec::new();
+    let mut exhausted = 0;
+    for t in tasks {
+        let (ok, ex) = t.await.unwrap();
+        addrs.extend(ok);
+        exhausted += ex;
+    }
+    (addrs, exhausted)
+}

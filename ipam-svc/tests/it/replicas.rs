@@ -3,11 +3,10 @@
 
 use std::collections::HashSet;
 
-use tonic::Code;
 use weft_proto::ipam::v1::ipam_service_client::IpamServiceClient;
 use weft_testkit::TestDb;
 
-use crate::harness::{alloc, check_clean, pool, process};
+use crate::harness::{check_clean, fill_concurrently, pool, process};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_three_replicas_on_postgres_never_duplicate() {
@@ -22,29 +21,10 @@ async fn heavy_three_replicas_on_postgres_never_duplicate() {
     let usable = 1024 - 3;
     let total = usable + 50;
 
-    let mut tasks = Vec::new();
-    for k in 0..48 {
-        let mut c = IpamServiceClient::new(weft_testkit::channel(replicas[k % 3].addr));
-        tasks.push(tokio::spawn(async move {
-            let mut ok = Vec::new();
-            let mut exhausted = 0;
-            for i in (k..total).step_by(48) {
-                match alloc(&mut c, "p", &format!("o{i}"), "").await {
-                    Ok(a) => ok.push(a.address),
-                    Err(e) if e.code() == Code::ResourceExhausted => exhausted += 1,
-                    Err(e) => panic!("unexpected error: {e:?}"),
-                }
-            }
-            (ok, exhausted)
-        }));
-    }
-    let mut addrs = Vec::new();
-    let mut exhausted = 0;
-    for t in tasks {
-        let (ok, ex) = t.await.unwrap();
-        addrs.extend(ok);
-        exhausted += ex;
-    }
+    let clients = (0..48)
+        .map(|k| IpamServiceClient::new(weft_testkit::channel(replicas[k % 3].addr)))
+        .collect();
+    let (addrs, exhausted) = fill_concurrently(clients, "p", total).await;
     assert_eq!(addrs.len(), usable);
     assert_eq!(exhausted, 50);
     assert_eq!(addrs.iter().collect::<HashSet<_>>().len(), usable);
