@@ -2,10 +2,10 @@
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_health_and_reflection_and_stops_on_sigterm() {
-    weft_testkit::assert_service_lifecycle(env!("CARGO_BIN_EXE_driver-agent")).await;
+    weft_testkit::assert_service_lifecycle(env!("CARGO_BIN_EXE_driver-agent"), &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_json_when_asked() {
-    weft_testkit::assert_logs_json(env!("CARGO_BIN_EXE_driver-agent")).await;
+    weft_testkit::assert_logs_json(env!("CARGO_BIN_EXE_driver-agent"), &[]).await;
 }

@@ -1,25 +1,121 @@
-//! gateway: Weft's one public network-management API, over durable state in SQLite or Postgres.
+//! gateway: Weft's one public network-management API (`weft.gateway.v1`), over durable state
+//! in SQLite or Postgres, orchestrating ipam-svc (and, with later issues, the driver-agents and
+//! dns-svc through its event stream).
 //!
-//! For now this crate is the service's shell: its flags, `grpc.health.v1`, server reflection and
-//! graceful shutdown on the shared runtime. Its own issue fills it with the service itself.
+//! Served today: `NetworkService` (create, inspect, list with filters, update, delete, prune;
+//! the predefined `bridge`, `host` and `none` networks) and `EventService.Watch`. Sandboxes,
+//! endpoints and hosts come with the rest of the gateway's issue.
 
-use std::net::SocketAddr;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod network;
+pub mod networks;
+pub mod store;
+mod to_pb;
+
+use std::{net::SocketAddr, time::Duration};
 
 use weft_runtime::{CommonArgs, GrpcServer};
+use weft_store::{Db, StoreOptions};
+
+pub use networks::Gateway;
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "gateway", version)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Weft's public network-management API"
+)]
 pub struct Args {
     /// gRPC listen address.
     #[arg(long, env = "WEFT_GATEWAY_LISTEN", default_value = "127.0.0.1:7700")]
     pub listen: SocketAddr,
 
+    /// Database: `sqlite://PATH` (one replica) or `postgres://…` (any number of replicas).
+    #[arg(
+        long,
+        env = "WEFT_GATEWAY_DATABASE_URL",
+        default_value = "sqlite://weft-data/gateway.db"
+    )]
+    pub database_url: String,
+
+    /// ipam-svc's address.
+    #[arg(
+        long,
+        env = "WEFT_GATEWAY_IPAM",
+        default_value = "http://127.0.0.1:7701"
+    )]
+    pub ipam: String,
+
+    /// How many events the log keeps for watchers that resume.
+    #[arg(long, env = "WEFT_GATEWAY_EVENT_HISTORY", default_value_t = 10_000)]
+    pub event_history: u64,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
+/// A problem starting the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid --ipam {0:?}: expected http://HOST:PORT")]
+    IpamUrl(String),
+    #[error("--event-history must be at least 1")]
+    History,
+    #[error(transparent)]
+    Store(#[from] weft_store::StoreError),
+    #[error(transparent)]
+    Serve(#[from] weft_runtime::grpc::ServeError),
+}
+
+/// Opens the store, connects (lazily) to ipam-svc and returns the gateway.
+pub async fn open(args: &Args) -> Result<Gateway, StartError> {
+    if args.event_history == 0 {
+        return Err(StartError::History);
+    }
+    let ipam = tonic::transport::Endpoint::from_shared(args.ipam.clone())
+        .map_err(|_| StartError::IpamUrl(args.ipam.clone()))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
+    let db = Db::open(&args.database_url, &StoreOptions::default()).await?;
+    db.migrate(&store::SQLITE_MIGRATIONS, &store::POSTGRES_MIGRATIONS)
+        .await?;
+    Ok(Gateway::new(db, ipam, args.event_history))
+}
+
+/// The gateway's gRPC services.
+pub fn services(gw: Gateway) -> GrpcServer {
+    let svc = grpc::GatewayGrpc::new(gw);
+    GrpcServer::new()
+        .add_service(
+            weft_proto::gateway::v1::network_service_server::NetworkServiceServer::new(svc.clone()),
+        )
+        .add_service(weft_proto::gateway::v1::event_service_server::EventServiceServer::new(svc))
+}
+
+/// Creates the predefined networks, retrying while ipam-svc is not up yet.
+pub async fn ensure_predefined_with_retry(gw: &Gateway) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match gw.ensure_predefined().await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot create the predefined networks yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// Serves until SIGTERM or SIGINT.
-pub async fn run(args: Args) -> Result<(), weft_runtime::grpc::ServeError> {
-    weft_runtime::grpc::serve_until_signal("gateway", args.listen, &args.common, GrpcServer::new())
-        .await
+pub async fn run(args: Args) -> Result<(), StartError> {
+    let gw = open(&args).await?;
+    let background = gw.clone();
+    tokio::spawn(async move { ensure_predefined_with_retry(&background).await });
+    weft_runtime::grpc::serve_until_signal("gateway", args.listen, &args.common, services(gw))
+        .await?;
+    Ok(())
 }

@@ -257,8 +257,8 @@ pub fn run_grpcurl(args: &[&str]) -> (i32, String, String) {
 
 /// Starts `bin` on a free port, checks that it serves health (SERVING) and reflection (the real
 /// grpcurl lists health and both reflection versions), then that SIGTERM makes it exit 0.
-pub async fn assert_service_lifecycle(bin: &str) {
-    let mut svc = ServiceProcess::start(bin, &[]).await;
+pub async fn assert_service_lifecycle(bin: &str, args: &[String]) {
+    let mut svc = ServiceProcess::start(bin, args).await;
     let (code, out, err) = run_grpcurl(&["-plaintext", &svc.addr.to_string(), "list"]);
     assert_eq!(code, 0, "grpcurl list: {err}");
     for s in [
@@ -279,8 +279,10 @@ pub async fn assert_service_lifecycle(bin: &str) {
 
 /// Starts `bin` with `--log-format json` and checks that every line it logs is a JSON object
 /// with a level and a message, then stops it.
-pub async fn assert_logs_json(bin: &str) {
-    let mut svc = ServiceProcess::start(bin, &["--log-format".to_owned(), "json".to_owned()]).await;
+pub async fn assert_logs_json(bin: &str, args: &[String]) {
+    let mut args = args.to_vec();
+    args.extend(["--log-format".to_owned(), "json".to_owned()]);
+    let mut svc = ServiceProcess::start(bin, &args).await;
     svc.signal(signal::Signal::SIGTERM);
     svc.wait_exit(Duration::from_secs(10)).await;
     let log = svc.log_text();

@@ -1,0 +1,72 @@
+//! The gateway's one error type and its one mapping to gRPC statuses.
+
+use tonic::{Code, Status};
+use weft_runtime::FieldViolation;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    #[error("invalid argument")]
+    Invalid(Vec<FieldViolation>),
+    #[error("network {0:?} not found")]
+    NetworkNotFound(String),
+    #[error("network name {0:?} is already taken")]
+    NameTaken(String),
+    #[error("{0}")]
+    Precondition(String),
+    #[error(
+        "event revision {from} is no longer kept (oldest kept: {oldest}): list again, then watch from the list's revision"
+    )]
+    RevisionGone { from: u64, oldest: u64 },
+    /// An error from ipam-svc, passed on with its code (the step that failed).
+    #[error("ipam: {}", .0.message())]
+    Ipam(Status),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for GatewayError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::Sql(e))
+    }
+}
+
+impl GatewayError {
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self::Invalid(vec![FieldViolation::new(field, value, reason)])
+    }
+}
+
+impl From<GatewayError> for Status {
+    fn from(e: GatewayError) -> Self {
+        let msg = e.to_string();
+        match e {
+            GatewayError::Invalid(v) => weft_runtime::invalid_argument(&v),
+            GatewayError::NetworkNotFound(_) => Status::not_found(msg),
+            GatewayError::NameTaken(_) => Status::already_exists(msg),
+            GatewayError::Precondition(_) => Status::failed_precondition(msg),
+            GatewayError::RevisionGone { .. } => Status::out_of_range(msg),
+            // IPAM's own INVALID_ARGUMENT already names the field and value, with details.
+            GatewayError::Ipam(st) if st.code() == Code::InvalidArgument => st,
+            GatewayError::Ipam(st) => match st.code() {
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+                    tracing::warn!(error = %st.message(), "ipam-svc unavailable");
+                    Status::unavailable(format!("ipam-svc unavailable: {}", st.message()))
+                }
+                Code::Internal => Status::internal("ipam-svc internal error"),
+                code => Status::new(code, msg),
+            },
+            GatewayError::Store(StoreError::Sql(ref s)) if weft_store::is_unavailable(s) => {
+                tracing::warn!(error = %s, "store unavailable");
+                Status::unavailable("store unavailable")
+            }
+            GatewayError::Store(ref s) => weft_runtime::internal(s),
+        }
+    }
+}

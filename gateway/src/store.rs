@@ -1,0 +1,219 @@
+//! SQL for networks, the event log and applied request ids; one set of statements for SQLite and
+//! Postgres.
+
+use prost::Message as _;
+use sqlx::{AnyConnection, Row as _};
+use weft_proto::gateway::v1 as pb;
+
+use crate::network::NetworkRecord;
+
+pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error("stored {what} cannot be read: {reason}")]
+    Corrupt { what: &'static str, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+fn decode_record(json: &str) -> Result<NetworkRecord> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        what: "network",
+        reason: e.to_string(),
+    })
+}
+
+/// Takes the next revision; the row stays locked until the transaction ends.
+pub async fn next_revision(conn: &mut AnyConnection) -> Result<u64> {
+    let r: i64 = sqlx::query_scalar(
+        "UPDATE gateway_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(u64::try_from(r).unwrap_or(0))
+}
+
+pub async fn current_revision(conn: &mut AnyConnection) -> Result<u64> {
+    let r: i64 = sqlx::query_scalar("SELECT revision FROM gateway_revision WHERE id = 1")
+        .fetch_one(conn)
+        .await?;
+    Ok(u64::try_from(r).unwrap_or(0))
+}
+
+pub async fn insert_event(conn: &mut AnyConnection, event: &pb::Event) -> Result<()> {
+    sqlx::query("INSERT INTO gateway_events (revision, payload) VALUES ($1, $2)")
+        .bind(i64::try_from(event.revision).unwrap_or(i64::MAX))
+        .bind(event.encode_to_vec())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Forgets events older than the newest `keep`.
+pub async fn trim_events(conn: &mut AnyConnection, newest: u64, keep: u64) -> Result<()> {
+    if newest > keep {
+        sqlx::query("DELETE FROM gateway_events WHERE revision <= $1")
+            .bind(i64::try_from(newest - keep).unwrap_or(0))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Events after `after`, in revision order, at most `limit`.
+pub async fn events_after(
+    conn: &mut AnyConnection,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<pb::Event>> {
+    let rows = sqlx::query(
+        "SELECT payload FROM gateway_events WHERE revision > $1 ORDER BY revision LIMIT $2",
+    )
+    .bind(i64::try_from(after).unwrap_or(i64::MAX))
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let b: Vec<u8> = r.try_get("payload")?;
+            pb::Event::decode(b.as_slice()).map_err(|e| StoreError::Corrupt {
+                what: "event",
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The oldest revision still in the log, if any.
+pub async fn oldest_event(conn: &mut AnyConnection) -> Result<Option<u64>> {
+    let r: Option<i64> = sqlx::query_scalar("SELECT MIN(revision) FROM gateway_events")
+        .fetch_one(conn)
+        .await?;
+    Ok(r.and_then(|r| u64::try_from(r).ok()))
+}
+
+pub async fn insert_network(conn: &mut AnyConnection, rec: &NetworkRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO gateway_networks (id, name, driver, predefined, record, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&rec.id)
+    .bind(&rec.name)
+    .bind(&rec.driver)
+    .bind(i64::from(rec.predefined))
+    .bind(serde_json::to_string(rec).unwrap_or_default())
+    .bind(rec.created_at_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn update_network(conn: &mut AnyConnection, rec: &NetworkRecord) -> Result<()> {
+    sqlx::query("UPDATE gateway_networks SET record = $2 WHERE id = $1")
+        .bind(&rec.id)
+        .bind(serde_json::to_string(rec).unwrap_or_default())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete_network(conn: &mut AnyConnection, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM gateway_networks WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Networks whose name is `key`, whose id is `key`, or whose id starts with `key`, in that order
+/// of preference (the caller decides what an ambiguous prefix means).
+pub async fn find_networks(conn: &mut AnyConnection, key: &str) -> Result<Vec<NetworkRecord>> {
+    for sql in [
+        "SELECT record FROM gateway_networks WHERE name = $1",
+        "SELECT record FROM gateway_networks WHERE id = $1",
+    ] {
+        let rows = sqlx::query(sql).bind(key).fetch_all(&mut *conn).await?;
+        if !rows.is_empty() {
+            return rows
+                .iter()
+                .map(|r| decode_record(&r.try_get::<String, _>("record")?))
+                .collect();
+        }
+    }
+    // Only hex can be an id prefix; anything else would be a LIKE pattern.
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(Vec::new());
+    }
+    let rows =
+        sqlx::query("SELECT record FROM gateway_networks WHERE id LIKE $1 ORDER BY id LIMIT 2")
+            .bind(format!("{key}%"))
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.iter()
+        .map(|r| decode_record(&r.try_get::<String, _>("record")?))
+        .collect()
+}
+
+pub async fn list_networks(conn: &mut AnyConnection) -> Result<Vec<NetworkRecord>> {
+    let rows = sqlx::query("SELECT record FROM gateway_networks ORDER BY name")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| decode_record(&r.try_get::<String, _>("record")?))
+        .collect()
+}
+
+/// A request id seen before: its method, request and response.
+pub async fn applied_request(
+    conn: &mut AnyConnection,
+    request_id: &str,
+) -> Result<Option<(String, Vec<u8>, Vec<u8>)>> {
+    let row =
+        sqlx::query("SELECT method, request, response FROM gateway_requests WHERE request_id = $1")
+            .bind(request_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(match row {
+        Some(r) => Some((
+            r.try_get("method")?,
+            r.try_get("request")?,
+            r.try_get("response")?,
+        )),
+        None => None,
+    })
+}
+
+pub async fn record_request(
+    conn: &mut AnyConnection,
+    request_id: &str,
+    method: &str,
+    request: &[u8],
+    response: &[u8],
+    now_ms: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO gateway_requests (request_id, method, request, response, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(request_id)
+    .bind(method)
+    .bind(request.to_vec())
+    .bind(response.to_vec())
+    .bind(now_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let v = |m: &sqlx::migrate::Migrator| m.iter().map(|m| m.version).collect::<Vec<_>>();
+        assert_eq!(v(&super::SQLITE_MIGRATIONS), v(&super::POSTGRES_MIGRATIONS));
+    }
+}

@@ -1,0 +1,10 @@
+//! gateway integration tests: the real gateway over loopback gRPC, with a real ipam-svc, on
+//! SQLite and on a real Postgres.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+mod bad_input;
+mod grpcurl;
+mod harness;
+mod networks;
+mod watch;

@@ -1,0 +1,441 @@
+//! NetworkService on both backends, with a real ipam-svc behind it.
+
+use tonic::Code;
+use weft_proto::{gateway::v1 as pb, ipam::v1 as ipb};
+use weft_testkit::Backend;
+
+use crate::harness::{Stack, create, names, with_subnet};
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(weft_testkit::Backend::Sqlite).await }
+            )*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(weft_testkit::Backend::Postgres).await }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    predefined_networks_exist_and_are_protected,
+    create_inspect_list_and_delete_like_docker,
+    subnets_are_picked_and_released_through_ipam,
+    names_are_unique_and_lookups_accept_prefixes,
+    a_failed_step_undoes_the_earlier_ones,
+    request_ids_make_retries_safe,
+    update_changes_labels_and_dns_servers,
+    prune_removes_only_unused_user_networks,
+    validate_only_writes_nothing,
+);
+
+async fn predefined_networks_exist_and_are_protected(b: Backend) {
+    let s = Stack::start(b).await;
+    let mut c = s.networks();
+    assert_eq!(names(&mut c).await, vec!["bridge", "host", "none"]);
+    let bridge = c
+        .get_network(pb::GetNetworkRequest {
+            network: "bridge".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(bridge.predefined);
+    assert_eq!(bridge.driver, "bridge");
+    // Docker's default bridge subnet on a fresh host.
+    assert_eq!(bridge.ipam.unwrap().configs[0].subnet, "172.17.0.0/16");
+    for n in ["bridge", "host", "none"] {
+        let e = c
+            .delete_network(pb::DeleteNetworkRequest {
+                network: n.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{n}");
+    }
+    let e = c
+        .create_network(pb::CreateNetworkRequest {
+            driver: "host".into(),
+            ..create("h2")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+async fn create_inspect_list_and_delete_like_docker(b: Backend) {
+    let s = Stack::start(b).await;
+    let mut c = s.networks();
+    let n = c
+        .create_network(pb::CreateNetworkRequest {
+            labels: [("env".to_owned(), "dev".to_owned())].into(),
+            options: [(
+                "com.docker.network.driver.mtu".to_owned(),
+                "1400".to_owned(),
+            )]
+            .into(),
+            internal: true,
+            ..create("my-net")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(n.id.len(), 64);
+    assert_eq!((n.driver.as_str(), n.scope.as_str()), ("bridge", "local"));
+    assert!(n.internal && n.enable_ipv4 && !n.enable_ipv6);
+    assert_eq!(n.ipam.as_ref().unwrap().configs[0].subnet, "172.18.0.0/16");
+    assert_eq!(n.ipam.as_ref().unwrap().configs[0].gateway, "172.18.0.1");
+    let got = c
+        .get_network(pb::GetNetworkRequest {
+            network: "my-net".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, n);
+    c.create_network(create("other")).await.unwrap();
+    let filtered = |f: pb::ListNetworksRequest| {
+        let mut c = c.clone();
+        async move {
+            c.list_networks(f)
+                .await
+                .unwrap()
+                .into_inner()
+                .networks
+                .into_iter()
+                .map(|n| n.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        filtered(pb::ListNetworksRequest {
+            label: vec!["env=dev".into()],
+            ..Default::default()
+        })
+        .await,
+        vec!["my-net"]
+    );
+    assert_eq!(
+        filtered(pb::ListNetworksRequest {
+            label: vec!["env".into()],
+            ..Default::default()
+        })
+        .await,
+        vec!["my-net"]
+    );
+    assert_eq!(
+        filtered(pb::ListNetworksRequest {
+            driver: vec!["host".into()],
+            ..Default::default()
+        })
+        .await,
+        vec!["host"]
+    );
+    assert_eq!(
+        filtered(pb::ListNetworksRequest {
+            name: vec!["net".into()],
+            ..Default::default()
+        })
+        .await,
+        vec!["my-net"]
+    );
+    assert_eq!(
+        filtered(pb::ListNetworksRequest {
+            id: vec![n.id[..12].to_owned()],
+            ..Default::default()
+        })
+        .await,
+        vec!["my-net"]
+    );
+    assert_eq!(
+        filtered(pb::ListNetworksRequest {
+            scope: vec!["global".into()],
+            ..Default::default()
+        })
+        .await,
+        Vec::<String>::new()
+    );
+    let r = c
+        .delete_network(pb::DeleteNetworkRequest {
+            network: "my-net".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.name, "my-net");
+    let e = c
+        .get_network(pb::GetNetworkRequest {
+            network: "my-net".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(names(&mut c).await, vec!["bridge", "host", "none", "other"]);
+}
+
+async fn subnets_are_picked_and_released_through_ipam(b: Backend) {
+    let s = Stack::start(b).await;
+    let mut c = s.networks();
+    let mut ipam = s.ipam();
+    let n = c
+        .create_network(pb::CreateNetworkRequest {
+            enable_ipv6: true,
+            ..with_subnet("dual", "0.0.0.0/24")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let configs = n.ipam.unwrap().configs;
+    assert_eq!(configs.len(), 2);
+    assert_eq!(configs[0].subnet, "172.18.0.0/24");
+    assert_eq!(configs[1].subnet, "fd77:6566:7400::/64");
+    let pools = ipam
+        .list_pools(ipb::ListPoolsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .pools;
+    assert_eq!(pools.len(), 3, "bridge's and dual's two: {pools:?}");
+    c.delete_network(pb::DeleteNetworkRequest {
+        network: "dual".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let pools = ipam
+        .list_pools(ipb::ListPoolsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .pools;
+    assert_eq!(pools.len(), 1, "only bridge's pool is left: {pools:?}");
+    // An explicit subnet that overlaps another network's is refused by IPAM, naming the pool.
+    c.create_network(with_subnet("a", "10.50.0.0/16"))
+        .await
+        .unwrap();
+    let e = c
+        .create_network(with_subnet("b", "10.50.1.0/24"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    assert!(e.message().contains("10.50.0.0/16"), "{}", e.message());
+}
+
+async fn names_are_unique_and_lookups_accept_prefixes(b: Backend) {
+    let s = Stack::start(b).await;
+    let mut c = s.networks();
+    let n = c.create_network(create("dup")).await.unwrap().into_inner();
+    let e = c.create_network(create("dup")).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    for key in [n.id.clone(), n.id[..10].to_owned(), "dup".to_owned()] {
+        let got = c
+            .get_network(pb::GetNetworkRequest {
+                network: key.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.id, n.id, "{key}");
+    }
+    // A name wins over an id prefix that would also match.
+    let prefix = n.id[..4].to_owned();
+    let named = c
+        .create_network(create(&prefix))
+        .await
+        .unwrap()
+        .into_inner();
+    let got = c
+        .get_network(pb::GetNetworkRequest { network: prefix })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.id, named.id);
+    // The pool of the refused duplicate was given back.
+    assert_eq!(
+        s.ipam()
+            .list_pools(ipb::ListPoolsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .pools
+            .len(),
+        3
+    );
+}
+
+async fn a_failed_step_undoes_the_earlier_ones(b: Backend) {
+    let s = Stack::start(b).await;
+    let mut c = s.networks();
+    c.create_network(with_subnet("taken", "10.60.0.0/24"))
+        .await
+        .unwrap();
+    // First subnet is fine, second clashes: the first pool must be released again.
+    let e = c
+        .create_network(pb::CreateNetworkRequest {
+            ipam: Some(pb::Ipam {
+                configs: vec![
+                    pb::IpamConfig {
+                        subnet: "10.61.0.0/24".into(),
+                        ..Default::default()
+                    },
+                    pb::IpamConfig {
+                        subnet: "10.60.0.0/25".into(),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }),
+            ..create("half")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::AlreadyExists,
+        "the error of the step that failed: {e:?}"
+    );
+    let pools = s
+        .ipam()
+        .list_pools(ipb::ListPoolsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .pools;
+    assert!(
+        pools.iter().all(|p| p.subnet != "10.61.0.0/24"),
+        "leaked pool: {pools:?}"
+    );
+    assert!(!names(&mut c).await.contains(&"half".to_owned()));
+    let check = s
+        .ipam()
+        .check(ipb::CheckRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(check.problems_count, 0);
+}
+
+async fn request_ids_make_retries_safe(b: Backend) {
+    let s = Stack::start(b).await;
+    let mut c = s.networks();
+    let req = pb::CreateNetworkRequest {
+        request_id: "req-1".into(),
+        ..create("once")
+    };
+    let first = c.create_network(req.clone()).await.unwrap().into_inner();
+    let again = c.create_network(req).await.unwrap().into_inner();
+    assert_eq!(first, again);
+    let e = c
+        .create_network(pb::CreateNetworkRequest {
+            request_id: "req-1".into(),
+            ..create("twice")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("request_id"), "{}", e.message());
+    let del = pb::DeleteNetworkRequest {
+        network: "once".into(),
+        request_id: "req-2".into(),
+    };
+    let d1 = c.delete_network(del.clone()).await.unwrap().into_inner();
+    let d2 = c.delete_network(del).await.unwrap().into_inner();
+    assert_eq!(d1, d2);
+    assert_eq!(names(&mut c).await, vec!["bridge", "host", "none"]);
+}
+
+async fn update_changes_labels_and_dns_servers(b: Backend) {
+    let s = Stack::start(b).await;
+    let mut c = s.networks();
+    c.create_network(create("u")).await.unwrap();
+    let n = c
+        .update_network(pb::UpdateNetworkRequest {
+            network: "u".into(),
+            labels: [("a".to_owned(), "1".to_owned())].into(),
+            dns_servers: vec!["10.0.0.53".into()],
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["labels".into(), "dns_servers".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(n.labels.get("a").map(String::as_str), Some("1"));
+    assert_eq!(n.dns_servers, vec!["10.0.0.53"]);
+    assert!(n.updated_at.is_some());
+    let got = c
+        .get_network(pb::GetNetworkRequest {
+            network: "u".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, n);
+}
+
+async fn prune_removes_only_unused_user_networks(b: Backend) {
+    let s = Stack::start(b).await;
+    let mut c = s.networks();
+    c.create_network(pb::CreateNetworkRequest {
+        labels: [("keep".to_owned(), "1".to_owned())].into(),
+        ..create("kept")
+    })
+    .await
+    .unwrap();
+    c.create_network(create("gone1")).await.unwrap();
+    c.create_network(create("gone2")).await.unwrap();
+    let dry = c
+        .prune_networks(pb::PruneNetworksRequest {
+            label_not: vec!["keep".into()],
+            validate_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dry.networks_deleted, vec!["gone1", "gone2"]);
+    assert_eq!(names(&mut c).await.len(), 6);
+    let r = c
+        .prune_networks(pb::PruneNetworksRequest {
+            label_not: vec!["keep".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.networks_deleted, vec!["gone1", "gone2"]);
+    assert_eq!(names(&mut c).await, vec!["bridge", "host", "kept", "none"]);
+}
+
+async fn validate_only_writes_nothing(b: Backend) {
+    let s = Stack::start(b).await;
+    let mut c = s.networks();
+    let n = c
+        .create_network(pb::CreateNetworkRequest {
+            validate_only: true,
+            ..with_subnet("dry", "0.0.0.0/24")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(n.id.is_empty());
+    assert_eq!(n.ipam.unwrap().configs[0].subnet, "172.18.0.0/24");
+    assert_eq!(names(&mut c).await, vec!["bridge", "host", "none"]);
+    assert_eq!(
+        s.ipam()
+            .list_pools(ipb::ListPoolsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .pools
+            .len(),
+        1
+    );
+}
