@@ -14,6 +14,17 @@ pub enum GatewayError {
     NetworkNotFound(String),
     #[error("network name {0:?} is already taken")]
     NameTaken(String),
+    #[error("sandbox {0:?} not found")]
+    SandboxNotFound(String),
+    #[error("sandbox name {0:?} is already taken")]
+    SandboxNameTaken(String),
+    #[error("sandbox {sandbox:?} is already connected to network {network:?}")]
+    AlreadyConnected { sandbox: String, network: String },
+    #[error("sandbox {sandbox:?} is not connected to network {network:?}")]
+    NotConnected { sandbox: String, network: String },
+    /// An error from the host's driver-agent, passed on with its code (the step that failed).
+    #[error("driver-agent: {}", .0.message())]
+    Agent(Status),
     #[error("{0}")]
     Precondition(String),
     #[error(
@@ -48,18 +59,22 @@ impl From<GatewayError> for Status {
         let msg = e.to_string();
         match e {
             GatewayError::Invalid(v) => weft_runtime::invalid_argument(&v),
-            GatewayError::NetworkNotFound(_) => Status::not_found(msg),
-            GatewayError::NameTaken(_) => Status::already_exists(msg),
+            GatewayError::NetworkNotFound(_)
+            | GatewayError::SandboxNotFound(_)
+            | GatewayError::NotConnected { .. } => Status::not_found(msg),
+            GatewayError::NameTaken(_)
+            | GatewayError::SandboxNameTaken(_)
+            | GatewayError::AlreadyConnected { .. } => Status::already_exists(msg),
             GatewayError::Precondition(_) => Status::failed_precondition(msg),
             GatewayError::RevisionGone { .. } => Status::out_of_range(msg),
             // IPAM's own INVALID_ARGUMENT already names the field and value, with details.
             GatewayError::Ipam(st) if st.code() == Code::InvalidArgument => st,
-            GatewayError::Ipam(st) => match st.code() {
+            GatewayError::Ipam(st) | GatewayError::Agent(st) => match st.code() {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-                    tracing::warn!(error = %st.message(), "ipam-svc unavailable");
-                    Status::unavailable(format!("ipam-svc unavailable: {}", st.message()))
+                    tracing::warn!(error = %msg, "downstream unavailable");
+                    Status::unavailable(msg)
                 }
-                Code::Internal => Status::internal("ipam-svc internal error"),
+                Code::Internal => Status::internal(msg),
                 code => Status::new(code, msg),
             },
             GatewayError::Store(StoreError::Sql(ref s)) if weft_store::is_unavailable(s) => {

@@ -4,9 +4,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use weft_proto::gateway::v1::{
     self as pb, event_service_server::EventService, network_service_server::NetworkService,
+    sandbox_service_server::SandboxService,
 };
 
-use crate::{networks::Gateway, to_pb::network_to_pb};
+use crate::{
+    networks::Gateway,
+    store::sandboxes::Owner,
+    to_pb::{network_endpoints, network_to_pb, sandbox_to_pb},
+};
 
 #[derive(Debug, Clone)]
 pub struct GatewayGrpc {
@@ -35,7 +40,11 @@ impl NetworkService for GatewayGrpc {
         req: Request<pb::GetNetworkRequest>,
     ) -> Result<Response<pb::Network>, Status> {
         let rec = self.gw.find("network", &req.into_inner().network).await?;
-        Ok(Response::new(network_to_pb(&rec)))
+        let endpoints = self.gw.endpoints(Owner::Network, &rec.id).await?;
+        Ok(Response::new(pb::Network {
+            endpoints: network_endpoints(&endpoints),
+            ..network_to_pb(&rec)
+        }))
     }
 
     async fn list_networks(
@@ -85,5 +94,106 @@ impl EventService for GatewayGrpc {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let rx = self.gw.watch(req.into_inner()).await?;
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+impl GatewayGrpc {
+    async fn sandbox_view(&self, s: &crate::sandbox::SandboxRecord) -> Result<pb::Sandbox, Status> {
+        let endpoints = self.gw.endpoints(Owner::Sandbox, &s.id).await?;
+        Ok(sandbox_to_pb(s, &endpoints))
+    }
+}
+
+#[tonic::async_trait]
+impl SandboxService for GatewayGrpc {
+    async fn create_sandbox(
+        &self,
+        req: Request<pb::CreateSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        let (s, endpoints) = self.gw.create_sandbox(req.into_inner()).await?;
+        Ok(Response::new(sandbox_to_pb(&s, &endpoints)))
+    }
+
+    async fn get_sandbox(
+        &self,
+        req: Request<pb::GetSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        let s = self
+            .gw
+            .find_sandbox("sandbox", &req.into_inner().sandbox)
+            .await?;
+        Ok(Response::new(self.sandbox_view(&s).await?))
+    }
+
+    async fn list_sandboxes(
+        &self,
+        req: Request<pb::ListSandboxesRequest>,
+    ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
+        let f = req.into_inner();
+        let mut out = Vec::new();
+        for s in self.gw.list_sandboxes().await? {
+            let view = self.sandbox_view(&s).await?;
+            let any = |values: &[String], pred: &dyn Fn(&str) -> bool| {
+                values.is_empty() || values.iter().any(|v| pred(v))
+            };
+            let keep = any(&f.name, &|v| s.name.contains(v))
+                && any(&f.host, &|v| s.host == v)
+                && any(&f.container_id, &|v| s.container_id.starts_with(v))
+                && any(&f.network, &|v| {
+                    view.endpoints
+                        .iter()
+                        .any(|e| e.network_name == v || e.network_id.starts_with(v))
+                });
+            if keep {
+                out.push(view);
+            }
+        }
+        Ok(Response::new(pb::ListSandboxesResponse {
+            sandboxes: out,
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_sandbox(
+        &self,
+        req: Request<pb::DeleteSandboxRequest>,
+    ) -> Result<Response<pb::DeleteSandboxResponse>, Status> {
+        let req = req.into_inner();
+        let s = self.gw.find_sandbox("sandbox", &req.sandbox).await?;
+        let endpoint_ids = self
+            .gw
+            .endpoints(Owner::Sandbox, &s.id)
+            .await?
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        self.gw.delete_sandbox(req).await?;
+        Ok(Response::new(pb::DeleteSandboxResponse {
+            id: s.id,
+            name: s.name,
+            endpoint_ids,
+        }))
+    }
+
+    async fn connect(
+        &self,
+        req: Request<pb::ConnectRequest>,
+    ) -> Result<Response<pb::Endpoint>, Status> {
+        let ep = self.gw.connect(req.into_inner()).await?;
+        // Report whether this endpoint now provides a default route.
+        let s = self.gw.find_sandbox("sandbox", &ep.sandbox_id).await?;
+        let view = self.sandbox_view(&s).await?;
+        let got = view.endpoints.into_iter().find(|e| e.id == ep.id);
+        Ok(Response::new(got.unwrap_or_else(|| {
+            crate::to_pb::endpoint_to_pb(&ep, None)
+        })))
+    }
+
+    async fn disconnect(
+        &self,
+        req: Request<pb::DisconnectRequest>,
+    ) -> Result<Response<pb::DisconnectResponse>, Status> {
+        self.gw.disconnect(req.into_inner()).await?;
+        Ok(Response::new(pb::DisconnectResponse::default()))
     }
 }

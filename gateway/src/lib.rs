@@ -11,6 +11,8 @@ pub mod events;
 pub mod grpc;
 pub mod network;
 pub mod networks;
+pub mod sandbox;
+pub mod sandboxes;
 pub mod store;
 mod to_pb;
 
@@ -48,6 +50,18 @@ pub struct Args {
     )]
     pub ipam: String,
 
+    /// This host's driver-agent.
+    #[arg(
+        long,
+        env = "WEFT_GATEWAY_AGENT",
+        default_value = "http://127.0.0.1:7702"
+    )]
+    pub agent: String,
+
+    /// The name of this host (sandboxes are placed on it).
+    #[arg(long, env = "WEFT_GATEWAY_HOST_NAME", default_value = "local")]
+    pub host_name: String,
+
     /// How many events the log keeps for watchers that resume.
     #[arg(long, env = "WEFT_GATEWAY_EVENT_HISTORY", default_value_t = 10_000)]
     pub event_history: u64,
@@ -59,8 +73,8 @@ pub struct Args {
 /// A problem starting the gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("invalid --ipam {0:?}: expected http://HOST:PORT")]
-    IpamUrl(String),
+    #[error("invalid {flag} {value:?}: expected http://HOST:PORT")]
+    Url { flag: &'static str, value: String },
     #[error("--event-history must be at least 1")]
     History,
     #[error(transparent)]
@@ -74,15 +88,30 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
     if args.event_history == 0 {
         return Err(StartError::History);
     }
-    let ipam = tonic::transport::Endpoint::from_shared(args.ipam.clone())
-        .map_err(|_| StartError::IpamUrl(args.ipam.clone()))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .connect_lazy();
+    let channel = |flag: &'static str, value: &str| {
+        tonic::transport::Endpoint::from_shared(value.to_owned())
+            .map_err(|_| StartError::Url {
+                flag,
+                value: value.to_owned(),
+            })
+            .map(|e| {
+                e.connect_timeout(Duration::from_secs(2))
+                    .timeout(Duration::from_secs(10))
+                    .connect_lazy()
+            })
+    };
+    let ipam = channel("--ipam", &args.ipam)?;
+    let agent = channel("--agent", &args.agent)?;
     let db = Db::open(&args.database_url, &StoreOptions::default()).await?;
     db.migrate(&store::SQLITE_MIGRATIONS, &store::POSTGRES_MIGRATIONS)
         .await?;
-    Ok(Gateway::new(db, ipam, args.event_history))
+    Ok(Gateway::new(
+        db,
+        ipam,
+        agent,
+        args.host_name.clone(),
+        args.event_history,
+    ))
 }
 
 /// The gateway's gRPC services.
@@ -91,6 +120,9 @@ pub fn services(gw: Gateway) -> GrpcServer {
     GrpcServer::new()
         .add_service(
             weft_proto::gateway::v1::network_service_server::NetworkServiceServer::new(svc.clone()),
+        )
+        .add_service(
+            weft_proto::gateway::v1::sandbox_service_server::SandboxServiceServer::new(svc.clone()),
         )
         .add_service(weft_proto::gateway::v1::event_service_server::EventServiceServer::new(svc))
 }

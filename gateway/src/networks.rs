@@ -18,6 +18,7 @@ use crate::{
     error::GatewayError,
     network::{NetworkRecord, NetworkSpec, SubnetRecord},
     store,
+    store::sandboxes::Owner,
     to_pb::{event, network_to_pb},
 };
 
@@ -25,7 +26,10 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Gateway {
     pub(crate) db: Db,
-    ipam: IpamServiceClient<Channel>,
+    pub(crate) ipam: IpamServiceClient<Channel>,
+    /// The driver-agent of this host (one host until host registration lands).
+    pub(crate) agent: weft_proto::agent::v1::agent_service_client::AgentServiceClient<Channel>,
+    pub(crate) host: String,
     pub(crate) event_history: u64,
     pub(crate) notify: tokio::sync::watch::Sender<u64>,
 }
@@ -36,7 +40,7 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     // 64 hex characters, like Docker's ids.
     format!(
         "{}{}",
@@ -50,11 +54,13 @@ fn new_id() -> String {
 const PREDEFINED: &[(&str, &str)] = &[("bridge", "bridge"), ("host", "host"), ("none", "none")];
 
 impl Gateway {
-    pub fn new(db: Db, ipam: Channel, event_history: u64) -> Self {
+    pub fn new(db: Db, ipam: Channel, agent: Channel, host: String, event_history: u64) -> Self {
         let (notify, _) = tokio::sync::watch::channel(0);
         Self {
             db,
             ipam: IpamServiceClient::new(ipam),
+            agent: weft_proto::agent::v1::agent_service_client::AgentServiceClient::new(agent),
+            host,
             event_history,
             notify,
         }
@@ -166,32 +172,29 @@ impl Gateway {
         kind: pb::EventKind,
         request: Option<(&str, &str, Vec<u8>, Vec<u8>)>,
     ) -> Result<u64, GatewayError> {
+        let change = match kind {
+            pb::EventKind::NetworkCreated => Change::InsertNetwork(rec),
+            pb::EventKind::NetworkRemoved => Change::DeleteNetwork(rec),
+            _ => Change::UpdateNetwork(rec),
+        };
+        self.commit(&[(change, kind)], request).await
+    }
+
+    /// Applies `changes` in one transaction, each with the next revision and its event, records
+    /// the request id's answer, and wakes the watchers. Returns the last revision.
+    pub(crate) async fn commit(
+        &self,
+        changes: &[(Change<'_>, pb::EventKind)],
+        request: Option<(&str, &str, Vec<u8>, Vec<u8>)>,
+    ) -> Result<u64, GatewayError> {
         let mut conn = self.db.write().acquire().await?;
         let mut tx = sqlx::Connection::begin_with(&mut *conn, self.db.begin_write_sql()).await?;
-        let revision = store::next_revision(&mut tx).await?;
-        match kind {
-            pb::EventKind::NetworkCreated => {
-                if let Err(e) = store::insert_network(&mut tx, rec).await {
-                    if let store::StoreError::Sql(s) = &e
-                        && weft_store::is_unique_violation(s)
-                    {
-                        return Err(GatewayError::NameTaken(rec.name.clone()));
-                    }
-                    return Err(e.into());
-                }
-            }
-            pb::EventKind::NetworkRemoved => store::delete_network(&mut tx, &rec.id).await?,
-            _ => store::update_network(&mut tx, rec).await?,
+        let mut revision = 0;
+        for (change, kind) in changes {
+            revision = store::next_revision(&mut tx).await?;
+            let object = change.apply(&mut tx).await?;
+            store::insert_event(&mut tx, &event(revision, *kind, object)).await?;
         }
-        store::insert_event(
-            &mut tx,
-            &event(
-                revision,
-                kind,
-                pb::event::Object::Network(network_to_pb(rec)),
-            ),
-        )
-        .await?;
         if let Some((request_id, method, request, response)) = request {
             store::record_request(&mut tx, request_id, method, &request, &response, now_ms())
                 .await?;
@@ -479,6 +482,15 @@ impl Gateway {
                 rec.name
             )));
         }
+        let endpoints = self.endpoints(Owner::Network, &rec.id).await?;
+        if !endpoints.is_empty() {
+            let names: Vec<_> = endpoints.iter().map(|e| e.sandbox_name.as_str()).collect();
+            return Err(GatewayError::Precondition(format!(
+                "network {:?} has active endpoints: {}",
+                rec.name,
+                names.join(", ")
+            )));
+        }
         let answer = pb::DeleteNetworkResponse {
             id: rec.id.clone(),
             name: rec.name.clone(),
@@ -516,6 +528,9 @@ impl Gateway {
             if n.predefined || excluded || too_new {
                 continue;
             }
+            if !self.endpoints(Owner::Network, &n.id).await?.is_empty() {
+                continue;
+            }
             if !req.validate_only {
                 self.delete_network(pb::DeleteNetworkRequest {
                     network: n.id.clone(),
@@ -527,6 +542,90 @@ impl Gateway {
         }
         Ok(pb::PruneNetworksResponse {
             networks_deleted: deleted,
+        })
+    }
+}
+
+/// One change to the desired state.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change<'a> {
+    InsertNetwork(&'a NetworkRecord),
+    UpdateNetwork(&'a NetworkRecord),
+    DeleteNetwork(&'a NetworkRecord),
+    InsertSandbox(&'a crate::sandbox::SandboxRecord),
+    DeleteSandbox(&'a crate::sandbox::SandboxRecord),
+    InsertEndpoint(&'a crate::sandbox::EndpointRecord),
+    DeleteEndpoint(&'a crate::sandbox::EndpointRecord),
+}
+
+impl Change<'_> {
+    /// Writes the change; returns the object its event carries. Constraint violations become
+    /// the domain errors they mean (a replica may have won a race).
+    async fn apply(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+    ) -> Result<pb::event::Object, GatewayError> {
+        use crate::{store::sandboxes, to_pb};
+        let unique = |e: &store::StoreError| matches!(e, store::StoreError::Sql(s) if weft_store::is_unique_violation(s));
+        let fk = |e: &store::StoreError| matches!(e, store::StoreError::Sql(sqlx::Error::Database(d)) if d.is_foreign_key_violation());
+        Ok(match *self {
+            Change::InsertNetwork(n) => {
+                store::insert_network(conn, n).await.map_err(|e| {
+                    if unique(&e) {
+                        GatewayError::NameTaken(n.name.clone())
+                    } else {
+                        e.into()
+                    }
+                })?;
+                pb::event::Object::Network(network_to_pb(n))
+            }
+            Change::UpdateNetwork(n) => {
+                store::update_network(conn, n).await?;
+                pb::event::Object::Network(network_to_pb(n))
+            }
+            Change::DeleteNetwork(n) => {
+                store::delete_network(conn, &n.id).await.map_err(|e| {
+                    if fk(&e) {
+                        GatewayError::Precondition(format!("network {:?} has endpoints", n.name))
+                    } else {
+                        e.into()
+                    }
+                })?;
+                pb::event::Object::Network(network_to_pb(n))
+            }
+            Change::InsertSandbox(s) => {
+                sandboxes::insert(conn, s).await.map_err(|e| {
+                    if unique(&e) {
+                        GatewayError::SandboxNameTaken(s.name.clone())
+                    } else {
+                        e.into()
+                    }
+                })?;
+                pb::event::Object::Sandbox(to_pb::sandbox_to_pb(s, &[]))
+            }
+            Change::DeleteSandbox(s) => {
+                sandboxes::delete(conn, &s.id).await?;
+                pb::event::Object::Sandbox(to_pb::sandbox_to_pb(s, &[]))
+            }
+            Change::InsertEndpoint(e) => {
+                sandboxes::insert_endpoint(conn, e).await.map_err(|err| {
+                    if unique(&err) {
+                        GatewayError::AlreadyConnected {
+                            sandbox: e.sandbox_name.clone(),
+                            network: e.network_name.clone(),
+                        }
+                    } else if fk(&err) {
+                        GatewayError::NetworkNotFound(e.network_name.clone())
+                    } else {
+                        err.into()
+                    }
+                })?;
+                pb::event::Object::Endpoint(to_pb::endpoint_to_pb(e, None))
+            }
+            Change::DeleteEndpoint(e) => {
+                sandboxes::delete_endpoint(conn, &e.id).await?;
+                pb::event::Object::Endpoint(to_pb::endpoint_to_pb(e, None))
+            }
         })
     }
 }

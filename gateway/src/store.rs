@@ -217,3 +217,125 @@ mod tests {
         assert_eq!(v(&super::SQLITE_MIGRATIONS), v(&super::POSTGRES_MIGRATIONS));
     }
 }
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, json: &str) -> Result<T> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+pub mod sandboxes {
+    //! Sandboxes and endpoints.
+
+    use sqlx::{AnyConnection, Row as _};
+
+    use super::{Result, decode};
+    use crate::sandbox::{EndpointRecord, SandboxRecord};
+
+    pub async fn insert(conn: &mut AnyConnection, s: &SandboxRecord) -> Result<()> {
+        sqlx::query("INSERT INTO gateway_sandboxes (id, name, host, record, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&s.id)
+            .bind(&s.name)
+            .bind(&s.host)
+            .bind(serde_json::to_string(s).unwrap_or_default())
+            .bind(s.created_at_ms)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM gateway_sandboxes WHERE id = $1")
+            .bind(id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Sandboxes named `key`, with id `key`, or whose id starts with `key` (hex only).
+    pub async fn find(conn: &mut AnyConnection, key: &str) -> Result<Vec<SandboxRecord>> {
+        for sql in [
+            "SELECT record FROM gateway_sandboxes WHERE name = $1",
+            "SELECT record FROM gateway_sandboxes WHERE id = $1",
+        ] {
+            let rows = sqlx::query(sql).bind(key).fetch_all(&mut *conn).await?;
+            if !rows.is_empty() {
+                return rows
+                    .iter()
+                    .map(|r| decode("sandbox", &r.try_get::<String, _>("record")?))
+                    .collect();
+            }
+        }
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT record FROM gateway_sandboxes WHERE id LIKE $1 ORDER BY id LIMIT 2",
+        )
+        .bind(format!("{key}%"))
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|r| decode("sandbox", &r.try_get::<String, _>("record")?))
+            .collect()
+    }
+
+    pub async fn list(conn: &mut AnyConnection) -> Result<Vec<SandboxRecord>> {
+        let rows = sqlx::query("SELECT record FROM gateway_sandboxes ORDER BY name")
+            .fetch_all(conn)
+            .await?;
+        rows.iter()
+            .map(|r| decode("sandbox", &r.try_get::<String, _>("record")?))
+            .collect()
+    }
+
+    pub async fn insert_endpoint(conn: &mut AnyConnection, e: &EndpointRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO gateway_endpoints (id, sandbox_id, network_id, record, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&e.id)
+        .bind(&e.sandbox_id)
+        .bind(&e.network_id)
+        .bind(serde_json::to_string(e).unwrap_or_default())
+        .bind(e.created_at_ms)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_endpoint(conn: &mut AnyConnection, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM gateway_endpoints WHERE id = $1")
+            .bind(id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The endpoints of a sandbox, or of a network, in attach order.
+    pub async fn endpoints_of(
+        conn: &mut AnyConnection,
+        column: Owner,
+        id: &str,
+    ) -> Result<Vec<EndpointRecord>> {
+        let sql = match column {
+            Owner::Sandbox => {
+                "SELECT record FROM gateway_endpoints WHERE sandbox_id = $1 ORDER BY created_at_ms, id"
+            }
+            Owner::Network => {
+                "SELECT record FROM gateway_endpoints WHERE network_id = $1 ORDER BY created_at_ms, id"
+            }
+        };
+        let rows = sqlx::query(sql).bind(id).fetch_all(conn).await?;
+        rows.iter()
+            .map(|r| decode("endpoint", &r.try_get::<String, _>("record")?))
+            .collect()
+    }
+
+    /// Whose endpoints to list.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Owner {
+        Sandbox,
+        Network,
+    }
+}

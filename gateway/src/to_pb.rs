@@ -82,3 +82,107 @@ pub(crate) fn event(revision: u64, kind: pb::EventKind, object: pb::event::Objec
         request_id: String::new(),
     }
 }
+
+/// An endpoint; `routes` says which endpoints of its sandbox provide the default routes.
+pub(crate) fn endpoint_to_pb(
+    e: &crate::sandbox::EndpointRecord,
+    routes: Option<(&str, &str)>,
+) -> pb::Endpoint {
+    let (v4, v6) = routes.unwrap_or_default();
+    // The names the endpoint answers to on its network: the sandbox's name and its aliases.
+    let mut dns_names = vec![e.sandbox_name.clone()];
+    dns_names.extend(e.aliases.iter().cloned());
+    pb::Endpoint {
+        id: e.id.clone(),
+        network_id: e.network_id.clone(),
+        network_name: e.network_name.clone(),
+        sandbox_id: e.sandbox_id.clone(),
+        sandbox_name: e.sandbox_name.clone(),
+        interface_name: e.interface_name.clone(),
+        mac_address: e.mac_address.clone(),
+        ipv4_address: e.ipv4_address.clone(),
+        ipv6_address: e.ipv6_address.clone(),
+        gateway: e.gateway.clone(),
+        ipv6_gateway: e.ipv6_gateway.clone(),
+        aliases: e.aliases.clone(),
+        dns_names,
+        gw_priority: e.gw_priority,
+        default_route_v4: v4 == e.id,
+        default_route_v6: v6 == e.id,
+        driver_options: e.driver_options.clone().into_iter().collect(),
+        link_local_ips: e.link_local_ips.clone(),
+        host: e.host.clone(),
+        created_at: timestamp(e.created_at_ms),
+    }
+}
+
+pub(crate) fn sandbox_to_pb(
+    s: &crate::sandbox::SandboxRecord,
+    endpoints: &[crate::sandbox::EndpointRecord],
+) -> pb::Sandbox {
+    let id =
+        |e: Option<&crate::sandbox::EndpointRecord>| e.map(|e| e.id.clone()).unwrap_or_default();
+    let v4 = id(crate::sandbox::default_route(endpoints, false));
+    let v6 = id(crate::sandbox::default_route(endpoints, true));
+    pb::Sandbox {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        container_id: s.container_id.clone(),
+        host: s.host.clone(),
+        netns_path: s.netns_path.clone(),
+        hostname: s.hostname.clone(),
+        dns: Some(pb::DnsConfig {
+            servers: s.dns.servers.clone(),
+            search: s.dns.search.clone(),
+            options: s.dns.options.clone(),
+        }),
+        extra_hosts: s
+            .extra_hosts
+            .iter()
+            .map(|(h, a)| pb::ExtraHost {
+                hostname: h.clone(),
+                address: a.clone(),
+            })
+            .collect(),
+        port_mappings: s
+            .port_mappings
+            .iter()
+            .map(|p| pb::PortMapping {
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port,
+                container_port: p.container_port,
+                protocol: p.protocol,
+                range: p.range,
+            })
+            .collect(),
+        endpoints: endpoints
+            .iter()
+            .map(|e| endpoint_to_pb(e, Some((&v4, &v6))))
+            .collect(),
+        resolv_conf_path: String::new(),
+        hosts_path: String::new(),
+        network_mode: s.network_mode.clone(),
+        created_at: timestamp(s.created_at_ms),
+        labels: s.labels.clone().into_iter().collect(),
+        netns_managed: false,
+    }
+}
+
+/// `docker network inspect`'s view of a network's endpoints.
+pub(crate) fn network_endpoints(
+    endpoints: &[crate::sandbox::EndpointRecord],
+) -> Vec<pb::NetworkEndpoint> {
+    endpoints
+        .iter()
+        .map(|e| pb::NetworkEndpoint {
+            endpoint_id: e.id.clone(),
+            sandbox_id: e.sandbox_id.clone(),
+            sandbox_name: e.sandbox_name.clone(),
+            mac_address: e.mac_address.clone(),
+            ipv4_address: e.ipv4_address.clone(),
+            ipv6_address: e.ipv6_address.clone(),
+            host: e.host.clone(),
+            interface_name: e.interface_name.clone(),
+        })
+        .collect()
+}

@@ -387,3 +387,327 @@ async fn bad_network_input_is_refused_naming_field_and_value_and_changes_nothing
         assert_eq!(snapshot(&s).await, before, "{name}: state changed");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sandbox_input_is_refused_naming_field_and_value_and_changes_nothing() {
+    use Code::*;
+    let s = Stack::start(Backend::Sqlite).await;
+    s.networks()
+        .create_network(with_subnet("n", "10.81.0.0/24"))
+        .await
+        .unwrap();
+    let mut sb = crate::harness::sandboxes(&s);
+    sb.create_sandbox(pb::CreateSandboxRequest {
+        name: "there".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let sandbox = |f: fn(&mut pb::CreateSandboxRequest)| {
+        let mut r = pb::CreateSandboxRequest {
+            name: "s".into(),
+            ..Default::default()
+        };
+        f(&mut r);
+        r
+    };
+    let port = |p: pb::PortMapping| sandbox_with_port(p);
+    let connect = |sandbox: &str, network: &str, f: fn(&mut pb::EndpointSettings)| {
+        let mut settings = pb::EndpointSettings::default();
+        f(&mut settings);
+        pb::ConnectRequest {
+            sandbox: sandbox.into(),
+            network: network.into(),
+            settings: Some(settings),
+            ..Default::default()
+        }
+    };
+    enum S {
+        Create(pb::CreateSandboxRequest),
+        Connect(pb::ConnectRequest),
+        Disconnect(&'static str, &'static str),
+        Get(&'static str),
+        Delete(&'static str),
+    }
+    let cases: Vec<(&str, S, Code, &[&str])> = vec![
+        (
+            "empty sandbox name",
+            S::Create(sandbox(|r| r.name = String::new())),
+            InvalidArgument,
+            &["name", "\"\""],
+        ),
+        (
+            "sandbox name taken",
+            S::Create(sandbox(|r| r.name = "there".into())),
+            AlreadyExists,
+            &["there"],
+        ),
+        (
+            "unknown host",
+            S::Create(sandbox(|r| r.host = "elsewhere".into())),
+            InvalidArgument,
+            &["host", "elsewhere"],
+        ),
+        (
+            "network mode container",
+            S::Create(sandbox(|r| r.network_mode = "container:x".into())),
+            InvalidArgument,
+            &["network_mode", "container:x"],
+        ),
+        (
+            "bad hostname",
+            S::Create(sandbox(|r| r.hostname = "-h".into())),
+            InvalidArgument,
+            &["hostname", "-h"],
+        ),
+        (
+            "dns server not an ip",
+            S::Create(sandbox(|r| {
+                r.dns = Some(pb::DnsConfig {
+                    servers: vec!["resolver".into()],
+                    ..Default::default()
+                })
+            })),
+            InvalidArgument,
+            &["dns.servers[0]", "resolver"],
+        ),
+        (
+            "extra host address",
+            S::Create(sandbox(|r| {
+                r.extra_hosts = vec![pb::ExtraHost {
+                    hostname: "db".into(),
+                    address: "10.0.0".into(),
+                }]
+            })),
+            InvalidArgument,
+            &["extra_hosts[0].address", "10.0.0"],
+        ),
+        (
+            "container port 0",
+            S::Create(port(pb::PortMapping {
+                container_port: 0,
+                ..Default::default()
+            })),
+            InvalidArgument,
+            &["port_mappings[0].container_port", "0"],
+        ),
+        (
+            "host port too big",
+            S::Create(port(pb::PortMapping {
+                container_port: 80,
+                host_port: 70000,
+                ..Default::default()
+            })),
+            InvalidArgument,
+            &["port_mappings[0].host_port", "70000"],
+        ),
+        (
+            "range past 65535",
+            S::Create(port(pb::PortMapping {
+                container_port: 65530,
+                range: 10,
+                ..Default::default()
+            })),
+            InvalidArgument,
+            &["port_mappings[0].range", "10"],
+        ),
+        (
+            "unknown protocol",
+            S::Create(port(pb::PortMapping {
+                container_port: 80,
+                protocol: 9,
+                ..Default::default()
+            })),
+            InvalidArgument,
+            &["port_mappings[0].protocol", "9"],
+        ),
+        (
+            "bad host ip",
+            S::Create(port(pb::PortMapping {
+                container_port: 80,
+                host_ip: "localhost".into(),
+                ..Default::default()
+            })),
+            InvalidArgument,
+            &["port_mappings[0].host_ip", "localhost"],
+        ),
+        (
+            "initial network unnamed",
+            S::Create(sandbox(|r| {
+                r.networks = vec![pb::NetworkAttachment::default()]
+            })),
+            InvalidArgument,
+            &["networks[0].network"],
+        ),
+        (
+            "initial network missing",
+            S::Create(sandbox(|r| {
+                r.networks = vec![pb::NetworkAttachment {
+                    network: "nowhere".into(),
+                    settings: None,
+                }]
+            })),
+            NotFound,
+            &["nowhere"],
+        ),
+        (
+            "mac not a mac",
+            S::Connect(connect("there", "n", |s| s.mac_address = "zz:00".into())),
+            InvalidArgument,
+            &["settings.mac_address", "zz:00"],
+        ),
+        (
+            "multicast mac",
+            S::Connect(connect("there", "n", |s| {
+                s.mac_address = "01:00:5e:00:00:01".into()
+            })),
+            InvalidArgument,
+            &["settings.mac_address", "01:00:5e:00:00:01"],
+        ),
+        (
+            "interface too long",
+            S::Connect(connect("there", "n", |s| {
+                s.interface_name = "a-very-long-interface".into()
+            })),
+            InvalidArgument,
+            &["settings.interface_name", "a-very-long-interface"],
+        ),
+        (
+            "bad alias",
+            S::Connect(connect("there", "n", |s| {
+                s.aliases = vec!["bad alias".into()]
+            })),
+            InvalidArgument,
+            &["settings.aliases[0]", "bad alias"],
+        ),
+        (
+            "v6 in ipv4_address",
+            S::Connect(connect("there", "n", |s| s.ipv4_address = "fd00::5".into())),
+            InvalidArgument,
+            &["settings.ipv4_address", "fd00::5"],
+        ),
+        (
+            "address outside the subnet",
+            S::Connect(connect("there", "n", |s| {
+                s.ipv4_address = "10.82.0.5".into()
+            })),
+            InvalidArgument,
+            &["settings.ipv4_address", "10.82.0.5"],
+        ),
+        (
+            "link-local not an ip",
+            S::Connect(connect("there", "n", |s| {
+                s.link_local_ips = vec!["x".into()]
+            })),
+            InvalidArgument,
+            &["settings.link_local_ips[0]", "x"],
+        ),
+        (
+            "connect unknown sandbox",
+            S::Connect(connect("ghost", "n", |_| {})),
+            NotFound,
+            &["ghost"],
+        ),
+        (
+            "connect unknown network",
+            S::Connect(connect("there", "void", |_| {})),
+            NotFound,
+            &["void"],
+        ),
+        (
+            "connect to host network",
+            S::Connect(connect("there", "host", |_| {})),
+            FailedPrecondition,
+            &["host", "network_mode"],
+        ),
+        (
+            "connect without sandbox",
+            S::Connect(connect("", "n", |_| {})),
+            InvalidArgument,
+            &["sandbox", "\"\""],
+        ),
+        (
+            "disconnect not connected",
+            S::Disconnect("there", "n"),
+            NotFound,
+            &["there", "\"n\""],
+        ),
+        (
+            "get unknown sandbox",
+            S::Get("nobody"),
+            NotFound,
+            &["nobody"],
+        ),
+        (
+            "delete unknown sandbox",
+            S::Delete("nobody"),
+            NotFound,
+            &["nobody"],
+        ),
+    ];
+    let snapshot = |s: &Stack| {
+        let (mut c, mut i, mut sb) = (s.networks(), s.ipam(), crate::harness::sandboxes(s));
+        async move {
+            let nets = c
+                .list_networks(pb::ListNetworksRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            let allocs = i
+                .list_allocations(ipb::ListAllocationsRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            let sbs = sb
+                .list_sandboxes(pb::ListSandboxesRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            format!("{nets:?}\n{allocs:?}\n{sbs:?}")
+        }
+    };
+    for (name, call, code, needles) in cases {
+        let before = snapshot(&s).await;
+        let err = match call {
+            S::Create(r) => sb.create_sandbox(r).await.map(drop),
+            S::Connect(r) => sb.connect(r).await.map(drop),
+            S::Disconnect(a, n) => sb
+                .disconnect(pb::DisconnectRequest {
+                    sandbox: a.into(),
+                    network: n.into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            S::Get(a) => sb
+                .get_sandbox(pb::GetSandboxRequest { sandbox: a.into() })
+                .await
+                .map(drop),
+            S::Delete(a) => sb
+                .delete_sandbox(pb::DeleteSandboxRequest {
+                    sandbox: a.into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        }
+        .expect_err(name);
+        assert_eq!(err.code(), code, "{name}: {err:?}");
+        for n in needles {
+            assert!(
+                err.message().contains(n),
+                "{name}: message {:?} does not name {n:?}",
+                err.message()
+            );
+        }
+        assert_eq!(snapshot(&s).await, before, "{name}: state changed");
+    }
+}
+
+fn sandbox_with_port(p: pb::PortMapping) -> pb::CreateSandboxRequest {
+    pb::CreateSandboxRequest {
+        name: "s".into(),
+        port_mappings: vec![p],
+        ..Default::default()
+    }
+}

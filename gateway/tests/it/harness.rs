@@ -14,6 +14,7 @@ use weft_testkit::{Backend, TestDb};
 pub struct Stack {
     pub gateway: SocketAddr,
     pub ipam: SocketAddr,
+    pub agent: crate::fake_agent::FakeAgent,
     _dbs: (TestDb, TestDb),
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
 }
@@ -58,12 +59,19 @@ impl Stack {
             .unwrap();
         let (ipam_addr, stop_ipam) =
             serve(weft_runtime::GrpcServer::new().add_service(ipam_svc::grpc::server(ipam))).await;
+        let agent = crate::fake_agent::FakeAgent::default();
+        let (agent_addr, stop_agent) = serve(weft_runtime::GrpcServer::new().add_service(
+            weft_proto::agent::v1::agent_service_server::AgentServiceServer::new(agent.clone()),
+        ))
+        .await;
         let args = gateway::Args::try_parse_from([
             "gateway",
             "--database-url",
             &gw_db.url,
             "--ipam",
             &format!("http://{ipam_addr}"),
+            "--agent",
+            &format!("http://{agent_addr}"),
             "--event-history",
             "50",
         ])
@@ -74,8 +82,9 @@ impl Stack {
         Self {
             gateway: gw_addr,
             ipam: ipam_addr,
+            agent,
             _dbs: (ipam_db, gw_db),
-            stops: vec![stop_gw, stop_ipam],
+            stops: vec![stop_gw, stop_ipam, stop_agent],
         }
     }
 
@@ -124,4 +133,12 @@ pub async fn names(c: &mut NetworkServiceClient<Channel>) -> Vec<String> {
         .into_iter()
         .map(|n| n.name)
         .collect()
+}
+
+pub fn sandboxes(
+    s: &Stack,
+) -> weft_proto::gateway::v1::sandbox_service_client::SandboxServiceClient<Channel> {
+    weft_proto::gateway::v1::sandbox_service_client::SandboxServiceClient::new(
+        weft_testkit::channel(s.gateway),
+    )
 }

@@ -1,0 +1,101 @@
+//! An in-process driver-agent for gateway tests: implements `weft.agent.v1.AgentService`,
+//! records what it is asked to do, and fails attaches to networks named `broken`. The real
+//! agent is tested against the kernel in its own crate.
+
+use std::sync::{Arc, Mutex};
+
+use tonic::{Request, Response, Status};
+use weft_proto::agent::v1::{self as apb, agent_service_server::AgentService};
+
+#[derive(Debug, Default)]
+pub struct Calls {
+    pub attached: Vec<apb::AttachRequest>,
+    pub detached: Vec<apb::DetachRequest>,
+    pub sandboxes: Vec<String>,
+    pub removed_sandboxes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FakeAgent {
+    pub calls: Arc<Mutex<Calls>>,
+}
+
+#[tonic::async_trait]
+impl AgentService for FakeAgent {
+    async fn get_capabilities(
+        &self,
+        _: Request<apb::GetCapabilitiesRequest>,
+    ) -> Result<Response<apb::Capabilities>, Status> {
+        Ok(Response::new(apb::Capabilities::default()))
+    }
+
+    async fn ensure_network(
+        &self,
+        _: Request<apb::EnsureNetworkRequest>,
+    ) -> Result<Response<apb::EnsureNetworkResponse>, Status> {
+        Ok(Response::new(apb::EnsureNetworkResponse::default()))
+    }
+
+    async fn remove_network(
+        &self,
+        _: Request<apb::RemoveNetworkRequest>,
+    ) -> Result<Response<apb::RemoveNetworkResponse>, Status> {
+        Ok(Response::new(apb::RemoveNetworkResponse::default()))
+    }
+
+    async fn create_sandbox(
+        &self,
+        req: Request<apb::CreateSandboxRequest>,
+    ) -> Result<Response<apb::CreateSandboxResponse>, Status> {
+        let s = req.into_inner().sandbox.unwrap_or_default();
+        self.calls
+            .lock()
+            .unwrap()
+            .sandboxes
+            .push(s.sandbox_id.clone());
+        Ok(Response::new(apb::CreateSandboxResponse {
+            netns_path: format!("/run/netns/fake-{}", &s.sandbox_id[..12]),
+            sandbox_id: s.sandbox_id,
+            ..Default::default()
+        }))
+    }
+
+    async fn remove_sandbox(
+        &self,
+        req: Request<apb::RemoveSandboxRequest>,
+    ) -> Result<Response<apb::RemoveSandboxResponse>, Status> {
+        self.calls
+            .lock()
+            .unwrap()
+            .removed_sandboxes
+            .push(req.into_inner().sandbox_id);
+        Ok(Response::new(apb::RemoveSandboxResponse::default()))
+    }
+
+    async fn attach(
+        &self,
+        req: Request<apb::AttachRequest>,
+    ) -> Result<Response<apb::AttachResponse>, Status> {
+        let req = req.into_inner();
+        if req.network.as_ref().is_some_and(|n| n.name == "broken") {
+            return Err(Status::unavailable("fake agent: the kernel said no"));
+        }
+        self.calls.lock().unwrap().attached.push(req);
+        Ok(Response::new(apb::AttachResponse::default()))
+    }
+
+    async fn detach(
+        &self,
+        req: Request<apb::DetachRequest>,
+    ) -> Result<Response<apb::DetachResponse>, Status> {
+        self.calls.lock().unwrap().detached.push(req.into_inner());
+        Ok(Response::new(apb::DetachResponse::default()))
+    }
+
+    async fn apply_state(
+        &self,
+        _: Request<apb::ApplyStateRequest>,
+    ) -> Result<Response<apb::ApplyStateResponse>, Status> {
+        Err(Status::unimplemented("fake agent: ApplyState"))
+    }
+}
