@@ -14,7 +14,7 @@ use weft_testkit::{Backend, TestDb};
 pub struct Stack {
     pub gateway: SocketAddr,
     pub ipam: SocketAddr,
-    pub agent: crate::fake_agent::FakeAgent,
+    pub agent: weft_testkit::fake_agent::FakeAgent,
     _dbs: (TestDb, TestDb),
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
 }
@@ -59,7 +59,7 @@ impl Stack {
             .unwrap();
         let (ipam_addr, stop_ipam) =
             serve(weft_runtime::GrpcServer::new().add_service(ipam_svc::grpc::server(ipam))).await;
-        let agent = crate::fake_agent::FakeAgent::default();
+        let agent = weft_testkit::fake_agent::FakeAgent::default();
         let (agent_addr, stop_agent) = serve(weft_runtime::GrpcServer::new().add_service(
             weft_proto::agent::v1::agent_service_server::AgentServiceServer::new(agent.clone()),
         ))

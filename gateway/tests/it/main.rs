@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod bad_input;
-mod fake_agent;
 mod grpcurl;
 mod harness;
 mod networks;

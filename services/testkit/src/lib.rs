@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+pub mod fake_agent;
+
 use std::{
     future::Future,
     net::{SocketAddr, TcpListener},

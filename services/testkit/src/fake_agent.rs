@@ -1,4 +1,4 @@
-//! An in-process driver-agent for gateway tests: implements `weft.agent.v1.AgentService`,
+//! An in-process driver-agent for gateway tests and benchmarks: implements `weft.agent.v1.AgentService`,
 //! records what it is asked to do, and fails attaches to networks named `broken`. The real
 //! agent is tested against the kernel in its own crate.
 
