@@ -7,5 +7,6 @@ mod bad_input;
 mod grpcurl;
 mod harness;
 mod networks;
+mod replicas;
 mod sandboxes;
 mod watch;
