@@ -1,25 +1,196 @@
-//! dns-svc: container name resolution, per network, per host (hickory-server), with records built from the gateway's event stream.
+//! dns-svc: container name resolution, per network, per host.
 //!
-//! For now this crate is the service's shell: its flags, `grpc.health.v1`, server reflection and
-//! graceful shutdown on the shared runtime. Its own issue fills it with the service itself.
+//! Records come from the gateway's event stream ([`events`]) into an immutable snapshot
+//! ([`records`]) that queries read without locks. Each sandbox of this host gets a DNS listener
+//! inside its own namespace ([`server`]), so the answer depends on who asks ([`resolver`]);
+//! other names are forwarded ([`forward`]). The admin API explains and counts ([`grpc`]).
 
-use std::net::SocketAddr;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod forward;
+pub mod grpc;
+pub mod records;
+pub mod resolver;
+pub mod server;
+pub mod stats;
 
-use weft_runtime::{CommonArgs, GrpcServer};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
-#[derive(Debug, Clone, clap::Parser)]
-#[command(name = "dns-svc", version)]
-pub struct Args {
-    /// gRPC listen address.
-    #[arg(long, env = "WEFT_DNS_LISTEN", default_value = "127.0.0.1:7703")]
-    pub listen: SocketAddr,
+use arc_swap::ArcSwap;
+use hickory_server::Server;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use weft_runtime::{GrpcServer, grpc::ShutdownTiming};
 
-    #[command(flatten)]
-    pub common: CommonArgs,
+pub use config::{Args, Config};
+
+use crate::{
+    error::ListenError,
+    events::Ingester,
+    forward::Forwarder,
+    records::Snapshot,
+    resolver::Resolver,
+    server::{DnsHandler, SandboxListeners},
+};
+
+/// The DNS side of a running dns-svc: ingestion, the operator listener and the sandbox
+/// listeners.
+pub struct Running {
+    pub resolver: Arc<Resolver>,
+    pub listeners: Arc<SandboxListeners>,
+    /// Where the operator listener is (its port resolved when 0 was asked).
+    pub operator_addr: SocketAddr,
+    host: String,
+    operator: Server<DnsHandler>,
+    ingest: JoinHandle<()>,
+    manager: JoinHandle<()>,
+    resolv_conf: Option<JoinHandle<()>>,
 }
 
-/// Serves until SIGTERM or SIGINT.
-pub async fn run(args: Args) -> Result<(), weft_runtime::grpc::ServeError> {
-    weft_runtime::grpc::serve_until_signal("dns-svc", args.listen, &args.common, GrpcServer::new())
-        .await
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("operator_addr", &self.operator_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts following the gateway and serving DNS.
+pub fn start(config: &Config) -> Result<Running, StartError> {
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    let resolver = Arc::new(Resolver::new(
+        snapshot.clone(),
+        Forwarder {
+            timeout: config.upstream_timeout,
+        },
+        config.upstreams.clone(),
+        &config.zone,
+    ));
+    let (operator, operator_addr) = server::operator_listener(
+        resolver.clone(),
+        config.operator_listen,
+        config.tcp_idle_timeout,
+    )?;
+    tracing::info!(addr = %operator_addr, zone = %config.zone, "operator DNS listener open");
+    let endpoint = tonic::transport::Endpoint::from_shared(config.gateway.clone())
+        .map_err(|e| StartError::Gateway(config.gateway.clone(), e.to_string()))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    let (published, rx) = watch::channel(0);
+    let ingest = tokio::spawn(Ingester::new(endpoint, snapshot, published).run());
+    let listeners = Arc::new(SandboxListeners::new(
+        resolver.clone(),
+        config.host.clone(),
+        config.sandbox_listen,
+        config.tcp_idle_timeout,
+    ));
+    let manager = tokio::spawn(listeners.clone().run(rx));
+    let resolv_conf = config.resolv_conf.clone().map(|path| {
+        tokio::spawn(follow_resolv_conf(
+            resolver.clone(),
+            path,
+            [config.operator_listen, config.sandbox_listen],
+        ))
+    });
+    Ok(Running {
+        resolver,
+        listeners,
+        operator_addr,
+        host: config.host.clone(),
+        operator,
+        ingest,
+        manager,
+        resolv_conf,
+    })
+}
+
+/// Why dns-svc could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("operator listener: {0}")]
+    Listen(#[from] ListenError),
+    #[error("invalid gateway address {0:?}: {1}")]
+    Gateway(String, String),
+}
+
+impl Running {
+    /// The admin API over this instance.
+    pub fn admin(&self) -> grpc::Admin {
+        grpc::Admin {
+            resolver: self.resolver.clone(),
+            listeners: self.listeners.clone(),
+            operator_addr: self.operator_addr,
+            host: self.host.clone(),
+        }
+    }
+
+    /// Stops ingestion, closes every sandbox listener and the operator listener.
+    pub async fn stop(mut self) {
+        // Dropping the ingester drops the snapshot publisher, which ends the listener manager,
+        // which closes the sandbox listeners.
+        if let Some(t) = &self.resolv_conf {
+            t.abort();
+        }
+        self.ingest.abort();
+        let _ = (&mut self.ingest).await;
+        let _ = (&mut self.manager).await;
+        if let Err(error) = self.operator.shutdown_gracefully().await {
+            tracing::debug!(%error, "operator listener stopped with an error");
+        }
+    }
+}
+
+/// Serves the admin API of `running` on `listener` until `shutdown`, then stops everything.
+pub async fn serve(
+    running: Running,
+    listener: TcpListener,
+    timing: ShutdownTiming,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let res = GrpcServer::new()
+        .add_service(grpc::server(running.admin()))
+        .serve(listener, timing, shutdown)
+        .await;
+    running.stop().await;
+    Ok(res?)
+}
+
+/// Runs the whole service until SIGTERM or SIGINT: what `main` does.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let running = start(&config)?;
+    let (listener, addr) = GrpcServer::bind(config.listen).await?;
+    tracing::info!(%addr, service = "dns-svc", "listening");
+    serve(
+        running,
+        listener,
+        ShutdownTiming::from(&config.common),
+        weft_runtime::shutdown::signal_received(),
+    )
+    .await
+}
+
+/// How often the host's resolv.conf is checked for changes.
+const RESOLV_CONF_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps the host upstreams in line with the host's resolv.conf. Polling a small file once a
+/// second is cheap and, unlike inotify, survives the file being replaced by a rename (which is
+/// how most tools rewrite it).
+async fn follow_resolv_conf(
+    resolver: Arc<Resolver>,
+    path: std::path::PathBuf,
+    own: [SocketAddr; 2],
+) {
+    let mut last = std::fs::read_to_string(&path).ok();
+    let mut tick = tokio::time::interval(RESOLV_CONF_POLL);
+    loop {
+        tick.tick().await;
+        let text = tokio::fs::read_to_string(&path).await.ok();
+        if text == last {
+            continue;
+        }
+        let ups = config::host_upstreams(text.as_deref().unwrap_or_default(), &own);
+        tracing::info!(path = %path.display(), upstreams = ?ups, "host upstreams changed");
+        resolver.set_host_upstreams(ups);
+        last = text;
+    }
 }

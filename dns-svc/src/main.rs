@@ -1,8 +1,24 @@
 use clap::Parser as _;
+use dns_svc::{Args, Config};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = dns_svc::Args::parse();
+    let mut args = Args::parse();
+    dns_svc::config::quiet_per_query_logs(&mut args.common);
     let common = args.common.clone();
-    weft_runtime::run_main("dns-svc", &common, dns_svc::run(args)).await
+    match Config::try_from(args) {
+        Ok(config) => {
+            weft_runtime::run_main("dns-svc", &common, async move {
+                dns_svc::run(config).await.map_err(|e| format!("{e:#}"))
+            })
+            .await
+        }
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("dns-svc: {e}");
+            }
+            std::process::ExitCode::from(64)
+        }
+    }
 }

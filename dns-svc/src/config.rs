@@ -1,0 +1,254 @@
+//! dns-svc's flags, parsed once into a validated [`Config`].
+
+use std::{net::SocketAddr, time::Duration};
+
+use weft_runtime::CommonArgs;
+
+use crate::forward::{MAX_UPSTREAMS, parse_upstream};
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "dns-svc",
+    version,
+    about = "Weft's DNS: container names per network, answered inside every sandbox of this host"
+)]
+pub struct Args {
+    /// gRPC (admin API) listen address.
+    #[arg(long, env = "WEFT_DNS_LISTEN", default_value = "127.0.0.1:7703")]
+    pub listen: SocketAddr,
+
+    /// The gateway whose event stream the records come from.
+    #[arg(
+        long,
+        env = "WEFT_DNS_GATEWAY",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    pub gateway: String,
+
+    /// This host's name, as the gateway knows it: sandboxes of this host get a listener.
+    /// Default: the machine's hostname.
+    #[arg(long, env = "WEFT_DNS_HOST")]
+    pub host: Option<String>,
+
+    /// The operator listener (UDP and TCP), answering `<name>.<network>.<zone>`.
+    #[arg(
+        long,
+        env = "WEFT_DNS_OPERATOR_LISTEN",
+        default_value = "127.0.0.1:5353"
+    )]
+    pub operator_listen: SocketAddr,
+
+    /// The operator listener's zone.
+    #[arg(long, env = "WEFT_DNS_ZONE", default_value = "weft.")]
+    pub zone: String,
+
+    /// Where sandbox listeners bind inside each sandbox's namespace (Docker's convention).
+    #[arg(long, env = "WEFT_DNS_SANDBOX_LISTEN", default_value = "127.0.0.11:53")]
+    pub sandbox_listen: SocketAddr,
+
+    /// The host's upstream resolvers ("ip" or "ip:port", at most 3), used for sandboxes whose
+    /// sandbox and networks name none. Default: the nameservers of /etc/resolv.conf.
+    #[arg(long = "upstream", env = "WEFT_DNS_UPSTREAMS", value_delimiter = ',')]
+    pub upstreams: Vec<String>,
+
+    /// The host's resolv.conf, read for upstreams (and watched for changes) when no --upstream
+    /// is given. Besides plain addresses, its nameserver lines may say "ip:port".
+    #[arg(long, env = "WEFT_DNS_RESOLV_CONF", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: std::path::PathBuf,
+
+    /// Time allowed to each upstream try.
+    #[arg(long, env = "WEFT_DNS_UPSTREAM_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Idle TCP connections from clients are closed after this long.
+    #[arg(long, env = "WEFT_DNS_TCP_IDLE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub tcp_idle_timeout: Duration,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub gateway: String,
+    pub host: String,
+    pub operator_listen: SocketAddr,
+    pub zone: String,
+    pub sandbox_listen: SocketAddr,
+    pub upstreams: Vec<SocketAddr>,
+    /// Where the host upstreams come from when not given as flags: re-read when it changes.
+    pub resolv_conf: Option<std::path::PathBuf>,
+    pub upstream_timeout: Duration,
+    pub tcp_idle_timeout: Duration,
+    pub common: CommonArgs,
+}
+
+/// The host upstreams in a resolv.conf text: at most three, never dns-svc's own addresses
+/// (those are skipped with a warning: the file is not ours to refuse).
+pub fn host_upstreams(text: &str, own: &[SocketAddr]) -> Vec<SocketAddr> {
+    resolv_conf_nameservers(text)
+        .iter()
+        .filter_map(|s| {
+            let a = parse_upstream(s);
+            if a.is_none_or(|a| own.contains(&a)) {
+                tracing::warn!(nameserver = %s, "ignoring resolv.conf nameserver");
+                return None;
+            }
+            a
+        })
+        .take(MAX_UPSTREAMS)
+        .collect()
+}
+
+/// hickory-server logs every query and response at INFO; at DNS rates that floods the log and
+/// costs more than answering. Unless the operator's filter already says something about hickory,
+/// its logs are kept to warnings.
+pub fn quiet_per_query_logs(common: &mut CommonArgs) {
+    if !common.log_filter.contains("hickory") {
+        common
+            .log_filter
+            .push_str(",hickory_server=warn,hickory_net=warn");
+    }
+}
+
+/// The `nameserver` lines of a resolv.conf.
+pub fn resolv_conf_nameservers(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver")).then(|| w.next().map(str::to_owned))?
+        })
+        .collect()
+}
+
+impl TryFrom<Args> for Config {
+    type Error = String;
+
+    fn try_from(a: Args) -> Result<Self, String> {
+        a.common.validate().map_err(|e| e.to_string())?;
+        if !(a.gateway.starts_with("http://") || a.gateway.starts_with("https://")) {
+            return Err(format!(
+                "--gateway {:?}: it must start with http:// or https://",
+                a.gateway
+            ));
+        }
+        let host = match a.host {
+            Some(h) if !h.is_empty() => h,
+            _ => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .map_err(|e| format!("--host not given and the hostname is unreadable: {e}"))?,
+        };
+        let own = [a.operator_listen, a.sandbox_listen];
+        let (mut upstreams, resolv_conf) = if a.upstreams.is_empty() {
+            let text = std::fs::read_to_string(&a.resolv_conf).unwrap_or_default();
+            (host_upstreams(&text, &own), Some(a.resolv_conf))
+        } else {
+            (Vec::new(), None)
+        };
+        for u in &a.upstreams {
+            let addr = parse_upstream(u)
+                .ok_or_else(|| format!("--upstream {u:?}: not an ip or ip:port"))?;
+            // Forwarding to ourselves would loop until every try times out.
+            if own.contains(&addr) {
+                return Err(format!("--upstream {u:?}: that is dns-svc itself"));
+            }
+            upstreams.push(addr);
+        }
+        if upstreams.len() > MAX_UPSTREAMS {
+            return Err(format!("--upstream: at most {MAX_UPSTREAMS} upstreams"));
+        }
+        let zone = a.zone.trim_end_matches('.').to_ascii_lowercase();
+        if zone.is_empty() {
+            return Err("--zone must not be the root".into());
+        }
+        Ok(Self {
+            listen: a.listen,
+            gateway: a.gateway,
+            host,
+            operator_listen: a.operator_listen,
+            zone,
+            sandbox_listen: a.sandbox_listen,
+            upstreams,
+            resolv_conf,
+            upstream_timeout: a.upstream_timeout,
+            tcp_idle_timeout: a.tcp_idle_timeout,
+            common: a.common,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        Config::try_from(Args::try_parse_from(args).unwrap())
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = parse(&["dns-svc", "--host", "h1", "--upstream", "127.0.0.53"]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7703");
+        assert_eq!(c.operator_listen.to_string(), "127.0.0.1:5353");
+        assert_eq!(c.sandbox_listen.to_string(), "127.0.0.11:53");
+        assert_eq!(c.zone, "weft");
+        assert_eq!(c.upstreams, ["127.0.0.53:53".parse().unwrap()]);
+    }
+
+    #[test]
+    fn an_upstream_that_is_dns_svc_itself_is_refused() {
+        let e = parse(&["dns-svc", "--host", "h", "--upstream", "127.0.0.1:5353"]).unwrap_err();
+        assert!(e.contains("dns-svc itself"), "{e}");
+    }
+
+    #[test]
+    fn more_than_three_upstreams_are_refused() {
+        assert!(
+            parse(&[
+                "dns-svc",
+                "--host",
+                "h",
+                "--upstream",
+                "1.1.1.1,1.0.0.1,9.9.9.9,8.8.8.8"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn hickory_per_query_logs_are_quiet_unless_asked_for() {
+        let mut a = Args::try_parse_from(["dns-svc"]).unwrap();
+        quiet_per_query_logs(&mut a.common);
+        assert_eq!(
+            a.common.log_filter,
+            "info,hickory_server=warn,hickory_net=warn"
+        );
+        a.common.validate().unwrap();
+        let mut a =
+            Args::try_parse_from(["dns-svc", "--log-filter", "hickory_server=debug"]).unwrap();
+        quiet_per_query_logs(&mut a.common);
+        assert_eq!(a.common.log_filter, "hickory_server=debug");
+    }
+
+    #[test]
+    fn resolv_conf_upstreams_skip_dns_svc_itself_and_keep_three() {
+        let own = ["127.0.0.11:53".parse().unwrap()];
+        let t = "nameserver 127.0.0.11\nnameserver 10.0.0.1\nnameserver x\nnameserver 10.0.0.2\nnameserver 10.0.0.3\nnameserver 10.0.0.4\n";
+        let got: Vec<String> = host_upstreams(t, &own)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(got, ["10.0.0.1:53", "10.0.0.2:53", "10.0.0.3:53"]);
+    }
+
+    #[test]
+    fn resolv_conf_nameservers_are_read() {
+        let t = "# c\nsearch x\nnameserver 10.0.0.2\nnameserver  fd00::1 \noptions ndots:2\n";
+        assert_eq!(resolv_conf_nameservers(t), ["10.0.0.2", "fd00::1"]);
+    }
+}

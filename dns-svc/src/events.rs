@@ -1,0 +1,170 @@
+//! Records from the gateway: a client of `weft.gateway.v1.EventService.Watch`.
+//!
+//! List, then watch: from revision 0 the gateway sends a snapshot and SNAPSHOT_END, then live
+//! events. On a broken stream it resumes from the last revision seen; when that revision is no
+//! longer in the gateway's log (OUT_OF_RANGE) it lists again. While it relists, the previous
+//! snapshot keeps answering: the new one replaces it whole at SNAPSHOT_END.
+
+use std::{sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use futures::FutureExt as _;
+use tokio::sync::watch;
+use tonic::{Code, transport::Endpoint};
+use weft_proto::gateway::v1::{
+    self as gw, EventKind, WatchRequest, event_service_client::EventServiceClient,
+};
+
+use crate::records::{Snapshot, State};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// At most this many events are applied between two snapshot publications, so a long burst
+/// still shows progress.
+const MAX_BATCH: usize = 1000;
+
+#[derive(Debug)]
+pub struct Ingester {
+    endpoint: Endpoint,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The revision of the published snapshot, for whoever must react to changes (listeners).
+    published: watch::Sender<u64>,
+}
+
+/// Where the ingester is in the gateway's log.
+#[derive(Debug, Default)]
+struct Cursor {
+    state: State,
+    /// The state being rebuilt from a snapshot, until SNAPSHOT_END.
+    relisting: Option<State>,
+    /// Where to resume; 0 means relist.
+    from: u64,
+}
+
+impl Ingester {
+    pub fn new(
+        endpoint: Endpoint,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        published: watch::Sender<u64>,
+    ) -> Self {
+        Self {
+            endpoint,
+            snapshot,
+            published,
+        }
+    }
+
+    /// Follows the gateway forever (until the task is dropped).
+    pub async fn run(self) {
+        let mut client = EventServiceClient::new(self.endpoint.connect_lazy());
+        let mut cur = Cursor::default();
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let req = WatchRequest {
+                from_revision: cur.from,
+                ..Default::default()
+            };
+            if cur.from == 0 {
+                cur.relisting = Some(State::default());
+            }
+            tracing::debug!(from_revision = cur.from, "watching gateway events");
+            match client.watch(req).await {
+                Err(st) => self.failed(&mut cur, &st),
+                Ok(resp) => {
+                    let mut stream = resp.into_inner();
+                    let mut next = stream.message().await;
+                    loop {
+                        // Apply everything that has already arrived, then publish once: a burst
+                        // of changes costs one snapshot rebuild, not one per event. (`message`
+                        // keeps its state in the stream, so dropping a pending call loses
+                        // nothing.)
+                        let mut dirty = false;
+                        let mut batch = 0;
+                        let end = loop {
+                            match next {
+                                Ok(Some(ev)) => {
+                                    backoff = BACKOFF_MIN;
+                                    dirty |= self.on_event(&mut cur, &ev);
+                                    batch += 1;
+                                }
+                                Ok(None) => break Some(None),
+                                Err(st) => break Some(Some(st)),
+                            }
+                            if batch >= MAX_BATCH {
+                                break None;
+                            }
+                            match stream.message().now_or_never() {
+                                Some(n) => next = n,
+                                None => break None,
+                            }
+                        };
+                        if dirty {
+                            self.publish(&cur.state);
+                        }
+                        match end {
+                            None => next = stream.message().await,
+                            Some(None) => {
+                                tracing::info!(revision = cur.from, "event stream ended, resuming");
+                                break;
+                            }
+                            Some(Some(st)) => {
+                                self.failed(&mut cur, &st);
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    fn failed(&self, cur: &mut Cursor, st: &tonic::Status) {
+        if st.code() == Code::OutOfRange {
+            tracing::warn!(
+                from_revision = cur.from,
+                "revision no longer in the gateway's log, relisting"
+            );
+            cur.from = 0;
+        } else {
+            tracing::warn!(code = ?st.code(), error = %st.message(), "gateway event stream failed");
+        }
+    }
+
+    /// Applies one event; returns whether the published snapshot must be rebuilt.
+    fn on_event(&self, cur: &mut Cursor, ev: &gw::Event) -> bool {
+        let kind = EventKind::try_from(ev.kind).unwrap_or(EventKind::Unspecified);
+        if let Some(fresh) = cur.relisting.as_mut() {
+            if kind == EventKind::SnapshotEnd {
+                let mut fresh = cur.relisting.take().unwrap_or_default();
+                fresh.revision = ev.revision;
+                cur.state = fresh;
+                cur.from = ev.revision;
+                tracing::info!(
+                    revision = ev.revision,
+                    networks = cur.state.networks.len(),
+                    sandboxes = cur.state.sandboxes.len(),
+                    endpoints = cur.state.endpoints.len(),
+                    "synchronised with the gateway"
+                );
+                return true;
+            }
+            fresh.apply(ev);
+            return false;
+        }
+        if ev.revision <= cur.from && kind != EventKind::SnapshotEnd {
+            // Already applied (a resumed stream may repeat the boundary event).
+            return false;
+        }
+        let changed = cur.state.apply(ev);
+        cur.from = cur.from.max(ev.revision);
+        cur.state.revision = cur.from;
+        changed || kind == EventKind::SnapshotEnd
+    }
+
+    fn publish(&self, state: &State) {
+        self.snapshot.store(Arc::new(Snapshot::build(state, true)));
+        self.published.send_replace(state.revision);
+    }
+}

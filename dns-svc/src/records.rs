@@ -1,0 +1,677 @@
+//! The record model: gateway objects in, an immutable name index out.
+//!
+//! [`State`] is the mutable mirror of the gateway's networks, sandboxes and endpoints that the
+//! event ingester keeps; [`Snapshot`] is the read-only index built from it and swapped in whole,
+//! so a query never waits for an update (aardvark-dns does the same with `ArcSwap`).
+//!
+//! Scoping follows Docker's embedded DNS: a sandbox sees the names (sandbox name, aliases,
+//! hostname, short container id) of endpoints on the networks it is on, and `<name>.<network>`
+//! for those networks; nothing of other networks.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use weft_proto::gateway::v1 as gw;
+
+/// How a name matched an endpoint (the `matched_as` of the admin API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchKind {
+    Name,
+    Alias,
+    Hostname,
+    ContainerId,
+    Ptr,
+}
+
+impl MatchKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::Alias => "alias",
+            Self::Hostname => "hostname",
+            Self::ContainerId => "container_id",
+            Self::Ptr => "ptr",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRec {
+    pub id: String,
+    pub name: String,
+    pub internal: bool,
+    pub dns_servers: Vec<String>,
+    /// Subnets in use: reverse lookups inside them are answered here, never forwarded.
+    pub subnets: Vec<(IpAddr, u8)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxRec {
+    pub id: String,
+    pub name: String,
+    pub container_id: String,
+    pub host: String,
+    pub netns_path: String,
+    pub hostname: String,
+    pub network_mode: String,
+    pub dns_servers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointRec {
+    pub id: String,
+    pub network_id: String,
+    pub sandbox_id: String,
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+    pub aliases: Vec<String>,
+    /// Arrival order: a sandbox's networks are considered in attach order.
+    pub seq: u64,
+}
+
+/// `"10.0.0.7/24"` or `"10.0.0.7"` → the address; anything else → `None`.
+fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    if s.is_empty() {
+        return None;
+    }
+    let (a, p) = s.split_once('/').unwrap_or((s, ""));
+    let ip: IpAddr = a.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = if p.is_empty() { max } else { p.parse().ok()? };
+    (len <= max).then_some((ip, len))
+}
+
+fn in_subnet(ip: IpAddr, (net, len): (IpAddr, u8)) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+impl From<&gw::Network> for NetworkRec {
+    fn from(n: &gw::Network) -> Self {
+        Self {
+            id: n.id.clone(),
+            name: n.name.clone(),
+            internal: n.internal,
+            dns_servers: n.dns_servers.clone(),
+            subnets: n
+                .ipam
+                .iter()
+                .flat_map(|i| &i.configs)
+                .filter_map(|c| parse_cidr(&c.subnet))
+                .collect(),
+        }
+    }
+}
+
+impl From<&gw::Sandbox> for SandboxRec {
+    fn from(s: &gw::Sandbox) -> Self {
+        Self {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            container_id: s.container_id.clone(),
+            host: s.host.clone(),
+            netns_path: s.netns_path.clone(),
+            hostname: s.hostname.clone(),
+            network_mode: s.network_mode.clone(),
+            dns_servers: s
+                .dns
+                .as_ref()
+                .map(|d| d.servers.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl EndpointRec {
+    fn from_pb(e: &gw::Endpoint, seq: u64) -> Self {
+        let v4 = match parse_cidr(&e.ipv4_address) {
+            Some((IpAddr::V4(a), _)) => Some(a),
+            _ => None,
+        };
+        let v6 = match parse_cidr(&e.ipv6_address) {
+            Some((IpAddr::V6(a), _)) => Some(a),
+            _ => None,
+        };
+        Self {
+            id: e.id.clone(),
+            network_id: e.network_id.clone(),
+            sandbox_id: e.sandbox_id.clone(),
+            v4,
+            v6,
+            aliases: e.aliases.clone(),
+            seq,
+        }
+    }
+}
+
+/// The mutable mirror of the gateway's objects, fed event by event.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub revision: u64,
+    pub networks: BTreeMap<String, NetworkRec>,
+    pub sandboxes: BTreeMap<String, SandboxRec>,
+    pub endpoints: BTreeMap<String, EndpointRec>,
+    next_seq: u64,
+}
+
+impl State {
+    /// Applies one event; returns whether it changed anything DNS cares about.
+    pub fn apply(&mut self, ev: &gw::Event) -> bool {
+        use gw::{EventKind as K, event::Object as O};
+        let kind = K::try_from(ev.kind).unwrap_or(K::Unspecified);
+        match (kind, ev.object.as_ref()) {
+            (K::NetworkCreated | K::NetworkUpdated, Some(O::Network(n))) => {
+                let rec = NetworkRec::from(n);
+                self.networks.insert(n.id.clone(), rec.clone()) != Some(rec)
+            }
+            (K::NetworkRemoved, Some(O::Network(n))) => self.networks.remove(&n.id).is_some(),
+            (K::SandboxCreated, Some(O::Sandbox(s))) => {
+                let rec = SandboxRec::from(s);
+                self.sandboxes.insert(s.id.clone(), rec.clone()) != Some(rec)
+            }
+            (K::SandboxRemoved, Some(O::Sandbox(s))) => {
+                // Endpoints normally go first; drop stragglers so no name outlives its sandbox.
+                self.endpoints.retain(|_, e| e.sandbox_id != s.id);
+                self.sandboxes.remove(&s.id).is_some()
+            }
+            (K::EndpointConnected | K::EndpointUpdated, Some(O::Endpoint(e))) => {
+                let seq = self.endpoints.get(&e.id).map_or_else(
+                    || {
+                        self.next_seq += 1;
+                        self.next_seq
+                    },
+                    |old| old.seq,
+                );
+                let rec = EndpointRec::from_pb(e, seq);
+                self.endpoints.insert(e.id.clone(), rec.clone()) != Some(rec)
+            }
+            (K::EndpointDisconnected, Some(O::Endpoint(e))) => {
+                self.endpoints.remove(&e.id).is_some()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One endpoint a name resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub network_id: String,
+    pub network_name: String,
+    pub endpoint_id: String,
+    pub sandbox_id: String,
+    pub sandbox_name: String,
+    pub matched_as: MatchKind,
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+}
+
+/// What the records say about a name, for one asker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local {
+    /// Weft names matched (maybe none with an address of the asked family).
+    Found(Vec<Target>),
+    /// Under a network the asker is on (or the operator zone) but no such name: NXDOMAIN.
+    NxDomain { network_id: Option<String> },
+    /// Not a Weft name: forward it if the asker may.
+    NotOurs,
+}
+
+/// Who asks: a sandbox (by id) through its own listener, or the operator listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asker<'a> {
+    Sandbox(&'a str),
+    Operator,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SandboxView {
+    pub rec: Option<SandboxRec>,
+    /// Networks the sandbox has an endpoint on, in attach order.
+    pub networks: Vec<String>,
+}
+
+/// The immutable name index of one gateway revision.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub revision: u64,
+    /// False until the first complete list from the gateway has arrived.
+    pub synced: bool,
+    pub networks: HashMap<String, NetworkRec>,
+    net_by_name: HashMap<String, String>,
+    pub sandboxes: HashMap<String, SandboxView>,
+    names: HashMap<(String, String), Vec<Target>>,
+    ptr: HashMap<IpAddr, Vec<Target>>,
+}
+
+fn norm(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl Snapshot {
+    pub fn build(state: &State, synced: bool) -> Self {
+        let mut snap = Self {
+            revision: state.revision,
+            synced,
+            networks: state.networks.clone().into_iter().collect(),
+            ..Self::default()
+        };
+        for n in state.networks.values() {
+            snap.net_by_name.insert(norm(&n.name), n.id.clone());
+        }
+        for s in state.sandboxes.values() {
+            snap.sandboxes.insert(
+                s.id.clone(),
+                SandboxView {
+                    rec: Some(s.clone()),
+                    networks: Vec::new(),
+                },
+            );
+        }
+        let mut eps: Vec<&EndpointRec> = state.endpoints.values().collect();
+        eps.sort_by_key(|e| e.seq);
+        for e in eps {
+            let (Some(net), Some(sb)) = (
+                state.networks.get(&e.network_id),
+                state.sandboxes.get(&e.sandbox_id),
+            ) else {
+                continue;
+            };
+            if let Some(v) = snap.sandboxes.get_mut(&sb.id)
+                && !v.networks.contains(&net.id)
+            {
+                v.networks.push(net.id.clone());
+            }
+            let target = |matched_as| Target {
+                network_id: net.id.clone(),
+                network_name: net.name.clone(),
+                endpoint_id: e.id.clone(),
+                sandbox_id: sb.id.clone(),
+                sandbox_name: sb.name.clone(),
+                matched_as,
+                v4: e.v4,
+                v6: e.v6,
+            };
+            let mut keys: Vec<(String, MatchKind)> = vec![(norm(&sb.name), MatchKind::Name)];
+            keys.extend(e.aliases.iter().map(|a| (norm(a), MatchKind::Alias)));
+            keys.push((norm(&sb.hostname), MatchKind::Hostname));
+            if sb.container_id.len() >= 12 {
+                keys.push((norm(&sb.container_id[..12]), MatchKind::ContainerId));
+            }
+            let mut seen = Vec::new();
+            for (key, kind) in keys {
+                if key.is_empty() || seen.contains(&key) {
+                    continue;
+                }
+                seen.push(key.clone());
+                snap.names
+                    .entry((net.id.clone(), key))
+                    .or_default()
+                    .push(target(kind));
+            }
+            for ip in [e.v4.map(IpAddr::V4), e.v6.map(IpAddr::V6)]
+                .into_iter()
+                .flatten()
+            {
+                snap.ptr.entry(ip).or_default().push(target(MatchKind::Ptr));
+            }
+        }
+        snap
+    }
+
+    /// The sandbox with this id, unique id prefix or name.
+    pub fn find_sandbox(&self, key: &str) -> Result<&SandboxView, FindError> {
+        if key.is_empty() {
+            return Err(FindError::NotFound);
+        }
+        if let Some(v) = self
+            .sandboxes
+            .values()
+            .find(|v| v.rec.as_ref().is_some_and(|r| r.name == key))
+        {
+            return Ok(v);
+        }
+        if let Some(v) = self.sandboxes.get(key) {
+            return Ok(v);
+        }
+        let mut hits = self.sandboxes.iter().filter(|(id, _)| id.starts_with(key));
+        match (hits.next(), hits.next()) {
+            (Some((_, v)), None) => Ok(v),
+            (Some(_), Some(_)) => Err(FindError::Ambiguous),
+            _ => Err(FindError::NotFound),
+        }
+    }
+
+    pub fn network_by_name(&self, name: &str) -> Option<&NetworkRec> {
+        self.net_by_name
+            .get(&norm(name))
+            .and_then(|id| self.networks.get(id))
+    }
+
+    /// The networks this asker sees (all of them for the operator).
+    fn asker_networks(&self, asker: Asker<'_>) -> Vec<&NetworkRec> {
+        match asker {
+            Asker::Operator => self.networks.values().collect(),
+            Asker::Sandbox(id) => self
+                .sandboxes
+                .get(id)
+                .map(|v| {
+                    v.networks
+                        .iter()
+                        .filter_map(|n| self.networks.get(n))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    fn in_network(&self, net: &NetworkRec, name: &str) -> Vec<Target> {
+        self.names
+            .get(&(net.id.clone(), name.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// `<name>.<network>` for a network the asker sees; `None` when no suffix is such a network.
+    fn qualified(&self, nets: &[&NetworkRec], name: &str) -> Option<(String, Vec<Target>)> {
+        // Network names may contain dots: try every split, the longest network name first.
+        for (i, _) in name.match_indices('.') {
+            let (prefix, suffix) = (&name[..i], &name[i + 1..]);
+            if let Some(net) = nets.iter().find(|n| norm(&n.name) == suffix) {
+                return Some((net.id.clone(), self.in_network(net, prefix)));
+            }
+        }
+        None
+    }
+
+    /// Looks a name up for `asker`. For the operator, `name` is relative to the zone (the zone
+    /// suffix already removed) and must be `<name>.<network>`.
+    pub fn lookup(&self, asker: Asker<'_>, name: &str) -> Local {
+        let name = norm(name);
+        let nets = self.asker_networks(asker);
+        if let Asker::Sandbox(_) = asker {
+            let found: Vec<Target> = nets
+                .iter()
+                .flat_map(|n| self.in_network(n, &name))
+                .collect();
+            if !found.is_empty() {
+                return Local::Found(found);
+            }
+        }
+        match self.qualified(&nets, &name) {
+            Some((_, found)) if !found.is_empty() => Local::Found(found),
+            Some((network_id, _)) => Local::NxDomain {
+                network_id: Some(network_id),
+            },
+            None if asker == Asker::Operator => Local::NxDomain { network_id: None },
+            None => Local::NotOurs,
+        }
+    }
+
+    /// Reverse lookup of `ip` for `asker`: endpoints on networks it sees; NXDOMAIN inside the
+    /// subnets of those networks; otherwise not ours.
+    pub fn lookup_ptr(&self, asker: Asker<'_>, ip: IpAddr) -> Local {
+        let nets = self.asker_networks(asker);
+        let found: Vec<Target> = self
+            .ptr
+            .get(&ip)
+            .map(|ts| {
+                ts.iter()
+                    .filter(|t| nets.iter().any(|n| n.id == t.network_id))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !found.is_empty() {
+            return Local::Found(found);
+        }
+        match nets
+            .iter()
+            .find(|n| n.subnets.iter().any(|s| in_subnet(ip, *s)))
+        {
+            Some(n) => Local::NxDomain {
+                network_id: Some(n.id.clone()),
+            },
+            None if asker == Asker::Operator => Local::NxDomain { network_id: None },
+            None => Local::NotOurs,
+        }
+    }
+
+    /// Whether names that are not Weft's may be forwarded for this sandbox: only when it is on
+    /// at least one network that is not internal (Docker's rule).
+    pub fn may_forward(&self, sandbox_id: &str) -> bool {
+        self.asker_networks(Asker::Sandbox(sandbox_id))
+            .iter()
+            .any(|n| !n.internal)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FindError {
+    #[error("no such sandbox on this host")]
+    NotFound,
+    #[error("ambiguous sandbox id prefix")]
+    Ambiguous,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use gw::{EventKind as K, event::Object as O};
+
+    fn net(id: &str, name: &str, internal: bool, subnet: &str) -> gw::Event {
+        gw::Event {
+            kind: K::NetworkCreated as i32,
+            object: Some(O::Network(gw::Network {
+                id: id.into(),
+                name: name.into(),
+                internal,
+                ipam: Some(gw::Ipam {
+                    configs: vec![gw::IpamConfig {
+                        subnet: subnet.into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn sandbox(id: &str, name: &str, hostname: &str) -> gw::Event {
+        gw::Event {
+            kind: K::SandboxCreated as i32,
+            object: Some(O::Sandbox(gw::Sandbox {
+                id: id.into(),
+                name: name.into(),
+                hostname: hostname.into(),
+                container_id: format!("{id}0123456789abcdef"),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn ep(id: &str, net: &str, sb: &str, v4: &str, aliases: &[&str]) -> gw::Event {
+        gw::Event {
+            kind: K::EndpointConnected as i32,
+            object: Some(O::Endpoint(gw::Endpoint {
+                id: id.into(),
+                network_id: net.into(),
+                sandbox_id: sb.into(),
+                ipv4_address: v4.into(),
+                aliases: aliases.iter().map(|s| (*s).to_owned()).collect(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    /// client on backend; web and db on backend sharing alias "api"; hidden only on secret.
+    fn world() -> Snapshot {
+        let mut st = State::default();
+        for ev in [
+            net("nb", "backend", false, "10.1.0.0/24"),
+            net("ns", "secret", true, "10.2.0.0/24"),
+            sandbox("sc", "client", "client"),
+            sandbox("sw", "web", "web-host"),
+            sandbox("sd", "db", ""),
+            sandbox("sh", "hidden", ""),
+            ep("e1", "nb", "sc", "10.1.0.2/24", &[]),
+            ep("e2", "nb", "sw", "10.1.0.3/24", &["api"]),
+            ep("e3", "nb", "sd", "10.1.0.4/24", &["API"]),
+            ep("e4", "ns", "sh", "10.2.0.5/24", &[]),
+        ] {
+            assert!(st.apply(&ev));
+        }
+        Snapshot::build(&st, true)
+    }
+
+    fn addrs(l: &Local) -> Vec<String> {
+        match l {
+            Local::Found(ts) => {
+                let mut v: Vec<String> = ts.iter().map(|t| format!("{:?}", t.v4)).collect();
+                v.sort();
+                v
+            }
+            other => panic!("expected a match, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn peer_name_alias_hostname_and_network_qualified_name_resolve() {
+        let s = world();
+        let me = Asker::Sandbox("sc");
+        assert_eq!(addrs(&s.lookup(me, "web")), ["Some(10.1.0.3)"]);
+        assert_eq!(addrs(&s.lookup(me, "web-host")), ["Some(10.1.0.3)"]);
+        assert_eq!(addrs(&s.lookup(me, "web.backend")), ["Some(10.1.0.3)"]);
+        assert_eq!(addrs(&s.lookup(me, "sw0123456789")), ["Some(10.1.0.3)"]);
+    }
+
+    #[test]
+    fn lookups_ignore_case_and_a_trailing_dot() {
+        let s = world();
+        assert_eq!(
+            addrs(&s.lookup(Asker::Sandbox("sc"), "WEB.Backend.")),
+            ["Some(10.1.0.3)"]
+        );
+    }
+
+    #[test]
+    fn a_shared_alias_answers_every_member() {
+        let s = world();
+        assert_eq!(
+            addrs(&s.lookup(Asker::Sandbox("sc"), "api")),
+            ["Some(10.1.0.3)", "Some(10.1.0.4)"]
+        );
+    }
+
+    #[test]
+    fn names_of_networks_the_asker_is_not_on_are_invisible() {
+        let s = world();
+        let me = Asker::Sandbox("sc");
+        assert_eq!(s.lookup(me, "hidden"), Local::NotOurs);
+        assert_eq!(s.lookup(me, "hidden.secret"), Local::NotOurs);
+    }
+
+    #[test]
+    fn unknown_name_under_a_network_of_the_asker_is_nxdomain() {
+        let s = world();
+        assert_eq!(
+            s.lookup(Asker::Sandbox("sc"), "nobody.backend"),
+            Local::NxDomain {
+                network_id: Some("nb".into())
+            }
+        );
+    }
+
+    #[test]
+    fn operator_sees_every_network_but_only_qualified_names() {
+        let s = world();
+        assert_eq!(
+            addrs(&s.lookup(Asker::Operator, "hidden.secret")),
+            ["Some(10.2.0.5)"]
+        );
+        assert_eq!(
+            s.lookup(Asker::Operator, "hidden"),
+            Local::NxDomain { network_id: None }
+        );
+    }
+
+    #[test]
+    fn ptr_answers_shared_networks_and_nxdomain_inside_their_subnets() {
+        let s = world();
+        let me = Asker::Sandbox("sc");
+        let Local::Found(t) = s.lookup_ptr(me, "10.1.0.3".parse().unwrap()) else {
+            panic!()
+        };
+        assert_eq!(
+            (t[0].sandbox_name.as_str(), t[0].network_name.as_str()),
+            ("web", "backend")
+        );
+        assert!(matches!(
+            s.lookup_ptr(me, "10.1.0.99".parse().unwrap()),
+            Local::NxDomain { .. }
+        ));
+        assert_eq!(
+            s.lookup_ptr(me, "10.2.0.5".parse().unwrap()),
+            Local::NotOurs
+        );
+        assert_eq!(
+            s.lookup_ptr(me, "192.0.2.1".parse().unwrap()),
+            Local::NotOurs
+        );
+    }
+
+    #[test]
+    fn removed_endpoints_and_sandboxes_disappear() {
+        let mut st = State::default();
+        for ev in [
+            net("nb", "backend", false, "10.1.0.0/24"),
+            sandbox("sc", "client", ""),
+            sandbox("sw", "web", ""),
+            ep("e1", "nb", "sc", "10.1.0.2/24", &[]),
+            ep("e2", "nb", "sw", "10.1.0.3/24", &[]),
+        ] {
+            st.apply(&ev);
+        }
+        let mut gone = ep("e2", "nb", "sw", "10.1.0.3/24", &[]);
+        gone.kind = K::EndpointDisconnected as i32;
+        assert!(st.apply(&gone));
+        let s = Snapshot::build(&st, true);
+        assert!(matches!(
+            s.lookup(Asker::Sandbox("sc"), "web"),
+            Local::NotOurs
+        ));
+    }
+
+    #[test]
+    fn only_sandboxes_on_a_non_internal_network_forward() {
+        let s = world();
+        assert!(s.may_forward("sc"));
+        assert!(!s.may_forward("sh"));
+        assert!(!s.may_forward("unknown"));
+    }
+
+    #[test]
+    fn sandboxes_are_found_by_name_id_and_unique_prefix() {
+        let s = world();
+        assert!(s.find_sandbox("client").is_ok());
+        assert!(s.find_sandbox("sw").is_ok());
+        assert_eq!(s.find_sandbox("s").unwrap_err(), FindError::Ambiguous);
+        assert_eq!(s.find_sandbox("zz").unwrap_err(), FindError::NotFound);
+    }
+}

@@ -1,0 +1,376 @@
+//! The decision for one query: Weft's records, or forwarding, or neither, with the reasons.
+//!
+//! Both the DNS listeners and the admin `Resolve` call come through here, so what `Resolve`
+//! explains is exactly what a client gets, and both count in the stats alike.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
+};
+
+use arc_swap::ArcSwap;
+use hickory_proto::{
+    op::ResponseCode,
+    rr::{
+        Name, RData, Record, RecordType,
+        rdata::{A, AAAA, PTR},
+    },
+};
+
+use crate::{
+    forward::{Forwarder, MAX_UPSTREAMS, parse_upstream},
+    records::{Asker, Local, Snapshot, Target},
+    stats::{QueryRecord, Stats},
+};
+
+/// TTL of Weft's own answers. Zero: clients and caches ask again every time, so a container that
+/// moved or was disconnected is seen at once; the answers are cheap (one in-memory lookup).
+pub const LOCAL_TTL: u32 = 0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Local,
+    Forwarded,
+    NotForwarded,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Sandbox,
+    Network(String),
+    Host,
+}
+
+/// The answer to one query and why.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub rcode: ResponseCode,
+    pub authoritative: bool,
+    pub answers: Vec<Record>,
+    pub authorities: Vec<Record>,
+    pub additionals: Vec<Record>,
+    pub source: Source,
+    pub matches: Vec<Target>,
+    pub upstream: Option<SocketAddr>,
+    pub origin: Option<Origin>,
+    pub failed_upstreams: Vec<(SocketAddr, String)>,
+    pub steps: Vec<String>,
+    pub revision: u64,
+}
+
+impl Outcome {
+    fn new(revision: u64) -> Self {
+        Self {
+            rcode: ResponseCode::NoError,
+            authoritative: false,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+            source: Source::NotForwarded,
+            matches: Vec::new(),
+            upstream: None,
+            origin: None,
+            failed_upstreams: Vec::new(),
+            steps: Vec::new(),
+            revision,
+        }
+    }
+
+    fn step(&mut self, s: impl Into<String>) {
+        self.steps.push(s.into());
+    }
+}
+
+/// One query as the resolver sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    /// The asking sandbox's id; `None` for the operator listener.
+    pub sandbox_id: Option<&'a str>,
+    pub name: &'a Name,
+    pub qtype: RecordType,
+    pub local_only: bool,
+    pub tcp: bool,
+}
+
+#[derive(Debug)]
+pub struct Resolver {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    forwarder: Forwarder,
+    /// The host's upstreams; replaced whole when the host's resolv.conf changes.
+    host_upstreams: ArcSwap<Vec<SocketAddr>>,
+    /// The operator zone, lowercase, no trailing dot ("weft").
+    zone: String,
+    pub stats: Stats,
+    rotation: AtomicUsize,
+}
+
+impl Resolver {
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        forwarder: Forwarder,
+        host_upstreams: Vec<SocketAddr>,
+        zone: &str,
+    ) -> Self {
+        Self {
+            snapshot,
+            forwarder,
+            host_upstreams: ArcSwap::from_pointee(host_upstreams),
+            zone: zone.trim_end_matches('.').to_ascii_lowercase(),
+            stats: Stats::default(),
+            rotation: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn host_upstreams(&self) -> Arc<Vec<SocketAddr>> {
+        self.host_upstreams.load_full()
+    }
+
+    pub fn set_host_upstreams(&self, upstreams: Vec<SocketAddr>) {
+        self.host_upstreams.store(Arc::new(upstreams));
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub async fn resolve(&self, q: Query<'_>) -> Outcome {
+        let snap = self.snapshot.load_full();
+        let mut out = Outcome::new(snap.revision);
+        let network = self.decide(&snap, q, &mut out).await;
+        let rc = out.rcode;
+        self.stats.record(&QueryRecord {
+            sandbox_id: q.sandbox_id,
+            network_id: network.as_deref(),
+            tcp: q.tcp,
+            local: out.source == Source::Local && rc == ResponseCode::NoError,
+            forwarded: out.source == Source::Forwarded,
+            upstream_failures: out.failed_upstreams.len() as u64,
+            nxdomain: rc == ResponseCode::NXDomain,
+            refused: rc == ResponseCode::Refused,
+            servfail: rc == ResponseCode::ServFail,
+        });
+        out
+    }
+
+    /// Fills `out`; returns the network the query is counted against.
+    async fn decide(&self, snap: &Snapshot, q: Query<'_>, out: &mut Outcome) -> Option<String> {
+        if !snap.synced {
+            out.rcode = ResponseCode::ServFail;
+            out.step("not yet synchronised with the gateway");
+            return None;
+        }
+        let qname = q.name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+        let ptr_ip = (q.qtype == RecordType::PTR)
+            .then(|| q.name.parse_arpa_name().ok())
+            .flatten()
+            .map(|net| net.addr());
+        let asker = match q.sandbox_id {
+            None => Asker::Operator,
+            Some(id) => {
+                let Some(view) = snap.sandboxes.get(id) else {
+                    out.rcode = ResponseCode::Refused;
+                    out.step(format!("sandbox {id} is gone"));
+                    return None;
+                };
+                let names: Vec<&str> = view
+                    .networks
+                    .iter()
+                    .filter_map(|n| snap.networks.get(n).map(|n| n.name.as_str()))
+                    .collect();
+                let sb = view.rec.as_ref().map_or(id, |r| r.name.as_str());
+                out.step(format!("sandbox {sb} on networks [{}]", names.join(", ")));
+                Asker::Sandbox(id)
+            }
+        };
+        let local = match (asker, ptr_ip) {
+            (_, Some(ip)) => snap.lookup_ptr(asker, ip),
+            (Asker::Operator, None) => {
+                if qname == self.zone {
+                    out.authoritative = true;
+                    out.source = Source::Local;
+                    out.step("the zone apex: no records");
+                    return None;
+                }
+                match qname.strip_suffix(&format!(".{}", self.zone)) {
+                    Some(rel) => snap.lookup(asker, rel),
+                    None => {
+                        out.rcode = ResponseCode::Refused;
+                        out.step(format!(
+                            "not under zone {}.: the operator listener forwards nothing",
+                            self.zone
+                        ));
+                        return None;
+                    }
+                }
+            }
+            (Asker::Sandbox(_), None) => snap.lookup(asker, &qname),
+        };
+        match local {
+            Local::Found(mut targets) => {
+                let k = self.rotation.fetch_add(1, Relaxed) % targets.len();
+                // Rotated per query so that clients taking the first address spread the load.
+                targets.rotate_left(k);
+                out.authoritative = true;
+                out.source = Source::Local;
+                out.answers = self.records(q, ptr_ip, &targets);
+                let net = targets.first().map(|t| t.network_id.clone());
+                for t in &targets {
+                    out.step(format!(
+                        "{} matched {} {} on network {}",
+                        qname,
+                        t.matched_as.as_str(),
+                        t.sandbox_name,
+                        t.network_name
+                    ));
+                }
+                out.matches = targets;
+                net
+            }
+            Local::NxDomain { network_id } => {
+                out.rcode = ResponseCode::NXDomain;
+                out.authoritative = true;
+                out.source = Source::Local;
+                match &network_id {
+                    Some(n) => out.step(format!(
+                        "no such name on network {}",
+                        snap.networks.get(n).map_or(n.as_str(), |n| n.name.as_str())
+                    )),
+                    None => out.step("no such name"),
+                }
+                network_id
+            }
+            Local::NotOurs => {
+                out.step("no local match");
+                match q.sandbox_id {
+                    Some(id) => self.forward(snap, id, q, out).await,
+                    None => None,
+                }
+            }
+        }
+    }
+
+    fn records(&self, q: Query<'_>, ptr_ip: Option<IpAddr>, targets: &[Target]) -> Vec<Record> {
+        let rec = |data| Record::from_rdata(q.name.clone(), LOCAL_TTL, data);
+        match (q.qtype, ptr_ip) {
+            (RecordType::PTR, Some(_)) => targets
+                .iter()
+                .filter_map(|t| {
+                    let mut s = format!("{}.{}.", t.sandbox_name, t.network_name);
+                    if q.sandbox_id.is_none() {
+                        s.push_str(&self.zone);
+                        s.push('.');
+                    }
+                    Name::from_ascii(&s).ok().map(|n| rec(RData::PTR(PTR(n))))
+                })
+                .collect(),
+            (RecordType::A, _) => targets
+                .iter()
+                .filter_map(|t| t.v4.map(|a| rec(RData::A(A(a)))))
+                .collect(),
+            (RecordType::AAAA, _) => targets
+                .iter()
+                .filter_map(|t| t.v6.map(|a| rec(RData::AAAA(AAAA(a)))))
+                .collect(),
+            // The name exists but has no data of this type: NOERROR, no answers.
+            _ => Vec::new(),
+        }
+    }
+
+    /// The upstreams for a sandbox: its own, else the first of its networks (in attach order)
+    /// that has some, else the host's; at most three.
+    pub fn upstreams(&self, snap: &Snapshot, sandbox_id: &str) -> (Vec<SocketAddr>, Origin) {
+        let parse = |v: &[String]| -> Vec<SocketAddr> {
+            v.iter()
+                .filter_map(|s| parse_upstream(s))
+                .take(MAX_UPSTREAMS)
+                .collect()
+        };
+        let view = snap.sandboxes.get(sandbox_id);
+        if let Some(rec) = view.and_then(|v| v.rec.as_ref())
+            && !rec.dns_servers.is_empty()
+        {
+            return (parse(&rec.dns_servers), Origin::Sandbox);
+        }
+        for n in view.map(|v| v.networks.as_slice()).unwrap_or_default() {
+            if let Some(net) = snap.networks.get(n)
+                && !net.internal
+                && !net.dns_servers.is_empty()
+            {
+                return (parse(&net.dns_servers), Origin::Network(net.id.clone()));
+            }
+        }
+        (
+            self.host_upstreams
+                .load()
+                .iter()
+                .copied()
+                .take(MAX_UPSTREAMS)
+                .collect(),
+            Origin::Host,
+        )
+    }
+
+    async fn forward(
+        &self,
+        snap: &Snapshot,
+        sandbox_id: &str,
+        q: Query<'_>,
+        out: &mut Outcome,
+    ) -> Option<String> {
+        out.rcode = ResponseCode::Refused;
+        if !snap.may_forward(sandbox_id) {
+            out.step("every network of the sandbox is internal: not forwarded");
+            return None;
+        }
+        let (ups, origin) = self.upstreams(snap, sandbox_id);
+        let net = match &origin {
+            Origin::Network(n) => Some(n.clone()),
+            _ => None,
+        };
+        out.origin = Some(origin);
+        if ups.is_empty() {
+            out.step("no upstream configured: not forwarded");
+            return net;
+        }
+        if q.local_only {
+            out.upstream = ups.first().copied();
+            out.step(format!(
+                "local_only: would forward to [{}]",
+                ups.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            return net;
+        }
+        let fwd = self.forwarder.forward(&ups, q.name, q.qtype).await;
+        out.upstream = fwd.upstream;
+        out.failed_upstreams = fwd.failures;
+        for (up, why) in &out.failed_upstreams {
+            out.steps.push(format!("upstream {up} failed: {why}"));
+        }
+        match fwd.answer {
+            Some(msg) => {
+                out.source = Source::Forwarded;
+                out.rcode = msg.metadata.response_code;
+                out.step(format!(
+                    "forwarded to {}: {}",
+                    fwd.upstream.map(|u| u.to_string()).unwrap_or_default(),
+                    msg.metadata.response_code
+                ));
+                out.answers = msg.answers;
+                out.authorities = msg.authorities;
+                out.additionals = msg.additionals;
+            }
+            None => {
+                out.source = Source::Forwarded;
+                out.rcode = ResponseCode::ServFail;
+                out.step("every upstream failed");
+            }
+        }
+        net
+    }
+}

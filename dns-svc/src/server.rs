@@ -1,0 +1,443 @@
+//! DNS serving with hickory-server: the request handler, the operator listener, and one
+//! listener per sandbox of this host inside the sandbox's network namespace.
+//!
+//! Sandbox sockets are opened on a short-lived OS thread that entered the namespace with
+//! `setns` and then exits: a socket stays in the namespace it was created in, so tokio can drive
+//! it from any worker, while no tokio thread ever changes namespace.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use hickory_proto::{
+    op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode},
+    rr::Name,
+};
+use hickory_server::{
+    Server,
+    net::{runtime::Time, xfer::Protocol},
+    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
+    zone_handler::MessageResponseBuilder,
+};
+use nix::sched::CloneFlags;
+use tokio::sync::{oneshot, watch};
+
+use crate::{
+    error::ListenError,
+    resolver::{Query, Resolver},
+};
+
+/// Per-connection response buffer of the TCP listeners (responses queued per connection).
+const TCP_RESPONSE_BUFFER: usize = 32;
+
+/// Answers the queries of one listener: a sandbox's, or the operator's (`sandbox_id` `None`).
+#[derive(Debug, Clone)]
+pub struct DnsHandler {
+    resolver: Arc<Resolver>,
+    sandbox_id: Option<Arc<str>>,
+}
+
+impl DnsHandler {
+    pub fn new(resolver: Arc<Resolver>, sandbox_id: Option<&str>) -> Self {
+        Self {
+            resolver,
+            sandbox_id: sandbox_id.map(Arc::from),
+        }
+    }
+}
+
+fn failed(request: &Request) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = ResponseCode::ServFail;
+    Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    }
+    .into()
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for DnsHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        // hickory's Server already drops response packets (QR=1) and answers FORMERR to
+        // undecodable ones, including a second OPT record.
+        let edns = request.edns.as_ref().map(|req| {
+            let mut e = Edns::new();
+            e.set_max_payload(req.max_payload().max(512));
+            e.set_version(0);
+            e
+        });
+        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+        let error = match (request.metadata.op_code, request.queries.len()) {
+            (OpCode::Query, 1) => None,
+            (OpCode::Query, _) => Some(ResponseCode::FormErr),
+            _ => Some(ResponseCode::NotImp),
+        };
+        let sent = if let Some(code) = error {
+            response_handle
+                .send_response(builder.error_msg(&request.metadata, code))
+                .await
+        } else {
+            let query = &request.queries.queries()[0];
+            let name: Name = query.original().name().clone();
+            let outcome = self
+                .resolver
+                .resolve(Query {
+                    sandbox_id: self.sandbox_id.as_deref(),
+                    name: &name,
+                    qtype: query.query_type(),
+                    local_only: false,
+                    tcp: request.protocol() == Protocol::Tcp,
+                })
+                .await;
+            let mut md = Metadata::response_from_request(&request.metadata);
+            md.authoritative = outcome.authoritative;
+            md.recursion_available = self.sandbox_id.is_some();
+            md.response_code = outcome.rcode;
+            response_handle
+                .send_response(builder.build(
+                    md,
+                    outcome.answers.iter(),
+                    outcome.authorities.iter(),
+                    std::iter::empty(),
+                    outcome.additionals.iter(),
+                ))
+                .await
+        };
+        match sent {
+            Ok(info) => {
+                if info.truncation {
+                    self.resolver
+                        .stats
+                        .total
+                        .truncated
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                info
+            }
+            Err(error) => {
+                tracing::debug!(%error, "cannot send a DNS response");
+                failed(request)
+            }
+        }
+    }
+}
+
+/// Binds UDP and TCP on `addr` in the current namespace. With port 0, one port free for both
+/// protocols is searched (the TCP side of the UDP port may be taken).
+fn bind(addr: SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpListener), ListenError> {
+    let mut tries = 0;
+    loop {
+        match bind_once(addr) {
+            Err(ListenError::Bind { proto: "tcp", .. }) if addr.port() == 0 && tries < 20 => {
+                tries += 1;
+            }
+            res => return res,
+        }
+    }
+}
+
+fn bind_once(
+    addr: SocketAddr,
+) -> Result<(std::net::UdpSocket, std::net::TcpListener), ListenError> {
+    let bind_err = |proto| {
+        move |source| ListenError::Bind {
+            proto,
+            addr,
+            source,
+        }
+    };
+    let udp = std::net::UdpSocket::bind(addr).map_err(bind_err("udp"))?;
+    udp.set_nonblocking(true).map_err(bind_err("udp"))?;
+    // The TCP listener takes the UDP socket's port, so port 0 gives one port for both.
+    let addr = udp.local_addr().map_err(bind_err("udp"))?;
+    let tcp = std::net::TcpListener::bind(addr).map_err(bind_err("tcp"))?;
+    tcp.set_nonblocking(true).map_err(bind_err("tcp"))?;
+    Ok((udp, tcp))
+}
+
+/// Binds UDP and TCP on `addr` inside the network namespace at `path`, from a thread of its
+/// own that enters the namespace and exits afterwards.
+async fn bind_in_netns(
+    path: &str,
+    addr: SocketAddr,
+) -> Result<(std::net::UdpSocket, std::net::TcpListener), ListenError> {
+    let (tx, rx) = oneshot::channel();
+    let p = path.to_owned();
+    std::thread::Builder::new()
+        .name("dns-netns".into())
+        .spawn(move || {
+            let res = File::open(&p)
+                .map_err(|source| ListenError::OpenNetns {
+                    path: p.clone(),
+                    source,
+                })
+                .and_then(|f| {
+                    nix::sched::setns(&f, CloneFlags::CLONE_NEWNET).map_err(|source| {
+                        ListenError::Setns {
+                            path: p.clone(),
+                            source,
+                        }
+                    })
+                })
+                .and_then(|()| bind(addr));
+            let _ = tx.send(res);
+        })
+        .map_err(ListenError::Thread)?;
+    rx.await.map_err(|_| {
+        ListenError::Thread(std::io::Error::other(
+            "namespace thread ended without a result",
+        ))
+    })?
+}
+
+/// Starts serving `handler` on bound sockets.
+fn serve(
+    handler: DnsHandler,
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    tcp_idle: Duration,
+) -> Result<Server<DnsHandler>, std::io::Error> {
+    let mut server = Server::new(handler);
+    server.register_socket(tokio::net::UdpSocket::from_std(udp)?);
+    server.register_listener(
+        tokio::net::TcpListener::from_std(tcp)?,
+        tcp_idle,
+        TCP_RESPONSE_BUFFER,
+    );
+    Ok(server)
+}
+
+/// The operator listener, in the service's own namespace.
+pub fn operator_listener(
+    resolver: Arc<Resolver>,
+    addr: SocketAddr,
+    tcp_idle: Duration,
+) -> Result<(Server<DnsHandler>, SocketAddr), ListenError> {
+    let (udp, tcp) = bind(addr)?;
+    let local = udp.local_addr().map_err(|source| ListenError::Bind {
+        proto: "udp",
+        addr,
+        source,
+    })?;
+    let server = serve(DnsHandler::new(resolver, None), udp, tcp, tcp_idle).map_err(|source| {
+        ListenError::Bind {
+            proto: "udp",
+            addr,
+            source,
+        }
+    })?;
+    Ok((server, local))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerState {
+    Listening,
+    Failed,
+}
+
+/// What the admin API shows about one sandbox listener.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    pub sandbox_id: String,
+    pub sandbox_name: String,
+    pub netns_path: String,
+    pub state: ListenerState,
+    pub error: String,
+    pub since: SystemTime,
+}
+
+struct Entry {
+    info: ListenerInfo,
+    server: Option<Server<DnsHandler>>,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry").field("info", &self.info).finish()
+    }
+}
+
+/// The sandbox listeners of this host, kept in line with the records.
+#[derive(Debug)]
+pub struct SandboxListeners {
+    resolver: Arc<Resolver>,
+    host: String,
+    addr: SocketAddr,
+    tcp_idle: Duration,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+/// How often listeners that failed to open are tried again.
+const RETRY: Duration = Duration::from_secs(1);
+
+impl SandboxListeners {
+    pub fn new(
+        resolver: Arc<Resolver>,
+        host: String,
+        addr: SocketAddr,
+        tcp_idle: Duration,
+    ) -> Self {
+        Self {
+            resolver,
+            host,
+            addr,
+            tcp_idle,
+            entries: Mutex::default(),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn list(&self) -> Vec<ListenerInfo> {
+        let mut v: Vec<ListenerInfo> = self
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|e| e.info.clone())
+            .collect();
+        v.sort_by(|a, b| a.sandbox_name.cmp(&b.sandbox_name));
+        v
+    }
+
+    /// Reconciles on every published snapshot, and retries failed listeners, until `published`
+    /// closes.
+    pub async fn run(self: Arc<Self>, mut published: watch::Receiver<u64>) {
+        let mut retry = tokio::time::interval(RETRY);
+        loop {
+            tokio::select! {
+                r = published.changed() => if r.is_err() { break },
+                _ = retry.tick() => {}
+            }
+            self.reconcile().await;
+        }
+        let all: Vec<Entry> = self
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, e)| e)
+            .collect();
+        for e in all {
+            close(e);
+        }
+    }
+
+    /// Opens listeners for this host's sandboxes that have none (or whose last try failed) and
+    /// closes those of sandboxes that are gone.
+    pub async fn reconcile(&self) {
+        let snap = self.resolver.snapshot();
+        // Sandboxes in the host's namespace ("host" mode) get no listener: dns-svc must never
+        // bind in the host's own namespace for them. "container:<id>" sandboxes share the
+        // namespace (and the listener) of the sandbox they join.
+        let wanted: HashMap<&str, (&str, &str)> = snap
+            .sandboxes
+            .values()
+            .filter_map(|v| v.rec.as_ref())
+            .filter(|r| {
+                r.host == self.host
+                    && !r.netns_path.is_empty()
+                    && r.network_mode != "host"
+                    && !r.network_mode.starts_with("container:")
+            })
+            .map(|r| (r.id.as_str(), (r.name.as_str(), r.netns_path.as_str())))
+            .collect();
+        let (to_open, to_close) = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let gone: Vec<String> = entries
+                .iter()
+                .filter(|(id, e)| {
+                    wanted
+                        .get(id.as_str())
+                        .is_none_or(|(_, path)| *path != e.info.netns_path)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            let to_close: Vec<Entry> = gone.iter().filter_map(|id| entries.remove(id)).collect();
+            let to_open: Vec<(String, String, String)> = wanted
+                .iter()
+                .filter(|(id, _)| {
+                    entries
+                        .get(**id)
+                        .is_none_or(|e| e.info.state == ListenerState::Failed)
+                })
+                .map(|(id, (name, path))| {
+                    ((*id).to_owned(), (*name).to_owned(), (*path).to_owned())
+                })
+                .collect();
+            (to_open, to_close)
+        };
+        for e in to_close {
+            tracing::info!(sandbox = %e.info.sandbox_name, netns = %e.info.netns_path, "closing sandbox DNS listener");
+            close(e);
+        }
+        for (id, name, path) in to_open {
+            let res = bind_in_netns(&path, self.addr)
+                .await
+                .and_then(|(udp, tcp)| {
+                    serve(
+                        DnsHandler::new(self.resolver.clone(), Some(&id)),
+                        udp,
+                        tcp,
+                        self.tcp_idle,
+                    )
+                    .map_err(|source| ListenError::Bind {
+                        proto: "udp",
+                        addr: self.addr,
+                        source,
+                    })
+                });
+            let (state, error, server) = match res {
+                Ok(server) => {
+                    tracing::info!(sandbox = %name, netns = %path, addr = %self.addr, "sandbox DNS listener open");
+                    (ListenerState::Listening, String::new(), Some(server))
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = %name, netns = %path, error = %e, "cannot open sandbox DNS listener");
+                    (ListenerState::Failed, e.to_string(), None)
+                }
+            };
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let since = match entries.get(&id) {
+                Some(old) if old.info.state == state => old.info.since,
+                _ => SystemTime::now(),
+            };
+            entries.insert(
+                id.clone(),
+                Entry {
+                    info: ListenerInfo {
+                        sandbox_id: id,
+                        sandbox_name: name,
+                        netns_path: path,
+                        state,
+                        error,
+                        since,
+                    },
+                    server,
+                },
+            );
+        }
+    }
+}
+
+/// Stops a listener in the background: its sockets close once its tasks have ended.
+fn close(e: Entry) {
+    if let Some(mut server) = e.server {
+        tokio::spawn(async move {
+            if let Err(error) = server.shutdown_gracefully().await {
+                tracing::debug!(%error, "sandbox DNS listener stopped with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,76 @@
+//! The binary starts, serves health and reflection (plus its own API), and stops cleanly.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use weft_testkit::{ServiceProcess, run_grpcurl};
+
+/// Flags that keep the binary off the fixed default ports and away from the machine's
+/// resolv.conf (the upstream is never contacted: no sandbox ever asks).
+fn args(extra: &[&str]) -> Vec<String> {
+    [
+        "--operator-listen",
+        "127.0.0.1:0",
+        "--host",
+        "lifecycle-test",
+        "--upstream",
+        "127.0.0.1:9",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_health_reflection_and_its_api_and_stops_on_sigterm() {
+    let mut svc = ServiceProcess::start(env!("CARGO_BIN_EXE_dns-svc"), &args(&[])).await;
+    let (code, out, err) = run_grpcurl(&["-plaintext", &svc.addr.to_string(), "list"]);
+    assert_eq!(code, 0, "grpcurl list: {err}");
+    for s in [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "weft.dns.v1.DnsService",
+    ] {
+        assert!(out.lines().any(|l| l == s), "{s} missing from:\n{out}");
+    }
+    svc.signal(Signal::SIGTERM);
+    let status = svc.wait_exit(Duration::from_secs(10)).await;
+    assert!(
+        status.success(),
+        "exited with {status}:\n{}",
+        svc.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_json_when_asked() {
+    let mut svc = ServiceProcess::start(
+        env!("CARGO_BIN_EXE_dns-svc"),
+        &args(&["--log-format", "json"]),
+    )
+    .await;
+    svc.signal(Signal::SIGTERM);
+    svc.wait_exit(Duration::from_secs(10)).await;
+    let log = svc.log_text();
+    assert!(!log.is_empty(), "nothing logged");
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("message").is_some(),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn an_upstream_pointing_at_itself_is_refused_at_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dns-svc"))
+        .args(["--host", "h", "--upstream", "127.0.0.1:5353"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dns-svc itself"));
+}

@@ -1,0 +1,168 @@
+//! From inside sandbox namespaces, with the real dig against 127.0.0.11:53.
+
+use std::time::Duration;
+
+use weft_proto::gateway::v1::{EventKind, event::Object};
+
+use crate::harness::{
+    DB, Dns, FakeUpstream, HIDDEN, HOST, TCP_ANSWERS, UPSTREAM_ANSWER, Upstream, WEB, WEB6, World,
+    dig_in, endpoint, sandbox, wait_listening,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_name_alias_hostname_and_qualified_name_resolve_inside_the_sandbox() {
+    let w = World::new().await;
+    let up = FakeUpstream::start(Upstream::Answers).await;
+    let _dns = Dns::start(&w.url, &[up.addr]).await;
+    wait_listening(&w.client_ns).await;
+    // The readiness probe is not a Weft name, so it went upstream.
+    let before = up.queries();
+    for name in ["web", "WEB", "web-host", "web.backend", "Web.Backend."] {
+        let d = dig_in(&w.client_ns, &[name, "A"]);
+        assert_eq!(d.status, "NOERROR", "{name}: {}", d.text);
+        assert_eq!(d.answers, [WEB], "{name}: {}", d.text);
+    }
+    let d = dig_in(&w.client_ns, &["web", "AAAA"]);
+    assert_eq!(d.answers, [WEB6], "{}", d.text);
+    let d = dig_in(&w.client_ns, &["db", "AAAA"]);
+    assert_eq!(
+        (d.status.as_str(), d.answers.len()),
+        ("NOERROR", 0),
+        "no IPv6: {}",
+        d.text
+    );
+    let d = dig_in(&w.client_ns, &["+tcp", "db", "A"]);
+    assert_eq!(d.answers, [DB], "over TCP: {}", d.text);
+    let ttl = d
+        .text
+        .lines()
+        .find(|l| l.starts_with("db."))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned));
+    assert_eq!(ttl.as_deref(), Some("0"), "TTL 0: {}", d.text);
+    let d = dig_in(&w.client_ns, &["nobody.backend", "A"]);
+    assert_eq!(d.status, "NXDOMAIN", "{}", d.text);
+    assert_eq!(up.queries(), before, "local names never reach the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_alias_returns_every_member_in_rotating_order() {
+    let w = World::new().await;
+    let _dns = Dns::start(&w.url, &[]).await;
+    wait_listening(&w.client_ns).await;
+    let first = dig_in(&w.client_ns, &["api", "A"]);
+    let second = dig_in(&w.client_ns, &["api", "A"]);
+    for d in [&first, &second] {
+        let mut got = d.answers.clone();
+        got.sort();
+        assert_eq!(got, [WEB, DB], "{}", d.text);
+    }
+    assert_ne!(first.answers, second.answers, "order rotates per query");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ptr_of_a_peer_address_names_the_peer_on_its_network() {
+    let w = World::new().await;
+    let _dns = Dns::start(&w.url, &[]).await;
+    wait_listening(&w.client_ns).await;
+    let d = dig_in(&w.client_ns, &["-x", WEB]);
+    assert_eq!(d.answers, ["web.backend."], "{}", d.text);
+    let d = dig_in(&w.client_ns, &["-x", WEB6]);
+    assert_eq!(d.answers, ["web.backend."], "IPv6 too: {}", d.text);
+    let d = dig_in(&w.client_ns, &["-x", "10.89.1.200"]);
+    assert_eq!(
+        d.status, "NXDOMAIN",
+        "unknown address in a subnet of ours: {}",
+        d.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_on_a_network_the_asker_is_not_on_is_nxdomain() {
+    let w = World::new().await;
+    let up = FakeUpstream::start(Upstream::Answers).await;
+    let _dns = Dns::start(&w.url, &[up.addr]).await;
+    wait_listening(&w.client_ns).await;
+    for name in ["hidden", "hidden.secret"] {
+        let d = dig_in(&w.client_ns, &[name, "A"]);
+        assert_eq!(d.status, "NXDOMAIN", "{name}: {}", d.text);
+        assert!(d.answers.is_empty(), "{name}: {}", d.text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_names_are_forwarded_to_the_upstream_and_its_answer_comes_back() {
+    let w = World::new().await;
+    let up = FakeUpstream::start(Upstream::Answers).await;
+    let _dns = Dns::start(&w.url, &[up.addr]).await;
+    wait_listening(&w.client_ns).await;
+    let before = up.queries();
+    let d = dig_in(&w.client_ns, &["www.upstream.test", "A"]);
+    assert_eq!(d.status, "NOERROR", "{}", d.text);
+    assert_eq!(d.answers, [UPSTREAM_ANSWER], "{}", d.text);
+    assert_eq!(up.queries(), before + 1);
+    let d = dig_in(&w.client_ns, &["big.tcp.upstream.test", "A"]);
+    let mut got = d.answers.clone();
+    got.sort();
+    assert_eq!(
+        got, TCP_ANSWERS,
+        "a truncated upstream answer is asked again over TCP: {}",
+        d.text
+    );
+    assert_eq!(up.tcp_queries(), 1);
+    let d = dig_in(&w.client_ns, &["missing.example", "A"]);
+    assert_eq!(
+        d.status, "NXDOMAIN",
+        "the upstream's NXDOMAIN is final: {}",
+        d.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_from_an_internal_network_never_reach_the_upstream() {
+    let w = World::new().await;
+    let up = FakeUpstream::start(Upstream::Answers).await;
+    let _dns = Dns::start(&w.url, &[up.addr]).await;
+    wait_listening(&w.isolated_ns).await;
+    let d = dig_in(&w.isolated_ns, &["hidden", "A"]);
+    assert_eq!(
+        d.answers,
+        [HIDDEN],
+        "peers on the internal network resolve: {}",
+        d.text
+    );
+    let d = dig_in(&w.isolated_ns, &["www.upstream.test", "A"]);
+    assert!(d.answers.is_empty(), "no answer from outside: {}", d.text);
+    assert_eq!(d.status, "REFUSED", "{}", d.text);
+    assert_eq!(up.queries(), 0, "the upstream was never asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_open_when_a_sandbox_appears_and_close_when_it_goes() {
+    let w = World::new().await;
+    let dns = Dns::start(&w.url, &[]).await;
+    wait_listening(&w.client_ns).await;
+    let late_ns = crate::harness::NetNs::new();
+    let late = sandbox("slate0000001", "late", HOST, &late_ns.path(), "");
+    w.gw.sandbox(late.clone());
+    let rev =
+        w.gw.connect(endpoint("elate", &w.backend, &late, "10.89.1.9/24", &[]));
+    dns.wait_revision(rev).await;
+    wait_listening(&late_ns).await;
+    let d = dig_in(&late_ns, &["client", "A"]);
+    assert_eq!(d.answers, ["10.89.1.2"], "{}", d.text);
+    let d = dig_in(&w.client_ns, &["late", "A"]);
+    assert_eq!(d.answers, ["10.89.1.9"], "{}", d.text);
+
+    w.gw.publish(
+        EventKind::EndpointDisconnected,
+        Object::Endpoint(endpoint("elate", &w.backend, &late, "10.89.1.9/24", &[])),
+    );
+    w.gw.publish(EventKind::SandboxRemoved, Object::Sandbox(late));
+    weft_testkit::wait_for(Duration::from_secs(10), "the listener to close", || {
+        let d = dig_in(&late_ns, &["+timeout=1", "client", "A"]);
+        async move { d.status.is_empty().then_some(()) }
+    })
+    .await;
+    let d = dig_in(&w.client_ns, &["late.backend", "A"]);
+    assert_eq!(d.status, "NXDOMAIN", "{}", d.text);
+}
