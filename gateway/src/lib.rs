@@ -11,6 +11,7 @@ pub mod events;
 pub mod grpc;
 pub mod network;
 pub mod networks;
+pub mod recovery;
 pub mod sandbox;
 pub mod sandboxes;
 pub mod store;
@@ -62,6 +63,18 @@ pub struct Args {
     #[arg(long, env = "WEFT_GATEWAY_HOST_NAME", default_value = "local")]
     pub host_name: String,
 
+    /// A saga older than this whose gateway is gone is finished by the sweep.
+    #[arg(long, env = "WEFT_GATEWAY_OPERATION_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub operation_timeout: Duration,
+
+    /// How often the sweep runs (it also runs at start).
+    #[arg(long, env = "WEFT_GATEWAY_SWEEP_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// Test hook: kill the process (SIGKILL) at this saga step, e.g. `connect:allocated`.
+    #[arg(long, env = "WEFT_GATEWAY_FAULT", hide = true)]
+    pub fault: Option<String>,
+
     /// How many events the log keeps for watchers that resume.
     #[arg(long, env = "WEFT_GATEWAY_EVENT_HISTORY", default_value_t = 10_000)]
     pub event_history: u64,
@@ -105,12 +118,14 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
     let db = Db::open(&args.database_url, &StoreOptions::default()).await?;
     db.migrate(&store::SQLITE_MIGRATIONS, &store::POSTGRES_MIGRATIONS)
         .await?;
-    Ok(Gateway::new(
+    Ok(Gateway::with_recovery(
         db,
         ipam,
         agent,
         args.host_name.clone(),
         args.event_history,
+        args.operation_timeout,
+        args.fault.clone(),
     ))
 }
 
@@ -146,7 +161,15 @@ pub async fn ensure_predefined_with_retry(gw: &Gateway) {
 pub async fn run(args: Args) -> Result<(), StartError> {
     let gw = open(&args).await?;
     let background = gw.clone();
-    tokio::spawn(async move { ensure_predefined_with_retry(&background).await });
+    let interval = args.sweep_interval;
+    tokio::spawn(async move {
+        ensure_predefined_with_retry(&background).await;
+        // Finish what a previous run left half-done, then keep sweeping.
+        if let Err(e) = background.sweep().await {
+            tracing::warn!(error = %e, "start-up sweep failed");
+        }
+        background.sweep_forever(interval).await;
+    });
     weft_runtime::grpc::serve_until_signal("gateway", args.listen, &args.common, services(gw))
         .await?;
     Ok(())

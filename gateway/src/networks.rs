@@ -30,6 +30,12 @@ pub struct Gateway {
     /// The driver-agent of this host (one host until host registration lands).
     pub(crate) agent: weft_proto::agent::v1::agent_service_client::AgentServiceClient<Channel>,
     pub(crate) host: String,
+    /// Sagas in flight in this process (the sweep leaves them alone).
+    pub(crate) inflight: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Operations older than this are taken as abandoned by a gateway that died.
+    pub(crate) operation_timeout: std::time::Duration,
+    /// Test hook: the saga step at which to kill the process.
+    pub(crate) fault: Option<String>,
     pub(crate) event_history: u64,
     pub(crate) notify: tokio::sync::watch::Sender<u64>,
 }
@@ -55,15 +61,44 @@ const PREDEFINED: &[(&str, &str)] = &[("bridge", "bridge"), ("host", "host"), ("
 
 impl Gateway {
     pub fn new(db: Db, ipam: Channel, agent: Channel, host: String, event_history: u64) -> Self {
+        Self::with_recovery(
+            db,
+            ipam,
+            agent,
+            host,
+            event_history,
+            std::time::Duration::from_secs(60),
+            None,
+        )
+    }
+
+    /// Like [`Gateway::new`], with the operation timeout and the fault hook of the crash tests.
+    pub fn with_recovery(
+        db: Db,
+        ipam: Channel,
+        agent: Channel,
+        host: String,
+        event_history: u64,
+        operation_timeout: std::time::Duration,
+        fault: Option<String>,
+    ) -> Self {
         let (notify, _) = tokio::sync::watch::channel(0);
         Self {
             db,
             ipam: IpamServiceClient::new(ipam),
             agent: weft_proto::agent::v1::agent_service_client::AgentServiceClient::new(agent),
             host,
+            inflight: Default::default(),
+            operation_timeout,
+            fault,
             event_history,
             notify,
         }
+    }
+
+    /// Closes the store (a restarted gateway can then open the same SQLite file).
+    pub async fn close(&self) {
+        self.db.close().await;
     }
 
     /// Creates the predefined networks that do not exist yet.
@@ -190,7 +225,13 @@ impl Gateway {
         let mut conn = self.db.write().acquire().await?;
         let mut tx = sqlx::Connection::begin_with(&mut *conn, self.db.begin_write_sql()).await?;
         let mut revision = 0;
+        let mut ended = Vec::new();
         for (change, kind) in changes {
+            if let Change::EndOperation(id) = change {
+                store::operations::delete(&mut tx, id).await?;
+                ended.push(*id);
+                continue;
+            }
             revision = store::next_revision(&mut tx).await?;
             let object = change.apply(&mut tx).await?;
             store::insert_event(&mut tx, &event(revision, *kind, object)).await?;
@@ -199,9 +240,16 @@ impl Gateway {
             store::record_request(&mut tx, request_id, method, &request, &response, now_ms())
                 .await?;
         }
-        store::trim_events(&mut tx, revision, self.event_history).await?;
+        if revision > 0 {
+            store::trim_events(&mut tx, revision, self.event_history).await?;
+        }
         tx.commit().await?;
-        self.notify.send_replace(revision);
+        for id in ended {
+            self.forget(id);
+        }
+        if revision > 0 {
+            self.notify.send_replace(revision);
+        }
         Ok(revision)
     }
 
@@ -556,6 +604,8 @@ pub(crate) enum Change<'a> {
     DeleteSandbox(&'a crate::sandbox::SandboxRecord),
     InsertEndpoint(&'a crate::sandbox::EndpointRecord),
     DeleteEndpoint(&'a crate::sandbox::EndpointRecord),
+    /// The end of a saga: its operation record goes (no event).
+    EndOperation(&'a str),
 }
 
 impl Change<'_> {
@@ -621,6 +671,12 @@ impl Change<'_> {
                     }
                 })?;
                 pb::event::Object::Endpoint(to_pb::endpoint_to_pb(e, None))
+            }
+            Change::EndOperation(id) => {
+                store::operations::delete(conn, id).await?;
+                return Err(GatewayError::Precondition(format!(
+                    "operation {id} has no event"
+                )));
             }
             Change::DeleteEndpoint(e) => {
                 sandboxes::delete_endpoint(conn, &e.id).await?;

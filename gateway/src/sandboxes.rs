@@ -14,6 +14,7 @@ use crate::{
     error::GatewayError,
     network::{NetworkRecord, check_name},
     networks::{Change, Gateway, new_id, now_ms},
+    recovery::Operation,
     sandbox::{
         DnsRecord, EndpointRecord, PortRecord, SandboxRecord, check_alias, check_interface,
         check_mac, default_route, mac_for, next_interface,
@@ -277,6 +278,12 @@ impl Gateway {
             labels: Default::default(),
             created_at_ms: now_ms(),
         };
+        let sandbox_op = self
+            .begin(&Operation::CreateSandbox {
+                sandbox: sandbox.clone(),
+            })
+            .await?;
+        self.fault("create-sandbox:recorded");
         let created = self
             .agent
             .clone()
@@ -292,9 +299,15 @@ impl Gateway {
                 }),
                 revision: 0,
             })
-            .await
-            .map_err(GatewayError::Agent)?
-            .into_inner();
+            .await;
+        let created = match created {
+            Ok(c) => c.into_inner(),
+            Err(st) => {
+                self.remove_agent_sandbox(&sandbox).await;
+                self.abandon(&sandbox_op).await;
+                return Err(GatewayError::Agent(st));
+            }
+        };
         let sandbox = SandboxRecord {
             netns_path: if created.netns_path.is_empty() {
                 sandbox.netns_path
@@ -304,42 +317,52 @@ impl Gateway {
             ..sandbox
         };
         // Attach every initial network; on any failure undo all of it.
-        let mut attached: Vec<(EndpointRecord, NetworkRecord)> = Vec::new();
+        let mut attached: Vec<(EndpointRecord, NetworkRecord, String)> = Vec::new();
+        let mut failure = None;
         for a in &req.networks {
             let settings = a.settings.clone().unwrap_or_default();
-            let existing: Vec<EndpointRecord> = attached.iter().map(|(e, _)| e.clone()).collect();
+            let existing: Vec<EndpointRecord> =
+                attached.iter().map(|(e, _, _)| e.clone()).collect();
             match self
                 .attach(&sandbox, &existing, &a.network, &settings)
                 .await
             {
                 Ok(done) => attached.push(done),
                 Err(e) => {
-                    for (ep, net) in attached.iter().rev() {
-                        self.undo_attach(&sandbox, ep, net).await;
-                    }
-                    self.remove_agent_sandbox(&sandbox).await;
-                    return Err(e);
+                    failure = Some(e);
+                    break;
                 }
             }
         }
-        let mut changes = vec![(
-            Change::InsertSandbox(&sandbox),
-            pb::EventKind::SandboxCreated,
-        )];
-        changes.extend(
-            attached
-                .iter()
-                .map(|(e, _)| (Change::InsertEndpoint(e), pb::EventKind::EndpointConnected)),
-        );
-        if let Err(e) = self.commit(&changes, None).await {
-            for (ep, net) in attached.iter().rev() {
-                self.undo_attach(&sandbox, ep, net).await;
+        let result = match failure {
+            Some(e) => Err(e),
+            None => {
+                let mut changes = vec![(
+                    Change::InsertSandbox(&sandbox),
+                    pb::EventKind::SandboxCreated,
+                )];
+                for (e, _, op) in &attached {
+                    changes.push((Change::InsertEndpoint(e), pb::EventKind::EndpointConnected));
+                    changes.push((Change::EndOperation(op), pb::EventKind::Unspecified));
+                }
+                changes.push((
+                    Change::EndOperation(&sandbox_op),
+                    pb::EventKind::Unspecified,
+                ));
+                self.commit(&changes, None).await.map(drop)
+            }
+        };
+        if let Err(e) = result {
+            for (ep, _, op) in attached.iter().rev() {
+                self.undo_attach(&sandbox, ep).await;
+                self.abandon(op).await;
             }
             self.remove_agent_sandbox(&sandbox).await;
+            self.abandon(&sandbox_op).await;
             return Err(e);
         }
         tracing::info!(sandbox = %sandbox.name, id = %sandbox.id, networks = attached.len(), "sandbox created");
-        Ok((sandbox, attached.into_iter().map(|(e, _)| e).collect()))
+        Ok((sandbox, attached.into_iter().map(|(e, _, _)| e).collect()))
     }
 
     /// IPAM then agent for one endpoint; nothing is recorded. On failure, what was done is undone.
@@ -349,7 +372,7 @@ impl Gateway {
         existing: &[EndpointRecord],
         network: &str,
         settings: &pb::EndpointSettings,
-    ) -> Result<(EndpointRecord, NetworkRecord), GatewayError> {
+    ) -> Result<(EndpointRecord, NetworkRecord, String), GatewayError> {
         let net = self.find("network", network).await?;
         if net.predefined && net.driver != "bridge" {
             return Err(GatewayError::Precondition(format!(
@@ -402,6 +425,35 @@ impl Gateway {
                 "already used in this sandbox",
             ));
         }
+        let op = self
+            .begin(&Operation::Connect {
+                sandbox: sandbox.clone(),
+                endpoint: ep.clone(),
+            })
+            .await?;
+        self.fault("connect:recorded");
+        match self
+            .attach_steps(sandbox, existing, &net, settings, &mut ep)
+            .await
+        {
+            Ok(()) => Ok((ep, net, op)),
+            Err(e) => {
+                self.abandon(&op).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The IPAM and agent steps of `attach`; what they did is undone when one fails.
+    async fn attach_steps(
+        &self,
+        sandbox: &SandboxRecord,
+        existing: &[EndpointRecord],
+        net: &NetworkRecord,
+        settings: &pb::EndpointSettings,
+        ep: &mut EndpointRecord,
+    ) -> Result<(), GatewayError> {
+        let id = ep.id.clone();
         for s in &net.subnets {
             let v6 = s.subnet.contains(':');
             let wanted = if v6 {
@@ -446,6 +498,7 @@ impl Gateway {
                 };
             }
         }
+        self.fault("connect:allocated");
         let mut all = existing.to_vec();
         all.push(ep.clone());
         let route_v4 = default_route(&all, false).is_some_and(|d| d.id == ep.id);
@@ -474,31 +527,27 @@ impl Gateway {
             .clone()
             .attach(apb::AttachRequest {
                 endpoint: Some(spec),
-                network: Some(agent_network(&net)),
+                network: Some(agent_network(net)),
                 revision: 0,
             })
             .await
         {
             // The agent may have done part of it: detach (idempotent) before giving back the
             // addresses.
-            self.detach_agent(sandbox, &ep).await;
+            self.detach_agent(sandbox, ep).await;
             self.release_owner(&id).await;
             return Err(GatewayError::Agent(st));
         }
-        Ok((ep, net))
+        self.fault("connect:attached");
+        Ok(())
     }
 
-    async fn undo_attach(
-        &self,
-        sandbox: &SandboxRecord,
-        ep: &EndpointRecord,
-        _net: &NetworkRecord,
-    ) {
+    async fn undo_attach(&self, sandbox: &SandboxRecord, ep: &EndpointRecord) {
         self.detach_agent(sandbox, ep).await;
         self.release_owner(&ep.id).await;
     }
 
-    async fn detach_agent(
+    pub(crate) async fn detach_agent(
         &self,
         sandbox: &SandboxRecord,
         ep: &EndpointRecord,
@@ -517,7 +566,7 @@ impl Gateway {
             .inspect(|st| tracing::warn!(endpoint = %ep.id, error = %st.message(), "detach failed"))
     }
 
-    async fn remove_agent_sandbox(&self, sandbox: &SandboxRecord) {
+    pub(crate) async fn remove_agent_sandbox(&self, sandbox: &SandboxRecord) {
         if let Err(st) = self
             .agent
             .clone()
@@ -533,7 +582,7 @@ impl Gateway {
     }
 
     /// Releases every address `owner` holds (idempotent).
-    async fn release_owner(&self, owner: &str) {
+    pub(crate) async fn release_owner(&self, owner: &str) {
         if let Err(st) = self
             .ipam
             .clone()
@@ -557,20 +606,19 @@ impl Gateway {
         }
         let sandbox = self.find_sandbox("sandbox", &req.sandbox).await?;
         let existing = self.endpoints(Owner::Sandbox, &sandbox.id).await?;
-        let (ep, net) = self
+        let (ep, _net, op) = self
             .attach(&sandbox, &existing, &req.network, &settings)
             .await?;
-        if let Err(e) = self
-            .commit(
-                &[(
-                    Change::InsertEndpoint(&ep),
-                    pb::EventKind::EndpointConnected,
-                )],
-                None,
-            )
-            .await
-        {
-            self.undo_attach(&sandbox, &ep, &net).await;
+        let changes = [
+            (
+                Change::InsertEndpoint(&ep),
+                pb::EventKind::EndpointConnected,
+            ),
+            (Change::EndOperation(&op), pb::EventKind::Unspecified),
+        ];
+        if let Err(e) = self.commit(&changes, None).await {
+            self.undo_attach(&sandbox, &ep).await;
+            self.abandon(&op).await;
             return Err(e);
         }
         tracing::info!(sandbox = %sandbox.name, network = %ep.network_name, endpoint = %ep.id, "connected");
@@ -589,28 +637,32 @@ impl Gateway {
                 sandbox: sandbox.name.clone(),
                 network: net.name.clone(),
             })?;
-        self.detach(&sandbox, &ep, req.force).await
-    }
-
-    /// Agent, then IPAM, then the record. Without `force` an agent failure stops here, so the
-    /// state still says what the kernel may still have.
-    async fn detach(
-        &self,
-        sandbox: &SandboxRecord,
-        ep: &EndpointRecord,
-        force: bool,
-    ) -> Result<(), GatewayError> {
-        if let Some(st) = self.detach_agent(sandbox, ep).await
-            && !force
+        let op = self
+            .begin(&Operation::Disconnect {
+                sandbox: sandbox.clone(),
+                endpoint: ep.clone(),
+            })
+            .await?;
+        self.fault("disconnect:recorded");
+        // Without `force` an agent failure stops here, so the state still says what the kernel
+        // may still have; the operation record goes, the endpoint stays.
+        if let Some(st) = self.detach_agent(&sandbox, &ep).await
+            && !req.force
         {
+            self.abandon(&op).await;
             return Err(GatewayError::Agent(st));
         }
+        self.fault("disconnect:detached");
         self.release_owner(&ep.id).await;
+        self.fault("disconnect:released");
         self.commit(
-            &[(
-                Change::DeleteEndpoint(ep),
-                pb::EventKind::EndpointDisconnected,
-            )],
+            &[
+                (
+                    Change::DeleteEndpoint(&ep),
+                    pb::EventKind::EndpointDisconnected,
+                ),
+                (Change::EndOperation(&op), pb::EventKind::Unspecified),
+            ],
             None,
         )
         .await?;
@@ -618,22 +670,46 @@ impl Gateway {
         Ok(())
     }
 
+    /// Detaches and releases every endpoint, removes the namespace on the agent, then the
+    /// record. Once recorded, the deletion is completed by the sweep if the gateway dies.
     pub async fn delete_sandbox(&self, req: pb::DeleteSandboxRequest) -> Result<(), GatewayError> {
         let sandbox = self.find_sandbox("sandbox", &req.sandbox).await?;
+        let op = self
+            .begin(&Operation::DeleteSandbox {
+                sandbox: sandbox.clone(),
+            })
+            .await?;
+        self.fault("delete-sandbox:recorded");
         for ep in self
             .endpoints(Owner::Sandbox, &sandbox.id)
             .await?
             .iter()
             .rev()
         {
-            self.detach(&sandbox, ep, true).await?;
+            self.detach_agent(&sandbox, ep).await;
+            self.fault("delete-sandbox:detached");
+            self.release_owner(&ep.id).await;
+            self.fault("delete-sandbox:released");
+            self.commit(
+                &[(
+                    Change::DeleteEndpoint(ep),
+                    pb::EventKind::EndpointDisconnected,
+                )],
+                None,
+            )
+            .await?;
         }
+        self.fault("delete-sandbox:endpoints-removed");
         self.remove_agent_sandbox(&sandbox).await;
+        self.fault("delete-sandbox:agent-removed");
         self.commit(
-            &[(
-                Change::DeleteSandbox(&sandbox),
-                pb::EventKind::SandboxRemoved,
-            )],
+            &[
+                (
+                    Change::DeleteSandbox(&sandbox),
+                    pb::EventKind::SandboxRemoved,
+                ),
+                (Change::EndOperation(&op), pb::EventKind::Unspecified),
+            ],
             None,
         )
         .await?;

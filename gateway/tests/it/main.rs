@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod bad_input;
+mod crash;
 mod grpcurl;
 mod harness;
 mod networks;

@@ -15,6 +15,23 @@ pub struct Calls {
     pub removed_sandboxes: Vec<String>,
 }
 
+impl Calls {
+    /// Endpoints attached and not detached since: what the kernel would still hold.
+    pub fn attached_now(&self) -> std::collections::BTreeSet<String> {
+        let detached: std::collections::BTreeSet<&str> = self
+            .detached
+            .iter()
+            .map(|d| d.endpoint_id.as_str())
+            .collect();
+        self.attached
+            .iter()
+            .filter_map(|a| a.endpoint.as_ref())
+            .map(|e| e.endpoint_id.clone())
+            .filter(|id| !detached.contains(id.as_str()))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct FakeAgent {
     pub calls: Arc<Mutex<Calls>>,

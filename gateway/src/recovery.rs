@@ -1,0 +1,344 @@
+//! Crash safety: sagas record their intent before their first step; a sweep (at start-up and
+//! periodically) finishes what a killed gateway left half-done, and releases addresses that no
+//! endpoint and no saga in flight owns.
+//!
+//! What the sweep does with an operation left behind:
+//! - `Connect`, `CreateSandbox`: undone (detach on the agent, release the addresses, remove the
+//!   sandbox on the agent) — the caller never got an answer, and a retry starts afresh;
+//! - `Disconnect`, `DeleteSandbox`: completed — the caller asked for the thing to go.
+//!
+//! Every step is idempotent (detaching what is not attached, releasing by an owner that holds
+//! nothing), so sweeping twice, or from two replicas, is harmless.
+
+use std::{collections::HashSet, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use weft_proto::{gateway::v1 as pb, ipam::v1 as ipb};
+
+use crate::{
+    error::GatewayError,
+    networks::{Change, Gateway, now_ms},
+    sandbox::{EndpointRecord, SandboxRecord},
+    store::{self, sandboxes::Owner},
+};
+
+/// A saga in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Operation {
+    Connect {
+        sandbox: SandboxRecord,
+        endpoint: EndpointRecord,
+    },
+    Disconnect {
+        sandbox: SandboxRecord,
+        endpoint: EndpointRecord,
+    },
+    CreateSandbox {
+        sandbox: SandboxRecord,
+    },
+    DeleteSandbox {
+        sandbox: SandboxRecord,
+    },
+}
+
+impl Operation {
+    pub fn id(&self) -> String {
+        match self {
+            Self::Connect { endpoint, .. } | Self::Disconnect { endpoint, .. } => {
+                format!("ep:{}", endpoint.id)
+            }
+            Self::CreateSandbox { sandbox } | Self::DeleteSandbox { sandbox } => {
+                format!("sb:{}", sandbox.id)
+            }
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "connect",
+            Self::Disconnect { .. } => "disconnect",
+            Self::CreateSandbox { .. } => "create_sandbox",
+            Self::DeleteSandbox { .. } => "delete_sandbox",
+        }
+    }
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub undone: usize,
+    pub completed: usize,
+    pub released_addresses: usize,
+}
+
+/// What the consistency check found; all zero is the expected answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Consistency {
+    /// Addresses in the gateway's pools whose owner is no endpoint and no saga in flight.
+    pub leaked_addresses: Vec<String>,
+    /// Endpoints recorded with an address IPAM does not hold for them.
+    pub endpoints_without_address: Vec<String>,
+    pub operations_pending: usize,
+}
+
+impl Gateway {
+    /// Crashes the process (SIGKILL, as `kill -9` would) when `step` is the configured fault:
+    /// the hook the crash tests use to stop the gateway at each step of a saga.
+    pub(crate) fn fault(&self, step: &str) {
+        if self.fault.as_deref() == Some(step) {
+            tracing::error!(step, "fault injected: killing the gateway");
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    /// Records that a saga starts.
+    pub(crate) async fn begin(&self, op: &Operation) -> Result<String, GatewayError> {
+        let id = op.id();
+        self.inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.clone());
+        let mut conn = self.db.write().acquire().await?;
+        if let Err(e) = store::operations::insert(&mut conn, op, now_ms()).await {
+            self.forget(&id);
+            return Err(e.into());
+        }
+        Ok(id)
+    }
+
+    /// Drops the record of a saga that was undone inline (its final commit removes it otherwise).
+    pub(crate) async fn abandon(&self, id: &str) {
+        let done = async {
+            let mut conn = self.db.write().acquire().await?;
+            store::operations::delete(&mut conn, id).await?;
+            Ok::<_, GatewayError>(())
+        };
+        if let Err(e) = done.await {
+            tracing::warn!(operation = id, error = %e, "cannot drop an operation record; the sweep will");
+        }
+        self.forget(id);
+    }
+
+    pub(crate) fn forget(&self, id: &str) {
+        self.inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+    }
+
+    /// Finishes the sagas a crashed gateway left behind (those older than the operation timeout
+    /// and not in flight in this process), then releases addresses nothing owns.
+    pub async fn sweep(&self) -> Result<SweepReport, GatewayError> {
+        let mut report = SweepReport::default();
+        let cutoff =
+            now_ms() - i64::try_from(self.operation_timeout.as_millis()).unwrap_or(i64::MAX);
+        let ops = {
+            let mut conn = self.db.read().acquire().await?;
+            store::operations::older_than(&mut conn, cutoff).await?
+        };
+        for op in ops {
+            let id = op.id();
+            if self
+                .inflight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&id)
+            {
+                continue;
+            }
+            tracing::info!(operation = %id, kind = op.kind(), "finishing an interrupted operation");
+            match &op {
+                Operation::Connect { sandbox, endpoint } => {
+                    self.detach_agent(sandbox, endpoint).await;
+                    self.release_owner(&endpoint.id).await;
+                    self.commit(
+                        &[(Change::EndOperation(&id), pb::EventKind::Unspecified)],
+                        None,
+                    )
+                    .await?;
+                    report.undone += 1;
+                }
+                Operation::CreateSandbox { sandbox } => {
+                    if self.find_sandbox("sandbox", &sandbox.id).await.is_err() {
+                        self.remove_agent_sandbox(sandbox).await;
+                    }
+                    self.commit(
+                        &[(Change::EndOperation(&id), pb::EventKind::Unspecified)],
+                        None,
+                    )
+                    .await?;
+                    report.undone += 1;
+                }
+                Operation::Disconnect { sandbox, endpoint } => {
+                    self.finish_detach(sandbox, endpoint, Some(&id)).await?;
+                    report.completed += 1;
+                }
+                Operation::DeleteSandbox { sandbox } => {
+                    self.finish_delete_sandbox(sandbox, &id).await?;
+                    report.completed += 1;
+                }
+            }
+        }
+        report.released_addresses = self.release_orphans().await?;
+        if report != SweepReport::default() {
+            tracing::info!(?report, "sweep repaired state");
+        }
+        Ok(report)
+    }
+
+    /// Detaches, releases and forgets one endpoint whose removal was decided; safe to repeat.
+    pub(crate) async fn finish_detach(
+        &self,
+        sandbox: &SandboxRecord,
+        endpoint: &EndpointRecord,
+        op: Option<&str>,
+    ) -> Result<(), GatewayError> {
+        self.detach_agent(sandbox, endpoint).await;
+        self.release_owner(&endpoint.id).await;
+        let exists = self
+            .endpoints(Owner::Sandbox, &sandbox.id)
+            .await?
+            .iter()
+            .any(|e| e.id == endpoint.id);
+        let mut changes = Vec::new();
+        if exists {
+            changes.push((
+                Change::DeleteEndpoint(endpoint),
+                pb::EventKind::EndpointDisconnected,
+            ));
+        }
+        if let Some(op) = op {
+            changes.push((Change::EndOperation(op), pb::EventKind::Unspecified));
+        }
+        self.commit(&changes, None).await?;
+        Ok(())
+    }
+
+    async fn finish_delete_sandbox(
+        &self,
+        sandbox: &SandboxRecord,
+        op: &str,
+    ) -> Result<(), GatewayError> {
+        for ep in self.endpoints(Owner::Sandbox, &sandbox.id).await? {
+            self.finish_detach(sandbox, &ep, None).await?;
+        }
+        self.remove_agent_sandbox(sandbox).await;
+        let exists = self.find_sandbox("sandbox", &sandbox.id).await.is_ok();
+        let mut changes = Vec::new();
+        if exists {
+            changes.push((
+                Change::DeleteSandbox(sandbox),
+                pb::EventKind::SandboxRemoved,
+            ));
+        }
+        changes.push((Change::EndOperation(op), pb::EventKind::Unspecified));
+        self.commit(&changes, None).await?;
+        Ok(())
+    }
+
+    /// Allocations in the gateway's pools whose owner is neither an endpoint nor a saga in
+    /// flight. Read in this order (allocations, operations, endpoints) so that a Connect
+    /// running meanwhile is always seen in one of the last two.
+    async fn orphans(&self) -> Result<Vec<ipb::Allocation>, GatewayError> {
+        let (networks, _) = self
+            .list_networks(&pb::ListNetworksRequest::default())
+            .await?;
+        let mut allocations = Vec::new();
+        for n in &networks {
+            for s in &n.subnets {
+                let mut token = String::new();
+                loop {
+                    let page = self
+                        .ipam
+                        .clone()
+                        .list_allocations(ipb::ListAllocationsRequest {
+                            pool_id: s.pool_id.clone(),
+                            page_size: 1000,
+                            page_token: token.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(GatewayError::Ipam)?
+                        .into_inner();
+                    allocations.extend(page.allocations);
+                    if page.next_page_token.is_empty() {
+                        break;
+                    }
+                    token = page.next_page_token;
+                }
+            }
+        }
+        let mut conn = self.db.read().acquire().await?;
+        let ops: HashSet<String> = store::operations::all_ids(&mut conn)
+            .await?
+            .into_iter()
+            .collect();
+        let endpoints: HashSet<String> = store::operations::endpoint_ids(&mut conn)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(allocations
+            .into_iter()
+            .filter(|a| !endpoints.contains(&a.owner) && !ops.contains(&format!("ep:{}", a.owner)))
+            .collect())
+    }
+
+    async fn release_orphans(&self) -> Result<usize, GatewayError> {
+        let orphans = self.orphans().await?;
+        let owners: HashSet<&str> = orphans.iter().map(|a| a.owner.as_str()).collect();
+        for owner in &owners {
+            tracing::warn!(owner, "releasing addresses that no endpoint owns");
+            self.release_owner(owner).await;
+        }
+        Ok(orphans.len())
+    }
+
+    /// The gateway's consistency check (with IPAM's own `Check`, the crash tests' oracle).
+    pub async fn consistency(&self) -> Result<Consistency, GatewayError> {
+        let leaked = self.orphans().await?;
+        let mut out = Consistency {
+            leaked_addresses: leaked
+                .iter()
+                .map(|a| format!("{} {} ({})", a.pool_id, a.address, a.owner))
+                .collect(),
+            ..Consistency::default()
+        };
+        let mut conn = self.db.read().acquire().await?;
+        out.operations_pending = store::operations::all_ids(&mut conn).await?.len();
+        drop(conn);
+        for sandbox in self.list_sandboxes().await? {
+            for ep in self.endpoints(Owner::Sandbox, &sandbox.id).await? {
+                let held = self
+                    .ipam
+                    .clone()
+                    .list_allocations(ipb::ListAllocationsRequest {
+                        owner: ep.id.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(GatewayError::Ipam)?
+                    .into_inner()
+                    .allocations;
+                let want = [&ep.ipv4_address, &ep.ipv6_address]
+                    .into_iter()
+                    .filter(|a| !a.is_empty())
+                    .count();
+                if held.len() != want {
+                    out.endpoints_without_address.push(ep.id.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sweeps every `interval` until the process ends.
+    pub async fn sweep_forever(&self, interval: Duration) {
+        loop {
+            tokio::time::sleep(interval).await;
+            if let Err(e) = self.sweep().await {
+                tracing::warn!(error = %e, "sweep failed");
+            }
+        }
+    }
+}
