@@ -1,0 +1,432 @@
+//! The agent: the managed ("host") namespace, what its kernel can do, and the operations of
+//! `weft.agent.v1` in domain terms.
+
+use std::path::{Path, PathBuf};
+
+use rtnetlink::{Handle, packet_route::AddressFamily};
+
+use crate::{
+    capabilities::{self, Capabilities},
+    driver::bridge::{self, Attached},
+    error::AgentError,
+    kernel, names, netns,
+    report::{Action, Kind, Report},
+    sandbox::{self, Sandbox, SandboxNetns},
+    spec::{Driver, Endpoint, Network},
+};
+
+/// Which endpoints of a sandbox carry its default routes, as found in the kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DefaultRoutes {
+    pub v4: Option<String>,
+    pub v6: Option<String>,
+}
+
+/// What a network looks like on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkState {
+    pub devices: Vec<String>,
+    pub mtu: u32,
+}
+
+#[derive(Debug)]
+pub struct Agent {
+    host_netns: PathBuf,
+    data_dir: PathBuf,
+    host: Handle,
+    caps: Capabilities,
+    /// Serialises network creation so that two attaches racing on one new network do not both
+    /// try to create (and then disown) its bridge.
+    networks: tokio::sync::Mutex<()>,
+}
+
+impl Agent {
+    /// Connects to the managed namespace and probes the kernel.
+    pub async fn start(host_netns: PathBuf, data_dir: PathBuf) -> Result<Self, AgentError> {
+        let host = netns::connect(&host_netns)
+            .await
+            .map_err(AgentError::netns(&host_netns))?;
+        let caps = capabilities::detect(&host_netns).await;
+        tracing::info!(
+            netns = %host_netns.display(),
+            drivers = ?caps.features.drivers(),
+            kernel = %caps.kernel_release,
+            "agent ready"
+        );
+        Ok(Self {
+            host_netns,
+            data_dir,
+            host,
+            caps,
+            networks: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    pub fn host_netns(&self) -> &Path {
+        &self.host_netns
+    }
+
+    /// The managed namespace's own (underlay) addresses: global ones not on Weft's links.
+    pub async fn underlay_addresses(&self) -> Result<Vec<std::net::IpAddr>, AgentError> {
+        let ours: Vec<u32> = kernel::links(&self.host)
+            .await?
+            .into_iter()
+            .filter(|l| names::is_weft_alias(&l.alias))
+            .map(|l| l.index)
+            .collect();
+        Ok(kernel::global_addresses(&self.host)
+            .await?
+            .into_iter()
+            .filter(|(index, _)| !ours.contains(index))
+            .map(|(_, ip)| ip)
+            .collect())
+    }
+
+    /// Refuses a driver this kernel cannot run (FAILED_PRECONDITION), and one this agent does
+    /// not program yet (UNIMPLEMENTED). Host and none need nothing.
+    fn require(&self, net: &Network) -> Result<(), AgentError> {
+        let f = &self.caps.features;
+        let driver = net.driver.name();
+        let need = |ok: bool, feature: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(AgentError::Unsupported { driver, feature })
+            }
+        };
+        let vlan_parent = net.parent.contains('.');
+        match net.driver {
+            Driver::Host | Driver::None => Ok(()),
+            Driver::Bridge => {
+                need(f.bridge, "Linux bridges")?;
+                need(f.veth, "veth pairs")
+            }
+            Driver::Overlay => {
+                need(f.vxlan, "VXLAN devices")?;
+                need(f.bridge, "Linux bridges")?;
+                need(f.veth, "veth pairs")?;
+                Err(AgentError::Unimplemented {
+                    what: "the overlay driver".into(),
+                })
+            }
+            Driver::Macvlan => {
+                need(f.macvlan, "macvlan devices")?;
+                need(f.vlan || !vlan_parent, "802.1Q VLAN sub-interfaces")?;
+                Err(AgentError::Unimplemented {
+                    what: "the macvlan driver".into(),
+                })
+            }
+            Driver::Ipvlan => {
+                need(f.ipvlan, "ipvlan devices")?;
+                need(f.vlan || !vlan_parent, "802.1Q VLAN sub-interfaces")?;
+                Err(AgentError::Unimplemented {
+                    what: "the ipvlan driver".into(),
+                })
+            }
+        }
+    }
+
+    /// Creates or updates the host-side objects of `net`.
+    pub async fn ensure_network(
+        &self,
+        net: &Network,
+        report: &mut Report,
+    ) -> Result<NetworkState, AgentError> {
+        self.require(net)?;
+        match net.driver {
+            Driver::Bridge => {
+                let _guard = self.networks.lock().await;
+                let br = bridge::ensure_network(&self.host, net, report).await?;
+                Ok(NetworkState {
+                    devices: vec![br.name],
+                    mtu: br.mtu,
+                })
+            }
+            _ => Ok(NetworkState {
+                devices: Vec::new(),
+                mtu: net.mtu,
+            }),
+        }
+    }
+
+    /// Removes every object of the network `network_id` from the host.
+    pub async fn remove_network(&self, network_id: &str) -> Report {
+        let mut report = Report::default();
+        let _guard = self.networks.lock().await;
+        bridge::remove_network(&self.host, network_id, &mut report).await;
+        report
+    }
+
+    /// Attaches `ep` to `net` (ensuring the network first). Host and none endpoints program
+    /// nothing.
+    pub async fn attach(
+        &self,
+        ep: &Endpoint,
+        net: &Network,
+        report: &mut Report,
+    ) -> Result<Option<(Attached, DefaultRoutes)>, AgentError> {
+        if ep.network_id != net.id {
+            return Err(AgentError::Invalid(vec![
+                weft_runtime::FieldViolation::new(
+                    "endpoint.network_id",
+                    &ep.network_id,
+                    format!("differs from network.network_id {:?}", net.id),
+                ),
+            ]));
+        }
+        self.require(net)?;
+        if net.driver != Driver::Bridge {
+            return Ok(None);
+        }
+        let br = {
+            let _guard = self.networks.lock().await;
+            bridge::ensure_network(&self.host, net, report).await?
+        };
+        let bridge_created = report
+            .changes
+            .iter()
+            .any(|c| c.action == Action::Created && c.kind == Kind::Link && c.object == br.name);
+        let res = async {
+            let sandbox = netns::connect(&ep.netns)
+                .await
+                .map_err(AgentError::netns(&ep.netns))?;
+            let attached = bridge::attach(&self.host, &sandbox, &br, net, ep, report).await?;
+            let routes = default_routes(&sandbox).await?;
+            Ok(Some((attached, routes)))
+        }
+        .await;
+        if res.is_err() && bridge_created {
+            self.undo_bridge(&br).await;
+            report.changes.clear();
+        }
+        res
+    }
+
+    /// Removes a bridge this call created, unless an endpoint joined it meanwhile.
+    async fn undo_bridge(&self, br: &kernel::Link) {
+        let _guard = self.networks.lock().await;
+        match kernel::links(&self.host).await {
+            Ok(all) if !all.iter().any(|l| l.controller == Some(br.index)) => {
+                if let Err(e) = kernel::delete_link(&self.host, br).await {
+                    tracing::warn!(bridge = %br.name, error = %e, "cannot undo a failed attach");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(bridge = %br.name, error = %e, "cannot undo a failed attach"),
+        }
+    }
+
+    /// Detaches an endpoint; its sandbox namespace may already be gone.
+    pub async fn detach(&self, endpoint_id: &str, netns_path: &Path) -> (DefaultRoutes, Report) {
+        let mut report = Report::default();
+        bridge::detach(&self.host, endpoint_id, &mut report).await;
+        let mut routes = DefaultRoutes::default();
+        if !netns_path.as_os_str().is_empty() {
+            match netns::connect(netns_path).await {
+                Ok(sandbox) => match default_routes(&sandbox).await {
+                    Ok(r) => routes = r,
+                    Err(e) => tracing::warn!(error = %e, "cannot read the sandbox's routes"),
+                },
+                // The sandbox is gone with its routes: nothing to report.
+                Err(netns::NetnsError::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot enter the sandbox"),
+            }
+        }
+        (routes, report)
+    }
+}
+
+/// Where a sandbox ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxState {
+    pub netns_path: PathBuf,
+    /// The agent created the namespace and deletes it on removal.
+    pub managed: bool,
+    pub resolv_conf: PathBuf,
+    pub hosts: PathBuf,
+}
+
+impl Agent {
+    /// Creates or updates a sandbox: its namespace (created, or checked), loopback up, and its
+    /// files. All or nothing: a namespace created by this call is deleted again on failure.
+    pub async fn create_sandbox(
+        &self,
+        sb: &Sandbox,
+        report: &mut Report,
+    ) -> Result<SandboxState, AgentError> {
+        let (path, managed, created) = match &sb.netns {
+            SandboxNetns::Host => (self.host_netns.clone(), false, false),
+            SandboxNetns::Given(p) => {
+                netns::open(p).map_err(AgentError::netns(p))?;
+                (p.clone(), false, false)
+            }
+            SandboxNetns::Managed => {
+                let id = sb.id.clone();
+                let name = sandbox::managed_netns_name(&sb.id);
+                let (p, created) =
+                    tokio::task::spawn_blocking(move || sandbox::ensure_managed_netns(&id))
+                        .await
+                        .map_err(|e| netns::NetnsError::Thread(e.to_string()))
+                        .and_then(|r| r)
+                        .map_err(AgentError::netns(&netns::named_path(&name)))?;
+                if created {
+                    tracing::info!(sandbox = %sb.id, netns = %p.display(), "namespace created");
+                    report.change(
+                        Action::Created,
+                        Kind::Netns,
+                        p.display().to_string(),
+                        &sb.id,
+                    );
+                }
+                (p, true, created)
+            }
+        };
+        let res = self.finish_sandbox(sb, &path, report).await;
+        if res.is_err() && created {
+            let name = sandbox::managed_netns_name(&sb.id);
+            if let Err(e) = netns::delete_named(&name) {
+                tracing::warn!(netns = %name, error = %e, "cannot undo a failed sandbox creation");
+            }
+            report.changes.clear();
+        }
+        let (resolv_conf, hosts) = res?;
+        Ok(SandboxState {
+            netns_path: path,
+            managed,
+            resolv_conf,
+            hosts,
+        })
+    }
+
+    async fn finish_sandbox(
+        &self,
+        sb: &Sandbox,
+        path: &Path,
+        report: &mut Report,
+    ) -> Result<(PathBuf, PathBuf), AgentError> {
+        if sb.netns != SandboxNetns::Host {
+            let handle = netns::connect(path)
+                .await
+                .map_err(AgentError::netns(path))?;
+            if let Some(lo) = kernel::link_by_name(&handle, "lo").await?
+                && !lo.up
+            {
+                kernel::set_up(&handle, lo.index, "lo").await?;
+            }
+        }
+        let dir = sandbox::files_dir(&self.data_dir, &sb.id);
+        std::fs::create_dir_all(&dir).map_err(|source| AgentError::File {
+            path: dir.clone(),
+            source,
+        })?;
+        let resolv_conf = dir.join("resolv.conf");
+        let hosts = dir.join("hosts");
+        for (file, contents) in [(&resolv_conf, &sb.resolv_conf), (&hosts, &sb.hosts)] {
+            let old = std::fs::read_to_string(file).ok();
+            if old.as_ref() == Some(contents) {
+                continue;
+            }
+            sandbox::write_atomically(file, contents).map_err(|source| AgentError::File {
+                path: file.clone(),
+                source,
+            })?;
+            let action = if old.is_some() {
+                Action::Updated
+            } else {
+                Action::Created
+            };
+            report.change(action, Kind::File, file.display().to_string(), &sb.id);
+        }
+        Ok((resolv_conf, hosts))
+    }
+
+    /// Removes a sandbox: its namespace when the agent created it (its interfaces go with it),
+    /// otherwise Weft's interfaces inside the caller's namespace; then its files. Keeps going
+    /// past failures.
+    pub async fn remove_sandbox(&self, sandbox_id: &str, netns_path: &Path) -> Report {
+        let mut report = Report::default();
+        let managed_path = netns::named_path(&sandbox::managed_netns_name(sandbox_id));
+        if netns_path.as_os_str().is_empty() || netns_path == managed_path {
+            if managed_path.exists() {
+                match netns::delete_path(&managed_path) {
+                    Ok(()) => report.change(
+                        Action::Removed,
+                        Kind::Netns,
+                        managed_path.display().to_string(),
+                        sandbox_id,
+                    ),
+                    Err(e) => report.fail(
+                        Kind::Netns,
+                        managed_path.display().to_string(),
+                        sandbox_id,
+                        &e,
+                    ),
+                }
+            }
+        } else if netns_path != self.host_netns {
+            self.remove_interfaces_in(sandbox_id, netns_path, &mut report)
+                .await;
+        }
+        let dir = sandbox::files_dir(&self.data_dir, sandbox_id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => report.change(
+                Action::Removed,
+                Kind::File,
+                dir.display().to_string(),
+                sandbox_id,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => report.fail(Kind::File, dir.display().to_string(), sandbox_id, &e),
+        }
+        report
+    }
+
+    /// Deletes the Weft interfaces (by alias) inside a namespace the agent does not own.
+    async fn remove_interfaces_in(&self, sandbox_id: &str, path: &Path, report: &mut Report) {
+        let handle = match netns::connect(path).await {
+            Ok(h) => h,
+            Err(netns::NetnsError::NotFound { .. }) => return,
+            Err(e) => {
+                report.fail(Kind::Netns, path.display().to_string(), sandbox_id, &e);
+                return;
+            }
+        };
+        let links = match kernel::links(&handle).await {
+            Ok(l) => l,
+            Err(e) => {
+                report.fail(Kind::Link, "links", sandbox_id, &e);
+                return;
+            }
+        };
+        for l in links {
+            let Some(endpoint) = names::endpoint_of_alias(&l.alias) else {
+                continue;
+            };
+            match kernel::delete_link(&handle, &l).await {
+                Ok(true) => report.change(Action::Removed, Kind::Link, &l.name, endpoint),
+                Ok(false) => {}
+                Err(e) => report.fail(Kind::Link, &l.name, endpoint, &e),
+            }
+        }
+    }
+}
+
+/// The endpoint ids (from the interfaces' aliases) the sandbox's default routes go through.
+pub async fn default_routes(sandbox: &Handle) -> Result<DefaultRoutes, AgentError> {
+    let mut out = DefaultRoutes::default();
+    for (family, slot) in [
+        (AddressFamily::Inet, &mut out.v4),
+        (AddressFamily::Inet6, &mut out.v6),
+    ] {
+        if let Some(index) = kernel::default_route_oif(sandbox, family).await?
+            && let Some(link) = kernel::link_by_index(sandbox, index).await?
+        {
+            *slot = names::endpoint_of_alias(&link.alias).map(str::to_owned);
+        }
+    }
+    Ok(out)
+}

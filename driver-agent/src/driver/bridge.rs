@@ -1,0 +1,375 @@
+//! The bridge driver: one Linux bridge per network in the managed namespace, one veth pair per
+//! endpoint with its container end in the sandbox. Everything through rtnetlink.
+
+use std::os::fd::AsRawFd as _;
+
+use nix::libc;
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    packet_route::link::{InfoData, InfoKind, InfoVeth},
+};
+
+use crate::{
+    error::{AgentError, errno},
+    kernel::{self, Link},
+    names, netns,
+    report::{Action, Kind, Report},
+    spec::{Endpoint, Network},
+};
+
+/// Derived bridge names carry this prefix; such a bridge without an alias is one the agent
+/// created but could not mark (it stopped in between), so it is adopted rather than refused.
+const DERIVED_BRIDGE_PREFIX: &str = "wft-";
+
+/// Creates or updates the network's bridge: alias, MTU, gateway addresses, up.
+pub async fn ensure_network(
+    host: &Handle,
+    net: &Network,
+    report: &mut Report,
+) -> Result<Link, AgentError> {
+    let alias = names::network_alias(&net.id);
+    let mtu = net.bridge_mtu();
+    let mut created = false;
+    let mut bridge = match kernel::link_by_name(host, &net.bridge).await? {
+        Some(l) => l,
+        None => {
+            match host
+                .link()
+                .add(LinkBridge::new(&net.bridge).mtu(mtu).build())
+                .execute()
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(bridge = %net.bridge, network = %net.id, "bridge created");
+                    report.change(Action::Created, Kind::Link, &net.bridge, &net.id);
+                    created = true;
+                }
+                // Someone created it meanwhile: the ownership check below decides.
+                Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+                Err(e) => return Err(AgentError::netlink("create bridge", &net.bridge)(e)),
+            }
+            kernel::link_by_name(host, &net.bridge)
+                .await?
+                .ok_or_else(|| AgentError::Vanished {
+                    name: net.bridge.clone(),
+                })?
+        }
+    };
+    // The alias is set in a second request (the kernel does not apply it at creation), so an
+    // unmarked bridge is ours when this call made it, or when it has a derived name.
+    let unmarked_ours =
+        bridge.alias.is_empty() && (created || net.bridge.starts_with(DERIVED_BRIDGE_PREFIX));
+    if bridge.kind != Some(InfoKind::Bridge) || (bridge.alias != alias && !unmarked_ours) {
+        return Err(AgentError::NotOurs {
+            name: bridge.name,
+            alias: bridge.alias,
+        });
+    }
+    if bridge.alias != alias || !bridge.up {
+        kernel::set_alias_up(host, &bridge, &alias).await?;
+        bridge.alias = alias;
+        bridge.up = true;
+    }
+    if bridge.mtu != mtu {
+        kernel::set_mtu(host, &bridge, mtu).await?;
+        report.changes.push(crate::report::Change {
+            action: Action::Updated,
+            kind: Kind::Link,
+            object: net.bridge.clone(),
+            owner: net.id.clone(),
+            detail: format!("mtu {} -> {mtu}", bridge.mtu),
+        });
+        bridge.mtu = mtu;
+    }
+    for gw in &net.gateways {
+        if kernel::add_address(host, bridge.index, &bridge.name, *gw).await? {
+            report.change(
+                Action::Created,
+                Kind::Address,
+                format!("{gw} dev {}", bridge.name),
+                &net.id,
+            );
+        }
+    }
+    Ok(bridge)
+}
+
+/// Removes the network's bridges (found by alias) and the endpoint veths still enslaved to
+/// them; keeps going past failures.
+pub async fn remove_network(host: &Handle, network_id: &str, report: &mut Report) {
+    let all = match kernel::links(host).await {
+        Ok(l) => l,
+        Err(e) => {
+            report.fail(Kind::Link, "links", network_id, &e);
+            return;
+        }
+    };
+    let alias = names::network_alias(network_id);
+    for bridge in all.iter().filter(|l| l.alias == alias) {
+        let ports = all.iter().filter(|l| {
+            l.controller == Some(bridge.index) && names::endpoint_of_alias(&l.alias).is_some()
+        });
+        for port in ports {
+            delete(host, port, network_id, report).await;
+        }
+        delete(host, bridge, network_id, report).await;
+    }
+}
+
+async fn delete(host: &Handle, link: &Link, owner: &str, report: &mut Report) {
+    match kernel::delete_link(host, link).await {
+        Ok(true) => {
+            tracing::info!(link = %link.name, owner, "link removed");
+            report.change(Action::Removed, Kind::Link, &link.name, owner);
+        }
+        Ok(false) => {}
+        Err(e) => report.fail(Kind::Link, &link.name, owner, &e),
+    }
+}
+
+/// What an attach left in the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    pub ifname: String,
+    pub index: u32,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    pub addresses: Vec<ipnet::IpNet>,
+}
+
+/// Creates (or completes) the endpoint's veth pair: host end in the bridge, container end in
+/// the sandbox with its name, MAC, addresses and routes. On failure a veth created by this call
+/// is removed again.
+pub async fn attach(
+    host: &Handle,
+    sandbox: &Handle,
+    bridge: &Link,
+    net: &Network,
+    ep: &Endpoint,
+    report: &mut Report,
+) -> Result<Attached, AgentError> {
+    let host_name = names::veth_host_name(&ep.id);
+    let alias = names::endpoint_alias(&ep.id);
+    let mtu = net.bridge_mtu();
+
+    let created = match kernel::link_by_name(host, &host_name).await? {
+        Some(l) if l.alias != alias => {
+            return Err(AgentError::NotOurs {
+                name: l.name,
+                alias: l.alias,
+            });
+        }
+        Some(l) => {
+            if l.controller != Some(bridge.index) || !l.up {
+                enslave_up(host, &l, bridge).await?;
+            }
+            false
+        }
+        None => {
+            if let Some(l) = kernel::link_by_name(sandbox, &ep.ifname).await?
+                && l.alias != alias
+            {
+                return Err(AgentError::NotOurs {
+                    name: format!("{} (in the sandbox)", l.name),
+                    alias: l.alias,
+                });
+            }
+            create_veth(host, bridge, ep, &host_name, mtu).await?;
+            tracing::info!(veth = %host_name, endpoint = %ep.id, bridge = %bridge.name, "veth created");
+            report.change(Action::Created, Kind::Link, &host_name, &ep.id);
+            true
+        }
+    };
+    let res = async {
+        if created {
+            let l = kernel::link_by_name(host, &host_name)
+                .await?
+                .ok_or_else(|| AgentError::Vanished {
+                    name: host_name.clone(),
+                })?;
+            kernel::set_alias_up(host, &l, &alias).await?;
+        }
+        configure_sandbox(sandbox, ep, mtu, created, report).await
+    }
+    .await;
+    if res.is_err() && created {
+        if let Ok(Some(l)) = kernel::link_by_name(host, &host_name).await
+            && let Err(e) = kernel::delete_link(host, &l).await
+        {
+            tracing::warn!(veth = %host_name, error = %e, "cannot undo a failed attach");
+        }
+        report.changes.clear();
+    }
+    res
+}
+
+async fn enslave_up(host: &Handle, link: &Link, bridge: &Link) -> Result<(), AgentError> {
+    host.link()
+        .set(
+            LinkUnspec::new_with_index(link.index)
+                .controller(bridge.index)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(AgentError::netlink("enslave", &link.name))
+}
+
+/// One netlink request creates both ends: the peer is born inside the sandbox with its final
+/// name and MAC (no rename, no move, no window where it sits in the host).
+async fn create_veth(
+    host: &Handle,
+    bridge: &Link,
+    ep: &Endpoint,
+    host_name: &str,
+    mtu: u32,
+) -> Result<(), AgentError> {
+    let ns = netns::open(&ep.netns).map_err(AgentError::netns(&ep.netns))?;
+    let peer = LinkUnspec::new_with_name(&ep.ifname)
+        .address(ep.mac.to_vec())
+        .mtu(mtu)
+        .setns_by_fd(ns.as_raw_fd())
+        .build();
+    let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(host_name)
+        .mtu(mtu)
+        .controller(bridge.index)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build();
+    // `ns` must stay open until the kernel has answered.
+    let res = host.link().add(msg).execute().await;
+    drop(ns);
+    res.map_err(AgentError::netlink("create veth", host_name))
+}
+
+/// `fresh`: the interface was just created, so it has no addresses to clean up.
+async fn configure_sandbox(
+    sandbox: &Handle,
+    ep: &Endpoint,
+    mtu: u32,
+    fresh: bool,
+    report: &mut Report,
+) -> Result<Attached, AgentError> {
+    let alias = names::endpoint_alias(&ep.id);
+    let link = kernel::link_by_name(sandbox, &ep.ifname)
+        .await?
+        .ok_or_else(|| AgentError::Vanished {
+            name: format!("{} (in the sandbox)", ep.ifname),
+        })?;
+    if link.alias != alias || !link.up {
+        kernel::set_alias_up(sandbox, &link, &alias).await?;
+    }
+    if let Some(lo) = kernel::link_by_name(sandbox, "lo").await?
+        && !lo.up
+    {
+        kernel::set_up(sandbox, lo.index, "lo").await?;
+    }
+    let addresses = ep.addresses();
+    // Addresses the endpoint no longer has (a re-attach with a changed spec) go first: removing
+    // a subnet's primary address would also take the new one with it if it sat beside it.
+    if !fresh {
+        for a in kernel::remove_other_addresses(sandbox, link.index, &ep.ifname, &addresses).await?
+        {
+            report.change(
+                Action::Removed,
+                Kind::Address,
+                format!("{a} dev {}", ep.ifname),
+                &ep.id,
+            );
+        }
+    }
+    for a in &addresses {
+        if kernel::add_address(sandbox, link.index, &ep.ifname, *a).await? {
+            report.change(
+                Action::Created,
+                Kind::Address,
+                format!("{a} dev {}", ep.ifname),
+                &ep.id,
+            );
+        }
+    }
+    routes(sandbox, ep, link.index, report).await?;
+    let mac = <[u8; 6]>::try_from(link.mac.as_slice()).unwrap_or(ep.mac);
+    Ok(Attached {
+        ifname: ep.ifname.clone(),
+        index: link.index,
+        mac,
+        mtu: if link.mtu == 0 { mtu } else { link.mtu },
+        addresses,
+    })
+}
+
+/// The default route per family: via this endpoint's gateway when it carries it, otherwise
+/// not through this interface.
+async fn routes(
+    sandbox: &Handle,
+    ep: &Endpoint,
+    index: u32,
+    report: &mut Report,
+) -> Result<(), AgentError> {
+    use rtnetlink::packet_route::AddressFamily;
+    let families = [
+        (
+            AddressFamily::Inet,
+            ep.default_route_v4,
+            ep.ipv4_gateway.map(std::net::IpAddr::V4),
+        ),
+        (
+            AddressFamily::Inet6,
+            ep.default_route_v6,
+            ep.ipv6_gateway.map(std::net::IpAddr::V6),
+        ),
+    ];
+    for (family, wanted, gateway) in families {
+        match (wanted, gateway) {
+            (true, Some(gw)) => {
+                let already = kernel::default_route_oif(sandbox, family).await? == Some(index);
+                // Replaced even when already here: the gateway may have changed.
+                kernel::replace_default_route(sandbox, index, gw).await?;
+                if already {
+                    continue;
+                }
+                report.change(
+                    Action::Updated,
+                    Kind::Route,
+                    format!("default via {gw} dev {}", ep.ifname),
+                    &ep.id,
+                );
+            }
+            _ => {
+                if kernel::remove_default_route_via(sandbox, family, index).await? {
+                    report.change(
+                        Action::Removed,
+                        Kind::Route,
+                        format!("default dev {}", ep.ifname),
+                        &ep.id,
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the endpoint's host-side veth (its peer goes with it, wherever it is); the sandbox
+/// namespace is not needed, so this works after it is gone. Absent: nothing to do.
+pub async fn detach(host: &Handle, endpoint_id: &str, report: &mut Report) {
+    let name = names::veth_host_name(endpoint_id);
+    match kernel::link_by_name(host, &name).await {
+        Ok(Some(l)) if l.alias == names::endpoint_alias(endpoint_id) => {
+            delete(host, &l, endpoint_id, report).await;
+        }
+        Ok(Some(l)) => report.fail(
+            Kind::Link,
+            &name,
+            endpoint_id,
+            &AgentError::NotOurs {
+                name: l.name,
+                alias: l.alias,
+            },
+        ),
+        Ok(None) => {}
+        Err(e) => report.fail(Kind::Link, &name, endpoint_id, &e),
+    }
+}

@@ -1,0 +1,4 @@
+//! Network drivers: what each one programs in the kernel.
+
+pub mod bridge;
+pub mod ipvlan;

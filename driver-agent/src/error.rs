@@ -1,0 +1,91 @@
+//! The agent's one error type, and its one mapping to gRPC statuses.
+
+use std::path::PathBuf;
+
+use tonic::Status;
+use weft_runtime::FieldViolation;
+
+use crate::netns::NetnsError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    #[error("invalid argument")]
+    Invalid(Vec<FieldViolation>),
+    #[error("network namespace {path} does not exist")]
+    NetnsNotFound { path: PathBuf },
+    #[error("driver {driver} needs {feature}, which this kernel lacks")]
+    Unsupported {
+        driver: &'static str,
+        feature: &'static str,
+    },
+    #[error("{what} is not implemented yet")]
+    Unimplemented { what: String },
+    #[error("link {name} exists and is not Weft's (alias {alias:?})")]
+    NotOurs { name: String, alias: String },
+    /// A link the agent just created or configured disappeared under it.
+    #[error("link {name} vanished while being set up")]
+    Vanished { name: String },
+    #[error("namespace {path}: {source}")]
+    Netns {
+        path: PathBuf,
+        #[source]
+        source: NetnsError,
+    },
+    #[error("cannot write {path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot {op} {object}: {source}")]
+    Netlink {
+        op: &'static str,
+        object: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
+impl AgentError {
+    pub fn netlink(
+        op: &'static str,
+        object: impl Into<String>,
+    ) -> impl FnOnce(rtnetlink::Error) -> Self {
+        let object = object.into();
+        move |source| Self::Netlink { op, object, source }
+    }
+
+    pub fn netns(path: &std::path::Path) -> impl FnOnce(NetnsError) -> Self {
+        let path = path.to_owned();
+        move |source| match source {
+            NetnsError::NotFound { path } => Self::NetnsNotFound { path },
+            source => Self::Netns { path, source },
+        }
+    }
+}
+
+impl From<AgentError> for Status {
+    fn from(e: AgentError) -> Self {
+        let msg = e.to_string();
+        match e {
+            AgentError::Invalid(v) => weft_runtime::invalid_argument(&v),
+            AgentError::NetnsNotFound { .. } => Status::not_found(msg),
+            AgentError::Unsupported { .. } => Status::failed_precondition(msg),
+            AgentError::Unimplemented { .. } => Status::unimplemented(msg),
+            AgentError::NotOurs { .. } => Status::already_exists(msg),
+            AgentError::Netns { .. }
+            | AgentError::Netlink { .. }
+            | AgentError::Vanished { .. }
+            | AgentError::File { .. } => weft_runtime::internal(&e),
+        }
+    }
+}
+
+/// The errno of a netlink error reply, if it is one.
+pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
+        _ => None,
+    }
+}

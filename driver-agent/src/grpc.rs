@@ -1,0 +1,269 @@
+//! The gRPC edge of `weft.agent.v1.AgentService`: requests become domain types (bad input is
+//! `INVALID_ARGUMENT` naming the field and the value), results become messages.
+
+use std::{path::PathBuf, sync::Arc};
+
+use tonic::{Request, Response, Status};
+use weft_proto::agent::v1::{self as pb, agent_service_server::AgentService};
+
+use crate::{
+    agent::{Agent, DefaultRoutes},
+    error::AgentError,
+    names,
+    report::{self, Report},
+    sandbox::{self, Sandbox},
+    spec::{self, Endpoint, Network, Violations},
+};
+
+/// The tonic service for `agent`.
+pub fn server(agent: Arc<Agent>) -> pb::agent_service_server::AgentServiceServer<AgentGrpc> {
+    pb::agent_service_server::AgentServiceServer::new(AgentGrpc { agent })
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentGrpc {
+    agent: Arc<Agent>,
+}
+
+fn kind(k: report::Kind) -> pb::ObjectKind {
+    match k {
+        report::Kind::Netns => pb::ObjectKind::Netns,
+        report::Kind::Link => pb::ObjectKind::Link,
+        report::Kind::Address => pb::ObjectKind::Address,
+        report::Kind::Route => pb::ObjectKind::Route,
+        report::Kind::File => pb::ObjectKind::File,
+    }
+}
+
+fn changes(r: &Report) -> Vec<pb::Change> {
+    r.changes
+        .iter()
+        .map(|c| pb::Change {
+            action: match c.action {
+                report::Action::Created => pb::ChangeAction::Created,
+                report::Action::Updated => pb::ChangeAction::Updated,
+                report::Action::Removed => pb::ChangeAction::Removed,
+            } as i32,
+            kind: kind(c.kind) as i32,
+            object: c.object.clone(),
+            owner_id: c.owner.clone(),
+            detail: c.detail.clone(),
+        })
+        .collect()
+}
+
+fn failures(r: &Report) -> Vec<pb::Failure> {
+    r.failures
+        .iter()
+        .map(|f| pb::Failure {
+            kind: kind(f.kind) as i32,
+            object: f.object.clone(),
+            owner_id: f.owner.clone(),
+            error: f.error.clone(),
+        })
+        .collect()
+}
+
+fn required<T>(v: Option<T>, field: &str) -> Result<T, AgentError> {
+    v.ok_or_else(|| {
+        AgentError::Invalid(vec![weft_runtime::FieldViolation::new(
+            field,
+            "",
+            "must be set",
+        )])
+    })
+}
+
+fn check_ids(ids: &[(&str, &str)]) -> Result<(), AgentError> {
+    let mut v = Violations::default();
+    for (field, id) in ids {
+        spec::check_id(&mut v, field, id);
+    }
+    v.finish(()).map_err(AgentError::Invalid)
+}
+
+fn unimplemented(what: &str) -> Status {
+    AgentError::Unimplemented {
+        what: format!("{what} (this agent programs bridge networks and sandboxes only so far)"),
+    }
+    .into()
+}
+
+fn routes_ids(r: DefaultRoutes) -> (String, String) {
+    (r.v4.unwrap_or_default(), r.v6.unwrap_or_default())
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentGrpc {
+    async fn get_capabilities(
+        &self,
+        _req: Request<pb::GetCapabilitiesRequest>,
+    ) -> Result<Response<pb::Capabilities>, Status> {
+        let addresses = self
+            .agent
+            .underlay_addresses()
+            .await?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let c = self.agent.capabilities();
+        let f = &c.features;
+        Ok(Response::new(pb::Capabilities {
+            hostname: c.hostname.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            kernel_release: c.kernel_release.clone(),
+            drivers: f.drivers().into_iter().map(str::to_owned).collect(),
+            features: Some(pb::KernelFeatures {
+                bridge: f.bridge,
+                veth: f.veth,
+                vxlan: f.vxlan,
+                macvlan: f.macvlan,
+                ipvlan: f.ipvlan,
+                vlan: f.vlan,
+                ipv6: f.ipv6,
+                nftables: f.nftables,
+                nftables_nat: f.nftables_nat,
+                netns: f.netns,
+            }),
+            ipv4_forwarding: c.ipv4_forwarding,
+            ipv6_forwarding: c.ipv6_forwarding,
+            addresses,
+        }))
+    }
+
+    async fn ensure_network(
+        &self,
+        req: Request<pb::EnsureNetworkRequest>,
+    ) -> Result<Response<pb::EnsureNetworkResponse>, Status> {
+        let r = req.into_inner();
+        let net = Network::from_pb(required(r.network, "network")?, "network")
+            .map_err(AgentError::Invalid)?;
+        let mut report = Report::default();
+        let state = self.agent.ensure_network(&net, &mut report).await?;
+        Ok(Response::new(pb::EnsureNetworkResponse {
+            network: Some(pb::NetworkState {
+                network_id: net.id.clone(),
+                devices: state.devices,
+                mtu: state.mtu,
+            }),
+            changes: changes(&report),
+        }))
+    }
+
+    async fn remove_network(
+        &self,
+        req: Request<pb::RemoveNetworkRequest>,
+    ) -> Result<Response<pb::RemoveNetworkResponse>, Status> {
+        let r = req.into_inner();
+        check_ids(&[("network_id", &r.network_id)])?;
+        let report = self.agent.remove_network(&r.network_id).await;
+        Ok(Response::new(pb::RemoveNetworkResponse {
+            changes: changes(&report),
+            failures: failures(&report),
+        }))
+    }
+
+    async fn create_sandbox(
+        &self,
+        req: Request<pb::CreateSandboxRequest>,
+    ) -> Result<Response<pb::CreateSandboxResponse>, Status> {
+        let r = req.into_inner();
+        let sb = Sandbox::from_pb(required(r.sandbox, "sandbox")?).map_err(AgentError::Invalid)?;
+        let mut report = Report::default();
+        let state = self.agent.create_sandbox(&sb, &mut report).await?;
+        Ok(Response::new(pb::CreateSandboxResponse {
+            sandbox_id: sb.id,
+            netns_path: state.netns_path.display().to_string(),
+            netns_managed: state.managed,
+            resolv_conf_path: state.resolv_conf.display().to_string(),
+            hosts_path: state.hosts.display().to_string(),
+            changes: changes(&report),
+        }))
+    }
+
+    async fn remove_sandbox(
+        &self,
+        req: Request<pb::RemoveSandboxRequest>,
+    ) -> Result<Response<pb::RemoveSandboxResponse>, Status> {
+        let r = req.into_inner();
+        let mut v = Violations::default();
+        sandbox::check_sandbox_id(&mut v, "sandbox_id", &r.sandbox_id);
+        v.finish(()).map_err(AgentError::Invalid)?;
+        let report = self
+            .agent
+            .remove_sandbox(&r.sandbox_id, &PathBuf::from(&r.netns_path))
+            .await;
+        Ok(Response::new(pb::RemoveSandboxResponse {
+            changes: changes(&report),
+            failures: failures(&report),
+        }))
+    }
+
+    async fn attach(
+        &self,
+        req: Request<pb::AttachRequest>,
+    ) -> Result<Response<pb::AttachResponse>, Status> {
+        let r = req.into_inner();
+        let ep = required(r.endpoint, "endpoint")?;
+        let net = required(r.network, "network")?;
+        let (ep, net) = match (
+            Endpoint::from_pb(ep, "endpoint"),
+            Network::from_pb(net, "network"),
+        ) {
+            (Ok(e), Ok(n)) => (e, n),
+            (e, n) => {
+                let v = e.err().into_iter().chain(n.err()).flatten().collect();
+                return Err(AgentError::Invalid(v).into());
+            }
+        };
+        let mut report = Report::default();
+        let done = self.agent.attach(&ep, &net, &mut report).await?;
+        let (interface, routes) = match done {
+            Some((a, routes)) => (
+                Some(pb::Interface {
+                    endpoint_id: ep.id.clone(),
+                    name: a.ifname,
+                    mac_address: names::format_mac(&a.mac),
+                    index: a.index,
+                    mtu: a.mtu,
+                    addresses: a.addresses.iter().map(ToString::to_string).collect(),
+                }),
+                routes,
+            ),
+            None => (None, DefaultRoutes::default()),
+        };
+        let (v4, v6) = routes_ids(routes);
+        Ok(Response::new(pb::AttachResponse {
+            interface,
+            default_route_v4_endpoint_id: v4,
+            default_route_v6_endpoint_id: v6,
+            changes: changes(&report),
+        }))
+    }
+
+    async fn detach(
+        &self,
+        req: Request<pb::DetachRequest>,
+    ) -> Result<Response<pb::DetachResponse>, Status> {
+        let r = req.into_inner();
+        check_ids(&[("endpoint_id", &r.endpoint_id)])?;
+        let (routes, report) = self
+            .agent
+            .detach(&r.endpoint_id, &PathBuf::from(&r.netns_path))
+            .await;
+        let (v4, v6) = routes_ids(routes);
+        Ok(Response::new(pb::DetachResponse {
+            default_route_v4_endpoint_id: v4,
+            default_route_v6_endpoint_id: v6,
+            changes: changes(&report),
+            failures: failures(&report),
+        }))
+    }
+
+    async fn apply_state(
+        &self,
+        _req: Request<pb::ApplyStateRequest>,
+    ) -> Result<Response<pb::ApplyStateResponse>, Status> {
+        Err(unimplemented("ApplyState"))
+    }
+}

@@ -1,0 +1,150 @@
+//! How the agent names and marks what it creates, so that it can find its own objects again
+//! (and only its own): a name prefix plus a link alias carrying the owner's id.
+
+/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+
+/// Docker's option that names a bridge network's bridge.
+pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+const BRIDGE_PREFIX: &str = "wft-";
+const VETH_PREFIX: &str = "wv";
+const NETWORK_ALIAS: &str = "weft:network:";
+const ENDPOINT_ALIAS: &str = "weft:endpoint:";
+
+/// Alphanumeric characters of an id: UUID dashes would waste scarce name bytes.
+fn compact(id: &str) -> String {
+    id.chars().filter(char::is_ascii_alphanumeric).collect()
+}
+
+/// The bridge name derived from a network id when none is given.
+pub fn bridge_name(network_id: &str) -> String {
+    let mut s = format!("{BRIDGE_PREFIX}{}", compact(network_id));
+    s.truncate(IFNAME_MAX);
+    s
+}
+
+/// The host end of an endpoint's veth pair.
+pub fn veth_host_name(endpoint_id: &str) -> String {
+    let mut s = format!("{VETH_PREFIX}{}", compact(endpoint_id));
+    s.truncate(IFNAME_MAX);
+    s
+}
+
+/// The alias marking a network's host devices.
+pub fn network_alias(network_id: &str) -> String {
+    format!("{NETWORK_ALIAS}{network_id}")
+}
+
+/// The alias marking both ends of an endpoint's veth pair.
+pub fn endpoint_alias(endpoint_id: &str) -> String {
+    format!("{ENDPOINT_ALIAS}{endpoint_id}")
+}
+
+/// Whether a link alias marks the link as Weft's.
+pub fn is_weft_alias(alias: &str) -> bool {
+    alias.starts_with(NETWORK_ALIAS) || alias.starts_with(ENDPOINT_ALIAS)
+}
+
+/// The endpoint id an alias carries, if it is an endpoint alias.
+pub fn endpoint_of_alias(alias: &str) -> Option<&str> {
+    alias.strip_prefix(ENDPOINT_ALIAS)
+}
+
+/// Whether `name` is a usable Linux interface name.
+pub fn valid_ifname(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("must not be empty");
+    }
+    if name.len() > IFNAME_MAX {
+        return Err("longer than 15 bytes");
+    }
+    if name == "." || name == ".." {
+        return Err("reserved name");
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err("contains '/', ':', whitespace or control characters");
+    }
+    Ok(())
+}
+
+/// A stable, locally administered unicast MAC derived from the endpoint id (FNV-1a, so the
+/// same id gives the same MAC on every build and host).
+pub fn derived_mac(endpoint_id: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in endpoint_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    // Locally administered (bit 1 set), unicast (bit 0 clear).
+    [(b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5]]
+}
+
+/// Parses "aa:bb:cc:dd:ee:ff".
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for o in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *o = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+pub fn format_mac(mac: &[u8]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_names_fit_ifnamsiz_and_carry_the_prefix() {
+        let id = "3f2a9c1e-7b4d-4e2a-9f00-123456789abc";
+        assert_eq!(bridge_name(id), "wft-3f2a9c1e7b4");
+        assert_eq!(veth_host_name(id), "wv3f2a9c1e7b4d4");
+        assert!(valid_ifname(&bridge_name(id)).is_ok());
+    }
+
+    #[test]
+    fn derived_mac_is_stable_unicast_and_locally_administered() {
+        let a = derived_mac("ep-1");
+        assert_eq!(a, derived_mac("ep-1"));
+        assert_ne!(a, derived_mac("ep-2"));
+        assert_eq!(a[0] & 0x03, 0x02);
+    }
+
+    #[test]
+    fn mac_round_trips_and_rejects_garbage() {
+        let m = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
+        assert_eq!(parse_mac(&format_mac(&m)), Some(m));
+        for bad in [
+            "",
+            "02:42",
+            "02:42:ac:11:00:02:03",
+            "zz:42:ac:11:00:02",
+            "2:42:ac:11:0:2",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn interface_names_are_checked_like_the_kernel_does() {
+        assert!(valid_ifname("eth0").is_ok());
+        for bad in ["", "a-very-long-name-x", "a/b", "a b", ".."] {
+            assert!(valid_ifname(bad).is_err(), "{bad}");
+        }
+    }
+}

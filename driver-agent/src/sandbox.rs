@@ -1,0 +1,153 @@
+//! Sandboxes: a container's namespace (one the caller gives, or a named one the agent creates
+//! and later deletes) and the resolv.conf and hosts files the runtime bind-mounts into it.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use weft_proto::agent::v1 as pb;
+use weft_runtime::FieldViolation;
+
+use crate::{netns, spec::Violations};
+
+/// Where a sandbox's network lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxNetns {
+    /// The agent creates (and deletes) the named namespace `weft-<sandbox id>`.
+    Managed,
+    /// The caller's namespace; never deleted by the agent.
+    Given(PathBuf),
+    /// The managed host namespace itself: nothing created or deleted.
+    Host,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    pub id: String,
+    pub netns: SandboxNetns,
+    pub resolv_conf: String,
+    pub hosts: String,
+}
+
+/// Sandbox ids become a namespace name and a directory name: keep them to a safe alphabet.
+pub fn check_sandbox_id(v: &mut Violations, field: &str, id: &str) {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        v.add(
+            field,
+            id,
+            "must be 1 to 64 characters of letters, digits, '-', '_' or '.', not starting with '.'",
+        );
+    }
+}
+
+impl Sandbox {
+    pub fn from_pb(spec: pb::SandboxSpec) -> Result<Self, Vec<FieldViolation>> {
+        let mut v = Violations::default();
+        check_sandbox_id(&mut v, "sandbox.sandbox_id", &spec.sandbox_id);
+        let netns = match (spec.host_network, spec.netns_path.is_empty()) {
+            (true, true) => SandboxNetns::Host,
+            (true, false) => {
+                v.add(
+                    "sandbox.netns_path",
+                    &spec.netns_path,
+                    "must be empty when host_network is set",
+                );
+                SandboxNetns::Host
+            }
+            (false, true) => SandboxNetns::Managed,
+            (false, false) => {
+                if !spec.netns_path.starts_with('/') {
+                    v.add(
+                        "sandbox.netns_path",
+                        &spec.netns_path,
+                        "must be an absolute path",
+                    );
+                }
+                SandboxNetns::Given(PathBuf::from(&spec.netns_path))
+            }
+        };
+        v.finish(Self {
+            id: spec.sandbox_id,
+            netns,
+            resolv_conf: spec.resolv_conf,
+            hosts: spec.hosts,
+        })
+    }
+}
+
+/// The name of the namespace the agent creates for `sandbox_id`.
+pub fn managed_netns_name(sandbox_id: &str) -> String {
+    format!("weft-{sandbox_id}")
+}
+
+/// The directory holding a sandbox's files.
+pub fn files_dir(data_dir: &Path, sandbox_id: &str) -> PathBuf {
+    data_dir.join("sandboxes").join(sandbox_id)
+}
+
+/// Writes `contents` to `path` atomically (a reader sees the old or the new file, never half).
+pub fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Creates the named namespace of a managed sandbox, or finds it on a retry. Returns whether
+/// it was created now.
+pub fn ensure_managed_netns(sandbox_id: &str) -> Result<(PathBuf, bool), netns::NetnsError> {
+    let name = managed_netns_name(sandbox_id);
+    match netns::create_named(&name) {
+        Ok(path) => Ok((path, true)),
+        Err(netns::NetnsError::Exists { .. }) => Ok((netns::named_path(&name), false)),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_netns_is_managed_given_or_host() {
+        let base = pb::SandboxSpec {
+            sandbox_id: "sb-1".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            Sandbox::from_pb(base.clone()).unwrap().netns,
+            SandboxNetns::Managed
+        );
+        let given = pb::SandboxSpec {
+            netns_path: "/run/netns/x".into(),
+            ..base.clone()
+        };
+        assert_eq!(
+            Sandbox::from_pb(given).unwrap().netns,
+            SandboxNetns::Given("/run/netns/x".into())
+        );
+        let host = pb::SandboxSpec {
+            host_network: true,
+            ..base.clone()
+        };
+        assert_eq!(Sandbox::from_pb(host).unwrap().netns, SandboxNetns::Host);
+    }
+
+    #[test]
+    fn sandbox_ids_that_could_escape_a_path_are_refused() {
+        for bad in ["", "../x", "a/b", ".hidden", "a b"] {
+            let spec = pb::SandboxSpec {
+                sandbox_id: bad.into(),
+                ..Default::default()
+            };
+            let v = Sandbox::from_pb(spec).unwrap_err();
+            assert_eq!(v[0].field, "sandbox.sandbox_id", "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Kernel tests of the agent: each test makes its own namespaces (one plays the host, others the
+//! sandboxes), asserts with the kernel's own view (`ip -j`) and with real TCP traffic between
+//! them, and deletes the namespaces when it ends, also when it fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bridge;
+mod capabilities;
+mod grpc;
+mod namespaces;
+mod sandbox;
+mod support;
