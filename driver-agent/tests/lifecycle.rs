@@ -9,7 +9,11 @@ struct Netns(String);
 impl Netns {
     fn new(tag: &str) -> Self {
         let name = format!("wft-l-{tag}-{}", std::process::id());
-        let ok = Command::new("ip").args(["netns", "add", &name]).status().unwrap().success();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "ip netns add {name}");
         Self(name)
     }
@@ -33,7 +37,8 @@ fn args(ns: &Netns, dir: &tempfile::TempDir) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_health_and_reflection_and_stops_on_sigterm() {
     let (ns, dir) = (Netns::new("a"), tempfile::tempdir().unwrap());
-    weft_testkit::assert_service_lifecycle(env!("CARGO_BIN_EXE_driver-agent"), &args(&ns, &dir)).await;
+    weft_testkit::assert_service_lifecycle(env!("CARGO_BIN_EXE_driver-agent"), &args(&ns, &dir))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
