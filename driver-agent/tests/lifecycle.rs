@@ -12,8 +12,7 @@ impl Netns {
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
-            .unwrap()
-            .success();
+            .is_ok_and(|s| s.success());
         assert!(ok, "ip netns add {name}");
         Self(name)
     }
