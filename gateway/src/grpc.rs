@@ -197,3 +197,13 @@ impl SandboxService for GatewayGrpc {
         Ok(Response::new(pb::DisconnectResponse::default()))
     }
 }
+
+#[tonic::async_trait]
+impl weft_proto::gateway::v1::host_service_server::HostService for GatewayGrpc {
+    async fn list_hosts(
+        &self,
+        req: Request<pb::ListHostsRequest>,
+    ) -> Result<Response<pb::ListHostsResponse>, Status> {
+        Ok(Response::new(self.gw.list_hosts(&req.into_inner()).await?))
+    }
+}

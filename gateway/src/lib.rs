@@ -9,6 +9,7 @@
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod hosts;
 pub mod network;
 pub mod networks;
 pub mod recovery;
@@ -22,7 +23,7 @@ use std::{net::SocketAddr, time::Duration};
 use weft_runtime::{CommonArgs, GrpcServer};
 use weft_store::{Db, StoreOptions};
 
-pub use networks::Gateway;
+pub use networks::{Gateway, GatewayOptions};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -118,14 +119,17 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
     let db = Db::open(&args.database_url, &StoreOptions::default()).await?;
     db.migrate(&store::SQLITE_MIGRATIONS, &store::POSTGRES_MIGRATIONS)
         .await?;
-    Ok(Gateway::with_recovery(
+    Ok(Gateway::new(
         db,
         ipam,
         agent,
-        args.host_name.clone(),
-        args.event_history,
-        args.operation_timeout,
-        args.fault.clone(),
+        GatewayOptions {
+            host: args.host_name.clone(),
+            agent_url: args.agent.clone(),
+            event_history: args.event_history,
+            operation_timeout: args.operation_timeout,
+            fault: args.fault.clone(),
+        },
     ))
 }
 
@@ -138,6 +142,9 @@ pub fn services(gw: Gateway) -> GrpcServer {
         )
         .add_service(
             weft_proto::gateway::v1::sandbox_service_server::SandboxServiceServer::new(svc.clone()),
+        )
+        .add_service(
+            weft_proto::gateway::v1::host_service_server::HostServiceServer::new(svc.clone()),
         )
         .add_service(weft_proto::gateway::v1::event_service_server::EventServiceServer::new(svc))
 }

@@ -22,6 +22,21 @@ use crate::{
     to_pb::{event, network_to_pb},
 };
 
+/// What a gateway is configured with besides its store and clients.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// This host's name (sandboxes are placed on it).
+    pub host: String,
+    /// Where this host's agent listens, as reported by ListHosts.
+    pub agent_url: String,
+    /// Events kept for watchers that resume.
+    pub event_history: u64,
+    /// Operations older than this are taken as abandoned by a gateway that died.
+    pub operation_timeout: std::time::Duration,
+    /// Test hook: the saga step at which to kill the process.
+    pub fault: Option<String>,
+}
+
 /// The gateway's state and its clients.
 #[derive(Debug, Clone)]
 pub struct Gateway {
@@ -30,6 +45,7 @@ pub struct Gateway {
     /// The driver-agent of this host (one host until host registration lands).
     pub(crate) agent: weft_proto::agent::v1::agent_service_client::AgentServiceClient<Channel>,
     pub(crate) host: String,
+    pub(crate) agent_url: String,
     /// Sagas in flight in this process (the sweep leaves them alone).
     pub(crate) inflight: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Operations older than this are taken as abandoned by a gateway that died.
@@ -60,38 +76,18 @@ pub(crate) fn new_id() -> String {
 const PREDEFINED: &[(&str, &str)] = &[("bridge", "bridge"), ("host", "host"), ("none", "none")];
 
 impl Gateway {
-    pub fn new(db: Db, ipam: Channel, agent: Channel, host: String, event_history: u64) -> Self {
-        Self::with_recovery(
-            db,
-            ipam,
-            agent,
-            host,
-            event_history,
-            std::time::Duration::from_secs(60),
-            None,
-        )
-    }
-
-    /// Like [`Gateway::new`], with the operation timeout and the fault hook of the crash tests.
-    pub fn with_recovery(
-        db: Db,
-        ipam: Channel,
-        agent: Channel,
-        host: String,
-        event_history: u64,
-        operation_timeout: std::time::Duration,
-        fault: Option<String>,
-    ) -> Self {
+    pub fn new(db: Db, ipam: Channel, agent: Channel, options: GatewayOptions) -> Self {
         let (notify, _) = tokio::sync::watch::channel(0);
         Self {
             db,
             ipam: IpamServiceClient::new(ipam),
             agent: weft_proto::agent::v1::agent_service_client::AgentServiceClient::new(agent),
-            host,
+            host: options.host,
+            agent_url: options.agent_url,
             inflight: Default::default(),
-            operation_timeout,
-            fault,
-            event_history,
+            operation_timeout: options.operation_timeout,
+            fault: options.fault,
+            event_history: options.event_history,
             notify,
         }
     }

@@ -439,3 +439,32 @@ async fn validate_only_writes_nothing(b: Backend) {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_hosts_reports_this_host_and_its_agents_capabilities() {
+    let s = Stack::start(Backend::Sqlite).await;
+    let mut h = weft_proto::gateway::v1::host_service_client::HostServiceClient::new(
+        weft_testkit::channel(s.gateway),
+    );
+    let hosts = h
+        .list_hosts(pb::ListHostsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .hosts;
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0].name, "local");
+    assert_eq!(hosts[0].state, pb::HostState::Up as i32);
+    let caps = hosts[0].capabilities.clone().unwrap();
+    assert!(caps.bridge && caps.veth && !caps.ipvlan);
+    assert_eq!(caps.drivers, vec!["bridge", "host", "none"]);
+    let down = h
+        .list_hosts(pb::ListHostsRequest {
+            state: pb::HostState::Down as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(down.hosts.is_empty());
+}

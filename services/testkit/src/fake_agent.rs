@@ -43,7 +43,16 @@ impl AgentService for FakeAgent {
         &self,
         _: Request<apb::GetCapabilitiesRequest>,
     ) -> Result<Response<apb::Capabilities>, Status> {
-        Ok(Response::new(apb::Capabilities::default()))
+        Ok(Response::new(apb::Capabilities {
+            hostname: "fake".into(),
+            drivers: vec!["bridge".into(), "host".into(), "none".into()],
+            features: Some(apb::KernelFeatures {
+                bridge: true,
+                veth: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
     }
 
     async fn ensure_network(
