@@ -2,9 +2,9 @@
 # Runs Weft on this host: every service on its default port (see README), state in SQLite
 # files under ./weft-data (or --data-dir DIR). Ctrl-C stops them all.
 #
-# Until `weft up` (one launcher) lands, this supervises the four service binaries. ipam-svc
-# serves pools and allocations today; gateway, driver-agent and dns-svc answer health and
-# reflection and are filled by their own issues.
+# Until `weft up` (one launcher) lands, this supervises the four service binaries: the gateway
+# (networks, sandboxes, events), ipam-svc, the driver-agent (managing this host's own network
+# namespace: run it as root) and dns-svc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data_dir=./weft-data
@@ -30,9 +30,9 @@ stop() {
 trap stop INT TERM EXIT
 
 "$bin/ipam-svc" --database-url "sqlite://$data_dir/ipam.db" & pids+=($!)
-"$bin/gateway" & pids+=($!)
-"$bin/driver-agent" & pids+=($!)
-"$bin/dns-svc" & pids+=($!)
+"$bin/gateway" --database-url "sqlite://$data_dir/gateway.db" & pids+=($!)
+"$bin/driver-agent" --data-dir "$data_dir/agent" & pids+=($!)
+"$bin/dns-svc" --host local & pids+=($!)
 
 cat <<MSG
 Weft is running (Ctrl-C stops it):
