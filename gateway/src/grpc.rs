@@ -179,14 +179,16 @@ impl SandboxService for GatewayGrpc {
         &self,
         req: Request<pb::ConnectRequest>,
     ) -> Result<Response<pb::Endpoint>, Status> {
-        let ep = self.gw.connect(req.into_inner()).await?;
-        // Report whether this endpoint now provides a default route.
-        let s = self.gw.find_sandbox("sandbox", &ep.sandbox_id).await?;
-        let view = self.sandbox_view(&s).await?;
-        let got = view.endpoints.into_iter().find(|e| e.id == ep.id);
-        Ok(Response::new(got.unwrap_or_else(|| {
-            crate::to_pb::endpoint_to_pb(&ep, None)
-        })))
+        let (ep, all) = self.gw.connect(req.into_inner()).await?;
+        let id = |e: Option<&crate::sandbox::EndpointRecord>| {
+            e.map(|e| e.id.clone()).unwrap_or_default()
+        };
+        let v4 = id(crate::sandbox::default_route(&all, false));
+        let v6 = id(crate::sandbox::default_route(&all, true));
+        Ok(Response::new(crate::to_pb::endpoint_to_pb(
+            &ep,
+            Some((&v4, &v6)),
+        )))
     }
 
     async fn disconnect(

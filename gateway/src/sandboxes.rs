@@ -598,7 +598,12 @@ impl Gateway {
         }
     }
 
-    pub async fn connect(&self, req: pb::ConnectRequest) -> Result<EndpointRecord, GatewayError> {
+    /// Connects; returns the new endpoint and all of the sandbox's endpoints (to tell which
+    /// one now provides the default routes).
+    pub async fn connect(
+        &self,
+        req: pb::ConnectRequest,
+    ) -> Result<(EndpointRecord, Vec<EndpointRecord>), GatewayError> {
         let settings = req.settings.unwrap_or_default();
         let errs = check_settings("settings.", &settings);
         if !errs.is_empty() {
@@ -622,7 +627,9 @@ impl Gateway {
             return Err(e);
         }
         tracing::info!(sandbox = %sandbox.name, network = %ep.network_name, endpoint = %ep.id, "connected");
-        Ok(ep)
+        let mut all = existing;
+        all.push(ep.clone());
+        Ok((ep, all))
     }
 
     pub async fn disconnect(&self, req: pb::DisconnectRequest) -> Result<(), GatewayError> {
