@@ -129,32 +129,62 @@ pub async fn delete_network(conn: &mut AnyConnection, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Networks whose name is `key`, whose id is `key`, or whose id starts with `key`, in that order
-/// of preference (the caller decides what an ambiguous prefix means).
-pub async fn find_networks(conn: &mut AnyConnection, key: &str) -> Result<Vec<NetworkRecord>> {
-    for sql in [
-        "SELECT record FROM gateway_networks WHERE name = $1",
-        "SELECT record FROM gateway_networks WHERE id = $1",
-    ] {
-        let rows = sqlx::query(sql).bind(key).fetch_all(&mut *conn).await?;
+/// Records of `table` (`gateway_networks` or `gateway_sandboxes`) whose name is `key`, whose id
+/// is `key`, or whose id starts with `key`, in that order of preference: the first kind that
+/// matches wins (an exact name beats an id prefix). At most two prefix matches are read; the
+/// caller decides what an ambiguous prefix means.
+async fn find_by_key(conn: &mut AnyConnection, table: Table, key: &str) -> Result<Vec<String>> {
+    let t = table.name();
+    for column in ["name", "id"] {
+        let sql = format!("SELECT record FROM {t} WHERE {column} = $1");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key)
+            .fetch_all(&mut *conn)
+            .await?;
         if !rows.is_empty() {
-            return rows
+            return Ok(rows
                 .iter()
-                .map(|r| decode_record(&r.try_get::<String, _>("record")?))
-                .collect();
+                .map(|r| r.try_get("record"))
+                .collect::<std::result::Result<_, _>>()?);
         }
     }
     // Only hex can be an id prefix; anything else would be a LIKE pattern.
     if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(Vec::new());
     }
-    let rows =
-        sqlx::query("SELECT record FROM gateway_networks WHERE id LIKE $1 ORDER BY id LIMIT 2")
-            .bind(format!("{key}%"))
-            .fetch_all(&mut *conn)
-            .await?;
-    rows.iter()
-        .map(|r| decode_record(&r.try_get::<String, _>("record")?))
+    let sql = format!("SELECT record FROM {t} WHERE id LIKE $1 ORDER BY id LIMIT 2");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(format!("{key}%"))
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| r.try_get("record"))
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+/// The tables whose rows are named and looked up by name, id or id prefix.
+#[derive(Debug, Clone, Copy)]
+enum Table {
+    Networks,
+    Sandboxes,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Networks => "gateway_networks",
+            Self::Sandboxes => "gateway_sandboxes",
+        }
+    }
+}
+
+/// Networks named by `key` (see [`find_by_key`]).
+pub async fn find_networks(conn: &mut AnyConnection, key: &str) -> Result<Vec<NetworkRecord>> {
+    find_by_key(conn, Table::Networks, key)
+        .await?
+        .iter()
+        .map(|j| decode_record(j))
         .collect()
 }
 
@@ -253,31 +283,12 @@ pub mod sandboxes {
         Ok(())
     }
 
-    /// Sandboxes named `key`, with id `key`, or whose id starts with `key` (hex only).
+    /// Sandboxes named by `key` (see [`super::find_by_key`]).
     pub async fn find(conn: &mut AnyConnection, key: &str) -> Result<Vec<SandboxRecord>> {
-        for sql in [
-            "SELECT record FROM gateway_sandboxes WHERE name = $1",
-            "SELECT record FROM gateway_sandboxes WHERE id = $1",
-        ] {
-            let rows = sqlx::query(sql).bind(key).fetch_all(&mut *conn).await?;
-            if !rows.is_empty() {
-                return rows
-                    .iter()
-                    .map(|r| decode("sandbox", &r.try_get::<String, _>("record")?))
-                    .collect();
-            }
-        }
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query(
-            "SELECT record FROM gateway_sandboxes WHERE id LIKE $1 ORDER BY id LIMIT 2",
-        )
-        .bind(format!("{key}%"))
-        .fetch_all(&mut *conn)
-        .await?;
-        rows.iter()
-            .map(|r| decode("sandbox", &r.try_get::<String, _>("record")?))
+        super::find_by_key(conn, super::Table::Sandboxes, key)
+            .await?
+            .iter()
+            .map(|j| decode("sandbox", j))
             .collect()
     }
 

@@ -3,7 +3,7 @@
 //! gateway's consistency check find nothing leaked and nothing half-attached, and each
 //! operation was undone (Connect) or completed (Disconnect, DeleteSandbox).
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use clap::Parser as _;
 use weft_proto::{
@@ -13,7 +13,6 @@ use weft_proto::{
     },
     ipam::v1 as ipb,
 };
-use weft_runtime::grpc::ShutdownTiming;
 use weft_testkit::{Backend, ServiceProcess, TestDb, fake_agent::FakeAgent};
 
 use crate::harness::with_subnet;
@@ -32,18 +31,6 @@ const STEPS: &[&str] = &[
     "delete-sandbox:agent-removed",
 ];
 
-async fn serve(server: weft_runtime::GrpcServer) -> SocketAddr {
-    let (listener, addr) = weft_runtime::GrpcServer::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let timing = ShutdownTiming {
-        delay: Duration::ZERO,
-        grace: Duration::from_secs(1),
-    };
-    tokio::spawn(server.serve(listener, timing, std::future::pending()));
-    addr
-}
-
 async fn crash_at_every_step(backend: Backend, kills: usize) {
     let ipam_db = TestDb::new(backend).await;
     let gw_db = TestDb::new(backend).await;
@@ -52,13 +39,16 @@ async fn crash_at_every_step(backend: Backend, kills: usize) {
     let ipam = ipam_svc::open(&ipam_svc::Config::try_from(ipam_args).unwrap())
         .await
         .unwrap();
-    let ipam_addr =
-        serve(weft_runtime::GrpcServer::new().add_service(ipam_svc::grpc::server(ipam))).await;
-    let agent = FakeAgent::default();
-    let agent_addr = serve(weft_runtime::GrpcServer::new().add_service(
-        weft_proto::agent::v1::agent_service_server::AgentServiceServer::new(agent.clone()),
-    ))
+    let (ipam_addr, _stop_ipam_addr) = crate::harness::serve(
+        weft_runtime::GrpcServer::new().add_service(ipam_svc::grpc::server(ipam)),
+    )
     .await;
+    let agent = FakeAgent::default();
+    let (agent_addr, _stop_agent_addr) =
+        crate::harness::serve(weft_runtime::GrpcServer::new().add_service(
+            weft_proto::agent::v1::agent_service_server::AgentServiceServer::new(agent.clone()),
+        ))
+        .await;
     let base: Vec<String> = [
         "--database-url",
         &gw_db.url,

@@ -32,7 +32,10 @@ const TIMING: ShutdownTiming = ShutdownTiming {
     grace: Duration::from_secs(5),
 };
 
-async fn serve(server: weft_runtime::GrpcServer) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+/// Serves `server` on a free loopback port until the returned sender is used or dropped.
+pub async fn serve(
+    server: weft_runtime::GrpcServer,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let (listener, addr) = weft_runtime::GrpcServer::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

@@ -6,22 +6,7 @@ use weft_testkit::Backend;
 
 use crate::harness::{Stack, create, names, with_subnet};
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(weft_testkit::Backend::Sqlite).await }
-            )*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(weft_testkit::Backend::Postgres).await }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+weft_testkit::on_both_backends!(
     predefined_networks_exist_and_are_protected,
     create_inspect_list_and_delete_like_docker,
     subnets_are_picked_and_released_through_ipam,

@@ -3,7 +3,7 @@
 //! endpoint per sandbox, no address twice, and a watcher on each gateway sees every event once,
 //! in revision order.
 
-use std::{collections::HashSet, net::SocketAddr, time::Duration};
+use std::{collections::HashSet, time::Duration};
 
 use futures::StreamExt as _;
 use tonic::Code;
@@ -14,22 +14,9 @@ use weft_proto::{
     },
     ipam::v1 as ipb,
 };
-use weft_runtime::grpc::ShutdownTiming;
 use weft_testkit::{ServiceProcess, TestDb, fake_agent::FakeAgent};
 
 use crate::harness::with_subnet;
-
-async fn serve(server: weft_runtime::GrpcServer) -> SocketAddr {
-    let (listener, addr) = weft_runtime::GrpcServer::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let timing = ShutdownTiming {
-        delay: Duration::ZERO,
-        grace: Duration::from_secs(1),
-    };
-    tokio::spawn(server.serve(listener, timing, std::future::pending()));
-    addr
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_three_gateways_on_postgres_agree() {
@@ -41,12 +28,17 @@ async fn heavy_three_gateways_on_postgres_agree() {
     let ipam = ipam_svc::open(&ipam_svc::Config::try_from(ipam_args).unwrap())
         .await
         .unwrap();
-    let ipam_addr =
-        serve(weft_runtime::GrpcServer::new().add_service(ipam_svc::grpc::server(ipam))).await;
-    let agent_addr = serve(weft_runtime::GrpcServer::new().add_service(
-        weft_proto::agent::v1::agent_service_server::AgentServiceServer::new(FakeAgent::default()),
-    ))
+    let (ipam_addr, _stop_ipam_addr) = crate::harness::serve(
+        weft_runtime::GrpcServer::new().add_service(ipam_svc::grpc::server(ipam)),
+    )
     .await;
+    let (agent_addr, _stop_agent_addr) =
+        crate::harness::serve(weft_runtime::GrpcServer::new().add_service(
+            weft_proto::agent::v1::agent_service_server::AgentServiceServer::new(
+                FakeAgent::default(),
+            ),
+        ))
+        .await;
     let args: Vec<String> = [
         "--database-url",
         &gw_db.url,

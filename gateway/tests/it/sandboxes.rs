@@ -6,22 +6,7 @@ use weft_testkit::Backend;
 
 use crate::harness::{Stack, sandboxes, with_subnet};
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(weft_testkit::Backend::Sqlite).await }
-            )*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(weft_testkit::Backend::Postgres).await }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+weft_testkit::on_both_backends!(
     connect_allocates_attaches_records_and_disconnect_undoes_it,
     gw_priority_chooses_the_default_route,
     initial_networks_are_all_or_nothing,

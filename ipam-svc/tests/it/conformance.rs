@@ -7,22 +7,7 @@ use weft_testkit::Backend;
 
 use crate::harness::{InProc, all_allocations, alloc, check_clean, pool};
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(weft_testkit::Backend::Sqlite).await }
-            )*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(weft_testkit::Backend::Postgres).await }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+weft_testkit::on_both_backends!(
     pool_lifecycle_and_usage,
     prefix_length_alone_picks_the_first_free_subnet,
     overlapping_pools_are_refused_naming_the_other,

@@ -299,3 +299,21 @@ pub async fn assert_logs_json(bin: &str, args: &[String]) {
         );
     }
 }
+
+/// Declares each listed `async fn NAME(backend: Backend)` as two tests, `sqlite::NAME` and
+/// `postgres::NAME`: the conformance-suite pattern every store-backed service uses.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Backend::Sqlite).await }
+            )*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Backend::Postgres).await }
+            )*
+        }
+    };
+}
