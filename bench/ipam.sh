@@ -6,7 +6,6 @@ bash scripts/setup.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/weft-target}
 export PGPORT=${PGPORT:-$((56000 + RANDOM % 4000))}
 root_file=$(mktemp)
-url=$(bash scripts/pg-up.sh 2>"$root_file")
-pg_root=$(head -n1 "$root_file"); rm -f "$root_file"
-trap 'bash scripts/pg-down.sh "$pg_root"' EXIT
+trap 'bash scripts/pg-down.sh "$(cat "$root_file")"; rm -f "$root_file"' EXIT
+url=$(bash scripts/pg-up.sh "$root_file")
 WEFT_TEST_DATABASE_URL=$url WEFT_BENCH_DATABASE_URL=$url cargo bench -p ipam-svc --bench alloc

@@ -15,9 +15,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 PGPORT=${PGPORT:-$((56000 + RANDOM % 4000))}
 export PGPORT
 pg_root_file=$(mktemp)
-WEFT_TEST_DATABASE_URL=$(bash scripts/pg-up.sh 2>"$pg_root_file")
+# The stop hook is in place before the server starts, and reads the cluster's directory from
+# the file pg-up.sh writes first, so a server never outlives this script.
+trap 'bash scripts/pg-down.sh "$(cat "$pg_root_file")"; rm -f "$pg_root_file"' EXIT
+WEFT_TEST_DATABASE_URL=$(bash scripts/pg-up.sh "$pg_root_file")
 export WEFT_TEST_DATABASE_URL
-pg_root=$(head -n1 "$pg_root_file"); rm -f "$pg_root_file"
-trap 'bash scripts/pg-down.sh "$pg_root"' EXIT
 
 cargo nextest run --workspace --locked --no-fail-fast "$@"
