@@ -16,6 +16,14 @@ pub enum GatewayError {
     NameTaken(String),
     #[error("sandbox {0:?} not found")]
     SandboxNotFound(String),
+    #[error("host {0:?} is not registered")]
+    HostNotFound(String),
+    /// No free host port (or other resource) left.
+    #[error("{0}")]
+    Exhausted(String),
+    /// A host port already published by another sandbox.
+    #[error("{0}")]
+    PortTaken(String),
     #[error("sandbox name {0:?} is already taken")]
     SandboxNameTaken(String),
     #[error("sandbox {sandbox:?} is already connected to network {network:?}")]
@@ -61,10 +69,13 @@ impl From<GatewayError> for Status {
             GatewayError::Invalid(v) => weft_runtime::invalid_argument(&v),
             GatewayError::NetworkNotFound(_)
             | GatewayError::SandboxNotFound(_)
+            | GatewayError::HostNotFound(_)
             | GatewayError::NotConnected { .. } => Status::not_found(msg),
             GatewayError::NameTaken(_)
             | GatewayError::SandboxNameTaken(_)
-            | GatewayError::AlreadyConnected { .. } => Status::already_exists(msg),
+            | GatewayError::AlreadyConnected { .. }
+            | GatewayError::PortTaken(_) => Status::already_exists(msg),
+            GatewayError::Exhausted(_) => Status::resource_exhausted(msg),
             GatewayError::Precondition(_) => Status::failed_precondition(msg),
             GatewayError::RevisionGone { .. } => Status::out_of_range(msg),
             // IPAM's own INVALID_ARGUMENT already names the field and value, with details.

@@ -25,20 +25,9 @@ impl Gateway {
         let mut notified = self.notify.subscribe();
         let mut snapshot = Vec::new();
         let start = if req.from_revision == 0 {
-            let (nets, revision) = self
-                .list_networks(&pb::ListNetworksRequest::default())
-                .await?;
+            let (events, revision) = self.snapshot().await?;
             if !req.skip_snapshot {
-                snapshot = nets
-                    .iter()
-                    .map(|n| {
-                        crate::to_pb::event(
-                            revision,
-                            pb::EventKind::NetworkCreated,
-                            pb::event::Object::Network(network_to_pb(n)),
-                        )
-                    })
-                    .collect();
+                snapshot = events.into_iter().filter(|e| wanted(&req, e)).collect();
             }
             snapshot.push(pb::Event {
                 revision,
@@ -114,6 +103,56 @@ impl Gateway {
             }
         });
         Ok(rx)
+    }
+}
+
+impl Gateway {
+    /// Everything there is, as events of one revision, read in one snapshot: hosts, networks,
+    /// sandboxes, then endpoints (with their default-route flags).
+    async fn snapshot(&self) -> Result<(Vec<pb::Event>, u64), GatewayError> {
+        let mut conn = self.db.read().acquire().await?;
+        let begin = match self.db.backend() {
+            weft_store::Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            weft_store::Backend::Sqlite => "BEGIN",
+        };
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, begin).await?;
+        let revision = store::current_revision(&mut tx).await?;
+        let hosts = Gateway::snapshot_hosts(&mut tx).await?;
+        let networks = store::list_networks(&mut tx).await?;
+        let sandboxes = store::sandboxes::list(&mut tx).await?;
+        let endpoints = store::sandboxes::all_endpoints(&mut tx).await?;
+        tx.commit().await?;
+        let ev = |kind, object| crate::to_pb::event(revision, kind, object);
+        let mut events: Vec<pb::Event> = hosts
+            .into_iter()
+            .map(|(kind, h)| ev(kind, pb::event::Object::Host(h)))
+            .collect();
+        events.extend(networks.iter().map(|n| {
+            ev(
+                pb::EventKind::NetworkCreated,
+                pb::event::Object::Network(network_to_pb(n)),
+            )
+        }));
+        events.extend(sandboxes.iter().map(|s| {
+            ev(
+                pb::EventKind::SandboxCreated,
+                pb::event::Object::Sandbox(crate::to_pb::sandbox_to_pb(s, &[])),
+            )
+        }));
+        for group in endpoints.chunk_by(|a, b| a.sandbox_id == b.sandbox_id) {
+            let id = |e: Option<&crate::sandbox::EndpointRecord>| {
+                e.map(|e| e.id.clone()).unwrap_or_default()
+            };
+            let v4 = id(crate::sandbox::default_route(group, false));
+            let v6 = id(crate::sandbox::default_route(group, true));
+            for e in group {
+                events.push(ev(
+                    pb::EventKind::EndpointConnected,
+                    pb::event::Object::Endpoint(crate::to_pb::endpoint_to_pb(e, Some((&v4, &v6)))),
+                ));
+            }
+        }
+        Ok((events, revision))
     }
 }
 

@@ -99,7 +99,7 @@ impl EventService for GatewayGrpc {
 
 impl GatewayGrpc {
     async fn sandbox_view(&self, s: &crate::sandbox::SandboxRecord) -> Result<pb::Sandbox, Status> {
-        let endpoints = self.gw.endpoints(Owner::Sandbox, &s.id).await?;
+        let endpoints = self.gw.sandbox_endpoints(s).await?;
         Ok(sandbox_to_pb(s, &endpoints))
     }
 }
@@ -110,8 +110,9 @@ impl SandboxService for GatewayGrpc {
         &self,
         req: Request<pb::CreateSandboxRequest>,
     ) -> Result<Response<pb::Sandbox>, Status> {
-        let (s, endpoints) = self.gw.create_sandbox(req.into_inner()).await?;
-        Ok(Response::new(sandbox_to_pb(&s, &endpoints)))
+        Ok(Response::new(
+            self.gw.create_sandbox(req.into_inner()).await?,
+        ))
     }
 
     async fn get_sandbox(
@@ -130,6 +131,17 @@ impl SandboxService for GatewayGrpc {
         req: Request<pb::ListSandboxesRequest>,
     ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
         let f = req.into_inner();
+        for (i, l) in f.label.iter().enumerate() {
+            if l.is_empty() || l.starts_with('=') {
+                return Err(crate::error::GatewayError::invalid(
+                    format!("label[{i}]"),
+                    l,
+                    "expected key or key=value",
+                )
+                .into());
+            }
+        }
+        let revision = self.gw.revision().await?;
         let mut out = Vec::new();
         for s in self.gw.list_sandboxes().await? {
             let view = self.sandbox_view(&s).await?;
@@ -139,6 +151,10 @@ impl SandboxService for GatewayGrpc {
             let keep = any(&f.name, &|v| s.name.contains(v))
                 && any(&f.host, &|v| s.host == v)
                 && any(&f.container_id, &|v| s.container_id.starts_with(v))
+                && f.label.iter().all(|l| match l.split_once('=') {
+                    Some((k, v)) => s.labels.get(k).is_some_and(|lv| lv == v),
+                    None => s.labels.contains_key(l),
+                })
                 && any(&f.network, &|v| {
                     view.endpoints
                         .iter()
@@ -150,7 +166,7 @@ impl SandboxService for GatewayGrpc {
         }
         Ok(Response::new(pb::ListSandboxesResponse {
             sandboxes: out,
-            ..Default::default()
+            revision,
         }))
     }
 
@@ -158,45 +174,23 @@ impl SandboxService for GatewayGrpc {
         &self,
         req: Request<pb::DeleteSandboxRequest>,
     ) -> Result<Response<pb::DeleteSandboxResponse>, Status> {
-        let req = req.into_inner();
-        let s = self.gw.find_sandbox("sandbox", &req.sandbox).await?;
-        let endpoint_ids = self
-            .gw
-            .endpoints(Owner::Sandbox, &s.id)
-            .await?
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
-        self.gw.delete_sandbox(req).await?;
-        Ok(Response::new(pb::DeleteSandboxResponse {
-            id: s.id,
-            name: s.name,
-            endpoint_ids,
-        }))
+        Ok(Response::new(
+            self.gw.delete_sandbox(req.into_inner()).await?,
+        ))
     }
 
     async fn connect(
         &self,
         req: Request<pb::ConnectRequest>,
     ) -> Result<Response<pb::Endpoint>, Status> {
-        let (ep, all) = self.gw.connect(req.into_inner()).await?;
-        let id = |e: Option<&crate::sandbox::EndpointRecord>| {
-            e.map(|e| e.id.clone()).unwrap_or_default()
-        };
-        let v4 = id(crate::sandbox::default_route(&all, false));
-        let v6 = id(crate::sandbox::default_route(&all, true));
-        Ok(Response::new(crate::to_pb::endpoint_to_pb(
-            &ep,
-            Some((&v4, &v6)),
-        )))
+        Ok(Response::new(self.gw.connect(req.into_inner()).await?))
     }
 
     async fn disconnect(
         &self,
         req: Request<pb::DisconnectRequest>,
     ) -> Result<Response<pb::DisconnectResponse>, Status> {
-        self.gw.disconnect(req.into_inner()).await?;
-        Ok(Response::new(pb::DisconnectResponse::default()))
+        Ok(Response::new(self.gw.disconnect(req.into_inner()).await?))
     }
 }
 
@@ -207,5 +201,34 @@ impl weft_proto::gateway::v1::host_service_server::HostService for GatewayGrpc {
         req: Request<pb::ListHostsRequest>,
     ) -> Result<Response<pb::ListHostsResponse>, Status> {
         Ok(Response::new(self.gw.list_hosts(&req.into_inner()).await?))
+    }
+}
+
+#[tonic::async_trait]
+impl weft_proto::gateway::v1::agent_registry_service_server::AgentRegistryService for GatewayGrpc {
+    async fn register_host(
+        &self,
+        req: Request<pb::RegisterHostRequest>,
+    ) -> Result<Response<pb::RegisterHostResponse>, Status> {
+        Ok(Response::new(
+            self.gw.register_host(req.into_inner()).await?,
+        ))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        Ok(Response::new(self.gw.heartbeat(req.into_inner()).await?))
+    }
+
+    async fn get_desired_state(
+        &self,
+        req: Request<pb::GetDesiredStateRequest>,
+    ) -> Result<Response<pb::GetDesiredStateResponse>, Status> {
+        let state = self.gw.desired_state(&req.into_inner().host).await?;
+        Ok(Response::new(pb::GetDesiredStateResponse {
+            state: Some(state),
+        }))
     }
 }

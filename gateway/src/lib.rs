@@ -1,13 +1,14 @@
 //! gateway: Weft's one public network-management API (`weft.gateway.v1`), over durable state
-//! in SQLite or Postgres, orchestrating ipam-svc (and, with later issues, the driver-agents and
-//! dns-svc through its event stream).
+//! in SQLite or Postgres, orchestrating ipam-svc, the driver-agent of each host, and (through
+//! its event stream) dns-svc.
 //!
-//! Served today: `NetworkService` (create, inspect, list with filters, update, delete, prune;
-//! the predefined `bridge`, `host` and `none` networks) and `EventService.Watch`. Sandboxes,
-//! endpoints and hosts come with the rest of the gateway's issue.
+//! Served: `NetworkService`, `SandboxService`, `EventService`, `HostService`, and the internal
+//! `AgentRegistryService` (agents register, heartbeat and fetch their host's desired state).
 
+mod desired;
 pub mod error;
 pub mod events;
+mod files;
 pub mod grpc;
 pub mod hosts;
 pub mod network;
@@ -76,6 +77,10 @@ pub struct Args {
     #[arg(long, env = "WEFT_GATEWAY_FAULT", hide = true)]
     pub fault: Option<String>,
 
+    /// How often driver-agents send heartbeats; a host that misses three is marked down.
+    #[arg(long, env = "WEFT_GATEWAY_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
     /// How many events the log keeps for watchers that resume.
     #[arg(long, env = "WEFT_GATEWAY_EVENT_HISTORY", default_value_t = 10_000)]
     pub event_history: u64,
@@ -129,6 +134,7 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
             event_history: args.event_history,
             operation_timeout: args.operation_timeout,
             fault: args.fault.clone(),
+            heartbeat_interval: args.heartbeat_interval,
         },
     ))
 }
@@ -146,7 +152,14 @@ pub fn services(gw: Gateway) -> GrpcServer {
         .add_service(
             weft_proto::gateway::v1::host_service_server::HostServiceServer::new(svc.clone()),
         )
-        .add_service(weft_proto::gateway::v1::event_service_server::EventServiceServer::new(svc))
+        .add_service(
+            weft_proto::gateway::v1::event_service_server::EventServiceServer::new(svc.clone()),
+        )
+        .add_service(
+            weft_proto::gateway::v1::agent_registry_service_server::AgentRegistryServiceServer::new(
+                svc,
+            ),
+        )
 }
 
 /// Creates the predefined networks, retrying while ipam-svc is not up yet.
@@ -177,6 +190,8 @@ pub async fn run(args: Args) -> Result<(), StartError> {
         }
         background.sweep_forever(interval).await;
     });
+    let heartbeats = gw.clone();
+    tokio::spawn(async move { heartbeats.watch_heartbeats_forever().await });
     weft_runtime::grpc::serve_until_signal("gateway", args.listen, &args.common, services(gw))
         .await?;
     Ok(())

@@ -35,6 +35,8 @@ pub struct GatewayOptions {
     pub operation_timeout: std::time::Duration,
     /// Test hook: the saga step at which to kill the process.
     pub fault: Option<String>,
+    /// How often agents send heartbeats; three missed ones mark their host down.
+    pub heartbeat_interval: std::time::Duration,
 }
 
 /// The gateway's state and its clients.
@@ -54,6 +56,9 @@ pub struct Gateway {
     pub(crate) fault: Option<String>,
     pub(crate) event_history: u64,
     pub(crate) notify: tokio::sync::watch::Sender<u64>,
+    pub(crate) heartbeat_interval: std::time::Duration,
+    /// Clients of registered hosts' agents.
+    pub(crate) agents: crate::hosts::AgentClients,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -89,7 +94,15 @@ impl Gateway {
             fault: options.fault,
             event_history: options.event_history,
             notify,
+            heartbeat_interval: options.heartbeat_interval,
+            agents: Default::default(),
         }
+    }
+
+    /// The newest event revision.
+    pub async fn revision(&self) -> Result<u64, GatewayError> {
+        let mut conn = self.db.read().acquire().await?;
+        Ok(store::current_revision(&mut conn).await?)
     }
 
     /// Closes the store (a restarted gateway can then open the same SQLite file).
@@ -249,8 +262,38 @@ impl Gateway {
         Ok(revision)
     }
 
+    /// Remembers the answer of a mutation that was done outside `commit` (sagas), so that a
+    /// retry with its request id gets it. A failure only costs the retry its replay.
+    pub(crate) async fn remember<T: prost::Message>(
+        &self,
+        request_id: &str,
+        method: &str,
+        request: Vec<u8>,
+        answer: &T,
+    ) {
+        if request_id.is_empty() {
+            return;
+        }
+        let done = async {
+            let mut conn = self.db.write().acquire().await?;
+            store::record_request(
+                &mut conn,
+                request_id,
+                method,
+                &request,
+                &answer.encode_to_vec(),
+                now_ms(),
+            )
+            .await?;
+            Ok::<_, GatewayError>(())
+        };
+        if let Err(e) = done.await {
+            tracing::warn!(request_id, error = %e, "cannot remember the answer of a request");
+        }
+    }
+
     /// A retried mutation: the answer given the first time, if `request_id` was applied.
-    async fn replay<T: prost::Message + Default>(
+    pub(crate) async fn replay<T: prost::Message + Default>(
         &self,
         request_id: &str,
         method: &str,
@@ -602,6 +645,8 @@ pub(crate) enum Change<'a> {
     DeleteEndpoint(&'a crate::sandbox::EndpointRecord),
     /// The end of a saga: its operation record goes (no event).
     EndOperation(&'a str),
+    /// A host registered, or came back up.
+    PutHost(&'a crate::store::hosts::StoredHost),
 }
 
 impl Change<'_> {
@@ -677,6 +722,10 @@ impl Change<'_> {
             Change::DeleteEndpoint(e) => {
                 sandboxes::delete_endpoint(conn, &e.id).await?;
                 pb::event::Object::Endpoint(to_pb::endpoint_to_pb(e, None))
+            }
+            Change::PutHost(h) => {
+                store::hosts::put(conn, h).await?;
+                pb::event::Object::Host(crate::hosts::stored_host_to_pb(h))
             }
         })
     }

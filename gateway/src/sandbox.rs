@@ -36,6 +36,14 @@ pub struct SandboxRecord {
     pub network_mode: String,
     pub labels: BTreeMap<String, String>,
     pub created_at_ms: i64,
+    /// The agent created the namespace (and deletes it with the sandbox).
+    #[serde(default)]
+    pub netns_managed: bool,
+    /// Where the agent wrote the sandbox's resolv.conf and hosts files.
+    #[serde(default)]
+    pub resolv_conf_path: String,
+    #[serde(default)]
+    pub hosts_path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,10 +7,12 @@
 
 use std::net::IpAddr;
 
+use prost::Message as _;
 use weft_proto::{agent::v1 as apb, gateway::v1 as pb, ipam::v1 as ipb};
 use weft_runtime::FieldViolation;
 
 use crate::{
+    desired::{agent_endpoint, agent_network, agent_sandbox, role},
     error::GatewayError,
     network::{NetworkRecord, check_name},
     networks::{Change, Gateway, new_id, now_ms},
@@ -76,42 +78,6 @@ fn check_settings(prefix: &str, s: &pb::EndpointSettings) -> Vec<FieldViolation>
     errs
 }
 
-fn agent_network(n: &NetworkRecord) -> apb::NetworkSpec {
-    let driver = match n.driver.as_str() {
-        "bridge" => apb::Driver::Bridge,
-        "host" => apb::Driver::Host,
-        "none" => apb::Driver::None,
-        "overlay" => apb::Driver::Overlay,
-        "macvlan" => apb::Driver::Macvlan,
-        _ => apb::Driver::Ipvlan,
-    };
-    let opt = |k: &str| n.options.get(k).cloned().unwrap_or_default();
-    apb::NetworkSpec {
-        network_id: n.id.clone(),
-        name: n.name.clone(),
-        driver: driver as i32,
-        subnets: n
-            .subnets
-            .iter()
-            .map(|s| apb::Subnet {
-                cidr: s.subnet.clone(),
-                gateway: s.gateway.clone(),
-            })
-            .collect(),
-        enable_ipv4: n.enable_ipv4,
-        enable_ipv6: n.enable_ipv6,
-        internal: n.internal,
-        mtu: opt("com.docker.network.driver.mtu").parse().unwrap_or(0),
-        bridge_name: opt("com.docker.network.bridge.name"),
-        enable_icc: opt("com.docker.network.bridge.enable_icc") != "false",
-        enable_ip_masquerade: opt("com.docker.network.bridge.enable_ip_masquerade") != "false",
-        host_binding_ipv4: opt("com.docker.network.bridge.host_binding_ipv4"),
-        parent: opt("parent"),
-        options: n.options.clone().into_iter().collect(),
-        ..Default::default()
-    }
-}
-
 impl Gateway {
     pub async fn find_sandbox(
         &self,
@@ -147,28 +113,66 @@ impl Gateway {
         Ok(store::sandboxes::endpoints_of(&mut conn, owner, id).await?)
     }
 
-    /// Creates a sandbox and connects it to its initial networks, all or nothing.
-    pub async fn create_sandbox(
+    /// Checks a CreateSandbox request and builds the sandbox it asks for (no id yet, nothing
+    /// written). `shared` is the sandbox whose namespace a `container:` sandbox joins.
+    async fn prepare_sandbox(
         &self,
-        req: pb::CreateSandboxRequest,
-    ) -> Result<(SandboxRecord, Vec<EndpointRecord>), GatewayError> {
+        req: &pb::CreateSandboxRequest,
+    ) -> Result<(SandboxRecord, Option<SandboxRecord>), GatewayError> {
         let mut errs = Vec::new();
-        if let Err(v) = check_name("name", &req.name) {
+        if !req.name.is_empty()
+            && let Err(v) = check_name("name", &req.name)
+        {
             errs.push(v);
         }
-        if !(req.host.is_empty() || req.host == self.host) {
-            errs.push(FieldViolation::new(
-                "host",
-                &req.host,
-                format!("unknown host (known: {})", self.host),
-            ));
-        }
-        if !req.network_mode.is_empty() && req.network_mode != "none" {
-            errs.push(FieldViolation::new(
+        let host = self.place(&req.host).await.map_err(|v| errs.push(v)).ok();
+        let mut shared = None;
+        let mode = req.network_mode.as_str();
+        match mode {
+            "" | "none" | "host" => {}
+            m if m.starts_with("container:") => {
+                let target = &m["container:".len()..];
+                match self.find_sandbox("network_mode", target).await {
+                    Ok(t) if t.network_mode.starts_with("container:") => {
+                        errs.push(FieldViolation::new(
+                            "network_mode",
+                            m,
+                            format!(
+                                "sandbox {:?} itself shares another sandbox's namespace",
+                                t.name
+                            ),
+                        ));
+                    }
+                    Ok(t) => shared = Some(t),
+                    Err(GatewayError::SandboxNotFound(_)) => errs.push(FieldViolation::new(
+                        "network_mode",
+                        m,
+                        "no such sandbox to share the namespace of",
+                    )),
+                    Err(e) => return Err(e),
+                }
+            }
+            m => errs.push(FieldViolation::new(
                 "network_mode",
-                &req.network_mode,
-                "only the default (own namespace) and none are supported yet",
-            ));
+                m,
+                "expected empty, \"none\", \"host\" or \"container:<sandbox>\"",
+            )),
+        }
+        if !mode.is_empty() {
+            if !req.networks.is_empty() {
+                errs.push(FieldViolation::new(
+                    "networks",
+                    req.networks.len().to_string(),
+                    format!("no attachments with network_mode {mode:?}"),
+                ));
+            }
+            if !req.port_mappings.is_empty() {
+                errs.push(FieldViolation::new(
+                    "port_mappings",
+                    req.port_mappings.len().to_string(),
+                    format!("no published ports with network_mode {mode:?}"),
+                ));
+            }
         }
         if !req.hostname.is_empty()
             && let Err(v) = check_alias("hostname", &req.hostname)
@@ -177,49 +181,28 @@ impl Gateway {
         }
         let dns = req.dns.clone().unwrap_or_default();
         for (i, d) in dns.servers.iter().enumerate() {
-            parse_ip(&format!("dns.servers[{i}]"), d, &mut errs);
+            let plain = d
+                .parse::<IpAddr>()
+                .is_ok()
+                .then_some(())
+                .or_else(|| d.parse::<std::net::SocketAddr>().ok().map(drop));
+            if plain.is_none() {
+                errs.push(FieldViolation::new(
+                    format!("dns.servers[{i}]"),
+                    d,
+                    "not an IP address (or IP:PORT)",
+                ));
+            }
         }
         for (i, h) in req.extra_hosts.iter().enumerate() {
             if let Err(v) = check_alias(&format!("extra_hosts[{i}].hostname"), &h.hostname) {
                 errs.push(v);
             }
-            parse_ip(&format!("extra_hosts[{i}].address"), &h.address, &mut errs);
-        }
-        for (i, p) in req.port_mappings.iter().enumerate() {
-            let f = |n: &str| format!("port_mappings[{i}].{n}");
-            if p.container_port == 0 || p.container_port > 65535 {
-                errs.push(FieldViolation::new(
-                    f("container_port"),
-                    p.container_port.to_string(),
-                    "a port from 1 to 65535",
-                ));
-            }
-            if p.host_port > 65535 {
-                errs.push(FieldViolation::new(
-                    f("host_port"),
-                    p.host_port.to_string(),
-                    "a port from 0 to 65535",
-                ));
-            }
-            let last = u64::from(p.container_port.max(p.host_port)) + u64::from(p.range.max(1)) - 1;
-            if last > 65535 {
-                errs.push(FieldViolation::new(
-                    f("range"),
-                    p.range.to_string(),
-                    "the range runs past port 65535",
-                ));
-            }
-            if !p.host_ip.is_empty() {
-                parse_ip(&f("host_ip"), &p.host_ip, &mut errs);
-            }
-            if pb::Protocol::try_from(p.protocol).is_err() {
-                errs.push(FieldViolation::new(
-                    f("protocol"),
-                    p.protocol.to_string(),
-                    "unknown protocol (tcp, udp, sctp)",
-                ));
+            if h.address != "host-gateway" {
+                parse_ip(&format!("extra_hosts[{i}].address"), &h.address, &mut errs);
             }
         }
+        errs.extend(check_ports(&req.port_mappings));
         for (i, a) in req.networks.iter().enumerate() {
             if a.network.is_empty() {
                 errs.push(FieldViolation::new(
@@ -233,79 +216,256 @@ impl Gateway {
                 &a.settings.clone().unwrap_or_default(),
             ));
         }
-        if !errs.is_empty() {
-            return Err(GatewayError::Invalid(errs));
+        if req.labels.keys().any(String::is_empty) {
+            errs.push(FieldViolation::new("labels", "", "a label key is empty"));
         }
-        {
+        let Some(host) = host.filter(|_| errs.is_empty()) else {
+            return Err(GatewayError::Invalid(errs));
+        };
+        if !req.name.is_empty() {
             let mut conn = self.db.read().acquire().await?;
             if store::sandboxes::find(&mut conn, &req.name)
                 .await?
                 .iter()
                 .any(|s| s.name == req.name)
             {
-                return Err(GatewayError::SandboxNameTaken(req.name));
+                return Err(GatewayError::SandboxNameTaken(req.name.clone()));
             }
         }
-        let sandbox = SandboxRecord {
-            id: new_id(),
-            name: req.name.clone(),
-            container_id: req.container_id.clone(),
-            host: self.host.clone(),
-            netns_path: req.netns_path.clone(),
-            hostname: req.hostname.clone(),
-            dns: DnsRecord {
-                servers: dns.servers,
-                search: dns.search,
-                options: dns.options,
-            },
-            extra_hosts: req
-                .extra_hosts
-                .iter()
-                .map(|h| (h.hostname.clone(), h.address.clone()))
-                .collect(),
-            port_mappings: req
-                .port_mappings
-                .iter()
-                .map(|p| PortRecord {
-                    protocol: p.protocol,
-                    host_ip: p.host_ip.clone(),
-                    host_port: p.host_port,
-                    container_port: p.container_port,
-                    range: p.range.max(1),
-                })
-                .collect(),
-            network_mode: req.network_mode.clone(),
-            labels: Default::default(),
-            created_at_ms: now_ms(),
+        let mut extra_hosts = Vec::new();
+        for h in &req.extra_hosts {
+            let address = if h.address == "host-gateway" {
+                self.host_gateway().await?
+            } else {
+                h.address.clone()
+            };
+            extra_hosts.push((h.hostname.clone(), address));
+        }
+        let mut ports: Vec<PortRecord> = req
+            .port_mappings
+            .iter()
+            .map(|p| PortRecord {
+                protocol: if p.protocol == 0 {
+                    pb::Protocol::Tcp as i32
+                } else {
+                    p.protocol
+                },
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port,
+                container_port: p.container_port,
+                range: p.range.max(1),
+            })
+            .collect();
+        self.assign_ports(&host, &mut ports).await?;
+        let (netns_path, network_mode) = match &shared {
+            Some(t) => (t.netns_path.clone(), format!("container:{}", t.id)),
+            None => (req.netns_path.clone(), req.network_mode.clone()),
         };
+        Ok((
+            SandboxRecord {
+                id: String::new(),
+                name: req.name.clone(),
+                container_id: req.container_id.clone(),
+                host,
+                netns_path,
+                hostname: req.hostname.clone(),
+                dns: DnsRecord {
+                    servers: dns.servers,
+                    search: dns.search,
+                    options: dns.options,
+                },
+                extra_hosts,
+                port_mappings: ports,
+                network_mode,
+                labels: req.labels.clone().into_iter().collect(),
+                created_at_ms: 0,
+                netns_managed: false,
+                resolv_conf_path: String::new(),
+                hosts_path: String::new(),
+            },
+            shared,
+        ))
+    }
+
+    /// The gateway address of the predefined `bridge` network (Docker's `host-gateway`).
+    async fn host_gateway(&self) -> Result<String, GatewayError> {
+        let bridge = self.find("extra_hosts", "bridge").await?;
+        bridge
+            .subnets
+            .iter()
+            .map(|s| s.gateway.clone())
+            .find(|g| !g.is_empty())
+            .ok_or_else(|| {
+                GatewayError::Precondition("the bridge network has no gateway address".into())
+            })
+    }
+
+    /// Refuses host ports already published on `host` (naming the holder) and picks free ones
+    /// for `host_port: 0`.
+    async fn assign_ports(&self, host: &str, ports: &mut [PortRecord]) -> Result<(), GatewayError> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let taken: Vec<(String, PortRecord)> = {
+            let mut conn = self.db.read().acquire().await?;
+            store::sandboxes::list(&mut conn)
+                .await?
+                .into_iter()
+                .filter(|s| s.host == host)
+                .flat_map(|s| {
+                    s.port_mappings
+                        .into_iter()
+                        .map(move |p| (s.name.clone(), p))
+                })
+                .collect()
+        };
+        for i in 0..ports.len() {
+            let (done, rest) = ports.split_at_mut(i);
+            let p = &mut rest[0];
+            let holders = || {
+                taken
+                    .iter()
+                    .map(|(n, t)| (n.as_str(), t))
+                    .chain(done.iter().map(|t| ("this sandbox", t)))
+            };
+            if p.host_port == 0 {
+                let first = (EPHEMERAL_FIRST..=EPHEMERAL_LAST + 1 - p.range).find(|&start| {
+                    let cand = PortRecord {
+                        host_port: start,
+                        ..p.clone()
+                    };
+                    holders().all(|(_, t)| !ports_clash(&cand, t))
+                });
+                match first {
+                    Some(start) => p.host_port = start,
+                    None => {
+                        return Err(GatewayError::Exhausted(format!(
+                            "no {} free host ports on host {host:?}",
+                            p.range
+                        )));
+                    }
+                }
+            } else if let Some((holder, t)) = holders().find(|(_, t)| ports_clash(p, t)) {
+                return Err(GatewayError::PortTaken(format!(
+                    "host port {}{}/{} is already published by sandbox {holder:?} ({}:{})",
+                    if p.host_ip.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}:", p.host_ip)
+                    },
+                    p.host_port,
+                    protocol_name(p.protocol),
+                    if t.host_ip.is_empty() {
+                        "*"
+                    } else {
+                        &t.host_ip
+                    },
+                    t.host_port
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a sandbox and connects it to its initial networks, all or nothing. With
+    /// `validate_only`, returns the sandbox as it would be.
+    pub async fn create_sandbox(
+        &self,
+        req: pb::CreateSandboxRequest,
+    ) -> Result<pb::Sandbox, GatewayError> {
+        let fingerprint = pb::CreateSandboxRequest {
+            request_id: String::new(),
+            ..req.clone()
+        }
+        .encode_to_vec();
+        if let Some(done) = self
+            .replay(&req.request_id, "CreateSandbox", &fingerprint)
+            .await?
+        {
+            return Ok(done);
+        }
+        let (mut sandbox, shared) = self.prepare_sandbox(&req).await?;
+        if req.validate_only {
+            return self.dry_run_sandbox(&req, sandbox, shared.as_ref()).await;
+        }
+        sandbox.id = new_id();
+        if sandbox.name.is_empty() {
+            sandbox.name = sandbox.id[..12].to_owned();
+        }
+        if sandbox.hostname.is_empty() {
+            sandbox.hostname = if sandbox.container_id.len() >= 12 {
+                sandbox.container_id[..12].to_owned()
+            } else {
+                sandbox.id[..12].to_owned()
+            };
+        }
+        sandbox.created_at_ms = now_ms();
+        let (sandbox, endpoints) = self.create_sandbox_saga(&req, sandbox).await?;
+        let shown = match &shared {
+            Some(t) => self.endpoints(Owner::Sandbox, &t.id).await?,
+            None => endpoints,
+        };
+        let answer = crate::to_pb::sandbox_to_pb(&sandbox, &shown);
+        self.remember(&req.request_id, "CreateSandbox", fingerprint, &answer)
+            .await;
+        Ok(answer)
+    }
+
+    /// The answer of a `validate_only` CreateSandbox: every check made, addresses probed,
+    /// nothing kept.
+    async fn dry_run_sandbox(
+        &self,
+        req: &pb::CreateSandboxRequest,
+        sandbox: SandboxRecord,
+        shared: Option<&SandboxRecord>,
+    ) -> Result<pb::Sandbox, GatewayError> {
+        let mut endpoints: Vec<EndpointRecord> = Vec::new();
+        for a in &req.networks {
+            let settings = a.settings.clone().unwrap_or_default();
+            let net = self.find("network", &a.network).await?;
+            let ep = self
+                .probe_endpoint(&sandbox, &endpoints, &net, &settings)
+                .await?;
+            endpoints.push(ep);
+        }
+        let shown = match shared {
+            Some(t) => self.endpoints(Owner::Sandbox, &t.id).await?,
+            None => endpoints,
+        };
+        let mut answer = crate::to_pb::sandbox_to_pb(&sandbox, &shown);
+        answer.created_at = None;
+        Ok(answer)
+    }
+
+    /// The saga of CreateSandbox: the namespace and files on the agent, every attachment, then
+    /// the records and events in one transaction.
+    async fn create_sandbox_saga(
+        &self,
+        req: &pb::CreateSandboxRequest,
+        sandbox: SandboxRecord,
+    ) -> Result<(SandboxRecord, Vec<EndpointRecord>), GatewayError> {
         let sandbox_op = self
             .begin(&Operation::CreateSandbox {
                 sandbox: sandbox.clone(),
             })
             .await?;
         self.fault("create-sandbox:recorded");
-        let created = self
-            .agent
-            .clone()
-            .create_sandbox(apb::CreateSandboxRequest {
-                sandbox: Some(apb::SandboxSpec {
-                    sandbox_id: sandbox.id.clone(),
-                    name: sandbox.name.clone(),
-                    netns_path: sandbox.netns_path.clone(),
-                    host_network: false,
-                    hostname: sandbox.hostname.clone(),
-                    resolv_conf: String::new(),
-                    hosts: String::new(),
-                }),
-                revision: 0,
-            })
-            .await;
+        let created = match self.agent_for(&sandbox.host).await {
+            Ok(mut agent) => agent
+                .create_sandbox(apb::CreateSandboxRequest {
+                    sandbox: Some(agent_sandbox(&sandbox, &[])),
+                    revision: 0,
+                })
+                .await
+                .map_err(GatewayError::Agent),
+            Err(e) => Err(e),
+        };
         let created = match created {
             Ok(c) => c.into_inner(),
-            Err(st) => {
+            Err(e) => {
                 self.remove_agent_sandbox(&sandbox).await;
                 self.abandon(&sandbox_op).await;
-                return Err(GatewayError::Agent(st));
+                return Err(e);
             }
         };
         let sandbox = SandboxRecord {
@@ -314,6 +474,9 @@ impl Gateway {
             } else {
                 created.netns_path
             },
+            netns_managed: created.netns_managed,
+            resolv_conf_path: created.resolv_conf_path,
+            hosts_path: created.hosts_path,
             ..sandbox
         };
         // Attach every initial network; on any failure undo all of it.
@@ -333,6 +496,14 @@ impl Gateway {
                     break;
                 }
             }
+        }
+        let endpoints: Vec<EndpointRecord> = attached.iter().map(|(e, _, _)| e.clone()).collect();
+        if failure.is_none() {
+            // Earlier endpoints may have lost the default route (and the ports) to later ones.
+            tokio::join!(
+                self.reprogram(&sandbox, &[], &endpoints),
+                self.write_files(&sandbox, &endpoints)
+            );
         }
         let result = match failure {
             Some(e) => Err(e),
@@ -362,18 +533,23 @@ impl Gateway {
             return Err(e);
         }
         tracing::info!(sandbox = %sandbox.name, id = %sandbox.id, networks = attached.len(), "sandbox created");
-        Ok((sandbox, attached.into_iter().map(|(e, _, _)| e).collect()))
+        Ok((sandbox, endpoints))
     }
 
-    /// IPAM then agent for one endpoint; nothing is recorded. On failure, what was done is undone.
-    async fn attach(
-        &self,
+    /// A new endpoint of `sandbox` on `net` as `settings` ask (no addresses yet), checked
+    /// against the sandbox's other endpoints.
+    fn new_endpoint(
         sandbox: &SandboxRecord,
         existing: &[EndpointRecord],
-        network: &str,
+        net: &NetworkRecord,
         settings: &pb::EndpointSettings,
-    ) -> Result<(EndpointRecord, NetworkRecord, String), GatewayError> {
-        let net = self.find("network", network).await?;
+    ) -> Result<EndpointRecord, GatewayError> {
+        if !sandbox.network_mode.is_empty() {
+            return Err(GatewayError::Precondition(format!(
+                "sandbox {:?} has network_mode {:?}: it cannot be connected to networks",
+                sandbox.name, sandbox.network_mode
+            )));
+        }
         if net.predefined && net.driver != "bridge" {
             return Err(GatewayError::Precondition(format!(
                 "network {:?} is joined with network_mode, not connected to",
@@ -387,7 +563,7 @@ impl Gateway {
             });
         }
         let id = new_id();
-        let mut ep = EndpointRecord {
+        let ep = EndpointRecord {
             id: id.clone(),
             network_id: net.id.clone(),
             network_name: net.name.clone(),
@@ -425,6 +601,19 @@ impl Gateway {
                 "already used in this sandbox",
             ));
         }
+        Ok(ep)
+    }
+
+    /// IPAM then agent for one endpoint; nothing is recorded. On failure, what was done is undone.
+    async fn attach(
+        &self,
+        sandbox: &SandboxRecord,
+        existing: &[EndpointRecord],
+        network: &str,
+        settings: &pb::EndpointSettings,
+    ) -> Result<(EndpointRecord, NetworkRecord, String), GatewayError> {
+        let net = self.find("network", network).await?;
+        let mut ep = Self::new_endpoint(sandbox, existing, &net, settings)?;
         let op = self
             .begin(&Operation::Connect {
                 sandbox: sandbox.clone(),
@@ -444,16 +633,37 @@ impl Gateway {
         }
     }
 
-    /// The IPAM and agent steps of `attach`; what they did is undone when one fails.
-    async fn attach_steps(
+    /// The endpoint a Connect would make, with the addresses IPAM would give right now (taken
+    /// and given back at once): the answer of `validate_only`.
+    async fn probe_endpoint(
         &self,
         sandbox: &SandboxRecord,
         existing: &[EndpointRecord],
         net: &NetworkRecord,
         settings: &pb::EndpointSettings,
+    ) -> Result<EndpointRecord, GatewayError> {
+        let mut ep = Self::new_endpoint(sandbox, existing, net, settings)?;
+        let probe = format!("validate-only:{}", ep.id);
+        let got = self.allocate(net, settings, &probe, &mut ep).await;
+        self.release_owner(&probe).await;
+        got?;
+        if settings.mac_address.is_empty() {
+            ep.mac_address = String::new();
+        }
+        ep.id = String::new();
+        ep.created_at_ms = 0;
+        Ok(ep)
+    }
+
+    /// Addresses for `ep` from each of the network's pools, held by `owner`; on failure what
+    /// was taken is given back.
+    async fn allocate(
+        &self,
+        net: &NetworkRecord,
+        settings: &pb::EndpointSettings,
+        owner: &str,
         ep: &mut EndpointRecord,
     ) -> Result<(), GatewayError> {
-        let id = ep.id.clone();
         for s in &net.subnets {
             let v6 = s.subnet.contains(':');
             let wanted = if v6 {
@@ -466,14 +676,14 @@ impl Gateway {
                 .clone()
                 .request_address(ipb::RequestAddressRequest {
                     pool_id: s.pool_id.clone(),
-                    owner: id.clone(),
+                    owner: owner.to_owned(),
                     address: wanted.clone(),
                 })
                 .await;
             let alloc = match alloc {
                 Ok(a) => a.into_inner(),
                 Err(st) => {
-                    self.release_owner(&id).await;
+                    self.release_owner(owner).await;
                     let field = if v6 {
                         "settings.ipv6_address"
                     } else {
@@ -482,61 +692,54 @@ impl Gateway {
                     return Err(GatewayError::Ipam(rename_address_field(st, field, wanted)));
                 }
             };
+            let gateway = if net.internal {
+                String::new()
+            } else {
+                alloc.gateway
+            };
             if v6 && ep.ipv6_address.is_empty() {
                 ep.ipv6_address = alloc.cidr;
-                ep.ipv6_gateway = if net.internal {
-                    String::new()
-                } else {
-                    alloc.gateway
-                };
+                ep.ipv6_gateway = gateway;
             } else if !v6 && ep.ipv4_address.is_empty() {
                 ep.ipv4_address = alloc.cidr;
-                ep.gateway = if net.internal {
-                    String::new()
-                } else {
-                    alloc.gateway
-                };
+                ep.gateway = gateway;
             }
         }
+        Ok(())
+    }
+
+    /// The IPAM and agent steps of `attach`; what they did is undone when one fails.
+    async fn attach_steps(
+        &self,
+        sandbox: &SandboxRecord,
+        existing: &[EndpointRecord],
+        net: &NetworkRecord,
+        settings: &pb::EndpointSettings,
+        ep: &mut EndpointRecord,
+    ) -> Result<(), GatewayError> {
+        let id = ep.id.clone();
+        self.allocate(net, settings, &id, ep).await?;
         self.fault("connect:allocated");
         let mut all = existing.to_vec();
         all.push(ep.clone());
-        let route_v4 = default_route(&all, false).is_some_and(|d| d.id == ep.id);
-        let route_v6 = default_route(&all, true).is_some_and(|d| d.id == ep.id);
-        let spec = apb::EndpointSpec {
-            endpoint_id: ep.id.clone(),
-            network_id: net.id.clone(),
-            sandbox_id: sandbox.id.clone(),
-            netns_path: sandbox.netns_path.clone(),
-            interface_name: ep.interface_name.clone(),
-            mac_address: ep.mac_address.clone(),
-            ipv4_address: ep.ipv4_address.clone(),
-            ipv6_address: ep.ipv6_address.clone(),
-            ipv4_gateway: ep.gateway.clone(),
-            ipv6_gateway: ep.ipv6_gateway.clone(),
-            link_local_ips: ep.link_local_ips.clone(),
-            gw_priority: ep.gw_priority,
-            default_route_v4: route_v4,
-            default_route_v6: route_v6,
-            port_mappings: Vec::new(),
-            aliases: ep.aliases.clone(),
-            driver_options: ep.driver_options.clone().into_iter().collect(),
+        let attached = match self.agent_for(&sandbox.host).await {
+            Ok(mut agent) => agent
+                .attach(apb::AttachRequest {
+                    endpoint: Some(agent_endpoint(sandbox, &all, ep)),
+                    network: Some(agent_network(net)),
+                    revision: 0,
+                })
+                .await
+                .map(drop)
+                .map_err(GatewayError::Agent),
+            Err(e) => Err(e),
         };
-        if let Err(st) = self
-            .agent
-            .clone()
-            .attach(apb::AttachRequest {
-                endpoint: Some(spec),
-                network: Some(agent_network(net)),
-                revision: 0,
-            })
-            .await
-        {
+        if let Err(e) = attached {
             // The agent may have done part of it: detach (idempotent) before giving back the
             // addresses.
             self.detach_agent(sandbox, ep).await;
             self.release_owner(&id).await;
-            return Err(GatewayError::Agent(st));
+            return Err(e);
         }
         self.fault("connect:attached");
         Ok(())
@@ -547,13 +750,68 @@ impl Gateway {
         self.release_owner(&ep.id).await;
     }
 
+    /// Tells the agent again about the endpoints of `after` whose default route or published
+    /// ports differ from what they had in `before` (the default route moved).
+    async fn reprogram(
+        &self,
+        sandbox: &SandboxRecord,
+        before: &[EndpointRecord],
+        after: &[EndpointRecord],
+    ) {
+        for (i, ep) in after.iter().enumerate() {
+            // An endpoint not in `before` was attached knowing the endpoints before it.
+            let was = if before.iter().any(|b| b.id == ep.id) {
+                role(sandbox, before, ep)
+            } else if before.is_empty() {
+                role(sandbox, &after[..=i], ep)
+            } else {
+                role(sandbox, after, ep)
+            };
+            if was == role(sandbox, after, ep) {
+                continue;
+            }
+            let net = match self.find("network", &ep.network_id).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(endpoint = %ep.id, error = %e, "cannot move the default route");
+                    continue;
+                }
+            };
+            let mut agent = self.agent_for_cleanup(&sandbox.host).await;
+            if let Err(st) = agent
+                .attach(apb::AttachRequest {
+                    endpoint: Some(agent_endpoint(sandbox, after, ep)),
+                    network: Some(agent_network(&net)),
+                    revision: 0,
+                })
+                .await
+            {
+                tracing::warn!(endpoint = %ep.id, error = %st.message(), "moving the default route failed; the agent's reconciliation repairs it");
+            }
+        }
+    }
+
+    /// Rewrites the sandbox's resolv.conf and hosts files (its addresses changed).
+    async fn write_files(&self, sandbox: &SandboxRecord, endpoints: &[EndpointRecord]) {
+        let mut agent = self.agent_for_cleanup(&sandbox.host).await;
+        if let Err(st) = agent
+            .create_sandbox(apb::CreateSandboxRequest {
+                sandbox: Some(agent_sandbox(sandbox, endpoints)),
+                revision: 0,
+            })
+            .await
+        {
+            tracing::warn!(sandbox = %sandbox.id, error = %st.message(), "rewriting the sandbox's files failed");
+        }
+    }
+
     pub(crate) async fn detach_agent(
         &self,
         sandbox: &SandboxRecord,
         ep: &EndpointRecord,
     ) -> Option<tonic::Status> {
-        self.agent
-            .clone()
+        self.agent_for_cleanup(&sandbox.host)
+            .await
             .detach(apb::DetachRequest {
                 endpoint_id: ep.id.clone(),
                 network_id: ep.network_id.clone(),
@@ -568,11 +826,15 @@ impl Gateway {
 
     pub(crate) async fn remove_agent_sandbox(&self, sandbox: &SandboxRecord) {
         if let Err(st) = self
-            .agent
-            .clone()
+            .agent_for_cleanup(&sandbox.host)
+            .await
             .remove_sandbox(apb::RemoveSandboxRequest {
                 sandbox_id: sandbox.id.clone(),
-                netns_path: sandbox.netns_path.clone(),
+                netns_path: if sandbox.netns_managed {
+                    String::new()
+                } else {
+                    sandbox.netns_path.clone()
+                },
                 revision: 0,
             })
             .await
@@ -598,19 +860,36 @@ impl Gateway {
         }
     }
 
-    /// Connects; returns the new endpoint and all of the sandbox's endpoints (to tell which
-    /// one now provides the default routes).
-    pub async fn connect(
-        &self,
-        req: pb::ConnectRequest,
-    ) -> Result<(EndpointRecord, Vec<EndpointRecord>), GatewayError> {
-        let settings = req.settings.unwrap_or_default();
+    /// Connects a sandbox to a network. With `validate_only`, returns the endpoint as it would
+    /// be.
+    pub async fn connect(&self, req: pb::ConnectRequest) -> Result<pb::Endpoint, GatewayError> {
+        let fingerprint = pb::ConnectRequest {
+            request_id: String::new(),
+            ..req.clone()
+        }
+        .encode_to_vec();
+        if let Some(done) = self
+            .replay(&req.request_id, "Connect", &fingerprint)
+            .await?
+        {
+            return Ok(done);
+        }
+        let settings = req.settings.clone().unwrap_or_default();
         let errs = check_settings("settings.", &settings);
         if !errs.is_empty() {
             return Err(GatewayError::Invalid(errs));
         }
         let sandbox = self.find_sandbox("sandbox", &req.sandbox).await?;
         let existing = self.endpoints(Owner::Sandbox, &sandbox.id).await?;
+        if req.validate_only {
+            let net = self.find("network", &req.network).await?;
+            let ep = self
+                .probe_endpoint(&sandbox, &existing, &net, &settings)
+                .await?;
+            let mut all = existing;
+            all.push(ep.clone());
+            return Ok(endpoint_view(&ep, &all));
+        }
         let (ep, _net, op) = self
             .attach(&sandbox, &existing, &req.network, &settings)
             .await?;
@@ -627,19 +906,40 @@ impl Gateway {
             return Err(e);
         }
         tracing::info!(sandbox = %sandbox.name, network = %ep.network_name, endpoint = %ep.id, "connected");
-        let mut all = existing;
+        let mut all = existing.clone();
         all.push(ep.clone());
-        Ok((ep, all))
+        tokio::join!(
+            self.reprogram(&sandbox, &existing, &all),
+            self.write_files(&sandbox, &all)
+        );
+        let answer = endpoint_view(&ep, &all);
+        self.remember(&req.request_id, "Connect", fingerprint, &answer)
+            .await;
+        Ok(answer)
     }
 
-    pub async fn disconnect(&self, req: pb::DisconnectRequest) -> Result<(), GatewayError> {
+    pub async fn disconnect(
+        &self,
+        req: pb::DisconnectRequest,
+    ) -> Result<pb::DisconnectResponse, GatewayError> {
+        let fingerprint = pb::DisconnectRequest {
+            request_id: String::new(),
+            ..req.clone()
+        }
+        .encode_to_vec();
+        if let Some(done) = self
+            .replay(&req.request_id, "Disconnect", &fingerprint)
+            .await?
+        {
+            return Ok(done);
+        }
         let sandbox = self.find_sandbox("sandbox", &req.sandbox).await?;
         let net = self.find("network", &req.network).await?;
-        let ep = self
-            .endpoints(Owner::Sandbox, &sandbox.id)
-            .await?
-            .into_iter()
+        let before = self.endpoints(Owner::Sandbox, &sandbox.id).await?;
+        let ep = before
+            .iter()
             .find(|e| e.network_id == net.id)
+            .cloned()
             .ok_or_else(|| GatewayError::NotConnected {
                 sandbox: sandbox.name.clone(),
                 network: net.name.clone(),
@@ -674,25 +974,59 @@ impl Gateway {
         )
         .await?;
         tracing::info!(sandbox = %sandbox.name, network = %ep.network_name, endpoint = %ep.id, "disconnected");
-        Ok(())
+        let after: Vec<EndpointRecord> = before.iter().filter(|e| e.id != ep.id).cloned().collect();
+        tokio::join!(
+            self.reprogram(&sandbox, &before, &after),
+            self.write_files(&sandbox, &after)
+        );
+        let answer = pb::DisconnectResponse {
+            endpoint_id: ep.id.clone(),
+        };
+        self.remember(&req.request_id, "Disconnect", fingerprint, &answer)
+            .await;
+        Ok(answer)
     }
 
     /// Detaches and releases every endpoint, removes the namespace on the agent, then the
     /// record. Once recorded, the deletion is completed by the sweep if the gateway dies.
-    pub async fn delete_sandbox(&self, req: pb::DeleteSandboxRequest) -> Result<(), GatewayError> {
+    pub async fn delete_sandbox(
+        &self,
+        req: pb::DeleteSandboxRequest,
+    ) -> Result<pb::DeleteSandboxResponse, GatewayError> {
+        let fingerprint = pb::DeleteSandboxRequest {
+            request_id: String::new(),
+            ..req.clone()
+        }
+        .encode_to_vec();
+        if let Some(done) = self
+            .replay(&req.request_id, "DeleteSandbox", &fingerprint)
+            .await?
+        {
+            return Ok(done);
+        }
         let sandbox = self.find_sandbox("sandbox", &req.sandbox).await?;
+        let sharers: Vec<String> = self
+            .list_sandboxes()
+            .await?
+            .into_iter()
+            .filter(|s| s.network_mode == format!("container:{}", sandbox.id))
+            .map(|s| s.name)
+            .collect();
+        if !sharers.is_empty() {
+            return Err(GatewayError::Precondition(format!(
+                "sandbox {:?} shares its namespace with {}: delete them first",
+                sandbox.name,
+                sharers.join(", ")
+            )));
+        }
+        let endpoints = self.endpoints(Owner::Sandbox, &sandbox.id).await?;
         let op = self
             .begin(&Operation::DeleteSandbox {
                 sandbox: sandbox.clone(),
             })
             .await?;
         self.fault("delete-sandbox:recorded");
-        for ep in self
-            .endpoints(Owner::Sandbox, &sandbox.id)
-            .await?
-            .iter()
-            .rev()
-        {
+        for ep in endpoints.iter().rev() {
             self.detach_agent(&sandbox, ep).await;
             self.fault("delete-sandbox:detached");
             self.release_owner(&ep.id).await;
@@ -721,13 +1055,131 @@ impl Gateway {
         )
         .await?;
         tracing::info!(sandbox = %sandbox.name, id = %sandbox.id, "sandbox removed");
-        Ok(())
+        let answer = pb::DeleteSandboxResponse {
+            id: sandbox.id.clone(),
+            name: sandbox.name.clone(),
+            endpoint_ids: endpoints.into_iter().map(|e| e.id).collect(),
+        };
+        self.remember(&req.request_id, "DeleteSandbox", fingerprint, &answer)
+            .await;
+        Ok(answer)
     }
 
     pub async fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>, GatewayError> {
         let mut conn = self.db.read().acquire().await?;
         Ok(store::sandboxes::list(&mut conn).await?)
     }
+
+    /// The endpoints a sandbox shows: its own, or for `container:` mode those of the sandbox
+    /// whose namespace it shares.
+    pub async fn sandbox_endpoints(
+        &self,
+        s: &SandboxRecord,
+    ) -> Result<Vec<EndpointRecord>, GatewayError> {
+        let owner = s.network_mode.strip_prefix("container:").unwrap_or(&s.id);
+        self.endpoints(Owner::Sandbox, owner).await
+    }
+}
+
+/// An endpoint as the API shows it, among all of its sandbox's endpoints.
+fn endpoint_view(ep: &EndpointRecord, all: &[EndpointRecord]) -> pb::Endpoint {
+    let id = |e: Option<&EndpointRecord>| e.map(|e| e.id.clone()).unwrap_or_default();
+    let v4 = id(default_route(all, false));
+    let v6 = id(default_route(all, true));
+    let mut view = crate::to_pb::endpoint_to_pb(ep, Some((&v4, &v6)));
+    if ep.id.is_empty() {
+        // A validate_only answer: the endpoint would provide the route if nothing else does.
+        view.default_route_v4 = port_carrier_is(all, ep, false);
+        view.default_route_v6 = port_carrier_is(all, ep, true);
+        view.created_at = None;
+    }
+    view
+}
+
+fn port_carrier_is(all: &[EndpointRecord], ep: &EndpointRecord, v6: bool) -> bool {
+    default_route(all, v6).is_some_and(|d| d.id == ep.id && d.network_id == ep.network_id)
+}
+
+/// Docker's ephemeral range for published ports whose host port is 0.
+const EPHEMERAL_FIRST: u32 = 49153;
+const EPHEMERAL_LAST: u32 = 60999;
+
+fn protocol_name(p: i32) -> &'static str {
+    match pb::Protocol::try_from(p) {
+        Ok(pb::Protocol::Udp) => "udp",
+        Ok(pb::Protocol::Sctp) => "sctp",
+        _ => "tcp",
+    }
+}
+
+/// Whether two published ranges would take the same host port: same protocol, overlapping
+/// ports, and host addresses that overlap (a wildcard of a family overlaps every address of
+/// it; empty overlaps everything).
+fn ports_clash(a: &PortRecord, b: &PortRecord) -> bool {
+    let proto = |p: i32| if p == 0 { pb::Protocol::Tcp as i32 } else { p };
+    if proto(a.protocol) != proto(b.protocol) {
+        return false;
+    }
+    let (a0, a1) = (a.host_port, a.host_port + a.range.max(1) - 1);
+    let (b0, b1) = (b.host_port, b.host_port + b.range.max(1) - 1);
+    if a1 < b0 || b1 < a0 {
+        return false;
+    }
+    let family = |ip: &str| -> (Option<bool>, bool) {
+        // (is v6, is wildcard)
+        match ip {
+            "" => (None, true),
+            "0.0.0.0" => (Some(false), true),
+            "::" => (Some(true), true),
+            ip => (Some(ip.contains(':')), false),
+        }
+    };
+    let ((fa, wa), (fb, wb)) = (family(&a.host_ip), family(&b.host_ip));
+    match (fa, fb) {
+        (Some(x), Some(y)) if x != y => false,
+        _ => wa || wb || a.host_ip == b.host_ip,
+    }
+}
+
+/// Checks published ports (Docker's `-p` rules).
+fn check_ports(ports: &[pb::PortMapping]) -> Vec<FieldViolation> {
+    let mut errs = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let f = |n: &str| format!("port_mappings[{i}].{n}");
+        if p.container_port == 0 || p.container_port > 65535 {
+            errs.push(FieldViolation::new(
+                f("container_port"),
+                p.container_port.to_string(),
+                "a port from 1 to 65535",
+            ));
+        }
+        if p.host_port > 65535 {
+            errs.push(FieldViolation::new(
+                f("host_port"),
+                p.host_port.to_string(),
+                "a port from 0 to 65535",
+            ));
+        }
+        let last = u64::from(p.container_port.max(p.host_port)) + u64::from(p.range.max(1)) - 1;
+        if last > 65535 {
+            errs.push(FieldViolation::new(
+                f("range"),
+                p.range.to_string(),
+                "the range runs past port 65535",
+            ));
+        }
+        if !p.host_ip.is_empty() {
+            parse_ip(&f("host_ip"), &p.host_ip, &mut errs);
+        }
+        if pb::Protocol::try_from(p.protocol).is_err() {
+            errs.push(FieldViolation::new(
+                f("protocol"),
+                p.protocol.to_string(),
+                "unknown protocol (tcp, udp, sctp)",
+            ));
+        }
+    }
+    errs
 }
 
 /// IPAM calls the requested address `address`; the caller knows it by its settings field.
@@ -743,4 +1195,53 @@ fn rename_address_field(st: tonic::Status, field: &str, value: &str) -> tonic::S
         .and_then(|v| v.description.split_once(": ").map(|(_, r)| r.to_owned()))
         .unwrap_or_else(|| st.message().to_owned());
     weft_runtime::invalid_argument(&[FieldViolation::new(field, value, reason)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(ip: &str, port: u32, range: u32, proto: pb::Protocol) -> PortRecord {
+        PortRecord {
+            protocol: proto as i32,
+            host_ip: ip.into(),
+            host_port: port,
+            container_port: 80,
+            range,
+        }
+    }
+
+    #[test]
+    fn port_clashes_follow_protocol_range_and_address() {
+        use pb::Protocol::{Tcp, Udp};
+        assert!(ports_clash(
+            &port("", 8080, 1, Tcp),
+            &port("", 8080, 1, Tcp)
+        ));
+        assert!(!ports_clash(
+            &port("", 8080, 1, Tcp),
+            &port("", 8080, 1, Udp)
+        ));
+        assert!(ports_clash(
+            &port("", 8000, 10, Tcp),
+            &port("", 8009, 1, Tcp)
+        ));
+        assert!(!ports_clash(
+            &port("", 8000, 10, Tcp),
+            &port("", 8010, 1, Tcp)
+        ));
+        assert!(ports_clash(
+            &port("0.0.0.0", 80, 1, Tcp),
+            &port("127.0.0.1", 80, 1, Tcp)
+        ));
+        assert!(!ports_clash(
+            &port("::", 80, 1, Tcp),
+            &port("127.0.0.1", 80, 1, Tcp)
+        ));
+        assert!(!ports_clash(
+            &port("127.0.0.1", 80, 1, Tcp),
+            &port("127.0.0.2", 80, 1, Tcp)
+        ));
+        assert!(ports_clash(&port("", 80, 1, Tcp), &port("::1", 80, 1, Tcp)));
+    }
 }

@@ -159,12 +159,12 @@ pub(crate) fn sandbox_to_pb(
             .iter()
             .map(|e| endpoint_to_pb(e, Some((&v4, &v6))))
             .collect(),
-        resolv_conf_path: String::new(),
-        hosts_path: String::new(),
+        resolv_conf_path: s.resolv_conf_path.clone(),
+        hosts_path: s.hosts_path.clone(),
         network_mode: s.network_mode.clone(),
         created_at: timestamp(s.created_at_ms),
         labels: s.labels.clone().into_iter().collect(),
-        netns_managed: false,
+        netns_managed: s.netns_managed,
     }
 }
 

@@ -431,10 +431,10 @@ async fn bad_sandbox_input_is_refused_naming_field_and_value_and_changes_nothing
     }
     let cases: Vec<(&str, S, Code, &[&str])> = vec![
         (
-            "empty sandbox name",
-            S::Create(sandbox(|r| r.name = String::new())),
+            "sandbox name with a space",
+            S::Create(sandbox(|r| r.name = "a b".into())),
             InvalidArgument,
-            &["name", "\"\""],
+            &["name", "a b"],
         ),
         (
             "sandbox name taken",

@@ -1,4 +1,5 @@
-//! The real grpcurl against the gateway: create, inspect, list with a filter, watch, delete.
+//! The real grpcurl against the gateway: create, inspect, list with a filter, connect,
+//! disconnect, delete, watch.
 
 use weft_testkit::{Backend, run_grpcurl};
 
@@ -18,7 +19,9 @@ async fn grpcurl_creates_inspects_lists_watches_and_deletes() {
     assert_eq!(code, 0);
     assert!(
         out.contains("weft.gateway.v1.NetworkService")
-            && out.contains("weft.gateway.v1.EventService"),
+            && out.contains("weft.gateway.v1.EventService")
+            && out.contains("weft.gateway.v1.SandboxService")
+            && out.contains("weft.gateway.v1.HostService"),
         "{out}"
     );
 
@@ -43,6 +46,54 @@ async fn grpcurl_creates_inspects_lists_watches_and_deletes() {
     assert_eq!(l["networks"].as_array().unwrap().len(), 1);
     let revision = l["revision"].as_str().unwrap().parse::<u64>().unwrap();
 
+    // A sandbox on it, connected, disconnected and deleted.
+    let sb = call(
+        &addr,
+        "weft.gateway.v1.SandboxService/CreateSandbox",
+        r#"{"name":"web","hostname":"web-1","portMappings":[{"hostPort":8080,"containerPort":80}]}"#,
+    );
+    assert_eq!(sb["hostname"], "web-1");
+    assert_eq!(sb["portMappings"][0]["protocol"], "PROTOCOL_TCP");
+    let ep = call(
+        &addr,
+        "weft.gateway.v1.SandboxService/Connect",
+        r#"{"sandbox":"web","network":"my-net","settings":{"aliases":["www"],"ipv4Address":"10.9.0.7"}}"#,
+    );
+    assert_eq!(ep["ipv4Address"], "10.9.0.7/24");
+    assert_eq!(ep["defaultRouteV4"], true);
+    assert_eq!(ep["interfaceName"], "eth0");
+    let inspected = call(
+        &addr,
+        "weft.gateway.v1.NetworkService/GetNetwork",
+        r#"{"network":"my-net"}"#,
+    );
+    assert!(inspected.to_string().contains("10.9.0.7/24"), "{inspected}");
+    let listed = call(
+        &addr,
+        "weft.gateway.v1.SandboxService/ListSandboxes",
+        r#"{"network":["my-net"]}"#,
+    );
+    assert_eq!(listed["sandboxes"][0]["name"], "web");
+    let (code, out, err) = run_grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"network":"my-net"}"#,
+        &addr,
+        "weft.gateway.v1.NetworkService/DeleteNetwork",
+    ]);
+    assert_eq!(code, 64 + 9, "in use is FAILED_PRECONDITION: {out}{err}");
+    assert!(err.contains("web"), "{err}");
+    let d = call(
+        &addr,
+        "weft.gateway.v1.SandboxService/Disconnect",
+        r#"{"sandbox":"web","network":"my-net"}"#,
+    );
+    assert_eq!(d["endpointId"], ep["id"]);
+    call(
+        &addr,
+        "weft.gateway.v1.SandboxService/DeleteSandbox",
+        r#"{"sandbox":"web"}"#,
+    );
     call(
         &addr,
         "weft.gateway.v1.NetworkService/DeleteNetwork",
@@ -58,10 +109,20 @@ async fn grpcurl_creates_inspects_lists_watches_and_deletes() {
         &addr,
         "weft.gateway.v1.EventService/Watch",
     ]);
-    assert!(
-        out.contains("EVENT_KIND_NETWORK_REMOVED") && out.contains("my-net"),
-        "{out}{err}"
-    );
+    for kind in [
+        "EVENT_KIND_SANDBOX_CREATED",
+        "EVENT_KIND_ENDPOINT_CONNECTED",
+        "EVENT_KIND_ENDPOINT_DISCONNECTED",
+        "EVENT_KIND_SANDBOX_REMOVED",
+        "EVENT_KIND_NETWORK_REMOVED",
+    ] {
+        assert!(out.contains(kind), "{kind} missing: {out}{err}");
+    }
+    let order: Vec<usize> = ["SANDBOX_CREATED", "ENDPOINT_CONNECTED", "NETWORK_REMOVED"]
+        .iter()
+        .map(|k| out.find(k).unwrap())
+        .collect();
+    assert!(order.is_sorted(), "events out of order: {out}");
 
     let (code, out, err) = run_grpcurl(&[
         "-plaintext",

@@ -15,6 +15,7 @@ pub struct Stack {
     pub gateway: SocketAddr,
     pub ipam: SocketAddr,
     pub agent: weft_testkit::fake_agent::FakeAgent,
+    gw: gateway::Gateway,
     _dbs: (TestDb, TestDb),
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
 }
@@ -51,8 +52,27 @@ pub async fn serve(
     (addr, stop)
 }
 
+/// A fake agent served on loopback, and the sender that stops it.
+pub async fn fake_agent() -> (
+    weft_testkit::fake_agent::FakeAgent,
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let agent = weft_testkit::fake_agent::FakeAgent::default();
+    let (addr, stop) = serve(weft_runtime::GrpcServer::new().add_service(
+        weft_proto::agent::v1::agent_service_server::AgentServiceServer::new(agent.clone()),
+    ))
+    .await;
+    (agent, addr, stop)
+}
+
 impl Stack {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[]).await
+    }
+
+    /// A stack whose gateway gets `extra` flags too.
+    pub async fn start_with(backend: Backend, extra: &[&str]) -> Self {
         let ipam_db = TestDb::new(backend).await;
         let gw_db = TestDb::new(backend).await;
         let ipam_args =
@@ -62,37 +82,69 @@ impl Stack {
             .unwrap();
         let (ipam_addr, stop_ipam) =
             serve(weft_runtime::GrpcServer::new().add_service(ipam_svc::grpc::server(ipam))).await;
-        let agent = weft_testkit::fake_agent::FakeAgent::default();
-        let (agent_addr, stop_agent) = serve(weft_runtime::GrpcServer::new().add_service(
-            weft_proto::agent::v1::agent_service_server::AgentServiceServer::new(agent.clone()),
-        ))
-        .await;
-        let args = gateway::Args::try_parse_from([
+        let (agent, agent_addr, stop_agent) = fake_agent().await;
+        let ipam_url = format!("http://{ipam_addr}");
+        let agent_url = format!("http://{agent_addr}");
+        let mut argv = vec![
             "gateway",
             "--database-url",
             &gw_db.url,
             "--ipam",
-            &format!("http://{ipam_addr}"),
+            &ipam_url,
             "--agent",
-            &format!("http://{agent_addr}"),
+            &agent_url,
             "--event-history",
             "50",
-        ])
-        .unwrap();
+        ];
+        argv.extend_from_slice(extra);
+        let args = gateway::Args::try_parse_from(argv).unwrap();
         let gw = gateway::open(&args).await.unwrap();
         gw.ensure_predefined().await.unwrap();
-        let (gw_addr, stop_gw) = serve(gateway::services(gw)).await;
+        let (gw_addr, stop_gw) = serve(gateway::services(gw.clone())).await;
         Self {
             gateway: gw_addr,
             ipam: ipam_addr,
             agent,
+            gw,
             _dbs: (ipam_db, gw_db),
             stops: vec![stop_gw, stop_ipam, stop_agent],
         }
     }
 
+    /// The gateway itself, for what no RPC triggers (the heartbeat check).
+    pub fn gateway_handle(&self) -> &gateway::Gateway {
+        &self.gw
+    }
+
+    /// The newest event revision.
+    pub async fn events_revision(&self) -> u64 {
+        self.networks()
+            .list_networks(pb::ListNetworksRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .revision
+    }
+
     pub fn networks(&self) -> NetworkServiceClient<Channel> {
         NetworkServiceClient::new(weft_testkit::channel(self.gateway))
+    }
+
+    pub fn hosts(
+        &self,
+    ) -> weft_proto::gateway::v1::host_service_client::HostServiceClient<Channel> {
+        weft_proto::gateway::v1::host_service_client::HostServiceClient::new(weft_testkit::channel(
+            self.gateway,
+        ))
+    }
+
+    pub fn registry(
+        &self,
+    ) -> weft_proto::gateway::v1::agent_registry_service_client::AgentRegistryServiceClient<Channel>
+    {
+        weft_proto::gateway::v1::agent_registry_service_client::AgentRegistryServiceClient::new(
+            weft_testkit::channel(self.gateway),
+        )
     }
 
     pub fn events(&self) -> EventServiceClient<Channel> {

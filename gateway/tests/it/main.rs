@@ -7,6 +7,7 @@ mod bad_input;
 mod crash;
 mod grpcurl;
 mod harness;
+mod hosts;
 mod networks;
 mod replicas;
 mod sandboxes;

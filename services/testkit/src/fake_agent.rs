@@ -79,8 +79,15 @@ impl AgentService for FakeAgent {
             .unwrap()
             .sandboxes
             .push(s.sandbox_id.clone());
+        // As the real agent: a given namespace is used as is, else one is "created".
+        let managed = s.netns_path.is_empty() && !s.host_network;
         Ok(Response::new(apb::CreateSandboxResponse {
-            netns_path: format!("/run/netns/fake-{}", &s.sandbox_id[..12]),
+            netns_path: if managed {
+                format!("/run/netns/fake-{}", &s.sandbox_id[..12])
+            } else {
+                s.netns_path
+            },
+            netns_managed: managed,
             sandbox_id: s.sandbox_id,
             ..Default::default()
         }))

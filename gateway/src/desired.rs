@@ -1,0 +1,187 @@
+//! What a host's agent is told: networks, sandboxes and endpoints in the agent's vocabulary
+//! (`weft.agent.v1`), for one attach and for a whole host (`GetDesiredState`).
+//!
+//! Published ports go with the endpoint that provides the sandbox's default route (IPv4 first,
+//! else IPv6), as Docker does; when the default route moves, they move with it.
+
+use weft_proto::{agent::v1 as apb, gateway::v1 as pb};
+
+use crate::{
+    error::GatewayError,
+    network::NetworkRecord,
+    networks::Gateway,
+    sandbox::{EndpointRecord, PortRecord, SandboxRecord, default_route},
+    store,
+};
+
+pub(crate) fn agent_network(n: &NetworkRecord) -> apb::NetworkSpec {
+    let driver = match n.driver.as_str() {
+        "bridge" => apb::Driver::Bridge,
+        "host" => apb::Driver::Host,
+        "none" => apb::Driver::None,
+        "overlay" => apb::Driver::Overlay,
+        "macvlan" => apb::Driver::Macvlan,
+        _ => apb::Driver::Ipvlan,
+    };
+    let opt = |k: &str| n.options.get(k).cloned().unwrap_or_default();
+    apb::NetworkSpec {
+        network_id: n.id.clone(),
+        name: n.name.clone(),
+        driver: driver as i32,
+        subnets: n
+            .subnets
+            .iter()
+            .map(|s| apb::Subnet {
+                cidr: s.subnet.clone(),
+                gateway: s.gateway.clone(),
+            })
+            .collect(),
+        enable_ipv4: n.enable_ipv4,
+        enable_ipv6: n.enable_ipv6,
+        internal: n.internal,
+        mtu: opt("com.docker.network.driver.mtu").parse().unwrap_or(0),
+        bridge_name: opt("com.docker.network.bridge.name"),
+        enable_icc: opt("com.docker.network.bridge.enable_icc") != "false",
+        enable_ip_masquerade: opt("com.docker.network.bridge.enable_ip_masquerade") != "false",
+        host_binding_ipv4: opt("com.docker.network.bridge.host_binding_ipv4"),
+        parent: opt("parent"),
+        options: n.options.clone().into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+/// The sandbox as the agent creates it (namespace and files).
+pub(crate) fn agent_sandbox(s: &SandboxRecord, endpoints: &[EndpointRecord]) -> apb::SandboxSpec {
+    apb::SandboxSpec {
+        sandbox_id: s.id.clone(),
+        name: s.name.clone(),
+        netns_path: if s.netns_managed {
+            String::new()
+        } else {
+            s.netns_path.clone()
+        },
+        host_network: s.network_mode == "host",
+        hostname: s.hostname.clone(),
+        resolv_conf: crate::files::resolv_conf(s, endpoints),
+        hosts: crate::files::hosts(s, endpoints),
+    }
+}
+
+fn agent_ports(ports: &[PortRecord]) -> Vec<apb::PortMapping> {
+    ports
+        .iter()
+        .map(|p| apb::PortMapping {
+            protocol: if p.protocol == 0 {
+                pb::Protocol::Tcp as i32
+            } else {
+                p.protocol
+            },
+            host_ip: p.host_ip.clone(),
+            host_port: p.host_port,
+            container_port: p.container_port,
+            range: p.range.max(1),
+        })
+        .collect()
+}
+
+/// The endpoint that carries the sandbox's published ports, among `endpoints`.
+pub(crate) fn port_carrier(endpoints: &[EndpointRecord]) -> Option<&EndpointRecord> {
+    default_route(endpoints, false).or_else(|| default_route(endpoints, true))
+}
+
+/// `ep` as the agent attaches it, given all the sandbox's endpoints (`ep` included): whether it
+/// provides a default route, and the ports it publishes.
+pub(crate) fn agent_endpoint(
+    sandbox: &SandboxRecord,
+    all: &[EndpointRecord],
+    ep: &EndpointRecord,
+) -> apb::EndpointSpec {
+    let is = |d: Option<&EndpointRecord>| d.is_some_and(|d| d.id == ep.id);
+    apb::EndpointSpec {
+        endpoint_id: ep.id.clone(),
+        network_id: ep.network_id.clone(),
+        sandbox_id: sandbox.id.clone(),
+        netns_path: sandbox.netns_path.clone(),
+        interface_name: ep.interface_name.clone(),
+        mac_address: ep.mac_address.clone(),
+        ipv4_address: ep.ipv4_address.clone(),
+        ipv6_address: ep.ipv6_address.clone(),
+        ipv4_gateway: ep.gateway.clone(),
+        ipv6_gateway: ep.ipv6_gateway.clone(),
+        link_local_ips: ep.link_local_ips.clone(),
+        gw_priority: ep.gw_priority,
+        default_route_v4: is(default_route(all, false)),
+        default_route_v6: is(default_route(all, true)),
+        port_mappings: if is(port_carrier(all)) {
+            agent_ports(&sandbox.port_mappings)
+        } else {
+            Vec::new()
+        },
+        aliases: ep.aliases.clone(),
+        driver_options: ep.driver_options.clone().into_iter().collect(),
+    }
+}
+
+/// What changes for the agent about an endpoint when the sandbox's endpoints change: its
+/// default-route flags and its published ports.
+pub(crate) fn role(
+    sandbox: &SandboxRecord,
+    all: &[EndpointRecord],
+    ep: &EndpointRecord,
+) -> (bool, bool, usize) {
+    let spec = agent_endpoint(sandbox, all, ep);
+    (
+        spec.default_route_v4,
+        spec.default_route_v6,
+        spec.port_mappings.len(),
+    )
+}
+
+impl Gateway {
+    /// The full desired state of `host`, read in one snapshot.
+    pub async fn desired_state(&self, host: &str) -> Result<apb::DesiredState, GatewayError> {
+        if host.is_empty() {
+            return Err(GatewayError::invalid("host", host, "must name a host"));
+        }
+        let mut conn = self.db.read().acquire().await?;
+        let begin = match self.db.backend() {
+            weft_store::Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            weft_store::Backend::Sqlite => "BEGIN",
+        };
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, begin).await?;
+        let revision = store::current_revision(&mut tx).await?;
+        let registered = store::hosts::get(&mut tx, host).await?.is_some();
+        if !registered && host != self.host {
+            return Err(GatewayError::HostNotFound(host.to_owned()));
+        }
+        let sandboxes: Vec<SandboxRecord> = store::sandboxes::list(&mut tx)
+            .await?
+            .into_iter()
+            .filter(|s| s.host == host)
+            .collect();
+        let networks = store::list_networks(&mut tx).await?;
+        let mut state = apb::DesiredState {
+            revision,
+            host: host.to_owned(),
+            ..Default::default()
+        };
+        let mut used = std::collections::BTreeSet::new();
+        for s in &sandboxes {
+            let eps =
+                store::sandboxes::endpoints_of(&mut tx, store::sandboxes::Owner::Sandbox, &s.id)
+                    .await?;
+            state.sandboxes.push(agent_sandbox(s, &eps));
+            for ep in &eps {
+                used.insert(ep.network_id.clone());
+                state.endpoints.push(agent_endpoint(s, &eps, ep));
+            }
+        }
+        tx.commit().await?;
+        state.networks = networks
+            .iter()
+            .filter(|n| used.contains(&n.id))
+            .map(agent_network)
+            .collect();
+        Ok(state)
+    }
+}
