@@ -38,6 +38,10 @@ pub struct Agent {
     /// Serialises network creation so that two attaches racing on one new network do not both
     /// try to create (and then disown) its bridge.
     networks: tokio::sync::Mutex<()>,
+    /// What the API touched lately, which reconciliation leaves alone (see [`crate::reconcile`]).
+    pub(crate) recent: crate::reconcile::Recent,
+    /// This host's name, once known: ApplyState refuses another host's state.
+    pub(crate) host_name: std::sync::OnceLock<String>,
 }
 
 impl Agent {
@@ -59,7 +63,14 @@ impl Agent {
             host,
             caps,
             networks: tokio::sync::Mutex::new(()),
+            recent: Default::default(),
+            host_name: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets this host's name (once); ApplyState then refuses the state of another host.
+    pub fn set_host_name(&self, name: &str) {
+        let _ = self.host_name.set(name.to_owned());
     }
 
     pub fn capabilities(&self) -> &Capabilities {
@@ -68,6 +79,15 @@ impl Agent {
 
     pub fn host_netns(&self) -> &Path {
         &self.host_netns
+    }
+
+    /// The netlink handle of the managed namespace.
+    pub(crate) fn host_handle(&self) -> &Handle {
+        &self.host
+    }
+
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// The managed namespace's own (underlay) addresses: global ones not on Weft's links.

@@ -82,13 +82,6 @@ fn check_ids(ids: &[(&str, &str)]) -> Result<(), AgentError> {
     v.finish(()).map_err(AgentError::Invalid)
 }
 
-fn unimplemented(what: &str) -> Status {
-    AgentError::Unimplemented {
-        what: format!("{what} (this agent programs bridge networks and sandboxes only so far)"),
-    }
-    .into()
-}
-
 fn routes_ids(r: DefaultRoutes) -> (String, String) {
     (r.v4.unwrap_or_default(), r.v6.unwrap_or_default())
 }
@@ -170,6 +163,7 @@ impl AgentService for AgentGrpc {
         let r = req.into_inner();
         let sb = Sandbox::from_pb(required(r.sandbox, "sandbox")?).map_err(AgentError::Invalid)?;
         let mut report = Report::default();
+        self.agent.recent.touch(&sb.id, true);
         let state = self.agent.create_sandbox(&sb, &mut report).await?;
         Ok(Response::new(pb::CreateSandboxResponse {
             sandbox_id: sb.id,
@@ -189,6 +183,7 @@ impl AgentService for AgentGrpc {
         let mut v = Violations::default();
         sandbox::check_sandbox_id(&mut v, "sandbox_id", &r.sandbox_id);
         v.finish(()).map_err(AgentError::Invalid)?;
+        self.agent.recent.touch(&r.sandbox_id, false);
         let report = self
             .agent
             .remove_sandbox(&r.sandbox_id, &PathBuf::from(&r.netns_path))
@@ -217,6 +212,9 @@ impl AgentService for AgentGrpc {
             }
         };
         let mut report = Report::default();
+        self.agent.recent.touch(&ep.id, true);
+        self.agent.recent.touch(&ep.sandbox_id, true);
+        self.agent.recent.touch(&net.id, true);
         let done = self.agent.attach(&ep, &net, &mut report).await?;
         let (interface, routes) = match done {
             Some((a, routes)) => (
@@ -247,6 +245,7 @@ impl AgentService for AgentGrpc {
     ) -> Result<Response<pb::DetachResponse>, Status> {
         let r = req.into_inner();
         check_ids(&[("endpoint_id", &r.endpoint_id)])?;
+        self.agent.recent.touch(&r.endpoint_id, false);
         let (routes, report) = self
             .agent
             .detach(&r.endpoint_id, &PathBuf::from(&r.netns_path))
@@ -262,8 +261,25 @@ impl AgentService for AgentGrpc {
 
     async fn apply_state(
         &self,
-        _req: Request<pb::ApplyStateRequest>,
+        req: Request<pb::ApplyStateRequest>,
     ) -> Result<Response<pb::ApplyStateResponse>, Status> {
-        Err(unimplemented("ApplyState"))
+        let r = req.into_inner();
+        let state = required(r.state, "state")?;
+        if let Some(host) = self.agent.host_name.get()
+            && *host != state.host
+        {
+            return Err(AgentError::Invalid(vec![weft_runtime::FieldViolation::new(
+                "state.host",
+                &state.host,
+                format!("this agent is host {host:?}"),
+            )])
+            .into());
+        }
+        let report = self.agent.apply_state(&state, r.dry_run).await;
+        Ok(Response::new(pb::ApplyStateResponse {
+            revision: state.revision,
+            changes: changes(&report),
+            failures: failures(&report),
+        }))
     }
 }

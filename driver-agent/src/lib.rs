@@ -18,6 +18,8 @@ pub mod grpc;
 pub mod kernel;
 pub mod names;
 pub mod netns;
+pub mod reconcile;
+pub mod registry;
 pub mod report;
 pub mod sandbox;
 pub mod spec;
@@ -52,6 +54,28 @@ pub struct Args {
     )]
     pub data_dir: PathBuf,
 
+    /// The gateway to register this host with (its AgentRegistryService); the agent then
+    /// heartbeats and reconciles against the host's desired state. Unset: standalone.
+    #[arg(long, env = "WEFT_AGENT_GATEWAY")]
+    pub gateway: Option<String>,
+
+    /// This host's name at the gateway; default: the machine's hostname.
+    #[arg(long, env = "WEFT_AGENT_HOST_NAME")]
+    pub host_name: Option<String>,
+
+    /// Where the gateway reaches this agent (HOST:PORT); default: the listen address.
+    #[arg(long, env = "WEFT_AGENT_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// This host's dns-svc admin address, reported to the gateway.
+    #[arg(long, env = "WEFT_AGENT_DNS_ADDRESS", default_value = "")]
+    pub dns_address: String,
+
+    /// Reconcile against the desired state at least this often (also at start and whenever
+    /// the gateway's revision moves).
+    #[arg(long, env = "WEFT_AGENT_RECONCILE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub reconcile_interval: std::time::Duration,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -72,6 +96,24 @@ pub async fn serve(
 /// Runs the agent until SIGTERM or SIGINT: what `main` does.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let agent = Arc::new(Agent::start(args.netns.clone(), args.data_dir.clone()).await?);
+    if let Some(gateway) = &args.gateway {
+        let host = args
+            .host_name
+            .clone()
+            .unwrap_or_else(|| agent.capabilities().hostname.clone());
+        agent.set_host_name(&host);
+        let reg = registry::Registration {
+            gateway: gateway.clone(),
+            host,
+            agent_address: args
+                .advertise
+                .clone()
+                .unwrap_or_else(|| args.listen.to_string()),
+            dns_address: args.dns_address.clone(),
+            reconcile_interval: args.reconcile_interval,
+        };
+        tokio::spawn(registry::run(agent.clone(), reg));
+    }
     weft_runtime::grpc::serve_until_signal(
         "driver-agent",
         args.listen,

@@ -51,6 +51,11 @@ pub fn endpoint_of_alias(alias: &str) -> Option<&str> {
     alias.strip_prefix(ENDPOINT_ALIAS)
 }
 
+/// The network id an alias carries, if it is a network alias.
+pub fn network_of_alias(alias: &str) -> Option<&str> {
+    alias.strip_prefix(NETWORK_ALIAS)
+}
+
 /// Whether `name` is a usable Linux interface name.
 pub fn valid_ifname(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {

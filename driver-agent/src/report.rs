@@ -53,6 +53,18 @@ impl Report {
         });
     }
 
+    /// A failure described by a message rather than an error value.
+    pub fn fail_msg(&mut self, kind: Kind, object: impl Into<String>, owner: &str, error: String) {
+        let object = object.into();
+        tracing::warn!(%object, owner, %error, "step failed");
+        self.failures.push(Failure {
+            kind,
+            object,
+            owner: owner.to_owned(),
+            error,
+        });
+    }
+
     pub fn fail(
         &mut self,
         kind: Kind,

@@ -87,6 +87,11 @@ pub fn managed_netns_name(sandbox_id: &str) -> String {
     format!("weft-{sandbox_id}")
 }
 
+/// The sandbox id of a namespace name the agent gave, if it is one.
+pub fn sandbox_of_managed_netns(name: &str) -> Option<&str> {
+    name.strip_prefix("weft-").filter(|id| !id.is_empty())
+}
+
 /// The directory holding a sandbox's files.
 pub fn files_dir(data_dir: &Path, sandbox_id: &str) -> PathBuf {
     data_dir.join("sandboxes").join(sandbox_id)

@@ -251,17 +251,26 @@ async fn capabilities_and_refusals_through_grpc() {
         err.message()
     );
 
-    // What this slice does not program yet says so.
+    // ApplyState needs a state; a dry run of an empty one repairs nothing.
     let err = client
         .apply_state(pb::ApplyStateRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
-    assert!(
-        err.message().contains("not implemented"),
-        "{}",
-        err.message()
-    );
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("state"), "{}", err.message());
+    let dry = client
+        .apply_state(pb::ApplyStateRequest {
+            state: Some(pb::DesiredState {
+                revision: 7,
+                ..Default::default()
+            }),
+            dry_run: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dry.revision, 7);
+    assert!(dry.failures.is_empty(), "{dry:?}");
 
     // Nothing was created in the managed namespace by any of the refused calls: lo and the
     // test's own veth pair only.

@@ -1,6 +1,6 @@
 //! A gateway and an ipam-svc, both served in this process on loopback, each on its own store.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use clap::Parser as _;
 use tonic::transport::Channel;
@@ -8,7 +8,6 @@ use weft_proto::gateway::v1::{
     self as pb, event_service_client::EventServiceClient,
     network_service_client::NetworkServiceClient,
 };
-use weft_runtime::grpc::ShutdownTiming;
 use weft_testkit::{Backend, TestDb};
 
 pub struct Stack {
@@ -28,29 +27,7 @@ impl Drop for Stack {
     }
 }
 
-const TIMING: ShutdownTiming = ShutdownTiming {
-    delay: Duration::ZERO,
-    grace: Duration::from_secs(5),
-};
-
-/// Serves `server` on a free loopback port until the returned sender is used or dropped.
-pub async fn serve(
-    server: weft_runtime::GrpcServer,
-) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let (listener, addr) = weft_runtime::GrpcServer::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        server
-            .serve(listener, TIMING, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    (addr, stop)
-}
+pub use weft_testkit::serve;
 
 /// A fake agent served on loopback, and the sender that stops it.
 pub async fn fake_agent() -> (

@@ -68,6 +68,30 @@ pub async fn health(addr: SocketAddr, service: &str) -> Option<ServingStatus> {
     ServingStatus::try_from(resp.into_inner().status).ok()
 }
 
+/// Serves `server` in this process on a free loopback port until the returned sender is used
+/// or dropped.
+pub async fn serve(
+    server: weft_runtime::GrpcServer,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let (listener, addr) = weft_runtime::GrpcServer::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let timing = weft_runtime::grpc::ShutdownTiming {
+        delay: Duration::ZERO,
+        grace: Duration::from_secs(5),
+    };
+    tokio::spawn(async move {
+        server
+            .serve(listener, timing, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (addr, stop)
+}
+
 /// A service binary running as a child process; killed (SIGKILL, by PID) when dropped.
 #[derive(Debug)]
 pub struct ServiceProcess {

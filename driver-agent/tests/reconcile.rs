@@ -1,0 +1,360 @@
+//! The real agent (its binary, managing a namespace this test made) registered with a real
+//! gateway and ipam-svc served in this process: it reconciles the kernel to the gateway's
+//! desired state — after someone deletes one of its veths by hand, and after it is killed
+//! (`kill -9`) in the middle of attaches, 100 times.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+#[path = "netns/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::{collections::BTreeSet, net::SocketAddr, process::Command, time::Duration};
+
+use clap::Parser as _;
+use support::{TestNs, assert_talks, echo_server, exchange, links};
+use weft_proto::gateway::v1::{
+    self as pb, network_service_client::NetworkServiceClient,
+    sandbox_service_client::SandboxServiceClient,
+};
+use weft_testkit::{Backend, ServiceProcess, TestDb};
+
+/// ipam-svc and the gateway in this process, the agent as a process managing `host`.
+struct Stack {
+    gateway: SocketAddr,
+    host: TestNs,
+    data: tempfile::TempDir,
+    agent: Option<ServiceProcess>,
+    agent_addr: SocketAddr,
+    _dbs: (TestDb, TestDb),
+    _stops: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Stack {
+    async fn start() -> Self {
+        let ipam_db = TestDb::new(Backend::Sqlite).await;
+        let gw_db = TestDb::new(Backend::Sqlite).await;
+        let ipam =
+            ipam_svc::Args::try_parse_from(["ipam-svc", "--database-url", &ipam_db.url]).unwrap();
+        let ipam = ipam_svc::open(&ipam_svc::Config::try_from(ipam).unwrap())
+            .await
+            .unwrap();
+        let (ipam_addr, stop_ipam) = weft_testkit::serve(
+            weft_runtime::GrpcServer::new().add_service(ipam_svc::grpc::server(ipam)),
+        )
+        .await;
+        let agent_addr: SocketAddr = format!("127.0.0.1:{}", weft_testkit::free_port())
+            .parse()
+            .unwrap();
+        let args = gateway::Args::try_parse_from([
+            "gateway",
+            "--database-url",
+            &gw_db.url,
+            "--ipam",
+            &format!("http://{ipam_addr}"),
+            "--agent",
+            &format!("http://{agent_addr}"),
+            "--host-name",
+            "h1",
+        ])
+        .unwrap();
+        let gw = gateway::open(&args).await.unwrap();
+        gw.ensure_predefined().await.unwrap();
+        let (gateway, stop_gw) = weft_testkit::serve(gateway::services(gw)).await;
+        let mut me = Self {
+            gateway,
+            host: TestNs::new(),
+            data: tempfile::tempdir().unwrap(),
+            agent: None,
+            agent_addr,
+            _dbs: (ipam_db, gw_db),
+            _stops: vec![stop_gw, stop_ipam],
+        };
+        me.start_agent().await;
+        me
+    }
+
+    async fn start_agent(&mut self) {
+        let args: Vec<String> = [
+            "--netns",
+            &self.host.path.display().to_string(),
+            "--data-dir",
+            &self.data.path().display().to_string(),
+            "--gateway",
+            &format!("http://{}", self.gateway),
+            "--host-name",
+            "h1",
+            "--reconcile-interval",
+            "1s",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        self.agent = Some(
+            ServiceProcess::start_at(env!("CARGO_BIN_EXE_driver-agent"), &args, self.agent_addr)
+                .await,
+        );
+    }
+
+    fn networks(&self) -> NetworkServiceClient<tonic::transport::Channel> {
+        NetworkServiceClient::new(weft_testkit::channel(self.gateway))
+    }
+
+    fn sandboxes(&self) -> SandboxServiceClient<tonic::transport::Channel> {
+        SandboxServiceClient::new(weft_testkit::channel(self.gateway))
+    }
+
+    /// Endpoint ids of the veths in the host namespace (by their Weft alias).
+    fn veths(&self) -> BTreeSet<String> {
+        links(&self.host)
+            .iter()
+            .filter_map(|l| l["ifalias"].as_str())
+            .filter_map(|a| a.strip_prefix("weft:endpoint:"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Endpoint ids the gateway holds.
+    async fn held(&self) -> BTreeSet<String> {
+        self.sandboxes()
+            .list_sandboxes(pb::ListSandboxesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .sandboxes
+            .iter()
+            .flat_map(|s| s.endpoints.iter().map(|e| e.id.clone()))
+            .collect()
+    }
+
+    /// Deletes every sandbox through the gateway (their namespaces go with them).
+    async fn delete_all(&self) {
+        let mut sb = self.sandboxes();
+        let all = sb
+            .list_sandboxes(pb::ListSandboxesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .sandboxes;
+        for s in all {
+            let _ = sb
+                .delete_sandbox(pb::DeleteSandboxRequest {
+                    sandbox: s.id,
+                    ..Default::default()
+                })
+                .await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Namespaces the agent made for sandboxes, should a test fail before deleting them.
+        for entry in std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_prefix("weft-")
+                && self.data.path().join("sandboxes").join(id).exists()
+            {
+                let _ = Command::new("ip").args(["netns", "del", &name]).status();
+            }
+        }
+    }
+}
+
+fn subnet(name: &str, cidr: &str) -> pb::CreateNetworkRequest {
+    pb::CreateNetworkRequest {
+        name: name.into(),
+        ipam: Some(pb::Ipam {
+            configs: vec![pb::IpamConfig {
+                subnet: cidr.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn sandbox_on(s: &Stack, name: &str, net: &str) -> pb::Sandbox {
+    s.sandboxes()
+        .create_sandbox(pb::CreateSandboxRequest {
+            name: name.into(),
+            host: "h1".into(),
+            networks: vec![pb::NetworkAttachment {
+                network: net.into(),
+                settings: None,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn ip_of(s: &pb::Sandbox) -> std::net::IpAddr {
+    s.endpoints[0]
+        .ipv4_address
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_a_veth_deleted_by_hand_comes_back_and_orphans_go() {
+    let s = Stack::start().await;
+    s.networks()
+        .create_network(subnet("rec", "10.120.0.0/24"))
+        .await
+        .unwrap();
+    let a = sandbox_on(&s, "a", "rec").await;
+    let b = sandbox_on(&s, "b", "rec").await;
+    let b_ns = std::path::PathBuf::from(&b.netns_path);
+    let a_ns = std::path::PathBuf::from(&a.netns_path);
+    echo_server(&b_ns, SocketAddr::new(ip_of(&b), 7070)).await;
+    assert_talks(&a_ns, SocketAddr::new(ip_of(&b), 7070)).await;
+
+    // Someone deletes a's veth in the host namespace.
+    let veth = links(&s.host)
+        .iter()
+        .find(|l| l["ifalias"] == format!("weft:endpoint:{}", a.endpoints[0].id))
+        .map(|l| l["ifname"].as_str().unwrap().to_owned())
+        .unwrap();
+    let ok = Command::new("ip")
+        .args(["-n", &s.host.name, "link", "del", &veth])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert!(
+        exchange(&a_ns, SocketAddr::new(ip_of(&b), 7070), "x")
+            .await
+            .is_err()
+    );
+    // The next reconcile (every second here) makes it again, addresses and routes included.
+    weft_testkit::wait_for(Duration::from_secs(10), "the veth to come back", || async {
+        s.veths().contains(&a.endpoints[0].id).then_some(())
+    })
+    .await;
+    assert_talks(&a_ns, SocketAddr::new(ip_of(&b), 7070)).await;
+
+    // A veth the gateway knows nothing of, with the agent's mark, is removed; a link without
+    // the mark is left alone.
+    for (name, alias) in [
+        ("wvorphan", "weft:endpoint:orphan-endpoint"),
+        ("notours", "someone else's"),
+    ] {
+        let ok = Command::new("ip")
+            .args([
+                "-n",
+                &s.host.name,
+                "link",
+                "add",
+                name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+            ])
+            .arg(format!("{name}p"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let ok = Command::new("ip")
+            .args(["-n", &s.host.name, "link", "set", name, "alias", alias])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+    weft_testkit::wait_for(Duration::from_secs(10), "the orphan to go", || async {
+        (!s.veths().contains("orphan-endpoint")).then_some(())
+    })
+    .await;
+    assert!(links(&s.host).iter().any(|l| l["ifname"] == "notours"));
+    s.delete_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_killed_during_attach_100_times_leaves_no_leak_and_every_endpoint_works() {
+    let mut s = Stack::start().await;
+    s.networks()
+        .create_network(subnet("crash", "10.121.0.0/22"))
+        .await
+        .unwrap();
+    let server = sandbox_on(&s, "server", "crash").await;
+    let server_ip = ip_of(&server);
+    let server_ns = std::path::PathBuf::from(&server.netns_path);
+    echo_server(&server_ns, SocketAddr::new(server_ip, 7171)).await;
+    let mut sb = s.sandboxes();
+    let mut rng = 0x9e37_79b9_u64;
+    let mut killed = 0;
+    for i in 0..100 {
+        // A sandbox, then a Connect with the agent killed a few milliseconds into it.
+        let name = format!("c{i}");
+        sb.create_sandbox(pb::CreateSandboxRequest {
+            name: name.clone(),
+            host: "h1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut c = sb.clone();
+        let connect = tokio::spawn(async move {
+            c.connect(pb::ConnectRequest {
+                sandbox: name,
+                network: "crash".into(),
+                ..Default::default()
+            })
+            .await
+        });
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        tokio::time::sleep(Duration::from_micros(rng % 8000)).await;
+        if let Some(mut agent) = s.agent.take() {
+            agent.kill9();
+            killed += 1;
+        }
+        let _ = connect.await.unwrap();
+        s.start_agent().await;
+    }
+    // Within 5 s of the last restart: the kernel holds exactly what the gateway holds.
+    let held = s.held().await;
+    weft_testkit::wait_for(Duration::from_secs(5), "no leaked veth", || async {
+        (s.veths() == held).then_some(())
+    })
+    .await;
+    println!(
+        "{killed} kills; the gateway holds {} endpoints; the kernel agrees",
+        held.len()
+    );
+    // Every held endpoint works: each sandbox reaches the server.
+    let all = sb
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .sandboxes;
+    for c in all
+        .iter()
+        .filter(|c| c.name != "server" && !c.endpoints.is_empty())
+    {
+        assert_talks(
+            std::path::Path::new(&c.netns_path),
+            SocketAddr::new(server_ip, 7171),
+        )
+        .await;
+    }
+    s.delete_all().await;
+    weft_testkit::wait_for(Duration::from_secs(5), "every veth gone", || async {
+        s.veths().is_empty().then_some(())
+    })
+    .await;
+}
