@@ -9,10 +9,12 @@ use crate::{
     capabilities::{self, Capabilities},
     driver::bridge::{self, Attached},
     error::AgentError,
+    firewall::{self, EndpointPorts, Firewall, NetworkRules},
     kernel, names, netns,
     report::{Action, Kind, Report},
     sandbox::{self, Sandbox, SandboxNetns},
     spec::{Driver, Endpoint, Network},
+    sysctl,
 };
 
 /// Which endpoints of a sandbox carry its default routes, as found in the kernel.
@@ -35,6 +37,7 @@ pub struct Agent {
     data_dir: PathBuf,
     host: Handle,
     caps: Capabilities,
+    firewall: Firewall,
     /// Serialises network creation so that two attaches racing on one new network do not both
     /// try to create (and then disown) its bridge.
     networks: tokio::sync::Mutex<()>,
@@ -58,6 +61,7 @@ impl Agent {
             "agent ready"
         );
         Ok(Self {
+            firewall: Firewall::new(host_netns.clone()),
             host_netns,
             data_dir,
             host,
@@ -88,6 +92,51 @@ impl Agent {
 
     pub(crate) fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The nftables side of the host (for reconciliation: [`Firewall::apply_all`]).
+    pub fn firewall(&self) -> &Firewall {
+        &self.firewall
+    }
+
+    /// The network's sysctls and firewall rules, and (with `ep`) the endpoint's published
+    /// ports, in one nftables transaction, run only when something changed.
+    async fn program_network(
+        &self,
+        net: &Network,
+        ep: Option<&Endpoint>,
+        report: &mut Report,
+    ) -> Result<(), AgentError> {
+        let rules = NetworkRules::from_network(net);
+        if let Some(ep) = ep
+            && net.internal
+            && !ep.ports.is_empty()
+        {
+            tracing::warn!(endpoint = %ep.id, network = %net.id, "internal network: ports not published");
+        }
+        for s in sysctl::ensure(&self.host_netns, firewall::sysctls_for(&rules)).await? {
+            report.changes.push(crate::report::Change {
+                action: Action::Updated,
+                kind: Kind::Sysctl,
+                object: s.name(),
+                owner: net.id.clone(),
+                detail: format!("-> {}", s.value),
+            });
+        }
+        self.firewall
+            .update(report, |state| {
+                state.set_network(rules);
+                if let Some(ep) = ep {
+                    let ports = EndpointPorts::from_endpoint(ep);
+                    if let Some(p) = &ports {
+                        firewall::check_clash(state, &ep.id, &p.ports)?;
+                    }
+                    state.set_endpoint(&ep.id, ports);
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
     }
 
     /// The managed namespace's own (underlay) addresses: global ones not on Weft's links.
@@ -159,8 +208,16 @@ impl Agent {
         self.require(net)?;
         match net.driver {
             Driver::Bridge => {
-                let _guard = self.networks.lock().await;
+                let guard = self.networks.lock().await;
                 let br = bridge::ensure_network(&self.host, net, report).await?;
+                drop(guard);
+                if let Err(e) = self.program_network(net, None, report).await {
+                    if created_link(report, &br.name) {
+                        self.undo_bridge(&br).await;
+                        report.changes.clear();
+                    }
+                    return Err(e);
+                }
                 Ok(NetworkState {
                     devices: vec![br.name],
                     mtu: br.mtu,
@@ -176,8 +233,11 @@ impl Agent {
     /// Removes every object of the network `network_id` from the host.
     pub async fn remove_network(&self, network_id: &str) -> Report {
         let mut report = Report::default();
-        let _guard = self.networks.lock().await;
+        let guard = self.networks.lock().await;
         bridge::remove_network(&self.host, network_id, &mut report).await;
+        drop(guard);
+        self.forget_in_firewall(&mut report, network_id, |s| s.remove_network(network_id))
+            .await;
         report
     }
 
@@ -202,19 +262,25 @@ impl Agent {
         if net.driver != Driver::Bridge {
             return Ok(None);
         }
+        // Refused before anything is created; checked again when the ports are written.
+        self.firewall.check_ports(&ep.id, &ep.ports).await?;
         let br = {
             let _guard = self.networks.lock().await;
             bridge::ensure_network(&self.host, net, report).await?
         };
-        let bridge_created = report
-            .changes
-            .iter()
-            .any(|c| c.action == Action::Created && c.kind == Kind::Link && c.object == br.name);
+        let bridge_created = created_link(report, &br.name);
         let res = async {
             let sandbox = netns::connect(&ep.netns)
                 .await
                 .map_err(AgentError::netns(&ep.netns))?;
             let attached = bridge::attach(&self.host, &sandbox, &br, net, ep, report).await?;
+            if let Err(e) = self.program_network(net, Some(ep), report).await {
+                if created_link(report, &names::veth_host_name(&ep.id)) {
+                    bridge::detach(&self.host, &ep.id, &mut Report::default()).await;
+                }
+                report.changes.clear();
+                return Err(e);
+            }
             let routes = default_routes(&sandbox).await?;
             Ok(Some((attached, routes)))
         }
@@ -244,6 +310,10 @@ impl Agent {
     pub async fn detach(&self, endpoint_id: &str, netns_path: &Path) -> (DefaultRoutes, Report) {
         let mut report = Report::default();
         bridge::detach(&self.host, endpoint_id, &mut report).await;
+        self.forget_in_firewall(&mut report, endpoint_id, |s| {
+            s.set_endpoint(endpoint_id, None)
+        })
+        .await;
         let mut routes = DefaultRoutes::default();
         if !netns_path.as_os_str().is_empty() {
             match netns::connect(netns_path).await {
@@ -258,6 +328,38 @@ impl Agent {
         }
         (routes, report)
     }
+}
+
+impl Agent {
+    /// Removes published ports or a network's rules from the firewall; a failure is reported,
+    /// not returned (removals keep going).
+    async fn forget_in_firewall(
+        &self,
+        report: &mut Report,
+        owner: &str,
+        f: impl FnOnce(&mut firewall::FirewallState),
+    ) {
+        let mut changes = Report::default();
+        let res = self
+            .firewall
+            .update(&mut changes, |s| {
+                f(s);
+                Ok(())
+            })
+            .await;
+        report.changes.append(&mut changes.changes);
+        if let Err(e) = res {
+            report.fail(Kind::NftTable, firewall::TABLE_OBJECT, owner, &e);
+        }
+    }
+}
+
+/// Whether `report` says a link called `name` was created.
+fn created_link(report: &Report, name: &str) -> bool {
+    report
+        .changes
+        .iter()
+        .any(|c| c.action == Action::Created && c.kind == Kind::Link && c.object == name)
 }
 
 /// Where a sandbox ended up.
@@ -369,6 +471,8 @@ impl Agent {
     /// past failures.
     pub async fn remove_sandbox(&self, sandbox_id: &str, netns_path: &Path) -> Report {
         let mut report = Report::default();
+        self.forget_in_firewall(&mut report, sandbox_id, |s| s.remove_sandbox(sandbox_id))
+            .await;
         let managed_path = netns::named_path(&sandbox::managed_netns_name(sandbox_id));
         if netns_path.as_os_str().is_empty() || netns_path == managed_path {
             if managed_path.exists() {

@@ -78,15 +78,7 @@ pub async fn detect(host_netns: &Path) -> Capabilities {
             Features::default()
         }
     };
-    // /proc/sys/net shows the namespace of the reading thread.
-    let (ipv4_forwarding, ipv6_forwarding) = netns::run_in(host_netns, || {
-        (
-            read_trimmed("/proc/sys/net/ipv4/ip_forward") == "1",
-            read_trimmed("/proc/sys/net/ipv6/conf/all/forwarding") == "1",
-        )
-    })
-    .await
-    .unwrap_or_default();
+    let (ipv4_forwarding, ipv6_forwarding) = forwarding(host_netns).await;
     Capabilities {
         hostname: read_trimmed("/proc/sys/kernel/hostname"),
         kernel_release: read_trimmed("/proc/sys/kernel/osrelease"),
@@ -94,6 +86,20 @@ pub async fn detect(host_netns: &Path) -> Capabilities {
         ipv4_forwarding,
         ipv6_forwarding,
     }
+}
+
+/// The current forwarding switches (IPv4, IPv6) of the namespace at `host_netns`; they change
+/// when the agent turns them on for a network, so `GetCapabilities` reads them afresh.
+pub async fn forwarding(host_netns: &Path) -> (bool, bool) {
+    // /proc/sys/net shows the namespace of the reading thread.
+    netns::run_in(host_netns, || {
+        (
+            read_trimmed("/proc/sys/net/ipv4/ip_forward") == "1",
+            read_trimmed("/proc/sys/net/ipv6/conf/all/forwarding") == "1",
+        )
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Runs on the scratch thread: everything created here vanishes with the namespace.
@@ -162,10 +168,18 @@ async fn index_of(handle: &Handle, name: &str) -> Option<u32> {
 }
 
 /// nftables through `nft`, run from the scratch thread (a child inherits the thread's
-/// namespace): a filter table, then a NAT chain with masquerade.
+/// namespace), with the expressions the firewall uses: a filter chain matching conntrack
+/// state, then NAT chains of family inet with fib, DNAT of both families and masquerade.
 fn probe_nftables() -> (bool, bool) {
-    let filter = "add table inet weft_probe\nadd chain inet weft_probe f { type filter hook forward priority 0; }\n";
-    let nat = "add table ip weft_probe_nat\nadd chain ip weft_probe_nat p { type nat hook postrouting priority 100; }\nadd rule ip weft_probe_nat p masquerade\n";
+    let filter = "add table inet weft_probe\n\
+        add chain inet weft_probe f { type filter hook forward priority 0; }\n\
+        add rule inet weft_probe f oifname \"x\" ct status dnat accept\n";
+    let nat = "add table inet weft_probe_nat\n\
+        add chain inet weft_probe_nat pre { type nat hook prerouting priority -100; }\n\
+        add chain inet weft_probe_nat post { type nat hook postrouting priority 100; }\n\
+        add rule inet weft_probe_nat pre fib daddr type local meta nfproto ipv4 tcp dport 1 dnat ip to 127.0.0.1:2\n\
+        add rule inet weft_probe_nat pre meta nfproto ipv6 udp dport 1 dnat ip6 to [::1]:2\n\
+        add rule inet weft_probe_nat post masquerade\n";
     (nft_accepts(filter), nft_accepts(nat))
 }
 

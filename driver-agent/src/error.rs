@@ -38,6 +38,16 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("host port {mapping} is already published by endpoint {holder}")]
+    PortTaken { mapping: String, holder: String },
+    #[error("cannot apply the nftables ruleset: {message}")]
+    Nft { message: String },
+    #[error("cannot set sysctl {name}: {source}")]
+    Sysctl {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot {op} {object}: {source}")]
     Netlink {
         op: &'static str,
@@ -73,11 +83,15 @@ impl From<AgentError> for Status {
             AgentError::NetnsNotFound { .. } => Status::not_found(msg),
             AgentError::Unsupported { .. } => Status::failed_precondition(msg),
             AgentError::Unimplemented { .. } => Status::unimplemented(msg),
-            AgentError::NotOurs { .. } => Status::already_exists(msg),
+            AgentError::NotOurs { .. } | AgentError::PortTaken { .. } => {
+                Status::already_exists(msg)
+            }
             AgentError::Netns { .. }
             | AgentError::Netlink { .. }
             | AgentError::Vanished { .. }
-            | AgentError::File { .. } => weft_runtime::internal(&e),
+            | AgentError::File { .. }
+            | AgentError::Nft { .. }
+            | AgentError::Sysctl { .. } => weft_runtime::internal(&e),
         }
     }
 }

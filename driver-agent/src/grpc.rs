@@ -8,6 +8,7 @@ use weft_proto::agent::v1::{self as pb, agent_service_server::AgentService};
 
 use crate::{
     agent::{Agent, DefaultRoutes},
+    capabilities,
     error::AgentError,
     names,
     report::{self, Report},
@@ -32,6 +33,9 @@ fn kind(k: report::Kind) -> pb::ObjectKind {
         report::Kind::Address => pb::ObjectKind::Address,
         report::Kind::Route => pb::ObjectKind::Route,
         report::Kind::File => pb::ObjectKind::File,
+        report::Kind::NftTable => pb::ObjectKind::NftTable,
+        report::Kind::NftRule => pb::ObjectKind::NftRule,
+        report::Kind::Sysctl => pb::ObjectKind::Sysctl,
     }
 }
 
@@ -99,6 +103,8 @@ impl AgentService for AgentGrpc {
             .iter()
             .map(ToString::to_string)
             .collect();
+        let (ipv4_forwarding, ipv6_forwarding) =
+            capabilities::forwarding(self.agent.host_netns()).await;
         let c = self.agent.capabilities();
         let f = &c.features;
         Ok(Response::new(pb::Capabilities {
@@ -118,8 +124,8 @@ impl AgentService for AgentGrpc {
                 nftables_nat: f.nftables_nat,
                 netns: f.netns,
             }),
-            ipv4_forwarding: c.ipv4_forwarding,
-            ipv6_forwarding: c.ipv6_forwarding,
+            ipv4_forwarding,
+            ipv6_forwarding,
             addresses,
         }))
     }

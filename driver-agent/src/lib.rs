@@ -5,15 +5,17 @@
 //! ever entered from dedicated OS threads ([`netns`]); kernel objects it creates carry a Weft
 //! name prefix and a link alias with the owner's id ([`names`]).
 //!
-//! Programmed so far: capabilities ([`capabilities`]), sandboxes ([`sandbox`]), and the bridge
-//! driver ([`driver::bridge`]). Drivers the kernel lacks are refused with FAILED_PRECONDITION;
-//! overlay, macvlan, ipvlan, nftables (isolation, masquerade, published ports) and ApplyState
-//! are not programmed yet and say so (UNIMPLEMENTED).
+//! Programmed so far: capabilities ([`capabilities`]), sandboxes ([`sandbox`]), the bridge
+//! driver ([`driver::bridge`]) and its firewall in nftables ([`firewall`]: masquerade,
+//! isolation, internal networks, published ports). Drivers the kernel lacks are refused with
+//! FAILED_PRECONDITION; overlay, macvlan, ipvlan and ApplyState are not programmed yet and say
+//! so (UNIMPLEMENTED).
 
 pub mod agent;
 pub mod capabilities;
 pub mod driver;
 pub mod error;
+pub mod firewall;
 pub mod grpc;
 pub mod kernel;
 pub mod names;
@@ -23,6 +25,7 @@ pub mod registry;
 pub mod report;
 pub mod sandbox;
 pub mod spec;
+pub mod sysctl;
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
 

@@ -152,6 +152,25 @@ impl Agent {
             }
         }
 
+        // The firewall: the desired networks and ports, plus what the API made lately and the
+        // gateway has not recorded yet. One nft transaction; it also restores a table someone
+        // flushed or deleted.
+        let mut wanted = crate::firewall::FirewallState::from_specs(&networks, &endpoints);
+        let current = self.firewall().state().await;
+        for (id, n) in current.networks {
+            if !wanted.networks.contains_key(&id) && self.recent.lately(&id, true) {
+                wanted.networks.insert(id, n);
+            }
+        }
+        for (id, e) in current.endpoints {
+            if !wanted.endpoints.contains_key(&id) && self.recent.lately(&id, true) {
+                wanted.endpoints.insert(id, e);
+            }
+        }
+        if let Err(e) = self.firewall().apply_all(wanted, &mut report).await {
+            report.fail(Kind::NftTable, "inet weft", "", &e);
+        }
+
         // Orphans: endpoints, then networks, then sandboxes.
         for (id, link) in owned.endpoints.iter().filter(|(id, _)| {
             !want_endpoints.contains(id.as_str()) && !self.recent.lately(id, true)

@@ -9,6 +9,9 @@ pub enum Kind {
     Address,
     Route,
     File,
+    NftTable,
+    NftRule,
+    Sysctl,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

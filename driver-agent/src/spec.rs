@@ -50,6 +50,16 @@ pub struct Network {
     pub gateways: Vec<IpNet>,
     /// Macvlan, ipvlan: the parent interface.
     pub parent: String,
+    /// The network's subnets (IPv4 and IPv6).
+    pub subnets: Vec<IpNet>,
+    /// Nothing enters or leaves the network; no masquerading, no published ports.
+    pub internal: bool,
+    /// Bridge: traffic between the network's endpoints allowed (Docker's enable_icc).
+    pub icc: bool,
+    /// Bridge: masquerade traffic leaving the host from the network's subnets.
+    pub masquerade: bool,
+    /// Bridge: the IPv4 address published ports bind to when their host_ip is empty.
+    pub host_binding_ipv4: Option<Ipv4Addr>,
 }
 
 impl Network {
@@ -75,6 +85,172 @@ pub struct Endpoint {
     pub link_local: Vec<IpNet>,
     pub default_route_v4: bool,
     pub default_route_v6: bool,
+    /// Ports published through this endpoint (the full set).
+    pub ports: Vec<PortMapping>,
+}
+
+/// Transport protocol of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// The protocol's name as nftables spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Sctp => "sctp",
+        }
+    }
+}
+
+/// Which host addresses a published port binds to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HostIp {
+    /// Every host address of both families (host_ip empty).
+    Any,
+    /// Every IPv4 address ("0.0.0.0").
+    AnyV4,
+    /// Every IPv6 address ("::").
+    AnyV6,
+    /// One address.
+    Addr(IpAddr),
+}
+
+impl HostIp {
+    fn parse(raw: &str) -> Option<Self> {
+        if raw.is_empty() {
+            return Some(Self::Any);
+        }
+        match raw.parse::<IpAddr>().ok()? {
+            IpAddr::V4(a) if a.is_unspecified() => Some(Self::AnyV4),
+            IpAddr::V6(a) if a.is_unspecified() => Some(Self::AnyV6),
+            a => Some(Self::Addr(a)),
+        }
+    }
+
+    /// Whether a port bound here and one bound at `other` can receive the same packet.
+    pub fn overlaps(self, other: Self) -> bool {
+        use HostIp::*;
+        match (self, other) {
+            (Any, _) | (_, Any) => true,
+            (AnyV4, AnyV4) | (AnyV6, AnyV6) => true,
+            (AnyV4, AnyV6) | (AnyV6, AnyV4) => false,
+            (AnyV4, Addr(a)) | (Addr(a), AnyV4) => a.is_ipv4(),
+            (AnyV6, Addr(a)) | (Addr(a), AnyV6) => a.is_ipv6(),
+            (Addr(a), Addr(b)) => a == b,
+        }
+    }
+}
+
+impl std::fmt::Display for HostIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Any => f.write_str("*"),
+            Self::AnyV4 => f.write_str("0.0.0.0"),
+            Self::AnyV6 => f.write_str("[::]"),
+            Self::Addr(IpAddr::V4(a)) => write!(f, "{a}"),
+            Self::Addr(IpAddr::V6(a)) => write!(f, "[{a}]"),
+        }
+    }
+}
+
+/// A published port range: `host_ip:host_port+i` forwards to the endpoint's address at
+/// `container_port+i`, for i in [0, range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortMapping {
+    pub protocol: Protocol,
+    pub host_ip: HostIp,
+    pub host_port: u16,
+    pub container_port: u16,
+    /// At least 1.
+    pub range: u16,
+}
+
+impl PortMapping {
+    /// The last host port of the range.
+    pub fn host_end(&self) -> u16 {
+        self.host_port + (self.range - 1)
+    }
+
+    /// Whether this mapping and `other` claim a common host address, port and protocol.
+    pub fn clashes_with(&self, other: &PortMapping) -> bool {
+        self.protocol == other.protocol
+            && self.host_ip.overlaps(other.host_ip)
+            && self.host_port <= other.host_end()
+            && other.host_port <= self.host_end()
+    }
+
+    /// Validates one `PortMapping`; `field` is its path in the request.
+    fn from_pb(v: &mut Violations, field: &str, pm: &pb::PortMapping) -> Option<Self> {
+        let protocol = match pb::Protocol::try_from(pm.protocol) {
+            Ok(pb::Protocol::Tcp) => Some(Protocol::Tcp),
+            Ok(pb::Protocol::Udp) => Some(Protocol::Udp),
+            Ok(pb::Protocol::Sctp) => Some(Protocol::Sctp),
+            _ => {
+                v.add(
+                    format!("{field}.protocol"),
+                    pm.protocol.to_string(),
+                    "must be TCP, UDP or SCTP",
+                );
+                None
+            }
+        };
+        let host_ip = HostIp::parse(&pm.host_ip);
+        if host_ip.is_none() {
+            v.add(format!("{field}.host_ip"), &pm.host_ip, "not an IP address");
+        }
+        // Proto3 leaves an unset range at 0: one port.
+        let range = pm.range.max(1);
+        let mut ports_ok = true;
+        for (name, port) in [
+            ("host_port", pm.host_port),
+            ("container_port", pm.container_port),
+        ] {
+            if port == 0 || u64::from(port) + u64::from(range) - 1 > 65535 {
+                v.add(
+                    format!("{field}.{name}"),
+                    port.to_string(),
+                    "the port range must lie within 1..65535",
+                );
+                ports_ok = false;
+            }
+        }
+        if !ports_ok {
+            return None;
+        }
+        Some(Self {
+            protocol: protocol?,
+            host_ip: host_ip?,
+            host_port: u16::try_from(pm.host_port).ok()?,
+            container_port: u16::try_from(pm.container_port).ok()?,
+            range: u16::try_from(range).ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}:{}",
+            self.protocol.name(),
+            self.host_ip,
+            self.host_port
+        )?;
+        if self.range > 1 {
+            write!(f, "-{}", self.host_end())?;
+        }
+        write!(f, " -> {}", self.container_port)?;
+        if self.range > 1 {
+            write!(f, "-{}", self.container_port + (self.range - 1))?;
+        }
+        Ok(())
+    }
 }
 
 impl Endpoint {
@@ -148,15 +324,17 @@ impl Network {
         let driver = parse_driver(&mut v, &f("driver"), spec.driver);
 
         let mut gateways = Vec::new();
+        let mut subnets = Vec::new();
         for (i, s) in spec.subnets.iter().enumerate() {
             let field = format!("{prefix}.subnets[{i}]");
-            let subnet: IpNet = match s.cidr.parse() {
-                Ok(n) => n,
+            let subnet: IpNet = match s.cidr.parse::<IpNet>() {
+                Ok(n) => n.trunc(),
                 Err(_) => {
                     v.add(format!("{field}.cidr"), &s.cidr, "not a CIDR");
                     continue;
                 }
             };
+            subnets.push(subnet);
             if s.gateway.is_empty() {
                 continue;
             }
@@ -199,6 +377,19 @@ impl Network {
                 "must be 0 or within 68..65535",
             );
         }
+        let host_binding_ipv4 = match spec.host_binding_ipv4.parse::<Ipv4Addr>() {
+            _ if spec.host_binding_ipv4.is_empty() => None,
+            Ok(a) if a.is_unspecified() => None,
+            Ok(a) => Some(a),
+            Err(_) => {
+                v.add(
+                    f("host_binding_ipv4"),
+                    &spec.host_binding_ipv4,
+                    "not an IPv4 address",
+                );
+                None
+            }
+        };
         v.finish(Self {
             id: spec.network_id,
             name: spec.name,
@@ -207,6 +398,11 @@ impl Network {
             mtu: spec.mtu,
             gateways,
             parent: spec.parent,
+            subnets,
+            internal: spec.internal,
+            icc: spec.enable_icc,
+            masquerade: spec.enable_ip_masquerade,
+            host_binding_ipv4,
         })
     }
 }
@@ -308,6 +504,22 @@ impl Endpoint {
                 "required when default_route_v4 is set",
             );
         }
+        // (index in the request, mapping), so that overlaps name the fields as sent.
+        let mut ports: Vec<(usize, PortMapping)> = Vec::new();
+        for (i, pm) in spec.port_mappings.iter().enumerate() {
+            let field = format!("{prefix}.port_mappings[{i}]");
+            if let Some(p) = PortMapping::from_pb(&mut v, &field, pm) {
+                if let Some((j, _)) = ports.iter().find(|(_, q)| q.clashes_with(&p)) {
+                    v.add(
+                        field,
+                        p.to_string(),
+                        &format!("overlaps port_mappings[{j}]"),
+                    );
+                }
+                ports.push((i, p));
+            }
+        }
+        let ports = ports.into_iter().map(|(_, p)| p).collect();
         if spec.default_route_v6 && ipv6_gateway.is_none() {
             v.add(
                 f("ipv6_gateway"),
@@ -329,6 +541,7 @@ impl Endpoint {
             link_local,
             default_route_v4: spec.default_route_v4,
             default_route_v6: spec.default_route_v6,
+            ports,
         })
     }
 }
@@ -422,6 +635,58 @@ mod tests {
                 "endpoint.mac_address",
                 "endpoint.ipv4_address",
                 "endpoint.ipv4_gateway"
+            ]
+        );
+    }
+
+    #[test]
+    fn port_mappings_are_validated_and_overlaps_within_one_endpoint_refused() {
+        let pm =
+            |protocol: pb::Protocol, host_ip: &str, host_port: u32, range: u32| pb::PortMapping {
+                protocol: protocol as i32,
+                host_ip: host_ip.into(),
+                host_port,
+                container_port: 80,
+                range,
+            };
+        let spec = |ports: Vec<pb::PortMapping>| pb::EndpointSpec {
+            endpoint_id: "ep-1".into(),
+            network_id: "net-1".into(),
+            netns_path: "/run/netns/x".into(),
+            port_mappings: ports,
+            ..Default::default()
+        };
+        let e = Endpoint::from_pb(
+            spec(vec![
+                pm(pb::Protocol::Tcp, "", 8080, 0),
+                pm(pb::Protocol::Udp, "::", 8080, 2),
+            ]),
+            "endpoint",
+        )
+        .unwrap();
+        assert_eq!(e.ports[0].range, 1, "an unset range is one port");
+        assert_eq!(e.ports[1].host_ip, HostIp::AnyV6);
+        assert_eq!(e.ports[1].to_string(), "udp [::]:8080-8081 -> 80-81");
+
+        let v = Endpoint::from_pb(
+            spec(vec![
+                pm(pb::Protocol::Unspecified, "", 1, 1),
+                pm(pb::Protocol::Tcp, "nope", 1, 1),
+                pm(pb::Protocol::Tcp, "", 65535, 2),
+                pm(pb::Protocol::Tcp, "0.0.0.0", 9000, 10),
+                pm(pb::Protocol::Tcp, "10.0.0.1", 9005, 1),
+            ]),
+            "endpoint",
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = v.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "endpoint.port_mappings[0].protocol",
+                "endpoint.port_mappings[1].host_ip",
+                "endpoint.port_mappings[2].host_port",
+                "endpoint.port_mappings[4]",
             ]
         );
     }

@@ -1,7 +1,7 @@
 //! The real agent (its binary, managing a namespace this test made) registered with a real
 //! gateway and ipam-svc served in this process: it reconciles the kernel to the gateway's
-//! desired state — after someone deletes one of its veths by hand, and after it is killed
-//! (`kill -9`) in the middle of attaches, 100 times.
+//! desired state — after someone deletes one of its veths or its nftables table by hand, and
+//! after it is killed (`kill -9`) in the middle of attaches, 100 times.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -61,9 +61,17 @@ impl Stack {
         let gw = gateway::open(&args).await.unwrap();
         gw.ensure_predefined().await.unwrap();
         let (gateway, stop_gw) = weft_testkit::serve(gateway::services(gw)).await;
+        // The namespace playing the host has its loopback up, as a host has.
+        let host = TestNs::new();
+        let ok = Command::new("ip")
+            .args(["-n", &host.name, "link", "set", "lo", "up"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
         let mut me = Self {
             gateway,
-            host: TestNs::new(),
+            host,
             data: tempfile::tempdir().unwrap(),
             agent: None,
             agent_addr,
@@ -180,10 +188,20 @@ fn subnet(name: &str, cidr: &str) -> pb::CreateNetworkRequest {
 }
 
 async fn sandbox_on(s: &Stack, name: &str, net: &str) -> pb::Sandbox {
+    sandbox_with_ports(s, name, net, Vec::new()).await
+}
+
+async fn sandbox_with_ports(
+    s: &Stack,
+    name: &str,
+    net: &str,
+    port_mappings: Vec<pb::PortMapping>,
+) -> pb::Sandbox {
     s.sandboxes()
         .create_sandbox(pb::CreateSandboxRequest {
             name: name.into(),
             host: "h1".into(),
+            port_mappings,
             networks: vec![pb::NetworkAttachment {
                 network: net.into(),
                 settings: None,
@@ -213,7 +231,17 @@ async fn heavy_a_veth_deleted_by_hand_comes_back_and_orphans_go() {
         .await
         .unwrap();
     let a = sandbox_on(&s, "a", "rec").await;
-    let b = sandbox_on(&s, "b", "rec").await;
+    let b = sandbox_with_ports(
+        &s,
+        "b",
+        "rec",
+        vec![pb::PortMapping {
+            host_port: 8088,
+            container_port: 7070,
+            ..Default::default()
+        }],
+    )
+    .await;
     let b_ns = std::path::PathBuf::from(&b.netns_path);
     let a_ns = std::path::PathBuf::from(&a.netns_path);
     echo_server(&b_ns, SocketAddr::new(ip_of(&b), 7070)).await;
@@ -242,6 +270,28 @@ async fn heavy_a_veth_deleted_by_hand_comes_back_and_orphans_go() {
     })
     .await;
     assert_talks(&a_ns, SocketAddr::new(ip_of(&b), 7070)).await;
+
+    // The published port answers on the host's loopback; someone deletes the agent's nftables
+    // table; the next reconcile restores it and the port answers again.
+    let published: SocketAddr = "127.0.0.1:8088".parse().unwrap();
+    assert_talks(&s.host.path, published).await;
+    let ok = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &s.host.name,
+            "nft",
+            "delete",
+            "table",
+            "inet",
+            "weft",
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert!(exchange(&s.host.path, published, "x").await.is_err());
+    assert_talks(&s.host.path, published).await;
 
     // A veth the gateway knows nothing of, with the agent's mark, is removed; a link without
     // the mark is left alone.

@@ -27,6 +27,9 @@ pub fn network(id: &str, subnet: &str, gateway: &str) -> pb::NetworkSpec {
             gateway: gateway.into(),
         }],
         enable_ipv4: true,
+        // What the gateway sends for a network created without options (Docker's defaults).
+        enable_icc: true,
+        enable_ip_masquerade: true,
         ..Default::default()
     }
 }
@@ -143,8 +146,8 @@ async fn two_sandboxes_on_one_network_talk_tcp_and_a_sandbox_on_another_network_
     assert_talks(&sb1.path, addr("10.91.0.1:7001")).await;
 
     // The sandbox on the other network has a route to the host, but no path to network A: the
-    // host namespace does not forward between its bridges (forwarding is off; once the agent
-    // turns it on for masquerading, its nftables isolation rules must keep this failing).
+    // agent turned forwarding on for masquerading, and its nftables isolation rules drop
+    // traffic between its bridges.
     echo_server(&sb3.path, addr("10.92.0.2:7002")).await;
     assert_talks(&sb3.path, addr("10.92.0.2:7002")).await;
     let blocked = exchange(&sb3.path, addr("10.91.0.2:7000"), "hello").await;
@@ -259,10 +262,23 @@ async fn remove_network_deletes_its_bridge_and_endpoints_and_is_idempotent() {
 
     let report = agent.remove_network(&net.network_id).await;
     assert!(report.failures.is_empty(), "{report:?}");
-    let removed: Vec<&str> = report.changes.iter().map(|c| c.object.as_str()).collect();
+    let removed = |kind: Kind| -> Vec<&str> {
+        report
+            .changes
+            .iter()
+            .filter(|c| c.kind == kind && c.action == Action::Removed)
+            .map(|c| c.object.as_str())
+            .collect()
+    };
     let bridge = names::bridge_name(&net.network_id);
     let veth = names::veth_host_name(&ep);
-    assert_eq!(removed, [veth.as_str(), bridge.as_str()]);
+    assert_eq!(removed(Kind::Link), [veth.as_str(), bridge.as_str()]);
+    // The network's firewall rules went too, and with the last network the agent's table.
+    assert_eq!(
+        removed(Kind::NftRule),
+        [format!("inet weft network {bridge}")]
+    );
+    assert_eq!(removed(Kind::NftTable), ["inet weft"]);
     let host_links = links(&host);
     assert!(link(&host_links, &bridge).is_none(), "{host_links:?}");
     assert!(link(&host_links, &veth).is_none(), "{host_links:?}");

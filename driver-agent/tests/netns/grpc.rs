@@ -154,6 +154,9 @@ async fn capabilities_and_refusals_through_grpc() {
         caps.drivers
     );
     assert_eq!(caps.agent_version, env!("CARGO_PKG_VERSION"));
+    assert!(f.nftables && f.nftables_nat, "{f:?}");
+    // A fresh namespace forwards nothing (yet).
+    assert!(!caps.ipv4_forwarding && !caps.ipv6_forwarding);
     // The host's own address counts as underlay; a Weft bridge's gateway does not.
     let status = std::process::Command::new("ip")
         .args([
@@ -189,6 +192,8 @@ async fn capabilities_and_refusals_through_grpc() {
         .unwrap()
         .into_inner();
     assert_eq!(caps.addresses, ["192.0.2.10"]);
+    // The network masquerades: the agent turned IPv4 forwarding on, and says so.
+    assert!(caps.ipv4_forwarding && !caps.ipv6_forwarding);
     client
         .remove_network(pb::RemoveNetworkRequest {
             network_id: net.network_id.clone(),

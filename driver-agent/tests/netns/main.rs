@@ -6,6 +6,7 @@
 
 mod bridge;
 mod capabilities;
+mod firewall;
 mod grpc;
 mod namespaces;
 mod sandbox;

@@ -1,0 +1,705 @@
+//! The agent's nftables ruleset as a pure function of [`FirewallState`]: one `inet weft` table,
+//! replaced whole in one transaction (add table, delete table, add table with everything), so
+//! applying is idempotent and repairs any drift (a flushed table, a deleted rule). Every rule
+//! carries a comment with the network or endpoint id it belongs to.
+//!
+//! Chains (Docker's bridge-driver semantics):
+//! - `forward` (filter, forward hook): internal networks are sealed; ICC on or off between the
+//!   endpoints of one bridge (bridged traffic reaches this hook through br_netfilter, which the
+//!   agent turns on for ICC-off networks); replies and published (DNATed) traffic may enter a
+//!   bridge; traffic between two Weft bridges is dropped; nothing else enters a bridge.
+//! - `prerouting` / `output` (NAT): traffic to a local address goes through `ports`.
+//! - `ports`: one DNAT rule per published port range and family.
+//! - `postrouting` (NAT): masquerade of traffic leaving a network's subnets; of published
+//!   traffic that goes back out the bridge it came from (hairpin); and of traffic from
+//!   127.0.0.0/8 going out a bridge (published ports reached through 127.0.0.1).
+
+use std::{
+    borrow::Cow,
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use ipnet::{IpNet, Ipv4Net};
+use nftables::{
+    batch::Batch,
+    expr::{
+        CT, Expression, Fib, FibFlag, FibResult, Map, Meta, MetaKey, NamedExpression, Payload,
+        PayloadField, Prefix, Range, SetItem,
+    },
+    schema::{Chain, NfListObject, Nftables, Rule, Table},
+    stmt::{JumpTarget, Match, NAT, NATFamily, Operator, Statement},
+    types::{NfChainPolicy, NfChainType, NfFamily, NfHook},
+};
+
+use super::state::{EndpointPorts, FirewallState, NetworkRules};
+use crate::spec::{HostIp, PortMapping};
+
+/// The agent's table (family inet).
+pub const TABLE: &str = "weft";
+pub const FORWARD: &str = "forward";
+pub const PREROUTING: &str = "prerouting";
+pub const OUTPUT: &str = "output";
+pub const POSTROUTING: &str = "postrouting";
+pub const PORTS: &str = "ports";
+
+/// 127.0.0.0/8.
+const LOOPBACK_NET: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8);
+
+/// nftables limits comments to 128 bytes.
+const COMMENT_MAX: usize = 128;
+
+/// The comment marking a network's rules.
+pub fn network_comment(network_id: &str) -> String {
+    comment(&format!("weft:network:{network_id}"))
+}
+
+/// The comment marking an endpoint's published ports.
+pub fn endpoint_comment(endpoint_id: &str) -> String {
+    comment(&format!("weft:endpoint:{endpoint_id}"))
+}
+
+fn comment(s: &str) -> String {
+    let mut end = s.len().min(COMMENT_MAX);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// The whole transaction bringing the kernel to `state`: when the state is empty the table is
+/// deleted (and nothing of the agent's remains).
+pub fn ruleset(state: &FirewallState) -> Nftables<'static> {
+    let mut b = Batch::new();
+    // "add" first so that "delete" never fails on a missing table.
+    b.add(NfListObject::Table(table()));
+    b.delete(NfListObject::Table(table()));
+    if state.is_empty() {
+        return b.to_nftables();
+    }
+    b.add(NfListObject::Table(table()));
+    b.add(NfListObject::Chain(base_chain(
+        FORWARD,
+        NfChainType::Filter,
+        NfHook::Forward,
+        0,
+    )));
+    b.add(NfListObject::Chain(base_chain(
+        PREROUTING,
+        NfChainType::NAT,
+        NfHook::Prerouting,
+        -100,
+    )));
+    b.add(NfListObject::Chain(base_chain(
+        OUTPUT,
+        NfChainType::NAT,
+        NfHook::Output,
+        -100,
+    )));
+    b.add(NfListObject::Chain(base_chain(
+        POSTROUTING,
+        NfChainType::NAT,
+        NfHook::Postrouting,
+        100,
+    )));
+    b.add(NfListObject::Chain(Chain {
+        family: NfFamily::INet,
+        table: TABLE.into(),
+        name: PORTS.into(),
+        ..Chain::default()
+    }));
+    for r in forward_rules(state)
+        .into_iter()
+        .chain(jump_rules())
+        .chain(port_rules(state))
+        .chain(postrouting_rules(state))
+    {
+        b.add(NfListObject::Rule(r));
+    }
+    b.to_nftables()
+}
+
+fn table() -> Table<'static> {
+    Table {
+        family: NfFamily::INet,
+        name: TABLE.into(),
+        ..Table::default()
+    }
+}
+
+fn base_chain(name: &'static str, kind: NfChainType, hook: NfHook, prio: i32) -> Chain<'static> {
+    Chain {
+        family: NfFamily::INet,
+        table: TABLE.into(),
+        name: name.into(),
+        _type: Some(kind),
+        hook: Some(hook),
+        prio: Some(prio),
+        policy: Some(NfChainPolicy::Accept),
+        ..Chain::default()
+    }
+}
+
+fn rule(chain: &'static str, comment: String, expr: Vec<Statement<'static>>) -> Rule<'static> {
+    Rule {
+        family: NfFamily::INet,
+        table: TABLE.into(),
+        chain: chain.into(),
+        expr: Cow::Owned(expr),
+        comment: Some(comment.into()),
+        ..Rule::default()
+    }
+}
+
+// Expression helpers.
+
+fn s(v: impl ToString) -> Expression<'static> {
+    Expression::String(Cow::Owned(v.to_string()))
+}
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: protocol.into(),
+            field: field.into(),
+        },
+    )))
+}
+
+fn ct(key: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::CT(CT {
+        key: key.into(),
+        ..CT::default()
+    }))
+}
+
+fn prefix(net: IpNet) -> Expression<'static> {
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(s(net.network())),
+        len: u32::from(net.prefix_len()),
+    }))
+}
+
+fn set(items: impl IntoIterator<Item = Expression<'static>>) -> Expression<'static> {
+    Expression::Named(NamedExpression::Set(
+        items.into_iter().map(SetItem::Element).collect(),
+    ))
+}
+
+fn range(lo: u16, hi: u16) -> Expression<'static> {
+    Expression::Range(Box::new(Range {
+        range: [
+            Expression::Number(u32::from(lo)),
+            Expression::Number(u32::from(hi)),
+        ],
+    }))
+}
+
+fn cmp(left: Expression<'static>, op: Operator, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match { left, right, op })
+}
+
+fn eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    cmp(left, Operator::EQ, right)
+}
+
+fn ne(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    cmp(left, Operator::NEQ, right)
+}
+
+fn iif(name: &str) -> Statement<'static> {
+    eq(meta(MetaKey::Iifname), s(name))
+}
+
+fn oif(name: &str) -> Statement<'static> {
+    eq(meta(MetaKey::Oifname), s(name))
+}
+
+fn ct_status_dnat() -> Statement<'static> {
+    cmp(ct("status"), Operator::IN, s("dnat"))
+}
+
+fn saddr(net: IpNet) -> Statement<'static> {
+    let proto = if net.addr().is_ipv4() { "ip" } else { "ip6" };
+    eq(payload(proto, "saddr"), prefix(net))
+}
+
+fn accept() -> Statement<'static> {
+    Statement::Accept(None)
+}
+
+fn drop_() -> Statement<'static> {
+    Statement::Drop(None)
+}
+
+fn masquerade() -> Statement<'static> {
+    Statement::Masquerade(None)
+}
+
+/// The forward chain. Order matters: sealing internal networks first, then ICC, then what may
+/// enter a bridge, then isolation between bridges, then dropping everything else entering one.
+fn forward_rules(state: &FirewallState) -> Vec<Rule<'static>> {
+    let mut out = Vec::new();
+    let nets = || state.networks.values();
+    for n in nets().filter(|n| n.internal) {
+        let c = network_comment(&n.id);
+        out.push(rule(
+            FORWARD,
+            c.clone(),
+            vec![
+                iif(&n.bridge),
+                ne(meta(MetaKey::Oifname), s(&n.bridge)),
+                drop_(),
+            ],
+        ));
+        out.push(rule(
+            FORWARD,
+            c,
+            vec![
+                oif(&n.bridge),
+                ne(meta(MetaKey::Iifname), s(&n.bridge)),
+                drop_(),
+            ],
+        ));
+    }
+    for n in nets() {
+        let verdict = if n.icc { accept() } else { drop_() };
+        out.push(rule(
+            FORWARD,
+            network_comment(&n.id),
+            vec![iif(&n.bridge), oif(&n.bridge), verdict],
+        ));
+    }
+    for n in nets().filter(|n| !n.internal) {
+        let c = network_comment(&n.id);
+        out.push(rule(
+            FORWARD,
+            c.clone(),
+            vec![
+                oif(&n.bridge),
+                cmp(
+                    ct("state"),
+                    Operator::IN,
+                    set([s("established"), s("related")]),
+                ),
+                accept(),
+            ],
+        ));
+        out.push(rule(
+            FORWARD,
+            c,
+            vec![oif(&n.bridge), ct_status_dnat(), accept()],
+        ));
+    }
+    let bridges: Vec<&str> = nets().map(|n| n.bridge.as_str()).collect();
+    if bridges.len() > 1 {
+        let all = || set(bridges.iter().map(s));
+        out.push(rule(
+            FORWARD,
+            comment("weft:isolation"),
+            vec![
+                eq(meta(MetaKey::Iifname), all()),
+                eq(meta(MetaKey::Oifname), all()),
+                drop_(),
+            ],
+        ));
+    }
+    for n in nets().filter(|n| !n.internal) {
+        out.push(rule(
+            FORWARD,
+            network_comment(&n.id),
+            vec![oif(&n.bridge), drop_()],
+        ));
+    }
+    out
+}
+
+/// Traffic to a local address (any host address, 127.0.0.1 from the host itself) goes through
+/// the published ports. IPv6 loopback is left out: a packet from ::1 cannot leave the host.
+fn jump_rules() -> Vec<Rule<'static>> {
+    let local = || {
+        eq(
+            Expression::Named(NamedExpression::Fib(Fib {
+                result: FibResult::Type,
+                flags: HashSet::from([FibFlag::Daddr]),
+            })),
+            s("local"),
+        )
+    };
+    let jump = || {
+        Statement::Jump(JumpTarget {
+            target: PORTS.into(),
+        })
+    };
+    let c = || comment("weft:ports");
+    vec![
+        rule(PREROUTING, c(), vec![local(), jump()]),
+        rule(
+            OUTPUT,
+            c(),
+            vec![ne(payload("ip6", "daddr"), s("::1")), local(), jump()],
+        ),
+        rule(
+            OUTPUT,
+            c(),
+            vec![eq(meta(MetaKey::Nfproto), s("ipv4")), local(), jump()],
+        ),
+    ]
+}
+
+/// Which host address a mapping binds to in one family: `None` when it does not bind in that
+/// family, `Some(None)` for every address of it.
+pub fn binding(host_ip: HostIp, default_v4: Option<Ipv4Addr>, v6: bool) -> Option<Option<IpAddr>> {
+    match (host_ip, v6) {
+        (HostIp::Any, false) => Some(default_v4.map(IpAddr::V4)),
+        // A network-wide IPv4 binding address narrows "every address" to that one.
+        (HostIp::Any, true) => default_v4.is_none().then_some(None),
+        (HostIp::AnyV4, false) | (HostIp::AnyV6, true) => Some(None),
+        (HostIp::AnyV4, true) | (HostIp::AnyV6, false) => None,
+        (HostIp::Addr(a), v6) => (a.is_ipv6() == v6).then_some(Some(a)),
+    }
+}
+
+fn port_rules(state: &FirewallState) -> Vec<Rule<'static>> {
+    let mut out = Vec::new();
+    for ep in state.endpoints.values() {
+        // Internal networks publish nothing; ports of a network not (yet) known wait for it.
+        let Some(net) = state.networks.get(&ep.network_id).filter(|n| !n.internal) else {
+            continue;
+        };
+        for pm in &ep.ports {
+            out.extend(mapping_rules(ep, net, pm));
+        }
+    }
+    out
+}
+
+fn mapping_rules(ep: &EndpointPorts, net: &NetworkRules, pm: &PortMapping) -> Vec<Rule<'static>> {
+    let families = [
+        (false, ep.ipv4.map(IpAddr::V4)),
+        (true, ep.ipv6.map(IpAddr::V6)),
+    ];
+    let mut out = Vec::new();
+    for (v6, target) in families {
+        let (Some(target), Some(bind)) = (target, binding(pm.host_ip, net.host_binding_ipv4, v6))
+        else {
+            continue;
+        };
+        let (nfproto, l3, family) = if v6 {
+            ("ipv6", "ip6", NATFamily::IP6)
+        } else {
+            ("ipv4", "ip", NATFamily::IP)
+        };
+        let mut expr = vec![eq(meta(MetaKey::Nfproto), s(nfproto))];
+        if let Some(a) = bind {
+            expr.push(eq(payload(l3, "daddr"), s(a)));
+        }
+        let proto = pm.protocol.name();
+        let dport = if pm.range == 1 {
+            Expression::Number(u32::from(pm.host_port))
+        } else {
+            range(pm.host_port, pm.host_end())
+        };
+        expr.push(eq(payload(proto, "dport"), dport));
+        let port = if pm.range == 1 {
+            Some(Expression::Number(u32::from(pm.container_port)))
+        } else if pm.host_port == pm.container_port {
+            // Same numbers on both sides: DNAT keeps the port.
+            None
+        } else {
+            // A shifted range: each host port maps to its own container port.
+            let pairs = (0..pm.range).map(|i| {
+                SetItem::Mapping(
+                    Expression::Number(u32::from(pm.host_port + i)),
+                    Expression::Number(u32::from(pm.container_port + i)),
+                )
+            });
+            Some(Expression::Named(NamedExpression::Map(Box::new(Map {
+                key: payload(proto, "dport"),
+                data: Expression::Named(NamedExpression::Set(pairs.collect())),
+            }))))
+        };
+        expr.push(Statement::DNAT(Some(NAT {
+            addr: Some(s(target)),
+            family: Some(family),
+            port,
+            flags: None,
+        })));
+        out.push(rule(PORTS, endpoint_comment(&ep.id), expr));
+    }
+    out
+}
+
+fn postrouting_rules(state: &FirewallState) -> Vec<Rule<'static>> {
+    let mut out = Vec::new();
+    for n in state.networks.values().filter(|n| !n.internal) {
+        let c = || network_comment(&n.id);
+        if n.masquerade {
+            for subnet in &n.subnets {
+                out.push(rule(
+                    POSTROUTING,
+                    c(),
+                    vec![
+                        saddr(*subnet),
+                        ne(meta(MetaKey::Oifname), s(&n.bridge)),
+                        masquerade(),
+                    ],
+                ));
+            }
+        }
+        // Hairpin: a container reaching a published port through the host's address, DNATed
+        // back out the bridge it came from, must see the answer come from the host.
+        out.push(rule(
+            POSTROUTING,
+            c(),
+            vec![
+                iif(&n.bridge),
+                oif(&n.bridge),
+                ct_status_dnat(),
+                masquerade(),
+            ],
+        ));
+        // Published ports reached through 127.0.0.1 (route_localnet lets such packets out).
+        out.push(rule(
+            POSTROUTING,
+            c(),
+            vec![oif(&n.bridge), saddr(IpNet::V4(LOOPBACK_NET)), masquerade()],
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Protocol;
+    use serde_json::{Value, json};
+
+    fn net(id: &str, bridge: &str, subnets: &[&str]) -> NetworkRules {
+        NetworkRules {
+            id: id.into(),
+            bridge: bridge.into(),
+            subnets: subnets.iter().map(|s| s.parse().unwrap()).collect(),
+            internal: false,
+            icc: true,
+            masquerade: true,
+            host_binding_ipv4: None,
+        }
+    }
+
+    fn ports(id: &str, network: &str, pm: Vec<PortMapping>) -> EndpointPorts {
+        EndpointPorts {
+            id: id.into(),
+            network_id: network.into(),
+            sandbox_id: "sb".into(),
+            ipv4: Some("10.0.0.2".parse().unwrap()),
+            ipv6: Some("fd00::2".parse().unwrap()),
+            ports: pm,
+        }
+    }
+
+    fn tcp(host_ip: HostIp, host_port: u16, container_port: u16, range: u16) -> PortMapping {
+        PortMapping {
+            protocol: Protocol::Tcp,
+            host_ip,
+            host_port,
+            container_port,
+            range,
+        }
+    }
+
+    fn json_of(state: &FirewallState) -> Value {
+        serde_json::to_value(ruleset(state)).unwrap()
+    }
+
+    /// The rules of one chain as (comment, expr) pairs.
+    fn rules_of(v: &Value, chain: &str) -> Vec<(String, Value)> {
+        v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["add"]["rule"].as_object())
+            .filter(|r| r["chain"] == chain)
+            .map(|r| (r["comment"].as_str().unwrap().to_owned(), r["expr"].clone()))
+            .collect()
+    }
+
+    #[test]
+    fn an_empty_state_only_deletes_the_table() {
+        let v = json_of(&FirewallState::default());
+        assert_eq!(
+            v,
+            json!({"nftables": [
+                {"add": {"table": {"family": "inet", "name": "weft"}}},
+                {"delete": {"table": {"family": "inet", "name": "weft"}}},
+            ]})
+        );
+    }
+
+    #[test]
+    fn a_network_gets_masquerade_hairpin_and_localhost_rules_and_the_table_is_replaced() {
+        let mut st = FirewallState::default();
+        st.set_network(net("n1", "br1", &["10.0.0.0/24", "fd00::/64"]));
+        let v = json_of(&st);
+        let objs = v["nftables"].as_array().unwrap();
+        // Replace: add, delete, add table, then chains.
+        assert!(objs[1]["delete"]["table"].is_object());
+        assert!(objs[2]["add"]["table"].is_object());
+        let post = rules_of(&v, POSTROUTING);
+        assert_eq!(post.len(), 4, "{post:?}");
+        assert!(post.iter().all(|(c, _)| c == "weft:network:n1"));
+        assert_eq!(
+            post[0].1,
+            json!([
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                           "right": {"prefix": {"addr": "10.0.0.0", "len": 24}}}},
+                {"match": {"op": "!=", "left": {"meta": {"key": "oifname"}}, "right": "br1"}},
+                {"masquerade": null}
+            ])
+        );
+        assert_eq!(
+            post[1].1[0]["match"]["left"]["payload"]["protocol"], "ip6",
+            "IPv6 is masqueraded too"
+        );
+        // Nothing enters the bridge but replies and published traffic.
+        let fwd = rules_of(&v, FORWARD);
+        let last = &fwd.last().unwrap().1;
+        assert_eq!(last[1], json!({"drop": null}));
+    }
+
+    #[test]
+    fn internal_networks_are_sealed_and_never_masqueraded_nor_published() {
+        let mut st = FirewallState::default();
+        let mut n = net("n1", "br1", &["10.0.0.0/24"]);
+        n.internal = true;
+        st.set_network(n);
+        st.set_endpoint(
+            "e1",
+            Some(ports("e1", "n1", vec![tcp(HostIp::Any, 8080, 80, 1)])),
+        );
+        let v = json_of(&st);
+        assert!(rules_of(&v, POSTROUTING).is_empty());
+        assert!(rules_of(&v, PORTS).is_empty());
+        let fwd = rules_of(&v, FORWARD);
+        // Sealed both ways, then ICC.
+        assert_eq!(fwd.len(), 3, "{fwd:?}");
+        assert_eq!(fwd[0].1[2], json!({"drop": null}));
+        assert_eq!(fwd[1].1[2], json!({"drop": null}));
+        assert_eq!(fwd[2].1[2], json!({"accept": null}));
+    }
+
+    #[test]
+    fn two_networks_are_isolated_and_icc_off_drops_within_the_bridge() {
+        let mut st = FirewallState::default();
+        let mut a = net("a", "bra", &["10.0.0.0/24"]);
+        a.icc = false;
+        st.set_network(a);
+        st.set_network(net("b", "brb", &["10.0.1.0/24"]));
+        let v = json_of(&st);
+        let fwd = rules_of(&v, FORWARD);
+        let icc: Vec<&Value> = fwd
+            .iter()
+            .filter(|(_, e)| e.as_array().unwrap().len() == 3 && e[1]["match"]["right"].is_string())
+            .map(|(_, e)| &e[2])
+            .take(2)
+            .collect();
+        assert_eq!(icc, [&json!({"drop": null}), &json!({"accept": null})]);
+        let iso = fwd
+            .iter()
+            .find(|(c, _)| c == "weft:isolation")
+            .expect("isolation rule");
+        assert_eq!(iso.1[0]["match"]["right"], json!({"set": ["bra", "brb"]}));
+    }
+
+    #[test]
+    fn published_ports_become_one_dnat_per_family_with_bindings_and_ranges() {
+        let mut st = FirewallState::default();
+        st.set_network(net("n1", "br1", &["10.0.0.0/24", "fd00::/64"]));
+        st.set_endpoint(
+            "e1",
+            Some(ports(
+                "e1",
+                "n1",
+                vec![
+                    tcp(HostIp::Any, 8080, 80, 1),
+                    tcp(HostIp::Addr("192.0.2.1".parse().unwrap()), 9000, 9000, 3),
+                    PortMapping {
+                        protocol: Protocol::Udp,
+                        ..tcp(HostIp::AnyV6, 5000, 6000, 2)
+                    },
+                ],
+            )),
+        );
+        let v = json_of(&st);
+        let p = rules_of(&v, PORTS);
+        assert!(p.iter().all(|(c, _)| c == "weft:endpoint:e1"));
+        let dnats: Vec<&Value> = p
+            .iter()
+            .map(|(_, e)| e.as_array().unwrap().last().unwrap())
+            .collect();
+        assert_eq!(
+            dnats,
+            [
+                &json!({"dnat": {"addr": "10.0.0.2", "family": "ip", "port": 80}}),
+                &json!({"dnat": {"addr": "fd00::2", "family": "ip6", "port": 80}}),
+                &json!({"dnat": {"addr": "10.0.0.2", "family": "ip"}}),
+                &json!({"dnat": {"addr": "fd00::2", "family": "ip6", "port": {"map": {
+                    "key": {"payload": {"protocol": "udp", "field": "dport"}},
+                    "data": {"set": [[5000, 6000], [5001, 6001]]}}}}}),
+            ]
+        );
+        // The bound address and the port range are matched.
+        assert_eq!(p[2].1[1]["match"]["right"], "192.0.2.1");
+        assert_eq!(p[2].1[2]["match"]["right"], json!({"range": [9000, 9002]}));
+    }
+
+    #[test]
+    fn a_host_binding_address_narrows_unbound_ports_to_it_and_to_ipv4() {
+        assert_eq!(
+            binding(HostIp::Any, Some("192.0.2.9".parse().unwrap()), false),
+            Some(Some("192.0.2.9".parse().unwrap()))
+        );
+        assert_eq!(
+            binding(HostIp::Any, Some("192.0.2.9".parse().unwrap()), true),
+            None
+        );
+        assert_eq!(binding(HostIp::Any, None, true), Some(None));
+        assert_eq!(binding(HostIp::AnyV4, None, true), None);
+        assert_eq!(
+            binding(HostIp::Addr("fd00::1".parse().unwrap()), None, false),
+            None
+        );
+    }
+
+    #[test]
+    fn clashes_name_the_holder_and_ignore_the_endpoint_itself() {
+        let mut st = FirewallState::default();
+        st.set_endpoint(
+            "e1",
+            Some(ports("e1", "n1", vec![tcp(HostIp::AnyV4, 8000, 80, 10)])),
+        );
+        let want = [tcp(HostIp::Addr("10.1.1.1".parse().unwrap()), 8005, 80, 1)];
+        let c = st.clash("e2", &want).unwrap();
+        assert_eq!(c.holder, "e1");
+        assert_eq!(st.clash("e1", &want), None);
+        // Another family, protocol or port range does not clash.
+        assert_eq!(st.clash("e2", &[tcp(HostIp::AnyV6, 8005, 80, 1)]), None);
+        assert_eq!(st.clash("e2", &[tcp(HostIp::AnyV4, 8010, 80, 1)]), None);
+        let udp = PortMapping {
+            protocol: Protocol::Udp,
+            ..tcp(HostIp::AnyV4, 8000, 80, 1)
+        };
+        assert_eq!(st.clash("e2", &[udp]), None);
+    }
+
+    #[test]
+    fn long_ids_are_cut_to_the_comment_limit() {
+        let c = endpoint_comment(&"é".repeat(100));
+        assert!(c.len() <= COMMENT_MAX);
+        assert!(c.starts_with("weft:endpoint:"));
+    }
+}
