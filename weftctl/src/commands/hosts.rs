@@ -1,0 +1,57 @@
+//! `weftctl hosts`: `HostService.ListHosts`.
+
+use std::io::Write;
+
+use weft_proto::gateway::v1::{self as pb, host_service_client::HostServiceClient};
+
+use super::Ctx;
+use crate::{error::CliError, json, output::Table};
+
+/// One row of the hosts table.
+pub fn row(h: &pb::Host) -> Vec<String> {
+    let state = match pb::HostState::try_from(h.state) {
+        Ok(pb::HostState::Up) => "up",
+        Ok(pb::HostState::Down) => "down",
+        _ => "unknown",
+    };
+    let drivers = h
+        .capabilities
+        .as_ref()
+        .map(|c| c.drivers.join(","))
+        .unwrap_or_default();
+    vec![
+        h.name.clone(),
+        state.to_owned(),
+        h.agent_address.clone(),
+        h.addresses.join(","),
+        drivers,
+        h.last_heartbeat.map(|t| t.to_string()).unwrap_or_default(),
+    ]
+}
+
+pub async fn run<W: Write>(ctx: &mut Ctx<'_, W>) -> Result<(), CliError> {
+    let mut c = HostServiceClient::new(ctx.gateway().await?);
+    let hosts = c
+        .list_hosts(pb::ListHostsRequest::default())
+        .await?
+        .into_inner()
+        .hosts;
+    if ctx.json() {
+        for h in &hosts {
+            ctx.json_line(&json::host(h))?;
+        }
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        "NAME",
+        "STATE",
+        "AGENT",
+        "ADDRESSES",
+        "DRIVERS",
+        "LAST HEARTBEAT",
+    ]);
+    for h in &hosts {
+        t.row(row(h));
+    }
+    ctx.print(&t.render())
+}
