@@ -1,80 +1,10 @@
 //! A real gateway and ipam-svc served in this process on loopback (SQLite stores), with the
-//! test kit's fake driver-agent, and a way to run the built `weftctl` binary against them.
+//! test kit's fake driver-agent (which adopts a given namespace path, as the real agent does), and a way to run the built `weftctl` binary against them.
 
-use std::{net::SocketAddr, process::Output, time::Duration};
+use std::{net::SocketAddr, process::Output};
 
 use clap::Parser as _;
-use tonic::{Request, Response, Status};
-use weft_proto::agent::v1::{self as apb, agent_service_server::AgentService};
-use weft_runtime::grpc::ShutdownTiming;
 use weft_testkit::{TestDb, fake_agent::FakeAgent};
-
-/// The test kit's fake agent, except that it adopts a given namespace path (as the real agent
-/// does) instead of inventing one, so that `sandbox exec` can enter a namespace the test made.
-#[derive(Debug, Clone, Default)]
-pub struct AdoptingAgent(pub FakeAgent);
-
-#[tonic::async_trait]
-impl AgentService for AdoptingAgent {
-    async fn get_capabilities(
-        &self,
-        r: Request<apb::GetCapabilitiesRequest>,
-    ) -> Result<Response<apb::Capabilities>, Status> {
-        self.0.get_capabilities(r).await
-    }
-    async fn ensure_network(
-        &self,
-        r: Request<apb::EnsureNetworkRequest>,
-    ) -> Result<Response<apb::EnsureNetworkResponse>, Status> {
-        self.0.ensure_network(r).await
-    }
-    async fn remove_network(
-        &self,
-        r: Request<apb::RemoveNetworkRequest>,
-    ) -> Result<Response<apb::RemoveNetworkResponse>, Status> {
-        self.0.remove_network(r).await
-    }
-    async fn create_sandbox(
-        &self,
-        r: Request<apb::CreateSandboxRequest>,
-    ) -> Result<Response<apb::CreateSandboxResponse>, Status> {
-        let given = r
-            .get_ref()
-            .sandbox
-            .as_ref()
-            .map(|s| s.netns_path.clone())
-            .unwrap_or_default();
-        let mut res = self.0.create_sandbox(r).await?;
-        if !given.is_empty() {
-            res.get_mut().netns_path = given;
-        }
-        Ok(res)
-    }
-    async fn remove_sandbox(
-        &self,
-        r: Request<apb::RemoveSandboxRequest>,
-    ) -> Result<Response<apb::RemoveSandboxResponse>, Status> {
-        self.0.remove_sandbox(r).await
-    }
-    async fn attach(
-        &self,
-        r: Request<apb::AttachRequest>,
-    ) -> Result<Response<apb::AttachResponse>, Status> {
-        self.0.attach(r).await
-    }
-    async fn detach(
-        &self,
-        r: Request<apb::DetachRequest>,
-    ) -> Result<Response<apb::DetachResponse>, Status> {
-        self.0.detach(r).await
-    }
-    async fn apply_state(
-        &self,
-        r: Request<apb::ApplyStateRequest>,
-    ) -> Result<Response<apb::ApplyStateResponse>, Status> {
-        self.0.apply_state(r).await
-    }
-}
 
 pub struct Stack {
     pub gateway: SocketAddr,
@@ -91,26 +21,7 @@ impl Drop for Stack {
     }
 }
 
-/// Serves `server` on a free loopback port until the returned sender is used or dropped.
-async fn serve(server: weft_runtime::GrpcServer) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let (listener, addr) = weft_runtime::GrpcServer::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let timing = ShutdownTiming {
-        delay: Duration::ZERO,
-        grace: Duration::from_secs(5),
-    };
-    tokio::spawn(async move {
-        server
-            .serve(listener, timing, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    (addr, stop)
-}
+use weft_testkit::serve;
 
 impl Stack {
     pub async fn start() -> Self {
@@ -125,7 +36,7 @@ impl Stack {
             serve(weft_runtime::GrpcServer::new().add_service(ipam_svc::grpc::server(ipam))).await;
         let (agent_addr, stop_agent) = serve(weft_runtime::GrpcServer::new().add_service(
             weft_proto::agent::v1::agent_service_server::AgentServiceServer::new(
-                AdoptingAgent::default(),
+                FakeAgent::default(),
             ),
         ))
         .await;
