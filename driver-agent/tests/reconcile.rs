@@ -173,6 +173,26 @@ impl Drop for Stack {
     }
 }
 
+/// `ip -j ARGS…` inside the namespace at `path`, parsed.
+fn ip_json_at(path: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={path}"))
+        .args(["ip", "-j"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.trim().is_empty() {
+        return serde_json::Value::Array(Vec::new());
+    }
+    serde_json::from_str(&text).unwrap()
+}
+
 fn subnet(name: &str, cidr: &str) -> pb::CreateNetworkRequest {
     pb::CreateNetworkRequest {
         name: name.into(),
@@ -407,4 +427,123 @@ async fn heavy_killed_during_attach_100_times_leaves_no_leak_and_every_endpoint_
         s.veths().is_empty().then_some(())
     })
     .await;
+}
+
+/// Through the gateway, in the kernel: the default route follows gw_priority and moves when
+/// its endpoint is disconnected; network modes host, none and container:<sandbox>.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_default_route_moves_and_network_modes_work_through_the_gateway() {
+    let s = Stack::start().await;
+    let mut nets = s.networks();
+    nets.create_network(subnet("low", "10.122.0.0/24"))
+        .await
+        .unwrap();
+    nets.create_network(subnet("high", "10.122.1.0/24"))
+        .await
+        .unwrap();
+    let mut sb = s.sandboxes();
+    let two = sb
+        .create_sandbox(pb::CreateSandboxRequest {
+            name: "two".into(),
+            host: "h1".into(),
+            networks: vec![
+                pb::NetworkAttachment {
+                    network: "low".into(),
+                    settings: None,
+                },
+                pb::NetworkAttachment {
+                    network: "high".into(),
+                    settings: Some(pb::EndpointSettings {
+                        gw_priority: 10,
+                        ..Default::default()
+                    }),
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let route = || {
+        let r = ip_json_at(&two.netns_path, &["-4", "route", "show", "default"]);
+        r[0]["gateway"].as_str().map(str::to_owned)
+    };
+    assert_eq!(route().as_deref(), Some("10.122.1.1"));
+    sb.disconnect(pb::DisconnectRequest {
+        sandbox: "two".into(),
+        network: "high".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        route().as_deref(),
+        Some("10.122.0.1"),
+        "the route moved to low"
+    );
+    // The hosts file follows the endpoints.
+    let hosts =
+        std::fs::read_to_string(s.data.path().join("sandboxes").join(&two.id).join("hosts"))
+            .unwrap();
+    assert!(hosts.contains("10.122.0."), "{hosts}");
+    assert!(!hosts.contains("10.122.1."), "{hosts}");
+
+    // none: loopback only, up.
+    let none = sb
+        .create_sandbox(pb::CreateSandboxRequest {
+            name: "none".into(),
+            host: "h1".into(),
+            network_mode: "none".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let l = ip_json_at(&none.netns_path, &["link", "show"]);
+    let l = l.as_array().unwrap();
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert_eq!(l[0]["ifname"], "lo");
+    assert_eq!(l[0]["operstate"], "UNKNOWN", "lo is up: {l:?}");
+
+    // host: the host's own namespace, nothing created.
+    let before = links(&s.host).len();
+    let host = sb
+        .create_sandbox(pb::CreateSandboxRequest {
+            name: "on-host".into(),
+            host: "h1".into(),
+            network_mode: "host".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(host.netns_path, s.host.path.display().to_string());
+    assert!(!host.netns_managed);
+    assert_eq!(links(&s.host).len(), before);
+
+    // container:<sandbox>: the same namespace as "two".
+    let side = sb
+        .create_sandbox(pb::CreateSandboxRequest {
+            name: "side".into(),
+            host: "h1".into(),
+            network_mode: "container:two".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(side.netns_path, two.netns_path);
+    assert_eq!(side.endpoints.len(), 1);
+    for name in ["side", "on-host", "none"] {
+        sb.delete_sandbox(pb::DeleteSandboxRequest {
+            sandbox: name.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    // Deleting the host-mode sandbox left the host namespace alone; "two" still works.
+    assert!(std::path::Path::new(&two.netns_path).exists());
+    assert_eq!(links(&s.host).len(), before);
+    s.delete_all().await;
 }

@@ -830,7 +830,11 @@ impl Gateway {
             .await
             .remove_sandbox(apb::RemoveSandboxRequest {
                 sandbox_id: sandbox.id.clone(),
-                netns_path: if sandbox.netns_managed {
+                // Only the sandbox's own namespace: a managed one is found by id, and one
+                // shared with another sandbox (`container:`) keeps that sandbox's interfaces.
+                netns_path: if sandbox.netns_managed
+                    || sandbox.network_mode.starts_with("container:")
+                {
                     String::new()
                 } else {
                     sandbox.netns_path.clone()
