@@ -122,6 +122,31 @@ impl Stack {
             .collect()
     }
 
+    /// Endpoint ids named by the comments of the agent's nftables rules.
+    fn rule_owners(&self) -> BTreeSet<String> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.host.name,
+                "nft",
+                "-j",
+                "list",
+                "ruleset",
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["rule"]["comment"].as_str())
+            .filter_map(|c| c.strip_prefix("weft:endpoint:"))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Endpoint ids the gateway holds.
     async fn held(&self) -> BTreeSet<String> {
         self.sandboxes()
@@ -371,6 +396,11 @@ async fn heavy_killed_during_attach_100_times_leaves_no_leak_and_every_endpoint_
         sb.create_sandbox(pb::CreateSandboxRequest {
             name: name.clone(),
             host: "h1".into(),
+            // An ephemeral host port, so that each attach also writes nftables rules.
+            port_mappings: vec![pb::PortMapping {
+                container_port: 7171,
+                ..Default::default()
+            }],
             ..Default::default()
         })
         .await
@@ -387,7 +417,7 @@ async fn heavy_killed_during_attach_100_times_leaves_no_leak_and_every_endpoint_
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        tokio::time::sleep(Duration::from_micros(rng % 8000)).await;
+        tokio::time::sleep(Duration::from_micros(rng % 40_000)).await;
         if let Some(mut agent) = s.agent.take() {
             agent.kill9();
             killed += 1;
@@ -395,12 +425,30 @@ async fn heavy_killed_during_attach_100_times_leaves_no_leak_and_every_endpoint_
         let _ = connect.await.unwrap();
         s.start_agent().await;
     }
-    // Within 5 s of the last restart: the kernel holds exactly what the gateway holds.
+    // Within 5 s of the last restart: the kernel holds exactly what the gateway holds: veths,
+    // their networks' addresses, and the published ports' rules.
     let held = s.held().await;
-    weft_testkit::wait_for(Duration::from_secs(5), "no leaked veth", || async {
-        (s.veths() == held).then_some(())
+    let server_ep = server.endpoints[0].id.clone();
+    weft_testkit::wait_for(Duration::from_secs(5), "no leaked veth or rule", || async {
+        let mut with_ports = held.clone();
+        with_ports.remove(&server_ep);
+        (s.veths() == held && s.rule_owners() == with_ports).then_some(())
     })
     .await;
+    let bridge_addrs = support::ip_json(&s.host, &["-4", "addr", "show"]);
+    let weft_addrs: Vec<&str> = bridge_addrs
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["addr_info"].as_array().unwrap().iter())
+        .filter_map(|a| a["local"].as_str())
+        .filter(|a| a.starts_with("10.121."))
+        .collect();
+    assert_eq!(
+        weft_addrs,
+        ["10.121.0.1"],
+        "one bridge address, nothing leaked"
+    );
     println!(
         "{killed} kills; the gateway holds {} endpoints; the kernel agrees",
         held.len()
