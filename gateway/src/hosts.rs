@@ -362,6 +362,23 @@ impl Gateway {
         }
     }
 
+    /// Asks every host's agent to remove a deleted network's objects (its bridge, its rules);
+    /// best effort: an agent that cannot be reached drops them at its next reconciliation,
+    /// since no desired state names the network any more.
+    pub(crate) async fn remove_on_hosts(&self, network_id: &str) {
+        for host in self.known_hosts().await.unwrap_or_default() {
+            let mut agent = self.agent_for_cleanup(&host).await;
+            let mut req = tonic::Request::new(apb::RemoveNetworkRequest {
+                network_id: network_id.to_owned(),
+                revision: 0,
+            });
+            req.set_timeout(PROBE);
+            if let Err(st) = agent.remove_network(req).await {
+                tracing::warn!(host, network = network_id, error = %st.message(), "the host's agent did not remove the network; its reconciliation will");
+            }
+        }
+    }
+
     /// Registered hosts, plus the configured one when it has not registered.
     async fn known_hosts(&self) -> Result<Vec<String>, GatewayError> {
         let mut conn = self.db.read().acquire().await?;

@@ -593,6 +593,7 @@ impl Gateway {
         self.commit_network(&rec, pb::EventKind::NetworkRemoved, request)
             .await?;
         self.release_pools(&rec.subnets).await;
+        self.remove_on_hosts(&rec.id).await;
         tracing::info!(network = %rec.name, id = %rec.id, "network removed");
         Ok(answer)
     }
