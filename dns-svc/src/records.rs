@@ -42,6 +42,9 @@ pub struct NetworkRec {
     pub id: String,
     pub name: String,
     pub internal: bool,
+    /// Whether its members resolve each other by name: not on the predefined `bridge`
+    /// network (Docker's default bridge has no embedded name resolution).
+    pub resolves_names: bool,
     pub dns_servers: Vec<String>,
     /// Subnets in use: reverse lookups inside them are answered here, never forwarded.
     pub subnets: Vec<(IpAddr, u8)>,
@@ -103,6 +106,7 @@ impl From<&gw::Network> for NetworkRec {
             id: n.id.clone(),
             name: n.name.clone(),
             internal: n.internal,
+            resolves_names: !(n.predefined && n.name == "bridge"),
             dns_servers: n.dns_servers.clone(),
             subnets: n
                 .ipam
@@ -359,8 +363,17 @@ impl Snapshot {
             .and_then(|id| self.networks.get(id))
     }
 
-    /// The networks this asker sees (all of them for the operator).
+    /// The networks whose names this asker sees (all of them for the operator).
     fn asker_networks(&self, asker: Asker<'_>) -> Vec<&NetworkRec> {
+        let mut nets = self.member_networks(asker);
+        if asker != Asker::Operator {
+            nets.retain(|n| n.resolves_names);
+        }
+        nets
+    }
+
+    /// The networks the asker is on (all of them for the operator).
+    fn member_networks(&self, asker: Asker<'_>) -> Vec<&NetworkRec> {
         match asker {
             Asker::Operator => self.networks.values().collect(),
             Asker::Sandbox(id) => self
@@ -451,7 +464,7 @@ impl Snapshot {
     /// Whether names that are not Weft's may be forwarded for this sandbox: only when it is on
     /// at least one network that is not internal (Docker's rule).
     pub fn may_forward(&self, sandbox_id: &str) -> bool {
-        self.asker_networks(Asker::Sandbox(sandbox_id))
+        self.member_networks(Asker::Sandbox(sandbox_id))
             .iter()
             .any(|n| !n.internal)
     }
@@ -577,6 +590,30 @@ mod tests {
             addrs(&s.lookup(Asker::Sandbox("sc"), "api")),
             ["Some(10.1.0.3)", "Some(10.1.0.4)"]
         );
+    }
+
+    #[test]
+    fn the_default_bridge_resolves_no_names() {
+        let mut st = State::default();
+        let mut bridge = net("nb", "bridge", false, "172.17.0.0/16");
+        if let Some(O::Network(n)) = bridge.object.as_mut() {
+            n.predefined = true;
+        }
+        for e in [
+            bridge,
+            sandbox("s1", "one", ""),
+            sandbox("s2", "two", ""),
+            ep("e1", "nb", "s1", "172.17.0.2/16", &[]),
+            ep("e2", "nb", "s2", "172.17.0.3/16", &[]),
+        ] {
+            st.apply(&e);
+        }
+        let snap = Snapshot::build(&st, true);
+        assert!(matches!(
+            snap.lookup(Asker::Sandbox("s1"), "two"),
+            Local::NotOurs
+        ));
+        assert!(snap.may_forward("s1"));
     }
 
     #[test]
