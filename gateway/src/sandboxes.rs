@@ -904,18 +904,22 @@ impl Gateway {
             ),
             (Change::EndOperation(&op), pb::EventKind::Unspecified),
         ];
-        if let Err(e) = self.commit(&changes, None).await {
+        let mut all = existing.clone();
+        all.push(ep.clone());
+        // The files are rewritten while the commit runs (one round trip fewer); a failed
+        // commit puts them back.
+        let (committed, ()) = tokio::join!(
+            self.commit(&changes, None),
+            self.write_files(&sandbox, &all)
+        );
+        if let Err(e) = committed {
             self.undo_attach(&sandbox, &ep).await;
+            self.write_files(&sandbox, &existing).await;
             self.abandon(&op).await;
             return Err(e);
         }
         tracing::info!(sandbox = %sandbox.name, network = %ep.network_name, endpoint = %ep.id, "connected");
-        let mut all = existing.clone();
-        all.push(ep.clone());
-        tokio::join!(
-            self.reprogram(&sandbox, &existing, &all),
-            self.write_files(&sandbox, &all)
-        );
+        self.reprogram(&sandbox, &existing, &all).await;
         let answer = endpoint_view(&ep, &all);
         self.remember(&req.request_id, "Connect", fingerprint, &answer)
             .await;
