@@ -1,0 +1,49 @@
+//! `weft`'s flags.
+
+use std::{path::PathBuf, time::Duration};
+
+/// weft: runs Weft on this host.
+#[derive(Debug, clap::Parser)]
+#[command(name = "weft", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run the gateway, ipam-svc, driver-agent and dns-svc on this host, each on its default
+    /// port, until Ctrl-C or SIGTERM (needs root: the driver-agent manages namespaces, links and
+    /// nftables).
+    Up(UpArgs),
+    /// Print weft's version.
+    Version,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// Where the SQLite files, the agent's files and the services' logs go.
+    #[arg(long, env = "WEFT_DATA_DIR", default_value = "./weft-data")]
+    pub data_dir: PathBuf,
+
+    /// Where the service binaries are; default: next to weft itself.
+    #[arg(long, env = "WEFT_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// This host's name at the gateway.
+    #[arg(long, env = "WEFT_HOST_NAME", default_value = "local")]
+    pub host_name: String,
+
+    /// Run the whole stack inside the existing network namespace /run/netns/NAME (the agent
+    /// manages it, and every service's ports are on its loopback) instead of this host's own.
+    #[arg(long, env = "WEFT_NETNS", value_name = "NAME")]
+    pub netns: Option<String>,
+
+    /// How long each service may take to become healthy.
+    #[arg(long, env = "WEFT_START_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub start_timeout: Duration,
+
+    /// How long each service may take to stop after SIGTERM before it is killed.
+    #[arg(long, env = "WEFT_STOP_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub stop_timeout: Duration,
+}

@@ -1,0 +1,99 @@
+//! `weft`: runs Weft on one host. `weft up` starts ipam-svc, the gateway, the driver-agent and
+//! dns-svc as supervised child processes on the default ports of the API contract, each once
+//! the one before it is healthy, with their SQLite files and logs in one data directory; it
+//! stops them in reverse order on Ctrl-C or SIGTERM, and stops them all when one dies.
+
+pub mod cli;
+pub mod error;
+pub mod health;
+pub mod plan;
+pub mod privileges;
+pub mod supervisor;
+pub mod table;
+
+use std::process::ExitCode;
+
+pub use cli::{Cli, Command, UpArgs};
+pub use error::UpError;
+use plan::UpConfig;
+use supervisor::{Outcome, Stack, StopSignals};
+
+/// Runs one `weft` command: what `main` does.
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Version => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("weft {}", env!("CARGO_PKG_VERSION"));
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Up(args) => match up(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!("weft up: {e}");
+                }
+                ExitCode::from(e.exit_code())
+            }
+        },
+    }
+}
+
+/// `weft up`: returns once the stack has been stopped.
+pub async fn up(args: UpArgs) -> Result<(), UpError> {
+    // Before anything else: a stack whose agent cannot work is worse than none.
+    privileges::check().map_err(UpError::Privileges)?;
+    let config = UpConfig::from_args(args)?;
+    let services = config.services();
+    if let Some(missing) = services.iter().find(|s| !s.binary.is_file()) {
+        return Err(UpError::MissingBinary {
+            service: missing.name,
+            path: missing.binary.clone(),
+        });
+    }
+    for dir in [config.log_dir(), config.data_dir.join("agent")] {
+        std::fs::create_dir_all(&dir).map_err(|source| UpError::Dir { path: dir, source })?;
+    }
+    if let Some(ns) = &config.netns {
+        loopback_up(&ns.name).await?;
+    }
+    let mut signals = StopSignals::install()?;
+    let mut stack = Stack::new(config.clone());
+    let ran = match stack.start_all(&mut signals).await {
+        Ok(Outcome::Signalled) => Ok(()),
+        Ok(Outcome::Up) => {
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{}", table::render(&config, stack.running()));
+            }
+            stack.watch(&mut signals).await
+        }
+        Err(e) => Err(e),
+    };
+    let stopped = stack.stop_all().await;
+    // The reason the stack ended matters more than how the rest stopped.
+    ran.and(stopped)
+}
+
+/// Brings up the loopback of the namespace `name`: `ip netns add` leaves it down, and the
+/// services talk to each other over it.
+async fn loopback_up(name: &str) -> Result<(), UpError> {
+    let out = tokio::process::Command::new("ip")
+        .args(["-n", name, "link", "set", "lo", "up"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(UpError::Loopback {
+            name: name.into(),
+            detail: String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+        }),
+        Err(e) => Err(UpError::Loopback {
+            name: name.into(),
+            detail: format!("cannot run ip: {e}"),
+        }),
+    }
+}

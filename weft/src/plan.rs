@@ -1,0 +1,302 @@
+//! What `weft up` runs: the validated configuration and, from it, the four services in start
+//! order with their flags, wired to each other on the default ports of the API contract.
+
+use std::{
+    ffi::OsString,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use crate::{cli::UpArgs, error::UpError};
+
+/// Where iproute2 keeps named network namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// The gateway's public gRPC address.
+pub const GATEWAY: &str = "127.0.0.1:7700";
+/// ipam-svc's gRPC address.
+pub const IPAM: &str = "127.0.0.1:7701";
+/// The driver-agent's gRPC address.
+pub const AGENT: &str = "127.0.0.1:7702";
+/// dns-svc's admin gRPC address.
+pub const DNS: &str = "127.0.0.1:7703";
+/// dns-svc's operator DNS listener (its own default, repeated here for the printed table).
+pub const DNS_OPERATOR: &str = "127.0.0.1:5353";
+
+/// A named network namespace the whole stack runs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Netns {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// The validated configuration of `weft up`.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    /// Absolute, so that the printed table and the services agree whatever their cwd.
+    pub data_dir: PathBuf,
+    pub bin_dir: PathBuf,
+    pub host_name: String,
+    pub netns: Option<Netns>,
+    pub start_timeout: Duration,
+    pub stop_timeout: Duration,
+}
+
+impl UpConfig {
+    /// Checks the flags and resolves the directories, without creating anything.
+    pub fn from_args(args: UpArgs) -> Result<Self, UpError> {
+        if args.host_name.trim().is_empty() {
+            return Err(UpError::Invalid("--host-name must not be empty".into()));
+        }
+        let netns = match args.netns {
+            Some(name) => {
+                let bad = name.is_empty() || name == "." || name == ".." || name.contains('/');
+                if bad {
+                    return Err(UpError::Invalid(format!(
+                        "--netns {name:?}: expected the name of a namespace in {NETNS_DIR}"
+                    )));
+                }
+                let path = Path::new(NETNS_DIR).join(&name);
+                if !path.exists() {
+                    return Err(UpError::NoNetns { name, path });
+                }
+                Some(Netns { name, path })
+            }
+            None => None,
+        };
+        let bin_dir = match args.bin_dir {
+            Some(d) => d,
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_owned))
+                .ok_or_else(|| {
+                    UpError::Invalid("cannot tell where weft is: give --bin-dir".into())
+                })?,
+        };
+        let data_dir = std::path::absolute(&args.data_dir).map_err(|source| UpError::Dir {
+            path: args.data_dir.clone(),
+            source,
+        })?;
+        Ok(Self {
+            data_dir,
+            bin_dir,
+            host_name: args.host_name,
+            netns,
+            start_timeout: args.start_timeout,
+            stop_timeout: args.stop_timeout,
+        })
+    }
+
+    /// Where the services' logs go.
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+
+    /// The four services in start order: each only needs those before it to be up.
+    pub fn services(&self) -> Vec<Service> {
+        let url = |addr: &str| format!("http://{addr}");
+        let sqlite = |file: &str| format!("sqlite://{}", self.data_dir.join(file).display());
+        let host = self.host_name.as_str();
+        let mut agent = vec![
+            "--listen".into(),
+            AGENT.into(),
+            "--gateway".into(),
+            url(GATEWAY),
+            "--host-name".into(),
+            host.into(),
+            "--dns-address".into(),
+            DNS.into(),
+            "--data-dir".into(),
+            self.data_dir.join("agent").display().to_string(),
+        ];
+        if let Some(ns) = &self.netns {
+            agent.extend(["--netns".into(), ns.path.display().to_string()]);
+        }
+        let services = [
+            (
+                "ipam-svc",
+                IPAM,
+                vec![
+                    "--listen".into(),
+                    IPAM.into(),
+                    "--database-url".into(),
+                    sqlite("ipam.db"),
+                ],
+            ),
+            (
+                "gateway",
+                GATEWAY,
+                vec![
+                    "--listen".into(),
+                    GATEWAY.into(),
+                    "--database-url".into(),
+                    sqlite("gateway.db"),
+                    "--ipam".into(),
+                    url(IPAM),
+                    "--agent".into(),
+                    url(AGENT),
+                    "--host-name".into(),
+                    host.into(),
+                ],
+            ),
+            ("driver-agent", AGENT, agent),
+            (
+                "dns-svc",
+                DNS,
+                vec![
+                    "--listen".into(),
+                    DNS.into(),
+                    "--gateway".into(),
+                    url(GATEWAY),
+                    "--host".into(),
+                    host.into(),
+                    "--operator-listen".into(),
+                    DNS_OPERATOR.into(),
+                ],
+            ),
+        ];
+        services
+            .into_iter()
+            .map(|(name, listen, args): (_, _, Vec<String>)| Service {
+                name,
+                binary: self.bin_dir.join(name),
+                #[allow(clippy::expect_used)]
+                listen: listen.parse().expect("the default addresses are valid"),
+                args: args.into_iter().map(OsString::from).collect(),
+                log: self.log_dir().join(format!("{name}.log")),
+            })
+            .collect()
+    }
+
+    /// The program and arguments that start `service`: through `ip netns exec` when the stack
+    /// runs in a namespace (iproute2 enters it and then execs the service in place, so the PID
+    /// weft holds is the service's own).
+    pub fn command_line(&self, service: &Service) -> (OsString, Vec<OsString>) {
+        match &self.netns {
+            None => (service.binary.clone().into(), service.args.clone()),
+            Some(ns) => {
+                let mut args: Vec<OsString> = vec![
+                    "netns".into(),
+                    "exec".into(),
+                    ns.name.clone().into(),
+                    service.binary.clone().into(),
+                ];
+                args.extend(service.args.iter().cloned());
+                ("ip".into(), args)
+            }
+        }
+    }
+}
+
+/// One service `weft up` runs.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Also the binary's file name and the log's.
+    pub name: &'static str,
+    pub binary: PathBuf,
+    /// Its gRPC address (health is checked there).
+    pub listen: SocketAddr,
+    pub args: Vec<OsString>,
+    pub log: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn config(netns: Option<Netns>) -> UpConfig {
+        UpConfig {
+            data_dir: "/d".into(),
+            bin_dir: "/b".into(),
+            host_name: "h1".into(),
+            netns,
+            start_timeout: Duration::from_secs(1),
+            stop_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn args(s: &Service) -> Vec<String> {
+        s.args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn services_start_in_dependency_order_on_the_contract_ports() {
+        let s = config(None).services();
+        let names: Vec<_> = s.iter().map(|s| s.name).collect();
+        assert_eq!(names, ["ipam-svc", "gateway", "driver-agent", "dns-svc"]);
+        let ports: Vec<_> = s.iter().map(|s| s.listen.port()).collect();
+        assert_eq!(ports, [7701, 7700, 7702, 7703]);
+        assert_eq!(s[0].binary, Path::new("/b/ipam-svc"));
+        assert_eq!(s[3].log, Path::new("/d/logs/dns-svc.log"));
+    }
+
+    #[test]
+    fn services_are_wired_to_each_other_and_the_data_dir() {
+        let s = config(None).services();
+        let joined = |i: usize| args(&s[i]).join(" ");
+        assert!(joined(0).contains("--database-url sqlite:///d/ipam.db"));
+        assert!(joined(1).contains(
+            "--database-url sqlite:///d/gateway.db --ipam http://127.0.0.1:7701 \
+             --agent http://127.0.0.1:7702 --host-name h1"
+        ));
+        assert!(
+            joined(2).contains("--gateway http://127.0.0.1:7700 --host-name h1"),
+            "{}",
+            joined(2)
+        );
+        assert!(joined(2).contains("--data-dir /d/agent"));
+        assert!(!joined(2).contains("--netns"));
+        assert!(joined(3).contains("--gateway http://127.0.0.1:7700 --host h1"));
+    }
+
+    #[test]
+    fn in_a_namespace_the_agent_manages_it_and_every_service_runs_in_it() {
+        let c = config(Some(Netns {
+            name: "n1".into(),
+            path: "/run/netns/n1".into(),
+        }));
+        let s = c.services();
+        assert!(args(&s[2]).join(" ").ends_with("--netns /run/netns/n1"));
+        for service in &s {
+            let (program, a) = c.command_line(service);
+            assert_eq!(program, "ip");
+            let want: [&std::ffi::OsStr; 4] = [
+                "netns".as_ref(),
+                "exec".as_ref(),
+                "n1".as_ref(),
+                service.binary.as_os_str(),
+            ];
+            assert_eq!(a[..4], want);
+        }
+        let (program, _) = config(None).command_line(&s[0]);
+        assert_eq!(program, "/b/ipam-svc");
+    }
+
+    #[test]
+    fn bad_flags_are_refused_before_anything_starts() {
+        let up = |host: &str, netns: Option<&str>| UpArgs {
+            data_dir: "d".into(),
+            bin_dir: Some("/b".into()),
+            host_name: host.into(),
+            netns: netns.map(Into::into),
+            start_timeout: Duration::from_secs(1),
+            stop_timeout: Duration::from_secs(1),
+        };
+        assert!(UpConfig::from_args(up("", None)).is_err());
+        assert!(UpConfig::from_args(up("h", Some("../x"))).is_err());
+        let missing = UpConfig::from_args(up("h", Some("wft-surely-not-there-42"))).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("/run/netns/wft-surely-not-there-42")
+        );
+        let ok = UpConfig::from_args(up("h", None)).unwrap();
+        assert!(ok.data_dir.is_absolute());
+    }
+}

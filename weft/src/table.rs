@@ -1,0 +1,74 @@
+//! The table `weft up` prints once everything is up: where each service listens and how to
+//! talk to it.
+
+use std::fmt::Write as _;
+
+use crate::{
+    plan::{DNS_OPERATOR, GATEWAY, UpConfig},
+    supervisor::Running,
+};
+
+/// The text printed once the stack is up.
+pub fn render(config: &UpConfig, running: &[Running]) -> String {
+    // Commands reach the services only from inside their namespace.
+    let prefix = config
+        .netns
+        .as_ref()
+        .map(|n| format!("ip netns exec {} ", n.name))
+        .unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Weft is up on host {:?} (Ctrl-C or SIGTERM stops it):",
+        config.host_name
+    );
+    if let Some(ns) = &config.netns {
+        let _ = writeln!(
+            out,
+            "  every service runs in network namespace {} ({}): its ports are on that namespace's \
+             loopback (brought up by weft), and the agent manages that namespace",
+            ns.name,
+            ns.path.display()
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  {:<13} {:<40} {:>7}  LOG",
+        "SERVICE", "LISTENS", "PID"
+    );
+    // The public API first.
+    let order = ["gateway", "ipam-svc", "driver-agent", "dns-svc"];
+    for name in order {
+        let Some(r) = running.iter().find(|r| r.service.name == name) else {
+            continue;
+        };
+        let listens = if name == "dns-svc" {
+            format!("{} (admin), DNS {DNS_OPERATOR} udp+tcp", r.service.listen)
+        } else {
+            r.service.listen.to_string()
+        };
+        let _ = writeln!(
+            out,
+            "  {name:<13} {listens:<40} {:>7}  {}",
+            r.pid,
+            r.service.log.display()
+        );
+    }
+    let _ = writeln!(out, "  data          {}", config.data_dir.display());
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Talk to it:");
+    let (dns_ip, dns_port) = DNS_OPERATOR.split_once(':').unwrap_or((DNS_OPERATOR, "53"));
+    for cmd in [
+        "weftctl network ls".to_owned(),
+        "weftctl hosts".to_owned(),
+        "weftctl network create mynet".to_owned(),
+        format!("grpcurl -plaintext {GATEWAY} list"),
+        format!("grpcurl -plaintext {GATEWAY} weft.gateway.v1.NetworkService/ListNetworks"),
+        format!("grpcurl -plaintext {GATEWAY} grpc.health.v1.Health/Check"),
+        format!("dig @{dns_ip} -p {dns_port} NAME.NETWORK.weft."),
+    ] {
+        let _ = writeln!(out, "  {prefix}{cmd}");
+    }
+    out
+}

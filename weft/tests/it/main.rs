@@ -1,0 +1,81 @@
+//! `weft`'s integration tests: the real binary, with the real service binaries next to it.
+//!
+//! The service binaries must be built in the same target directory as `weft` (`cargo build
+//! --bins`; `cargo nextest run --workspace` builds every binary of the workspace).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod refusals;
+mod up;
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+/// The `weft` binary under test.
+pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+/// Where the service binaries are: next to `weft`.
+pub fn bin_dir() -> PathBuf {
+    let dir = PathBuf::from(WEFT).parent().unwrap().to_owned();
+    for bin in ["gateway", "ipam-svc", "driver-agent", "dns-svc"] {
+        assert!(
+            dir.join(bin).is_file(),
+            "{bin} is not built in {}: run `cargo build --bins` first (or `cargo nextest run \
+             --workspace`, which builds every binary)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// Polls `f` every 50 ms until it returns `Some`; panics with `what` after `timeout`.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A named network namespace this test creates, deleted on drop (also when the test fails).
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("wft-up-{tag}-{}-{nanos:x}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {name}");
+        Self { name }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}

@@ -1,0 +1,292 @@
+//! `weft up --netns` runs the whole stack inside a namespace this test creates: all four
+//! services healthy on that namespace's loopback, the default networks there, the host
+//! registered by its agent; SIGTERM stops everything and weft exits 0.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+use crate::{Netns, WEFT, bin_dir, wait_until};
+
+const SERVICES: [(&str, u16); 4] = [
+    ("gateway", 7700),
+    ("ipam-svc", 7701),
+    ("driver-agent", 7702),
+    ("dns-svc", 7703),
+];
+
+/// `weft up` running; on drop (a failed test) it is stopped, and whatever is left of it and its
+/// children is killed by PID, so that nothing outlives the test's namespace.
+#[derive(Debug)]
+struct Weft {
+    child: Option<Child>,
+    out: std::path::PathBuf,
+    err: std::path::PathBuf,
+}
+
+impl Weft {
+    fn start(ns: &Netns, data: &Path, host: &str) -> Self {
+        let out = data.with_extension("stdout");
+        let err = data.with_extension("stderr");
+        let child = Command::new(WEFT)
+            .args(["up", "--netns", &ns.name, "--host-name", host])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--bin-dir")
+            .arg(bin_dir())
+            .stdin(Stdio::null())
+            .stdout(File::create(&out).unwrap())
+            .stderr(File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        Self {
+            child: Some(child),
+            out,
+            err,
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.as_ref().unwrap().id()).unwrap())
+    }
+
+    fn output(&self) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            std::fs::read_to_string(&self.out).unwrap_or_default(),
+            std::fs::read_to_string(&self.err).unwrap_or_default()
+        )
+    }
+
+    /// Panics (with weft's output) if weft has exited.
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("weft exited with {status}:\n{}", self.output());
+        }
+    }
+}
+
+impl Drop for Weft {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = self.pid_of(&child);
+        let children = children_of(pid);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        for (p, _) in children {
+            let _ = kill(p, Signal::SIGKILL);
+        }
+    }
+}
+
+impl Weft {
+    fn pid_of(&self, child: &Child) -> Pid {
+        Pid::from_raw(i32::try_from(child.id()).unwrap())
+    }
+}
+
+/// The processes whose parent is `parent`, with their names.
+fn children_of(parent: Pid) -> BTreeMap<Pid, String> {
+    let mut found = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        if field("PPid:").and_then(|p| p.parse::<i32>().ok()) == Some(parent.as_raw()) {
+            found.insert(Pid::from_raw(pid), field("Name:").unwrap_or_default());
+        }
+    }
+    found
+}
+
+/// Runs grpcurl inside the namespace; its stdout when it succeeded.
+fn grpcurl_in(ns: &Netns, args: &[&str]) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(weft_testkit::grpcurl())
+        .args(["-plaintext", "-max-time", "3"])
+        .args(args)
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn weft_up_in_a_namespace_runs_the_stack_there_and_sigterm_stops_it_with_exit_0() {
+    let ns = Netns::new("a");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let host = "wft-test-host";
+    let mut weft = Weft::start(&ns, &data, host);
+
+    // Every service healthy on the namespace's loopback.
+    for (service, port) in SERVICES {
+        let addr = format!("127.0.0.1:{port}");
+        wait_until(
+            Duration::from_secs(120),
+            &format!("{service} healthy"),
+            || {
+                weft.assert_running();
+                grpcurl_in(&ns, &[&addr, "grpc.health.v1.Health/Check"])
+                    .filter(|out| json(out)["status"] == "SERVING")
+            },
+        );
+    }
+    // The table comes once all are healthy; it says where everything is and how to reach it.
+    let table = wait_until(Duration::from_secs(30), "the table", || {
+        weft.assert_running();
+        let out = std::fs::read_to_string(&weft.out).unwrap_or_default();
+        out.contains("Talk to it:").then_some(out)
+    });
+    for want in [
+        "127.0.0.1:7700",
+        "127.0.0.1:7701",
+        "127.0.0.1:7702",
+        "127.0.0.1:7703",
+        &format!("ip netns exec {} weftctl network ls", ns.name),
+        &format!("network namespace {}", ns.name),
+        &format!(
+            "ip netns exec {} grpcurl -plaintext 127.0.0.1:7700",
+            ns.name
+        ),
+    ] {
+        assert!(table.contains(want), "{want:?} missing from:\n{table}");
+    }
+
+    let networks = json(
+        &grpcurl_in(
+            &ns,
+            &[
+                "127.0.0.1:7700",
+                "weft.gateway.v1.NetworkService/ListNetworks",
+            ],
+        )
+        .expect("ListNetworks"),
+    );
+    let mut names: Vec<&str> = networks["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["bridge", "host", "none"], "{networks}");
+
+    // The agent registers its host with the gateway, under the name given to weft.
+    let hosts = wait_until(Duration::from_secs(30), "the host registered", || {
+        let out = grpcurl_in(
+            &ns,
+            &["127.0.0.1:7700", "weft.gateway.v1.HostService/ListHosts"],
+        )?;
+        let v = json(&out);
+        let hosts = v["hosts"].as_array()?.clone();
+        (hosts.iter().any(|h| h["name"] == host)).then_some(hosts)
+    });
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    assert_eq!(hosts[0]["agentAddress"], "127.0.0.1:7702", "{hosts:?}");
+
+    // The four services are weft's children (iproute2 execs them in place), in the namespace.
+    let children = children_of(weft.pid());
+    let mut names: Vec<&str> = children.values().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["dns-svc", "driver-agent", "gateway", "ipam-svc"]);
+    let ns_inode = std::fs::metadata(ns.path()).unwrap().ino();
+    for pid in children.keys() {
+        let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+        assert_eq!(
+            link.to_string_lossy(),
+            format!("net:[{ns_inode}]"),
+            "{pid} is not in the namespace"
+        );
+    }
+    for (service, _) in SERVICES {
+        let log = data.join("logs").join(format!("{service}.log"));
+        assert!(
+            std::fs::metadata(&log).is_ok_and(|m| m.len() > 0),
+            "{} is empty",
+            log.display()
+        );
+    }
+    assert!(data.join("ipam.db").is_file() && data.join("gateway.db").is_file());
+
+    kill(weft.pid(), Signal::SIGTERM).unwrap();
+    let mut child = weft.child.take().unwrap();
+    let status = wait_until(Duration::from_secs(10), "weft to exit", || {
+        child.try_wait().unwrap()
+    });
+    assert!(
+        status.success(),
+        "weft exited with {status}:\n{}",
+        weft.output()
+    );
+    for (pid, name) in &children {
+        let gone = !Path::new(&format!("/proc/{pid}")).exists();
+        assert!(gone, "{name} ({pid}) outlived weft");
+    }
+}
+
+#[test]
+fn when_a_service_dies_weft_names_it_with_its_log_stops_the_rest_and_exits_1() {
+    let ns = Netns::new("b");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut weft = Weft::start(&ns, &data, "local");
+    wait_until(Duration::from_secs(120), "the table", || {
+        weft.assert_running();
+        let out = std::fs::read_to_string(&weft.out).unwrap_or_default();
+        out.contains("Talk to it:").then_some(())
+    });
+    let children = children_of(weft.pid());
+    let (&gateway, _) = children.iter().find(|(_, n)| *n == "gateway").unwrap();
+    kill(gateway, Signal::SIGKILL).unwrap();
+
+    let mut child = weft.child.take().unwrap();
+    let status = wait_until(Duration::from_secs(60), "weft to exit", || {
+        child.try_wait().unwrap()
+    });
+    let stderr = std::fs::read_to_string(&weft.err).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("weft up: gateway exited unexpectedly (signal: 9"),
+        "{stderr}"
+    );
+    // The tail of its log, which says what it was doing.
+    assert!(stderr.contains("gateway.log:\n  "), "{stderr}");
+    assert!(stderr.contains("listening addr=127.0.0.1:7700"), "{stderr}");
+    for (pid, name) in &children {
+        let gone = !Path::new(&format!("/proc/{pid}")).exists();
+        assert!(gone, "{name} ({pid}) outlived weft");
+    }
+}
