@@ -39,6 +39,15 @@ pub struct UpArgs {
     #[arg(long, env = "WEFT_NETNS", value_name = "NAME")]
     pub netns: Option<String>,
 
+    /// Upstream DNS servers (IP or IP:PORT) dns-svc forwards to for names that are not Weft's,
+    /// repeatable; default: those of the host's /etc/resolv.conf.
+    #[arg(
+        long = "dns-upstream",
+        env = "WEFT_DNS_UPSTREAMS",
+        value_delimiter = ','
+    )]
+    pub dns_upstreams: Vec<String>,
+
     /// How long each service may take to become healthy.
     #[arg(long, env = "WEFT_START_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub start_timeout: Duration,

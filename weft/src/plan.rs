@@ -41,6 +41,8 @@ pub struct UpConfig {
     pub netns: Option<Netns>,
     pub start_timeout: Duration,
     pub stop_timeout: Duration,
+    /// dns-svc's upstreams (`--upstream`); empty: the host's resolv.conf.
+    pub dns_upstreams: Vec<String>,
 }
 
 impl UpConfig {
@@ -85,6 +87,7 @@ impl UpConfig {
             netns,
             start_timeout: args.start_timeout,
             stop_timeout: args.stop_timeout,
+            dns_upstreams: args.dns_upstreams,
         })
     }
 
@@ -112,6 +115,19 @@ impl UpConfig {
         ];
         if let Some(ns) = &self.netns {
             agent.extend(["--netns".into(), ns.path.display().to_string()]);
+        }
+        let mut dns: Vec<String> = vec![
+            "--listen".into(),
+            DNS.into(),
+            "--gateway".into(),
+            url(GATEWAY),
+            "--host".into(),
+            host.into(),
+            "--operator-listen".into(),
+            DNS_OPERATOR.into(),
+        ];
+        for u in &self.dns_upstreams {
+            dns.extend(["--upstream".into(), u.clone()]);
         }
         let services = [
             (
@@ -141,20 +157,7 @@ impl UpConfig {
                 ],
             ),
             ("driver-agent", AGENT, agent),
-            (
-                "dns-svc",
-                DNS,
-                vec![
-                    "--listen".into(),
-                    DNS.into(),
-                    "--gateway".into(),
-                    url(GATEWAY),
-                    "--host".into(),
-                    host.into(),
-                    "--operator-listen".into(),
-                    DNS_OPERATOR.into(),
-                ],
-            ),
+            ("dns-svc", DNS, dns),
         ];
         services
             .into_iter()
@@ -169,21 +172,21 @@ impl UpConfig {
             .collect()
     }
 
-    /// The program and arguments that start `service`: through `ip netns exec` when the stack
-    /// runs in a namespace (iproute2 enters it and then execs the service in place, so the PID
-    /// weft holds is the service's own).
+    /// The program and arguments that start `service`: through `nsenter --net` when the stack
+    /// runs in a namespace (it enters the namespace and then execs the service in place, so
+    /// the PID weft holds is the service's own).
     pub fn command_line(&self, service: &Service) -> (OsString, Vec<OsString>) {
         match &self.netns {
             None => (service.binary.clone().into(), service.args.clone()),
             Some(ns) => {
-                let mut args: Vec<OsString> = vec![
-                    "netns".into(),
-                    "exec".into(),
-                    ns.name.clone().into(),
-                    service.binary.clone().into(),
-                ];
+                // nsenter, not `ip netns exec`: that one also gives the process a mount namespace
+                // of its own, and the namespaces the agent creates for sandboxes (bind mounts
+                // under /run/netns) would be invisible to everyone else.
+                let mut net = OsString::from("--net=");
+                net.push(&ns.path);
+                let mut args: Vec<OsString> = vec![net, "--".into(), service.binary.clone().into()];
                 args.extend(service.args.iter().cloned());
-                ("ip".into(), args)
+                ("nsenter".into(), args)
             }
         }
     }
@@ -215,6 +218,7 @@ mod tests {
             netns,
             start_timeout: Duration::from_secs(1),
             stop_timeout: Duration::from_secs(1),
+            dns_upstreams: vec!["192.0.2.53".into()],
         }
     }
 
@@ -253,6 +257,11 @@ mod tests {
         assert!(joined(2).contains("--data-dir /d/agent"));
         assert!(!joined(2).contains("--netns"));
         assert!(joined(3).contains("--gateway http://127.0.0.1:7700 --host h1"));
+        assert!(
+            joined(3).ends_with("--upstream 192.0.2.53"),
+            "{}",
+            joined(3)
+        );
     }
 
     #[test]
@@ -265,14 +274,13 @@ mod tests {
         assert!(args(&s[2]).join(" ").ends_with("--netns /run/netns/n1"));
         for service in &s {
             let (program, a) = c.command_line(service);
-            assert_eq!(program, "ip");
-            let want: [&std::ffi::OsStr; 4] = [
-                "netns".as_ref(),
-                "exec".as_ref(),
-                "n1".as_ref(),
+            assert_eq!(program, "nsenter");
+            let want: [&std::ffi::OsStr; 3] = [
+                "--net=/run/netns/n1".as_ref(),
+                "--".as_ref(),
                 service.binary.as_os_str(),
             ];
-            assert_eq!(a[..4], want);
+            assert_eq!(a[..3], want);
         }
         let (program, _) = config(None).command_line(&s[0]);
         assert_eq!(program, "/b/ipam-svc");
@@ -285,6 +293,7 @@ mod tests {
             bin_dir: Some("/b".into()),
             host_name: host.into(),
             netns: netns.map(Into::into),
+            dns_upstreams: Vec::new(),
             start_timeout: Duration::from_secs(1),
             stop_timeout: Duration::from_secs(1),
         };

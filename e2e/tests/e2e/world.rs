@@ -1,0 +1,513 @@
+//! The world an end-to-end test runs in: a namespace playing the host (where `weft up` runs),
+//! a namespace playing "the internet" on the host's uplink with a TCP server that tells each
+//! client its address and a fake upstream DNS server, and the tools to look and talk: weftctl,
+//! grpcurl, dig, `ip -j`, `nft -j`, and TCP/UDP from inside any namespace.
+//!
+//! Addresses are TEST-NET ones, only ever inside these namespaces: the uplink is
+//! 192.0.2.1/24 (host) — 192.0.2.254/24 (internet).
+
+use std::{
+    io::Read as _,
+    net::{SocketAddr, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use driver_agent::netns;
+use serde_json::Value;
+
+pub const HOST_UPLINK: &str = "192.0.2.1";
+pub const INTERNET: &str = "192.0.2.254";
+/// What the fake upstream answers for every A question.
+pub const UPSTREAM_ANSWER: &str = "198.51.100.7";
+
+/// A named namespace; deleted when dropped.
+pub struct Ns {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl Ns {
+    pub fn new(tag: &str) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("wft-e2e-{tag}-{}", &id[..8]);
+        run("ip", &["netns", "add", &name]);
+        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        Self {
+            path: PathBuf::from(format!("/run/netns/{name}")),
+            name,
+        }
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Where the workspace's binaries are (`cargo build`/`nextest` put them next to `deps/`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_owned();
+    for b in [
+        "weft",
+        "weftctl",
+        "gateway",
+        "ipam-svc",
+        "driver-agent",
+        "dns-svc",
+    ] {
+        assert!(
+            dir.join(b).exists(),
+            "{b} is not built in {}: run the whole workspace's tests (`cargo nextest run --workspace` builds every binary)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// The host and internet namespaces, wired, with the internet's servers running.
+pub struct World {
+    pub host: Ns,
+    pub internet: Ns,
+    /// Queries the fake upstream DNS server has answered.
+    pub upstream_queries: Arc<AtomicUsize>,
+    pub bins: PathBuf,
+}
+
+impl World {
+    pub async fn new() -> Self {
+        let host = Ns::new("host");
+        let internet = Ns::new("inet");
+        let (h, i) = (host.name.as_str(), internet.name.as_str());
+        run(
+            "ip",
+            &[
+                "-n", h, "link", "add", "uplink", "type", "veth", "peer", "name", "wan", "netns", i,
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                h,
+                "addr",
+                "add",
+                &format!("{HOST_UPLINK}/24"),
+                "dev",
+                "uplink",
+            ],
+        );
+        run("ip", &["-n", h, "link", "set", "uplink", "up"]);
+        run(
+            "ip",
+            &[
+                "-n",
+                i,
+                "addr",
+                "add",
+                &format!("{INTERNET}/24"),
+                "dev",
+                "wan",
+            ],
+        );
+        run("ip", &["-n", i, "link", "set", "wan", "up"]);
+        run("ip", &["-n", h, "route", "add", "default", "via", INTERNET]);
+        let world = Self {
+            host,
+            internet,
+            upstream_queries: Arc::new(AtomicUsize::new(0)),
+            bins: bin_dir(),
+        };
+        // The internet: a TCP server that answers "from <peer address>", and a DNS server.
+        who_is_server(
+            &world.internet.path,
+            format!("{INTERNET}:80").parse().unwrap(),
+        )
+        .await;
+        fake_upstream(
+            &world.internet.path,
+            format!("{INTERNET}:53").parse().unwrap(),
+            world.upstream_queries.clone(),
+        )
+        .await;
+        world
+    }
+
+    /// `weftctl --format json ARGS…` run inside the host namespace.
+    pub fn weftctl(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.host.name])
+            .arg(self.bins.join("weftctl"))
+            .args(args)
+            .env_remove("WEFT_GATEWAY")
+            .output()
+            .unwrap()
+    }
+
+    /// Like [`World::weftctl`], asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.weftctl(args);
+        assert!(
+            out.status.success(),
+            "weftctl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `weftctl --format json sandbox inspect NAME` → the sandbox object.
+    pub fn sandbox(&self, name: &str) -> Value {
+        let v: Value =
+            serde_json::from_str(&self.ok(&["--format", "json", "sandbox", "inspect", name]))
+                .unwrap();
+        v[0].clone()
+    }
+
+    /// `weftctl --format json network inspect NAME` → the network object.
+    pub fn network(&self, name: &str) -> Value {
+        let v: Value =
+            serde_json::from_str(&self.ok(&["--format", "json", "network", "inspect", name]))
+                .unwrap();
+        v[0].clone()
+    }
+
+    /// The real grpcurl against the gateway inside the host namespace.
+    pub fn grpcurl(&self, method: &str, body: &str) -> Value {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.host.name])
+            .arg(weft_testkit::grpcurl())
+            .args(["-plaintext", "-d", body, "127.0.0.1:7700", method])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "grpcurl {method}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The host namespace as the kernel sees it: links, addresses, routes, nftables, in a
+    /// normalised form (no counters, indexes or timers).
+    pub fn host_snapshot(&self) -> String {
+        let h = &self.host.name;
+        let ip = |args: &[&str]| {
+            let mut all = vec!["-n", h, "-j"];
+            all.extend_from_slice(args);
+            let v: Value = serde_json::from_str(&run("ip", &all)).unwrap_or(Value::Null);
+            normalise(v)
+        };
+        let nft: Value = serde_json::from_str(&run(
+            "ip",
+            &["netns", "exec", h, "nft", "-j", "list", "ruleset"],
+        ))
+        .unwrap();
+        format!(
+            "links {}\naddrs {}\nroutes {}\nroutes6 {}\nnft {}",
+            ip(&["link", "show"]),
+            ip(&["addr", "show"]),
+            ip(&["route", "show"]),
+            ip(&["-6", "route", "show"]),
+            normalise(nft)
+        )
+    }
+}
+
+/// Drops what changes without anything being configured: counters, indexes, timers, stats.
+fn normalise(v: Value) -> Value {
+    match v {
+        Value::Array(a) => Value::Array(a.into_iter().map(normalise).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .filter(|(k, _)| {
+                    !matches!(
+                        k.as_str(),
+                        "ifindex"
+                            | "handle"
+                            | "valid_life_time"
+                            | "preferred_life_time"
+                            | "stats64"
+                            | "metainfo"
+                            | "operstate"
+                    )
+                })
+                .map(|(k, v)| (k, normalise(v)))
+                .collect(),
+        ),
+        v => v,
+    }
+}
+
+/// `weft up` running inside the host namespace; stopped with SIGTERM (by PID) when dropped.
+pub struct Weft {
+    child: Option<Child>,
+    _data: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl Weft {
+    pub async fn up(world: &World) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let log = data.path().join("weft-up.log");
+        let logfile = std::fs::File::create(&log).unwrap();
+        let child = Command::new(world.bins.join("weft"))
+            .args(["up", "--netns", &world.host.name, "--data-dir"])
+            .arg(data.path().join("weft-data"))
+            .arg("--bin-dir")
+            .arg(&world.bins)
+            .args(["--dns-upstream", &format!("{INTERNET}:53")])
+            .stdin(Stdio::null())
+            .stdout(logfile.try_clone().unwrap())
+            .stderr(logfile)
+            .spawn()
+            .unwrap();
+        let mut me = Self {
+            child: Some(child),
+            _data: data,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let hosts = world.weftctl(&["--format", "json", "hosts"]);
+            if hosts.status.success()
+                && String::from_utf8_lossy(&hosts.stdout).contains("HOST_STATE_UP")
+            {
+                break;
+            }
+            if let Some(status) = me.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("weft up exited with {status}:\n{}", me.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weft up did not come up:\n{}",
+                me.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        me
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Weft {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(c.id()).unwrap());
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A TCP server in `ns` at `addr` that answers every connection with "from <peer ip>\n".
+pub async fn who_is_server(ns: &Path, addr: SocketAddr) {
+    let listener = netns::run_in(ns, move || {
+        let l = std::net::TcpListener::bind(addr)?;
+        l.set_nonblocking(true)?;
+        Ok::<_, std::io::Error>(l)
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, peer)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt as _;
+                let _ = s
+                    .write_all(format!("from {}\n", peer.ip()).as_bytes())
+                    .await;
+            });
+        }
+    });
+}
+
+/// A UDP server in `ns` at `addr` that echoes every datagram.
+pub async fn udp_echo_server(ns: &Path, addr: SocketAddr) {
+    let sock = netns::run_in(ns, move || UdpSocket::bind(addr))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("bind udp {addr}: {e}"));
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(&buf[..n], peer);
+        }
+    });
+}
+
+/// Connects from inside `ns` to `to`; returns the first line the server sends.
+pub async fn tcp_from(ns: &Path, to: SocketAddr) -> std::io::Result<String> {
+    netns::run_in(ns, move || {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(1500))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned())
+    })
+    .await
+    .expect("enter namespace")
+}
+
+/// Sends one datagram from inside `ns` to `to`; returns the echo if one comes within 1.5 s.
+pub async fn udp_from(ns: &Path, to: SocketAddr, msg: &str) -> Option<String> {
+    let msg = msg.to_owned();
+    netns::run_in(ns, move || {
+        let bind: SocketAddr = if to.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
+        let s = UdpSocket::bind(bind).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(1500))).ok()?;
+        s.send_to(msg.as_bytes(), to).ok()?;
+        let mut buf = [0u8; 1500];
+        let (n, _) = s.recv_from(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .await
+    .expect("enter namespace")
+}
+
+/// Retries `tcp_from` for up to 5 s (rules and routes land asynchronously).
+pub async fn tcp_eventually(ns: &Path, to: SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tcp_from(ns, to).await {
+            Ok(line) => return line,
+            Err(e) => assert!(Instant::now() < deadline, "no TCP answer from {to}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The real `dig` inside the namespace at `path`, asking `server` (`@127.0.0.11` in a
+/// sandbox): the answer section's addresses, and the status (NOERROR, NXDOMAIN, …; "TIMEOUT"
+/// when nothing answered).
+pub fn dig(path: &str, server: &str, name: &str) -> (String, Vec<String>) {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={path}"))
+        .args(["dig", "+time=2", "+tries=1", &format!("@{server}"), name])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() || text.contains("no servers could be reached") {
+        return ("TIMEOUT".into(), Vec::new());
+    }
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("?")
+        .to_owned();
+    let answers = text
+        .split(";; ANSWER SECTION:")
+        .nth(1)
+        .map(|s| {
+            s.lines()
+                .skip(1)
+                .take_while(|l| !l.trim().is_empty())
+                .filter_map(|l| l.split_whitespace().nth(4).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    (status, answers)
+}
+
+/// `ip -j ARGS…` inside the namespace at `path`.
+pub fn ip_in(path: &str, args: &[&str]) -> Value {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={path}"))
+        .args(["ip", "-j"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.trim().is_empty() {
+        return Value::Array(Vec::new());
+    }
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The IPv4 default gateway of the namespace at `path`.
+pub fn default_gateway(path: &str) -> Option<String> {
+    ip_in(path, &["-4", "route", "show", "default"])[0]["gateway"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// A fake upstream DNS server in `ns` at `addr`: answers every question with one A record
+/// ([`UPSTREAM_ANSWER`]) and counts what it answered.
+pub async fn fake_upstream(ns: &Path, addr: SocketAddr, count: Arc<AtomicUsize>) {
+    let sock = netns::run_in(ns, move || UdpSocket::bind(addr))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("bind dns {addr}: {e}"));
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            if let Some(reply) = answer(&buf[..n]) {
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = sock.send_to(&reply, peer);
+            }
+        }
+    });
+}
+
+/// A reply to a one-question query: the question, then one A record pointing back at it.
+fn answer(q: &[u8]) -> Option<Vec<u8>> {
+    if q.len() < 12 || q[2] & 0x80 != 0 {
+        return None;
+    }
+    let mut end = 12;
+    while *q.get(end)? != 0 {
+        end += usize::from(q[end]) + 1;
+    }
+    end += 5; // the root label, QTYPE, QCLASS
+    let question = q.get(12..end)?;
+    let mut r = Vec::with_capacity(end + 16);
+    r.extend_from_slice(&q[..2]);
+    r.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+    r.extend_from_slice(question);
+    r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+    let ip: std::net::Ipv4Addr = UPSTREAM_ANSWER.parse().ok()?;
+    r.extend_from_slice(&ip.octets());
+    Some(r)
+}
