@@ -34,7 +34,7 @@ pub fn render(config: &UpConfig, running: &[Running]) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "  {:<13} {:<40} {:>7}  LOG",
+        "  {:<13} {:<50} {:>7}  LOG",
         "SERVICE", "LISTENS", "PID"
     );
     // The public API first.
@@ -50,7 +50,7 @@ pub fn render(config: &UpConfig, running: &[Running]) -> String {
         };
         let _ = writeln!(
             out,
-            "  {name:<13} {listens:<40} {:>7}  {}",
+            "  {name:<13} {listens:<50} {:>7}  {}",
             r.pid,
             r.service.log.display()
         );

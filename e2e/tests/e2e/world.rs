@@ -315,6 +315,22 @@ impl Weft {
 
 impl Drop for Weft {
     fn drop(&mut self) {
+        self.stop();
+        // The namespaces the agent made for sandboxes the test left behind (named
+        // `weft-<sandbox id>`, with that sandbox's files in the agent's data directory).
+        let sandboxes = self._data.path().join("weft-data/agent/sandboxes");
+        for entry in std::fs::read_dir(sandboxes).into_iter().flatten().flatten() {
+            let name = format!("weft-{}", entry.file_name().to_string_lossy());
+            if Path::new("/run/netns").join(&name).exists() {
+                let _ = Command::new("ip").args(["netns", "del", &name]).status();
+            }
+        }
+    }
+}
+
+impl Weft {
+    /// SIGTERM (by PID), then SIGKILL if it has not stopped within 15 s.
+    fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(i32::try_from(c.id()).unwrap());
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
