@@ -354,6 +354,31 @@ impl DnsService for Admin {
     ) -> Result<Response<pb::ListListenersResponse>, Status> {
         Ok(Response::new(self.listeners(req.get_ref())?))
     }
+
+    async fn wait_for_revision(
+        &self,
+        req: Request<pb::WaitForRevisionRequest>,
+    ) -> Result<Response<pb::WaitForRevisionResponse>, Status> {
+        const MAX: Duration = Duration::from_secs(5);
+        let r = req.into_inner();
+        let timeout = r
+            .timeout
+            .and_then(|d| {
+                Some(Duration::new(
+                    u64::try_from(d.seconds).ok()?,
+                    u32::try_from(d.nanos).ok()?,
+                ))
+            })
+            .filter(|d| !d.is_zero())
+            .map_or(MAX, |d| d.min(MAX));
+        match self.listeners.wait_for(r.revision, timeout).await {
+            Some(revision) => Ok(Response::new(pb::WaitForRevisionResponse { revision })),
+            None => Err(Status::deadline_exceeded(format!(
+                "the records have not reached gateway revision {} within {timeout:?}",
+                r.revision
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]

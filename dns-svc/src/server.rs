@@ -274,6 +274,8 @@ pub struct SandboxListeners {
     addr: SocketAddr,
     tcp_idle: Duration,
     entries: Mutex<HashMap<String, Entry>>,
+    /// The gateway revision of the snapshot the listeners were last reconciled to.
+    reconciled: watch::Sender<u64>,
 }
 
 /// How often listeners that failed to open are tried again.
@@ -292,7 +294,19 @@ impl SandboxListeners {
             addr,
             tcp_idle,
             entries: Mutex::default(),
+            reconciled: watch::channel(0).0,
         }
+    }
+
+    /// Waits until the records reflect gateway revision `revision` and the listeners have
+    /// been reconciled to them; the revision reached, or `None` after `timeout`.
+    pub async fn wait_for(&self, revision: u64, timeout: Duration) -> Option<u64> {
+        let mut rx = self.reconciled.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision))
+            .await
+            .ok()?
+            .ok()
+            .map(|r| *r)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -320,7 +334,12 @@ impl SandboxListeners {
                 r = published.changed() => if r.is_err() { break },
                 _ = retry.tick() => {}
             }
-            self.reconcile().await;
+            let revision = self.reconcile().await;
+            self.reconciled.send_if_modified(|r| {
+                let newer = revision > *r;
+                *r = (*r).max(revision);
+                newer
+            });
         }
         let all: Vec<Entry> = self
             .entries
@@ -335,8 +354,8 @@ impl SandboxListeners {
     }
 
     /// Opens listeners for this host's sandboxes that have none (or whose last try failed) and
-    /// closes those of sandboxes that are gone.
-    pub async fn reconcile(&self) {
+    /// closes those of sandboxes that are gone; returns the revision of the snapshot used.
+    pub async fn reconcile(&self) -> u64 {
         let snap = self.resolver.snapshot();
         // Sandboxes in the host's namespace ("host" mode) get no listener: dns-svc must never
         // bind in the host's own namespace for them. "container:<id>" sandboxes share the
@@ -428,6 +447,7 @@ impl SandboxListeners {
                 },
             );
         }
+        snap.revision
     }
 }
 

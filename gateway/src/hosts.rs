@@ -12,6 +12,7 @@ use std::{collections::HashMap, time::Duration};
 use tonic::transport::Channel;
 use weft_proto::{
     agent::v1::{self as apb, agent_service_client::AgentServiceClient},
+    dns::v1::dns_service_client::DnsServiceClient,
     gateway::v1 as pb,
 };
 use weft_runtime::FieldViolation;
@@ -27,6 +28,8 @@ use crate::{
 const PROBE: Duration = Duration::from_secs(2);
 /// Heartbeats missed before a host is marked down.
 const MISSED: u32 = 3;
+/// How long Connect and Disconnect wait for the host's dns-svc to see the change.
+const DNS_SYNC: Duration = Duration::from_secs(2);
 
 /// How long what the store said about a host is reused (a host marked down is refused at most
 /// this much later on another replica).
@@ -39,6 +42,8 @@ pub(crate) struct CachedAgent {
     url: Option<String>,
     /// None: an unknown host.
     client: Option<AgentServiceClient<Channel>>,
+    /// The host's dns-svc, when it registered one.
+    dns: Option<DnsServiceClient<Channel>>,
     up: bool,
     fetched: std::time::Instant,
 }
@@ -285,6 +290,32 @@ impl Gateway {
         }
     }
 
+    /// Waits (at most [`DNS_SYNC`]) until the host's dns-svc reflects `revision`, so that the
+    /// very next query after Connect or Disconnect returns sees the change. Best effort: a
+    /// host without dns-svc, or one that does not answer in time, only costs the wait.
+    pub(crate) async fn sync_dns(&self, host: &str, revision: u64) {
+        if self.agent_for(host).await.is_err() {
+            return;
+        }
+        let dns = self
+            .agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(host)
+            .and_then(|c| c.dns.clone());
+        let Some(mut dns) = dns else {
+            return;
+        };
+        let mut req = tonic::Request::new(weft_proto::dns::v1::WaitForRevisionRequest {
+            revision,
+            timeout: Some(duration(DNS_SYNC)),
+        });
+        req.set_timeout(DNS_SYNC + Duration::from_millis(500));
+        if let Err(st) = dns.wait_for_revision(req).await {
+            tracing::warn!(host, revision, error = %st.message(), "dns-svc did not confirm the change in time");
+        }
+    }
+
     /// The agent client of a host whose state does not matter (undoing, removing).
     pub(crate) async fn agent_for_cleanup(&self, host: &str) -> AgentServiceClient<Channel> {
         match self.agent_for(host).await {
@@ -328,9 +359,25 @@ impl Gateway {
                 ),
             },
         };
+        let dns = stored
+            .map(|s| s.host.dns_address.as_str())
+            .filter(|a| !a.is_empty())
+            .and_then(|a| match clients.get(host) {
+                Some(c) if c.dns.is_some() && c.url == url => c.dns.clone(),
+                _ => tonic::transport::Endpoint::from_shared(agent_url(a))
+                    .ok()
+                    .map(|e| {
+                        DnsServiceClient::new(
+                            e.connect_timeout(Duration::from_secs(1))
+                                .timeout(DNS_SYNC + Duration::from_secs(1))
+                                .connect_lazy(),
+                        )
+                    }),
+            });
         let entry = CachedAgent {
             url,
             client,
+            dns,
             up,
             fetched: std::time::Instant::now(),
         };

@@ -520,7 +520,13 @@ impl Gateway {
                     Change::EndOperation(&sandbox_op),
                     pb::EventKind::Unspecified,
                 ));
-                self.commit(&changes, None).await.map(drop)
+                match self.commit(&changes, None).await {
+                    Ok(revision) => {
+                        self.sync_dns(&sandbox.host, revision).await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
             }
         };
         if let Err(e) = result {
@@ -912,14 +918,20 @@ impl Gateway {
             self.commit(&changes, None),
             self.write_files(&sandbox, &all)
         );
-        if let Err(e) = committed {
-            self.undo_attach(&sandbox, &ep).await;
-            self.write_files(&sandbox, &existing).await;
-            self.abandon(&op).await;
-            return Err(e);
-        }
+        let revision = match committed {
+            Ok(r) => r,
+            Err(e) => {
+                self.undo_attach(&sandbox, &ep).await;
+                self.write_files(&sandbox, &existing).await;
+                self.abandon(&op).await;
+                return Err(e);
+            }
+        };
         tracing::info!(sandbox = %sandbox.name, network = %ep.network_name, endpoint = %ep.id, "connected");
-        self.reprogram(&sandbox, &existing, &all).await;
+        tokio::join!(
+            self.reprogram(&sandbox, &existing, &all),
+            self.sync_dns(&sandbox.host, revision)
+        );
         let answer = endpoint_view(&ep, &all);
         self.remember(&req.request_id, "Connect", fingerprint, &answer)
             .await;
@@ -970,22 +982,24 @@ impl Gateway {
         self.fault("disconnect:detached");
         self.release_owner(&ep.id).await;
         self.fault("disconnect:released");
-        self.commit(
-            &[
-                (
-                    Change::DeleteEndpoint(&ep),
-                    pb::EventKind::EndpointDisconnected,
-                ),
-                (Change::EndOperation(&op), pb::EventKind::Unspecified),
-            ],
-            None,
-        )
-        .await?;
+        let revision = self
+            .commit(
+                &[
+                    (
+                        Change::DeleteEndpoint(&ep),
+                        pb::EventKind::EndpointDisconnected,
+                    ),
+                    (Change::EndOperation(&op), pb::EventKind::Unspecified),
+                ],
+                None,
+            )
+            .await?;
         tracing::info!(sandbox = %sandbox.name, network = %ep.network_name, endpoint = %ep.id, "disconnected");
         let after: Vec<EndpointRecord> = before.iter().filter(|e| e.id != ep.id).cloned().collect();
         tokio::join!(
             self.reprogram(&sandbox, &before, &after),
-            self.write_files(&sandbox, &after)
+            self.write_files(&sandbox, &after),
+            self.sync_dns(&sandbox.host, revision)
         );
         let answer = pb::DisconnectResponse {
             endpoint_id: ep.id.clone(),

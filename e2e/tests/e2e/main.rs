@@ -376,3 +376,32 @@ async fn heavy_prune_and_the_host_as_it_was() {
     .await;
     assert_eq!(after, before);
 }
+
+/// After Connect returns, the very next query for the new endpoint's name answers with its
+/// address, 100 times out of 100; after Disconnect returns, the name no longer gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_the_next_query_after_connect_and_disconnect_sees_it() {
+    let w = World::new().await;
+    let _weft = Weft::up(&w).await;
+    w.ok(&["network", "create", "fresh"]);
+    w.ok(&["sandbox", "create", "asker", "--network", "fresh"]);
+    let asker = netns(&w.sandbox("asker"));
+    let mut hits = 0;
+    for i in 0..100 {
+        let name = format!("t{i}");
+        w.ok(&["sandbox", "create", &name]);
+        w.ok(&["network", "connect", "fresh", &name]);
+        let (status, answers) = dig(&asker, "127.0.0.11", &name);
+        let ip = ip_on(&w.sandbox(&name), "fresh");
+        assert_eq!(answers, [ip.as_str()], "query {i} after Connect: {status}");
+        hits += 1;
+        w.ok(&["network", "disconnect", "fresh", &name]);
+        let (_, answers) = dig(&asker, "127.0.0.11", &name);
+        assert!(
+            !answers.contains(&ip),
+            "query {i} after Disconnect: {answers:?}"
+        );
+        w.ok(&["sandbox", "rm", &name]);
+    }
+    println!("{hits} of 100 queries right after Connect answered with the new address");
+}
