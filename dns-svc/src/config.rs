@@ -4,7 +4,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use weft_runtime::CommonArgs;
 
-use crate::forward::{MAX_UPSTREAMS, parse_upstream};
+use crate::{
+    forward::{MAX_UPSTREAMS, parse_upstream},
+    listen::TcpLimits,
+};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -64,6 +67,11 @@ pub struct Args {
     #[arg(long, env = "WEFT_DNS_TCP_IDLE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub tcp_idle_timeout: Duration,
 
+    /// TCP connections one client address may hold open at once, per listener; more are closed
+    /// at once.
+    #[arg(long, env = "WEFT_DNS_TCP_MAX_PER_CLIENT", default_value_t = 16)]
+    pub tcp_max_per_client: usize,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -82,7 +90,18 @@ pub struct Config {
     pub resolv_conf: Option<std::path::PathBuf>,
     pub upstream_timeout: Duration,
     pub tcp_idle_timeout: Duration,
+    pub tcp_max_per_client: usize,
     pub common: CommonArgs,
+}
+
+impl Config {
+    /// The limits every listener's TCP side gets.
+    pub fn tcp_limits(&self) -> TcpLimits {
+        TcpLimits {
+            idle: self.tcp_idle_timeout,
+            per_client: self.tcp_max_per_client,
+        }
+    }
 }
 
 /// The host upstreams in a resolv.conf text: at most three, never dns-svc's own addresses
@@ -159,6 +178,12 @@ impl TryFrom<Args> for Config {
         if upstreams.len() > MAX_UPSTREAMS {
             return Err(format!("--upstream: at most {MAX_UPSTREAMS} upstreams"));
         }
+        if a.tcp_idle_timeout.is_zero() {
+            return Err("--tcp-idle-timeout must be more than 0".into());
+        }
+        if a.tcp_max_per_client == 0 {
+            return Err("--tcp-max-per-client must be at least 1".into());
+        }
         let zone = a.zone.trim_end_matches('.').to_ascii_lowercase();
         if zone.is_empty() {
             return Err("--zone must not be the root".into());
@@ -174,6 +199,7 @@ impl TryFrom<Args> for Config {
             resolv_conf,
             upstream_timeout: a.upstream_timeout,
             tcp_idle_timeout: a.tcp_idle_timeout,
+            tcp_max_per_client: a.tcp_max_per_client,
             common: a.common,
         })
     }

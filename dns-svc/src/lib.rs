@@ -10,27 +10,24 @@ pub mod error;
 pub mod events;
 pub mod forward;
 pub mod grpc;
+pub mod listen;
 pub mod records;
 pub mod resolver;
 pub mod server;
 pub mod stats;
+pub mod wire;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
-use hickory_server::Server;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use weft_runtime::{GrpcServer, grpc::ShutdownTiming};
 
 pub use config::{Args, Config};
 
 use crate::{
-    error::ListenError,
-    events::Ingester,
-    forward::Forwarder,
-    records::Snapshot,
-    resolver::Resolver,
-    server::{DnsHandler, SandboxListeners},
+    error::ListenError, events::Ingester, forward::Forwarder, listen::Listener, records::Snapshot,
+    resolver::Resolver, server::SandboxListeners,
 };
 
 /// The DNS side of a running dns-svc: ingestion, the operator listener and the sandbox
@@ -41,7 +38,7 @@ pub struct Running {
     /// Where the operator listener is (its port resolved when 0 was asked).
     pub operator_addr: SocketAddr,
     host: String,
-    operator: Server<DnsHandler>,
+    operator: Listener,
     ingest: JoinHandle<()>,
     manager: JoinHandle<()>,
     resolv_conf: Option<JoinHandle<()>>,
@@ -69,7 +66,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let (operator, operator_addr) = server::operator_listener(
         resolver.clone(),
         config.operator_listen,
-        config.tcp_idle_timeout,
+        config.tcp_limits(),
     )?;
     tracing::info!(addr = %operator_addr, zone = %config.zone, "operator DNS listener open");
     let endpoint = tonic::transport::Endpoint::from_shared(config.gateway.clone())
@@ -81,7 +78,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         resolver.clone(),
         config.host.clone(),
         config.sandbox_listen,
-        config.tcp_idle_timeout,
+        config.tcp_limits(),
     ));
     let manager = tokio::spawn(listeners.clone().run(rx));
     let resolv_conf = config.resolv_conf.clone().map(|path| {
@@ -134,9 +131,7 @@ impl Running {
         self.ingest.abort();
         let _ = (&mut self.ingest).await;
         let _ = (&mut self.manager).await;
-        if let Err(error) = self.operator.shutdown_gracefully().await {
-            tracing::debug!(%error, "operator listener stopped with an error");
-        }
+        self.operator.shutdown().await;
     }
 }
 

@@ -14,25 +14,19 @@ use std::{
 };
 
 use hickory_proto::{
-    op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode},
+    op::{Edns, Metadata, OpCode, ResponseCode},
     rr::Name,
 };
-use hickory_server::{
-    Server,
-    net::{runtime::Time, xfer::Protocol},
-    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
-    zone_handler::MessageResponseBuilder,
-};
+use hickory_server::{net::xfer::Protocol, server::Request, zone_handler::MessageResponseBuilder};
 use nix::sched::CloneFlags;
 use tokio::sync::{oneshot, watch};
 
 use crate::{
     error::ListenError,
+    listen::{Listener, TcpLimits},
     resolver::{Query, Resolver},
+    wire::{self, Answer},
 };
-
-/// Per-connection response buffer of the TCP listeners (responses queued per connection).
-const TCP_RESPONSE_BUFFER: usize = 32;
 
 /// Answers the queries of one listener: a sandbox's, or the operator's (`sandbox_id` `None`).
 #[derive(Debug, Clone)]
@@ -48,43 +42,30 @@ impl DnsHandler {
             sandbox_id: sandbox_id.map(Arc::from),
         }
     }
-}
 
-fn failed(request: &Request) -> ResponseInfo {
-    let mut metadata = Metadata::response_from_request(&request.metadata);
-    metadata.response_code = ResponseCode::ServFail;
-    Header {
-        metadata,
-        counts: HeaderCounts::default(),
-    }
-    .into()
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for DnsHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        // hickory's Server already drops response packets (QR=1) and answers FORMERR to
-        // undecodable ones, including a second OPT record.
-        let edns = request.edns.as_ref().map(|req| {
+    /// The encoded answer to a decoded request (see [`wire::answer`] for what comes before).
+    pub async fn respond(&self, request: &Request) -> Answer {
+        let req_edns = request.edns.as_ref();
+        let edns = req_edns.map(|req| {
             let mut e = Edns::new();
             e.set_max_payload(req.max_payload().max(512));
             e.set_version(0);
             e
         });
-        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+        let max = wire::max_size(request.protocol(), edns.as_ref().map(Edns::max_payload));
+        let Some(echo) = wire::echo_question(&request.queries) else {
+            return wire::servfail(&request.metadata);
+        };
+        let builder = MessageResponseBuilder::new(&echo, edns.as_ref());
         let error = match (request.metadata.op_code, request.queries.len()) {
+            // RFC 6891 6.1.3: we speak EDNS version 0 only.
+            _ if req_edns.is_some_and(|e| e.version() > 0) => Some(ResponseCode::BADVERS),
             (OpCode::Query, 1) => None,
             (OpCode::Query, _) => Some(ResponseCode::FormErr),
             _ => Some(ResponseCode::NotImp),
         };
-        let sent = if let Some(code) = error {
-            response_handle
-                .send_response(builder.error_msg(&request.metadata, code))
-                .await
+        let answer = if let Some(code) = error {
+            wire::encode(builder.error_msg(&request.metadata, code), max)
         } else {
             let query = &request.queries.queries()[0];
             let name: Name = query.original().name().clone();
@@ -102,32 +83,25 @@ impl RequestHandler for DnsHandler {
             md.authoritative = outcome.authoritative;
             md.recursion_available = self.sandbox_id.is_some();
             md.response_code = outcome.rcode;
-            response_handle
-                .send_response(builder.build(
+            wire::encode(
+                builder.build(
                     md,
                     outcome.answers.iter(),
                     outcome.authorities.iter(),
                     std::iter::empty(),
                     outcome.additionals.iter(),
-                ))
-                .await
+                ),
+                max,
+            )
         };
-        match sent {
-            Ok(info) => {
-                if info.truncation {
-                    self.resolver
-                        .stats
-                        .total
-                        .truncated
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                info
-            }
-            Err(error) => {
-                tracing::debug!(%error, "cannot send a DNS response");
-                failed(request)
-            }
+        if answer.truncated {
+            self.resolver
+                .stats
+                .total
+                .truncated
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        answer
     }
 }
 
@@ -204,31 +178,24 @@ fn serve(
     handler: DnsHandler,
     udp: std::net::UdpSocket,
     tcp: std::net::TcpListener,
-    tcp_idle: Duration,
-) -> Result<Server<DnsHandler>, std::io::Error> {
-    let mut server = Server::new(handler);
-    server.register_socket(tokio::net::UdpSocket::from_std(udp)?);
-    server.register_listener(
-        tokio::net::TcpListener::from_std(tcp)?,
-        tcp_idle,
-        TCP_RESPONSE_BUFFER,
-    );
-    Ok(server)
+    limits: TcpLimits,
+) -> Result<Listener, std::io::Error> {
+    Listener::start(Arc::new(handler), udp, tcp, limits)
 }
 
 /// The operator listener, in the service's own namespace.
 pub fn operator_listener(
     resolver: Arc<Resolver>,
     addr: SocketAddr,
-    tcp_idle: Duration,
-) -> Result<(Server<DnsHandler>, SocketAddr), ListenError> {
+    limits: TcpLimits,
+) -> Result<(Listener, SocketAddr), ListenError> {
     let (udp, tcp) = bind(addr)?;
     let local = udp.local_addr().map_err(|source| ListenError::Bind {
         proto: "udp",
         addr,
         source,
     })?;
-    let server = serve(DnsHandler::new(resolver, None), udp, tcp, tcp_idle).map_err(|source| {
+    let server = serve(DnsHandler::new(resolver, None), udp, tcp, limits).map_err(|source| {
         ListenError::Bind {
             proto: "udp",
             addr,
@@ -257,7 +224,7 @@ pub struct ListenerInfo {
 
 struct Entry {
     info: ListenerInfo,
-    server: Option<Server<DnsHandler>>,
+    server: Option<Listener>,
 }
 
 impl std::fmt::Debug for Entry {
@@ -272,7 +239,7 @@ pub struct SandboxListeners {
     resolver: Arc<Resolver>,
     host: String,
     addr: SocketAddr,
-    tcp_idle: Duration,
+    limits: TcpLimits,
     entries: Mutex<HashMap<String, Entry>>,
     /// The gateway revision of the snapshot the listeners were last reconciled to.
     reconciled: watch::Sender<u64>,
@@ -282,17 +249,12 @@ pub struct SandboxListeners {
 const RETRY: Duration = Duration::from_secs(1);
 
 impl SandboxListeners {
-    pub fn new(
-        resolver: Arc<Resolver>,
-        host: String,
-        addr: SocketAddr,
-        tcp_idle: Duration,
-    ) -> Self {
+    pub fn new(resolver: Arc<Resolver>, host: String, addr: SocketAddr, limits: TcpLimits) -> Self {
         Self {
             resolver,
             host,
             addr,
-            tcp_idle,
+            limits,
             entries: Mutex::default(),
             reconciled: watch::channel(0).0,
         }
@@ -409,7 +371,7 @@ impl SandboxListeners {
                         DnsHandler::new(self.resolver.clone(), Some(&id)),
                         udp,
                         tcp,
-                        self.tcp_idle,
+                        self.limits,
                     )
                     .map_err(|source| ListenError::Bind {
                         proto: "udp",
@@ -453,11 +415,7 @@ impl SandboxListeners {
 
 /// Stops a listener in the background: its sockets close once its tasks have ended.
 fn close(e: Entry) {
-    if let Some(mut server) = e.server {
-        tokio::spawn(async move {
-            if let Err(error) = server.shutdown_gracefully().await {
-                tracing::debug!(%error, "sandbox DNS listener stopped with an error");
-            }
-        });
+    if let Some(listener) = e.server {
+        tokio::spawn(listener.shutdown());
     }
 }

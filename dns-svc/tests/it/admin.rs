@@ -204,3 +204,70 @@ async fn host_upstreams_follow_changes_of_the_resolv_conf() {
     assert_eq!(r.answers[0].data, UPSTREAM_ANSWER);
     assert_eq!((first.queries(), second.queries()), (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_queries_nxdomain_forwarded_and_upstream_failures_per_network() {
+    let w = World::new().await;
+    let bad = FakeUpstream::start(Upstream::ServFail).await;
+    let good = FakeUpstream::start(Upstream::Answers).await;
+    let dns = Dns::start(&w.url, &[]).await;
+    let mut backend = w.backend.clone();
+    backend.dns_servers = vec![bad.addr.to_string(), good.addr.to_string()];
+    let rev = w.gw.publish(
+        gw::EventKind::NetworkUpdated,
+        gw::event::Object::Network(backend),
+    );
+    dns.wait_revision(rev).await;
+    wait_listening(&w.client_ns).await;
+    let ups_before = (bad.queries(), good.queries());
+    let mut c = client(&dns);
+    let before = c
+        .get_stats(pb::GetStatsRequest {
+            networks: vec!["backend".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .networks
+        .first()
+        .and_then(|n| n.counters)
+        .unwrap_or_default();
+
+    assert_eq!(dig_in(&w.client_ns, &["web", "A"]).answers, [WEB]);
+    assert_eq!(
+        dig_in(&w.client_ns, &["nobody.backend", "A"]).status,
+        "NXDOMAIN"
+    );
+    assert_eq!(
+        dig_in(&w.client_ns, &["www.upstream.test", "A"]).answers,
+        [UPSTREAM_ANSWER]
+    );
+
+    let s = c
+        .get_stats(pb::GetStatsRequest {
+            networks: vec!["backend".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.networks.len(), 1, "only the network asked for");
+    assert_eq!(s.networks[0].network_id, w.backend.id);
+    let n = s.networks[0].counters.unwrap();
+    assert_eq!(
+        (
+            n.queries - before.queries,
+            n.answered_locally - before.answered_locally,
+            n.nxdomain - before.nxdomain,
+            n.forwarded - before.forwarded,
+            n.upstream_failures - before.upstream_failures,
+        ),
+        (3, 1, 1, 1, 1),
+        "{n:?}"
+    );
+    assert_eq!(
+        (bad.queries() - ups_before.0, good.queries() - ups_before.1),
+        (1, 1)
+    );
+}

@@ -9,6 +9,7 @@
 mod admin;
 mod events;
 mod harness;
+mod heavy;
 mod lifecycle;
 mod operator;
 mod sandbox;

@@ -182,3 +182,134 @@ async fn two_opt_records_get_formerr() {
     let resp = Message::from_bytes(&buf[..n]).unwrap();
     assert_eq!(resp.metadata.response_code, ResponseCode::FormErr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edns_version_above_zero_gets_badvers() {
+    let w = World::new().await;
+    let dns = Dns::start(&w.url, &[]).await;
+    let d = dig_at(
+        dns.operator,
+        &["+edns=1", "+noednsneg", "web.backend.weft.", "A"],
+    );
+    assert_eq!(d.status, "BADVERS", "{}", d.text);
+    assert!(d.answers.is_empty(), "{}", d.text);
+    let d = dig_at(dns.operator, &["+edns=0", "web.backend.weft.", "A"]);
+    assert_eq!(d.answers, [WEB], "{}", d.text);
+}
+
+/// Reads until the server closes the connection; `true` if it did within `wait`.
+async fn closed_within(s: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 512];
+    tokio::time::timeout(wait, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// One query over an open TCP connection; the answer's rcode and answer count.
+async fn tcp_query(s: &mut tokio::net::TcpStream, name: &str) -> (ResponseCode, usize) {
+    try_tcp_query(s, name).await.expect("an answer over TCP")
+}
+
+/// [`tcp_query`], `None` when the connection fails.
+async fn try_tcp_query(s: &mut tokio::net::TcpStream, name: &str) -> Option<(ResponseCode, usize)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut q = Message::query();
+    q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let b = q.to_vec().unwrap();
+    let mut out = u16::try_from(b.len()).unwrap().to_be_bytes().to_vec();
+    out.extend_from_slice(&b);
+    s.write_all(&out).await.ok()?;
+    let n = s.read_u16().await.ok()?;
+    let mut buf = vec![0u8; usize::from(n)];
+    s.read_exact(&mut buf).await.ok()?;
+    let m = Message::from_bytes(&buf).ok()?;
+    Some((m.metadata.response_code, m.answers.len()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gets_at_most_its_share_of_tcp_connections() {
+    let w = World::new().await;
+    let dns = Dns::start_with(
+        &w.url,
+        &["--upstream", "127.0.0.1:9", "--tcp-max-per-client", "4"],
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(dns.operator).await.unwrap();
+        assert_eq!(
+            tcp_query(&mut s, "web.backend.weft.").await,
+            (ResponseCode::NoError, 1)
+        );
+        held.push(s);
+    }
+    let mut fifth = tokio::net::TcpStream::connect(dns.operator).await.unwrap();
+    assert!(
+        closed_within(&mut fifth, Duration::from_secs(5)).await,
+        "the fifth connection of one client is closed"
+    );
+    // The held ones still work, and a freed slot can be taken again.
+    assert_eq!(
+        tcp_query(&mut held[0], "web.backend.weft.").await,
+        (ResponseCode::NoError, 1)
+    );
+    drop(held.pop());
+    let mut again = weft_testkit::wait_for(Duration::from_secs(5), "a free slot", || async {
+        let mut s = tokio::net::TcpStream::connect(dns.operator).await.ok()?;
+        let ok = tokio::time::timeout(
+            Duration::from_secs(1),
+            try_tcp_query(&mut s, "web.backend.weft."),
+        )
+        .await
+        .ok()??;
+        (ok == (ResponseCode::NoError, 1)).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        tcp_query(&mut again, "hidden.secret.weft.").await,
+        (ResponseCode::NoError, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_tcp_connections_are_closed() {
+    use tokio::io::AsyncWriteExt as _;
+    let w = World::new().await;
+    let dns = Dns::start_with(
+        &w.url,
+        &["--upstream", "127.0.0.1:9", "--tcp-idle-timeout", "300ms"],
+    )
+    .await;
+    let mut silent = tokio::net::TcpStream::connect(dns.operator).await.unwrap();
+    let mut half_prefix = tokio::net::TcpStream::connect(dns.operator).await.unwrap();
+    half_prefix.write_all(&[0]).await.unwrap();
+    let mut half_query = tokio::net::TcpStream::connect(dns.operator).await.unwrap();
+    half_query.write_all(&[0, 40, 1, 2, 3]).await.unwrap();
+    for (what, s) in [
+        ("silent", &mut silent),
+        ("half a length prefix", &mut half_prefix),
+        ("half a query", &mut half_query),
+    ] {
+        assert!(
+            closed_within(s, Duration::from_secs(5)).await,
+            "{what}: closed after the idle timeout"
+        );
+    }
+    // A connection that keeps asking stays open past the timeout.
+    let mut busy = tokio::net::TcpStream::connect(dns.operator).await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            tcp_query(&mut busy, "web.backend.weft.").await.0,
+            ResponseCode::NoError
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
