@@ -60,10 +60,10 @@ impl Namespaces {
         };
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if self.prefixes.iter().any(|p| name.starts_with(p.as_str())) {
-                if let Err(e) = netns::delete_named(&name) {
-                    println!("cannot delete namespace {name}: {e}");
-                }
+            if self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
+                && let Err(e) = netns::delete_named(&name)
+            {
+                println!("cannot delete namespace {name}: {e}");
             }
         }
     }

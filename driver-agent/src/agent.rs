@@ -45,6 +45,8 @@ pub struct Agent {
     pub(crate) recent: crate::reconcile::Recent,
     /// This host's name, once known: ApplyState refuses another host's state.
     pub(crate) host_name: std::sync::OnceLock<String>,
+    /// Sysctl sets already made as wanted (see `program_network`).
+    pub(crate) sysctls_checked: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Agent {
@@ -69,6 +71,7 @@ impl Agent {
             networks: tokio::sync::Mutex::new(()),
             recent: Default::default(),
             host_name: std::sync::OnceLock::new(),
+            sysctls_checked: Default::default(),
         })
     }
 
@@ -114,7 +117,29 @@ impl Agent {
         {
             tracing::warn!(endpoint = %ep.id, network = %net.id, "internal network: ports not published");
         }
-        for s in sysctl::ensure(&self.host_netns, firewall::sysctls_for(&rules)).await? {
+        let wanted = firewall::sysctls_for(&rules);
+        let key: String = wanted
+            .iter()
+            .map(|s| format!("{}={};", s.path, s.value))
+            .collect();
+        // Checked once per set (re-checked by every reconciliation, which forgets the sets):
+        // reading them costs a thread entering the namespace on every attach otherwise.
+        let checked = self
+            .sysctls_checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&key);
+        let set = if checked {
+            Vec::new()
+        } else {
+            let set = sysctl::ensure(&self.host_netns, wanted).await?;
+            self.sysctls_checked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key);
+            set
+        };
+        for s in set {
             report.changes.push(crate::report::Change {
                 action: Action::Updated,
                 kind: Kind::Sysctl,

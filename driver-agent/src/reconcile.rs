@@ -81,6 +81,13 @@ impl Agent {
     /// repairing it: missing and orphaned networks, endpoints and sandboxes).
     pub async fn apply_state(&self, state: &pb::DesiredState, dry_run: bool) -> Report {
         let mut report = Report::default();
+        if !dry_run {
+            // Someone may have turned a switch back: check every sysctl again.
+            self.sysctls_checked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clear();
+        }
         let mut networks = Vec::new();
         for (i, n) in state.networks.iter().enumerate() {
             match Network::from_pb(n.clone(), &format!("state.networks[{i}]")) {
