@@ -68,6 +68,40 @@ fn failures(r: &Report) -> Vec<pb::Failure> {
         .collect()
 }
 
+/// What `GetCapabilities` answers (and what the agent registers with the gateway).
+pub async fn capabilities_pb(agent: &crate::Agent) -> Result<pb::Capabilities, AgentError> {
+    let addresses = agent
+        .underlay_addresses()
+        .await?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let (ipv4_forwarding, ipv6_forwarding) = capabilities::forwarding(agent.host_netns()).await;
+    let c = agent.capabilities();
+    let f = &c.features;
+    Ok(pb::Capabilities {
+        hostname: c.hostname.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        kernel_release: c.kernel_release.clone(),
+        drivers: f.drivers().into_iter().map(str::to_owned).collect(),
+        features: Some(pb::KernelFeatures {
+            bridge: f.bridge,
+            veth: f.veth,
+            vxlan: f.vxlan,
+            macvlan: f.macvlan,
+            ipvlan: f.ipvlan,
+            vlan: f.vlan,
+            ipv6: f.ipv6,
+            nftables: f.nftables,
+            nftables_nat: f.nftables_nat,
+            netns: f.netns,
+        }),
+        ipv4_forwarding,
+        ipv6_forwarding,
+        addresses,
+    })
+}
+
 fn required<T>(v: Option<T>, field: &str) -> Result<T, AgentError> {
     v.ok_or_else(|| {
         AgentError::Invalid(vec![weft_runtime::FieldViolation::new(
@@ -96,38 +130,7 @@ impl AgentService for AgentGrpc {
         &self,
         _req: Request<pb::GetCapabilitiesRequest>,
     ) -> Result<Response<pb::Capabilities>, Status> {
-        let addresses = self
-            .agent
-            .underlay_addresses()
-            .await?
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let (ipv4_forwarding, ipv6_forwarding) =
-            capabilities::forwarding(self.agent.host_netns()).await;
-        let c = self.agent.capabilities();
-        let f = &c.features;
-        Ok(Response::new(pb::Capabilities {
-            hostname: c.hostname.clone(),
-            agent_version: env!("CARGO_PKG_VERSION").into(),
-            kernel_release: c.kernel_release.clone(),
-            drivers: f.drivers().into_iter().map(str::to_owned).collect(),
-            features: Some(pb::KernelFeatures {
-                bridge: f.bridge,
-                veth: f.veth,
-                vxlan: f.vxlan,
-                macvlan: f.macvlan,
-                ipvlan: f.ipvlan,
-                vlan: f.vlan,
-                ipv6: f.ipv6,
-                nftables: f.nftables,
-                nftables_nat: f.nftables_nat,
-                netns: f.netns,
-            }),
-            ipv4_forwarding,
-            ipv6_forwarding,
-            addresses,
-        }))
+        Ok(Response::new(capabilities_pb(&self.agent).await?))
     }
 
     async fn ensure_network(

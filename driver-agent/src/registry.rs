@@ -46,34 +46,16 @@ fn duration(d: Option<prost_types::Duration>, default: Duration) -> Duration {
 }
 
 async fn register_request(agent: &Agent, reg: &Registration) -> gpb::RegisterHostRequest {
-    let c = agent.capabilities();
-    let f = &c.features;
-    let addresses = agent
-        .underlay_addresses()
+    let caps = crate::grpc::capabilities_pb(agent)
         .await
-        .unwrap_or_default()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+        .unwrap_or_default();
     gpb::RegisterHostRequest {
         name: reg.host.clone(),
         agent_address: reg.agent_address.clone(),
         dns_address: reg.dns_address.clone(),
-        addresses,
-        capabilities: Some(gpb::HostCapabilities {
-            drivers: f.drivers().into_iter().map(str::to_owned).collect(),
-            bridge: f.bridge,
-            veth: f.veth,
-            vxlan: f.vxlan,
-            macvlan: f.macvlan,
-            ipvlan: f.ipvlan,
-            vlan: f.vlan,
-            ipv6: f.ipv6,
-            nftables: f.nftables,
-            nftables_nat: f.nftables_nat,
-            kernel_release: c.kernel_release.clone(),
-        }),
-        agent_version: env!("CARGO_PKG_VERSION").into(),
+        addresses: caps.addresses.clone(),
+        agent_version: caps.agent_version.clone(),
+        capabilities: Some(caps.into()),
     }
 }
 
@@ -140,9 +122,11 @@ pub async fn run(agent: Arc<Agent>, reg: Registration) {
                 continue;
             }
         };
-        // Reconcile at once, then on every revision change and every reconcile interval.
+        // Reconcile at once, then on every revision change and every reconcile interval;
+        // heartbeat every interval.
         let mut due = true;
         let mut last = tokio::time::Instant::now();
+        let mut last_beat = tokio::time::Instant::now();
         loop {
             if due || last.elapsed() >= reg.reconcile_interval {
                 match reconcile(&agent, &mut client, &reg.host).await {
@@ -155,8 +139,16 @@ pub async fn run(agent: Arc<Agent>, reg: Registration) {
                     }
                 }
                 last = tokio::time::Instant::now();
+                due = false;
             }
-            tokio::time::sleep(interval).await;
+            // Wake for the next heartbeat or the next periodic reconcile, whichever is first.
+            let until_reconcile = reg.reconcile_interval.saturating_sub(last.elapsed());
+            let until_beat = interval.saturating_sub(last_beat.elapsed());
+            tokio::time::sleep(until_beat.min(until_reconcile)).await;
+            if last_beat.elapsed() < interval {
+                continue;
+            }
+            last_beat = tokio::time::Instant::now();
             match client
                 .heartbeat(gpb::HeartbeatRequest {
                     host: reg.host.clone(),
@@ -169,7 +161,6 @@ pub async fn run(agent: Arc<Agent>, reg: Registration) {
                 Err(st) if st.code() == Code::NotFound => break,
                 Err(st) => {
                     tracing::warn!(error = %st.message(), "heartbeat failed");
-                    due = false;
                 }
             }
         }

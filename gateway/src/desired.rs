@@ -4,7 +4,7 @@
 //! Published ports go with the endpoint that provides the sandbox's default route (IPv4 first,
 //! else IPv6), as Docker does; when the default route moves, they move with it.
 
-use weft_proto::{agent::v1 as apb, gateway::v1 as pb};
+use weft_proto::agent::v1 as apb;
 
 use crate::{
     error::GatewayError,
@@ -67,19 +67,16 @@ pub(crate) fn agent_sandbox(s: &SandboxRecord, endpoints: &[EndpointRecord]) -> 
     }
 }
 
+/// Recorded ports are complete (protocol, chosen host port and range filled in at creation).
 fn agent_ports(ports: &[PortRecord]) -> Vec<apb::PortMapping> {
     ports
         .iter()
         .map(|p| apb::PortMapping {
-            protocol: if p.protocol == 0 {
-                pb::Protocol::Tcp as i32
-            } else {
-                p.protocol
-            },
+            protocol: p.protocol,
             host_ip: p.host_ip.clone(),
             host_port: p.host_port,
             container_port: p.container_port,
-            range: p.range.max(1),
+            range: p.range,
         })
         .collect()
 }

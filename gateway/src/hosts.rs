@@ -73,23 +73,6 @@ fn agent_url(address: &str) -> String {
     }
 }
 
-fn capabilities_to_pb(c: apb::Capabilities) -> pb::HostCapabilities {
-    let f = c.features.unwrap_or_default();
-    pb::HostCapabilities {
-        drivers: c.drivers,
-        bridge: f.bridge,
-        veth: f.veth,
-        vxlan: f.vxlan,
-        macvlan: f.macvlan,
-        ipvlan: f.ipvlan,
-        vlan: f.vlan,
-        ipv6: f.ipv6,
-        nftables: f.nftables,
-        nftables_nat: f.nftables_nat,
-        kernel_release: c.kernel_release,
-    }
-}
-
 impl Gateway {
     /// Registers (or re-registers) a host and publishes HOST_UP.
     pub async fn register_host(
@@ -474,7 +457,7 @@ impl Gateway {
                     agent_address: self.agent_url.clone(),
                     addresses: c.addresses.clone(),
                     agent_version: c.agent_version.clone(),
-                    capabilities: Some(capabilities_to_pb(c)),
+                    capabilities: Some(c.into()),
                     state: pb::HostState::Up as i32,
                     last_heartbeat: timestamp(now_ms()),
                     ..Default::default()

@@ -38,3 +38,23 @@ pub mod dns {
 
 /// The encoded `FileDescriptorSet` of every Weft `.proto`, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("weft_descriptor");
+
+impl From<agent::v1::Capabilities> for gateway::v1::HostCapabilities {
+    /// What an agent reports about its host, as the gateway's API shows it.
+    fn from(c: agent::v1::Capabilities) -> Self {
+        let f = c.features.unwrap_or_default();
+        Self {
+            drivers: c.drivers,
+            bridge: f.bridge,
+            veth: f.veth,
+            vxlan: f.vxlan,
+            macvlan: f.macvlan,
+            ipvlan: f.ipvlan,
+            vlan: f.vlan,
+            ipv6: f.ipv6,
+            nftables: f.nftables,
+            nftables_nat: f.nftables_nat,
+            kernel_release: c.kernel_release,
+        }
+    }
+}
