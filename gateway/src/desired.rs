@@ -62,7 +62,7 @@ pub(crate) fn agent_sandbox(s: &SandboxRecord, endpoints: &[EndpointRecord]) -> 
         },
         host_network: s.network_mode == "host",
         hostname: s.hostname.clone(),
-        resolv_conf: crate::files::resolv_conf(s, endpoints),
+        resolv_conf: crate::files::resolv_conf(s),
         hosts: crate::files::hosts(s, endpoints),
     }
 }

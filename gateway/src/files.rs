@@ -16,7 +16,7 @@ use crate::sandbox::{EndpointRecord, SandboxRecord};
 pub const DNS_ADDRESS: &str = "127.0.0.11";
 
 /// The contents of the sandbox's resolv.conf; empty in the host's namespace.
-pub fn resolv_conf(s: &SandboxRecord, _endpoints: &[EndpointRecord]) -> String {
+pub fn resolv_conf(s: &SandboxRecord) -> String {
     if s.network_mode == "host" {
         return String::new();
     }
@@ -95,15 +95,15 @@ mod tests {
 
     #[test]
     fn resolv_conf_points_at_dns_svc_with_search_and_options() {
-        let r = resolv_conf(&sandbox(), &[]);
+        let r = resolv_conf(&sandbox());
         assert!(r.contains("nameserver 127.0.0.11\n"), "{r}");
         assert!(r.contains("search example.com corp\n"), "{r}");
         assert!(r.contains("options ndots:0 timeout:1\n"), "{r}");
         let mut s = sandbox();
         s.dns.options = vec!["ndots:3".into()];
-        assert!(resolv_conf(&s, &[]).contains("options ndots:3\n"));
+        assert!(resolv_conf(&s).contains("options ndots:3\n"));
         s.network_mode = "host".into();
-        assert_eq!(resolv_conf(&s, &[]), "");
+        assert_eq!(resolv_conf(&s), "");
     }
 
     #[test]

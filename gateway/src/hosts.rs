@@ -52,7 +52,7 @@ pub(crate) struct CachedAgent {
 pub(crate) type AgentClients = std::sync::Arc<std::sync::Mutex<HashMap<String, CachedAgent>>>;
 
 /// The `Host` message for a stored host.
-fn host_to_pb(h: &StoredHost) -> pb::Host {
+pub(crate) fn host_to_pb(h: &StoredHost) -> pb::Host {
     pb::Host {
         state: if h.up {
             pb::HostState::Up
@@ -494,11 +494,6 @@ impl Gateway {
             })
             .collect())
     }
-}
-
-/// The event object of a stored host.
-pub(crate) fn stored_host_to_pb(h: &StoredHost) -> pb::Host {
-    host_to_pb(h)
 }
 
 fn duration(d: Duration) -> prost_types::Duration {

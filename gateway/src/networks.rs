@@ -726,7 +726,7 @@ impl Change<'_> {
             }
             Change::PutHost(h) => {
                 store::hosts::put(conn, h).await?;
-                pb::event::Object::Host(crate::hosts::stored_host_to_pb(h))
+                pb::event::Object::Host(crate::hosts::host_to_pb(h))
             }
         })
     }
