@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # dns-svc against dnsmasq, both serving the same 1,000 names on loopback only:
-# dnsperf for 10 s at full load, then at a steady 2,000 qps; prints qps and latency
-# (average and p99, the p99 computed from dnsperf's per-query -v lines) for each.
+# dnsperf for 10 s at full load, then at a steady 2,000 qps, the two servers alternating for
+# ROUNDS rounds; prints every run (qps, latency average, p50 and p99 from dnsperf's per-query -v
+# lines, the server's CPU and CPU time per query), then the medians.
 #
-#   bench/dns.sh                  # N=1000 DURATION=10 RATE=2000 by default
+#   bench/dns.sh                  # N=1000 DURATION=10 RATE=2000 ROUNDS=3 by default
 #   N=5000 DURATION=20 bench/dns.sh
 #
 # dns-svc gets its records from a fake gateway (dns-svc/examples/bench_gateway.rs), which also
@@ -13,6 +14,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-1000}
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 RATE=${RATE:-2000}
 GW_PORT=${GW_PORT:-17790}
 ADMIN_PORT=${ADMIN_PORT:-17793}
@@ -73,32 +75,61 @@ done
 
 for i in $(seq 0 "$last"); do echo "n$i.bench.weft A"; done >"$WORK/queries"
 
-# run NAME PORT LABEL [dnsperf flags...]: one dnsperf run, one result line.
+# run NAME PORT LABEL [dnsperf flags...]: one dnsperf run, one result line; with -v among the
+# flags the latency percentiles come from dnsperf's per-query lines (-v costs dnsperf much CPU,
+# so the full-load capacity runs go without it).
 run() {
     local name=$1 port=$2 label=$3 pid
     shift 3
     [ "$name" = dns-svc ] && pid=$DNS_PID || pid=$MASQ_PID
-    local t0 c0 t1 c1
+    local c0 c1
     c0=$(awk '{print $14+$15}' "/proc/$pid/stat")
-    dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries" -l "$DURATION" -v "$@" >"$WORK/out" 2>&1
+    dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries" -l "$DURATION" "$@" >"$WORK/out" 2>&1
     c1=$(awk '{print $14+$15}' "/proc/$pid/stat")
-    local qps lost avg p99 p50 cpu
+    local qps lost avg p99 p50 cpu us
     qps=$(awk '/Queries per second:/ {print $4}' "$WORK/out")
     lost=$(awk '/Queries lost:/ {print $3, $4}' "$WORK/out")
     avg=$(awk '/Average Latency/ {print $4}' "$WORK/out")
     # Per-query lines: "> NOERROR n1.bench.weft A 0.000123" (latency in seconds, last field).
     read -r p50 p99 < <(awk '/^> / {print $NF}' "$WORK/out" | sort -g |
-        awk '{v[NR]=$1} END {if (NR == 0) {print "n/a n/a"; exit}
+        awk '{v[NR]=$1} END {if (NR == 0) {print "- -"; exit}
              i50=int(NR*0.50); if (i50<1) i50=1; i99=int(NR*0.99+0.999); if (i99>NR) i99=NR;
              printf "%.3f %.3f\n", v[i50]*1000, v[i99]*1000}')
-    cpu=$(awk -v a="$c0" -v b="$c1" -v d="$DURATION" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN {printf "%.0f", (b-a)*100/hz/d}')
-    printf '%-8s %-12s qps %10s  lost %-14s avg %8.3f ms  p50 %7s ms  p99 %7s ms  server CPU %3s %%\n' \
-        "$name" "$label" "$qps" "$lost" "$(awk -v a="$avg" 'BEGIN {print a*1000}')" "$p50" "$p99" "$cpu"
+    read -r cpu us < <(awk -v a="$c0" -v b="$c1" -v d="$DURATION" -v q="$qps" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN {printf "%.0f %.2f\n", (b-a)*100/hz/d, (b-a)/hz*1e6/(q*d)}')
+    printf '%-8s %-12s qps %10.0f  lost %-12s avg %7.3f ms  p50 %6s ms  p99 %6s ms  CPU %3s %%  %5s us/query\n' \
+        "$name" "$label" "$qps" "$lost" "$(awk -v a="$avg" 'BEGIN {print a*1000}')" "$p50" "$p99" "$cpu" "$us"
+    echo "$name ${label// /_} $qps $p99 $us" >>"$WORK/results"
 }
 
-echo "dns-svc vs dnsmasq, $N names, ${DURATION}s per run, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-run dns-svc "$DNS_PORT" "full load" -q 200 -c 4
-run dnsmasq "$MASQ_PORT" "full load" -q 200 -c 4
-run dns-svc "$DNS_PORT" "$RATE qps" -Q "$RATE" -c 4
-run dnsmasq "$MASQ_PORT" "$RATE qps" -Q "$RATE" -c 4
+# median NAME LABEL FIELD: the median over the rounds of one figure (3 qps, 4 p99, 5 us/query).
+median() {
+    awk -v n="$1" -v l="${2// /_}" -v f="$3" '$1 == n && $2 == l {print $f}' "$WORK/results" |
+        sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
+}
+
+echo "dns-svc vs dnsmasq, $N names, ${DURATION}s per run, $ROUNDS rounds, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+# Warm both up (first runs after a start are slower), then alternate them, round after round, so
+# that the machine's ups and downs fall on both alike.
+for port in "$DNS_PORT" "$MASQ_PORT"; do
+    dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries" -l 2 -q 200 -c 4 >/dev/null 2>&1
+done
+for _ in $(seq "$ROUNDS"); do
+    run dns-svc "$DNS_PORT" "full load" -q 200 -c 4
+    run dnsmasq "$MASQ_PORT" "full load" -q 200 -c 4
+done
+run dns-svc "$DNS_PORT" "full load -v" -q 200 -c 4 -v
+run dnsmasq "$MASQ_PORT" "full load -v" -q 200 -c 4 -v
+for _ in $(seq "$ROUNDS"); do
+    run dns-svc "$DNS_PORT" "$RATE qps" -Q "$RATE" -c 4 -v
+    run dnsmasq "$MASQ_PORT" "$RATE qps" -Q "$RATE" -c 4 -v
+done
+
+echo
+echo "median of $ROUNDS rounds   full-load qps   server CPU us/query   p99 at $RATE qps"
+for name in dns-svc dnsmasq; do
+    printf '%-20s %15.0f %21s %15s ms\n' "$name" "$(median "$name" "full load" 3)" \
+        "$(median "$name" "full load" 5)" "$(median "$name" "$RATE qps" 4)"
+done
+awk -v a="$(median dns-svc "full load" 3)" -v b="$(median dnsmasq "full load" 3)" \
+    'BEGIN {printf "dns-svc / dnsmasq full-load qps: %.2fx\n", a/b}'

@@ -72,6 +72,12 @@ pub struct Args {
     #[arg(long, env = "WEFT_DNS_TCP_MAX_PER_CLIENT", default_value_t = 16)]
     pub tcp_max_per_client: usize,
 
+    /// Threads that serve DNS (each a single-threaded event loop; sandbox listeners are spread
+    /// over them, the operator listener has a UDP socket on each). One serves about 100,000
+    /// queries a second (bench/dns.sh).
+    #[arg(long, env = "WEFT_DNS_THREADS", default_value_t = 1)]
+    pub dns_threads: usize,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -91,6 +97,7 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub tcp_idle_timeout: Duration,
     pub tcp_max_per_client: usize,
+    pub dns_threads: usize,
     pub common: CommonArgs,
 }
 
@@ -184,6 +191,9 @@ impl TryFrom<Args> for Config {
         if a.tcp_max_per_client == 0 {
             return Err("--tcp-max-per-client must be at least 1".into());
         }
+        if !(1..=64).contains(&a.dns_threads) {
+            return Err("--dns-threads must be from 1 to 64".into());
+        }
         let zone = a.zone.trim_end_matches('.').to_ascii_lowercase();
         if zone.is_empty() {
             return Err("--zone must not be the root".into());
@@ -200,6 +210,7 @@ impl TryFrom<Args> for Config {
             upstream_timeout: a.upstream_timeout,
             tcp_idle_timeout: a.tcp_idle_timeout,
             tcp_max_per_client: a.tcp_max_per_client,
+            dns_threads: a.dns_threads,
             common: a.common,
         })
     }

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod fast;
 pub mod forward;
 pub mod grpc;
 pub mod listen;
@@ -15,6 +16,7 @@ pub mod records;
 pub mod resolver;
 pub mod server;
 pub mod stats;
+pub mod threads;
 pub mod wire;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
@@ -27,7 +29,7 @@ pub use config::{Args, Config};
 
 use crate::{
     error::ListenError, events::Ingester, forward::Forwarder, listen::Listener, records::Snapshot,
-    resolver::Resolver, server::SandboxListeners,
+    resolver::Resolver, server::SandboxListeners, threads::IoThreads,
 };
 
 /// The DNS side of a running dns-svc: ingestion, the operator listener and the sandbox
@@ -39,6 +41,8 @@ pub struct Running {
     pub operator_addr: SocketAddr,
     host: String,
     operator: Listener,
+    /// Stopped last: the listeners' loops run on them.
+    threads: Arc<IoThreads>,
     ingest: JoinHandle<()>,
     manager: JoinHandle<()>,
     resolv_conf: Option<JoinHandle<()>>,
@@ -63,10 +67,12 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         config.upstreams.clone(),
         &config.zone,
     ));
+    let threads = Arc::new(IoThreads::start(config.dns_threads).map_err(StartError::Threads)?);
     let (operator, operator_addr) = server::operator_listener(
         resolver.clone(),
         config.operator_listen,
         config.tcp_limits(),
+        &threads,
     )?;
     tracing::info!(addr = %operator_addr, zone = %config.zone, "operator DNS listener open");
     let endpoint = tonic::transport::Endpoint::from_shared(config.gateway.clone())
@@ -79,6 +85,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         config.host.clone(),
         config.sandbox_listen,
         config.tcp_limits(),
+        threads.clone(),
     ));
     let manager = tokio::spawn(listeners.clone().run(rx));
     let resolv_conf = config.resolv_conf.clone().map(|path| {
@@ -94,6 +101,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         operator_addr,
         host: config.host.clone(),
         operator,
+        threads,
         ingest,
         manager,
         resolv_conf,
@@ -108,6 +116,8 @@ pub enum StartError {
     Listen(#[from] ListenError),
     #[error("invalid gateway address {0:?}: {1}")]
     Gateway(String, String),
+    #[error("cannot start the DNS threads: {0}")]
+    Threads(std::io::Error),
 }
 
 impl Running {
@@ -132,6 +142,7 @@ impl Running {
         let _ = (&mut self.ingest).await;
         let _ = (&mut self.manager).await;
         self.operator.shutdown().await;
+        drop(self.threads);
     }
 }
 

@@ -2,8 +2,8 @@
 //! [`wire::answer`](crate::wire::answer).
 //!
 //! Hygiene, so that junk and slow clients cost little:
-//! - UDP answers that need no upstream are answered inline, without a task; those that wait for
-//!   an upstream get a task, at most [`MAX_PENDING_UDP`] at a time (more are dropped: the client
+//! - UDP answers that need no upstream are answered inline, without a task (most of them by the
+//!   fast path, into a buffer the loop keeps); those that wait for an upstream get a task, at most [`MAX_PENDING_UDP`] at a time (more are dropped: the client
 //!   retries).
 //! - TCP: at most `per_client` connections per client address and [`MAX_TCP_CONNECTIONS`] in
 //!   all (more are closed at once); a connection is closed when a whole query does not arrive
@@ -28,7 +28,7 @@ use tokio::{
     time::timeout,
 };
 
-use crate::{server::DnsHandler, wire};
+use crate::{server::DnsHandler, threads::IoThreads, wire};
 
 /// UDP queries waiting for an upstream at once, per listener.
 pub const MAX_PENDING_UDP: usize = 1024;
@@ -63,18 +63,34 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Serves `handler` on bound, non-blocking sockets. Must run inside the tokio runtime.
+    /// Serves `handler` on bound, non-blocking sockets, on the DNS threads: the TCP listener
+    /// and the first UDP socket on the next thread, further UDP sockets (bound with
+    /// `SO_REUSEPORT` to the same address) each on the thread after.
     pub fn start(
         handler: Arc<DnsHandler>,
-        udp: std::net::UdpSocket,
+        udp: Vec<std::net::UdpSocket>,
         tcp: std::net::TcpListener,
         limits: TcpLimits,
+        threads: &IoThreads,
     ) -> io::Result<Self> {
-        let udp = UdpSocket::from_std(udp)?;
-        let tcp = TcpListener::from_std(tcp)?;
+        let first = threads.pick_index();
+        let on = |i: usize| &threads.all()[(first + i) % threads.len()];
         let mut tasks = JoinSet::new();
-        tasks.spawn(udp_loop(handler.clone(), Arc::new(udp)));
-        tasks.spawn(tcp_loop(handler, tcp, limits));
+        for (i, udp) in udp.into_iter().enumerate() {
+            let rt = on(i);
+            // Registers the socket with that thread's reactor.
+            let udp = {
+                let _in = rt.enter();
+                UdpSocket::from_std(udp)?
+            };
+            tasks.spawn_on(udp_loop(handler.clone(), Arc::new(udp)), rt);
+        }
+        let rt = on(0);
+        let tcp = {
+            let _in = rt.enter();
+            TcpListener::from_std(tcp)?
+        };
+        tasks.spawn_on(tcp_loop(handler, tcp, limits), rt);
         Ok(Self { tasks })
     }
 
@@ -87,6 +103,7 @@ impl Listener {
 
 async fn udp_loop(handler: Arc<DnsHandler>, sock: Arc<UdpSocket>) {
     let mut buf = vec![0u8; usize::from(u16::MAX)];
+    let mut out = Vec::with_capacity(512);
     let mut pending = JoinSet::new();
     loop {
         let (n, src) = match sock.recv_from(&mut buf).await {
@@ -99,6 +116,10 @@ async fn udp_loop(handler: Arc<DnsHandler>, sock: Arc<UdpSocket>) {
         };
         while pending.try_join_next().is_some() {}
         if src.port() == 0 {
+            continue;
+        }
+        if handler.answer_fast(&buf[..n], Protocol::Udp, &mut out) {
+            send_udp(&sock, &out, src).await;
             continue;
         }
         let mut fut = Box::pin(owned_answer(
@@ -130,7 +151,7 @@ async fn owned_answer(
     src: SocketAddr,
     protocol: Protocol,
 ) -> Option<wire::Answer> {
-    wire::answer(&handler, raw, src, protocol).await
+    wire::answer_general(&handler, raw, src, protocol).await
 }
 
 async fn send_udp(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) {

@@ -9,9 +9,14 @@
 //! for those networks; nothing of other networks.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    borrow::Cow,
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
+
+// Queries look names up in these maps; foldhash (randomly seeded) hashes a short name several
+// times faster than the standard SipHash (`bench/dns.sh`).
+use foldhash::HashMap;
 
 use weft_proto::gateway::v1 as gw;
 
@@ -221,13 +226,14 @@ pub struct Target {
     pub v6: Option<Ipv6Addr>,
 }
 
-/// What the records say about a name, for one asker.
+/// What the records say about a name, for one asker (borrowing from the snapshot: a lookup
+/// copies nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Local {
+pub enum Local<'s> {
     /// Weft names matched (maybe none with an address of the asked family).
-    Found(Vec<Target>),
+    Found(Vec<&'s Target>),
     /// Under a network the asker is on (or the operator zone) but no such name: NXDOMAIN.
-    NxDomain { network_id: Option<String> },
+    NxDomain { network_id: Option<&'s str> },
     /// Not a Weft name: forward it if the asker may.
     NotOurs,
 }
@@ -255,12 +261,23 @@ pub struct Snapshot {
     pub networks: HashMap<String, NetworkRec>,
     net_by_name: HashMap<String, String>,
     pub sandboxes: HashMap<String, SandboxView>,
-    names: HashMap<(String, String), Vec<Target>>,
+    /// Network id → name (lowercase, no trailing dot) → the endpoints it names there.
+    names: HashMap<String, HashMap<String, Vec<Target>>>,
     ptr: HashMap<IpAddr, Vec<Target>>,
 }
 
 fn norm(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// [`norm`], copying only when there is something to change.
+fn norm_cow(name: &str) -> Cow<'_, str> {
+    let name = name.trim_end_matches('.');
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 impl Snapshot {
@@ -320,7 +337,9 @@ impl Snapshot {
                 }
                 seen.push(key.clone());
                 snap.names
-                    .entry((net.id.clone(), key))
+                    .entry(net.id.clone())
+                    .or_default()
+                    .entry(key)
                     .or_default()
                     .push(target(kind));
             }
@@ -363,98 +382,104 @@ impl Snapshot {
             .and_then(|id| self.networks.get(id))
     }
 
-    /// The networks whose names this asker sees (all of them for the operator).
-    fn asker_networks(&self, asker: Asker<'_>) -> Vec<&NetworkRec> {
-        let mut nets = self.member_networks(asker);
-        if asker != Asker::Operator {
-            nets.retain(|n| n.resolves_names);
-        }
-        nets
-    }
-
-    /// The networks the asker is on (all of them for the operator).
-    fn member_networks(&self, asker: Asker<'_>) -> Vec<&NetworkRec> {
+    /// The networks the asker is on, in attach order (none for the operator, which is on no
+    /// network but sees them all).
+    fn member_networks(&self, asker: Asker<'_>) -> &[String] {
         match asker {
-            Asker::Operator => self.networks.values().collect(),
-            Asker::Sandbox(id) => self
-                .sandboxes
-                .get(id)
-                .map(|v| {
-                    v.networks
-                        .iter()
-                        .filter_map(|n| self.networks.get(n))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            Asker::Operator => &[],
+            Asker::Sandbox(id) => self.sandboxes.get(id).map_or(&[], |v| &v.networks),
         }
     }
 
-    fn in_network(&self, net: &NetworkRec, name: &str) -> Vec<Target> {
+    /// Whether the asker sees the names of `net`: the operator sees every network, a sandbox
+    /// those it is on, except the default bridge.
+    fn sees(asker: Asker<'_>, member: &[String], net: &NetworkRec) -> bool {
+        match asker {
+            Asker::Operator => true,
+            Asker::Sandbox(_) => net.resolves_names && member.contains(&net.id),
+        }
+    }
+
+    /// The endpoints `name` (normalized) names on network `net_id`.
+    fn in_network(&self, net_id: &str, name: &str) -> &[Target] {
         self.names
-            .get(&(net.id.clone(), name.to_owned()))
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// `<name>.<network>` for a network the asker sees; `None` when no suffix is such a network.
-    fn qualified(&self, nets: &[&NetworkRec], name: &str) -> Option<(String, Vec<Target>)> {
-        // Network names may contain dots: try every split, the longest network name first.
-        for (i, _) in name.match_indices('.') {
-            let (prefix, suffix) = (&name[..i], &name[i + 1..]);
-            if let Some(net) = nets.iter().find(|n| norm(&n.name) == suffix) {
-                return Some((net.id.clone(), self.in_network(net, prefix)));
-            }
-        }
-        None
+            .get(net_id)
+            .and_then(|names| names.get(name))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Looks a name up for `asker`. For the operator, `name` is relative to the zone (the zone
     /// suffix already removed) and must be `<name>.<network>`.
-    pub fn lookup(&self, asker: Asker<'_>, name: &str) -> Local {
-        let name = norm(name);
-        let nets = self.asker_networks(asker);
-        if let Asker::Sandbox(_) = asker {
-            let found: Vec<Target> = nets
-                .iter()
-                .flat_map(|n| self.in_network(n, &name))
-                .collect();
-            if !found.is_empty() {
-                return Local::Found(found);
+    pub fn lookup(&self, asker: Asker<'_>, name: &str) -> Local<'_> {
+        let name = norm_cow(name);
+        let member = self.member_networks(asker);
+        let mut found = Vec::new();
+        for net in member.iter().filter_map(|id| self.networks.get(id)) {
+            if Self::sees(asker, member, net) {
+                found.extend(self.in_network(&net.id, &name));
             }
         }
-        match self.qualified(&nets, &name) {
-            Some((_, found)) if !found.is_empty() => Local::Found(found),
-            Some((network_id, _)) => Local::NxDomain {
-                network_id: Some(network_id),
-            },
-            None if asker == Asker::Operator => Local::NxDomain { network_id: None },
-            None => Local::NotOurs,
+        if !found.is_empty() {
+            return Local::Found(found);
+        }
+        // `<name>.<network>`; network names may contain dots: try every split, the longest
+        // network name first.
+        for (i, _) in name.match_indices('.') {
+            let (prefix, suffix) = (&name[..i], &name[i + 1..]);
+            let Some(net) = self
+                .net_by_name
+                .get(suffix)
+                .and_then(|id| self.networks.get(id))
+            else {
+                continue;
+            };
+            if Self::sees(asker, member, net) {
+                found.extend(self.in_network(&net.id, prefix));
+                return if found.is_empty() {
+                    Local::NxDomain {
+                        network_id: Some(&net.id),
+                    }
+                } else {
+                    Local::Found(found)
+                };
+            }
+        }
+        match asker {
+            Asker::Operator => Local::NxDomain { network_id: None },
+            Asker::Sandbox(_) => Local::NotOurs,
         }
     }
 
     /// Reverse lookup of `ip` for `asker`: endpoints on networks it sees; NXDOMAIN inside the
     /// subnets of those networks; otherwise not ours.
-    pub fn lookup_ptr(&self, asker: Asker<'_>, ip: IpAddr) -> Local {
-        let nets = self.asker_networks(asker);
-        let found: Vec<Target> = self
+    pub fn lookup_ptr(&self, asker: Asker<'_>, ip: IpAddr) -> Local<'_> {
+        let member = self.member_networks(asker);
+        let sees = |net_id: &str| {
+            self.networks
+                .get(net_id)
+                .is_some_and(|n| Self::sees(asker, member, n))
+        };
+        let found: Vec<&Target> = self
             .ptr
             .get(&ip)
-            .map(|ts| {
-                ts.iter()
-                    .filter(|t| nets.iter().any(|n| n.id == t.network_id))
-                    .cloned()
-                    .collect()
-            })
+            .map(|ts| ts.iter().filter(|t| sees(&t.network_id)).collect())
             .unwrap_or_default();
         if !found.is_empty() {
             return Local::Found(found);
         }
-        match nets
-            .iter()
-            .find(|n| n.subnets.iter().any(|s| in_subnet(ip, *s)))
-        {
+        let inside = |n: &&NetworkRec| {
+            Self::sees(asker, member, n) && n.subnets.iter().any(|s| in_subnet(ip, *s))
+        };
+        let net = match asker {
+            Asker::Operator => self.networks.values().find(inside),
+            Asker::Sandbox(_) => member
+                .iter()
+                .filter_map(|id| self.networks.get(id))
+                .find(inside),
+        };
+        match net {
             Some(n) => Local::NxDomain {
-                network_id: Some(n.id.clone()),
+                network_id: Some(&n.id),
             },
             None if asker == Asker::Operator => Local::NxDomain { network_id: None },
             None => Local::NotOurs,
@@ -466,6 +491,7 @@ impl Snapshot {
     pub fn may_forward(&self, sandbox_id: &str) -> bool {
         self.member_networks(Asker::Sandbox(sandbox_id))
             .iter()
+            .filter_map(|id| self.networks.get(id))
             .any(|n| !n.internal)
     }
 }
@@ -553,7 +579,7 @@ mod tests {
         Snapshot::build(&st, true)
     }
 
-    fn addrs(l: &Local) -> Vec<String> {
+    fn addrs(l: &Local<'_>) -> Vec<String> {
         match l {
             Local::Found(ts) => {
                 let mut v: Vec<String> = ts.iter().map(|t| format!("{:?}", t.v4)).collect();
@@ -630,7 +656,7 @@ mod tests {
         assert_eq!(
             s.lookup(Asker::Sandbox("sc"), "nobody.backend"),
             Local::NxDomain {
-                network_id: Some("nb".into())
+                network_id: Some("nb")
             }
         );
     }

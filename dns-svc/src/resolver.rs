@@ -84,6 +84,51 @@ impl Outcome {
     }
 }
 
+/// What Weft's records decide for one query (see [`Resolver::decide`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision<'s> {
+    /// The first list from the gateway has not arrived yet: SERVFAIL.
+    NotSynced,
+    /// The asking sandbox is no longer in the records: REFUSED.
+    SandboxGone,
+    /// The operator zone's apex: it exists and has no records.
+    Apex,
+    /// Not under the operator zone (the operator listener forwards nothing): REFUSED.
+    OutsideZone,
+    /// Weft names, rotated (maybe none with an address of the asked family: NOERROR, empty).
+    Found(Vec<&'s Target>),
+    /// No such name under a network the asker sees (its id), or under the operator zone.
+    NxDomain(Option<&'s str>),
+    /// Not Weft's: a sandbox's query goes to its upstreams.
+    Forward,
+}
+
+impl Decision<'_> {
+    /// The response code of a local answer (forwarding decides its own).
+    pub fn rcode(&self) -> ResponseCode {
+        match self {
+            Self::NotSynced => ResponseCode::ServFail,
+            Self::SandboxGone | Self::OutsideZone | Self::Forward => ResponseCode::Refused,
+            Self::Apex | Self::Found(_) => ResponseCode::NoError,
+            Self::NxDomain(_) => ResponseCode::NXDomain,
+        }
+    }
+
+    /// Whether Weft answers with authority: for its own names and their absence.
+    pub fn authoritative(&self) -> bool {
+        matches!(self, Self::Apex | Self::Found(_) | Self::NxDomain(_))
+    }
+
+    /// The network the query is counted against.
+    pub fn network(&self) -> Option<&str> {
+        match self {
+            Self::Found(targets) => targets.first().map(|t| t.network_id.as_str()),
+            Self::NxDomain(network_id) => *network_id,
+            _ => None,
+        }
+    }
+}
+
 /// One query as the resolver sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Query<'a> {
@@ -136,16 +181,154 @@ impl Resolver {
         self.snapshot.load_full()
     }
 
+    /// The current snapshot, for the length of one query (cheaper than [`Self::snapshot`]).
+    pub fn snapshot_ref(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// What Weft's own records say about one query, from `snap`; builds no string and copies
+    /// nothing, so that the DNS fast path ([`crate::wire`]) can answer from it directly.
+    /// `qname` is lowercase without the trailing dot; `ptr_ip` the address of a PTR query's
+    /// `in-addr.arpa`/`ip6.arpa` name.
+    pub fn decide<'s>(
+        &self,
+        snap: &'s Snapshot,
+        sandbox_id: Option<&str>,
+        qname: &str,
+        ptr_ip: Option<IpAddr>,
+    ) -> Decision<'s> {
+        if !snap.synced {
+            return Decision::NotSynced;
+        }
+        let asker = match sandbox_id {
+            None => Asker::Operator,
+            Some(id) if snap.sandboxes.contains_key(id) => Asker::Sandbox(id),
+            Some(_) => return Decision::SandboxGone,
+        };
+        let local = match (asker, ptr_ip) {
+            (_, Some(ip)) => snap.lookup_ptr(asker, ip),
+            (Asker::Operator, None) => {
+                if qname == self.zone {
+                    return Decision::Apex;
+                }
+                match qname
+                    .strip_suffix(self.zone.as_str())
+                    .and_then(|rel| rel.strip_suffix('.'))
+                {
+                    Some(rel) => snap.lookup(asker, rel),
+                    None => return Decision::OutsideZone,
+                }
+            }
+            (Asker::Sandbox(_), None) => snap.lookup(asker, qname),
+        };
+        match local {
+            Local::Found(mut targets) => {
+                // Rotated per query so that clients taking the first address spread the load.
+                let k = self.rotation.fetch_add(1, Relaxed) % targets.len();
+                targets.rotate_left(k);
+                Decision::Found(targets)
+            }
+            Local::NxDomain { network_id } => Decision::NxDomain(network_id),
+            Local::NotOurs => Decision::Forward,
+        }
+    }
+
+    /// Counts a query that `decision` answered (anything but [`Decision::Forward`]).
+    pub fn count(&self, sandbox_id: Option<&str>, tcp: bool, decision: &Decision<'_>) {
+        self.stats.record(&QueryRecord {
+            sandbox_id,
+            network_id: decision.network(),
+            tcp,
+            local: matches!(decision, Decision::Found(_) | Decision::Apex),
+            forwarded: false,
+            upstream_failures: 0,
+            nxdomain: matches!(decision, Decision::NxDomain(_)),
+            refused: matches!(decision, Decision::SandboxGone | Decision::OutsideZone),
+            servfail: matches!(decision, Decision::NotSynced),
+        });
+    }
+
+    /// The whole answer to one query, forwarding if need be, with the reasons: what the admin
+    /// `Resolve` shows, and what the DNS listeners send when the fast path cannot.
     pub async fn resolve(&self, q: Query<'_>) -> Outcome {
         let snap = self.snapshot.load_full();
+        let qname = q.name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+        let ptr_ip = (q.qtype == RecordType::PTR)
+            .then(|| q.name.parse_arpa_name().ok())
+            .flatten()
+            .map(|net| net.addr());
+        let decision = self.decide(&snap, q.sandbox_id, &qname, ptr_ip);
         let mut out = Outcome::new(snap.revision);
-        let network = self.decide(&snap, q, &mut out).await;
+        out.rcode = decision.rcode();
+        out.authoritative = decision.authoritative();
+        if !matches!(decision, Decision::NotSynced | Decision::SandboxGone)
+            && let Some(id) = q.sandbox_id
+            && let Some(view) = snap.sandboxes.get(id)
+        {
+            let names: Vec<&str> = view
+                .networks
+                .iter()
+                .filter_map(|n| snap.networks.get(n).map(|n| n.name.as_str()))
+                .collect();
+            let sb = view.rec.as_ref().map_or(id, |r| r.name.as_str());
+            out.step(format!("sandbox {sb} on networks [{}]", names.join(", ")));
+        }
+        match &decision {
+            Decision::NotSynced => out.step("not yet synchronised with the gateway"),
+            Decision::SandboxGone => out.step(format!(
+                "sandbox {} is gone",
+                q.sandbox_id.unwrap_or_default()
+            )),
+            Decision::Apex => {
+                out.source = Source::Local;
+                out.step("the zone apex: no records");
+            }
+            Decision::OutsideZone => out.step(format!(
+                "not under zone {}.: the operator listener forwards nothing",
+                self.zone
+            )),
+            Decision::Found(targets) => {
+                out.source = Source::Local;
+                out.answers = self.records(q, ptr_ip, targets);
+                for t in targets {
+                    out.step(format!(
+                        "{} matched {} {} on network {}",
+                        qname,
+                        t.matched_as.as_str(),
+                        t.sandbox_name,
+                        t.network_name
+                    ));
+                }
+                out.matches = targets.iter().map(|t| (*t).clone()).collect();
+            }
+            Decision::NxDomain(network_id) => {
+                out.source = Source::Local;
+                match network_id {
+                    Some(n) => out.step(format!(
+                        "no such name on network {}",
+                        snap.networks.get(*n).map_or(*n, |n| n.name.as_str())
+                    )),
+                    None => out.step("no such name"),
+                }
+            }
+            Decision::Forward => {
+                out.step("no local match");
+            }
+        }
+        let Some(id) = q
+            .sandbox_id
+            .filter(|_| matches!(decision, Decision::Forward))
+        else {
+            self.count(q.sandbox_id, q.tcp, &decision);
+            return out;
+        };
+        let network = self.forward(&snap, id, q, &mut out).await;
         let rc = out.rcode;
         self.stats.record(&QueryRecord {
             sandbox_id: q.sandbox_id,
             network_id: network.as_deref(),
             tcp: q.tcp,
-            local: out.source == Source::Local && rc == ResponseCode::NoError,
+            local: false,
             forwarded: out.source == Source::Forwarded,
             upstream_failures: out.failed_upstreams.len() as u64,
             nxdomain: rc == ResponseCode::NXDomain,
@@ -155,104 +338,7 @@ impl Resolver {
         out
     }
 
-    /// Fills `out`; returns the network the query is counted against.
-    async fn decide(&self, snap: &Snapshot, q: Query<'_>, out: &mut Outcome) -> Option<String> {
-        if !snap.synced {
-            out.rcode = ResponseCode::ServFail;
-            out.step("not yet synchronised with the gateway");
-            return None;
-        }
-        let qname = q.name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
-        let ptr_ip = (q.qtype == RecordType::PTR)
-            .then(|| q.name.parse_arpa_name().ok())
-            .flatten()
-            .map(|net| net.addr());
-        let asker = match q.sandbox_id {
-            None => Asker::Operator,
-            Some(id) => {
-                let Some(view) = snap.sandboxes.get(id) else {
-                    out.rcode = ResponseCode::Refused;
-                    out.step(format!("sandbox {id} is gone"));
-                    return None;
-                };
-                let names: Vec<&str> = view
-                    .networks
-                    .iter()
-                    .filter_map(|n| snap.networks.get(n).map(|n| n.name.as_str()))
-                    .collect();
-                let sb = view.rec.as_ref().map_or(id, |r| r.name.as_str());
-                out.step(format!("sandbox {sb} on networks [{}]", names.join(", ")));
-                Asker::Sandbox(id)
-            }
-        };
-        let local = match (asker, ptr_ip) {
-            (_, Some(ip)) => snap.lookup_ptr(asker, ip),
-            (Asker::Operator, None) => {
-                if qname == self.zone {
-                    out.authoritative = true;
-                    out.source = Source::Local;
-                    out.step("the zone apex: no records");
-                    return None;
-                }
-                match qname.strip_suffix(&format!(".{}", self.zone)) {
-                    Some(rel) => snap.lookup(asker, rel),
-                    None => {
-                        out.rcode = ResponseCode::Refused;
-                        out.step(format!(
-                            "not under zone {}.: the operator listener forwards nothing",
-                            self.zone
-                        ));
-                        return None;
-                    }
-                }
-            }
-            (Asker::Sandbox(_), None) => snap.lookup(asker, &qname),
-        };
-        match local {
-            Local::Found(mut targets) => {
-                let k = self.rotation.fetch_add(1, Relaxed) % targets.len();
-                // Rotated per query so that clients taking the first address spread the load.
-                targets.rotate_left(k);
-                out.authoritative = true;
-                out.source = Source::Local;
-                out.answers = self.records(q, ptr_ip, &targets);
-                let net = targets.first().map(|t| t.network_id.clone());
-                for t in &targets {
-                    out.step(format!(
-                        "{} matched {} {} on network {}",
-                        qname,
-                        t.matched_as.as_str(),
-                        t.sandbox_name,
-                        t.network_name
-                    ));
-                }
-                out.matches = targets;
-                net
-            }
-            Local::NxDomain { network_id } => {
-                out.rcode = ResponseCode::NXDomain;
-                out.authoritative = true;
-                out.source = Source::Local;
-                match &network_id {
-                    Some(n) => out.step(format!(
-                        "no such name on network {}",
-                        snap.networks.get(n).map_or(n.as_str(), |n| n.name.as_str())
-                    )),
-                    None => out.step("no such name"),
-                }
-                network_id
-            }
-            Local::NotOurs => {
-                out.step("no local match");
-                match q.sandbox_id {
-                    Some(id) => self.forward(snap, id, q, out).await,
-                    None => None,
-                }
-            }
-        }
-    }
-
-    fn records(&self, q: Query<'_>, ptr_ip: Option<IpAddr>, targets: &[Target]) -> Vec<Record> {
+    fn records(&self, q: Query<'_>, ptr_ip: Option<IpAddr>, targets: &[&Target]) -> Vec<Record> {
         let rec = |data| Record::from_rdata(q.name.clone(), LOCAL_TTL, data);
         match (q.qtype, ptr_ip) {
             (RecordType::PTR, Some(_)) => targets

@@ -25,14 +25,15 @@ use crate::{
     error::ListenError,
     listen::{Listener, TcpLimits},
     resolver::{Query, Resolver},
+    threads::IoThreads,
     wire::{self, Answer},
 };
 
 /// Answers the queries of one listener: a sandbox's, or the operator's (`sandbox_id` `None`).
 #[derive(Debug, Clone)]
 pub struct DnsHandler {
-    resolver: Arc<Resolver>,
-    sandbox_id: Option<Arc<str>>,
+    pub(crate) resolver: Arc<Resolver>,
+    pub(crate) sandbox_id: Option<Arc<str>>,
 }
 
 impl DnsHandler {
@@ -108,9 +109,21 @@ impl DnsHandler {
 /// Binds UDP and TCP on `addr` in the current namespace. With port 0, one port free for both
 /// protocols is searched (the TCP side of the UDP port may be taken).
 fn bind(addr: SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpListener), ListenError> {
+    bind_with(addr, || {
+        let udp = std::net::UdpSocket::bind(addr)?;
+        udp.set_nonblocking(true)?;
+        Ok(udp)
+    })
+}
+
+/// [`bind`], with the UDP socket made by `udp`.
+fn bind_with(
+    addr: SocketAddr,
+    udp: impl Fn() -> std::io::Result<std::net::UdpSocket>,
+) -> Result<(std::net::UdpSocket, std::net::TcpListener), ListenError> {
     let mut tries = 0;
     loop {
-        match bind_once(addr) {
+        match bind_once(addr, &udp) {
             Err(ListenError::Bind { proto: "tcp", .. }) if addr.port() == 0 && tries < 20 => {
                 tries += 1;
             }
@@ -121,6 +134,7 @@ fn bind(addr: SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpListener)
 
 fn bind_once(
     addr: SocketAddr,
+    udp: impl Fn() -> std::io::Result<std::net::UdpSocket>,
 ) -> Result<(std::net::UdpSocket, std::net::TcpListener), ListenError> {
     let bind_err = |proto| {
         move |source| ListenError::Bind {
@@ -129,8 +143,7 @@ fn bind_once(
             source,
         }
     };
-    let udp = std::net::UdpSocket::bind(addr).map_err(bind_err("udp"))?;
-    udp.set_nonblocking(true).map_err(bind_err("udp"))?;
+    let udp = udp().map_err(bind_err("udp"))?;
     // The TCP listener takes the UDP socket's port, so port 0 gives one port for both.
     let addr = udp.local_addr().map_err(bind_err("udp"))?;
     let tcp = std::net::TcpListener::bind(addr).map_err(bind_err("tcp"))?;
@@ -173,36 +186,52 @@ async fn bind_in_netns(
     })?
 }
 
-/// Starts serving `handler` on bound sockets.
-fn serve(
-    handler: DnsHandler,
-    udp: std::net::UdpSocket,
-    tcp: std::net::TcpListener,
-    limits: TcpLimits,
-) -> Result<Listener, std::io::Error> {
-    Listener::start(Arc::new(handler), udp, tcp, limits)
-}
-
-/// The operator listener, in the service's own namespace.
+/// The operator listener, in the service's own namespace. With several DNS threads, each gets
+/// a UDP socket of its own on the address (`SO_REUSEPORT`: the kernel spreads the clients).
 pub fn operator_listener(
     resolver: Arc<Resolver>,
     addr: SocketAddr,
     limits: TcpLimits,
+    threads: &IoThreads,
 ) -> Result<(Listener, SocketAddr), ListenError> {
-    let (udp, tcp) = bind(addr)?;
-    let local = udp.local_addr().map_err(|source| ListenError::Bind {
+    let udp_err = |source| ListenError::Bind {
         proto: "udp",
         addr,
         source,
-    })?;
-    let server = serve(DnsHandler::new(resolver, None), udp, tcp, limits).map_err(|source| {
-        ListenError::Bind {
-            proto: "udp",
-            addr,
-            source,
-        }
-    })?;
+    };
+    let (udp, tcp) = if threads.len() > 1 {
+        bind_with(addr, || reuse_port_udp(addr))?
+    } else {
+        bind(addr)?
+    };
+    let local = udp.local_addr().map_err(udp_err)?;
+    let mut udps = vec![udp];
+    for _ in 1..threads.len() {
+        udps.push(reuse_port_udp(local).map_err(udp_err)?);
+    }
+    let server = Listener::start(
+        Arc::new(DnsHandler::new(resolver, None)),
+        udps,
+        tcp,
+        limits,
+        threads,
+    )
+    .map_err(udp_err)?;
     Ok((server, local))
+}
+
+/// A non-blocking UDP socket bound to `addr` with `SO_REUSEPORT`.
+fn reuse_port_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +269,7 @@ pub struct SandboxListeners {
     host: String,
     addr: SocketAddr,
     limits: TcpLimits,
+    threads: Arc<IoThreads>,
     entries: Mutex<HashMap<String, Entry>>,
     /// The gateway revision of the snapshot the listeners were last reconciled to.
     reconciled: watch::Sender<u64>,
@@ -249,12 +279,19 @@ pub struct SandboxListeners {
 const RETRY: Duration = Duration::from_secs(1);
 
 impl SandboxListeners {
-    pub fn new(resolver: Arc<Resolver>, host: String, addr: SocketAddr, limits: TcpLimits) -> Self {
+    pub fn new(
+        resolver: Arc<Resolver>,
+        host: String,
+        addr: SocketAddr,
+        limits: TcpLimits,
+        threads: Arc<IoThreads>,
+    ) -> Self {
         Self {
             resolver,
             host,
             addr,
             limits,
+            threads,
             entries: Mutex::default(),
             reconciled: watch::channel(0).0,
         }
@@ -367,11 +404,12 @@ impl SandboxListeners {
             let res = bind_in_netns(&path, self.addr)
                 .await
                 .and_then(|(udp, tcp)| {
-                    serve(
-                        DnsHandler::new(self.resolver.clone(), Some(&id)),
-                        udp,
+                    Listener::start(
+                        Arc::new(DnsHandler::new(self.resolver.clone(), Some(&id))),
+                        vec![udp],
                         tcp,
                         self.limits,
+                        &self.threads,
                     )
                     .map_err(|source| ListenError::Bind {
                         proto: "udp",

@@ -4,7 +4,6 @@
 //! first time a network or sandbox is counted.
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc, RwLock,
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -12,6 +11,7 @@ use std::{
     time::SystemTime,
 };
 
+use foldhash::HashMap;
 use weft_proto::dns::v1 as pb;
 
 #[derive(Debug, Default)]
@@ -79,15 +79,18 @@ impl Default for Stats {
     }
 }
 
-fn entry(map: &RwLock<HashMap<String, Arc<Counters>>>, key: &str) -> Arc<Counters> {
+/// Bumps the counters of `key` in `map`, under the read lock once they exist.
+fn bump_in(map: &RwLock<HashMap<String, Arc<Counters>>>, key: &str, r: &QueryRecord<'_>) {
     if let Some(c) = map.read().unwrap_or_else(|e| e.into_inner()).get(key) {
-        return c.clone();
+        return bump(c, r);
     }
-    map.write()
+    let c = map
+        .write()
         .unwrap_or_else(|e| e.into_inner())
         .entry(key.to_owned())
         .or_default()
-        .clone()
+        .clone();
+    bump(&c, r);
 }
 
 fn bump(c: &Counters, r: &QueryRecord<'_>) {
@@ -112,11 +115,11 @@ impl Stats {
     pub fn record(&self, r: &QueryRecord<'_>) {
         bump(&self.total, r);
         match r.sandbox_id {
-            Some(id) => bump(&entry(&self.sandboxes, id), r),
+            Some(id) => bump_in(&self.sandboxes, id, r),
             None => bump(&self.operator, r),
         }
         if let Some(net) = r.network_id {
-            bump(&entry(&self.networks, net), r);
+            bump_in(&self.networks, net, r);
         }
     }
 

@@ -313,3 +313,28 @@ async fn idle_and_half_sent_tcp_connections_are_closed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_dns_threads_share_the_operator_address() {
+    let w = World::new().await;
+    let dns = Dns::start_with(&w.url, &["--upstream", "127.0.0.1:9", "--dns-threads", "3"]).await;
+    // Each client socket hashes to one of the three SO_REUSEPORT sockets: with 60 clients, a
+    // socket nobody served would leave some of them unanswered.
+    let mut q = Message::query();
+    q.add_query(Query::query(
+        Name::from_ascii("web.backend.weft.").unwrap(),
+        RecordType::A,
+    ));
+    for i in 0..60u16 {
+        q.metadata.id = i;
+        let m = exchange(dns.operator, &q, Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|| panic!("client {i} got no answer"));
+        assert_eq!((m.metadata.id, m.answers.len()), (i, 1));
+    }
+    let mut s = tokio::net::TcpStream::connect(dns.operator).await.unwrap();
+    assert_eq!(
+        tcp_query(&mut s, "web.backend.weft.").await,
+        (ResponseCode::NoError, 1)
+    );
+}
