@@ -39,7 +39,9 @@ need dig bind9-dnsutils
 BIN=$CARGO_TARGET_DIR/release
 GATEWAY=$CARGO_TARGET_DIR/debug/examples/bench_gateway
 
-WORK=$(mktemp -d)
+# dnsperf -v writes a line per query: keep that in memory, not on a disk whose write-back would
+# stall the runs that follow.
+WORK=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -100,6 +102,7 @@ run() {
     printf '%-8s %-12s qps %10.0f  lost %-12s avg %7.3f ms  p50 %6s ms  p99 %6s ms  CPU %3s %%  %5s us/query\n' \
         "$name" "$label" "$qps" "$lost" "$(awk -v a="$avg" 'BEGIN {print a*1000}')" "$p50" "$p99" "$cpu" "$us"
     echo "$name ${label// /_} $qps $p99 $us" >>"$WORK/results"
+    rm -f "$WORK/out"
 }
 
 # median NAME LABEL FIELD: the median over the rounds of one figure (3 qps, 4 p99, 5 us/query).
@@ -115,15 +118,15 @@ for port in "$DNS_PORT" "$MASQ_PORT"; do
     dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries" -l 2 -q 200 -c 4 >/dev/null 2>&1
 done
 for _ in $(seq "$ROUNDS"); do
+    run dns-svc "$DNS_PORT" "$RATE qps" -Q "$RATE" -c 4 -v
+    run dnsmasq "$MASQ_PORT" "$RATE qps" -Q "$RATE" -c 4 -v
+done
+for _ in $(seq "$ROUNDS"); do
     run dns-svc "$DNS_PORT" "full load" -q 200 -c 4
     run dnsmasq "$MASQ_PORT" "full load" -q 200 -c 4
 done
 run dns-svc "$DNS_PORT" "full load -v" -q 200 -c 4 -v
 run dnsmasq "$MASQ_PORT" "full load -v" -q 200 -c 4 -v
-for _ in $(seq "$ROUNDS"); do
-    run dns-svc "$DNS_PORT" "$RATE qps" -Q "$RATE" -c 4 -v
-    run dnsmasq "$MASQ_PORT" "$RATE qps" -Q "$RATE" -c 4 -v
-done
 
 echo
 echo "median of $ROUNDS rounds   full-load qps   server CPU us/query   p99 at $RATE qps"

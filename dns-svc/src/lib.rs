@@ -4,6 +4,10 @@
 //! ([`records`]) that queries read without locks. Each sandbox of this host gets a DNS listener
 //! inside its own namespace ([`server`]), so the answer depends on who asks ([`resolver`]);
 //! other names are forwarded ([`forward`]). The admin API explains and counts ([`grpc`]).
+//!
+//! The listeners run on DNS threads of their own ([`threads`]), apart from the gRPC side; a
+//! packet goes through [`listen`] to the fast path ([`fast`]) when it is a plain query for a
+//! Weft name, else to the general path ([`wire`]).
 
 pub mod config;
 pub mod error;
