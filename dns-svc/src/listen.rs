@@ -1,5 +1,5 @@
-//! The socket side of one DNS listener: a UDP loop and a TCP accept loop, both feeding
-//! [`wire::answer`](crate::wire::answer).
+//! The socket side of one DNS listener: a UDP loop and a TCP accept loop, both feeding the fast
+//! path ([`DnsHandler::answer_fast`]) and, for what it does not take, [`wire::answer_general`].
 //!
 //! Hygiene, so that junk and slow clients cost little:
 //! - UDP answers that need no upstream are answered inline, without a task (most of them by the
