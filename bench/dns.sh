@@ -112,10 +112,12 @@ median() {
 }
 
 echo "dns-svc vs dnsmasq, $N names, ${DURATION}s per run, $ROUNDS rounds, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-# Warm both up (first runs after a start are slower), then alternate them, round after round, so
-# that the machine's ups and downs fall on both alike.
+# Warm both up (first runs after a start are slower) at the steady rate: the steady-rate runs
+# come first, before full load has heated the machine (on a VM, latency runs right after
+# saturating ones measured the host's catching up, for both servers alike). Then alternate the
+# servers, round after round, so that the machine's ups and downs fall on both alike.
 for port in "$DNS_PORT" "$MASQ_PORT"; do
-    dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries" -l 2 -q 200 -c 4 >/dev/null 2>&1
+    dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries" -l 2 -Q "$RATE" -c 4 >/dev/null 2>&1
 done
 for _ in $(seq "$ROUNDS"); do
     run dns-svc "$DNS_PORT" "$RATE qps" -Q "$RATE" -c 4 -v
