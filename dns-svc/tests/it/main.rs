@@ -8,6 +8,8 @@
 
 mod admin;
 mod events;
+mod fuzz;
+mod fuzz_inputs;
 mod harness;
 mod heavy;
 mod lifecycle;
