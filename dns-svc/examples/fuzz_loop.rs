@@ -27,7 +27,7 @@ fn main() {
     let started = std::time::Instant::now();
     let (mut random, mut mutated) = (0u64, 0u64);
     for i in 0..n {
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             random += 1;
         } else {
             mutated += 1;

@@ -89,7 +89,7 @@ pub fn mutate(rng: &mut StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
 
 /// The `i`-th input of a run: one in four random bytes, the others mutated seeds.
 pub fn input(i: u64, rng: &mut StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         let len = rng.random_range(0..600);
         (0..len).map(|_| rng.random()).collect()
     } else {
