@@ -4,7 +4,7 @@
 # ROUNDS rounds; prints every run (qps, latency average, p50 and p99 from dnsperf's per-query -v
 # lines, the server's CPU and CPU time per query), then the medians.
 #
-#   bench/dns.sh                  # N=1000 DURATION=10 RATE=2000 ROUNDS=3 by default
+#   bench/dns.sh                  # N=1000 DURATION=10 RATE=2000 ROUNDS=5 by default
 #   N=5000 DURATION=20 bench/dns.sh
 #
 # dns-svc gets its records from a fake gateway (dns-svc/examples/bench_gateway.rs), which also
@@ -14,7 +14,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-1000}
 DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 RATE=${RATE:-2000}
 GW_PORT=${GW_PORT:-17790}
 ADMIN_PORT=${ADMIN_PORT:-17793}
