@@ -18,7 +18,12 @@
 
 use hickory_server::net::xfer::Protocol;
 
-use crate::{resolver::Decision, server::DnsHandler, wire::max_size};
+use crate::{
+    records::Target,
+    resolver::{Decision, LOCAL_TTL},
+    server::DnsHandler,
+    wire::max_size,
+};
 
 const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
@@ -153,7 +158,7 @@ impl DnsHandler {
             return false;
         }
         let rdata_len: u16 = if q.qtype == TYPE_A { 4 } else { 16 };
-        let rdata = |t: &crate::records::Target| -> Option<[u8; 16]> {
+        let rdata = |t: &Target| -> Option<[u8; 16]> {
             let mut b = [0u8; 16];
             match q.qtype {
                 TYPE_A => b[..4].copy_from_slice(&t.v4?.octets()),
@@ -161,7 +166,7 @@ impl DnsHandler {
             }
             Some(b)
         };
-        let targets: &[&crate::records::Target] = match &decision {
+        let targets: &[&Target] = match &decision {
             Decision::Found(t) => t,
             _ => &[],
         };
@@ -197,7 +202,7 @@ impl DnsHandler {
             out.extend_from_slice(&[0xc0, 0x0c]);
             out.extend_from_slice(&q.qtype.to_be_bytes());
             out.extend_from_slice(&CLASS_IN.to_be_bytes());
-            out.extend_from_slice(&crate::resolver::LOCAL_TTL.to_be_bytes());
+            out.extend_from_slice(&LOCAL_TTL.to_be_bytes());
             out.extend_from_slice(&rdata_len.to_be_bytes());
             out.extend_from_slice(&data[..usize::from(rdata_len)]);
         }

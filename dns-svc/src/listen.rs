@@ -3,8 +3,8 @@
 //!
 //! Hygiene, so that junk and slow clients cost little:
 //! - UDP answers that need no upstream are answered inline, without a task (most of them by the
-//!   fast path, into a buffer the loop keeps); those that wait for an upstream get a task, at most [`MAX_PENDING_UDP`] at a time (more are dropped: the client
-//!   retries).
+//!   fast path, into a buffer the loop keeps); those that wait for an upstream get a task, at
+//!   most [`MAX_PENDING_UDP`] at a time (more are dropped: the client retries).
 //! - TCP: at most `per_client` connections per client address and [`MAX_TCP_CONNECTIONS`] in
 //!   all (more are closed at once); a connection is closed when a whole query does not arrive
 //!   within the idle timeout, or an answer cannot be written within it. Every wait is a socket
