@@ -12,7 +12,7 @@ mod support;
 use std::{collections::BTreeSet, net::SocketAddr, process::Command, time::Duration};
 
 use clap::Parser as _;
-use support::{TestNs, assert_talks, echo_server, links};
+use support::{TestNs, assert_talks, echo_server, links, nft_json};
 use weft_proto::gateway::v1::{
     self as pb, network_service_client::NetworkServiceClient,
     sandbox_service_client::SandboxServiceClient,
@@ -125,20 +125,7 @@ impl Stack {
     /// The handle of the agent's `inet weft` table, if it exists: a table made again gets a new
     /// one.
     fn table_handle(&self) -> Option<u64> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.host.name,
-                "nft",
-                "-j",
-                "list",
-                "tables",
-            ])
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["nftables"]
+        nft_json(&self.host, &["list", "tables"])["nftables"]
             .as_array()?
             .iter()
             .map(|o| &o["table"])
@@ -148,20 +135,7 @@ impl Stack {
 
     /// Endpoint ids named by the comments of the agent's nftables rules.
     fn rule_owners(&self) -> BTreeSet<String> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.host.name,
-                "nft",
-                "-j",
-                "list",
-                "ruleset",
-            ])
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["nftables"]
+        nft_json(&self.host, &["list", "ruleset"])["nftables"]
             .as_array()
             .unwrap()
             .iter()

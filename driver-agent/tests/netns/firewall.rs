@@ -23,7 +23,7 @@ use weft_proto::agent::v1 as pb;
 use crate::{
     bridge::{endpoint, network},
     grpc::unique,
-    support::{TestNs, assert_talks, echo_server, exchange, ip_json, link, links},
+    support::{TestNs, assert_talks, echo_server, exchange, ip_json, link, links, nft_json},
 };
 
 /// The host's uplink addresses and the internet namespace's.
@@ -100,16 +100,7 @@ fn sock(ip: &str, port: u16) -> SocketAddr {
 
 /// `nft -j list ruleset` of a namespace, parsed.
 fn ruleset(ns: &TestNs) -> Value {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "nft", "-j", "list", "ruleset"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    nft_json(ns, &["list", "ruleset"])
 }
 
 /// The comments of every rule in a ruleset dump.

@@ -40,6 +40,21 @@ impl Drop for TestNs {
     }
 }
 
+/// `nft -j ARGS…` in a namespace, parsed.
+pub fn nft_json(ns: &TestNs, args: &[&str]) -> Value {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft", "-j"])
+        .args(args)
+        .output()
+        .expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("nft -j gives JSON")
+}
+
 /// `ip -n NS -j ARGS…` parsed.
 pub fn ip_json(ns: &TestNs, args: &[&str]) -> Value {
     let out = Command::new("ip")
