@@ -20,7 +20,7 @@ GW_PORT=${GW_PORT:-17790}
 ADMIN_PORT=${ADMIN_PORT:-17793}
 DNS_PORT=${DNS_PORT:-15390}
 MASQ_PORT=${MASQ_PORT:-15391}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/weft-target-dns}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/weft/target-dns}
 
 need() {
     command -v "$1" >/dev/null 2>&1 && return

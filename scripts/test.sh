@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/weft-target}
-export PATH="${WEFT_VENV:-/var/tmp/weft-venv}/bin:$PATH"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/weft/target}
+export PATH="${WEFT_VENV:-/var/cache/weft/venv}/bin:$PATH"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

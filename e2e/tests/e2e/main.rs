@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod intact;
 mod world;
 
 use std::{net::SocketAddr, path::Path, sync::atomic::Ordering};
@@ -404,4 +405,13 @@ async fn heavy_the_next_query_after_connect_and_disconnect_sees_it() {
         w.ok(&["sandbox", "rm", &name]);
     }
     println!("{hits} of 100 queries right after Connect answered with the new address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_bystanders_hold_when_nothing_happens() {
+    let w = World::new().await;
+    let _weft = Weft::up(&w).await;
+    let mut by = intact::Bystanders::new(&w).await;
+    by.baseline(&w);
+    by.check(&w).await;
 }

@@ -196,7 +196,7 @@ pub fn grpcurl() -> PathBuf {
         return p.into();
     }
     for p in [
-        "/var/tmp/weft-venv/bin/grpcurl",
+        "/var/cache/weft/venv/bin/grpcurl",
         "/usr/local/bin/grpcurl",
         "/usr/bin/grpcurl",
     ] {
