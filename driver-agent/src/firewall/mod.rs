@@ -7,6 +7,7 @@
 //! leaves the state as it was (an attach without published ports, an ensure of an unchanged
 //! network) runs no process at all. When the state becomes empty the table is deleted.
 
+pub mod nfnl;
 pub mod rules;
 pub mod state;
 
