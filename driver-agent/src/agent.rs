@@ -118,6 +118,22 @@ impl Agent {
             tracing::warn!(endpoint = %ep.id, network = %net.id, "internal network: ports not published");
         }
         let wanted = firewall::sysctls_for(&rules);
+        // The rules first: the table's loopback guard must be in place before route_localnet
+        // goes on (see `firewall::rules::loopback_rules`), and a failed transaction leaves the
+        // switch as it was.
+        self.firewall
+            .update(report, |state| {
+                state.set_network(rules);
+                if let Some(ep) = ep {
+                    let ports = EndpointPorts::from_endpoint(ep);
+                    if let Some(p) = &ports {
+                        firewall::check_clash(state, &ep.id, &p.ports)?;
+                    }
+                    state.set_endpoint(&ep.id, ports);
+                }
+                Ok(())
+            })
+            .await?;
         let key: String = wanted
             .iter()
             .map(|s| format!("{}={};", s.path, s.value))
@@ -148,19 +164,6 @@ impl Agent {
                 detail: format!("-> {}", s.value),
             });
         }
-        self.firewall
-            .update(report, |state| {
-                state.set_network(rules);
-                if let Some(ep) = ep {
-                    let ports = EndpointPorts::from_endpoint(ep);
-                    if let Some(p) = &ports {
-                        firewall::check_clash(state, &ep.id, &p.ports)?;
-                    }
-                    state.set_endpoint(&ep.id, ports);
-                }
-                Ok(())
-            })
-            .await?;
         Ok(())
     }
 
@@ -261,6 +264,12 @@ impl Agent {
         let guard = self.networks.lock().await;
         bridge::remove_network(&self.host, network_id, &mut report).await;
         drop(guard);
+        if !report.failures.is_empty() {
+            // A bridge that may still be there keeps route_localnet on: its rules (and the
+            // table's loopback guard) stay until a later pass removes it.
+            tracing::warn!(network = %network_id, "network not fully removed: its firewall rules stay");
+            return report;
+        }
         self.forget_in_firewall(&mut report, network_id, |s| s.remove_network(network_id))
             .await;
         report
