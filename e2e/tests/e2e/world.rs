@@ -250,6 +250,11 @@ fn normalise(v: Value) -> Value {
                             | "stats64"
                             | "metainfo"
                             | "operstate"
+                            // Rule counters count traffic, not configuration.
+                            | "packets"
+                            | "bytes"
+                            // Duplicate address detection still running (a timer).
+                            | "tentative"
                     )
                 })
                 .map(|(k, v)| (k, normalise(v)))
