@@ -9,5 +9,6 @@ mod capabilities;
 mod firewall;
 mod grpc;
 mod namespaces;
+mod netns_paths;
 mod sandbox;
 mod support;
