@@ -559,8 +559,16 @@ impl Agent {
     ) -> Result<Report, AgentError> {
         let managed_path = netns::named_path(&sandbox::managed_netns_name(sandbox_id));
         let ours = netns_path.as_os_str().is_empty() || netns_path == managed_path;
-        // A host-network sandbox names the managed namespace: nothing of it is removed.
-        let given = if ours || netns_path == self.host_netns {
+        // A host-network sandbox names the managed namespace, and a sandbox sharing another's
+        // (`container:`, or a caller who named it) names that one's `weft-<id>` namespace:
+        // nothing of either is removed (the other sandbox's removal takes its interfaces).
+        let siblings = netns_path.parent() == Some(Path::new(netns::NETNS_DIR))
+            && netns_path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(sandbox::sandbox_of_managed_netns)
+                .is_some();
+        let given = if ours || siblings || netns_path == self.host_netns {
             None
         } else {
             self.open_netns_if_there("netns_path", netns_path).await?

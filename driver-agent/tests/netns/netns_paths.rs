@@ -382,3 +382,67 @@ async fn every_rpc_refuses_a_hostile_netns_path_before_writing_anything() {
     }
     assert_eq!(links(&host), before, "the host's links changed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_sandbox_that_named_another_sandboxs_namespace_leaves_that_one_whole() {
+    let host = TestNs::new();
+    let (mut client, _stop, _data) = serve(&host).await;
+    let owner = unique("t");
+    let name = driver_agent::sandbox::managed_netns_name(&owner);
+    // The agent creates this namespace; the guard deletes it if the test ends early.
+    let owned = TestNs {
+        name: name.clone(),
+        path: netns::named_path(&name),
+    };
+    let created = client
+        .create_sandbox(pb::CreateSandboxRequest {
+            sandbox: Some(pb::SandboxSpec {
+                sandbox_id: owner.clone(),
+                ..Default::default()
+            }),
+            revision: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let net = network(&unique("net"), "10.97.1.0/24", "10.97.1.1");
+    let mut spec = endpoint(&unique("ep"), &net, &owned, "10.97.1.2/24", true);
+    spec.sandbox_id = owner.clone();
+    client
+        .attach(pb::AttachRequest {
+            endpoint: Some(spec),
+            network: Some(net),
+            revision: 0,
+        })
+        .await
+        .unwrap();
+    // Another sandbox adopts the owner's namespace (as `container:` mode does, or a caller
+    // naming it), then goes away naming it.
+    let intruder = unique("t");
+    client
+        .create_sandbox(pb::CreateSandboxRequest {
+            sandbox: Some(pb::SandboxSpec {
+                sandbox_id: intruder.clone(),
+                netns_path: created.netns_path.clone(),
+                ..Default::default()
+            }),
+            revision: 0,
+        })
+        .await
+        .unwrap();
+    let removed = client
+        .remove_sandbox(pb::RemoveSandboxRequest {
+            sandbox_id: intruder,
+            netns_path: created.netns_path.clone(),
+            revision: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(removed.failures.is_empty(), "{removed:?}");
+    assert!(owned.path.exists());
+    assert!(
+        link(&links(&owned), "eth0").is_some(),
+        "the owner lost eth0"
+    );
+}
