@@ -242,3 +242,109 @@ async fn heavy_a_sandbox_routing_loopback_via_its_gateway_reaches_nothing_of_the
     assert!(got.starts_with("from "), "{got}");
     by.check(&w).await;
 }
+
+/// The PID of `weft up`'s driver-agent (a child of weft: nsenter execs it in place).
+fn agent_pid(weft: &Weft) -> u32 {
+    let parent = weft.pid();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // "pid (comm) state ppid …"
+            let Some((comm, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
+            else {
+                return false;
+            };
+            comm == "driver-agent"
+                && rest.split_whitespace().nth(1) == Some(parent.to_string().as_str())
+        })
+        .expect("the driver-agent of this weft up")
+}
+
+/// Caller-chosen namespace paths: the host's own namespace, the agent's, pid 1's, files that
+/// are no namespace (a FIFO that would block the opener, a device, a regular file), links and
+/// `..` out of an allowed place, places that are not allowed: each CreateSandbox is
+/// INVALID_ARGUMENT naming netns_path and the path, and leaves no sandbox behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_create_sandbox_refuses_hostile_netns_paths_and_keeps_nothing() {
+    let w = World::new().await;
+    // A directory of the test's own among the allowed places, for hostile files in one.
+    let allowed = tempfile::tempdir().unwrap();
+    let dir = allowed.path().to_str().unwrap().to_owned();
+    let places = format!("/run/netns,/var/run/netns,/proc/<pid>/ns/net,{dir}");
+    let weft = Weft::up_with_env(&w, &[("WEFT_AGENT_NETNS_ALLOW", &places)]).await;
+    let mut by = Bystanders::new(&w).await;
+
+    nix::unistd::mkfifo(
+        allowed.path().join("fifo").as_path(),
+        nix::sys::stat::Mode::S_IRWXU,
+    )
+    .unwrap();
+    std::fs::write(allowed.path().join("plain"), "x").unwrap();
+    std::os::unix::fs::symlink("/proc/1/ns/net", allowed.path().join("to-init")).unwrap();
+    std::os::unix::fs::symlink(&w.host.path, allowed.path().join("to-host")).unwrap();
+    let hostile = [
+        // The namespace the stack manages (here also the agent's own), by every name.
+        w.host.path.display().to_string(),
+        format!("/proc/{}/ns/net", agent_pid(&weft)),
+        "/proc/self/ns/net".into(),
+        // The machine's.
+        "/proc/1/ns/net".into(),
+        "/run/netns/../../proc/1/ns/net".into(),
+        format!("{dir}/to-init"),
+        format!("{dir}/to-host"),
+        // No namespace at all.
+        format!("{dir}/fifo"),
+        format!("{dir}/plain"),
+        "/dev/zero".into(),
+        "/etc/passwd".into(),
+        "/proc/1/ns/uts".into(),
+        "run/netns/relative".into(),
+    ];
+    by.baseline(&w);
+
+    for (i, path) in hostile.iter().enumerate() {
+        let name = format!("evil-{i}");
+        let body = serde_json::json!({
+            "name": name,
+            "netnsPath": path,
+            "networks": [{"network": "by-net"}],
+        })
+        .to_string();
+        let st = w.grpcurl_err("weft.gateway.v1.SandboxService/CreateSandbox", &body);
+        assert_eq!(st["code"], 3, "{path}: not INVALID_ARGUMENT: {st}");
+        let message = st["message"].as_str().unwrap();
+        assert!(
+            message.contains("netns_path") && message.contains(path.as_str()),
+            "{path}: {message}"
+        );
+        let fields: Vec<&str> = st["details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|d| d["fieldViolations"].as_array().into_iter().flatten())
+            .filter_map(|v| v["field"].as_str())
+            .collect();
+        assert!(
+            fields.iter().any(|f| f.ends_with("netns_path")),
+            "{path}: no BadRequest detail names netns_path: {st}"
+        );
+        // Nothing kept: no such sandbox.
+        let st = w.grpcurl_err(
+            "weft.gateway.v1.SandboxService/GetSandbox",
+            &serde_json::json!({ "sandbox": name }).to_string(),
+        );
+        assert_eq!(st["code"], 5, "{path}: {st}");
+    }
+    let listed = w.grpcurl("weft.gateway.v1.SandboxService/ListSandboxes", "{}");
+    let mut names: Vec<&str> = listed["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["by-client", "by-server"]);
+    by.check(&w).await;
+}
