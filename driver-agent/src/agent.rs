@@ -11,6 +11,7 @@ use crate::{
     error::AgentError,
     firewall::{self, EndpointPorts, Firewall, NetworkRules},
     kernel, names, netns,
+    netns_policy::{NetnsFile, NetnsPolicy},
     report::{Action, Kind, Report},
     sandbox::{self, Sandbox, SandboxNetns},
     spec::{Driver, Endpoint, Network},
@@ -38,6 +39,8 @@ pub struct Agent {
     host: Handle,
     caps: Capabilities,
     firewall: Firewall,
+    /// Which caller-given namespace files may be used (see [`Agent::open_netns`]).
+    netns_policy: NetnsPolicy,
     /// Serialises network creation so that two attaches racing on one new network do not both
     /// try to create (and then disown) its bridge.
     networks: tokio::sync::Mutex<()>,
@@ -64,6 +67,7 @@ impl Agent {
         );
         Ok(Self {
             firewall: Firewall::new(host_netns.clone()),
+            netns_policy: NetnsPolicy::default(),
             host_netns,
             data_dir,
             host,
@@ -73,6 +77,34 @@ impl Agent {
             host_name: std::sync::OnceLock::new(),
             sysctls_checked: Default::default(),
         })
+    }
+
+    /// Replaces the default places caller-given namespace files may come from.
+    #[must_use]
+    pub fn with_netns_policy(mut self, policy: NetnsPolicy) -> Self {
+        self.netns_policy = policy;
+        self
+    }
+
+    /// Opens a namespace file a caller named (request field `field`): every `netns_path` the
+    /// agent is given goes through here before anything is done with it, and what is done
+    /// uses the file returned, never the path again. Refused: INVALID_ARGUMENT naming the
+    /// field and the path; missing (in an allowed place): NOT_FOUND.
+    pub async fn open_netns(&self, field: &str, path: &Path) -> Result<NetnsFile, AgentError> {
+        self.netns_policy.open(field, path, &self.host_netns).await
+    }
+
+    /// [`Agent::open_netns`] for teardown: a namespace already gone is `None`.
+    async fn open_netns_if_there(
+        &self,
+        field: &str,
+        path: &Path,
+    ) -> Result<Option<NetnsFile>, AgentError> {
+        match self.open_netns(field, path).await {
+            Ok(f) => Ok(Some(f)),
+            Err(AgentError::NetnsNotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sets this host's name (once); ApplyState then refuses the state of another host.
@@ -118,6 +150,22 @@ impl Agent {
             tracing::warn!(endpoint = %ep.id, network = %net.id, "internal network: ports not published");
         }
         let wanted = firewall::sysctls_for(&rules);
+        // The rules first: the table's loopback guard must be in place before route_localnet
+        // goes on (see `firewall::rules::loopback_rules`), and a failed transaction leaves the
+        // switch as it was.
+        self.firewall
+            .update(report, |state| {
+                state.set_network(rules);
+                if let Some(ep) = ep {
+                    let ports = EndpointPorts::from_endpoint(ep);
+                    if let Some(p) = &ports {
+                        firewall::check_clash(state, &ep.id, &p.ports)?;
+                    }
+                    state.set_endpoint(&ep.id, ports);
+                }
+                Ok(())
+            })
+            .await?;
         let key: String = wanted
             .iter()
             .map(|s| format!("{}={};", s.path, s.value))
@@ -148,19 +196,6 @@ impl Agent {
                 detail: format!("-> {}", s.value),
             });
         }
-        self.firewall
-            .update(report, |state| {
-                state.set_network(rules);
-                if let Some(ep) = ep {
-                    let ports = EndpointPorts::from_endpoint(ep);
-                    if let Some(p) = &ports {
-                        firewall::check_clash(state, &ep.id, &p.ports)?;
-                    }
-                    state.set_endpoint(&ep.id, ports);
-                }
-                Ok(())
-            })
-            .await?;
         Ok(())
     }
 
@@ -261,6 +296,12 @@ impl Agent {
         let guard = self.networks.lock().await;
         bridge::remove_network(&self.host, network_id, &mut report).await;
         drop(guard);
+        if !report.failures.is_empty() {
+            // A bridge that may still be there keeps route_localnet on: its rules (and the
+            // table's loopback guard) stay until a later pass removes it.
+            tracing::warn!(network = %network_id, "network not fully removed: its firewall rules stay");
+            return report;
+        }
         self.forget_in_firewall(&mut report, network_id, |s| s.remove_network(network_id))
             .await;
         report
@@ -289,16 +330,19 @@ impl Agent {
         }
         // Refused before anything is created; checked again when the ports are written.
         self.firewall.check_ports(&ep.id, &ep.ports).await?;
+        let sandbox_ns = self.open_netns("endpoint.netns_path", &ep.netns).await?;
         let br = {
             let _guard = self.networks.lock().await;
             bridge::ensure_network(&self.host, net, report).await?
         };
         let bridge_created = created_link(report, &br.name);
         let res = async {
-            let sandbox = netns::connect(&ep.netns)
+            let sandbox = netns::connect_file(&sandbox_ns.file, &ep.netns)
                 .await
                 .map_err(AgentError::netns(&ep.netns))?;
-            let attached = bridge::attach(&self.host, &sandbox, &br, net, ep, report).await?;
+            let attached =
+                bridge::attach(&self.host, &sandbox, &sandbox_ns.file, &br, net, ep, report)
+                    .await?;
             if let Err(e) = self.program_network(net, Some(ep), report).await {
                 if created_link(report, &names::veth_host_name(&ep.id)) {
                     bridge::detach(&self.host, &ep.id, &mut Report::default()).await;
@@ -331,8 +375,18 @@ impl Agent {
         }
     }
 
-    /// Detaches an endpoint; its sandbox namespace may already be gone.
-    pub async fn detach(&self, endpoint_id: &str, netns_path: &Path) -> (DefaultRoutes, Report) {
+    /// Detaches an endpoint; its sandbox namespace may already be gone. A `netns_path` the
+    /// policy refuses is refused before anything is done.
+    pub async fn detach(
+        &self,
+        endpoint_id: &str,
+        netns_path: &Path,
+    ) -> Result<(DefaultRoutes, Report), AgentError> {
+        let sandbox_ns = if netns_path.as_os_str().is_empty() {
+            None
+        } else {
+            self.open_netns_if_there("netns_path", netns_path).await?
+        };
         let mut report = Report::default();
         bridge::detach(&self.host, endpoint_id, &mut report).await;
         self.forget_in_firewall(&mut report, endpoint_id, |s| {
@@ -340,18 +394,17 @@ impl Agent {
         })
         .await;
         let mut routes = DefaultRoutes::default();
-        if !netns_path.as_os_str().is_empty() {
-            match netns::connect(netns_path).await {
+        // (No namespace: the sandbox is gone with its routes, nothing to report.)
+        if let Some(ns) = sandbox_ns {
+            match netns::connect_file(&ns.file, netns_path).await {
                 Ok(sandbox) => match default_routes(&sandbox).await {
                     Ok(r) => routes = r,
                     Err(e) => tracing::warn!(error = %e, "cannot read the sandbox's routes"),
                 },
-                // The sandbox is gone with its routes: nothing to report.
-                Err(netns::NetnsError::NotFound { .. }) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot enter the sandbox"),
             }
         }
-        (routes, report)
+        Ok((routes, report))
     }
 }
 
@@ -405,10 +458,11 @@ impl Agent {
         sb: &Sandbox,
         report: &mut Report,
     ) -> Result<SandboxState, AgentError> {
+        let mut given = None;
         let (path, managed, created) = match &sb.netns {
             SandboxNetns::Host => (self.host_netns.clone(), false, false),
             SandboxNetns::Given(p) => {
-                netns::open(p).map_err(AgentError::netns(p))?;
+                given = Some(self.open_netns("sandbox.netns_path", p).await?);
                 (p.clone(), false, false)
             }
             SandboxNetns::Managed => {
@@ -432,7 +486,7 @@ impl Agent {
                 (p, true, created)
             }
         };
-        let res = self.finish_sandbox(sb, &path, report).await;
+        let res = self.finish_sandbox(sb, &path, given.as_ref(), report).await;
         if res.is_err() && created {
             let name = sandbox::managed_netns_name(&sb.id);
             if let Err(e) = netns::delete_named(&name) {
@@ -449,16 +503,20 @@ impl Agent {
         })
     }
 
+    /// `given`: the caller's namespace, checked and open.
     async fn finish_sandbox(
         &self,
         sb: &Sandbox,
         path: &Path,
+        given: Option<&NetnsFile>,
         report: &mut Report,
     ) -> Result<(PathBuf, PathBuf), AgentError> {
         if sb.netns != SandboxNetns::Host {
-            let handle = netns::connect(path)
-                .await
-                .map_err(AgentError::netns(path))?;
+            let handle = match given {
+                Some(ns) => netns::connect_file(&ns.file, path).await,
+                None => netns::connect(path).await,
+            }
+            .map_err(AgentError::netns(path))?;
             if let Some(lo) = kernel::link_by_name(&handle, "lo").await?
                 && !lo.up
             {
@@ -493,13 +551,32 @@ impl Agent {
 
     /// Removes a sandbox: its namespace when the agent created it (its interfaces go with it),
     /// otherwise Weft's interfaces inside the caller's namespace; then its files. Keeps going
-    /// past failures.
-    pub async fn remove_sandbox(&self, sandbox_id: &str, netns_path: &Path) -> Report {
+    /// past failures; a `netns_path` the policy refuses is refused before anything is done.
+    pub async fn remove_sandbox(
+        &self,
+        sandbox_id: &str,
+        netns_path: &Path,
+    ) -> Result<Report, AgentError> {
+        let managed_path = netns::named_path(&sandbox::managed_netns_name(sandbox_id));
+        let ours = netns_path.as_os_str().is_empty() || netns_path == managed_path;
+        // A host-network sandbox names the managed namespace, and a sandbox sharing another's
+        // (`container:`, or a caller who named it) names that one's `weft-<id>` namespace:
+        // nothing of either is removed (the other sandbox's removal takes its interfaces).
+        let siblings = netns_path.parent() == Some(Path::new(netns::NETNS_DIR))
+            && netns_path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(sandbox::sandbox_of_managed_netns)
+                .is_some();
+        let given = if ours || siblings || netns_path == self.host_netns {
+            None
+        } else {
+            self.open_netns_if_there("netns_path", netns_path).await?
+        };
         let mut report = Report::default();
         self.forget_in_firewall(&mut report, sandbox_id, |s| s.remove_sandbox(sandbox_id))
             .await;
-        let managed_path = netns::named_path(&sandbox::managed_netns_name(sandbox_id));
-        if netns_path.as_os_str().is_empty() || netns_path == managed_path {
+        if ours {
             if managed_path.exists() {
                 match netns::delete_path(&managed_path) {
                     Ok(()) => report.change(
@@ -516,8 +593,8 @@ impl Agent {
                     ),
                 }
             }
-        } else if netns_path != self.host_netns {
-            self.remove_interfaces_in(sandbox_id, netns_path, &mut report)
+        } else if let Some(ns) = given {
+            self.remove_interfaces_in(sandbox_id, &ns, &mut report)
                 .await;
         }
         let dir = sandbox::files_dir(&self.data_dir, sandbox_id);
@@ -531,16 +608,15 @@ impl Agent {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => report.fail(Kind::File, dir.display().to_string(), sandbox_id, &e),
         }
-        report
+        Ok(report)
     }
 
     /// Deletes the Weft interfaces (by alias) inside a namespace the agent does not own.
-    async fn remove_interfaces_in(&self, sandbox_id: &str, path: &Path, report: &mut Report) {
-        let handle = match netns::connect(path).await {
+    async fn remove_interfaces_in(&self, sandbox_id: &str, ns: &NetnsFile, report: &mut Report) {
+        let handle = match netns::connect_file(&ns.file, &ns.path).await {
             Ok(h) => h,
-            Err(netns::NetnsError::NotFound { .. }) => return,
             Err(e) => {
-                report.fail(Kind::Netns, path.display().to_string(), sandbox_id, &e);
+                report.fail(Kind::Netns, ns.path.display().to_string(), sandbox_id, &e);
                 return;
             }
         };

@@ -196,7 +196,7 @@ impl AgentService for AgentGrpc {
         let report = self
             .agent
             .remove_sandbox(&r.sandbox_id, &PathBuf::from(&r.netns_path))
-            .await;
+            .await?;
         Ok(Response::new(pb::RemoveSandboxResponse {
             changes: changes(&report),
             failures: failures(&report),
@@ -258,7 +258,7 @@ impl AgentService for AgentGrpc {
         let (routes, report) = self
             .agent
             .detach(&r.endpoint_id, &PathBuf::from(&r.netns_path))
-            .await;
+            .await?;
         let (v4, v6) = routes_ids(routes);
         Ok(Response::new(pb::DetachResponse {
             default_route_v4_endpoint_id: v4,

@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod kernel;
 pub mod names;
 pub mod netns;
+pub mod netns_policy;
 pub mod reconcile;
 pub mod registry;
 pub mod report;
@@ -48,6 +49,18 @@ pub struct Args {
     /// /run/netns/NAME); default: the agent's own.
     #[arg(long, env = "WEFT_AGENT_NETNS", default_value = SELF_NETNS)]
     pub netns: PathBuf,
+
+    /// Where caller-given namespace files (`netns_path`) may come from, comma-separated:
+    /// directories whose entries are namespace files, and `/proc/<pid>/ns/net` (any process
+    /// outside the host's namespace). Weft's own managed namespaces (`/run/netns/weft-<id>`)
+    /// are always allowed; the host's, the managed one and pid 1's never are.
+    #[arg(
+        long,
+        env = "WEFT_AGENT_NETNS_ALLOW",
+        value_delimiter = ',',
+        default_value = netns_policy::DEFAULT_ALLOW
+    )]
+    pub netns_allow: Vec<netns_policy::Place>,
 
     /// Where the agent keeps sandbox files (resolv.conf, hosts) for runtimes to bind-mount.
     #[arg(
@@ -98,7 +111,11 @@ pub async fn serve(
 
 /// Runs the agent until SIGTERM or SIGINT: what `main` does.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let agent = Arc::new(Agent::start(args.netns.clone(), args.data_dir.clone()).await?);
+    let agent = Arc::new(
+        Agent::start(args.netns.clone(), args.data_dir.clone())
+            .await?
+            .with_netns_policy(netns_policy::NetnsPolicy::new(args.netns_allow.clone())),
+    );
     if let Some(gateway) = &args.gateway {
         let host = args
             .host_name

@@ -49,39 +49,86 @@ pub enum NetnsError {
     Thread(String),
 }
 
-/// Opens the namespace file at `path`, telling a missing namespace apart from other failures.
+/// Opens the namespace file at `path` (read-only, non-blocking, close-on-exec), telling a
+/// missing namespace apart from other failures. For the agent's own paths (the managed
+/// namespace, the ones it creates); a caller-given path goes through
+/// [`crate::netns_policy::NetnsPolicy::open`] instead.
 pub fn open(path: &Path) -> Result<File, NetnsError> {
-    File::open(path).map_err(|source| {
-        if source.kind() == io::ErrorKind::NotFound {
-            NetnsError::NotFound {
-                path: path.to_owned(),
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
+        .open(path)
+        .map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                NetnsError::NotFound {
+                    path: path.to_owned(),
+                }
+            } else {
+                NetnsError::Open {
+                    path: path.to_owned(),
+                    source,
+                }
             }
-        } else {
-            NetnsError::Open {
-                path: path.to_owned(),
-                source,
-            }
-        }
-    })
+        })
 }
 
-/// Runs `f` on a fresh OS thread that has entered the namespace at `path`, and waits for it.
-/// The thread exits afterwards, taking its namespace membership with it.
+/// A namespace to enter: by path (opened on the entering thread), or a file already open.
+enum Target {
+    Path(PathBuf),
+    File(File, PathBuf),
+}
+
+impl Target {
+    fn file(ns: &File, path: &Path) -> Result<Self, NetnsError> {
+        let dup = ns.try_clone().map_err(|source| NetnsError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self::File(dup, path.to_owned()))
+    }
+
+    /// Enters the namespace on the calling thread.
+    fn enter(self) -> Result<(), NetnsError> {
+        let (ns, path) = match self {
+            Self::Path(path) => (open(&path)?, path),
+            Self::File(ns, path) => (ns, path),
+        };
+        setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter { path, source })
+    }
+}
+
+/// Runs `f` on a fresh OS thread that has entered the namespace at `path` (opened on that
+/// thread too, never on the caller's), and waits for it. The thread exits afterwards, taking
+/// its namespace membership with it.
 pub async fn run_in<T, F>(path: &Path, f: F) -> Result<T, NetnsError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    let ns = open(path)?;
-    let path = path.to_owned();
+    run_on(Target::Path(path.to_owned()), f).await
+}
+
+/// [`run_in`] for a namespace file already open (`path` only names it in errors): one the
+/// netns policy checked, entered without looking its path up again.
+pub async fn run_in_file<T, F>(ns: &File, path: &Path, f: F) -> Result<T, NetnsError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    run_on(Target::file(ns, path)?, f).await
+}
+
+async fn run_on<T, F>(target: Target, f: F) -> Result<T, NetnsError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("weft-netns".into())
         .spawn(move || {
-            let res = setns(&ns, CloneFlags::CLONE_NEWNET)
-                .map_err(|source| NetnsError::Enter { path, source })
-                .map(|()| f());
-            let _ = tx.send(res);
+            let _ = tx.send(target.enter().map(|()| f()));
         })
         .map_err(|e| NetnsError::Thread(e.to_string()))?;
     rx.await
@@ -92,8 +139,17 @@ where
 /// thread inside the namespace (a socket belongs to the namespace it was created in for its
 /// whole life), then driven by a task on the current runtime.
 pub async fn connect(path: &Path) -> Result<rtnetlink::Handle, NetnsError> {
+    connect_to(Target::Path(path.to_owned())).await
+}
+
+/// [`connect`] for a namespace file already open (one the netns policy checked).
+pub async fn connect_file(ns: &File, path: &Path) -> Result<rtnetlink::Handle, NetnsError> {
+    connect_to(Target::file(ns, path)?).await
+}
+
+async fn connect_to(target: Target) -> Result<rtnetlink::Handle, NetnsError> {
     let rt = tokio::runtime::Handle::current();
-    let (conn, handle, _) = run_in(path, move || {
+    let (conn, handle, _) = run_on(target, move || {
         // Registering the socket with the reactor needs the runtime's context on this thread.
         let _guard = rt.enter();
         rtnetlink::new_connection()

@@ -207,9 +207,13 @@ impl Agent {
             .collect();
         for id in orphan_sandboxes {
             tracing::info!(sandbox = %id, "removing an orphaned sandbox");
-            let r = self.remove_sandbox(id, Path::new("")).await;
-            report.changes.extend(r.changes);
-            report.failures.extend(r.failures);
+            match self.remove_sandbox(id, Path::new("")).await {
+                Ok(r) => {
+                    report.changes.extend(r.changes);
+                    report.failures.extend(r.failures);
+                }
+                Err(e) => report.fail(Kind::Netns, sandbox::managed_netns_name(id), id, &e),
+            }
         }
         report
     }

@@ -78,8 +78,13 @@ impl From<GatewayError> for Status {
             GatewayError::Exhausted(_) => Status::resource_exhausted(msg),
             GatewayError::Precondition(_) => Status::failed_precondition(msg),
             GatewayError::RevisionGone { .. } => Status::out_of_range(msg),
-            // IPAM's own INVALID_ARGUMENT already names the field and value, with details.
-            GatewayError::Ipam(st) if st.code() == Code::InvalidArgument => st,
+            // IPAM's and the agent's own INVALID_ARGUMENT already name the field and value,
+            // with details (the agent's: a netns_path it refuses).
+            GatewayError::Ipam(st) | GatewayError::Agent(st)
+                if st.code() == Code::InvalidArgument =>
+            {
+                st
+            }
             GatewayError::Ipam(st) | GatewayError::Agent(st) => match st.code() {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
                     tracing::warn!(error = %msg, "downstream unavailable");

@@ -12,7 +12,7 @@ use rtnetlink::{
 use crate::{
     error::{AgentError, errno},
     kernel::{self, Link},
-    names, netns,
+    names,
     report::{Action, Kind, Report},
     spec::{Endpoint, Network},
 };
@@ -140,9 +140,12 @@ pub struct Attached {
 /// Creates (or completes) the endpoint's veth pair: host end in the bridge, container end in
 /// the sandbox with its name, MAC, addresses and routes. On failure a veth created by this call
 /// is removed again.
+/// `sandbox_ns` is the sandbox's namespace file (checked and open), `sandbox` a netlink
+/// handle inside it.
 pub async fn attach(
     host: &Handle,
     sandbox: &Handle,
+    sandbox_ns: &std::fs::File,
     bridge: &Link,
     net: &Network,
     ep: &Endpoint,
@@ -174,7 +177,7 @@ pub async fn attach(
                     alias: l.alias,
                 });
             }
-            create_veth(host, bridge, ep, &host_name, mtu).await?;
+            create_veth(host, sandbox_ns, bridge, ep, &host_name, mtu).await?;
             tracing::info!(veth = %host_name, endpoint = %ep.id, bridge = %bridge.name, "veth created");
             report.change(Action::Created, Kind::Link, &host_name, &ep.id);
             true
@@ -220,12 +223,12 @@ async fn enslave_up(host: &Handle, link: &Link, bridge: &Link) -> Result<(), Age
 /// name and MAC (no rename, no move, no window where it sits in the host).
 async fn create_veth(
     host: &Handle,
+    ns: &std::fs::File,
     bridge: &Link,
     ep: &Endpoint,
     host_name: &str,
     mtu: u32,
 ) -> Result<(), AgentError> {
-    let ns = netns::open(&ep.netns).map_err(AgentError::netns(&ep.netns))?;
     let peer = LinkUnspec::new_with_name(&ep.ifname)
         .address(ep.mac.to_vec())
         .mtu(mtu)
@@ -237,9 +240,8 @@ async fn create_veth(
         .controller(bridge.index)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .build();
-    // `ns` must stay open until the kernel has answered.
+    // (`ns` is borrowed: it stays open until the kernel has answered.)
     let res = host.link().add(msg).execute().await;
-    drop(ns);
     res.map_err(AgentError::netlink("create veth", host_name))
 }
 

@@ -4,6 +4,8 @@
 //! carries a comment with the network or endpoint id it belongs to.
 //!
 //! Chains (Docker's bridge-driver semantics):
+//! - `loopback` (filter, prerouting hook at raw priority): nothing from outside reaches the
+//!   host's loopback ([`loopback_rules`]).
 //! - `forward` (filter, forward hook): internal networks are sealed; ICC on or off between the
 //!   endpoints of one bridge (bridged traffic reaches this hook through br_netfilter, which the
 //!   agent turns on for ICC-off networks); replies and published (DNATed) traffic may enter a
@@ -17,7 +19,7 @@
 use std::{
     borrow::Cow,
     collections::HashSet,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use ipnet::{IpNet, Ipv4Net};
@@ -28,7 +30,7 @@ use nftables::{
         PayloadField, Prefix, Range, SetItem,
     },
     schema::{Chain, NfListObject, Nftables, Rule, Table},
-    stmt::{JumpTarget, Match, NAT, NATFamily, Operator, Statement},
+    stmt::{Counter, JumpTarget, Match, NAT, NATFamily, Operator, Statement},
     types::{NfChainPolicy, NfChainType, NfFamily, NfHook},
 };
 
@@ -42,6 +44,13 @@ pub const PREROUTING: &str = "prerouting";
 pub const OUTPUT: &str = "output";
 pub const POSTROUTING: &str = "postrouting";
 pub const PORTS: &str = "ports";
+pub const LOOPBACK: &str = "loopback";
+
+/// The `loopback` chain's priority: nftables' "raw" (-300), before conntrack (-200) and
+/// destination NAT (-100), so a packet is judged by the address it was sent to.
+pub const LOOPBACK_PRIORITY: i32 = -300;
+/// The comment on the loopback guard's rules.
+pub const LOOPBACK_COMMENT: &str = "weft:loopback";
 
 /// 127.0.0.0/8.
 const LOOPBACK_NET: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8);
@@ -79,6 +88,12 @@ pub fn ruleset(state: &FirewallState) -> Nftables<'static> {
     }
     b.add(NfListObject::Table(table()));
     b.add(NfListObject::Chain(base_chain(
+        LOOPBACK,
+        NfChainType::Filter,
+        NfHook::Prerouting,
+        LOOPBACK_PRIORITY,
+    )));
+    b.add(NfListObject::Chain(base_chain(
         FORWARD,
         NfChainType::Filter,
         NfHook::Forward,
@@ -108,8 +123,9 @@ pub fn ruleset(state: &FirewallState) -> Nftables<'static> {
         name: PORTS.into(),
         ..Chain::default()
     }));
-    for r in forward_rules(state)
+    for r in loopback_rules()
         .into_iter()
+        .chain(forward_rules(state))
         .chain(jump_rules())
         .chain(port_rules(state))
         .chain(postrouting_rules(state))
@@ -238,6 +254,60 @@ fn drop_() -> Statement<'static> {
 
 fn masquerade() -> Statement<'static> {
     Statement::Masquerade(None)
+}
+
+fn counter() -> Statement<'static> {
+    Statement::Counter(Counter::Anonymous(None))
+}
+
+/// The loopback guard (CVE-2020-8558): a packet from or to the host's loopback addresses
+/// (127.0.0.0/8, ::1) that arrives on any interface but `lo` is dropped.
+///
+/// Bridges have `route_localnet` on (published ports reached through 127.0.0.1, see
+/// [`super::sysctls_for`]), which also stops the kernel from treating 127.0.0.0/8 as martian on
+/// them: without this, a container that routes 127.0.0.1 via its gateway talks to every
+/// loopback service of the host (the agent, the gateway, ipam-svc, the operator DNS).
+///
+/// What others did, and what this does beyond it:
+/// - Kubernetes (kube-proxy, the CVE-2020-8558 fix): `! -s 127.0.0.0/8 -d 127.0.0.0/8 -m
+///   conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP` in filter INPUT. It runs after NAT,
+///   hence the conntrack exceptions for translated replies.
+/// - Docker 28 (moby's nftables/iptables bridge driver): `iifname != "lo" ip daddr 127.0.0.1
+///   <proto> dport <port> drop` in a prerouting chain at raw priority, one rule per port
+///   published on a loopback address ("DROP REMOTE LOOPBACK").
+///
+/// Weft takes Docker's place (prerouting, raw priority: before conntrack and DNAT, so the
+/// published ports' own DNAT cannot be reached from outside either, and a dropped packet leaves
+/// no conntrack entry) with Kubernetes' breadth (all of 127.0.0.0/8, every port). The
+/// exception both make for translated traffic is kept by the place itself: replies to
+/// published-port traffic that Weft translated arrive addressed to the bridge's address that
+/// masquerade gave them, and are turned back into 127.0.0.1 only later, by conntrack. Spoofed
+/// sources are dropped too (route_localnet lifts the kernel's martian-source check as well).
+/// IPv6: the kernel already drops ::1 arriving on a non-loopback device before netfilter sees
+/// it (RFC 4291 2.5.3); the explicit rules cost nothing and keep the guard whole if that ever
+/// changes. A drop is final whatever other tables accept, so no other table's rule at an
+/// earlier priority can let such a packet through. Each rule counts what it drops.
+fn loopback_rules() -> Vec<Rule<'static>> {
+    let not_lo = || ne(meta(MetaKey::Iif), s("lo"));
+    let guard = |proto: &'static str, field: &'static str, addr: Expression<'static>| {
+        rule(
+            LOOPBACK,
+            comment(LOOPBACK_COMMENT),
+            vec![
+                not_lo(),
+                eq(payload(proto, field), addr),
+                counter(),
+                drop_(),
+            ],
+        )
+    };
+    let v4 = || prefix(IpNet::V4(LOOPBACK_NET));
+    vec![
+        guard("ip", "daddr", v4()),
+        guard("ip", "saddr", v4()),
+        guard("ip6", "daddr", s(Ipv6Addr::LOCALHOST)),
+        guard("ip6", "saddr", s(Ipv6Addr::LOCALHOST)),
+    ]
 }
 
 /// The forward chain. Order matters: sealing internal networks first, then ICC, then what may
@@ -694,6 +764,86 @@ mod tests {
             ..tcp(HostIp::AnyV4, 8000, 80, 1)
         };
         assert_eq!(st.clash("e2", &[udp]), None);
+    }
+
+    /// One guard rule as nft's JSON has it.
+    fn guard(proto: &str, field: &str, addr: Value) -> (String, Value) {
+        (
+            "weft:loopback".to_owned(),
+            json!([
+                {"match": {"op": "!=", "left": {"meta": {"key": "iif"}}, "right": "lo"}},
+                {"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": field}},
+                           "right": addr}},
+                {"counter": null},
+                {"drop": null}
+            ]),
+        )
+    }
+
+    #[test]
+    fn the_loopback_guard_drops_loopback_addresses_from_any_interface_but_lo_before_nat() {
+        let mut st = FirewallState::default();
+        st.set_network(net("n1", "br1", &["10.0.0.0/24"]));
+        let v = json_of(&st);
+        let chains: Vec<&Value> = v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["add"].get("chain"))
+            .collect();
+        // The first chain of the table, at raw priority: before conntrack (-200) and DNAT
+        // (-100).
+        assert_eq!(
+            chains[0],
+            &json!({"family": "inet", "table": "weft", "name": "loopback", "type": "filter",
+                    "hook": "prerouting", "prio": -300, "policy": "accept"})
+        );
+        let v4 = json!({"prefix": {"addr": "127.0.0.0", "len": 8}});
+        assert_eq!(
+            rules_of(&v, LOOPBACK),
+            [
+                guard("ip", "daddr", v4.clone()),
+                guard("ip", "saddr", v4),
+                guard("ip6", "daddr", json!("::1")),
+                guard("ip6", "saddr", json!("::1")),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_loopback_guard_is_there_whenever_a_network_turns_route_localnet_on() {
+        let variants = [
+            net("a", "bra", &["10.0.0.0/24"]),
+            net("b", "brb", &["fd00::/64"]),
+            NetworkRules {
+                icc: false,
+                masquerade: false,
+                host_binding_ipv4: Some("192.0.2.1".parse().unwrap()),
+                ..net("c", "brc", &["10.0.1.0/24", "fd00:1::/64"])
+            },
+            NetworkRules {
+                internal: true,
+                ..net("d", "brd", &["10.0.2.0/24"])
+            },
+        ];
+        for n in variants {
+            let localnet = super::super::sysctls_for(&n)
+                .iter()
+                .any(|s| s.path.ends_with("/route_localnet") && s.value == "1");
+            let mut st = FirewallState::default();
+            st.set_network(n.clone());
+            let guard = rules_of(&json_of(&st), LOOPBACK);
+            assert_eq!(guard.len(), 4, "{n:?}");
+            // (The guard does not depend on the switch: internal networks get it too.)
+            assert!(localnet || n.internal, "{n:?}");
+        }
+        // Ports alone (their network not known yet) keep the table, and the guard with it.
+        let mut st = FirewallState::default();
+        st.set_endpoint(
+            "e1",
+            Some(ports("e1", "n1", vec![tcp(HostIp::Any, 8080, 80, 1)])),
+        );
+        assert_eq!(rules_of(&json_of(&st), LOOPBACK).len(), 4);
     }
 
     #[test]

@@ -216,12 +216,12 @@ async fn attach_is_idempotent_and_detach_removes_the_veth_even_after_the_sandbox
     assert_eq!(addresses(&sb1, "eth0"), ["10.93.0.20/24"]);
     assert_eq!(link(&links(&sb1), "eth0").unwrap()["ifindex"], index_before);
 
-    let (routes, report) = agent.detach(&ep, &sb1.path).await;
+    let (routes, report) = agent.detach(&ep, &sb1.path).await.unwrap();
     assert!(report.failures.is_empty(), "{report:?}");
     assert_eq!(routes.v4, None);
     assert!(link(&links(&host), &names::veth_host_name(&ep)).is_none());
     assert!(link(&links(&sb1), "eth0").is_none());
-    let (_, report) = agent.detach(&ep, &sb1.path).await;
+    let (_, report) = agent.detach(&ep, &sb1.path).await.unwrap();
     assert!(
         report.failures.is_empty() && report.changes.is_empty(),
         "{report:?}"
@@ -239,7 +239,7 @@ async fn attach_is_idempotent_and_detach_removes_the_veth_even_after_the_sandbox
     .unwrap();
     let gone = sb2.path.clone();
     drop(sb2);
-    let (routes, report) = agent.detach(&ep2, &gone).await;
+    let (routes, report) = agent.detach(&ep2, &gone).await.unwrap();
     assert!(report.failures.is_empty(), "{report:?}");
     assert_eq!(routes.v4, None);
     assert!(link(&links(&host), &names::veth_host_name(&ep2)).is_none());
@@ -365,11 +365,11 @@ async fn the_default_route_follows_the_endpoint_that_carries_it() {
         default_route(&sb),
         Some(("10.98.1.1".to_owned(), "eth1".to_owned()))
     );
-    let (routes, _) = agent.detach("no-such-endpoint", &sb.path).await;
+    let (routes, _) = agent.detach("no-such-endpoint", &sb.path).await.unwrap();
     assert_eq!(routes.v4.as_deref(), Some(ep_b.as_str()));
 
     // Detaching B takes its route with it.
-    let (routes, report) = agent.detach(&ep_b, &sb.path).await;
+    let (routes, report) = agent.detach(&ep_b, &sb.path).await.unwrap();
     assert!(report.failures.is_empty(), "{report:?}");
     assert_eq!(routes.v4, None);
     assert_eq!(default_route(&sb), None);
@@ -490,7 +490,7 @@ async fn dual_stack_sandboxes_talk_over_ipv6_and_route_through_the_v6_gateway() 
         default_route6(&sb1),
         Some(("fd00:90::1".to_owned(), "eth0".to_owned()))
     );
-    let (routes, _) = agent.detach("no-such-endpoint", &sb1.path).await;
+    let (routes, _) = agent.detach("no-such-endpoint", &sb1.path).await.unwrap();
     assert_eq!(routes.v6.as_deref(), Some(ep1.as_str()));
 
     echo_server(&sb1.path, addr("[fd00:90::2]:7200")).await;
@@ -553,7 +553,7 @@ async fn repeated_attach_and_detach_leak_no_links_or_netlink_sockets() {
         let mut spec = endpoint(&ep, &net, &sb, "10.88.0.2/24", true);
         spec.interface_name = "eth1".into();
         attach(&agent, spec, &net).await.unwrap();
-        let (_, report) = agent.detach(&ep, &sb.path).await;
+        let (_, report) = agent.detach(&ep, &sb.path).await.unwrap();
         assert!(report.failures.is_empty(), "{report:?}");
     }
     assert_eq!(links(&host).len(), links_before);

@@ -511,7 +511,7 @@ async fn published_ports_answer_from_outside_from_the_host_through_localhost_and
     assert_blocked(&w.internet.path, sock(HOST_V4, 9001)).await;
 
     // Detached: no rule of the endpoint remains, and the port is closed.
-    let (_, report) = agent.detach(&e1, &sb1.path).await;
+    let (_, report) = agent.detach(&e1, &sb1.path).await.unwrap();
     assert!(report.failures.is_empty(), "{report:?}");
     let comments = rule_comments(&ruleset(&w.host));
     assert!(!comments.iter().any(|c| c.contains(&e1)), "{comments:?}");
@@ -564,7 +564,7 @@ async fn published_ports_and_masquerade_work_over_ipv6_on_a_dual_stack_network()
     .await;
     assert_eq!(peer, HOST_V6.parse::<IpAddr>().unwrap());
 
-    let (_, report) = agent.detach(&e1, &sb1.path).await;
+    let (_, report) = agent.detach(&e1, &sb1.path).await.unwrap();
     assert!(report.failures.is_empty(), "{report:?}");
     let comments = rule_comments(&ruleset(&w.host));
     assert!(!comments.iter().any(|c| c.contains(&e1)), "{comments:?}");
@@ -726,9 +726,9 @@ async fn removing_every_endpoint_and_network_restores_the_host_exactly() {
     assert!(names.iter().any(|c| c.contains(&e1)) && names.iter().any(|c| c.contains(&e3)));
 
     // One endpoint by detach, one with its sandbox, the last one with its network.
-    let (_, r) = agent.detach(&e1, &sb1.path).await;
+    let (_, r) = agent.detach(&e1, &sb1.path).await.unwrap();
     assert!(r.failures.is_empty(), "{r:?}");
-    let r = agent.remove_sandbox(&sb3.name, &sb3.path).await;
+    let r = agent.remove_sandbox(&sb3.name, &sb3.path).await.unwrap();
     assert!(r.failures.is_empty(), "{r:?}");
     for net in [&dual, &internal, &quiet] {
         let r = agent.remove_network(&net.network_id).await;

@@ -9,6 +9,7 @@ mod capabilities;
 mod firewall;
 mod grpc;
 mod namespaces;
+mod netns_paths;
 mod nfnl;
 mod sandbox;
 mod support;

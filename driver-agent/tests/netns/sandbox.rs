@@ -170,7 +170,7 @@ async fn a_given_namespace_is_kept_and_only_weft_interfaces_are_removed_from_it(
         .unwrap();
     assert!(status.success());
 
-    let report = agent.remove_sandbox(&id, &sb.path).await;
+    let report = agent.remove_sandbox(&id, &sb.path).await.unwrap();
     assert!(report.failures.is_empty(), "{report:?}");
     assert!(
         report

@@ -208,6 +208,37 @@ impl World {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// The real grpcurl against the gateway, for a call that must fail: the status it printed
+    /// (`-format-error`: `code`, `message`, `details` as JSON).
+    pub fn grpcurl_err(&self, method: &str, body: &str) -> Value {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.host.name])
+            .arg(weft_testkit::grpcurl())
+            .args([
+                "-plaintext",
+                "-format-error",
+                "-d",
+                body,
+                "127.0.0.1:7700",
+                method,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "grpcurl {method} {body} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // (grpcurl prints the formatted status on stderr.)
+        serde_json::from_slice(&out.stderr).unwrap_or_else(|e| {
+            panic!(
+                "grpcurl {method} printed no status ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
     /// The host namespace as the kernel sees it: links, addresses, routes, nftables, in a
     /// normalised form (no counters, indexes or timers).
     pub fn host_snapshot(&self) -> String {
@@ -250,6 +281,11 @@ fn normalise(v: Value) -> Value {
                             | "stats64"
                             | "metainfo"
                             | "operstate"
+                            // Rule counters count traffic, not configuration.
+                            | "packets"
+                            | "bytes"
+                            // Duplicate address detection still running (a timer).
+                            | "tentative"
                     )
                 })
                 .map(|(k, v)| (k, normalise(v)))
@@ -268,6 +304,12 @@ pub struct Weft {
 
 impl Weft {
     pub async fn up(world: &World) -> Self {
+        Self::up_with_env(world, &[]).await
+    }
+
+    /// `weft up` with extra environment (the services inherit it: `WEFT_AGENT_*` reaches the
+    /// agent).
+    pub async fn up_with_env(world: &World, env: &[(&str, &str)]) -> Self {
         let data = tempfile::tempdir().unwrap();
         let log = data.path().join("weft-up.log");
         let logfile = std::fs::File::create(&log).unwrap();
@@ -277,6 +319,7 @@ impl Weft {
             .arg("--bin-dir")
             .arg(&world.bins)
             .args(["--dns-upstream", &format!("{INTERNET}:53")])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(logfile.try_clone().unwrap())
             .stderr(logfile)
@@ -306,6 +349,11 @@ impl Weft {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         me
+    }
+
+    /// The PID of `weft up` itself (its services are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     pub fn log_text(&self) -> String {
