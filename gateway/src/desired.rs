@@ -7,10 +7,12 @@
 use weft_proto::agent::v1 as apb;
 
 use crate::{
+    domain::{
+        network::NetworkRecord,
+        sandbox::{EndpointRecord, PortRecord, SandboxRecord, default_route},
+    },
+    engine::Gateway,
     error::GatewayError,
-    network::NetworkRecord,
-    networks::Gateway,
-    sandbox::{EndpointRecord, PortRecord, SandboxRecord, default_route},
     store,
 };
 
@@ -156,7 +158,7 @@ impl Gateway {
             .into_iter()
             .filter(|s| s.host == host)
             .collect();
-        let networks = store::list_networks(&mut tx).await?;
+        let networks = store::networks::list(&mut tx).await?;
         let mut state = apb::DesiredState {
             revision,
             host: host.to_owned(),

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 use weft_proto::gateway::v1 as pb;
 
-use crate::{error::GatewayError, networks::Gateway, store, to_pb::network_to_pb};
+use crate::{engine::Gateway, error::GatewayError, store, to_pb::network_to_pb};
 
 /// How often a watcher looks for changes made by other replicas.
 const POLL: Duration = Duration::from_millis(200);
@@ -118,11 +118,12 @@ impl Gateway {
         let mut tx = sqlx::Connection::begin_with(&mut *conn, begin).await?;
         let revision = store::current_revision(&mut tx).await?;
         let hosts = Gateway::snapshot_hosts(&mut tx).await?;
-        let networks = store::list_networks(&mut tx).await?;
+        let networks = store::networks::list(&mut tx).await?;
         let sandboxes = store::sandboxes::list(&mut tx).await?;
         let endpoints = store::sandboxes::all_endpoints(&mut tx).await?;
         tx.commit().await?;
-        let ev = |kind, object| crate::to_pb::event(revision, kind, object);
+        let now = crate::engine::now_ms();
+        let ev = |kind, object| crate::to_pb::event(revision, now, kind, object);
         let mut events: Vec<pb::Event> = hosts
             .into_iter()
             .map(|(kind, h)| ev(kind, pb::event::Object::Host(h)))
@@ -140,11 +141,11 @@ impl Gateway {
             )
         }));
         for group in endpoints.chunk_by(|a, b| a.sandbox_id == b.sandbox_id) {
-            let id = |e: Option<&crate::sandbox::EndpointRecord>| {
+            let id = |e: Option<&crate::domain::sandbox::EndpointRecord>| {
                 e.map(|e| e.id.clone()).unwrap_or_default()
             };
-            let v4 = id(crate::sandbox::default_route(group, false));
-            let v6 = id(crate::sandbox::default_route(group, true));
+            let v4 = id(crate::domain::sandbox::default_route(group, false));
+            let v6 = id(crate::domain::sandbox::default_route(group, true));
             for e in group {
                 events.push(ev(
                     pb::EventKind::EndpointConnected,

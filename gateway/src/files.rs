@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use crate::sandbox::{EndpointRecord, SandboxRecord};
+use crate::domain::sandbox::{EndpointRecord, SandboxRecord};
 
 /// dns-svc's address inside every sandbox.
 pub const DNS_ADDRESS: &str = "127.0.0.11";
@@ -67,7 +67,7 @@ pub fn hosts(s: &SandboxRecord, endpoints: &[EndpointRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::DnsRecord;
+    use crate::domain::sandbox::DnsRecord;
 
     fn sandbox() -> SandboxRecord {
         SandboxRecord {

@@ -8,7 +8,7 @@ use weft_proto::gateway::v1::{
 };
 
 use crate::{
-    networks::Gateway,
+    engine::Gateway,
     store::sandboxes::Owner,
     to_pb::{network_endpoints, network_to_pb, sandbox_to_pb},
 };
@@ -98,7 +98,10 @@ impl EventService for GatewayGrpc {
 }
 
 impl GatewayGrpc {
-    async fn sandbox_view(&self, s: &crate::sandbox::SandboxRecord) -> Result<pb::Sandbox, Status> {
+    async fn sandbox_view(
+        &self,
+        s: &crate::domain::sandbox::SandboxRecord,
+    ) -> Result<pb::Sandbox, Status> {
         let endpoints = self.gw.sandbox_endpoints(s).await?;
         Ok(sandbox_to_pb(s, &endpoints))
     }

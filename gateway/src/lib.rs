@@ -5,17 +5,18 @@
 //! Served: `NetworkService`, `SandboxService`, `EventService`, `HostService`, and the internal
 //! `AgentRegistryService` (agents register, heartbeat and fetch their host's desired state).
 
+mod agents;
 mod desired;
+pub mod domain;
+pub mod engine;
 pub mod error;
 pub mod events;
 mod files;
 pub mod grpc;
 pub mod hosts;
-pub mod network;
-pub mod networks;
+mod ipam;
 pub mod recovery;
-pub mod sandbox;
-pub mod sandboxes;
+pub mod sagas;
 pub mod store;
 mod to_pb;
 
@@ -24,7 +25,7 @@ use std::{net::SocketAddr, time::Duration};
 use weft_runtime::{CommonArgs, GrpcServer};
 use weft_store::{Db, StoreOptions};
 
-pub use networks::{Gateway, GatewayOptions};
+pub use engine::{Gateway, GatewayOptions};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(

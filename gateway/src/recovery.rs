@@ -12,57 +12,14 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use serde::{Deserialize, Serialize};
 use weft_proto::{gateway::v1 as pb, ipam::v1 as ipb};
 
 use crate::{
+    domain::sandbox::{EndpointRecord, SandboxRecord},
+    engine::{Change, Gateway, now_ms},
     error::GatewayError,
-    networks::{Change, Gateway, now_ms},
-    sandbox::{EndpointRecord, SandboxRecord},
-    store::{self, sandboxes::Owner},
+    store::{self, operations::Operation, sandboxes::Owner},
 };
-
-/// A saga in flight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Operation {
-    Connect {
-        sandbox: SandboxRecord,
-        endpoint: EndpointRecord,
-    },
-    Disconnect {
-        sandbox: SandboxRecord,
-        endpoint: EndpointRecord,
-    },
-    CreateSandbox {
-        sandbox: SandboxRecord,
-    },
-    DeleteSandbox {
-        sandbox: SandboxRecord,
-    },
-}
-
-impl Operation {
-    pub fn id(&self) -> String {
-        match self {
-            Self::Connect { endpoint, .. } | Self::Disconnect { endpoint, .. } => {
-                format!("ep:{}", endpoint.id)
-            }
-            Self::CreateSandbox { sandbox } | Self::DeleteSandbox { sandbox } => {
-                format!("sb:{}", sandbox.id)
-            }
-        }
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Connect { .. } => "connect",
-            Self::Disconnect { .. } => "disconnect",
-            Self::CreateSandbox { .. } => "create_sandbox",
-            Self::DeleteSandbox { .. } => "delete_sandbox",
-        }
-    }
-}
 
 /// What a sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,50 +40,6 @@ pub struct Consistency {
 }
 
 impl Gateway {
-    /// Crashes the process (SIGKILL, as `kill -9` would) when `step` is the configured fault:
-    /// the hook the crash tests use to stop the gateway at each step of a saga.
-    pub(crate) fn fault(&self, step: &str) {
-        if self.fault.as_deref() == Some(step) {
-            tracing::error!(step, "fault injected: killing the gateway");
-            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-
-    /// Records that a saga starts.
-    pub(crate) async fn begin(&self, op: &Operation) -> Result<String, GatewayError> {
-        let id = op.id();
-        self.inflight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.clone());
-        let mut conn = self.db.write().acquire().await?;
-        if let Err(e) = store::operations::insert(&mut conn, op, now_ms()).await {
-            self.forget(&id);
-            return Err(e.into());
-        }
-        Ok(id)
-    }
-
-    /// Drops the record of a saga that was undone inline (its final commit removes it otherwise).
-    pub(crate) async fn abandon(&self, id: &str) {
-        let done = async {
-            let mut conn = self.db.write().acquire().await?;
-            store::operations::delete(&mut conn, id).await?;
-            Ok::<_, GatewayError>(())
-        };
-        if let Err(e) = done.await {
-            tracing::warn!(operation = id, error = %e, "cannot drop an operation record; the sweep will");
-        }
-        self.forget(id);
-    }
-
-    pub(crate) fn forget(&self, id: &str) {
-        self.inflight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(id);
-    }
-
     /// Finishes the sagas a crashed gateway left behind (those older than the operation timeout
     /// and not in flight in this process), then releases addresses nothing owns.
     pub async fn sweep(&self) -> Result<SweepReport, GatewayError> {

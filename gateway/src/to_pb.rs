@@ -2,7 +2,7 @@
 
 use weft_proto::gateway::v1 as pb;
 
-use crate::network::{NetworkRecord, RawNetwork, SubnetSpec};
+use crate::domain::network::{NetworkRecord, RawNetwork, SubnetSpec};
 
 pub(crate) fn timestamp(ms: i64) -> Option<prost_types::Timestamp> {
     (ms > 0).then(|| prost_types::Timestamp {
@@ -73,10 +73,15 @@ pub(crate) fn network_to_pb(n: &NetworkRecord) -> pb::Network {
     }
 }
 
-pub(crate) fn event(revision: u64, kind: pb::EventKind, object: pb::event::Object) -> pb::Event {
+pub(crate) fn event(
+    revision: u64,
+    time_ms: i64,
+    kind: pb::EventKind,
+    object: pb::event::Object,
+) -> pb::Event {
     pb::Event {
         revision,
-        time: timestamp(crate::networks::now_ms()),
+        time: timestamp(time_ms),
         kind: kind as i32,
         object: Some(object),
         request_id: String::new(),
@@ -85,7 +90,7 @@ pub(crate) fn event(revision: u64, kind: pb::EventKind, object: pb::event::Objec
 
 /// An endpoint; `routes` says which endpoints of its sandbox provide the default routes.
 pub(crate) fn endpoint_to_pb(
-    e: &crate::sandbox::EndpointRecord,
+    e: &crate::domain::sandbox::EndpointRecord,
     routes: Option<(&str, &str)>,
 ) -> pb::Endpoint {
     let (v4, v6) = routes.unwrap_or_default();
@@ -117,13 +122,14 @@ pub(crate) fn endpoint_to_pb(
 }
 
 pub(crate) fn sandbox_to_pb(
-    s: &crate::sandbox::SandboxRecord,
-    endpoints: &[crate::sandbox::EndpointRecord],
+    s: &crate::domain::sandbox::SandboxRecord,
+    endpoints: &[crate::domain::sandbox::EndpointRecord],
 ) -> pb::Sandbox {
-    let id =
-        |e: Option<&crate::sandbox::EndpointRecord>| e.map(|e| e.id.clone()).unwrap_or_default();
-    let v4 = id(crate::sandbox::default_route(endpoints, false));
-    let v6 = id(crate::sandbox::default_route(endpoints, true));
+    let id = |e: Option<&crate::domain::sandbox::EndpointRecord>| {
+        e.map(|e| e.id.clone()).unwrap_or_default()
+    };
+    let v4 = id(crate::domain::sandbox::default_route(endpoints, false));
+    let v6 = id(crate::domain::sandbox::default_route(endpoints, true));
     pb::Sandbox {
         id: s.id.clone(),
         name: s.name.clone(),
@@ -170,7 +176,7 @@ pub(crate) fn sandbox_to_pb(
 
 /// `docker network inspect`'s view of a network's endpoints.
 pub(crate) fn network_endpoints(
-    endpoints: &[crate::sandbox::EndpointRecord],
+    endpoints: &[crate::domain::sandbox::EndpointRecord],
 ) -> Vec<pb::NetworkEndpoint> {
     endpoints
         .iter()
