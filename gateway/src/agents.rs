@@ -3,23 +3,27 @@
 //! (attach, detach, the sandbox's namespace and files, a network's removal), plus the wait for
 //! the host's dns-svc to see a change.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 use weft_proto::{
     agent::v1::{self as apb, agent_service_client::AgentServiceClient},
     dns::v1::dns_service_client::DnsServiceClient,
-    gateway::v1 as pb,
 };
 use weft_runtime::FieldViolation;
 
 use crate::{
     desired::{agent_endpoint, agent_network, agent_sandbox, role},
-    domain::sandbox::{EndpointRecord, SandboxRecord},
-    engine::{Gateway, now_ms},
+    domain::{
+        endpoint::EndpointRecord,
+        host::{HostCapabilities, HostRecord, agent_url},
+        network::NetworkRecord,
+        sandbox::SandboxRecord,
+    },
+    engine::{CachedAgent, Gateway},
     error::GatewayError,
-    store::{self, hosts::StoredHost},
-    to_pb::timestamp,
+    store,
+    to_pb::duration,
 };
 
 /// How long the configured host's agent gets to answer a ListHosts probe.
@@ -30,31 +34,6 @@ const DNS_SYNC: Duration = Duration::from_secs(2);
 /// How long what the store said about a host is reused (a host marked down is refused at most
 /// this much later on another replica).
 const HOST_CACHE: Duration = Duration::from_secs(1);
-
-/// What this replica last read about a host.
-#[derive(Debug, Clone)]
-pub(crate) struct CachedAgent {
-    /// The registered agent URL; None when the host is not registered.
-    url: Option<String>,
-    /// None: an unknown host.
-    client: Option<AgentServiceClient<Channel>>,
-    /// The host's dns-svc, when it registered one.
-    dns: Option<DnsServiceClient<Channel>>,
-    up: bool,
-    fetched: std::time::Instant,
-}
-
-/// Agent clients by host name.
-pub(crate) type AgentClients = std::sync::Arc<std::sync::Mutex<HashMap<String, CachedAgent>>>;
-
-/// `host:port` or a URL → a URL tonic can dial.
-pub(crate) fn agent_url(address: &str) -> String {
-    if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
-    }
-}
 
 impl Gateway {
     /// The client of `host`'s driver-agent: the registered address, or the configured agent
@@ -131,13 +110,13 @@ impl Gateway {
     }
 
     /// Remembers what the store says about `host` (None: not registered).
-    pub(crate) fn cache_host(&self, host: &str, stored: Option<&StoredHost>) -> CachedAgent {
+    pub(crate) fn cache_host(&self, host: &str, stored: Option<&HostRecord>) -> CachedAgent {
         let mut clients = self
             .agents
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (url, up) = match stored {
-            Some(s) => (Some(agent_url(&s.host.agent_address)), s.up),
+            Some(s) => (Some(agent_url(&s.agent_address)), s.up),
             None => (None, true),
         };
         let client = match &url {
@@ -160,7 +139,7 @@ impl Gateway {
             },
         };
         let dns = stored
-            .map(|s| s.host.dns_address.as_str())
+            .map(|s| s.dns_address.as_str())
             .filter(|a| !a.is_empty())
             .and_then(|a| match clients.get(host) {
                 Some(c) if c.dns.is_some() && c.url == url => c.dns.clone(),
@@ -179,7 +158,7 @@ impl Gateway {
             client,
             dns,
             up,
-            fetched: std::time::Instant::now(),
+            fetched: Instant::now(),
         };
         clients.insert(host.to_owned(), entry.clone());
         entry
@@ -232,7 +211,7 @@ impl Gateway {
         let mut names: Vec<String> = store::hosts::list(&mut conn)
             .await?
             .into_iter()
-            .map(|h| h.host.name)
+            .map(|h| h.name)
             .collect();
         if !names.contains(&self.host) {
             names.push(self.host.clone());
@@ -242,33 +221,96 @@ impl Gateway {
     }
 
     /// The configured host before its agent registers: what its agent answers right now.
-    pub(crate) async fn probe_configured_host(&self) -> pb::Host {
+    pub(crate) async fn probe_configured_host(&self) -> HostRecord {
         let mut probe = tonic::Request::new(apb::GetCapabilitiesRequest {});
         probe.set_timeout(PROBE);
+        let mut host = HostRecord {
+            name: self.host.clone(),
+            agent_address: self.agent_url.clone(),
+            dns_address: String::new(),
+            addresses: Vec::new(),
+            capabilities: None,
+            agent_version: String::new(),
+            registered_at_ms: 0,
+            up: false,
+            last_heartbeat_ms: 0,
+        };
         match self.agent.clone().get_capabilities(probe).await {
             Ok(c) => {
                 let c = c.into_inner();
-                pb::Host {
-                    name: self.host.clone(),
-                    agent_address: self.agent_url.clone(),
-                    addresses: c.addresses.clone(),
-                    agent_version: c.agent_version.clone(),
-                    capabilities: Some(c.into()),
-                    state: pb::HostState::Up as i32,
-                    last_heartbeat: timestamp(now_ms()),
-                    ..Default::default()
-                }
+                let features = c.features.unwrap_or_default();
+                host.addresses = c.addresses;
+                host.agent_version = c.agent_version;
+                host.capabilities = Some(HostCapabilities {
+                    drivers: c.drivers,
+                    bridge: features.bridge,
+                    veth: features.veth,
+                    vxlan: features.vxlan,
+                    macvlan: features.macvlan,
+                    ipvlan: features.ipvlan,
+                    vlan: features.vlan,
+                    ipv6: features.ipv6,
+                    nftables: features.nftables,
+                    nftables_nat: features.nftables_nat,
+                    kernel_release: c.kernel_release,
+                });
+                host.up = true;
+                host.last_heartbeat_ms = self.clock.now_ms();
             }
             Err(st) => {
                 tracing::warn!(host = %self.host, error = %st.message(), "the host's agent does not answer");
-                pb::Host {
-                    name: self.host.clone(),
-                    agent_address: self.agent_url.clone(),
-                    state: pb::HostState::Down as i32,
-                    ..Default::default()
-                }
             }
         }
+        host
+    }
+
+    /// Creates the sandbox's namespace (or adopts the given one) and writes its files on its
+    /// host; returns the sandbox with what the agent made (namespace path, file paths).
+    pub(crate) async fn create_on_agent(
+        &self,
+        sandbox: SandboxRecord,
+    ) -> Result<SandboxRecord, GatewayError> {
+        let created = self
+            .agent_for(&sandbox.host)
+            .await?
+            .create_sandbox(apb::CreateSandboxRequest {
+                sandbox: Some(agent_sandbox(&sandbox, &[])),
+                revision: 0,
+            })
+            .await
+            .map_err(GatewayError::Agent)?
+            .into_inner();
+        Ok(SandboxRecord {
+            netns_path: if created.netns_path.is_empty() {
+                sandbox.netns_path
+            } else {
+                created.netns_path
+            },
+            netns_managed: created.netns_managed,
+            resolv_conf_path: created.resolv_conf_path,
+            hosts_path: created.hosts_path,
+            ..sandbox
+        })
+    }
+
+    /// Attaches `ep` (one of `all`, the sandbox's endpoints) on the sandbox's host.
+    pub(crate) async fn attach_agent(
+        &self,
+        sandbox: &SandboxRecord,
+        all: &[EndpointRecord],
+        ep: &EndpointRecord,
+        net: &NetworkRecord,
+    ) -> Result<(), GatewayError> {
+        self.agent_for(&sandbox.host)
+            .await?
+            .attach(apb::AttachRequest {
+                endpoint: Some(agent_endpoint(sandbox, all, ep)),
+                network: Some(agent_network(net)),
+                revision: 0,
+            })
+            .await
+            .map(drop)
+            .map_err(GatewayError::Agent)
     }
 
     /// Tells the agent again about the endpoints of `after` whose default route or published
@@ -326,6 +368,7 @@ impl Gateway {
         }
     }
 
+    /// Detaches `ep` on the sandbox's host; the agent's error, if any, is logged and returned.
     pub(crate) async fn detach_agent(
         &self,
         sandbox: &SandboxRecord,
@@ -345,6 +388,8 @@ impl Gateway {
             .inspect(|st| tracing::warn!(endpoint = %ep.id, error = %st.message(), "detach failed"))
     }
 
+    /// Removes the sandbox's interfaces, files and (when Weft made it) namespace on its host;
+    /// best effort, logged.
     pub(crate) async fn remove_agent_sandbox(&self, sandbox: &SandboxRecord) {
         if let Err(st) = self
             .agent_for_cleanup(&sandbox.host)
@@ -366,12 +411,5 @@ impl Gateway {
         {
             tracing::warn!(sandbox = %sandbox.id, error = %st.message(), "removing the sandbox on the agent failed");
         }
-    }
-}
-
-pub(crate) fn duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
 }

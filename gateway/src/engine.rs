@@ -1,19 +1,33 @@
-//! The gateway's core: the [`Gateway`] with its store and clients, the one transaction that
-//! commits changes with their events (and remembers request ids), the clock and ids, the
-//! records of sagas in flight, and lookups by name, id or id prefix.
+//! The gateway's core: the [`Gateway`] with its store and clients; the one transaction that
+//! commits changes with their events (and the answer of a request id); replaying and
+//! remembering answers; the clock and ids; the records of sagas in flight; lookups by name,
+//! id or id prefix.
+//!
+//! Everything above it (the sagas, the downstream steps, the gRPC edge) builds on these; this
+//! module calls none of them.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use tonic::transport::Channel;
-use weft_proto::{gateway::v1 as pb, ipam::v1::ipam_service_client::IpamServiceClient};
+use weft_proto::{
+    agent::v1::agent_service_client::AgentServiceClient,
+    dns::v1::dns_service_client::DnsServiceClient, gateway::v1 as pb,
+    ipam::v1::ipam_service_client::IpamServiceClient,
+};
 use weft_store::Db;
 
 use crate::{
     domain::{
-        network::NetworkRecord,
-        sandbox::{EndpointRecord, SandboxRecord},
+        check::check_key, endpoint::EndpointRecord, host::HostRecord, network::NetworkRecord,
+        sandbox::SandboxRecord,
     },
     error::GatewayError,
-    store::{self, operations::Operation, sandboxes::Owner},
-    to_pb::{event, network_to_pb},
+    store::{self, StoreError, operations::Operation, sandboxes::Owner},
+    to_pb,
 };
 
 /// What a gateway is configured with besides its store and clients.
@@ -26,11 +40,11 @@ pub struct GatewayOptions {
     /// Events kept for watchers that resume.
     pub event_history: u64,
     /// Operations older than this are taken as abandoned by a gateway that died.
-    pub operation_timeout: std::time::Duration,
+    pub operation_timeout: Duration,
     /// Test hook: the saga step at which to kill the process.
     pub fault: Option<String>,
     /// How often agents send heartbeats; three missed ones mark their host down.
-    pub heartbeat_interval: std::time::Duration,
+    pub heartbeat_interval: Duration,
 }
 
 /// The gateway's state and its clients.
@@ -38,36 +52,99 @@ pub struct GatewayOptions {
 pub struct Gateway {
     pub(crate) db: Db,
     pub(crate) ipam: IpamServiceClient<Channel>,
-    /// The driver-agent of this host (one host until host registration lands).
-    pub(crate) agent: weft_proto::agent::v1::agent_service_client::AgentServiceClient<Channel>,
+    /// The driver-agent of the configured host (`--agent`): used before that host's agent
+    /// registers, and for cleanup when no registered address is known.
+    pub(crate) agent: AgentServiceClient<Channel>,
     pub(crate) host: String,
     pub(crate) agent_url: String,
     /// Sagas in flight in this process (the sweep leaves them alone).
-    pub(crate) inflight: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    pub(crate) inflight: Arc<Mutex<HashSet<String>>>,
     /// Operations older than this are taken as abandoned by a gateway that died.
-    pub(crate) operation_timeout: std::time::Duration,
+    pub(crate) operation_timeout: Duration,
     /// Test hook: the saga step at which to kill the process.
     pub(crate) fault: Option<String>,
     pub(crate) event_history: u64,
     pub(crate) notify: tokio::sync::watch::Sender<u64>,
-    pub(crate) heartbeat_interval: std::time::Duration,
-    /// Clients of registered hosts' agents.
-    pub(crate) agents: crate::agents::AgentClients,
+    pub(crate) heartbeat_interval: Duration,
+    /// Clients of registered hosts' agents (see `agents`).
+    pub(crate) agents: AgentClients,
+    pub(crate) clock: Clock,
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+/// What this replica last read about a host, with its clients.
+#[derive(Debug, Clone)]
+pub(crate) struct CachedAgent {
+    /// The registered agent URL; None when the host is not registered.
+    pub(crate) url: Option<String>,
+    /// None: an unknown host.
+    pub(crate) client: Option<AgentServiceClient<Channel>>,
+    /// The host's dns-svc, when it registered one.
+    pub(crate) dns: Option<DnsServiceClient<Channel>>,
+    pub(crate) up: bool,
+    pub(crate) fetched: Instant,
 }
 
+/// Agent clients by host name.
+pub(crate) type AgentClients = Arc<Mutex<HashMap<String, CachedAgent>>>;
+
+/// The gateway's clock (milliseconds since the Unix epoch).
+#[derive(Debug, Clone, Default)]
+pub struct Clock;
+
+impl Clock {
+    pub fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A new object id: 64 hex characters, like Docker's ids.
 pub(crate) fn new_id() -> String {
-    // 64 hex characters, like Docker's ids.
     format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     )
+}
+
+/// A mutation's request id, and what identifies the request it came with (its encoding without
+/// the id), so that a retry gets the first answer and a different request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    /// Empty: the request has none (nothing is replayed or remembered).
+    pub id: String,
+    pub method: &'static str,
+    pub fingerprint: Vec<u8>,
+}
+
+/// The request id to remember in the same transaction as a saga's final change, and how the
+/// answer is encoded from the saga's result.
+pub struct Remember<'a, T> {
+    pub key: &'a RequestKey,
+    pub answer: &'a (dyn Fn(&T) -> Vec<u8> + Send + Sync),
+}
+
+impl<T> std::fmt::Debug for Remember<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remember").field("key", &self.key).finish()
+    }
+}
+
+/// One change to the desired state; each but `EndOperation` publishes an event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change<'a> {
+    InsertNetwork(&'a NetworkRecord),
+    UpdateNetwork(&'a NetworkRecord),
+    DeleteNetwork(&'a NetworkRecord),
+    InsertSandbox(&'a SandboxRecord),
+    DeleteSandbox(&'a SandboxRecord),
+    InsertEndpoint(&'a EndpointRecord),
+    DeleteEndpoint(&'a EndpointRecord),
+    /// The end of a saga: its operation record goes (no event).
+    EndOperation(&'a str),
+    /// A host registered, or came back up.
+    PutHost(&'a HostRecord),
 }
 
 impl Gateway {
@@ -76,7 +153,7 @@ impl Gateway {
         Self {
             db,
             ipam: IpamServiceClient::new(ipam),
-            agent: weft_proto::agent::v1::agent_service_client::AgentServiceClient::new(agent),
+            agent: AgentServiceClient::new(agent),
             host: options.host,
             agent_url: options.agent_url,
             inflight: Default::default(),
@@ -86,7 +163,17 @@ impl Gateway {
             notify,
             heartbeat_interval: options.heartbeat_interval,
             agents: Default::default(),
+            clock: Clock,
         }
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// How often agents are told to send heartbeats.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
     }
 
     /// The newest event revision.
@@ -101,28 +188,31 @@ impl Gateway {
     }
 
     /// Applies `changes` in one transaction, each with the next revision and its event, records
-    /// the request id's answer, and wakes the watchers. Returns the last revision.
+    /// the answer of `request` when there is one, and wakes the watchers. Returns the last
+    /// revision.
     pub(crate) async fn commit(
         &self,
-        changes: &[(Change<'_>, pb::EventKind)],
-        request: Option<(&str, &str, Vec<u8>, Vec<u8>)>,
+        changes: &[Change<'_>],
+        request: Option<(&RequestKey, Vec<u8>)>,
     ) -> Result<u64, GatewayError> {
-        let mut conn = self.db.write().acquire().await?;
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, self.db.begin_write_sql()).await?;
+        let mut tx = store::write_transaction(&self.db).await?;
+        let now = self.clock.now_ms();
         let mut revision = 0;
         let mut ended = Vec::new();
-        for (change, kind) in changes {
+        for change in changes {
             if let Change::EndOperation(id) = change {
                 store::operations::delete(&mut tx, id).await?;
                 ended.push(*id);
                 continue;
             }
+            // The revision first: its row lock orders concurrent writers before they touch
+            // the tables (taking it after could deadlock on a unique key).
             revision = store::next_revision(&mut tx).await?;
-            let object = change.apply(&mut tx).await?;
-            store::insert_event(&mut tx, &event(revision, now_ms(), *kind, object)).await?;
+            let (kind, object) = change.apply(&mut tx).await?;
+            store::insert_event(&mut tx, &to_pb::event(revision, now, kind, object)).await?;
         }
-        if let Some((request_id, method, request, response)) = request {
-            store::requests::record(&mut tx, request_id, method, &request, &response, now_ms())
+        if let Some((key, answer)) = request.filter(|(k, _)| !k.id.is_empty()) {
+            store::requests::record(&mut tx, &key.id, key.method, &key.fingerprint, &answer, now)
                 .await?;
         }
         if revision > 0 {
@@ -138,126 +228,78 @@ impl Gateway {
         Ok(revision)
     }
 
+    /// Marks `h` down if its last heartbeat is still older than `cutoff`, with its HOST_DOWN
+    /// event, in one transaction; false when another replica (or a heartbeat) got there first.
+    pub(crate) async fn commit_host_down(
+        &self,
+        h: &HostRecord,
+        cutoff: i64,
+    ) -> Result<bool, GatewayError> {
+        let mut tx = store::write_transaction(&self.db).await?;
+        if !store::hosts::mark_down(&mut tx, &h.name, cutoff).await? {
+            return Ok(false);
+        }
+        let revision = store::next_revision(&mut tx).await?;
+        let event = to_pb::event(
+            revision,
+            self.clock.now_ms(),
+            pb::EventKind::HostDown,
+            pb::event::Object::Host(to_pb::host_to_pb(h)),
+        );
+        store::insert_event(&mut tx, &event).await?;
+        store::trim_events(&mut tx, revision, self.event_history).await?;
+        tx.commit().await?;
+        self.notify.send_replace(revision);
+        Ok(true)
+    }
+
     /// Remembers the answer of a mutation that was done outside `commit` (sagas), so that a
     /// retry with its request id gets it. A failure only costs the retry its replay.
-    pub(crate) async fn remember<T: prost::Message>(
-        &self,
-        request_id: &str,
-        method: &str,
-        request: Vec<u8>,
-        answer: &T,
-    ) {
-        if request_id.is_empty() {
+    pub async fn remember(&self, key: &RequestKey, answer: Vec<u8>) {
+        if key.id.is_empty() {
             return;
         }
+        let now = self.clock.now_ms();
         let done = async {
             let mut conn = self.db.write().acquire().await?;
             store::requests::record(
                 &mut conn,
-                request_id,
-                method,
-                &request,
-                &answer.encode_to_vec(),
-                now_ms(),
+                &key.id,
+                key.method,
+                &key.fingerprint,
+                &answer,
+                now,
             )
             .await?;
             Ok::<_, GatewayError>(())
         };
         if let Err(e) = done.await {
-            tracing::warn!(request_id, error = %e, "cannot remember the answer of a request");
+            tracing::warn!(request_id = key.id, error = %e, "cannot remember the answer of a request");
         }
     }
 
-    /// A retried mutation: the answer given the first time, if `request_id` was applied.
-    pub(crate) async fn replay<T: prost::Message + Default>(
-        &self,
-        request_id: &str,
-        method: &str,
-        request: &[u8],
-    ) -> Result<Option<T>, GatewayError> {
-        if request_id.is_empty() {
+    /// A retried mutation: the (encoded) answer given the first time, if `key` was applied.
+    pub async fn replay(&self, key: &RequestKey) -> Result<Option<Vec<u8>>, GatewayError> {
+        if key.id.is_empty() {
             return Ok(None);
         }
-        if request_id.len() > 128 {
+        if key.id.len() > 128 {
             return Err(GatewayError::invalid(
                 "request_id",
-                request_id,
+                &key.id,
                 "longer than 128 characters",
             ));
         }
         let mut conn = self.db.read().acquire().await?;
-        match store::requests::applied(&mut conn, request_id).await? {
+        match store::requests::applied(&mut conn, &key.id).await? {
             None => Ok(None),
-            Some((m, req, resp)) if m == method && req == request => {
-                Ok(T::decode(resp.as_slice()).ok())
-            }
+            Some((m, req, resp)) if m == key.method && req == key.fingerprint => Ok(Some(resp)),
             Some(_) => Err(GatewayError::invalid(
                 "request_id",
-                request_id,
+                &key.id,
                 "already used for a different request",
             )),
         }
-    }
-
-    /// The one network `key` names (a name, an id, or a unique id prefix).
-    pub async fn find(&self, field: &str, key: &str) -> Result<NetworkRecord, GatewayError> {
-        if key.is_empty() {
-            return Err(GatewayError::invalid(
-                field,
-                key,
-                "must name a network (name, id or id prefix)",
-            ));
-        }
-        let mut conn = self.db.read().acquire().await?;
-        let mut found = store::networks::find(&mut conn, key).await?;
-        match found.len() {
-            0 => Err(GatewayError::NetworkNotFound(key.to_owned())),
-            1 => Ok(found.remove(0)),
-            _ => Err(GatewayError::invalid(
-                field,
-                key,
-                "id prefix matches several networks",
-            )),
-        }
-    }
-
-    pub async fn find_sandbox(
-        &self,
-        field: &str,
-        key: &str,
-    ) -> Result<SandboxRecord, GatewayError> {
-        if key.is_empty() {
-            return Err(GatewayError::invalid(
-                field,
-                key,
-                "must name a sandbox (name, id or id prefix)",
-            ));
-        }
-        let mut conn = self.db.read().acquire().await?;
-        let mut found = store::sandboxes::find(&mut conn, key).await?;
-        match found.len() {
-            0 => Err(GatewayError::SandboxNotFound(key.to_owned())),
-            1 => Ok(found.remove(0)),
-            _ => Err(GatewayError::invalid(
-                field,
-                key,
-                "id prefix matches several sandboxes",
-            )),
-        }
-    }
-
-    pub async fn endpoints(
-        &self,
-        owner: Owner,
-        id: &str,
-    ) -> Result<Vec<EndpointRecord>, GatewayError> {
-        let mut conn = self.db.read().acquire().await?;
-        Ok(store::sandboxes::endpoints_of(&mut conn, owner, id).await?)
-    }
-
-    pub async fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>, GatewayError> {
-        let mut conn = self.db.read().acquire().await?;
-        Ok(store::sandboxes::list(&mut conn).await?)
     }
 
     /// Crashes the process (SIGKILL, as `kill -9` would) when `step` is the configured fault:
@@ -274,10 +316,10 @@ impl Gateway {
         let id = op.id();
         self.inflight
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(id.clone());
         let mut conn = self.db.write().acquire().await?;
-        if let Err(e) = store::operations::insert(&mut conn, op, now_ms()).await {
+        if let Err(e) = store::operations::insert(&mut conn, op, self.clock.now_ms()).await {
             self.forget(&id);
             return Err(e.into());
         }
@@ -300,105 +342,178 @@ impl Gateway {
     pub(crate) fn forget(&self, id: &str) {
         self.inflight
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .remove(id);
+    }
+
+    /// Whether a saga with this operation id runs in this process.
+    pub(crate) fn in_flight(&self, id: &str) -> bool {
+        self.inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(id)
+    }
+
+    /// The one network `key` names (a name, an id, or a unique id prefix).
+    pub async fn find(&self, field: &str, key: &str) -> Result<NetworkRecord, GatewayError> {
+        check_key(field, key, "network").map_err(|v| GatewayError::Invalid(vec![v]))?;
+        let mut conn = self.db.read().acquire().await?;
+        let mut found = store::networks::find(&mut conn, key).await?;
+        match found.len() {
+            0 => Err(GatewayError::NetworkNotFound(key.to_owned())),
+            1 => Ok(found.remove(0)),
+            _ => Err(GatewayError::invalid(
+                field,
+                key,
+                "id prefix matches several networks",
+            )),
+        }
+    }
+
+    /// The one sandbox `key` names (a name, an id, or a unique id prefix).
+    pub async fn find_sandbox(
+        &self,
+        field: &str,
+        key: &str,
+    ) -> Result<SandboxRecord, GatewayError> {
+        check_key(field, key, "sandbox").map_err(|v| GatewayError::Invalid(vec![v]))?;
+        let mut conn = self.db.read().acquire().await?;
+        let mut found = store::sandboxes::find(&mut conn, key).await?;
+        match found.len() {
+            0 => Err(GatewayError::SandboxNotFound(key.to_owned())),
+            1 => Ok(found.remove(0)),
+            _ => Err(GatewayError::invalid(
+                field,
+                key,
+                "id prefix matches several sandboxes",
+            )),
+        }
+    }
+
+    /// The endpoints of a sandbox or of a network, in attach order.
+    pub async fn endpoints(
+        &self,
+        owner: Owner,
+        id: &str,
+    ) -> Result<Vec<EndpointRecord>, GatewayError> {
+        let mut conn = self.db.read().acquire().await?;
+        Ok(store::sandboxes::endpoints_of(&mut conn, owner, id).await?)
+    }
+
+    /// The endpoints a sandbox shows: its own, or for `container:` mode those of the sandbox
+    /// whose namespace it shares.
+    pub async fn sandbox_endpoints(
+        &self,
+        s: &SandboxRecord,
+    ) -> Result<Vec<EndpointRecord>, GatewayError> {
+        self.endpoints(Owner::Sandbox, s.endpoints_owner()).await
+    }
+
+    /// Every sandbox, by name.
+    pub async fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>, GatewayError> {
+        let mut conn = self.db.read().acquire().await?;
+        Ok(store::sandboxes::list(&mut conn).await?)
     }
 }
 
-/// One change to the desired state.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Change<'a> {
-    InsertNetwork(&'a NetworkRecord),
-    UpdateNetwork(&'a NetworkRecord),
-    DeleteNetwork(&'a NetworkRecord),
-    InsertSandbox(&'a crate::domain::sandbox::SandboxRecord),
-    DeleteSandbox(&'a crate::domain::sandbox::SandboxRecord),
-    InsertEndpoint(&'a crate::domain::sandbox::EndpointRecord),
-    DeleteEndpoint(&'a crate::domain::sandbox::EndpointRecord),
-    /// The end of a saga: its operation record goes (no event).
-    EndOperation(&'a str),
-    /// A host registered, or came back up.
-    PutHost(&'a crate::store::hosts::StoredHost),
-}
-
 impl Change<'_> {
-    /// Writes the change; returns the object its event carries. Constraint violations become
-    /// the domain errors they mean (a replica may have won a race).
+    /// Writes the change; returns its event. Constraint violations become the domain errors
+    /// they mean (a replica may have won a race).
     async fn apply(
         &self,
         conn: &mut sqlx::AnyConnection,
-    ) -> Result<pb::event::Object, GatewayError> {
-        use crate::{store::sandboxes, to_pb};
-        let unique = |e: &store::StoreError| matches!(e, store::StoreError::Sql(s) if weft_store::is_unique_violation(s));
-        let fk = |e: &store::StoreError| matches!(e, store::StoreError::Sql(sqlx::Error::Database(d)) if d.is_foreign_key_violation());
+    ) -> Result<(pb::EventKind, pb::event::Object), GatewayError> {
+        use pb::{EventKind as K, event::Object as O};
+        use store::{networks, sandboxes};
         Ok(match *self {
             Change::InsertNetwork(n) => {
-                store::networks::insert(conn, n).await.map_err(|e| {
-                    if unique(&e) {
-                        GatewayError::NameTaken(n.name.clone())
-                    } else {
-                        e.into()
-                    }
-                })?;
-                pb::event::Object::Network(network_to_pb(n))
+                networks::insert(conn, n)
+                    .await
+                    .map_err(|e| on_unique(e, || GatewayError::NameTaken(n.name.clone())))?;
+                (K::NetworkCreated, O::Network(to_pb::network_to_pb(n)))
             }
             Change::UpdateNetwork(n) => {
-                store::networks::update(conn, n).await?;
-                pb::event::Object::Network(network_to_pb(n))
+                networks::update(conn, n).await?;
+                (K::NetworkUpdated, O::Network(to_pb::network_to_pb(n)))
             }
             Change::DeleteNetwork(n) => {
-                store::networks::delete(conn, &n.id).await.map_err(|e| {
-                    if fk(&e) {
+                networks::delete(conn, &n.id).await.map_err(|e| {
+                    on_foreign_key(e, || {
                         GatewayError::Precondition(format!("network {:?} has endpoints", n.name))
-                    } else {
-                        e.into()
-                    }
+                    })
                 })?;
-                pb::event::Object::Network(network_to_pb(n))
+                (K::NetworkRemoved, O::Network(to_pb::network_to_pb(n)))
             }
             Change::InsertSandbox(s) => {
-                sandboxes::insert(conn, s).await.map_err(|e| {
-                    if unique(&e) {
-                        GatewayError::SandboxNameTaken(s.name.clone())
-                    } else {
-                        e.into()
-                    }
-                })?;
-                pb::event::Object::Sandbox(to_pb::sandbox_to_pb(s, &[]))
+                sandboxes::insert(conn, s)
+                    .await
+                    .map_err(|e| on_unique(e, || GatewayError::SandboxNameTaken(s.name.clone())))?;
+                (K::SandboxCreated, O::Sandbox(to_pb::sandbox_to_pb(s, &[])))
             }
             Change::DeleteSandbox(s) => {
                 sandboxes::delete(conn, &s.id).await?;
-                pb::event::Object::Sandbox(to_pb::sandbox_to_pb(s, &[]))
+                (K::SandboxRemoved, O::Sandbox(to_pb::sandbox_to_pb(s, &[])))
             }
             Change::InsertEndpoint(e) => {
                 sandboxes::insert_endpoint(conn, e).await.map_err(|err| {
-                    if unique(&err) {
-                        GatewayError::AlreadyConnected {
-                            sandbox: e.sandbox_name.clone(),
-                            network: e.network_name.clone(),
-                        }
-                    } else if fk(&err) {
-                        GatewayError::NetworkNotFound(e.network_name.clone())
-                    } else {
-                        err.into()
-                    }
+                    let not_found = || GatewayError::NetworkNotFound(e.network_name.clone());
+                    on_unique(err, || GatewayError::AlreadyConnected {
+                        sandbox: e.sandbox_name.clone(),
+                        network: e.network_name.clone(),
+                    })
+                    .or_foreign_key(not_found)
                 })?;
-                pb::event::Object::Endpoint(to_pb::endpoint_to_pb(e, None))
+                (
+                    K::EndpointConnected,
+                    O::Endpoint(to_pb::endpoint_to_pb(e, None)),
+                )
+            }
+            Change::DeleteEndpoint(e) => {
+                sandboxes::delete_endpoint(conn, &e.id).await?;
+                (
+                    K::EndpointDisconnected,
+                    O::Endpoint(to_pb::endpoint_to_pb(e, None)),
+                )
+            }
+            Change::PutHost(h) => {
+                store::hosts::put(conn, h).await?;
+                (K::HostUp, O::Host(to_pb::host_to_pb(h)))
             }
             Change::EndOperation(id) => {
-                store::operations::delete(conn, id).await?;
                 return Err(GatewayError::Precondition(format!(
                     "operation {id} has no event"
                 )));
             }
-            Change::DeleteEndpoint(e) => {
-                sandboxes::delete_endpoint(conn, &e.id).await?;
-                pb::event::Object::Endpoint(to_pb::endpoint_to_pb(e, None))
-            }
-            Change::PutHost(h) => {
-                store::hosts::put(conn, h).await?;
-                pb::event::Object::Host(crate::hosts::host_to_pb(h))
-            }
         })
+    }
+}
+
+/// A unique-key violation as the domain error it means.
+fn on_unique(e: StoreError, meant: impl FnOnce() -> GatewayError) -> GatewayError {
+    match e {
+        StoreError::Sql(ref s) if weft_store::is_unique_violation(s) => meant(),
+        e => e.into(),
+    }
+}
+
+/// A foreign-key violation as the domain error it means.
+fn on_foreign_key(e: StoreError, meant: impl FnOnce() -> GatewayError) -> GatewayError {
+    match e {
+        StoreError::Sql(sqlx::Error::Database(ref d)) if d.is_foreign_key_violation() => meant(),
+        e => e.into(),
+    }
+}
+
+trait OrForeignKey {
+    fn or_foreign_key(self, meant: impl FnOnce() -> GatewayError) -> GatewayError;
+}
+
+impl OrForeignKey for GatewayError {
+    /// A store error left as it is by `on_unique` may still be a foreign-key violation.
+    fn or_foreign_key(self, meant: impl FnOnce() -> GatewayError) -> GatewayError {
+        match self {
+            GatewayError::Store(e) => on_foreign_key(e, meant),
+            e => e,
+        }
     }
 }

@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use crate::domain::sandbox::{EndpointRecord, SandboxRecord};
+use crate::domain::{endpoint::EndpointRecord, sandbox::SandboxRecord};
 
 /// dns-svc's address inside every sandbox.
 pub const DNS_ADDRESS: &str = "127.0.0.11";

@@ -6,20 +6,20 @@ use weft_runtime::FieldViolation;
 
 use crate::{
     domain::{
-        network::{NetworkRecord, SubnetRecord},
-        sandbox::EndpointRecord,
+        endpoint::{EndpointRecord, EndpointSpec},
+        network::{NetworkRecord, SubnetRecord, SubnetSpec},
     },
     engine::Gateway,
     error::GatewayError,
 };
-use weft_proto::gateway::v1 as pb;
 
 impl Gateway {
+    /// Reserves the subnet of `ipam.configs[index]` for a network, as pool `NETWORK/INDEX`.
     pub(crate) async fn request_pool(
         &self,
         network_id: &str,
         index: usize,
-        spec: &crate::domain::network::SubnetSpec,
+        spec: &SubnetSpec,
     ) -> Result<SubnetRecord, GatewayError> {
         let pool_id = format!("{network_id}/{index}");
         let subnet = spec.subnet.clone();
@@ -48,8 +48,39 @@ impl Gateway {
         })
     }
 
-    /// Releases pools taken by a saga that did not complete; errors are logged (the sweep of a
-    /// later issue finds what is left).
+    /// The subnet IPAM would pick for `ipam.configs[index]` now, reserving nothing (the answer
+    /// of `validate_only`).
+    pub(crate) async fn probe_pool(
+        &self,
+        index: usize,
+        spec: &SubnetSpec,
+    ) -> Result<SubnetRecord, GatewayError> {
+        let pool = self
+            .ipam
+            .clone()
+            .request_pool(ipb::RequestPoolRequest {
+                subnet: spec.subnet.clone(),
+                ip_range: spec.ip_range.clone(),
+                gateway: spec.gateway.clone(),
+                reserved_addresses: spec.aux_addresses.clone().into_iter().collect(),
+                validate_only: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|st| GatewayError::Ipam(rename_ipam_fields(st, index)))?
+            .into_inner();
+        Ok(SubnetRecord {
+            pool_id: String::new(),
+            subnet: pool.subnet,
+            ip_range: pool.ip_range,
+            gateway: pool.gateway,
+            aux_addresses: spec.aux_addresses.clone(),
+        })
+    }
+
+    /// Releases the pools of a network that is gone or was never recorded. Errors are logged:
+    /// a pool left behind stays reserved in IPAM (labelled `weft.network` with the network's
+    /// id) until it is released by hand; nothing sweeps pools.
     pub(crate) async fn release_pools(&self, subnets: &[SubnetRecord]) {
         for s in subnets {
             if let Err(st) = self
@@ -72,24 +103,20 @@ impl Gateway {
     pub(crate) async fn allocate(
         &self,
         net: &NetworkRecord,
-        settings: &pb::EndpointSettings,
+        settings: &EndpointSpec,
         owner: &str,
         ep: &mut EndpointRecord,
     ) -> Result<(), GatewayError> {
         for s in &net.subnets {
             let v6 = s.subnet.contains(':');
-            let wanted = if v6 {
-                &settings.ipv6_address
-            } else {
-                &settings.ipv4_address
-            };
+            let wanted = settings.address(v6);
             let alloc = self
                 .ipam
                 .clone()
                 .request_address(ipb::RequestAddressRequest {
                     pool_id: s.pool_id.clone(),
                     owner: owner.to_owned(),
-                    address: wanted.clone(),
+                    address: wanted.to_owned(),
                 })
                 .await;
             let alloc = match alloc {
@@ -118,6 +145,52 @@ impl Gateway {
             }
         }
         Ok(())
+    }
+
+    /// Every allocation in a pool.
+    pub(crate) async fn allocations_in(
+        &self,
+        pool_id: &str,
+    ) -> Result<Vec<ipb::Allocation>, GatewayError> {
+        let mut allocations = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .ipam
+                .clone()
+                .list_allocations(ipb::ListAllocationsRequest {
+                    pool_id: pool_id.to_owned(),
+                    page_size: 1000,
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(GatewayError::Ipam)?
+                .into_inner();
+            allocations.extend(page.allocations);
+            if page.next_page_token.is_empty() {
+                return Ok(allocations);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// The allocations `owner` holds.
+    pub(crate) async fn allocations_of(
+        &self,
+        owner: &str,
+    ) -> Result<Vec<ipb::Allocation>, GatewayError> {
+        Ok(self
+            .ipam
+            .clone()
+            .list_allocations(ipb::ListAllocationsRequest {
+                owner: owner.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map_err(GatewayError::Ipam)?
+            .into_inner()
+            .allocations)
     }
 
     /// Releases every address `owner` holds (idempotent).
@@ -159,7 +232,7 @@ pub(crate) fn rename_ipam_fields(st: tonic::Status, index: usize) -> tonic::Stat
         }
         f => format!("ipam.configs[{index}].{f}"),
     };
-    let violations: Vec<weft_runtime::FieldViolation> = bad
+    let violations: Vec<FieldViolation> = bad
         .field_violations
         .iter()
         .map(|v| {
@@ -169,7 +242,7 @@ pub(crate) fn rename_ipam_fields(st: tonic::Status, index: usize) -> tonic::Stat
                 .map_or((String::new(), v.description.clone()), |(a, b)| {
                     (a.trim_matches('"').to_owned(), b.to_owned())
                 });
-            weft_runtime::FieldViolation::new(rename(&v.field), value, reason)
+            FieldViolation::new(rename(&v.field), value, reason)
         })
         .collect();
     weft_runtime::invalid_argument(&violations)

@@ -6,6 +6,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use weft_runtime::FieldViolation;
 
+use super::check::{Violations, check_labels, check_name};
+
 /// Drivers a user may create networks with (`host` and `none` are the predefined networks').
 pub const USER_DRIVERS: &[&str] = &["bridge", "overlay", "macvlan", "ipvlan"];
 
@@ -92,30 +94,6 @@ pub struct NetworkRecord {
     pub updated_at_ms: i64,
 }
 
-/// Docker's network name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, here at most 128 characters.
-pub fn check_name(field: &str, name: &str) -> Result<(), FieldViolation> {
-    let mut chars = name.chars();
-    let ok_first = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if name.is_empty() {
-        return Err(FieldViolation::new(field, name, "must not be empty"));
-    }
-    if !ok_first || !chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
-        return Err(FieldViolation::new(
-            field,
-            name,
-            "must match [a-zA-Z0-9][a-zA-Z0-9_.-]*",
-        ));
-    }
-    if name.len() > 128 {
-        return Err(FieldViolation::new(
-            field,
-            name,
-            "longer than 128 characters",
-        ));
-    }
-    Ok(())
-}
-
 fn family_of(subnet: &str) -> Option<bool> {
     IpNet::from_str(subnet)
         .ok()
@@ -143,102 +121,28 @@ impl NetworkSpec {
     /// Checks everything that can be checked without other services; IPAM checks the subnets
     /// themselves (syntax, overlap) before anything is written.
     pub fn validate(raw: RawNetwork) -> Result<Self, Vec<FieldViolation>> {
-        let mut errs = Vec::new();
-        if let Err(v) = check_name("name", &raw.name) {
-            errs.push(v);
-        }
+        let mut errs = Violations::default();
+        errs.check(check_name("name", &raw.name));
         let driver = if raw.driver.is_empty() {
             "bridge".to_owned()
         } else {
             raw.driver.clone()
         };
-        if !USER_DRIVERS.contains(&driver.as_str()) {
-            let reason = if driver == "host" || driver == "none" {
-                format!("only the predefined network {driver:?} uses this driver")
-            } else {
-                format!("unknown driver (known: {})", USER_DRIVERS.join(", "))
-            };
-            errs.push(FieldViolation::new("driver", &raw.driver, reason));
-        }
-        if !(raw.ipam_driver.is_empty() || raw.ipam_driver == "default") {
-            errs.push(FieldViolation::new(
-                "ipam.driver",
-                &raw.ipam_driver,
-                "unknown IPAM driver (known: default)",
-            ));
-        }
-        for key in raw.ipam_options.keys() {
-            errs.push(FieldViolation::new(
-                format!("ipam.options[{key}]"),
-                key,
-                "unknown IPAM option (none are known)",
-            ));
-        }
-        let known = known_options(&driver);
-        for (key, value) in &raw.options {
-            if !known.contains(&key.as_str()) {
-                errs.push(FieldViolation::new(
-                    format!("options[{key}]"),
-                    key,
-                    format!(
-                        "unknown option for driver {driver} (known: {})",
-                        known.join(", ")
-                    ),
-                ));
-                continue;
-            }
-            check_option(&driver, key, value, &mut errs);
-        }
+        check_driver(&driver, &raw.driver, &mut errs);
+        check_ipam(&raw, &mut errs);
+        check_options(&driver, &raw.options, &mut errs);
         let enable_ipv4 = raw.enable_ipv4.unwrap_or(true);
         if !enable_ipv4 && !raw.enable_ipv6 {
-            errs.push(FieldViolation::new(
+            errs.add(
                 "enable_ipv4",
                 "false",
                 "a network needs IPv4 or IPv6 (set enable_ipv6)",
-            ));
+            );
         }
-        for (i, s) in raw.subnets.iter().enumerate() {
-            match family_of(&s.subnet) {
-                Some(true) if !raw.enable_ipv6 => errs.push(FieldViolation::new(
-                    format!("ipam.configs[{i}].subnet"),
-                    &s.subnet,
-                    "an IPv6 subnet needs enable_ipv6",
-                )),
-                Some(false) if !enable_ipv4 => errs.push(FieldViolation::new(
-                    format!("ipam.configs[{i}].subnet"),
-                    &s.subnet,
-                    "an IPv4 subnet needs enable_ipv4",
-                )),
-                None if s.subnet.is_empty() => errs.push(FieldViolation::new(
-                    format!("ipam.configs[{i}].subnet"),
-                    "",
-                    "required in an IPAM config",
-                )),
-                // Malformed subnets are refused by IPAM, which names the field.
-                _ => {}
-            }
-        }
-        for (i, d) in raw.dns_servers.iter().enumerate() {
-            if IpAddr::from_str(d).is_err() {
-                errs.push(FieldViolation::new(
-                    format!("dns_servers[{i}]"),
-                    d,
-                    "not an IP address",
-                ));
-            }
-        }
-        for key in raw.labels.keys() {
-            if key.is_empty() {
-                errs.push(FieldViolation::new(
-                    "labels",
-                    key,
-                    "label keys must not be empty",
-                ));
-            }
-        }
-        if !errs.is_empty() {
-            return Err(errs);
-        }
+        check_subnets(&raw.subnets, enable_ipv4, raw.enable_ipv6, &mut errs);
+        errs.extend(check_dns_servers(&raw.dns_servers));
+        errs.extend(check_labels("labels", &raw.labels));
+        errs.finish(())?;
         Ok(Self {
             name: raw.name,
             driver,
@@ -272,8 +176,78 @@ impl NetworkSpec {
     }
 }
 
-/// Checks the value of a known option; `driver` decides nothing yet but documents the scope.
-fn check_option(_driver: &str, key: &str, value: &str, errs: &mut Vec<FieldViolation>) {
+fn check_driver(driver: &str, given: &str, errs: &mut Violations) {
+    if !USER_DRIVERS.contains(&driver) {
+        let reason = if driver == "host" || driver == "none" {
+            format!("only the predefined network {driver:?} uses this driver")
+        } else {
+            format!("unknown driver (known: {})", USER_DRIVERS.join(", "))
+        };
+        errs.add("driver", given, reason);
+    }
+}
+
+fn check_ipam(raw: &RawNetwork, errs: &mut Violations) {
+    if !(raw.ipam_driver.is_empty() || raw.ipam_driver == "default") {
+        errs.add(
+            "ipam.driver",
+            &raw.ipam_driver,
+            "unknown IPAM driver (known: default)",
+        );
+    }
+    for key in raw.ipam_options.keys() {
+        errs.add(
+            format!("ipam.options[{key}]"),
+            key,
+            "unknown IPAM option (none are known)",
+        );
+    }
+}
+
+fn check_options(driver: &str, options: &BTreeMap<String, String>, errs: &mut Violations) {
+    let known = known_options(driver);
+    for (key, value) in options {
+        if !known.contains(&key.as_str()) {
+            errs.add(
+                format!("options[{key}]"),
+                key,
+                format!(
+                    "unknown option for driver {driver} (known: {})",
+                    known.join(", ")
+                ),
+            );
+            continue;
+        }
+        errs.check(check_option(key, value));
+    }
+}
+
+/// Each subnet's family must be enabled; malformed subnets are refused by IPAM, which names
+/// the field.
+fn check_subnets(subnets: &[SubnetSpec], v4: bool, v6: bool, errs: &mut Violations) {
+    for (i, s) in subnets.iter().enumerate() {
+        let field = format!("ipam.configs[{i}].subnet");
+        match family_of(&s.subnet) {
+            Some(true) if !v6 => errs.add(field, &s.subnet, "an IPv6 subnet needs enable_ipv6"),
+            Some(false) if !v4 => errs.add(field, &s.subnet, "an IPv4 subnet needs enable_ipv4"),
+            None if s.subnet.is_empty() => errs.add(field, "", "required in an IPAM config"),
+            _ => {}
+        }
+    }
+}
+
+/// A network's DNS upstreams: IP addresses.
+pub fn check_dns_servers(servers: &[String]) -> Vec<FieldViolation> {
+    servers
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| IpAddr::from_str(d).is_err())
+        .map(|(i, d)| FieldViolation::new(format!("dns_servers[{i}]"), d, "not an IP address"))
+        .collect()
+}
+
+/// Checks the value of a known option.
+fn check_option(key: &str, value: &str) -> Result<(), FieldViolation> {
     let (ok, reason) = match key {
         "com.docker.network.driver.mtu" => (
             value
@@ -300,13 +274,78 @@ fn check_option(_driver: &str, key: &str, value: &str, errs: &mut Vec<FieldViola
         "ipvlan_mode" => (["l2", "l3", "l3s"].contains(&value), "one of l2, l3, l3s"),
         _ => (true, ""),
     };
-    if !ok {
-        errs.push(FieldViolation::new(
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldViolation::new(
             format!("options[{key}]"),
             value,
             reason,
-        ));
+        ))
     }
+}
+
+/// The raw fields of an UpdateNetwork request.
+#[derive(Debug, Clone, Default)]
+pub struct RawNetworkUpdate {
+    pub network: String,
+    pub labels: BTreeMap<String, String>,
+    pub dns_servers: Vec<String>,
+    /// The update mask's paths.
+    pub paths: Vec<String>,
+}
+
+/// A validated UpdateNetwork request: the fields to replace, each only when the mask names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkUpdate {
+    pub network: String,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub dns_servers: Option<Vec<String>>,
+}
+
+impl NetworkUpdate {
+    pub fn validate(raw: RawNetworkUpdate) -> Result<Self, Vec<FieldViolation>> {
+        if raw.paths.is_empty() {
+            return Err(vec![FieldViolation::new(
+                "update_mask",
+                "",
+                "name the fields to change (labels, dns_servers)",
+            )]);
+        }
+        if let Some(p) = raw
+            .paths
+            .iter()
+            .find(|p| *p != "labels" && *p != "dns_servers")
+        {
+            return Err(vec![FieldViolation::new(
+                "update_mask",
+                p,
+                "only labels and dns_servers can change",
+            )]);
+        }
+        let dns = check_dns_servers(&raw.dns_servers);
+        if !dns.is_empty() {
+            return Err(dns);
+        }
+        let named = |field: &str| raw.paths.iter().any(|p| p == field);
+        Ok(Self {
+            labels: named("labels").then(|| raw.labels.clone()),
+            dns_servers: named("dns_servers").then(|| raw.dns_servers.clone()),
+            network: raw.network,
+        })
+    }
+}
+
+/// A PruneNetworks request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneSpec {
+    /// Every one must match.
+    pub label: Vec<String>,
+    /// A network matching any of these is kept.
+    pub label_not: Vec<String>,
+    /// Only networks created before this time.
+    pub until_ms: Option<i64>,
+    pub validate_only: bool,
 }
 
 #[cfg(test)]
@@ -317,16 +356,6 @@ mod tests {
         RawNetwork {
             name: name.into(),
             ..Default::default()
-        }
-    }
-
-    #[test]
-    fn names_follow_dockers_rule() {
-        for ok in ["my-net", "a", "net_1.x", "N9"] {
-            assert!(check_name("name", ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "-x", ".x", "a b", "ü", "a/b", &"x".repeat(129)] {
-            assert!(check_name("name", bad).is_err(), "{bad}");
         }
     }
 

@@ -1,11 +1,18 @@
-//! Sandboxes and endpoints in the gateway's own terms, and the rules decided here: interface
-//! names, MAC addresses, and which endpoint provides the default route.
+//! Sandboxes (the network namespace of a container or pod) in the gateway's own terms: the
+//! request as asked, the validated spec, and the record as stored.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 use weft_runtime::FieldViolation;
 
+use super::{
+    check::{Violations, check_dns_name, check_labels, check_name, parse_ip},
+    endpoint::{EndpointSpec, RawSettings},
+    ports::{self, PortRecord, RawPort},
+};
+
+/// The resolver settings of a sandbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsRecord {
     pub servers: Vec<String>,
@@ -13,15 +20,7 @@ pub struct DnsRecord {
     pub options: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortRecord {
-    pub protocol: i32,
-    pub host_ip: String,
-    pub host_port: u32,
-    pub container_port: u32,
-    pub range: u32,
-}
-
+/// A sandbox as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxRecord {
     pub id: String,
@@ -31,6 +30,7 @@ pub struct SandboxRecord {
     pub netns_path: String,
     pub hostname: String,
     pub dns: DnsRecord,
+    /// (hostname, address), in the order given.
     pub extra_hosts: Vec<(String, String)>,
     pub port_mappings: Vec<PortRecord>,
     pub network_mode: String,
@@ -46,172 +46,252 @@ pub struct SandboxRecord {
     pub hosts_path: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointRecord {
-    pub id: String,
-    pub network_id: String,
-    pub network_name: String,
-    pub sandbox_id: String,
-    pub sandbox_name: String,
+impl SandboxRecord {
+    /// The sandbox whose endpoints this one shows: itself, or for `container:` mode the one
+    /// whose namespace it shares.
+    pub fn endpoints_owner(&self) -> &str {
+        self.network_mode
+            .strip_prefix("container:")
+            .unwrap_or(&self.id)
+    }
+}
+
+/// One initial attachment as asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawAttachment {
+    pub network: String,
+    pub settings: RawSettings,
+}
+
+/// The raw fields of a CreateSandbox request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawSandbox {
+    pub name: String,
+    pub container_id: String,
     pub host: String,
-    pub interface_name: String,
-    pub mac_address: String,
-    /// CIDR form, empty when the network has no IPv4.
-    pub ipv4_address: String,
-    pub ipv6_address: String,
-    pub gateway: String,
-    pub ipv6_gateway: String,
-    pub aliases: Vec<String>,
-    pub gw_priority: i64,
-    pub link_local_ips: Vec<String>,
-    pub driver_options: BTreeMap<String, String>,
-    /// Internal networks offer no default route.
-    pub internal: bool,
-    pub created_at_ms: i64,
+    pub netns_path: String,
+    pub hostname: String,
+    pub dns: DnsRecord,
+    /// (hostname, address).
+    pub extra_hosts: Vec<(String, String)>,
+    pub port_mappings: Vec<RawPort>,
+    pub networks: Vec<RawAttachment>,
+    pub network_mode: String,
+    pub labels: BTreeMap<String, String>,
 }
 
-/// The endpoint that provides the default route of one family, among a sandbox's endpoints
-/// that offer one (not internal, with a gateway of that family): the highest gw_priority wins;
-/// on a tie, the network whose name sorts first wins, as Docker (28) decides it.
-pub fn default_route(endpoints: &[EndpointRecord], v6: bool) -> Option<&EndpointRecord> {
-    endpoints
-        .iter()
-        .filter(|e| !e.internal && !(if v6 { &e.ipv6_gateway } else { &e.gateway }).is_empty())
-        .min_by(|a, b| {
-            b.gw_priority
-                .cmp(&a.gw_priority)
-                .then_with(|| a.network_name.cmp(&b.network_name))
+/// Whose namespace a sandbox lives in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Its own namespace, connected to networks.
+    Own,
+    /// Its own namespace, loopback only, never connected.
+    None,
+    /// The host's namespace.
+    Host,
+    /// The namespace of the sandbox this key names.
+    Container(String),
+}
+
+impl NetworkMode {
+    fn parse(mode: &str) -> Result<Self, FieldViolation> {
+        match mode {
+            "" => Ok(Self::Own),
+            "none" => Ok(Self::None),
+            "host" => Ok(Self::Host),
+            m => match m.strip_prefix("container:") {
+                Some(target) => Ok(Self::Container(target.to_owned())),
+                None => Err(FieldViolation::new(
+                    "network_mode",
+                    m,
+                    "expected empty, \"none\", \"host\" or \"container:<sandbox>\"",
+                )),
+            },
+        }
+    }
+}
+
+/// An extra hosts entry's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostAddress {
+    Ip(IpAddr),
+    /// Docker's `host-gateway`: the gateway address of the `bridge` network.
+    HostGateway,
+}
+
+/// One initial attachment, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentSpec {
+    pub network: String,
+    pub settings: EndpointSpec,
+}
+
+/// A validated CreateSandbox request: every value checked for what its consumer accepts;
+/// what depends on other state (the host, the shared sandbox, free names and ports) is
+/// checked by the saga.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSpec {
+    /// Empty: derived from the id.
+    pub name: String,
+    pub container_id: String,
+    /// Empty: the only host.
+    pub host: String,
+    pub netns_path: String,
+    /// Empty: derived from the container id or the id.
+    pub hostname: String,
+    pub dns: DnsRecord,
+    pub extra_hosts: Vec<(String, HostAddress)>,
+    /// Host ports 0 still to be chosen.
+    pub ports: Vec<PortRecord>,
+    pub networks: Vec<AttachmentSpec>,
+    pub network_mode: NetworkMode,
+    /// As asked (`container:` with the caller's key).
+    pub network_mode_text: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl SandboxSpec {
+    pub fn validate(raw: RawSandbox) -> Result<Self, Vec<FieldViolation>> {
+        let mut errs = Violations::default();
+        if !raw.name.is_empty() {
+            errs.check(check_name("name", &raw.name));
+        }
+        let mode = NetworkMode::parse(&raw.network_mode)
+            .map_err(|v| errs.check(Err(v)))
+            .unwrap_or(NetworkMode::Own);
+        check_mode_excludes(&raw, &mut errs);
+        if !raw.hostname.is_empty() {
+            errs.check(check_dns_name("hostname", &raw.hostname));
+        }
+        check_dns_servers(&raw.dns.servers, &mut errs);
+        let extra_hosts = check_extra_hosts(&raw.extra_hosts, &mut errs);
+        let ports = ports::validate(raw.port_mappings)
+            .map_err(|v| errs.extend(v))
+            .unwrap_or_default();
+        let mut networks = Vec::new();
+        for (i, a) in raw.networks.into_iter().enumerate() {
+            if a.network.is_empty() {
+                errs.add(format!("networks[{i}].network"), "", "must name a network");
+            }
+            match EndpointSpec::validate(&format!("networks[{i}].settings."), a.settings) {
+                Ok(settings) => networks.push(AttachmentSpec {
+                    network: a.network,
+                    settings,
+                }),
+                Err(v) => errs.extend(v),
+            }
+        }
+        errs.extend(check_labels("labels", &raw.labels));
+        errs.finish(Self {
+            name: raw.name,
+            container_id: raw.container_id,
+            host: raw.host,
+            netns_path: raw.netns_path,
+            hostname: raw.hostname,
+            dns: raw.dns,
+            extra_hosts,
+            ports,
+            networks,
+            network_mode: mode,
+            network_mode_text: raw.network_mode,
+            labels: raw.labels,
         })
-}
-
-/// The first `ethN` not used by the sandbox's endpoints.
-pub fn next_interface(endpoints: &[EndpointRecord]) -> String {
-    (0..)
-        .map(|n| format!("eth{n}"))
-        .find(|name| endpoints.iter().all(|e| &e.interface_name != name))
-        .unwrap_or_else(|| "eth0".into())
-}
-
-/// A stable, locally administered MAC derived from the endpoint id (as Docker derives it from
-/// the IPv4 address, but stable also for IPv6-only endpoints).
-pub fn mac_for(endpoint_id: &str) -> String {
-    let hex = endpoint_id.as_bytes();
-    let byte = |i: usize| {
-        hex.get(i * 2..i * 2 + 2)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .unwrap_or(0)
-    };
-    format!(
-        "02:42:{:02x}:{:02x}:{:02x}:{:02x}",
-        byte(0),
-        byte(1),
-        byte(2),
-        byte(3)
-    )
-}
-
-/// Checks an interface name: 1 to 15 characters, no `/`, space or `:`.
-pub fn check_interface(field: &str, name: &str) -> Result<(), FieldViolation> {
-    if name.is_empty()
-        || name.len() > 15
-        || name.contains(['/', ' ', ':'])
-        || name == "."
-        || name == ".."
-    {
-        return Err(FieldViolation::new(
-            field,
-            name,
-            "an interface name: 1 to 15 characters, no / : or space",
-        ));
     }
-    Ok(())
 }
 
-/// Checks a DNS alias: dot-separated labels of letters, digits and `-`, at most 253 characters.
-pub fn check_alias(field: &str, alias: &str) -> Result<(), FieldViolation> {
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    };
-    if alias.is_empty() || alias.len() > 253 || !alias.split('.').all(label_ok) {
-        return Err(FieldViolation::new(field, alias, "not a DNS name"));
+/// A sandbox that shares or lacks a namespace of its own has no attachments or ports.
+fn check_mode_excludes(raw: &RawSandbox, errs: &mut Violations) {
+    let mode = raw.network_mode.as_str();
+    if mode.is_empty() {
+        return;
     }
-    Ok(())
+    if !raw.networks.is_empty() {
+        errs.add(
+            "networks",
+            raw.networks.len().to_string(),
+            format!("no attachments with network_mode {mode:?}"),
+        );
+    }
+    if !raw.port_mappings.is_empty() {
+        errs.add(
+            "port_mappings",
+            raw.port_mappings.len().to_string(),
+            format!("no published ports with network_mode {mode:?}"),
+        );
+    }
 }
 
-/// Checks a MAC address (six colon-separated hex bytes, unicast).
-pub fn check_mac(field: &str, mac: &str) -> Result<(), FieldViolation> {
-    let parts: Vec<_> = mac.split(':').collect();
-    let ok = parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok());
-    if !ok {
-        return Err(FieldViolation::new(
-            field,
-            mac,
-            "not a MAC address (aa:bb:cc:dd:ee:ff)",
-        ));
+/// Upstreams: an IP address, or IP:PORT.
+fn check_dns_servers(servers: &[String], errs: &mut Violations) {
+    for (i, d) in servers.iter().enumerate() {
+        let ok = d.parse::<IpAddr>().is_ok() || d.parse::<std::net::SocketAddr>().is_ok();
+        if !ok {
+            errs.add(
+                format!("dns.servers[{i}]"),
+                d,
+                "not an IP address (or IP:PORT)",
+            );
+        }
     }
-    if u8::from_str_radix(parts[0], 16).is_ok_and(|b| b & 1 == 1) {
-        return Err(FieldViolation::new(field, mac, "a multicast MAC address"));
+}
+
+fn check_extra_hosts(
+    hosts: &[(String, String)],
+    errs: &mut Violations,
+) -> Vec<(String, HostAddress)> {
+    let mut out = Vec::new();
+    for (i, (name, address)) in hosts.iter().enumerate() {
+        errs.check(check_dns_name(&format!("extra_hosts[{i}].hostname"), name));
+        let address = if address == "host-gateway" {
+            Ok(HostAddress::HostGateway)
+        } else {
+            parse_ip(&format!("extra_hosts[{i}].address"), address).map(HostAddress::Ip)
+        };
+        match address {
+            Ok(a) => out.push((name.clone(), a)),
+            Err(v) => errs.check(Err(v)),
+        }
     }
-    Ok(())
+    out
+}
+
+/// The first `n` characters of `s` (never splits a character).
+pub fn prefix(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(at, _)| &s[..at])
+}
+
+/// The name of a sandbox created without one: the first 12 characters of its id, as Docker's
+/// short ids.
+pub fn default_name(id: &str) -> String {
+    prefix(id, 12).to_owned()
+}
+
+/// The hostname of a sandbox created without one: the first 12 characters of the container id
+/// when it has 12 or more, else of the sandbox id (as Docker uses the short container id).
+pub fn default_hostname(container_id: &str, id: &str) -> String {
+    if container_id.chars().count() >= 12 {
+        prefix(container_id, 12).to_owned()
+    } else {
+        prefix(id, 12).to_owned()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ep(net: &str, prio: i64, internal: bool) -> EndpointRecord {
-        EndpointRecord {
-            id: net.into(),
-            network_id: net.into(),
-            network_name: net.into(),
-            sandbox_id: String::new(),
-            sandbox_name: String::new(),
-            host: String::new(),
-            interface_name: String::new(),
-            mac_address: String::new(),
-            ipv4_address: "10.0.0.2/24".into(),
-            ipv6_address: String::new(),
-            gateway: "10.0.0.1".into(),
-            ipv6_gateway: String::new(),
-            aliases: vec![],
-            gw_priority: prio,
-            link_local_ips: vec![],
-            driver_options: BTreeMap::new(),
-            internal,
-            created_at_ms: 0,
-        }
-    }
-
     #[test]
-    fn highest_priority_wins_then_first_name_and_internal_never() {
-        let eps = [ep("b", 0, false), ep("a", 0, false), ep("c", -1, false)];
-        assert_eq!(default_route(&eps, false).unwrap().network_name, "a");
-        let eps = [ep("b", 10, false), ep("a", 0, false), ep("z", 100, true)];
-        assert_eq!(default_route(&eps, false).unwrap().network_name, "b");
-        assert!(default_route(&eps, true).is_none());
-        assert!(default_route(&[ep("x", 5, true)], false).is_none());
-    }
-
-    #[test]
-    fn interfaces_fill_the_first_gap_and_macs_are_stable() {
-        let mut a = ep("a", 0, false);
-        a.interface_name = "eth0".into();
-        let mut c = ep("c", 0, false);
-        c.interface_name = "eth2".into();
-        assert_eq!(next_interface(&[a, c]), "eth1");
-        assert_eq!(mac_for("0a1b2c3d"), "02:42:0a:1b:2c:3d");
-        assert!(check_mac("m", &mac_for("ffffffff")).is_ok());
-        assert!(check_mac("m", "01:00:5e:00:00:01").is_err());
-        assert!(check_alias("a", "web.local").is_ok());
-        assert!(check_alias("a", "-bad").is_err());
+    fn prefixes_never_split_a_character() {
+        assert_eq!(prefix("abcdef", 3), "abc");
+        assert_eq!(prefix("ab", 3), "ab");
+        let multibyte = "ééééééééééééé";
+        assert_eq!(prefix(multibyte, 12).chars().count(), 12);
+        assert_eq!(default_hostname("ééé", "0123456789abcdef"), "0123456789ab");
+        assert_eq!(
+            default_hostname(multibyte, "0123456789abcdef")
+                .chars()
+                .count(),
+            12
+        );
     }
 }

@@ -5,29 +5,80 @@ use sqlx::{AnyConnection, Row as _};
 use weft_proto::gateway::v1 as pb;
 
 use super::{Result, StoreError};
+use crate::domain::host::{HostCapabilities, HostRecord};
 
-/// A stored host: its registration, whether it is up, and its last heartbeat.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredHost {
-    /// As registered; `state` and `last_heartbeat` are not set in it.
-    pub host: pb::Host,
-    pub up: bool,
-    pub last_heartbeat_ms: i64,
+/// The registration as the record column holds it: the API's `Host` message, without state and
+/// heartbeat (those are columns, so that marking a host down is one conditional UPDATE).
+fn registration(h: &HostRecord) -> pb::Host {
+    pb::Host {
+        name: h.name.clone(),
+        agent_address: h.agent_address.clone(),
+        dns_address: h.dns_address.clone(),
+        addresses: h.addresses.clone(),
+        capabilities: h.capabilities.as_ref().map(|c| pb::HostCapabilities {
+            drivers: c.drivers.clone(),
+            bridge: c.bridge,
+            veth: c.veth,
+            vxlan: c.vxlan,
+            macvlan: c.macvlan,
+            ipvlan: c.ipvlan,
+            vlan: c.vlan,
+            ipv6: c.ipv6,
+            nftables: c.nftables,
+            nftables_nat: c.nftables_nat,
+            kernel_release: c.kernel_release.clone(),
+        }),
+        state: pb::HostState::Unspecified as i32,
+        last_heartbeat: None,
+        registered_at: (h.registered_at_ms > 0).then(|| prost_types::Timestamp {
+            seconds: h.registered_at_ms.div_euclid(1000),
+            nanos: i32::try_from(h.registered_at_ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+        }),
+        agent_version: h.agent_version.clone(),
+    }
+}
+
+fn record(host: pb::Host, up: bool, last_heartbeat_ms: i64) -> HostRecord {
+    HostRecord {
+        capabilities: host.capabilities.map(|c| HostCapabilities {
+            drivers: c.drivers,
+            bridge: c.bridge,
+            veth: c.veth,
+            vxlan: c.vxlan,
+            macvlan: c.macvlan,
+            ipvlan: c.ipvlan,
+            vlan: c.vlan,
+            ipv6: c.ipv6,
+            nftables: c.nftables,
+            nftables_nat: c.nftables_nat,
+            kernel_release: c.kernel_release,
+        }),
+        registered_at_ms: host.registered_at.map_or(0, |t| {
+            t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000)
+        }),
+        name: host.name,
+        agent_address: host.agent_address,
+        dns_address: host.dns_address,
+        addresses: host.addresses,
+        agent_version: host.agent_version,
+        up,
+        last_heartbeat_ms,
+    }
 }
 
 fn state(up: bool) -> &'static str {
     if up { "up" } else { "down" }
 }
 
-/// Inserts or replaces the host `h.host.name`.
-pub async fn put(conn: &mut AnyConnection, h: &StoredHost) -> Result<()> {
+/// Inserts or replaces the host `h.name`.
+pub async fn put(conn: &mut AnyConnection, h: &HostRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO gateway_hosts (name, record, state, last_heartbeat_ms) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (name) DO UPDATE SET record = excluded.record, state = excluded.state, \
          last_heartbeat_ms = excluded.last_heartbeat_ms",
     )
-    .bind(&h.host.name)
-    .bind(h.host.encode_to_vec())
+    .bind(&h.name)
+    .bind(registration(h).encode_to_vec())
     .bind(state(h.up))
     .bind(h.last_heartbeat_ms)
     .execute(conn)
@@ -61,20 +112,20 @@ pub async fn mark_down(conn: &mut AnyConnection, name: &str, before_ms: i64) -> 
     Ok(done.rows_affected() == 1)
 }
 
-fn decode(row: &sqlx::any::AnyRow) -> Result<StoredHost> {
+fn decode(row: &sqlx::any::AnyRow) -> Result<HostRecord> {
     let bytes: Vec<u8> = row.try_get("record")?;
     let host = pb::Host::decode(bytes.as_slice()).map_err(|e| StoreError::Corrupt {
         what: "host",
         reason: e.to_string(),
     })?;
-    Ok(StoredHost {
+    Ok(record(
         host,
-        up: row.try_get::<String, _>("state")? == "up",
-        last_heartbeat_ms: row.try_get("last_heartbeat_ms")?,
-    })
+        row.try_get::<String, _>("state")? == "up",
+        row.try_get("last_heartbeat_ms")?,
+    ))
 }
 
-pub async fn get(conn: &mut AnyConnection, name: &str) -> Result<Option<StoredHost>> {
+pub async fn get(conn: &mut AnyConnection, name: &str) -> Result<Option<HostRecord>> {
     let row =
         sqlx::query("SELECT record, state, last_heartbeat_ms FROM gateway_hosts WHERE name = $1")
             .bind(name)
@@ -84,7 +135,7 @@ pub async fn get(conn: &mut AnyConnection, name: &str) -> Result<Option<StoredHo
 }
 
 /// Every host, by name.
-pub async fn list(conn: &mut AnyConnection) -> Result<Vec<StoredHost>> {
+pub async fn list(conn: &mut AnyConnection) -> Result<Vec<HostRecord>> {
     let rows =
         sqlx::query("SELECT record, state, last_heartbeat_ms FROM gateway_hosts ORDER BY name")
             .fetch_all(conn)

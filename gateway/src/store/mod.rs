@@ -1,9 +1,12 @@
-//! SQL for networks, the event log and applied request ids; one set of statements for SQLite and
-//! Postgres.
+//! The gateway's store: one set of SQL statements for SQLite and Postgres. Records are kept as
+//! JSON of the domain's record types (hosts and events as the API's protobuf, their published
+//! form); the revision counter and the event log live here, the tables of each kind of object
+//! in the modules below.
 
 use prost::Message as _;
-use sqlx::{AnyConnection, Row as _};
+use sqlx::{Any, AnyConnection, Row as _, Transaction};
 use weft_proto::gateway::v1 as pb;
+use weft_store::{Backend, Db};
 
 pub mod hosts;
 pub mod networks;
@@ -20,9 +23,26 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("stored {what} cannot be read: {reason}")]
     Corrupt { what: &'static str, reason: String },
+    #[error("{what} cannot be stored: {reason}")]
+    Unwritable { what: &'static str, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A read transaction whose reads all see one snapshot (REPEATABLE READ on Postgres; a SQLite
+/// read transaction is one already), so that a revision and the state it reflects agree.
+pub async fn read_snapshot(db: &Db) -> Result<Transaction<'static, Any>> {
+    let begin = match db.backend() {
+        Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+        Backend::Sqlite => "BEGIN",
+    };
+    Ok(db.read().begin_with(begin).await?)
+}
+
+/// A write transaction (on SQLite it takes the write lock up front).
+pub async fn write_transaction(db: &Db) -> Result<Transaction<'static, Any>> {
+    Ok(db.write().begin_with(db.begin_write_sql()).await?)
+}
 
 /// Takes the next revision; the row stays locked until the transaction ends.
 pub async fn next_revision(conn: &mut AnyConnection) -> Result<u64> {
@@ -145,6 +165,14 @@ impl Table {
             Self::Sandboxes => "gateway_sandboxes",
         }
     }
+}
+
+/// A record as its JSON column holds it.
+pub(crate) fn encode<T: serde::Serialize>(what: &'static str, record: &T) -> Result<String> {
+    serde_json::to_string(record).map_err(|e| StoreError::Unwritable {
+        what,
+        reason: e.to_string(),
+    })
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &'static str, json: &str) -> Result<T> {

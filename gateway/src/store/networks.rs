@@ -2,15 +2,8 @@
 
 use sqlx::{AnyConnection, Row as _};
 
-use super::{Result, StoreError};
+use super::{Result, decode, encode};
 use crate::domain::network::NetworkRecord;
-
-fn decode_record(json: &str) -> Result<NetworkRecord> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
-        what: "network",
-        reason: e.to_string(),
-    })
-}
 
 pub async fn insert(conn: &mut AnyConnection, rec: &NetworkRecord) -> Result<()> {
     sqlx::query(
@@ -21,7 +14,7 @@ pub async fn insert(conn: &mut AnyConnection, rec: &NetworkRecord) -> Result<()>
     .bind(&rec.name)
     .bind(&rec.driver)
     .bind(i64::from(rec.predefined))
-    .bind(serde_json::to_string(rec).unwrap_or_default())
+    .bind(encode("network", rec)?)
     .bind(rec.created_at_ms)
     .execute(conn)
     .await?;
@@ -31,7 +24,7 @@ pub async fn insert(conn: &mut AnyConnection, rec: &NetworkRecord) -> Result<()>
 pub async fn update(conn: &mut AnyConnection, rec: &NetworkRecord) -> Result<()> {
     sqlx::query("UPDATE gateway_networks SET record = $2 WHERE id = $1")
         .bind(&rec.id)
-        .bind(serde_json::to_string(rec).unwrap_or_default())
+        .bind(encode("network", rec)?)
         .execute(conn)
         .await?;
     Ok(())
@@ -50,7 +43,7 @@ pub async fn find(conn: &mut AnyConnection, key: &str) -> Result<Vec<NetworkReco
     super::find_by_key(conn, super::Table::Networks, key)
         .await?
         .iter()
-        .map(|j| decode_record(j))
+        .map(|j| decode("network", j))
         .collect()
 }
 
@@ -59,6 +52,6 @@ pub async fn list(conn: &mut AnyConnection) -> Result<Vec<NetworkRecord>> {
         .fetch_all(conn)
         .await?;
     rows.iter()
-        .map(|r| decode_record(&r.try_get::<String, _>("record")?))
+        .map(|r| decode("network", &r.try_get::<String, _>("record")?))
         .collect()
 }

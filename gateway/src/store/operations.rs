@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row as _};
 
-use super::{Result, decode};
-use crate::domain::sandbox::{EndpointRecord, SandboxRecord};
+use super::{Result, decode, encode};
+use crate::domain::{endpoint::EndpointRecord, sandbox::SandboxRecord};
 
 /// A saga in flight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,7 +54,7 @@ pub async fn insert(conn: &mut AnyConnection, op: &Operation, now_ms: i64) -> Re
     )
     .bind(op.id())
     .bind(op.kind())
-    .bind(serde_json::to_string(op).unwrap_or_default())
+    .bind(encode("operation", op)?)
     .bind(now_ms)
     .execute(conn)
     .await?;

@@ -2,15 +2,15 @@
 
 use sqlx::{AnyConnection, Row as _};
 
-use super::{Result, decode};
-use crate::domain::sandbox::{EndpointRecord, SandboxRecord};
+use super::{Result, decode, encode};
+use crate::domain::{endpoint::EndpointRecord, sandbox::SandboxRecord};
 
 pub async fn insert(conn: &mut AnyConnection, s: &SandboxRecord) -> Result<()> {
     sqlx::query("INSERT INTO gateway_sandboxes (id, name, host, record, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
         .bind(&s.id)
         .bind(&s.name)
         .bind(&s.host)
-        .bind(serde_json::to_string(s).unwrap_or_default())
+        .bind(encode("sandbox", s)?)
         .bind(s.created_at_ms)
         .execute(conn)
         .await?;
@@ -50,7 +50,7 @@ pub async fn insert_endpoint(conn: &mut AnyConnection, e: &EndpointRecord) -> Re
     .bind(&e.id)
     .bind(&e.sandbox_id)
     .bind(&e.network_id)
-    .bind(serde_json::to_string(e).unwrap_or_default())
+    .bind(encode("endpoint", e)?)
     .bind(e.created_at_ms)
     .execute(conn)
     .await?;
