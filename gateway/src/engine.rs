@@ -8,7 +8,11 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, PoisonError},
+    net::IpAddr,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicI64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -26,7 +30,7 @@ use crate::{
         sandbox::SandboxRecord,
     },
     error::GatewayError,
-    store::{self, StoreError, operations::Operation, sandboxes::Owner},
+    store::{self, StoreError, operations::Operation, requests::Retention, sandboxes::Owner},
     to_pb,
 };
 
@@ -45,6 +49,12 @@ pub struct GatewayOptions {
     pub fault: Option<String>,
     /// How often agents send heartbeats; three missed ones mark their host down.
     pub heartbeat_interval: Duration,
+    /// How long a request id's answer is replayed.
+    pub request_id_ttl: Duration,
+    /// How many request ids are remembered at most (the oldest are forgotten first).
+    pub request_id_max: u64,
+    /// Watch streams one client (peer address) may hold at once.
+    pub max_watches_per_client: usize,
 }
 
 /// The gateway's state and its clients.
@@ -69,6 +79,11 @@ pub struct Gateway {
     /// Clients of registered hosts' agents (see `agents`).
     pub(crate) agents: AgentClients,
     pub(crate) clock: Clock,
+    pub(crate) request_id_ttl: Duration,
+    pub(crate) request_id_max: u64,
+    /// Watch streams open per peer address, and the most one may hold.
+    pub(crate) watchers: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
+    pub(crate) max_watches_per_client: usize,
 }
 
 /// What this replica last read about a host, with its clients.
@@ -87,15 +102,44 @@ pub(crate) struct CachedAgent {
 /// Agent clients by host name.
 pub(crate) type AgentClients = Arc<Mutex<HashMap<String, CachedAgent>>>;
 
-/// The gateway's clock (milliseconds since the Unix epoch).
+/// The gateway's clock (milliseconds since the Unix epoch): the system's, plus an offset that
+/// only tests move ([`Clock::advance`]), so that expiry is tested without waiting for it.
 #[derive(Debug, Clone, Default)]
-pub struct Clock;
+pub struct Clock {
+    offset_ms: Arc<AtomicI64>,
+}
 
 impl Clock {
     pub fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now()
+        let system = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        system.saturating_add(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves this gateway's time forward (tests: a request id expires without a wait).
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
+/// One Watch stream of a client; dropping it frees the client's slot.
+#[derive(Debug)]
+pub(crate) struct WatchSlot {
+    watchers: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
+    peer: Option<IpAddr>,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut w = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = w.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.peer);
+            }
+        }
     }
 }
 
@@ -163,7 +207,39 @@ impl Gateway {
             notify,
             heartbeat_interval: options.heartbeat_interval,
             agents: Default::default(),
-            clock: Clock,
+            clock: Clock::default(),
+            request_id_ttl: options.request_id_ttl,
+            request_id_max: options.request_id_max,
+            watchers: Default::default(),
+            max_watches_per_client: options.max_watches_per_client,
+        }
+    }
+
+    /// A Watch slot of `peer` (its address; None when the transport has none), or
+    /// RESOURCE_EXHAUSTED when it holds `--max-watches-per-client` streams already.
+    pub(crate) fn watch_slot(&self, peer: Option<IpAddr>) -> Result<WatchSlot, GatewayError> {
+        let mut w = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = w.entry(peer).or_insert(0);
+        if *open >= self.max_watches_per_client {
+            let who = peer.map_or_else(|| "this client".to_owned(), |p| p.to_string());
+            return Err(GatewayError::Exhausted(format!(
+                "{who} has {open} Watch streams open, the most one client may hold (--max-watches-per-client {})",
+                self.max_watches_per_client
+            )));
+        }
+        *open += 1;
+        Ok(WatchSlot {
+            watchers: self.watchers.clone(),
+            peer,
+        })
+    }
+
+    /// Which request ids count, and how many are kept.
+    fn retention(&self, now_ms: i64) -> Retention {
+        let ttl = i64::try_from(self.request_id_ttl.as_millis()).unwrap_or(i64::MAX);
+        Retention {
+            not_before_ms: now_ms.saturating_sub(ttl),
+            max: self.request_id_max,
         }
     }
 
@@ -212,8 +288,13 @@ impl Gateway {
             store::insert_event(&mut tx, &to_pb::event(revision, now, kind, object)).await?;
         }
         if let Some((key, answer)) = request.filter(|(k, _)| !k.id.is_empty()) {
-            store::requests::record(&mut tx, &key.id, key.method, &key.fingerprint, &answer, now)
-                .await?;
+            let entry = (
+                key.id.as_str(),
+                key.method,
+                &key.fingerprint[..],
+                &answer[..],
+            );
+            store::requests::record(&mut tx, entry, now, self.retention(now)).await?;
         }
         if revision > 0 {
             store::trim_events(&mut tx, revision, self.event_history).await?;
@@ -261,16 +342,15 @@ impl Gateway {
         }
         let now = self.clock.now_ms();
         let done = async {
-            let mut conn = self.db.write().acquire().await?;
-            store::requests::record(
-                &mut conn,
-                &key.id,
+            let mut tx = store::write_transaction(&self.db).await?;
+            let entry = (
+                key.id.as_str(),
                 key.method,
-                &key.fingerprint,
-                &answer,
-                now,
-            )
-            .await?;
+                &key.fingerprint[..],
+                &answer[..],
+            );
+            store::requests::record(&mut tx, entry, now, self.retention(now)).await?;
+            tx.commit().await?;
             Ok::<_, GatewayError>(())
         };
         if let Err(e) = done.await {
@@ -290,8 +370,9 @@ impl Gateway {
                 "longer than 128 characters",
             ));
         }
+        let not_before = self.retention(self.clock.now_ms()).not_before_ms;
         let mut conn = self.db.read().acquire().await?;
-        match store::requests::applied(&mut conn, &key.id).await? {
+        match store::requests::applied(&mut conn, &key.id, not_before).await? {
             None => Ok(None),
             Some((m, req, resp)) if m == key.method && req == key.fingerprint => Ok(Some(resp)),
             Some(_) => Err(GatewayError::invalid(

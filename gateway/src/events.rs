@@ -5,7 +5,7 @@
 //! are picked up by polling. The log holds events in their published form (`weft.gateway.v1`
 //! `Event`), so this module speaks it.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -24,11 +24,14 @@ const POLL: Duration = Duration::from_millis(200);
 const PAGE: u32 = 500;
 
 impl Gateway {
-    /// Starts streaming for `req`; the receiver ends when the client goes away.
+    /// Starts streaming for `req` to `peer` (at most `--max-watches-per-client` streams per
+    /// peer address); the receiver ends when the client goes away, which frees the slot.
     pub async fn watch(
         &self,
         req: pb::WatchRequest,
+        peer: Option<IpAddr>,
     ) -> Result<mpsc::Receiver<Result<pb::Event, Status>>, GatewayError> {
+        let slot = self.watch_slot(peer)?;
         let notified = self.notify.subscribe();
         let (start, snapshot) = if req.from_revision == 0 {
             let (events, revision) = self.snapshot().await?;
@@ -50,6 +53,7 @@ impl Gateway {
         let (tx, rx) = mpsc::channel(256);
         let gw = self.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             for e in snapshot {
                 if tx.send(Ok(e)).await.is_err() {
                     return;

@@ -17,6 +17,7 @@ use crate::{
     domain::{
         endpoint::ConnectSpec,
         host::HostSpec,
+        list::Page,
         network::{NetworkRecord, NetworkSpec, NetworkUpdate},
         sandbox::SandboxSpec,
     },
@@ -110,13 +111,14 @@ impl NetworkService for GatewayGrpc {
         &self,
         req: Request<pb::ListNetworksRequest>,
     ) -> Result<Response<pb::ListNetworksResponse>, Status> {
-        let filter = from_pb::network_filter(req.into_inner())
-            .validate()
-            .map_err(invalid)?;
-        let (nets, revision) = self.gw.list_networks(&filter).await?;
+        let req = req.into_inner();
+        let page = Page::parse("networks", req.page_size, &req.page_token).map_err(invalid)?;
+        let filter = from_pb::network_filter(req).validate().map_err(invalid)?;
+        let (nets, next_page_token, revision) = self.gw.list_networks_page(&filter, &page).await?;
         Ok(Response::new(pb::ListNetworksResponse {
             networks: nets.iter().map(network_to_pb).collect(),
             revision,
+            next_page_token,
         }))
     }
 
@@ -173,7 +175,8 @@ impl EventService for GatewayGrpc {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let rx = self.gw.watch(req.into_inner()).await?;
+        let peer = req.remote_addr().map(|a| a.ip());
+        let rx = self.gw.watch(req.into_inner(), peer).await?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -217,16 +220,17 @@ impl SandboxService for GatewayGrpc {
         &self,
         req: Request<pb::ListSandboxesRequest>,
     ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
-        let filter = from_pb::sandbox_filter(req.into_inner())
-            .validate()
-            .map_err(invalid)?;
-        let (views, revision) = self.gw.list_sandbox_views(&filter).await?;
+        let req = req.into_inner();
+        let page = Page::parse("sandboxes", req.page_size, &req.page_token).map_err(invalid)?;
+        let filter = from_pb::sandbox_filter(req).validate().map_err(invalid)?;
+        let (views, next_page_token, revision) = self.gw.list_sandbox_views(&filter, &page).await?;
         Ok(Response::new(pb::ListSandboxesResponse {
             sandboxes: views
                 .iter()
                 .map(|v| sandbox_to_pb(&v.sandbox, &v.endpoints))
                 .collect(),
             revision,
+            next_page_token,
         }))
     }
 
@@ -298,17 +302,20 @@ impl HostService for GatewayGrpc {
         &self,
         req: Request<pb::ListHostsRequest>,
     ) -> Result<Response<pb::ListHostsResponse>, Status> {
-        let filter = from_pb::host_filter(req.into_inner()).map_err(|state| {
+        let req = req.into_inner();
+        let page = Page::parse("hosts", req.page_size, &req.page_token).map_err(invalid)?;
+        let filter = from_pb::host_filter(req).map_err(|state| {
             invalid(vec![FieldViolation::new(
                 "state",
                 state.to_string(),
                 "unknown host state (UP, DOWN or unspecified)",
             )])
         })?;
-        let (hosts, revision) = self.gw.list_hosts(&filter).await?;
+        let (hosts, next_page_token, revision) = self.gw.list_hosts(&filter, &page).await?;
         Ok(Response::new(pb::ListHostsResponse {
             hosts: hosts.iter().map(host_to_pb).collect(),
             revision,
+            next_page_token,
         }))
     }
 }

@@ -7,7 +7,18 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use weft_runtime::FieldViolation;
 
-use super::check::{Violations, check_dns_name, check_interface, check_key, check_mac, parse_ip};
+use super::{
+    check::{
+        Violations, check_dns_name, check_endpoint_sysctls, check_ifname, check_key,
+        check_link_local, check_mac, parse_ip,
+    },
+    limits::{MAX_ALIASES, MAX_LINK_LOCAL_IPS},
+};
+
+/// Endpoint driver options (Docker's `--driver-opt`) known here.
+pub const ENDPOINT_OPTIONS: &[&str] = &[SYSCTLS_OPTION];
+/// Per-interface sysctls, applied to the endpoint's interface (`IFNAME`).
+const SYSCTLS_OPTION: &str = "com.docker.network.endpoint.sysctls";
 
 /// The raw settings of one attachment (Connect's `settings`, or an initial network of
 /// CreateSandbox).
@@ -63,13 +74,33 @@ impl EndpointSpec {
             errs.check(check_mac(&f("mac_address"), &s.mac_address));
         }
         if !s.interface_name.is_empty() {
-            errs.check(check_interface(&f("interface_name"), &s.interface_name));
+            errs.check(check_ifname(&f("interface_name"), &s.interface_name));
         }
-        for (i, a) in s.aliases.iter().enumerate() {
-            errs.check(check_dns_name(&f(&format!("aliases[{i}]")), a));
+        if errs.count(&f("aliases"), s.aliases.len(), MAX_ALIASES) {
+            for (i, a) in s.aliases.iter().enumerate() {
+                errs.check(check_dns_name(&f(&format!("aliases[{i}]")), a));
+            }
         }
-        for (i, l) in s.link_local_ips.iter().enumerate() {
-            errs.check(parse_ip(&f(&format!("link_local_ips[{i}]")), l).map(drop));
+        let link_local = f("link_local_ips");
+        if errs.count(&link_local, s.link_local_ips.len(), MAX_LINK_LOCAL_IPS) {
+            for (i, l) in s.link_local_ips.iter().enumerate() {
+                errs.check(check_link_local(&format!("{link_local}[{i}]"), l));
+            }
+        }
+        for (key, value) in &s.driver_options {
+            let field = f(&format!("driver_options[{key}]"));
+            if key == SYSCTLS_OPTION {
+                errs.check(check_endpoint_sysctls(&field, value));
+            } else {
+                errs.add(
+                    field,
+                    key,
+                    format!(
+                        "unknown endpoint option (known: {})",
+                        ENDPOINT_OPTIONS.join(", ")
+                    ),
+                );
+            }
         }
         errs.finish(Self {
             ipv4_address: s.ipv4_address,
@@ -110,6 +141,7 @@ impl ConnectSpec {
         let settings = EndpointSpec::validate("settings.", settings)?;
         let mut errs = Violations::default();
         errs.check(check_key("sandbox", &sandbox, "sandbox"));
+        errs.check(check_key("network", &network, "network"));
         errs.finish(Self {
             sandbox,
             network,

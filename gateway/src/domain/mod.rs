@@ -5,6 +5,7 @@
 pub mod check;
 pub mod endpoint;
 pub mod host;
+pub mod limits;
 pub mod list;
 pub mod network;
 pub mod ports;

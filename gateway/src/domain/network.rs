@@ -6,12 +6,19 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use weft_runtime::FieldViolation;
 
-use super::check::{Violations, check_labels, check_name};
+use super::{
+    check::{Violations, check_ifname, check_ifname_len, check_labels, check_name, check_text},
+    limits::{
+        ALLOW_WIDE_SUBNETS, MAX_AUX_ADDRESSES, MAX_DNS_SERVERS, MAX_IFNAME_PREFIX, MAX_LABEL_KEY,
+        MAX_SUBNETS, MAX_VXLAN_IDS, MIN_IPV4_PREFIX, MIN_IPV6_PREFIX,
+    },
+};
 
 /// Drivers a user may create networks with (`host` and `none` are the predefined networks').
 pub const USER_DRIVERS: &[&str] = &["bridge", "overlay", "macvlan", "ipvlan"];
 
-/// Docker's option keys, per driver.
+/// Docker's option keys, per driver (Weft's own [`ALLOW_WIDE_SUBNETS`] is known to every
+/// driver).
 fn known_options(driver: &str) -> &'static [&'static str] {
     match driver {
         "bridge" => &[
@@ -139,7 +146,17 @@ impl NetworkSpec {
                 "a network needs IPv4 or IPv6 (set enable_ipv6)",
             );
         }
-        check_subnets(&raw.subnets, enable_ipv4, raw.enable_ipv6, &mut errs);
+        let allow_wide = raw
+            .options
+            .get(ALLOW_WIDE_SUBNETS)
+            .is_some_and(|v| v == "true");
+        check_subnets(
+            &raw.subnets,
+            enable_ipv4,
+            raw.enable_ipv6,
+            allow_wide,
+            &mut errs,
+        );
         errs.extend(check_dns_servers(&raw.dns_servers));
         errs.extend(check_labels("labels", &raw.labels));
         errs.finish(())?;
@@ -205,7 +222,8 @@ fn check_ipam(raw: &RawNetwork, errs: &mut Violations) {
 }
 
 fn check_options(driver: &str, options: &BTreeMap<String, String>, errs: &mut Violations) {
-    let known = known_options(driver);
+    let mut known = known_options(driver).to_vec();
+    known.push(ALLOW_WIDE_SUBNETS);
     for (key, value) in options {
         if !known.contains(&key.as_str()) {
             errs.add(
@@ -222,67 +240,146 @@ fn check_options(driver: &str, options: &BTreeMap<String, String>, errs: &mut Vi
     }
 }
 
-/// Each subnet's family must be enabled; malformed subnets are refused by IPAM, which names
-/// the field.
-fn check_subnets(subnets: &[SubnetSpec], v4: bool, v6: bool, errs: &mut Violations) {
+/// At most [`MAX_SUBNETS`]; each subnet's family must be enabled, and it may not be wider than
+/// /8 (IPv4) or /32 (IPv6) unless the network allows it ([`ALLOW_WIDE_SUBNETS`]): a subnet that
+/// wide shadows the host's own routes. At most [`MAX_AUX_ADDRESSES`] reserved addresses each,
+/// named without control characters. Malformed subnets and addresses are refused by IPAM,
+/// which names the field.
+fn check_subnets(
+    subnets: &[SubnetSpec],
+    v4: bool,
+    v6: bool,
+    allow_wide: bool,
+    errs: &mut Violations,
+) {
+    if !errs.count("ipam.configs", subnets.len(), MAX_SUBNETS) {
+        return;
+    }
     for (i, s) in subnets.iter().enumerate() {
         let field = format!("ipam.configs[{i}].subnet");
-        match family_of(&s.subnet) {
-            Some(true) if !v6 => errs.add(field, &s.subnet, "an IPv6 subnet needs enable_ipv6"),
-            Some(false) if !v4 => errs.add(field, &s.subnet, "an IPv4 subnet needs enable_ipv4"),
+        match IpNet::from_str(&s.subnet).ok() {
+            Some(IpNet::V6(_)) if !v6 => {
+                errs.add(field, &s.subnet, "an IPv6 subnet needs enable_ipv6");
+            }
+            Some(IpNet::V4(_)) if !v4 => {
+                errs.add(field, &s.subnet, "an IPv4 subnet needs enable_ipv4");
+            }
+            Some(net) if !allow_wide => errs.check(check_width(&field, &s.subnet, net)),
             None if s.subnet.is_empty() => errs.add(field, "", "required in an IPAM config"),
             _ => {}
         }
-    }
-}
-
-/// A network's DNS upstreams: IP addresses.
-pub fn check_dns_servers(servers: &[String]) -> Vec<FieldViolation> {
-    servers
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| IpAddr::from_str(d).is_err())
-        .map(|(i, d)| FieldViolation::new(format!("dns_servers[{i}]"), d, "not an IP address"))
-        .collect()
-}
-
-/// Checks the value of a known option.
-fn check_option(key: &str, value: &str) -> Result<(), FieldViolation> {
-    let (ok, reason) = match key {
-        "com.docker.network.driver.mtu" => (
-            value
-                .parse::<u32>()
-                .is_ok_and(|m| (68..=65535).contains(&m)),
-            "MTU must be a number from 68 to 65535",
-        ),
-        "com.docker.network.bridge.enable_icc"
-        | "com.docker.network.bridge.enable_ip_masquerade" => {
-            (value.parse::<bool>().is_ok(), "must be true or false")
+        let aux = format!("ipam.configs[{i}].aux_addresses");
+        if errs.count(&aux, s.aux_addresses.len(), MAX_AUX_ADDRESSES) {
+            for name in s.aux_addresses.keys() {
+                errs.check(check_text(&aux, name, MAX_LABEL_KEY));
+            }
         }
-        "com.docker.network.bridge.host_binding_ipv4" => (
-            value.parse::<std::net::Ipv4Addr>().is_ok(),
-            "not an IPv4 address",
-        ),
-        "com.docker.network.bridge.name" => (
-            !value.is_empty() && value.len() <= 15 && !value.contains(['/', ' ']),
-            "an interface name: 1 to 15 characters, no / or space",
-        ),
-        "macvlan_mode" => (
-            ["bridge", "private", "vepa", "passthru"].contains(&value),
-            "one of bridge, private, vepa, passthru",
-        ),
-        "ipvlan_mode" => (["l2", "l3", "l3s"].contains(&value), "one of l2, l3, l3s"),
-        _ => (true, ""),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(FieldViolation::new(
-            format!("options[{key}]"),
-            value,
-            reason,
-        ))
     }
+}
+
+/// A subnet no wider than /8 (IPv4) or /32 (IPv6).
+fn check_width(field: &str, subnet: &str, net: IpNet) -> Result<(), FieldViolation> {
+    let (len, min) = match net {
+        IpNet::V4(n) => (n.prefix_len(), MIN_IPV4_PREFIX),
+        IpNet::V6(n) => (n.prefix_len(), MIN_IPV6_PREFIX),
+    };
+    if len < min {
+        return Err(FieldViolation::new(
+            field,
+            subnet,
+            format!(
+                "wider than /{min}: it would shadow the host's routes (allowed with option {ALLOW_WIDE_SUBNETS}=true)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A network's DNS upstreams: at most [`MAX_DNS_SERVERS`] IP addresses.
+pub fn check_dns_servers(servers: &[String]) -> Vec<FieldViolation> {
+    let mut errs = Violations::default();
+    if errs.count("dns_servers", servers.len(), MAX_DNS_SERVERS) {
+        for (i, d) in servers.iter().enumerate() {
+            if IpAddr::from_str(d).is_err() {
+                errs.add(format!("dns_servers[{i}]"), d, "not an IP address");
+            }
+        }
+    }
+    errs.finish(()).err().unwrap_or_default()
+}
+
+/// Checks the value of a known option: each is passed to the agent, and some end up in link
+/// names, sysctl paths and nftables rules.
+fn check_option(key: &str, value: &str) -> Result<(), FieldViolation> {
+    let field = format!("options[{key}]");
+    let one_of = |allowed: &[&str]| {
+        if allowed.contains(&value) {
+            Ok(())
+        } else {
+            Err(FieldViolation::new(
+                &field,
+                value,
+                format!("one of {}", allowed.join(", ")),
+            ))
+        }
+    };
+    match key {
+        "com.docker.network.driver.mtu" => {
+            if value
+                .parse::<u32>()
+                .is_ok_and(|m| (68..=65535).contains(&m))
+            {
+                Ok(())
+            } else {
+                Err(FieldViolation::new(
+                    &field,
+                    value,
+                    "MTU must be a number from 68 to 65535",
+                ))
+            }
+        }
+        "com.docker.network.bridge.enable_icc"
+        | "com.docker.network.bridge.enable_ip_masquerade"
+        | ALLOW_WIDE_SUBNETS => one_of(&["true", "false"]),
+        "com.docker.network.bridge.host_binding_ipv4" => value
+            .parse::<std::net::Ipv4Addr>()
+            .map(drop)
+            .map_err(|_| FieldViolation::new(&field, value, "not an IPv4 address")),
+        "com.docker.network.bridge.name" | "parent" => check_ifname(&field, value),
+        "com.docker.network.container_iface_prefix" => {
+            check_ifname_len(&field, value, MAX_IFNAME_PREFIX)
+        }
+        "com.docker.network.bridge.gateway_mode_ipv4"
+        | "com.docker.network.bridge.gateway_mode_ipv6" => {
+            one_of(&["nat", "nat-unprotected", "routed", "isolated"])
+        }
+        "com.docker.network.driver.overlay.vxlanid_list" => check_vxlan_ids(&field, value),
+        "macvlan_mode" => one_of(&["bridge", "private", "vepa", "passthru"]),
+        "ipvlan_mode" => one_of(&["l2", "l3", "l3s"]),
+        "ipvlan_flag" => one_of(&["bridge", "private", "vepa"]),
+        _ => Ok(()),
+    }
+}
+
+/// Comma-separated VXLAN ids (1 to 16777215), at most [`MAX_VXLAN_IDS`].
+fn check_vxlan_ids(field: &str, value: &str) -> Result<(), FieldViolation> {
+    let ids: Vec<&str> = value.split(',').collect();
+    let ok = ids.len() <= MAX_VXLAN_IDS
+        && ids.iter().all(|id| {
+            id.len() <= 8
+                && id.chars().all(|c| c.is_ascii_digit())
+                && id
+                    .parse::<u32>()
+                    .is_ok_and(|n| (1..=16_777_215).contains(&n))
+        });
+    if !ok {
+        return Err(FieldViolation::new(
+            field,
+            value,
+            format!("at most {MAX_VXLAN_IDS} comma-separated VXLAN ids from 1 to 16777215"),
+        ));
+    }
+    Ok(())
 }
 
 /// The raw fields of an UpdateNetwork request.
@@ -323,11 +420,13 @@ impl NetworkUpdate {
                 "only labels and dns_servers can change",
             )]);
         }
-        let dns = check_dns_servers(&raw.dns_servers);
-        if !dns.is_empty() {
-            return Err(dns);
-        }
         let named = |field: &str| raw.paths.iter().any(|p| p == field);
+        let mut errs = Violations::default();
+        errs.extend(check_dns_servers(&raw.dns_servers));
+        if named("labels") {
+            errs.extend(check_labels("labels", &raw.labels));
+        }
+        errs.finish(())?;
         Ok(Self {
             labels: named("labels").then(|| raw.labels.clone()),
             dns_servers: named("dns_servers").then(|| raw.dns_servers.clone()),

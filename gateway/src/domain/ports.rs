@@ -4,7 +4,10 @@
 use serde::{Deserialize, Serialize};
 use weft_runtime::FieldViolation;
 
-use super::check::{Violations, parse_ip};
+use super::{
+    check::{Violations, parse_ip},
+    limits::MAX_PORT_MAPPINGS,
+};
 
 /// Transport protocol of a published port; the numbers are the API's (`weft.gateway.v1.Protocol`)
 /// and the stored records'.
@@ -74,12 +77,17 @@ pub struct PortRecord {
 /// Docker's ephemeral range for published ports whose host port is 0.
 pub const EPHEMERAL_FIRST: u32 = 49153;
 pub const EPHEMERAL_LAST: u32 = 60999;
+/// How many ports the ephemeral range holds: the largest `range` with `host_port: 0`.
+pub const EPHEMERAL_PORTS: u32 = EPHEMERAL_LAST - EPHEMERAL_FIRST + 1;
 
 /// Checks published ports (Docker's `-p` rules) and makes protocol and range explicit; the
 /// host port stays 0 where one is to be chosen.
 pub fn validate(ports: Vec<RawPort>) -> Result<Vec<PortRecord>, Vec<FieldViolation>> {
     let mut errs = Violations::default();
     let mut out = Vec::new();
+    if !errs.count("port_mappings", ports.len(), MAX_PORT_MAPPINGS) {
+        return errs.finish(out);
+    }
     for (i, p) in ports.into_iter().enumerate() {
         let f = |n: &str| format!("port_mappings[{i}].{n}");
         if p.container_port == 0 || p.container_port > 65535 {
@@ -102,6 +110,14 @@ pub fn validate(ports: Vec<RawPort>) -> Result<Vec<PortRecord>, Vec<FieldViolati
                 f("range"),
                 p.range.to_string(),
                 "the range runs past port 65535",
+            );
+        } else if p.host_port == 0 && p.range > EPHEMERAL_PORTS {
+            errs.add(
+                f("range"),
+                p.range.to_string(),
+                format!(
+                    "a block of chosen host ports holds at most {EPHEMERAL_PORTS} (the ephemeral range {EPHEMERAL_FIRST}-{EPHEMERAL_LAST})"
+                ),
             );
         }
         if !p.host_ip.is_empty() {
@@ -180,7 +196,9 @@ pub fn assign(
                 .chain(done.iter().map(|t| ("this sandbox", t)))
         };
         if p.host_port == 0 {
-            let first = (EPHEMERAL_FIRST..=EPHEMERAL_LAST + 1 - p.range).find(|&start| {
+            // `validate` bounds the range by the ephemeral range; saturating all the same.
+            let last_start = (EPHEMERAL_LAST + 1).saturating_sub(p.range);
+            let first = (EPHEMERAL_FIRST..=last_start).find(|&start| {
                 let cand = PortRecord {
                     host_port: start,
                     ..p.clone()

@@ -7,8 +7,15 @@ use serde::{Deserialize, Serialize};
 use weft_runtime::FieldViolation;
 
 use super::{
-    check::{Violations, check_dns_name, check_labels, check_name, parse_ip},
+    check::{
+        Violations, check_container_id, check_dns_name, check_hostname, check_key, check_labels,
+        check_name, check_netns_path, check_resolv_option, check_search_domain, parse_ip,
+    },
     endpoint::{EndpointSpec, RawSettings},
+    limits::{
+        MAX_ATTACHMENTS, MAX_DNS_OPTIONS, MAX_DNS_SEARCH, MAX_DNS_SEARCH_LINE, MAX_DNS_SERVERS,
+        MAX_EXTRA_HOSTS,
+    },
     ports::{self, PortRecord, RawPort},
 };
 
@@ -156,31 +163,28 @@ impl SandboxSpec {
         if !raw.name.is_empty() {
             errs.check(check_name("name", &raw.name));
         }
+        if !raw.container_id.is_empty() {
+            errs.check(check_container_id("container_id", &raw.container_id));
+        }
+        if !raw.host.is_empty() {
+            errs.check(check_name("host", &raw.host));
+        }
+        if !raw.netns_path.is_empty() {
+            errs.check(check_netns_path("netns_path", &raw.netns_path));
+        }
         let mode = NetworkMode::parse(&raw.network_mode)
             .map_err(|v| errs.check(Err(v)))
             .unwrap_or(NetworkMode::Own);
         check_mode_excludes(&raw, &mut errs);
         if !raw.hostname.is_empty() {
-            errs.check(check_dns_name("hostname", &raw.hostname));
+            errs.check(check_hostname("hostname", &raw.hostname));
         }
-        check_dns_servers(&raw.dns.servers, &mut errs);
+        check_dns(&raw.dns, &mut errs);
         let extra_hosts = check_extra_hosts(&raw.extra_hosts, &mut errs);
         let ports = ports::validate(raw.port_mappings)
             .map_err(|v| errs.extend(v))
             .unwrap_or_default();
-        let mut networks = Vec::new();
-        for (i, a) in raw.networks.into_iter().enumerate() {
-            if a.network.is_empty() {
-                errs.add(format!("networks[{i}].network"), "", "must name a network");
-            }
-            match EndpointSpec::validate(&format!("networks[{i}].settings."), a.settings) {
-                Ok(settings) => networks.push(AttachmentSpec {
-                    network: a.network,
-                    settings,
-                }),
-                Err(v) => errs.extend(v),
-            }
-        }
+        let networks = check_attachments(raw.networks, &mut errs);
         errs.extend(check_labels("labels", &raw.labels));
         errs.finish(Self {
             name: raw.name,
@@ -197,6 +201,33 @@ impl SandboxSpec {
             labels: raw.labels,
         })
     }
+}
+
+/// At most [`MAX_ATTACHMENTS`], each naming a network, with valid settings.
+fn check_attachments(
+    attachments: Vec<RawAttachment>,
+    errs: &mut Violations,
+) -> Vec<AttachmentSpec> {
+    if !errs.count("networks", attachments.len(), MAX_ATTACHMENTS) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, a) in attachments.into_iter().enumerate() {
+        let field = format!("networks[{i}].network");
+        if a.network.is_empty() {
+            errs.add(field, "", "must name a network");
+        } else {
+            errs.check(check_key(&field, &a.network, "network"));
+        }
+        match EndpointSpec::validate(&format!("networks[{i}].settings."), a.settings) {
+            Ok(settings) => out.push(AttachmentSpec {
+                network: a.network,
+                settings,
+            }),
+            Err(v) => errs.extend(v),
+        }
+    }
+    out
 }
 
 /// A sandbox that shares or lacks a namespace of its own has no attachments or ports.
@@ -221,25 +252,54 @@ fn check_mode_excludes(raw: &RawSandbox, errs: &mut Violations) {
     }
 }
 
-/// Upstreams: an IP address, or IP:PORT.
-fn check_dns_servers(servers: &[String], errs: &mut Violations) {
-    for (i, d) in servers.iter().enumerate() {
-        let ok = d.parse::<IpAddr>().is_ok() || d.parse::<std::net::SocketAddr>().is_ok();
-        if !ok {
+/// The resolver settings, for `resolv.conf` and dns-svc: at most [`MAX_DNS_SERVERS`] upstreams
+/// (an IP address, or IP:PORT with a port other than 0), at most [`MAX_DNS_SEARCH`] search
+/// domains (DNS names, on a line of at most [`MAX_DNS_SEARCH_LINE`] bytes), at most
+/// [`MAX_DNS_OPTIONS`] options the resolver knows.
+fn check_dns(dns: &DnsRecord, errs: &mut Violations) {
+    if errs.count("dns.servers", dns.servers.len(), MAX_DNS_SERVERS) {
+        for (i, d) in dns.servers.iter().enumerate() {
+            let ok = d.parse::<IpAddr>().is_ok()
+                || d.parse::<std::net::SocketAddr>()
+                    .is_ok_and(|a| a.port() != 0);
+            if !ok {
+                errs.add(
+                    format!("dns.servers[{i}]"),
+                    d,
+                    "not an IP address (or IP:PORT)",
+                );
+            }
+        }
+    }
+    if errs.count("dns.search", dns.search.len(), MAX_DNS_SEARCH) {
+        for (i, s) in dns.search.iter().enumerate() {
+            errs.check(check_search_domain(&format!("dns.search[{i}]"), s));
+        }
+        let line = dns.search.join(" ");
+        if line.len() > MAX_DNS_SEARCH_LINE {
             errs.add(
-                format!("dns.servers[{i}]"),
-                d,
-                "not an IP address (or IP:PORT)",
+                "dns.search",
+                line,
+                format!("longer than {MAX_DNS_SEARCH_LINE} bytes joined (resolvers ignore a longer search line)"),
             );
+        }
+    }
+    if errs.count("dns.options", dns.options.len(), MAX_DNS_OPTIONS) {
+        for (i, o) in dns.options.iter().enumerate() {
+            errs.check(check_resolv_option(&format!("dns.options[{i}]"), o));
         }
     }
 }
 
+/// At most [`MAX_EXTRA_HOSTS`], each a DNS name and an IP address or `host-gateway`.
 fn check_extra_hosts(
     hosts: &[(String, String)],
     errs: &mut Violations,
 ) -> Vec<(String, HostAddress)> {
     let mut out = Vec::new();
+    if !errs.count("extra_hosts", hosts.len(), MAX_EXTRA_HOSTS) {
+        return out;
+    }
     for (i, (name, address)) in hosts.iter().enumerate() {
         errs.check(check_dns_name(&format!("extra_hosts[{i}].hostname"), name));
         let address = if address == "host-gateway" {
