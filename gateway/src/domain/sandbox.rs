@@ -327,10 +327,12 @@ pub fn default_name(id: &str) -> String {
 }
 
 /// The hostname of a sandbox created without one: the first 12 characters of the container id
-/// when it has 12 or more, else of the sandbox id (as Docker uses the short container id).
+/// when it has 12 or more and they make a hostname (a CNI id may have `.` or `-` there), else
+/// of the sandbox id (as Docker uses the short container id).
 pub fn default_hostname(container_id: &str, id: &str) -> String {
-    if container_id.chars().count() >= 12 {
-        prefix(container_id, 12).to_owned()
+    let short = prefix(container_id, 12);
+    if container_id.chars().count() >= 12 && check_hostname("hostname", short).is_ok() {
+        short.to_owned()
     } else {
         prefix(id, 12).to_owned()
     }
