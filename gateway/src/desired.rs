@@ -7,11 +7,15 @@
 use weft_proto::agent::v1 as apb;
 
 use crate::{
+    domain::{
+        endpoint::{EndpointRecord, default_route, port_carrier},
+        network::NetworkRecord,
+        ports::PortRecord,
+        sandbox::SandboxRecord,
+    },
+    engine::Gateway,
     error::GatewayError,
-    network::NetworkRecord,
-    networks::Gateway,
-    sandbox::{EndpointRecord, PortRecord, SandboxRecord, default_route},
-    store,
+    files, store,
 };
 
 pub(crate) fn agent_network(n: &NetworkRecord) -> apb::NetworkSpec {
@@ -62,8 +66,8 @@ pub(crate) fn agent_sandbox(s: &SandboxRecord, endpoints: &[EndpointRecord]) -> 
         },
         host_network: s.network_mode == "host",
         hostname: s.hostname.clone(),
-        resolv_conf: crate::files::resolv_conf(s),
-        hosts: crate::files::hosts(s, endpoints),
+        resolv_conf: files::resolv_conf(s),
+        hosts: files::hosts(s, endpoints),
     }
 }
 
@@ -72,18 +76,13 @@ fn agent_ports(ports: &[PortRecord]) -> Vec<apb::PortMapping> {
     ports
         .iter()
         .map(|p| apb::PortMapping {
-            protocol: p.protocol,
+            protocol: i32::from(p.protocol),
             host_ip: p.host_ip.clone(),
             host_port: p.host_port,
             container_port: p.container_port,
             range: p.range,
         })
         .collect()
-}
-
-/// The endpoint that carries the sandbox's published ports, among `endpoints`.
-pub(crate) fn port_carrier(endpoints: &[EndpointRecord]) -> Option<&EndpointRecord> {
-    default_route(endpoints, false).or_else(|| default_route(endpoints, true))
 }
 
 /// `ep` as the agent attaches it, given all the sandbox's endpoints (`ep` included): whether it
@@ -140,12 +139,7 @@ impl Gateway {
         if host.is_empty() {
             return Err(GatewayError::invalid("host", host, "must name a host"));
         }
-        let mut conn = self.db.read().acquire().await?;
-        let begin = match self.db.backend() {
-            weft_store::Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ",
-            weft_store::Backend::Sqlite => "BEGIN",
-        };
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, begin).await?;
+        let mut tx = store::read_snapshot(&self.db).await?;
         let revision = store::current_revision(&mut tx).await?;
         let registered = store::hosts::get(&mut tx, host).await?.is_some();
         if !registered && host != self.host {
@@ -156,7 +150,7 @@ impl Gateway {
             .into_iter()
             .filter(|s| s.host == host)
             .collect();
-        let networks = store::list_networks(&mut tx).await?;
+        let networks = store::networks::list(&mut tx).await?;
         let mut state = apb::DesiredState {
             revision,
             host: host.to_owned(),

@@ -2,154 +2,172 @@
 //!
 //! Events are read from the store's log, so a watcher on any replica sees every change exactly
 //! once and in order. A local commit wakes watchers at once; changes made by other replicas
-//! are picked up by polling.
+//! are picked up by polling. The log holds events in their published form (`weft.gateway.v1`
+//! `Event`), so this module speaks it.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use tokio::sync::mpsc;
 use tonic::Status;
 use weft_proto::gateway::v1 as pb;
 
-use crate::{error::GatewayError, networks::Gateway, store, to_pb::network_to_pb};
+use crate::{
+    domain::endpoint::{EndpointRecord, default_route},
+    engine::Gateway,
+    error::GatewayError,
+    store,
+    to_pb::{endpoint_to_pb, event, host_to_pb, network_to_pb, sandbox_to_pb},
+};
 
 /// How often a watcher looks for changes made by other replicas.
 const POLL: Duration = Duration::from_millis(200);
 const PAGE: u32 = 500;
 
 impl Gateway {
-    /// Starts streaming for `req`; the receiver ends when the client goes away.
+    /// Starts streaming for `req` to `peer` (at most `--max-watches-per-client` streams per
+    /// peer address); the receiver ends when the client goes away, which frees the slot.
     pub async fn watch(
         &self,
         req: pb::WatchRequest,
+        peer: Option<IpAddr>,
     ) -> Result<mpsc::Receiver<Result<pb::Event, Status>>, GatewayError> {
-        let mut notified = self.notify.subscribe();
-        let mut snapshot = Vec::new();
-        let start = if req.from_revision == 0 {
+        let slot = self.watch_slot(peer)?;
+        let notified = self.notify.subscribe();
+        let (start, snapshot) = if req.from_revision == 0 {
             let (events, revision) = self.snapshot().await?;
-            if !req.skip_snapshot {
-                snapshot = events.into_iter().filter(|e| wanted(&req, e)).collect();
-            }
-            snapshot.push(pb::Event {
+            let mut shown: Vec<pb::Event> = if req.skip_snapshot {
+                Vec::new()
+            } else {
+                events.into_iter().filter(|e| wanted(&req, e)).collect()
+            };
+            shown.push(pb::Event {
                 revision,
                 kind: pb::EventKind::SnapshotEnd as i32,
                 ..Default::default()
             });
-            revision
+            (revision, shown)
         } else {
-            let mut conn = self.db.read().acquire().await?;
-            let current = store::current_revision(&mut conn).await?;
-            let oldest = store::oldest_event(&mut conn).await?;
-            if req.from_revision > current {
-                return Err(GatewayError::invalid(
-                    "from_revision",
-                    req.from_revision.to_string(),
-                    format!("newer than the newest revision {current}"),
-                ));
-            }
-            let missing = match oldest {
-                Some(o) => req.from_revision + 1 < o,
-                None => req.from_revision < current,
-            };
-            if missing {
-                return Err(GatewayError::RevisionGone {
-                    from: req.from_revision,
-                    oldest: oldest.unwrap_or(current + 1),
-                });
-            }
-            req.from_revision
+            self.check_resume(req.from_revision).await?;
+            (req.from_revision, Vec::new())
         };
         let (tx, rx) = mpsc::channel(256);
         let gw = self.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             for e in snapshot {
                 if tx.send(Ok(e)).await.is_err() {
                     return;
                 }
             }
-            let mut last = start;
-            loop {
-                notified.borrow_and_update();
-                let page = {
-                    let conn = gw.db.read().acquire().await;
-                    match conn {
-                        Ok(mut c) => store::events_after(&mut c, last, PAGE)
-                            .await
-                            .map_err(GatewayError::from),
-                        Err(e) => Err(e.into()),
-                    }
-                };
-                let page = match page {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                };
-                let full = page.len() == PAGE as usize;
-                for e in page {
-                    last = e.revision;
-                    if wanted(&req, &e) && tx.send(Ok(e)).await.is_err() {
-                        return;
-                    }
-                }
-                if full {
-                    continue;
-                }
-                tokio::select! {
-                    _ = notified.changed() => {}
-                    () = tokio::time::sleep(POLL) => {}
-                    () = tx.closed() => return,
-                }
-            }
+            gw.follow(req, start, notified, tx).await;
         });
         Ok(rx)
     }
-}
 
-impl Gateway {
+    /// A resume point must be in the log: not newer than the newest revision, not older than
+    /// the oldest event kept.
+    async fn check_resume(&self, from: u64) -> Result<(), GatewayError> {
+        let mut conn = self.db.read().acquire().await?;
+        let current = store::current_revision(&mut conn).await?;
+        let oldest = store::oldest_event(&mut conn).await?;
+        if from > current {
+            return Err(GatewayError::invalid(
+                "from_revision",
+                from.to_string(),
+                format!("newer than the newest revision {current}"),
+            ));
+        }
+        let missing = match oldest {
+            Some(o) => from + 1 < o,
+            None => from < current,
+        };
+        if missing {
+            return Err(GatewayError::RevisionGone {
+                from,
+                oldest: oldest.unwrap_or(current + 1),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends every wanted event after `last`, page by page, then waits for a commit (or polls)
+    /// until the client goes away.
+    async fn follow(
+        &self,
+        req: pb::WatchRequest,
+        mut last: u64,
+        mut notified: tokio::sync::watch::Receiver<u64>,
+        tx: mpsc::Sender<Result<pb::Event, Status>>,
+    ) {
+        loop {
+            notified.borrow_and_update();
+            let page = match self.events_after(last).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let full = page.len() == PAGE as usize;
+            for e in page {
+                last = e.revision;
+                if wanted(&req, &e) && tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                _ = notified.changed() => {}
+                () = tokio::time::sleep(POLL) => {}
+                () = tx.closed() => return,
+            }
+        }
+    }
+
+    async fn events_after(&self, last: u64) -> Result<Vec<pb::Event>, GatewayError> {
+        let mut conn = self.db.read().acquire().await?;
+        Ok(store::events_after(&mut conn, last, PAGE).await?)
+    }
+
     /// Everything there is, as events of one revision, read in one snapshot: hosts, networks,
     /// sandboxes, then endpoints (with their default-route flags).
     async fn snapshot(&self) -> Result<(Vec<pb::Event>, u64), GatewayError> {
-        let mut conn = self.db.read().acquire().await?;
-        let begin = match self.db.backend() {
-            weft_store::Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ",
-            weft_store::Backend::Sqlite => "BEGIN",
-        };
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, begin).await?;
+        let mut tx = store::read_snapshot(&self.db).await?;
         let revision = store::current_revision(&mut tx).await?;
-        let hosts = Gateway::snapshot_hosts(&mut tx).await?;
-        let networks = store::list_networks(&mut tx).await?;
+        let hosts = store::hosts::list(&mut tx).await?;
+        let networks = store::networks::list(&mut tx).await?;
         let sandboxes = store::sandboxes::list(&mut tx).await?;
         let endpoints = store::sandboxes::all_endpoints(&mut tx).await?;
         tx.commit().await?;
-        let ev = |kind, object| crate::to_pb::event(revision, kind, object);
+        let now = self.clock.now_ms();
+        let ev = |kind, object| event(revision, now, kind, object);
+        use pb::{EventKind as K, event::Object as O};
         let mut events: Vec<pb::Event> = hosts
-            .into_iter()
-            .map(|(kind, h)| ev(kind, pb::event::Object::Host(h)))
+            .iter()
+            .map(|h| {
+                let kind = if h.up { K::HostUp } else { K::HostDown };
+                ev(kind, O::Host(host_to_pb(h)))
+            })
             .collect();
-        events.extend(networks.iter().map(|n| {
-            ev(
-                pb::EventKind::NetworkCreated,
-                pb::event::Object::Network(network_to_pb(n)),
-            )
-        }));
-        events.extend(sandboxes.iter().map(|s| {
-            ev(
-                pb::EventKind::SandboxCreated,
-                pb::event::Object::Sandbox(crate::to_pb::sandbox_to_pb(s, &[])),
-            )
-        }));
+        events.extend(
+            networks
+                .iter()
+                .map(|n| ev(K::NetworkCreated, O::Network(network_to_pb(n)))),
+        );
+        events.extend(
+            sandboxes
+                .iter()
+                .map(|s| ev(K::SandboxCreated, O::Sandbox(sandbox_to_pb(s, &[])))),
+        );
         for group in endpoints.chunk_by(|a, b| a.sandbox_id == b.sandbox_id) {
-            let id = |e: Option<&crate::sandbox::EndpointRecord>| {
-                e.map(|e| e.id.clone()).unwrap_or_default()
-            };
-            let v4 = id(crate::sandbox::default_route(group, false));
-            let v6 = id(crate::sandbox::default_route(group, true));
+            let id = |e: Option<&EndpointRecord>| e.map(|e| e.id.clone()).unwrap_or_default();
+            let v4 = id(default_route(group, false));
+            let v6 = id(default_route(group, true));
             for e in group {
-                events.push(ev(
-                    pb::EventKind::EndpointConnected,
-                    pb::event::Object::Endpoint(crate::to_pb::endpoint_to_pb(e, Some((&v4, &v6)))),
-                ));
+                let shown = endpoint_to_pb(e, Some((&v4, &v6)));
+                events.push(ev(K::EndpointConnected, O::Endpoint(shown)));
             }
         }
         Ok((events, revision))

@@ -7,10 +7,14 @@
 //! user-defined networks at its embedded server and copies the host's servers for the default
 //! `bridge`; dns-svc answers no names on the default `bridge`, so the effect is the same.) A
 //! sandbox in the host's namespace keeps the host's own files.
+//!
+//! Every value written here was validated for these files (`domain::check`): names without
+//! whitespace or control characters, options the resolver knows, bounded lengths. The tests
+//! read the rendered files back line by line and get exactly the values put in.
 
 use std::fmt::Write as _;
 
-use crate::sandbox::{EndpointRecord, SandboxRecord};
+use crate::domain::{endpoint::EndpointRecord, sandbox::SandboxRecord};
 
 /// dns-svc's address inside every sandbox.
 pub const DNS_ADDRESS: &str = "127.0.0.11";
@@ -66,8 +70,13 @@ pub fn hosts(s: &SandboxRecord, endpoints: &[EndpointRecord]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
-    use crate::sandbox::DnsRecord;
+    use crate::domain::{
+        endpoint::EndpointRecord,
+        sandbox::{DnsRecord, HostAddress, RawSandbox, SandboxSpec},
+    };
 
     fn sandbox() -> SandboxRecord {
         SandboxRecord {
@@ -111,5 +120,227 @@ mod tests {
         let h = hosts(&sandbox(), &[]);
         assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(h.ends_with("192.0.2.7\tdb.example\n"), "{h}");
+    }
+
+    /// The sandbox a validated request makes, as far as the files go.
+    fn record_of(spec: SandboxSpec) -> SandboxRecord {
+        SandboxRecord {
+            hostname: if spec.hostname.is_empty() {
+                "h".into()
+            } else {
+                spec.hostname
+            },
+            dns: spec.dns,
+            extra_hosts: spec
+                .extra_hosts
+                .into_iter()
+                .map(|(n, a)| match a {
+                    HostAddress::Ip(ip) => (n, ip.to_string()),
+                    HostAddress::HostGateway => (n, "172.17.0.1".to_owned()),
+                })
+                .collect(),
+            ..sandbox()
+        }
+    }
+
+    fn endpoint(v4: &str, v6: &str) -> EndpointRecord {
+        EndpointRecord {
+            id: "e".into(),
+            network_id: "n".into(),
+            network_name: "n".into(),
+            sandbox_id: "id".into(),
+            sandbox_name: "web".into(),
+            host: "local".into(),
+            interface_name: "eth0".into(),
+            mac_address: String::new(),
+            ipv4_address: v4.into(),
+            ipv6_address: v6.into(),
+            gateway: String::new(),
+            ipv6_gateway: String::new(),
+            aliases: vec![],
+            gw_priority: 0,
+            link_local_ips: vec![],
+            driver_options: Default::default(),
+            internal: false,
+            created_at_ms: 0,
+        }
+    }
+
+    /// What the files say, read back line by line.
+    struct ReadBack {
+        search: Vec<String>,
+        options: Vec<String>,
+        upstreams: Vec<String>,
+        /// (address, name) entries of the hosts file after the fixed loopback lines.
+        entries: Vec<(String, String)>,
+    }
+
+    fn read_back(resolv: &str, hosts_file: &str) -> ReadBack {
+        let words = |prefix: &str| -> Vec<String> {
+            resolv
+                .lines()
+                .filter_map(|l| l.strip_prefix(prefix))
+                .flat_map(|rest| rest.split(' ').map(str::to_owned))
+                .collect()
+        };
+        for line in resolv.lines() {
+            let known = [
+                "# Generated",
+                "nameserver ",
+                "search ",
+                "options ",
+                "# Upstreams",
+            ];
+            assert!(
+                known.iter().any(|k| line.starts_with(k)),
+                "stray line {line:?}"
+            );
+        }
+        let entries = hosts_file
+            .lines()
+            .skip(6)
+            .map(|l| {
+                let (ip, name) = l.split_once('\t').expect("ADDRESS<TAB>NAME");
+                assert!(!name.contains(char::is_whitespace), "{l:?}");
+                (ip.to_owned(), name.to_owned())
+            })
+            .collect();
+        ReadBack {
+            search: words("search "),
+            options: words("options "),
+            upstreams: words("# Upstreams (asked by dns-svc): "),
+            entries,
+        }
+    }
+
+    /// Renders what `raw` asks for when the gateway accepts it, and checks that the files give
+    /// back exactly those values; returns whether it was accepted.
+    fn round_trip(raw: RawSandbox) -> bool {
+        let Ok(spec) = SandboxSpec::validate(raw) else {
+            return false;
+        };
+        let s = record_of(spec);
+        let eps = [endpoint("10.0.0.2/24", "fd00::2/64")];
+        let ReadBack {
+            search,
+            options,
+            upstreams,
+            entries,
+        } = read_back(&resolv_conf(&s), &hosts(&s, &eps));
+        assert_eq!(search, s.dns.search);
+        let mut want = Vec::new();
+        if !s.dns.options.iter().any(|o| o.starts_with("ndots:")) {
+            want.push("ndots:0".to_owned());
+        }
+        want.extend(s.dns.options.iter().cloned());
+        assert_eq!(options, want);
+        assert_eq!(upstreams, s.dns.servers);
+        let mut want_hosts = vec![
+            ("10.0.0.2".to_owned(), s.hostname.clone()),
+            ("fd00::2".to_owned(), s.hostname.clone()),
+        ];
+        want_hosts.extend(s.extra_hosts.iter().map(|(n, a)| (a.clone(), n.clone())));
+        assert_eq!(entries, want_hosts);
+        true
+    }
+
+    fn dns_label() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,20}[a-zA-Z0-9_])?"
+    }
+
+    fn dns_name() -> impl Strategy<Value = String> {
+        prop::collection::vec(dns_label(), 1..4).prop_map(|l| l.join("."))
+    }
+
+    fn resolv_option() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u32..=15).prop_map(|n| format!("ndots:{n}")),
+            (1u32..=30).prop_map(|n| format!("timeout:{n}")),
+            (1u32..=5).prop_map(|n| format!("attempts:{n}")),
+            prop::sample::select(vec![
+                "rotate",
+                "edns0",
+                "single-request",
+                "use-vc",
+                "trust-ad"
+            ])
+            .prop_map(str::to_owned),
+        ]
+    }
+
+    fn address() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<std::net::Ipv4Addr>().prop_map(|a| a.to_string()),
+            any::<std::net::Ipv6Addr>().prop_map(|a| a.to_string()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Every accepted value comes back out of the rendered files, line by line.
+        #[test]
+        fn accepted_values_come_back_out_of_the_files(
+            hostname in dns_label(),
+            search in prop::collection::vec(dns_name(), 0..4),
+            options in prop::collection::vec(resolv_option(), 0..5),
+            servers in prop::collection::vec(address(), 0..4),
+            extra in prop::collection::vec((dns_name(), address()), 0..6),
+        ) {
+            let raw = RawSandbox {
+                hostname,
+                dns: DnsRecord { servers, search, options },
+                extra_hosts: extra,
+                ..RawSandbox::default()
+            };
+            prop_assert!(round_trip(raw.clone()), "refused {raw:?}");
+        }
+
+        /// Any string at all: refused, or rendered so that it comes back exactly (a newline, a
+        /// space or a control character never reaches a file).
+        #[test]
+        fn arbitrary_strings_are_refused_or_come_back(
+            hostname in any::<String>(),
+            search in any::<String>(),
+            option in any::<String>(),
+            server in any::<String>(),
+            extra_name in any::<String>(),
+            extra_address in any::<String>(),
+        ) {
+            round_trip(RawSandbox { hostname, ..RawSandbox::default() });
+            round_trip(RawSandbox {
+                dns: DnsRecord { servers: vec![server], search: vec![search], options: vec![option] },
+                ..RawSandbox::default()
+            });
+            round_trip(RawSandbox {
+                extra_hosts: vec![(extra_name, extra_address)],
+                ..RawSandbox::default()
+            });
+        }
+
+        /// Hostile characters inside otherwise good values are always refused.
+        #[test]
+        fn separators_inside_names_are_refused(
+            name in dns_name(),
+            at in 0usize..40,
+            bad in prop::sample::select(vec!['\n', '\r', '\t', ' ', '\0', '#', ';', '*', '/', '\u{85}']),
+        ) {
+            let mut hostile: Vec<char> = name.chars().collect();
+            hostile.insert(at.min(hostile.len()), bad);
+            let hostile: String = hostile.into_iter().collect();
+            let refused = |raw: RawSandbox| !round_trip(raw);
+            let as_hostname = RawSandbox { hostname: hostile.clone(), ..RawSandbox::default() };
+            let as_search = RawSandbox {
+                dns: DnsRecord { search: vec![hostile.clone()], ..DnsRecord::default() },
+                ..RawSandbox::default()
+            };
+            let as_extra = RawSandbox {
+                extra_hosts: vec![(hostile.clone(), "192.0.2.1".into())],
+                ..RawSandbox::default()
+            };
+            prop_assert!(refused(as_hostname), "hostname {:?}", hostile);
+            prop_assert!(refused(as_search), "search {:?}", hostile);
+            prop_assert!(refused(as_extra), "extra host {:?}", hostile);
+        }
     }
 }

@@ -1,16 +1,31 @@
-//! The public gRPC services over [`Gateway`].
+//! The public gRPC services over [`Gateway`]: the edge. Each request is converted once into
+//! the domain's terms (`from_pb`) and validated there; a retried request id gets the first
+//! answer; each answer is converted once (`to_pb`). Nothing below this module sees a
+//! `weft.gateway.v1` request.
 
+use prost::Message;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use weft_proto::gateway::v1::{
-    self as pb, event_service_server::EventService, network_service_server::NetworkService,
-    sandbox_service_server::SandboxService,
+    self as pb, agent_registry_service_server::AgentRegistryService,
+    event_service_server::EventService, host_service_server::HostService,
+    network_service_server::NetworkService, sandbox_service_server::SandboxService,
 };
+use weft_runtime::FieldViolation;
 
 use crate::{
-    networks::Gateway,
+    domain::{
+        endpoint::ConnectSpec,
+        host::HostSpec,
+        list::Page,
+        network::{NetworkRecord, NetworkSpec, NetworkUpdate},
+        sandbox::SandboxSpec,
+    },
+    engine::{Gateway, Remember, RequestKey},
+    error::GatewayError,
+    from_pb,
     store::sandboxes::Owner,
-    to_pb::{network_endpoints, network_to_pb, sandbox_to_pb},
+    to_pb::{duration, endpoint_view, host_to_pb, network_endpoints, network_to_pb, sandbox_to_pb},
 };
 
 #[derive(Debug, Clone)]
@@ -22,6 +37,35 @@ impl GatewayGrpc {
     pub fn new(gw: Gateway) -> Self {
         Self { gw }
     }
+
+    /// The answer given the first time to this request id, if any.
+    async fn replayed<T: Message + Default>(&self, key: &RequestKey) -> Result<Option<T>, Status> {
+        Ok(self
+            .gw
+            .replay(key)
+            .await?
+            .and_then(|b| T::decode(b.as_slice()).ok()))
+    }
+}
+
+/// The request id of `req` with what identifies the request: its encoding without the id.
+fn request_key<M: Message + Clone>(
+    method: &'static str,
+    req: &M,
+    id: &str,
+    clear_id: fn(&mut M),
+) -> RequestKey {
+    let mut bare = req.clone();
+    clear_id(&mut bare);
+    RequestKey {
+        id: id.to_owned(),
+        method,
+        fingerprint: bare.encode_to_vec(),
+    }
+}
+
+fn invalid(violations: Vec<FieldViolation>) -> Status {
+    GatewayError::Invalid(violations).into()
 }
 
 #[tonic::async_trait]
@@ -30,9 +74,25 @@ impl NetworkService for GatewayGrpc {
         &self,
         req: Request<pb::CreateNetworkRequest>,
     ) -> Result<Response<pb::Network>, Status> {
-        Ok(Response::new(
-            self.gw.create_network(req.into_inner()).await?,
-        ))
+        let req = req.into_inner();
+        let key = request_key("CreateNetwork", &req, &req.request_id, |r| {
+            r.request_id.clear()
+        });
+        if let Some(done) = self.replayed(&key).await? {
+            return Ok(Response::new(done));
+        }
+        let validate_only = req.validate_only;
+        let spec = NetworkSpec::validate(from_pb::network(req)).map_err(invalid)?;
+        let answer = |n: &NetworkRecord| network_to_pb(n).encode_to_vec();
+        let remember = Remember {
+            key: &key,
+            answer: &answer,
+        };
+        let rec = self
+            .gw
+            .create_network(spec, validate_only, Some(remember))
+            .await?;
+        Ok(Response::new(network_to_pb(&rec)))
     }
 
     async fn get_network(
@@ -51,10 +111,14 @@ impl NetworkService for GatewayGrpc {
         &self,
         req: Request<pb::ListNetworksRequest>,
     ) -> Result<Response<pb::ListNetworksResponse>, Status> {
-        let (nets, revision) = self.gw.list_networks(&req.into_inner()).await?;
+        let req = req.into_inner();
+        let page = Page::parse("networks", req.page_size, &req.page_token).map_err(invalid)?;
+        let filter = from_pb::network_filter(req).validate().map_err(invalid)?;
+        let (nets, next_page_token, revision) = self.gw.list_networks_page(&filter, &page).await?;
         Ok(Response::new(pb::ListNetworksResponse {
             networks: nets.iter().map(network_to_pb).collect(),
             revision,
+            next_page_token,
         }))
     }
 
@@ -62,25 +126,44 @@ impl NetworkService for GatewayGrpc {
         &self,
         req: Request<pb::UpdateNetworkRequest>,
     ) -> Result<Response<pb::Network>, Status> {
-        Ok(Response::new(
-            self.gw.update_network(req.into_inner()).await?,
-        ))
+        let update =
+            NetworkUpdate::validate(from_pb::network_update(req.into_inner())).map_err(invalid)?;
+        let rec = self.gw.update_network(update).await?;
+        Ok(Response::new(network_to_pb(&rec)))
     }
 
     async fn delete_network(
         &self,
         req: Request<pb::DeleteNetworkRequest>,
     ) -> Result<Response<pb::DeleteNetworkResponse>, Status> {
-        Ok(Response::new(
-            self.gw.delete_network(req.into_inner()).await?,
-        ))
+        let req = req.into_inner();
+        let key = request_key("DeleteNetwork", &req, &req.request_id, |r| {
+            r.request_id.clear()
+        });
+        if let Some(done) = self.replayed(&key).await? {
+            return Ok(Response::new(done));
+        }
+        let response = |n: &NetworkRecord| pb::DeleteNetworkResponse {
+            id: n.id.clone(),
+            name: n.name.clone(),
+        };
+        let answer = |n: &NetworkRecord| response(n).encode_to_vec();
+        let remember = Remember {
+            key: &key,
+            answer: &answer,
+        };
+        let rec = self.gw.delete_network(&req.network, Some(remember)).await?;
+        Ok(Response::new(response(&rec)))
     }
 
     async fn prune_networks(
         &self,
         req: Request<pb::PruneNetworksRequest>,
     ) -> Result<Response<pb::PruneNetworksResponse>, Status> {
-        Ok(Response::new(self.gw.prune(req.into_inner()).await?))
+        let deleted = self.gw.prune(from_pb::prune(req.into_inner())).await?;
+        Ok(Response::new(pb::PruneNetworksResponse {
+            networks_deleted: deleted,
+        }))
     }
 }
 
@@ -92,15 +175,9 @@ impl EventService for GatewayGrpc {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let rx = self.gw.watch(req.into_inner()).await?;
+        let peer = req.remote_addr().map(|a| a.ip());
+        let rx = self.gw.watch(req.into_inner(), peer).await?;
         Ok(Response::new(ReceiverStream::new(rx)))
-    }
-}
-
-impl GatewayGrpc {
-    async fn sandbox_view(&self, s: &crate::sandbox::SandboxRecord) -> Result<pb::Sandbox, Status> {
-        let endpoints = self.gw.sandbox_endpoints(s).await?;
-        Ok(sandbox_to_pb(s, &endpoints))
     }
 }
 
@@ -110,9 +187,21 @@ impl SandboxService for GatewayGrpc {
         &self,
         req: Request<pb::CreateSandboxRequest>,
     ) -> Result<Response<pb::Sandbox>, Status> {
-        Ok(Response::new(
-            self.gw.create_sandbox(req.into_inner()).await?,
-        ))
+        let req = req.into_inner();
+        let key = request_key("CreateSandbox", &req, &req.request_id, |r| {
+            r.request_id.clear()
+        });
+        if let Some(done) = self.replayed(&key).await? {
+            return Ok(Response::new(done));
+        }
+        let validate_only = req.validate_only;
+        let spec = SandboxSpec::validate(from_pb::sandbox(req)).map_err(invalid)?;
+        let view = self.gw.create_sandbox(spec, validate_only).await?;
+        let answer = sandbox_to_pb(&view.sandbox, &view.endpoints);
+        if !validate_only {
+            self.gw.remember(&key, answer.encode_to_vec()).await;
+        }
+        Ok(Response::new(answer))
     }
 
     async fn get_sandbox(
@@ -123,50 +212,25 @@ impl SandboxService for GatewayGrpc {
             .gw
             .find_sandbox("sandbox", &req.into_inner().sandbox)
             .await?;
-        Ok(Response::new(self.sandbox_view(&s).await?))
+        let endpoints = self.gw.sandbox_endpoints(&s).await?;
+        Ok(Response::new(sandbox_to_pb(&s, &endpoints)))
     }
 
     async fn list_sandboxes(
         &self,
         req: Request<pb::ListSandboxesRequest>,
     ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
-        let f = req.into_inner();
-        for (i, l) in f.label.iter().enumerate() {
-            if l.is_empty() || l.starts_with('=') {
-                return Err(crate::error::GatewayError::invalid(
-                    format!("label[{i}]"),
-                    l,
-                    "expected key or key=value",
-                )
-                .into());
-            }
-        }
-        let revision = self.gw.revision().await?;
-        let mut out = Vec::new();
-        for s in self.gw.list_sandboxes().await? {
-            let view = self.sandbox_view(&s).await?;
-            let any = |values: &[String], pred: &dyn Fn(&str) -> bool| {
-                values.is_empty() || values.iter().any(|v| pred(v))
-            };
-            let keep = any(&f.name, &|v| s.name.contains(v))
-                && any(&f.host, &|v| s.host == v)
-                && any(&f.container_id, &|v| s.container_id.starts_with(v))
-                && f.label.iter().all(|l| match l.split_once('=') {
-                    Some((k, v)) => s.labels.get(k).is_some_and(|lv| lv == v),
-                    None => s.labels.contains_key(l),
-                })
-                && any(&f.network, &|v| {
-                    view.endpoints
-                        .iter()
-                        .any(|e| e.network_name == v || e.network_id.starts_with(v))
-                });
-            if keep {
-                out.push(view);
-            }
-        }
+        let req = req.into_inner();
+        let page = Page::parse("sandboxes", req.page_size, &req.page_token).map_err(invalid)?;
+        let filter = from_pb::sandbox_filter(req).validate().map_err(invalid)?;
+        let (views, next_page_token, revision) = self.gw.list_sandbox_views(&filter, &page).await?;
         Ok(Response::new(pb::ListSandboxesResponse {
-            sandboxes: out,
+            sandboxes: views
+                .iter()
+                .map(|v| sandbox_to_pb(&v.sandbox, &v.endpoints))
+                .collect(),
             revision,
+            next_page_token,
         }))
     }
 
@@ -174,52 +238,113 @@ impl SandboxService for GatewayGrpc {
         &self,
         req: Request<pb::DeleteSandboxRequest>,
     ) -> Result<Response<pb::DeleteSandboxResponse>, Status> {
-        Ok(Response::new(
-            self.gw.delete_sandbox(req.into_inner()).await?,
-        ))
+        let req = req.into_inner();
+        let key = request_key("DeleteSandbox", &req, &req.request_id, |r| {
+            r.request_id.clear()
+        });
+        if let Some(done) = self.replayed(&key).await? {
+            return Ok(Response::new(done));
+        }
+        let (sandbox, endpoints) = self.gw.delete_sandbox(&req.sandbox).await?;
+        let answer = pb::DeleteSandboxResponse {
+            id: sandbox.id,
+            name: sandbox.name,
+            endpoint_ids: endpoints.into_iter().map(|e| e.id).collect(),
+        };
+        self.gw.remember(&key, answer.encode_to_vec()).await;
+        Ok(Response::new(answer))
     }
 
     async fn connect(
         &self,
         req: Request<pb::ConnectRequest>,
     ) -> Result<Response<pb::Endpoint>, Status> {
-        Ok(Response::new(self.gw.connect(req.into_inner()).await?))
+        let req = req.into_inner();
+        let key = request_key("Connect", &req, &req.request_id, |r| r.request_id.clear());
+        if let Some(done) = self.replayed(&key).await? {
+            return Ok(Response::new(done));
+        }
+        let validate_only = req.validate_only;
+        let spec = ConnectSpec::validate(req.sandbox, req.network, from_pb::settings(req.settings))
+            .map_err(invalid)?;
+        let (ep, all) = self.gw.connect(spec, validate_only).await?;
+        let answer = endpoint_view(&ep, &all);
+        if !validate_only {
+            self.gw.remember(&key, answer.encode_to_vec()).await;
+        }
+        Ok(Response::new(answer))
     }
 
     async fn disconnect(
         &self,
         req: Request<pb::DisconnectRequest>,
     ) -> Result<Response<pb::DisconnectResponse>, Status> {
-        Ok(Response::new(self.gw.disconnect(req.into_inner()).await?))
+        let req = req.into_inner();
+        let key = request_key("Disconnect", &req, &req.request_id, |r| {
+            r.request_id.clear()
+        });
+        if let Some(done) = self.replayed(&key).await? {
+            return Ok(Response::new(done));
+        }
+        let ep = self
+            .gw
+            .disconnect(&req.sandbox, &req.network, req.force)
+            .await?;
+        let answer = pb::DisconnectResponse { endpoint_id: ep.id };
+        self.gw.remember(&key, answer.encode_to_vec()).await;
+        Ok(Response::new(answer))
     }
 }
 
 #[tonic::async_trait]
-impl weft_proto::gateway::v1::host_service_server::HostService for GatewayGrpc {
+impl HostService for GatewayGrpc {
     async fn list_hosts(
         &self,
         req: Request<pb::ListHostsRequest>,
     ) -> Result<Response<pb::ListHostsResponse>, Status> {
-        Ok(Response::new(self.gw.list_hosts(&req.into_inner()).await?))
+        let req = req.into_inner();
+        let page = Page::parse("hosts", req.page_size, &req.page_token).map_err(invalid)?;
+        let filter = from_pb::host_filter(req).map_err(|state| {
+            invalid(vec![FieldViolation::new(
+                "state",
+                state.to_string(),
+                "unknown host state (UP, DOWN or unspecified)",
+            )])
+        })?;
+        let (hosts, next_page_token, revision) = self.gw.list_hosts(&filter, &page).await?;
+        Ok(Response::new(pb::ListHostsResponse {
+            hosts: hosts.iter().map(host_to_pb).collect(),
+            revision,
+            next_page_token,
+        }))
     }
 }
 
 #[tonic::async_trait]
-impl weft_proto::gateway::v1::agent_registry_service_server::AgentRegistryService for GatewayGrpc {
+impl AgentRegistryService for GatewayGrpc {
     async fn register_host(
         &self,
         req: Request<pb::RegisterHostRequest>,
     ) -> Result<Response<pb::RegisterHostResponse>, Status> {
-        Ok(Response::new(
-            self.gw.register_host(req.into_inner()).await?,
-        ))
+        let spec = HostSpec::validate(from_pb::host(req.into_inner())).map_err(invalid)?;
+        let (host, revision) = self.gw.register_host(spec).await?;
+        Ok(Response::new(pb::RegisterHostResponse {
+            host: Some(host_to_pb(&host)),
+            heartbeat_interval: Some(duration(self.gw.heartbeat_interval())),
+            desired_revision: revision,
+        }))
     }
 
     async fn heartbeat(
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        Ok(Response::new(self.gw.heartbeat(req.into_inner()).await?))
+        let req = req.into_inner();
+        let revision = self.gw.heartbeat(&req.host, req.unrepaired_drift).await?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            desired_revision: revision,
+            heartbeat_interval: Some(duration(self.gw.heartbeat_interval())),
+        }))
     }
 
     async fn get_desired_state(

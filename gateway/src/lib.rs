@@ -5,17 +5,20 @@
 //! Served: `NetworkService`, `SandboxService`, `EventService`, `HostService`, and the internal
 //! `AgentRegistryService` (agents register, heartbeat and fetch their host's desired state).
 
+mod agents;
 mod desired;
+pub mod domain;
+pub mod engine;
 pub mod error;
 pub mod events;
 mod files;
+mod from_pb;
 pub mod grpc;
 pub mod hosts;
-pub mod network;
-pub mod networks;
+mod ipam;
+pub mod lists;
 pub mod recovery;
-pub mod sandbox;
-pub mod sandboxes;
+pub mod sagas;
 pub mod store;
 mod to_pb;
 
@@ -24,7 +27,7 @@ use std::{net::SocketAddr, time::Duration};
 use weft_runtime::{CommonArgs, GrpcServer};
 use weft_store::{Db, StoreOptions};
 
-pub use networks::{Gateway, GatewayOptions};
+pub use engine::{Gateway, GatewayOptions};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -85,6 +88,24 @@ pub struct Args {
     #[arg(long, env = "WEFT_GATEWAY_EVENT_HISTORY", default_value_t = 10_000)]
     pub event_history: u64,
 
+    /// How long a mutation's request_id is remembered: a retry within this time gets the first
+    /// answer; after it, the id is free again.
+    #[arg(long, env = "WEFT_GATEWAY_REQUEST_ID_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub request_id_ttl: Duration,
+
+    /// How many request ids are remembered at most; past it, the oldest are forgotten first.
+    #[arg(long, env = "WEFT_GATEWAY_REQUEST_ID_MAX", default_value_t = 100_000)]
+    pub request_id_max: u64,
+
+    /// How many Watch streams one client (peer address) may hold at once; one more is
+    /// RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "WEFT_GATEWAY_MAX_WATCHES_PER_CLIENT",
+        default_value_t = 32
+    )]
+    pub max_watches_per_client: usize,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -96,6 +117,8 @@ pub enum StartError {
     Url { flag: &'static str, value: String },
     #[error("--event-history must be at least 1")]
     History,
+    #[error("{0} must be at least 1")]
+    AtLeastOne(&'static str),
     #[error(transparent)]
     Store(#[from] weft_store::StoreError),
     #[error(transparent)]
@@ -106,6 +129,12 @@ pub enum StartError {
 pub async fn open(args: &Args) -> Result<Gateway, StartError> {
     if args.event_history == 0 {
         return Err(StartError::History);
+    }
+    if args.request_id_max == 0 {
+        return Err(StartError::AtLeastOne("--request-id-max"));
+    }
+    if args.max_watches_per_client == 0 {
+        return Err(StartError::AtLeastOne("--max-watches-per-client"));
     }
     let channel = |flag: &'static str, value: &str| {
         tonic::transport::Endpoint::from_shared(value.to_owned())
@@ -135,6 +164,9 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
             operation_timeout: args.operation_timeout,
             fault: args.fault.clone(),
             heartbeat_interval: args.heartbeat_interval,
+            request_id_ttl: args.request_id_ttl,
+            request_id_max: args.request_id_max,
+            max_watches_per_client: args.max_watches_per_client,
         },
     ))
 }

@@ -12,57 +12,14 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use serde::{Deserialize, Serialize};
-use weft_proto::{gateway::v1 as pb, ipam::v1 as ipb};
+use weft_proto::ipam::v1 as ipb;
 
 use crate::{
+    domain::{endpoint::EndpointRecord, list::NetworkFilter, sandbox::SandboxRecord},
+    engine::{Change, Gateway},
     error::GatewayError,
-    networks::{Change, Gateway, now_ms},
-    sandbox::{EndpointRecord, SandboxRecord},
-    store::{self, sandboxes::Owner},
+    store::{self, operations::Operation, sandboxes::Owner},
 };
-
-/// A saga in flight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Operation {
-    Connect {
-        sandbox: SandboxRecord,
-        endpoint: EndpointRecord,
-    },
-    Disconnect {
-        sandbox: SandboxRecord,
-        endpoint: EndpointRecord,
-    },
-    CreateSandbox {
-        sandbox: SandboxRecord,
-    },
-    DeleteSandbox {
-        sandbox: SandboxRecord,
-    },
-}
-
-impl Operation {
-    pub fn id(&self) -> String {
-        match self {
-            Self::Connect { endpoint, .. } | Self::Disconnect { endpoint, .. } => {
-                format!("ep:{}", endpoint.id)
-            }
-            Self::CreateSandbox { sandbox } | Self::DeleteSandbox { sandbox } => {
-                format!("sb:{}", sandbox.id)
-            }
-        }
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Connect { .. } => "connect",
-            Self::Disconnect { .. } => "disconnect",
-            Self::CreateSandbox { .. } => "create_sandbox",
-            Self::DeleteSandbox { .. } => "delete_sandbox",
-        }
-    }
-}
 
 /// What a sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,68 +40,19 @@ pub struct Consistency {
 }
 
 impl Gateway {
-    /// Crashes the process (SIGKILL, as `kill -9` would) when `step` is the configured fault:
-    /// the hook the crash tests use to stop the gateway at each step of a saga.
-    pub(crate) fn fault(&self, step: &str) {
-        if self.fault.as_deref() == Some(step) {
-            tracing::error!(step, "fault injected: killing the gateway");
-            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-
-    /// Records that a saga starts.
-    pub(crate) async fn begin(&self, op: &Operation) -> Result<String, GatewayError> {
-        let id = op.id();
-        self.inflight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.clone());
-        let mut conn = self.db.write().acquire().await?;
-        if let Err(e) = store::operations::insert(&mut conn, op, now_ms()).await {
-            self.forget(&id);
-            return Err(e.into());
-        }
-        Ok(id)
-    }
-
-    /// Drops the record of a saga that was undone inline (its final commit removes it otherwise).
-    pub(crate) async fn abandon(&self, id: &str) {
-        let done = async {
-            let mut conn = self.db.write().acquire().await?;
-            store::operations::delete(&mut conn, id).await?;
-            Ok::<_, GatewayError>(())
-        };
-        if let Err(e) = done.await {
-            tracing::warn!(operation = id, error = %e, "cannot drop an operation record; the sweep will");
-        }
-        self.forget(id);
-    }
-
-    pub(crate) fn forget(&self, id: &str) {
-        self.inflight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(id);
-    }
-
     /// Finishes the sagas a crashed gateway left behind (those older than the operation timeout
     /// and not in flight in this process), then releases addresses nothing owns.
     pub async fn sweep(&self) -> Result<SweepReport, GatewayError> {
         let mut report = SweepReport::default();
-        let cutoff =
-            now_ms() - i64::try_from(self.operation_timeout.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = self.clock.now_ms()
+            - i64::try_from(self.operation_timeout.as_millis()).unwrap_or(i64::MAX);
         let ops = {
             let mut conn = self.db.read().acquire().await?;
             store::operations::older_than(&mut conn, cutoff).await?
         };
         for op in ops {
             let id = op.id();
-            if self
-                .inflight
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .contains(&id)
-            {
+            if self.in_flight(&id) {
                 continue;
             }
             tracing::info!(operation = %id, kind = op.kind(), "finishing an interrupted operation");
@@ -152,22 +60,14 @@ impl Gateway {
                 Operation::Connect { sandbox, endpoint } => {
                     self.detach_agent(sandbox, endpoint).await;
                     self.release_owner(&endpoint.id).await;
-                    self.commit(
-                        &[(Change::EndOperation(&id), pb::EventKind::Unspecified)],
-                        None,
-                    )
-                    .await?;
+                    self.commit(&[Change::EndOperation(&id)], None).await?;
                     report.undone += 1;
                 }
                 Operation::CreateSandbox { sandbox } => {
                     if self.find_sandbox("sandbox", &sandbox.id).await.is_err() {
                         self.remove_agent_sandbox(sandbox).await;
                     }
-                    self.commit(
-                        &[(Change::EndOperation(&id), pb::EventKind::Unspecified)],
-                        None,
-                    )
-                    .await?;
+                    self.commit(&[Change::EndOperation(&id)], None).await?;
                     report.undone += 1;
                 }
                 Operation::Disconnect { sandbox, endpoint } => {
@@ -203,13 +103,10 @@ impl Gateway {
             .any(|e| e.id == endpoint.id);
         let mut changes = Vec::new();
         if exists {
-            changes.push((
-                Change::DeleteEndpoint(endpoint),
-                pb::EventKind::EndpointDisconnected,
-            ));
+            changes.push(Change::DeleteEndpoint(endpoint));
         }
         if let Some(op) = op {
-            changes.push((Change::EndOperation(op), pb::EventKind::Unspecified));
+            changes.push(Change::EndOperation(op));
         }
         self.commit(&changes, None).await?;
         Ok(())
@@ -227,12 +124,9 @@ impl Gateway {
         let exists = self.find_sandbox("sandbox", &sandbox.id).await.is_ok();
         let mut changes = Vec::new();
         if exists {
-            changes.push((
-                Change::DeleteSandbox(sandbox),
-                pb::EventKind::SandboxRemoved,
-            ));
+            changes.push(Change::DeleteSandbox(sandbox));
         }
-        changes.push((Change::EndOperation(op), pb::EventKind::Unspecified));
+        changes.push(Change::EndOperation(op));
         self.commit(&changes, None).await?;
         Ok(())
     }
@@ -241,32 +135,11 @@ impl Gateway {
     /// flight. Read in this order (allocations, operations, endpoints) so that a Connect
     /// running meanwhile is always seen in one of the last two.
     async fn orphans(&self) -> Result<Vec<ipb::Allocation>, GatewayError> {
-        let (networks, _) = self
-            .list_networks(&pb::ListNetworksRequest::default())
-            .await?;
+        let (networks, _) = self.list_networks(&NetworkFilter::default()).await?;
         let mut allocations = Vec::new();
         for n in &networks {
             for s in &n.subnets {
-                let mut token = String::new();
-                loop {
-                    let page = self
-                        .ipam
-                        .clone()
-                        .list_allocations(ipb::ListAllocationsRequest {
-                            pool_id: s.pool_id.clone(),
-                            page_size: 1000,
-                            page_token: token.clone(),
-                            ..Default::default()
-                        })
-                        .await
-                        .map_err(GatewayError::Ipam)?
-                        .into_inner();
-                    allocations.extend(page.allocations);
-                    if page.next_page_token.is_empty() {
-                        break;
-                    }
-                    token = page.next_page_token;
-                }
+                allocations.extend(self.allocations_in(&s.pool_id).await?);
             }
         }
         let mut conn = self.db.read().acquire().await?;
@@ -309,17 +182,7 @@ impl Gateway {
         drop(conn);
         for sandbox in self.list_sandboxes().await? {
             for ep in self.endpoints(Owner::Sandbox, &sandbox.id).await? {
-                let held = self
-                    .ipam
-                    .clone()
-                    .list_allocations(ipb::ListAllocationsRequest {
-                        owner: ep.id.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(GatewayError::Ipam)?
-                    .into_inner()
-                    .allocations;
+                let held = self.allocations_of(&ep.id).await?;
                 let want = [&ep.ipv4_address, &ep.ipv6_address]
                     .into_iter()
                     .filter(|a| !a.is_empty())

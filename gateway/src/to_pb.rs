@@ -1,41 +1,22 @@
-//! Conversions between the gateway's records and `weft.gateway.v1` messages.
+//! The gateway's records as `weft.gateway.v1` messages: the answers of the gRPC edge and the
+//! objects of events. (Requests come in through `from_pb`.)
+
+use std::time::Duration;
 
 use weft_proto::gateway::v1 as pb;
 
-use crate::network::{NetworkRecord, RawNetwork, SubnetSpec};
+use crate::domain::{
+    endpoint::{EndpointRecord, default_route},
+    host::{HostCapabilities, HostRecord},
+    network::NetworkRecord,
+    sandbox::SandboxRecord,
+};
 
 pub(crate) fn timestamp(ms: i64) -> Option<prost_types::Timestamp> {
     (ms > 0).then(|| prost_types::Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
     })
-}
-
-pub(crate) fn raw_network(r: pb::CreateNetworkRequest) -> RawNetwork {
-    let ipam = r.ipam.unwrap_or_default();
-    RawNetwork {
-        name: r.name,
-        driver: r.driver,
-        ipam_driver: ipam.driver,
-        ipam_options: ipam.options.into_iter().collect(),
-        subnets: ipam
-            .configs
-            .into_iter()
-            .map(|c| SubnetSpec {
-                subnet: c.subnet,
-                ip_range: c.ip_range,
-                gateway: c.gateway,
-                aux_addresses: c.aux_addresses.into_iter().collect(),
-            })
-            .collect(),
-        enable_ipv4: r.enable_ipv4,
-        enable_ipv6: r.enable_ipv6,
-        internal: r.internal,
-        attachable: r.attachable,
-        labels: r.labels.into_iter().collect(),
-        options: r.options.into_iter().collect(),
-        dns_servers: r.dns_servers,
-    }
 }
 
 pub(crate) fn network_to_pb(n: &NetworkRecord) -> pb::Network {
@@ -65,7 +46,7 @@ pub(crate) fn network_to_pb(n: &NetworkRecord) -> pb::Network {
         labels: n.labels.clone().into_iter().collect(),
         options: n.options.clone().into_iter().collect(),
         created_at: timestamp(n.created_at_ms),
-        // Endpoints come with the sandbox API (a later issue).
+        // Filled in by GetNetwork; events carry endpoints as events of their own.
         endpoints: Vec::new(),
         dns_servers: n.dns_servers.clone(),
         updated_at: timestamp(n.updated_at_ms),
@@ -73,10 +54,15 @@ pub(crate) fn network_to_pb(n: &NetworkRecord) -> pb::Network {
     }
 }
 
-pub(crate) fn event(revision: u64, kind: pb::EventKind, object: pb::event::Object) -> pb::Event {
+pub(crate) fn event(
+    revision: u64,
+    time_ms: i64,
+    kind: pb::EventKind,
+    object: pb::event::Object,
+) -> pb::Event {
     pb::Event {
         revision,
-        time: timestamp(crate::networks::now_ms()),
+        time: timestamp(time_ms),
         kind: kind as i32,
         object: Some(object),
         request_id: String::new(),
@@ -84,10 +70,7 @@ pub(crate) fn event(revision: u64, kind: pb::EventKind, object: pb::event::Objec
 }
 
 /// An endpoint; `routes` says which endpoints of its sandbox provide the default routes.
-pub(crate) fn endpoint_to_pb(
-    e: &crate::sandbox::EndpointRecord,
-    routes: Option<(&str, &str)>,
-) -> pb::Endpoint {
+pub(crate) fn endpoint_to_pb(e: &EndpointRecord, routes: Option<(&str, &str)>) -> pb::Endpoint {
     let (v4, v6) = routes.unwrap_or_default();
     // The names the endpoint answers to on its network: the sandbox's name and its aliases.
     let mut dns_names = vec![e.sandbox_name.clone()];
@@ -116,14 +99,10 @@ pub(crate) fn endpoint_to_pb(
     }
 }
 
-pub(crate) fn sandbox_to_pb(
-    s: &crate::sandbox::SandboxRecord,
-    endpoints: &[crate::sandbox::EndpointRecord],
-) -> pb::Sandbox {
-    let id =
-        |e: Option<&crate::sandbox::EndpointRecord>| e.map(|e| e.id.clone()).unwrap_or_default();
-    let v4 = id(crate::sandbox::default_route(endpoints, false));
-    let v6 = id(crate::sandbox::default_route(endpoints, true));
+pub(crate) fn sandbox_to_pb(s: &SandboxRecord, endpoints: &[EndpointRecord]) -> pb::Sandbox {
+    let id = |e: Option<&EndpointRecord>| e.map(|e| e.id.clone()).unwrap_or_default();
+    let v4 = id(default_route(endpoints, false));
+    let v6 = id(default_route(endpoints, true));
     pb::Sandbox {
         id: s.id.clone(),
         name: s.name.clone(),
@@ -151,7 +130,7 @@ pub(crate) fn sandbox_to_pb(
                 host_ip: p.host_ip.clone(),
                 host_port: p.host_port,
                 container_port: p.container_port,
-                protocol: p.protocol,
+                protocol: i32::from(p.protocol),
                 range: p.range,
             })
             .collect(),
@@ -169,9 +148,7 @@ pub(crate) fn sandbox_to_pb(
 }
 
 /// `docker network inspect`'s view of a network's endpoints.
-pub(crate) fn network_endpoints(
-    endpoints: &[crate::sandbox::EndpointRecord],
-) -> Vec<pb::NetworkEndpoint> {
+pub(crate) fn network_endpoints(endpoints: &[EndpointRecord]) -> Vec<pb::NetworkEndpoint> {
     endpoints
         .iter()
         .map(|e| pb::NetworkEndpoint {
@@ -185,4 +162,65 @@ pub(crate) fn network_endpoints(
             interface_name: e.interface_name.clone(),
         })
         .collect()
+}
+
+/// An endpoint as the API shows it, among all of its sandbox's endpoints (which decide its
+/// default-route flags).
+pub(crate) fn endpoint_view(ep: &EndpointRecord, all: &[EndpointRecord]) -> pb::Endpoint {
+    let id = |e: Option<&EndpointRecord>| e.map(|e| e.id.clone()).unwrap_or_default();
+    let v4 = id(default_route(all, false));
+    let v6 = id(default_route(all, true));
+    let mut view = endpoint_to_pb(ep, Some((&v4, &v6)));
+    if ep.id.is_empty() {
+        // A validate_only answer: the endpoint would provide the route if nothing else does.
+        let carries = |v6: bool| {
+            default_route(all, v6).is_some_and(|d| d.id == ep.id && d.network_id == ep.network_id)
+        };
+        view.default_route_v4 = carries(false);
+        view.default_route_v6 = carries(true);
+        view.created_at = None;
+    }
+    view
+}
+
+/// A host as ListHosts and events show it.
+pub(crate) fn host_to_pb(h: &HostRecord) -> pb::Host {
+    pb::Host {
+        name: h.name.clone(),
+        agent_address: h.agent_address.clone(),
+        dns_address: h.dns_address.clone(),
+        addresses: h.addresses.clone(),
+        capabilities: h.capabilities.as_ref().map(capabilities_to_pb),
+        state: if h.up {
+            pb::HostState::Up
+        } else {
+            pb::HostState::Down
+        } as i32,
+        last_heartbeat: timestamp(h.last_heartbeat_ms),
+        registered_at: timestamp(h.registered_at_ms),
+        agent_version: h.agent_version.clone(),
+    }
+}
+
+fn capabilities_to_pb(c: &HostCapabilities) -> pb::HostCapabilities {
+    pb::HostCapabilities {
+        drivers: c.drivers.clone(),
+        bridge: c.bridge,
+        veth: c.veth,
+        vxlan: c.vxlan,
+        macvlan: c.macvlan,
+        ipvlan: c.ipvlan,
+        vlan: c.vlan,
+        ipv6: c.ipv6,
+        nftables: c.nftables,
+        nftables_nat: c.nftables_nat,
+        kernel_release: c.kernel_release.clone(),
+    }
+}
+
+pub(crate) fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
 }

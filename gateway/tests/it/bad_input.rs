@@ -711,3 +711,728 @@ fn sandbox_with_port(p: pb::PortMapping) -> pb::CreateSandboxRequest {
         ..Default::default()
     }
 }
+
+/// One kind of hostile string, as the attacker would send it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hostile {
+    Newline,
+    CarriageReturn,
+    Nul,
+    Tab,
+    Space,
+    /// nftables' interface wildcard.
+    Star,
+    Slash,
+    /// 300 characters.
+    Long,
+    /// Multibyte, shorter than 12 bytes.
+    MultibyteShort,
+    /// Multibyte, longer than 12 bytes (a byte slice [..12] would split a character).
+    MultibyteLong,
+}
+
+impl Hostile {
+    const ALL: [Hostile; 10] = [
+        Hostile::Newline,
+        Hostile::CarriageReturn,
+        Hostile::Nul,
+        Hostile::Tab,
+        Hostile::Space,
+        Hostile::Star,
+        Hostile::Slash,
+        Hostile::Long,
+        Hostile::MultibyteShort,
+        Hostile::MultibyteLong,
+    ];
+    /// What a terminal, a file or a rule would take as a separator or a command.
+    const CONTROL: [Hostile; 4] = [
+        Hostile::Newline,
+        Hostile::CarriageReturn,
+        Hostile::Nul,
+        Hostile::Tab,
+    ];
+
+    /// `good` made hostile.
+    fn spoil(self, good: &str) -> String {
+        match self {
+            Hostile::Newline => format!("{good}\nnameserver 192.0.2.66"),
+            Hostile::CarriageReturn => format!("{good}\rx"),
+            Hostile::Nul => format!("{good}\0x"),
+            Hostile::Tab => format!("{good}\tx"),
+            Hostile::Space => format!("{good} x"),
+            Hostile::Star => format!("{good}*"),
+            Hostile::Slash => format!("{good}/x"),
+            Hostile::Long => format!("{good}{}", "a".repeat(300)),
+            Hostile::MultibyteShort => "éé".to_owned(),
+            Hostile::MultibyteLong => "ééééééééé".to_owned(),
+        }
+    }
+}
+
+/// A request made hostile in one field.
+#[derive(Debug, Clone)]
+enum Attack {
+    Sandbox(pb::CreateSandboxRequest),
+    Connect(pb::ConnectRequest),
+    Network(pb::CreateNetworkRequest),
+    UpdateNetwork(pb::UpdateNetworkRequest),
+    ListNetworks(pb::ListNetworksRequest),
+    ListSandboxes(pb::ListSandboxesRequest),
+    ListHosts(pb::ListHostsRequest),
+}
+
+/// The sandbox every sandbox attack starts from: on a network, so that a request that got
+/// past validation would take an address from IPAM and reach the agent.
+fn hostile_sandbox(f: impl FnOnce(&mut pb::CreateSandboxRequest)) -> Attack {
+    let mut r = pb::CreateSandboxRequest {
+        name: "hostile".into(),
+        networks: vec![pb::NetworkAttachment {
+            network: "n".into(),
+            settings: None,
+        }],
+        ..Default::default()
+    };
+    f(&mut r);
+    Attack::Sandbox(r)
+}
+
+fn hostile_settings(f: impl FnOnce(&mut pb::EndpointSettings)) -> Attack {
+    let mut s = pb::EndpointSettings::default();
+    f(&mut s);
+    Attack::Connect(pb::ConnectRequest {
+        sandbox: "there".into(),
+        network: "n".into(),
+        settings: Some(s),
+        ..Default::default()
+    })
+}
+
+fn hostile_network(f: impl FnOnce(&mut pb::CreateNetworkRequest)) -> Attack {
+    let mut r = crate::harness::create("hostile-net");
+    f(&mut r);
+    Attack::Network(r)
+}
+
+/// Every row: a name, the attack, and the field the refusal must name. String fields get
+/// every kind of hostile string they must refuse; repeated fields get one entry more than
+/// their limit; ranges get the first value past them.
+fn hostile_rows() -> Vec<(String, Attack, String)> {
+    type Sb = fn(&mut pb::CreateSandboxRequest, String);
+    type Ep = fn(&mut pb::EndpointSettings, String);
+    let sandbox_strings: [(&str, Sb, &[Hostile]); 6] = [
+        (
+            "dns.search[0]",
+            |r, v| {
+                r.dns = Some(pb::DnsConfig {
+                    search: vec![v],
+                    ..Default::default()
+                })
+            },
+            &Hostile::ALL,
+        ),
+        (
+            "dns.options[0]",
+            |r, v| {
+                r.dns = Some(pb::DnsConfig {
+                    options: vec![v],
+                    ..Default::default()
+                })
+            },
+            &Hostile::ALL,
+        ),
+        ("hostname", |r, v| r.hostname = v, &Hostile::ALL),
+        (
+            "extra_hosts[0].hostname",
+            |r, v| {
+                r.extra_hosts = vec![pb::ExtraHost {
+                    hostname: v,
+                    address: "192.0.2.7".into(),
+                }]
+            },
+            &Hostile::ALL,
+        ),
+        ("container_id", |r, v| r.container_id = v, &Hostile::ALL),
+        ("netns_path", |r, v| r.netns_path = v, &Hostile::CONTROL),
+    ];
+    let settings_strings: [(&str, Ep); 2] = [
+        ("aliases[0]", |s, v| s.aliases = vec![v]),
+        ("interface_name", |s, v| s.interface_name = v),
+    ];
+    let good = |field: &str| match field {
+        "netns_path" => "/run/netns/x",
+        "dns.options[0]" => "ndots:1",
+        "interface_name" | "options[com.docker.network.bridge.name]" => "eth1",
+        _ => "web",
+    };
+    let mut rows = Vec::new();
+    for (field, set, classes) in sandbox_strings {
+        for h in classes {
+            let value = h.spoil(good(field));
+            rows.push((
+                format!("{field}: {h:?}"),
+                hostile_sandbox(|r| set(r, value)),
+                field.to_owned(),
+            ));
+        }
+    }
+    for (field, set) in settings_strings {
+        for h in Hostile::ALL {
+            let value = h.spoil(good(field));
+            let v = value.clone();
+            rows.push((
+                format!("settings.{field}: {h:?}"),
+                hostile_settings(|s| set(s, v)),
+                format!("settings.{field}"),
+            ));
+            rows.push((
+                format!("networks[0].settings.{field}: {h:?}"),
+                hostile_sandbox(|r| {
+                    let mut s = pb::EndpointSettings::default();
+                    set(&mut s, value);
+                    r.networks[0].settings = Some(s);
+                }),
+                format!("networks[0].settings.{field}"),
+            ));
+        }
+    }
+    for h in Hostile::ALL {
+        let field = "options[com.docker.network.bridge.name]";
+        let value = h.spoil(good(field));
+        rows.push((
+            format!("{field}: {h:?}"),
+            hostile_network(|r| {
+                r.options = [("com.docker.network.bridge.name".to_owned(), value)].into()
+            }),
+            field.to_owned(),
+        ));
+    }
+    // Labels: keys refuse control characters, whitespace and length; values control characters.
+    for h in Hostile::CONTROL
+        .into_iter()
+        .chain([Hostile::Space, Hostile::Long])
+    {
+        let key = h.spoil("team");
+        let k = key.clone();
+        rows.push((
+            format!("sandbox label key: {h:?}"),
+            hostile_sandbox(|r| r.labels = [(k, "x".to_owned())].into()),
+            "labels".to_owned(),
+        ));
+        rows.push((
+            format!("network label key: {h:?}"),
+            hostile_network(|r| r.labels = [(key, "x".to_owned())].into()),
+            "labels".to_owned(),
+        ));
+    }
+    for h in Hostile::CONTROL {
+        let value = h.spoil("blue");
+        rows.push((
+            format!("sandbox label value: {h:?}"),
+            hostile_sandbox(|r| r.labels = [("team".to_owned(), value)].into()),
+            "labels[team]".to_owned(),
+        ));
+    }
+    rows.extend(count_rows());
+    rows.extend(range_rows());
+    rows
+}
+
+/// One entry past each count limit (taken from the gateway's own constants).
+fn count_rows() -> Vec<(String, Attack, String)> {
+    use gateway::domain::limits as l;
+    let n = |max: usize| max + 1;
+    let labels = |count: usize| -> std::collections::HashMap<String, String> {
+        (0..count)
+            .map(|i| (format!("k{i}"), "v".to_owned()))
+            .collect()
+    };
+    let ports = |count: usize| -> Vec<pb::PortMapping> {
+        (0..count)
+            .map(|i| pb::PortMapping {
+                container_port: 80,
+                host_port: 20000 + u32::try_from(i).unwrap(),
+                ..Default::default()
+            })
+            .collect()
+    };
+    vec![
+        (
+            "1,000 labels on a network".into(),
+            hostile_network(|r| r.labels = labels(1000)),
+            "labels".into(),
+        ),
+        (
+            "one label too many on a sandbox".into(),
+            hostile_sandbox(|r| r.labels = labels(n(l::MAX_LABELS))),
+            "labels".into(),
+        ),
+        (
+            "one alias too many".into(),
+            hostile_settings(|s| {
+                s.aliases = (0..n(l::MAX_ALIASES)).map(|i| format!("a{i}")).collect()
+            }),
+            "settings.aliases".into(),
+        ),
+        (
+            "one extra host too many".into(),
+            hostile_sandbox(|r| {
+                r.extra_hosts = (0..n(l::MAX_EXTRA_HOSTS))
+                    .map(|i| pb::ExtraHost {
+                        hostname: format!("h{i}"),
+                        address: "192.0.2.1".into(),
+                    })
+                    .collect()
+            }),
+            "extra_hosts".into(),
+        ),
+        (
+            "one DNS server too many".into(),
+            hostile_sandbox(|r| {
+                r.dns = Some(pb::DnsConfig {
+                    servers: vec!["192.0.2.53".into(); n(l::MAX_DNS_SERVERS)],
+                    ..Default::default()
+                })
+            }),
+            "dns.servers".into(),
+        ),
+        (
+            "one network DNS server too many".into(),
+            hostile_network(|r| r.dns_servers = vec!["192.0.2.53".into(); n(l::MAX_DNS_SERVERS)]),
+            "dns_servers".into(),
+        ),
+        (
+            "one search domain too many".into(),
+            hostile_sandbox(|r| {
+                r.dns = Some(pb::DnsConfig {
+                    search: (0..n(l::MAX_DNS_SEARCH))
+                        .map(|i| format!("d{i}.example"))
+                        .collect(),
+                    ..Default::default()
+                })
+            }),
+            "dns.search".into(),
+        ),
+        (
+            "a search line longer than resolvers read".into(),
+            hostile_sandbox(|r| {
+                r.dns = Some(pb::DnsConfig {
+                    search: (0..l::MAX_DNS_SEARCH)
+                        .map(|i| format!("{i}{}", "d".repeat(60)))
+                        .collect(),
+                    ..Default::default()
+                })
+            }),
+            "dns.search".into(),
+        ),
+        (
+            "one DNS option too many".into(),
+            hostile_sandbox(|r| {
+                r.dns = Some(pb::DnsConfig {
+                    options: vec!["rotate".into(); n(l::MAX_DNS_OPTIONS)],
+                    ..Default::default()
+                })
+            }),
+            "dns.options".into(),
+        ),
+        (
+            "one port mapping too many".into(),
+            hostile_sandbox(|r| r.port_mappings = ports(n(l::MAX_PORT_MAPPINGS))),
+            "port_mappings".into(),
+        ),
+        (
+            "one initial network too many".into(),
+            hostile_sandbox(|r| {
+                r.networks = vec![
+                    pb::NetworkAttachment {
+                        network: "n".into(),
+                        settings: None,
+                    };
+                    n(l::MAX_ATTACHMENTS)
+                ]
+            }),
+            "networks".into(),
+        ),
+        (
+            "one link-local address too many".into(),
+            hostile_settings(|s| {
+                s.link_local_ips = (0..n(l::MAX_LINK_LOCAL_IPS))
+                    .map(|i| format!("169.254.1.{i}"))
+                    .collect()
+            }),
+            "settings.link_local_ips".into(),
+        ),
+        (
+            "one subnet too many".into(),
+            hostile_network(|r| {
+                r.ipam = Some(pb::Ipam {
+                    configs: (0..n(l::MAX_SUBNETS))
+                        .map(|i| pb::IpamConfig {
+                            subnet: format!("10.9{i}.0.0/24"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+            }),
+            "ipam.configs".into(),
+        ),
+    ]
+}
+
+/// Values past a range, and values that would reach the kernel or a rule in a form it must
+/// not take.
+fn range_rows() -> Vec<(String, Attack, String)> {
+    let subnet = |s: &str| {
+        let s = s.to_owned();
+        hostile_network(move |r| {
+            r.enable_ipv6 = s.contains(':');
+            r.ipam = Some(pb::Ipam {
+                configs: vec![pb::IpamConfig {
+                    subnet: s,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+        })
+    };
+    let dns_option = |o: &str| {
+        let o = o.to_owned();
+        hostile_sandbox(move |r| {
+            r.dns = Some(pb::DnsConfig {
+                options: vec![o],
+                ..Default::default()
+            })
+        })
+    };
+    let port = |host_port: u32, container_port: u32, range: u32| {
+        hostile_sandbox(move |r| {
+            r.port_mappings = vec![pb::PortMapping {
+                host_port,
+                container_port,
+                range,
+                ..Default::default()
+            }]
+        })
+    };
+    let sysctl = "com.docker.network.endpoint.sysctls";
+    vec![
+        (
+            "port range past 65535".into(),
+            port(65000, 80, 600),
+            "port_mappings[0].range".into(),
+        ),
+        (
+            "a block of chosen ports past the ephemeral range".into(),
+            port(0, 1, 20000),
+            "port_mappings[0].range".into(),
+        ),
+        (
+            "a /4 subnet".into(),
+            subnet("16.0.0.0/4"),
+            "ipam.configs[0].subnet".into(),
+        ),
+        (
+            "any free /4".into(),
+            subnet("0.0.0.0/4"),
+            "ipam.configs[0].subnet".into(),
+        ),
+        (
+            "a /16 IPv6 subnet".into(),
+            subnet("fd00::/16"),
+            "ipam.configs[0].subnet".into(),
+        ),
+        (
+            "ndots past 15".into(),
+            dns_option("ndots:16"),
+            "dns.options[0]".into(),
+        ),
+        (
+            "an option the resolver does not know".into(),
+            dns_option("inet6-dns"),
+            "dns.options[0]".into(),
+        ),
+        (
+            "two options in one".into(),
+            dns_option("ndots:1 rotate"),
+            "dns.options[0]".into(),
+        ),
+        (
+            "netns path with ..".into(),
+            hostile_sandbox(|r| r.netns_path = "/run/netns/../../proc/1/ns/net".into()),
+            "netns_path".into(),
+        ),
+        (
+            "relative netns path".into(),
+            hostile_sandbox(|r| r.netns_path = "proc/1/ns/net".into()),
+            "netns_path".into(),
+        ),
+        (
+            "netns path over 4096 bytes".into(),
+            hostile_sandbox(|r| r.netns_path = format!("/{}", "a".repeat(4200))),
+            "netns_path".into(),
+        ),
+        (
+            "hostname over 64 characters".into(),
+            hostile_sandbox(|r| r.hostname = format!("{}.b", "a".repeat(63))),
+            "hostname".into(),
+        ),
+        (
+            "a 300-char alias".into(),
+            hostile_settings(|s| s.aliases = vec!["a".repeat(300)]),
+            "settings.aliases[0]".into(),
+        ),
+        (
+            "a 64-char DNS label".into(),
+            hostile_settings(|s| s.aliases = vec!["a".repeat(64)]),
+            "settings.aliases[0]".into(),
+        ),
+        (
+            "interface name .".into(),
+            hostile_settings(|s| s.interface_name = ".".into()),
+            "settings.interface_name".into(),
+        ),
+        (
+            "interface name ..".into(),
+            hostile_settings(|s| s.interface_name = "..".into()),
+            "settings.interface_name".into(),
+        ),
+        (
+            "interface name of 16 bytes".into(),
+            hostile_settings(|s| s.interface_name = "abcdefghijklmnop".into()),
+            "settings.interface_name".into(),
+        ),
+        (
+            "a link-local address that is not".into(),
+            hostile_settings(|s| s.link_local_ips = vec!["127.0.0.1".into()]),
+            "settings.link_local_ips[0]".into(),
+        ),
+        (
+            "an unknown endpoint option".into(),
+            hostile_settings(|s| {
+                s.driver_options = [(
+                    "com.docker.network.endpoint.ifname".to_owned(),
+                    "x".to_owned(),
+                )]
+                .into()
+            }),
+            "settings.driver_options[com.docker.network.endpoint.ifname]".into(),
+        ),
+        (
+            "a sysctl outside the interface".into(),
+            hostile_settings(|s| {
+                s.driver_options = [(
+                    sysctl.to_owned(),
+                    "net.ipv4.conf.IFNAME.../../../kernel/x=1".to_owned(),
+                )]
+                .into()
+            }),
+            format!("settings.driver_options[{sysctl}]"),
+        ),
+        (
+            "a sysctl of another subsystem".into(),
+            hostile_settings(|s| {
+                s.driver_options = [(sysctl.to_owned(), "kernel.panic=1".to_owned())].into()
+            }),
+            format!("settings.driver_options[{sysctl}]"),
+        ),
+        (
+            "parent with a wildcard".into(),
+            hostile_network(|r| {
+                r.driver = "macvlan".into();
+                r.options = [("parent".to_owned(), "eth*".to_owned())].into()
+            }),
+            "options[parent]".into(),
+        ),
+        (
+            "interface prefix too long".into(),
+            hostile_network(|r| {
+                r.options = [(
+                    "com.docker.network.container_iface_prefix".to_owned(),
+                    "abcdefghijklm".to_owned(),
+                )]
+                .into()
+            }),
+            "options[com.docker.network.container_iface_prefix]".into(),
+        ),
+        (
+            "VXLAN id past 24 bits".into(),
+            hostile_network(|r| {
+                r.driver = "overlay".into();
+                r.options = [(
+                    "com.docker.network.driver.overlay.vxlanid_list".to_owned(),
+                    "16777216".to_owned(),
+                )]
+                .into()
+            }),
+            "options[com.docker.network.driver.overlay.vxlanid_list]".into(),
+        ),
+        (
+            "a label update with a newline".into(),
+            Attack::UpdateNetwork(pb::UpdateNetworkRequest {
+                network: "n".into(),
+                labels: [("a\nb".to_owned(), "x".to_owned())].into(),
+                update_mask: mask(&["labels"]),
+                ..Default::default()
+            }),
+            "labels".into(),
+        ),
+        (
+            "a lookup key of 300 bytes".into(),
+            Attack::Connect(pb::ConnectRequest {
+                sandbox: "s".repeat(300),
+                network: "n".into(),
+                ..Default::default()
+            }),
+            "sandbox".into(),
+        ),
+        (
+            "page_size past the maximum".into(),
+            Attack::ListNetworks(pb::ListNetworksRequest {
+                page_size: 1001,
+                ..Default::default()
+            }),
+            "page_size".into(),
+        ),
+        (
+            "a page token this list did not give".into(),
+            Attack::ListSandboxes(pb::ListSandboxesRequest {
+                page_token: "not-a-token".into(),
+                ..Default::default()
+            }),
+            "page_token".into(),
+        ),
+        (
+            "a hosts page token from the networks list".into(),
+            Attack::ListHosts(pb::ListHostsRequest {
+                page_token: "76313a6e6574776f726b733a61".into(),
+                ..Default::default()
+            }),
+            "page_token".into(),
+        ),
+        (
+            "a filter with too many values".into(),
+            Attack::ListNetworks(pb::ListNetworksRequest {
+                name: vec!["x".into(); 65],
+                ..Default::default()
+            }),
+            "name".into(),
+        ),
+    ]
+}
+
+/// What a refused request must leave as it was: the event revision, IPAM's allocations and
+/// pools, what the agent was asked, and no object of the attacker's name.
+async fn written(s: &Stack) -> String {
+    let (mut c, mut i) = (s.networks(), s.ipam());
+    let revision = s.events_revision().await;
+    let allocs = i
+        .list_allocations(ipb::ListAllocationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let pools = i
+        .list_pools(ipb::ListPoolsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let agent = {
+        let calls = s.agent.calls.lock().unwrap();
+        (
+            calls.attached.len(),
+            calls.detached.len(),
+            calls.sandboxes.len(),
+        )
+    };
+    let sandbox = crate::harness::sandboxes(s)
+        .get_sandbox(pb::GetSandboxRequest {
+            sandbox: "hostile".into(),
+        })
+        .await
+        .map(drop)
+        .map_err(|e| e.code());
+    let network = c
+        .get_network(pb::GetNetworkRequest {
+            network: "hostile-net".into(),
+        })
+        .await
+        .map(drop)
+        .map_err(|e| e.code());
+    assert_eq!(sandbox, Err(Code::NotFound), "the hostile sandbox exists");
+    assert_eq!(network, Err(Code::NotFound), "the hostile network exists");
+    format!("revision {revision}\n{allocs:?}\n{pools:?}\nagent {agent:?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_refused_naming_the_field_and_writes_nothing() {
+    let s = Stack::start(Backend::Sqlite).await;
+    s.networks()
+        .create_network(with_subnet("n", "10.83.0.0/24"))
+        .await
+        .unwrap();
+    let mut sb = crate::harness::sandboxes(&s);
+    sb.create_sandbox(pb::CreateSandboxRequest {
+        name: "there".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (mut nets, mut hosts) = (s.networks(), s.hosts());
+    let rows = hostile_rows();
+    assert!(rows.len() >= 40, "only {} rows", rows.len());
+    println!("{} hostile inputs", rows.len());
+    for (name, attack, field) in rows {
+        let before = written(&s).await;
+        let err = match attack.clone() {
+            Attack::Sandbox(r) => sb.create_sandbox(r).await.map(drop),
+            Attack::Connect(r) => sb.connect(r).await.map(drop),
+            Attack::Network(r) => nets.create_network(r).await.map(drop),
+            Attack::UpdateNetwork(r) => nets.update_network(r).await.map(drop),
+            Attack::ListNetworks(r) => nets.list_networks(r).await.map(drop),
+            Attack::ListSandboxes(r) => sb.list_sandboxes(r).await.map(drop),
+            Attack::ListHosts(r) => hosts.list_hosts(r).await.map(drop),
+        }
+        .expect_err(&name);
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+        let details = tonic_types::StatusExt::get_error_details(&err);
+        let fields: Vec<String> = details
+            .bad_request()
+            .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+            .unwrap_or_default();
+        assert!(
+            fields.contains(&field),
+            "{name}: BadRequest names {fields:?}, not {field:?}"
+        );
+        assert!(err.message().contains(&field), "{name}: {}", err.message());
+        assert_eq!(written(&s).await, before, "{name}: something was written");
+    }
+}
+
+/// A container id whose first 12 bytes would split a character: refused, and the gateway
+/// serves on (the same id's first 12 characters would have become the hostname).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multibyte_container_id_never_panics_the_gateway() {
+    let s = Stack::start(Backend::Sqlite).await;
+    let mut sb = crate::harness::sandboxes(&s);
+    for id in ["ééééééééé", "éé", "aaaaaaaaaaaé", "a\u{1F600}bcdefghijklmn"] {
+        let err = sb
+            .create_sandbox(pb::CreateSandboxRequest {
+                name: "x".into(),
+                container_id: id.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{id}");
+        assert!(err.message().contains("container_id"), "{}", err.message());
+    }
+    let made = sb
+        .create_sandbox(pb::CreateSandboxRequest {
+            name: "after".into(),
+            container_id: "0123456789abcdef".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(made.hostname, "0123456789ab");
+}

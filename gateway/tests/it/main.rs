@@ -8,6 +8,7 @@ mod crash;
 mod grpcurl;
 mod harness;
 mod hosts;
+mod limits;
 mod networks;
 mod replicas;
 mod sandboxes;

@@ -31,11 +31,17 @@ pub fn row(h: &pb::Host) -> Vec<String> {
 
 pub async fn run<W: Write>(ctx: &mut Ctx<'_, W>) -> Result<(), CliError> {
     let mut c = HostServiceClient::new(ctx.gateway().await?);
-    let hosts = c
-        .list_hosts(pb::ListHostsRequest::default())
-        .await?
-        .into_inner()
-        .hosts;
+    // Every page, in order: the output is the whole list.
+    let mut hosts = Vec::new();
+    let mut req = pb::ListHostsRequest::default();
+    loop {
+        let page = c.list_hosts(req.clone()).await?.into_inner();
+        hosts.extend(page.hosts);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        req.page_token = page.next_page_token;
+    }
     if ctx.json() {
         for h in &hosts {
             ctx.json_line(&json::host(h))?;

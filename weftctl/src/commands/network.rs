@@ -186,6 +186,7 @@ pub fn list_request(
             driver: parse::values(filters, "driver"),
             label: parse::values(filters, "label"),
             scope: parse::values(filters, "scope"),
+            ..Default::default()
         },
         predefined,
     ))
@@ -194,11 +195,18 @@ pub fn list_request(
 async fn ls<W: Write>(ctx: &mut Ctx<'_, W>, a: &NetworkLs) -> Result<(), CliError> {
     let (req, predefined) = list_request(&a.filter)?;
     let mut c = NetworkServiceClient::new(ctx.gateway().await?);
-    let networks: Vec<pb::Network> = c
-        .list_networks(req)
-        .await?
-        .into_inner()
-        .networks
+    // Every page, in order: the output is the whole list.
+    let mut all = Vec::new();
+    let mut req = req;
+    loop {
+        let page = c.list_networks(req.clone()).await?.into_inner();
+        all.extend(page.networks);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        req.page_token = page.next_page_token;
+    }
+    let networks: Vec<pb::Network> = all
         .into_iter()
         .filter(|n| predefined.is_none_or(|p| n.predefined == p))
         .collect();

@@ -109,6 +109,7 @@ pub fn list_request(filters: &[Filter]) -> Result<pb::ListSandboxesRequest, CliE
         network: parse::values(filters, "network"),
         container_id: parse::values(filters, "container-id"),
         label: parse::values(filters, "label"),
+        ..Default::default()
     })
 }
 
@@ -137,7 +138,17 @@ pub fn row(s: &pb::Sandbox, no_trunc: bool) -> Vec<String> {
 async fn ls<W: Write>(ctx: &mut Ctx<'_, W>, a: &SandboxLs) -> Result<(), CliError> {
     let req = list_request(&a.filter)?;
     let mut c = SandboxServiceClient::new(ctx.gateway().await?);
-    let sandboxes = c.list_sandboxes(req).await?.into_inner().sandboxes;
+    // Every page, in order: the output is the whole list.
+    let mut sandboxes = Vec::new();
+    let mut req = req;
+    loop {
+        let page = c.list_sandboxes(req.clone()).await?.into_inner();
+        sandboxes.extend(page.sandboxes);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        req.page_token = page.next_page_token;
+    }
     if a.quiet {
         for s in &sandboxes {
             ctx.line(short_id(&s.id, a.no_trunc))?;

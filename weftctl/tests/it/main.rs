@@ -8,4 +8,5 @@ mod events;
 mod exec;
 mod harness;
 mod networks;
+mod pages;
 mod sandboxes;

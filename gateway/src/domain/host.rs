@@ -1,0 +1,127 @@
+//! Hosts (machines running a driver-agent) in the gateway's own terms: a registration as asked,
+//! validated, and the host as stored.
+
+use weft_runtime::FieldViolation;
+
+use super::{
+    check::{Violations, check_name, check_text, parse_ip},
+    limits::{MAX_HOST_ADDRESSES, MAX_HOST_DRIVERS, MAX_HOST_TEXT},
+};
+
+/// What a host's kernel and agent can do, as its agent reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostCapabilities {
+    pub drivers: Vec<String>,
+    pub bridge: bool,
+    pub veth: bool,
+    pub vxlan: bool,
+    pub macvlan: bool,
+    pub ipvlan: bool,
+    pub vlan: bool,
+    pub ipv6: bool,
+    pub nftables: bool,
+    pub nftables_nat: bool,
+    pub kernel_release: String,
+}
+
+/// A registered host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRecord {
+    pub name: String,
+    /// Where the gateway reaches the host's driver-agent (`HOST:PORT` or a URL).
+    pub agent_address: String,
+    /// The host's dns-svc admin API; empty when it has none.
+    pub dns_address: String,
+    pub addresses: Vec<String>,
+    pub capabilities: Option<HostCapabilities>,
+    pub agent_version: String,
+    /// 0 when unknown.
+    pub registered_at_ms: i64,
+    pub up: bool,
+    pub last_heartbeat_ms: i64,
+}
+
+/// The raw fields of a RegisterHost request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawHost {
+    pub name: String,
+    pub agent_address: String,
+    pub dns_address: String,
+    pub addresses: Vec<String>,
+    pub capabilities: Option<HostCapabilities>,
+    pub agent_version: String,
+}
+
+/// A validated registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSpec(pub RawHost);
+
+impl HostSpec {
+    /// Every string of a registration ends up in ListHosts, events and a terminal's table:
+    /// names by Docker's rule, addresses that can be dialled, bounded free text without
+    /// control characters.
+    pub fn validate(raw: RawHost) -> Result<Self, Vec<FieldViolation>> {
+        let mut errs = Violations::default();
+        errs.check(check_name("name", &raw.name));
+        if raw.agent_address.is_empty() {
+            errs.add(
+                "agent_address",
+                "",
+                "required: where the gateway reaches the host's driver-agent (HOST:PORT)",
+            );
+        } else {
+            errs.check(check_address("agent_address", &raw.agent_address));
+        }
+        if !raw.dns_address.is_empty() {
+            errs.check(check_address("dns_address", &raw.dns_address));
+        }
+        if errs.count("addresses", raw.addresses.len(), MAX_HOST_ADDRESSES) {
+            for (i, a) in raw.addresses.iter().enumerate() {
+                errs.check(parse_ip(&format!("addresses[{i}]"), a).map(drop));
+            }
+        }
+        errs.check(check_text(
+            "agent_version",
+            &raw.agent_version,
+            MAX_HOST_TEXT,
+        ));
+        if let Some(c) = &raw.capabilities {
+            let field = "capabilities.drivers";
+            if errs.count(field, c.drivers.len(), MAX_HOST_DRIVERS) {
+                for (i, d) in c.drivers.iter().enumerate() {
+                    errs.check(check_name(&format!("{field}[{i}]"), d));
+                }
+            }
+            errs.check(check_text(
+                "capabilities.kernel_release",
+                &c.kernel_release,
+                MAX_HOST_TEXT,
+            ));
+        }
+        errs.finish(Self(raw))
+    }
+}
+
+/// An address the gateway dials: `HOST:PORT` or a URL, bounded, without whitespace.
+fn check_address(field: &str, address: &str) -> Result<(), FieldViolation> {
+    check_text(field, address, MAX_HOST_TEXT)?;
+    let dialable = !address.contains(char::is_whitespace)
+        && tonic::transport::Endpoint::from_shared(agent_url(address)).is_ok();
+    if !dialable {
+        return Err(FieldViolation::new(
+            field,
+            address,
+            "expected HOST:PORT or http://HOST:PORT",
+        ));
+    }
+    Ok(())
+}
+
+/// `host:port` or a URL: a URL that can be dialled.
+pub fn agent_url(address: &str) -> String {
+    if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    }
+}

@@ -1,0 +1,600 @@
+//! The gateway's core: the [`Gateway`] with its store and clients; the one transaction that
+//! commits changes with their events (and the answer of a request id); replaying and
+//! remembering answers; the clock and ids; the records of sagas in flight; lookups by name,
+//! id or id prefix.
+//!
+//! Everything above it (the sagas, the downstream steps, the gRPC edge) builds on these; this
+//! module calls none of them.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tonic::transport::Channel;
+use weft_proto::{
+    agent::v1::agent_service_client::AgentServiceClient,
+    dns::v1::dns_service_client::DnsServiceClient, gateway::v1 as pb,
+    ipam::v1::ipam_service_client::IpamServiceClient,
+};
+use weft_store::Db;
+
+use crate::{
+    domain::{
+        check::check_key, endpoint::EndpointRecord, host::HostRecord, network::NetworkRecord,
+        sandbox::SandboxRecord,
+    },
+    error::GatewayError,
+    store::{self, StoreError, operations::Operation, requests::Retention, sandboxes::Owner},
+    to_pb,
+};
+
+/// What a gateway is configured with besides its store and clients.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// This host's name (sandboxes are placed on it).
+    pub host: String,
+    /// Where this host's agent listens, as reported by ListHosts.
+    pub agent_url: String,
+    /// Events kept for watchers that resume.
+    pub event_history: u64,
+    /// Operations older than this are taken as abandoned by a gateway that died.
+    pub operation_timeout: Duration,
+    /// Test hook: the saga step at which to kill the process.
+    pub fault: Option<String>,
+    /// How often agents send heartbeats; three missed ones mark their host down.
+    pub heartbeat_interval: Duration,
+    /// How long a request id's answer is replayed.
+    pub request_id_ttl: Duration,
+    /// How many request ids are remembered at most (the oldest are forgotten first).
+    pub request_id_max: u64,
+    /// Watch streams one client (peer address) may hold at once.
+    pub max_watches_per_client: usize,
+}
+
+/// The gateway's state and its clients.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub(crate) db: Db,
+    pub(crate) ipam: IpamServiceClient<Channel>,
+    /// The driver-agent of the configured host (`--agent`): used before that host's agent
+    /// registers, and for cleanup when no registered address is known.
+    pub(crate) agent: AgentServiceClient<Channel>,
+    pub(crate) host: String,
+    pub(crate) agent_url: String,
+    /// Sagas in flight in this process (the sweep leaves them alone).
+    pub(crate) inflight: Arc<Mutex<HashSet<String>>>,
+    /// Operations older than this are taken as abandoned by a gateway that died.
+    pub(crate) operation_timeout: Duration,
+    /// Test hook: the saga step at which to kill the process.
+    pub(crate) fault: Option<String>,
+    pub(crate) event_history: u64,
+    pub(crate) notify: tokio::sync::watch::Sender<u64>,
+    pub(crate) heartbeat_interval: Duration,
+    /// Clients of registered hosts' agents (see `agents`).
+    pub(crate) agents: AgentClients,
+    pub(crate) clock: Clock,
+    pub(crate) request_id_ttl: Duration,
+    pub(crate) request_id_max: u64,
+    /// Watch streams open per peer address, and the most one may hold.
+    pub(crate) watchers: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
+    pub(crate) max_watches_per_client: usize,
+}
+
+/// What this replica last read about a host, with its clients.
+#[derive(Debug, Clone)]
+pub(crate) struct CachedAgent {
+    /// The registered agent URL; None when the host is not registered.
+    pub(crate) url: Option<String>,
+    /// None: an unknown host.
+    pub(crate) client: Option<AgentServiceClient<Channel>>,
+    /// The host's dns-svc, when it registered one.
+    pub(crate) dns: Option<DnsServiceClient<Channel>>,
+    pub(crate) up: bool,
+    pub(crate) fetched: Instant,
+}
+
+/// Agent clients by host name.
+pub(crate) type AgentClients = Arc<Mutex<HashMap<String, CachedAgent>>>;
+
+/// The gateway's clock (milliseconds since the Unix epoch): the system's, plus an offset that
+/// only tests move ([`Clock::advance`]), so that expiry is tested without waiting for it.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl Clock {
+    pub fn now_ms(&self) -> i64 {
+        let system = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        system.saturating_add(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves this gateway's time forward (tests: a request id expires without a wait).
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
+/// One Watch stream of a client; dropping it frees the client's slot.
+#[derive(Debug)]
+pub(crate) struct WatchSlot {
+    watchers: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
+    peer: Option<IpAddr>,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut w = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = w.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// A new object id: 64 hex characters, like Docker's ids.
+pub(crate) fn new_id() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// A mutation's request id, and what identifies the request it came with (its encoding without
+/// the id), so that a retry gets the first answer and a different request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    /// Empty: the request has none (nothing is replayed or remembered).
+    pub id: String,
+    pub method: &'static str,
+    pub fingerprint: Vec<u8>,
+}
+
+/// The request id to remember in the same transaction as a saga's final change, and how the
+/// answer is encoded from the saga's result.
+pub struct Remember<'a, T> {
+    pub key: &'a RequestKey,
+    pub answer: &'a (dyn Fn(&T) -> Vec<u8> + Send + Sync),
+}
+
+impl<T> std::fmt::Debug for Remember<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remember").field("key", &self.key).finish()
+    }
+}
+
+/// One change to the desired state; each but `EndOperation` publishes an event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change<'a> {
+    InsertNetwork(&'a NetworkRecord),
+    UpdateNetwork(&'a NetworkRecord),
+    DeleteNetwork(&'a NetworkRecord),
+    InsertSandbox(&'a SandboxRecord),
+    DeleteSandbox(&'a SandboxRecord),
+    InsertEndpoint(&'a EndpointRecord),
+    DeleteEndpoint(&'a EndpointRecord),
+    /// The end of a saga: its operation record goes (no event).
+    EndOperation(&'a str),
+    /// A host registered, or came back up.
+    PutHost(&'a HostRecord),
+}
+
+impl Gateway {
+    pub fn new(db: Db, ipam: Channel, agent: Channel, options: GatewayOptions) -> Self {
+        let (notify, _) = tokio::sync::watch::channel(0);
+        Self {
+            db,
+            ipam: IpamServiceClient::new(ipam),
+            agent: AgentServiceClient::new(agent),
+            host: options.host,
+            agent_url: options.agent_url,
+            inflight: Default::default(),
+            operation_timeout: options.operation_timeout,
+            fault: options.fault,
+            event_history: options.event_history,
+            notify,
+            heartbeat_interval: options.heartbeat_interval,
+            agents: Default::default(),
+            clock: Clock::default(),
+            request_id_ttl: options.request_id_ttl,
+            request_id_max: options.request_id_max,
+            watchers: Default::default(),
+            max_watches_per_client: options.max_watches_per_client,
+        }
+    }
+
+    /// A Watch slot of `peer` (its address; None when the transport has none), or
+    /// RESOURCE_EXHAUSTED when it holds `--max-watches-per-client` streams already.
+    pub(crate) fn watch_slot(&self, peer: Option<IpAddr>) -> Result<WatchSlot, GatewayError> {
+        let mut w = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = w.entry(peer).or_insert(0);
+        if *open >= self.max_watches_per_client {
+            let who = peer.map_or_else(|| "this client".to_owned(), |p| p.to_string());
+            return Err(GatewayError::Exhausted(format!(
+                "{who} has {open} Watch streams open, the most one client may hold (--max-watches-per-client {})",
+                self.max_watches_per_client
+            )));
+        }
+        *open += 1;
+        Ok(WatchSlot {
+            watchers: self.watchers.clone(),
+            peer,
+        })
+    }
+
+    /// Which request ids count, and how many are kept.
+    fn retention(&self, now_ms: i64) -> Retention {
+        let ttl = i64::try_from(self.request_id_ttl.as_millis()).unwrap_or(i64::MAX);
+        Retention {
+            not_before_ms: now_ms.saturating_sub(ttl),
+            max: self.request_id_max,
+        }
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// How often agents are told to send heartbeats.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    /// The newest event revision.
+    pub async fn revision(&self) -> Result<u64, GatewayError> {
+        let mut conn = self.db.read().acquire().await?;
+        Ok(store::current_revision(&mut conn).await?)
+    }
+
+    /// Closes the store (a restarted gateway can then open the same SQLite file).
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+
+    /// Applies `changes` in one transaction, each with the next revision and its event, records
+    /// the answer of `request` when there is one, and wakes the watchers. Returns the last
+    /// revision.
+    pub(crate) async fn commit(
+        &self,
+        changes: &[Change<'_>],
+        request: Option<(&RequestKey, Vec<u8>)>,
+    ) -> Result<u64, GatewayError> {
+        let mut tx = store::write_transaction(&self.db).await?;
+        let now = self.clock.now_ms();
+        let mut revision = 0;
+        let mut ended = Vec::new();
+        for change in changes {
+            if let Change::EndOperation(id) = change {
+                store::operations::delete(&mut tx, id).await?;
+                ended.push(*id);
+                continue;
+            }
+            // The revision first: its row lock orders concurrent writers before they touch
+            // the tables (taking it after could deadlock on a unique key).
+            revision = store::next_revision(&mut tx).await?;
+            let (kind, object) = change.apply(&mut tx).await?;
+            store::insert_event(&mut tx, &to_pb::event(revision, now, kind, object)).await?;
+        }
+        if let Some((key, answer)) = request.filter(|(k, _)| !k.id.is_empty()) {
+            let entry = (
+                key.id.as_str(),
+                key.method,
+                &key.fingerprint[..],
+                &answer[..],
+            );
+            store::requests::record(&mut tx, entry, now, self.retention(now)).await?;
+        }
+        if revision > 0 {
+            store::trim_events(&mut tx, revision, self.event_history).await?;
+        }
+        tx.commit().await?;
+        for id in ended {
+            self.forget(id);
+        }
+        if revision > 0 {
+            self.notify.send_replace(revision);
+        }
+        Ok(revision)
+    }
+
+    /// Marks `h` down if its last heartbeat is still older than `cutoff`, with its HOST_DOWN
+    /// event, in one transaction; false when another replica (or a heartbeat) got there first.
+    pub(crate) async fn commit_host_down(
+        &self,
+        h: &HostRecord,
+        cutoff: i64,
+    ) -> Result<bool, GatewayError> {
+        let mut tx = store::write_transaction(&self.db).await?;
+        if !store::hosts::mark_down(&mut tx, &h.name, cutoff).await? {
+            return Ok(false);
+        }
+        let revision = store::next_revision(&mut tx).await?;
+        let event = to_pb::event(
+            revision,
+            self.clock.now_ms(),
+            pb::EventKind::HostDown,
+            pb::event::Object::Host(to_pb::host_to_pb(h)),
+        );
+        store::insert_event(&mut tx, &event).await?;
+        store::trim_events(&mut tx, revision, self.event_history).await?;
+        tx.commit().await?;
+        self.notify.send_replace(revision);
+        Ok(true)
+    }
+
+    /// Remembers the answer of a mutation that was done outside `commit` (sagas), so that a
+    /// retry with its request id gets it. A failure only costs the retry its replay.
+    pub async fn remember(&self, key: &RequestKey, answer: Vec<u8>) {
+        if key.id.is_empty() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let done = async {
+            let mut tx = store::write_transaction(&self.db).await?;
+            let entry = (
+                key.id.as_str(),
+                key.method,
+                &key.fingerprint[..],
+                &answer[..],
+            );
+            store::requests::record(&mut tx, entry, now, self.retention(now)).await?;
+            tx.commit().await?;
+            Ok::<_, GatewayError>(())
+        };
+        if let Err(e) = done.await {
+            tracing::warn!(request_id = key.id, error = %e, "cannot remember the answer of a request");
+        }
+    }
+
+    /// A retried mutation: the (encoded) answer given the first time, if `key` was applied.
+    pub async fn replay(&self, key: &RequestKey) -> Result<Option<Vec<u8>>, GatewayError> {
+        if key.id.is_empty() {
+            return Ok(None);
+        }
+        if key.id.len() > 128 {
+            return Err(GatewayError::invalid(
+                "request_id",
+                &key.id,
+                "longer than 128 characters",
+            ));
+        }
+        let not_before = self.retention(self.clock.now_ms()).not_before_ms;
+        let mut conn = self.db.read().acquire().await?;
+        match store::requests::applied(&mut conn, &key.id, not_before).await? {
+            None => Ok(None),
+            Some((m, req, resp)) if m == key.method && req == key.fingerprint => Ok(Some(resp)),
+            Some(_) => Err(GatewayError::invalid(
+                "request_id",
+                &key.id,
+                "already used for a different request",
+            )),
+        }
+    }
+
+    /// Crashes the process (SIGKILL, as `kill -9` would) when `step` is the configured fault:
+    /// the hook the crash tests use to stop the gateway at each step of a saga.
+    pub(crate) fn fault(&self, step: &str) {
+        if self.fault.as_deref() == Some(step) {
+            tracing::error!(step, "fault injected: killing the gateway");
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    /// Records that a saga starts.
+    pub(crate) async fn begin(&self, op: &Operation) -> Result<String, GatewayError> {
+        let id = op.id();
+        self.inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone());
+        let mut conn = self.db.write().acquire().await?;
+        if let Err(e) = store::operations::insert(&mut conn, op, self.clock.now_ms()).await {
+            self.forget(&id);
+            return Err(e.into());
+        }
+        Ok(id)
+    }
+
+    /// Drops the record of a saga that was undone inline (its final commit removes it otherwise).
+    pub(crate) async fn abandon(&self, id: &str) {
+        let done = async {
+            let mut conn = self.db.write().acquire().await?;
+            store::operations::delete(&mut conn, id).await?;
+            Ok::<_, GatewayError>(())
+        };
+        if let Err(e) = done.await {
+            tracing::warn!(operation = id, error = %e, "cannot drop an operation record; the sweep will");
+        }
+        self.forget(id);
+    }
+
+    pub(crate) fn forget(&self, id: &str) {
+        self.inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+
+    /// Whether a saga with this operation id runs in this process.
+    pub(crate) fn in_flight(&self, id: &str) -> bool {
+        self.inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(id)
+    }
+
+    /// The one network `key` names (a name, an id, or a unique id prefix).
+    pub async fn find(&self, field: &str, key: &str) -> Result<NetworkRecord, GatewayError> {
+        check_key(field, key, "network").map_err(|v| GatewayError::Invalid(vec![v]))?;
+        let mut conn = self.db.read().acquire().await?;
+        let mut found = store::networks::find(&mut conn, key).await?;
+        match found.len() {
+            0 => Err(GatewayError::NetworkNotFound(key.to_owned())),
+            1 => Ok(found.remove(0)),
+            _ => Err(GatewayError::invalid(
+                field,
+                key,
+                "id prefix matches several networks",
+            )),
+        }
+    }
+
+    /// The one sandbox `key` names (a name, an id, or a unique id prefix).
+    pub async fn find_sandbox(
+        &self,
+        field: &str,
+        key: &str,
+    ) -> Result<SandboxRecord, GatewayError> {
+        check_key(field, key, "sandbox").map_err(|v| GatewayError::Invalid(vec![v]))?;
+        let mut conn = self.db.read().acquire().await?;
+        let mut found = store::sandboxes::find(&mut conn, key).await?;
+        match found.len() {
+            0 => Err(GatewayError::SandboxNotFound(key.to_owned())),
+            1 => Ok(found.remove(0)),
+            _ => Err(GatewayError::invalid(
+                field,
+                key,
+                "id prefix matches several sandboxes",
+            )),
+        }
+    }
+
+    /// The endpoints of a sandbox or of a network, in attach order.
+    pub async fn endpoints(
+        &self,
+        owner: Owner,
+        id: &str,
+    ) -> Result<Vec<EndpointRecord>, GatewayError> {
+        let mut conn = self.db.read().acquire().await?;
+        Ok(store::sandboxes::endpoints_of(&mut conn, owner, id).await?)
+    }
+
+    /// The endpoints a sandbox shows: its own, or for `container:` mode those of the sandbox
+    /// whose namespace it shares.
+    pub async fn sandbox_endpoints(
+        &self,
+        s: &SandboxRecord,
+    ) -> Result<Vec<EndpointRecord>, GatewayError> {
+        self.endpoints(Owner::Sandbox, s.endpoints_owner()).await
+    }
+
+    /// Every sandbox, by name.
+    pub async fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>, GatewayError> {
+        let mut conn = self.db.read().acquire().await?;
+        Ok(store::sandboxes::list(&mut conn).await?)
+    }
+}
+
+impl Change<'_> {
+    /// Writes the change; returns its event. Constraint violations become the domain errors
+    /// they mean (a replica may have won a race).
+    async fn apply(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+    ) -> Result<(pb::EventKind, pb::event::Object), GatewayError> {
+        use pb::{EventKind as K, event::Object as O};
+        use store::{networks, sandboxes};
+        Ok(match *self {
+            Change::InsertNetwork(n) => {
+                networks::insert(conn, n)
+                    .await
+                    .map_err(|e| on_unique(e, || GatewayError::NameTaken(n.name.clone())))?;
+                (K::NetworkCreated, O::Network(to_pb::network_to_pb(n)))
+            }
+            Change::UpdateNetwork(n) => {
+                networks::update(conn, n).await?;
+                (K::NetworkUpdated, O::Network(to_pb::network_to_pb(n)))
+            }
+            Change::DeleteNetwork(n) => {
+                networks::delete(conn, &n.id).await.map_err(|e| {
+                    on_foreign_key(e, || {
+                        GatewayError::Precondition(format!("network {:?} has endpoints", n.name))
+                    })
+                })?;
+                (K::NetworkRemoved, O::Network(to_pb::network_to_pb(n)))
+            }
+            Change::InsertSandbox(s) => {
+                sandboxes::insert(conn, s)
+                    .await
+                    .map_err(|e| on_unique(e, || GatewayError::SandboxNameTaken(s.name.clone())))?;
+                (K::SandboxCreated, O::Sandbox(to_pb::sandbox_to_pb(s, &[])))
+            }
+            Change::DeleteSandbox(s) => {
+                sandboxes::delete(conn, &s.id).await?;
+                (K::SandboxRemoved, O::Sandbox(to_pb::sandbox_to_pb(s, &[])))
+            }
+            Change::InsertEndpoint(e) => {
+                sandboxes::insert_endpoint(conn, e).await.map_err(|err| {
+                    let not_found = || GatewayError::NetworkNotFound(e.network_name.clone());
+                    on_unique(err, || GatewayError::AlreadyConnected {
+                        sandbox: e.sandbox_name.clone(),
+                        network: e.network_name.clone(),
+                    })
+                    .or_foreign_key(not_found)
+                })?;
+                (
+                    K::EndpointConnected,
+                    O::Endpoint(to_pb::endpoint_to_pb(e, None)),
+                )
+            }
+            Change::DeleteEndpoint(e) => {
+                sandboxes::delete_endpoint(conn, &e.id).await?;
+                (
+                    K::EndpointDisconnected,
+                    O::Endpoint(to_pb::endpoint_to_pb(e, None)),
+                )
+            }
+            Change::PutHost(h) => {
+                store::hosts::put(conn, h).await?;
+                (K::HostUp, O::Host(to_pb::host_to_pb(h)))
+            }
+            Change::EndOperation(id) => {
+                return Err(GatewayError::Precondition(format!(
+                    "operation {id} has no event"
+                )));
+            }
+        })
+    }
+}
+
+/// A unique-key violation as the domain error it means.
+fn on_unique(e: StoreError, meant: impl FnOnce() -> GatewayError) -> GatewayError {
+    match e {
+        StoreError::Sql(ref s) if weft_store::is_unique_violation(s) => meant(),
+        e => e.into(),
+    }
+}
+
+/// A foreign-key violation as the domain error it means.
+fn on_foreign_key(e: StoreError, meant: impl FnOnce() -> GatewayError) -> GatewayError {
+    match e {
+        StoreError::Sql(sqlx::Error::Database(ref d)) if d.is_foreign_key_violation() => meant(),
+        e => e.into(),
+    }
+}
+
+trait OrForeignKey {
+    fn or_foreign_key(self, meant: impl FnOnce() -> GatewayError) -> GatewayError;
+}
+
+impl OrForeignKey for GatewayError {
+    /// A store error left as it is by `on_unique` may still be a foreign-key violation.
+    fn or_foreign_key(self, meant: impl FnOnce() -> GatewayError) -> GatewayError {
+        match self {
+            GatewayError::Store(e) => on_foreign_key(e, meant),
+            e => e,
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Networks.
+
+use sqlx::{AnyConnection, Row as _};
+
+use super::{Result, decode, encode};
+use crate::domain::network::NetworkRecord;
+
+pub async fn insert(conn: &mut AnyConnection, rec: &NetworkRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO gateway_networks (id, name, driver, predefined, record, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&rec.id)
+    .bind(&rec.name)
+    .bind(&rec.driver)
+    .bind(i64::from(rec.predefined))
+    .bind(encode("network", rec)?)
+    .bind(rec.created_at_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn update(conn: &mut AnyConnection, rec: &NetworkRecord) -> Result<()> {
+    sqlx::query("UPDATE gateway_networks SET record = $2 WHERE id = $1")
+        .bind(&rec.id)
+        .bind(encode("network", rec)?)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM gateway_networks WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Networks named by `key` (see [`find_by_key`]).
+pub async fn find(conn: &mut AnyConnection, key: &str) -> Result<Vec<NetworkRecord>> {
+    super::find_by_key(conn, super::Table::Networks, key)
+        .await?
+        .iter()
+        .map(|j| decode("network", j))
+        .collect()
+}
+
+pub async fn list(conn: &mut AnyConnection) -> Result<Vec<NetworkRecord>> {
+    let rows = sqlx::query("SELECT record FROM gateway_networks ORDER BY name")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| decode("network", &r.try_get::<String, _>("record")?))
+        .collect()
+}

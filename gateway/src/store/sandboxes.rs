@@ -1,0 +1,104 @@
+//! Sandboxes and endpoints.
+
+use sqlx::{AnyConnection, Row as _};
+
+use super::{Result, decode, encode};
+use crate::domain::{endpoint::EndpointRecord, sandbox::SandboxRecord};
+
+pub async fn insert(conn: &mut AnyConnection, s: &SandboxRecord) -> Result<()> {
+    sqlx::query("INSERT INTO gateway_sandboxes (id, name, host, record, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&s.id)
+        .bind(&s.name)
+        .bind(&s.host)
+        .bind(encode("sandbox", s)?)
+        .bind(s.created_at_ms)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM gateway_sandboxes WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Sandboxes named by `key` (see [`super::find_by_key`]).
+pub async fn find(conn: &mut AnyConnection, key: &str) -> Result<Vec<SandboxRecord>> {
+    super::find_by_key(conn, super::Table::Sandboxes, key)
+        .await?
+        .iter()
+        .map(|j| decode("sandbox", j))
+        .collect()
+}
+
+pub async fn list(conn: &mut AnyConnection) -> Result<Vec<SandboxRecord>> {
+    let rows = sqlx::query("SELECT record FROM gateway_sandboxes ORDER BY name")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| decode("sandbox", &r.try_get::<String, _>("record")?))
+        .collect()
+}
+
+pub async fn insert_endpoint(conn: &mut AnyConnection, e: &EndpointRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO gateway_endpoints (id, sandbox_id, network_id, record, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&e.id)
+    .bind(&e.sandbox_id)
+    .bind(&e.network_id)
+    .bind(encode("endpoint", e)?)
+    .bind(e.created_at_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_endpoint(conn: &mut AnyConnection, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM gateway_endpoints WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The endpoints of a sandbox, or of a network, in attach order.
+pub async fn endpoints_of(
+    conn: &mut AnyConnection,
+    column: Owner,
+    id: &str,
+) -> Result<Vec<EndpointRecord>> {
+    let sql = match column {
+        Owner::Sandbox => {
+            "SELECT record FROM gateway_endpoints WHERE sandbox_id = $1 ORDER BY created_at_ms, id"
+        }
+        Owner::Network => {
+            "SELECT record FROM gateway_endpoints WHERE network_id = $1 ORDER BY created_at_ms, id"
+        }
+    };
+    let rows = sqlx::query(sql).bind(id).fetch_all(conn).await?;
+    rows.iter()
+        .map(|r| decode("endpoint", &r.try_get::<String, _>("record")?))
+        .collect()
+}
+
+/// Every endpoint, by sandbox then attach order.
+pub async fn all_endpoints(conn: &mut AnyConnection) -> Result<Vec<EndpointRecord>> {
+    let rows =
+        sqlx::query("SELECT record FROM gateway_endpoints ORDER BY sandbox_id, created_at_ms, id")
+            .fetch_all(conn)
+            .await?;
+    rows.iter()
+        .map(|r| decode("endpoint", &r.try_get::<String, _>("record")?))
+        .collect()
+}
+
+/// Whose endpoints to list.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner {
+    Sandbox,
+    Network,
+}
