@@ -148,7 +148,7 @@ impl Stack {
     /// Endpoint ids the gateway holds.
     async fn held(&self) -> BTreeSet<String> {
         self.sandboxes()
-            .list_sandboxes(pb::ListSandboxesRequest::default())
+            .list_sandboxes(all_sandboxes())
             .await
             .unwrap()
             .into_inner()
@@ -162,7 +162,7 @@ impl Stack {
     async fn delete_all(&self) {
         let mut sb = self.sandboxes();
         let all = sb
-            .list_sandboxes(pb::ListSandboxesRequest::default())
+            .list_sandboxes(all_sandboxes())
             .await
             .unwrap()
             .into_inner()
@@ -465,7 +465,7 @@ async fn heavy_killed_during_attach_100_times_leaves_no_leak_and_every_endpoint_
     );
     // Every held endpoint works: each sandbox reaches the server.
     let all = sb
-        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .list_sandboxes(all_sandboxes())
         .await
         .unwrap()
         .into_inner()
@@ -604,4 +604,12 @@ async fn heavy_default_route_moves_and_network_modes_work_through_the_gateway() 
     assert!(std::path::Path::new(&two.netns_path).exists());
     assert_eq!(links(&s.host).len(), before);
     s.delete_all().await;
+}
+
+/// Every sandbox in one page (the gateway pages lists; these tests hold at most a few hundred).
+fn all_sandboxes() -> pb::ListSandboxesRequest {
+    pb::ListSandboxesRequest {
+        page_size: 1000,
+        ..Default::default()
+    }
 }
