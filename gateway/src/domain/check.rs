@@ -255,10 +255,28 @@ pub fn check_netns_path(field: &str, path: &str) -> Result<(), FieldViolation> {
         "contains control characters"
     } else if path.split('/').any(|c| c == "..") {
         "must not contain .. components"
+    } else if is_weft_managed(path) {
+        // The agent accepts Weft's own `weft-<sandbox id>` namespaces (a `container:` sandbox
+        // shares one by the gateway's choice): a caller naming one would join another
+        // sandbox's namespace without asking for it.
+        "names a namespace Weft made for a sandbox: share one with network_mode \"container:<sandbox>\""
     } else {
         return Ok(());
     };
     refuse(field, path, reason)
+}
+
+/// Whether `path` is where the agent keeps the namespaces it makes (`/run/netns/weft-*`, also
+/// through `/var/run`, with any run of slashes or `.` components).
+fn is_weft_managed(path: &str) -> bool {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    match parts.as_slice() {
+        ["run", "netns", name] | ["var", "run", "netns", name] => name.starts_with("weft-"),
+        _ => false,
+    }
 }
 
 /// Free text: at most `max` bytes, no control characters.
@@ -458,7 +476,14 @@ mod tests {
     #[test]
     fn paths_options_ids_and_sysctls() {
         assert!(check_netns_path("p", "/run/netns/x").is_ok());
-        for bad in ["run/netns/x", "/run/../proc/1/ns/net", "/a\0b", "/a\nb"] {
+        for bad in [
+            "run/netns/x",
+            "/run/../proc/1/ns/net",
+            "/a\0b",
+            "/a\nb",
+            "/run/netns/weft-0123456789ab",
+            "//var/run/./netns//weft-x",
+        ] {
             assert!(check_netns_path("p", bad).is_err(), "{bad:?}");
         }
         assert!(check_netns_path("p", &format!("/{}", "a".repeat(4096))).is_err());

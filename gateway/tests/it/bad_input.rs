@@ -1167,6 +1167,11 @@ fn range_rows() -> Vec<(String, Attack, String)> {
             "netns_path".into(),
         ),
         (
+            "another sandbox's Weft-made namespace".into(),
+            hostile_sandbox(|r| r.netns_path = "/var/run/netns/weft-0123456789abcdef".into()),
+            "netns_path".into(),
+        ),
+        (
             "netns path over 4096 bytes".into(),
             hostile_sandbox(|r| r.netns_path = format!("/{}", "a".repeat(4200))),
             "netns_path".into(),
