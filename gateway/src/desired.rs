@@ -59,7 +59,9 @@ pub(crate) fn agent_sandbox(s: &SandboxRecord, endpoints: &[EndpointRecord]) -> 
     apb::SandboxSpec {
         sandbox_id: s.id.clone(),
         name: s.name.clone(),
-        netns_path: if s.netns_managed {
+        // The agent makes a managed namespace itself and uses its own for host mode: a path is
+        // given only for a namespace the caller brought (or one a `container:` sandbox shares).
+        netns_path: if s.netns_managed || s.network_mode == "host" {
             String::new()
         } else {
             s.netns_path.clone()
@@ -174,5 +176,43 @@ impl Gateway {
             .map(agent_network)
             .collect();
         Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::sandbox::DnsRecord;
+
+    fn record(network_mode: &str, netns_path: &str, managed: bool) -> SandboxRecord {
+        SandboxRecord {
+            id: "0123456789abcdef".into(),
+            name: "s".into(),
+            container_id: String::new(),
+            host: "h".into(),
+            netns_path: netns_path.into(),
+            hostname: "s".into(),
+            dns: DnsRecord::default(),
+            extra_hosts: Vec::new(),
+            port_mappings: Vec::new(),
+            network_mode: network_mode.into(),
+            labels: Default::default(),
+            created_at_ms: 0,
+            netns_managed: managed,
+            resolv_conf_path: String::new(),
+            hosts_path: String::new(),
+        }
+    }
+
+    /// The agent refuses a path together with host_network (and makes managed namespaces
+    /// itself), so reconciliation must send neither.
+    #[test]
+    fn only_a_brought_or_shared_namespace_is_sent_by_path() {
+        let host = agent_sandbox(&record("host", "/proc/1/ns/net", false), &[]);
+        assert!(host.host_network && host.netns_path.is_empty(), "{host:?}");
+        let managed = agent_sandbox(&record("", "/run/netns/weft-0123456789abcdef", true), &[]);
+        assert!(!managed.host_network && managed.netns_path.is_empty());
+        let brought = agent_sandbox(&record("", "/run/netns/mine", false), &[]);
+        assert_eq!(brought.netns_path, "/run/netns/mine");
     }
 }
