@@ -22,6 +22,7 @@ command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
 if [ "${1:-}" != "--run" ]; then
   [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
   command -v psql >/dev/null || need_apt+=(postgresql-client-15)
+  command -v sysctl >/dev/null || need_apt+=(procps)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2

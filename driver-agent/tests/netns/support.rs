@@ -25,7 +25,44 @@ impl TestNs {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let name = format!("wft-t-{}", &id[..10]);
         let path = netns::create_named(&name).expect("create test namespace");
-        Self { name, path }
+        let ns = Self { name, path };
+        // A new namespace inherits IPv4 settings from the machine's own (forwarding is on on any
+        // Docker host): the tests start from the kernel's defaults, set here, not from the host's.
+        ns.sysctl_w(&["net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"]);
+        ns
+    }
+
+    /// `sysctl -w` inside this namespace.
+    pub fn sysctl_w(&self, settings: &[&str]) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sysctl", "-q", "-w"])
+            .args(settings)
+            .output()
+            .expect("run sysctl");
+        assert!(
+            out.status.success(),
+            "sysctl {settings:?} in {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Whether this kernel makes the link `ip link add probe0 ARGS…` (deleted again), asked of
+    /// the kernel directly, so tests expect what this kernel has rather than what one machine had.
+    pub fn kernel_makes_link(&self, args: &[&str]) -> bool {
+        let made = Command::new("ip")
+            .args(["-n", &self.name, "link", "add", "probe0"])
+            .args(args)
+            .output()
+            .expect("run ip")
+            .status
+            .success();
+        if made {
+            let _ = Command::new("ip")
+                .args(["-n", &self.name, "link", "del", "probe0"])
+                .status();
+        }
+        made
     }
 }
 
