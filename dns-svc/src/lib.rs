@@ -63,14 +63,17 @@ impl std::fmt::Debug for Running {
 /// Starts following the gateway and serving DNS.
 pub fn start(config: &Config) -> Result<Running, StartError> {
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-    let resolver = Arc::new(Resolver::new(
-        snapshot.clone(),
-        Forwarder {
-            timeout: config.upstream_timeout,
-        },
-        config.upstreams.clone(),
-        &config.zone,
-    ));
+    let resolver = Arc::new(
+        Resolver::new(
+            snapshot.clone(),
+            Forwarder {
+                timeout: config.upstream_timeout,
+            },
+            config.upstreams.clone(),
+            &config.zone,
+        )
+        .with_udp_max(config.udp_max_payload),
+    );
     let threads = Arc::new(IoThreads::start(config.dns_threads).map_err(StartError::Threads)?);
     let (operator, operator_addr) = server::operator_listener(
         resolver.clone(),

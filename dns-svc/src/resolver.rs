@@ -150,6 +150,8 @@ pub struct Resolver {
     zone: String,
     pub stats: Stats,
     rotation: AtomicUsize,
+    /// The most a UDP answer may take (see [`crate::wire::DEFAULT_UDP_MAX`]).
+    udp_max: u16,
 }
 
 impl Resolver {
@@ -166,7 +168,20 @@ impl Resolver {
             zone: zone.trim_end_matches('.').to_ascii_lowercase(),
             stats: Stats::default(),
             rotation: AtomicUsize::new(0),
+            udp_max: crate::wire::DEFAULT_UDP_MAX,
         }
+    }
+
+    /// Caps UDP answers at `max` bytes (at least 512) instead of the default 1232.
+    #[must_use]
+    pub fn with_udp_max(mut self, max: u16) -> Self {
+        self.udp_max = max.max(crate::wire::MIN_UDP_MAX);
+        self
+    }
+
+    /// The most a UDP answer may take.
+    pub fn udp_max(&self) -> u16 {
+        self.udp_max
     }
 
     pub fn host_upstreams(&self) -> Arc<Vec<SocketAddr>> {

@@ -47,13 +47,14 @@ impl DnsHandler {
     /// The encoded answer to a decoded request (see [`wire::answer`] for what comes before).
     pub async fn respond(&self, request: &Request) -> Answer {
         let req_edns = request.edns.as_ref();
+        let cap = self.resolver.udp_max();
         let edns = req_edns.map(|req| {
             let mut e = Edns::new();
-            e.set_max_payload(req.max_payload().max(512));
+            e.set_max_payload(wire::advertised_payload(req.max_payload(), cap));
             e.set_version(0);
             e
         });
-        let max = wire::max_size(request.protocol(), edns.as_ref().map(Edns::max_payload));
+        let max = wire::max_size(request.protocol(), req_edns.map(Edns::max_payload), cap);
         let Some(echo) = wire::echo_question(&request.queries) else {
             return wire::servfail(&request.metadata);
         };
@@ -84,7 +85,7 @@ impl DnsHandler {
             md.authoritative = outcome.authoritative;
             md.recursion_available = self.sandbox_id.is_some();
             md.response_code = outcome.rcode;
-            wire::encode(
+            let full = wire::encode(
                 builder.build(
                     md,
                     outcome.answers.iter(),
@@ -93,7 +94,27 @@ impl DnsHandler {
                     outcome.additionals.iter(),
                 ),
                 max,
-            )
+            );
+            if full.truncated {
+                // What does not fit is sent as the header, the question and our OPT record
+                // with TC set, and no records: hickory cuts the sections where the size runs
+                // out and can leave part of the OPT record behind (a message that does not
+                // parse cleanly), and a truncated answer is only a signal to ask over TCP
+                // (RFC 2181 9, RFC 7766 5).
+                md.truncation = true;
+                wire::encode(
+                    MessageResponseBuilder::new(&echo, edns.as_ref()).build(
+                        md,
+                        std::iter::empty(),
+                        std::iter::empty(),
+                        std::iter::empty(),
+                        std::iter::empty(),
+                    ),
+                    max,
+                )
+            } else {
+                full
+            }
         };
         if answer.truncated {
             self.resolver

@@ -268,6 +268,13 @@ pub const UPSTREAM_ANSWER: &str = "192.0.2.10";
 /// truncated answer, as a server does when the answer is too big.
 pub const TCP_ONLY: &str = ".tcp.upstream.test.";
 
+/// Names under this suffix get [`MANY_ANSWERS`] A records over UDP and TCP alike (about 2 kB:
+/// the fake upstream does not truncate).
+pub const MANY: &str = ".many.upstream.test.";
+
+/// How many A records a `*.many.upstream.test.` name gets.
+pub const MANY_ANSWERS: u8 = 120;
+
 /// The addresses a `*.tcp.upstream.test.` name gets (over TCP).
 pub const TCP_ANSWERS: [&str; 3] = ["192.0.2.11", "192.0.2.12", "192.0.2.13"];
 
@@ -291,6 +298,12 @@ fn upstream_answer(q: &Message, behaviour: Upstream, tcp: bool) -> Message {
                 }
             } else {
                 resp.metadata.truncation = true;
+            }
+            ResponseCode::NoError
+        }
+        Upstream::Answers if name.ends_with(MANY) => {
+            for i in 0..MANY_ANSWERS {
+                resp.add_answer(a(&format!("198.18.0.{i}")));
             }
             ResponseCode::NoError
         }
