@@ -78,6 +78,13 @@ pub struct Args {
     #[arg(long, env = "WEFT_DNS_UDP_MAX_PAYLOAD", default_value_t = crate::wire::DEFAULT_UDP_MAX)]
     pub udp_max_payload: u16,
 
+    /// The driver-agent's socket broker: sandbox listeners and the sockets that forward to a
+    /// sandbox's own DNS servers are made by the agent inside the sandbox's namespace and
+    /// handed over, so dns-svc needs no privilege (what `weft up` runs). Without it, dns-svc
+    /// enters namespaces itself, which needs root: for development only.
+    #[arg(long, env = "WEFT_DNS_BROKER")]
+    pub broker: Option<std::path::PathBuf>,
+
     /// Threads that serve DNS (each a single-threaded event loop; sandbox listeners are spread
     /// over them, the operator listener has a UDP socket on each). One serves about 100,000
     /// queries a second (bench/dns.sh).
@@ -105,10 +112,19 @@ pub struct Config {
     pub tcp_max_per_client: usize,
     pub dns_threads: usize,
     pub udp_max_payload: u16,
+    pub broker: Option<std::path::PathBuf>,
     pub common: CommonArgs,
 }
 
 impl Config {
+    /// Where sockets inside sandbox namespaces come from.
+    pub fn sockets(&self) -> crate::sockets::SocketSource {
+        match &self.broker {
+            Some(p) => crate::sockets::SocketSource::Broker(p.clone()),
+            None => crate::sockets::SocketSource::Setns,
+        }
+    }
+
     /// The limits every listener's TCP side gets.
     pub fn tcp_limits(&self) -> TcpLimits {
         TcpLimits {
@@ -192,6 +208,11 @@ impl TryFrom<Args> for Config {
         if upstreams.len() > MAX_UPSTREAMS {
             return Err(format!("--upstream: at most {MAX_UPSTREAMS} upstreams"));
         }
+        if let Some(b) = &a.broker
+            && !b.is_absolute()
+        {
+            return Err(format!("--broker {}: an absolute path", b.display()));
+        }
         if a.udp_max_payload < crate::wire::MIN_UDP_MAX {
             return Err(format!(
                 "--udp-max-payload {}: at least {} (every client takes 512-byte answers)",
@@ -226,6 +247,7 @@ impl TryFrom<Args> for Config {
             tcp_max_per_client: a.tcp_max_per_client,
             dns_threads: a.dns_threads,
             udp_max_payload: a.udp_max_payload,
+            broker: a.broker,
             common: a.common,
         })
     }

@@ -19,6 +19,7 @@ pub mod listen;
 pub mod records;
 pub mod resolver;
 pub mod server;
+pub mod sockets;
 pub mod stats;
 pub mod threads;
 pub mod wire;
@@ -68,6 +69,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             snapshot.clone(),
             Forwarder {
                 timeout: config.upstream_timeout,
+                sockets: config.sockets(),
             },
             config.upstreams.clone(),
             &config.zone,
@@ -93,6 +95,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         config.sandbox_listen,
         config.tcp_limits(),
         threads.clone(),
+        config.sockets(),
     ));
     let manager = tokio::spawn(listeners.clone().run(rx));
     let resolv_conf = config.resolv_conf.clone().map(|path| {

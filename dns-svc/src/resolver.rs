@@ -21,7 +21,7 @@ use hickory_proto::{
 };
 
 use crate::{
-    forward::{Forwarder, MAX_UPSTREAMS, parse_upstream},
+    forward::{Forwarder, MAX_UPSTREAMS, Via, parse_upstream},
     records::{Asker, Local, Snapshot, Target},
     stats::{QueryRecord, Stats},
 };
@@ -447,7 +447,26 @@ impl Resolver {
             ));
             return net;
         }
-        let fwd = self.forwarder.forward(&ups, q.name, q.qtype).await;
+        let netns = snap
+            .sandboxes
+            .get(sandbox_id)
+            .and_then(|v| v.rec.as_ref())
+            .map(|r| r.netns_path.as_str())
+            .unwrap_or_default();
+        let via = match out.origin {
+            // The sandbox's own servers are asked from its own namespace, never from ours.
+            Some(Origin::Sandbox) if netns.is_empty() => {
+                out.rcode = ResponseCode::ServFail;
+                out.step("the sandbox has no namespace to ask its own servers from");
+                return net;
+            }
+            Some(Origin::Sandbox) => Via::Sandbox {
+                id: sandbox_id,
+                netns,
+            },
+            _ => Via::Here,
+        };
+        let fwd = self.forwarder.forward(&ups, q.name, q.qtype, via).await;
         out.upstream = fwd.upstream;
         out.failed_upstreams = fwd.failures;
         for (up, why) in &out.failed_upstreams {

@@ -257,6 +257,7 @@ pub fn offline_handlers() -> (DnsHandler, DnsHandler) {
         snapshot,
         Forwarder {
             timeout: std::time::Duration::from_millis(1),
+            sockets: crate::sockets::SocketSource::Setns,
         },
         Vec::new(),
         "weft",

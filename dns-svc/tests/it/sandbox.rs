@@ -218,3 +218,73 @@ fn flags(text: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Issue 11: a sandbox's own DNS servers are asked from the sandbox's namespace. One that
+/// names a loopback server of dns-svc's namespace gets SERVFAIL (that server never hears of it);
+/// one whose server is on its own loopback gets the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxs_own_dns_servers_are_asked_from_its_own_namespace() {
+    let w = World::new().await;
+    let host_side = FakeUpstream::start(Upstream::Answers).await;
+    let dns = Dns::start(&w.url, &[host_side.addr]).await;
+
+    // `sneaky` names the loopback server of dns-svc's namespace as its own.
+    let sneaky_ns = crate::harness::NetNs::new();
+    let mut sneaky = sandbox("ssneaky00001", "sneaky", HOST, &sneaky_ns.path(), "");
+    sneaky.dns = Some(weft_proto::gateway::v1::DnsConfig {
+        servers: vec![host_side.addr.to_string()],
+        ..Default::default()
+    });
+    w.gw.sandbox(sneaky.clone());
+    w.gw.connect(endpoint(
+        "esneaky",
+        &w.backend,
+        &sneaky,
+        "10.89.1.20/24",
+        &[],
+    ));
+    // `own` has a server on its own loopback.
+    let own_ns = crate::harness::NetNs::new();
+    let inside = FakeUpstream::start_in(Some(&own_ns), Upstream::Answers).await;
+    let mut own = sandbox("sown00000001", "own", HOST, &own_ns.path(), "");
+    own.dns = Some(weft_proto::gateway::v1::DnsConfig {
+        servers: vec![inside.addr.to_string()],
+        ..Default::default()
+    });
+    w.gw.sandbox(own.clone());
+    let rev =
+        w.gw.connect(endpoint("eown", &w.backend, &own, "10.89.1.21/24", &[]));
+    dns.wait_revision(rev).await;
+    wait_listening(&sneaky_ns).await;
+    wait_listening(&own_ns).await;
+
+    let d = dig_in(&sneaky_ns, &["www.upstream.test", "A"]);
+    assert_eq!(d.status, "SERVFAIL", "{}", d.text);
+    assert!(d.answers.is_empty(), "{}", d.text);
+    let d = dig_in(&sneaky_ns, &["big.tcp.upstream.test", "A"]);
+    assert_eq!(d.status, "SERVFAIL", "{}", d.text);
+    assert_eq!(
+        host_side.queries(),
+        0,
+        "the host-side server never heard of it"
+    );
+
+    let d = dig_in(&own_ns, &["www.upstream.test", "A"]);
+    assert_eq!(d.answers, [UPSTREAM_ANSWER], "{}", d.text);
+    let d = dig_in(&own_ns, &["big.tcp.upstream.test", "A"]);
+    assert_eq!(
+        d.answers.len(),
+        TCP_ANSWERS.len(),
+        "over TCP too: {}",
+        d.text
+    );
+    assert_eq!(inside.tcp_queries(), 1);
+    assert_eq!(host_side.queries(), 0);
+    // Weft's own names still resolve for both.
+    let d = dig_in(&sneaky_ns, &["client", "A"]);
+    assert_eq!(d.answers, ["10.89.1.2"], "{}", d.text);
+    // And sandboxes without servers of their own still use the host's.
+    let d = dig_in(&w.client_ns, &["www.upstream.test", "A"]);
+    assert_eq!(d.answers, [UPSTREAM_ANSWER], "{}", d.text);
+    assert_eq!(host_side.queries(), 1);
+}
