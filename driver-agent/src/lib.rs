@@ -5,6 +5,9 @@
 //! ever entered from dedicated OS threads ([`netns`]); kernel objects it creates carry a Weft
 //! name prefix and a link alias with the owner's id ([`names`]).
 //!
+//! It also brokers sockets for dns-svc ([`broker`]): made inside a sandbox's namespace and
+//! handed over, so that dns-svc runs with no privilege.
+//!
 //! Programmed so far: capabilities ([`capabilities`]), sandboxes ([`sandbox`]), the bridge
 //! driver ([`driver::bridge`]) and its firewall in nftables ([`firewall`]: masquerade,
 //! isolation, internal networks, published ports). Drivers the kernel lacks are refused with
