@@ -36,6 +36,8 @@ need dig bind9-dnsutils
 # example brings the dev-dependencies, which would cost a long release build).
 (cd "$ROOT" && cargo build --release -q -p dns-svc --bin dns-svc &&
     cargo build -q -p dns-svc --example bench_gateway)
+. "$ROOT/scripts/safe-dir.sh"
+safe_exec_dir "$CARGO_TARGET_DIR"
 BIN=$CARGO_TARGET_DIR/release
 GATEWAY=$CARGO_TARGET_DIR/debug/examples/bench_gateway
 

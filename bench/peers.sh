@@ -15,6 +15,8 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/weft/target}
+. scripts/safe-dir.sh
+safe_exec_dir "$CARGO_TARGET_DIR"
 cargo build --release --locked --bins
 WEFT_BENCH_N=${1:-200} WEFT_BENCH_BINS="$CARGO_TARGET_DIR/release" \
   cargo bench --locked -p weft-e2e --bench peers

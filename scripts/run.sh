@@ -11,5 +11,7 @@ case "${1:-}" in
 esac
 bash scripts/setup.sh --run
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/weft/target}
+. scripts/safe-dir.sh
+safe_exec_dir "$CARGO_TARGET_DIR"
 cargo build --release --locked --bins
 exec "$CARGO_TARGET_DIR/release/weft" up "$@"

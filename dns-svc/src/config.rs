@@ -72,6 +72,19 @@ pub struct Args {
     #[arg(long, env = "WEFT_DNS_TCP_MAX_PER_CLIENT", default_value_t = 16)]
     pub tcp_max_per_client: usize,
 
+    /// The most a UDP answer may take, in bytes, whatever EDNS size the client asks for
+    /// (512 to 65535): bigger answers are truncated (TC set) and the client asks again over
+    /// TCP. 1232 (DNS Flag Day 2020) fits any path without IP fragmentation.
+    #[arg(long, env = "WEFT_DNS_UDP_MAX_PAYLOAD", default_value_t = crate::wire::DEFAULT_UDP_MAX)]
+    pub udp_max_payload: u16,
+
+    /// The driver-agent's socket broker: sandbox listeners and the sockets that forward to a
+    /// sandbox's own DNS servers are made by the agent inside the sandbox's namespace and
+    /// handed over, so dns-svc needs no privilege (what `weft up` runs). Without it, dns-svc
+    /// enters namespaces itself, which needs root: for development only.
+    #[arg(long, env = "WEFT_DNS_BROKER")]
+    pub broker: Option<std::path::PathBuf>,
+
     /// Threads that serve DNS (each a single-threaded event loop; sandbox listeners are spread
     /// over them, the operator listener has a UDP socket on each). One serves about 100,000
     /// queries a second (bench/dns.sh).
@@ -98,10 +111,20 @@ pub struct Config {
     pub tcp_idle_timeout: Duration,
     pub tcp_max_per_client: usize,
     pub dns_threads: usize,
+    pub udp_max_payload: u16,
+    pub broker: Option<std::path::PathBuf>,
     pub common: CommonArgs,
 }
 
 impl Config {
+    /// Where sockets inside sandbox namespaces come from.
+    pub fn sockets(&self) -> crate::sockets::SocketSource {
+        match &self.broker {
+            Some(p) => crate::sockets::SocketSource::Broker(p.clone()),
+            None => crate::sockets::SocketSource::Setns,
+        }
+    }
+
     /// The limits every listener's TCP side gets.
     pub fn tcp_limits(&self) -> TcpLimits {
         TcpLimits {
@@ -185,6 +208,18 @@ impl TryFrom<Args> for Config {
         if upstreams.len() > MAX_UPSTREAMS {
             return Err(format!("--upstream: at most {MAX_UPSTREAMS} upstreams"));
         }
+        if let Some(b) = &a.broker
+            && !b.is_absolute()
+        {
+            return Err(format!("--broker {}: an absolute path", b.display()));
+        }
+        if a.udp_max_payload < crate::wire::MIN_UDP_MAX {
+            return Err(format!(
+                "--udp-max-payload {}: at least {} (every client takes 512-byte answers)",
+                a.udp_max_payload,
+                crate::wire::MIN_UDP_MAX
+            ));
+        }
         if a.tcp_idle_timeout.is_zero() {
             return Err("--tcp-idle-timeout must be more than 0".into());
         }
@@ -211,6 +246,8 @@ impl TryFrom<Args> for Config {
             tcp_idle_timeout: a.tcp_idle_timeout,
             tcp_max_per_client: a.tcp_max_per_client,
             dns_threads: a.dns_threads,
+            udp_max_payload: a.udp_max_payload,
+            broker: a.broker,
             common: a.common,
         })
     }
@@ -235,6 +272,15 @@ mod tests {
         assert_eq!(c.sandbox_listen.to_string(), "127.0.0.11:53");
         assert_eq!(c.zone, "weft");
         assert_eq!(c.upstreams, ["127.0.0.53:53".parse().unwrap()]);
+        assert_eq!(c.udp_max_payload, 1232);
+    }
+
+    #[test]
+    fn a_udp_cap_below_512_is_refused() {
+        let e = parse(&["dns-svc", "--host", "h", "--udp-max-payload", "511"]).unwrap_err();
+        assert!(e.contains("--udp-max-payload 511"), "{e}");
+        let c = parse(&["dns-svc", "--host", "h", "--udp-max-payload", "4096"]).unwrap();
+        assert_eq!(c.udp_max_payload, 4096);
     }
 
     #[test]

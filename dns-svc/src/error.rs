@@ -62,4 +62,6 @@ pub enum ListenError {
     },
     #[error("cannot start the namespace thread: {0}")]
     Thread(std::io::Error),
+    #[error("{0}")]
+    Broker(#[from] weft_runtime::broker::BrokerError),
 }

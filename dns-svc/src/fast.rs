@@ -22,7 +22,7 @@ use crate::{
     records::Target,
     resolver::{Decision, LOCAL_TTL},
     server::DnsHandler,
-    wire::max_size,
+    wire::{advertised_payload, max_size},
 };
 
 const TYPE_A: u16 = 1;
@@ -209,11 +209,11 @@ impl DnsHandler {
         if let Some(payload) = q.edns {
             out.push(0);
             out.extend_from_slice(&TYPE_OPT.to_be_bytes());
-            out.extend_from_slice(&payload.max(512).to_be_bytes());
+            out.extend_from_slice(&advertised_payload(payload, resolver.udp_max()).to_be_bytes());
             // Extended rcode, version 0, no flags; no options.
             out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
         }
-        if out.len() > usize::from(max_size(protocol, q.edns)) {
+        if out.len() > usize::from(max_size(protocol, q.edns, resolver.udp_max())) {
             // Too big: the general path truncates.
             out.clear();
             return false;

@@ -19,6 +19,8 @@ use tokio::{
     net::{TcpStream, UdpSocket},
 };
 
+use crate::sockets::SocketSource;
+
 pub const MAX_UPSTREAMS: usize = 3;
 
 /// `"ip"` (port 53) or `"ip:port"` / `"[v6]:port"`.
@@ -56,6 +58,22 @@ pub struct Forwarded {
 #[derive(Debug, Clone)]
 pub struct Forwarder {
     pub timeout: Duration,
+    /// Where sockets inside a sandbox's namespace come from.
+    pub sockets: SocketSource,
+}
+
+/// Which namespace a forwarded query leaves from.
+#[derive(Debug, Clone, Copy)]
+pub enum Via<'a> {
+    /// dns-svc's own: for the host's resolvers and the networks' upstreams.
+    Here,
+    /// The asking sandbox's (id, namespace path): for the sandbox's own `dns.servers`, so
+    /// that they reach only what the sandbox itself can reach. Docker does the same: its
+    /// embedded DNS server forwards to a container's own `--dns` servers from inside the
+    /// container's namespace (libnetwork `resolver.go`, whose dialer runs in the
+    /// sandbox's namespace through `ns.NsInvoke` / `SetupResolver`), so a container that names
+    /// 127.0.0.1 asks its own loopback, never the host's.
+    Sandbox { id: &'a str, netns: &'a str },
 }
 
 impl Forwarder {
@@ -64,11 +82,12 @@ impl Forwarder {
         upstreams: &[SocketAddr],
         name: &Name,
         qtype: RecordType,
+        via: Via<'_>,
     ) -> Forwarded {
         let mut out = Forwarded::default();
         for &up in upstreams.iter().take(MAX_UPSTREAMS) {
             out.upstream = Some(up);
-            match self.ask(up, name, qtype).await {
+            match self.ask(up, name, qtype, via).await {
                 Ok(msg) => {
                     out.answer = Some(msg);
                     return out;
@@ -87,6 +106,7 @@ impl Forwarder {
         up: SocketAddr,
         name: &Name,
         qtype: RecordType,
+        via: Via<'_>,
     ) -> Result<Message, TryError> {
         let mut q = Message::query();
         q.metadata.recursion_desired = true;
@@ -97,9 +117,11 @@ impl Forwarder {
         let id = q.metadata.id;
         let bytes = q.to_vec().map_err(|e| TryError::Decode(e.to_string()))?;
         let msg = tokio::time::timeout(self.timeout, async {
-            let msg = udp_exchange(up, &bytes, |m| check(m, id, name, qtype)).await?;
+            let sock = self.udp_socket(up, via).await?;
+            let msg = udp_exchange(sock, up, &bytes, |m| check(m, id, name, qtype)).await?;
             if msg.metadata.truncation {
-                return tcp_exchange(up, &bytes, |m| check(m, id, name, qtype)).await;
+                let s = self.tcp_connect(up, via).await?;
+                return tcp_exchange(s, &bytes, |m| check(m, id, name, qtype)).await;
             }
             Ok(msg)
         })
@@ -108,6 +130,35 @@ impl Forwarder {
         match msg.metadata.response_code {
             rc @ (ResponseCode::ServFail | ResponseCode::Refused) => Err(TryError::Rcode(rc)),
             _ => Ok(msg),
+        }
+    }
+}
+
+impl Forwarder {
+    /// A fresh UDP socket for one query to `up` (a new random source port each time).
+    async fn udp_socket(&self, up: SocketAddr, via: Via<'_>) -> std::io::Result<UdpSocket> {
+        match via {
+            Via::Here => {
+                let local: SocketAddr = if up.is_ipv4() {
+                    (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+                } else {
+                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                };
+                UdpSocket::bind(local).await
+            }
+            Via::Sandbox { id, netns } => {
+                UdpSocket::from_std(self.sockets.udp_client(id, netns, up.is_ipv6()).await?)
+            }
+        }
+    }
+
+    async fn tcp_connect(&self, up: SocketAddr, via: Via<'_>) -> std::io::Result<TcpStream> {
+        match via {
+            Via::Here => TcpStream::connect(up).await,
+            Via::Sandbox { id, netns } => {
+                let s = self.sockets.tcp_client(id, netns, up.is_ipv6()).await?;
+                tokio::net::TcpSocket::from_std_stream(s).connect(up).await
+            }
         }
     }
 }
@@ -127,16 +178,11 @@ fn check(msg: Message, id: u16, name: &Name, qtype: RecordType) -> Option<Messag
 }
 
 async fn udp_exchange(
+    sock: UdpSocket,
     up: SocketAddr,
     bytes: &[u8],
     check: impl Fn(Message) -> Option<Message>,
 ) -> Result<Message, TryError> {
-    let local: SocketAddr = if up.is_ipv4() {
-        "0.0.0.0:0".parse().unwrap_or_else(|_| unreachable!())
-    } else {
-        "[::]:0".parse().unwrap_or_else(|_| unreachable!())
-    };
-    let sock = UdpSocket::bind(local).await?;
     sock.connect(up).await?;
     sock.send(bytes).await?;
     let mut buf = vec![0u8; 65535];
@@ -152,11 +198,10 @@ async fn udp_exchange(
 }
 
 async fn tcp_exchange(
-    up: SocketAddr,
+    mut s: TcpStream,
     bytes: &[u8],
     check: impl Fn(Message) -> Option<Message>,
 ) -> Result<Message, TryError> {
-    let mut s = TcpStream::connect(up).await?;
     let len = u16::try_from(bytes.len()).map_err(|_| TryError::Decode("query too long".into()))?;
     let mut out = len.to_be_bytes().to_vec();
     out.extend_from_slice(bytes);

@@ -19,6 +19,7 @@ pub mod listen;
 pub mod records;
 pub mod resolver;
 pub mod server;
+pub mod sockets;
 pub mod stats;
 pub mod threads;
 pub mod wire;
@@ -63,14 +64,18 @@ impl std::fmt::Debug for Running {
 /// Starts following the gateway and serving DNS.
 pub fn start(config: &Config) -> Result<Running, StartError> {
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-    let resolver = Arc::new(Resolver::new(
-        snapshot.clone(),
-        Forwarder {
-            timeout: config.upstream_timeout,
-        },
-        config.upstreams.clone(),
-        &config.zone,
-    ));
+    let resolver = Arc::new(
+        Resolver::new(
+            snapshot.clone(),
+            Forwarder {
+                timeout: config.upstream_timeout,
+                sockets: config.sockets(),
+            },
+            config.upstreams.clone(),
+            &config.zone,
+        )
+        .with_udp_max(config.udp_max_payload),
+    );
     let threads = Arc::new(IoThreads::start(config.dns_threads).map_err(StartError::Threads)?);
     let (operator, operator_addr) = server::operator_listener(
         resolver.clone(),
@@ -90,6 +95,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         config.sandbox_listen,
         config.tcp_limits(),
         threads.clone(),
+        config.sockets(),
     ));
     let manager = tokio::spawn(listeners.clone().run(rx));
     let resolv_conf = config.resolv_conf.clone().map(|path| {

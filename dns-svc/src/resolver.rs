@@ -21,7 +21,7 @@ use hickory_proto::{
 };
 
 use crate::{
-    forward::{Forwarder, MAX_UPSTREAMS, parse_upstream},
+    forward::{Forwarder, MAX_UPSTREAMS, Via, parse_upstream},
     records::{Asker, Local, Snapshot, Target},
     stats::{QueryRecord, Stats},
 };
@@ -150,6 +150,8 @@ pub struct Resolver {
     zone: String,
     pub stats: Stats,
     rotation: AtomicUsize,
+    /// The most a UDP answer may take (see [`crate::wire::DEFAULT_UDP_MAX`]).
+    udp_max: u16,
 }
 
 impl Resolver {
@@ -166,7 +168,20 @@ impl Resolver {
             zone: zone.trim_end_matches('.').to_ascii_lowercase(),
             stats: Stats::default(),
             rotation: AtomicUsize::new(0),
+            udp_max: crate::wire::DEFAULT_UDP_MAX,
         }
+    }
+
+    /// Caps UDP answers at `max` bytes (at least 512) instead of the default 1232.
+    #[must_use]
+    pub fn with_udp_max(mut self, max: u16) -> Self {
+        self.udp_max = max.max(crate::wire::MIN_UDP_MAX);
+        self
+    }
+
+    /// The most a UDP answer may take.
+    pub fn udp_max(&self) -> u16 {
+        self.udp_max
     }
 
     pub fn host_upstreams(&self) -> Arc<Vec<SocketAddr>> {
@@ -432,7 +447,26 @@ impl Resolver {
             ));
             return net;
         }
-        let fwd = self.forwarder.forward(&ups, q.name, q.qtype).await;
+        let netns = snap
+            .sandboxes
+            .get(sandbox_id)
+            .and_then(|v| v.rec.as_ref())
+            .map(|r| r.netns_path.as_str())
+            .unwrap_or_default();
+        let via = match out.origin {
+            // The sandbox's own servers are asked from its own namespace, never from ours.
+            Some(Origin::Sandbox) if netns.is_empty() => {
+                out.rcode = ResponseCode::ServFail;
+                out.step("the sandbox has no namespace to ask its own servers from");
+                return net;
+            }
+            Some(Origin::Sandbox) => Via::Sandbox {
+                id: sandbox_id,
+                netns,
+            },
+            _ => Via::Here,
+        };
+        let fwd = self.forwarder.forward(&ups, q.name, q.qtype, via).await;
         out.upstream = fwd.upstream;
         out.failed_upstreams = fwd.failures;
         for (up, why) in &out.failed_upstreams {

@@ -1,13 +1,12 @@
 //! DNS serving with hickory-server: the request handler, the operator listener, and one
 //! listener per sandbox of this host inside the sandbox's network namespace.
 //!
-//! Sandbox sockets are opened on a short-lived OS thread that entered the namespace with
-//! `setns` and then exits: a socket stays in the namespace it was created in, so tokio can drive
-//! it from any worker, while no tokio thread ever changes namespace.
+//! Sandbox sockets are made inside the sandbox's namespace by the driver-agent's socket broker
+//! (or, in development, on a short-lived thread that entered it: [`crate::sockets`]): a socket
+//! stays in the namespace it was created in, so tokio can drive it from any thread.
 
 use std::{
     collections::HashMap,
-    fs::File,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
@@ -18,13 +17,13 @@ use hickory_proto::{
     rr::Name,
 };
 use hickory_server::{net::xfer::Protocol, server::Request, zone_handler::MessageResponseBuilder};
-use nix::sched::CloneFlags;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::{
     error::ListenError,
     listen::{Listener, TcpLimits},
     resolver::{Query, Resolver},
+    sockets::SocketSource,
     threads::IoThreads,
     wire::{self, Answer},
 };
@@ -47,13 +46,14 @@ impl DnsHandler {
     /// The encoded answer to a decoded request (see [`wire::answer`] for what comes before).
     pub async fn respond(&self, request: &Request) -> Answer {
         let req_edns = request.edns.as_ref();
+        let cap = self.resolver.udp_max();
         let edns = req_edns.map(|req| {
             let mut e = Edns::new();
-            e.set_max_payload(req.max_payload().max(512));
+            e.set_max_payload(wire::advertised_payload(req.max_payload(), cap));
             e.set_version(0);
             e
         });
-        let max = wire::max_size(request.protocol(), edns.as_ref().map(Edns::max_payload));
+        let max = wire::max_size(request.protocol(), req_edns.map(Edns::max_payload), cap);
         let Some(echo) = wire::echo_question(&request.queries) else {
             return wire::servfail(&request.metadata);
         };
@@ -84,7 +84,7 @@ impl DnsHandler {
             md.authoritative = outcome.authoritative;
             md.recursion_available = self.sandbox_id.is_some();
             md.response_code = outcome.rcode;
-            wire::encode(
+            let full = wire::encode(
                 builder.build(
                     md,
                     outcome.answers.iter(),
@@ -93,7 +93,27 @@ impl DnsHandler {
                     outcome.additionals.iter(),
                 ),
                 max,
-            )
+            );
+            if full.truncated {
+                // What does not fit is sent as the header, the question and our OPT record
+                // with TC set, and no records: hickory cuts the sections where the size runs
+                // out and can leave part of the OPT record behind (a message that does not
+                // parse cleanly), and a truncated answer is only a signal to ask over TCP
+                // (RFC 2181 9, RFC 7766 5).
+                md.truncation = true;
+                wire::encode(
+                    MessageResponseBuilder::new(&echo, edns.as_ref()).build(
+                        md,
+                        std::iter::empty(),
+                        std::iter::empty(),
+                        std::iter::empty(),
+                        std::iter::empty(),
+                    ),
+                    max,
+                )
+            } else {
+                full
+            }
         };
         if answer.truncated {
             self.resolver
@@ -108,7 +128,9 @@ impl DnsHandler {
 
 /// Binds UDP and TCP on `addr` in the current namespace. With port 0, one port free for both
 /// protocols is searched (the TCP side of the UDP port may be taken).
-fn bind(addr: SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpListener), ListenError> {
+pub(crate) fn bind(
+    addr: SocketAddr,
+) -> Result<(std::net::UdpSocket, std::net::TcpListener), ListenError> {
     bind_with(addr, || {
         let udp = std::net::UdpSocket::bind(addr)?;
         udp.set_nonblocking(true)?;
@@ -149,41 +171,6 @@ fn bind_once(
     let tcp = std::net::TcpListener::bind(addr).map_err(bind_err("tcp"))?;
     tcp.set_nonblocking(true).map_err(bind_err("tcp"))?;
     Ok((udp, tcp))
-}
-
-/// Binds UDP and TCP on `addr` inside the network namespace at `path`, from a thread of its
-/// own that enters the namespace and exits afterwards.
-async fn bind_in_netns(
-    path: &str,
-    addr: SocketAddr,
-) -> Result<(std::net::UdpSocket, std::net::TcpListener), ListenError> {
-    let (tx, rx) = oneshot::channel();
-    let p = path.to_owned();
-    std::thread::Builder::new()
-        .name("dns-netns".into())
-        .spawn(move || {
-            let res = File::open(&p)
-                .map_err(|source| ListenError::OpenNetns {
-                    path: p.clone(),
-                    source,
-                })
-                .and_then(|f| {
-                    nix::sched::setns(&f, CloneFlags::CLONE_NEWNET).map_err(|source| {
-                        ListenError::Setns {
-                            path: p.clone(),
-                            source,
-                        }
-                    })
-                })
-                .and_then(|()| bind(addr));
-            let _ = tx.send(res);
-        })
-        .map_err(ListenError::Thread)?;
-    rx.await.map_err(|_| {
-        ListenError::Thread(std::io::Error::other(
-            "namespace thread ended without a result",
-        ))
-    })?
 }
 
 /// The operator listener, in the service's own namespace. With several DNS threads, each gets
@@ -270,6 +257,8 @@ pub struct SandboxListeners {
     addr: SocketAddr,
     limits: TcpLimits,
     threads: Arc<IoThreads>,
+    /// Where the listeners' sockets come from (the agent's broker, or setns in development).
+    sockets: SocketSource,
     entries: Mutex<HashMap<String, Entry>>,
     /// The gateway revision of the snapshot the listeners were last reconciled to.
     reconciled: watch::Sender<u64>,
@@ -285,6 +274,7 @@ impl SandboxListeners {
         addr: SocketAddr,
         limits: TcpLimits,
         threads: Arc<IoThreads>,
+        sockets: SocketSource,
     ) -> Self {
         Self {
             resolver,
@@ -292,6 +282,7 @@ impl SandboxListeners {
             addr,
             limits,
             threads,
+            sockets,
             entries: Mutex::default(),
             reconciled: watch::channel(0).0,
         }
@@ -401,7 +392,9 @@ impl SandboxListeners {
             close(e);
         }
         for (id, name, path) in to_open {
-            let res = bind_in_netns(&path, self.addr)
+            let res = self
+                .sockets
+                .listeners(&id, &path, self.addr)
                 .await
                 .and_then(|(udp, tcp)| {
                     Listener::start(

@@ -105,13 +105,30 @@ pub fn servfail(request: &Metadata) -> Answer {
     }
 }
 
+/// The default cap on UDP answers, whatever EDNS size a client advertises: 1232 bytes, the
+/// size DNS Flag Day 2020 settled on (an IPv6 packet that fits a 1280-byte MTU without
+/// fragmentation). Bigger answers are truncated (TC) and the client asks again over TCP, as
+/// with any resolver (BIND, Unbound, Knot and PowerDNS default to it too). A small cap also
+/// keeps a spoofed query from being amplified into a large answer.
+pub const DEFAULT_UDP_MAX: u16 = 1232;
+
+/// The smallest cap allowed: every DNS client takes 512 bytes over UDP (RFC 1035 4.2.1).
+pub const MIN_UDP_MAX: u16 = 512;
+
 /// The most a UDP answer may take: 512 bytes without EDNS (RFC 1035 4.2.1), else the size the
-/// client advertised (never below 512); TCP answers only have the length prefix's limit.
-pub fn max_size(protocol: Protocol, edns_payload: Option<u16>) -> u16 {
+/// client advertised (never below 512), but never more than `cap` (see [`DEFAULT_UDP_MAX`]);
+/// TCP answers only have the length prefix's limit.
+pub fn max_size(protocol: Protocol, edns_payload: Option<u16>, cap: u16) -> u16 {
     match protocol {
-        Protocol::Udp => edns_payload.map_or(512, |p| p.max(512)),
+        Protocol::Udp => edns_payload.map_or(512, |p| p.max(512).min(cap.max(MIN_UDP_MAX))),
         _ => u16::MAX,
     }
+}
+
+/// The UDP payload size our answers' OPT record advertises: what we take from the client,
+/// within the same cap.
+pub fn advertised_payload(edns_payload: u16, cap: u16) -> u16 {
+    edns_payload.max(512).min(cap.max(MIN_UDP_MAX))
 }
 
 /// Encodes a response within `max` bytes, truncating (with TC) what does not fit. A response
@@ -240,6 +257,7 @@ pub fn offline_handlers() -> (DnsHandler, DnsHandler) {
         snapshot,
         Forwarder {
             timeout: std::time::Duration::from_millis(1),
+            sockets: crate::sockets::SocketSource::Setns,
         },
         Vec::new(),
         "weft",
@@ -294,7 +312,7 @@ pub fn check_offline(handlers: &(DnsHandler, DnsHandler), raw: &[u8]) {
                 let edns = Request::from_bytes(raw.to_vec(), src, protocol)
                     .ok()
                     .and_then(|r| r.edns.as_ref().map(|e| e.max_payload()));
-                let max = usize::from(max_size(protocol, edns));
+                let max = usize::from(max_size(protocol, edns, handler.resolver.udp_max()));
                 assert!(a.bytes.len() <= max, "{} > {max}", a.bytes.len());
             }
         }
@@ -363,5 +381,57 @@ mod tests {
         ] {
             check_offline(&hs, raw);
         }
+    }
+
+    #[test]
+    fn udp_answers_are_capped_at_1232_whatever_edns_size_is_asked() {
+        let cap = DEFAULT_UDP_MAX;
+        assert_eq!(max_size(Protocol::Udp, Some(4096), cap), 1232);
+        assert_eq!(max_size(Protocol::Udp, Some(65535), cap), 1232);
+        assert_eq!(max_size(Protocol::Udp, Some(1000), cap), 1000);
+        assert_eq!(max_size(Protocol::Udp, Some(100), cap), 512);
+        assert_eq!(max_size(Protocol::Udp, None, cap), 512);
+        assert_eq!(max_size(Protocol::Tcp, Some(4096), cap), u16::MAX);
+        assert_eq!(max_size(Protocol::Udp, Some(4096), 4096), 4096);
+        assert_eq!(advertised_payload(4096, cap), 1232);
+
+        // 200 A records (about 3 kB) asked with EDNS 4096: cut to 1232 bytes, TC set.
+        use hickory_proto::rr::{RData, rdata::A};
+        let name = Name::from_ascii("many.example.").unwrap();
+        let records: Vec<Record> = (0..200u32)
+            .map(|i| {
+                Record::from_rdata(
+                    name.clone(),
+                    60,
+                    RData::A(A(std::net::Ipv4Addr::from(0x0a00_0000 + i))),
+                )
+            })
+            .collect();
+        let raw = {
+            let mut q = Message::query();
+            q.add_query(Query::query(name.clone(), RecordType::A));
+            let mut e = Edns::new();
+            e.set_max_payload(4096);
+            q.set_edns(e);
+            q.to_vec().unwrap()
+        };
+        let req = Request::from_bytes(raw, ([127, 0, 0, 1], 1000).into(), Protocol::Udp).unwrap();
+        let echo = echo_question(&req.queries).unwrap();
+        let mut edns = Edns::new();
+        edns.set_max_payload(advertised_payload(4096, cap));
+        let md = Metadata::response_from_request(&req.metadata);
+        let resp = MessageResponseBuilder::new(&echo, Some(&edns)).build(
+            md,
+            records.iter(),
+            std::iter::empty(),
+            std::iter::empty(),
+            std::iter::empty(),
+        );
+        let a = encode(resp, max_size(Protocol::Udp, Some(4096), cap));
+        assert!(a.truncated);
+        assert!(a.bytes.len() <= 1232, "{}", a.bytes.len());
+        let m = Message::from_bytes(&a.bytes).unwrap();
+        assert!(m.metadata.truncation, "TC is set");
+        assert!(m.answers.len() < 200);
     }
 }

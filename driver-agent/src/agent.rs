@@ -50,6 +50,20 @@ pub struct Agent {
     pub(crate) host_name: std::sync::OnceLock<String>,
     /// Sysctl sets already made as wanted (see `program_network`).
     pub(crate) sysctls_checked: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The namespace of every sandbox of this host that has one of its own (not host
+    /// network), by sandbox id: what the socket broker ([`crate::broker`]) serves. Filled by
+    /// CreateSandbox and by reconciliation (which re-creates every desired sandbox, also
+    /// after a restart), emptied by RemoveSandbox.
+    sandbox_netns: std::sync::Mutex<std::collections::HashMap<String, SandboxNetnsPath>>,
+}
+
+/// Where a sandbox's namespace is, as the socket broker needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxNetnsPath {
+    pub path: PathBuf,
+    /// The agent's own `weft-<id>` namespace; otherwise the caller's, which is checked
+    /// against the netns policy again each time it is opened.
+    pub managed: bool,
 }
 
 impl Agent {
@@ -76,6 +90,7 @@ impl Agent {
             recent: Default::default(),
             host_name: std::sync::OnceLock::new(),
             sysctls_checked: Default::default(),
+            sandbox_netns: Default::default(),
         })
     }
 
@@ -105,6 +120,16 @@ impl Agent {
             Err(AgentError::NetnsNotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Where the namespace of sandbox `id` is, if it is one of this host's with a namespace of
+    /// its own.
+    pub fn sandbox_netns(&self, id: &str) -> Option<SandboxNetnsPath> {
+        self.sandbox_netns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
     }
 
     /// Sets this host's name (once); ApplyState then refuses the state of another host.
@@ -495,6 +520,22 @@ impl Agent {
             report.changes.clear();
         }
         let (resolv_conf, hosts) = res?;
+        {
+            let mut known = self
+                .sandbox_netns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &sb.netns {
+                SandboxNetns::Host => known.remove(&sb.id),
+                _ => known.insert(
+                    sb.id.clone(),
+                    SandboxNetnsPath {
+                        path: path.clone(),
+                        managed,
+                    },
+                ),
+            };
+        }
         Ok(SandboxState {
             netns_path: path,
             managed,
@@ -573,6 +614,10 @@ impl Agent {
         } else {
             self.open_netns_if_there("netns_path", netns_path).await?
         };
+        self.sandbox_netns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(sandbox_id);
         let mut report = Report::default();
         self.forget_in_firewall(&mut report, sandbox_id, |s| s.remove_sandbox(sandbox_id))
             .await;

@@ -5,6 +5,9 @@
 //! ever entered from dedicated OS threads ([`netns`]); kernel objects it creates carry a Weft
 //! name prefix and a link alias with the owner's id ([`names`]).
 //!
+//! It also brokers sockets for dns-svc ([`broker`]): made inside a sandbox's namespace and
+//! handed over, so that dns-svc runs with no privilege.
+//!
 //! Programmed so far: capabilities ([`capabilities`]), sandboxes ([`sandbox`]), the bridge
 //! driver ([`driver::bridge`]) and its firewall in nftables ([`firewall`]: masquerade,
 //! isolation, internal networks, published ports). Drivers the kernel lacks are refused with
@@ -12,6 +15,7 @@
 //! so (UNIMPLEMENTED).
 
 pub mod agent;
+pub mod broker;
 pub mod capabilities;
 pub mod driver;
 pub mod error;
@@ -92,6 +96,19 @@ pub struct Args {
     #[arg(long, env = "WEFT_AGENT_RECONCILE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub reconcile_interval: std::time::Duration,
 
+    /// The socket broker's Unix socket: where dns-svc gets its sockets inside sandbox
+    /// namespaces (see the `broker` module). Mode 0660, group `--broker-gid`.
+    #[arg(long, env = "WEFT_AGENT_BROKER_SOCKET", default_value = broker::DEFAULT_PATH)]
+    pub broker_socket: PathBuf,
+
+    /// The only uid the broker serves (dns-svc's; SO_PEERCRED).
+    #[arg(long, env = "WEFT_AGENT_BROKER_UID", default_value_t = 0)]
+    pub broker_uid: u32,
+
+    /// The group the broker's socket belongs to (dns-svc's); default: the agent's own.
+    #[arg(long, env = "WEFT_AGENT_BROKER_GID")]
+    pub broker_gid: Option<u32>,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -116,6 +133,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await?
             .with_netns_policy(netns_policy::NetnsPolicy::new(args.netns_allow.clone())),
     );
+    broker::check_path(&args.broker_socket).map_err(anyhow::Error::msg)?;
+    let _broker = broker::start(
+        agent.clone(),
+        broker::BrokerConfig {
+            path: args.broker_socket.clone(),
+            uid: args.broker_uid,
+            gid: args.broker_gid,
+        },
+    )?;
     if let Some(gateway) = &args.gateway {
         let host = args
             .host_name

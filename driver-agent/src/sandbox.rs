@@ -98,9 +98,13 @@ pub fn files_dir(data_dir: &Path, sandbox_id: &str) -> PathBuf {
 }
 
 /// Writes `contents` to `path` atomically (a reader sees the old or the new file, never half).
+/// Mode 0644 whatever the umask (`weft up` runs with 077): the runtime bind-mounts these files
+/// over a container's /etc/resolv.conf and /etc/hosts, which every user in it must read.
 pub fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, contents)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
     std::fs::rename(&tmp, path)
 }
 

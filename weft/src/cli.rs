@@ -48,6 +48,11 @@ pub struct UpArgs {
     )]
     pub dns_upstreams: Vec<String>,
 
+    /// The user the gateway, ipam-svc and dns-svc run as (never root; the driver-agent alone
+    /// stays root). The default, `weft`, is created as a system user when missing.
+    #[arg(long, env = "WEFT_USER", default_value = crate::user::DEFAULT_USER)]
+    pub user: String,
+
     /// How long each service may take to become healthy.
     #[arg(long, env = "WEFT_START_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub start_timeout: Duration,

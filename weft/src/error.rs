@@ -11,6 +11,9 @@ pub enum UpError {
     /// Not privileged enough for the driver-agent; the text says how to fix it.
     #[error("{0}")]
     Privileges(String),
+    /// The service user cannot be found, created or used.
+    #[error("{0}")]
+    User(String),
     #[error(
         "network namespace {name:?} does not exist ({path}): create it with `ip netns add {name}`"
     )]

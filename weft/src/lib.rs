@@ -10,6 +10,7 @@ pub mod plan;
 pub mod privileges;
 pub mod supervisor;
 pub mod table;
+pub mod user;
 
 use std::process::ExitCode;
 
@@ -45,7 +46,11 @@ pub async fn run(cli: Cli) -> ExitCode {
 pub async fn up(args: UpArgs) -> Result<(), UpError> {
     // Before anything else: a stack whose agent cannot work is worse than none.
     privileges::check().map_err(UpError::Privileges)?;
-    let config = UpConfig::from_args(args)?;
+    // Everything made from here on (directories, logs, the services' databases) is for its
+    // owner only: 0700 directories, 0600 files.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let mut config = UpConfig::from_args(args)?;
+    config.run_as = Some(user::ensure(&config.user)?);
     let services = config.services();
     if let Some(missing) = services.iter().find(|s| !s.binary.is_file()) {
         return Err(UpError::MissingBinary {
@@ -53,8 +58,8 @@ pub async fn up(args: UpArgs) -> Result<(), UpError> {
             path: missing.binary.clone(),
         });
     }
-    for dir in [config.log_dir(), config.data_dir.join("agent")] {
-        std::fs::create_dir_all(&dir).map_err(|source| UpError::Dir { path: dir, source })?;
+    if let Some(ids) = config.run_as {
+        user::prepare_data_dir(&config.data_dir, ids)?;
     }
     if let Some(ns) = &config.netns {
         loopback_up(&ns.name).await?;

@@ -43,6 +43,10 @@ pub struct UpConfig {
     pub stop_timeout: Duration,
     /// dns-svc's upstreams (`--upstream`); empty: the host's resolv.conf.
     pub dns_upstreams: Vec<String>,
+    /// The user the unprivileged services run as (`--user`).
+    pub user: String,
+    /// Its ids, once looked up (or created): see [`crate::user`].
+    pub run_as: Option<crate::user::Ids>,
 }
 
 impl UpConfig {
@@ -88,7 +92,16 @@ impl UpConfig {
             start_timeout: args.start_timeout,
             stop_timeout: args.stop_timeout,
             dns_upstreams: args.dns_upstreams,
+            user: args.user,
+            run_as: None,
         })
+    }
+
+    /// The driver-agent's socket broker, where dns-svc gets its sockets inside sandboxes: in
+    /// the data directory's `run/` (0700, the service user's), so that two stacks on one
+    /// machine do not share it.
+    pub fn broker_socket(&self) -> PathBuf {
+        self.data_dir.join("run").join("agent-broker.sock")
     }
 
     /// Where the services' logs go.
@@ -116,6 +129,16 @@ impl UpConfig {
         if let Some(ns) = &self.netns {
             agent.extend(["--netns".into(), ns.path.display().to_string()]);
         }
+        let broker = self.broker_socket().display().to_string();
+        agent.extend(["--broker-socket".into(), broker.clone()]);
+        if let Some(ids) = self.run_as {
+            agent.extend([
+                "--broker-uid".into(),
+                ids.uid.to_string(),
+                "--broker-gid".into(),
+                ids.gid.to_string(),
+            ]);
+        }
         let mut dns: Vec<String> = vec![
             "--listen".into(),
             DNS.into(),
@@ -125,6 +148,9 @@ impl UpConfig {
             host.into(),
             "--operator-listen".into(),
             DNS_OPERATOR.into(),
+            // dns-svc runs without privilege: its sockets inside sandboxes come from the agent.
+            "--broker".into(),
+            broker,
         ];
         for u in &self.dns_upstreams {
             dns.extend(["--upstream".into(), u.clone()]);
@@ -163,6 +189,12 @@ impl UpConfig {
             .into_iter()
             .map(|(name, listen, args): (_, _, Vec<String>)| Service {
                 name,
+                // The agent alone programs the kernel and stays root.
+                run_as: if name == "driver-agent" {
+                    None
+                } else {
+                    self.run_as
+                },
                 binary: self.bin_dir.join(name),
                 #[allow(clippy::expect_used)]
                 listen: listen.parse().expect("the default addresses are valid"),
@@ -184,7 +216,18 @@ impl UpConfig {
                 // under /run/netns) would be invisible to everyone else.
                 let mut net = OsString::from("--net=");
                 net.push(&ns.path);
-                let mut args: Vec<OsString> = vec![net, "--".into(), service.binary.clone().into()];
+                let mut args: Vec<OsString> = vec![net];
+                // nsenter enters as root, then drops to the user (and its group only: nsenter
+                // clears the supplementary groups) before it execs the service.
+                if let Some(ids) = service.run_as {
+                    args.extend([
+                        "--setgid".into(),
+                        ids.gid.to_string().into(),
+                        "--setuid".into(),
+                        ids.uid.to_string().into(),
+                    ]);
+                }
+                args.extend(["--".into(), service.binary.clone().into()]);
                 args.extend(service.args.iter().cloned());
                 ("nsenter".into(), args)
             }
@@ -202,6 +245,8 @@ pub struct Service {
     pub listen: SocketAddr,
     pub args: Vec<OsString>,
     pub log: PathBuf,
+    /// The user it runs as; `None`: root (the driver-agent).
+    pub run_as: Option<crate::user::Ids>,
 }
 
 #[cfg(test)]
@@ -219,6 +264,8 @@ mod tests {
             start_timeout: Duration::from_secs(1),
             stop_timeout: Duration::from_secs(1),
             dns_upstreams: vec!["192.0.2.53".into()],
+            user: "weft".into(),
+            run_as: None,
         }
     }
 
@@ -271,7 +318,7 @@ mod tests {
             path: "/run/netns/n1".into(),
         }));
         let s = c.services();
-        assert!(args(&s[2]).join(" ").ends_with("--netns /run/netns/n1"));
+        assert!(args(&s[2]).join(" ").contains("--netns /run/netns/n1 "));
         for service in &s {
             let (program, a) = c.command_line(service);
             assert_eq!(program, "nsenter");
@@ -287,6 +334,46 @@ mod tests {
     }
 
     #[test]
+    fn only_the_agent_runs_as_root_and_dns_svc_takes_its_sockets_from_the_agent() {
+        let mut c = config(Some(Netns {
+            name: "n1".into(),
+            path: "/run/netns/n1".into(),
+        }));
+        c.run_as = Some(crate::user::Ids { uid: 999, gid: 995 });
+        let s = c.services();
+        for service in &s {
+            let (_, a) = c.command_line(service);
+            let a: Vec<String> = a.iter().map(|x| x.to_string_lossy().into_owned()).collect();
+            if service.name == "driver-agent" {
+                assert_eq!(service.run_as, None);
+                assert!(!a.iter().any(|x| x.starts_with("--setuid")), "{a:?}");
+            } else {
+                assert_eq!(
+                    a[..6],
+                    [
+                        "--net=/run/netns/n1",
+                        "--setgid",
+                        "995",
+                        "--setuid",
+                        "999",
+                        "--"
+                    ],
+                    "{}",
+                    service.name
+                );
+            }
+        }
+        assert!(args(&s[2]).join(" ").contains(
+            "--broker-socket /d/run/agent-broker.sock --broker-uid 999 --broker-gid 995"
+        ));
+        assert!(
+            args(&s[3])
+                .join(" ")
+                .contains("--broker /d/run/agent-broker.sock")
+        );
+    }
+
+    #[test]
     fn bad_flags_are_refused_before_anything_starts() {
         let up = |host: &str, netns: Option<&str>| UpArgs {
             data_dir: "d".into(),
@@ -294,6 +381,7 @@ mod tests {
             host_name: host.into(),
             netns: netns.map(Into::into),
             dns_upstreams: Vec::new(),
+            user: "weft".into(),
             start_timeout: Duration::from_secs(1),
             stop_timeout: Duration::from_secs(1),
         };

@@ -186,7 +186,13 @@ impl Stack {
             .open(&service.log)
             .map_err(log_err)?;
         let (program, args) = self.config.command_line(&service);
-        let mut child = tokio::process::Command::new(program)
+        let mut command = tokio::process::Command::new(program);
+        // In a namespace, nsenter drops to the user after entering it (see `command_line`).
+        if let (Some(ids), None) = (service.run_as, &self.config.netns) {
+            // (As root, std also clears the supplementary groups when the uid is set.)
+            command.uid(ids.uid).gid(ids.gid);
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(log_err)?)

@@ -105,11 +105,12 @@ async fn resolve_explains_local_forwarded_and_refused_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstreams_are_tried_in_order_past_servfail() {
     let w = World::new().await;
-    let bad = FakeUpstream::start(Upstream::ServFail).await;
-    let good = FakeUpstream::start(Upstream::Answers).await;
+    // A sandbox's own servers are asked from its namespace: these two are on its loopback.
+    let picky_ns = crate::harness::NetNs::new();
+    let bad = FakeUpstream::start_in(Some(&picky_ns), Upstream::ServFail).await;
+    let good = FakeUpstream::start_in(Some(&picky_ns), Upstream::Answers).await;
     let dns = Dns::start(&w.url, &[]).await;
-    // On this host, without a namespace to listen in: Resolve knows it, no listener opens.
-    let mut picky = sandbox("spicky000001", "picky", HOST, "", "");
+    let mut picky = sandbox("spicky000001", "picky", HOST, &picky_ns.path(), "");
     picky.dns = Some(gw::DnsConfig {
         servers: vec![bad.addr.to_string(), good.addr.to_string()],
         ..Default::default()

@@ -268,6 +268,13 @@ pub const UPSTREAM_ANSWER: &str = "192.0.2.10";
 /// truncated answer, as a server does when the answer is too big.
 pub const TCP_ONLY: &str = ".tcp.upstream.test.";
 
+/// Names under this suffix get [`MANY_ANSWERS`] A records over UDP and TCP alike (about 2 kB:
+/// the fake upstream does not truncate).
+pub const MANY: &str = ".many.upstream.test.";
+
+/// How many A records a `*.many.upstream.test.` name gets.
+pub const MANY_ANSWERS: u8 = 120;
+
 /// The addresses a `*.tcp.upstream.test.` name gets (over TCP).
 pub const TCP_ANSWERS: [&str; 3] = ["192.0.2.11", "192.0.2.12", "192.0.2.13"];
 
@@ -294,6 +301,12 @@ fn upstream_answer(q: &Message, behaviour: Upstream, tcp: bool) -> Message {
             }
             ResponseCode::NoError
         }
+        Upstream::Answers if name.ends_with(MANY) => {
+            for i in 0..MANY_ANSWERS {
+                resp.add_answer(a(&format!("198.18.0.{i}")));
+            }
+            ResponseCode::NoError
+        }
         Upstream::Answers if name.ends_with(".upstream.test.") => {
             if query.query_type() == RecordType::A {
                 resp.add_answer(a(UPSTREAM_ANSWER));
@@ -317,17 +330,34 @@ pub struct FakeUpstream {
 
 impl FakeUpstream {
     pub async fn start(behaviour: Upstream) -> Self {
-        // One port for both protocols: the TCP port may be taken, then try another.
-        let mut tries = 0;
-        let (sock, addr, listener) = loop {
-            let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            let addr = sock.local_addr().unwrap();
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => break (sock, addr, l),
-                Err(_) if tries < 20 => tries += 1,
-                Err(e) => panic!("no free port for UDP and TCP: {e}"),
+        Self::start_in(None, behaviour).await
+    }
+
+    /// A fake upstream on the loopback of namespace `ns` (its sockets are made there), or of
+    /// the test's own namespace.
+    pub async fn start_in(ns: Option<&NetNs>, behaviour: Upstream) -> Self {
+        let path = ns.map(NetNs::path);
+        let (sock, listener) = std::thread::spawn(move || {
+            if let Some(p) = path {
+                let f = std::fs::File::open(p).unwrap();
+                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
             }
-        };
+            // One port for both protocols: the TCP port may be taken, then try another.
+            for _ in 0..20 {
+                let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                if let Ok(l) = std::net::TcpListener::bind(sock.local_addr().unwrap()) {
+                    sock.set_nonblocking(true).unwrap();
+                    l.set_nonblocking(true).unwrap();
+                    return (sock, l);
+                }
+            }
+            panic!("no free port for UDP and TCP");
+        })
+        .join()
+        .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let sock = tokio::net::UdpSocket::from_std(sock).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
         let (udp, tcp) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (stop, mut stopped) = oneshot::channel();
         let (u, t) = (udp.clone(), tcp.clone());

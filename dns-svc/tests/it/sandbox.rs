@@ -5,8 +5,8 @@ use std::time::Duration;
 use weft_proto::gateway::v1::{EventKind, event::Object};
 
 use crate::harness::{
-    DB, Dns, FakeUpstream, HIDDEN, HOST, TCP_ANSWERS, UPSTREAM_ANSWER, Upstream, WEB, WEB6, World,
-    dig_in, endpoint, sandbox, wait_listening,
+    DB, Dns, FakeUpstream, HIDDEN, HOST, MANY_ANSWERS, TCP_ANSWERS, UPSTREAM_ANSWER, Upstream, WEB,
+    WEB6, World, dig_in, endpoint, sandbox, wait_listening,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,4 +165,126 @@ async fn listeners_open_when_a_sandbox_appears_and_close_when_it_goes() {
     .await;
     let d = dig_in(&w.client_ns, &["late.backend", "A"]);
     assert_eq!(d.status, "NXDOMAIN", "{}", d.text);
+}
+
+/// Issue 11: whatever EDNS size a client advertises, a UDP answer through 127.0.0.11 is at most
+/// 1232 bytes, with TC set when the answer is bigger; the client then gets it whole over TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_answers_are_capped_at_1232_bytes_whatever_edns_size_is_asked() {
+    let w = World::new().await;
+    let up = FakeUpstream::start(Upstream::Answers).await;
+    let _dns = Dns::start(&w.url, &[up.addr]).await;
+    wait_listening(&w.client_ns).await;
+    let d = dig_in(
+        &w.client_ns,
+        &["+bufsize=4096", "+ignore", "x.many.upstream.test", "A"],
+    );
+    assert_eq!(d.status, "NOERROR", "{}", d.text);
+    let size = msg_size(&d.text);
+    assert!(size <= 1232, "{size} bytes over UDP: {}", d.text);
+    assert!(flags(&d.text).contains(&"tc".to_owned()), "TC: {}", d.text);
+    assert!(d.answers.len() < usize::from(MANY_ANSWERS), "{}", d.text);
+    assert!(!d.text.contains("WARNING"), "a clean message: {}", d.text);
+    // The OPT record says what we take: the cap, not what was asked.
+    assert!(d.text.contains("udp: 1232"), "{}", d.text);
+    // Without +ignore, dig asks again over TCP and gets every record.
+    let d = dig_in(
+        &w.client_ns,
+        &["+bufsize=4096", "x.many.upstream.test", "A"],
+    );
+    assert_eq!(d.answers.len(), usize::from(MANY_ANSWERS), "{}", d.text);
+    assert!(!flags(&d.text).contains(&"tc".to_owned()), "{}", d.text);
+}
+
+/// The size dig reports for the answer (`;; MSG SIZE  rcvd: N`).
+fn msg_size(text: &str) -> usize {
+    text.lines()
+        .find_map(|l| l.strip_prefix(";; MSG SIZE  rcvd: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no size in {text}"))
+}
+
+/// The header flags dig shows (`;; flags: qr tc rd ra;`).
+fn flags(text: &str) -> Vec<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(";; flags: "))
+        .map(|f| {
+            f.split(';')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 11: a sandbox's own DNS servers are asked from the sandbox's namespace. One that
+/// names a loopback server of dns-svc's namespace gets SERVFAIL (that server never hears of it);
+/// one whose server is on its own loopback gets the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxs_own_dns_servers_are_asked_from_its_own_namespace() {
+    let w = World::new().await;
+    let host_side = FakeUpstream::start(Upstream::Answers).await;
+    let dns = Dns::start(&w.url, &[host_side.addr]).await;
+
+    // `sneaky` names the loopback server of dns-svc's namespace as its own.
+    let sneaky_ns = crate::harness::NetNs::new();
+    let mut sneaky = sandbox("ssneaky00001", "sneaky", HOST, &sneaky_ns.path(), "");
+    sneaky.dns = Some(weft_proto::gateway::v1::DnsConfig {
+        servers: vec![host_side.addr.to_string()],
+        ..Default::default()
+    });
+    w.gw.sandbox(sneaky.clone());
+    w.gw.connect(endpoint(
+        "esneaky",
+        &w.backend,
+        &sneaky,
+        "10.89.1.20/24",
+        &[],
+    ));
+    // `own` has a server on its own loopback.
+    let own_ns = crate::harness::NetNs::new();
+    let inside = FakeUpstream::start_in(Some(&own_ns), Upstream::Answers).await;
+    let mut own = sandbox("sown00000001", "own", HOST, &own_ns.path(), "");
+    own.dns = Some(weft_proto::gateway::v1::DnsConfig {
+        servers: vec![inside.addr.to_string()],
+        ..Default::default()
+    });
+    w.gw.sandbox(own.clone());
+    let rev =
+        w.gw.connect(endpoint("eown", &w.backend, &own, "10.89.1.21/24", &[]));
+    dns.wait_revision(rev).await;
+    wait_listening(&sneaky_ns).await;
+    wait_listening(&own_ns).await;
+
+    let d = dig_in(&sneaky_ns, &["www.upstream.test", "A"]);
+    assert_eq!(d.status, "SERVFAIL", "{}", d.text);
+    assert!(d.answers.is_empty(), "{}", d.text);
+    let d = dig_in(&sneaky_ns, &["big.tcp.upstream.test", "A"]);
+    assert_eq!(d.status, "SERVFAIL", "{}", d.text);
+    assert_eq!(
+        host_side.queries(),
+        0,
+        "the host-side server never heard of it"
+    );
+
+    let d = dig_in(&own_ns, &["www.upstream.test", "A"]);
+    assert_eq!(d.answers, [UPSTREAM_ANSWER], "{}", d.text);
+    let d = dig_in(&own_ns, &["big.tcp.upstream.test", "A"]);
+    assert_eq!(
+        d.answers.len(),
+        TCP_ANSWERS.len(),
+        "over TCP too: {}",
+        d.text
+    );
+    assert_eq!(inside.tcp_queries(), 1);
+    assert_eq!(host_side.queries(), 0);
+    // Weft's own names still resolve for both.
+    let d = dig_in(&sneaky_ns, &["client", "A"]);
+    assert_eq!(d.answers, ["10.89.1.2"], "{}", d.text);
+    // And sandboxes without servers of their own still use the host's.
+    let d = dig_in(&w.client_ns, &["www.upstream.test", "A"]);
+    assert_eq!(d.answers, [UPSTREAM_ANSWER], "{}", d.text);
+    assert_eq!(host_side.queries(), 1);
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bridge;
+mod broker;
 mod capabilities;
 mod firewall;
 mod grpc;

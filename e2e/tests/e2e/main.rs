@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod attack_dns;
 mod attack_kernel;
 mod intact;
 mod world;

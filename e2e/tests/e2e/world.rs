@@ -356,6 +356,11 @@ impl Weft {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// The data directory `weft up` was given.
+    pub fn data_dir(&self) -> PathBuf {
+        self._data.path().join("weft-data")
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

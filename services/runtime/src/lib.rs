@@ -2,6 +2,7 @@
 //! bootstrap (health, reflection, graceful shutdown) and the mapping from domain errors to
 //! gRPC statuses.
 
+pub mod broker;
 pub mod config;
 pub mod error;
 pub mod grpc;

@@ -1,0 +1,176 @@
+//! Where the sockets that live in a sandbox's namespace come from: the listeners on
+//! 127.0.0.11:53 and the client sockets that forward a sandbox's queries to the sandbox's own
+//! DNS servers.
+//!
+//! - [`SocketSource::Broker`] (what `weft up` runs): the driver-agent makes them inside the
+//!   namespace and hands them over (`SCM_RIGHTS`, see `weft_runtime::broker`); dns-svc needs
+//!   no privilege at all.
+//! - [`SocketSource::Setns`] (development only, when no `--broker` is given): dns-svc enters
+//!   the namespace itself on a short-lived thread, which needs root (`CAP_SYS_ADMIN`).
+//!
+//! Either way a socket stays in the namespace it was made in, whichever thread drives it.
+
+use std::{
+    fs::File,
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::PathBuf,
+    time::Duration,
+};
+
+use nix::sched::CloneFlags;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::oneshot;
+use weft_runtime::broker::{self, Request};
+
+use crate::error::ListenError;
+
+/// Time allowed to one broker call.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub enum SocketSource {
+    /// The driver-agent's socket broker at this path.
+    Broker(PathBuf),
+    /// Enter the namespace from a thread of our own (needs root).
+    Setns,
+}
+
+impl SocketSource {
+    /// UDP and TCP listeners bound to `addr` in the namespace of sandbox `id` (at `netns`).
+    pub async fn listeners(
+        &self,
+        id: &str,
+        netns: &str,
+        addr: SocketAddr,
+    ) -> Result<(UdpSocket, TcpListener), ListenError> {
+        match self {
+            Self::Broker(path) => {
+                let req = Request::Listeners {
+                    sandbox: id.to_owned(),
+                    addr,
+                };
+                let fds = broker::call(path, &req, BROKER_TIMEOUT).await?;
+                let mut fds = fds.into_iter();
+                let (Some(udp), Some(tcp)) = (fds.next(), fds.next()) else {
+                    return Err(ListenError::Thread(std::io::Error::other(
+                        "the broker sent fewer sockets than asked",
+                    )));
+                };
+                let (udp, tcp) = (UdpSocket::from(udp), TcpListener::from(tcp));
+                let bind_err = |proto| {
+                    move |source| ListenError::Bind {
+                        proto,
+                        addr,
+                        source,
+                    }
+                };
+                udp.set_nonblocking(true).map_err(bind_err("udp"))?;
+                tcp.set_nonblocking(true).map_err(bind_err("tcp"))?;
+                Ok((udp, tcp))
+            }
+            Self::Setns => in_netns(netns, move || crate::server::bind(addr)).await?,
+        }
+    }
+
+    /// An unbound UDP socket (IPv6 when `v6`) in the namespace of sandbox `id`, non-blocking.
+    pub async fn udp_client(&self, id: &str, netns: &str, v6: bool) -> std::io::Result<UdpSocket> {
+        let fd = self
+            .client(
+                id,
+                netns,
+                v6,
+                |sandbox, v6| Request::Udp { sandbox, v6 },
+                Type::DGRAM,
+            )
+            .await?;
+        let s = UdpSocket::from(fd);
+        s.set_nonblocking(true)?;
+        Ok(s)
+    }
+
+    /// An unconnected TCP socket (IPv6 when `v6`) in the namespace of sandbox `id`,
+    /// non-blocking.
+    pub async fn tcp_client(&self, id: &str, netns: &str, v6: bool) -> std::io::Result<TcpStream> {
+        let fd = self
+            .client(
+                id,
+                netns,
+                v6,
+                |sandbox, v6| Request::Tcp { sandbox, v6 },
+                Type::STREAM,
+            )
+            .await?;
+        let s = TcpStream::from(fd);
+        s.set_nonblocking(true)?;
+        Ok(s)
+    }
+
+    async fn client(
+        &self,
+        id: &str,
+        netns: &str,
+        v6: bool,
+        request: impl FnOnce(String, bool) -> Request,
+        ty: Type,
+    ) -> std::io::Result<std::os::fd::OwnedFd> {
+        match self {
+            Self::Broker(path) => {
+                let fds = broker::call(path, &request(id.to_owned(), v6), BROKER_TIMEOUT)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                fds.into_iter()
+                    .next()
+                    .ok_or_else(|| std::io::Error::other("the broker sent no socket"))
+            }
+            Self::Setns => {
+                let made = in_netns(netns, move || {
+                    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+                    let proto = if ty == Type::DGRAM {
+                        Protocol::UDP
+                    } else {
+                        Protocol::TCP
+                    };
+                    Socket::new(domain, ty.cloexec(), Some(proto))
+                })
+                .await
+                .map_err(std::io::Error::other)??;
+                Ok(made.into())
+            }
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own that entered the network namespace at `path`; the thread
+/// exits afterwards, so no tokio thread ever changes namespace.
+async fn in_netns<T: Send + 'static>(
+    path: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ListenError> {
+    let (tx, rx) = oneshot::channel();
+    let p = path.to_owned();
+    std::thread::Builder::new()
+        .name("dns-netns".into())
+        .spawn(move || {
+            let res = File::open(&p)
+                .map_err(|source| ListenError::OpenNetns {
+                    path: p.clone(),
+                    source,
+                })
+                .and_then(|f| {
+                    nix::sched::setns(&f, CloneFlags::CLONE_NEWNET).map_err(|source| {
+                        ListenError::Setns {
+                            path: p.clone(),
+                            source,
+                        }
+                    })
+                })
+                .map(|()| f());
+            let _ = tx.send(res);
+        })
+        .map_err(ListenError::Thread)?;
+    rx.await.map_err(|_| {
+        ListenError::Thread(std::io::Error::other(
+            "namespace thread ended without a result",
+        ))
+    })?
+}

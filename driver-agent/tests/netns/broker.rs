@@ -1,0 +1,251 @@
+//! The socket broker (issue 11, class 6): sockets made inside a sandbox's namespace by the
+//! agent, handed over with SCM_RIGHTS, and usable there by whoever holds them.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    os::fd::OwnedFd,
+    sync::Arc,
+    time::Duration,
+};
+
+use driver_agent::{
+    broker::{BrokerConfig, start},
+    netns,
+    report::Report,
+    sandbox::{Sandbox, SandboxNetns, managed_netns_name},
+};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use weft_runtime::broker::{BrokerError, Code, Request, call};
+
+use crate::{
+    grpc::unique,
+    support::{TestNs, agent, echo_server},
+};
+
+const T: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_hands_over_sockets_that_live_in_the_sandbox_namespace() {
+    let host = TestNs::new();
+    let (agent, data) = agent(&host).await;
+    let agent = Arc::new(agent);
+    let id = unique("b");
+    let name = managed_netns_name(&id);
+    // The agent makes this namespace; the guard deletes it however the test ends.
+    let sb_ns = TestNs {
+        name: name.clone(),
+        path: netns::named_path(&name),
+    };
+    let sb = Sandbox {
+        id: id.clone(),
+        netns: SandboxNetns::Managed,
+        resolv_conf: String::new(),
+        hosts: String::new(),
+    };
+    agent
+        .create_sandbox(&sb, &mut Report::default())
+        .await
+        .unwrap();
+    let path = data.path().join("run/broker.sock");
+    let task = start(
+        agent.clone(),
+        BrokerConfig {
+            path: path.clone(),
+            uid: 0,
+            gid: None,
+        },
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+
+    // Listeners on 127.0.0.11:53 in the sandbox: a client in the sandbox reaches them.
+    let dns: SocketAddr = "127.0.0.11:53".parse().unwrap();
+    let fds = call(
+        &path,
+        &Request::Listeners {
+            sandbox: id.clone(),
+            addr: dns,
+        },
+        T,
+    )
+    .await
+    .unwrap();
+    let [udp, tcp]: [OwnedFd; 2] = fds.try_into().unwrap();
+    let udp = UdpSocket::from(udp);
+    assert_eq!(udp.local_addr().unwrap(), dns);
+    netns::run_in(&sb_ns.path, move || {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .send_to(b"query", dns)
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    udp.set_read_timeout(Some(T)).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = udp.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"query");
+    let tcp = std::net::TcpListener::from(tcp);
+    tcp.set_nonblocking(false).unwrap();
+    let client = netns::run_in(&sb_ns.path, move || std::net::TcpStream::connect(dns))
+        .await
+        .unwrap();
+    assert!(client.is_ok(), "{client:?}");
+    let (_conn, from) = tcp.accept().unwrap();
+    assert!(from.ip().is_loopback());
+    // The host namespace has nothing there: those were the sandbox's.
+    let none = netns::run_in(&host.path, move || std::net::TcpStream::connect(dns))
+        .await
+        .unwrap();
+    assert!(none.is_err());
+
+    // A UDP client socket: it reaches what only the sandbox's loopback serves.
+    let echo: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+    let server = netns::run_in(&sb_ns.path, move || UdpSocket::bind(echo).unwrap())
+        .await
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 64];
+        if let Ok((n, from)) = server.recv_from(&mut b) {
+            let _ = server.send_to(&b[..n], from);
+        }
+    });
+    let fds = call(
+        &path,
+        &Request::Udp {
+            sandbox: id.clone(),
+            v6: false,
+        },
+        T,
+    )
+    .await
+    .unwrap();
+    let c =
+        tokio::net::UdpSocket::from_std(UdpSocket::from(fds.into_iter().next().unwrap())).unwrap();
+    c.connect(echo).await.unwrap();
+    c.send(b"ping").await.unwrap();
+    let n = tokio::time::timeout(T, c.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"ping");
+
+    // A TCP client socket, likewise.
+    let tcp_echo: SocketAddr = "127.0.0.1:5301".parse().unwrap();
+    echo_server(&sb_ns.path, tcp_echo).await;
+    let fds = call(
+        &path,
+        &Request::Tcp {
+            sandbox: id.clone(),
+            v6: false,
+        },
+        T,
+    )
+    .await
+    .unwrap();
+    let sock = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(
+        fds.into_iter().next().unwrap(),
+    ));
+    let mut s = sock.connect(tcp_echo).await.unwrap();
+    s.write_all(b"hi\n").await.unwrap();
+    let mut got = String::new();
+    tokio::time::timeout(T, s.read_to_string(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, "echo hi\n");
+
+    // An unknown sandbox, a listener off loopback, junk: refused, with the reason.
+    let e = call(
+        &path,
+        &Request::Udp {
+            sandbox: "nosuch".into(),
+            v6: false,
+        },
+        T,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, BrokerError::Refused { code: Code::NotFound, message } if message.contains("nosuch")),
+        "{e}"
+    );
+    let mut raw = tokio::net::UnixStream::connect(&path).await.unwrap();
+    raw.write_all(format!("v1 listeners {id} 10.0.0.1:53\n").as_bytes())
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    raw.read_to_string(&mut reply).await.unwrap();
+    assert!(
+        reply.starts_with("err invalid ") && reply.contains("loopback"),
+        "{reply}"
+    );
+    let mut raw = tokio::net::UnixStream::connect(&path).await.unwrap();
+    raw.write_all(&[b'x'; 300]).await.unwrap();
+    let mut reply = String::new();
+    raw.read_to_string(&mut reply).await.unwrap();
+    assert!(
+        reply.starts_with("err invalid ") && reply.contains("256"),
+        "{reply}"
+    );
+
+    // After removal the sandbox is unknown.
+    agent
+        .remove_sandbox(&id, std::path::Path::new(""))
+        .await
+        .unwrap();
+    let e = call(
+        &path,
+        &Request::Udp {
+            sandbox: id.clone(),
+            v6: false,
+        },
+        T,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BrokerError::Refused {
+                code: Code::NotFound,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_with_another_uid_is_denied() {
+    let host = TestNs::new();
+    let (agent, data) = agent(&host).await;
+    let path = data.path().join("broker.sock");
+    let task = start(
+        Arc::new(agent),
+        BrokerConfig {
+            path: path.clone(),
+            uid: 4242,
+            gid: None,
+        },
+    )
+    .unwrap();
+    let e = call(
+        &path,
+        &Request::Udp {
+            sandbox: "s".into(),
+            v6: false,
+        },
+        T,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, BrokerError::Refused { code: Code::Denied, message } if message.contains("uid 0")),
+        "{e}"
+    );
+    task.abort();
+}
