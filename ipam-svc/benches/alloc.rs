@@ -106,7 +106,7 @@ async fn noop(chans: &[tonic::transport::Channel], count: usize) -> Duration {
 /// One case on a fresh server: allocations/s and, on the same server and the same connections,
 /// the no-op RPC rate. The two are measured in alternation (a no-op slice, then an allocation
 /// slice, and so on), so that whatever else the shared machine does falls on both alike.
-async fn case(url: &str, subnet: &str, clients: usize, total: usize) -> (f64, f64) {
+async fn case(url: &str, subnet: &str, clients: usize, total: usize) -> Figures {
     let args = vec![
         "--database-url".to_owned(),
         url.to_owned(),
@@ -118,6 +118,8 @@ async fn case(url: &str, subnet: &str, clients: usize, total: usize) -> (f64, f6
     new_pool(&mut admin, subnet).await;
     let chans = connect(svc.addr, clients).await;
     let (mut alloc_time, mut noop_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut alloc_cpu, mut noop_cpu) = (0, 0);
+    let pid = svc.pid().as_raw();
     let mut done = 0;
     // A /24 holds 253 addresses: its slices are one fill each, with a new pool in between.
     let slice = if subnet.ends_with("/24") {
@@ -128,18 +130,43 @@ async fn case(url: &str, subnet: &str, clients: usize, total: usize) -> (f64, f6
     let mut r = 0;
     while done < total {
         let n = slice.min(total - done);
+        let c0 = cpu_ns(pid);
         noop_time += noop(&chans, n).await;
+        let c1 = cpu_ns(pid);
         alloc_time += fill(&chans, n, &format!("r{r}")).await;
+        let c2 = cpu_ns(pid);
+        noop_cpu += c1 - c0;
+        alloc_cpu += c2 - c1;
         done += n;
         r += 1;
         if done < total && subnet.ends_with("/24") {
             new_pool(&mut admin, subnet).await;
         }
     }
-    (
-        done as f64 / alloc_time.as_secs_f64(),
-        done as f64 / noop_time.as_secs_f64(),
-    )
+    Figures {
+        allocs: done as f64 / alloc_time.as_secs_f64(),
+        noops: done as f64 / noop_time.as_secs_f64(),
+        alloc_cpu_us: alloc_cpu as f64 / 1000.0 / done as f64,
+        noop_cpu_us: noop_cpu as f64 / 1000.0 / done as f64,
+    }
+}
+
+/// What one case measured: calls per second, and the server's CPU time per call.
+struct Figures {
+    allocs: f64,
+    noops: f64,
+    alloc_cpu_us: f64,
+    noop_cpu_us: f64,
+}
+
+/// CPU time (ns) used so far by every thread of process `pid`, from `/proc/<pid>/task/*/schedstat`.
+fn cpu_ns(pid: i32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn loadavg() -> String {
@@ -230,7 +257,7 @@ async fn main() {
         }
     }
     println!(
-        "{:<9} {:<14} {:>7} {:>10} {:>10} {:>6}",
+        "{:<9} {:<14} {:>7} {:>10} {:>10} {:>6}   server CPU per call: alloc / no-op",
         "backend", "pool", "clients", "allocs/s", "no-op/s", "ratio"
     );
     for backend in backends
@@ -243,10 +270,14 @@ async fn main() {
                     "sqlite" => TestDb::sqlite(),
                     _ => TestDb::postgres().await,
                 };
-                let (rate, floor) = case(&db.url, subnet, clients, total).await;
+                let f = case(&db.url, subnet, clients, total).await;
                 println!(
-                    "{backend:<9} {subnet:<14} {clients:>7} {rate:>10.0} {floor:>10.0} {:>6.2}",
-                    rate / floor
+                    "{backend:<9} {subnet:<14} {clients:>7} {:>10.0} {:>10.0} {:>6.2}   {:>5.1} µs / {:>5.1} µs",
+                    f.allocs,
+                    f.noops,
+                    f.allocs / f.noops,
+                    f.alloc_cpu_us,
+                    f.noop_cpu_us
                 );
             }
         }
