@@ -175,22 +175,31 @@ impl Gateway {
         }
     }
 
-    /// The allocations `owner` holds.
+    /// The allocations `owner` holds (one per pool at most, but every page is followed).
     pub(crate) async fn allocations_of(
         &self,
         owner: &str,
     ) -> Result<Vec<ipb::Allocation>, GatewayError> {
-        Ok(self
-            .ipam
-            .clone()
-            .list_allocations(ipb::ListAllocationsRequest {
-                owner: owner.to_owned(),
-                ..Default::default()
-            })
-            .await
-            .map_err(GatewayError::Ipam)?
-            .into_inner()
-            .allocations)
+        let mut allocations = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .ipam
+                .clone()
+                .list_allocations(ipb::ListAllocationsRequest {
+                    owner: owner.to_owned(),
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(GatewayError::Ipam)?
+                .into_inner();
+            allocations.extend(page.allocations);
+            if page.next_page_token.is_empty() {
+                return Ok(allocations);
+            }
+            token = page.next_page_token;
+        }
     }
 
     /// Releases every address `owner` holds (idempotent).

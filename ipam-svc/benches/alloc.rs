@@ -2,21 +2,27 @@
 //! 1 and 16 concurrent clients, for a /24, a /8 and a /64 pool, on SQLite and (when
 //! `WEFT_BENCH_DATABASE_URL` names a Postgres server; `bench/ipam.sh` starts one) on Postgres.
 //!
+//! Each line prints, beside allocations/s, the rate of a no-op RPC (`grpc.health.v1.Health/
+//! Check`) on the same server, over the same connections, measured in alternating slices with
+//! the allocations, and the ratio of the two: how close the allocation path is to what gRPC
+//! itself costs on this machine. The load average is printed at the start and the end.
+//!
 //! A /24 holds only 253 addresses, so it is measured in rounds: fill it (timed), then release
 //! the pool and create it again (not timed). The /8 and /64 are filled continuously, so their
 //! figures include whatever cost grows with the number of allocations.
 //!
-//! Two reference lines put the figures in context: the gRPC floor (an RPC that touches no
-//! store, same client set-up) and the engine alone (the same allocations from 16 tasks in one
-//! process, no gRPC). The benchmark's client runs on the same 2 cores as the server.
+//! The engine alone (the same allocations from 16 tasks in one process, no gRPC) is a
+//! reference line. The benchmark's client runs on the same cores as the server.
 //!
 //! Run: `cargo bench -p ipam-svc --bench alloc` (or `bash bench/ipam.sh` for both backends).
-//! Knobs: `WEFT_BENCH_ALLOCS` (default 20000 per case), `WEFT_BENCH_BACKEND` (sqlite|postgres).
+//! Knobs: `WEFT_BENCH_ALLOCS` (default 20000 per case), `WEFT_BENCH_BACKEND` (sqlite|postgres),
+//! `WEFT_BENCH_CLIENTS` (default `1,16`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
 
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use weft_proto::ipam::v1::{self as pb, ipam_service_client::IpamServiceClient};
 use weft_testkit::{ServiceProcess, TestDb};
 
@@ -38,21 +44,26 @@ async fn new_pool(c: &mut Client, subnet: &str) {
     .unwrap();
 }
 
-/// `count` allocations spread over `clients`, each on its own connection; returns the time.
-async fn fill(addr: std::net::SocketAddr, clients: usize, count: usize, tag: &str) -> Duration {
-    let conns: Vec<Client> = (0..clients)
-        .map(|_| IpamServiceClient::new(weft_testkit::channel(addr)))
-        .collect();
-    // Connect before timing.
-    for c in &conns {
-        let mut c = c.clone();
-        c.list_address_spaces(pb::ListAddressSpacesRequest {})
+/// Opens `clients` connections (each its own HTTP/2 connection) and makes one call on each, so
+/// that no timed call pays for a connection set-up.
+async fn connect(addr: std::net::SocketAddr, clients: usize) -> Vec<tonic::transport::Channel> {
+    let chans: Vec<_> = (0..clients).map(|_| weft_testkit::channel(addr)).collect();
+    for ch in &chans {
+        HealthClient::new(ch.clone())
+            .check(HealthCheckRequest::default())
             .await
             .unwrap();
     }
+    chans
+}
+
+/// `count` allocations spread over the connections, one task each; returns the time.
+async fn fill(chans: &[tonic::transport::Channel], count: usize, tag: &str) -> Duration {
+    let clients = chans.len();
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for (k, mut c) in conns.into_iter().enumerate() {
+    for (k, ch) in chans.iter().enumerate() {
+        let mut c = IpamServiceClient::new(ch.clone());
         let tag = tag.to_owned();
         tasks.push(tokio::spawn(async move {
             for i in (k..count).step_by(clients) {
@@ -72,7 +83,30 @@ async fn fill(addr: std::net::SocketAddr, clients: usize, count: usize, tag: &st
     start.elapsed()
 }
 
-async fn case(url: &str, subnet: &str, clients: usize, total: usize) -> f64 {
+/// `count` no-op calls (`grpc.health.v1.Health/Check`: no store, no engine, a two-byte
+/// answer) spread over the same connections as the allocations; returns the time.
+async fn noop(chans: &[tonic::transport::Channel], count: usize) -> Duration {
+    let clients = chans.len();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (k, ch) in chans.iter().enumerate() {
+        let mut c = HealthClient::new(ch.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in (k..count).step_by(clients) {
+                c.check(HealthCheckRequest::default()).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+/// One case on a fresh server: allocations/s and, on the same server and the same connections,
+/// the no-op RPC rate. The two are measured in alternation (a no-op slice, then an allocation
+/// slice, and so on), so that whatever else the shared machine does falls on both alike.
+async fn case(url: &str, subnet: &str, clients: usize, total: usize) -> Figures {
     let args = vec![
         "--database-url".to_owned(),
         url.to_owned(),
@@ -82,53 +116,63 @@ async fn case(url: &str, subnet: &str, clients: usize, total: usize) -> f64 {
     let svc = ServiceProcess::start(env!("CARGO_BIN_EXE_ipam-svc"), &args).await;
     let mut admin = IpamServiceClient::new(weft_testkit::channel(svc.addr));
     new_pool(&mut admin, subnet).await;
-    let mut elapsed = Duration::ZERO;
+    let chans = connect(svc.addr, clients).await;
+    let (mut alloc_time, mut noop_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut alloc_cpu, mut noop_cpu) = (0, 0);
+    let pid = svc.pid().as_raw();
     let mut done = 0;
-    let round = if subnet.ends_with("/24") { 253 } else { total };
+    // A /24 holds 253 addresses: its slices are one fill each, with a new pool in between.
+    let slice = if subnet.ends_with("/24") {
+        253
+    } else {
+        (total / 4).max(1)
+    };
     let mut r = 0;
     while done < total {
-        let n = round.min(total - done);
-        elapsed += fill(svc.addr, clients, n, &format!("r{r}")).await;
+        let n = slice.min(total - done);
+        let c0 = cpu_ns(pid);
+        noop_time += noop(&chans, n).await;
+        let c1 = cpu_ns(pid);
+        alloc_time += fill(&chans, n, &format!("r{r}")).await;
+        let c2 = cpu_ns(pid);
+        noop_cpu += c1 - c0;
+        alloc_cpu += c2 - c1;
         done += n;
         r += 1;
-        if done < total && round < total {
+        if done < total && subnet.ends_with("/24") {
             new_pool(&mut admin, subnet).await;
         }
     }
-    done as f64 / elapsed.as_secs_f64()
+    Figures {
+        allocs: done as f64 / alloc_time.as_secs_f64(),
+        noops: done as f64 / noop_time.as_secs_f64(),
+        alloc_cpu_us: alloc_cpu as f64 / 1000.0 / done as f64,
+        noop_cpu_us: noop_cpu as f64 / 1000.0 / done as f64,
+    }
 }
 
-/// Calls per second of an RPC that touches no store: the floor gRPC itself sets.
-async fn rpc_floor(clients: usize, total: usize, shared: bool) -> f64 {
-    let db = TestDb::sqlite();
-    let args = vec![
-        "--database-url".to_owned(),
-        db.url.clone(),
-        "--log-filter".into(),
-        "warn".into(),
-    ];
-    let svc = ServiceProcess::start(env!("CARGO_BIN_EXE_ipam-svc"), &args).await;
-    let one = IpamServiceClient::new(weft_testkit::channel(svc.addr));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let mut c = if shared {
-            one.clone()
-        } else {
-            IpamServiceClient::new(weft_testkit::channel(svc.addr))
-        };
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..total / clients {
-                c.list_address_spaces(pb::ListAddressSpacesRequest {})
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    total as f64 / start.elapsed().as_secs_f64()
+/// What one case measured: calls per second, and the server's CPU time per call.
+struct Figures {
+    allocs: f64,
+    noops: f64,
+    alloc_cpu_us: f64,
+    noop_cpu_us: f64,
+}
+
+/// CPU time (ns) used so far by every thread of process `pid`, from `/proc/<pid>/task/*/schedstat`.
+fn cpu_ns(pid: i32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Allocations per second from `tasks` tasks calling the engine directly (no gRPC), SQLite.
@@ -189,57 +233,54 @@ async fn main() {
         .unwrap_or(20_000);
     let pg = std::env::var("WEFT_BENCH_DATABASE_URL").ok();
     let only = std::env::var("WEFT_BENCH_BACKEND").ok();
+    let client_counts: Vec<usize> = std::env::var("WEFT_BENCH_CLIENTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 16]);
     let mut backends = vec!["sqlite"];
     if pg.is_some() {
         // TestDb::postgres reads the admin URL from this variable.
         backends.push("postgres");
     }
     println!("ipam-svc allocations per second over gRPC ({total} allocations per case)");
-    for (clients, shared) in [(1, false), (16, false), (16, true)] {
-        let how = if shared {
-            "one shared connection"
-        } else {
-            "a connection each"
-        };
-        println!(
-            "gRPC floor (ListAddressSpaces, no store), {clients:>2} clients, {how}: {:>8.0} calls/s",
-            rpc_floor(clients, total, shared).await
-        );
-    }
     println!(
-        "{:<9} {:<20} {:>8} {:>12} {:>10}",
-        "backend", "pool", "clients", "allocs/s", "vs /24"
+        "load average at start: {} ({} cores; the client runs on the same cores as the server)",
+        loadavg(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     if only.as_deref().is_none_or(|o| o == "sqlite") {
         for subnet in ["10.0.0.0/24", "10.0.0.0/8", "fd00:b::/64"] {
             println!(
-                "{:<9} {subnet:<20} {:>8} {:>12.0}   (engine only, no gRPC)",
-                "sqlite",
-                16,
+                "engine only (no gRPC), sqlite, {subnet:<12} 16 tasks: {:>8.0} allocs/s",
                 engine_only(subnet, 16, total).await
             );
         }
     }
+    println!(
+        "{:<9} {:<14} {:>7} {:>10} {:>10} {:>6}   server CPU per call: alloc / no-op",
+        "backend", "pool", "clients", "allocs/s", "no-op/s", "ratio"
+    );
     for backend in backends
         .into_iter()
         .filter(|b| only.as_deref().is_none_or(|o| o == *b))
     {
-        for clients in [1, 16] {
-            let mut base = 0.0;
+        for &clients in &client_counts {
             for subnet in ["10.0.0.0/24", "10.0.0.0/8", "fd00:b::/64"] {
                 let db = match backend {
                     "sqlite" => TestDb::sqlite(),
                     _ => TestDb::postgres().await,
                 };
-                let rate = case(&db.url, subnet, clients, total).await;
-                if subnet.ends_with("/24") {
-                    base = rate;
-                }
+                let f = case(&db.url, subnet, clients, total).await;
                 println!(
-                    "{backend:<9} {subnet:<20} {clients:>8} {rate:>12.0} {:>9.0}%",
-                    100.0 * rate / base
+                    "{backend:<9} {subnet:<14} {clients:>7} {:>10.0} {:>10.0} {:>6.2}   {:>5.1} µs / {:>5.1} µs",
+                    f.allocs,
+                    f.noops,
+                    f.allocs / f.noops,
+                    f.alloc_cpu_us,
+                    f.noop_cpu_us
                 );
             }
         }
     }
+    println!("load average at end: {}", loadavg());
 }

@@ -41,7 +41,7 @@ type SpaceKey = (String, crate::domain::Family);
 /// Checks every pool and allocation.
 pub async fn check(db: &weft_store::Db) -> Result<Report, IpamError> {
     let mut conn = db.read().acquire().await?;
-    let pools = store::list_pools(&mut conn, None).await?;
+    let pools = store::all_pools(&mut conn).await?;
     let mut report = Report {
         pools: pools.len() as u64,
         ..Report::default()

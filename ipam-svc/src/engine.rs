@@ -226,16 +226,25 @@ impl Ipam {
         self.info_of(row.def, Some(row.allocated)).await
     }
 
-    pub async fn list_pools(&self, space: Option<&str>) -> Result<Vec<PoolInfo>, IpamError> {
+    /// A page of pools in id order, with the id of the last one when there may be more.
+    pub async fn list_pools(
+        &self,
+        space: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<PoolInfo>, Option<String>), IpamError> {
         let rows = {
             let mut conn = self.db.read().acquire().await?;
-            store::list_pools(&mut conn, space).await?
+            store::list_pools(&mut conn, space, after, limit).await?
         };
+        let next = (rows.len() == limit as usize)
+            .then(|| rows.last().map(|r| r.def.id.clone()))
+            .flatten();
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             out.push(self.info_of(r.def, Some(r.allocated)).await?);
         }
-        Ok(out)
+        Ok((out, next))
     }
 
     /// A page of allocations, with the token of the next page.

@@ -27,8 +27,25 @@ pub struct IpamGrpc {
     ipam: Ipam,
 }
 
+/// Allocations per ListAllocations page: by default, and at most.
 const DEFAULT_PAGE: u32 = 1000;
 const MAX_PAGE: u32 = 10_000;
+/// Pools per ListPools page (each pool costs a count of its allocations): by default, and at most.
+const DEFAULT_POOL_PAGE: u32 = 100;
+const MAX_POOL_PAGE: u32 = 1000;
+
+/// The page size a request asks for: 0 means the default; above `max` is refused.
+fn page_size(asked: u32, default: u32, max: u32) -> Result<u32, IpamError> {
+    match asked {
+        0 => Ok(default),
+        n if n > max => Err(IpamError::invalid(
+            "page_size",
+            n.to_string(),
+            format!("at most {max}"),
+        )),
+        n => Ok(n),
+    }
+}
 
 fn timestamp(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -100,6 +117,26 @@ fn decode_token(token: &str) -> Option<(String, u128)> {
         .map(|i| u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok())
         .collect();
     Some((pool.to_owned(), from_bytes(&bytes?)?))
+}
+
+/// ListPools page tokens are `p` and the last pool id as hex: opaque to clients, stable across
+/// replicas.
+fn encode_pool_token(id: &str) -> String {
+    let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("p{hex}")
+}
+
+fn decode_pool_token(token: &str) -> Option<String> {
+    let hex = token.strip_prefix('p')?;
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok())
+        .collect();
+    let id = String::from_utf8(bytes?).ok()?;
+    check_id("page_token", &id).ok()?;
+    Some(id)
 }
 
 #[tonic::async_trait]
@@ -177,10 +214,23 @@ impl IpamService for IpamGrpc {
         req: Request<pb::ListPoolsRequest>,
     ) -> Result<Response<pb::ListPoolsResponse>, Status> {
         let r = req.into_inner();
+        let limit = page_size(r.page_size, DEFAULT_POOL_PAGE, MAX_POOL_PAGE)?;
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(decode_pool_token(&r.page_token).ok_or_else(|| {
+                IpamError::invalid(
+                    "page_token",
+                    r.page_token.clone(),
+                    "not a token from this service",
+                )
+            })?)
+        };
         let space = (!r.address_space.is_empty()).then_some(r.address_space.as_str());
-        let pools = self.ipam.list_pools(space).await?;
+        let (pools, next) = self.ipam.list_pools(space, after.as_deref(), limit).await?;
         Ok(Response::new(pb::ListPoolsResponse {
             pools: pools.into_iter().map(pool_to_pb).collect(),
+            next_page_token: next.map(|id| encode_pool_token(&id)).unwrap_or_default(),
         }))
     }
 
@@ -265,19 +315,7 @@ impl IpamService for IpamGrpc {
         req: Request<pb::ListAllocationsRequest>,
     ) -> Result<Response<pb::ListAllocationsResponse>, Status> {
         let r = req.into_inner();
-        if r.page_size > MAX_PAGE {
-            return Err(IpamError::invalid(
-                "page_size",
-                r.page_size.to_string(),
-                format!("at most {MAX_PAGE}"),
-            )
-            .into());
-        }
-        let limit = if r.page_size == 0 {
-            DEFAULT_PAGE
-        } else {
-            r.page_size
-        };
+        let limit = page_size(r.page_size, DEFAULT_PAGE, MAX_PAGE)?;
         let after = if r.page_token.is_empty() {
             None
         } else {
@@ -347,5 +385,14 @@ mod tests {
         let t = encode_token("net1/0", 0x0a00_0005);
         assert_eq!(decode_token(&t), Some(("net1/0".to_owned(), 0x0a00_0005)));
         assert_eq!(decode_token("zz"), None);
+    }
+
+    #[test]
+    fn pool_page_tokens_round_trip_and_refuse_what_is_not_one() {
+        let t = encode_pool_token("net1/0");
+        assert_eq!(decode_pool_token(&t), Some("net1/0".to_owned()));
+        for bad in ["", "p", "pz", "p6", "x6e", "pff", "6e6574"] {
+            assert_eq!(decode_pool_token(bad), None, "{bad:?}");
+        }
     }
 }

@@ -116,26 +116,29 @@ pub async fn load_pool(
     row.as_ref().map(pool_from_row).transpose()
 }
 
-/// Every pool, optionally of one address space, in id order.
-pub async fn list_pools(conn: &mut AnyConnection, space: Option<&str>) -> Result<Vec<PoolRow>> {
-    let rows = match space {
-        Some(s) => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {POOL_COLUMNS} FROM ipam_pools WHERE address_space = $1 ORDER BY id"
-            )))
-            .bind(s)
-            .fetch_all(conn)
-            .await?
-        }
-        None => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {POOL_COLUMNS} FROM ipam_pools ORDER BY id"
-            )))
-            .fetch_all(conn)
-            .await?
-        }
-    };
+/// A page of pools, optionally of one address space, in id order, after the pool `after`.
+pub async fn list_pools(
+    conn: &mut AnyConnection,
+    space: Option<&str>,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<PoolRow>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {POOL_COLUMNS} FROM ipam_pools \
+         WHERE ($1 = '' OR address_space = $1) AND ($2 = '' OR id > $2) \
+         ORDER BY id LIMIT $3"
+    )))
+    .bind(space.unwrap_or_default())
+    .bind(after.unwrap_or_default())
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await?;
     rows.iter().map(pool_from_row).collect()
+}
+
+/// Every pool, in id order (the consistency check reads them all).
+pub async fn all_pools(conn: &mut AnyConnection) -> Result<Vec<PoolRow>> {
+    list_pools(conn, None, None, u32::MAX).await
 }
 
 /// The bounds of the pools of one space and family: `(id, subnet, first, last)`.

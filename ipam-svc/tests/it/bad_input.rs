@@ -22,6 +22,7 @@ enum Call {
     Release(pb::ReleaseAddressRequest),
     ReleasePool(&'static str, bool),
     List(pb::ListAllocationsRequest),
+    ListPools(pb::ListPoolsRequest),
     Get(&'static str),
 }
 
@@ -38,6 +39,7 @@ async fn run(c: &mut Client, call: Call) -> Result<(), Status> {
             .await
             .map(drop),
         Call::List(r) => c.list_allocations(r).await.map(drop),
+        Call::ListPools(r) => c.list_pools(r).await.map(drop),
         Call::Get(p) => c
             .get_pool(pb::GetPoolRequest { pool_id: p.into() })
             .await
@@ -382,6 +384,24 @@ async fn bad_input_is_refused_with_field_and_value_and_writes_nothing() {
             }),
             InvalidArgument,
             &["page_size", "20000"],
+        ),
+        (
+            "pool page too large",
+            Call::ListPools(pb::ListPoolsRequest {
+                page_size: 1001,
+                ..Default::default()
+            }),
+            InvalidArgument,
+            &["page_size", "1001"],
+        ),
+        (
+            "bad pool page token",
+            Call::ListPools(pb::ListPoolsRequest {
+                page_token: "p6g".into(),
+                ..Default::default()
+            }),
+            InvalidArgument,
+            &["page_token", "p6g"],
         ),
         (
             "bad page token",

@@ -16,6 +16,7 @@ weft_testkit::on_both_backends!(
     release_by_owner_is_idempotent_across_pools,
     pool_with_allocations_needs_force,
     allocations_list_in_pages,
+    pools_list_in_pages,
     allocations_survive_a_restart,
     validate_only_writes_nothing,
     check_reports_planted_inconsistencies,
@@ -58,6 +59,7 @@ async fn pool_lifecycle_and_usage(b: Backend) {
     let listed = c
         .list_pools(pb::ListPoolsRequest {
             address_space: "local".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -70,6 +72,7 @@ async fn pool_lifecycle_and_usage(b: Backend) {
     let global = c
         .list_pools(pb::ListPoolsRequest {
             address_space: "global".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -365,6 +368,46 @@ async fn allocations_list_in_pages(b: Backend) {
     assert_eq!(by_owner.allocations.len(), 1);
     assert!(by_owner.allocations[0].created_at.is_some());
     check_clean(&mut c).await;
+}
+
+async fn pools_list_in_pages(b: Backend) {
+    let s = InProc::start(b).await;
+    let mut c = s.client();
+    for i in 0..7 {
+        pool(&mut c, &format!("pool{i}"), &format!("10.60.{i}.0/24")).await;
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = c
+            .list_pools(pb::ListPoolsRequest {
+                page_size: 3,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.pools.len() <= 3);
+        pages += 1;
+        seen.extend(page.pools.into_iter().map(|p| p.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let want: Vec<String> = (0..7).map(|i| format!("pool{i}")).collect();
+    assert_eq!(seen, want);
+    assert_eq!(pages, 3);
+    // The default page holds them all.
+    let all = c
+        .list_pools(pb::ListPoolsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.pools.len(), 7);
+    assert!(all.next_page_token.is_empty());
 }
 
 async fn allocations_survive_a_restart(b: Backend) {
