@@ -127,3 +127,22 @@ fn a_network_with_its_own_bridge_name_and_binding_address() {
     };
     assert_eq!(network(req), Outcome::Accepted);
 }
+
+/// Found by the fuzz loop (seed 2): 255 bytes of search domains made a `search` line musl
+/// ignores; now refused naming `dns.search`.
+#[test]
+fn a_search_line_musl_would_ignore_is_refused() {
+    let search = |last: &str| {
+        let mut s: Vec<String> = ["a", "b", "c", "d"].map(|c| c.repeat(60)).to_vec();
+        s.push(last.into());
+        pb::CreateSandboxRequest {
+            dns: Some(pb::DnsConfig {
+                search: s,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    };
+    assert_eq!(sandbox(search("abc")), Outcome::Accepted);
+    assert_eq!(sandbox(search("abcdefghijk")), Outcome::Refused);
+}
