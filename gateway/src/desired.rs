@@ -18,7 +18,7 @@ use crate::{
     files, store,
 };
 
-pub(crate) fn agent_network(n: &NetworkRecord) -> apb::NetworkSpec {
+pub fn agent_network(n: &NetworkRecord) -> apb::NetworkSpec {
     let driver = match n.driver.as_str() {
         "bridge" => apb::Driver::Bridge,
         "host" => apb::Driver::Host,
@@ -55,7 +55,7 @@ pub(crate) fn agent_network(n: &NetworkRecord) -> apb::NetworkSpec {
 }
 
 /// The sandbox as the agent creates it (namespace and files).
-pub(crate) fn agent_sandbox(s: &SandboxRecord, endpoints: &[EndpointRecord]) -> apb::SandboxSpec {
+pub fn agent_sandbox(s: &SandboxRecord, endpoints: &[EndpointRecord]) -> apb::SandboxSpec {
     apb::SandboxSpec {
         sandbox_id: s.id.clone(),
         name: s.name.clone(),
@@ -87,9 +87,24 @@ fn agent_ports(ports: &[PortRecord]) -> Vec<apb::PortMapping> {
         .collect()
 }
 
+/// The agent takes link-local addresses in CIDR form; the API takes them as bare addresses
+/// (Docker's `--link-local-ip`). Each goes on the interface as a host address (/32, /128), as
+/// Docker adds them (libnetwork's `setInterfaceLinkLocalIPs` uses a full-length mask), so none
+/// adds a route for the whole link-local range.
+fn link_local_cidrs(ips: &[String]) -> Vec<String> {
+    ips.iter()
+        .map(|ip| match ip.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) => format!("{a}/32"),
+            Ok(std::net::IpAddr::V6(a)) => format!("{a}/128"),
+            // Validated at the edge; passed on as is for the agent to name.
+            Err(_) => ip.clone(),
+        })
+        .collect()
+}
+
 /// `ep` as the agent attaches it, given all the sandbox's endpoints (`ep` included): whether it
 /// provides a default route, and the ports it publishes.
-pub(crate) fn agent_endpoint(
+pub fn agent_endpoint(
     sandbox: &SandboxRecord,
     all: &[EndpointRecord],
     ep: &EndpointRecord,
@@ -106,7 +121,7 @@ pub(crate) fn agent_endpoint(
         ipv6_address: ep.ipv6_address.clone(),
         ipv4_gateway: ep.gateway.clone(),
         ipv6_gateway: ep.ipv6_gateway.clone(),
-        link_local_ips: ep.link_local_ips.clone(),
+        link_local_ips: link_local_cidrs(&ep.link_local_ips),
         gw_priority: ep.gw_priority,
         default_route_v4: is(default_route(all, false)),
         default_route_v6: is(default_route(all, true)),
@@ -214,5 +229,34 @@ mod tests {
         assert!(!managed.host_network && managed.netns_path.is_empty());
         let brought = agent_sandbox(&record("", "/run/netns/mine", false), &[]);
         assert_eq!(brought.netns_path, "/run/netns/mine");
+    }
+
+    /// Found by the fuzz oracle: the agent takes link-local addresses only in CIDR form, so a
+    /// Connect with `link_local_ips` was accepted here and then refused by the agent.
+    #[test]
+    fn link_local_addresses_reach_the_agent_in_cidr_form() {
+        let ep = EndpointRecord {
+            id: "e".into(),
+            network_id: "n".into(),
+            network_name: "n".into(),
+            sandbox_id: "0123456789abcdef".into(),
+            sandbox_name: "s".into(),
+            host: "h".into(),
+            interface_name: "eth0".into(),
+            mac_address: "02:42:00:00:00:01".into(),
+            ipv4_address: "10.0.0.2/24".into(),
+            ipv6_address: String::new(),
+            gateway: "10.0.0.1".into(),
+            ipv6_gateway: String::new(),
+            aliases: vec![],
+            gw_priority: 0,
+            link_local_ips: vec!["169.254.1.1".into(), "fe80::1".into()],
+            driver_options: Default::default(),
+            internal: false,
+            created_at_ms: 0,
+        };
+        let s = record("", "/run/netns/mine", false);
+        let spec = agent_endpoint(&s, std::slice::from_ref(&ep), &ep);
+        assert_eq!(spec.link_local_ips, ["169.254.1.1/32", "fe80::1/128"]);
     }
 }

@@ -12,7 +12,7 @@ use crate::domain::{
     sandbox::{DnsRecord, RawAttachment, RawSandbox},
 };
 
-pub(crate) fn network(r: pb::CreateNetworkRequest) -> RawNetwork {
+pub fn network(r: pb::CreateNetworkRequest) -> RawNetwork {
     let ipam = r.ipam.unwrap_or_default();
     RawNetwork {
         name: r.name,
@@ -67,7 +67,7 @@ pub(crate) fn prune(r: pb::PruneNetworksRequest) -> PruneSpec {
     }
 }
 
-pub(crate) fn settings(s: Option<pb::EndpointSettings>) -> RawSettings {
+pub fn settings(s: Option<pb::EndpointSettings>) -> RawSettings {
     let s = s.unwrap_or_default();
     RawSettings {
         ipv4_address: s.ipv4_address,
@@ -81,7 +81,7 @@ pub(crate) fn settings(s: Option<pb::EndpointSettings>) -> RawSettings {
     }
 }
 
-pub(crate) fn sandbox(r: pb::CreateSandboxRequest) -> RawSandbox {
+pub fn sandbox(r: pb::CreateSandboxRequest) -> RawSandbox {
     let dns = r.dns.unwrap_or_default();
     RawSandbox {
         name: r.name,

@@ -13,6 +13,8 @@ pub mod error;
 pub mod events;
 mod files;
 mod from_pb;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod grpc;
 pub mod hosts;
 mod ipam;

@@ -181,7 +181,8 @@ pub fn check_ifname_len(field: &str, name: &str, max: usize) -> Result<(), Field
     Ok(())
 }
 
-/// A MAC address (six colon-separated hex bytes, unicast).
+/// A MAC address (six colon-separated hex bytes, unicast, not all zeros: the kernel and the
+/// agent refuse both).
 pub fn check_mac(field: &str, mac: &str) -> Result<(), FieldViolation> {
     let parts: Vec<_> = mac.split(':').collect();
     let ok = parts.len() == 6
@@ -193,6 +194,9 @@ pub fn check_mac(field: &str, mac: &str) -> Result<(), FieldViolation> {
     }
     if u8::from_str_radix(parts[0], 16).is_ok_and(|b| b & 1 == 1) {
         return refuse(field, mac, "a multicast MAC address");
+    }
+    if parts.iter().all(|p| u8::from_str_radix(p, 16) == Ok(0)) {
+        return refuse(field, mac, "the all-zero MAC address");
     }
     Ok(())
 }
@@ -430,6 +434,9 @@ mod tests {
     fn macs_and_dns_names() {
         assert!(check_mac("m", "01:00:5e:00:00:01").is_err());
         assert!(check_mac("m", "02:42:ac:11:00:02").is_ok());
+        // Found by the fuzz oracle: accepted here, refused by the agent (and the kernel).
+        assert!(check_mac("m", "00:00:00:00:00:00").is_err());
+        assert!(check_mac("m", "00:00:00:00:00:01").is_ok());
         for ok in ["web.local", "a", "x_y", &"a".repeat(63), "example.com"] {
             assert!(check_dns_name("a", ok).is_ok(), "{ok}");
         }

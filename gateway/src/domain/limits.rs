@@ -53,9 +53,10 @@ pub const MAX_VXLAN_IDS: usize = 16;
 pub const MAX_DNS_SERVERS: usize = 8;
 /// Search domains of a sandbox (resolv.conf's traditional MAXDNSRCH).
 pub const MAX_DNS_SEARCH: usize = 6;
-/// The `search` line's length, domains joined by spaces: musl ignores a line of 256 bytes or
-/// more.
-pub const MAX_DNS_SEARCH_LINE: usize = 255;
+/// The search domains joined by spaces, in bytes. musl reads resolv.conf with `fgets` into 256
+/// bytes and ignores a line that does not fit with its newline: `search ` (7 bytes), the
+/// domains and the newline must fit in 255, so the domains take at most 247.
+pub const MAX_DNS_SEARCH_LINE: usize = 247;
 /// resolv.conf options of a sandbox.
 pub const MAX_DNS_OPTIONS: usize = 16;
 /// Extra hosts entries of a sandbox.

@@ -120,8 +120,14 @@ pub fn validate(ports: Vec<RawPort>) -> Result<Vec<PortRecord>, Vec<FieldViolati
                 ),
             );
         }
+        // Kept in its canonical spelling, so that clashes compare addresses, not spellings
+        // (`::0` is the IPv6 wildcard, `0::1` is `::1`), as the agent compares them.
+        let mut host_ip = p.host_ip.clone();
         if !p.host_ip.is_empty() {
-            errs.check(parse_ip(&f("host_ip"), &p.host_ip).map(drop));
+            match parse_ip(&f("host_ip"), &p.host_ip) {
+                Ok(ip) => host_ip = ip.to_string(),
+                Err(v) => errs.check(Err(v)),
+            }
         }
         let Some(protocol) = Protocol::from_number(p.protocol) else {
             errs.add(
@@ -133,7 +139,7 @@ pub fn validate(ports: Vec<RawPort>) -> Result<Vec<PortRecord>, Vec<FieldViolati
         };
         out.push(PortRecord {
             protocol,
-            host_ip: p.host_ip,
+            host_ip,
             host_port: p.host_port,
             container_port: p.container_port,
             range: p.range.max(1),
@@ -270,6 +276,29 @@ mod tests {
             &port("127.0.0.2", 80, 1, Tcp)
         ));
         assert!(clash(&port("", 80, 1, Tcp), &port("::1", 80, 1, Tcp)));
+    }
+
+    /// Found by the fuzz oracle: `::0` and `::1` (or `0::1` and `::1`) did not clash here, so
+    /// the request was accepted and then refused by the agent, which compares addresses.
+    #[test]
+    fn host_addresses_are_compared_whatever_their_spelling() {
+        let raw = |ip: &str| RawPort {
+            host_ip: ip.into(),
+            host_port: 8080,
+            container_port: 80,
+            protocol: 1,
+            range: 1,
+        };
+        let ports = validate(vec![raw("::0"), raw("0::1"), raw("0:0:0:0:0:0:0:1")]).unwrap();
+        let ips: Vec<&str> = ports.iter().map(|p| p.host_ip.as_str()).collect();
+        assert_eq!(ips, ["::", "::1", "::1"]);
+        assert!(clash(&ports[0], &ports[1]));
+        assert!(clash(&ports[1], &ports[2]));
+        let mut ports = ports;
+        assert!(matches!(
+            assign("h", &[], &mut ports),
+            Err(PortConflict::Taken(_))
+        ));
     }
 
     #[test]

@@ -342,6 +342,28 @@ pub fn default_hostname(container_id: &str, id: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Found by the fuzz oracle: 255 bytes of domains made a 262-byte `search` line, which musl
+    /// ignores whole.
+    #[test]
+    fn the_search_line_fits_musls_line_buffer() {
+        let raw = |search: Vec<String>| RawSandbox {
+            dns: DnsRecord {
+                search,
+                ..DnsRecord::default()
+            },
+            ..RawSandbox::default()
+        };
+        // Four domains of 60 bytes and one of 3: 247 bytes joined, a 254-byte line.
+        let mut ok: Vec<String> = ["a", "b", "c", "d"].map(|c| c.repeat(60)).to_vec();
+        ok.push("abc".into());
+        assert_eq!(ok.join(" ").len(), 247);
+        assert!(SandboxSpec::validate(raw(ok.clone())).is_ok());
+        let mut over = ok;
+        over[4] = "abcd".into();
+        let errs = SandboxSpec::validate(raw(over)).unwrap_err();
+        assert_eq!(errs[0].field, "dns.search", "{errs:?}");
+    }
+
     #[test]
     fn prefixes_never_split_a_character() {
         assert_eq!(prefix("abcdef", 3), "abc");
