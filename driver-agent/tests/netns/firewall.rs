@@ -103,14 +103,19 @@ fn ruleset(ns: &TestNs) -> Value {
     nft_json(ns, &["list", "ruleset"])
 }
 
-/// The comments of every rule in a ruleset dump.
+/// The comments of every rule and every map element in a ruleset dump (published ports are
+/// map elements marked with their endpoint).
 fn rule_comments(v: &Value) -> Vec<String> {
-    v["nftables"]
-        .as_array()
-        .unwrap()
+    let objs = v["nftables"].as_array().unwrap();
+    let rules = objs
         .iter()
-        .filter_map(|o| o["rule"]["comment"].as_str().map(str::to_owned))
-        .collect()
+        .filter_map(|o| o["rule"]["comment"].as_str().map(str::to_owned));
+    let elements = objs
+        .iter()
+        .filter_map(|o| o["map"]["elem"].as_array())
+        .flatten()
+        .filter_map(|pair| pair[0]["elem"]["comment"].as_str().map(str::to_owned));
+    rules.chain(elements).collect()
 }
 
 fn nft(ns: &TestNs, args: &[&str]) {
