@@ -788,8 +788,11 @@ mod tests {
                 key_end: Some(Key::new().ipv4(Ipv4Addr::new(10, 0, 0, 255)).port(9)),
                 ..Element::key(Key::new().ipv4(Ipv4Addr::new(10, 0, 0, 0)).port(1))
             },
-            Element::map(Key::new().proto(6).port(80), Data::Value(Key::port_value(8080)))
-                .with_comment("weft:endpoint:e1"),
+            Element::map(
+                Key::new().proto(6).port(80),
+                Data::Value(Key::port_value(8080)),
+            )
+            .with_comment("weft:endpoint:e1"),
         ];
         for e in elements {
             let mut b = Vec::new();

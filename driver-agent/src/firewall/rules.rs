@@ -43,8 +43,7 @@ use nftables::{
         Payload, PayloadField, Prefix, SetItem,
     },
     schema::{
-        Chain, FlushObject, Map, NfCmd, NfListObject, Nftables, Rule, SetType, SetTypeValue,
-        Table,
+        Chain, FlushObject, Map, NfCmd, NfListObject, Nftables, Rule, SetType, SetTypeValue, Table,
     },
     stmt::{Counter, JumpTarget, Match, NAT, NATFamily, Operator, Statement},
     types::{NfChainPolicy, NfChainType, NfFamily, NfHook},
@@ -164,7 +163,11 @@ pub fn skeleton(state: &FirewallState, replace: bool) -> Nftables<'static> {
     )));
     b.add(NfListObject::Chain(plain_chain(PORTS)));
     for (name, bound, v6, addr) in DNAT_MAPS {
-        let host = if v6 { SetType::Ipv6Addr } else { SetType::Ipv4Addr };
+        let host = if v6 {
+            SetType::Ipv6Addr
+        } else {
+            SetType::Ipv4Addr
+        };
         let mut key = Vec::new();
         if bound {
             key.push(host);
@@ -567,10 +570,8 @@ fn proto_number(p: Protocol) -> u8 {
 /// wait for it. Should two endpoints claim one key (the agent refuses that, a desired state
 /// might not), the first by id keeps it.
 pub fn elements(state: &FirewallState) -> Elements {
-    let mut maps: BTreeMap<&'static str, BTreeMap<Key, Element>> = DNAT_MAPS
-        .iter()
-        .map(|m| (m.0, BTreeMap::new()))
-        .collect();
+    let mut maps: BTreeMap<&'static str, BTreeMap<Key, Element>> =
+        DNAT_MAPS.iter().map(|m| (m.0, BTreeMap::new())).collect();
     for ep in state.endpoints.values() {
         let Some(net) = state.networks.get(&ep.network_id).filter(|n| !n.internal) else {
             continue;
@@ -594,9 +595,7 @@ pub fn elements(state: &FirewallState) -> Elements {
                         Some(IpAddr::V6(a)) => key = key.ipv6(a),
                         None => {}
                     }
-                    let key = key
-                        .proto(proto_number(pm.protocol))
-                        .port(pm.host_port + i);
+                    let key = key.proto(proto_number(pm.protocol)).port(pm.host_port + i);
                     let addr = match target {
                         IpAddr::V4(a) => Key::new().ipv4(a),
                         IpAddr::V6(a) => Key::new().ipv6(a),
@@ -737,7 +736,10 @@ mod tests {
         // Amended: the table added (if missing), never deleted, each chain flushed.
         assert!(objs[0]["add"]["table"].is_object());
         assert!(objs.iter().all(|o| o.get("delete").is_none()));
-        let flushed = objs.iter().filter(|o| o["flush"]["chain"].is_object()).count();
+        let flushed = objs
+            .iter()
+            .filter(|o| o["flush"]["chain"].is_object())
+            .count();
         assert_eq!(flushed, CHAINS.len());
         // Replaced: add, delete, add table, then chains.
         let r = serde_json::to_value(skeleton(&st, true)).unwrap();
