@@ -129,7 +129,8 @@ struct AgentTimes {
     remove: Vec<Duration>,
 }
 
-async fn agent_run(client: &mut Client, run: &str, n: usize) -> AgentTimes {
+/// `ports`: each endpoint publishes one TCP port (host port 20000 + i to 80).
+async fn agent_run(client: &mut Client, run: &str, n: usize, ports: bool) -> AgentTimes {
     let net = network(run);
     client
         .ensure_network(pb::EnsureNetworkRequest {
@@ -176,6 +177,17 @@ async fn agent_run(client: &mut Client, run: &str, n: usize) -> AgentTimes {
             ipv4_address: address("10.200", i),
             ipv4_gateway: "10.200.0.1".into(),
             default_route_v4: true,
+            port_mappings: if ports {
+                vec![pb::PortMapping {
+                    protocol: pb::Protocol::Tcp as i32,
+                    host_ip: String::new(),
+                    host_port: u32::try_from(20_000 + i).unwrap(),
+                    container_port: 80,
+                    range: 1,
+                }]
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         };
         let start = Instant::now();
@@ -352,7 +364,15 @@ async fn main() {
         ns.host_path.display()
     );
     println!("{:<44} {:>10} {:>10}", "", "p50", "p99");
-    let t = agent_run(&mut client, &run, n).await;
+    let t = agent_run(&mut client, &run, n, false).await;
+    // With one published port each, the cost as the host fills up: the first 100 attaches and
+    // the last 100 of `WEFT_BENCH_PORT_SANDBOXES` (default 1,000).
+    let np: usize = std::env::var("WEFT_BENCH_PORT_SANDBOXES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000)
+        .max(200);
+    let tp = agent_run(&mut client, &format!("{run}p"), np, true).await;
     drop(client);
     drop(agent);
     let create_attach: Vec<Duration> = t
@@ -366,6 +386,18 @@ async fn main() {
     row("agent CreateSandbox (creates the netns)", t.create);
     row("agent RemoveSandbox (deletes the netns)", t.remove);
     let agent_full = row("agent CreateSandbox + Attach", create_attach);
+    println!("with one published TCP port each, {np} sandboxes:");
+    row("agent Attach, sandboxes 1-100", tp.attach[..100].to_vec());
+    row(
+        &format!("agent Attach, sandboxes {}-{np}", np - 99),
+        tp.attach[np - 100..].to_vec(),
+    );
+    row(
+        "agent Detach (first 100 detached)",
+        tp.detach[..100].to_vec(),
+    );
+    row("agent Detach (all)", tp.detach);
+    row("agent RemoveSandbox (all)", tp.remove);
 
     let dir = tempfile::tempdir().unwrap();
     let one = ip_run(&ns, &run, n, false, dir.path()).await;

@@ -111,6 +111,10 @@ impl Agent {
                 }
             }
         }
+        // Endpoints of a sandbox removed lately went with its namespace (RemoveSandbox takes
+        // them without a Detach each): a desired state older than that must not bring back
+        // their ports.
+        endpoints.retain(|e| !self.recent.lately(&e.sandbox_id, false));
         let owned = match self.owned().await {
             Ok(o) => o,
             Err(e) => {

@@ -133,13 +133,19 @@ impl Stack {
             .as_u64()
     }
 
-    /// Endpoint ids named by the comments of the agent's nftables rules.
+    /// Endpoint ids named by the comments of the agent's nftables rules and map elements
+    /// (published ports are map elements marked with their endpoint).
     fn rule_owners(&self) -> BTreeSet<String> {
-        nft_json(&self.host, &["list", "ruleset"])["nftables"]
-            .as_array()
-            .unwrap()
+        let v = nft_json(&self.host, &["list", "ruleset"]);
+        let objs = v["nftables"].as_array().unwrap();
+        let rules = objs.iter().filter_map(|o| o["rule"]["comment"].as_str());
+        let elements = objs
             .iter()
-            .filter_map(|o| o["rule"]["comment"].as_str())
+            .filter_map(|o| o["map"]["elem"].as_array())
+            .flatten()
+            .filter_map(|pair| pair[0]["elem"]["comment"].as_str());
+        rules
+            .chain(elements)
             .filter_map(|c| c.strip_prefix("weft:endpoint:"))
             .map(str::to_owned)
             .collect()

@@ -1,17 +1,25 @@
 //! The agent's firewall: NAT, isolation and published ports in one nftables table of its own
-//! (`inet weft`), through the `nftables` crate (JSON fed to `nft -j -f -`, run from a thread
-//! inside the managed namespace so that the child process inherits it).
+//! (`inet weft`).
 //!
-//! The firewall keeps what it must express in memory ([`FirewallState`]) and writes the whole
-//! table from it in one transaction whenever it changes ([`rules::ruleset`]); a change that
+//! The firewall keeps what it must express in memory ([`FirewallState`]). The table's skeleton
+//! (chains, rules, maps: [`rules::skeleton`]) depends only on the networks and is written with
+//! `nft` (JSON through the `nftables` crate, run from a thread inside the managed namespace so
+//! that the child process inherits it) when the networks change; published ports are map
+//! elements ([`rules::elements`]) changed in one netlink transaction sent from the agent itself
+//! ([`nfnl`]), so an attach or detach spawns no process and rewrites nothing else. A change that
 //! leaves the state as it was (an attach without published ports, an ensure of an unchanged
-//! network) runs no process at all. When the state becomes empty the table is deleted.
+//! network) touches nothing at all. When the state becomes empty the table is deleted.
+//!
+//! Reconciliation ([`Firewall::apply_all`]) compares instead of rewriting: the skeleton as the
+//! kernel lists it with what it was after the agent last wrote it, and each map's elements as
+//! the kernel dumps them with the wanted ones; it changes only what differs.
 
 pub mod nfnl;
 pub mod rules;
 pub mod state;
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
 };
@@ -24,6 +32,8 @@ use crate::{
     report::{Action, Kind, Report},
     sysctl::Sysctl,
 };
+use nfnl::{Batch, FAMILY_INET, NfError, NfSocket};
+use rules::Elements;
 
 /// The table as reported in changes.
 pub const TABLE_OBJECT: &str = "inet weft";
@@ -33,9 +43,28 @@ pub struct Firewall {
     netns: PathBuf,
     /// What the kernel's table expresses, as last applied. The lock also serialises
     /// transactions.
-    state: tokio::sync::Mutex<FirewallState>,
-    /// Transactions run so far (each one `nft` process).
+    inner: tokio::sync::Mutex<Inner>,
+    /// Transactions made so far: `nft` writes and netlink batches.
     transactions: AtomicU64,
+    /// `nft` processes run so far (writes and listings).
+    nft_processes: AtomicU64,
+    /// Netlink transactions (element batches) sent so far.
+    netlink_transactions: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: FirewallState,
+    /// The networks the kernel's skeleton was last written for by this agent; `None`: not
+    /// written (or deleted).
+    skeleton_for: Option<BTreeMap<String, NetworkRules>>,
+    /// The skeleton as the kernel listed it right after that write (normalised, see
+    /// [`normalise`]), for reconciliation to compare with.
+    listing: Option<serde_json::Value>,
+    /// The map elements as last applied.
+    elements: Elements,
+    /// The nf_tables socket, opened inside the managed namespace on first use.
+    socket: Option<NfSocket>,
 }
 
 impl Firewall {
@@ -43,19 +72,31 @@ impl Firewall {
     pub fn new(netns: PathBuf) -> Self {
         Self {
             netns,
-            state: tokio::sync::Mutex::new(FirewallState::default()),
+            inner: tokio::sync::Mutex::new(Inner::default()),
             transactions: AtomicU64::new(0),
+            nft_processes: AtomicU64::new(0),
+            netlink_transactions: AtomicU64::new(0),
         }
     }
 
-    /// How many transactions (`nft` runs) this firewall has made.
+    /// How many transactions (`nft` writes and netlink element batches) this firewall has made.
     pub fn transactions(&self) -> u64 {
         self.transactions.load(Ordering::Relaxed)
     }
 
+    /// How many `nft` processes this firewall has run (writes and listings).
+    pub fn nft_processes(&self) -> u64 {
+        self.nft_processes.load(Ordering::Relaxed)
+    }
+
+    /// How many netlink transactions (element batches) this firewall has sent.
+    pub fn netlink_transactions(&self) -> u64 {
+        self.netlink_transactions.load(Ordering::Relaxed)
+    }
+
     /// A copy of the state last applied.
     pub async fn state(&self) -> FirewallState {
-        self.state.lock().await.clone()
+        self.inner.lock().await.state.clone()
     }
 
     /// Refuses ports another endpoint already publishes (ALREADY_EXISTS naming the holder).
@@ -64,58 +105,209 @@ impl Firewall {
         endpoint_id: &str,
         ports: &[crate::spec::PortMapping],
     ) -> Result<(), AgentError> {
-        clash_error(self.state.lock().await.clash(endpoint_id, ports))
+        clash_error(self.inner.lock().await.state.clash(endpoint_id, ports))
     }
 
-    /// Changes the state with `f` and, when that changed anything, applies the new state in one
-    /// transaction and reports the difference. On failure the state stays as it was.
+    /// Changes the state with `f` and, when that changed anything, brings the kernel to the new
+    /// state (the skeleton only when the networks changed; the elements that differ in one
+    /// netlink transaction) and reports the difference. On failure the state stays as it was.
     pub async fn update(
         &self,
         report: &mut Report,
         f: impl FnOnce(&mut FirewallState) -> Result<(), AgentError>,
     ) -> Result<bool, AgentError> {
-        let mut current = self.state.lock().await;
-        let mut next = current.clone();
+        let mut inner = self.inner.lock().await;
+        let mut next = inner.state.clone();
         f(&mut next)?;
-        if next == *current {
+        if next == inner.state {
             return Ok(false);
         }
-        self.apply(&next).await?;
-        describe(&current, &next, report);
-        *current = next;
+        self.change_to(&mut inner, &next).await?;
+        describe(&inner.state, &next, report);
+        inner.state = next;
         Ok(true)
     }
 
-    /// Replaces the whole state and (re)writes the table from it, whatever the kernel holds
-    /// now: for reconciliation, e.g. after someone flushed or deleted the table. Idempotent.
+    /// Replaces the whole state and brings the kernel to it, whatever it holds now: for
+    /// reconciliation, e.g. after someone flushed or deleted the table. Compares first and
+    /// changes only what differs: an `nft` listing of the skeleton (rewritten only when it
+    /// differs from what the agent wrote), a dump of each map, one netlink batch with the
+    /// elements that differ. Idempotent.
     pub async fn apply_all(
         &self,
         state: FirewallState,
         report: &mut Report,
     ) -> Result<(), AgentError> {
-        let mut current = self.state.lock().await;
-        self.apply(&state).await?;
-        describe(&current, &state, report);
-        *current = state;
+        let mut inner = self.inner.lock().await;
+        self.converge(&mut inner, &state, false).await?;
+        describe(&inner.state, &state, report);
+        inner.state = state;
         Ok(())
     }
 
-    /// Rewrites the table from the state in memory (repairs any drift in the kernel).
+    /// Rewrites the skeleton from the state in memory and puts back any element missing (repairs
+    /// any drift in the kernel).
     pub async fn reapply(&self) -> Result<(), AgentError> {
-        let current = self.state.lock().await;
-        self.apply(&current).await
+        let mut inner = self.inner.lock().await;
+        let state = inner.state.clone();
+        self.converge(&mut inner, &state, true).await
     }
 
-    async fn apply(&self, state: &FirewallState) -> Result<(), AgentError> {
-        let nft = rules::ruleset(state);
+    /// The kernel from `inner.state` to `next`, trusting that it holds what was applied last.
+    async fn change_to(&self, inner: &mut Inner, next: &FirewallState) -> Result<(), AgentError> {
+        if next.is_empty() {
+            self.write(rules::skeleton(next, false)).await?;
+            forget_kernel(inner);
+            return Ok(());
+        }
+        if inner.skeleton_for.as_ref() != Some(&next.networks) {
+            self.write_skeleton(inner, next, false).await?;
+        }
+        let want = rules::elements(next);
+        let batch = diff(&inner.elements, &want);
+        if let Err(e) = self.send(inner, &batch).await {
+            // The kernel holds something else than the agent thinks (someone changed the table,
+            // a kill left a batch half-known): compare with it and change what differs.
+            tracing::warn!(error = %e, "element change refused: comparing with the kernel");
+            self.converge(inner, next, true).await?;
+        }
+        inner.elements = want;
+        Ok(())
+    }
+
+    /// The kernel compared with `state` and brought to it; with `force` the skeleton is written
+    /// whatever the listing says.
+    async fn converge(
+        &self,
+        inner: &mut Inner,
+        state: &FirewallState,
+        force: bool,
+    ) -> Result<(), AgentError> {
+        if state.is_empty() {
+            if force || inner.skeleton_for.is_some() || self.listing().await?.is_some() {
+                self.write(rules::skeleton(state, false)).await?;
+            }
+            forget_kernel(inner);
+            return Ok(());
+        }
+        let listing = self.listing().await?;
+        let same = inner.skeleton_for.as_ref() == Some(&state.networks)
+            && listing.is_some()
+            && listing == inner.listing;
+        if force || !same {
+            self.write_skeleton(inner, state, listing.is_none()).await?;
+        }
+        let want = rules::elements(state);
+        let res = self.sync_elements(inner, &want).await;
+        if let Err(e) = res {
+            // A map of the wrong type, say: make the table again.
+            tracing::warn!(error = %e, "elements cannot be brought in line: rewriting the table");
+            self.write_skeleton(inner, state, true).await?;
+            self.sync_elements(inner, &want).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the skeleton (replacing the table when `replace`, or when adding to what is
+    /// there fails) and records how the kernel lists it.
+    async fn write_skeleton(
+        &self,
+        inner: &mut Inner,
+        state: &FirewallState,
+        replace: bool,
+    ) -> Result<(), AgentError> {
+        if let Err(e) = self.write(rules::skeleton(state, replace)).await {
+            if replace {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "the table cannot be amended: replacing it");
+            self.write(rules::skeleton(state, true)).await?;
+            inner.elements = Elements::default();
+        }
+        if replace {
+            inner.elements = Elements::default();
+        }
+        inner.skeleton_for = Some(state.networks.clone());
+        inner.listing = self.listing().await?;
+        Ok(())
+    }
+
+    /// Dumps each map and changes, in one batch, the elements that differ from `want`.
+    async fn sync_elements(&self, inner: &mut Inner, want: &Elements) -> Result<(), AgentError> {
+        let mut have = Elements::default();
+        for name in want.keys() {
+            let got = self
+                .with_socket(inner, |s| s.elements(FAMILY_INET, rules::TABLE, name))
+                .await?;
+            have.insert(name, got.into_iter().collect());
+        }
+        let batch = diff(&have, want);
+        self.send(inner, &batch).await?;
+        inner.elements = want.clone();
+        Ok(())
+    }
+
+    /// Sends one batch (nothing when it is empty).
+    async fn send(&self, inner: &mut Inner, batch: &Batch) -> Result<(), AgentError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.netlink_transactions.fetch_add(1, Ordering::Relaxed);
+        self.with_socket(inner, |s| s.apply(batch)).await
+    }
+
+    /// Runs `f` with the nf_tables socket, opening it inside the managed namespace first if
+    /// needed; a socket that failed is dropped (the next call opens a new one).
+    async fn with_socket<T>(
+        &self,
+        inner: &mut Inner,
+        f: impl FnOnce(&mut NfSocket) -> Result<T, NfError>,
+    ) -> Result<T, AgentError> {
+        if inner.socket.is_none() {
+            let s = netns::run_in(&self.netns, NfSocket::open)
+                .await
+                .map_err(AgentError::netns(&self.netns))?
+                .map_err(nf_error)?;
+            inner.socket = Some(s);
+        }
+        let Some(socket) = inner.socket.as_mut() else {
+            return Err(AgentError::Nft {
+                message: "no nf_tables socket".into(),
+            });
+        };
+        let res = f(socket);
+        if res.is_err() {
+            inner.socket = None;
+        }
+        res.map_err(nf_error)
+    }
+
+    async fn write(&self, nft: nftables::schema::Nftables<'static>) -> Result<(), AgentError> {
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.nft_processes.fetch_add(1, Ordering::Relaxed);
         run_nft(&self.netns, move || nftables::helper::apply_ruleset(&nft)).await
+    }
+
+    /// The skeleton as the kernel holds it (`nft -j -t list table inet weft`: no elements),
+    /// normalised; `None` when the table does not exist.
+    async fn listing(&self) -> Result<Option<serde_json::Value>, AgentError> {
+        Ok(self.list(true).await?.map(normalise))
     }
 
     /// The agent's table as the kernel holds it now (`nft -j list table inet weft`), `None`
     /// when it does not exist.
     pub async fn kernel_table(&self) -> Result<Option<serde_json::Value>, AgentError> {
-        let args = ["-j", "list", "table", "inet", rules::TABLE];
+        self.list(false).await
+    }
+
+    async fn list(&self, terse: bool) -> Result<Option<serde_json::Value>, AgentError> {
+        self.nft_processes.fetch_add(1, Ordering::Relaxed);
+        let mut args = vec!["-j"];
+        if terse {
+            args.push("-t");
+        }
+        args.extend(["list", "table", "inet", rules::TABLE]);
         let out = netns::run_in(&self.netns, move || {
             std::process::Command::new("nft").args(args).output()
         })
@@ -138,6 +330,57 @@ impl Firewall {
             .map_err(|e| AgentError::Nft {
                 message: format!("nft printed no JSON: {e}"),
             })
+    }
+}
+
+/// After the table was deleted: nothing of it is known to be in the kernel.
+fn forget_kernel(inner: &mut Inner) {
+    inner.skeleton_for = None;
+    inner.listing = None;
+    inner.elements = Elements::default();
+}
+
+/// The batch bringing maps holding `have` to `want`: removals first, then additions (an element
+/// whose value changed is removed and added again).
+fn diff(have: &Elements, want: &Elements) -> Batch {
+    let mut b = Batch::new(FAMILY_INET, rules::TABLE);
+    let empty = std::collections::BTreeSet::new();
+    for (name, h) in have {
+        let w = want.get(name).unwrap_or(&empty);
+        b.delete(name, h.difference(w).cloned().collect());
+    }
+    for (name, w) in want {
+        let h = have.get(name).unwrap_or(&empty);
+        b.add(name, w.difference(h).cloned().collect());
+    }
+    b
+}
+
+/// A listing without what changes by itself: handles, counters' figures, the version header.
+fn normalise(mut v: serde_json::Value) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("handle");
+                if let Some(c) = m.get_mut("counter") {
+                    *c = serde_json::Value::Null;
+                }
+                m.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    if let Some(objs) = v.get_mut("nftables").and_then(|o| o.as_array_mut()) {
+        objs.retain(|o| o.get("metainfo").is_none());
+    }
+    walk(&mut v);
+    v
+}
+
+fn nf_error(e: NfError) -> AgentError {
+    AgentError::Nft {
+        message: e.to_string(),
     }
 }
 

@@ -48,7 +48,13 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_SET_ELEM_FLAGS: u16 = 3;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
 const NFTA_SET_ELEM_KEY_END: u16 = 10;
+/// The comment's type in an element's user data (libnftnl's `NFTNL_UDATA_SET_ELEM_COMMENT`),
+/// which `nft` prints as the element's comment.
+const UDATA_ELEM_COMMENT: u8 = 0;
+/// The longest element comment kept (nft's own limit is 128 bytes with the NUL).
+pub const COMMENT_MAX: usize = 127;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
@@ -128,6 +134,11 @@ impl Key {
     pub fn port(self, p: u16) -> Self {
         self.field(&p.to_be_bytes())
     }
+
+    /// A port alone, unpadded: the data of a map whose values are `inet_service` (2 bytes).
+    pub fn port_value(p: u16) -> Self {
+        Self(p.to_be_bytes().to_vec())
+    }
 }
 
 /// What a map element maps to.
@@ -155,6 +166,9 @@ pub struct Element {
     pub data: Option<Data>,
     /// Marks the end of an interval in a plain (not concatenated) interval set.
     pub interval_end: bool,
+    /// A comment `nft` shows with the element (who it belongs to); cut to [`COMMENT_MAX`]
+    /// bytes.
+    pub comment: Option<String>,
 }
 
 impl Element {
@@ -165,7 +179,21 @@ impl Element {
             key_end: None,
             data: None,
             interval_end: false,
+            comment: None,
         }
+    }
+
+    /// The element with a comment (cut at a character boundary to [`COMMENT_MAX`] bytes, NULs
+    /// dropped).
+    #[must_use]
+    pub fn with_comment(mut self, comment: &str) -> Self {
+        let clean: String = comment.chars().filter(|c| *c != '\0').collect();
+        let mut end = clean.len().min(COMMENT_MAX);
+        while !clean.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.comment = Some(clean[..end].to_owned());
+        self
     }
 
     /// A map element.
@@ -333,6 +361,13 @@ fn encode_element(b: &mut Vec<u8>, e: &Element) {
             attr(b, NFTA_DATA_VALUE, &end.0);
         });
     }
+    if let Some(c) = &e.comment {
+        let mut u = vec![UDATA_ELEM_COMMENT, 0];
+        u.extend_from_slice(c.as_bytes());
+        u.push(0);
+        u[1] = u8::try_from(u.len() - 2).unwrap_or(u8::MAX);
+        attr(b, NFTA_SET_ELEM_USERDATA, &u);
+    }
     if e.interval_end {
         attr(
             b,
@@ -476,6 +511,7 @@ fn decode_element(b: &[u8]) -> Result<Element, NfError> {
             NFTA_SET_ELEM_KEY => e.key = decode_value(p)?,
             NFTA_SET_ELEM_KEY_END => e.key_end = Some(decode_value(p)?),
             NFTA_SET_ELEM_DATA => e.data = Some(decode_data(p)?),
+            NFTA_SET_ELEM_USERDATA => e.comment = decode_comment(p),
             NFTA_SET_ELEM_FLAGS if p.len() == 4 => {
                 let f = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
                 e.interval_end = f & NFT_SET_ELEM_INTERVAL_END != 0;
@@ -484,6 +520,20 @@ fn decode_element(b: &[u8]) -> Result<Element, NfError> {
         }
     }
     Ok(e)
+}
+
+/// The comment in an element's user data (type-length-value records), if any.
+fn decode_comment(mut u: &[u8]) -> Option<String> {
+    while u.len() >= 2 {
+        let (kind, len) = (u[0], usize::from(u[1]));
+        let value = u.get(2..2 + len)?;
+        if kind == UDATA_ELEM_COMMENT {
+            let value = value.strip_suffix(&[0]).unwrap_or(value);
+            return Some(String::from_utf8_lossy(value).into_owned());
+        }
+        u = &u[2 + len..];
+    }
+    None
 }
 
 /// One nf_tables netlink socket, bound to the network namespace it was made in (make it on a
@@ -738,6 +788,11 @@ mod tests {
                 key_end: Some(Key::new().ipv4(Ipv4Addr::new(10, 0, 0, 255)).port(9)),
                 ..Element::key(Key::new().ipv4(Ipv4Addr::new(10, 0, 0, 0)).port(1))
             },
+            Element::map(
+                Key::new().proto(6).port(80),
+                Data::Value(Key::port_value(8080)),
+            )
+            .with_comment("weft:endpoint:e1"),
         ];
         for e in elements {
             let mut b = Vec::new();

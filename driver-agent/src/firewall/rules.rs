@@ -1,7 +1,19 @@
-//! The agent's nftables ruleset as a pure function of [`FirewallState`]: one `inet weft` table,
-//! replaced whole in one transaction (add table, delete table, add table with everything), so
-//! applying is idempotent and repairs any drift (a flushed table, a deleted rule). Every rule
-//! carries a comment with the network or endpoint id it belongs to.
+//! The agent's nftables table (`inet weft`) as two pure functions of [`FirewallState`]:
+//!
+//! - [`skeleton`]: the table, its chains, its rules and its (empty) maps. It depends only on
+//!   the networks (their bridges, subnets and options), so it is written (with `nft`, in one
+//!   transaction) when the agent starts, when a network comes or goes, and when reconciliation
+//!   finds it drifted; never on an endpoint's attach or detach.
+//! - [`elements`]: the maps' elements, one pair per published host port and family. An attach
+//!   or detach changes only these, in one netlink transaction from the agent itself
+//!   ([`super::nfnl`]); no process, nothing rewritten that did not change.
+//!
+//! netavark's nftables driver (containers/netavark, `src/firewall/nft.rs`) was the model for
+//! the layout: one table of the tool's own, base chains at fixed places that the per-network
+//! rules hang off, rules marked by who owns them. It keeps a rule per published port and finds
+//! it again by listing the whole ruleset through `nft`; Weft keeps the published ports as map
+//! elements instead, so that the per-container path is an element change (as Kubernetes'
+//! nftables kube-proxy does with its service maps).
 //!
 //! Chains (Docker's bridge-driver semantics):
 //! - `loopback` (filter, prerouting hook at raw priority): nothing from outside reaches the
@@ -11,14 +23,15 @@
 //!   agent turns on for ICC-off networks); replies and published (DNATed) traffic may enter a
 //!   bridge; traffic between two Weft bridges is dropped; nothing else enters a bridge.
 //! - `prerouting` / `output` (NAT): traffic to a local address goes through `ports`.
-//! - `ports`: one DNAT rule per published port range and family.
+//! - `ports`: four DNAT rules (IPv4 and IPv6, bound to a host address or not) looking the
+//!   address and the port up in the `dnat*` maps ([`DNAT_MAPS`]) by `[daddr .] l4proto . dport`.
 //! - `postrouting` (NAT): masquerade of traffic leaving a network's subnets; of published
 //!   traffic that goes back out the bridge it came from (hairpin); and of traffic from
 //!   127.0.0.0/8 going out a bridge (published ports reached through 127.0.0.1).
 
 use std::{
     borrow::Cow,
-    collections::HashSet,
+    collections::{BTreeMap, BTreeSet, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -26,16 +39,21 @@ use ipnet::{IpNet, Ipv4Net};
 use nftables::{
     batch::Batch,
     expr::{
-        CT, Expression, Fib, FibFlag, FibResult, Map, Meta, MetaKey, NamedExpression, Payload,
-        PayloadField, Prefix, Range, SetItem,
+        CT, Expression, Fib, FibFlag, FibResult, Map as ExprMap, Meta, MetaKey, NamedExpression,
+        Payload, PayloadField, Prefix, SetItem,
     },
-    schema::{Chain, NfListObject, Nftables, Rule, Table},
+    schema::{
+        Chain, FlushObject, Map, NfCmd, NfListObject, Nftables, Rule, SetType, SetTypeValue, Table,
+    },
     stmt::{Counter, JumpTarget, Match, NAT, NATFamily, Operator, Statement},
     types::{NfChainPolicy, NfChainType, NfFamily, NfHook},
 };
 
-use super::state::{EndpointPorts, FirewallState, NetworkRules};
-use crate::spec::{HostIp, PortMapping};
+use super::{
+    nfnl::{Data, Element, Key},
+    state::FirewallState,
+};
+use crate::spec::{HostIp, Protocol};
 
 /// The agent's table (family inet).
 pub const TABLE: &str = "weft";
@@ -76,15 +94,41 @@ fn comment(s: &str) -> String {
     s[..end].to_owned()
 }
 
-/// The whole transaction bringing the kernel to `state`: when the state is empty the table is
-/// deleted (and nothing of the agent's remains).
-pub fn ruleset(state: &FirewallState) -> Nftables<'static> {
+/// The maps of published ports: (name, whether keys start with the bound host address,
+/// IPv6, whether it holds the address (else the port)). Keys are `[daddr .] l4proto . dport`;
+/// values the endpoint's address or its port. (Two maps per lookup rather than one with
+/// `addr . port` values: nft 1.0.6 cannot declare concatenated values in JSON.)
+pub const DNAT_MAPS: [(&str, bool, bool, bool); 8] = [
+    ("dnat4_addr", false, false, true),
+    ("dnat4_port", false, false, false),
+    ("dnat4_bound_addr", true, false, true),
+    ("dnat4_bound_port", true, false, false),
+    ("dnat6_addr", false, true, true),
+    ("dnat6_port", false, true, false),
+    ("dnat6_bound_addr", true, true, true),
+    ("dnat6_bound_port", true, true, false),
+];
+
+/// The elements of every map, by map name (every map of [`DNAT_MAPS`] is there, maybe empty).
+pub type Elements = BTreeMap<&'static str, BTreeSet<Element>>;
+
+/// The chains of the table, in the order they are made.
+const CHAINS: [&str; 6] = [LOOPBACK, FORWARD, PREROUTING, OUTPUT, POSTROUTING, PORTS];
+
+/// The transaction writing the skeleton for `state` (see the module's doc): when the state is
+/// empty the table is deleted (and nothing of the agent's remains). Otherwise the table, its
+/// chains and maps are added where missing and every chain's rules replaced; the maps and their
+/// elements stay as they are. With `replace` the table is deleted first (its maps empty
+/// afterwards): for a table that drifted in a way adding cannot repair.
+pub fn skeleton(state: &FirewallState, replace: bool) -> Nftables<'static> {
     let mut b = Batch::new();
-    // "add" first so that "delete" never fails on a missing table.
-    b.add(NfListObject::Table(table()));
-    b.delete(NfListObject::Table(table()));
-    if state.is_empty() {
-        return b.to_nftables();
+    if state.is_empty() || replace {
+        // "add" first so that "delete" never fails on a missing table.
+        b.add(NfListObject::Table(table()));
+        b.delete(NfListObject::Table(table()));
+        if state.is_empty() {
+            return b.to_nftables();
+        }
     }
     b.add(NfListObject::Table(table()));
     b.add(NfListObject::Chain(base_chain(
@@ -117,22 +161,56 @@ pub fn ruleset(state: &FirewallState) -> Nftables<'static> {
         NfHook::Postrouting,
         100,
     )));
-    b.add(NfListObject::Chain(Chain {
-        family: NfFamily::INet,
-        table: TABLE.into(),
-        name: PORTS.into(),
-        ..Chain::default()
-    }));
+    b.add(NfListObject::Chain(plain_chain(PORTS)));
+    for (name, bound, v6, addr) in DNAT_MAPS {
+        let host = if v6 {
+            SetType::Ipv6Addr
+        } else {
+            SetType::Ipv4Addr
+        };
+        let mut key = Vec::new();
+        if bound {
+            key.push(host);
+        }
+        key.extend([SetType::InetProto, SetType::InetService]);
+        b.add(NfListObject::Map(Box::new(Map {
+            family: NfFamily::INet,
+            table: TABLE.into(),
+            name: name.into(),
+            handle: None,
+            set_type: SetTypeValue::Concatenated(Cow::Owned(key)),
+            map: SetTypeValue::Single(if addr { host } else { SetType::InetService }),
+            policy: None,
+            flags: None,
+            elem: None,
+            timeout: None,
+            gc_interval: None,
+            size: None,
+            comment: None,
+        })));
+    }
+    for chain in CHAINS {
+        b.add_cmd(NfCmd::Flush(FlushObject::Chain(plain_chain(chain))));
+    }
     for r in loopback_rules()
         .into_iter()
         .chain(forward_rules(state))
         .chain(jump_rules())
-        .chain(port_rules(state))
+        .chain(port_rules())
         .chain(postrouting_rules(state))
     {
         b.add(NfListObject::Rule(r));
     }
     b.to_nftables()
+}
+
+fn plain_chain(name: &'static str) -> Chain<'static> {
+    Chain {
+        family: NfFamily::INet,
+        table: TABLE.into(),
+        name: name.into(),
+        ..Chain::default()
+    }
 }
 
 fn table() -> Table<'static> {
@@ -204,15 +282,6 @@ fn set(items: impl IntoIterator<Item = Expression<'static>>) -> Expression<'stat
     Expression::Named(NamedExpression::Set(
         items.into_iter().map(SetItem::Element).collect(),
     ))
-}
-
-fn range(lo: u16, hi: u16) -> Expression<'static> {
-    Expression::Range(Box::new(Range {
-        range: [
-            Expression::Number(u32::from(lo)),
-            Expression::Number(u32::from(hi)),
-        ],
-    }))
 }
 
 fn cmp(left: Expression<'static>, op: Operator, right: Expression<'static>) -> Statement<'static> {
@@ -434,74 +503,119 @@ pub fn binding(host_ip: HostIp, default_v4: Option<Ipv4Addr>, v6: bool) -> Optio
     }
 }
 
-fn port_rules(state: &FirewallState) -> Vec<Rule<'static>> {
+/// The `ports` chain: per family, one DNAT rule for ports bound to a host address, then one for
+/// ports on every address; each looks the endpoint's address and port up in its two maps.
+fn port_rules() -> Vec<Rule<'static>> {
     let mut out = Vec::new();
-    for ep in state.endpoints.values() {
-        // Internal networks publish nothing; ports of a network not (yet) known wait for it.
-        let Some(net) = state.networks.get(&ep.network_id).filter(|n| !n.internal) else {
-            continue;
-        };
-        for pm in &ep.ports {
-            out.extend(mapping_rules(ep, net, pm));
+    for (v6, l3, nfproto, family) in [
+        (false, "ip", "ipv4", NATFamily::IP),
+        (true, "ip6", "ipv6", NATFamily::IP6),
+    ] {
+        for bound in [true, false] {
+            let key = || {
+                let mut k = Vec::new();
+                if bound {
+                    k.push(payload(l3, "daddr"));
+                }
+                k.push(meta(MetaKey::L4proto));
+                k.push(payload("th", "dport"));
+                Expression::Named(NamedExpression::Concat(k))
+            };
+            let lookup = |addr: bool| {
+                let name = dnat_map(bound, v6, addr);
+                Expression::Named(NamedExpression::Map(Box::new(ExprMap {
+                    key: key(),
+                    data: s(format!("@{name}")),
+                })))
+            };
+            out.push(rule(
+                PORTS,
+                comment("weft:ports"),
+                vec![
+                    eq(meta(MetaKey::Nfproto), s(nfproto)),
+                    Statement::DNAT(Some(NAT {
+                        addr: Some(lookup(true)),
+                        family: Some(family),
+                        port: Some(lookup(false)),
+                        flags: None,
+                    })),
+                ],
+            ));
         }
     }
     out
 }
 
-fn mapping_rules(ep: &EndpointPorts, net: &NetworkRules, pm: &PortMapping) -> Vec<Rule<'static>> {
-    let families = [
-        (false, ep.ipv4.map(IpAddr::V4)),
-        (true, ep.ipv6.map(IpAddr::V6)),
-    ];
-    let mut out = Vec::new();
-    for (v6, target) in families {
-        let (Some(target), Some(bind)) = (target, binding(pm.host_ip, net.host_binding_ipv4, v6))
-        else {
+/// The name of the map of [`DNAT_MAPS`] with these properties.
+pub fn dnat_map(bound: bool, v6: bool, addr: bool) -> &'static str {
+    DNAT_MAPS
+        .iter()
+        .find(|(_, b, six, a)| *b == bound && *six == v6 && *a == addr)
+        .map_or("", |m| m.0)
+}
+
+/// The protocol number of a mapping's protocol (`meta l4proto`).
+fn proto_number(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+        Protocol::Sctp => 132,
+    }
+}
+
+/// Every map's elements for `state`: for each published host port (each port of a range) and
+/// family the endpoint has an address in, the key `[host address .] protocol . host port` maps
+/// to the endpoint's address in one map and to its port in the other. Both elements carry the
+/// endpoint's comment. Internal networks publish nothing; ports of a network not (yet) known
+/// wait for it. Should two endpoints claim one key (the agent refuses that, a desired state
+/// might not), the first by id keeps it.
+pub fn elements(state: &FirewallState) -> Elements {
+    let mut maps: BTreeMap<&'static str, BTreeMap<Key, Element>> =
+        DNAT_MAPS.iter().map(|m| (m.0, BTreeMap::new())).collect();
+    for ep in state.endpoints.values() {
+        let Some(net) = state.networks.get(&ep.network_id).filter(|n| !n.internal) else {
             continue;
         };
-        let (nfproto, l3, family) = if v6 {
-            ("ipv6", "ip6", NATFamily::IP6)
-        } else {
-            ("ipv4", "ip", NATFamily::IP)
-        };
-        let mut expr = vec![eq(meta(MetaKey::Nfproto), s(nfproto))];
-        if let Some(a) = bind {
-            expr.push(eq(payload(l3, "daddr"), s(a)));
+        let c = endpoint_comment(&ep.id);
+        for pm in &ep.ports {
+            let targets = [
+                (false, ep.ipv4.map(IpAddr::V4)),
+                (true, ep.ipv6.map(IpAddr::V6)),
+            ];
+            for (v6, target) in targets {
+                let (Some(target), Some(bind)) =
+                    (target, binding(pm.host_ip, net.host_binding_ipv4, v6))
+                else {
+                    continue;
+                };
+                for i in 0..pm.range {
+                    let mut key = Key::new();
+                    match bind {
+                        Some(IpAddr::V4(a)) => key = key.ipv4(a),
+                        Some(IpAddr::V6(a)) => key = key.ipv6(a),
+                        None => {}
+                    }
+                    let key = key.proto(proto_number(pm.protocol)).port(pm.host_port + i);
+                    let addr = match target {
+                        IpAddr::V4(a) => Key::new().ipv4(a),
+                        IpAddr::V6(a) => Key::new().ipv6(a),
+                    };
+                    let port = Key::port_value(pm.container_port + i);
+                    for (is_addr, value) in [(true, addr), (false, port)] {
+                        let map = dnat_map(bind.is_some(), v6, is_addr);
+                        if let Some(m) = maps.get_mut(map) {
+                            m.entry(key.clone()).or_insert_with(|| {
+                                Element::map(key.clone(), Data::Value(value)).with_comment(&c)
+                            });
+                        }
+                    }
+                }
+            }
         }
-        let proto = pm.protocol.name();
-        let dport = if pm.range == 1 {
-            Expression::Number(u32::from(pm.host_port))
-        } else {
-            range(pm.host_port, pm.host_end())
-        };
-        expr.push(eq(payload(proto, "dport"), dport));
-        let port = if pm.range == 1 {
-            Some(Expression::Number(u32::from(pm.container_port)))
-        } else if pm.host_port == pm.container_port {
-            // Same numbers on both sides: DNAT keeps the port.
-            None
-        } else {
-            // A shifted range: each host port maps to its own container port.
-            let pairs = (0..pm.range).map(|i| {
-                SetItem::Mapping(
-                    Expression::Number(u32::from(pm.host_port + i)),
-                    Expression::Number(u32::from(pm.container_port + i)),
-                )
-            });
-            Some(Expression::Named(NamedExpression::Map(Box::new(Map {
-                key: payload(proto, "dport"),
-                data: Expression::Named(NamedExpression::Set(pairs.collect())),
-            }))))
-        };
-        expr.push(Statement::DNAT(Some(NAT {
-            addr: Some(s(target)),
-            family: Some(family),
-            port,
-            flags: None,
-        })));
-        out.push(rule(PORTS, endpoint_comment(&ep.id), expr));
     }
-    out
+    maps.into_iter()
+        .map(|(name, m)| (name, m.into_values().collect()))
+        .collect()
 }
 
 fn postrouting_rules(state: &FirewallState) -> Vec<Rule<'static>> {
@@ -546,7 +660,10 @@ fn postrouting_rules(state: &FirewallState) -> Vec<Rule<'static>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Protocol;
+    use crate::{
+        firewall::state::{EndpointPorts, NetworkRules},
+        spec::PortMapping,
+    };
     use serde_json::{Value, json};
 
     fn net(id: &str, bridge: &str, subnets: &[&str]) -> NetworkRules {
@@ -583,7 +700,7 @@ mod tests {
     }
 
     fn json_of(state: &FirewallState) -> Value {
-        serde_json::to_value(ruleset(state)).unwrap()
+        serde_json::to_value(skeleton(state, false)).unwrap()
     }
 
     /// The rules of one chain as (comment, expr) pairs.
@@ -616,7 +733,17 @@ mod tests {
         st.set_network(net("n1", "br1", &["10.0.0.0/24", "fd00::/64"]));
         let v = json_of(&st);
         let objs = v["nftables"].as_array().unwrap();
-        // Replace: add, delete, add table, then chains.
+        // Amended: the table added (if missing), never deleted, each chain flushed.
+        assert!(objs[0]["add"]["table"].is_object());
+        assert!(objs.iter().all(|o| o.get("delete").is_none()));
+        let flushed = objs
+            .iter()
+            .filter(|o| o["flush"]["chain"].is_object())
+            .count();
+        assert_eq!(flushed, CHAINS.len());
+        // Replaced: add, delete, add table, then chains.
+        let r = serde_json::to_value(skeleton(&st, true)).unwrap();
+        let objs = r["nftables"].as_array().unwrap();
         assert!(objs[1]["delete"]["table"].is_object());
         assert!(objs[2]["add"]["table"].is_object());
         let post = rules_of(&v, POSTROUTING);
@@ -653,7 +780,7 @@ mod tests {
         );
         let v = json_of(&st);
         assert!(rules_of(&v, POSTROUTING).is_empty());
-        assert!(rules_of(&v, PORTS).is_empty());
+        assert!(elements(&st).values().all(BTreeSet::is_empty));
         let fwd = rules_of(&v, FORWARD);
         // Sealed both ways, then ICC.
         assert_eq!(fwd.len(), 3, "{fwd:?}");
@@ -686,7 +813,63 @@ mod tests {
     }
 
     #[test]
-    fn published_ports_become_one_dnat_per_family_with_bindings_and_ranges() {
+    fn the_ports_chain_is_four_lookups_whatever_is_published() {
+        let mut st = FirewallState::default();
+        st.set_network(net("n1", "br1", &["10.0.0.0/24"]));
+        let empty = json_of(&st);
+        st.set_endpoint(
+            "e1",
+            Some(ports("e1", "n1", vec![tcp(HostIp::Any, 8080, 80, 1)])),
+        );
+        assert_eq!(json_of(&st), empty, "ports are elements, not rules");
+        let p = rules_of(&empty, PORTS);
+        assert_eq!(p.len(), 4);
+        assert_eq!(
+            p[0].1[1],
+            json!({"dnat": {"family": "ip",
+                "addr": {"map": {"key": {"concat": [
+                    {"payload": {"protocol": "ip", "field": "daddr"}},
+                    {"meta": {"key": "l4proto"}},
+                    {"payload": {"protocol": "th", "field": "dport"}}]},
+                    "data": "@dnat4_bound_addr"}},
+                "port": {"map": {"key": {"concat": [
+                    {"payload": {"protocol": "ip", "field": "daddr"}},
+                    {"meta": {"key": "l4proto"}},
+                    {"payload": {"protocol": "th", "field": "dport"}}]},
+                    "data": "@dnat4_bound_port"}}}})
+        );
+        assert_eq!(p[3].1[1]["dnat"]["family"], "ip6");
+        assert_eq!(p[3].1[1]["dnat"]["addr"]["map"]["data"], "@dnat6_addr");
+        let maps: Vec<&Value> = empty["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["add"].get("map"))
+            .collect();
+        assert_eq!(maps.len(), DNAT_MAPS.len());
+        assert_eq!(
+            maps[2],
+            &json!({"family": "inet", "table": "weft", "name": "dnat4_bound_addr",
+                    "type": ["ipv4_addr", "inet_proto", "inet_service"], "map": "ipv4_addr"})
+        );
+    }
+
+    /// The elements of one map as (key, value) byte strings.
+    fn pairs(e: &Elements, map: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        e[map]
+            .iter()
+            .map(|el| {
+                assert_eq!(el.comment.as_deref(), Some("weft:endpoint:e1"));
+                match &el.data {
+                    Some(Data::Value(v)) => (el.key.0.clone(), v.0.clone()),
+                    d => panic!("{d:?}"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn published_ports_become_one_element_pair_per_host_port_and_family() {
         let mut st = FirewallState::default();
         st.set_network(net("n1", "br1", &["10.0.0.0/24", "fd00::/64"]));
         st.set_endpoint(
@@ -704,27 +887,53 @@ mod tests {
                 ],
             )),
         );
-        let v = json_of(&st);
-        let p = rules_of(&v, PORTS);
-        assert!(p.iter().all(|(c, _)| c == "weft:endpoint:e1"));
-        let dnats: Vec<&Value> = p
-            .iter()
-            .map(|(_, e)| e.as_array().unwrap().last().unwrap())
-            .collect();
+        let e = elements(&st);
+        let tcp_key = |p: u16| Key::new().proto(6).port(p).0;
+        let v4 = Key::new().ipv4("10.0.0.2".parse().unwrap()).0;
+        let v6 = Key::new().ipv6("fd00::2".parse().unwrap()).0;
+        let port = |p: u16| Key::port_value(p).0;
+        assert_eq!(pairs(&e, "dnat4_addr"), [(tcp_key(8080), v4.clone())]);
+        assert_eq!(pairs(&e, "dnat4_port"), [(tcp_key(8080), port(80))]);
+        let bound = |p: u16| {
+            Key::new()
+                .ipv4("192.0.2.1".parse().unwrap())
+                .proto(6)
+                .port(p)
+                .0
+        };
         assert_eq!(
-            dnats,
+            pairs(&e, "dnat4_bound_port"),
             [
-                &json!({"dnat": {"addr": "10.0.0.2", "family": "ip", "port": 80}}),
-                &json!({"dnat": {"addr": "fd00::2", "family": "ip6", "port": 80}}),
-                &json!({"dnat": {"addr": "10.0.0.2", "family": "ip"}}),
-                &json!({"dnat": {"addr": "fd00::2", "family": "ip6", "port": {"map": {
-                    "key": {"payload": {"protocol": "udp", "field": "dport"}},
-                    "data": {"set": [[5000, 6000], [5001, 6001]]}}}}}),
+                (bound(9000), port(9000)),
+                (bound(9001), port(9001)),
+                (bound(9002), port(9002))
             ]
         );
-        // The bound address and the port range are matched.
-        assert_eq!(p[2].1[1]["match"]["right"], "192.0.2.1");
-        assert_eq!(p[2].1[2]["match"]["right"], json!({"range": [9000, 9002]}));
+        assert_eq!(pairs(&e, "dnat4_bound_addr").len(), 3);
+        let udp_key = |p: u16| Key::new().proto(17).port(p).0;
+        assert_eq!(
+            pairs(&e, "dnat6_addr"),
+            [
+                (tcp_key(8080), v6.clone()),
+                (udp_key(5000), v6.clone()),
+                (udp_key(5001), v6)
+            ]
+        );
+        assert_eq!(
+            pairs(&e, "dnat6_port"),
+            [
+                (tcp_key(8080), port(80)),
+                (udp_key(5000), port(6000)),
+                (udp_key(5001), port(6001))
+            ]
+        );
+        assert!(e["dnat6_bound_addr"].is_empty());
+        // A second endpoint claiming a taken key does not replace the holder's.
+        st.set_endpoint(
+            "e2",
+            Some(ports("e2", "n1", vec![tcp(HostIp::AnyV4, 8080, 81, 1)])),
+        );
+        assert_eq!(elements(&st)["dnat4_port"], e["dnat4_port"]);
     }
 
     #[test]

@@ -103,14 +103,19 @@ fn ruleset(ns: &TestNs) -> Value {
     nft_json(ns, &["list", "ruleset"])
 }
 
-/// The comments of every rule in a ruleset dump.
+/// The comments of every rule and every map element in a ruleset dump (published ports are
+/// map elements marked with their endpoint).
 fn rule_comments(v: &Value) -> Vec<String> {
-    v["nftables"]
-        .as_array()
-        .unwrap()
+    let objs = v["nftables"].as_array().unwrap();
+    let rules = objs
         .iter()
-        .filter_map(|o| o["rule"]["comment"].as_str().map(str::to_owned))
-        .collect()
+        .filter_map(|o| o["rule"]["comment"].as_str().map(str::to_owned));
+    let elements = objs
+        .iter()
+        .filter_map(|o| o["map"]["elem"].as_array())
+        .flatten()
+        .filter_map(|pair| pair[0]["elem"]["comment"].as_str().map(str::to_owned));
+    rules.chain(elements).collect()
 }
 
 fn nft(ns: &TestNs, args: &[&str]) {
@@ -738,4 +743,212 @@ async fn removing_every_endpoint_and_network_restores_the_host_exactly() {
     assert_eq!(agent.firewall().kernel_table().await.unwrap(), None);
     // The veth of the removed sandbox went with it.
     assert!(link(&links(&w.host), &names::veth_host_name(&e3)).is_none());
+}
+
+/// The elements of one of the agent's maps as `nft -j` lists them: (protocol, host port) ->
+/// value, for the maps keyed without a host address.
+fn kernel_map(ns: &TestNs, name: &str) -> std::collections::BTreeMap<(String, u64), Value> {
+    let v = nft_json(ns, &["list", "map", "inet", "weft", name]);
+    let elems = v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|o| o["map"].as_object())
+        .expect("the map")
+        .get("elem")
+        .cloned()
+        .unwrap_or(Value::Array(Vec::new()));
+    elems
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| {
+            // With a comment, the key is wrapped: {"elem": {"val": ..., "comment": ...}}.
+            let key = pair[0].get("elem").map_or(&pair[0], |e| &e["val"]);
+            let k = &key["concat"];
+            (
+                (k[0].as_str().unwrap().to_owned(), k[1].as_u64().unwrap()),
+                pair[1].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attach_and_a_detach_with_a_published_port_spawn_no_process() {
+    let w = World::new();
+    let sb1 = TestNs::new();
+    let (agent, _data) = crate::support::agent(&w.host).await;
+    let net = network(&unique("net"), "10.89.40.0/24", "10.89.40.1");
+    let parsed = Network::from_pb(net.clone(), "network").unwrap();
+    agent
+        .ensure_network(&parsed, &mut Report::default())
+        .await
+        .unwrap();
+    let fw = agent.firewall();
+    let (processes, netlink) = (fw.nft_processes(), fw.netlink_transactions());
+    assert_eq!(processes, 2, "the skeleton written and listed once");
+
+    let e1 = unique("e1");
+    let mut spec = endpoint(&e1, &net, &sb1, "10.89.40.2/24", true);
+    spec.port_mappings = vec![tcp("", 8080, 80, 1)];
+    attach(&agent, spec, &net).await.unwrap();
+    assert_eq!(fw.nft_processes(), processes, "no process on attach");
+    assert_eq!(fw.netlink_transactions(), netlink + 1, "one transaction");
+    echo_server(&sb1.path, sock("0.0.0.0", 80)).await;
+    assert_talks(&w.internet.path, sock(HOST_V4, 8080)).await;
+    assert_eq!(
+        kernel_map(&w.host, "dnat4_addr")
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(("tcp".to_owned(), 8080), Value::from("10.89.40.2"))]
+    );
+
+    let (_, r) = agent.detach(&e1, &sb1.path).await.unwrap();
+    assert!(r.failures.is_empty(), "{r:?}");
+    assert_eq!(fw.nft_processes(), processes, "no process on detach");
+    assert_eq!(fw.netlink_transactions(), netlink + 2);
+    assert!(kernel_map(&w.host, "dnat4_addr").is_empty());
+    assert!(kernel_map(&w.host, "dnat4_port").is_empty());
+}
+
+/// The ports of a synthetic endpoint `i` (no interfaces: its elements are what is checked).
+fn synthetic(network_id: &str, i: u32) -> driver_agent::firewall::EndpointPorts {
+    let host = u16::try_from(10_000 + i).unwrap();
+    driver_agent::firewall::EndpointPorts {
+        id: format!("syn-{i:05}"),
+        network_id: network_id.to_owned(),
+        sandbox_id: format!("sbsyn-{i:05}"),
+        ipv4: Some(std::net::Ipv4Addr::new(
+            10,
+            90,
+            u8::try_from(1 + i / 250).unwrap(),
+            u8::try_from(2 + i % 250).unwrap(),
+        )),
+        ipv6: None,
+        ports: vec![driver_agent::spec::PortMapping {
+            protocol: driver_agent::spec::Protocol::Tcp,
+            host_ip: driver_agent::spec::HostIp::AnyV4,
+            host_port: host,
+            container_port: 80,
+            range: 1,
+        }],
+    }
+}
+
+type Want = (
+    std::collections::BTreeMap<(String, u64), Value>,
+    std::collections::BTreeMap<(String, u64), Value>,
+);
+
+/// What the unbound IPv4 maps must hold: the real endpoint's port 8080 and synthetic
+/// endpoints `ids`.
+fn expected(ids: impl Iterator<Item = u32>, net: &str) -> Want {
+    let mut addr = std::collections::BTreeMap::new();
+    let mut port = std::collections::BTreeMap::new();
+    addr.insert(("tcp".to_owned(), 8080), Value::from("10.90.0.2"));
+    port.insert(("tcp".to_owned(), 8080), Value::from(80));
+    for i in ids {
+        let e = synthetic(net, i);
+        let key = ("tcp".to_owned(), u64::from(e.ports[0].host_port));
+        addr.insert(key.clone(), Value::from(e.ipv4.unwrap().to_string()));
+        port.insert(key, Value::from(80));
+    }
+    (addr, port)
+}
+
+fn held(ns: &TestNs) -> Want {
+    (kernel_map(ns, "dnat4_addr"), kernel_map(ns, "dnat4_port"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_endpoints_are_exactly_the_kernels_elements_and_reconciliation_repairs_only_drift()
+ {
+    const N: u32 = 5_000;
+    const BATCH: u32 = 500;
+    let w = World::new();
+    let sb1 = TestNs::new();
+    let (agent, _data) = crate::support::agent(&w.host).await;
+    let net = network(&unique("net"), "10.90.0.0/16", "10.90.0.1");
+    let id = net.network_id.clone();
+    let e1 = unique("e1");
+    let mut spec = endpoint(&e1, &net, &sb1, "10.90.0.2/16", true);
+    spec.port_mappings = vec![tcp("", 8080, 80, 1)];
+    attach(&agent, spec, &net).await.unwrap();
+    echo_server(&sb1.path, sock("0.0.0.0", 80)).await;
+
+    // 5,000 endpoints' ports, in batches of 500: one netlink transaction each, no process.
+    let fw = agent.firewall();
+    let (processes, netlink) = (fw.nft_processes(), fw.netlink_transactions());
+    for b in 0..N / BATCH {
+        let mut report = Report::default();
+        fw.update(&mut report, |s| {
+            for i in b * BATCH..(b + 1) * BATCH {
+                let e = synthetic(&id, i);
+                s.set_endpoint(&e.id.clone(), Some(e));
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(fw.nft_processes(), processes);
+    assert_eq!(fw.netlink_transactions(), netlink + u64::from(N / BATCH));
+    let want = expected(0..N, &id);
+    assert_eq!(want.0.len(), 5_001);
+    assert_eq!(held(&w.host), want);
+    assert_talks(&w.internet.path, sock(HOST_V4, 8080)).await;
+
+    // Reconciliation with nothing to change: one listing, no transaction.
+    let state = fw.state().await;
+    let (processes, netlink) = (fw.nft_processes(), fw.netlink_transactions());
+    fw.apply_all(state.clone(), &mut Report::default())
+        .await
+        .unwrap();
+    assert_eq!(fw.nft_processes(), processes + 1);
+    assert_eq!(fw.netlink_transactions(), netlink);
+
+    // Drift: an element deleted by hand, a foreign one added; one transaction puts it right.
+    nft(
+        &w.host,
+        &[
+            "delete",
+            "element",
+            "inet",
+            "weft",
+            "dnat4_addr",
+            "{ tcp . 10007 }",
+        ],
+    );
+    nft(
+        &w.host,
+        &[
+            "add",
+            "element",
+            "inet",
+            "weft",
+            "dnat4_port",
+            "{ tcp . 999 : 99 }",
+        ],
+    );
+    assert_ne!(held(&w.host), want);
+    fw.apply_all(state.clone(), &mut Report::default())
+        .await
+        .unwrap();
+    assert_eq!(fw.netlink_transactions(), netlink + 1);
+    assert_eq!(held(&w.host), want);
+
+    // A restarted agent (nothing in memory) wanting 1,000 endpoints fewer: the kernel ends up
+    // with exactly those, and the published port keeps working throughout.
+    let restarted = driver_agent::firewall::Firewall::new(w.host.path.clone());
+    let mut fewer = state;
+    for i in 0..1_000 {
+        fewer.set_endpoint(&format!("syn-{i:05}"), None);
+    }
+    restarted
+        .apply_all(fewer, &mut Report::default())
+        .await
+        .unwrap();
+    assert_eq!(held(&w.host), expected(1_000..N, &id));
+    assert_talks(&w.internet.path, sock(HOST_V4, 8080)).await;
 }
