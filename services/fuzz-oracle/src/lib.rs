@@ -13,7 +13,7 @@
 //!   published port as asked, each bridge name exactly as given.
 //!
 //! Nothing may panic. A failed check panics with what went wrong, which is how the cargo-fuzz
-//! target (`gateway/fuzz`), the bounded test and the `fuzz_loop` example see a failure.
+//! target (`gateway/fuzz`), the bounded test and the `fuzz_requests` example see a failure.
 //!
 //! A crate of its own rather than a module of the gateway: the oracle needs the agent's
 //! validation and firewall renderer, and the gateway must not link the agent (which already

@@ -1,12 +1,17 @@
-//! The agent's nftables ruleset for some networks and endpoints, read back from its JSON form:
-//! every interface name in a rule is exactly a network's bridge name, and every endpoint's
-//! published ports come out as exactly the DNATs asked for, port by port. One function, so that
-//! it follows the firewall when its rendering changes (sets and maps instead of rules).
+//! The agent's nftables table for some networks and endpoints, read back: every interface
+//! name in a rule of the skeleton is exactly a network's bridge name, and every endpoint's
+//! published ports come out of the port maps' elements as exactly the DNATs asked for, port by
+//! port (the key's bytes and the values decoded as the kernel reads them). One function, so
+//! that it follows the firewall when its rendering changes.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use driver_agent::{
-    firewall::{rules, state::FirewallState},
+    firewall::{
+        nfnl::{Data, Key},
+        rules,
+        state::FirewallState,
+    },
     spec::{self as agent, HostIp},
 };
 use serde_json::Value;
@@ -16,7 +21,7 @@ type Dnat = (String, bool, Option<IpAddr>, u32, u32, IpAddr);
 
 pub fn check(networks: &[agent::Network], endpoints: &[agent::Endpoint]) {
     let state = FirewallState::from_specs(networks, endpoints);
-    let json = serde_json::to_value(rules::ruleset(&state)).expect("a ruleset serialises");
+    let json = serde_json::to_value(rules::skeleton(&state, false)).expect("a skeleton serialises");
     let rules: Vec<&Value> = json["nftables"]
         .as_array()
         .expect("a batch")
@@ -24,7 +29,6 @@ pub fn check(networks: &[agent::Network], endpoints: &[agent::Endpoint]) {
         .filter_map(|c| c.get("add")?.get("rule"))
         .collect();
     let bridges: Vec<&str> = state.networks.values().map(|n| n.bridge.as_str()).collect();
-    let mut got: Vec<(String, Dnat)> = Vec::new();
     for r in &rules {
         let expr = r["expr"].as_array().expect("statements");
         for m in expr.iter().filter_map(|s| s.get("match")) {
@@ -40,10 +44,6 @@ pub fn check(networks: &[agent::Network], endpoints: &[agent::Endpoint]) {
                 }
             }
         }
-        if r["chain"] == rules::PORTS {
-            let comment = r["comment"].as_str().expect("a comment").to_owned();
-            got.extend(dnats(expr).into_iter().map(|d| (comment.clone(), d)));
-        }
     }
     for n in state.networks.values() {
         let comment = rules::network_comment(&n.id);
@@ -55,6 +55,7 @@ pub fn check(networks: &[agent::Network], endpoints: &[agent::Endpoint]) {
             n.bridge
         );
     }
+    let got = dnats(&state);
     let mut want = Vec::new();
     for ep in state.endpoints.values() {
         let Some(net) = state.networks.get(&ep.network_id).filter(|n| !n.internal) else {
@@ -93,72 +94,86 @@ pub fn check(networks: &[agent::Network], endpoints: &[agent::Endpoint]) {
             }
         }
     }
-    got.sort();
     want.sort();
     assert!(got == want, "published ports: got {got:?}, want {want:?}");
 }
 
-/// The DNATs of one `ports` rule, port by port.
-fn dnats(expr: &[Value]) -> Vec<Dnat> {
-    let (mut v6, mut daddr, mut proto, mut ports) = (None, None, None, None);
+/// Fields of a key as the kernel reads it: each field padded to 4 bytes.
+fn fields<'a>(mut bytes: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
     let mut out = Vec::new();
-    for s in expr {
-        if let Some(m) = s.get("match") {
-            let (left, right) = (&m["left"], &m["right"]);
-            assert_eq!(m["op"], "==", "{s}");
-            if left["meta"]["key"] == "nfproto" {
-                v6 = Some(right == "ipv6");
-            } else if left["payload"]["field"] == "daddr" {
-                daddr = Some(
-                    right
-                        .as_str()
-                        .and_then(|a| a.parse::<IpAddr>().ok())
-                        .expect("an address"),
-                );
-            } else if left["payload"]["field"] == "dport" {
-                proto = left["payload"]["protocol"].as_str().map(str::to_owned);
-                ports = Some(match right {
-                    Value::Number(n) => {
-                        let n = n.as_u64().expect("a port") as u32;
-                        (n, n)
-                    }
-                    r => {
-                        let lo = r["range"][0].as_u64().expect("a range") as u32;
-                        let hi = r["range"][1].as_u64().expect("a range") as u32;
-                        (lo, hi)
-                    }
-                });
+    for &n in sizes {
+        assert!(bytes.len() >= n, "a key shorter than its fields");
+        out.push(&bytes[..n]);
+        bytes = &bytes[(n + 3) / 4 * 4..];
+    }
+    assert!(bytes.is_empty(), "a key longer than its fields");
+    out
+}
+
+fn addr(b: &[u8]) -> IpAddr {
+    match b.len() {
+        4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b).expect("4 bytes"))),
+        16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).expect("16 bytes"))),
+        n => panic!("an address of {n} bytes"),
+    }
+}
+
+fn value(d: &Option<Data>) -> &Key {
+    match d {
+        Some(Data::Value(k)) => k,
+        other => panic!("a port map element without a value: {other:?}"),
+    }
+}
+
+/// Every DNAT the port maps express, with the comment of its elements, sorted.
+fn dnats(state: &FirewallState) -> Vec<(String, Dnat)> {
+    let maps = rules::elements(state);
+    let mut out = Vec::new();
+    for (name, bound, v6, is_addr) in rules::DNAT_MAPS {
+        if !is_addr {
+            continue;
+        }
+        let ports = &maps[rules::dnat_map(bound, v6, false)];
+        let alen = if v6 { 16 } else { 4 };
+        for e in &maps[name] {
+            let sizes: &[usize] = if bound { &[alen, 1, 2] } else { &[1, 2] };
+            let f = fields(&e.key.0, sizes);
+            let (bind, proto, port) = if bound {
+                (Some(addr(f[0])), f[1][0], f[2])
             } else {
-                panic!("unexpected match in a ports rule: {s}");
-            }
-        } else if let Some(d) = s.get("dnat") {
-            let target: IpAddr = d["addr"]
-                .as_str()
-                .and_then(|a| a.parse().ok())
-                .expect("a target");
-            let (lo, hi) = ports.expect("a dport match first");
-            for p in lo..=hi {
-                let to = match &d["port"] {
-                    Value::Null => p,
-                    Value::Number(n) => n.as_u64().expect("a port") as u32,
-                    m => m["map"]["data"]["set"]
-                        .as_array()
-                        .expect("a map")
-                        .iter()
-                        .find(|kv| kv[0].as_u64() == Some(u64::from(p)))
-                        .and_then(|kv| kv[1].as_u64())
-                        .expect("every host port mapped") as u32,
-                };
-                out.push((
-                    proto.clone().expect("a protocol"),
-                    v6.expect("a family"),
-                    daddr,
-                    p,
-                    to,
-                    target,
-                ));
-            }
+                (None, f[0][0], f[1])
+            };
+            let proto = match proto {
+                6 => "tcp",
+                17 => "udp",
+                132 => "sctp",
+                p => panic!("protocol {p} in a port map"),
+            };
+            let host_port = u32::from(u16::from_be_bytes([port[0], port[1]]));
+            let target = addr(&value(&e.data).0);
+            let twin = ports
+                .iter()
+                .find(|p| p.key == e.key)
+                .expect("an address element has its port twin");
+            assert_eq!(twin.comment, e.comment, "twins carry one comment");
+            let to = value(&twin.data).0.as_slice();
+            let to = u32::from(u16::from_be_bytes(
+                <[u8; 2]>::try_from(to).expect("a 2-byte port"),
+            ));
+            let comment = e.comment.clone().expect("an element comment");
+            out.push((comment, (proto.to_owned(), v6, bind, host_port, to, target)));
         }
     }
+    for (name, _, _, is_addr) in rules::DNAT_MAPS {
+        if !is_addr {
+            let addr_map = name.replace("_port", "_addr");
+            assert_eq!(
+                maps[name].len(),
+                maps[addr_map.as_str()].len(),
+                "every port element has its address twin"
+            );
+        }
+    }
+    out.sort();
     out
 }

@@ -1,5 +1,5 @@
 //! A short pass of the oracle on every test run (20,000 seeded inputs); the long runs are the
-//! cargo-fuzz target (`gateway/fuzz`) and the `fuzz_loop` example.
+//! cargo-fuzz target (`gateway/fuzz`) and the `fuzz_requests` example.
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! The fuzz target's oracle without libFuzzer: N seeded random inputs (default 1,000,000)
 //! through `weft_fuzz_oracle::check`, the same entry the cargo-fuzz target `requests` calls.
 //!
-//! Usage: `fuzz_loop [N] [seed] [--keep-going]`; exits non-zero on the first failing input,
+//! Usage: `fuzz_requests [N] [seed] [--keep-going]`; exits non-zero on the first failing input,
 //! after printing it (with `--keep-going`, counts failures and prints each distinct message
 //! once).
 
