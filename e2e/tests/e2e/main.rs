@@ -7,6 +7,7 @@
 
 mod attack_dns;
 mod attack_kernel;
+mod attack_requests;
 mod intact;
 mod world;
 

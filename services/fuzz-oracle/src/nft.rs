@@ -104,7 +104,7 @@ fn fields<'a>(mut bytes: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
     for &n in sizes {
         assert!(bytes.len() >= n, "a key shorter than its fields");
         out.push(&bytes[..n]);
-        bytes = &bytes[(n + 3) / 4 * 4..];
+        bytes = &bytes[n.div_ceil(4) * 4..];
     }
     assert!(bytes.is_empty(), "a key longer than its fields");
     out
