@@ -15,7 +15,7 @@ use crate::{
 
 const CREATE_SANDBOX: &str = "weft.gateway.v1.SandboxService/CreateSandbox";
 const CREATE_NETWORK: &str = "weft.gateway.v1.NetworkService/CreateNetwork";
-const CONNECT: &str = "weft.gateway.v1.NetworkService/Connect";
+const CONNECT: &str = "weft.gateway.v1.SandboxService/Connect";
 
 fn sandbox(name: &str, extra: Value) -> Value {
     let mut body = json!({ "name": name, "networks": [{ "network": "by-net" }] });
