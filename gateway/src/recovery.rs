@@ -117,10 +117,22 @@ impl Gateway {
         sandbox: &SandboxRecord,
         op: &str,
     ) -> Result<(), GatewayError> {
-        for ep in self.endpoints(Owner::Sandbox, &sandbox.id).await? {
-            self.finish_detach(sandbox, &ep, None).await?;
+        let whole = sandbox.removal_takes_interfaces();
+        if whole {
+            // Its namespace goes whole, veths with it, before any address is given back.
+            self.remove_agent_sandbox(sandbox).await;
         }
-        self.remove_agent_sandbox(sandbox).await;
+        for ep in self.endpoints(Owner::Sandbox, &sandbox.id).await? {
+            if whole {
+                self.release_owner(&ep.id).await;
+                self.commit(&[Change::DeleteEndpoint(&ep)], None).await?;
+            } else {
+                self.finish_detach(sandbox, &ep, None).await?;
+            }
+        }
+        if !whole {
+            self.remove_agent_sandbox(sandbox).await;
+        }
         let exists = self.find_sandbox("sandbox", &sandbox.id).await.is_ok();
         let mut changes = Vec::new();
         if exists {

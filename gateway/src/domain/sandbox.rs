@@ -61,6 +61,13 @@ impl SandboxRecord {
             .strip_prefix("container:")
             .unwrap_or(&self.id)
     }
+
+    /// Whether removing the sandbox on the agent takes all its interfaces with it: a namespace
+    /// the agent made for this sandbox alone is deleted whole (the kernel destroys its veths),
+    /// so its endpoints need no Detach one by one.
+    pub fn removal_takes_interfaces(&self) -> bool {
+        self.netns_managed && !self.network_mode.starts_with("container:")
+    }
 }
 
 /// One initial attachment as asked for.

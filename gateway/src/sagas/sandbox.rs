@@ -275,7 +275,8 @@ impl Gateway {
     }
 
     /// Deletes a sandbox: detaches and releases every endpoint, removes the namespace on the
-    /// agent, then the record. Returns the sandbox and the endpoints removed with it.
+    /// agent, then the record. A namespace the agent made is removed first and whole instead
+    /// of detaching its endpoints one by one. Returns the sandbox and the endpoints removed with it.
     pub async fn delete_sandbox(
         &self,
         key: &str,
@@ -302,15 +303,25 @@ impl Gateway {
             })
             .await?;
         self.fault("delete-sandbox:recorded");
+        // A namespace Weft made goes whole, its veths with it (one call, before any address is
+        // given back); otherwise each endpoint is detached, then the sandbox removed.
+        let whole = sandbox.removal_takes_interfaces();
+        if whole {
+            self.remove_agent_sandbox(&sandbox).await;
+        }
         for ep in endpoints.iter().rev() {
-            self.detach_agent(&sandbox, ep).await;
+            if !whole {
+                self.detach_agent(&sandbox, ep).await;
+            }
             self.fault("delete-sandbox:detached");
             self.release_owner(&ep.id).await;
             self.fault("delete-sandbox:released");
             self.commit(&[Change::DeleteEndpoint(ep)], None).await?;
         }
         self.fault("delete-sandbox:endpoints-removed");
-        self.remove_agent_sandbox(&sandbox).await;
+        if !whole {
+            self.remove_agent_sandbox(&sandbox).await;
+        }
         self.fault("delete-sandbox:agent-removed");
         self.commit(
             &[Change::DeleteSandbox(&sandbox), Change::EndOperation(&op)],

@@ -13,6 +13,9 @@ pub struct Calls {
     pub detached: Vec<apb::DetachRequest>,
     pub sandboxes: Vec<String>,
     pub removed_sandboxes: Vec<String>,
+    /// Endpoints that went with their sandbox's RemoveSandbox (as the real agent's does: it
+    /// deletes a namespace it made whole, and removes Weft's interfaces from a given one).
+    pub removed_with_sandbox: std::collections::BTreeSet<String>,
 }
 
 impl Calls {
@@ -28,6 +31,7 @@ impl Calls {
             .filter_map(|a| a.endpoint.as_ref())
             .map(|e| e.endpoint_id.clone())
             .filter(|id| !detached.contains(id.as_str()))
+            .filter(|id| !self.removed_with_sandbox.contains(id))
             .collect()
     }
 }
@@ -97,11 +101,17 @@ impl AgentService for FakeAgent {
         &self,
         req: Request<apb::RemoveSandboxRequest>,
     ) -> Result<Response<apb::RemoveSandboxResponse>, Status> {
-        self.calls
-            .lock()
-            .unwrap()
-            .removed_sandboxes
-            .push(req.into_inner().sandbox_id);
+        let id = req.into_inner().sandbox_id;
+        let mut calls = self.calls.lock().unwrap();
+        let taken: Vec<String> = calls
+            .attached
+            .iter()
+            .filter_map(|a| a.endpoint.as_ref())
+            .filter(|e| e.sandbox_id == id)
+            .map(|e| e.endpoint_id.clone())
+            .collect();
+        calls.removed_with_sandbox.extend(taken);
+        calls.removed_sandboxes.push(id);
         Ok(Response::new(apb::RemoveSandboxResponse::default()))
     }
 
