@@ -152,27 +152,12 @@ impl Gateway {
         &self,
         pool_id: &str,
     ) -> Result<Vec<ipb::Allocation>, GatewayError> {
-        let mut allocations = Vec::new();
-        let mut token = String::new();
-        loop {
-            let page = self
-                .ipam
-                .clone()
-                .list_allocations(ipb::ListAllocationsRequest {
-                    pool_id: pool_id.to_owned(),
-                    page_size: 1000,
-                    page_token: token.clone(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(GatewayError::Ipam)?
-                .into_inner();
-            allocations.extend(page.allocations);
-            if page.next_page_token.is_empty() {
-                return Ok(allocations);
-            }
-            token = page.next_page_token;
-        }
+        self.every_page(ipb::ListAllocationsRequest {
+            pool_id: pool_id.to_owned(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
     }
 
     /// The allocations `owner` holds (one per pool at most, but every page is followed).
@@ -180,17 +165,24 @@ impl Gateway {
         &self,
         owner: &str,
     ) -> Result<Vec<ipb::Allocation>, GatewayError> {
+        self.every_page(ipb::ListAllocationsRequest {
+            owner: owner.to_owned(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Every allocation `req` lists, following `next_page_token` to the last page.
+    async fn every_page(
+        &self,
+        mut req: ipb::ListAllocationsRequest,
+    ) -> Result<Vec<ipb::Allocation>, GatewayError> {
         let mut allocations = Vec::new();
-        let mut token = String::new();
         loop {
             let page = self
                 .ipam
                 .clone()
-                .list_allocations(ipb::ListAllocationsRequest {
-                    owner: owner.to_owned(),
-                    page_token: token.clone(),
-                    ..Default::default()
-                })
+                .list_allocations(req.clone())
                 .await
                 .map_err(GatewayError::Ipam)?
                 .into_inner();
@@ -198,7 +190,7 @@ impl Gateway {
             if page.next_page_token.is_empty() {
                 return Ok(allocations);
             }
-            token = page.next_page_token;
+            req.page_token = page.next_page_token;
         }
     }
 

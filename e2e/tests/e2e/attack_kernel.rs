@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::{
     intact::{Bystanders, SERVICE_PORTS},
-    world::{Weft, World, run, tcp_eventually, who_is_server},
+    world::{Weft, World, run, tcp_eventually, violated_fields, who_is_server},
 };
 
 /// A port of the test's own on the host's loopback (IPv4 and IPv6).
@@ -319,13 +319,7 @@ async fn heavy_create_sandbox_refuses_hostile_netns_paths_and_keeps_nothing() {
             message.contains("netns_path") && message.contains(path.as_str()),
             "{path}: {message}"
         );
-        let fields: Vec<&str> = st["details"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|d| d["fieldViolations"].as_array().into_iter().flatten())
-            .filter_map(|v| v["field"].as_str())
-            .collect();
+        let fields = violated_fields(&st);
         assert!(
             fields.iter().any(|f| f.ends_with("netns_path")),
             "{path}: no BadRequest detail names netns_path: {st}"

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::{
     intact::Bystanders,
-    world::{Weft, World},
+    world::{Weft, World, violated_fields},
 };
 
 const CREATE_SANDBOX: &str = "weft.gateway.v1.SandboxService/CreateSandbox";
@@ -202,13 +202,7 @@ async fn heavy_hostile_strings_and_counts_are_refused_naming_the_field() {
     for (method, body, field) in &hostile {
         let st = w.grpcurl_err(method, &body.to_string());
         assert_eq!(st["code"], 3, "{method} {body}: not INVALID_ARGUMENT: {st}");
-        let fields: Vec<&str> = st["details"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|d| d["fieldViolations"].as_array().into_iter().flatten())
-            .filter_map(|v| v["field"].as_str())
-            .collect();
+        let fields = violated_fields(&st);
         assert!(
             fields.iter().any(|f| f.contains(field)),
             "{method} {body}: no BadRequest detail names {field}: {st}"

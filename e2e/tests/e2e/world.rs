@@ -580,3 +580,14 @@ fn answer(q: &[u8]) -> Option<Vec<u8>> {
     r.extend_from_slice(&ip.octets());
     Some(r)
 }
+
+/// The fields named by the BadRequest details of a status as grpcurl prints it.
+pub fn violated_fields(st: &Value) -> Vec<&str> {
+    st["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|d| d["fieldViolations"].as_array().into_iter().flatten())
+        .filter_map(|v| v["field"].as_str())
+        .collect()
+}
