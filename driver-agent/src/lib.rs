@@ -10,9 +10,10 @@
 //!
 //! Programmed so far: capabilities ([`capabilities`]), sandboxes ([`sandbox`]), the bridge
 //! driver ([`driver::bridge`]) and its firewall in nftables ([`firewall`]: masquerade,
-//! isolation, internal networks, published ports). Drivers the kernel lacks are refused with
-//! FAILED_PRECONDITION; overlay, macvlan, ipvlan and ApplyState are not programmed yet and say
-//! so (UNIMPLEMENTED).
+//! isolation, internal networks, published ports as map elements), ApplyState and
+//! reconciliation to the gateway's desired state ([`reconcile`]), and dns-svc's sockets
+//! ([`broker`]). Drivers the kernel lacks are refused with FAILED_PRECONDITION; overlay,
+//! macvlan and ipvlan are not programmed yet and say so (UNIMPLEMENTED).
 
 pub mod agent;
 pub mod broker;

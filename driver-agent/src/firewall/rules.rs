@@ -17,7 +17,7 @@
 //!
 //! Chains (Docker's bridge-driver semantics):
 //! - `loopback` (filter, prerouting hook at raw priority): nothing from outside reaches the
-//!   host's loopback ([`loopback_rules`]).
+//!   host's loopback (`loopback_rules`).
 //! - `forward` (filter, forward hook): internal networks are sealed; ICC on or off between the
 //!   endpoints of one bridge (bridged traffic reaches this hook through br_netfilter, which the
 //!   agent turns on for ICC-off networks); replies and published (DNATed) traffic may enter a

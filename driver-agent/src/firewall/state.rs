@@ -1,5 +1,6 @@
 //! What the firewall must express: the bridge networks with their options and the endpoints
-//! that publish ports. The ruleset is a pure function of this ([`super::rules::ruleset`]).
+//! that publish ports. The table is a pure function of this: its skeleton
+//! ([`super::rules::skeleton`]) and its map elements ([`super::rules::elements`]).
 
 use std::{
     collections::BTreeMap,
