@@ -53,7 +53,10 @@ pub enum ListenError {
         source: std::io::Error,
     },
     #[error("cannot enter network namespace {path}: {source}")]
-    Setns { path: String, source: nix::Error },
+    Setns {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot bind {proto} {addr}: {source}")]
     Bind {
         proto: &'static str,

@@ -11,15 +11,12 @@
 //! Either way a socket stays in the namespace it was made in, whichever thread drives it.
 
 use std::{
-    fs::File,
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     path::PathBuf,
     time::Duration,
 };
 
-use nix::sched::CloneFlags;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::oneshot;
 use weft_runtime::broker::{self, Request};
 
 use crate::error::ListenError;
@@ -146,31 +143,19 @@ async fn in_netns<T: Send + 'static>(
     path: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ListenError> {
-    let (tx, rx) = oneshot::channel();
-    let p = path.to_owned();
-    std::thread::Builder::new()
-        .name("dns-netns".into())
-        .spawn(move || {
-            let res = File::open(&p)
-                .map_err(|source| ListenError::OpenNetns {
-                    path: p.clone(),
-                    source,
-                })
-                .and_then(|f| {
-                    nix::sched::setns(&f, CloneFlags::CLONE_NEWNET).map_err(|source| {
-                        ListenError::Setns {
-                            path: p.clone(),
-                            source,
-                        }
-                    })
-                })
-                .map(|()| f());
-            let _ = tx.send(res);
+    use weft_runtime::netns::{NetnsError as E, Target, run_in};
+    run_in(Target::Path(path.into()), "dns-netns", f)
+        .await
+        .map_err(|e| match e {
+            E::Open { source, .. } => ListenError::OpenNetns {
+                path: path.to_owned(),
+                source,
+            },
+            E::Enter { source, .. } => ListenError::Setns {
+                path: path.to_owned(),
+                source,
+            },
+            E::Thread(e) => ListenError::Thread(e),
+            other => ListenError::Thread(std::io::Error::other(other.to_string())),
         })
-        .map_err(ListenError::Thread)?;
-    rx.await.map_err(|_| {
-        ListenError::Thread(std::io::Error::other(
-            "namespace thread ended without a result",
-        ))
-    })?
 }

@@ -76,39 +76,8 @@ pub fn valid_ifname(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A stable, locally administered unicast MAC derived from the endpoint id (FNV-1a, so the
-/// same id gives the same MAC on every build and host).
-pub fn derived_mac(endpoint_id: &str) -> [u8; 6] {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in endpoint_id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let b = h.to_be_bytes();
-    // Locally administered (bit 1 set), unicast (bit 0 clear).
-    [(b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5]]
-}
-
-/// Parses "aa:bb:cc:dd:ee:ff".
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for o in &mut out {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *o = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
-pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+/// MAC addresses: derived by the one rule the gateway uses too, parsed and formatted.
+pub use weft_runtime::mac::{derive as derived_mac, format as format_mac, parse as parse_mac};
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@ use std::{
 
 use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
-    sched::{CloneFlags, setns, unshare},
+    sched::{CloneFlags, unshare},
 };
 
 /// Where named namespaces live, as iproute2 puts them.
@@ -28,7 +28,7 @@ pub enum NetnsError {
     #[error("cannot open namespace {path}: {source}")]
     Open { path: PathBuf, source: io::Error },
     #[error("cannot enter namespace {path}: {source}")]
-    Enter { path: PathBuf, source: nix::Error },
+    Enter { path: PathBuf, source: io::Error },
     #[error("cannot create a new namespace: {0}")]
     Unshare(nix::Error),
     #[error("invalid namespace name {name:?}")]
@@ -54,48 +54,29 @@ pub enum NetnsError {
 /// namespace, the ones it creates); a caller-given path goes through
 /// [`crate::netns_policy::NetnsPolicy::open`] instead.
 pub fn open(path: &Path) -> Result<File, NetnsError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
-        .open(path)
-        .map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
-                NetnsError::NotFound {
-                    path: path.to_owned(),
-                }
-            } else {
-                NetnsError::Open {
-                    path: path.to_owned(),
-                    source,
-                }
+    weft_runtime::netns::open(path).map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            NetnsError::NotFound {
+                path: path.to_owned(),
             }
-        })
+        } else {
+            NetnsError::Open {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    })
 }
 
-/// A namespace to enter: by path (opened on the entering thread), or a file already open.
-enum Target {
-    Path(PathBuf),
-    File(File, PathBuf),
-}
+use weft_runtime::netns::Target;
 
-impl Target {
-    fn file(ns: &File, path: &Path) -> Result<Self, NetnsError> {
-        let dup = ns.try_clone().map_err(|source| NetnsError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(Self::File(dup, path.to_owned()))
-    }
-
-    /// Enters the namespace on the calling thread.
-    fn enter(self) -> Result<(), NetnsError> {
-        let (ns, path) = match self {
-            Self::Path(path) => (open(&path)?, path),
-            Self::File(ns, path) => (ns, path),
-        };
-        setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter { path, source })
-    }
+/// [`Target::File`] for a namespace file already open, duplicated so the caller keeps its own.
+fn file_target(ns: &File, path: &Path) -> Result<Target, NetnsError> {
+    let dup = ns.try_clone().map_err(|source| NetnsError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(Target::File(dup, path.to_owned()))
 }
 
 /// Runs `f` on a fresh OS thread that has entered the namespace at `path` (opened on that
@@ -116,7 +97,7 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    run_on(Target::file(ns, path)?, f).await
+    run_on(file_target(ns, path)?, f).await
 }
 
 async fn run_on<T, F>(target: Target, f: F) -> Result<T, NetnsError>
@@ -124,15 +105,17 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("weft-netns".into())
-        .spawn(move || {
-            let _ = tx.send(target.enter().map(|()| f()));
+    use weft_runtime::netns::NetnsError as E;
+    weft_runtime::netns::run_in(target, "weft-netns", f)
+        .await
+        .map_err(|e| match e {
+            E::Open { path, source } if source.kind() == io::ErrorKind::NotFound => {
+                NetnsError::NotFound { path }
+            }
+            E::Open { path, source } => NetnsError::Open { path, source },
+            E::Enter { path, source } => NetnsError::Enter { path, source },
+            other => NetnsError::Thread(other.to_string()),
         })
-        .map_err(|e| NetnsError::Thread(e.to_string()))?;
-    rx.await
-        .map_err(|_| NetnsError::Thread("the namespace thread panicked".into()))?
 }
 
 /// Opens an rtnetlink connection inside the namespace at `path`. The socket is created on a
@@ -144,7 +127,7 @@ pub async fn connect(path: &Path) -> Result<rtnetlink::Handle, NetnsError> {
 
 /// [`connect`] for a namespace file already open (one the netns policy checked).
 pub async fn connect_file(ns: &File, path: &Path) -> Result<rtnetlink::Handle, NetnsError> {
-    connect_to(Target::file(ns, path)?).await
+    connect_to(file_target(ns, path)?).await
 }
 
 async fn connect_to(target: Target) -> Result<rtnetlink::Handle, NetnsError> {

@@ -39,7 +39,6 @@ use std::{
 use nix::{
     errno::Errno,
     fcntl::{OFlag, OpenHow, ResolveFlag, open, openat, openat2},
-    sched::{CloneFlags, setns},
     sys::{
         stat::{FileStat, Mode, SFlag, fstat, stat},
         statfs::{NSFS_MAGIC, PROC_SUPER_MAGIC, fstatfs},
@@ -318,12 +317,12 @@ fn open_checked(located: &Located, managed: &Path) -> Result<File, Refusal> {
         OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
         Mode::empty(),
     )?;
-    match setns(reopened.as_fd(), CloneFlags::CLONE_NEWNET) {
+    match weft_runtime::netns::enter(reopened.as_fd()) {
         Ok(()) => Ok(File::from(reopened)),
-        Err(Errno::EINVAL) => Err(Refusal::Invalid(
+        Err(e) if e.raw_os_error() == Some(Errno::EINVAL as i32) => Err(Refusal::Invalid(
             "not a network namespace (another kind of namespace)".into(),
         )),
-        Err(e) => Err(Refusal::Io(e.into())),
+        Err(e) => Err(Refusal::Io(e)),
     }
 }
 

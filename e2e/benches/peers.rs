@@ -90,7 +90,7 @@ impl Drop for Namespace {
 /// Moves this (still single-threaded) process into the namespace at `path`.
 fn enter(path: &Path) {
     let f = std::fs::File::open(path).unwrap();
-    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    weft_runtime::netns::enter(&f).unwrap();
     run("ip", &["link", "set", "lo", "up"]);
 }
 

@@ -30,7 +30,9 @@ use crate::{
         sandbox::SandboxRecord,
     },
     error::GatewayError,
-    store::{self, StoreError, operations::Operation, requests::Retention, sandboxes::Owner},
+    store::{
+        self, GatewayStoreError, operations::Operation, requests::Retention, sandboxes::Owner,
+    },
     to_pb,
 };
 
@@ -570,17 +572,19 @@ impl Change<'_> {
 }
 
 /// A unique-key violation as the domain error it means.
-fn on_unique(e: StoreError, meant: impl FnOnce() -> GatewayError) -> GatewayError {
+fn on_unique(e: GatewayStoreError, meant: impl FnOnce() -> GatewayError) -> GatewayError {
     match e {
-        StoreError::Sql(ref s) if weft_store::is_unique_violation(s) => meant(),
+        GatewayStoreError::Sql(ref s) if weft_store::is_unique_violation(s) => meant(),
         e => e.into(),
     }
 }
 
 /// A foreign-key violation as the domain error it means.
-fn on_foreign_key(e: StoreError, meant: impl FnOnce() -> GatewayError) -> GatewayError {
+fn on_foreign_key(e: GatewayStoreError, meant: impl FnOnce() -> GatewayError) -> GatewayError {
     match e {
-        StoreError::Sql(sqlx::Error::Database(ref d)) if d.is_foreign_key_violation() => meant(),
+        GatewayStoreError::Sql(sqlx::Error::Database(ref d)) if d.is_foreign_key_violation() => {
+            meant()
+        }
         e => e.into(),
     }
 }

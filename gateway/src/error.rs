@@ -3,7 +3,7 @@
 use tonic::{Code, Status};
 use weft_runtime::FieldViolation;
 
-use crate::store::StoreError;
+use crate::store::GatewayStoreError;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -43,12 +43,12 @@ pub enum GatewayError {
     #[error("ipam: {}", .0.message())]
     Ipam(Status),
     #[error("store: {0}")]
-    Store(#[from] StoreError),
+    Store(#[from] GatewayStoreError),
 }
 
 impl From<sqlx::Error> for GatewayError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Store(StoreError::Sql(e))
+        Self::Store(GatewayStoreError::Sql(e))
     }
 }
 
@@ -93,7 +93,7 @@ impl From<GatewayError> for Status {
                 Code::Internal => Status::internal(msg),
                 code => Status::new(code, msg),
             },
-            GatewayError::Store(StoreError::Sql(ref s)) if weft_store::is_unavailable(s) => {
+            GatewayError::Store(GatewayStoreError::Sql(ref s)) if weft_store::is_unavailable(s) => {
                 tracing::warn!(error = %s, "store unavailable");
                 Status::unavailable("store unavailable")
             }

@@ -122,7 +122,7 @@ pub enum StartError {
     #[error("{0} must be at least 1")]
     AtLeastOne(&'static str),
     #[error(transparent)]
-    Store(#[from] weft_store::StoreError),
+    Store(#[from] weft_store::OpenError),
     #[error(transparent)]
     Serve(#[from] weft_runtime::grpc::ServeError),
 }

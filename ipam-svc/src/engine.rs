@@ -381,7 +381,7 @@ impl Writer {
                     for id in touched.keys() {
                         self.cache.remove(id);
                     }
-                    let retry = matches!(&e, IpamError::Store(crate::store::StoreError::Sql(s))
+                    let retry = matches!(&e, IpamError::Store(crate::store::IpamStoreError::Sql(s))
                         if weft_store::is_unique_violation(s) || is_serialization_failure(s));
                     if retry && attempt < 5 {
                         tracing::debug!(error = %e, attempt, "batch conflicted, retrying from stored state");
@@ -862,11 +862,11 @@ fn is_serialization_failure(e: &sqlx::Error) -> bool {
 /// The error each caller of a failed batch gets: store errors are not `Clone`, so by kind.
 fn batch_error(e: &IpamError) -> IpamError {
     match e {
-        IpamError::Store(crate::store::StoreError::Sql(s)) if weft_store::is_unavailable(s) => {
-            IpamError::Store(crate::store::StoreError::Sql(sqlx::Error::PoolTimedOut))
+        IpamError::Store(crate::store::IpamStoreError::Sql(s)) if weft_store::is_unavailable(s) => {
+            IpamError::Store(crate::store::IpamStoreError::Sql(sqlx::Error::PoolTimedOut))
         }
         IpamError::WriterGone => IpamError::WriterGone,
-        other => IpamError::Store(crate::store::StoreError::Sql(sqlx::Error::Protocol(
+        other => IpamError::Store(crate::store::IpamStoreError::Sql(sqlx::Error::Protocol(
             format!("allocation batch failed: {other}"),
         ))),
     }

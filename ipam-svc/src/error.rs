@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use tonic::Status;
 use weft_runtime::FieldViolation;
 
-use crate::{domain::Family, store::StoreError};
+use crate::{domain::Family, store::IpamStoreError};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -48,14 +48,14 @@ pub enum IpamError {
     #[error("pool {pool:?} still has {count} allocations: release them first, or force")]
     PoolInUse { pool: String, count: u64 },
     #[error("store error: {0}")]
-    Store(#[from] StoreError),
+    Store(#[from] IpamStoreError),
     #[error("the allocation writer has stopped")]
     WriterGone,
 }
 
 impl From<sqlx::Error> for IpamError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Store(StoreError::Sql(e))
+        Self::Store(IpamStoreError::Sql(e))
     }
 }
 
@@ -80,7 +80,7 @@ impl From<IpamError> for Status {
             }
             IpamError::PoolInUse { .. } => Status::failed_precondition(msg),
             IpamError::WriterGone => Status::unavailable(msg),
-            IpamError::Store(StoreError::Sql(ref s)) if weft_store::is_unavailable(s) => {
+            IpamError::Store(IpamStoreError::Sql(ref s)) if weft_store::is_unavailable(s) => {
                 tracing::warn!(error = %s, "store unavailable");
                 Status::unavailable("store unavailable")
             }

@@ -25,14 +25,14 @@ pub struct CorruptRow {
 
 /// Errors of this module: the database's, or a row we cannot understand.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum IpamStoreError {
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
     #[error(transparent)]
     Corrupt(#[from] CorruptRow),
 }
 
-pub type Result<T> = std::result::Result<T, StoreError>;
+pub type Result<T> = std::result::Result<T, IpamStoreError>;
 
 /// A pool row: its definition and allocation bookkeeping.
 #[derive(Debug, Clone)]

@@ -3,7 +3,6 @@
 //! belongs to the namespace it was made in for its whole life), and handed to tonic.
 
 use std::{
-    fs::File,
     io,
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
@@ -11,7 +10,6 @@ use std::{
 };
 
 use hyper_util::rt::TokioIo;
-use nix::sched::{CloneFlags, setns};
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -59,17 +57,11 @@ pub async fn serving(addr: SocketAddr, netns: Option<&Path>) -> bool {
 /// Connects to `addr` from inside the namespace at `ns`, on a dedicated thread that exits
 /// afterwards (never a tokio worker: it would stay in the namespace).
 async fn dial_in(ns: PathBuf, addr: SocketAddr) -> io::Result<TcpStream> {
-    let file = File::open(&ns)?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("weft-dial-netns".into())
-        .spawn(move || {
-            let res = setns(&file, CloneFlags::CLONE_NEWNET)
-                .map_err(|e| io::Error::other(format!("cannot enter {}: {e}", ns.display())))
-                .and_then(|()| TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT))
-                .and_then(|s| s.set_nonblocking(true).map(|()| s));
-            let _ = tx.send(res);
-        })?;
-    rx.await
-        .map_err(|_| io::Error::other("the namespace thread panicked"))?
+    use weft_runtime::netns::{Target, run_in};
+    run_in(Target::Path(ns), "weft-dial-netns", move || {
+        TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+    })
+    .await
+    .map_err(io::Error::other)?
 }

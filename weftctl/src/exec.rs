@@ -6,11 +6,8 @@
 //! runtime that is dropped before `setns`: the thread that joins the namespace is the one that
 //! execs, and no tokio worker ever changes namespace.
 
-use std::{
-    ffi::OsString, fs::File, io::ErrorKind, os::unix::process::CommandExt, process::Command,
-};
+use std::{ffi::OsString, io::ErrorKind, os::unix::process::CommandExt, process::Command};
 
-use nix::sched::{CloneFlags, setns};
 use weft_proto::gateway::v1::{self as pb, sandbox_service_client::SandboxServiceClient};
 
 use crate::{client, error::CliError};
@@ -57,7 +54,7 @@ pub fn run(gateway: &str, sandbox: &str, command: &[OsString]) -> CliError {
             Err(e) => return e,
         }
     };
-    let ns = match File::open(&path) {
+    let ns = match weft_runtime::netns::open(std::path::Path::new(&path)) {
         Ok(f) => f,
         Err(e) => {
             return CliError::Api(format!(
@@ -65,7 +62,7 @@ pub fn run(gateway: &str, sandbox: &str, command: &[OsString]) -> CliError {
             ));
         }
     };
-    if let Err(e) = setns(&ns, CloneFlags::CLONE_NEWNET) {
+    if let Err(e) = weft_runtime::netns::enter(&ns) {
         return CliError::Api(format!(
             "cannot enter the network namespace at {path}: {e} (needs CAP_SYS_ADMIN, e.g. root)"
         ));

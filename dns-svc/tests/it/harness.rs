@@ -340,7 +340,7 @@ impl FakeUpstream {
         let (sock, listener) = std::thread::spawn(move || {
             if let Some(p) = path {
                 let f = std::fs::File::open(p).unwrap();
-                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                weft_runtime::netns::enter(&f).unwrap();
             }
             // One port for both protocols: the TCP port may be taken, then try another.
             for _ in 0..20 {

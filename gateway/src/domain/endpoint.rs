@@ -203,23 +203,10 @@ pub fn next_interface(endpoints: &[EndpointRecord]) -> String {
         .unwrap_or_else(|| "eth0".into())
 }
 
-/// A stable, locally administered MAC derived from the endpoint id (as Docker derives it from
-/// the IPv4 address, but stable also for IPv6-only endpoints).
+/// A stable, locally administered MAC derived from the endpoint id, by the rule the agent
+/// applies too ([`weft_runtime::mac`]).
 pub fn mac_for(endpoint_id: &str) -> String {
-    let hex = endpoint_id.as_bytes();
-    let byte = |i: usize| {
-        hex.get(i * 2..i * 2 + 2)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .unwrap_or(0)
-    };
-    format!(
-        "02:42:{:02x}:{:02x}:{:02x}:{:02x}",
-        byte(0),
-        byte(1),
-        byte(2),
-        byte(3)
-    )
+    weft_runtime::mac::format(&weft_runtime::mac::derive(endpoint_id))
 }
 
 #[cfg(test)]
@@ -266,7 +253,9 @@ mod tests {
         let mut c = ep("c", 0, false);
         c.interface_name = "eth2".into();
         assert_eq!(next_interface(&[a, c]), "eth1");
-        assert_eq!(mac_for("0a1b2c3d"), "02:42:0a:1b:2c:3d");
+        assert_eq!(mac_for("0a1b2c3d"), mac_for("0a1b2c3d"));
+        assert!(mac_for("0a1b2c3d").starts_with("02:42:"));
+        assert_ne!(mac_for("0a1b2c3d"), mac_for("0a1b2c3e"));
         assert!(check_mac("m", &mac_for("ffffffff")).is_ok());
     }
 }

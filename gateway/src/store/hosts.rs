@@ -4,7 +4,7 @@ use prost::Message as _;
 use sqlx::{AnyConnection, Row as _};
 use weft_proto::gateway::v1 as pb;
 
-use super::{Result, StoreError};
+use super::{GatewayStoreError, Result};
 use crate::domain::host::{HostCapabilities, HostRecord};
 
 /// The registration as the record column holds it: the API's `Host` message, without state and
@@ -114,7 +114,7 @@ pub async fn mark_down(conn: &mut AnyConnection, name: &str, before_ms: i64) -> 
 
 fn decode(row: &sqlx::any::AnyRow) -> Result<HostRecord> {
     let bytes: Vec<u8> = row.try_get("record")?;
-    let host = pb::Host::decode(bytes.as_slice()).map_err(|e| StoreError::Corrupt {
+    let host = pb::Host::decode(bytes.as_slice()).map_err(|e| GatewayStoreError::Corrupt {
         what: "host",
         reason: e.to_string(),
     })?;

@@ -18,7 +18,7 @@ pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrat
 pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum GatewayStoreError {
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
     #[error("stored {what} cannot be read: {reason}")]
@@ -27,7 +27,7 @@ pub enum StoreError {
     Unwritable { what: &'static str, reason: String },
 }
 
-pub type Result<T> = std::result::Result<T, StoreError>;
+pub type Result<T> = std::result::Result<T, GatewayStoreError>;
 
 /// A read transaction whose reads all see one snapshot (REPEATABLE READ on Postgres; a SQLite
 /// read transaction is one already), so that a revision and the state it reflects agree.
@@ -97,7 +97,7 @@ pub async fn events_after(
     rows.iter()
         .map(|r| {
             let b: Vec<u8> = r.try_get("payload")?;
-            pb::Event::decode(b.as_slice()).map_err(|e| StoreError::Corrupt {
+            pb::Event::decode(b.as_slice()).map_err(|e| GatewayStoreError::Corrupt {
                 what: "event",
                 reason: e.to_string(),
             })
@@ -169,14 +169,14 @@ impl Table {
 
 /// A record as its JSON column holds it.
 pub(crate) fn encode<T: serde::Serialize>(what: &'static str, record: &T) -> Result<String> {
-    serde_json::to_string(record).map_err(|e| StoreError::Unwritable {
+    serde_json::to_string(record).map_err(|e| GatewayStoreError::Unwritable {
         what,
         reason: e.to_string(),
     })
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &'static str, json: &str) -> Result<T> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+    serde_json::from_str(json).map_err(|e| GatewayStoreError::Corrupt {
         what,
         reason: e.to_string(),
     })

@@ -6,6 +6,8 @@ pub mod broker;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod mac;
+pub mod netns;
 pub mod shutdown;
 pub mod telemetry;
 

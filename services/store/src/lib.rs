@@ -26,7 +26,7 @@ pub enum Backend {
 /// A problem opening or migrating a store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum StoreError {
+pub enum OpenError {
     #[error("unsupported database url {url}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl { url: String },
     #[error("cannot create the directory of {path}: {source}")]
@@ -104,7 +104,7 @@ pub fn redact_url(url: &str) -> String {
 impl Db {
     /// Opens `url` (`sqlite://PATH`, `sqlite:PATH` or `postgres://…`), creating a SQLite file and
     /// its directory when missing.
-    pub async fn open(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, opts: &StoreOptions) -> Result<Self, OpenError> {
         sqlx::any::install_default_drivers();
         let shown = redact_url(url);
         let backend = if url.starts_with("sqlite:") {
@@ -112,9 +112,9 @@ impl Db {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
         } else {
-            return Err(StoreError::UnsupportedUrl { url: shown });
+            return Err(OpenError::UnsupportedUrl { url: shown });
         };
-        let connect_err = |source| StoreError::Connect {
+        let connect_err = |source| OpenError::Connect {
             url: shown.clone(),
             source,
         };
@@ -137,7 +137,7 @@ impl Db {
             Backend::Sqlite => {
                 let path = sqlite_path(url);
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                    std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
                         path: path.clone(),
                         source,
                     })?;
@@ -195,7 +195,7 @@ impl Db {
     }
 
     /// Runs the migrations of this backend.
-    pub async fn migrate(&self, sqlite: &Migrator, postgres: &Migrator) -> Result<(), StoreError> {
+    pub async fn migrate(&self, sqlite: &Migrator, postgres: &Migrator) -> Result<(), OpenError> {
         let migrator = match self.backend {
             Backend::Sqlite => sqlite,
             Backend::Postgres => postgres,
@@ -244,7 +244,7 @@ fn sqlite_path(url: &str) -> PathBuf {
     PathBuf::from_str(rest).unwrap_or_default()
 }
 
-fn lock_sqlite(path: &std::path::Path) -> Result<File, StoreError> {
+fn lock_sqlite(path: &std::path::Path) -> Result<File, OpenError> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     let lock_path = PathBuf::from(lock_path);
@@ -253,16 +253,16 @@ fn lock_sqlite(path: &std::path::Path) -> Result<File, StoreError> {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|source| StoreError::Lock {
+        .map_err(|source| OpenError::Lock {
             path: lock_path.clone(),
             source,
         })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::SqliteInUse {
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::SqliteInUse {
             path: path.to_owned(),
         }),
-        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Lock {
+        Err(std::fs::TryLockError::Error(source)) => Err(OpenError::Lock {
             path: lock_path,
             source,
         }),
@@ -328,7 +328,7 @@ mod tests {
         assert_eq!(busy, 5000);
         // A second open of the same file, as another replica would, is refused.
         let err = Db::open(&url, &StoreOptions::default()).await.unwrap_err();
-        assert!(matches!(err, StoreError::SqliteInUse { .. }), "{err}");
+        assert!(matches!(err, OpenError::SqliteInUse { .. }), "{err}");
         drop(db);
     }
 
@@ -337,6 +337,6 @@ mod tests {
         let err = Db::open("mysql://x", &StoreOptions::default())
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::UnsupportedUrl { .. }));
+        assert!(matches!(err, OpenError::UnsupportedUrl { .. }));
     }
 }
