@@ -1,5 +1,10 @@
 //! The agent: the managed ("host") namespace, what its kernel can do, and the operations of
 //! `weft.agent.v1` in domain terms.
+//!
+//! Networks and endpoints go through the driver registry ([`crate::driver::of`]): this file
+//! runs what every driver shares (refusals, the sandbox's namespace, the firewall and sysctls,
+//! undoing a failed request, the default routes) and calls the [`NetworkDriver`] trait for the
+//! rest, never a driver by name.
 
 use std::path::{Path, PathBuf};
 
@@ -7,14 +12,14 @@ use rtnetlink::{Handle, packet_route::AddressFamily};
 
 use crate::{
     capabilities::{self, Capabilities},
-    driver::bridge::{self, Attached},
+    driver::{self, Attached, NetworkDriver, NetworkSetup, SandboxNs},
     error::AgentError,
     firewall::{self, EndpointPorts, Firewall, NetworkRules},
     kernel, names, netns,
     netns_policy::{NetnsFile, NetnsPolicy},
     report::{Action, Kind, Report},
     sandbox::{self, Sandbox, SandboxNetns},
-    spec::{Driver, Endpoint, Network},
+    spec::{Endpoint, Network},
     sysctl,
 };
 
@@ -25,12 +30,7 @@ pub struct DefaultRoutes {
     pub v6: Option<String>,
 }
 
-/// What a network looks like on the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkState {
-    pub devices: Vec<String>,
-    pub mtu: u32,
-}
+pub use crate::driver::NetworkState;
 
 #[derive(Debug)]
 pub struct Agent {
@@ -75,7 +75,7 @@ impl Agent {
         let caps = capabilities::detect(&host_netns).await;
         tracing::info!(
             netns = %host_netns.display(),
-            drivers = ?caps.features.drivers(),
+            drivers = ?driver::usable(&caps.features),
             kernel = %caps.kernel_release,
             "agent ready"
         );
@@ -240,87 +240,66 @@ impl Agent {
             .collect())
     }
 
-    /// Refuses a driver this kernel cannot run (FAILED_PRECONDITION), and one this agent does
-    /// not program yet (UNIMPLEMENTED). Host and none need nothing.
-    fn require(&self, net: &Network) -> Result<(), AgentError> {
-        let f = &self.caps.features;
-        let driver = net.driver.name();
-        let need = |ok: bool, feature: &'static str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(AgentError::Unsupported { driver, feature })
-            }
-        };
-        let vlan_parent = net.parent.contains('.');
-        match net.driver {
-            Driver::Host | Driver::None => Ok(()),
-            Driver::Bridge => {
-                need(f.bridge, "Linux bridges")?;
-                need(f.veth, "veth pairs")
-            }
-            Driver::Overlay => {
-                need(f.vxlan, "VXLAN devices")?;
-                need(f.bridge, "Linux bridges")?;
-                need(f.veth, "veth pairs")?;
-                Err(AgentError::Unimplemented {
-                    what: "the overlay driver".into(),
-                })
-            }
-            Driver::Macvlan => {
-                need(f.macvlan, "macvlan devices")?;
-                need(f.vlan || !vlan_parent, "802.1Q VLAN sub-interfaces")?;
-                Err(AgentError::Unimplemented {
-                    what: "the macvlan driver".into(),
-                })
-            }
-            Driver::Ipvlan => {
-                need(f.ipvlan, "ipvlan devices")?;
-                need(f.vlan || !vlan_parent, "802.1Q VLAN sub-interfaces")?;
-                Err(AgentError::Unimplemented {
-                    what: "the ipvlan driver".into(),
-                })
-            }
-        }
+    /// The driver of `net`, once it has checked this kernel: a driver the kernel cannot run is
+    /// refused (FAILED_PRECONDITION), and one this agent does not program yet (UNIMPLEMENTED).
+    fn driver(&self, net: &Network) -> Result<&'static dyn NetworkDriver, AgentError> {
+        let d = driver::of(net.driver);
+        d.require(net, &self.caps.features)?;
+        Ok(d)
     }
 
-    /// Creates or updates the host-side objects of `net`.
+    /// The driver's host side of `net`, under the network lock.
+    async fn setup_network(
+        &self,
+        d: &dyn NetworkDriver,
+        net: &Network,
+        report: &mut Report,
+    ) -> Result<NetworkSetup, AgentError> {
+        let _guard = self.networks.lock().await;
+        d.ensure_network(&self.host, net, report).await
+    }
+
+    /// Removes the host device this request created, unless an endpoint joined it meanwhile,
+    /// and forgets what the request reported.
+    async fn undo_network(&self, d: &dyn NetworkDriver, setup: &NetworkSetup, report: &mut Report) {
+        {
+            let _guard = self.networks.lock().await;
+            d.undo_network(&self.host, setup).await;
+        }
+        report.changes.clear();
+    }
+
+    /// Creates or updates the host-side objects of `net`, and its firewall rules when it has a
+    /// host device.
     pub async fn ensure_network(
         &self,
         net: &Network,
         report: &mut Report,
     ) -> Result<NetworkState, AgentError> {
-        self.require(net)?;
-        match net.driver {
-            Driver::Bridge => {
-                let guard = self.networks.lock().await;
-                let br = bridge::ensure_network(&self.host, net, report).await?;
-                drop(guard);
-                if let Err(e) = self.program_network(net, None, report).await {
-                    if created_link(report, &br.name) {
-                        self.undo_bridge(&br).await;
-                        report.changes.clear();
-                    }
-                    return Err(e);
-                }
-                Ok(NetworkState {
-                    devices: vec![br.name],
-                    mtu: br.mtu,
-                })
+        let d = self.driver(net)?;
+        let setup = self.setup_network(d, net, report).await?;
+        let Some(device) = &setup.device else {
+            return Ok(setup.state);
+        };
+        if let Err(e) = self.program_network(net, None, report).await {
+            if created_link(report, &device.name) {
+                self.undo_network(d, &setup, report).await;
             }
-            _ => Ok(NetworkState {
-                devices: Vec::new(),
-                mtu: net.mtu,
-            }),
+            return Err(e);
         }
+        Ok(setup.state)
     }
 
     /// Removes every object of the network `network_id` from the host.
     pub async fn remove_network(&self, network_id: &str) -> Report {
         let mut report = Report::default();
-        let guard = self.networks.lock().await;
-        bridge::remove_network(&self.host, network_id, &mut report).await;
-        drop(guard);
+        {
+            // (Removal knows only the id: every driver removes what it finds of it.)
+            let _guard = self.networks.lock().await;
+            for d in driver::all() {
+                d.remove_network(&self.host, network_id, &mut report).await;
+            }
+        }
         if !report.failures.is_empty() {
             // A bridge that may still be there keeps route_localnet on: its rules (and the
             // table's loopback guard) stay until a later pass removes it.
@@ -332,8 +311,9 @@ impl Agent {
         report
     }
 
-    /// Attaches `ep` to `net` (ensuring the network first). Host and none endpoints program
-    /// nothing.
+    /// Attaches `ep` to `net` (ensuring the network first). Drivers without an interface in the
+    /// sandbox (host, none) program nothing. All or nothing: what this call created is removed
+    /// again on failure.
     pub async fn attach(
         &self,
         ep: &Endpoint,
@@ -349,55 +329,55 @@ impl Agent {
                 ),
             ]));
         }
-        self.require(net)?;
-        if net.driver != Driver::Bridge {
+        let d = self.driver(net)?;
+        if !d.attaches() {
             return Ok(None);
         }
         // Refused before anything is created; checked again when the ports are written.
         self.firewall.check_ports(&ep.id, &ep.ports).await?;
         let sandbox_ns = self.open_netns("endpoint.netns_path", &ep.netns).await?;
-        let br = {
-            let _guard = self.networks.lock().await;
-            bridge::ensure_network(&self.host, net, report).await?
-        };
-        let bridge_created = created_link(report, &br.name);
-        let res = async {
-            let sandbox = netns::connect_file(&sandbox_ns.file, &ep.netns)
-                .await
-                .map_err(AgentError::netns(&ep.netns))?;
-            let attached =
-                bridge::attach(&self.host, &sandbox, &sandbox_ns.file, &br, net, ep, report)
-                    .await?;
-            if let Err(e) = self.program_network(net, Some(ep), report).await {
-                if created_link(report, &names::veth_host_name(&ep.id)) {
-                    bridge::detach(&self.host, &ep.id, &mut Report::default()).await;
-                }
-                report.changes.clear();
-                return Err(e);
-            }
-            let routes = default_routes(&sandbox).await?;
-            Ok(Some((attached, routes)))
+        let setup = self.setup_network(d, net, report).await?;
+        let device_created = setup
+            .device
+            .as_ref()
+            .is_some_and(|l| created_link(report, &l.name));
+        let res = self
+            .attach_endpoint(d, &sandbox_ns, &setup, net, ep, report)
+            .await;
+        if res.is_err() && device_created {
+            self.undo_network(d, &setup, report).await;
         }
-        .await;
-        if res.is_err() && bridge_created {
-            self.undo_bridge(&br).await;
-            report.changes.clear();
-        }
-        res
+        res.map(Some)
     }
 
-    /// Removes a bridge this call created, unless an endpoint joined it meanwhile.
-    async fn undo_bridge(&self, br: &kernel::Link) {
-        let _guard = self.networks.lock().await;
-        match kernel::links(&self.host).await {
-            Ok(all) if !all.iter().any(|l| l.controller == Some(br.index)) => {
-                if let Err(e) = kernel::delete_link(&self.host, br).await {
-                    tracing::warn!(bridge = %br.name, error = %e, "cannot undo a failed attach");
-                }
+    /// The endpoint's part of [`Agent::attach`], once its network is set up: the interface,
+    /// the firewall (undoing the interface if that fails), the sandbox's default routes.
+    async fn attach_endpoint(
+        &self,
+        d: &dyn NetworkDriver,
+        sandbox_ns: &NetnsFile,
+        setup: &NetworkSetup,
+        net: &Network,
+        ep: &Endpoint,
+        report: &mut Report,
+    ) -> Result<(Attached, DefaultRoutes), AgentError> {
+        let sandbox = netns::connect_file(&sandbox_ns.file, &ep.netns)
+            .await
+            .map_err(AgentError::netns(&ep.netns))?;
+        let ns = SandboxNs {
+            handle: &sandbox,
+            file: &sandbox_ns.file,
+        };
+        let attached = d.attach(&self.host, ns, setup, net, ep, report).await?;
+        if let Err(e) = self.program_network(net, Some(ep), report).await {
+            if attached.created {
+                d.detach(&self.host, &ep.id, &mut Report::default()).await;
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(bridge = %br.name, error = %e, "cannot undo a failed attach"),
+            report.changes.clear();
+            return Err(e);
         }
+        let routes = default_routes(&sandbox).await?;
+        Ok((attached, routes))
     }
 
     /// Detaches an endpoint; its sandbox namespace may already be gone. A `netns_path` the
@@ -413,7 +393,10 @@ impl Agent {
             self.open_netns_if_there("netns_path", netns_path).await?
         };
         let mut report = Report::default();
-        bridge::detach(&self.host, endpoint_id, &mut report).await;
+        // (Detach knows only the id: every driver removes what it finds of it.)
+        for d in driver::all() {
+            d.detach(&self.host, endpoint_id, &mut report).await;
+        }
         self.forget_in_firewall(&mut report, endpoint_id, |s| {
             s.set_endpoint(endpoint_id, None)
         })

@@ -1,5 +1,6 @@
 //! The bridge driver: one Linux bridge per network in the managed namespace, one veth pair per
-//! endpoint with its container end in the sandbox. Everything through rtnetlink.
+//! endpoint with its container end in the sandbox. Everything through rtnetlink. Needs bridges
+//! and veth pairs from the kernel; the network's firewall rules match on its bridge.
 
 use std::os::fd::AsRawFd as _;
 
@@ -9,20 +10,90 @@ use rtnetlink::{
     packet_route::link::{InfoData, InfoKind, InfoVeth},
 };
 
+use super::{Attached, NetworkDriver, NetworkSetup, NetworkState, SandboxNs, need};
 use crate::{
+    capabilities::Features,
     error::{AgentError, errno},
     kernel::{self, Link},
     names,
     report::{Action, Kind, Report},
-    spec::{Endpoint, Network},
+    spec::{Driver, Endpoint, Network},
 };
+
+#[derive(Debug, Clone, Copy)]
+pub struct Bridge;
+
+#[async_trait::async_trait]
+impl NetworkDriver for Bridge {
+    fn kind(&self) -> Driver {
+        Driver::Bridge
+    }
+
+    fn require(&self, _net: &Network, kernel: &Features) -> Result<(), AgentError> {
+        need(self.kind(), kernel.bridge, "Linux bridges")?;
+        need(self.kind(), kernel.veth, "veth pairs")
+    }
+
+    fn usable(&self, kernel: &Features) -> bool {
+        kernel.bridge && kernel.veth
+    }
+
+    fn attaches(&self) -> bool {
+        true
+    }
+
+    async fn ensure_network(
+        &self,
+        host: &Handle,
+        net: &Network,
+        report: &mut Report,
+    ) -> Result<NetworkSetup, AgentError> {
+        let br = ensure_network(host, net, report).await?;
+        Ok(NetworkSetup {
+            state: NetworkState {
+                devices: vec![br.name.clone()],
+                mtu: br.mtu,
+            },
+            device: Some(br),
+        })
+    }
+
+    async fn undo_network(&self, host: &Handle, setup: &NetworkSetup) {
+        if let Some(br) = &setup.device {
+            undo_network(host, br).await;
+        }
+    }
+
+    async fn remove_network(&self, host: &Handle, network_id: &str, report: &mut Report) {
+        remove_network(host, network_id, report).await;
+    }
+
+    async fn attach(
+        &self,
+        host: &Handle,
+        sandbox: SandboxNs<'_>,
+        setup: &NetworkSetup,
+        net: &Network,
+        ep: &Endpoint,
+        report: &mut Report,
+    ) -> Result<Attached, AgentError> {
+        let br = setup.device.as_ref().ok_or_else(|| AgentError::Vanished {
+            name: net.bridge.clone(),
+        })?;
+        attach(host, sandbox.handle, sandbox.file, br, net, ep, report).await
+    }
+
+    async fn detach(&self, host: &Handle, endpoint_id: &str, report: &mut Report) {
+        detach(host, endpoint_id, report).await;
+    }
+}
 
 /// Derived bridge names carry this prefix; such a bridge without an alias is one the agent
 /// created but could not mark (it stopped in between), so it is adopted rather than refused.
 const DERIVED_BRIDGE_PREFIX: &str = "wft-";
 
 /// Creates or updates the network's bridge: alias, MTU, gateway addresses, up.
-pub async fn ensure_network(
+async fn ensure_network(
     host: &Handle,
     net: &Network,
     report: &mut Report,
@@ -94,9 +165,22 @@ pub async fn ensure_network(
     Ok(bridge)
 }
 
+/// Removes a bridge this request created, unless an endpoint joined it meanwhile.
+async fn undo_network(host: &Handle, br: &Link) {
+    match kernel::links(host).await {
+        Ok(all) if !all.iter().any(|l| l.controller == Some(br.index)) => {
+            if let Err(e) = kernel::delete_link(host, br).await {
+                tracing::warn!(bridge = %br.name, error = %e, "cannot undo a failed attach");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(bridge = %br.name, error = %e, "cannot undo a failed attach"),
+    }
+}
+
 /// Removes the network's bridges (found by alias) and the endpoint veths still enslaved to
 /// them; keeps going past failures.
-pub async fn remove_network(host: &Handle, network_id: &str, report: &mut Report) {
+async fn remove_network(host: &Handle, network_id: &str, report: &mut Report) {
     let all = match kernel::links(host).await {
         Ok(l) => l,
         Err(e) => {
@@ -127,22 +211,12 @@ async fn delete(host: &Handle, link: &Link, owner: &str, report: &mut Report) {
     }
 }
 
-/// What an attach left in the sandbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attached {
-    pub ifname: String,
-    pub index: u32,
-    pub mac: [u8; 6],
-    pub mtu: u32,
-    pub addresses: Vec<ipnet::IpNet>,
-}
-
 /// Creates (or completes) the endpoint's veth pair: host end in the bridge, container end in
 /// the sandbox with its name, MAC, addresses and routes. On failure a veth created by this call
 /// is removed again.
 /// `sandbox_ns` is the sandbox's namespace file (checked and open), `sandbox` a netlink
 /// handle inside it.
-pub async fn attach(
+async fn attach(
     host: &Handle,
     sandbox: &Handle,
     sandbox_ns: &std::fs::File,
@@ -299,6 +373,7 @@ async fn configure_sandbox(
         mac,
         mtu: if link.mtu == 0 { mtu } else { link.mtu },
         addresses,
+        created: fresh,
     })
 }
 
@@ -356,7 +431,7 @@ async fn routes(
 
 /// Removes the endpoint's host-side veth (its peer goes with it, wherever it is); the sandbox
 /// namespace is not needed, so this works after it is gone. Absent: nothing to do.
-pub async fn detach(host: &Handle, endpoint_id: &str, report: &mut Report) {
+async fn detach(host: &Handle, endpoint_id: &str, report: &mut Report) {
     let name = names::veth_host_name(endpoint_id);
     match kernel::link_by_name(host, &name).await {
         Ok(Some(l)) if l.alias == names::endpoint_alias(endpoint_id) => {

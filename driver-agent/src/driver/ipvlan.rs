@@ -1,12 +1,37 @@
-//! The ipvlan driver's kernel message. This kernel has no ipvlan, so the driver is refused with
-//! FAILED_PRECONDITION before anything is sent; the request it would send is built (and unit
-//! tested) here so the driver is ready where the kernel has it.
+//! The ipvlan driver (an ipvlan device on the network's parent per endpoint): not programmed
+//! by this agent yet. A kernel without ipvlan (this project's CI kernel), or without 802.1Q
+//! for a parent named like a VLAN sub-interface (`eth0.10`), is refused with
+//! FAILED_PRECONDITION naming what is missing, before anything is sent; otherwise
+//! UNIMPLEMENTED. The request it will send is built (and unit tested) here.
 
 use rtnetlink::{
     LinkIpVlan,
     packet_route::link::{IpVlanFlags, IpVlanMode, LinkMessage},
 };
 use weft_proto::agent::v1 as pb;
+
+use super::{NetworkDriver, need, need_vlan_parent, unimplemented};
+use crate::{capabilities::Features, error::AgentError, spec::Driver, spec::Network};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ipvlan;
+
+#[async_trait::async_trait]
+impl NetworkDriver for Ipvlan {
+    fn kind(&self) -> Driver {
+        Driver::Ipvlan
+    }
+
+    fn require(&self, net: &Network, kernel: &Features) -> Result<(), AgentError> {
+        need(self.kind(), kernel.ipvlan, "ipvlan devices")?;
+        need_vlan_parent(self.kind(), net, kernel)?;
+        Err(unimplemented(self.kind()))
+    }
+
+    fn usable(&self, _kernel: &Features) -> bool {
+        false
+    }
+}
 
 /// The RTM_NEWLINK message creating ipvlan device `name` on parent `parent_index`, born in the
 /// sandbox namespace `netns_fd` with the endpoint's name.
