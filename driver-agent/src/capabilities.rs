@@ -11,7 +11,8 @@ use rtnetlink::{
 
 use crate::netns;
 
-/// Kernel features the drivers need (which drivers that makes usable: [`crate::driver::usable`]).
+/// Kernel features the drivers need (each driver says which it needs, and the driver registry
+/// which drivers they make usable).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Features {
     pub bridge: bool,
