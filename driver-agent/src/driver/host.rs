@@ -1,7 +1,7 @@
 //! The host driver: the sandbox uses the host's own namespace, so there is nothing to program
 //! and nothing the kernel must have.
 
-use super::NetworkDriver;
+use super::api::NetworkDriver;
 use crate::{capabilities::Features, error::AgentError, spec::Driver, spec::Network};
 
 #[derive(Debug, Clone, Copy)]

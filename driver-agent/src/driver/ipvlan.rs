@@ -10,7 +10,7 @@ use rtnetlink::{
 };
 use weft_proto::agent::v1 as pb;
 
-use super::{NetworkDriver, need, need_vlan_parent, unimplemented};
+use super::api::{NetworkDriver, need, need_vlan_parent, unimplemented};
 use crate::{capabilities::Features, error::AgentError, spec::Driver, spec::Network};
 
 #[derive(Debug, Clone, Copy)]

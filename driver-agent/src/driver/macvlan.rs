@@ -3,7 +3,7 @@
 //! VLAN sub-interface (`eth0.10`), is refused with FAILED_PRECONDITION naming what is missing;
 //! otherwise UNIMPLEMENTED.
 
-use super::{NetworkDriver, need, need_vlan_parent, unimplemented};
+use super::api::{NetworkDriver, need, need_vlan_parent, unimplemented};
 use crate::{capabilities::Features, error::AgentError, spec::Driver, spec::Network};
 
 #[derive(Debug, Clone, Copy)]

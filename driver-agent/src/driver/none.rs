@@ -1,7 +1,7 @@
 //! The none driver: the sandbox keeps only its loopback (brought up when the sandbox is
 //! created), so there is nothing to program and nothing the kernel must have.
 
-use super::NetworkDriver;
+use super::api::NetworkDriver;
 use crate::{capabilities::Features, error::AgentError, spec::Driver, spec::Network};
 
 /// (Not `None`, which would shadow `Option::None` wherever it is imported.)

@@ -2,7 +2,7 @@
 //! this agent yet. A kernel without VXLAN, bridges or veth pairs is refused with
 //! FAILED_PRECONDITION naming what is missing; otherwise UNIMPLEMENTED.
 
-use super::{NetworkDriver, need, unimplemented};
+use super::api::{NetworkDriver, need, unimplemented};
 use crate::{capabilities::Features, error::AgentError, spec::Driver, spec::Network};
 
 #[derive(Debug, Clone, Copy)]
