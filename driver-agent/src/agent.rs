@@ -374,7 +374,8 @@ impl Agent {
         let attached = d.attach(&self.host, ns, setup, net, ep, report).await?;
         if let Err(e) = self.program_network(net, Some(ep), report).await {
             if attached.created {
-                d.detach(&self.host, &ep.id, &mut Report::default()).await;
+                d.detach(&self.host, Some(&sandbox), &ep.id, &mut Report::default())
+                    .await;
             }
             report.changes.clear();
             return Err(e);
@@ -395,24 +396,32 @@ impl Agent {
         } else {
             self.open_netns_if_there("netns_path", netns_path).await?
         };
+        // (No namespace: the sandbox is gone with its interfaces and routes.)
+        let sandbox = match &sandbox_ns {
+            Some(ns) => match netns::connect_file(&ns.file, netns_path).await {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot enter the sandbox");
+                    None
+                }
+            },
+            None => None,
+        };
         let mut report = Report::default();
         // (Detach knows only the id: every driver removes what it finds of it.)
         for d in driver::all() {
-            d.detach(&self.host, endpoint_id, &mut report).await;
+            d.detach(&self.host, sandbox.as_ref(), endpoint_id, &mut report)
+                .await;
         }
         self.forget_in_firewall(&mut report, endpoint_id, |s| {
             s.set_endpoint(endpoint_id, None)
         })
         .await;
         let mut routes = DefaultRoutes::default();
-        // (No namespace: the sandbox is gone with its routes, nothing to report.)
-        if let Some(ns) = sandbox_ns {
-            match netns::connect_file(&ns.file, netns_path).await {
-                Ok(sandbox) => match default_routes(&sandbox).await {
-                    Ok(r) => routes = r,
-                    Err(e) => tracing::warn!(error = %e, "cannot read the sandbox's routes"),
-                },
-                Err(e) => tracing::warn!(error = %e, "cannot enter the sandbox"),
+        if let Some(sandbox) = &sandbox {
+            match default_routes(sandbox).await {
+                Ok(r) => routes = r,
+                Err(e) => tracing::warn!(error = %e, "cannot read the sandbox's routes"),
             }
         }
         Ok((routes, report))

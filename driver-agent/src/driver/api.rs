@@ -122,9 +122,17 @@ pub trait NetworkDriver: Send + Sync + std::fmt::Debug {
         Err(unimplemented(self.kind()))
     }
 
-    /// Removes the endpoint's interface; the sandbox's namespace may be gone already, so only
-    /// the host is at hand. Absent: nothing to do.
-    async fn detach(&self, _host: &Handle, _endpoint_id: &str, _report: &mut Report) {}
+    /// Removes the endpoint's interface. The sandbox's namespace may be gone already (then
+    /// `sandbox` is `None`, and an interface that lived only there went with it). Absent:
+    /// nothing to do.
+    async fn detach(
+        &self,
+        _host: &Handle,
+        _sandbox: Option<&Handle>,
+        _endpoint_id: &str,
+        _report: &mut Report,
+    ) {
+    }
 }
 
 /// FAILED_PRECONDITION naming `feature` unless the kernel has it (`ok`).

@@ -86,7 +86,14 @@ impl NetworkDriver for Bridge {
         attach(host, sandbox.handle, sandbox.file, br, net, ep, report).await
     }
 
-    async fn detach(&self, host: &Handle, endpoint_id: &str, report: &mut Report) {
+    /// The host end is enough: the peer goes with it, wherever it is.
+    async fn detach(
+        &self,
+        host: &Handle,
+        _sandbox: Option<&Handle>,
+        endpoint_id: &str,
+        report: &mut Report,
+    ) {
         detach(host, endpoint_id, report).await;
     }
 }
