@@ -13,7 +13,7 @@ use std::{collections::BTreeSet, path::Path};
 use weft_proto::agent::v1 as pb;
 
 use crate::{
-    Agent, kernel, names,
+    Agent, driver, kernel, names,
     report::{Action, Kind, Report},
     sandbox::{self, Sandbox},
     spec::{Endpoint, Network},
@@ -275,7 +275,7 @@ impl Agent {
         };
         for n in networks
             .iter()
-            .filter(|n| n.driver == crate::spec::Driver::Bridge && !owned.networks.contains(&n.id))
+            .filter(|n| driver::of(n.driver).host_device() && !owned.networks.contains(&n.id))
         {
             missing(Kind::Link, &n.name, &n.id);
         }

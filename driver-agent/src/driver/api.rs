@@ -82,6 +82,12 @@ pub trait NetworkDriver: Send + Sync + std::fmt::Debug {
     /// list of drivers).
     fn usable(&self, kernel: &Features) -> bool;
 
+    /// Whether its networks have a device on the host (the bridge): reconciliation expects one,
+    /// and the network's firewall rules match on it.
+    fn host_device(&self) -> bool {
+        false
+    }
+
     /// Whether its endpoints get an interface in the sandbox; if not, Attach programs nothing
     /// (and does not open the sandbox's namespace).
     fn attaches(&self) -> bool {

@@ -41,6 +41,10 @@ impl NetworkDriver for Bridge {
         kernel.bridge && kernel.veth
     }
 
+    fn host_device(&self) -> bool {
+        true
+    }
+
     fn attaches(&self) -> bool {
         true
     }
