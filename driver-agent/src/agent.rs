@@ -24,6 +24,7 @@ use crate::{
 
 mod sandboxes;
 
+pub use crate::driver::NetworkState;
 pub use sandboxes::SandboxState;
 
 /// Which endpoints of a sandbox carry its default routes, as found in the kernel.
@@ -32,8 +33,6 @@ pub struct DefaultRoutes {
     pub v4: Option<String>,
     pub v6: Option<String>,
 }
-
-pub use crate::driver::NetworkState;
 
 #[derive(Debug)]
 pub struct Agent {

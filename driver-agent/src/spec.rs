@@ -24,16 +24,6 @@ pub enum Driver {
 }
 
 impl Driver {
-    /// Every driver, in the contract's order ([`crate::driver::of`] gives each one's code).
-    pub const ALL: [Self; 6] = [
-        Self::Bridge,
-        Self::Host,
-        Self::None,
-        Self::Overlay,
-        Self::Macvlan,
-        Self::Ipvlan,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Self::Bridge => "bridge",
