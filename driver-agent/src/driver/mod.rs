@@ -93,6 +93,108 @@ mod tests {
             .unwrap_or("unregistered")
     }
 
+    fn network(driver: Driver, parent: &str) -> crate::spec::Network {
+        crate::spec::Network {
+            id: "n".into(),
+            name: "n".into(),
+            driver,
+            bridge: String::new(),
+            mtu: 0,
+            gateways: Vec::new(),
+            parent: parent.into(),
+            subnets: Vec::new(),
+            internal: false,
+            icc: true,
+            masquerade: true,
+            host_binding_ipv4: None,
+        }
+    }
+
+    /// The refusal of `kind` on `kernel` as the client sees it: (code, message).
+    fn refusal(kind: Driver, parent: &str, kernel: &Features) -> Option<(tonic::Code, String)> {
+        of(kind)
+            .require(&network(kind, parent), kernel)
+            .err()
+            .map(|e| {
+                let s = tonic::Status::from(e);
+                (s.code(), s.message().to_owned())
+            })
+    }
+
+    #[test]
+    fn each_driver_refuses_what_the_kernel_lacks_first_then_what_is_not_programmed() {
+        use tonic::Code::{FailedPrecondition, Unimplemented};
+        let full = Features {
+            bridge: true,
+            veth: true,
+            vxlan: true,
+            macvlan: true,
+            ipvlan: true,
+            vlan: true,
+            ..Features::default()
+        };
+        let none = Features::default();
+        for kind in [Driver::Bridge, Driver::Host, Driver::None] {
+            assert_eq!(refusal(kind, "", &full), None, "{kind:?}");
+        }
+        for kind in [Driver::Host, Driver::None] {
+            assert_eq!(refusal(kind, "", &none), None, "{kind:?}");
+        }
+        let lacks = |driver: &str, feature: &str| {
+            Some((
+                FailedPrecondition,
+                format!("driver {driver} needs {feature}, which this kernel lacks"),
+            ))
+        };
+        let todo = |driver: &str| {
+            Some((
+                Unimplemented,
+                format!("the {driver} driver is not implemented yet"),
+            ))
+        };
+        assert_eq!(
+            refusal(Driver::Bridge, "", &none),
+            lacks("bridge", "Linux bridges")
+        );
+        let no_veth = Features {
+            veth: false,
+            ..full
+        };
+        assert_eq!(
+            refusal(Driver::Bridge, "", &no_veth),
+            lacks("bridge", "veth pairs")
+        );
+        assert_eq!(
+            refusal(Driver::Overlay, "", &none),
+            lacks("overlay", "VXLAN devices")
+        );
+        assert_eq!(
+            refusal(Driver::Overlay, "", &no_veth),
+            lacks("overlay", "veth pairs")
+        );
+        assert_eq!(refusal(Driver::Overlay, "", &full), todo("overlay"));
+        assert_eq!(
+            refusal(Driver::Macvlan, "eth0", &none),
+            lacks("macvlan", "macvlan devices")
+        );
+        assert_eq!(
+            refusal(Driver::Ipvlan, "eth0", &none),
+            lacks("ipvlan", "ipvlan devices")
+        );
+        let no_vlan = Features {
+            vlan: false,
+            ..full
+        };
+        for (kind, name) in [(Driver::Macvlan, "macvlan"), (Driver::Ipvlan, "ipvlan")] {
+            assert_eq!(
+                refusal(kind, "eth0.10", &no_vlan),
+                lacks(name, "802.1Q VLAN sub-interfaces")
+            );
+            assert_eq!(refusal(kind, "eth0", &no_vlan), todo(name));
+            assert_eq!(refusal(kind, "eth0.10", &full), todo(name));
+        }
+    }
+
     #[test]
     fn usable_drivers_follow_the_kernel() {
         let full = Features {
