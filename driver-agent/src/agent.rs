@@ -1,5 +1,10 @@
 //! The agent: the managed ("host") namespace, what its kernel can do, and the operations of
 //! `weft.agent.v1` in domain terms.
+//!
+//! Networks and endpoints go through the driver registry ([`crate::driver::of`]): this file
+//! runs what every driver shares (refusals, the sandbox's namespace, the firewall and sysctls,
+//! undoing a failed request, the default routes) and calls the [`NetworkDriver`] trait for the
+//! rest, never a driver by name.
 
 use std::path::{Path, PathBuf};
 
@@ -7,29 +12,26 @@ use rtnetlink::{Handle, packet_route::AddressFamily};
 
 use crate::{
     capabilities::{self, Capabilities},
-    driver::bridge::{self, Attached},
+    driver::{self, Attached, NetworkDriver, NetworkSetup, SandboxNs},
     error::AgentError,
     firewall::{self, EndpointPorts, Firewall, NetworkRules},
     kernel, names, netns,
     netns_policy::{NetnsFile, NetnsPolicy},
     report::{Action, Kind, Report},
-    sandbox::{self, Sandbox, SandboxNetns},
-    spec::{Driver, Endpoint, Network},
+    spec::{Endpoint, Network},
     sysctl,
 };
+
+mod sandboxes;
+
+pub use crate::driver::NetworkState;
+pub use sandboxes::SandboxState;
 
 /// Which endpoints of a sandbox carry its default routes, as found in the kernel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DefaultRoutes {
     pub v4: Option<String>,
     pub v6: Option<String>,
-}
-
-/// What a network looks like on the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkState {
-    pub devices: Vec<String>,
-    pub mtu: u32,
 }
 
 #[derive(Debug)]
@@ -44,14 +46,14 @@ pub struct Agent {
     /// Serialises network creation so that two attaches racing on one new network do not both
     /// try to create (and then disown) its bridge.
     networks: tokio::sync::Mutex<()>,
-    /// What the API touched lately, which reconciliation leaves alone (see [`crate::reconcile`]).
-    pub(crate) recent: crate::reconcile::Recent,
+    /// What the API touched lately, which reconciliation leaves alone.
+    pub(crate) recent: crate::recent::Recent,
     /// This host's name, once known: ApplyState refuses another host's state.
     pub(crate) host_name: std::sync::OnceLock<String>,
     /// Sysctl sets already made as wanted (see `program_network`).
     pub(crate) sysctls_checked: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The namespace of every sandbox of this host that has one of its own (not host
-    /// network), by sandbox id: what the socket broker ([`crate::broker`]) serves. Filled by
+    /// network), by sandbox id: what the socket broker (`broker.rs`) serves. Filled by
     /// CreateSandbox and by reconciliation (which re-creates every desired sandbox, also
     /// after a restart), emptied by RemoveSandbox.
     sandbox_netns: std::sync::Mutex<std::collections::HashMap<String, SandboxNetnsPath>>,
@@ -75,7 +77,7 @@ impl Agent {
         let caps = capabilities::detect(&host_netns).await;
         tracing::info!(
             netns = %host_netns.display(),
-            drivers = ?caps.features.drivers(),
+            drivers = ?driver::usable(&caps.features),
             kernel = %caps.kernel_release,
             "agent ready"
         );
@@ -240,87 +242,66 @@ impl Agent {
             .collect())
     }
 
-    /// Refuses a driver this kernel cannot run (FAILED_PRECONDITION), and one this agent does
-    /// not program yet (UNIMPLEMENTED). Host and none need nothing.
-    fn require(&self, net: &Network) -> Result<(), AgentError> {
-        let f = &self.caps.features;
-        let driver = net.driver.name();
-        let need = |ok: bool, feature: &'static str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(AgentError::Unsupported { driver, feature })
-            }
-        };
-        let vlan_parent = net.parent.contains('.');
-        match net.driver {
-            Driver::Host | Driver::None => Ok(()),
-            Driver::Bridge => {
-                need(f.bridge, "Linux bridges")?;
-                need(f.veth, "veth pairs")
-            }
-            Driver::Overlay => {
-                need(f.vxlan, "VXLAN devices")?;
-                need(f.bridge, "Linux bridges")?;
-                need(f.veth, "veth pairs")?;
-                Err(AgentError::Unimplemented {
-                    what: "the overlay driver".into(),
-                })
-            }
-            Driver::Macvlan => {
-                need(f.macvlan, "macvlan devices")?;
-                need(f.vlan || !vlan_parent, "802.1Q VLAN sub-interfaces")?;
-                Err(AgentError::Unimplemented {
-                    what: "the macvlan driver".into(),
-                })
-            }
-            Driver::Ipvlan => {
-                need(f.ipvlan, "ipvlan devices")?;
-                need(f.vlan || !vlan_parent, "802.1Q VLAN sub-interfaces")?;
-                Err(AgentError::Unimplemented {
-                    what: "the ipvlan driver".into(),
-                })
-            }
-        }
+    /// The driver of `net`, once it has checked this kernel: a driver the kernel cannot run is
+    /// refused (FAILED_PRECONDITION), and one this agent does not program yet (UNIMPLEMENTED).
+    fn driver(&self, net: &Network) -> Result<&'static dyn NetworkDriver, AgentError> {
+        let d = driver::of(net.driver);
+        d.require(net, &self.caps.features)?;
+        Ok(d)
     }
 
-    /// Creates or updates the host-side objects of `net`.
+    /// The driver's host side of `net`, under the network lock.
+    async fn setup_network(
+        &self,
+        d: &dyn NetworkDriver,
+        net: &Network,
+        report: &mut Report,
+    ) -> Result<NetworkSetup, AgentError> {
+        let _guard = self.networks.lock().await;
+        d.ensure_network(&self.host, net, report).await
+    }
+
+    /// Removes the host device this request created, unless an endpoint joined it meanwhile,
+    /// and forgets what the request reported.
+    async fn undo_network(&self, d: &dyn NetworkDriver, setup: &NetworkSetup, report: &mut Report) {
+        {
+            let _guard = self.networks.lock().await;
+            d.undo_network(&self.host, setup).await;
+        }
+        report.changes.clear();
+    }
+
+    /// Creates or updates the host-side objects of `net`, and its firewall rules when it has a
+    /// host device.
     pub async fn ensure_network(
         &self,
         net: &Network,
         report: &mut Report,
     ) -> Result<NetworkState, AgentError> {
-        self.require(net)?;
-        match net.driver {
-            Driver::Bridge => {
-                let guard = self.networks.lock().await;
-                let br = bridge::ensure_network(&self.host, net, report).await?;
-                drop(guard);
-                if let Err(e) = self.program_network(net, None, report).await {
-                    if created_link(report, &br.name) {
-                        self.undo_bridge(&br).await;
-                        report.changes.clear();
-                    }
-                    return Err(e);
-                }
-                Ok(NetworkState {
-                    devices: vec![br.name],
-                    mtu: br.mtu,
-                })
+        let d = self.driver(net)?;
+        let setup = self.setup_network(d, net, report).await?;
+        let Some(device) = &setup.device else {
+            return Ok(setup.state);
+        };
+        if let Err(e) = self.program_network(net, None, report).await {
+            if created_link(report, &device.name) {
+                self.undo_network(d, &setup, report).await;
             }
-            _ => Ok(NetworkState {
-                devices: Vec::new(),
-                mtu: net.mtu,
-            }),
+            return Err(e);
         }
+        Ok(setup.state)
     }
 
     /// Removes every object of the network `network_id` from the host.
     pub async fn remove_network(&self, network_id: &str) -> Report {
         let mut report = Report::default();
-        let guard = self.networks.lock().await;
-        bridge::remove_network(&self.host, network_id, &mut report).await;
-        drop(guard);
+        {
+            // (Removal knows only the id: every driver removes what it finds of it.)
+            let _guard = self.networks.lock().await;
+            for d in driver::all() {
+                d.remove_network(&self.host, network_id, &mut report).await;
+            }
+        }
         if !report.failures.is_empty() {
             // A bridge that may still be there keeps route_localnet on: its rules (and the
             // table's loopback guard) stay until a later pass removes it.
@@ -332,8 +313,9 @@ impl Agent {
         report
     }
 
-    /// Attaches `ep` to `net` (ensuring the network first). Host and none endpoints program
-    /// nothing.
+    /// Attaches `ep` to `net` (ensuring the network first). Drivers without an interface in the
+    /// sandbox (host, none) program nothing. All or nothing: what this call created is removed
+    /// again on failure.
     pub async fn attach(
         &self,
         ep: &Endpoint,
@@ -349,55 +331,56 @@ impl Agent {
                 ),
             ]));
         }
-        self.require(net)?;
-        if net.driver != Driver::Bridge {
+        let d = self.driver(net)?;
+        if !d.attaches() {
             return Ok(None);
         }
         // Refused before anything is created; checked again when the ports are written.
         self.firewall.check_ports(&ep.id, &ep.ports).await?;
         let sandbox_ns = self.open_netns("endpoint.netns_path", &ep.netns).await?;
-        let br = {
-            let _guard = self.networks.lock().await;
-            bridge::ensure_network(&self.host, net, report).await?
-        };
-        let bridge_created = created_link(report, &br.name);
-        let res = async {
-            let sandbox = netns::connect_file(&sandbox_ns.file, &ep.netns)
-                .await
-                .map_err(AgentError::netns(&ep.netns))?;
-            let attached =
-                bridge::attach(&self.host, &sandbox, &sandbox_ns.file, &br, net, ep, report)
-                    .await?;
-            if let Err(e) = self.program_network(net, Some(ep), report).await {
-                if created_link(report, &names::veth_host_name(&ep.id)) {
-                    bridge::detach(&self.host, &ep.id, &mut Report::default()).await;
-                }
-                report.changes.clear();
-                return Err(e);
-            }
-            let routes = default_routes(&sandbox).await?;
-            Ok(Some((attached, routes)))
+        let setup = self.setup_network(d, net, report).await?;
+        let device_created = setup
+            .device
+            .as_ref()
+            .is_some_and(|l| created_link(report, &l.name));
+        let res = self
+            .attach_endpoint(d, &sandbox_ns, &setup, net, ep, report)
+            .await;
+        if res.is_err() && device_created {
+            self.undo_network(d, &setup, report).await;
         }
-        .await;
-        if res.is_err() && bridge_created {
-            self.undo_bridge(&br).await;
-            report.changes.clear();
-        }
-        res
+        res.map(Some)
     }
 
-    /// Removes a bridge this call created, unless an endpoint joined it meanwhile.
-    async fn undo_bridge(&self, br: &kernel::Link) {
-        let _guard = self.networks.lock().await;
-        match kernel::links(&self.host).await {
-            Ok(all) if !all.iter().any(|l| l.controller == Some(br.index)) => {
-                if let Err(e) = kernel::delete_link(&self.host, br).await {
-                    tracing::warn!(bridge = %br.name, error = %e, "cannot undo a failed attach");
-                }
+    /// The endpoint's part of [`Agent::attach`], once its network is set up: the interface,
+    /// the firewall (undoing the interface if that fails), the sandbox's default routes.
+    async fn attach_endpoint(
+        &self,
+        d: &dyn NetworkDriver,
+        sandbox_ns: &NetnsFile,
+        setup: &NetworkSetup,
+        net: &Network,
+        ep: &Endpoint,
+        report: &mut Report,
+    ) -> Result<(Attached, DefaultRoutes), AgentError> {
+        let sandbox = netns::connect_file(&sandbox_ns.file, &ep.netns)
+            .await
+            .map_err(AgentError::netns(&ep.netns))?;
+        let ns = SandboxNs {
+            handle: &sandbox,
+            file: &sandbox_ns.file,
+        };
+        let attached = d.attach(&self.host, ns, setup, net, ep, report).await?;
+        if let Err(e) = self.program_network(net, Some(ep), report).await {
+            if attached.created {
+                d.detach(&self.host, Some(&sandbox), &ep.id, &mut Report::default())
+                    .await;
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(bridge = %br.name, error = %e, "cannot undo a failed attach"),
+            report.changes.clear();
+            return Err(e);
         }
+        let routes = default_routes(&sandbox).await?;
+        Ok((attached, routes))
     }
 
     /// Detaches an endpoint; its sandbox namespace may already be gone. A `netns_path` the
@@ -412,21 +395,32 @@ impl Agent {
         } else {
             self.open_netns_if_there("netns_path", netns_path).await?
         };
+        // (No namespace: the sandbox is gone with its interfaces and routes.)
+        let sandbox = match &sandbox_ns {
+            Some(ns) => match netns::connect_file(&ns.file, netns_path).await {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot enter the sandbox");
+                    None
+                }
+            },
+            None => None,
+        };
         let mut report = Report::default();
-        bridge::detach(&self.host, endpoint_id, &mut report).await;
+        // (Detach knows only the id: every driver removes what it finds of it.)
+        for d in driver::all() {
+            d.detach(&self.host, sandbox.as_ref(), endpoint_id, &mut report)
+                .await;
+        }
         self.forget_in_firewall(&mut report, endpoint_id, |s| {
             s.set_endpoint(endpoint_id, None)
         })
         .await;
         let mut routes = DefaultRoutes::default();
-        // (No namespace: the sandbox is gone with its routes, nothing to report.)
-        if let Some(ns) = sandbox_ns {
-            match netns::connect_file(&ns.file, netns_path).await {
-                Ok(sandbox) => match default_routes(&sandbox).await {
-                    Ok(r) => routes = r,
-                    Err(e) => tracing::warn!(error = %e, "cannot read the sandbox's routes"),
-                },
-                Err(e) => tracing::warn!(error = %e, "cannot enter the sandbox"),
+        if let Some(sandbox) = &sandbox {
+            match default_routes(sandbox).await {
+                Ok(r) => routes = r,
+                Err(e) => tracing::warn!(error = %e, "cannot read the sandbox's routes"),
             }
         }
         Ok((routes, report))
@@ -463,226 +457,6 @@ fn created_link(report: &Report, name: &str) -> bool {
         .changes
         .iter()
         .any(|c| c.action == Action::Created && c.kind == Kind::Link && c.object == name)
-}
-
-/// Where a sandbox ended up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SandboxState {
-    pub netns_path: PathBuf,
-    /// The agent created the namespace and deletes it on removal.
-    pub managed: bool,
-    pub resolv_conf: PathBuf,
-    pub hosts: PathBuf,
-}
-
-impl Agent {
-    /// Creates or updates a sandbox: its namespace (created, or checked), loopback up, and its
-    /// files. All or nothing: a namespace created by this call is deleted again on failure.
-    pub async fn create_sandbox(
-        &self,
-        sb: &Sandbox,
-        report: &mut Report,
-    ) -> Result<SandboxState, AgentError> {
-        let mut given = None;
-        let (path, managed, created) = match &sb.netns {
-            SandboxNetns::Host => (self.host_netns.clone(), false, false),
-            SandboxNetns::Given(p) => {
-                given = Some(self.open_netns("sandbox.netns_path", p).await?);
-                (p.clone(), false, false)
-            }
-            SandboxNetns::Managed => {
-                let id = sb.id.clone();
-                let name = sandbox::managed_netns_name(&sb.id);
-                let (p, created) =
-                    tokio::task::spawn_blocking(move || sandbox::ensure_managed_netns(&id))
-                        .await
-                        .map_err(|e| netns::NetnsError::Thread(e.to_string()))
-                        .and_then(|r| r)
-                        .map_err(AgentError::netns(&netns::named_path(&name)))?;
-                if created {
-                    tracing::info!(sandbox = %sb.id, netns = %p.display(), "namespace created");
-                    report.change(
-                        Action::Created,
-                        Kind::Netns,
-                        p.display().to_string(),
-                        &sb.id,
-                    );
-                }
-                (p, true, created)
-            }
-        };
-        let res = self.finish_sandbox(sb, &path, given.as_ref(), report).await;
-        if res.is_err() && created {
-            let name = sandbox::managed_netns_name(&sb.id);
-            if let Err(e) = netns::delete_named(&name) {
-                tracing::warn!(netns = %name, error = %e, "cannot undo a failed sandbox creation");
-            }
-            report.changes.clear();
-        }
-        let (resolv_conf, hosts) = res?;
-        {
-            let mut known = self
-                .sandbox_netns
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match &sb.netns {
-                SandboxNetns::Host => known.remove(&sb.id),
-                _ => known.insert(
-                    sb.id.clone(),
-                    SandboxNetnsPath {
-                        path: path.clone(),
-                        managed,
-                    },
-                ),
-            };
-        }
-        Ok(SandboxState {
-            netns_path: path,
-            managed,
-            resolv_conf,
-            hosts,
-        })
-    }
-
-    /// `given`: the caller's namespace, checked and open.
-    async fn finish_sandbox(
-        &self,
-        sb: &Sandbox,
-        path: &Path,
-        given: Option<&NetnsFile>,
-        report: &mut Report,
-    ) -> Result<(PathBuf, PathBuf), AgentError> {
-        if sb.netns != SandboxNetns::Host {
-            let handle = match given {
-                Some(ns) => netns::connect_file(&ns.file, path).await,
-                None => netns::connect(path).await,
-            }
-            .map_err(AgentError::netns(path))?;
-            if let Some(lo) = kernel::link_by_name(&handle, "lo").await?
-                && !lo.up
-            {
-                kernel::set_up(&handle, lo.index, "lo").await?;
-            }
-        }
-        let dir = sandbox::files_dir(&self.data_dir, &sb.id);
-        std::fs::create_dir_all(&dir).map_err(|source| AgentError::File {
-            path: dir.clone(),
-            source,
-        })?;
-        let resolv_conf = dir.join("resolv.conf");
-        let hosts = dir.join("hosts");
-        for (file, contents) in [(&resolv_conf, &sb.resolv_conf), (&hosts, &sb.hosts)] {
-            let old = std::fs::read_to_string(file).ok();
-            if old.as_ref() == Some(contents) {
-                continue;
-            }
-            sandbox::write_atomically(file, contents).map_err(|source| AgentError::File {
-                path: file.clone(),
-                source,
-            })?;
-            let action = if old.is_some() {
-                Action::Updated
-            } else {
-                Action::Created
-            };
-            report.change(action, Kind::File, file.display().to_string(), &sb.id);
-        }
-        Ok((resolv_conf, hosts))
-    }
-
-    /// Removes a sandbox: its namespace when the agent created it (its interfaces go with it),
-    /// otherwise Weft's interfaces inside the caller's namespace; then its files. Keeps going
-    /// past failures; a `netns_path` the policy refuses is refused before anything is done.
-    pub async fn remove_sandbox(
-        &self,
-        sandbox_id: &str,
-        netns_path: &Path,
-    ) -> Result<Report, AgentError> {
-        let managed_path = netns::named_path(&sandbox::managed_netns_name(sandbox_id));
-        let ours = netns_path.as_os_str().is_empty() || netns_path == managed_path;
-        // A host-network sandbox names the managed namespace, and a sandbox sharing another's
-        // (`container:`, or a caller who named it) names that one's `weft-<id>` namespace:
-        // nothing of either is removed (the other sandbox's removal takes its interfaces).
-        let siblings = netns_path.parent() == Some(Path::new(netns::NETNS_DIR))
-            && netns_path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(sandbox::sandbox_of_managed_netns)
-                .is_some();
-        let given = if ours || siblings || netns_path == self.host_netns {
-            None
-        } else {
-            self.open_netns_if_there("netns_path", netns_path).await?
-        };
-        self.sandbox_netns
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(sandbox_id);
-        let mut report = Report::default();
-        self.forget_in_firewall(&mut report, sandbox_id, |s| s.remove_sandbox(sandbox_id))
-            .await;
-        if ours {
-            if managed_path.exists() {
-                match netns::delete_path(&managed_path) {
-                    Ok(()) => report.change(
-                        Action::Removed,
-                        Kind::Netns,
-                        managed_path.display().to_string(),
-                        sandbox_id,
-                    ),
-                    Err(e) => report.fail(
-                        Kind::Netns,
-                        managed_path.display().to_string(),
-                        sandbox_id,
-                        &e,
-                    ),
-                }
-            }
-        } else if let Some(ns) = given {
-            self.remove_interfaces_in(sandbox_id, &ns, &mut report)
-                .await;
-        }
-        let dir = sandbox::files_dir(&self.data_dir, sandbox_id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => report.change(
-                Action::Removed,
-                Kind::File,
-                dir.display().to_string(),
-                sandbox_id,
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => report.fail(Kind::File, dir.display().to_string(), sandbox_id, &e),
-        }
-        Ok(report)
-    }
-
-    /// Deletes the Weft interfaces (by alias) inside a namespace the agent does not own.
-    async fn remove_interfaces_in(&self, sandbox_id: &str, ns: &NetnsFile, report: &mut Report) {
-        let handle = match netns::connect_file(&ns.file, &ns.path).await {
-            Ok(h) => h,
-            Err(e) => {
-                report.fail(Kind::Netns, ns.path.display().to_string(), sandbox_id, &e);
-                return;
-            }
-        };
-        let links = match kernel::links(&handle).await {
-            Ok(l) => l,
-            Err(e) => {
-                report.fail(Kind::Link, "links", sandbox_id, &e);
-                return;
-            }
-        };
-        for l in links {
-            let Some(endpoint) = names::endpoint_of_alias(&l.alias) else {
-                continue;
-            };
-            match kernel::delete_link(&handle, &l).await {
-                Ok(true) => report.change(Action::Removed, Kind::Link, &l.name, endpoint),
-                Ok(false) => {}
-                Err(e) => report.fail(Kind::Link, &l.name, endpoint, &e),
-            }
-        }
-    }
 }
 
 /// The endpoint ids (from the interfaces' aliases) the sandbox's default routes go through.

@@ -11,7 +11,8 @@ use rtnetlink::{
 
 use crate::netns;
 
-/// Kernel features the drivers need.
+/// Kernel features the drivers need (each driver says which it needs, and the driver registry
+/// which drivers they make usable).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Features {
     pub bridge: bool,
@@ -25,19 +26,6 @@ pub struct Features {
     pub nftables: bool,
     pub nftables_nat: bool,
     pub netns: bool,
-}
-
-impl Features {
-    /// Drivers usable here: those this agent programs and this kernel supports, in the
-    /// contract's spelling. (Overlay, macvlan and ipvlan are not programmed by this agent yet;
-    /// the kernel features they need are reported on their own.)
-    pub fn drivers(&self) -> Vec<&'static str> {
-        let mut d = vec!["host", "none"];
-        if self.bridge && self.veth {
-            d.insert(0, "bridge");
-        }
-        d
-    }
 }
 
 /// Everything reported by `GetCapabilities`.

@@ -23,6 +23,9 @@ pub enum AgentError {
     Unimplemented { what: String },
     #[error("link {name} exists and is not Weft's (alias {alias:?})")]
     NotOurs { name: String, alias: String },
+    /// Macvlan, ipvlan: the network's parent interface is not on this host.
+    #[error("parent interface {name:?} does not exist on this host")]
+    NoParent { name: String },
     /// A link the agent just created or configured disappeared under it.
     #[error("link {name} vanished while being set up")]
     Vanished { name: String },
@@ -81,7 +84,9 @@ impl From<AgentError> for Status {
         match e {
             AgentError::Invalid(v) => weft_runtime::invalid_argument(&v),
             AgentError::NetnsNotFound { .. } => Status::not_found(msg),
-            AgentError::Unsupported { .. } => Status::failed_precondition(msg),
+            AgentError::Unsupported { .. } | AgentError::NoParent { .. } => {
+                Status::failed_precondition(msg)
+            }
             AgentError::Unimplemented { .. } => Status::unimplemented(msg),
             AgentError::NotOurs { .. } | AgentError::PortTaken { .. } => {
                 Status::already_exists(msg)

@@ -8,7 +8,7 @@ use weft_proto::agent::v1::{self as pb, agent_service_server::AgentService};
 
 use crate::{
     agent::{Agent, DefaultRoutes},
-    capabilities,
+    capabilities, driver,
     error::AgentError,
     names,
     report::{self, Report},
@@ -83,7 +83,7 @@ pub async fn capabilities_pb(agent: &crate::Agent) -> Result<pb::Capabilities, A
         hostname: c.hostname.clone(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
         kernel_release: c.kernel_release.clone(),
-        drivers: f.drivers().into_iter().map(str::to_owned).collect(),
+        drivers: driver::usable(f).into_iter().map(str::to_owned).collect(),
         features: Some(pb::KernelFeatures {
             bridge: f.bridge,
             veth: f.veth,

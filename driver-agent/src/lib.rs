@@ -14,6 +14,21 @@
 //! reconciliation to the gateway's desired state ([`reconcile`]), and dns-svc's sockets
 //! ([`broker`]). Drivers the kernel lacks are refused with FAILED_PRECONDITION; overlay,
 //! macvlan and ipvlan are not programmed yet and say so (UNIMPLEMENTED).
+//!
+//! Modules:
+//! - [`agent`]: the operations of `weft.agent.v1` in domain terms, over the managed namespace
+//!   (its sandbox part in `agent/sandboxes.rs`); [`grpc`] is their gRPC edge, [`spec`] the
+//!   domain types requests convert to, [`error`] the one error type and its gRPC mapping.
+//! - [`driver`]: the `NetworkDriver` trait, one file per driver (bridge, host, none, overlay,
+//!   macvlan, ipvlan) and the registry that names them all; the agent calls only the trait.
+//! - [`capabilities`]: what this kernel can do, probed in a scratch namespace.
+//! - [`firewall`]: the nftables side; [`sysctl`]: the switches networks need.
+//! - [`kernel`]: rtnetlink requests; [`names`]: Weft's link names and aliases.
+//! - [`netns`], [`netns_policy`]: entering namespaces, and which caller-given ones may be used.
+//! - [`sandbox`]: sandboxes' namespaces and files; [`report`]: what a request changed.
+//! - [`reconcile`], [`recent`]: ApplyState, and what the API touched lately that it leaves
+//!   alone; [`registry`]: registration with the gateway and heartbeats.
+//! - [`broker`]: sockets made inside sandboxes for dns-svc.
 
 pub mod agent;
 pub mod broker;
@@ -26,6 +41,7 @@ pub mod kernel;
 pub mod names;
 pub mod netns;
 pub mod netns_policy;
+pub mod recent;
 pub mod reconcile;
 pub mod registry;
 pub mod report;

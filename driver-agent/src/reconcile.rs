@@ -13,42 +13,13 @@ use std::{collections::BTreeSet, path::Path};
 use weft_proto::agent::v1 as pb;
 
 use crate::{
-    Agent, kernel, names,
+    Agent, driver, kernel, names,
     report::{Action, Kind, Report},
     sandbox::{self, Sandbox},
     spec::{Endpoint, Network},
 };
 
-/// How long reconciliation leaves alone what the API just touched: an attach whose endpoint
-/// the gateway has not recorded yet is not an orphan, and an endpoint just detached is not
-/// brought back from a desired state read before the detach.
-pub const GRACE: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Ids (endpoints, sandboxes, networks) the API touched lately: when, and whether it was to
-/// make (true) or to remove (false). Lost on restart, which is right: after a crash nothing is
-/// in flight.
-#[derive(Debug, Default)]
-pub struct Recent(std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, bool)>>);
-
-impl Recent {
-    pub fn touch(&self, id: &str, made: bool) {
-        let mut m = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        m.retain(|_, (t, _)| t.elapsed() < GRACE);
-        m.insert(id.to_owned(), (std::time::Instant::now(), made));
-    }
-
-    /// Whether `id` was made (`made`) or removed (`!made`) within the grace period.
-    fn lately(&self, id: &str, made: bool) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(id)
-            .is_some_and(|(t, m)| *m == made && t.elapsed() < GRACE)
-    }
-}
+pub use crate::recent::{GRACE, Recent};
 
 /// What the kernel holds that carries the agent's marks.
 #[derive(Debug, Default)]
@@ -76,18 +47,15 @@ fn dir_names(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-impl Agent {
-    /// Brings the kernel to `state` (or, with `dry_run`, reports the drift it can see without
-    /// repairing it: missing and orphaned networks, endpoints and sandboxes).
-    pub async fn apply_state(&self, state: &pb::DesiredState, dry_run: bool) -> Report {
-        let mut report = Report::default();
-        if !dry_run {
-            // Someone may have turned a switch back: check every sysctl again.
-            self.sysctls_checked
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clear();
-        }
+/// A desired state in domain terms: what converted (the rest is reported as failures).
+struct Desired {
+    networks: Vec<Network>,
+    sandboxes: Vec<Sandbox>,
+    endpoints: Vec<Endpoint>,
+}
+
+impl Desired {
+    fn from_pb(state: &pb::DesiredState, report: &mut Report) -> Self {
         let mut networks = Vec::new();
         for (i, n) in state.networks.iter().enumerate() {
             match Network::from_pb(n.clone(), &format!("state.networks[{i}]")) {
@@ -111,10 +79,33 @@ impl Agent {
                 }
             }
         }
+        Self {
+            networks,
+            sandboxes,
+            endpoints,
+        }
+    }
+}
+
+impl Agent {
+    /// Brings the kernel to `state` (or, with `dry_run`, reports the drift it can see without
+    /// repairing it: missing and orphaned networks, endpoints and sandboxes).
+    pub async fn apply_state(&self, state: &pb::DesiredState, dry_run: bool) -> Report {
+        let mut report = Report::default();
+        if !dry_run {
+            // Someone may have turned a switch back: check every sysctl again.
+            self.sysctls_checked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clear();
+        }
+        let mut desired = Desired::from_pb(state, &mut report);
         // Endpoints of a sandbox removed lately went with its namespace (RemoveSandbox takes
         // them without a Detach each): a desired state older than that must not bring back
         // their ports.
-        endpoints.retain(|e| !self.recent.lately(&e.sandbox_id, false));
+        desired
+            .endpoints
+            .retain(|e| !self.recent.lately(&e.sandbox_id, false));
         let owned = match self.owned().await {
             Ok(o) => o,
             Err(e) => {
@@ -122,34 +113,43 @@ impl Agent {
                 return report;
             }
         };
-        let want_networks: BTreeSet<&str> = networks.iter().map(|n| n.id.as_str()).collect();
-        let want_endpoints: BTreeSet<&str> = endpoints.iter().map(|e| e.id.as_str()).collect();
-        let want_sandboxes: BTreeSet<&str> = sandboxes.iter().map(|s| s.id.as_str()).collect();
-
         if dry_run {
-            self.survey_drift(&owned, &networks, &endpoints, &sandboxes, &mut report);
+            let Desired {
+                networks,
+                sandboxes,
+                endpoints,
+            } = &desired;
+            self.survey_drift(&owned, networks, endpoints, sandboxes, &mut report);
             return report;
         }
+        self.ensure_desired(&desired, &mut report).await;
+        self.apply_firewall(&desired, &mut report).await;
+        self.remove_orphans(&owned, &desired, &mut report).await;
+        report
+    }
 
-        // Sandboxes first (the namespaces endpoints go into), then networks, then endpoints.
-        for s in sandboxes
+    /// Sandboxes first (the namespaces endpoints go into), then networks, then endpoints.
+    async fn ensure_desired(&self, desired: &Desired, report: &mut Report) {
+        for s in desired
+            .sandboxes
             .iter()
             .filter(|s| !self.recent.lately(&s.id, false))
         {
-            if let Err(e) = self.create_sandbox(s, &mut report).await {
+            if let Err(e) = self.create_sandbox(s, report).await {
                 report.fail(Kind::Netns, &s.id, &s.id, &e);
             }
         }
-        for n in &networks {
-            if let Err(e) = self.ensure_network(n, &mut report).await {
+        for n in &desired.networks {
+            if let Err(e) = self.ensure_network(n, report).await {
                 report.fail(Kind::Link, &n.name, &n.id, &e);
             }
         }
-        for ep in endpoints
+        for ep in desired
+            .endpoints
             .iter()
             .filter(|e| !self.recent.lately(&e.id, false))
         {
-            let Some(net) = networks.iter().find(|n| n.id == ep.network_id) else {
+            let Some(net) = desired.networks.iter().find(|n| n.id == ep.network_id) else {
                 report.fail_msg(
                     Kind::Link,
                     &ep.ifname,
@@ -158,15 +158,18 @@ impl Agent {
                 );
                 continue;
             };
-            if let Err(e) = self.attach(ep, net, &mut report).await {
+            if let Err(e) = self.attach(ep, net, report).await {
                 report.fail(Kind::Link, &ep.ifname, &ep.id, &e);
             }
         }
+    }
 
-        // The firewall: the desired networks and ports, plus what the API made lately and the
-        // gateway has not recorded yet. One nft transaction; it also restores a table someone
-        // flushed or deleted.
-        let mut wanted = crate::firewall::FirewallState::from_specs(&networks, &endpoints);
+    /// The firewall: the desired networks and ports, plus what the API made lately and the
+    /// gateway has not recorded yet. One nft transaction; it also restores a table someone
+    /// flushed or deleted.
+    async fn apply_firewall(&self, desired: &Desired, report: &mut Report) {
+        let mut wanted =
+            crate::firewall::FirewallState::from_specs(&desired.networks, &desired.endpoints);
         let current = self.firewall().state().await;
         for (id, n) in current.networks {
             if !wanted.networks.contains_key(&id) && self.recent.lately(&id, true) {
@@ -178,11 +181,19 @@ impl Agent {
                 wanted.endpoints.insert(id, e);
             }
         }
-        if let Err(e) = self.firewall().apply_all(wanted, &mut report).await {
+        if let Err(e) = self.firewall().apply_all(wanted, report).await {
             report.fail(Kind::NftTable, "inet weft", "", &e);
         }
+    }
 
-        // Orphans: endpoints, then networks, then sandboxes.
+    /// Orphans: endpoints, then networks, then sandboxes.
+    async fn remove_orphans(&self, owned: &Owned, desired: &Desired, report: &mut Report) {
+        let want_networks: BTreeSet<&str> =
+            desired.networks.iter().map(|n| n.id.as_str()).collect();
+        let want_endpoints: BTreeSet<&str> =
+            desired.endpoints.iter().map(|e| e.id.as_str()).collect();
+        let want_sandboxes: BTreeSet<&str> =
+            desired.sandboxes.iter().map(|s| s.id.as_str()).collect();
         for (id, link) in owned.endpoints.iter().filter(|(id, _)| {
             !want_endpoints.contains(id.as_str()) && !self.recent.lately(id, true)
         }) {
@@ -219,7 +230,6 @@ impl Agent {
                 Err(e) => report.fail(Kind::Netns, sandbox::managed_netns_name(id), id, &e),
             }
         }
-        report
     }
 
     /// What the kernel holds with the agent's marks.
@@ -265,7 +275,7 @@ impl Agent {
         };
         for n in networks
             .iter()
-            .filter(|n| n.driver == crate::spec::Driver::Bridge && !owned.networks.contains(&n.id))
+            .filter(|n| driver::of(n.driver).host_device() && !owned.networks.contains(&n.id))
         {
             missing(Kind::Link, &n.name, &n.id);
         }

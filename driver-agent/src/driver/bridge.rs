@@ -1,5 +1,6 @@
 //! The bridge driver: one Linux bridge per network in the managed namespace, one veth pair per
-//! endpoint with its container end in the sandbox. Everything through rtnetlink.
+//! endpoint with its container end in the sandbox. Everything through rtnetlink. Needs bridges
+//! and veth pairs from the kernel; the network's firewall rules match on its bridge.
 
 use std::os::fd::AsRawFd as _;
 
@@ -9,20 +10,104 @@ use rtnetlink::{
     packet_route::link::{InfoData, InfoKind, InfoVeth},
 };
 
+use super::{
+    api::{Attached, NetworkDriver, NetworkSetup, NetworkState, SandboxNs, need},
+    in_sandbox,
+};
 use crate::{
+    capabilities::Features,
     error::{AgentError, errno},
     kernel::{self, Link},
     names,
     report::{Action, Kind, Report},
-    spec::{Endpoint, Network},
+    spec::{Driver, Endpoint, Network},
 };
+
+#[derive(Debug, Clone, Copy)]
+pub struct Bridge;
+
+#[async_trait::async_trait]
+impl NetworkDriver for Bridge {
+    fn kind(&self) -> Driver {
+        Driver::Bridge
+    }
+
+    fn require(&self, _net: &Network, kernel: &Features) -> Result<(), AgentError> {
+        need(self.kind(), kernel.bridge, "Linux bridges")?;
+        need(self.kind(), kernel.veth, "veth pairs")
+    }
+
+    fn usable(&self, kernel: &Features) -> bool {
+        kernel.bridge && kernel.veth
+    }
+
+    fn host_device(&self) -> bool {
+        true
+    }
+
+    fn attaches(&self) -> bool {
+        true
+    }
+
+    async fn ensure_network(
+        &self,
+        host: &Handle,
+        net: &Network,
+        report: &mut Report,
+    ) -> Result<NetworkSetup, AgentError> {
+        let br = ensure_network(host, net, report).await?;
+        Ok(NetworkSetup {
+            state: NetworkState {
+                devices: vec![br.name.clone()],
+                mtu: br.mtu,
+            },
+            device: Some(br),
+        })
+    }
+
+    async fn undo_network(&self, host: &Handle, setup: &NetworkSetup) {
+        if let Some(br) = &setup.device {
+            undo_network(host, br).await;
+        }
+    }
+
+    async fn remove_network(&self, host: &Handle, network_id: &str, report: &mut Report) {
+        remove_network(host, network_id, report).await;
+    }
+
+    async fn attach(
+        &self,
+        host: &Handle,
+        sandbox: SandboxNs<'_>,
+        setup: &NetworkSetup,
+        net: &Network,
+        ep: &Endpoint,
+        report: &mut Report,
+    ) -> Result<Attached, AgentError> {
+        let br = setup.device.as_ref().ok_or_else(|| AgentError::Vanished {
+            name: net.bridge.clone(),
+        })?;
+        attach(host, sandbox.handle, sandbox.file, br, net, ep, report).await
+    }
+
+    /// The host end is enough: the peer goes with it, wherever it is.
+    async fn detach(
+        &self,
+        host: &Handle,
+        _sandbox: Option<&Handle>,
+        endpoint_id: &str,
+        report: &mut Report,
+    ) {
+        detach(host, endpoint_id, report).await;
+    }
+}
 
 /// Derived bridge names carry this prefix; such a bridge without an alias is one the agent
 /// created but could not mark (it stopped in between), so it is adopted rather than refused.
 const DERIVED_BRIDGE_PREFIX: &str = "wft-";
 
 /// Creates or updates the network's bridge: alias, MTU, gateway addresses, up.
-pub async fn ensure_network(
+async fn ensure_network(
     host: &Handle,
     net: &Network,
     report: &mut Report,
@@ -94,9 +179,22 @@ pub async fn ensure_network(
     Ok(bridge)
 }
 
+/// Removes a bridge this request created, unless an endpoint joined it meanwhile.
+async fn undo_network(host: &Handle, br: &Link) {
+    match kernel::links(host).await {
+        Ok(all) if !all.iter().any(|l| l.controller == Some(br.index)) => {
+            if let Err(e) = kernel::delete_link(host, br).await {
+                tracing::warn!(bridge = %br.name, error = %e, "cannot undo a failed attach");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(bridge = %br.name, error = %e, "cannot undo a failed attach"),
+    }
+}
+
 /// Removes the network's bridges (found by alias) and the endpoint veths still enslaved to
 /// them; keeps going past failures.
-pub async fn remove_network(host: &Handle, network_id: &str, report: &mut Report) {
+async fn remove_network(host: &Handle, network_id: &str, report: &mut Report) {
     let all = match kernel::links(host).await {
         Ok(l) => l,
         Err(e) => {
@@ -127,22 +225,12 @@ async fn delete(host: &Handle, link: &Link, owner: &str, report: &mut Report) {
     }
 }
 
-/// What an attach left in the sandbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attached {
-    pub ifname: String,
-    pub index: u32,
-    pub mac: [u8; 6],
-    pub mtu: u32,
-    pub addresses: Vec<ipnet::IpNet>,
-}
-
 /// Creates (or completes) the endpoint's veth pair: host end in the bridge, container end in
 /// the sandbox with its name, MAC, addresses and routes. On failure a veth created by this call
 /// is removed again.
 /// `sandbox_ns` is the sandbox's namespace file (checked and open), `sandbox` a netlink
 /// handle inside it.
-pub async fn attach(
+async fn attach(
     host: &Handle,
     sandbox: &Handle,
     sandbox_ns: &std::fs::File,
@@ -192,7 +280,7 @@ pub async fn attach(
                 })?;
             kernel::set_alias_up(host, &l, &alias).await?;
         }
-        configure_sandbox(sandbox, ep, mtu, created, report).await
+        in_sandbox::configure(sandbox, ep, mtu, created, report).await
     }
     .await;
     if res.is_err() && created {
@@ -245,118 +333,9 @@ async fn create_veth(
     res.map_err(AgentError::netlink("create veth", host_name))
 }
 
-/// `fresh`: the interface was just created, so it has no addresses to clean up.
-async fn configure_sandbox(
-    sandbox: &Handle,
-    ep: &Endpoint,
-    mtu: u32,
-    fresh: bool,
-    report: &mut Report,
-) -> Result<Attached, AgentError> {
-    let alias = names::endpoint_alias(&ep.id);
-    let link = kernel::link_by_name(sandbox, &ep.ifname)
-        .await?
-        .ok_or_else(|| AgentError::Vanished {
-            name: format!("{} (in the sandbox)", ep.ifname),
-        })?;
-    if link.alias != alias || !link.up {
-        kernel::set_alias_up(sandbox, &link, &alias).await?;
-    }
-    if let Some(lo) = kernel::link_by_name(sandbox, "lo").await?
-        && !lo.up
-    {
-        kernel::set_up(sandbox, lo.index, "lo").await?;
-    }
-    let addresses = ep.addresses();
-    // Addresses the endpoint no longer has (a re-attach with a changed spec) go first: removing
-    // a subnet's primary address would also take the new one with it if it sat beside it.
-    if !fresh {
-        for a in kernel::remove_other_addresses(sandbox, link.index, &ep.ifname, &addresses).await?
-        {
-            report.change(
-                Action::Removed,
-                Kind::Address,
-                format!("{a} dev {}", ep.ifname),
-                &ep.id,
-            );
-        }
-    }
-    for a in &addresses {
-        if kernel::add_address(sandbox, link.index, &ep.ifname, *a).await? {
-            report.change(
-                Action::Created,
-                Kind::Address,
-                format!("{a} dev {}", ep.ifname),
-                &ep.id,
-            );
-        }
-    }
-    routes(sandbox, ep, link.index, report).await?;
-    let mac = <[u8; 6]>::try_from(link.mac.as_slice()).unwrap_or(ep.mac);
-    Ok(Attached {
-        ifname: ep.ifname.clone(),
-        index: link.index,
-        mac,
-        mtu: if link.mtu == 0 { mtu } else { link.mtu },
-        addresses,
-    })
-}
-
-/// The default route per family: via this endpoint's gateway when it carries it, otherwise
-/// not through this interface.
-async fn routes(
-    sandbox: &Handle,
-    ep: &Endpoint,
-    index: u32,
-    report: &mut Report,
-) -> Result<(), AgentError> {
-    use rtnetlink::packet_route::AddressFamily;
-    let families = [
-        (
-            AddressFamily::Inet,
-            ep.default_route_v4,
-            ep.ipv4_gateway.map(std::net::IpAddr::V4),
-        ),
-        (
-            AddressFamily::Inet6,
-            ep.default_route_v6,
-            ep.ipv6_gateway.map(std::net::IpAddr::V6),
-        ),
-    ];
-    for (family, wanted, gateway) in families {
-        match (wanted, gateway) {
-            (true, Some(gw)) => {
-                let already = kernel::default_route_oif(sandbox, family).await? == Some(index);
-                // Replaced even when already here: the gateway may have changed.
-                kernel::replace_default_route(sandbox, index, gw).await?;
-                if already {
-                    continue;
-                }
-                report.change(
-                    Action::Updated,
-                    Kind::Route,
-                    format!("default via {gw} dev {}", ep.ifname),
-                    &ep.id,
-                );
-            }
-            _ => {
-                if kernel::remove_default_route_via(sandbox, family, index).await? {
-                    report.change(
-                        Action::Removed,
-                        Kind::Route,
-                        format!("default dev {}", ep.ifname),
-                        &ep.id,
-                    );
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Removes the endpoint's host-side veth (its peer goes with it, wherever it is); the sandbox
 /// namespace is not needed, so this works after it is gone. Absent: nothing to do.
-pub async fn detach(host: &Handle, endpoint_id: &str, report: &mut Report) {
+async fn detach(host: &Handle, endpoint_id: &str, report: &mut Report) {
     let name = names::veth_host_name(endpoint_id);
     match kernel::link_by_name(host, &name).await {
         Ok(Some(l)) if l.alias == names::endpoint_alias(endpoint_id) => {

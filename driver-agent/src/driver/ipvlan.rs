@@ -1,12 +1,164 @@
-//! The ipvlan driver's kernel message. This kernel has no ipvlan, so the driver is refused with
-//! FAILED_PRECONDITION before anything is sent; the request it would send is built (and unit
-//! tested) here so the driver is ready where the kernel has it.
+//! The ipvlan driver (an ipvlan device on the network's parent per endpoint): not programmed
+//! by this agent yet. A kernel without ipvlan (this project's CI kernel), or without 802.1Q
+//! for a parent named like a VLAN sub-interface (`eth0.10`), is refused with
+//! FAILED_PRECONDITION naming what is missing, before anything is sent; otherwise
+//! UNIMPLEMENTED. Its attach (reached only by calling the driver directly until then) creates
+//! the device born inside the sandbox with the message built (and unit tested) here, Docker's
+//! default mode and flag (L2, bridge); the network's own mode and flag are not carried to the
+//! agent's domain types yet.
+
+use std::os::fd::AsRawFd as _;
 
 use rtnetlink::{
-    LinkIpVlan,
-    packet_route::link::{IpVlanFlags, IpVlanMode, LinkMessage},
+    Handle, LinkIpVlan,
+    packet_route::link::{InfoKind, IpVlanFlags, IpVlanMode, LinkMessage},
 };
 use weft_proto::agent::v1 as pb;
+
+use super::{
+    api::{
+        Attached, NetworkDriver, NetworkSetup, SandboxNs, need, need_vlan_parent, unimplemented,
+    },
+    in_sandbox,
+};
+use crate::{
+    capabilities::Features,
+    error::AgentError,
+    kernel, names,
+    report::{Action, Kind, Report},
+    spec::{Driver, Endpoint, Network},
+};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ipvlan;
+
+#[async_trait::async_trait]
+impl NetworkDriver for Ipvlan {
+    fn kind(&self) -> Driver {
+        Driver::Ipvlan
+    }
+
+    fn require(&self, net: &Network, kernel: &Features) -> Result<(), AgentError> {
+        need(self.kind(), kernel.ipvlan, "ipvlan devices")?;
+        need_vlan_parent(self.kind(), net, kernel)?;
+        Err(unimplemented(self.kind()))
+    }
+
+    fn usable(&self, _kernel: &Features) -> bool {
+        false
+    }
+
+    fn attaches(&self) -> bool {
+        true
+    }
+
+    async fn attach(
+        &self,
+        host: &Handle,
+        sandbox: SandboxNs<'_>,
+        _setup: &NetworkSetup,
+        net: &Network,
+        ep: &Endpoint,
+        report: &mut Report,
+    ) -> Result<Attached, AgentError> {
+        let created = create(host, sandbox, net, ep, report).await?;
+        let res = in_sandbox::configure(sandbox.handle, ep, net.mtu, created, report).await;
+        if res.is_err() && created {
+            remove(sandbox.handle, &ep.id, &mut Report::default()).await;
+            report.changes.clear();
+        }
+        res
+    }
+
+    /// The device lives only in the sandbox: without it, it went with the namespace.
+    async fn detach(
+        &self,
+        _host: &Handle,
+        sandbox: Option<&Handle>,
+        endpoint_id: &str,
+        report: &mut Report,
+    ) {
+        if let Some(sandbox) = sandbox {
+            remove(sandbox, endpoint_id, report).await;
+        }
+    }
+}
+
+/// Creates the endpoint's ipvlan device inside the sandbox unless it is there already (then it
+/// must be Weft's, for this endpoint). Returns whether it was created.
+async fn create(
+    host: &Handle,
+    sandbox: SandboxNs<'_>,
+    net: &Network,
+    ep: &Endpoint,
+    report: &mut Report,
+) -> Result<bool, AgentError> {
+    let alias = names::endpoint_alias(&ep.id);
+    if let Some(l) = kernel::link_by_name(sandbox.handle, &ep.ifname).await? {
+        return if l.alias == alias {
+            Ok(false)
+        } else {
+            Err(AgentError::NotOurs {
+                name: format!("{} (in the sandbox)", l.name),
+                alias: l.alias,
+            })
+        };
+    }
+    let parent = kernel::link_by_name(host, &net.parent)
+        .await?
+        .ok_or_else(|| AgentError::NoParent {
+            name: net.parent.clone(),
+        })?;
+    let msg = new_link_message(
+        &ep.ifname,
+        parent.index,
+        pb::IpvlanMode::Unspecified,
+        pb::IpvlanFlag::Unspecified,
+        net.mtu,
+        sandbox.file.as_raw_fd(),
+    );
+    // (`sandbox.file` is borrowed: it stays open until the kernel has answered.)
+    host.link()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(AgentError::netlink("create ipvlan", &ep.ifname))?;
+    tracing::info!(ipvlan = %ep.ifname, endpoint = %ep.id, parent = %net.parent, "ipvlan created");
+    report.change(
+        Action::Created,
+        Kind::Link,
+        format!("{} (in the sandbox)", ep.ifname),
+        &ep.id,
+    );
+    Ok(true)
+}
+
+/// Deletes the endpoint's ipvlan device in the sandbox, found by its alias (only an ipvlan:
+/// every driver is asked to detach every endpoint, and another driver's interface is not this
+/// one's to remove).
+async fn remove(sandbox: &Handle, endpoint_id: &str, report: &mut Report) {
+    let links = match kernel::links(sandbox).await {
+        Ok(l) => l,
+        Err(e) => {
+            report.fail(Kind::Link, "links (in the sandbox)", endpoint_id, &e);
+            return;
+        }
+    };
+    let alias = names::endpoint_alias(endpoint_id);
+    let ours = |l: &&kernel::Link| l.alias == alias && l.kind == Some(InfoKind::IpVlan);
+    for l in links.iter().filter(ours) {
+        match kernel::delete_link(sandbox, l).await {
+            Ok(true) => report.change(
+                Action::Removed,
+                Kind::Link,
+                format!("{} (in the sandbox)", l.name),
+                endpoint_id,
+            ),
+            Ok(false) => {}
+            Err(e) => report.fail(Kind::Link, &l.name, endpoint_id, &e),
+        }
+    }
+}
 
 /// The RTM_NEWLINK message creating ipvlan device `name` on parent `parent_index`, born in the
 /// sandbox namespace `netns_fd` with the endpoint's name.

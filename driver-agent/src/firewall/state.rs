@@ -88,8 +88,8 @@ pub struct Clash {
 }
 
 impl FirewallState {
-    /// The state for a full desired state (reconciliation): every bridge network and the
-    /// ports of every endpoint that publishes some.
+    /// The state for a full desired state (reconciliation): every network with a host device
+    /// (a bridge; the driver says) and the ports of every endpoint that publishes some.
     pub fn from_specs<'a>(
         networks: impl IntoIterator<Item = &'a Network>,
         endpoints: impl IntoIterator<Item = &'a Endpoint>,
@@ -97,7 +97,7 @@ impl FirewallState {
         let mut s = Self::default();
         for n in networks
             .into_iter()
-            .filter(|n| n.driver == crate::spec::Driver::Bridge)
+            .filter(|n| crate::driver::of(n.driver).host_device())
         {
             s.set_network(NetworkRules::from_network(n));
         }

@@ -9,6 +9,7 @@ mod broker;
 mod capabilities;
 mod firewall;
 mod grpc;
+mod ipvlan;
 mod namespaces;
 mod netns_paths;
 mod nfnl;

@@ -1,0 +1,122 @@
+//! The endpoint's interface once it is in the sandbox, for every driver whose interface lands
+//! there (the bridge's veth peer; ipvlan's device): alias and up, loopback up, exactly the
+//! endpoint's addresses, and the default route per family.
+
+use super::api::Attached;
+use crate::{
+    error::AgentError,
+    kernel, names,
+    report::{Action, Kind, Report},
+    spec::Endpoint,
+};
+use rtnetlink::Handle;
+
+/// `fresh`: the interface was just created, so it has no addresses to clean up.
+pub(super) async fn configure(
+    sandbox: &Handle,
+    ep: &Endpoint,
+    mtu: u32,
+    fresh: bool,
+    report: &mut Report,
+) -> Result<Attached, AgentError> {
+    let alias = names::endpoint_alias(&ep.id);
+    let link = kernel::link_by_name(sandbox, &ep.ifname)
+        .await?
+        .ok_or_else(|| AgentError::Vanished {
+            name: format!("{} (in the sandbox)", ep.ifname),
+        })?;
+    if link.alias != alias || !link.up {
+        kernel::set_alias_up(sandbox, &link, &alias).await?;
+    }
+    if let Some(lo) = kernel::link_by_name(sandbox, "lo").await?
+        && !lo.up
+    {
+        kernel::set_up(sandbox, lo.index, "lo").await?;
+    }
+    let addresses = ep.addresses();
+    // Addresses the endpoint no longer has (a re-attach with a changed spec) go first: removing
+    // a subnet's primary address would also take the new one with it if it sat beside it.
+    if !fresh {
+        for a in kernel::remove_other_addresses(sandbox, link.index, &ep.ifname, &addresses).await?
+        {
+            report.change(
+                Action::Removed,
+                Kind::Address,
+                format!("{a} dev {}", ep.ifname),
+                &ep.id,
+            );
+        }
+    }
+    for a in &addresses {
+        if kernel::add_address(sandbox, link.index, &ep.ifname, *a).await? {
+            report.change(
+                Action::Created,
+                Kind::Address,
+                format!("{a} dev {}", ep.ifname),
+                &ep.id,
+            );
+        }
+    }
+    routes(sandbox, ep, link.index, report).await?;
+    let mac = <[u8; 6]>::try_from(link.mac.as_slice()).unwrap_or(ep.mac);
+    Ok(Attached {
+        ifname: ep.ifname.clone(),
+        index: link.index,
+        mac,
+        mtu: if link.mtu == 0 { mtu } else { link.mtu },
+        addresses,
+        created: fresh,
+    })
+}
+
+/// The default route per family: via this endpoint's gateway when it carries it, otherwise
+/// not through this interface.
+async fn routes(
+    sandbox: &Handle,
+    ep: &Endpoint,
+    index: u32,
+    report: &mut Report,
+) -> Result<(), AgentError> {
+    use rtnetlink::packet_route::AddressFamily;
+    let families = [
+        (
+            AddressFamily::Inet,
+            ep.default_route_v4,
+            ep.ipv4_gateway.map(std::net::IpAddr::V4),
+        ),
+        (
+            AddressFamily::Inet6,
+            ep.default_route_v6,
+            ep.ipv6_gateway.map(std::net::IpAddr::V6),
+        ),
+    ];
+    for (family, wanted, gateway) in families {
+        match (wanted, gateway) {
+            (true, Some(gw)) => {
+                let already = kernel::default_route_oif(sandbox, family).await? == Some(index);
+                // Replaced even when already here: the gateway may have changed.
+                kernel::replace_default_route(sandbox, index, gw).await?;
+                if already {
+                    continue;
+                }
+                report.change(
+                    Action::Updated,
+                    Kind::Route,
+                    format!("default via {gw} dev {}", ep.ifname),
+                    &ep.id,
+                );
+            }
+            _ => {
+                if kernel::remove_default_route_via(sandbox, family, index).await? {
+                    report.change(
+                        Action::Removed,
+                        Kind::Route,
+                        format!("default dev {}", ep.ifname),
+                        &ep.id,
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
