@@ -508,55 +508,29 @@ pub enum FindError {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::fixture;
     use gw::{EventKind as K, event::Object as O};
 
     fn net(id: &str, name: &str, internal: bool, subnet: &str) -> gw::Event {
-        gw::Event {
-            kind: K::NetworkCreated as i32,
-            object: Some(O::Network(gw::Network {
-                id: id.into(),
-                name: name.into(),
-                internal,
-                ipam: Some(gw::Ipam {
-                    configs: vec![gw::IpamConfig {
-                        subnet: subnet.into(),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })),
-            ..Default::default()
-        }
+        fixture::event(
+            K::NetworkCreated,
+            O::Network(fixture::network(id, name, subnet, internal)),
+        )
     }
 
     fn sandbox(id: &str, name: &str, hostname: &str) -> gw::Event {
-        gw::Event {
-            kind: K::SandboxCreated as i32,
-            object: Some(O::Sandbox(gw::Sandbox {
-                id: id.into(),
-                name: name.into(),
-                hostname: hostname.into(),
-                container_id: format!("{id}0123456789abcdef"),
-                ..Default::default()
-            })),
-            ..Default::default()
-        }
+        let container_id = format!("{id}0123456789abcdef");
+        fixture::event(
+            K::SandboxCreated,
+            O::Sandbox(fixture::sandbox(id, name, hostname, &container_id)),
+        )
     }
 
     fn ep(id: &str, net: &str, sb: &str, v4: &str, aliases: &[&str]) -> gw::Event {
-        gw::Event {
-            kind: K::EndpointConnected as i32,
-            object: Some(O::Endpoint(gw::Endpoint {
-                id: id.into(),
-                network_id: net.into(),
-                sandbox_id: sb.into(),
-                ipv4_address: v4.into(),
-                aliases: aliases.iter().map(|s| (*s).to_owned()).collect(),
-                ..Default::default()
-            })),
-            ..Default::default()
-        }
+        fixture::event(
+            K::EndpointConnected,
+            O::Endpoint(fixture::endpoint(id, net, sb, v4, "", aliases)),
+        )
     }
 
     /// client on backend; web and db on backend sharing alias "api"; hidden only on secret.
