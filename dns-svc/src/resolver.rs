@@ -202,7 +202,7 @@ impl Resolver {
     }
 
     /// What Weft's own records say about one query, from `snap`; builds no string and copies
-    /// nothing, so that the DNS fast path ([`crate::wire`]) can answer from it directly.
+    /// nothing, so that the DNS fast path ([`crate::handler::DnsHandler::answer_fast`]) can answer from it directly.
     /// `qname` is lowercase without the trailing dot; `ptr_ip` the address of a PTR query's
     /// `in-addr.arpa`/`ip6.arpa` name.
     pub fn decide<'s>(

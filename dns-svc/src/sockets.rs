@@ -31,11 +31,9 @@ const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds UDP and TCP on `addr` in the current namespace. With port 0, one port free for both
 /// protocols is searched (the TCP side of the UDP port may be taken).
-pub(crate) fn bind(
-    addr: SocketAddr,
-) -> Result<(std::net::UdpSocket, std::net::TcpListener), ListenError> {
+pub(crate) fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), ListenError> {
     bind_with(addr, || {
-        let udp = std::net::UdpSocket::bind(addr)?;
+        let udp = UdpSocket::bind(addr)?;
         udp.set_nonblocking(true)?;
         Ok(udp)
     })
@@ -44,8 +42,8 @@ pub(crate) fn bind(
 /// [`bind`], with the UDP socket made by `udp`.
 pub(crate) fn bind_with(
     addr: SocketAddr,
-    udp: impl Fn() -> std::io::Result<std::net::UdpSocket>,
-) -> Result<(std::net::UdpSocket, std::net::TcpListener), ListenError> {
+    udp: impl Fn() -> std::io::Result<UdpSocket>,
+) -> Result<(UdpSocket, TcpListener), ListenError> {
     let mut tries = 0;
     loop {
         match bind_once(addr, &udp) {
@@ -59,8 +57,8 @@ pub(crate) fn bind_with(
 
 fn bind_once(
     addr: SocketAddr,
-    udp: impl Fn() -> std::io::Result<std::net::UdpSocket>,
-) -> Result<(std::net::UdpSocket, std::net::TcpListener), ListenError> {
+    udp: impl Fn() -> std::io::Result<UdpSocket>,
+) -> Result<(UdpSocket, TcpListener), ListenError> {
     let bind_err = |proto| {
         move |source| ListenError::Bind {
             proto,
@@ -71,13 +69,13 @@ fn bind_once(
     let udp = udp().map_err(bind_err("udp"))?;
     // The TCP listener takes the UDP socket's port, so port 0 gives one port for both.
     let addr = udp.local_addr().map_err(bind_err("udp"))?;
-    let tcp = std::net::TcpListener::bind(addr).map_err(bind_err("tcp"))?;
+    let tcp = TcpListener::bind(addr).map_err(bind_err("tcp"))?;
     tcp.set_nonblocking(true).map_err(bind_err("tcp"))?;
     Ok((udp, tcp))
 }
 
 /// A non-blocking UDP socket bound to `addr` with `SO_REUSEPORT`.
-pub(crate) fn reuse_port_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+pub(crate) fn reuse_port_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     sock.set_reuse_port(true)?;
     sock.set_nonblocking(true)?;

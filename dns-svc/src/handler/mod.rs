@@ -2,8 +2,8 @@
 //! listener ([`crate::listen`]) runs for each packet it gets, and what the fuzz oracle drives.
 //!
 //! [`DnsHandler`] answers for one listener (a sandbox's or the operator's). A packet goes to the
-//! fast path first ([`fast`]: a plain A or AAAA query for a Weft name, answered straight into a
-//! buffer), else to the general path ([`answer_general`]: hickory decodes, the resolver decides,
+//! fast path first ([`DnsHandler::answer_fast`], in `fast.rs`: a plain A or AAAA query for a
+//! Weft name, answered straight into a buffer), else to the general path ([`answer_general`]: hickory decodes, the resolver decides,
 //! hickory encodes), which stays the reference for both.
 //!
 //! The wire rules live here: a packet shorter than a header, or a response (QR=1), gets no
