@@ -3,6 +3,7 @@
 
 Usage: scripts/import-cycles.py [--graph] SRC_DIR [SRC_DIR ...]
        (for example: scripts/import-cycles.py dns-svc/src)
+       scripts/import-cycles.py --self-test   (checks the parser on a small crate of its own)
 
 A top-level module is a file `SRC_DIR/<m>.rs` or a directory `SRC_DIR/<m>/` (with `mod.rs` or
 a sibling `<m>.rs`); every file under the directory belongs to `<m>`. The crate roots (`lib.rs`,
@@ -11,7 +12,9 @@ a sibling `<m>.rs`); every file under the directory belongs to `<m>`. The crate 
 Module `a` depends on module `b` when code in `a` names `crate::b…`: in a `use` (also
 `pub(crate) use`, grouped and nested trees such as `use crate::{b, c::{d, e}}`, where each
 branch counts) or inline (`crate::b::f()`, `crate::b::T` in a type or a doc-free attribute).
-`super::` chains that climb to the crate root count the same way. Comments (doc comments too),
+`super::` chains that climb to the crate root count the same way, and so does a name the
+root brings in from a module (`pub use engine::Gateway;` in lib.rs: `crate::Gateway` names
+`engine`). Comments (doc comments too),
 string and character literals are ignored, as are `$crate` (macros) and `pub(in crate::…)`
 visibilities. Test modules count like any other code: a test that needs a module above its own
 is a circle too.
@@ -148,6 +151,60 @@ def first_segments(toks: list[Token], i: int) -> tuple[list[tuple[str, int]], in
     return found, j
 
 
+def use_leaves(toks: list[Token], i: int, first: str | None = None) -> tuple[list[tuple[str, str]], int]:
+    """The names a use tree starting at `toks[i]` brings in, each with the first segment of its
+    path: `a::{b, c::D as E}` gives (a, b), (a, E). Globs bring no name we can know."""
+    leaves: list[tuple[str, str]] = []
+    last = None
+    while i < len(toks):
+        t = toks[i]
+        if t.kind == "ident" and t.text != "as":
+            name = t.text.removeprefix("r#")
+            if first is None and name not in ("crate", "self"):
+                first = name
+            last = name
+            i += 1
+        elif t.text == "::":
+            i += 1
+        elif t.text == "{":
+            i += 1
+            while i < len(toks) and toks[i].text != "}":
+                sub, i = use_leaves(toks, i, first)
+                leaves += sub
+                if i < len(toks) and toks[i].text == ",":
+                    i += 1
+            return leaves, i + 1
+        else:
+            break
+    if i + 1 < len(toks) and toks[i].text == "as" and toks[i + 1].kind == "ident":
+        last, i = toks[i + 1].text, i + 2
+    if first is not None and last is not None and last != "self" and (i >= len(toks) or toks[i].text != "*"):
+        leaves.append((first, last))
+    return leaves, i
+
+
+def root_reexports(src: str, modules: set[str]) -> dict[str, str]:
+    """Names that the crate root (`lib.rs`) brings in from a module with a top-level `use`
+    (`pub use engine::Gateway;`): `crate::Gateway` in any module then depends on `engine`."""
+    path = os.path.join(src, "lib.rs")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        toks = tokens(strip(f.read()))
+    found: dict[str, str] = {}
+    depth = 0
+    for i, t in enumerate(toks):
+        if t.text == "{":
+            depth += 1
+        elif t.text == "}":
+            depth -= 1
+        elif t.text == "use" and depth == 0:
+            for first, name in use_leaves(toks, i + 1)[0]:
+                if first in modules and name not in modules:
+                    found[name] = first
+    return found
+
+
 def references(path: str, depth: int, text: str) -> list[tuple[str, int]]:
     """Top-level module names that the file at `path` (whose own code sits `depth` modules below
     its top-level module) names through `crate::` or `super::` chains, with their lines."""
@@ -224,11 +281,13 @@ def crate_modules(src: str) -> Crate:
 
 def graph(crate: Crate) -> dict[str, dict[str, Ref]]:
     edges: dict[str, dict[str, Ref]] = {m: {} for m in crate.modules}
+    reexports = root_reexports(crate.src, set(crate.modules))
     for module, files in crate.modules.items():
         for path, depth in files:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
             for target, line in references(path, depth, text):
+                target = reexports.get(target, target)
                 if target in crate.modules and target != module:
                     edges[module].setdefault(target, Ref(target, path, line))
     return edges
@@ -320,7 +379,47 @@ def check(src: str, show_graph: bool) -> bool:
     return not groups
 
 
+SELF_TEST = {
+    "lib.rs": "mod a; mod b; mod c; mod d; mod e; mod f; mod g;\npub use g::{Thing as Renamed, inner::Deep};\nuse crate::a::X;\n",
+    "a/mod.rs": "//! see crate::f for more\nmod deep;\npub(crate) use crate::{b::{self, Y}, c};\n"
+    "fn f<'a>(x: &'a str) -> char { let _ = \"crate::f\"; let _ = r#\"crate::f \"q\" \"#; '\"' }\n",
+    "a/deep/mod.rs": "mod inner;\nfn g() { super::super::d::h(); super::sibling(); }\n",
+    "a/deep/inner.rs": "fn g() { let c = '\\''; super::super::super::e::k(); /* crate::f /* nested */ crate::f */ }\n",
+    "b.rs": "macro_rules! m { () => { $crate::f::z() } }\npub(in crate::b) fn q() {}\n"
+    "mod tests { use super::*; fn t() { super::super::c::x(); } }\n",
+    "c.rs": "fn x() { crate::r#d::y(); }\n",
+    "d.rs": "fn y() { super::a::X; }\n",
+    "e.rs": "fn k() -> crate::Renamed { crate::Deep }\n",
+    "f.rs": "fn z() {}\n",
+    "g.rs": "pub struct Thing; pub mod inner { pub struct Deep; }\n",
+    "bin/tool.rs": "fn main() { crate::a::x(); }\n",
+}
+SELF_TEST_EDGES = {"a->b", "a->c", "a->d", "a->e", "b->c", "c->d", "d->a", "e->g"}
+
+
+def self_test() -> int:
+    """Checks the parser on a small crate covering the cases above; 0 when it passes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in SELF_TEST.items():
+            path = os.path.join(tmp, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        edges = graph(crate_modules(tmp))
+        got = {f"{a}->{b}" for a in edges for b in edges[a]}
+        groups = strongly_connected(edges)
+    if got != SELF_TEST_EDGES or groups != [["a", "b", "c", "d"]]:
+        print(f"self-test failed: edges {sorted(got)}, circles {groups}", file=sys.stderr)
+        return 1
+    print("self-test passed")
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--self-test"]:
+        return self_test()
     show_graph = "--graph" in argv
     dirs = [a for a in argv if a != "--graph"]
     if not dirs or any(a.startswith("-") for a in dirs):
