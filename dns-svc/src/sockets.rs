@@ -9,7 +9,7 @@
 //!   the namespace itself on a short-lived thread, which needs root (`CAP_SYS_ADMIN`).
 //!
 //! Either way a socket stays in the namespace it was made in, whichever thread drives it. The
-//! binding itself ([`bind`]: UDP and TCP on one port) is here too, for the operator listener in
+//! binding itself (`bind`: UDP and TCP on one port) is here too, for the operator listener in
 //! the service's own namespace as for the sandbox listeners.
 
 use std::{
