@@ -1,5 +1,5 @@
 //! The fuzz target's oracle without libFuzzer: N inputs (default 1,000,000) through
-//! `dns_svc::wire::check_offline`, the same entry the cargo-fuzz target `request_path` calls.
+//! `dns_svc::offline::check_offline`, the same entry the cargo-fuzz target `request_path` calls.
 //! Inputs are random bytes, and seed queries (A/AAAA/PTR/TXT, with and without EDNS, for both
 //! listeners' names) mutated by byte flips, cuts, insertions, splices and lying counts
 //! (`tests/it/fuzz_inputs.rs`, which the test suite's short pass uses too).
@@ -23,7 +23,7 @@ fn main() {
     let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
     let mut rng = StdRng::seed_from_u64(seed);
     let seeds = fuzz_inputs::seeds();
-    let handlers = dns_svc::wire::offline_handlers();
+    let handlers = dns_svc::offline::offline_handlers();
     let started = std::time::Instant::now();
     let (mut random, mut mutated) = (0u64, 0u64);
     for i in 0..n {
@@ -33,7 +33,7 @@ fn main() {
             mutated += 1;
         }
         let input = fuzz_inputs::input(i, &mut rng, &seeds);
-        let res = std::panic::catch_unwind(|| dns_svc::wire::check_offline(&handlers, &input));
+        let res = std::panic::catch_unwind(|| dns_svc::offline::check_offline(&handlers, &input));
         if res.is_err() {
             eprintln!("input {i} failed: {input:?}");
             std::process::exit(1);

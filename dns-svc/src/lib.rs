@@ -5,17 +5,27 @@
 //! inside its own namespace ([`server`]), so the answer depends on who asks ([`resolver`]);
 //! other names are forwarded ([`forward`]). The admin API explains and counts ([`grpc`]).
 //!
-//! The listeners run on DNS threads of their own ([`threads`]), apart from the gRPC side; a
-//! packet goes through [`listen`] to the fast path ([`fast`]) when it is a plain query for a
-//! Weft name, else to the general path ([`wire`]).
+//! The DNS side, from the bottom up: [`wire`] (sizes and encoding, using nothing of the crate);
+//! [`handler`] (one message in, its answer out: the fast path for plain queries of Weft names,
+//! else the general path through the [`resolver`]); [`listen`] (the UDP and TCP loops of one
+//! listener, feeding the handler) on the DNS threads ([`threads`]) with sockets from
+//! [`sockets`]; [`server`] (which listeners run). Each depends only on those before it
+//! (`scripts/import-cycles.py` checks that no module imports another that imports it back).
+//!
+//! Test and fuzzing builds (`cfg(any(test, feature = "fuzzing"))`) add `fixture` (gateway
+//! objects for fixed worlds) and `offline` (a fixed world's handlers and the fuzz oracle).
 
 pub mod config;
 pub mod error;
 pub mod events;
-pub mod fast;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fixture;
 pub mod forward;
 pub mod grpc;
+pub mod handler;
 pub mod listen;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod offline;
 pub mod records;
 pub mod resolver;
 pub mod server;

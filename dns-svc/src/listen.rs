@@ -1,5 +1,8 @@
 //! The socket side of one DNS listener: a UDP loop and a TCP accept loop, both feeding the fast
-//! path ([`DnsHandler::answer_fast`]) and, for what it does not take, [`wire::answer_general`].
+//! path ([`DnsHandler::answer_fast`]) and, for what it does not take, the general one
+//! ([`handler::answer_general`]). It knows sockets, tasks and limits; what to answer is the
+//! handler's ([`crate::handler`]), and which sockets and threads is its caller's
+//! ([`crate::server`], [`crate::sockets`], [`crate::threads`]).
 //!
 //! Hygiene, so that junk and slow clients cost little:
 //! - UDP answers that need no upstream are answered inline, without a task (most of them by the
@@ -28,7 +31,11 @@ use tokio::{
     time::timeout,
 };
 
-use crate::{server::DnsHandler, threads::IoThreads, wire};
+use crate::{
+    handler::{self, DnsHandler},
+    threads::IoThreads,
+    wire,
+};
 
 /// UDP queries waiting for an upstream at once, per listener.
 pub const MAX_PENDING_UDP: usize = 1024;
@@ -151,7 +158,7 @@ async fn owned_answer(
     src: SocketAddr,
     protocol: Protocol,
 ) -> Option<wire::Answer> {
-    wire::answer_general(&handler, raw, src, protocol).await
+    handler::answer_general(&handler, raw, src, protocol).await
 }
 
 async fn send_udp(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) {
@@ -245,7 +252,7 @@ async fn connection(
                 return;
             }
         };
-        let Some(a) = wire::answer(&handler, raw, src, Protocol::Tcp).await else {
+        let Some(a) = handler::answer(&handler, raw, src, Protocol::Tcp).await else {
             continue;
         };
         let Ok(len) = u16::try_from(a.bytes.len()) else {

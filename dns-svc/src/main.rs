@@ -1,3 +1,5 @@
+//! The dns-svc binary: parses and validates the flags, then runs the service ([`dns_svc::run`]).
+
 use clap::Parser as _;
 use dns_svc::{Args, Config};
 

@@ -202,7 +202,7 @@ impl Resolver {
     }
 
     /// What Weft's own records say about one query, from `snap`; builds no string and copies
-    /// nothing, so that the DNS fast path ([`crate::wire`]) can answer from it directly.
+    /// nothing, so that the DNS fast path ([`crate::handler::DnsHandler::answer_fast`]) can answer from it directly.
     /// `qname` is lowercase without the trailing dot; `ptr_ip` the address of a PTR query's
     /// `in-addr.arpa`/`ip6.arpa` name.
     pub fn decide<'s>(
@@ -274,6 +274,41 @@ impl Resolver {
             .map(|net| net.addr());
         let decision = self.decide(&snap, q.sandbox_id, &qname, ptr_ip);
         let mut out = Outcome::new(snap.revision);
+        self.explain(&snap, q, &qname, ptr_ip, &decision, &mut out);
+        let Some(id) = q
+            .sandbox_id
+            .filter(|_| matches!(decision, Decision::Forward))
+        else {
+            self.count(q.sandbox_id, q.tcp, &decision);
+            return out;
+        };
+        let network = self.forward(&snap, id, q, &mut out).await;
+        let rc = out.rcode;
+        self.stats.record(&QueryRecord {
+            sandbox_id: q.sandbox_id,
+            network_id: network.as_deref(),
+            tcp: q.tcp,
+            local: false,
+            forwarded: out.source == Source::Forwarded,
+            upstream_failures: out.failed_upstreams.len() as u64,
+            nxdomain: rc == ResponseCode::NXDomain,
+            refused: rc == ResponseCode::Refused,
+            servfail: rc == ResponseCode::ServFail,
+        });
+        out
+    }
+
+    /// Writes into `out` what `decision` answers for `q` (`qname` lowercase, without the
+    /// trailing dot), with the reasons; a query to forward gets only its first steps here.
+    fn explain(
+        &self,
+        snap: &Snapshot,
+        q: Query<'_>,
+        qname: &str,
+        ptr_ip: Option<IpAddr>,
+        decision: &Decision<'_>,
+        out: &mut Outcome,
+    ) {
         out.rcode = decision.rcode();
         out.authoritative = decision.authoritative();
         if !matches!(decision, Decision::NotSynced | Decision::SandboxGone)
@@ -288,7 +323,7 @@ impl Resolver {
             let sb = view.rec.as_ref().map_or(id, |r| r.name.as_str());
             out.step(format!("sandbox {sb} on networks [{}]", names.join(", ")));
         }
-        match &decision {
+        match decision {
             Decision::NotSynced => out.step("not yet synchronised with the gateway"),
             Decision::SandboxGone => out.step(format!(
                 "sandbox {} is gone",
@@ -330,27 +365,6 @@ impl Resolver {
                 out.step("no local match");
             }
         }
-        let Some(id) = q
-            .sandbox_id
-            .filter(|_| matches!(decision, Decision::Forward))
-        else {
-            self.count(q.sandbox_id, q.tcp, &decision);
-            return out;
-        };
-        let network = self.forward(&snap, id, q, &mut out).await;
-        let rc = out.rcode;
-        self.stats.record(&QueryRecord {
-            sandbox_id: q.sandbox_id,
-            network_id: network.as_deref(),
-            tcp: q.tcp,
-            local: false,
-            forwarded: out.source == Source::Forwarded,
-            upstream_failures: out.failed_upstreams.len() as u64,
-            nxdomain: rc == ResponseCode::NXDomain,
-            refused: rc == ResponseCode::Refused,
-            servfail: rc == ResponseCode::ServFail,
-        });
-        out
     }
 
     fn records(&self, q: Query<'_>, ptr_ip: Option<IpAddr>, targets: &[&Target]) -> Vec<Record> {

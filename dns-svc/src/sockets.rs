@@ -8,7 +8,9 @@
 //! - [`SocketSource::Setns`] (development only, when no `--broker` is given): dns-svc enters
 //!   the namespace itself on a short-lived thread, which needs root (`CAP_SYS_ADMIN`).
 //!
-//! Either way a socket stays in the namespace it was made in, whichever thread drives it.
+//! Either way a socket stays in the namespace it was made in, whichever thread drives it. The
+//! binding itself (`bind`: UDP and TCP on one port) is here too, for the operator listener in
+//! the service's own namespace as for the sandbox listeners.
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
@@ -23,6 +25,60 @@ use crate::error::ListenError;
 
 /// Time allowed to one broker call.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds UDP and TCP on `addr` in the current namespace. With port 0, one port free for both
+/// protocols is searched (the TCP side of the UDP port may be taken).
+pub(crate) fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), ListenError> {
+    bind_with(addr, || {
+        let udp = UdpSocket::bind(addr)?;
+        udp.set_nonblocking(true)?;
+        Ok(udp)
+    })
+}
+
+/// [`bind`], with the UDP socket made by `udp`.
+pub(crate) fn bind_with(
+    addr: SocketAddr,
+    udp: impl Fn() -> std::io::Result<UdpSocket>,
+) -> Result<(UdpSocket, TcpListener), ListenError> {
+    let mut tries = 0;
+    loop {
+        match bind_once(addr, &udp) {
+            Err(ListenError::Bind { proto: "tcp", .. }) if addr.port() == 0 && tries < 20 => {
+                tries += 1;
+            }
+            res => return res,
+        }
+    }
+}
+
+fn bind_once(
+    addr: SocketAddr,
+    udp: impl Fn() -> std::io::Result<UdpSocket>,
+) -> Result<(UdpSocket, TcpListener), ListenError> {
+    let bind_err = |proto| {
+        move |source| ListenError::Bind {
+            proto,
+            addr,
+            source,
+        }
+    };
+    let udp = udp().map_err(bind_err("udp"))?;
+    // The TCP listener takes the UDP socket's port, so port 0 gives one port for both.
+    let addr = udp.local_addr().map_err(bind_err("udp"))?;
+    let tcp = TcpListener::bind(addr).map_err(bind_err("tcp"))?;
+    tcp.set_nonblocking(true).map_err(bind_err("tcp"))?;
+    Ok((udp, tcp))
+}
+
+/// A non-blocking UDP socket bound to `addr` with `SO_REUSEPORT`.
+pub(crate) fn reuse_port_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
 
 #[derive(Debug, Clone)]
 pub enum SocketSource {
@@ -65,7 +121,7 @@ impl SocketSource {
                 tcp.set_nonblocking(true).map_err(bind_err("tcp"))?;
                 Ok((udp, tcp))
             }
-            Self::Setns => in_netns(netns, move || crate::server::bind(addr)).await?,
+            Self::Setns => in_netns(netns, move || bind(addr)).await?,
         }
     }
 

@@ -7,12 +7,12 @@ use crate::fuzz_inputs;
 
 #[test]
 fn a_short_fuzz_pass_finds_no_failure() {
-    let handlers = dns_svc::wire::offline_handlers();
+    let handlers = dns_svc::offline::offline_handlers();
     let seeds = fuzz_inputs::seeds();
     let mut rng = StdRng::seed_from_u64(0x5eed);
     for i in 0..100_000 {
         let input = fuzz_inputs::input(i, &mut rng, &seeds);
-        let res = std::panic::catch_unwind(|| dns_svc::wire::check_offline(&handlers, &input));
+        let res = std::panic::catch_unwind(|| dns_svc::offline::check_offline(&handlers, &input));
         assert!(res.is_ok(), "input {i} failed: {input:?}");
     }
 }

@@ -1,4 +1,4 @@
-//! Inputs for the request path's fuzz oracle (`dns_svc::wire::check_offline`), shared by the
+//! Inputs for the request path's fuzz oracle (`dns_svc::offline::check_offline`), shared by the
 //! `fuzz_loop` example (a million of them) and the short pass the test suite runs: random
 //! bytes, and seed queries (A/AAAA/PTR/TXT, with and without EDNS, for both listeners' names)
 //! mutated by byte flips, cuts, insertions, splices and lying counts.

@@ -169,12 +169,12 @@ async fn operator_addr(admin: SocketAddr) -> SocketAddr {
     op.address.parse().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heavy_junk_and_stalled_connections_leave_it_alive_answering_and_idle() {
-    let (_gw, url, _) = stable_world().await;
+/// The real binary following `url`, with its operator listener on a free loopback port (the
+/// address returned), once it answers from the records.
+async fn start_process(url: &str) -> (ServiceProcess, SocketAddr) {
     let args: Vec<String> = [
         "--gateway",
-        &url,
+        url,
         "--host",
         "heavy-test",
         "--operator-listen",
@@ -186,7 +186,6 @@ async fn heavy_junk_and_stalled_connections_leave_it_alive_answering_and_idle() 
     .map(|s| (*s).to_owned())
     .collect();
     let svc = ServiceProcess::start(env!("CARGO_BIN_EXE_dns-svc"), &args).await;
-    let pid = svc.pid().as_raw();
     let op = operator_addr(svc.addr).await;
     weft_testkit::wait_for(
         Duration::from_secs(10),
@@ -197,9 +196,12 @@ async fn heavy_junk_and_stalled_connections_leave_it_alive_answering_and_idle() 
         },
     )
     .await;
+    (svc, op)
+}
 
-    // 1,000 stalled TCP connections from 100 loopback addresses: half of them send nothing,
-    // half send one byte of a length prefix.
+/// 1,000 stalled TCP connections to `op` from 100 loopback addresses: half of them send
+/// nothing, half send one byte of a length prefix. Those that connected.
+async fn stalled_connections(op: SocketAddr) -> Vec<tokio::net::TcpStream> {
     let mut stalled = Vec::new();
     for i in 0..1000u32 {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
@@ -213,6 +215,33 @@ async fn heavy_junk_and_stalled_connections_leave_it_alive_answering_and_idle() 
         }
         stalled.push(s);
     }
+    stalled
+}
+
+/// The CPU the process `pid` uses over the next second, in percent of one core (printed).
+async fn cpu_percent_over_a_second(pid: i32) -> f64 {
+    let hz = clock_ticks_per_second();
+    let before = cpu_ticks(pid);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_ticks(pid) - before;
+    let wall = t0.elapsed().as_secs_f64();
+    let percent = used as f64 * 100.0 / hz as f64 / wall;
+    println!(
+        "CPU a second after the burst: {percent:.1} % ({used} ticks at {hz} Hz in {wall:.2} s)"
+    );
+    percent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_junk_and_stalled_connections_leave_it_alive_answering_and_idle() {
+    let (_gw, url, _) = stable_world().await;
+    let (svc, op) = start_process(&url).await;
+    let pid = svc.pid().as_raw();
+
+    // 1,000 stalled TCP connections from 100 loopback addresses: half of them send nothing,
+    // half send one byte of a length prefix.
+    let stalled = stalled_connections(op).await;
     assert!(stalled.len() >= 900, "connected: {}", stalled.len());
 
     // 100,000 junk packets over UDP, with a valid probe after every 10,000.
@@ -245,16 +274,7 @@ async fn heavy_junk_and_stalled_connections_leave_it_alive_answering_and_idle() 
 
     // A second after the burst, with the stalled connections still open, the process is idle.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let hz = clock_ticks_per_second();
-    let before = cpu_ticks(pid);
-    let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let used = cpu_ticks(pid) - before;
-    let wall = t0.elapsed().as_secs_f64();
-    let percent = used as f64 * 100.0 / hz as f64 / wall;
-    println!(
-        "CPU a second after the burst: {percent:.1} % ({used} ticks at {hz} Hz in {wall:.2} s)"
-    );
+    let percent = cpu_percent_over_a_second(pid).await;
     assert!(percent < 5.0, "CPU {percent:.1} % a second after the burst");
 
     let m = udp_ask(op, "web.backend.weft.", 1).await.expect("alive");
@@ -266,95 +286,92 @@ async fn heavy_junk_and_stalled_connections_leave_it_alive_answering_and_idle() 
     drop(stalled);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heavy_record_churn_never_fails_a_stable_name() {
-    const CHANGES: u64 = 1000;
-    const RUN: Duration = Duration::from_secs(60);
-    const QPS: u64 = 200;
-    let (gw, url, backend) = stable_world().await;
-    let dns = Dns::start(&url, &[]).await;
-    let op = dns.operator;
+/// What the churn test's querier saw.
+#[derive(Debug, Default)]
+struct Tally {
+    sent: AtomicU64,
+    ok: AtomicU64,
+    timeouts: AtomicU64,
+    servfail: AtomicU64,
+    wrong: AtomicU64,
+}
 
-    // The querier: 200 queries a second for 60 s, alternating the two stable names, each
-    // waiting up to 2 s for its answer.
-    let sent = Arc::new(AtomicU64::new(0));
-    let ok = Arc::new(AtomicU64::new(0));
-    let timeouts = Arc::new(AtomicU64::new(0));
-    let servfail = Arc::new(AtomicU64::new(0));
-    let wrong = Arc::new(AtomicU64::new(0));
-    let querier = {
-        let (sent, ok, timeouts, servfail, wrong) = (
-            sent.clone(),
-            ok.clone(),
-            timeouts.clone(),
-            servfail.clone(),
-            wrong.clone(),
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / QPS));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut tasks = tokio::task::JoinSet::new();
-            let end = Instant::now() + RUN;
-            let mut i = 0u64;
-            while Instant::now() < end {
-                tick.tick().await;
-                i += 1;
-                let (name, want) = if i.is_multiple_of(2) {
-                    ("web.backend.weft.", WEB)
-                } else {
-                    ("db.backend.weft.", DB)
+/// The querier: `qps` queries a second to `op` for `run`, alternating the two stable names,
+/// each waiting up to 2 s for its answer; every outcome counted in `tally`.
+fn spawn_querier(
+    op: SocketAddr,
+    tally: Arc<Tally>,
+    run: Duration,
+    qps: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / qps));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut tasks = tokio::task::JoinSet::new();
+        let end = Instant::now() + run;
+        let mut i = 0u64;
+        while Instant::now() < end {
+            tick.tick().await;
+            i += 1;
+            let (name, want) = if i.is_multiple_of(2) {
+                ("web.backend.weft.", WEB)
+            } else {
+                ("db.backend.weft.", DB)
+            };
+            tally.sent.fetch_add(1, Ordering::Relaxed);
+            let tally = tally.clone();
+            tasks.spawn(async move {
+                let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let id = rand::random::<u16>();
+                sock.send_to(&query_bytes(id, name, RecordType::A, false), op)
+                    .await
+                    .unwrap();
+                let mut buf = vec![0u8; 1500];
+                let got = tokio::time::timeout(Duration::from_secs(2), async {
+                    loop {
+                        let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+                        if let Ok(m) = Message::from_bytes(&buf[..n])
+                            && m.metadata.id == id
+                        {
+                            return m;
+                        }
+                    }
+                })
+                .await;
+                match got {
+                    Err(_) => tally.timeouts.fetch_add(1, Ordering::Relaxed),
+                    Ok(m) if m.metadata.response_code == ResponseCode::ServFail => {
+                        tally.servfail.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Ok(m) if a_records(&m) == [want] => tally.ok.fetch_add(1, Ordering::Relaxed),
+                    Ok(_) => tally.wrong.fetch_add(1, Ordering::Relaxed),
                 };
-                sent.fetch_add(1, Ordering::Relaxed);
-                let (ok, timeouts, servfail, wrong) = (
-                    ok.clone(),
-                    timeouts.clone(),
-                    servfail.clone(),
-                    wrong.clone(),
-                );
-                tasks.spawn(async move {
-                    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-                    let id = rand::random::<u16>();
-                    sock.send_to(&query_bytes(id, name, RecordType::A, false), op)
-                        .await
-                        .unwrap();
-                    let mut buf = vec![0u8; 1500];
-                    let got = tokio::time::timeout(Duration::from_secs(2), async {
-                        loop {
-                            let (n, _) = sock.recv_from(&mut buf).await.unwrap();
-                            if let Ok(m) = Message::from_bytes(&buf[..n])
-                                && m.metadata.id == id
-                            {
-                                return m;
-                            }
-                        }
-                    })
-                    .await;
-                    match got {
-                        Err(_) => timeouts.fetch_add(1, Ordering::Relaxed),
-                        Ok(m) if m.metadata.response_code == ResponseCode::ServFail => {
-                            servfail.fetch_add(1, Ordering::Relaxed)
-                        }
-                        Ok(m) if a_records(&m) == [want] => ok.fetch_add(1, Ordering::Relaxed),
-                        Ok(_) => wrong.fetch_add(1, Ordering::Relaxed),
-                    };
-                });
-                while tasks.try_join_next().is_some() {}
-            }
-            while tasks.join_next().await.is_some() {}
-        })
-    };
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+    })
+}
 
-    // The churn: 1,000 changes spread over the run (sandboxes come, connect, update, leave).
-    let started = Instant::now();
+/// The churn: `total` changes on `backend` spread over `run` from `started` (sandboxes come,
+/// connect, update, leave). The changes made, the last revision, and how many sandboxes came
+/// and went.
+async fn churn(
+    gw: &FakeGateway,
+    backend: &gw::Network,
+    total: u64,
+    started: Instant,
+    run: Duration,
+) -> (u64, u64, u32) {
     let mut changes = 0u64;
     let mut last = 0;
     let mut n = 0u32;
-    while changes < CHANGES {
+    while changes < total {
         let id = format!("schurn{n:06}");
         let sb = sandbox(&id, &format!("churn{n}"), "h2", "", "");
         let mut ep = endpoint(
             &format!("echurn{n}"),
-            &backend,
+            backend,
             &sb,
             &format!("10.89.1.{}/24", 10 + n % 200),
             &["churner"],
@@ -372,19 +389,39 @@ async fn heavy_record_churn_never_fails_a_stable_name() {
         for (kind, obj) in steps {
             last = gw.publish(kind, obj);
             changes += 1;
-            let due = started + RUN.mul_f64(changes as f64 / (CHANGES + 20) as f64);
+            let due = started + run.mul_f64(changes as f64 / (total + 20) as f64);
             tokio::time::sleep_until(due.into()).await;
         }
         n += 1;
     }
+    (changes, last, n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_record_churn_never_fails_a_stable_name() {
+    const CHANGES: u64 = 1000;
+    const RUN: Duration = Duration::from_secs(60);
+    const QPS: u64 = 200;
+    let (gw, url, backend) = stable_world().await;
+    let dns = Dns::start(&url, &[]).await;
+    let op = dns.operator;
+
+    // The querier: 200 queries a second for 60 s, alternating the two stable names, each
+    // waiting up to 2 s for its answer.
+    let tally = Arc::new(Tally::default());
+    let querier = spawn_querier(op, tally.clone(), RUN, QPS);
+
+    // The churn: 1,000 changes spread over the run (sandboxes come, connect, update, leave).
+    let started = Instant::now();
+    let (changes, last, n) = churn(&gw, &backend, CHANGES, started, RUN).await;
     dns.wait_revision(last).await;
     querier.await.unwrap();
     let (sent, ok, timeouts, servfail, wrong) = (
-        sent.load(Ordering::Relaxed),
-        ok.load(Ordering::Relaxed),
-        timeouts.load(Ordering::Relaxed),
-        servfail.load(Ordering::Relaxed),
-        wrong.load(Ordering::Relaxed),
+        tally.sent.load(Ordering::Relaxed),
+        tally.ok.load(Ordering::Relaxed),
+        tally.timeouts.load(Ordering::Relaxed),
+        tally.servfail.load(Ordering::Relaxed),
+        tally.wrong.load(Ordering::Relaxed),
     );
     println!(
         "churn: {changes} record changes ({n} sandboxes came and went), {sent} queries in {:.1} s: \

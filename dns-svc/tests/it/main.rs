@@ -10,6 +10,7 @@ mod admin;
 mod events;
 mod fuzz;
 mod fuzz_inputs;
+mod gateway;
 mod harness;
 mod heavy;
 mod lifecycle;

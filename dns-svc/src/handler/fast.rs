@@ -2,12 +2,12 @@
 //! from the records into the caller's buffer, with no message objects, no strings and no
 //! allocation but the list of matches.
 //!
-//! Most of what containers ask is exactly that, and the general path ([`crate::wire`]: decode
-//! with hickory, resolve with explanations, encode with hickory) costs several times more than
-//! the two system calls that carry the packet (`bench/dns.sh` measures both sides). Anything
+//! Most of what containers ask is exactly that, and the general path ([`super::answer_general`]:
+//! decode with hickory, resolve with explanations, encode with hickory) costs several times more
+//! than the two system calls that carry the packet (`bench/dns.sh` measures both sides). Anything
 //! this path does not fully understand goes to the general path, which stays the reference:
-//! the fuzz oracle ([`crate::wire::check_offline`]) asserts that both give the same message
-//! for every input this path takes.
+//! the fuzz oracle (`crate::offline::check_offline`, in test and fuzzing builds) asserts that
+//! both give the same message for every input this path takes.
 //!
 //! Taken here: a query (QR=0, opcode QUERY) with one question, no answer or authority records,
 //! at most one additional record which is an EDNS version 0 OPT (without the options hickory
@@ -18,10 +18,10 @@
 
 use hickory_server::net::xfer::Protocol;
 
+use super::DnsHandler;
 use crate::{
     records::Target,
     resolver::{Decision, LOCAL_TTL},
-    server::DnsHandler,
     wire::{advertised_payload, max_size},
 };
 
@@ -99,29 +99,8 @@ fn parse<'a>(raw: &'a [u8], name: &mut [u8; MAX_NAME]) -> Option<(Plain<'a>, usi
     let question = &raw[12..at + 4];
     at += 4;
     let edns = if counts[3] == 1 {
-        // OPT: root name, type, class = payload size, TTL = extended rcode, version, flags.
-        if raw.get(at) != Some(&0) || u16_at(raw, at + 1)? != TYPE_OPT {
-            return None;
-        }
-        let payload = u16_at(raw, at + 3)?;
-        if *raw.get(at + 6)? != 0 {
-            return None; // EDNS version above 0: BADVERS, from the general path.
-        }
-        let rdlen = usize::from(u16_at(raw, at + 9)?);
-        at += 11;
-        let end = at + rdlen;
-        while at < end {
-            let code = u16_at(raw, at)?;
-            let olen = usize::from(u16_at(raw, at + 2)?);
-            // NSID, DAU and client subnet are interpreted (and may be refused) by hickory.
-            if matches!(code, 3 | 5 | 8) {
-                return None;
-            }
-            at += 4 + olen;
-        }
-        if at != end {
-            return None;
-        }
+        let (payload, end) = parse_opt(raw, at)?;
+        at = end;
         Some(payload)
     } else {
         None
@@ -138,6 +117,35 @@ fn parse<'a>(raw: &'a [u8], name: &mut [u8; MAX_NAME]) -> Option<(Plain<'a>, usi
         edns,
     };
     Some((plain, len))
+}
+
+/// Parses the OPT record at `at` if the fast path takes it: the UDP payload size the client
+/// advertised, and where the record ends.
+fn parse_opt(raw: &[u8], mut at: usize) -> Option<(u16, usize)> {
+    // OPT: root name, type, class = payload size, TTL = extended rcode, version, flags.
+    if raw.get(at) != Some(&0) || u16_at(raw, at + 1)? != TYPE_OPT {
+        return None;
+    }
+    let payload = u16_at(raw, at + 3)?;
+    if *raw.get(at + 6)? != 0 {
+        return None; // EDNS version above 0: BADVERS, from the general path.
+    }
+    let rdlen = usize::from(u16_at(raw, at + 9)?);
+    at += 11;
+    let end = at + rdlen;
+    while at < end {
+        let code = u16_at(raw, at)?;
+        let olen = usize::from(u16_at(raw, at + 2)?);
+        // NSID, DAU and client subnet are interpreted (and may be refused) by hickory.
+        if matches!(code, 3 | 5 | 8) {
+            return None;
+        }
+        at += 4 + olen;
+    }
+    if at != end {
+        return None;
+    }
+    Some((payload, end))
 }
 
 impl DnsHandler {
@@ -177,26 +185,7 @@ impl DnsHandler {
         };
 
         out.clear();
-        out.extend_from_slice(&q.id);
-        let mut flags1 = 0x80; // QR, opcode QUERY
-        if decision.authoritative() {
-            flags1 |= 0x04;
-        }
-        if q.recursion_desired {
-            flags1 |= 0x01;
-        }
-        let mut flags2 = (u16::from(decision.rcode()) & 0x0f) as u8;
-        if self.sandbox_id.is_some() {
-            flags2 |= 0x80; // RA: sandbox listeners forward
-        }
-        if q.checking_disabled {
-            flags2 |= 0x10;
-        }
-        out.extend_from_slice(&[flags1, flags2]);
-        for count in [1, ancount, 0, u16::from(q.edns.is_some())] {
-            out.extend_from_slice(&count.to_be_bytes());
-        }
-        out.extend_from_slice(q.question);
+        self.header(out, &q, &decision, ancount);
         for data in answers {
             // The owner is the question's name: a pointer to it (offset 12).
             out.extend_from_slice(&[0xc0, 0x0c]);
@@ -225,15 +214,38 @@ impl DnsHandler {
         );
         true
     }
+
+    /// Writes the header and the question section of the answer to `q` into `out`.
+    fn header(&self, out: &mut Vec<u8>, q: &Plain<'_>, decision: &Decision<'_>, ancount: u16) {
+        out.extend_from_slice(&q.id);
+        let mut flags1 = 0x80; // QR, opcode QUERY
+        if decision.authoritative() {
+            flags1 |= 0x04;
+        }
+        if q.recursion_desired {
+            flags1 |= 0x01;
+        }
+        let mut flags2 = (u16::from(decision.rcode()) & 0x0f) as u8;
+        if self.sandbox_id.is_some() {
+            flags2 |= 0x80; // RA: sandbox listeners forward
+        }
+        if q.checking_disabled {
+            flags2 |= 0x10;
+        }
+        out.extend_from_slice(&[flags1, flags2]);
+        for count in [1, ancount, 0, u16::from(q.edns.is_some())] {
+            out.extend_from_slice(&count.to_be_bytes());
+        }
+        out.extend_from_slice(q.question);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use hickory_proto::{
-        op::{Edns, Message, Query, ResponseCode},
+        op::{Edns, Message, Query},
         rr::{Name, RecordType},
-        serialize::binary::BinDecodable as _,
     };
 
     use super::*;
@@ -273,32 +285,5 @@ mod tests {
         pointer.truncate(12);
         pointer.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
         assert!(parse(&pointer, &mut name).is_none());
-    }
-
-    #[test]
-    fn the_answer_decodes_to_what_the_records_say() {
-        let (operator, sandbox) = crate::wire::offline_handlers();
-        let mut out = Vec::new();
-        let raw = query("API.", RecordType::AAAA, true);
-        assert!(sandbox.answer_fast(&raw, Protocol::Udp, &mut out));
-        let m = Message::from_bytes(&out).unwrap();
-        assert_eq!(
-            m.metadata.id,
-            Message::from_bytes(&raw).unwrap().metadata.id
-        );
-        assert!(m.metadata.authoritative && m.metadata.recursion_available);
-        assert_eq!(m.answers.len(), 1);
-        assert_eq!(m.answers[0].data.to_string(), "fd89:1::3");
-        assert_eq!(m.answers[0].name.to_string(), "API.");
-        assert_eq!(m.edns.unwrap().max_payload(), 512);
-
-        let raw = query("nobody.backend.weft.", RecordType::A, false);
-        assert!(operator.answer_fast(&raw, Protocol::Udp, &mut out));
-        let m = Message::from_bytes(&out).unwrap();
-        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
-        assert!(!m.metadata.recursion_available);
-        // Not Weft's: forwarding is the general path's.
-        let raw = query("example.com.", RecordType::A, false);
-        assert!(!sandbox.answer_fast(&raw, Protocol::Udp, &mut out));
     }
 }
