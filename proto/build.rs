@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        // SandboxService has an rpc called Connect (fixed by API.md); the generated
+        // SandboxService has an rpc called Connect (a fixed public name); the generated
         // `Client::connect(dst)` constructor would clash with it. Clients use `::new(channel)`.
         .build_transport(false)
         .compile_fds(fds)?;
