@@ -34,6 +34,7 @@ fn args(ns: &Netns, dir: &tempfile::TempDir) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn serves_health_and_reflection_and_stops_on_sigterm() {
     let (ns, dir) = (Netns::new("a"), tempfile::tempdir().unwrap());
     weft_testkit::assert_service_lifecycle(env!("CARGO_BIN_EXE_driver-agent"), &args(&ns, &dir))
@@ -41,6 +42,7 @@ async fn serves_health_and_reflection_and_stops_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn logs_json_when_asked() {
     let (ns, dir) = (Netns::new("j"), tempfile::tempdir().unwrap());
     weft_testkit::assert_logs_json(env!("CARGO_BIN_EXE_driver-agent"), &args(&ns, &dir)).await;

@@ -273,6 +273,7 @@ fn ip_of(s: &pb::Sandbox) -> std::net::IpAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn heavy_a_veth_deleted_by_hand_comes_back_and_orphans_go() {
     let s = Stack::start().await;
     s.networks()
@@ -393,6 +394,7 @@ async fn heavy_a_veth_deleted_by_hand_comes_back_and_orphans_go() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn heavy_killed_during_attach_100_times_leaves_no_leak_and_every_endpoint_works() {
     let mut s = Stack::start().await;
     s.networks()
@@ -496,6 +498,7 @@ async fn heavy_killed_during_attach_100_times_leaves_no_leak_and_every_endpoint_
 /// Through the gateway, in the kernel: the default route follows gw_priority and moves when
 /// its endpoint is disconnected; network modes host, none and container:<sandbox>.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn heavy_default_route_moves_and_network_modes_work_through_the_gateway() {
     let s = Stack::start().await;
     let mut nets = s.networks();

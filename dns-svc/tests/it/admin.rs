@@ -25,6 +25,7 @@ fn ask(sandbox: &str, name: &str) -> pb::ResolveRequest {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn resolve_explains_local_forwarded_and_refused_answers() {
     let w = World::new().await;
     let up = FakeUpstream::start(Upstream::Answers).await;
@@ -103,6 +104,7 @@ async fn resolve_explains_local_forwarded_and_refused_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn upstreams_are_tried_in_order_past_servfail() {
     let w = World::new().await;
     // A sandbox's own servers are asked from its namespace: these two are on its loopback.
@@ -133,6 +135,7 @@ async fn upstreams_are_tried_in_order_past_servfail() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn list_listeners_shows_the_operator_and_each_sandbox_of_this_host() {
     let w = World::new().await;
     let dns = Dns::start(&w.url, &[]).await;
@@ -160,6 +163,7 @@ async fn list_listeners_shows_the_operator_and_each_sandbox_of_this_host() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn host_upstreams_follow_changes_of_the_resolv_conf() {
     let w = World::new().await;
     let first = FakeUpstream::start(Upstream::Answers).await;
@@ -207,6 +211,7 @@ async fn host_upstreams_follow_changes_of_the_resolv_conf() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn stats_count_queries_nxdomain_forwarded_and_upstream_failures_per_network() {
     let w = World::new().await;
     let bad = FakeUpstream::start(Upstream::ServFail).await;

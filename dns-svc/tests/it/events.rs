@@ -12,6 +12,7 @@ fn resolves(dns: &Dns, asker: &str, name: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn the_snapshot_then_live_events_build_the_records() {
     let w = World::new().await;
     let dns = Dns::start(&w.url, &[]).await;
@@ -29,6 +30,7 @@ async fn the_snapshot_then_live_events_build_the_records() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn a_broken_stream_resumes_from_the_last_revision_seen() {
     let w = World::new().await;
     let dns = Dns::start(&w.url, &[]).await;
@@ -44,6 +46,7 @@ async fn a_broken_stream_resumes_from_the_last_revision_seen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn a_revision_gone_from_the_log_makes_it_relist() {
     let w = World::new().await;
     let dns = Dns::start(&w.url, &[]).await;

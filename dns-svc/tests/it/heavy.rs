@@ -228,7 +228,7 @@ async fn cpu_percent_over_a_second(pid: i32) -> f64 {
     let wall = t0.elapsed().as_secs_f64();
     let percent = used as f64 * 100.0 / hz as f64 / wall;
     println!(
-        "CPU a second after the burst: {percent:.1} % ({used} ticks at {hz} Hz in {wall:.2} s)"
+        "CPU over a second after the burst: {percent:.1} % ({used} ticks at {hz} Hz in {wall:.2} s)"
     );
     percent
 }
@@ -272,10 +272,20 @@ async fn heavy_junk_and_stalled_connections_leave_it_alive_answering_and_idle() 
     }
     assert_eq!(probes, 10);
 
-    // A second after the burst, with the stalled connections still open, the process is idle.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let percent = cpu_percent_over_a_second(pid).await;
-    assert!(percent < 5.0, "CPU {percent:.1} % a second after the burst");
+    // After the burst, with the stalled connections still open, the process goes idle: CPU is
+    // measured over one-second windows until one is below 5 %, within a deadline (a fixed
+    // sleep before a single window would race the burst's tail on a loaded machine).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let percent = cpu_percent_over_a_second(pid).await;
+        if percent < 5.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "CPU {percent:.1} % still, 15 s after the burst"
+        );
+    }
 
     let m = udp_ask(op, "web.backend.weft.", 1).await.expect("alive");
     assert_eq!(a_records(&m), [WEB]);

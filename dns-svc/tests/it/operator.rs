@@ -11,6 +11,7 @@ use hickory_proto::{
 use crate::harness::{Dns, HIDDEN, WEB, World, dig_at, endpoint, sandbox};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn the_operator_listener_answers_name_dot_network_in_the_zone() {
     let w = World::new().await;
     let dns = Dns::start(&w.url, &[]).await;
@@ -48,6 +49,7 @@ async fn the_operator_listener_answers_name_dot_network_in_the_zone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn edns_is_echoed_only_when_asked() {
     let w = World::new().await;
     let dns = Dns::start(&w.url, &[]).await;
@@ -70,6 +72,7 @@ async fn exchange(addr: std::net::SocketAddr, msg: &Message, wait: Duration) -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn two_questions_get_formerr_and_a_response_packet_gets_nothing() {
     let w = World::new().await;
     let dns = Dns::start(&w.url, &[]).await;
@@ -101,6 +104,7 @@ async fn two_questions_get_formerr_and_a_response_packet_gets_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn big_answers_are_truncated_without_edns_and_whole_with_edns_or_tcp() {
     let w = World::new().await;
     let dns = Dns::start(&w.url, &[]).await;
@@ -139,6 +143,7 @@ async fn big_answers_are_truncated_without_edns_and_whole_with_edns_or_tcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn several_queries_share_one_tcp_connection() {
     let w = World::new().await;
     let dns = Dns::start(&w.url, &[]).await;
@@ -159,6 +164,7 @@ async fn several_queries_share_one_tcp_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn two_opt_records_get_formerr() {
     let w = World::new().await;
     let dns = Dns::start(&w.url, &[]).await;
@@ -184,6 +190,7 @@ async fn two_opt_records_get_formerr() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn an_edns_version_above_zero_gets_badvers() {
     let w = World::new().await;
     let dns = Dns::start(&w.url, &[]).await;
@@ -235,6 +242,7 @@ async fn try_tcp_query(s: &mut tokio::net::TcpStream, name: &str) -> Option<(Res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn a_client_gets_at_most_its_share_of_tcp_connections() {
     let w = World::new().await;
     let dns = Dns::start_with(
@@ -280,6 +288,7 @@ async fn a_client_gets_at_most_its_share_of_tcp_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn idle_and_half_sent_tcp_connections_are_closed() {
     use tokio::io::AsyncWriteExt as _;
     let w = World::new().await;
@@ -315,6 +324,7 @@ async fn idle_and_half_sent_tcp_connections_are_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn several_dns_threads_share_the_operator_address() {
     let w = World::new().await;
     let dns = Dns::start_with(&w.url, &["--upstream", "127.0.0.1:9", "--dns-threads", "3"]).await;

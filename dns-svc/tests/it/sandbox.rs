@@ -10,6 +10,7 @@ use crate::harness::{
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn a_peers_name_alias_hostname_and_qualified_name_resolve_inside_the_sandbox() {
     let w = World::new().await;
     let up = FakeUpstream::start(Upstream::Answers).await;
@@ -45,6 +46,7 @@ async fn a_peers_name_alias_hostname_and_qualified_name_resolve_inside_the_sandb
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn a_shared_alias_returns_every_member_in_rotating_order() {
     let w = World::new().await;
     let _dns = Dns::start(&w.url, &[]).await;
@@ -60,6 +62,7 @@ async fn a_shared_alias_returns_every_member_in_rotating_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn ptr_of_a_peer_address_names_the_peer_on_its_network() {
     let w = World::new().await;
     let _dns = Dns::start(&w.url, &[]).await;
@@ -77,6 +80,7 @@ async fn ptr_of_a_peer_address_names_the_peer_on_its_network() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn a_name_on_a_network_the_asker_is_not_on_is_nxdomain() {
     let w = World::new().await;
     let up = FakeUpstream::start(Upstream::Answers).await;
@@ -90,6 +94,7 @@ async fn a_name_on_a_network_the_asker_is_not_on_is_nxdomain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn external_names_are_forwarded_to_the_upstream_and_its_answer_comes_back() {
     let w = World::new().await;
     let up = FakeUpstream::start(Upstream::Answers).await;
@@ -118,6 +123,7 @@ async fn external_names_are_forwarded_to_the_upstream_and_its_answer_comes_back(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn queries_from_an_internal_network_never_reach_the_upstream() {
     let w = World::new().await;
     let up = FakeUpstream::start(Upstream::Answers).await;
@@ -137,6 +143,7 @@ async fn queries_from_an_internal_network_never_reach_the_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn listeners_open_when_a_sandbox_appears_and_close_when_it_goes() {
     let w = World::new().await;
     let dns = Dns::start(&w.url, &[]).await;
@@ -170,6 +177,7 @@ async fn listeners_open_when_a_sandbox_appears_and_close_when_it_goes() {
 /// Issue 11: whatever EDNS size a client advertises, a UDP answer through 127.0.0.11 is at most
 /// 1232 bytes, with TC set when the answer is bigger; the client then gets it whole over TCP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn udp_answers_are_capped_at_1232_bytes_whatever_edns_size_is_asked() {
     let w = World::new().await;
     let up = FakeUpstream::start(Upstream::Answers).await;
@@ -223,6 +231,7 @@ fn flags(text: &str) -> Vec<String> {
 /// names a loopback server of dns-svc's namespace gets SERVFAIL (that server never hears of it);
 /// one whose server is on its own loopback gets the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
 async fn a_sandboxs_own_dns_servers_are_asked_from_its_own_namespace() {
     let w = World::new().await;
     let host_side = FakeUpstream::start(Upstream::Answers).await;

@@ -74,6 +74,7 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn two_sandboxes_on_one_network_talk_tcp_and_a_sandbox_on_another_network_cannot() {
     let (host, sb1, sb2, sb3) = (TestNs::new(), TestNs::new(), TestNs::new(), TestNs::new());
     let (agent, _data) = crate::support::agent(&host).await;
@@ -170,6 +171,7 @@ async fn two_sandboxes_on_one_network_talk_tcp_and_a_sandbox_on_another_network_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn attach_is_idempotent_and_detach_removes_the_veth_even_after_the_sandbox_is_gone() {
     let (host, sb1) = (TestNs::new(), TestNs::new());
     let (agent, _data) = crate::support::agent(&host).await;
@@ -246,6 +248,7 @@ async fn attach_is_idempotent_and_detach_removes_the_veth_even_after_the_sandbox
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn remove_network_deletes_its_bridge_and_endpoints_and_is_idempotent() {
     let (host, sb1) = (TestNs::new(), TestNs::new());
     let (agent, _data) = crate::support::agent(&host).await;
@@ -291,6 +294,7 @@ async fn remove_network_deletes_its_bridge_and_endpoints_and_is_idempotent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn a_bridge_name_held_by_a_foreign_link_is_refused_and_left_alone() {
     let host = TestNs::new();
     let status = std::process::Command::new("ip")
@@ -328,6 +332,7 @@ async fn a_bridge_name_held_by_a_foreign_link_is_refused_and_left_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn the_default_route_follows_the_endpoint_that_carries_it() {
     let (host, sb) = (TestNs::new(), TestNs::new());
     let (agent, _data) = crate::support::agent(&host).await;
@@ -376,6 +381,7 @@ async fn the_default_route_follows_the_endpoint_that_carries_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn a_failed_attach_leaves_nothing_behind() {
     let (host, sb) = (TestNs::new(), TestNs::new());
     let (agent, _data) = crate::support::agent(&host).await;
@@ -414,6 +420,7 @@ async fn a_failed_attach_leaves_nothing_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn the_network_mtu_applies_to_bridge_and_both_veth_ends() {
     let (host, sb) = (TestNs::new(), TestNs::new());
     let (agent, _data) = crate::support::agent(&host).await;
@@ -464,6 +471,7 @@ fn dual_stack(id: &str, v4: (&str, &str), v6: (&str, &str)) -> pb::NetworkSpec {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn dual_stack_sandboxes_talk_over_ipv6_and_route_through_the_v6_gateway() {
     let (host, sb1, sb2) = (TestNs::new(), TestNs::new(), TestNs::new());
     let (agent, _data) = crate::support::agent(&host).await;
@@ -500,6 +508,7 @@ async fn dual_stack_sandboxes_talk_over_ipv6_and_route_through_the_v6_gateway() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn concurrent_attaches_to_a_new_network_share_one_bridge() {
     let host = TestNs::new();
     let sandboxes: Vec<TestNs> = (0..6).map(|_| TestNs::new()).collect();
@@ -535,6 +544,7 @@ fn open_fds() -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn repeated_attach_and_detach_leak_no_links_or_netlink_sockets() {
     let (host, sb) = (TestNs::new(), TestNs::new());
     let (agent, _data) = crate::support::agent(&host).await;

@@ -25,6 +25,7 @@ use crate::{
 const T: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn the_broker_hands_over_sockets_that_live_in_the_sandbox_namespace() {
     let host = TestNs::new();
     let (agent, data) = agent(&host).await;
@@ -220,6 +221,7 @@ async fn the_broker_hands_over_sockets_that_live_in_the_sandbox_namespace() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn a_caller_with_another_uid_is_denied() {
     let host = TestNs::new();
     let (agent, data) = agent(&host).await;

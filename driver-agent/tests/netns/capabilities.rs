@@ -22,6 +22,7 @@ pub fn kernel_link_kinds(ns: &TestNs) -> (bool, bool, bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn detects_what_this_kernel_makes_and_reports_the_rest_missing() {
     let host = TestNs::new();
     let before = links(&host);

@@ -274,6 +274,7 @@ async fn assert_blocked(ns: &Path, to: SocketAddr) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn networks_stay_isolated_with_forwarding_on_and_icc_off_separates_endpoints() {
     let w = World::new();
     let (sb1, sb2, sb3, sb4, sb5) = (
@@ -357,6 +358,7 @@ async fn networks_stay_isolated_with_forwarding_on_and_icc_off_separates_endpoin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn an_internal_network_is_sealed_and_a_normal_one_reaches_the_internet_masqueraded() {
     let w = World::new();
     let (sb1, sb2, sb3) = (TestNs::new(), TestNs::new(), TestNs::new());
@@ -432,6 +434,7 @@ async fn an_internal_network_is_sealed_and_a_normal_one_reaches_the_internet_mas
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn published_ports_answer_from_outside_from_the_host_through_localhost_and_hairpin() {
     let w = World::new();
     let (sb1, sb2, sb3) = (TestNs::new(), TestNs::new(), TestNs::new());
@@ -525,6 +528,7 @@ async fn published_ports_answer_from_outside_from_the_host_through_localhost_and
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn published_ports_and_masquerade_work_over_ipv6_on_a_dual_stack_network() {
     let w = World::new();
     let (sb1, sb2) = (TestNs::new(), TestNs::new());
@@ -577,6 +581,7 @@ async fn published_ports_and_masquerade_work_over_ipv6_on_a_dual_stack_network()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn a_published_port_clash_is_refused_naming_the_holder_and_creates_nothing() {
     let w = World::new();
     let (sb1, sb2) = (TestNs::new(), TestNs::new());
@@ -607,6 +612,7 @@ async fn a_published_port_clash_is_refused_naming_the_holder_and_creates_nothing
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn attaching_without_ports_runs_no_nft_and_a_flushed_table_is_restored() {
     let w = World::new();
     let (sb1, sb2) = (TestNs::new(), TestNs::new());
@@ -696,6 +702,7 @@ fn host_dump(ns: &TestNs) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn removing_every_endpoint_and_network_restores_the_host_exactly() {
     let w = World::new();
     let (sb1, sb2, sb3) = (TestNs::new(), TestNs::new(), TestNs::new());
@@ -775,6 +782,7 @@ fn kernel_map(ns: &TestNs, name: &str) -> std::collections::BTreeMap<(String, u6
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn an_attach_and_a_detach_with_a_published_port_spawn_no_process() {
     let w = World::new();
     let sb1 = TestNs::new();
@@ -862,6 +870,7 @@ fn held(ns: &TestNs) -> Want {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn five_thousand_endpoints_are_exactly_the_kernels_elements_and_reconciliation_repairs_only_drift()
  {
     const N: u32 = 5_000;

@@ -46,6 +46,7 @@ pub fn unique(tag: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn attach_detach_and_remove_network_through_grpc() {
     let (host, sb1, sb2) = (TestNs::new(), TestNs::new(), TestNs::new());
     let (mut client, _stop, _data) = serve(&host).await;
@@ -129,6 +130,7 @@ async fn attach_detach_and_remove_network_through_grpc() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn capabilities_and_refusals_through_grpc() {
     let (host, sb) = (TestNs::new(), TestNs::new());
     let (mut client, _stop, _data) = serve(&host).await;
@@ -296,6 +298,7 @@ async fn capabilities_and_refusals_through_grpc() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn the_binary_programs_the_namespace_named_by_its_netns_flag() {
     let host = TestNs::new();
     let data = tempfile::tempdir().unwrap();

@@ -10,6 +10,7 @@ fn ip_netns_list() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn named_namespace_is_visible_to_ip_netns_and_deleting_it_twice_is_fine() {
     let name = format!("wft-t-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let path = netns::create_named(&name).unwrap();

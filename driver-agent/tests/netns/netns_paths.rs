@@ -96,6 +96,7 @@ impl Drop for Bound {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn hostile_files_in_an_allowed_place_are_refused_at_once() {
     let host = TestNs::new();
     let dir = tempfile::tempdir().unwrap();
@@ -142,6 +143,7 @@ async fn hostile_files_in_an_allowed_place_are_refused_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn the_agents_own_the_managed_and_pid_1s_namespaces_are_refused_by_any_name() {
     let host = TestNs::new();
     let dir = tempfile::tempdir().unwrap();
@@ -180,6 +182,7 @@ async fn the_agents_own_the_managed_and_pid_1s_namespaces_are_refused_by_any_nam
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn paths_outside_the_allowed_places_are_refused_by_their_text_alone() {
     let host = TestNs::new();
     let (agent, _data) = crate::support::agent(&host).await;
@@ -237,6 +240,7 @@ fn nsfs_inode(path: &str) -> Option<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn a_real_namespace_and_the_proc_path_of_a_process_inside_one_are_accepted() {
     let host = TestNs::new();
     let (agent, _data) = crate::support::agent(&host).await;
@@ -301,6 +305,7 @@ fn assert_names(st: &tonic::Status, field: &str, path: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn every_rpc_refuses_a_hostile_netns_path_before_writing_anything() {
     let host = TestNs::new();
     let (mut client, _stop, data) = serve(&host).await;
@@ -384,6 +389,7 @@ async fn every_rpc_refuses_a_hostile_netns_path_before_writing_anything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn removing_a_sandbox_that_named_another_sandboxs_namespace_leaves_that_one_whole() {
     let host = TestNs::new();
     let (mut client, _stop, _data) = serve(&host).await;

@@ -51,6 +51,7 @@ fn port_map(port: u16, to: Ipv4Addr) -> Element {
 }
 
 #[tokio::test]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn elements_added_in_one_batch_are_what_nft_lists_and_the_dump_returns() {
     let ns = TestNs::new();
     load(&ns, SKELETON);
@@ -109,6 +110,7 @@ async fn elements_added_in_one_batch_are_what_nft_lists_and_the_dump_returns() {
 }
 
 #[tokio::test]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn a_batch_with_one_bad_change_applies_nothing_and_names_the_set() {
     let ns = TestNs::new();
     load(&ns, SKELETON);
@@ -133,6 +135,7 @@ async fn a_batch_with_one_bad_change_applies_nothing_and_names_the_set() {
 }
 
 #[tokio::test]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn thousands_of_elements_go_in_one_transaction() {
     let ns = TestNs::new();
     load(&ns, SKELETON);

@@ -22,6 +22,7 @@ fn is_up(l: &serde_json::Value) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn managed_sandbox_gets_its_own_namespace_and_files_and_removal_deletes_them() {
     let host = TestNs::new();
     let (mut client, _stop, _data) = serve(&host).await;
@@ -133,6 +134,7 @@ async fn managed_sandbox_gets_its_own_namespace_and_files_and_removal_deletes_th
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn a_given_namespace_is_kept_and_only_weft_interfaces_are_removed_from_it() {
     let (host, sb) = (TestNs::new(), TestNs::new());
     let (agent, _data) = crate::support::agent(&host).await;

@@ -54,6 +54,7 @@ fn sandbox_with_dns(w: &World, name: &str, net: &str, servers: &[&str]) -> Value
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 async fn heavy_a_sandboxs_own_dns_servers_never_reach_the_hosts_loopback() {
     let w = World::new().await;
     let _weft = Weft::up(&w).await;
@@ -179,6 +180,7 @@ fn children_of(parent: u32) -> Vec<(u32, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 async fn heavy_only_the_agent_runs_as_root_and_the_data_dir_is_private() {
     let w = World::new().await;
     let weft = Weft::up(&w).await;
@@ -325,6 +327,7 @@ fn dig_raw(path: &str, args: &[&str]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 async fn heavy_udp_answers_through_127_0_0_11_are_capped_at_1232_bytes() {
     let w = World::new().await;
     let _weft = Weft::up(&w).await;

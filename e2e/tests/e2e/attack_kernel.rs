@@ -95,6 +95,7 @@ fn ipv4_of(sb: &Value) -> String {
 /// CVE-2020-8558: a sandbox that routes the host's loopback through its gateway reaches none
 /// of it; published ports on 127.0.0.1 still answer from the host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 async fn heavy_a_sandbox_routing_loopback_via_its_gateway_reaches_nothing_of_the_hosts() {
     let w = World::new().await;
     let _weft = Weft::up(&w).await;
@@ -267,6 +268,7 @@ fn agent_pid(weft: &Weft) -> u32 {
 /// `..` out of an allowed place, places that are not allowed: each CreateSandbox is
 /// INVALID_ARGUMENT naming netns_path and the path, and leaves no sandbox behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 async fn heavy_create_sandbox_refuses_hostile_netns_paths_and_keeps_nothing() {
     let w = World::new().await;
     // A directory of the test's own among the allowed places, for hostile files in one.

@@ -42,6 +42,7 @@ fn names(w: &World, method: &str, list: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 async fn heavy_hostile_strings_and_counts_are_refused_naming_the_field() {
     let w = World::new().await;
     let _weft = Weft::up(&w).await;

@@ -43,6 +43,7 @@ fn at(ip: &str, port: u16) -> SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 async fn heavy_user_defined_networks_names_and_the_outside() {
     let w = World::new().await;
     let _weft = Weft::up(&w).await;
@@ -135,6 +136,7 @@ async fn heavy_user_defined_networks_names_and_the_outside() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 async fn heavy_internal_backend_and_gw_priority() {
     let w = World::new().await;
     let _weft = Weft::up(&w).await;
@@ -197,6 +199,7 @@ async fn heavy_internal_backend_and_gw_priority() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 async fn heavy_published_ports_as_docker_documents() {
     let w = World::new().await;
     let _weft = Weft::up(&w).await;
@@ -266,6 +269,7 @@ async fn heavy_published_ports_as_docker_documents() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 async fn heavy_network_modes_and_resolver_settings() {
     let w = World::new().await;
     let _weft = Weft::up(&w).await;
@@ -338,6 +342,7 @@ async fn heavy_network_modes_and_resolver_settings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 async fn heavy_prune_and_the_host_as_it_was() {
     let w = World::new().await;
     let _weft = Weft::up(&w).await;
@@ -384,6 +389,7 @@ async fn heavy_prune_and_the_host_as_it_was() {
 /// After Connect returns, the very next query for the new endpoint's name answers with its
 /// address, 100 times out of 100; after Disconnect returns, the name no longer gives it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 async fn heavy_the_next_query_after_connect_and_disconnect_sees_it() {
     let w = World::new().await;
     let _weft = Weft::up(&w).await;
@@ -411,6 +417,7 @@ async fn heavy_the_next_query_after_connect_and_disconnect_sees_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 async fn heavy_bystanders_hold_when_nothing_happens() {
     let w = World::new().await;
     let _weft = Weft::up(&w).await;

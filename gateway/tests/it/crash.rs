@@ -258,6 +258,7 @@ async fn heavy_killed_at_every_step_50_times_leaves_nothing_behind_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_postgres, ignore = "needs Postgres: WEFT_TEST_DATABASE_URL")]
 async fn heavy_killed_at_every_step_leaves_nothing_behind_on_postgres() {
     crash_at_every_step(Backend::Postgres, STEPS.len()).await;
 }

@@ -19,6 +19,7 @@ use weft_testkit::{ServiceProcess, TestDb, fake_agent::FakeAgent};
 use crate::harness::with_subnet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_postgres, ignore = "needs Postgres: WEFT_TEST_DATABASE_URL")]
 async fn heavy_three_gateways_on_postgres_agree() {
     use clap::Parser as _;
     let ipam_db = TestDb::postgres().await;

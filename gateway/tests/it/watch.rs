@@ -161,6 +161,7 @@ async fn watch_streams_every_change_in_order_and_resumes_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_postgres, ignore = "needs Postgres: WEFT_TEST_DATABASE_URL")]
 async fn watch_streams_every_change_in_order_and_resumes_on_postgres() {
     watch(Backend::Postgres).await;
 }

@@ -76,6 +76,7 @@ async fn heavy_kill_9_under_load_loses_nothing_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_postgres, ignore = "needs Postgres: WEFT_TEST_DATABASE_URL")]
 async fn heavy_kill_9_under_load_loses_nothing_on_postgres() {
     crash_under_load(Backend::Postgres).await;
 }

@@ -86,6 +86,7 @@ macro_rules! cases {
     ($($name:ident: $prefix:expr;)*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(weft_no_postgres, ignore = "needs Postgres: WEFT_TEST_DATABASE_URL")]
             async fn $name() {
                 for backend in [Backend::Sqlite, Backend::Postgres] {
                     for parallel in [2, 4, 8] {

@@ -9,6 +9,7 @@ use weft_testkit::TestDb;
 use crate::harness::{check_clean, fill_concurrently, pool, process};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_postgres, ignore = "needs Postgres: WEFT_TEST_DATABASE_URL")]
 async fn heavy_three_replicas_on_postgres_never_duplicate() {
     let db = TestDb::postgres().await;
     let replicas = vec![

@@ -32,9 +32,12 @@ async fn sigterm_drains_then_exits_zero() {
 
     let signalled = Arc::new(AtomicBool::new(false));
     let served_after_signal = Arc::new(AtomicUsize::new(0));
+    // Clients that have had a first call served: the signal is sent once all of them are busy.
+    let clients_served = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for k in 0..8 {
         let (signalled, after) = (signalled.clone(), served_after_signal.clone());
+        let served = clients_served.clone();
         let mut c = IpamServiceClient::new(weft_testkit::channel(addr));
         tasks.push(tokio::spawn(async move {
             for i in 0.. {
@@ -43,7 +46,11 @@ async fn sigterm_drains_then_exits_zero() {
                     Ok(_) if sent_after => {
                         after.fetch_add(1, Ordering::SeqCst);
                     }
-                    Ok(_) => {}
+                    Ok(_) => {
+                        if i == 0 {
+                            served.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
                     // Once the server stops accepting, calls fail with UNAVAILABLE, or are refused
                     // by the server's GOAWAY (NO_ERROR) before reaching a handler, which the
                     // client reports as an h2 error; nothing else is acceptable.
@@ -64,7 +71,11 @@ async fn sigterm_drains_then_exits_zero() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    weft_testkit::wait_for(Duration::from_secs(10), "every client served once", || {
+        let n = clients_served.load(Ordering::SeqCst);
+        async move { (n == 8).then_some(()) }
+    })
+    .await;
     signalled.store(true, Ordering::SeqCst);
     svc.signal(Signal::SIGTERM);
     weft_testkit::wait_for(Duration::from_secs(1), "health NOT_SERVING", || async {

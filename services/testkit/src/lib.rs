@@ -336,6 +336,7 @@ macro_rules! on_both_backends {
         }
         mod postgres {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(weft_no_postgres, ignore = "needs Postgres: WEFT_TEST_DATABASE_URL")]
             async fn $name() { super::$name($crate::Backend::Postgres).await }
             )*
         }

@@ -5,6 +5,7 @@ use std::process::Command;
 use crate::{WEFT, bin_dir};
 
 #[test]
+#[cfg_attr(weft_no_root, ignore = "needs root: setpriv to another user")]
 fn without_root_weft_up_says_so_in_one_line_and_exits_1_before_starting_anything() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -35,6 +36,7 @@ fn without_root_weft_up_says_so_in_one_line_and_exits_1_before_starting_anything
 }
 
 #[test]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 fn a_missing_namespace_is_named_with_how_to_create_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(WEFT)
@@ -56,6 +58,7 @@ fn a_missing_namespace_is_named_with_how_to_create_it() {
 }
 
 #[test]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 fn missing_service_binaries_are_named_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -144,6 +144,7 @@ fn json(text: &str) -> serde_json::Value {
 }
 
 #[test]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 fn weft_up_in_a_namespace_runs_the_stack_there_and_sigterm_stops_it_with_exit_0() {
     let ns = Netns::new("a");
     let dir = tempfile::tempdir().unwrap();
@@ -258,6 +259,7 @@ fn weft_up_in_a_namespace_runs_the_stack_there_and_sigterm_stops_it_with_exit_0(
 }
 
 #[test]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 fn when_a_service_dies_weft_names_it_with_its_log_stops_the_rest_and_exits_1() {
     let ns = Netns::new("b");
     let dir = tempfile::tempdir().unwrap();

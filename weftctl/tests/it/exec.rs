@@ -39,6 +39,7 @@ impl Drop for Netns {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates a network namespace")]
 async fn exec_runs_the_command_in_the_sandbox_namespace_with_its_exit_code() {
     let s = Stack::start().await;
     let ns = Netns::new();
