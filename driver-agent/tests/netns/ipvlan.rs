@@ -29,6 +29,7 @@ fn names(ns: &TestNs) -> Vec<String> {
         .collect()
 }
 
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipvlan_attach_makes_its_device_in_the_sandbox_where_the_kernel_has_ipvlan_and_nothing_where_not()
  {
