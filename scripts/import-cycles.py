@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Finds import circles between the top-level modules of a Rust crate.
+"""Finds import circles between the modules of a Rust crate: its top-level modules, and the
+child modules of every directory module (`crate::domain::{a, b}`), level by level.
 
 Usage: scripts/import-cycles.py [--graph] SRC_DIR [SRC_DIR ...]
        (for example: scripts/import-cycles.py dns-svc/src)
@@ -205,9 +206,21 @@ def root_reexports(src: str, modules: set[str]) -> dict[str, str]:
     return found
 
 
-def references(path: str, depth: int, text: str) -> list[tuple[str, int]]:
-    """Top-level module names that the file at `path` (whose own code sits `depth` modules below
-    its top-level module) names through `crate::` or `super::` chains, with their lines."""
+def after_prefix(toks: list[Token], i: int, prefix: list[str]) -> int | None:
+    """The index after `prefix` written as `a::b::` from `toks[i]`, or None if it is not there."""
+    for seg in prefix:
+        if i + 1 < len(toks) and toks[i].text == seg and toks[i + 1].text == "::":
+            i += 2
+        else:
+            return None
+    return i
+
+
+def references(path: str, depth: int, text: str, prefix: list[str] | None = None) -> list[tuple[str, int]]:
+    """Module names that the file at `path` (whose own code sits `depth` modules below the
+    module it belongs to) names through `crate::` or `super::` chains, with their lines: the
+    crate's top-level modules, or with `prefix` (`["domain"]`) the children of `crate::domain`."""
+    prefix = prefix or []
     toks = tokens(strip(text))
     found: list[tuple[str, int]] = []
     brace = 0
@@ -230,7 +243,11 @@ def references(path: str, depth: int, text: str) -> list[tuple[str, int]]:
             prev = toks[i - 1].text if i else ""
             prev2 = toks[i - 2].text if i > 1 else ""
             if prev != "$" and not (prev == "in" and prev2 == "("):
-                segs, j = first_segments(toks, i + 2)
+                start = after_prefix(toks, i + 2, prefix)
+                if start is None:
+                    i += 2
+                    continue
+                segs, j = first_segments(toks, start)
                 found += segs
                 i = j
                 continue
@@ -254,8 +271,9 @@ class Crate:
     modules: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # module -> (file, depth)
 
 
-def crate_modules(src: str) -> Crate:
+def crate_modules(src: str, is_root: bool = True) -> Crate:
     crate = Crate(src)
+    roots = ("lib.rs", "main.rs") if is_root else ("mod.rs",)
     for entry in sorted(os.listdir(src)):
         full = os.path.join(src, entry)
         if os.path.isdir(full):
@@ -274,19 +292,19 @@ def crate_modules(src: str) -> Crate:
                     files.append((os.path.join(root, name), len(parts)))
             if files:
                 crate.modules.setdefault(entry, []).extend(files)
-        elif entry.endswith(".rs") and entry not in ("lib.rs", "main.rs"):
+        elif entry.endswith(".rs") and entry not in roots:
             crate.modules.setdefault(entry[:-3], []).append((full, 0))
     return crate
 
 
-def graph(crate: Crate) -> dict[str, dict[str, Ref]]:
+def graph(crate: Crate, prefix: list[str] | None = None) -> dict[str, dict[str, Ref]]:
     edges: dict[str, dict[str, Ref]] = {m: {} for m in crate.modules}
-    reexports = root_reexports(crate.src, set(crate.modules))
+    reexports = {} if prefix else root_reexports(crate.src, set(crate.modules))
     for module, files in crate.modules.items():
         for path, depth in files:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
-            for target, line in references(path, depth, text):
+            for target, line in references(path, depth, text, prefix):
                 target = reexports.get(target, target)
                 if target in crate.modules and target != module:
                     edges[module].setdefault(target, Ref(target, path, line))
@@ -360,9 +378,27 @@ def one_cycle(edges: dict[str, dict[str, Ref]], group: list[str]) -> list[str]:
     return [start]
 
 
+def nested_dirs(src: str, prefix: list[str]) -> list[tuple[str, list[str]]]:
+    """Every directory module below `src` (`src/domain`, `src/a/b`), with its path as segments."""
+    out = []
+    for entry in sorted(os.listdir(src)):
+        full = os.path.join(src, entry)
+        if os.path.isdir(full) and entry != "bin":
+            out.append((full, prefix + [entry]))
+            out += nested_dirs(full, prefix + [entry])
+    return out
+
+
 def check(src: str, show_graph: bool) -> bool:
-    crate = crate_modules(src)
-    edges = graph(crate)
+    ok = check_one(src, show_graph, None)
+    for sub, prefix in nested_dirs(src, []):
+        ok = check_one(sub, show_graph, prefix) and ok
+    return ok
+
+
+def check_one(src: str, show_graph: bool, prefix: list[str] | None) -> bool:
+    crate = crate_modules(src, prefix is None)
+    edges = graph(crate, prefix)
     if show_graph:
         for m in sorted(edges):
             for t, ref in sorted(edges[m].items()):
@@ -375,7 +411,8 @@ def check(src: str, show_graph: bool) -> bool:
             ref = edges[a][b]
             print(f"  {a} -> {b}: {ref.path}:{ref.line}")
     if not groups:
-        print(f"{src}: no import circle between its {len(crate.modules)} top-level modules")
+        level = "top-level modules" if prefix is None else f"modules of crate::{'::'.join(prefix)}"
+        print(f"{src}: no import circle between its {len(crate.modules)} {level}")
     return not groups
 
 

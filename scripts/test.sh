@@ -29,6 +29,9 @@ export WEFT_TEST_DATABASE_URL
 export WEFT_TEST_REQUIRE_ALL=1
 
 cargo fmt --all --check
+# No import circle between the modules of any crate (top level, and inside every directory module).
+python3 scripts/import-cycles.py --self-test >/dev/null
+python3 scripts/import-cycles.py $(ls -d */src services/*/src) >/dev/null
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 cargo nextest run --workspace --locked --no-fail-fast "$@"
