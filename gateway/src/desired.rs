@@ -157,16 +157,13 @@ impl Gateway {
             return Err(GatewayError::invalid("host", host, "must name a host"));
         }
         let mut tx = store::read_snapshot(&self.db).await?;
-        let revision = store::current_revision(&mut tx).await?;
+        let revision = store::hosts::revision_of(&mut tx, host).await?;
         let registered = store::hosts::get(&mut tx, host).await?.is_some();
         if !registered && host != self.host {
             return Err(GatewayError::HostNotFound(host.to_owned()));
         }
-        let sandboxes: Vec<SandboxRecord> = store::sandboxes::list(&mut tx)
-            .await?
-            .into_iter()
-            .filter(|s| s.host == host)
-            .collect();
+        let sandboxes = store::sandboxes::list_on_host(&mut tx, host).await?;
+        let endpoints = store::sandboxes::endpoints_on_host(&mut tx, host).await?;
         let networks = store::networks::list(&mut tx).await?;
         let mut state = apb::DesiredState {
             revision,
@@ -174,10 +171,16 @@ impl Gateway {
             ..Default::default()
         };
         let mut used = std::collections::BTreeSet::new();
+        let mut by_sandbox: std::collections::HashMap<String, Vec<EndpointRecord>> =
+            std::collections::HashMap::new();
+        for ep in endpoints {
+            by_sandbox
+                .entry(ep.sandbox_id.clone())
+                .or_default()
+                .push(ep);
+        }
         for s in &sandboxes {
-            let eps =
-                store::sandboxes::endpoints_of(&mut tx, store::sandboxes::Owner::Sandbox, &s.id)
-                    .await?;
+            let eps = by_sandbox.remove(&s.id).unwrap_or_default();
             state.sandboxes.push(agent_sandbox(s, &eps));
             for ep in &eps {
                 used.insert(ep.network_id.clone());

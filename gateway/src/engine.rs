@@ -30,11 +30,11 @@ use crate::{
         sandbox::SandboxRecord,
     },
     error::GatewayError,
-    store::{
-        self, GatewayStoreError, operations::Operation, requests::Retention, sandboxes::Owner,
-    },
+    store::{self, operations::Operation, requests::Retention, sandboxes::Owner},
     to_pb,
 };
+
+pub(crate) use crate::changes::Change;
 
 /// What a gateway is configured with besides its store and clients.
 #[derive(Debug, Clone)]
@@ -177,22 +177,6 @@ impl<T> std::fmt::Debug for Remember<'_, T> {
     }
 }
 
-/// One change to the desired state; each but `EndOperation` publishes an event.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Change<'a> {
-    InsertNetwork(&'a NetworkRecord),
-    UpdateNetwork(&'a NetworkRecord),
-    DeleteNetwork(&'a NetworkRecord),
-    InsertSandbox(&'a SandboxRecord),
-    DeleteSandbox(&'a SandboxRecord),
-    InsertEndpoint(&'a EndpointRecord),
-    DeleteEndpoint(&'a EndpointRecord),
-    /// The end of a saga: its operation record goes (no event).
-    EndOperation(&'a str),
-    /// A host registered, or came back up.
-    PutHost(&'a HostRecord),
-}
-
 impl Gateway {
     pub fn new(db: Db, ipam: Channel, agent: Channel, options: GatewayOptions) -> Self {
         let (notify, _) = tokio::sync::watch::channel(0);
@@ -268,6 +252,12 @@ impl Gateway {
     /// Applies `changes` in one transaction, each with the next revision and its event, records
     /// the answer of `request` when there is one, and wakes the watchers. Returns the last
     /// revision.
+    /// The revision of the last change to `host`'s desired state.
+    pub(crate) async fn host_revision(&self, host: &str) -> Result<u64, GatewayError> {
+        let mut conn = self.db.read().acquire().await?;
+        Ok(store::hosts::revision_of(&mut conn, host).await?)
+    }
+
     pub(crate) async fn commit(
         &self,
         changes: &[Change<'_>],
@@ -286,8 +276,12 @@ impl Gateway {
             // The revision first: its row lock orders concurrent writers before they touch
             // the tables (taking it after could deadlock on a unique key).
             revision = store::next_revision(&mut tx).await?;
+            let hosts = change.hosts(&mut tx).await?;
             let (kind, object) = change.apply(&mut tx).await?;
             store::insert_event(&mut tx, &to_pb::event(revision, now, kind, object)).await?;
+            for host in &hosts {
+                store::hosts::touch(&mut tx, host, revision).await?;
+            }
         }
         if let Some((key, answer)) = request.filter(|(k, _)| !k.id.is_empty()) {
             let entry = (
@@ -496,109 +490,5 @@ impl Gateway {
     pub async fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>, GatewayError> {
         let mut conn = self.db.read().acquire().await?;
         Ok(store::sandboxes::list(&mut conn).await?)
-    }
-}
-
-impl Change<'_> {
-    /// Writes the change; returns its event. Constraint violations become the domain errors
-    /// they mean (a replica may have won a race).
-    async fn apply(
-        &self,
-        conn: &mut sqlx::AnyConnection,
-    ) -> Result<(pb::EventKind, pb::event::Object), GatewayError> {
-        use pb::{EventKind as K, event::Object as O};
-        use store::{networks, sandboxes};
-        Ok(match *self {
-            Change::InsertNetwork(n) => {
-                networks::insert(conn, n)
-                    .await
-                    .map_err(|e| on_unique(e, || GatewayError::NameTaken(n.name.clone())))?;
-                (K::NetworkCreated, O::Network(to_pb::network_to_pb(n)))
-            }
-            Change::UpdateNetwork(n) => {
-                networks::update(conn, n).await?;
-                (K::NetworkUpdated, O::Network(to_pb::network_to_pb(n)))
-            }
-            Change::DeleteNetwork(n) => {
-                networks::delete(conn, &n.id).await.map_err(|e| {
-                    on_foreign_key(e, || {
-                        GatewayError::Precondition(format!("network {:?} has endpoints", n.name))
-                    })
-                })?;
-                (K::NetworkRemoved, O::Network(to_pb::network_to_pb(n)))
-            }
-            Change::InsertSandbox(s) => {
-                sandboxes::insert(conn, s)
-                    .await
-                    .map_err(|e| on_unique(e, || GatewayError::SandboxNameTaken(s.name.clone())))?;
-                (K::SandboxCreated, O::Sandbox(to_pb::sandbox_to_pb(s, &[])))
-            }
-            Change::DeleteSandbox(s) => {
-                sandboxes::delete(conn, &s.id).await?;
-                (K::SandboxRemoved, O::Sandbox(to_pb::sandbox_to_pb(s, &[])))
-            }
-            Change::InsertEndpoint(e) => {
-                sandboxes::insert_endpoint(conn, e).await.map_err(|err| {
-                    let not_found = || GatewayError::NetworkNotFound(e.network_name.clone());
-                    on_unique(err, || GatewayError::AlreadyConnected {
-                        sandbox: e.sandbox_name.clone(),
-                        network: e.network_name.clone(),
-                    })
-                    .or_foreign_key(not_found)
-                })?;
-                (
-                    K::EndpointConnected,
-                    O::Endpoint(to_pb::endpoint_to_pb(e, None)),
-                )
-            }
-            Change::DeleteEndpoint(e) => {
-                sandboxes::delete_endpoint(conn, &e.id).await?;
-                (
-                    K::EndpointDisconnected,
-                    O::Endpoint(to_pb::endpoint_to_pb(e, None)),
-                )
-            }
-            Change::PutHost(h) => {
-                store::hosts::put(conn, h).await?;
-                (K::HostUp, O::Host(to_pb::host_to_pb(h)))
-            }
-            Change::EndOperation(id) => {
-                return Err(GatewayError::Precondition(format!(
-                    "operation {id} has no event"
-                )));
-            }
-        })
-    }
-}
-
-/// A unique-key violation as the domain error it means.
-fn on_unique(e: GatewayStoreError, meant: impl FnOnce() -> GatewayError) -> GatewayError {
-    match e {
-        GatewayStoreError::Sql(ref s) if weft_store::is_unique_violation(s) => meant(),
-        e => e.into(),
-    }
-}
-
-/// A foreign-key violation as the domain error it means.
-fn on_foreign_key(e: GatewayStoreError, meant: impl FnOnce() -> GatewayError) -> GatewayError {
-    match e {
-        GatewayStoreError::Sql(sqlx::Error::Database(ref d)) if d.is_foreign_key_violation() => {
-            meant()
-        }
-        e => e.into(),
-    }
-}
-
-trait OrForeignKey {
-    fn or_foreign_key(self, meant: impl FnOnce() -> GatewayError) -> GatewayError;
-}
-
-impl OrForeignKey for GatewayError {
-    /// A store error left as it is by `on_unique` may still be a foreign-key violation.
-    fn or_foreign_key(self, meant: impl FnOnce() -> GatewayError) -> GatewayError {
-        match self {
-            GatewayError::Store(e) => on_foreign_key(e, meant),
-            e => e,
-        }
     }
 }

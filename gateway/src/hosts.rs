@@ -48,8 +48,9 @@ impl Gateway {
         Ok((host, revision))
     }
 
-    /// Keeps a registered host up (a down one comes back up, with HOST_UP); returns the current
-    /// desired-state revision.
+    /// Keeps a registered host up (a down one comes back up, with HOST_UP); returns the
+    /// revision of the host's own desired state (the per-host change feed: changes elsewhere
+    /// in the cluster do not move it).
     pub async fn heartbeat(&self, host: &str, unrepaired_drift: u64) -> Result<u64, GatewayError> {
         let now = self.clock.now_ms();
         let beat = {
@@ -80,7 +81,7 @@ impl Gateway {
                 "the host's agent reports drift it cannot repair"
             );
         }
-        self.revision().await
+        self.host_revision(host).await
     }
 
     /// Marks down every up host whose last heartbeat is older than three intervals; returns

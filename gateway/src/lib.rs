@@ -6,6 +6,7 @@
 //! `AgentRegistryService` (agents register, heartbeat and fetch their host's desired state).
 
 mod agents;
+mod changes;
 mod desired;
 pub mod domain;
 pub mod engine;

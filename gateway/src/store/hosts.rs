@@ -142,3 +142,26 @@ pub async fn list(conn: &mut AnyConnection) -> Result<Vec<HostRecord>> {
             .await?;
     rows.iter().map(decode).collect()
 }
+
+/// Moves `host`'s desired-state revision to `revision` (the per-host change feed).
+pub async fn touch(conn: &mut AnyConnection, host: &str, revision: u64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO gateway_host_revisions (host, revision) VALUES ($1, $2) \
+         ON CONFLICT (host) DO UPDATE SET revision = excluded.revision",
+    )
+    .bind(host)
+    .bind(i64::try_from(revision).unwrap_or(i64::MAX))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The revision of the last change to `host`'s desired state (0: none since it was known).
+pub async fn revision_of(conn: &mut AnyConnection, host: &str) -> Result<u64> {
+    let r: Option<i64> =
+        sqlx::query_scalar("SELECT revision FROM gateway_host_revisions WHERE host = $1")
+            .bind(host)
+            .fetch_optional(conn)
+            .await?;
+    Ok(r.and_then(|r| u64::try_from(r).ok()).unwrap_or(0))
+}

@@ -43,6 +43,45 @@ pub async fn list(conn: &mut AnyConnection) -> Result<Vec<SandboxRecord>> {
         .collect()
 }
 
+/// The sandboxes of one host (by index, without reading the others).
+pub async fn list_on_host(conn: &mut AnyConnection, host: &str) -> Result<Vec<SandboxRecord>> {
+    let rows = sqlx::query("SELECT record FROM gateway_sandboxes WHERE host = $1 ORDER BY name")
+        .bind(host)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| decode("sandbox", &r.try_get::<String, _>("record")?))
+        .collect()
+}
+
+/// The endpoints of one host's sandboxes, by sandbox then attach order: one query.
+pub async fn endpoints_on_host(
+    conn: &mut AnyConnection,
+    host: &str,
+) -> Result<Vec<EndpointRecord>> {
+    let rows = sqlx::query(
+        "SELECT e.record FROM gateway_endpoints e JOIN gateway_sandboxes s ON s.id = e.sandbox_id \
+         WHERE s.host = $1 ORDER BY e.sandbox_id, e.created_at_ms, e.id",
+    )
+    .bind(host)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| decode("endpoint", &r.try_get::<String, _>("record")?))
+        .collect()
+}
+
+/// The hosts with an endpoint on `network_id`.
+pub async fn hosts_on_network(conn: &mut AnyConnection, network_id: &str) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT s.host FROM gateway_endpoints e JOIN gateway_sandboxes s ON s.id = e.sandbox_id \
+         WHERE e.network_id = $1",
+    )
+    .bind(network_id)
+    .fetch_all(conn)
+    .await?)
+}
+
 pub async fn insert_endpoint(conn: &mut AnyConnection, e: &EndpointRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO gateway_endpoints (id, sandbox_id, network_id, record, created_at_ms) VALUES ($1, $2, $3, $4, $5)",

@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod crash;
+mod feed;
 mod grpcurl;
 mod harness;
 mod hosts;

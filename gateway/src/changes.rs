@@ -1,0 +1,153 @@
+//! The changes a commit applies ([`Change`]): each one's SQL, its event, and the hosts whose
+//! desired state it moves (the per-host change feed). [`crate::engine`]'s commit runs them in
+//! its one transaction; store errors that mean a domain error (a name taken, a network in use)
+//! become that error here.
+
+use weft_proto::gateway::v1 as pb;
+
+use crate::{
+    domain::{
+        endpoint::EndpointRecord, host::HostRecord, network::NetworkRecord, sandbox::SandboxRecord,
+    },
+    error::GatewayError,
+    store::{self, GatewayStoreError},
+    to_pb,
+};
+
+/// One change to the desired state; each but `EndOperation` publishes an event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change<'a> {
+    InsertNetwork(&'a NetworkRecord),
+    UpdateNetwork(&'a NetworkRecord),
+    DeleteNetwork(&'a NetworkRecord),
+    InsertSandbox(&'a SandboxRecord),
+    DeleteSandbox(&'a SandboxRecord),
+    InsertEndpoint(&'a EndpointRecord),
+    DeleteEndpoint(&'a EndpointRecord),
+    /// The end of a saga: its operation record goes (no event).
+    EndOperation(&'a str),
+    /// A host registered, or came back up.
+    PutHost(&'a HostRecord),
+}
+
+impl Change<'_> {
+    /// Writes the change; returns its event. Constraint violations become the domain errors
+    /// they mean (a replica may have won a race).
+    /// The hosts whose desired state this change moves (the per-host change feed): a
+    /// sandbox's or endpoint's own host, every host using an updated network, a host that
+    /// registers. A new network, or one deleted (it has no endpoints), moves none.
+    pub(crate) async fn hosts(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+    ) -> Result<Vec<String>, GatewayError> {
+        Ok(match *self {
+            Change::InsertSandbox(s) | Change::DeleteSandbox(s) => vec![s.host.clone()],
+            Change::InsertEndpoint(e) | Change::DeleteEndpoint(e) => vec![e.host.clone()],
+            Change::UpdateNetwork(n) => store::sandboxes::hosts_on_network(conn, &n.id).await?,
+            Change::PutHost(h) => vec![h.name.clone()],
+            Change::InsertNetwork(_) | Change::DeleteNetwork(_) | Change::EndOperation(_) => {
+                Vec::new()
+            }
+        })
+    }
+
+    pub(crate) async fn apply(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+    ) -> Result<(pb::EventKind, pb::event::Object), GatewayError> {
+        use pb::{EventKind as K, event::Object as O};
+        use store::{networks, sandboxes};
+        Ok(match *self {
+            Change::InsertNetwork(n) => {
+                networks::insert(conn, n)
+                    .await
+                    .map_err(|e| on_unique(e, || GatewayError::NameTaken(n.name.clone())))?;
+                (K::NetworkCreated, O::Network(to_pb::network_to_pb(n)))
+            }
+            Change::UpdateNetwork(n) => {
+                networks::update(conn, n).await?;
+                (K::NetworkUpdated, O::Network(to_pb::network_to_pb(n)))
+            }
+            Change::DeleteNetwork(n) => {
+                networks::delete(conn, &n.id).await.map_err(|e| {
+                    on_foreign_key(e, || {
+                        GatewayError::Precondition(format!("network {:?} has endpoints", n.name))
+                    })
+                })?;
+                (K::NetworkRemoved, O::Network(to_pb::network_to_pb(n)))
+            }
+            Change::InsertSandbox(s) => {
+                sandboxes::insert(conn, s)
+                    .await
+                    .map_err(|e| on_unique(e, || GatewayError::SandboxNameTaken(s.name.clone())))?;
+                (K::SandboxCreated, O::Sandbox(to_pb::sandbox_to_pb(s, &[])))
+            }
+            Change::DeleteSandbox(s) => {
+                sandboxes::delete(conn, &s.id).await?;
+                (K::SandboxRemoved, O::Sandbox(to_pb::sandbox_to_pb(s, &[])))
+            }
+            Change::InsertEndpoint(e) => {
+                sandboxes::insert_endpoint(conn, e).await.map_err(|err| {
+                    let not_found = || GatewayError::NetworkNotFound(e.network_name.clone());
+                    on_unique(err, || GatewayError::AlreadyConnected {
+                        sandbox: e.sandbox_name.clone(),
+                        network: e.network_name.clone(),
+                    })
+                    .or_foreign_key(not_found)
+                })?;
+                (
+                    K::EndpointConnected,
+                    O::Endpoint(to_pb::endpoint_to_pb(e, None)),
+                )
+            }
+            Change::DeleteEndpoint(e) => {
+                sandboxes::delete_endpoint(conn, &e.id).await?;
+                (
+                    K::EndpointDisconnected,
+                    O::Endpoint(to_pb::endpoint_to_pb(e, None)),
+                )
+            }
+            Change::PutHost(h) => {
+                store::hosts::put(conn, h).await?;
+                (K::HostUp, O::Host(to_pb::host_to_pb(h)))
+            }
+            Change::EndOperation(id) => {
+                return Err(GatewayError::Precondition(format!(
+                    "operation {id} has no event"
+                )));
+            }
+        })
+    }
+}
+
+/// A unique-key violation as the domain error it means.
+fn on_unique(e: GatewayStoreError, meant: impl FnOnce() -> GatewayError) -> GatewayError {
+    match e {
+        GatewayStoreError::Sql(ref s) if weft_store::is_unique_violation(s) => meant(),
+        e => e.into(),
+    }
+}
+
+/// A foreign-key violation as the domain error it means.
+fn on_foreign_key(e: GatewayStoreError, meant: impl FnOnce() -> GatewayError) -> GatewayError {
+    match e {
+        GatewayStoreError::Sql(sqlx::Error::Database(ref d)) if d.is_foreign_key_violation() => {
+            meant()
+        }
+        e => e.into(),
+    }
+}
+
+trait OrForeignKey {
+    fn or_foreign_key(self, meant: impl FnOnce() -> GatewayError) -> GatewayError;
+}
+
+impl OrForeignKey for GatewayError {
+    /// A store error left as it is by `on_unique` may still be a foreign-key violation.
+    fn or_foreign_key(self, meant: impl FnOnce() -> GatewayError) -> GatewayError {
+        match self {
+            GatewayError::Store(e) => on_foreign_key(e, meant),
+            e => e,
+        }
+    }
+}
