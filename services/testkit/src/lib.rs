@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 pub mod fake_agent;
+#[cfg(feature = "stack")]
+pub mod stack;
 
 use std::{
     future::Future,
