@@ -16,7 +16,7 @@ use weft_proto::gateway::v1::{
     self as pb, network_service_client::NetworkServiceClient,
     sandbox_service_client::SandboxServiceClient,
 };
-use weft_testkit::{Backend, ServiceProcess, stack::StackOptions};
+use weft_testkit::{Backend, ServiceProcess, netns::ip_json_at, stack::StackOptions};
 
 /// ipam-svc and the gateway in this process, the agent as a process managing `host`.
 struct Stack {
@@ -39,13 +39,7 @@ impl Stack {
             .start()
             .await;
         // The namespace playing the host has its loopback up, as a host has.
-        let host = TestNs::new();
-        let ok = Command::new("ip")
-            .args(["-n", &host.name, "link", "set", "lo", "up"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        let host = TestNs::new().with_lo_up();
         let mut me = Self {
             gateway: stack.gateway,
             host,
@@ -176,26 +170,6 @@ impl Drop for Stack {
             }
         }
     }
-}
-
-/// `ip -j ARGS…` inside the namespace at `path`, parsed.
-fn ip_json_at(path: &str, args: &[&str]) -> serde_json::Value {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={path}"))
-        .args(["ip", "-j"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.trim().is_empty() {
-        return serde_json::Value::Array(Vec::new());
-    }
-    serde_json::from_str(&text).unwrap()
 }
 
 fn subnet(name: &str, cidr: &str) -> pb::CreateNetworkRequest {

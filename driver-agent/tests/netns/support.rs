@@ -1,11 +1,10 @@
-//! Namespaces that clean up after themselves, the kernel's view through `ip -j`, and TCP
-//! traffic from inside a namespace.
+//! Namespaces that clean up after themselves (the test kit's), the kernel's view through
+//! `ip -j`, and TCP traffic from inside a namespace.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{SocketAddr, TcpStream},
-    path::{Path, PathBuf},
-    process::Command,
+    path::Path,
     time::Duration,
 };
 
@@ -13,102 +12,16 @@ use driver_agent::netns;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
-/// A named namespace made for one test; deleted (with everything in it) when dropped.
-#[derive(Debug)]
-pub struct TestNs {
-    pub name: String,
-    pub path: PathBuf,
-}
-
-impl TestNs {
-    pub fn new() -> Self {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let name = format!("wft-t-{}", &id[..10]);
-        let path = netns::create_named(&name).expect("create test namespace");
-        let ns = Self { name, path };
-        // A new namespace inherits IPv4 settings from the machine's own (forwarding is on on any
-        // Docker host): the tests start from the kernel's defaults, set here, not from the host's.
-        ns.sysctl_w(&["net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"]);
-        ns
-    }
-
-    /// `sysctl -w` inside this namespace.
-    pub fn sysctl_w(&self, settings: &[&str]) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "sysctl", "-q", "-w"])
-            .args(settings)
-            .output()
-            .expect("run sysctl");
-        assert!(
-            out.status.success(),
-            "sysctl {settings:?} in {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Whether this kernel makes the link `ip link add probe0 ARGS…` (deleted again), asked of
-    /// the kernel directly, so tests expect what this kernel has rather than what one machine had.
-    pub fn kernel_makes_link(&self, args: &[&str]) -> bool {
-        let made = Command::new("ip")
-            .args(["-n", &self.name, "link", "add", "probe0"])
-            .args(args)
-            .output()
-            .expect("run ip")
-            .status
-            .success();
-        if made {
-            let _ = Command::new("ip")
-                .args(["-n", &self.name, "link", "del", "probe0"])
-                .status();
-        }
-        made
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        if let Err(e) = netns::delete_named(&self.name) {
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!("cannot delete test namespace {}: {e}", self.name);
-            }
-        }
-    }
-}
+pub use weft_testkit::netns::TestNs;
 
 /// `nft -j ARGS…` in a namespace, parsed.
 pub fn nft_json(ns: &TestNs, args: &[&str]) -> Value {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "nft", "-j"])
-        .args(args)
-        .output()
-        .expect("run nft");
-    assert!(
-        out.status.success(),
-        "nft {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("nft -j gives JSON")
+    ns.nft_json(args)
 }
 
 /// `ip -n NS -j ARGS…` parsed.
 pub fn ip_json(ns: &TestNs, args: &[&str]) -> Value {
-    let out = Command::new("ip")
-        .args(["-n", &ns.name, "-j"])
-        .args(args)
-        .output()
-        .expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.trim().is_empty() {
-        return Value::Array(Vec::new());
-    }
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("ip {args:?} gave no JSON ({e}): {text}"))
+    ns.ip_json(args)
 }
 
 /// The links of a namespace, by `ip -j -d link show`.
