@@ -11,6 +11,7 @@ use std::{
 use driver_agent::netns;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+use weft_testkit::netns::tcp_listener_in;
 
 pub use weft_testkit::netns::TestNs;
 
@@ -36,40 +37,40 @@ pub fn link<'a>(links: &'a [Value], name: &str) -> Option<&'a Value> {
     links.iter().find(|l| l["ifname"] == name)
 }
 
-/// `"10.0.0.2/24"` strings of the IPv4 addresses on `dev` in `ns`.
-pub fn addresses(ns: &TestNs, dev: &str) -> Vec<String> {
-    ip_json(ns, &["-4", "addr", "show", "dev", dev])[0]["addr_info"]
+/// `"10.0.0.2/24"` strings of the addresses in `ip -j addr show dev X` output.
+fn prefixes(shown: &Value) -> Vec<String> {
+    shown[0]["addr_info"]
         .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
+        .into_iter()
+        .flatten()
         // `ip -j` may emit lifetime-only entries without an address; skip them.
         .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"])))
         .collect()
 }
 
-/// The IPv4 default route of `ns` as (gateway, dev).
-pub fn default_route(ns: &TestNs) -> Option<(String, String)> {
-    let r = ip_json(ns, &["-4", "route", "show", "default"]);
-    let r = r.as_array()?.first()?;
+/// `"10.0.0.2/24"` strings of the IPv4 addresses on `dev` in `ns`.
+pub fn addresses(ns: &TestNs, dev: &str) -> Vec<String> {
+    prefixes(&ip_json(ns, &["-4", "addr", "show", "dev", dev]))
+}
+
+/// The first route of `ip -j route show` output as (gateway, dev).
+fn gateway_dev(routes: &Value) -> Option<(String, String)> {
+    let r = routes.as_array()?.first()?;
     Some((
         r["gateway"].as_str()?.to_owned(),
         r["dev"].as_str()?.to_owned(),
     ))
 }
 
+/// The IPv4 default route of `ns` as (gateway, dev).
+pub fn default_route(ns: &TestNs) -> Option<(String, String)> {
+    gateway_dev(&ip_json(ns, &["-4", "route", "show", "default"]))
+}
+
 /// A TCP echo server listening on `addr` inside `ns` (the socket is created there and keeps
 /// that namespace; the runtime serves it from anywhere). Stops when the test's runtime ends.
 pub async fn echo_server(ns: &Path, addr: SocketAddr) {
-    let std_listener = netns::run_in(ns, move || {
-        let l = std::net::TcpListener::bind(addr)?;
-        l.set_nonblocking(true)?;
-        Ok::<_, std::io::Error>(l)
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-    let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+    let listener = tcp_listener_in(ns, addr).await;
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -115,24 +116,15 @@ pub async fn assert_talks(ns: &Path, to: SocketAddr) {
 
 /// Global IPv6 addresses on `dev` in `ns`, `"fd00::2/64"` form.
 pub fn addresses6(ns: &TestNs, dev: &str) -> Vec<String> {
-    ip_json(ns, &["-6", "addr", "show", "dev", dev, "scope", "global"])[0]["addr_info"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        // `ip -j` may emit lifetime-only entries without an address; skip them.
-        .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"])))
-        .collect()
+    prefixes(&ip_json(
+        ns,
+        &["-6", "addr", "show", "dev", dev, "scope", "global"],
+    ))
 }
 
 /// The IPv6 default route of `ns` as (gateway, dev).
 pub fn default_route6(ns: &TestNs) -> Option<(String, String)> {
-    let r = ip_json(ns, &["-6", "route", "show", "default"]);
-    let r = r.as_array()?.first()?;
-    Some((
-        r["gateway"].as_str()?.to_owned(),
-        r["dev"].as_str()?.to_owned(),
-    ))
+    gateway_dev(&ip_json(ns, &["-6", "route", "show", "default"]))
 }
 
 /// An agent managing `host`, with its files in a temporary directory (kept alive by the

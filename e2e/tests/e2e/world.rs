@@ -20,7 +20,7 @@ use std::{
 
 use driver_agent::netns;
 use serde_json::Value;
-use weft_testkit::netns::TestNs;
+use weft_testkit::netns::{TestNs, tcp_listener_in, udp_socket_in};
 
 pub const HOST_UPLINK: &str = "192.0.2.1";
 pub const INTERNET: &str = "192.0.2.254";
@@ -340,15 +340,7 @@ impl Weft {
 
 /// A TCP server in `ns` at `addr` that answers every connection with "from <peer ip>\n".
 pub async fn who_is_server(ns: &Path, addr: SocketAddr) {
-    let listener = netns::run_in(ns, move || {
-        let l = std::net::TcpListener::bind(addr)?;
-        l.set_nonblocking(true)?;
-        Ok::<_, std::io::Error>(l)
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let listener = tcp_listener_in(ns, addr).await;
     tokio::spawn(async move {
         while let Ok((mut s, peer)) = listener.accept().await {
             tokio::spawn(async move {
@@ -363,10 +355,7 @@ pub async fn who_is_server(ns: &Path, addr: SocketAddr) {
 
 /// A UDP server in `ns` at `addr` that echoes every datagram.
 pub async fn udp_echo_server(ns: &Path, addr: SocketAddr) {
-    let sock = netns::run_in(ns, move || UdpSocket::bind(addr))
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("bind udp {addr}: {e}"));
+    let sock = udp_socket_in(ns, addr).await;
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];
         while let Ok((n, peer)) = sock.recv_from(&mut buf) {
@@ -466,10 +455,7 @@ pub fn default_gateway(path: &str) -> Option<String> {
 /// A fake upstream DNS server in `ns` at `addr`: answers every question with one A record
 /// ([`UPSTREAM_ANSWER`]) and counts what it answered.
 pub async fn fake_upstream(ns: &Path, addr: SocketAddr, count: Arc<AtomicUsize>) {
-    let sock = netns::run_in(ns, move || UdpSocket::bind(addr))
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("bind dns {addr}: {e}"));
+    let sock = udp_socket_in(ns, addr).await;
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];
         while let Ok((n, peer)) = sock.recv_from(&mut buf) {

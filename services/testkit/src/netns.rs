@@ -211,3 +211,33 @@ impl Drop for TestNs {
         }
     }
 }
+
+/// A TCP listener bound to `addr` inside the namespace at `ns`: the socket is created there and
+/// keeps that namespace; the runtime serves it from anywhere.
+#[cfg(feature = "traffic")]
+pub async fn tcp_listener_in(
+    ns: &std::path::Path,
+    addr: std::net::SocketAddr,
+) -> tokio::net::TcpListener {
+    let listener = driver_agent::netns::run_in(ns, move || {
+        let l = std::net::TcpListener::bind(addr)?;
+        l.set_nonblocking(true)?;
+        Ok::<_, std::io::Error>(l)
+    })
+    .await
+    .expect("enter namespace")
+    .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    tokio::net::TcpListener::from_std(listener).unwrap()
+}
+
+/// A (blocking) UDP socket bound to `addr` inside the namespace at `ns`.
+#[cfg(feature = "traffic")]
+pub async fn udp_socket_in(
+    ns: &std::path::Path,
+    addr: std::net::SocketAddr,
+) -> std::net::UdpSocket {
+    driver_agent::netns::run_in(ns, move || std::net::UdpSocket::bind(addr))
+        .await
+        .expect("enter namespace")
+        .unwrap_or_else(|e| panic!("bind udp {addr}: {e}"))
+}
