@@ -187,11 +187,7 @@ impl World {
             let v: Value = serde_json::from_str(&run("ip", &all)).unwrap_or(Value::Null);
             normalise(v)
         };
-        let nft: Value = serde_json::from_str(&run(
-            "ip",
-            &["netns", "exec", h, "nft", "-j", "list", "ruleset"],
-        ))
-        .unwrap();
+        let nft = self.host.nft_json(&["list", "ruleset"]);
         format!(
             "links {}\naddrs {}\nroutes {}\nroutes6 {}\nnft {}",
             ip(&["link", "show"]),

@@ -55,6 +55,28 @@ fn assert_code_names(case: &str, err: &tonic::Status, code: Code, needles: &[&st
     }
 }
 
+/// A stack with network `n` on `subnet` and sandbox `there`, and a sandbox client.
+async fn with_n_and_there(
+    subnet: &str,
+) -> (
+    Stack,
+    pb::sandbox_service_client::SandboxServiceClient<tonic::transport::Channel>,
+) {
+    let s = Stack::start(Backend::Sqlite).await;
+    s.networks()
+        .create_network(with_subnet("n", subnet))
+        .await
+        .unwrap();
+    let mut sb = s.sandboxes();
+    sb.create_sandbox(pb::CreateSandboxRequest {
+        name: "there".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    (s, sb)
+}
+
 /// What a refused call must leave as it was besides the networks.
 #[derive(Debug, Clone, Copy)]
 enum Kept {
@@ -214,18 +236,7 @@ async fn bad_network_input_is_refused_naming_field_and_value_and_changes_nothing
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sandbox_input_is_refused_naming_field_and_value_and_changes_nothing() {
     use Code::*;
-    let s = Stack::start(Backend::Sqlite).await;
-    s.networks()
-        .create_network(with_subnet("n", "10.81.0.0/24"))
-        .await
-        .unwrap();
-    let mut sb = crate::harness::sandboxes(&s);
-    sb.create_sandbox(pb::CreateSandboxRequest {
-        name: "there".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (s, mut sb) = with_n_and_there("10.81.0.0/24").await;
     let sandbox = |f: fn(&mut pb::CreateSandboxRequest)| {
         let mut r = pb::CreateSandboxRequest {
             name: "s".into(),
@@ -995,18 +1006,7 @@ async fn written(s: &Stack) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_is_refused_naming_the_field_and_writes_nothing() {
-    let s = Stack::start(Backend::Sqlite).await;
-    s.networks()
-        .create_network(with_subnet("n", "10.83.0.0/24"))
-        .await
-        .unwrap();
-    let mut sb = crate::harness::sandboxes(&s);
-    sb.create_sandbox(pb::CreateSandboxRequest {
-        name: "there".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (s, mut sb) = with_n_and_there("10.83.0.0/24").await;
     let (mut nets, mut hosts) = (s.networks(), s.hosts());
     let rows = hostile_rows();
     assert!(rows.len() >= 40, "only {} rows", rows.len());

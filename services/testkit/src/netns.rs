@@ -115,18 +115,25 @@ impl TestNs {
 
     /// `nft -j ARGS…` inside this namespace, parsed.
     pub fn nft_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["-j"];
+        all.extend_from_slice(args);
+        serde_json::from_slice(&self.exec_ok("nft", &all)).expect("nft -j gives JSON")
+    }
+
+    /// `PROGRAM ARGS…` inside this namespace, which must succeed; returns its stdout.
+    pub fn exec_ok(&self, program: &str, args: &[&str]) -> Vec<u8> {
         let out = self
-            .exec("nft")
-            .arg("-j")
+            .exec(program)
             .args(args)
             .output()
-            .expect("run nft");
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
         assert!(
             out.status.success(),
-            "nft {args:?}: {}",
+            "{program} {args:?} in {}: {}",
+            self.name,
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).expect("nft -j gives JSON")
+        out.stdout
     }
 
     /// A command that runs `program` inside this namespace (`ip netns exec NAME program`); add
@@ -139,18 +146,9 @@ impl TestNs {
 
     /// `sysctl -w` inside this namespace.
     pub fn sysctl_w(&self, settings: &[&str]) {
-        let out = self
-            .exec("sysctl")
-            .args(["-q", "-w"])
-            .args(settings)
-            .output()
-            .expect("run sysctl");
-        assert!(
-            out.status.success(),
-            "sysctl {settings:?} in {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut all = vec!["-q", "-w"];
+        all.extend_from_slice(settings);
+        self.exec_ok("sysctl", &all);
     }
 
     /// Whether this kernel makes the link `ip link add probe0 ARGS…` (deleted again), asked of
