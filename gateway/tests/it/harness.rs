@@ -65,7 +65,15 @@ pub fn with_subnet(name: &str, subnet: &str) -> pb::CreateNetworkRequest {
 
 /// Every network's name, sorted.
 pub async fn names(c: &mut NetworkServiceClient<Channel>) -> Vec<String> {
-    c.list_networks(pb::ListNetworksRequest::default())
+    names_where(c, pb::ListNetworksRequest::default()).await
+}
+
+/// The names of the networks `req` lists, in its order.
+pub async fn names_where(
+    c: &mut NetworkServiceClient<Channel>,
+    req: pb::ListNetworksRequest,
+) -> Vec<String> {
+    c.list_networks(req)
         .await
         .unwrap()
         .into_inner()
