@@ -11,13 +11,12 @@ mod support;
 
 use std::{collections::BTreeSet, net::SocketAddr, process::Command, time::Duration};
 
-use clap::Parser as _;
 use support::{TestNs, assert_talks, echo_server, links, nft_json};
 use weft_proto::gateway::v1::{
     self as pb, network_service_client::NetworkServiceClient,
     sandbox_service_client::SandboxServiceClient,
 };
-use weft_testkit::{Backend, ServiceProcess, TestDb};
+use weft_testkit::{Backend, ServiceProcess, netns::ip_json_at, stack::StackOptions};
 
 /// ipam-svc and the gateway in this process, the agent as a process managing `host`.
 struct Stack {
@@ -26,57 +25,28 @@ struct Stack {
     data: tempfile::TempDir,
     agent: Option<ServiceProcess>,
     agent_addr: SocketAddr,
-    _dbs: (TestDb, TestDb),
-    _stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    stack: weft_testkit::stack::Stack,
 }
 
 impl Stack {
     async fn start() -> Self {
-        let ipam_db = TestDb::new(Backend::Sqlite).await;
-        let gw_db = TestDb::new(Backend::Sqlite).await;
-        let ipam =
-            ipam_svc::Args::try_parse_from(["ipam-svc", "--database-url", &ipam_db.url]).unwrap();
-        let ipam = ipam_svc::open(&ipam_svc::Config::try_from(ipam).unwrap())
-            .await
-            .unwrap();
-        let (ipam_addr, stop_ipam) = weft_testkit::serve(
-            weft_runtime::GrpcServer::new().add_service(ipam_svc::grpc::server(ipam)),
-        )
-        .await;
         let agent_addr: SocketAddr = format!("127.0.0.1:{}", weft_testkit::free_port())
             .parse()
             .unwrap();
-        let args = gateway::Args::try_parse_from([
-            "gateway",
-            "--database-url",
-            &gw_db.url,
-            "--ipam",
-            &format!("http://{ipam_addr}"),
-            "--agent",
-            &format!("http://{agent_addr}"),
-            "--host-name",
-            "h1",
-        ])
-        .unwrap();
-        let gw = gateway::open(&args).await.unwrap();
-        gw.ensure_predefined().await.unwrap();
-        let (gateway, stop_gw) = weft_testkit::serve(gateway::services(gw)).await;
+        let stack = StackOptions::new(Backend::Sqlite)
+            .agent_at(agent_addr)
+            .gateway_flags(&["--host-name", "h1"])
+            .start()
+            .await;
         // The namespace playing the host has its loopback up, as a host has.
-        let host = TestNs::new();
-        let ok = Command::new("ip")
-            .args(["-n", &host.name, "link", "set", "lo", "up"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        let host = TestNs::new().with_lo_up();
         let mut me = Self {
-            gateway,
+            gateway: stack.gateway,
             host,
             data: tempfile::tempdir().unwrap(),
             agent: None,
             agent_addr,
-            _dbs: (ipam_db, gw_db),
-            _stops: vec![stop_gw, stop_ipam],
+            stack,
         };
         me.start_agent().await;
         me
@@ -105,11 +75,11 @@ impl Stack {
     }
 
     fn networks(&self) -> NetworkServiceClient<tonic::transport::Channel> {
-        NetworkServiceClient::new(weft_testkit::channel(self.gateway))
+        self.stack.networks()
     }
 
     fn sandboxes(&self) -> SandboxServiceClient<tonic::transport::Channel> {
-        SandboxServiceClient::new(weft_testkit::channel(self.gateway))
+        self.stack.sandboxes()
     }
 
     /// Endpoint ids of the veths in the host namespace (by their Weft alias).
@@ -200,26 +170,6 @@ impl Drop for Stack {
             }
         }
     }
-}
-
-/// `ip -j ARGS…` inside the namespace at `path`, parsed.
-fn ip_json_at(path: &str, args: &[&str]) -> serde_json::Value {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={path}"))
-        .args(["ip", "-j"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.trim().is_empty() {
-        return serde_json::Value::Array(Vec::new());
-    }
-    serde_json::from_str(&text).unwrap()
 }
 
 fn subnet(name: &str, cidr: &str) -> pb::CreateNetworkRequest {

@@ -32,6 +32,7 @@ use futures::TryStreamExt as _;
 use netlink_packet_route::link::LinkAttribute;
 use serde_json::{Value, json};
 use weft_proto::gateway::v1 as pb;
+use weft_testkit::netns::{TestNs, run};
 
 type Sandboxes = pb::sandbox_service_client::SandboxServiceClient<tonic::transport::Channel>;
 
@@ -45,7 +46,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
     let bins = PathBuf::from(std::env::var("WEFT_BENCH_BINS").expect("WEFT_BENCH_BINS"));
-    let host = Namespace::create("host");
+    let host = TestNs::named("pb-host");
     // The whole process (and every thread and child it makes from now on) lives in the
     // namespace playing the host: the peers' processes start there directly.
     enter(&host.path);
@@ -66,27 +67,6 @@ fn main() {
     report.print(n);
 }
 
-/// A named namespace of the benchmark's own; deleted when dropped.
-struct Namespace {
-    name: String,
-    path: PathBuf,
-}
-
-impl Namespace {
-    fn create(tag: &str) -> Self {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let name = format!("wft-pb-{tag}-{}", &id[..8]);
-        let path = driver_agent::netns::create_named(&name).unwrap();
-        Self { name, path }
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = driver_agent::netns::delete_named(&self.name);
-    }
-}
-
 /// Moves this (still single-threaded) process into the namespace at `path`.
 fn enter(path: &Path) {
     let f = std::fs::File::open(path).unwrap();
@@ -94,20 +74,10 @@ fn enter(path: &Path) {
     run("ip", &["link", "set", "lo", "up"]);
 }
 
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 // ----------------------------------------------------------------------------------------------
 // Weft
 
-async fn weft_rows(host: &Namespace, bins: &Path, n: usize, report: &mut Report) {
+async fn weft_rows(host: &TestNs, bins: &Path, n: usize, report: &mut Report) {
     let data = tempfile::tempdir().unwrap();
     let log = data.path().join("weft-up.log");
     let mut up = Command::new(bins.join("weft"))
@@ -336,7 +306,7 @@ fn netavark_rows(n: usize, report: &mut Report) {
         let mut containers = Vec::new();
         let mut setup = Vec::new();
         for i in 0..n {
-            let ns = Namespace::create("nv");
+            let ns = TestNs::named("pb-nv");
             let opts = netavark_options(i, with_port);
             let t = Instant::now();
             netavark(config.path(), "setup", &ns.path, &opts);
@@ -417,7 +387,7 @@ fn cni_rows(n: usize, report: &mut Report) {
         let mut containers = Vec::new();
         let mut add = Vec::new();
         for i in 0..n {
-            let ns = Namespace::create("cni");
+            let ns = TestNs::named("pb-cni");
             let id = format!("cni{}-{i}", u8::from(with_port));
             let rc = json!({"portMappings": [
                 {"hostPort": 40_000 + i, "containerPort": 80, "protocol": "tcp"}

@@ -8,62 +8,20 @@
 
 use std::time::{Duration, Instant};
 
-use clap::Parser as _;
-use weft_proto::gateway::v1::{
-    self as pb, network_service_client::NetworkServiceClient,
-    sandbox_service_client::SandboxServiceClient,
-};
-use weft_runtime::{GrpcServer, grpc::ShutdownTiming};
-use weft_testkit::{TestDb, fake_agent::FakeAgent};
-
-async fn serve(server: GrpcServer) -> std::net::SocketAddr {
-    let (listener, addr) = GrpcServer::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let timing = ShutdownTiming {
-        delay: Duration::ZERO,
-        grace: Duration::from_secs(1),
-    };
-    tokio::spawn(server.serve(listener, timing, std::future::pending()));
-    addr
-}
+use weft_proto::gateway::v1 as pb;
+use weft_testkit::{Backend, stack::StackOptions};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn run(ipam_db: &TestDb, gw_db: &TestDb, n: usize) -> (Vec<Duration>, Vec<Duration>) {
-    let ipam_args = ipam_svc::Args::try_parse_from([
-        "ipam-svc",
-        "--database-url",
-        &ipam_db.url,
-        "--log-filter",
-        "warn",
-    ])
-    .unwrap();
-    let ipam = ipam_svc::open(&ipam_svc::Config::try_from(ipam_args).unwrap())
-        .await
-        .unwrap();
-    let ipam_addr = serve(GrpcServer::new().add_service(ipam_svc::grpc::server(ipam))).await;
-    let agent_addr = serve(GrpcServer::new().add_service(
-        weft_proto::agent::v1::agent_service_server::AgentServiceServer::new(FakeAgent::default()),
-    ))
-    .await;
-    let args = gateway::Args::try_parse_from([
-        "gateway",
-        "--database-url",
-        &gw_db.url,
-        "--ipam",
-        &format!("http://{ipam_addr}"),
-        "--agent",
-        &format!("http://{agent_addr}"),
-    ])
-    .unwrap();
-    let gw = gateway::open(&args).await.unwrap();
-    gw.ensure_predefined().await.unwrap();
-    let addr = serve(gateway::services(gw)).await;
-    let mut nets = NetworkServiceClient::new(weft_testkit::channel(addr));
-    let mut sb = SandboxServiceClient::new(weft_testkit::channel(addr));
+async fn run(backend: Backend, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let stack = StackOptions::new(backend)
+        .ipam_flags(&["--log-filter", "warn"])
+        .start()
+        .await;
+    let mut nets = stack.networks();
+    let mut sb = stack.sandboxes();
     nets.create_network(pb::CreateNetworkRequest {
         name: "bench".into(),
         ipam: Some(pb::Ipam {
@@ -124,11 +82,11 @@ async fn main() {
         backends.push("postgres");
     }
     for backend in backends {
-        let (ipam_db, gw_db) = match backend {
-            "sqlite" => (TestDb::sqlite(), TestDb::sqlite()),
-            _ => (TestDb::postgres().await, TestDb::postgres().await),
+        let on = match backend {
+            "sqlite" => Backend::Sqlite,
+            _ => Backend::Postgres,
         };
-        let (conn, disc) = run(&ipam_db, &gw_db, n).await;
+        let (conn, disc) = run(on, n).await;
         for (rpc, v) in [("Connect", &conn), ("Disconnect", &disc)] {
             println!(
                 "{backend:<9} {rpc:<11} {:>7.2}ms {:>7.2}ms",

@@ -108,11 +108,11 @@ async fn resolve_explains_local_forwarded_and_refused_answers() {
 async fn upstreams_are_tried_in_order_past_servfail() {
     let w = World::new().await;
     // A sandbox's own servers are asked from its namespace: these two are on its loopback.
-    let picky_ns = crate::harness::NetNs::new();
+    let picky_ns = crate::harness::netns();
     let bad = FakeUpstream::start_in(Some(&picky_ns), Upstream::ServFail).await;
     let good = FakeUpstream::start_in(Some(&picky_ns), Upstream::Answers).await;
     let dns = Dns::start(&w.url, &[]).await;
-    let mut picky = sandbox("spicky000001", "picky", HOST, &picky_ns.path(), "");
+    let mut picky = sandbox("spicky000001", "picky", HOST, &picky_ns.path_str(), "");
     picky.dns = Some(gw::DnsConfig {
         servers: vec![bad.addr.to_string(), good.addr.to_string()],
         ..Default::default()

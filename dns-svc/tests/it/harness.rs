@@ -20,6 +20,7 @@ use hickory_proto::{
 };
 use tokio::sync::oneshot;
 use weft_proto::gateway::v1 as gw;
+use weft_testkit::netns::TestNs;
 
 pub use crate::gateway::{FakeGateway, endpoint, network, sandbox};
 
@@ -110,8 +111,8 @@ impl FakeUpstream {
 
     /// A fake upstream on the loopback of namespace `ns` (its sockets are made there), or of
     /// the test's own namespace.
-    pub async fn start_in(ns: Option<&NetNs>, behaviour: Upstream) -> Self {
-        let path = ns.map(NetNs::path);
+    pub async fn start_in(ns: Option<&TestNs>, behaviour: Upstream) -> Self {
+        let path = ns.map(TestNs::path_str);
         let (sock, listener) = std::thread::spawn(move || {
             if let Some(p) = path {
                 let f = std::fs::File::open(p).unwrap();
@@ -187,42 +188,10 @@ impl FakeUpstream {
 // Network namespaces
 // ---------------------------------------------------------------------------------------------
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip runs");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A network namespace of the test's own, with loopback up; deleted on drop, also when the
 /// test fails.
-#[derive(Debug)]
-pub struct NetNs {
-    pub name: String,
-}
-
-impl NetNs {
-    pub fn new() -> Self {
-        let name = format!("wft-d-{:08x}", rand::random::<u32>());
-        ip(&["netns", "add", &name]);
-        let ns = Self { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    pub fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
+pub fn netns() -> TestNs {
+    TestNs::named("d").with_lo_up()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,7 +244,7 @@ fn run_dig(prefix: &[&str], args: &[&str]) -> Dig {
 }
 
 /// dig inside `ns`, against the sandbox listener at 127.0.0.11:53.
-pub fn dig_in(ns: &NetNs, args: &[&str]) -> Dig {
+pub fn dig_in(ns: &TestNs, args: &[&str]) -> Dig {
     let mut all = vec!["@127.0.0.11"];
     all.extend_from_slice(args);
     run_dig(&["ip", "netns", "exec", &ns.name], &all)
@@ -380,7 +349,7 @@ impl Dns {
 }
 
 /// Waits until dig inside `ns` gets an answer at all (the sandbox listener is open).
-pub async fn wait_listening(ns: &NetNs) {
+pub async fn wait_listening(ns: &TestNs) {
     weft_testkit::wait_for(Duration::from_secs(10), "the sandbox listener", || {
         let d = dig_in(ns, &["+timeout=1", "listening.probe.", "A"]);
         async move { (!d.status.is_empty()).then_some(()) }
@@ -399,8 +368,8 @@ pub async fn wait_listening(ns: &NetNs) {
 pub struct World {
     pub gw: FakeGateway,
     pub url: String,
-    pub client_ns: NetNs,
-    pub isolated_ns: NetNs,
+    pub client_ns: TestNs,
+    pub isolated_ns: TestNs,
     pub backend: gw::Network,
     pub client: gw::Sandbox,
 }
@@ -413,13 +382,19 @@ pub const HIDDEN: &str = "10.89.2.5";
 impl World {
     pub async fn new() -> Self {
         let gw = FakeGateway::default();
-        let client_ns = NetNs::new();
-        let isolated_ns = NetNs::new();
+        let client_ns = netns();
+        let isolated_ns = netns();
         let backend = network("nbackend0001", "backend", "10.89.1.0/24", false);
         let secret = network("nsecret00001", "secret", "10.89.2.0/24", true);
         gw.network(backend.clone());
         gw.network(secret.clone());
-        let client = sandbox("sclient00001", "client", HOST, &client_ns.path(), "client");
+        let client = sandbox(
+            "sclient00001",
+            "client",
+            HOST,
+            &client_ns.path_str(),
+            "client",
+        );
         let web = sandbox(
             "sweb00000001",
             "web",
@@ -429,7 +404,13 @@ impl World {
         );
         let db = sandbox("sdb000000001", "db", "h2", "/run/netns/elsewhere", "");
         let hidden = sandbox("shidden00001", "hidden", "h2", "/run/netns/elsewhere", "");
-        let isolated = sandbox("sisolated001", "isolated", HOST, &isolated_ns.path(), "");
+        let isolated = sandbox(
+            "sisolated001",
+            "isolated",
+            HOST,
+            &isolated_ns.path_str(),
+            "",
+        );
         for s in [&client, &web, &db, &hidden, &isolated] {
             gw.sandbox(s.clone());
         }

@@ -46,23 +46,7 @@ async fn serves_health_reflection_and_its_api_and_stops_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_json_when_asked() {
-    let mut svc = ServiceProcess::start(
-        env!("CARGO_BIN_EXE_dns-svc"),
-        &args(&["--log-format", "json"]),
-    )
-    .await;
-    svc.signal(Signal::SIGTERM);
-    svc.wait_exit(Duration::from_secs(10)).await;
-    let log = svc.log_text();
-    assert!(!log.is_empty(), "nothing logged");
-    for line in log.lines() {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(
-            v.get("level").is_some() && v.get("message").is_some(),
-            "{line}"
-        );
-    }
+    weft_testkit::assert_logs_json(env!("CARGO_BIN_EXE_dns-svc"), &args(&[])).await;
 }
 
 #[test]

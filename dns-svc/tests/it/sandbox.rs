@@ -148,8 +148,8 @@ async fn listeners_open_when_a_sandbox_appears_and_close_when_it_goes() {
     let w = World::new().await;
     let dns = Dns::start(&w.url, &[]).await;
     wait_listening(&w.client_ns).await;
-    let late_ns = crate::harness::NetNs::new();
-    let late = sandbox("slate0000001", "late", HOST, &late_ns.path(), "");
+    let late_ns = crate::harness::netns();
+    let late = sandbox("slate0000001", "late", HOST, &late_ns.path_str(), "");
     w.gw.sandbox(late.clone());
     let rev =
         w.gw.connect(endpoint("elate", &w.backend, &late, "10.89.1.9/24", &[]));
@@ -238,8 +238,8 @@ async fn a_sandboxs_own_dns_servers_are_asked_from_its_own_namespace() {
     let dns = Dns::start(&w.url, &[host_side.addr]).await;
 
     // `sneaky` names the loopback server of dns-svc's namespace as its own.
-    let sneaky_ns = crate::harness::NetNs::new();
-    let mut sneaky = sandbox("ssneaky00001", "sneaky", HOST, &sneaky_ns.path(), "");
+    let sneaky_ns = crate::harness::netns();
+    let mut sneaky = sandbox("ssneaky00001", "sneaky", HOST, &sneaky_ns.path_str(), "");
     sneaky.dns = Some(weft_proto::gateway::v1::DnsConfig {
         servers: vec![host_side.addr.to_string()],
         ..Default::default()
@@ -253,9 +253,9 @@ async fn a_sandboxs_own_dns_servers_are_asked_from_its_own_namespace() {
         &[],
     ));
     // `own` has a server on its own loopback.
-    let own_ns = crate::harness::NetNs::new();
+    let own_ns = crate::harness::netns();
     let inside = FakeUpstream::start_in(Some(&own_ns), Upstream::Answers).await;
-    let mut own = sandbox("sown00000001", "own", HOST, &own_ns.path(), "");
+    let mut own = sandbox("sown00000001", "own", HOST, &own_ns.path_str(), "");
     own.dns = Some(weft_proto::gateway::v1::DnsConfig {
         servers: vec![inside.addr.to_string()],
         ..Default::default()

@@ -19,6 +19,7 @@ use driver_agent::{
 };
 use serde_json::Value;
 use weft_proto::agent::v1 as pb;
+use weft_testkit::netns::{tcp_listener_in, udp_socket_in};
 
 use crate::{
     bridge::{endpoint, network},
@@ -182,15 +183,7 @@ fn tcp(host_ip: &str, host_port: u32, container_port: u32, range: u32) -> pb::Po
 
 /// A TCP server in `ns` that answers every connection with the peer's address.
 async fn peer_server(ns: &Path, addr: SocketAddr) {
-    let std_listener = netns::run_in(ns, move || {
-        let l = std::net::TcpListener::bind(addr)?;
-        l.set_nonblocking(true)?;
-        Ok::<_, std::io::Error>(l)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+    let listener = tcp_listener_in(ns, addr).await;
     tokio::spawn(async move {
         while let Ok((mut stream, peer)) = listener.accept().await {
             use tokio::io::AsyncWriteExt as _;
@@ -219,14 +212,8 @@ async fn seen_as(ns: &Path, to: SocketAddr) -> std::io::Result<IpAddr> {
 
 /// A UDP echo server in `ns`.
 async fn udp_echo(ns: &Path, addr: SocketAddr) {
-    let std_sock = netns::run_in(ns, move || {
-        let s = UdpSocket::bind(addr)?;
-        s.set_nonblocking(true)?;
-        Ok::<_, std::io::Error>(s)
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let std_sock = udp_socket_in(ns, addr).await;
+    std_sock.set_nonblocking(true).unwrap();
     let sock = tokio::net::UdpSocket::from_std(std_sock).unwrap();
     tokio::spawn(async move {
         let mut buf = [0u8; 512];

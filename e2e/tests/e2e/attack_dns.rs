@@ -5,7 +5,7 @@
 //! [`Bystanders::check`] shows that nothing that was there is lost.
 
 use std::{
-    net::{SocketAddr, UdpSocket},
+    net::SocketAddr,
     os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _},
     path::Path,
     process::Command,
@@ -15,7 +15,6 @@ use std::{
     },
 };
 
-use driver_agent::netns;
 use serde_json::Value;
 
 use crate::{
@@ -285,10 +284,7 @@ async fn heavy_only_the_agent_runs_as_root_and_the_data_dir_is_private() {
 
 /// A DNS server in `ns` at `addr` whose answer to any question is `n` A records (UDP).
 async fn big_upstream(ns: &Path, addr: SocketAddr, n: u8) {
-    let sock = netns::run_in(ns, move || UdpSocket::bind(addr))
-        .await
-        .unwrap()
-        .unwrap();
+    let sock = weft_testkit::netns::udp_socket_in(ns, addr).await;
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];
         while let Ok((len, peer)) = sock.recv_from(&mut buf) {

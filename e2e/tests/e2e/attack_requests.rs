@@ -56,150 +56,56 @@ async fn heavy_hostile_strings_and_counts_are_refused_naming_the_field() {
     by.baseline(&w);
 
     let many = |n: usize, f: &dyn Fn(usize) -> Value| (0..n).map(f).collect::<Vec<_>>();
-    let hostile: Vec<(&str, Value, &str)> = vec![
+    let dns = |key: &str, v: Value| json!({ "dns": { key: v } });
+    let extra_host = |hostname: &str, address: &str| json!({"extraHosts": [{"hostname": hostname, "address": address}]});
+    let tcp = |host_port: usize| json!({"hostPort": host_port, "containerPort": 80, "protocol": "PROTOCOL_TCP"});
+    let settings = |v: Value| json!({"sandbox": "by-client", "network": "atk-net", "settings": v});
+    // (sandbox name, the field the refusal names, the sandbox's hostile part); one row a case.
+    #[rustfmt::skip]
+    let strings: Vec<(&str, &str, Value)> = vec![
         // Class 3: strings written into files, rules, link names and records.
-        (
-            CREATE_SANDBOX,
-            sandbox(
-                "s1",
-                json!({"dns": {"search": ["ok.example\nnameserver 192.0.2.9"]}}),
-            ),
-            "dns.search",
-        ),
-        (
-            CREATE_SANDBOX,
-            sandbox(
-                "s2",
-                json!({"dns": {"options": ["ndots:1\nnameserver 192.0.2.9"]}}),
-            ),
-            "dns.options",
-        ),
-        (
-            CREATE_SANDBOX,
-            sandbox(
-                "s3",
-                json!({"dns": {"servers": ["192.0.2.9\nsearch evil"]}}),
-            ),
-            "dns.servers",
-        ),
-        (
-            CREATE_SANDBOX,
-            sandbox("s4", json!({"hostname": "web\n192.0.2.9 evil"})),
-            "hostname",
-        ),
-        (
-            CREATE_SANDBOX,
-            sandbox(
-                "s5",
-                json!({"extraHosts": [{"hostname": "db\tevil", "address": "192.0.2.9"}]}),
-            ),
-            "extra_hosts",
-        ),
-        (
-            CREATE_SANDBOX,
-            sandbox(
-                "s6",
-                json!({"extraHosts": [{"hostname": "db", "address": "192.0.2.9\n"}]}),
-            ),
-            "extra_hosts",
-        ),
-        (
-            CREATE_SANDBOX,
-            sandbox("s7", on_net(json!({"aliases": ["db*"]}))),
-            "aliases",
-        ),
-        (
-            CREATE_SANDBOX,
-            sandbox("s8", on_net(json!({"aliases": ["db\nevil"]}))),
-            "aliases",
-        ),
-        (
-            CREATE_SANDBOX,
-            sandbox("s9", on_net(json!({"interfaceName": "eth*"}))),
-            "interface_name",
-        ),
-        (
-            CREATE_SANDBOX,
-            sandbox(
-                "s10",
-                on_net(json!({"interfaceName": "a-name-too-long-for-linux"})),
-            ),
-            "interface_name",
-        ),
-        (CREATE_SANDBOX, sandbox("s11\n", json!({})), "name"),
-        (
-            CREATE_SANDBOX,
-            sandbox("s12", json!({"containerId": "abc\ndef"})),
-            "container_id",
-        ),
-        (CREATE_NETWORK, json!({"name": "n1\n"}), "name"),
-        (
-            CREATE_NETWORK,
-            json!({"name": "n2", "options": {"com.docker.network.bridge.name": "br*"}}),
-            "options",
-        ),
-        // Class 4: ranges and counts.
-        (
-            CREATE_SANDBOX,
-            sandbox(
-                "c1",
-                json!({"portMappings": [{"hostPort": 65530, "containerPort": 80, "protocol": "PROTOCOL_TCP", "range": 10}]}),
-            ),
-            "port_mappings",
-        ),
-        (
-            CREATE_SANDBOX,
-            sandbox(
-                "c2",
-                json!({"portMappings": many(65, &|i| json!({"hostPort": 20000 + i, "containerPort": 80, "protocol": "PROTOCOL_TCP"}))}),
-            ),
-            "port_mappings",
-        ),
-        (
-            CREATE_SANDBOX,
-            sandbox(
-                "c3",
-                json!({"dns": {"servers": many(9, &|i| json!(format!("192.0.2.{}", i + 1)))}}),
-            ),
-            "dns.servers",
-        ),
-        (
-            CREATE_SANDBOX,
-            sandbox(
-                "c4",
-                json!({"extraHosts": many(65, &|i| json!({"hostname": format!("h{i}"), "address": "192.0.2.1"}))}),
-            ),
-            "extra_hosts",
-        ),
-        (
-            CREATE_SANDBOX,
-            sandbox(
-                "c5",
-                on_net(json!({"aliases": many(33, &|i| json!(format!("a{i}")))})),
-            ),
-            "aliases",
-        ),
-        (
-            CREATE_NETWORK,
-            json!({"name": "c6", "ipam": {"configs": [{"subnet": "10.0.0.0/7"}]}}),
-            "subnet",
-        ),
-        (
-            CREATE_NETWORK,
-            json!({"name": "c7", "enableIpv6": true, "ipam": {"configs": [{"subnet": "fd00::/31"}]}}),
-            "subnet",
-        ),
-        (
-            CONNECT,
-            json!({"sandbox": "by-client", "network": "atk-net", "settings": {"aliases": ["x\ny"]}}),
-            "aliases",
-        ),
-        (
-            CONNECT,
-            json!({"sandbox": "by-client", "network": "atk-net", "settings": {"interfaceName": "e th"}}),
-            "interface_name",
-        ),
+        ("s1", "dns.search", dns("search", json!(["ok.example\nnameserver 192.0.2.9"]))),
+        ("s2", "dns.options", dns("options", json!(["ndots:1\nnameserver 192.0.2.9"]))),
+        ("s3", "dns.servers", dns("servers", json!(["192.0.2.9\nsearch evil"]))),
+        ("s4", "hostname", json!({"hostname": "web\n192.0.2.9 evil"})),
+        ("s5", "extra_hosts", extra_host("db\tevil", "192.0.2.9")),
+        ("s6", "extra_hosts", extra_host("db", "192.0.2.9\n")),
+        ("s7", "aliases", on_net(json!({"aliases": ["db*"]}))),
+        ("s8", "aliases", on_net(json!({"aliases": ["db\nevil"]}))),
+        ("s9", "interface_name", on_net(json!({"interfaceName": "eth*"}))),
+        ("s10", "interface_name", on_net(json!({"interfaceName": "a-name-too-long-for-linux"}))),
+        ("s11\n", "name", json!({})),
+        ("s12", "container_id", json!({"containerId": "abc\ndef"})),
     ];
+    #[rustfmt::skip]
+    let counts: Vec<(&str, &str, Value)> = vec![
+        // Class 4: ranges and counts.
+        ("c1", "port_mappings", json!({"portMappings": [{"hostPort": 65530, "containerPort": 80, "protocol": "PROTOCOL_TCP", "range": 10}]})),
+        ("c2", "port_mappings", json!({"portMappings": many(65, &|i| tcp(20000 + i))})),
+        ("c3", "dns.servers", dns("servers", json!(many(9, &|i| json!(format!("192.0.2.{}", i + 1)))))),
+        ("c4", "extra_hosts", json!({"extraHosts": many(65, &|i| json!({"hostname": format!("h{i}"), "address": "192.0.2.1"}))})),
+        ("c5", "aliases", on_net(json!({"aliases": many(33, &|i| json!(format!("a{i}")))}))),
+    ];
+    // (method, body, the field the refusal names)
+    #[rustfmt::skip]
+    let others: Vec<(&str, Value, &str)> = vec![
+        (CREATE_NETWORK, json!({"name": "n1\n"}), "name"),
+        (CREATE_NETWORK, json!({"name": "n2", "options": {"com.docker.network.bridge.name": "br*"}}), "options"),
+        (CREATE_NETWORK, json!({"name": "c6", "ipam": {"configs": [{"subnet": "10.0.0.0/7"}]}}), "subnet"),
+        (CREATE_NETWORK, json!({"name": "c7", "enableIpv6": true, "ipam": {"configs": [{"subnet": "fd00::/31"}]}}), "subnet"),
+        (CONNECT, settings(json!({"aliases": ["x\ny"]})), "aliases"),
+        (CONNECT, settings(json!({"interfaceName": "e th"})), "interface_name"),
+    ];
+    let as_create = |(name, field, extra): (&'static str, &'static str, Value)| {
+        (CREATE_SANDBOX, sandbox(name, extra), field)
+    };
+    let hostile: Vec<(&str, Value, &str)> = strings
+        .into_iter()
+        .map(as_create)
+        .chain(others[..2].iter().cloned())
+        .chain(counts.into_iter().map(as_create))
+        .chain(others[2..].iter().cloned())
+        .collect();
     for (method, body, field) in &hostile {
         let st = w.grpcurl_err(method, &body.to_string());
         assert_eq!(st["code"], 3, "{method} {body}: not INVALID_ARGUMENT: {st}");

@@ -20,49 +20,14 @@ use std::{
 
 use driver_agent::netns;
 use serde_json::Value;
+use weft_testkit::netns::{TestNs, tcp_listener_in, udp_socket_in};
 
 pub const HOST_UPLINK: &str = "192.0.2.1";
 pub const INTERNET: &str = "192.0.2.254";
 /// What the fake upstream answers for every A question.
 pub const UPSTREAM_ANSWER: &str = "198.51.100.7";
 
-/// A named namespace; deleted when dropped.
-pub struct Ns {
-    pub name: String,
-    pub path: PathBuf,
-}
-
-impl Ns {
-    pub fn new(tag: &str) -> Self {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let name = format!("wft-e2e-{tag}-{}", &id[..8]);
-        run("ip", &["netns", "add", &name]);
-        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        Self {
-            path: PathBuf::from(format!("/run/netns/{name}")),
-            name,
-        }
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// Runs a command that must succeed; returns its stdout.
-pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+pub use weft_testkit::netns::run;
 
 /// Where the workspace's binaries are (`cargo build`/`nextest` put them next to `deps/`).
 pub fn bin_dir() -> PathBuf {
@@ -87,8 +52,8 @@ pub fn bin_dir() -> PathBuf {
 
 /// The host and internet namespaces, wired, with the internet's servers running.
 pub struct World {
-    pub host: Ns,
-    pub internet: Ns,
+    pub host: TestNs,
+    pub internet: TestNs,
     /// Queries the fake upstream DNS server has answered.
     pub upstream_queries: Arc<AtomicUsize>,
     pub bins: PathBuf,
@@ -96,42 +61,16 @@ pub struct World {
 
 impl World {
     pub async fn new() -> Self {
-        let host = Ns::new("host");
-        let internet = Ns::new("inet");
-        let (h, i) = (host.name.as_str(), internet.name.as_str());
-        run(
-            "ip",
-            &[
-                "-n", h, "link", "add", "uplink", "type", "veth", "peer", "name", "wan", "netns", i,
-            ],
+        let host = TestNs::named("e2e-host").with_lo_up();
+        let internet = TestNs::named("e2e-inet").with_lo_up();
+        host.veth_to(
+            "uplink",
+            Some(&format!("{HOST_UPLINK}/24")),
+            &internet,
+            "wan",
+            Some(&format!("{INTERNET}/24")),
         );
-        run(
-            "ip",
-            &[
-                "-n",
-                h,
-                "addr",
-                "add",
-                &format!("{HOST_UPLINK}/24"),
-                "dev",
-                "uplink",
-            ],
-        );
-        run("ip", &["-n", h, "link", "set", "uplink", "up"]);
-        run(
-            "ip",
-            &[
-                "-n",
-                i,
-                "addr",
-                "add",
-                &format!("{INTERNET}/24"),
-                "dev",
-                "wan",
-            ],
-        );
-        run("ip", &["-n", i, "link", "set", "wan", "up"]);
-        run("ip", &["-n", h, "route", "add", "default", "via", INTERNET]);
+        host.ip(&["route", "add", "default", "via", INTERNET]);
         let world = Self {
             host,
             internet,
@@ -155,9 +94,8 @@ impl World {
 
     /// `weftctl --format json ARGS…` run inside the host namespace.
     pub fn weftctl(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.host.name])
-            .arg(self.bins.join("weftctl"))
+        self.host
+            .exec(self.bins.join("weftctl"))
             .args(args)
             .env_remove("WEFT_GATEWAY")
             .output()
@@ -194,9 +132,9 @@ impl World {
 
     /// The real grpcurl against the gateway inside the host namespace.
     pub fn grpcurl(&self, method: &str, body: &str) -> Value {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.host.name])
-            .arg(weft_testkit::grpcurl())
+        let out = self
+            .host
+            .exec(weft_testkit::grpcurl())
             .args(["-plaintext", "-d", body, "127.0.0.1:7700", method])
             .output()
             .unwrap();
@@ -211,9 +149,9 @@ impl World {
     /// The real grpcurl against the gateway, for a call that must fail: the status it printed
     /// (`-format-error`: `code`, `message`, `details` as JSON).
     pub fn grpcurl_err(&self, method: &str, body: &str) -> Value {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.host.name])
-            .arg(weft_testkit::grpcurl())
+        let out = self
+            .host
+            .exec(weft_testkit::grpcurl())
             .args([
                 "-plaintext",
                 "-format-error",
@@ -249,11 +187,7 @@ impl World {
             let v: Value = serde_json::from_str(&run("ip", &all)).unwrap_or(Value::Null);
             normalise(v)
         };
-        let nft: Value = serde_json::from_str(&run(
-            "ip",
-            &["netns", "exec", h, "nft", "-j", "list", "ruleset"],
-        ))
-        .unwrap();
+        let nft = self.host.nft_json(&["list", "ruleset"]);
         format!(
             "links {}\naddrs {}\nroutes {}\nroutes6 {}\nnft {}",
             ip(&["link", "show"]),
@@ -402,15 +336,7 @@ impl Weft {
 
 /// A TCP server in `ns` at `addr` that answers every connection with "from <peer ip>\n".
 pub async fn who_is_server(ns: &Path, addr: SocketAddr) {
-    let listener = netns::run_in(ns, move || {
-        let l = std::net::TcpListener::bind(addr)?;
-        l.set_nonblocking(true)?;
-        Ok::<_, std::io::Error>(l)
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let listener = tcp_listener_in(ns, addr).await;
     tokio::spawn(async move {
         while let Ok((mut s, peer)) = listener.accept().await {
             tokio::spawn(async move {
@@ -425,10 +351,7 @@ pub async fn who_is_server(ns: &Path, addr: SocketAddr) {
 
 /// A UDP server in `ns` at `addr` that echoes every datagram.
 pub async fn udp_echo_server(ns: &Path, addr: SocketAddr) {
-    let sock = netns::run_in(ns, move || UdpSocket::bind(addr))
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("bind udp {addr}: {e}"));
+    let sock = udp_socket_in(ns, addr).await;
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];
         while let Ok((n, peer)) = sock.recv_from(&mut buf) {
@@ -516,24 +439,7 @@ pub fn dig(path: &str, server: &str, name: &str) -> (String, Vec<String>) {
 }
 
 /// `ip -j ARGS…` inside the namespace at `path`.
-pub fn ip_in(path: &str, args: &[&str]) -> Value {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={path}"))
-        .args(["ip", "-j"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.trim().is_empty() {
-        return Value::Array(Vec::new());
-    }
-    serde_json::from_str(&text).unwrap()
-}
+pub use weft_testkit::netns::ip_json_at as ip_in;
 
 /// The IPv4 default gateway of the namespace at `path`.
 pub fn default_gateway(path: &str) -> Option<String> {
@@ -545,10 +451,7 @@ pub fn default_gateway(path: &str) -> Option<String> {
 /// A fake upstream DNS server in `ns` at `addr`: answers every question with one A record
 /// ([`UPSTREAM_ANSWER`]) and counts what it answered.
 pub async fn fake_upstream(ns: &Path, addr: SocketAddr, count: Arc<AtomicUsize>) {
-    let sock = netns::run_in(ns, move || UdpSocket::bind(addr))
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("bind dns {addr}: {e}"));
+    let sock = udp_socket_in(ns, addr).await;
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];
         while let Ok((n, peer)) = sock.recv_from(&mut buf) {

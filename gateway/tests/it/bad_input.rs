@@ -29,6 +29,93 @@ fn cfg(name: &str, f: impl FnOnce(&mut pb::IpamConfig)) -> pb::CreateNetworkRequ
     }
 }
 
+fn driver(driver: &str) -> pb::CreateNetworkRequest {
+    pb::CreateNetworkRequest {
+        driver: driver.into(),
+        ..create("d")
+    }
+}
+
+fn net(name: &str, f: impl FnOnce(&mut pb::CreateNetworkRequest)) -> pb::CreateNetworkRequest {
+    let mut r = create(name);
+    f(&mut r);
+    r
+}
+
+/// Asserts that `err` has `code` and a message naming each of `needles`.
+#[track_caller]
+fn assert_code_names(case: &str, err: &tonic::Status, code: Code, needles: &[&str]) {
+    assert_eq!(err.code(), code, "{case}: {err:?}");
+    for n in needles {
+        assert!(
+            err.message().contains(n),
+            "{case}: message {:?} does not name {n:?}",
+            err.message()
+        );
+    }
+}
+
+/// A stack with network `n` on `subnet` and sandbox `there`, and a sandbox client.
+async fn with_n_and_there(
+    subnet: &str,
+) -> (
+    Stack,
+    pb::sandbox_service_client::SandboxServiceClient<tonic::transport::Channel>,
+) {
+    let s = Stack::start(Backend::Sqlite).await;
+    s.networks()
+        .create_network(with_subnet("n", subnet))
+        .await
+        .unwrap();
+    let mut sb = s.sandboxes();
+    sb.create_sandbox(pb::CreateSandboxRequest {
+        name: "there".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    (s, sb)
+}
+
+/// What a refused call must leave as it was besides the networks.
+#[derive(Debug, Clone, Copy)]
+enum Kept {
+    Pools,
+    AllocationsAndSandboxes,
+}
+
+/// The networks (the list carries the current revision, so any event written changes the
+/// snapshot too) and what `kept` names, as text.
+async fn snapshot(s: &Stack, kept: Kept) -> String {
+    let nets = s
+        .networks()
+        .list_networks(pb::ListNetworksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ipam = s.ipam();
+    match kept {
+        Kept::Pools => {
+            let pools = ipam.list_pools(ipb::ListPoolsRequest::default()).await;
+            format!("{nets:?}\n{:?}", pools.unwrap().into_inner())
+        }
+        Kept::AllocationsAndSandboxes => {
+            let allocs = ipam
+                .list_allocations(ipb::ListAllocationsRequest::default())
+                .await;
+            let sbs = s
+                .sandboxes()
+                .list_sandboxes(pb::ListSandboxesRequest::default())
+                .await;
+            format!(
+                "{nets:?}\n{:?}\n{:?}",
+                allocs.unwrap().into_inner(),
+                sbs.unwrap().into_inner()
+            )
+        }
+    }
+}
+
 enum Call {
     Create(pb::CreateNetworkRequest),
     Get(&'static str),
@@ -51,307 +138,68 @@ async fn bad_network_input_is_refused_naming_field_and_value_and_changes_nothing
     c.create_network(with_subnet("existing", "10.80.0.0/16"))
         .await
         .unwrap();
-    let cases: Vec<(&str, Call, Code, &[&str])> = vec![
-        (
-            "empty name",
-            Call::Create(create("")),
-            InvalidArgument,
-            &["name", "\"\""],
-        ),
-        (
-            "name with space",
-            Call::Create(create("a b")),
-            InvalidArgument,
-            &["name", "a b"],
-        ),
-        (
-            "name starts with dash",
-            Call::Create(create("-x")),
-            InvalidArgument,
-            &["name", "-x"],
-        ),
-        (
-            "name too long",
-            Call::Create(create(&"n".repeat(129))),
-            InvalidArgument,
-            &["name", "128"],
-        ),
-        (
-            "name taken",
-            Call::Create(create("existing")),
-            AlreadyExists,
-            &["existing"],
-        ),
-        (
-            "unknown driver",
-            Call::Create(pb::CreateNetworkRequest {
-                driver: "wormhole".into(),
-                ..create("d")
-            }),
-            InvalidArgument,
-            &["driver", "wormhole", "bridge"],
-        ),
-        (
-            "second none network",
-            Call::Create(pb::CreateNetworkRequest {
-                driver: "none".into(),
-                ..create("d")
-            }),
-            InvalidArgument,
-            &["driver", "none", "predefined"],
-        ),
-        (
-            "unknown option",
-            Call::Create(opt("o", "com.docker.network.bridge.nmae", "x")),
-            InvalidArgument,
-            &[
-                "options[com.docker.network.bridge.nmae]",
-                "com.docker.network.bridge.name",
-            ],
-        ),
-        (
-            "option of another driver",
-            Call::Create(opt("o", "macvlan_mode", "bridge")),
-            InvalidArgument,
-            &["options[macvlan_mode]"],
-        ),
-        (
-            "mtu too small",
-            Call::Create(opt("o", "com.docker.network.driver.mtu", "67")),
-            InvalidArgument,
-            &["com.docker.network.driver.mtu", "67"],
-        ),
-        (
-            "mtu not a number",
-            Call::Create(opt("o", "com.docker.network.driver.mtu", "big")),
-            InvalidArgument,
-            &["com.docker.network.driver.mtu", "big"],
-        ),
-        (
-            "icc not a bool",
-            Call::Create(opt("o", "com.docker.network.bridge.enable_icc", "maybe")),
-            InvalidArgument,
-            &["enable_icc", "maybe"],
-        ),
-        (
-            "binding not an ipv4",
-            Call::Create(opt(
-                "o",
-                "com.docker.network.bridge.host_binding_ipv4",
-                "::1",
-            )),
-            InvalidArgument,
-            &["host_binding_ipv4", "::1"],
-        ),
-        (
-            "bridge name too long",
-            Call::Create(opt(
-                "o",
-                "com.docker.network.bridge.name",
-                "a-very-long-bridge-name",
-            )),
-            InvalidArgument,
-            &["bridge.name", "a-very-long-bridge-name"],
-        ),
-        (
-            "unknown ipam driver",
-            Call::Create(pb::CreateNetworkRequest {
-                ipam: Some(pb::Ipam {
-                    driver: "dhcp".into(),
-                    ..Default::default()
-                }),
-                ..create("i")
-            }),
-            InvalidArgument,
-            &["ipam.driver", "dhcp"],
-        ),
-        (
-            "ipam option",
-            Call::Create(pb::CreateNetworkRequest {
-                ipam: Some(pb::Ipam {
-                    options: [("x".to_owned(), "y".to_owned())].into(),
-                    ..Default::default()
-                }),
-                ..create("i")
-            }),
-            InvalidArgument,
-            &["ipam.options[x]"],
-        ),
-        (
-            "no family",
-            Call::Create(pb::CreateNetworkRequest {
-                enable_ipv4: Some(false),
-                ..create("f")
-            }),
-            InvalidArgument,
-            &["enable_ipv4", "false"],
-        ),
-        (
-            "v6 subnet without ipv6",
-            Call::Create(with_subnet("f", "fd00:1::/64")),
-            InvalidArgument,
-            &["ipam.configs[0].subnet", "fd00:1::/64", "enable_ipv6"],
-        ),
-        (
-            "empty subnet in a config",
-            Call::Create(cfg("s", |c| c.subnet = String::new())),
-            InvalidArgument,
-            &["ipam.configs[0].subnet", "required"],
-        ),
-        (
-            "prefix too long",
-            Call::Create(with_subnet("s", "10.0.0.0/33")),
-            InvalidArgument,
-            &["ipam.configs[0].subnet", "10.0.0.0/33"],
-        ),
-        (
-            "host bits",
-            Call::Create(with_subnet("s", "10.0.0.1/24")),
-            InvalidArgument,
-            &["ipam.configs[0].subnet", "10.0.0.1/24"],
-        ),
-        (
-            "gateway outside",
-            Call::Create(cfg("s", |c| c.gateway = "10.71.0.1".into())),
-            InvalidArgument,
-            &["ipam.configs[0].gateway", "10.71.0.1"],
-        ),
-        (
-            "range outside",
-            Call::Create(cfg("s", |c| c.ip_range = "10.72.0.0/25".into())),
-            InvalidArgument,
-            &["ipam.configs[0].ip_range", "10.72.0.0/25"],
-        ),
-        (
-            "aux outside",
-            Call::Create(cfg("s", |c| {
-                c.aux_addresses.insert("r".into(), "10.73.0.9".into());
-            })),
-            InvalidArgument,
-            &["ipam.configs[0].aux_addresses[r]", "10.73.0.9"],
-        ),
-        (
-            "overlap",
-            Call::Create(with_subnet("s", "10.80.4.0/24")),
-            AlreadyExists,
-            &["10.80.4.0/24", "10.80.0.0/16"],
-        ),
-        (
-            "dns server not an ip",
-            Call::Create(pb::CreateNetworkRequest {
-                dns_servers: vec!["dns.example".into()],
-                ..create("n")
-            }),
-            InvalidArgument,
-            &["dns_servers[0]", "dns.example"],
-        ),
-        (
-            "request id too long",
-            Call::Create(pb::CreateNetworkRequest {
-                request_id: "r".repeat(200),
-                ..create("n")
-            }),
-            InvalidArgument,
-            &["request_id", "128"],
-        ),
-        (
-            "get empty",
-            Call::Get(""),
-            InvalidArgument,
-            &["network", "\"\""],
-        ),
-        ("get unknown", Call::Get("nope"), NotFound, &["nope"]),
-        (
-            "delete unknown",
-            Call::Delete("ghost"),
-            NotFound,
-            &["ghost"],
-        ),
-        (
-            "delete predefined",
-            Call::Delete("host"),
-            FailedPrecondition,
-            &["host", "predefined"],
-        ),
-        (
-            "update without mask",
-            Call::Update(pb::UpdateNetworkRequest {
-                network: "existing".into(),
-                ..Default::default()
-            }),
-            InvalidArgument,
-            &["update_mask"],
-        ),
-        (
-            "update unknown path",
-            Call::Update(pb::UpdateNetworkRequest {
-                network: "existing".into(),
-                update_mask: mask(&["driver"]),
-                ..Default::default()
-            }),
-            InvalidArgument,
-            &["update_mask", "driver"],
-        ),
-        (
-            "update bad dns",
-            Call::Update(pb::UpdateNetworkRequest {
-                network: "existing".into(),
-                dns_servers: vec!["1.2.3".into()],
-                update_mask: mask(&["dns_servers"]),
-                ..Default::default()
-            }),
-            InvalidArgument,
-            &["dns_servers[0]", "1.2.3"],
-        ),
-        (
-            "update predefined",
-            Call::Update(pb::UpdateNetworkRequest {
-                network: "bridge".into(),
-                update_mask: mask(&["labels"]),
-                ..Default::default()
-            }),
-            FailedPrecondition,
-            &["bridge", "predefined"],
-        ),
-        (
-            "update unknown network",
-            Call::Update(pb::UpdateNetworkRequest {
-                network: "ghost".into(),
-                update_mask: mask(&["labels"]),
-                ..Default::default()
-            }),
-            NotFound,
-            &["ghost"],
-        ),
-        (
-            "bad label filter",
-            Call::List(pb::ListNetworksRequest {
-                label: vec!["=x".into()],
-                ..Default::default()
-            }),
-            InvalidArgument,
-            &["label[0]", "=x"],
-        ),
-    ];
-    // The list carries the current revision, so any event written changes the snapshot too.
-    let snapshot = |s: &Stack| {
-        let (mut c, mut i) = (s.networks(), s.ipam());
-        async move {
-            let nets = c
-                .list_networks(pb::ListNetworksRequest::default())
-                .await
-                .unwrap()
-                .into_inner();
-            let pools = i
-                .list_pools(ipb::ListPoolsRequest::default())
-                .await
-                .unwrap()
-                .into_inner();
-            format!("{nets:?}\n{pools:?}")
-        }
+    use Call::{Create, Delete, Get, List, Update};
+    const MTU: &str = "com.docker.network.driver.mtu";
+    const BRIDGE: &str = "com.docker.network.bridge.name";
+    let update = |network: &str, paths: &[&str], f: fn(&mut pb::UpdateNetworkRequest)| {
+        let mut r = pb::UpdateNetworkRequest {
+            network: network.into(),
+            update_mask: (!paths.is_empty()).then(|| mask(paths)).flatten(),
+            ..Default::default()
+        };
+        f(&mut r);
+        Update(r)
     };
+    let ipam = |f: fn(&mut pb::Ipam)| {
+        net("i", |r| {
+            let mut ipam = pb::Ipam::default();
+            f(&mut ipam);
+            r.ipam = Some(ipam);
+        })
+    };
+    // (case, call, code, what the message names); one row a case.
+    #[rustfmt::skip]
+    let cases: Vec<(&str, Call, Code, &[&str])> = vec![
+        ("empty name", Create(create("")), InvalidArgument, &["name", "\"\""]),
+        ("name with space", Create(create("a b")), InvalidArgument, &["name", "a b"]),
+        ("name starts with dash", Create(create("-x")), InvalidArgument, &["name", "-x"]),
+        ("name too long", Create(create(&"n".repeat(129))), InvalidArgument, &["name", "128"]),
+        ("name taken", Create(create("existing")), AlreadyExists, &["existing"]),
+        ("unknown driver", Create(driver("wormhole")), InvalidArgument, &["driver", "wormhole", "bridge"]),
+        ("second none network", Create(driver("none")), InvalidArgument, &["driver", "none", "predefined"]),
+        ("unknown option", Create(opt("o", "com.docker.network.bridge.nmae", "x")), InvalidArgument, &["options[com.docker.network.bridge.nmae]", BRIDGE]),
+        ("option of another driver", Create(opt("o", "macvlan_mode", "bridge")), InvalidArgument, &["options[macvlan_mode]"]),
+        ("mtu too small", Create(opt("o", MTU, "67")), InvalidArgument, &[MTU, "67"]),
+        ("mtu not a number", Create(opt("o", MTU, "big")), InvalidArgument, &[MTU, "big"]),
+        ("icc not a bool", Create(opt("o", "com.docker.network.bridge.enable_icc", "maybe")), InvalidArgument, &["enable_icc", "maybe"]),
+        ("binding not an ipv4", Create(opt("o", "com.docker.network.bridge.host_binding_ipv4", "::1")), InvalidArgument, &["host_binding_ipv4", "::1"]),
+        ("bridge name too long", Create(opt("o", BRIDGE, "a-very-long-bridge-name")), InvalidArgument, &["bridge.name", "a-very-long-bridge-name"]),
+        ("unknown ipam driver", Create(ipam(|i| i.driver = "dhcp".into())), InvalidArgument, &["ipam.driver", "dhcp"]),
+        ("ipam option", Create(ipam(|i| i.options = [("x".to_owned(), "y".to_owned())].into())), InvalidArgument, &["ipam.options[x]"]),
+        ("no family", Create(net("f", |r| r.enable_ipv4 = Some(false))), InvalidArgument, &["enable_ipv4", "false"]),
+        ("v6 subnet without ipv6", Create(with_subnet("f", "fd00:1::/64")), InvalidArgument, &["ipam.configs[0].subnet", "fd00:1::/64", "enable_ipv6"]),
+        ("empty subnet in a config", Create(cfg("s", |c| c.subnet = String::new())), InvalidArgument, &["ipam.configs[0].subnet", "required"]),
+        ("prefix too long", Create(with_subnet("s", "10.0.0.0/33")), InvalidArgument, &["ipam.configs[0].subnet", "10.0.0.0/33"]),
+        ("host bits", Create(with_subnet("s", "10.0.0.1/24")), InvalidArgument, &["ipam.configs[0].subnet", "10.0.0.1/24"]),
+        ("gateway outside", Create(cfg("s", |c| c.gateway = "10.71.0.1".into())), InvalidArgument, &["ipam.configs[0].gateway", "10.71.0.1"]),
+        ("range outside", Create(cfg("s", |c| c.ip_range = "10.72.0.0/25".into())), InvalidArgument, &["ipam.configs[0].ip_range", "10.72.0.0/25"]),
+        ("aux outside", Create(cfg("s", |c| _ = c.aux_addresses.insert("r".into(), "10.73.0.9".into()))), InvalidArgument, &["ipam.configs[0].aux_addresses[r]", "10.73.0.9"]),
+        ("overlap", Create(with_subnet("s", "10.80.4.0/24")), AlreadyExists, &["10.80.4.0/24", "10.80.0.0/16"]),
+        ("dns server not an ip", Create(net("n", |r| r.dns_servers = vec!["dns.example".into()])), InvalidArgument, &["dns_servers[0]", "dns.example"]),
+        ("request id too long", Create(net("n", |r| r.request_id = "r".repeat(200))), InvalidArgument, &["request_id", "128"]),
+        ("get empty", Get(""), InvalidArgument, &["network", "\"\""]),
+        ("get unknown", Get("nope"), NotFound, &["nope"]),
+        ("delete unknown", Delete("ghost"), NotFound, &["ghost"]),
+        ("delete predefined", Delete("host"), FailedPrecondition, &["host", "predefined"]),
+        ("update without mask", update("existing", &[], |_| {}), InvalidArgument, &["update_mask"]),
+        ("update unknown path", update("existing", &["driver"], |_| {}), InvalidArgument, &["update_mask", "driver"]),
+        ("update bad dns", update("existing", &["dns_servers"], |r| r.dns_servers = vec!["1.2.3".into()]), InvalidArgument, &["dns_servers[0]", "1.2.3"]),
+        ("update predefined", update("bridge", &["labels"], |_| {}), FailedPrecondition, &["bridge", "predefined"]),
+        ("update unknown network", update("ghost", &["labels"], |_| {}), NotFound, &["ghost"]),
+        ("bad label filter", List(pb::ListNetworksRequest { label: vec!["=x".into()], ..Default::default() }), InvalidArgument, &["label[0]", "=x"]),
+    ];
     for (name, call, code, needles) in cases {
-        let before = snapshot(&s).await;
+        let before = snapshot(&s, Kept::Pools).await;
         let err = match call {
             Call::Create(r) => c.create_network(r).await.map(drop),
             Call::Get(n) => c
@@ -369,14 +217,7 @@ async fn bad_network_input_is_refused_naming_field_and_value_and_changes_nothing
             Call::List(r) => c.list_networks(r).await.map(drop),
         }
         .expect_err(name);
-        assert_eq!(err.code(), code, "{name}: {err:?}");
-        for n in needles {
-            assert!(
-                err.message().contains(n),
-                "{name}: message {:?} does not name {n:?}",
-                err.message()
-            );
-        }
+        assert_code_names(name, &err, code, needles);
         if code == InvalidArgument {
             let details = tonic_types::StatusExt::get_error_details(&err);
             assert!(
@@ -384,25 +225,18 @@ async fn bad_network_input_is_refused_naming_field_and_value_and_changes_nothing
                 "{name}: no BadRequest details"
             );
         }
-        assert_eq!(snapshot(&s).await, before, "{name}: state changed");
+        assert_eq!(
+            snapshot(&s, Kept::Pools).await,
+            before,
+            "{name}: state changed"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sandbox_input_is_refused_naming_field_and_value_and_changes_nothing() {
     use Code::*;
-    let s = Stack::start(Backend::Sqlite).await;
-    s.networks()
-        .create_network(with_subnet("n", "10.81.0.0/24"))
-        .await
-        .unwrap();
-    let mut sb = crate::harness::sandboxes(&s);
-    sb.create_sandbox(pb::CreateSandboxRequest {
-        name: "there".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (s, mut sb) = with_n_and_there("10.81.0.0/24").await;
     let sandbox = |f: fn(&mut pb::CreateSandboxRequest)| {
         let mut r = pb::CreateSandboxRequest {
             name: "s".into(),
@@ -411,7 +245,15 @@ async fn bad_sandbox_input_is_refused_naming_field_and_value_and_changes_nothing
         f(&mut r);
         r
     };
-    let port = |p: pb::PortMapping| sandbox_with_port(p);
+    // A port mapping of container port 80 and what `f` sets.
+    let port = |f: fn(&mut pb::PortMapping)| {
+        let mut p = pb::PortMapping {
+            container_port: 80,
+            ..Default::default()
+        };
+        f(&mut p);
+        sandbox_with_port(p)
+    };
     let connect = |sandbox: &str, network: &str, f: fn(&mut pb::EndpointSettings)| {
         let mut settings = pb::EndpointSettings::default();
         f(&mut settings);
@@ -422,6 +264,8 @@ async fn bad_sandbox_input_is_refused_naming_field_and_value_and_changes_nothing
             ..Default::default()
         }
     };
+    // Connect sandbox `there` to network `n` with what `f` sets.
+    let on_n = |f: fn(&mut pb::EndpointSettings)| S::Connect(connect("there", "n", f));
     enum S {
         Create(pb::CreateSandboxRequest),
         Connect(pb::ConnectRequest),
@@ -429,245 +273,41 @@ async fn bad_sandbox_input_is_refused_naming_field_and_value_and_changes_nothing
         Get(&'static str),
         Delete(&'static str),
     }
+    use S::{Connect, Create, Delete, Disconnect, Get};
+    // (case, call, code, what the message names); one row a case.
+    #[rustfmt::skip]
     let cases: Vec<(&str, S, Code, &[&str])> = vec![
-        (
-            "sandbox name with a space",
-            S::Create(sandbox(|r| r.name = "a b".into())),
-            InvalidArgument,
-            &["name", "a b"],
-        ),
-        (
-            "sandbox name taken",
-            S::Create(sandbox(|r| r.name = "there".into())),
-            AlreadyExists,
-            &["there"],
-        ),
-        (
-            "unknown host",
-            S::Create(sandbox(|r| r.host = "elsewhere".into())),
-            InvalidArgument,
-            &["host", "elsewhere"],
-        ),
-        (
-            "network mode container",
-            S::Create(sandbox(|r| r.network_mode = "container:x".into())),
-            InvalidArgument,
-            &["network_mode", "container:x"],
-        ),
-        (
-            "bad hostname",
-            S::Create(sandbox(|r| r.hostname = "-h".into())),
-            InvalidArgument,
-            &["hostname", "-h"],
-        ),
-        (
-            "dns server not an ip",
-            S::Create(sandbox(|r| {
-                r.dns = Some(pb::DnsConfig {
-                    servers: vec!["resolver".into()],
-                    ..Default::default()
-                })
-            })),
-            InvalidArgument,
-            &["dns.servers[0]", "resolver"],
-        ),
-        (
-            "extra host address",
-            S::Create(sandbox(|r| {
-                r.extra_hosts = vec![pb::ExtraHost {
-                    hostname: "db".into(),
-                    address: "10.0.0".into(),
-                }]
-            })),
-            InvalidArgument,
-            &["extra_hosts[0].address", "10.0.0"],
-        ),
-        (
-            "container port 0",
-            S::Create(port(pb::PortMapping {
-                container_port: 0,
-                ..Default::default()
-            })),
-            InvalidArgument,
-            &["port_mappings[0].container_port", "0"],
-        ),
-        (
-            "host port too big",
-            S::Create(port(pb::PortMapping {
-                container_port: 80,
-                host_port: 70000,
-                ..Default::default()
-            })),
-            InvalidArgument,
-            &["port_mappings[0].host_port", "70000"],
-        ),
-        (
-            "range past 65535",
-            S::Create(port(pb::PortMapping {
-                container_port: 65530,
-                range: 10,
-                ..Default::default()
-            })),
-            InvalidArgument,
-            &["port_mappings[0].range", "10"],
-        ),
-        (
-            "unknown protocol",
-            S::Create(port(pb::PortMapping {
-                container_port: 80,
-                protocol: 9,
-                ..Default::default()
-            })),
-            InvalidArgument,
-            &["port_mappings[0].protocol", "9"],
-        ),
-        (
-            "bad host ip",
-            S::Create(port(pb::PortMapping {
-                container_port: 80,
-                host_ip: "localhost".into(),
-                ..Default::default()
-            })),
-            InvalidArgument,
-            &["port_mappings[0].host_ip", "localhost"],
-        ),
-        (
-            "initial network unnamed",
-            S::Create(sandbox(|r| {
-                r.networks = vec![pb::NetworkAttachment::default()]
-            })),
-            InvalidArgument,
-            &["networks[0].network"],
-        ),
-        (
-            "initial network missing",
-            S::Create(sandbox(|r| {
-                r.networks = vec![pb::NetworkAttachment {
-                    network: "nowhere".into(),
-                    settings: None,
-                }]
-            })),
-            NotFound,
-            &["nowhere"],
-        ),
-        (
-            "mac not a mac",
-            S::Connect(connect("there", "n", |s| s.mac_address = "zz:00".into())),
-            InvalidArgument,
-            &["settings.mac_address", "zz:00"],
-        ),
-        (
-            "multicast mac",
-            S::Connect(connect("there", "n", |s| {
-                s.mac_address = "01:00:5e:00:00:01".into()
-            })),
-            InvalidArgument,
-            &["settings.mac_address", "01:00:5e:00:00:01"],
-        ),
-        (
-            "interface too long",
-            S::Connect(connect("there", "n", |s| {
-                s.interface_name = "a-very-long-interface".into()
-            })),
-            InvalidArgument,
-            &["settings.interface_name", "a-very-long-interface"],
-        ),
-        (
-            "bad alias",
-            S::Connect(connect("there", "n", |s| {
-                s.aliases = vec!["bad alias".into()]
-            })),
-            InvalidArgument,
-            &["settings.aliases[0]", "bad alias"],
-        ),
-        (
-            "v6 in ipv4_address",
-            S::Connect(connect("there", "n", |s| s.ipv4_address = "fd00::5".into())),
-            InvalidArgument,
-            &["settings.ipv4_address", "fd00::5"],
-        ),
-        (
-            "address outside the subnet",
-            S::Connect(connect("there", "n", |s| {
-                s.ipv4_address = "10.82.0.5".into()
-            })),
-            InvalidArgument,
-            &["settings.ipv4_address", "10.82.0.5"],
-        ),
-        (
-            "link-local not an ip",
-            S::Connect(connect("there", "n", |s| {
-                s.link_local_ips = vec!["x".into()]
-            })),
-            InvalidArgument,
-            &["settings.link_local_ips[0]", "x"],
-        ),
-        (
-            "connect unknown sandbox",
-            S::Connect(connect("ghost", "n", |_| {})),
-            NotFound,
-            &["ghost"],
-        ),
-        (
-            "connect unknown network",
-            S::Connect(connect("there", "void", |_| {})),
-            NotFound,
-            &["void"],
-        ),
-        (
-            "connect to host network",
-            S::Connect(connect("there", "host", |_| {})),
-            FailedPrecondition,
-            &["host", "network_mode"],
-        ),
-        (
-            "connect without sandbox",
-            S::Connect(connect("", "n", |_| {})),
-            InvalidArgument,
-            &["sandbox", "\"\""],
-        ),
-        (
-            "disconnect not connected",
-            S::Disconnect("there", "n"),
-            NotFound,
-            &["there", "\"n\""],
-        ),
-        (
-            "get unknown sandbox",
-            S::Get("nobody"),
-            NotFound,
-            &["nobody"],
-        ),
-        (
-            "delete unknown sandbox",
-            S::Delete("nobody"),
-            NotFound,
-            &["nobody"],
-        ),
+        ("sandbox name with a space", Create(sandbox(|r| r.name = "a b".into())), InvalidArgument, &["name", "a b"]),
+        ("sandbox name taken", Create(sandbox(|r| r.name = "there".into())), AlreadyExists, &["there"]),
+        ("unknown host", Create(sandbox(|r| r.host = "elsewhere".into())), InvalidArgument, &["host", "elsewhere"]),
+        ("network mode container", Create(sandbox(|r| r.network_mode = "container:x".into())), InvalidArgument, &["network_mode", "container:x"]),
+        ("bad hostname", Create(sandbox(|r| r.hostname = "-h".into())), InvalidArgument, &["hostname", "-h"]),
+        ("dns server not an ip", Create(sandbox(|r| r.dns = Some(pb::DnsConfig { servers: vec!["resolver".into()], ..Default::default() }))), InvalidArgument, &["dns.servers[0]", "resolver"]),
+        ("extra host address", Create(sandbox(|r| r.extra_hosts = vec![pb::ExtraHost { hostname: "db".into(), address: "10.0.0".into() }])), InvalidArgument, &["extra_hosts[0].address", "10.0.0"]),
+        ("container port 0", Create(port(|p| p.container_port = 0)), InvalidArgument, &["port_mappings[0].container_port", "0"]),
+        ("host port too big", Create(port(|p| p.host_port = 70000)), InvalidArgument, &["port_mappings[0].host_port", "70000"]),
+        ("range past 65535", Create(port(|p| (p.container_port, p.range) = (65530, 10))), InvalidArgument, &["port_mappings[0].range", "10"]),
+        ("unknown protocol", Create(port(|p| p.protocol = 9)), InvalidArgument, &["port_mappings[0].protocol", "9"]),
+        ("bad host ip", Create(port(|p| p.host_ip = "localhost".into())), InvalidArgument, &["port_mappings[0].host_ip", "localhost"]),
+        ("initial network unnamed", Create(sandbox(|r| r.networks = vec![pb::NetworkAttachment::default()])), InvalidArgument, &["networks[0].network"]),
+        ("initial network missing", Create(sandbox(|r| r.networks = vec![pb::NetworkAttachment { network: "nowhere".into(), settings: None }])), NotFound, &["nowhere"]),
+        ("mac not a mac", on_n(|s| s.mac_address = "zz:00".into()), InvalidArgument, &["settings.mac_address", "zz:00"]),
+        ("multicast mac", on_n(|s| s.mac_address = "01:00:5e:00:00:01".into()), InvalidArgument, &["settings.mac_address", "01:00:5e:00:00:01"]),
+        ("interface too long", on_n(|s| s.interface_name = "a-very-long-interface".into()), InvalidArgument, &["settings.interface_name", "a-very-long-interface"]),
+        ("bad alias", on_n(|s| s.aliases = vec!["bad alias".into()]), InvalidArgument, &["settings.aliases[0]", "bad alias"]),
+        ("v6 in ipv4_address", on_n(|s| s.ipv4_address = "fd00::5".into()), InvalidArgument, &["settings.ipv4_address", "fd00::5"]),
+        ("address outside the subnet", on_n(|s| s.ipv4_address = "10.82.0.5".into()), InvalidArgument, &["settings.ipv4_address", "10.82.0.5"]),
+        ("link-local not an ip", on_n(|s| s.link_local_ips = vec!["x".into()]), InvalidArgument, &["settings.link_local_ips[0]", "x"]),
+        ("connect unknown sandbox", Connect(connect("ghost", "n", |_| {})), NotFound, &["ghost"]),
+        ("connect unknown network", Connect(connect("there", "void", |_| {})), NotFound, &["void"]),
+        ("connect to host network", Connect(connect("there", "host", |_| {})), FailedPrecondition, &["host", "network_mode"]),
+        ("connect without sandbox", Connect(connect("", "n", |_| {})), InvalidArgument, &["sandbox", "\"\""]),
+        ("disconnect not connected", Disconnect("there", "n"), NotFound, &["there", "\"n\""]),
+        ("get unknown sandbox", Get("nobody"), NotFound, &["nobody"]),
+        ("delete unknown sandbox", Delete("nobody"), NotFound, &["nobody"]),
     ];
-    let snapshot = |s: &Stack| {
-        let (mut c, mut i, mut sb) = (s.networks(), s.ipam(), crate::harness::sandboxes(s));
-        async move {
-            let nets = c
-                .list_networks(pb::ListNetworksRequest::default())
-                .await
-                .unwrap()
-                .into_inner();
-            let allocs = i
-                .list_allocations(ipb::ListAllocationsRequest::default())
-                .await
-                .unwrap()
-                .into_inner();
-            let sbs = sb
-                .list_sandboxes(pb::ListSandboxesRequest::default())
-                .await
-                .unwrap()
-                .into_inner();
-            format!("{nets:?}\n{allocs:?}\n{sbs:?}")
-        }
-    };
     for (name, call, code, needles) in cases {
-        let before = snapshot(&s).await;
+        let before = snapshot(&s, Kept::AllocationsAndSandboxes).await;
         let err = match call {
             S::Create(r) => sb.create_sandbox(r).await.map(drop),
             S::Connect(r) => sb.connect(r).await.map(drop),
@@ -692,15 +332,12 @@ async fn bad_sandbox_input_is_refused_naming_field_and_value_and_changes_nothing
                 .map(drop),
         }
         .expect_err(name);
-        assert_eq!(err.code(), code, "{name}: {err:?}");
-        for n in needles {
-            assert!(
-                err.message().contains(n),
-                "{name}: message {:?} does not name {n:?}",
-                err.message()
-            );
-        }
-        assert_eq!(snapshot(&s).await, before, "{name}: state changed");
+        assert_code_names(name, &err, code, needles);
+        assert_eq!(
+            snapshot(&s, Kept::AllocationsAndSandboxes).await,
+            before,
+            "{name}: state changed"
+        );
     }
 }
 
@@ -1369,18 +1006,7 @@ async fn written(s: &Stack) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_is_refused_naming_the_field_and_writes_nothing() {
-    let s = Stack::start(Backend::Sqlite).await;
-    s.networks()
-        .create_network(with_subnet("n", "10.83.0.0/24"))
-        .await
-        .unwrap();
-    let mut sb = crate::harness::sandboxes(&s);
-    sb.create_sandbox(pb::CreateSandboxRequest {
-        name: "there".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (s, mut sb) = with_n_and_there("10.83.0.0/24").await;
     let (mut nets, mut hosts) = (s.networks(), s.hosts());
     let rows = hostile_rows();
     assert!(rows.len() >= 40, "only {} rows", rows.len());

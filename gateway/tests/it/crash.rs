@@ -13,7 +13,7 @@ use weft_proto::{
     },
     ipam::v1 as ipb,
 };
-use weft_testkit::{Backend, ServiceProcess, TestDb, fake_agent::FakeAgent};
+use weft_testkit::{Backend, ServiceProcess, stack::StackOptions};
 
 use crate::harness::with_subnet;
 
@@ -32,39 +32,18 @@ const STEPS: &[&str] = &[
 ];
 
 async fn crash_at_every_step(backend: Backend, kills: usize) {
-    let ipam_db = TestDb::new(backend).await;
-    let gw_db = TestDb::new(backend).await;
-    let ipam_args =
-        ipam_svc::Args::try_parse_from(["ipam-svc", "--database-url", &ipam_db.url]).unwrap();
-    let ipam = ipam_svc::open(&ipam_svc::Config::try_from(ipam_args).unwrap())
-        .await
-        .unwrap();
-    let (ipam_addr, _stop_ipam_addr) = crate::harness::serve(
-        weft_runtime::GrpcServer::new().add_service(ipam_svc::grpc::server(ipam)),
-    )
-    .await;
-    let agent = FakeAgent::default();
-    let (agent_addr, _stop_agent_addr) =
-        crate::harness::serve(weft_runtime::GrpcServer::new().add_service(
-            weft_proto::agent::v1::agent_service_server::AgentServiceServer::new(agent.clone()),
-        ))
-        .await;
-    let base: Vec<String> = [
-        "--database-url",
-        &gw_db.url,
-        "--ipam",
-        &format!("http://{ipam_addr}"),
-        "--agent",
-        &format!("http://{agent_addr}"),
-        // Whatever a dead gateway left is abandoned at once; nothing else runs here.
-        "--operation-timeout",
-        "0s",
-        "--sweep-interval",
-        "1h",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let deps = StackOptions::new(backend).start_deps().await;
+    let mut base = deps.gateway_args();
+    base.extend(
+        [
+            // Whatever a dead gateway left is abandoned at once; nothing else runs here.
+            "--operation-timeout",
+            "0s",
+            "--sweep-interval",
+            "1h",
+        ]
+        .map(str::to_owned),
+    );
     let bin = env!("CARGO_BIN_EXE_gateway");
     {
         let svc = ServiceProcess::start(bin, &base).await;
@@ -225,13 +204,13 @@ async fn crash_at_every_step(backend: Backend, kills: usize) {
         }
         // Nothing half-attached: the agent holds exactly the recorded endpoints.
         assert_eq!(
-            agent.calls.lock().unwrap().attached_now(),
+            deps.agent.calls.lock().unwrap().attached_now(),
             endpoints,
             "{step}"
         );
         gw.close().await;
         let mut ipam_client = weft_proto::ipam::v1::ipam_service_client::IpamServiceClient::new(
-            weft_testkit::channel(ipam_addr),
+            weft_testkit::channel(deps.ipam),
         );
         let check = ipam_client
             .check(ipb::CheckRequest {})

@@ -9,7 +9,7 @@ use tonic::Code;
 use weft_proto::gateway::v1 as pb;
 use weft_testkit::Backend;
 
-use crate::harness::{Stack, create, sandboxes};
+use crate::harness::{Stack, create, names, sandboxes};
 
 weft_testkit::on_both_backends!(
     lists_come_in_pages_that_add_up_to_the_whole_list,
@@ -41,15 +41,7 @@ async fn lists_come_in_pages_that_add_up_to_the_whole_list(b: Backend) {
     for i in 0..5 {
         nets.create_network(create(&format!("p{i}"))).await.unwrap();
     }
-    let whole: Vec<String> = nets
-        .list_networks(pb::ListNetworksRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .networks
-        .into_iter()
-        .map(|n| n.name)
-        .collect();
+    let whole: Vec<String> = names(&mut nets).await;
     assert_eq!(whole.len(), 8, "{whole:?}");
     let (paged, pages) = all_pages(|token| {
         let mut c = nets.clone();

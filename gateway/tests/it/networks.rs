@@ -4,7 +4,7 @@ use tonic::Code;
 use weft_proto::{gateway::v1 as pb, ipam::v1 as ipb};
 use weft_testkit::Backend;
 
-use crate::harness::{Stack, create, names, with_subnet};
+use crate::harness::{Stack, create, names, names_where, with_subnet};
 
 weft_testkit::on_both_backends!(
     predefined_networks_exist_and_are_protected,
@@ -86,16 +86,7 @@ async fn create_inspect_list_and_delete_like_docker(b: Backend) {
     c.create_network(create("other")).await.unwrap();
     let filtered = |f: pb::ListNetworksRequest| {
         let mut c = c.clone();
-        async move {
-            c.list_networks(f)
-                .await
-                .unwrap()
-                .into_inner()
-                .networks
-                .into_iter()
-                .map(|n| n.name)
-                .collect::<Vec<_>>()
-        }
+        async move { names_where(&mut c, f).await }
     };
     assert_eq!(
         filtered(pb::ListNetworksRequest {

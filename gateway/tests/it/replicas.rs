@@ -14,43 +14,15 @@ use weft_proto::{
     },
     ipam::v1 as ipb,
 };
-use weft_testkit::{ServiceProcess, TestDb, fake_agent::FakeAgent};
+use weft_testkit::{Backend, ServiceProcess, stack::StackOptions};
 
 use crate::harness::with_subnet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(weft_no_postgres, ignore = "needs Postgres: WEFT_TEST_DATABASE_URL")]
 async fn heavy_three_gateways_on_postgres_agree() {
-    use clap::Parser as _;
-    let ipam_db = TestDb::postgres().await;
-    let gw_db = TestDb::postgres().await;
-    let ipam_args =
-        ipam_svc::Args::try_parse_from(["ipam-svc", "--database-url", &ipam_db.url]).unwrap();
-    let ipam = ipam_svc::open(&ipam_svc::Config::try_from(ipam_args).unwrap())
-        .await
-        .unwrap();
-    let (ipam_addr, _stop_ipam_addr) = crate::harness::serve(
-        weft_runtime::GrpcServer::new().add_service(ipam_svc::grpc::server(ipam)),
-    )
-    .await;
-    let (agent_addr, _stop_agent_addr) =
-        crate::harness::serve(weft_runtime::GrpcServer::new().add_service(
-            weft_proto::agent::v1::agent_service_server::AgentServiceServer::new(
-                FakeAgent::default(),
-            ),
-        ))
-        .await;
-    let args: Vec<String> = [
-        "--database-url",
-        &gw_db.url,
-        "--ipam",
-        &format!("http://{ipam_addr}"),
-        "--agent",
-        &format!("http://{agent_addr}"),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let deps = StackOptions::new(Backend::Postgres).start_deps().await;
+    let args = deps.gateway_args();
     let bin = env!("CARGO_BIN_EXE_gateway");
     let gws = vec![
         ServiceProcess::start(bin, &args).await,
@@ -155,7 +127,7 @@ async fn heavy_three_gateways_on_postgres_agree() {
     assert!(sequences.windows(2).all(|w| w[0] == w[1]));
 
     // Straight from the databases: one endpoint per sandbox, no address twice, nothing leaked.
-    let gdb = weft_store::Db::open(&gw_db.url, &weft_store::StoreOptions::default())
+    let gdb = weft_store::Db::open(&deps.gateway_db.url, &weft_store::StoreOptions::default())
         .await
         .unwrap();
     let endpoints: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM gateway_endpoints")
@@ -169,7 +141,7 @@ async fn heavy_three_gateways_on_postgres_agree() {
     .await
     .unwrap();
     assert_eq!((endpoints, dup_endpoints), (48, 0));
-    let idb = weft_store::Db::open(&ipam_db.url, &weft_store::StoreOptions::default())
+    let idb = weft_store::Db::open(&deps.ipam_db.url, &weft_store::StoreOptions::default())
         .await
         .unwrap();
     let allocs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ipam_allocations")
@@ -178,7 +150,7 @@ async fn heavy_three_gateways_on_postgres_agree() {
         .unwrap();
     assert_eq!(allocs, 48, "the losing Connects gave their addresses back");
     let mut ipam_client = weft_proto::ipam::v1::ipam_service_client::IpamServiceClient::new(
-        weft_testkit::channel(ipam_addr),
+        weft_testkit::channel(deps.ipam),
     );
     let all = ipam_client
         .list_allocations(ipb::ListAllocationsRequest::default())

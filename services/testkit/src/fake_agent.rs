@@ -142,3 +142,16 @@ impl AgentService for FakeAgent {
         Err(Status::unimplemented("fake agent: ApplyState"))
     }
 }
+
+impl FakeAgent {
+    /// A fresh fake agent served in this process on a free loopback port, its address, and the
+    /// sender that stops it.
+    pub async fn serve() -> (Self, std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let agent = Self::default();
+        let (addr, stop) = crate::serve(weft_runtime::GrpcServer::new().add_service(
+            weft_proto::agent::v1::agent_service_server::AgentServiceServer::new(agent.clone()),
+        ))
+        .await;
+        (agent, addr, stop)
+    }
+}

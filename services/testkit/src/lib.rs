@@ -5,6 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 pub mod fake_agent;
+pub mod netns;
+#[cfg(feature = "stack")]
+pub mod stack;
 
 use std::{
     future::Future,

@@ -16,7 +16,7 @@ use nix::{
     unistd::Pid,
 };
 
-use crate::{Netns, WEFT, bin_dir, wait_until};
+use crate::{TestNs, WEFT, bin_dir, wait_until};
 
 const SERVICES: [(&str, u16); 4] = [
     ("gateway", 7700),
@@ -35,7 +35,7 @@ struct Weft {
 }
 
 impl Weft {
-    fn start(ns: &Netns, data: &Path, host: &str) -> Self {
+    fn start(ns: &TestNs, data: &Path, host: &str) -> Self {
         let out = data.with_extension("stdout");
         let err = data.with_extension("stderr");
         let child = Command::new(WEFT)
@@ -126,7 +126,7 @@ fn children_of(parent: Pid) -> BTreeMap<Pid, String> {
 }
 
 /// Runs grpcurl inside the namespace; its stdout when it succeeded.
-fn grpcurl_in(ns: &Netns, args: &[&str]) -> Option<String> {
+fn grpcurl_in(ns: &TestNs, args: &[&str]) -> Option<String> {
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.name])
         .arg(weft_testkit::grpcurl())
@@ -146,7 +146,7 @@ fn json(text: &str) -> serde_json::Value {
 #[test]
 #[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 fn weft_up_in_a_namespace_runs_the_stack_there_and_sigterm_stops_it_with_exit_0() {
-    let ns = Netns::new("a");
+    let ns = TestNs::named("up-a");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let host = "wft-test-host";
@@ -223,7 +223,7 @@ fn weft_up_in_a_namespace_runs_the_stack_there_and_sigterm_stops_it_with_exit_0(
     let mut names: Vec<&str> = children.values().map(String::as_str).collect();
     names.sort_unstable();
     assert_eq!(names, ["dns-svc", "driver-agent", "gateway", "ipam-svc"]);
-    let ns_inode = std::fs::metadata(ns.path()).unwrap().ino();
+    let ns_inode = std::fs::metadata(&ns.path).unwrap().ino();
     for pid in children.keys() {
         let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
         assert_eq!(
@@ -261,7 +261,7 @@ fn weft_up_in_a_namespace_runs_the_stack_there_and_sigterm_stops_it_with_exit_0(
 #[test]
 #[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 fn when_a_service_dies_weft_names_it_with_its_log_stops_the_rest_and_exits_1() {
-    let ns = Netns::new("b");
+    let ns = TestNs::named("up-b");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut weft = Weft::start(&ns, &data, "local");

@@ -1,53 +1,20 @@
 //! `weftctl sandbox exec` enters the sandbox's namespace: checked with a namespace this test
 //! creates (`ip netns add`) and adopts as the sandbox's (`--netns`).
 
-use std::process::Command;
+use weft_testkit::netns::TestNs;
 
 use crate::harness::Stack;
-
-/// A named network namespace, deleted on drop (also when the test fails).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("wft-cli-{}-{nanos:x}", std::process::id());
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip netns add {name}");
-        Self { name }
-    }
-
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(weft_no_root, ignore = "needs root: creates a network namespace")]
 async fn exec_runs_the_command_in_the_sandbox_namespace_with_its_exit_code() {
     let s = Stack::start().await;
-    let ns = Netns::new();
-    s.ok(&["sandbox", "create", "box", "--netns", &ns.path()])
+    let ns = TestNs::named("cli");
+    s.ok(&["sandbox", "create", "box", "--netns", &ns.path_str()])
         .await;
     let inspected: serde_json::Value =
         serde_json::from_str(&s.ok(&["sandbox", "inspect", "box"]).await).unwrap();
-    assert_eq!(inspected[0]["netnsPath"], ns.path().as_str());
+    assert_eq!(inspected[0]["netnsPath"], ns.path_str().as_str());
 
     // Inside: only the namespace's own loopback (the machine's namespace has more).
     let out = s
@@ -62,11 +29,7 @@ async fn exec_runs_the_command_in_the_sandbox_namespace_with_its_exit_code() {
         .collect();
     assert_eq!(names, ["lo"], "{out}");
     // What the test put in the namespace is what exec sees.
-    let st = Command::new("ip")
-        .args(["-n", &ns.name, "link", "add", "wfttest0", "type", "bridge"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    ns.ip(&["link", "add", "wfttest0", "type", "bridge"]);
     let out = s
         .ok(&["sandbox", "exec", "box", "--", "ip", "-j", "link"])
         .await;
@@ -84,8 +47,5 @@ async fn exec_runs_the_command_in_the_sandbox_namespace_with_its_exit_code() {
     let r = s.weftctl(&["sandbox", "exec", "ghost", "--", "true"]).await;
     r.fails(3);
     s.ok(&["sandbox", "rm", "box"]).await;
-    assert!(
-        std::path::Path::new(&ns.path()).exists(),
-        "an adopted namespace is not deleted"
-    );
+    assert!(ns.path.exists(), "an adopted namespace is not deleted");
 }

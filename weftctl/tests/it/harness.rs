@@ -1,64 +1,23 @@
 //! A real gateway and ipam-svc served in this process on loopback (SQLite stores), with the
 //! test kit's fake driver-agent (which adopts a given namespace path, as the real agent does), and a way to run the built `weftctl` binary against them.
 
-use std::{net::SocketAddr, process::Output};
+use std::process::Output;
 
-use clap::Parser as _;
-use weft_testkit::{TestDb, fake_agent::FakeAgent};
+use weft_testkit::Backend;
 
-pub struct Stack {
-    pub gateway: SocketAddr,
-    pub ipam: SocketAddr,
-    _dbs: (TestDb, TestDb),
-    stops: Vec<tokio::sync::oneshot::Sender<()>>,
-}
+/// The test kit's stack on SQLite with the fake agent.
+pub struct Stack(weft_testkit::stack::Stack);
 
-impl Drop for Stack {
-    fn drop(&mut self) {
-        for s in self.stops.drain(..) {
-            let _ = s.send(());
-        }
+impl std::ops::Deref for Stack {
+    type Target = weft_testkit::stack::Stack;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
-use weft_testkit::serve;
-
 impl Stack {
     pub async fn start() -> Self {
-        let ipam_db = TestDb::sqlite();
-        let gw_db = TestDb::sqlite();
-        let ipam_args =
-            ipam_svc::Args::try_parse_from(["ipam-svc", "--database-url", &ipam_db.url]).unwrap();
-        let ipam = ipam_svc::open(&ipam_svc::Config::try_from(ipam_args).unwrap())
-            .await
-            .unwrap();
-        let (ipam_addr, stop_ipam) =
-            serve(weft_runtime::GrpcServer::new().add_service(ipam_svc::grpc::server(ipam))).await;
-        let (agent_addr, stop_agent) = serve(weft_runtime::GrpcServer::new().add_service(
-            weft_proto::agent::v1::agent_service_server::AgentServiceServer::new(
-                FakeAgent::default(),
-            ),
-        ))
-        .await;
-        let args = gateway::Args::try_parse_from([
-            "gateway",
-            "--database-url",
-            &gw_db.url,
-            "--ipam",
-            &format!("http://{ipam_addr}"),
-            "--agent",
-            &format!("http://{agent_addr}"),
-        ])
-        .unwrap();
-        let gw = gateway::open(&args).await.unwrap();
-        gw.ensure_predefined().await.unwrap();
-        let (gw_addr, stop_gw) = serve(gateway::services(gw)).await;
-        Self {
-            gateway: gw_addr,
-            ipam: ipam_addr,
-            _dbs: (ipam_db, gw_db),
-            stops: vec![stop_gw, stop_ipam, stop_agent],
-        }
+        Self(weft_testkit::stack::Stack::start(Backend::Sqlite).await)
     }
 
     /// Runs `weftctl --gateway <this gateway> ARGS…`.
