@@ -6,25 +6,12 @@
 use weft_proto::gateway::v1 as pb;
 use weft_testkit::Backend;
 
-use crate::harness::{Stack, fake_agent, sandboxes, with_subnet};
+use crate::{
+    harness::{Stack, fake_agent, sandboxes, with_subnet},
+    hosts::register,
+};
 
 weft_testkit::on_both_backends!(a_hosts_revision_moves_only_with_changes_to_that_host,);
-
-fn register(name: &str, agent: &str) -> pb::RegisterHostRequest {
-    pb::RegisterHostRequest {
-        name: name.into(),
-        agent_address: agent.into(),
-        capabilities: Some(pb::HostCapabilities {
-            drivers: vec!["bridge".into()],
-            bridge: true,
-            veth: true,
-            nftables: true,
-            ..Default::default()
-        }),
-        agent_version: "test".into(),
-        ..Default::default()
-    }
-}
 
 fn on(name: &str, host: &str, network: &str) -> pb::CreateSandboxRequest {
     pb::CreateSandboxRequest {

@@ -15,7 +15,7 @@ weft_testkit::on_both_backends!(
     desired_state_has_the_hosts_networks_sandboxes_endpoints_and_ports,
 );
 
-fn register(name: &str, agent: &str) -> pb::RegisterHostRequest {
+pub(crate) fn register(name: &str, agent: &str) -> pb::RegisterHostRequest {
     pb::RegisterHostRequest {
         name: name.into(),
         agent_address: agent.into(),
