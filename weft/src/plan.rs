@@ -114,47 +114,9 @@ impl UpConfig {
         let url = |addr: &str| format!("http://{addr}");
         let sqlite = |file: &str| format!("sqlite://{}", self.data_dir.join(file).display());
         let host = self.host_name.as_str();
-        let mut agent = vec![
-            "--listen".into(),
-            AGENT.into(),
-            "--gateway".into(),
-            url(GATEWAY),
-            "--host-name".into(),
-            host.into(),
-            "--dns-address".into(),
-            DNS.into(),
-            "--data-dir".into(),
-            self.data_dir.join("agent").display().to_string(),
-        ];
-        if let Some(ns) = &self.netns {
-            agent.extend(["--netns".into(), ns.path.display().to_string()]);
-        }
         let broker = self.broker_socket().display().to_string();
-        agent.extend(["--broker-socket".into(), broker.clone()]);
-        if let Some(ids) = self.run_as {
-            agent.extend([
-                "--broker-uid".into(),
-                ids.uid.to_string(),
-                "--broker-gid".into(),
-                ids.gid.to_string(),
-            ]);
-        }
-        let mut dns: Vec<String> = vec![
-            "--listen".into(),
-            DNS.into(),
-            "--gateway".into(),
-            url(GATEWAY),
-            "--host".into(),
-            host.into(),
-            "--operator-listen".into(),
-            DNS_OPERATOR.into(),
-            // dns-svc runs without privilege: its sockets inside sandboxes come from the agent.
-            "--broker".into(),
-            broker,
-        ];
-        for u in &self.dns_upstreams {
-            dns.extend(["--upstream".into(), u.clone()]);
-        }
+        let agent = self.agent_args(&broker);
+        let dns = self.dns_args(broker);
         let services = [
             (
                 "ipam-svc",
@@ -202,6 +164,58 @@ impl UpConfig {
                 log: self.log_dir().join(format!("{name}.log")),
             })
             .collect()
+    }
+
+    /// The driver-agent's arguments; `broker` is its socket broker's path.
+    fn agent_args(&self, broker: &str) -> Vec<String> {
+        let url = |addr: &str| format!("http://{addr}");
+        let mut agent = vec![
+            "--listen".into(),
+            AGENT.into(),
+            "--gateway".into(),
+            url(GATEWAY),
+            "--host-name".into(),
+            self.host_name.clone(),
+            "--dns-address".into(),
+            DNS.into(),
+            "--data-dir".into(),
+            self.data_dir.join("agent").display().to_string(),
+        ];
+        if let Some(ns) = &self.netns {
+            agent.extend(["--netns".into(), ns.path.display().to_string()]);
+        }
+        agent.extend(["--broker-socket".into(), broker.to_owned()]);
+        if let Some(ids) = self.run_as {
+            agent.extend([
+                "--broker-uid".into(),
+                ids.uid.to_string(),
+                "--broker-gid".into(),
+                ids.gid.to_string(),
+            ]);
+        }
+        agent
+    }
+
+    /// dns-svc's arguments; `broker` is the agent's socket broker's path.
+    fn dns_args(&self, broker: String) -> Vec<String> {
+        let url = |addr: &str| format!("http://{addr}");
+        let mut dns: Vec<String> = vec![
+            "--listen".into(),
+            DNS.into(),
+            "--gateway".into(),
+            url(GATEWAY),
+            "--host".into(),
+            self.host_name.clone(),
+            "--operator-listen".into(),
+            DNS_OPERATOR.into(),
+            // dns-svc runs without privilege: its sockets inside sandboxes come from the agent.
+            "--broker".into(),
+            broker,
+        ];
+        for u in &self.dns_upstreams {
+            dns.extend(["--upstream".into(), u.clone()]);
+        }
+        dns
     }
 
     /// The program and arguments that start `service`: through `nsenter --net` when the stack

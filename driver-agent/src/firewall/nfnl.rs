@@ -12,6 +12,9 @@
 //!
 //! Keys are the kernel's data registers: concatenations (`ip daddr . th dport`) are their fields
 //! one after the other, each padded to 4 bytes ([`Key`]); numbers are in network byte order.
+//!
+//! The file stays whole: it is one encoder and decoder of one wire format, whose message,
+//! attribute and key layouts depend on each other, and its tests check the exact bytes.
 
 use std::{
     io,

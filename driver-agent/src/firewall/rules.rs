@@ -28,6 +28,9 @@
 //! - `postrouting` (NAT): masquerade of traffic leaving a network's subnets; of published
 //!   traffic that goes back out the bridge it came from (hairpin); and of traffic from
 //!   127.0.0.0/8 going out a bridge (published ports reached through 127.0.0.1).
+//!
+//! The file stays whole: it is one ruleset, whose chains only make sense read together (a
+//! packet's whole path through the table is here), and its tests compare exact output.
 
 use std::{
     borrow::Cow,
@@ -131,6 +134,27 @@ pub fn skeleton(state: &FirewallState, replace: bool) -> Nftables<'static> {
         }
     }
     b.add(NfListObject::Table(table()));
+    add_chains(&mut b);
+    for (name, bound, v6, addr) in DNAT_MAPS {
+        b.add(NfListObject::Map(Box::new(map_decl(name, bound, v6, addr))));
+    }
+    for chain in CHAINS {
+        b.add_cmd(NfCmd::Flush(FlushObject::Chain(plain_chain(chain))));
+    }
+    for r in loopback_rules()
+        .into_iter()
+        .chain(forward_rules(state))
+        .chain(jump_rules())
+        .chain(port_rules())
+        .chain(postrouting_rules(state))
+    {
+        b.add(NfListObject::Rule(r));
+    }
+    b.to_nftables()
+}
+
+/// The table's base chains at their hooks and priorities, and the chain of published ports.
+fn add_chains(b: &mut Batch<'_>) {
     b.add(NfListObject::Chain(base_chain(
         LOOPBACK,
         NfChainType::Filter,
@@ -162,46 +186,36 @@ pub fn skeleton(state: &FirewallState, replace: bool) -> Nftables<'static> {
         100,
     )));
     b.add(NfListObject::Chain(plain_chain(PORTS)));
-    for (name, bound, v6, addr) in DNAT_MAPS {
-        let host = if v6 {
-            SetType::Ipv6Addr
-        } else {
-            SetType::Ipv4Addr
-        };
-        let mut key = Vec::new();
-        if bound {
-            key.push(host);
-        }
-        key.extend([SetType::InetProto, SetType::InetService]);
-        b.add(NfListObject::Map(Box::new(Map {
-            family: NfFamily::INet,
-            table: TABLE.into(),
-            name: name.into(),
-            handle: None,
-            set_type: SetTypeValue::Concatenated(Cow::Owned(key)),
-            map: SetTypeValue::Single(if addr { host } else { SetType::InetService }),
-            policy: None,
-            flags: None,
-            elem: None,
-            timeout: None,
-            gc_interval: None,
-            size: None,
-            comment: None,
-        })));
+}
+
+/// One DNAT map (see [`DNAT_MAPS`]): keyed by protocol and port, and the host address when
+/// `bound`; mapping to an address of the family (`addr`) or to a port.
+fn map_decl(name: &'static str, bound: bool, v6: bool, addr: bool) -> Map<'static> {
+    let host = if v6 {
+        SetType::Ipv6Addr
+    } else {
+        SetType::Ipv4Addr
+    };
+    let mut key = Vec::new();
+    if bound {
+        key.push(host);
     }
-    for chain in CHAINS {
-        b.add_cmd(NfCmd::Flush(FlushObject::Chain(plain_chain(chain))));
+    key.extend([SetType::InetProto, SetType::InetService]);
+    Map {
+        family: NfFamily::INet,
+        table: TABLE.into(),
+        name: name.into(),
+        handle: None,
+        set_type: SetTypeValue::Concatenated(Cow::Owned(key)),
+        map: SetTypeValue::Single(if addr { host } else { SetType::InetService }),
+        policy: None,
+        flags: None,
+        elem: None,
+        timeout: None,
+        gc_interval: None,
+        size: None,
+        comment: None,
     }
-    for r in loopback_rules()
-        .into_iter()
-        .chain(forward_rules(state))
-        .chain(jump_rules())
-        .chain(port_rules())
-        .chain(postrouting_rules(state))
-    {
-        b.add(NfListObject::Rule(r));
-    }
-    b.to_nftables()
 }
 
 fn plain_chain(name: &'static str) -> Chain<'static> {

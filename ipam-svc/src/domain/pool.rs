@@ -164,6 +164,158 @@ fn check_family(family: Option<Family>, net: &IpNet, subnet: &str, errs: &mut Ve
     }
 }
 
+/// The address space, `local` when none is named; it must be one of `known_spaces`.
+fn validate_space(raw: &str, known_spaces: &[&str], errs: &mut Vec<FieldViolation>) -> String {
+    let space = if raw.is_empty() {
+        "local".to_owned()
+    } else {
+        raw.to_owned()
+    };
+    if !known_spaces.contains(&space.as_str()) {
+        errs.push(FieldViolation::new(
+            "address_space",
+            raw,
+            format!("unknown address space (known: {})", known_spaces.join(", ")),
+        ));
+    }
+    space
+}
+
+/// The requested subnet: any subnet of a family (empty, or an unspecified address with a
+/// prefix length) or an explicit one. `None` when it is invalid (the reason is in `errs`).
+fn validate_subnet(raw: &RawPoolRequest, errs: &mut Vec<FieldViolation>) -> Option<SubnetRequest> {
+    if raw.subnet.is_empty() {
+        return Some(SubnetRequest::Any {
+            family: raw.family.unwrap_or(Family::V4),
+            prefix_len: None,
+        });
+    }
+    match IpNet::from_str(&raw.subnet) {
+        Ok(net) if net.addr().is_unspecified() => {
+            check_family(raw.family, &net, &raw.subnet, errs);
+            match check_prefix(&net) {
+                Ok(()) => Some(SubnetRequest::Any {
+                    family: Family::of(net.addr()),
+                    prefix_len: Some(net.prefix_len()),
+                }),
+                Err(reason) => {
+                    errs.push(FieldViolation::new("subnet", &raw.subnet, reason));
+                    None
+                }
+            }
+        }
+        _ => match parse_net(&raw.subnet).and_then(|n| check_prefix(&n).map(|()| n)) {
+            Ok(net) => {
+                check_family(raw.family, &net, &raw.subnet, errs);
+                Some(SubnetRequest::Explicit(net))
+            }
+            Err(reason) => {
+                errs.push(FieldViolation::new("subnet", &raw.subnet, reason));
+                None
+            }
+        },
+    }
+}
+
+/// A gateway or reserved address: it parses and, when the subnet is explicit, is a host
+/// address inside it (of its family, neither the network nor the IPv4 broadcast address).
+fn check_addr(
+    field: String,
+    value: &str,
+    explicit: Option<IpNet>,
+    errs: &mut Vec<FieldViolation>,
+) -> Option<IpAddr> {
+    let ip = match parse_ip(value) {
+        Ok(ip) => ip,
+        Err(reason) => {
+            errs.push(FieldViolation::new(field, value, reason));
+            return None;
+        }
+    };
+    if let Some(net) = explicit {
+        if Family::of(ip) != Family::of(net.addr()) {
+            errs.push(FieldViolation::new(
+                field,
+                value,
+                format!("not an {} address", Family::of(net.addr()).name()),
+            ));
+            return None;
+        }
+        if !net.contains(&ip) {
+            errs.push(FieldViolation::new(
+                field,
+                value,
+                format!("not inside subnet {net}"),
+            ));
+            return None;
+        }
+        let v = to_u128(ip);
+        let (ns, ne) = net_bounds(&net);
+        if v == ns {
+            errs.push(FieldViolation::new(field, value, "is the network address"));
+            return None;
+        }
+        if v == ne && Family::of(ip) == Family::V4 {
+            errs.push(FieldViolation::new(
+                field,
+                value,
+                "is the broadcast address",
+            ));
+            return None;
+        }
+    }
+    Some(ip)
+}
+
+/// Reports an address given although the subnet is only requested by size.
+fn needs_subnet(any_subnet: bool, field: &str, value: &str, errs: &mut Vec<FieldViolation>) {
+    if any_subnet {
+        errs.push(FieldViolation::new(
+            field,
+            value,
+            "requires an explicit subnet",
+        ));
+    }
+}
+
+/// The named reserved addresses, each a valid host address of the subnet.
+fn validate_reserved(
+    raw: &BTreeMap<String, String>,
+    explicit: Option<IpNet>,
+    any_subnet: bool,
+    errs: &mut Vec<FieldViolation>,
+) -> BTreeMap<String, IpAddr> {
+    let mut reserved = BTreeMap::new();
+    for (name, value) in raw {
+        let field = format!("reserved_addresses[{name}]");
+        if name.is_empty() {
+            errs.push(FieldViolation::new(
+                field.clone(),
+                value,
+                "name must not be empty",
+            ));
+        }
+        needs_subnet(any_subnet, &field, value, errs);
+        if let Some(ip) = check_addr(field, value, explicit, errs) {
+            reserved.insert(name.clone(), ip);
+        }
+    }
+    reserved
+}
+
+/// Label keys must not be empty.
+fn check_labels(labels: &BTreeMap<String, String>, errs: &mut Vec<FieldViolation>) {
+    for key in labels.keys() {
+        if key.is_empty() {
+            errs.push(FieldViolation::new(
+                "labels",
+                key,
+                "label keys must not be empty",
+            ));
+        }
+    }
+}
+
 impl PoolRequest {
     /// Validates every field; all problems are reported at once.
     pub fn validate(
@@ -179,70 +331,20 @@ impl PoolRequest {
             }
             Some(raw.id.clone())
         };
-        let space = if raw.space.is_empty() {
-            "local".to_owned()
-        } else {
-            raw.space.clone()
-        };
-        if !known_spaces.contains(&space.as_str()) {
-            errs.push(FieldViolation::new(
-                "address_space",
-                &raw.space,
-                format!("unknown address space (known: {})", known_spaces.join(", ")),
-            ));
-        }
-
-        let subnet = if raw.subnet.is_empty() {
-            Some(SubnetRequest::Any {
-                family: raw.family.unwrap_or(Family::V4),
-                prefix_len: None,
-            })
-        } else {
-            match IpNet::from_str(&raw.subnet) {
-                Ok(net) if net.addr().is_unspecified() => {
-                    check_family(raw.family, &net, &raw.subnet, &mut errs);
-                    match check_prefix(&net) {
-                        Ok(()) => Some(SubnetRequest::Any {
-                            family: Family::of(net.addr()),
-                            prefix_len: Some(net.prefix_len()),
-                        }),
-                        Err(reason) => {
-                            errs.push(FieldViolation::new("subnet", &raw.subnet, reason));
-                            None
-                        }
-                    }
-                }
-                _ => match parse_net(&raw.subnet).and_then(|n| check_prefix(&n).map(|()| n)) {
-                    Ok(net) => {
-                        check_family(raw.family, &net, &raw.subnet, &mut errs);
-                        Some(SubnetRequest::Explicit(net))
-                    }
-                    Err(reason) => {
-                        errs.push(FieldViolation::new("subnet", &raw.subnet, reason));
-                        None
-                    }
-                },
-            }
-        };
+        let space = validate_space(&raw.space, known_spaces, &mut errs);
+        let subnet = validate_subnet(&raw, &mut errs);
 
         let explicit = match &subnet {
             Some(SubnetRequest::Explicit(net)) => Some(*net),
             _ => None,
         };
-        let needs_subnet = |field: &str, value: &str, errs: &mut Vec<FieldViolation>| {
-            if subnet.is_some() && explicit.is_none() {
-                errs.push(FieldViolation::new(
-                    field,
-                    value,
-                    "requires an explicit subnet",
-                ));
-            }
-        };
+        // Addresses need an explicit subnet; a bad subnet is reported once, by itself.
+        let any_subnet = subnet.is_some() && explicit.is_none();
 
         let ip_range = if raw.ip_range.is_empty() {
             None
         } else {
-            needs_subnet("ip_range", &raw.ip_range, &mut errs);
+            needs_subnet(any_subnet, "ip_range", &raw.ip_range, &mut errs);
             if let Some(net) = explicit
                 && let Err(reason) = AddrRange::parse(&raw.ip_range, &net)
             {
@@ -251,80 +353,14 @@ impl PoolRequest {
             Some(raw.ip_range.clone())
         };
 
-        let check_addr =
-            |field: String, value: &str, errs: &mut Vec<FieldViolation>| -> Option<IpAddr> {
-                let ip = match parse_ip(value) {
-                    Ok(ip) => ip,
-                    Err(reason) => {
-                        errs.push(FieldViolation::new(field, value, reason));
-                        return None;
-                    }
-                };
-                if let Some(net) = explicit {
-                    if Family::of(ip) != Family::of(net.addr()) {
-                        errs.push(FieldViolation::new(
-                            field,
-                            value,
-                            format!("not an {} address", Family::of(net.addr()).name()),
-                        ));
-                        return None;
-                    }
-                    if !net.contains(&ip) {
-                        errs.push(FieldViolation::new(
-                            field,
-                            value,
-                            format!("not inside subnet {net}"),
-                        ));
-                        return None;
-                    }
-                    let v = to_u128(ip);
-                    let (ns, ne) = net_bounds(&net);
-                    if v == ns {
-                        errs.push(FieldViolation::new(field, value, "is the network address"));
-                        return None;
-                    }
-                    if v == ne && Family::of(ip) == Family::V4 {
-                        errs.push(FieldViolation::new(
-                            field,
-                            value,
-                            "is the broadcast address",
-                        ));
-                        return None;
-                    }
-                }
-                Some(ip)
-            };
-
         let gateway = if raw.gateway.is_empty() {
             None
         } else {
-            needs_subnet("gateway", &raw.gateway, &mut errs);
-            check_addr("gateway".into(), &raw.gateway, &mut errs)
+            needs_subnet(any_subnet, "gateway", &raw.gateway, &mut errs);
+            check_addr("gateway".into(), &raw.gateway, explicit, &mut errs)
         };
-        let mut reserved = BTreeMap::new();
-        for (name, value) in &raw.reserved {
-            let field = format!("reserved_addresses[{name}]");
-            if name.is_empty() {
-                errs.push(FieldViolation::new(
-                    field.clone(),
-                    value,
-                    "name must not be empty",
-                ));
-            }
-            needs_subnet(&field, value, &mut errs);
-            if let Some(ip) = check_addr(field, value, &mut errs) {
-                reserved.insert(name.clone(), ip);
-            }
-        }
-        for key in raw.labels.keys() {
-            if key.is_empty() {
-                errs.push(FieldViolation::new(
-                    "labels",
-                    key,
-                    "label keys must not be empty",
-                ));
-            }
-        }
+        let reserved = validate_reserved(&raw.reserved, explicit, any_subnet, &mut errs);
+        check_labels(&raw.labels, &mut errs);
 
         match subnet {
             Some(subnet) if errs.is_empty() => Ok(Self {

@@ -44,6 +44,40 @@ pub(crate) fn sandbox(req: &pb::CreateSandboxRequest, spec: SandboxSpec) -> Outc
         later = true;
         port_mappings.clear();
     }
+    let s = sandbox_record(&spec, port_mappings);
+    if !req.hostname.is_empty() {
+        assert_eq!(s.hostname, req.hostname);
+    }
+    let mut nets = Vec::new();
+    let mut eps = Vec::new();
+    if spec.network_mode == NetworkMode::Own {
+        for (i, a) in spec.networks.iter().enumerate() {
+            let net = bridge_network(i, &a.settings);
+            match endpoint(&s, &eps, &net, i, &a.settings) {
+                Some(ep) => {
+                    nets.push(net);
+                    eps.push(ep);
+                }
+                None => later = true,
+            }
+        }
+    }
+    check_files(
+        &s,
+        &eps,
+        req.dns.clone().unwrap_or_default(),
+        &req.extra_hosts,
+    );
+    check_agent(&s, &nets, &eps);
+    if later {
+        Outcome::RefusedLater
+    } else {
+        Outcome::Accepted
+    }
+}
+
+/// The sandbox's record as the saga writes it, with the fixed ids of this oracle.
+fn sandbox_record(spec: &SandboxSpec, port_mappings: Vec<PortRecord>) -> SandboxRecord {
     let (netns_path, network_mode) = match &spec.network_mode {
         NetworkMode::Container(_) => (
             format!("/run/netns/weft-{TARGET_ID}"),
@@ -52,7 +86,7 @@ pub(crate) fn sandbox(req: &pb::CreateSandboxRequest, spec: SandboxSpec) -> Outc
         _ => (spec.netns_path.clone(), spec.network_mode_text.clone()),
     };
     let managed = netns_path.is_empty() && spec.network_mode != NetworkMode::Host;
-    let s = SandboxRecord {
+    SandboxRecord {
         id: SANDBOX_ID.into(),
         name: if spec.name.is_empty() {
             default_name(SANDBOX_ID)
@@ -87,35 +121,6 @@ pub(crate) fn sandbox(req: &pb::CreateSandboxRequest, spec: SandboxSpec) -> Outc
         netns_managed: managed,
         resolv_conf_path: String::new(),
         hosts_path: String::new(),
-    };
-    if !req.hostname.is_empty() {
-        assert_eq!(s.hostname, req.hostname);
-    }
-    let mut nets = Vec::new();
-    let mut eps = Vec::new();
-    if spec.network_mode == NetworkMode::Own {
-        for (i, a) in spec.networks.iter().enumerate() {
-            let net = bridge_network(i, &a.settings);
-            match endpoint(&s, &eps, &net, i, &a.settings) {
-                Some(ep) => {
-                    nets.push(net);
-                    eps.push(ep);
-                }
-                None => later = true,
-            }
-        }
-    }
-    check_files(
-        &s,
-        &eps,
-        req.dns.clone().unwrap_or_default(),
-        &req.extra_hosts,
-    );
-    check_agent(&s, &nets, &eps);
-    if later {
-        Outcome::RefusedLater
-    } else {
-        Outcome::Accepted
     }
 }
 

@@ -114,84 +114,98 @@ impl Db {
         } else {
             return Err(OpenError::UnsupportedUrl { url: shown });
         };
+        match backend {
+            Backend::Postgres => Self::open_postgres(url, shown, opts).await,
+            Backend::Sqlite => Self::open_sqlite(url, shown, opts).await,
+        }
+    }
+
+    /// One pool for reads and writes: Postgres orders concurrent writers itself.
+    async fn open_postgres(
+        url: &str,
+        shown: String,
+        opts: &StoreOptions,
+    ) -> Result<Self, OpenError> {
         let connect_err = |source| OpenError::Connect {
             url: shown.clone(),
             source,
         };
-        match backend {
-            Backend::Postgres => {
-                let pool = AnyPoolOptions::new()
-                    .max_connections(opts.max_connections)
-                    .acquire_timeout(opts.acquire_timeout)
-                    .connect(url)
-                    .await
-                    .map_err(connect_err)?;
-                Ok(Self {
-                    read: pool.clone(),
-                    write: pool,
-                    backend,
-                    url: shown.into(),
-                    _lock: None,
-                })
-            }
-            Backend::Sqlite => {
-                let path = sqlite_path(url);
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
-                        path: path.clone(),
-                        source,
-                    })?;
-                }
-                let lock = lock_sqlite(&path)?;
-                let full_url = if url.contains('?') {
-                    url.to_owned()
-                } else {
-                    format!("sqlite://{}?mode=rwc", path.display())
-                };
-                let sync = if opts.sqlite_synchronous_full {
-                    "FULL"
-                } else {
-                    "NORMAL"
-                };
-                let busy_ms = opts.acquire_timeout.as_millis();
-                let pragmas: Arc<str> = format!(
-                    "PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; PRAGMA synchronous = {sync}; \
-                     PRAGMA cache_size = -65536;"
-                )
-                .into();
-                let make = |max: u32| {
-                    let pragmas = pragmas.clone();
-                    AnyPoolOptions::new()
-                        .max_connections(max)
-                        .acquire_timeout(opts.acquire_timeout)
-                        .after_connect(move |conn, _meta| {
-                            let pragmas = pragmas.clone();
-                            Box::pin(async move {
-                                conn.execute(sqlx::AssertSqlSafe(pragmas.to_string()))
-                                    .await?;
-                                Ok(())
-                            })
-                        })
-                };
-                let write = make(1).connect(&full_url).await.map_err(connect_err)?;
-                // WAL is a property of the file: set it once, before any reader connects.
-                write
-                    .execute("PRAGMA journal_mode = WAL")
-                    .await
-                    .map_err(connect_err)?;
-                let read = make(opts.max_connections)
-                    .connect(&full_url)
-                    .await
-                    .map_err(connect_err)?;
-                Ok(Self {
-                    read,
-                    write,
-                    backend,
-                    url: shown.into(),
-                    _lock: Some(Arc::new(lock)),
-                })
-            }
+        let pool = AnyPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(opts.acquire_timeout)
+            .connect(url)
+            .await
+            .map_err(connect_err)?;
+        Ok(Self {
+            read: pool.clone(),
+            write: pool,
+            backend: Backend::Postgres,
+            url: shown.into(),
+            _lock: None,
+        })
+    }
+
+    /// A single-connection writer pool and a reader pool on one file, held by its lock file.
+    async fn open_sqlite(url: &str, shown: String, opts: &StoreOptions) -> Result<Self, OpenError> {
+        let connect_err = |source| OpenError::Connect {
+            url: shown.clone(),
+            source,
+        };
+        let path = sqlite_path(url);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
+                path: path.clone(),
+                source,
+            })?;
         }
+        let lock = lock_sqlite(&path)?;
+        let full_url = if url.contains('?') {
+            url.to_owned()
+        } else {
+            format!("sqlite://{}?mode=rwc", path.display())
+        };
+        let sync = if opts.sqlite_synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        let busy_ms = opts.acquire_timeout.as_millis();
+        let pragmas: Arc<str> = format!(
+            "PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; PRAGMA synchronous = {sync}; \
+             PRAGMA cache_size = -65536;"
+        )
+        .into();
+        let make = |max: u32| {
+            let pragmas = pragmas.clone();
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(opts.acquire_timeout)
+                .after_connect(move |conn, _meta| {
+                    let pragmas = pragmas.clone();
+                    Box::pin(async move {
+                        conn.execute(sqlx::AssertSqlSafe(pragmas.to_string()))
+                            .await?;
+                        Ok(())
+                    })
+                })
+        };
+        let write = make(1).connect(&full_url).await.map_err(connect_err)?;
+        // WAL is a property of the file: set it once, before any reader connects.
+        write
+            .execute("PRAGMA journal_mode = WAL")
+            .await
+            .map_err(connect_err)?;
+        let read = make(opts.max_connections)
+            .connect(&full_url)
+            .await
+            .map_err(connect_err)?;
+        Ok(Self {
+            read,
+            write,
+            backend: Backend::Sqlite,
+            url: shown.into(),
+            _lock: Some(Arc::new(lock)),
+        })
     }
 
     /// Runs the migrations of this backend.

@@ -1,0 +1,197 @@
+//! The network spec: which driver, its subnets and gateways, and the bridge options.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
+use weft_proto::agent::v1 as pb;
+use weft_runtime::FieldViolation;
+
+use super::{Violations, check_id};
+use crate::names;
+
+/// The network drivers of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Bridge,
+    Host,
+    None,
+    Overlay,
+    Macvlan,
+    Ipvlan,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bridge => "bridge",
+            Self::Host => "host",
+            Self::None => "none",
+            Self::Overlay => "overlay",
+            Self::Macvlan => "macvlan",
+            Self::Ipvlan => "ipvlan",
+        }
+    }
+}
+
+/// A network as this host needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    pub driver: Driver,
+    /// Bridge and overlay: the bridge's name.
+    pub bridge: String,
+    /// 0: the driver's default.
+    pub mtu: u32,
+    /// Gateway addresses with their subnet's prefix length (bridge, overlay).
+    pub gateways: Vec<IpNet>,
+    /// Macvlan, ipvlan: the parent interface.
+    pub parent: String,
+    /// The network's subnets (IPv4 and IPv6).
+    pub subnets: Vec<IpNet>,
+    /// Nothing enters or leaves the network; no masquerading, no published ports.
+    pub internal: bool,
+    /// Bridge: traffic between the network's endpoints allowed (Docker's enable_icc).
+    pub icc: bool,
+    /// Bridge: masquerade traffic leaving the host from the network's subnets.
+    pub masquerade: bool,
+    /// Bridge: the IPv4 address published ports bind to when their host_ip is empty.
+    pub host_binding_ipv4: Option<Ipv4Addr>,
+}
+
+impl Network {
+    /// The MTU the bridge driver uses.
+    pub fn bridge_mtu(&self) -> u32 {
+        if self.mtu == 0 { 1500 } else { self.mtu }
+    }
+}
+
+fn parse_driver(v: &mut Violations, field: &str, raw: i32) -> Driver {
+    match pb::Driver::try_from(raw) {
+        Ok(pb::Driver::Bridge) => Driver::Bridge,
+        Ok(pb::Driver::Host) => Driver::Host,
+        Ok(pb::Driver::None) => Driver::None,
+        Ok(pb::Driver::Overlay) => Driver::Overlay,
+        Ok(pb::Driver::Macvlan) => Driver::Macvlan,
+        Ok(pb::Driver::Ipvlan) => Driver::Ipvlan,
+        Ok(pb::Driver::Unspecified) => {
+            v.add(field, raw.to_string(), "driver must be set");
+            Driver::None
+        }
+        Err(_) => {
+            v.add(field, raw.to_string(), "unknown driver");
+            Driver::None
+        }
+    }
+}
+
+impl Network {
+    /// Validates a `NetworkSpec`; `prefix` is the field path of the spec in its request.
+    pub fn from_pb(spec: pb::NetworkSpec, prefix: &str) -> Result<Self, Vec<FieldViolation>> {
+        let mut v = Violations::default();
+        let f = |name: &str| format!("{prefix}.{name}");
+        check_id(&mut v, &f("network_id"), &spec.network_id);
+        let driver = parse_driver(&mut v, &f("driver"), spec.driver);
+
+        let (subnets, gateways) = parse_subnets(&mut v, prefix, &spec.subnets);
+        let bridge = if matches!(driver, Driver::Bridge | Driver::Overlay) {
+            bridge_name(&mut v, prefix, &spec)
+        } else {
+            String::new()
+        };
+        if spec.mtu != 0 && !(68..=65535).contains(&spec.mtu) {
+            v.add(
+                f("mtu"),
+                spec.mtu.to_string(),
+                "must be 0 or within 68..65535",
+            );
+        }
+        let host_binding_ipv4 =
+            parse_host_binding(&mut v, &f("host_binding_ipv4"), &spec.host_binding_ipv4);
+        v.finish(Self {
+            id: spec.network_id,
+            name: spec.name,
+            driver,
+            bridge,
+            mtu: spec.mtu,
+            gateways,
+            parent: spec.parent,
+            subnets,
+            internal: spec.internal,
+            icc: spec.enable_icc,
+            masquerade: spec.enable_ip_masquerade,
+            host_binding_ipv4,
+        })
+    }
+}
+
+/// The subnets (truncated to their network address) and the gateways with their subnet's
+/// prefix length.
+fn parse_subnets(
+    v: &mut Violations,
+    prefix: &str,
+    subnets_pb: &[pb::Subnet],
+) -> (Vec<IpNet>, Vec<IpNet>) {
+    let mut gateways = Vec::new();
+    let mut subnets = Vec::new();
+    for (i, s) in subnets_pb.iter().enumerate() {
+        let field = format!("{prefix}.subnets[{i}]");
+        let subnet: IpNet = match s.cidr.parse::<IpNet>() {
+            Ok(n) => n.trunc(),
+            Err(_) => {
+                v.add(format!("{field}.cidr"), &s.cidr, "not a CIDR");
+                continue;
+            }
+        };
+        subnets.push(subnet);
+        if s.gateway.is_empty() {
+            continue;
+        }
+        match s.gateway.parse::<IpAddr>() {
+            Ok(gw) if subnet.contains(&gw) => {
+                if let Ok(n) = IpNet::new(gw, subnet.prefix_len()) {
+                    gateways.push(n);
+                }
+            }
+            Ok(_) => v.add(
+                format!("{field}.gateway"),
+                &s.gateway,
+                "not inside the subnet",
+            ),
+            Err(_) => v.add(format!("{field}.gateway"), &s.gateway, "not an IP address"),
+        }
+    }
+    (subnets, gateways)
+}
+
+/// The bridge's name: the field, else Docker's option, else derived from the network id.
+fn bridge_name(v: &mut Violations, prefix: &str, spec: &pb::NetworkSpec) -> String {
+    let f = |name: &str| format!("{prefix}.{name}");
+    let (field, given) = if !spec.bridge_name.is_empty() {
+        (f("bridge_name"), spec.bridge_name.clone())
+    } else if let Some(o) = spec.options.get(names::BRIDGE_NAME_OPTION) {
+        (
+            format!("{prefix}.options[{}]", names::BRIDGE_NAME_OPTION),
+            o.clone(),
+        )
+    } else {
+        (String::new(), names::bridge_name(&spec.network_id))
+    };
+    if let Err(reason) = names::valid_ifname(&given) {
+        v.add(field, &given, reason);
+    }
+    given
+}
+
+/// The IPv4 address published ports bind to by default; none when empty or unspecified.
+fn parse_host_binding(v: &mut Violations, field: &str, raw: &str) -> Option<Ipv4Addr> {
+    match raw.parse::<Ipv4Addr>() {
+        _ if raw.is_empty() => None,
+        Ok(a) if a.is_unspecified() => None,
+        Ok(a) => Some(a),
+        Err(_) => {
+            v.add(field, raw, "not an IPv4 address");
+            None
+        }
+    }
+}
