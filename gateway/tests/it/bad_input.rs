@@ -574,7 +574,13 @@ fn hostile_rows() -> Vec<(String, Attack, String)> {
     rows
 }
 
+/// One row of a hostile table: its name, the attack, the field the refusal must name.
+fn row(name: &str, attack: Attack, field: &str) -> (String, Attack, String) {
+    (name.to_owned(), attack, field.to_owned())
+}
+
 /// One entry past each count limit (taken from the gateway's own constants).
+#[rustfmt::skip]
 fn count_rows() -> Vec<(String, Attack, String)> {
     use gateway::domain::limits as l;
     let n = |max: usize| max + 1;
@@ -593,131 +599,25 @@ fn count_rows() -> Vec<(String, Attack, String)> {
             .collect()
     };
     vec![
-        (
-            "1,000 labels on a network".into(),
-            hostile_network(|r| r.labels = labels(1000)),
-            "labels".into(),
-        ),
-        (
-            "one label too many on a sandbox".into(),
-            hostile_sandbox(|r| r.labels = labels(n(l::MAX_LABELS))),
-            "labels".into(),
-        ),
-        (
-            "one alias too many".into(),
-            hostile_settings(|s| {
-                s.aliases = (0..n(l::MAX_ALIASES)).map(|i| format!("a{i}")).collect()
-            }),
-            "settings.aliases".into(),
-        ),
-        (
-            "one extra host too many".into(),
-            hostile_sandbox(|r| {
-                r.extra_hosts = (0..n(l::MAX_EXTRA_HOSTS))
-                    .map(|i| pb::ExtraHost {
-                        hostname: format!("h{i}"),
-                        address: "192.0.2.1".into(),
-                    })
-                    .collect()
-            }),
-            "extra_hosts".into(),
-        ),
-        (
-            "one DNS server too many".into(),
-            hostile_sandbox(|r| {
-                r.dns = Some(pb::DnsConfig {
-                    servers: vec!["192.0.2.53".into(); n(l::MAX_DNS_SERVERS)],
-                    ..Default::default()
-                })
-            }),
-            "dns.servers".into(),
-        ),
-        (
-            "one network DNS server too many".into(),
-            hostile_network(|r| r.dns_servers = vec!["192.0.2.53".into(); n(l::MAX_DNS_SERVERS)]),
-            "dns_servers".into(),
-        ),
-        (
-            "one search domain too many".into(),
-            hostile_sandbox(|r| {
-                r.dns = Some(pb::DnsConfig {
-                    search: (0..n(l::MAX_DNS_SEARCH))
-                        .map(|i| format!("d{i}.example"))
-                        .collect(),
-                    ..Default::default()
-                })
-            }),
-            "dns.search".into(),
-        ),
-        (
-            "a search line longer than resolvers read".into(),
-            hostile_sandbox(|r| {
-                r.dns = Some(pb::DnsConfig {
-                    search: (0..l::MAX_DNS_SEARCH)
-                        .map(|i| format!("{i}{}", "d".repeat(60)))
-                        .collect(),
-                    ..Default::default()
-                })
-            }),
-            "dns.search".into(),
-        ),
-        (
-            "one DNS option too many".into(),
-            hostile_sandbox(|r| {
-                r.dns = Some(pb::DnsConfig {
-                    options: vec!["rotate".into(); n(l::MAX_DNS_OPTIONS)],
-                    ..Default::default()
-                })
-            }),
-            "dns.options".into(),
-        ),
-        (
-            "one port mapping too many".into(),
-            hostile_sandbox(|r| r.port_mappings = ports(n(l::MAX_PORT_MAPPINGS))),
-            "port_mappings".into(),
-        ),
-        (
-            "one initial network too many".into(),
-            hostile_sandbox(|r| {
-                r.networks = vec![
-                    pb::NetworkAttachment {
-                        network: "n".into(),
-                        settings: None,
-                    };
-                    n(l::MAX_ATTACHMENTS)
-                ]
-            }),
-            "networks".into(),
-        ),
-        (
-            "one link-local address too many".into(),
-            hostile_settings(|s| {
-                s.link_local_ips = (0..n(l::MAX_LINK_LOCAL_IPS))
-                    .map(|i| format!("169.254.1.{i}"))
-                    .collect()
-            }),
-            "settings.link_local_ips".into(),
-        ),
-        (
-            "one subnet too many".into(),
-            hostile_network(|r| {
-                r.ipam = Some(pb::Ipam {
-                    configs: (0..n(l::MAX_SUBNETS))
-                        .map(|i| pb::IpamConfig {
-                            subnet: format!("10.9{i}.0.0/24"),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    ..Default::default()
-                })
-            }),
-            "ipam.configs".into(),
-        ),
+        row("1,000 labels on a network", hostile_network(|r| r.labels = labels(1000)), "labels"),
+        row("one label too many on a sandbox", hostile_sandbox(|r| r.labels = labels(n(l::MAX_LABELS))), "labels"),
+        row("one alias too many", hostile_settings(|s| { s.aliases = (0..n(l::MAX_ALIASES)).map(|i| format!("a{i}")).collect() }), "settings.aliases"),
+        row("one extra host too many", hostile_sandbox(|r| { r.extra_hosts = (0..n(l::MAX_EXTRA_HOSTS)).map(|i| pb::ExtraHost { hostname: format!("h{i}"), address: "192.0.2.1".into() }).collect() }), "extra_hosts"),
+        row("one DNS server too many", hostile_sandbox(|r| { r.dns = Some(pb::DnsConfig { servers: vec!["192.0.2.53".into(); n(l::MAX_DNS_SERVERS)],..Default::default() }) }), "dns.servers"),
+        row("one network DNS server too many", hostile_network(|r| r.dns_servers = vec!["192.0.2.53".into(); n(l::MAX_DNS_SERVERS)]), "dns_servers"),
+        row("one search domain too many", hostile_sandbox(|r| { r.dns = Some(pb::DnsConfig { search: (0..n(l::MAX_DNS_SEARCH)).map(|i| format!("d{i}.example")).collect(),..Default::default() }) }), "dns.search"),
+        row("a search line longer than resolvers read", hostile_sandbox(|r| { r.dns = Some(pb::DnsConfig { search: (0..l::MAX_DNS_SEARCH).map(|i| format!("{i}{}", "d".repeat(60))).collect(),..Default::default() }) }), "dns.search"),
+        row("one DNS option too many", hostile_sandbox(|r| { r.dns = Some(pb::DnsConfig { options: vec!["rotate".into(); n(l::MAX_DNS_OPTIONS)],..Default::default() }) }), "dns.options"),
+        row("one port mapping too many", hostile_sandbox(|r| r.port_mappings = ports(n(l::MAX_PORT_MAPPINGS))), "port_mappings"),
+        row("one initial network too many", hostile_sandbox(|r| { r.networks = vec![pb::NetworkAttachment { network: "n".into(), settings: None }; n(l::MAX_ATTACHMENTS)] }), "networks"),
+        row("one link-local address too many", hostile_settings(|s| { s.link_local_ips = (0..n(l::MAX_LINK_LOCAL_IPS)).map(|i| format!("169.254.1.{i}")).collect() }), "settings.link_local_ips"),
+        row("one subnet too many", hostile_network(|r| { r.ipam = Some(pb::Ipam { configs: (0..n(l::MAX_SUBNETS)).map(|i| pb::IpamConfig { subnet: format!("10.9{i}.0.0/24"),..Default::default() }).collect(),..Default::default() }) }), "ipam.configs"),
     ]
 }
 
 /// Values past a range, and values that would reach the kernel or a rule in a form it must
 /// not take.
+#[rustfmt::skip]
 fn range_rows() -> Vec<(String, Attack, String)> {
     let subnet = |s: &str| {
         let s = s.to_owned();
@@ -753,212 +653,37 @@ fn range_rows() -> Vec<(String, Attack, String)> {
     };
     let sysctl = "com.docker.network.endpoint.sysctls";
     vec![
-        (
-            "port range past 65535".into(),
-            port(65000, 80, 600),
-            "port_mappings[0].range".into(),
-        ),
-        (
-            "a block of chosen ports past the ephemeral range".into(),
-            port(0, 1, 20000),
-            "port_mappings[0].range".into(),
-        ),
-        (
-            "a /4 subnet".into(),
-            subnet("16.0.0.0/4"),
-            "ipam.configs[0].subnet".into(),
-        ),
-        (
-            "any free /4".into(),
-            subnet("0.0.0.0/4"),
-            "ipam.configs[0].subnet".into(),
-        ),
-        (
-            "a /16 IPv6 subnet".into(),
-            subnet("fd00::/16"),
-            "ipam.configs[0].subnet".into(),
-        ),
-        (
-            "ndots past 15".into(),
-            dns_option("ndots:16"),
-            "dns.options[0]".into(),
-        ),
-        (
-            "an option the resolver does not know".into(),
-            dns_option("inet6-dns"),
-            "dns.options[0]".into(),
-        ),
-        (
-            "two options in one".into(),
-            dns_option("ndots:1 rotate"),
-            "dns.options[0]".into(),
-        ),
-        (
-            "netns path with ..".into(),
-            hostile_sandbox(|r| r.netns_path = "/run/netns/../../proc/1/ns/net".into()),
-            "netns_path".into(),
-        ),
-        (
-            "relative netns path".into(),
-            hostile_sandbox(|r| r.netns_path = "proc/1/ns/net".into()),
-            "netns_path".into(),
-        ),
-        (
-            "another sandbox's Weft-made namespace".into(),
-            hostile_sandbox(|r| r.netns_path = "/var/run/netns/weft-0123456789abcdef".into()),
-            "netns_path".into(),
-        ),
-        (
-            "netns path over 4096 bytes".into(),
-            hostile_sandbox(|r| r.netns_path = format!("/{}", "a".repeat(4200))),
-            "netns_path".into(),
-        ),
-        (
-            "hostname over 64 characters".into(),
-            hostile_sandbox(|r| r.hostname = format!("{}.b", "a".repeat(63))),
-            "hostname".into(),
-        ),
-        (
-            "a 300-char alias".into(),
-            hostile_settings(|s| s.aliases = vec!["a".repeat(300)]),
-            "settings.aliases[0]".into(),
-        ),
-        (
-            "a 64-char DNS label".into(),
-            hostile_settings(|s| s.aliases = vec!["a".repeat(64)]),
-            "settings.aliases[0]".into(),
-        ),
-        (
-            "interface name .".into(),
-            hostile_settings(|s| s.interface_name = ".".into()),
-            "settings.interface_name".into(),
-        ),
-        (
-            "interface name ..".into(),
-            hostile_settings(|s| s.interface_name = "..".into()),
-            "settings.interface_name".into(),
-        ),
-        (
-            "interface name of 16 bytes".into(),
-            hostile_settings(|s| s.interface_name = "abcdefghijklmnop".into()),
-            "settings.interface_name".into(),
-        ),
-        (
-            "a link-local address that is not".into(),
-            hostile_settings(|s| s.link_local_ips = vec!["127.0.0.1".into()]),
-            "settings.link_local_ips[0]".into(),
-        ),
-        (
-            "an unknown endpoint option".into(),
-            hostile_settings(|s| {
-                s.driver_options = [(
-                    "com.docker.network.endpoint.ifname".to_owned(),
-                    "x".to_owned(),
-                )]
-                .into()
-            }),
-            "settings.driver_options[com.docker.network.endpoint.ifname]".into(),
-        ),
-        (
-            "a sysctl outside the interface".into(),
-            hostile_settings(|s| {
-                s.driver_options = [(
-                    sysctl.to_owned(),
-                    "net.ipv4.conf.IFNAME.../../../kernel/x=1".to_owned(),
-                )]
-                .into()
-            }),
-            format!("settings.driver_options[{sysctl}]"),
-        ),
-        (
-            "a sysctl of another subsystem".into(),
-            hostile_settings(|s| {
-                s.driver_options = [(sysctl.to_owned(), "kernel.panic=1".to_owned())].into()
-            }),
-            format!("settings.driver_options[{sysctl}]"),
-        ),
-        (
-            "parent with a wildcard".into(),
-            hostile_network(|r| {
-                r.driver = "macvlan".into();
-                r.options = [("parent".to_owned(), "eth*".to_owned())].into()
-            }),
-            "options[parent]".into(),
-        ),
-        (
-            "interface prefix too long".into(),
-            hostile_network(|r| {
-                r.options = [(
-                    "com.docker.network.container_iface_prefix".to_owned(),
-                    "abcdefghijklm".to_owned(),
-                )]
-                .into()
-            }),
-            "options[com.docker.network.container_iface_prefix]".into(),
-        ),
-        (
-            "VXLAN id past 24 bits".into(),
-            hostile_network(|r| {
-                r.driver = "overlay".into();
-                r.options = [(
-                    "com.docker.network.driver.overlay.vxlanid_list".to_owned(),
-                    "16777216".to_owned(),
-                )]
-                .into()
-            }),
-            "options[com.docker.network.driver.overlay.vxlanid_list]".into(),
-        ),
-        (
-            "a label update with a newline".into(),
-            Attack::UpdateNetwork(pb::UpdateNetworkRequest {
-                network: "n".into(),
-                labels: [("a\nb".to_owned(), "x".to_owned())].into(),
-                update_mask: mask(&["labels"]),
-                ..Default::default()
-            }),
-            "labels".into(),
-        ),
-        (
-            "a lookup key of 300 bytes".into(),
-            Attack::Connect(pb::ConnectRequest {
-                sandbox: "s".repeat(300),
-                network: "n".into(),
-                ..Default::default()
-            }),
-            "sandbox".into(),
-        ),
-        (
-            "page_size past the maximum".into(),
-            Attack::ListNetworks(pb::ListNetworksRequest {
-                page_size: 1001,
-                ..Default::default()
-            }),
-            "page_size".into(),
-        ),
-        (
-            "a page token this list did not give".into(),
-            Attack::ListSandboxes(pb::ListSandboxesRequest {
-                page_token: "not-a-token".into(),
-                ..Default::default()
-            }),
-            "page_token".into(),
-        ),
-        (
-            "a hosts page token from the networks list".into(),
-            Attack::ListHosts(pb::ListHostsRequest {
-                page_token: "76313a6e6574776f726b733a61".into(),
-                ..Default::default()
-            }),
-            "page_token".into(),
-        ),
-        (
-            "a filter with too many values".into(),
-            Attack::ListNetworks(pb::ListNetworksRequest {
-                name: vec!["x".into(); 65],
-                ..Default::default()
-            }),
-            "name".into(),
-        ),
+        row("port range past 65535", port(65000, 80, 600), "port_mappings[0].range"),
+        row("a block of chosen ports past the ephemeral range", port(0, 1, 20000), "port_mappings[0].range"),
+        row("a /4 subnet", subnet("16.0.0.0/4"), "ipam.configs[0].subnet"),
+        row("any free /4", subnet("0.0.0.0/4"), "ipam.configs[0].subnet"),
+        row("a /16 IPv6 subnet", subnet("fd00::/16"), "ipam.configs[0].subnet"),
+        row("ndots past 15", dns_option("ndots:16"), "dns.options[0]"),
+        row("an option the resolver does not know", dns_option("inet6-dns"), "dns.options[0]"),
+        row("two options in one", dns_option("ndots:1 rotate"), "dns.options[0]"),
+        row("netns path with ..", hostile_sandbox(|r| r.netns_path = "/run/netns/../../proc/1/ns/net".into()), "netns_path"),
+        row("relative netns path", hostile_sandbox(|r| r.netns_path = "proc/1/ns/net".into()), "netns_path"),
+        row("another sandbox's Weft-made namespace", hostile_sandbox(|r| r.netns_path = "/var/run/netns/weft-0123456789abcdef".into()), "netns_path"),
+        row("netns path over 4096 bytes", hostile_sandbox(|r| r.netns_path = format!("/{}", "a".repeat(4200))), "netns_path"),
+        row("hostname over 64 characters", hostile_sandbox(|r| r.hostname = format!("{}.b", "a".repeat(63))), "hostname"),
+        row("a 300-char alias", hostile_settings(|s| s.aliases = vec!["a".repeat(300)]), "settings.aliases[0]"),
+        row("a 64-char DNS label", hostile_settings(|s| s.aliases = vec!["a".repeat(64)]), "settings.aliases[0]"),
+        row("interface name .", hostile_settings(|s| s.interface_name = ".".into()), "settings.interface_name"),
+        row("interface name ..", hostile_settings(|s| s.interface_name = "..".into()), "settings.interface_name"),
+        row("interface name of 16 bytes", hostile_settings(|s| s.interface_name = "abcdefghijklmnop".into()), "settings.interface_name"),
+        row("a link-local address that is not", hostile_settings(|s| s.link_local_ips = vec!["127.0.0.1".into()]), "settings.link_local_ips[0]"),
+        row("an unknown endpoint option", hostile_settings(|s| { s.driver_options = [("com.docker.network.endpoint.ifname".to_owned(), "x".to_owned())].into() }), "settings.driver_options[com.docker.network.endpoint.ifname]"),
+        row("a sysctl outside the interface", hostile_settings(|s| { s.driver_options = [(sysctl.to_owned(), "net.ipv4.conf.IFNAME.../../../kernel/x=1".to_owned())].into() }), &format!("settings.driver_options[{sysctl}]")),
+        row("a sysctl of another subsystem", hostile_settings(|s| { s.driver_options = [(sysctl.to_owned(), "kernel.panic=1".to_owned())].into() }), &format!("settings.driver_options[{sysctl}]")),
+        row("parent with a wildcard", hostile_network(|r| { r.driver = "macvlan".into(); r.options = [("parent".to_owned(), "eth*".to_owned())].into() }), "options[parent]"),
+        row("interface prefix too long", hostile_network(|r| { r.options = [("com.docker.network.container_iface_prefix".to_owned(), "abcdefghijklm".to_owned())].into() }), "options[com.docker.network.container_iface_prefix]"),
+        row("VXLAN id past 24 bits", hostile_network(|r| { r.driver = "overlay".into(); r.options = [("com.docker.network.driver.overlay.vxlanid_list".to_owned(), "16777216".to_owned())].into() }), "options[com.docker.network.driver.overlay.vxlanid_list]"),
+        row("a label update with a newline", Attack::UpdateNetwork(pb::UpdateNetworkRequest { network: "n".into(), labels: [("a\nb".to_owned(), "x".to_owned())].into(), update_mask: mask(&["labels"]),..Default::default() }), "labels"),
+        row("a lookup key of 300 bytes", Attack::Connect(pb::ConnectRequest { sandbox: "s".repeat(300), network: "n".into(),..Default::default() }), "sandbox"),
+        row("page_size past the maximum", Attack::ListNetworks(pb::ListNetworksRequest { page_size: 1001,..Default::default() }), "page_size"),
+        row("a page token this list did not give", Attack::ListSandboxes(pb::ListSandboxesRequest { page_token: "not-a-token".into(),..Default::default() }), "page_token"),
+        row("a hosts page token from the networks list", Attack::ListHosts(pb::ListHostsRequest { page_token: "76313a6e6574776f726b733a61".into(),..Default::default() }), "page_token"),
+        row("a filter with too many values", Attack::ListNetworks(pb::ListNetworksRequest { name: vec!["x".into(); 65],..Default::default() }), "name"),
     ]
 }
 
