@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/weft/target}
+# A run from a fresh clone compiles every workspace crate anew: without incremental caches that is
+# about a fifth faster (83 s against 103 s for the test build here). Dependencies never use them.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+# One test thread more than cores: the paced test group (.config/nextest.toml) mostly waits.
+export NEXTEST_TEST_THREADS=${NEXTEST_TEST_THREADS:-$(($(nproc) + 1))}
 export PATH="${WEFT_VENV:-/var/cache/weft/venv}/bin:$PATH"
 
 # A stable port (the first free one from 56432): the build scripts watch the database URL
