@@ -80,9 +80,11 @@ impl Change<'_> {
                 sandboxes::insert(conn, s)
                     .await
                     .map_err(|e| on_unique(e, || GatewayError::SandboxNameTaken(s.name.clone())))?;
+                store::ports::insert_of(conn, s).await?;
                 (K::SandboxCreated, O::Sandbox(to_pb::sandbox_to_pb(s, &[])))
             }
             Change::DeleteSandbox(s) => {
+                store::ports::delete_of(conn, &s.id).await?;
                 sandboxes::delete(conn, &s.id).await?;
                 (K::SandboxRemoved, O::Sandbox(to_pb::sandbox_to_pb(s, &[])))
             }

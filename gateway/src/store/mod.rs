@@ -11,6 +11,7 @@ use weft_store::{Backend, Db};
 pub mod hosts;
 pub mod networks;
 pub mod operations;
+pub mod ports;
 pub mod requests;
 pub mod sandboxes;
 

@@ -1,0 +1,18 @@
+-- Published ports, one row per mapping beside the sandbox's record, so that placing a new
+-- sandbox's ports reads only the mappings that overlap the ports it asks for (by index), not
+-- every sandbox of the host. `first_port`..`last_port` is the mapping's host port range.
+CREATE TABLE gateway_ports (
+    sandbox_id TEXT NOT NULL REFERENCES gateway_sandboxes (id),
+    host       TEXT NOT NULL,
+    first_port BIGINT NOT NULL,
+    last_port  BIGINT NOT NULL,
+    record     TEXT NOT NULL
+);
+CREATE INDEX gateway_ports_host ON gateway_ports (host, first_port);
+CREATE INDEX gateway_ports_sandbox ON gateway_ports (sandbox_id);
+INSERT INTO gateway_ports (sandbox_id, host, first_port, last_port, record)
+    SELECT s.id, s.host,
+           (p ->> 'host_port')::BIGINT,
+           (p ->> 'host_port')::BIGINT + GREATEST((p ->> 'range')::BIGINT, 1) - 1,
+           p::TEXT
+    FROM gateway_sandboxes s, jsonb_array_elements(s.record::jsonb -> 'port_mappings') p;
