@@ -214,7 +214,17 @@ impl Gateway {
         };
         let mut attached: Vec<(EndpointRecord, String)> = Vec::new();
         let result = match self.attach_all(&sandbox, attachments, &mut attached).await {
-            Ok(()) => self.commit_sandbox(&sandbox, &attached, &sandbox_op).await,
+            // The files and the earlier endpoints' default routes are no part of the records:
+            // they are written on the agent while the records are committed.
+            Ok(()) => {
+                let endpoints: Vec<EndpointRecord> =
+                    attached.iter().map(|(e, _)| e.clone()).collect();
+                let ((), committed) = tokio::join!(
+                    self.finish_on_agent(&sandbox, &endpoints),
+                    self.commit_sandbox(&sandbox, &attached, &sandbox_op)
+                );
+                committed
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = result {
@@ -232,8 +242,7 @@ impl Gateway {
     }
 
     /// Attaches every initial network in order; `attached` holds what was done (endpoint and
-    /// operation id) so that a failure can be undone. Then the earlier endpoints learn whether
-    /// later ones took the default route (and the ports), and the files list every address.
+    /// operation id) so that a failure can be undone.
     async fn attach_all(
         &self,
         sandbox: &SandboxRecord,
@@ -247,12 +256,16 @@ impl Gateway {
                 .await?;
             attached.push(done);
         }
-        let endpoints: Vec<EndpointRecord> = attached.iter().map(|(e, _)| e.clone()).collect();
-        tokio::join!(
-            self.reprogram(sandbox, &[], &endpoints),
-            self.write_files(sandbox, &endpoints)
-        );
         Ok(())
+    }
+
+    /// Once every endpoint is attached: the earlier endpoints learn whether later ones took the
+    /// default route (and the ports), and the files list every address.
+    async fn finish_on_agent(&self, sandbox: &SandboxRecord, endpoints: &[EndpointRecord]) {
+        tokio::join!(
+            self.reprogram(sandbox, &[], endpoints),
+            self.write_files(sandbox, endpoints)
+        );
     }
 
     /// The sandbox, its endpoints and their events in one transaction, every operation record
