@@ -22,6 +22,7 @@ use crate::{
     sysctl,
 };
 
+mod connected;
 mod sandboxes;
 
 pub use crate::driver::NetworkState;
@@ -57,6 +58,8 @@ pub struct Agent {
     /// CreateSandbox and by reconciliation (which re-creates every desired sandbox, also
     /// after a restart), emptied by RemoveSandbox.
     sandbox_netns: std::sync::Mutex<std::collections::HashMap<String, SandboxNetnsPath>>,
+    /// The agent's own sandbox namespaces made lately, open with a socket inside.
+    connected: std::sync::Mutex<connected::ConnectedNamespaces>,
 }
 
 /// Where a sandbox's namespace is, as the socket broker needs it.
@@ -93,6 +96,7 @@ impl Agent {
             host_name: std::sync::OnceLock::new(),
             sysctls_checked: Default::default(),
             sandbox_netns: Default::default(),
+            connected: Default::default(),
         })
     }
 
@@ -337,14 +341,16 @@ impl Agent {
         }
         // Refused before anything is created; checked again when the ports are written.
         self.firewall.check_ports(&ep.id, &ep.ports).await?;
-        let sandbox_ns = self.open_netns("endpoint.netns_path", &ep.netns).await?;
+        let sandbox = self
+            .sandbox_socket("endpoint.netns_path", &ep.netns)
+            .await?;
         let setup = self.setup_network(d, net, report).await?;
         let device_created = setup
             .device
             .as_ref()
             .is_some_and(|l| created_link(report, &l.name));
         let res = self
-            .attach_endpoint(d, &sandbox_ns, &setup, net, ep, report)
+            .attach_endpoint(d, &sandbox, &setup, net, ep, report)
             .await;
         if res.is_err() && device_created {
             self.undo_network(d, &setup, report).await;
@@ -352,34 +358,65 @@ impl Agent {
         res.map(Some)
     }
 
+    /// The namespace at a caller's `path` (request field `field`), open and with a netlink
+    /// socket inside: one of the agent's own made lately as it is, any other checked against
+    /// the policy first.
+    async fn sandbox_socket(
+        &self,
+        field: &str,
+        path: &Path,
+    ) -> Result<connected::Connected, AgentError> {
+        if let Some(c) = self.connected(path) {
+            return Ok(c);
+        }
+        let ns = self.open_netns(field, path).await?;
+        let handle = netns::connect_file(&ns.file, path)
+            .await
+            .map_err(AgentError::netns(path))?;
+        Ok(connected::Connected {
+            file: std::sync::Arc::new(ns.file),
+            handle,
+        })
+    }
+
+    /// The agent's own namespace at `path`, if it is open (see `agent/connected.rs`).
+    fn connected(&self, path: &Path) -> Option<connected::Connected> {
+        self.connected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(path)
+    }
+
     /// The endpoint's part of [`Agent::attach`], once its network is set up: the interface,
     /// the firewall (undoing the interface if that fails), the sandbox's default routes.
     async fn attach_endpoint(
         &self,
         d: &dyn NetworkDriver,
-        sandbox_ns: &NetnsFile,
+        sandbox: &connected::Connected,
         setup: &NetworkSetup,
         net: &Network,
         ep: &Endpoint,
         report: &mut Report,
     ) -> Result<(Attached, DefaultRoutes), AgentError> {
-        let sandbox = netns::connect_file(&sandbox_ns.file, &ep.netns)
-            .await
-            .map_err(AgentError::netns(&ep.netns))?;
         let ns = SandboxNs {
-            handle: &sandbox,
-            file: &sandbox_ns.file,
+            handle: &sandbox.handle,
+            file: &sandbox.file,
         };
         let attached = d.attach(&self.host, ns, setup, net, ep, report).await?;
         if let Err(e) = self.program_network(net, Some(ep), report).await {
             if attached.created {
-                d.detach(&self.host, Some(&sandbox), &ep.id, &mut Report::default())
-                    .await;
+                d.detach(
+                    &self.host,
+                    Some(&sandbox.handle),
+                    &ep.id,
+                    &mut Report::default(),
+                )
+                .await;
             }
             report.changes.clear();
             return Err(e);
         }
-        let routes = default_routes(&sandbox).await?;
+        let routes = default_routes(&sandbox.handle).await?;
         Ok((attached, routes))
     }
 

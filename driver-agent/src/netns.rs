@@ -194,6 +194,16 @@ fn prepare_dir(dir: &Path) -> Result<(), NetnsError> {
 /// Creates the named namespace `name` (`/run/netns/<name>`) without forking: a dedicated
 /// thread unshares its network namespace and bind-mounts it, then exits.
 pub fn create_named(name: &str) -> Result<PathBuf, NetnsError> {
+    create_named_then(name, || ()).map(|(path, ())| path)
+}
+
+/// [`create_named`], then `f` run inside the new namespace by the thread that made it, before
+/// that thread ends (opening a socket there costs no second thread and no `setns`).
+pub fn create_named_then<T, F>(name: &str, f: F) -> Result<(PathBuf, T), NetnsError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
     check_name(name)?;
     let dir = Path::new(NETNS_DIR);
     prepare_dir(dir)?;
@@ -217,7 +227,7 @@ pub fn create_named(name: &str) -> Result<PathBuf, NetnsError> {
     let target = path.clone();
     let res = std::thread::Builder::new()
         .name("weft-netns-new".into())
-        .spawn(move || -> Result<(), NetnsError> {
+        .spawn(move || -> Result<T, NetnsError> {
             unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
             mount(
                 Some("/proc/thread-self/ns/net"),
@@ -229,18 +239,21 @@ pub fn create_named(name: &str) -> Result<PathBuf, NetnsError> {
             .map_err(|source| NetnsError::Mount {
                 path: target.clone(),
                 source,
-            })
+            })?;
+            Ok(f())
         })
         .map_err(|e| NetnsError::Thread(e.to_string()))
         .and_then(|t| {
             t.join()
                 .map_err(|_| NetnsError::Thread("the namespace thread panicked".into()))?
         });
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&path);
-        return Err(e);
+    match res {
+        Ok(t) => Ok((path, t)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            Err(e)
+        }
     }
-    Ok(path)
 }
 
 /// Deletes the named namespace `name`: unmounts and removes its file. The namespace itself

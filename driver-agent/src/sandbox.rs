@@ -9,7 +9,7 @@ use std::{
 use weft_proto::agent::v1 as pb;
 use weft_runtime::FieldViolation;
 
-use crate::{netns, spec::Violations};
+use crate::spec::Violations;
 
 /// Where a sandbox's network lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,17 +106,6 @@ pub fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
     std::fs::write(&tmp, contents)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
     std::fs::rename(&tmp, path)
-}
-
-/// Creates the named namespace of a managed sandbox, or finds it on a retry. Returns whether
-/// it was created now.
-pub fn ensure_managed_netns(sandbox_id: &str) -> Result<(PathBuf, bool), netns::NetnsError> {
-    let name = managed_netns_name(sandbox_id);
-    match netns::create_named(&name) {
-        Ok(path) => Ok((path, true)),
-        Err(netns::NetnsError::Exists { .. }) => Ok((netns::named_path(&name), false)),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

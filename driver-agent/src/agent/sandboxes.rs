@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Agent, SandboxNetnsPath};
+use super::{Agent, SandboxNetnsPath, connected};
 use crate::{
     error::AgentError,
     kernel, names, netns,
@@ -39,14 +39,21 @@ impl Agent {
                 (p.clone(), false, false)
             }
             SandboxNetns::Managed => {
-                let id = sb.id.clone();
-                let name = sandbox::managed_netns_name(&sb.id);
-                let (p, created) =
-                    tokio::task::spawn_blocking(move || sandbox::ensure_managed_netns(&id))
+                let known = netns::named_path(&sandbox::managed_netns_name(&sb.id));
+                // Made lately and still open (the second call, with the files): nothing to do.
+                let (p, created, open) = if self.connected(&known).is_some() {
+                    (known, false, None)
+                } else {
+                    connected::create_managed(&sb.id)
                         .await
-                        .map_err(|e| netns::NetnsError::Thread(e.to_string()))
-                        .and_then(|r| r)
-                        .map_err(AgentError::netns(&netns::named_path(&name)))?;
+                        .map_err(AgentError::netns(&known))?
+                };
+                if let Some(c) = open {
+                    self.connected
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(p.clone(), c);
+                }
                 if created {
                     tracing::info!(sandbox = %sb.id, netns = %p.display(), "namespace created");
                     report.change(
@@ -101,9 +108,10 @@ impl Agent {
         report: &mut Report,
     ) -> Result<(PathBuf, PathBuf), AgentError> {
         if sb.netns != SandboxNetns::Host {
-            let handle = match given {
-                Some(ns) => netns::connect_file(&ns.file, path).await,
-                None => netns::connect(path).await,
+            let handle = match (self.connected(path), given) {
+                (Some(c), _) => Ok(c.handle),
+                (None, Some(ns)) => netns::connect_file(&ns.file, path).await,
+                (None, None) => netns::connect(path).await,
             }
             .map_err(AgentError::netns(path))?;
             if let Some(lo) = kernel::link_by_name(&handle, "lo").await?
@@ -166,6 +174,10 @@ impl Agent {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(sandbox_id);
+        self.connected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&managed_path);
         let mut report = Report::default();
         self.forget_in_firewall(&mut report, sandbox_id, |s| s.remove_sandbox(sandbox_id))
             .await;
