@@ -16,3 +16,10 @@ INSERT INTO gateway_ports (sandbox_id, host, first_port, last_port, record)
            (p ->> 'host_port')::BIGINT + GREATEST((p ->> 'range')::BIGINT, 1) - 1,
            p::TEXT
     FROM gateway_sandboxes s, jsonb_array_elements(s.record::jsonb -> 'port_mappings') p;
+
+-- The sandbox whose namespace a `container:<id>` sandbox shares, so that deleting a sandbox
+-- finds the ones sharing its namespace by index.
+ALTER TABLE gateway_sandboxes ADD COLUMN shares TEXT NOT NULL DEFAULT '';
+UPDATE gateway_sandboxes SET shares = substr(record::jsonb ->> 'network_mode', 11)
+    WHERE record::jsonb ->> 'network_mode' LIKE 'container:%';
+CREATE INDEX gateway_sandboxes_shares ON gateway_sandboxes (shares);

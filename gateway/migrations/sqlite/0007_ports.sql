@@ -16,3 +16,10 @@ INSERT INTO gateway_ports (sandbox_id, host, first_port, last_port, record)
            json_extract(p.value, '$.host_port') + max(json_extract(p.value, '$.range'), 1) - 1,
            p.value
     FROM gateway_sandboxes s, json_each(s.record, '$.port_mappings') p;
+
+-- The sandbox whose namespace a `container:<id>` sandbox shares, so that deleting a sandbox
+-- finds the ones sharing its namespace by index.
+ALTER TABLE gateway_sandboxes ADD COLUMN shares TEXT NOT NULL DEFAULT '';
+UPDATE gateway_sandboxes SET shares = substr(json_extract(record, '$.network_mode'), 11)
+    WHERE json_extract(record, '$.network_mode') LIKE 'container:%';
+CREATE INDEX gateway_sandboxes_shares ON gateway_sandboxes (shares);

@@ -295,13 +295,10 @@ impl Gateway {
         key: &str,
     ) -> Result<(SandboxRecord, Vec<EndpointRecord>), GatewayError> {
         let sandbox = self.find_sandbox("sandbox", key).await?;
-        let sharers: Vec<String> = self
-            .list_sandboxes()
-            .await?
-            .into_iter()
-            .filter(|s| s.network_mode == format!("container:{}", sandbox.id))
-            .map(|s| s.name)
-            .collect();
+        let sharers = {
+            let mut conn = self.db.read().acquire().await?;
+            store::sandboxes::sharing(&mut conn, &sandbox.id).await?
+        };
         if !sharers.is_empty() {
             return Err(GatewayError::Precondition(format!(
                 "sandbox {:?} shares its namespace with {}: delete them first",

@@ -6,15 +6,28 @@ use super::{Result, decode, encode};
 use crate::domain::{endpoint::EndpointRecord, sandbox::SandboxRecord};
 
 pub async fn insert(conn: &mut AnyConnection, s: &SandboxRecord) -> Result<()> {
-    sqlx::query("INSERT INTO gateway_sandboxes (id, name, host, record, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
+    let shares = s.network_mode.strip_prefix("container:").unwrap_or("");
+    sqlx::query("INSERT INTO gateway_sandboxes (id, name, host, record, created_at_ms, shares) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(&s.id)
         .bind(&s.name)
         .bind(&s.host)
         .bind(encode("sandbox", s)?)
         .bind(s.created_at_ms)
+        .bind(shares)
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// The names of the sandboxes that share sandbox `id`'s namespace (`container:<id>`).
+pub async fn sharing(conn: &mut AnyConnection, id: &str) -> Result<Vec<String>> {
+    let rows = sqlx::query("SELECT name FROM gateway_sandboxes WHERE shares = $1 ORDER BY name")
+        .bind(id)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get::<String, _>("name")?))
+        .collect()
 }
 
 pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<()> {
