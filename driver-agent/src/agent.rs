@@ -18,7 +18,7 @@ use crate::{
     kernel, names, netns,
     netns_policy::{NetnsFile, NetnsPolicy},
     report::{Action, Kind, Report},
-    spec::{Endpoint, Network},
+    spec::{Driver, Endpoint, Network},
     sysctl,
 };
 
@@ -60,6 +60,8 @@ pub struct Agent {
     sandbox_netns: std::sync::Mutex<std::collections::HashMap<String, SandboxNetnsPath>>,
     /// The agent's own sandbox namespaces made lately, open with a socket inside.
     connected: std::sync::Mutex<connected::ConnectedNamespaces>,
+    /// Removes detached endpoints' links off the request path.
+    unlinker: crate::unlink::Unlinker,
 }
 
 /// Where a sandbox's namespace is, as the socket broker needs it.
@@ -78,6 +80,9 @@ impl Agent {
             .await
             .map_err(AgentError::netns(&host_netns))?;
         let caps = capabilities::detect(&host_netns).await;
+        let unlinker = crate::unlink::Unlinker::start(&host_netns)
+            .await
+            .map_err(AgentError::netns(&host_netns))?;
         tracing::info!(
             netns = %host_netns.display(),
             drivers = ?driver::usable(&caps.features),
@@ -97,6 +102,7 @@ impl Agent {
             sysctls_checked: Default::default(),
             sandbox_netns: Default::default(),
             connected: Default::default(),
+            unlinker,
         })
     }
 
@@ -344,6 +350,8 @@ impl Agent {
         let sandbox = self
             .sandbox_socket("endpoint.netns_path", &ep.netns)
             .await?;
+        // A link detached from this sandbox may still hold the interface name.
+        self.unlinker.settled(&ep.netns).await;
         let setup = self.setup_network(d, net, report).await?;
         let device_created = setup
             .device
@@ -427,27 +435,41 @@ impl Agent {
         endpoint_id: &str,
         netns_path: &Path,
     ) -> Result<(DefaultRoutes, Report), AgentError> {
-        let sandbox_ns = if netns_path.as_os_str().is_empty() {
+        let open = self.connected(netns_path);
+        let sandbox_ns = if netns_path.as_os_str().is_empty() || open.is_some() {
             None
         } else {
             self.open_netns_if_there("netns_path", netns_path).await?
         };
         // (No namespace: the sandbox is gone with its interfaces and routes.)
-        let sandbox = match &sandbox_ns {
-            Some(ns) => match netns::connect_file(&ns.file, netns_path).await {
+        let sandbox = match (open, &sandbox_ns) {
+            (Some(c), _) => Some(c.handle),
+            (None, Some(ns)) => match netns::connect_file(&ns.file, netns_path).await {
                 Ok(h) => Some(h),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot enter the sandbox");
                     None
                 }
             },
-            None => None,
+            (None, None) => None,
         };
-        let mut report = Report::default();
+        // The bridge's veth is made inert here and removed off the request path; one being
+        // removed already is as good as gone.
+        let mut report = Report {
+            defer_unlink: true,
+            ..Report::default()
+        };
+        let removing = self.unlinker.removing(endpoint_id);
         // (Detach knows only the id: every driver removes what it finds of it.)
         for d in driver::all() {
+            if removing && d.kind() == Driver::Bridge {
+                continue;
+            }
             d.detach(&self.host, sandbox.as_ref(), endpoint_id, &mut report)
                 .await;
+        }
+        for link in std::mem::take(&mut report.doomed) {
+            self.unlinker.remove(link, netns_path);
         }
         self.forget_in_firewall(&mut report, endpoint_id, |s| {
             s.set_endpoint(endpoint_id, None)

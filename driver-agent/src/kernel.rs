@@ -115,6 +115,21 @@ pub async fn set_mtu(handle: &Handle, link: &Link, mtu: u32) -> Result<(), Agent
 }
 
 /// Deletes a link; a link already gone is fine. Returns whether it existed.
+/// Takes the link out of its bridge (or other controller) and down.
+pub async fn set_nocontroller_down(handle: &Handle, link: &Link) -> Result<(), AgentError> {
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(link.index)
+                .nocontroller()
+                .down()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(AgentError::netlink("take down", &link.name))
+}
+
 pub async fn delete_link(handle: &Handle, link: &Link) -> Result<bool, AgentError> {
     match handle.link().del(link.index).execute().await {
         Ok(()) => Ok(true),

@@ -48,6 +48,7 @@ pub mod report;
 pub mod sandbox;
 pub mod spec;
 pub mod sysctl;
+pub mod unlink;
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
 

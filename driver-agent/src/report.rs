@@ -43,6 +43,10 @@ pub struct Failure {
 pub struct Report {
     pub changes: Vec<Change>,
     pub failures: Vec<Failure>,
+    /// Set by a caller that removes endpoint links itself, off the request path
+    /// (`unlink.rs`): a driver then only makes such a link inert and lists it in `doomed`.
+    pub defer_unlink: bool,
+    pub doomed: Vec<crate::unlink::Doomed>,
 }
 
 impl Report {

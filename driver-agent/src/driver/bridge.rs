@@ -94,11 +94,11 @@ impl NetworkDriver for Bridge {
     async fn detach(
         &self,
         host: &Handle,
-        _sandbox: Option<&Handle>,
+        sandbox: Option<&Handle>,
         endpoint_id: &str,
         report: &mut Report,
     ) {
-        detach(host, endpoint_id, report).await;
+        detach(host, sandbox, endpoint_id, report).await;
     }
 }
 
@@ -335,9 +335,37 @@ async fn create_veth(
 
 /// Removes the endpoint's host-side veth (its peer goes with it, wherever it is); the sandbox
 /// namespace is not needed, so this works after it is gone. Absent: nothing to do.
-async fn detach(host: &Handle, endpoint_id: &str, report: &mut Report) {
+async fn detach(host: &Handle, sandbox: Option<&Handle>, endpoint_id: &str, report: &mut Report) {
     let name = names::veth_host_name(endpoint_id);
     match kernel::link_by_name(host, &name).await {
+        Ok(Some(l)) if l.alias == names::endpoint_alias(endpoint_id) && report.defer_unlink => {
+            // Out of the bridge and down, and its peer down in the sandbox (which takes the
+            // peer's addresses and routes with it): nothing passes, the sandbox's routes are
+            // final; the caller removes the pair later.
+            let inert = async {
+                kernel::set_nocontroller_down(host, &l).await?;
+                if let Some(sb) = sandbox {
+                    let alias = names::endpoint_alias(endpoint_id);
+                    for peer in kernel::links(sb).await? {
+                        if peer.alias == alias {
+                            kernel::set_nocontroller_down(sb, &peer).await?;
+                        }
+                    }
+                }
+                Ok::<_, AgentError>(())
+            };
+            match inert.await {
+                Ok(()) => {
+                    report.change(Action::Removed, Kind::Link, &l.name, endpoint_id);
+                    report.doomed.push(crate::unlink::Doomed {
+                        index: l.index,
+                        name: l.name,
+                        endpoint_id: endpoint_id.to_owned(),
+                    });
+                }
+                Err(e) => report.fail(Kind::Link, &name, endpoint_id, &e),
+            }
+        }
         Ok(Some(l)) if l.alias == names::endpoint_alias(endpoint_id) => {
             delete(host, &l, endpoint_id, report).await;
         }

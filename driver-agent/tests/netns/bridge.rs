@@ -14,7 +14,7 @@ use weft_proto::agent::v1 as pb;
 
 use crate::support::{
     TestNs, addresses, addresses6, assert_talks, default_route, default_route6, echo_server,
-    exchange, link, links,
+    exchange, gone, link, links,
 };
 
 pub fn network(id: &str, subnet: &str, gateway: &str) -> pb::NetworkSpec {
@@ -221,8 +221,23 @@ async fn attach_is_idempotent_and_detach_removes_the_veth_even_after_the_sandbox
     let (routes, report) = agent.detach(&ep, &sb1.path).await.unwrap();
     assert!(report.failures.is_empty(), "{report:?}");
     assert_eq!(routes.v4, None);
-    assert!(link(&links(&host), &names::veth_host_name(&ep)).is_none());
-    assert!(link(&links(&sb1), "eth0").is_none());
+    // Inert at once (out of the bridge, both ends down), removed within moments.
+    let veth = link(&links(&host), &names::veth_host_name(&ep)).cloned();
+    if let Some(v) = veth {
+        assert!(v.get("master").is_none(), "{v}");
+        assert!(
+            !v["flags"].as_array().unwrap().contains(&"UP".into()),
+            "{v}"
+        );
+    }
+    // A second Detach while it is removed has nothing left to do.
+    let (_, report) = agent.detach(&ep, &sb1.path).await.unwrap();
+    assert!(
+        report.failures.is_empty() && report.changes.is_empty(),
+        "{report:?}"
+    );
+    gone(&host, &names::veth_host_name(&ep)).await;
+    gone(&sb1, "eth0").await;
     let (_, report) = agent.detach(&ep, &sb1.path).await.unwrap();
     assert!(
         report.failures.is_empty() && report.changes.is_empty(),
@@ -239,12 +254,12 @@ async fn attach_is_idempotent_and_detach_removes_the_veth_even_after_the_sandbox
     )
     .await
     .unwrap();
-    let gone = sb2.path.clone();
+    let gone_ns = sb2.path.clone();
     drop(sb2);
-    let (routes, report) = agent.detach(&ep2, &gone).await.unwrap();
+    let (routes, report) = agent.detach(&ep2, &gone_ns).await.unwrap();
     assert!(report.failures.is_empty(), "{report:?}");
     assert_eq!(routes.v4, None);
-    assert!(link(&links(&host), &names::veth_host_name(&ep2)).is_none());
+    gone(&host, &names::veth_host_name(&ep2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,7 +581,13 @@ async fn repeated_attach_and_detach_leak_no_links_or_netlink_sockets() {
         let (_, report) = agent.detach(&ep, &sb.path).await.unwrap();
         assert!(report.failures.is_empty(), "{report:?}");
     }
-    assert_eq!(links(&host).len(), links_before);
+    // (The last detached veth is removed off the request path.)
+    weft_testkit::wait_for(
+        std::time::Duration::from_secs(5),
+        "the detached veths to be removed",
+        || async { (links(&host).len() == links_before).then_some(()) },
+    )
+    .await;
     // Per-namespace connections end when their handle is dropped; their tasks close the
     // sockets asynchronously, hence the wait.
     weft_testkit::wait_for(

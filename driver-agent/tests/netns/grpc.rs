@@ -9,7 +9,7 @@ use weft_runtime::{GrpcServer, grpc::ShutdownTiming};
 
 use crate::{
     bridge::{endpoint, network},
-    support::{TestNs, assert_talks, echo_server, link, links},
+    support::{TestNs, assert_talks, echo_server, gone, link, links},
 };
 
 /// Serves an agent for `host` on a free loopback port; stops when the returned sender drops.
@@ -113,7 +113,7 @@ async fn attach_detach_and_remove_network_through_grpc() {
         .unwrap()
         .into_inner();
     assert!(detached.failures.is_empty(), "{detached:?}");
-    assert!(link(&links(&host), &names::veth_host_name(&ep2)).is_none());
+    gone(&host, &names::veth_host_name(&ep2)).await;
 
     let removed = client
         .remove_network(pb::RemoveNetworkRequest {

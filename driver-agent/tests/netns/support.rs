@@ -37,6 +37,17 @@ pub fn link<'a>(links: &'a [Value], name: &str) -> Option<&'a Value> {
     links.iter().find(|l| l["ifname"] == name)
 }
 
+/// Waits (at most 5 s) until `ns` has no link named `name`: a detached endpoint's veth is made
+/// inert at once and removed off the request path (`driver-agent/src/unlink.rs`).
+pub async fn gone(ns: &TestNs, name: &str) {
+    weft_testkit::wait_for(
+        std::time::Duration::from_secs(5),
+        &format!("link {name} to be removed"),
+        || async { link(&links(ns), name).is_none().then_some(()) },
+    )
+    .await;
+}
+
 /// `"10.0.0.2/24"` strings of the addresses in `ip -j addr show dev X` output.
 fn prefixes(shown: &Value) -> Vec<String> {
     shown[0]["addr_info"]
