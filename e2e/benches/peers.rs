@@ -162,14 +162,7 @@ async fn weft_measure(n: usize, report: &mut Report) -> Result<(), String> {
         for (i, veth) in veths.iter().enumerate() {
             let name = format!("s{}-{i}", u8::from(with_port));
             deleted.push(delete(&mut sb, &name).await?);
-            let t0 = Instant::now();
-            while links.names().await.iter().any(|l| veth.contains(l)) {
-                if t0.elapsed() > Duration::from_secs(10) {
-                    return Err(format!("{veth:?} still there 10 s after DeleteSandbox"));
-                }
-                tokio::time::sleep(Duration::from_micros(500)).await;
-            }
-            gone.push(t0.elapsed());
+            gone.push(gone_after(&links, veth).await?);
         }
         let what = if with_port { " (1 port)" } else { "" };
         report.row("weft", &format!("create+attach{what}"), created);
@@ -189,7 +182,9 @@ async fn weft_measure(n: usize, report: &mut Report) -> Result<(), String> {
         .map_err(|e| format!("disconnect: {e}"))?;
     }
     let (mut connects, mut disconnects) = (Vec::new(), Vec::new());
+    let mut veths = Vec::new();
     for i in 0..n {
+        let before = links.names().await;
         let t = Instant::now();
         sb.connect(pb::ConnectRequest {
             sandbox: format!("c-{i}"),
@@ -199,8 +194,11 @@ async fn weft_measure(n: usize, report: &mut Report) -> Result<(), String> {
         .await
         .map_err(|e| format!("connect: {e}"))?;
         connects.push(t.elapsed());
+        let after = links.names().await;
+        veths.push(after.difference(&before).cloned().collect::<Vec<_>>());
     }
-    for i in 0..n {
+    let mut gone = Vec::new();
+    for (i, veth) in veths.iter().enumerate() {
         let t = Instant::now();
         sb.disconnect(pb::DisconnectRequest {
             sandbox: format!("c-{i}"),
@@ -210,13 +208,27 @@ async fn weft_measure(n: usize, report: &mut Report) -> Result<(), String> {
         .await
         .map_err(|e| format!("disconnect: {e}"))?;
         disconnects.push(t.elapsed());
+        gone.push(gone_after(&links, veth).await?);
     }
     for i in 0..n {
         delete(&mut sb, &format!("c-{i}")).await?;
     }
     report.row("weft", "Connect", connects);
     report.row("weft", "Disconnect", disconnects);
+    report.row("weft", "veth gone after Disconnect", gone);
     Ok(())
+}
+
+/// How long after the call that removed them the links `veth` are gone from the host.
+async fn gone_after(links: &Links, veth: &[String]) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    while links.names().await.iter().any(|l| veth.contains(l)) {
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err(format!("{veth:?} still there 10 s after its removal"));
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    Ok(t0.elapsed())
 }
 
 async fn wait_host_up(channel: tonic::transport::Channel) -> Result<(), String> {
