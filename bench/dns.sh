@@ -203,8 +203,9 @@ for row in $ROWS; do
             [ "$got" = "$want" ] && break
             sleep 0.2
         done
-        [ "$got" = "$want" ] || {
-            echo "$server ($row) does not answer $name ($got, want $want)" >&2
+        # The answer must come from the process started here, not from a leftover on the port.
+        [ "$got" = "$want" ] && kill -0 "${PID[$k]}" 2>/dev/null || {
+            echo "$server ($row) does not answer $name ($got, want $want), or has exited" >&2
             cat "$WORK"/*.log >&2
             exit 1
         }
