@@ -277,3 +277,59 @@ async fn stats_count_queries_nxdomain_forwarded_and_upstream_failures_per_networ
         (1, 1)
     );
 }
+
+/// A listener that cannot open (here something else holds 127.0.0.11:53/udp inside the
+/// sandbox's namespace) shows FAILED with its error, and is tried again each second until it
+/// opens, with no new event from the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
+async fn a_listener_that_failed_to_open_is_retried_until_it_opens() {
+    let w = World::new().await;
+    let dns = Dns::start(&w.url, &[]).await;
+    wait_listening(&w.client_ns).await;
+    let late_ns = crate::harness::netns();
+    let taken = weft_runtime::netns::run_in(
+        weft_runtime::netns::Target::Path(late_ns.path.clone()),
+        "port-taker",
+        || std::net::UdpSocket::bind("127.0.0.11:53"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let late = sandbox("slate0000001", "late", HOST, &late_ns.path_str(), "");
+    w.gw.sandbox(late.clone());
+    let rev =
+        w.gw.connect(endpoint("elate", &w.backend, &late, "10.89.1.9/24", &[]));
+    dns.wait_revision(rev).await;
+    let state = || async {
+        let l = client(&dns)
+            .list_listeners(pb::ListListenersRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        l.listeners
+            .into_iter()
+            .find(|x| x.sandbox_name == "late")
+            .map(|x| (x.state(), x.error))
+    };
+    weft_testkit::wait_for(
+        std::time::Duration::from_secs(10),
+        "the listener to fail",
+        || async {
+            state()
+                .await
+                .filter(|(s, _)| *s == pb::ListenerState::Failed)
+        },
+    )
+    .await;
+    let (_, error) = state().await.unwrap();
+    assert!(error.contains("127.0.0.11:53"), "{error}");
+    drop(taken);
+    wait_listening(&late_ns).await;
+    assert_eq!(
+        state().await.map(|(s, _)| s),
+        Some(pb::ListenerState::Listening)
+    );
+    let d = dig_in(&late_ns, &["client", "A"]);
+    assert_eq!(d.answers, ["10.89.1.2"], "{}", d.text);
+}
