@@ -73,13 +73,20 @@ const PASS_DEADLINE: Duration = Duration::from_secs(180);
 fn main() {
     let n = arg("WEFT_BENCH_N", 5_000, 1, MAX_N);
     let networks = arg("WEFT_BENCH_NETWORKS", 10, 1, MAX_NETWORKS);
-    let passes = arg("WEFT_BENCH_RECONCILES", 3, 1, 20);
+    // (0 skips them: for a run whose agent is told not to reconcile on its own.)
+    let passes = arg("WEFT_BENCH_RECONCILES", 3, 0, 20);
     let bins = PathBuf::from(std::env::var("WEFT_BENCH_BINS").expect("WEFT_BENCH_BINS"));
     let mut out = Output::default();
     out.line(format!(
         "scale benchmark: {n} sandboxes over {networks} bridge networks, one published TCP port each, one host"
     ));
     out.line(format!("load average at start: {}", common::load_average()));
+    // The services inherit the environment: say which of their settings it changes.
+    for (k, v) in
+        std::env::vars().filter(|(k, _)| k.starts_with("WEFT_") && !k.starts_with("WEFT_BENCH"))
+    {
+        out.line(format!("service setting from the environment: {k}={v}"));
+    }
 
     // weft up's own memory, in a namespace of its own, before anything else runs.
     let weft_rss = weft_up_rss(&bins);
@@ -210,10 +217,12 @@ async fn measure(
         }
         seen.push(pass);
     }
-    out.line(String::new());
-    out.line("agent reconciliation with everything in place (the agent's own figures):".into());
-    for p in &seen {
-        out.line(format!("  {}", p.describe()));
+    if passes > 0 {
+        out.line(String::new());
+        out.line("agent reconciliation with everything in place (the agent's own figures):".into());
+        for p in &seen {
+            out.line(format!("  {}", p.describe()));
+        }
     }
 
     // 3. The agent killed and restarted while a TCP connection goes through a published port.
@@ -576,11 +585,14 @@ impl Pass {
 
     fn describe(&self) -> String {
         format!(
-            "pass {:.1} ms = fetch {:.1} ms + apply {:.1} ms (ensure {:.1}, firewall {:.1}, orphans {:.1}); {} endpoints, {} changes, {} failures",
+            "pass {:.1} ms = fetch {:.1} ms + apply {:.1} ms (ensure {:.1}: sandboxes {:.1}, networks {:.1}, endpoints {:.1}; firewall {:.1}, orphans {:.1}); {} endpoints, {} changes, {} failures",
             self.f("fetch_ms") + self.f("apply_ms"),
             self.f("fetch_ms"),
             self.f("apply_ms"),
             self.f("ensure_ms"),
+            self.f("sandboxes_ms"),
+            self.f("networks_ms"),
+            self.f("endpoints_ms"),
             self.f("firewall_ms"),
             self.f("orphans_ms"),
             self.count("endpoints"),
