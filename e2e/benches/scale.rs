@@ -535,6 +535,17 @@ impl Drop for Stack {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        // The services' logs, kept where asked (for reading where the time went).
+        if let Ok(keep) = std::env::var("WEFT_BENCH_KEEP_LOGS") {
+            let _ = std::fs::create_dir_all(&keep);
+            for e in std::fs::read_dir(self.config.log_dir())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = std::fs::copy(e.path(), Path::new(&keep).join(e.file_name()));
+            }
+        }
         // The agent keeps its sandboxes' namespaces when it stops; they are this run's, marked
         // as the agent marks them (a `weft-<id>` namespace and that sandbox's files).
         let files = self.config.data_dir.join("agent").join("sandboxes");
