@@ -45,14 +45,8 @@ fn main() {
         .unwrap_or(200);
     let bins = PathBuf::from(std::env::var("WEFT_BENCH_BINS").expect("WEFT_BENCH_BINS"));
     let host = TestNs::named("pb-host");
-    // The whole process (and every thread and child it makes from now on) lives in the
-    // namespace playing the host: the peers' processes start there directly.
-    common::enter(&host.path);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    // (The peers' processes start in the host's namespace directly.)
+    let rt = common::enter(&host.path);
     let report = rt.block_on(async {
         let mut report = Report::default();
         report.load("start");

@@ -94,14 +94,7 @@ fn main() {
     let internet = TestNs::named("sc-inet").with_lo_up();
     let host = TestNs::named("sc-host");
     wire_uplink(&host, &internet);
-    // The whole process (and every thread and child it makes from now on) lives in the
-    // namespace playing the host.
-    common::enter(&host.path);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::enter(&host.path);
     rt.block_on(async {
         let data = tempfile::tempdir().unwrap();
         // The services' user must reach its data directory inside this one.

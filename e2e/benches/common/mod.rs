@@ -25,12 +25,18 @@ pub const GATEWAY: &str = "127.0.0.1:7700";
 /// How long a public API call may take before the benchmark gives up on it.
 pub const API_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Moves this (still single-threaded) process into the namespace at `path`, and brings its
-/// loopback up.
-pub fn enter(path: &Path) {
+/// Moves this (still single-threaded) process into the namespace at `path`, brings its
+/// loopback up, and builds the runtime: the whole process (and every thread and child it makes
+/// from then on) lives in that namespace.
+pub fn enter(path: &Path) -> tokio::runtime::Runtime {
     let f = std::fs::File::open(path).unwrap();
     weft_runtime::netns::enter(&f).unwrap();
     run("ip", &["link", "set", "lo", "up"]);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// `weft up --netns NAME` as a child process, its log in a file; stopped with SIGTERM (by
