@@ -186,12 +186,14 @@ async fn measure(
 
     // The kernel holds exactly what was created (not timed).
     let links = common::Links::new().await;
-    check_kernel(&made, &links).await?;
-    out.line(format!(
-        "kernel check after the creates: {} elements in dnat4_addr and in dnat4_port, the other DNAT maps empty, {} host veths: exactly as expected",
-        made.len(),
-        made.len()
-    ));
+    match check_kernel(&made, &links).await {
+        Ok(()) => out.line(format!(
+            "kernel check after the creates: {} elements in dnat4_addr and in dnat4_port, the other DNAT maps empty, {} host veths: exactly as expected",
+            made.len(),
+            made.len()
+        )),
+        Err(e) => out.fail(format!("after the creates, {e}")),
+    }
 
     // 2. Reconciliation with nothing to change: passes that start after the last create.
     let mut seen = Vec::new();
@@ -731,7 +733,7 @@ async fn restart(
         .map(|w| w[1] - w[0])
         .max()
         .unwrap_or_default();
-    check_kernel(made, links).await?;
+    let kernel = check_kernel(made, links).await;
     if during == 0 || after == 0 {
         return Err(format!(
             "the TCP connection through port {} stalled: {during} round trips between the kill and convergence, {after} after",
@@ -758,7 +760,10 @@ async fn restart(
         target.port,
         ms(longest_gap)
     ));
-    out.line("  kernel check after the restart: exactly as expected".into());
+    match kernel {
+        Ok(()) => out.line("  kernel check after the restart: exactly as expected".into()),
+        Err(e) => out.fail(format!("after the restart, {e}")),
+    }
     Ok(())
 }
 
@@ -836,11 +841,20 @@ impl Pinger {
 #[derive(Default)]
 struct Output {
     lines: Vec<String>,
+    failures: Vec<String>,
 }
 
 impl Output {
+    /// A line of the report, also printed at once (a failure later keeps what came before).
     fn line(&mut self, l: String) {
+        eprintln!("{l}");
         self.lines.push(l);
+    }
+
+    /// A check that failed: reported like a figure, and the benchmark fails at the end.
+    fn fail(&mut self, l: String) {
+        self.line(format!("FAILED: {l}"));
+        self.failures.push(l);
     }
 
     fn create_table(&mut self, times: &[Duration], took: Duration) {
@@ -882,5 +896,10 @@ impl Output {
         for l in &self.lines {
             println!("{l}");
         }
+        assert!(
+            self.failures.is_empty(),
+            "the kernel did not hold what was created:\n{}",
+            self.failures.join("\n")
+        );
     }
 }
