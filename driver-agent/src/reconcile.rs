@@ -122,14 +122,34 @@ impl Agent {
             self.survey_drift(&owned, networks, endpoints, sandboxes, &mut report);
             return report;
         }
-        self.ensure_desired(&desired, &mut report).await;
+        // Where a pass spends its time (the scale benchmark reads this line).
+        let t = std::time::Instant::now();
+        let (sandboxes, networks) = self.ensure_desired(&desired, &mut report).await;
+        let ensure = t.elapsed();
         self.apply_firewall(&desired, &mut report).await;
+        let firewall = t.elapsed() - ensure;
         self.remove_orphans(&owned, &desired, &mut report).await;
+        tracing::info!(
+            endpoints = desired.endpoints.len(),
+            ensure_ms = ms(ensure),
+            sandboxes_ms = ms(sandboxes),
+            networks_ms = ms(networks),
+            endpoints_ms = ms(ensure.saturating_sub(sandboxes + networks)),
+            firewall_ms = ms(firewall),
+            orphans_ms = ms(t.elapsed() - ensure - firewall),
+            "reconciliation steps"
+        );
         report
     }
 
     /// Sandboxes first (the namespaces endpoints go into), then networks, then endpoints.
-    async fn ensure_desired(&self, desired: &Desired, report: &mut Report) {
+    /// Returns how long the sandboxes and the networks took.
+    async fn ensure_desired(
+        &self,
+        desired: &Desired,
+        report: &mut Report,
+    ) -> (std::time::Duration, std::time::Duration) {
+        let t = std::time::Instant::now();
         for s in desired
             .sandboxes
             .iter()
@@ -139,11 +159,13 @@ impl Agent {
                 report.fail(Kind::Netns, &s.id, &s.id, &e);
             }
         }
+        let sandboxes = t.elapsed();
         for n in &desired.networks {
             if let Err(e) = self.ensure_network(n, report).await {
                 report.fail(Kind::Link, &n.name, &n.id, &e);
             }
         }
+        let networks = t.elapsed() - sandboxes;
         for ep in desired
             .endpoints
             .iter()
@@ -162,6 +184,7 @@ impl Agent {
                 report.fail(Kind::Link, &ep.ifname, &ep.id, &e);
             }
         }
+        (sandboxes, networks)
     }
 
     /// The firewall: the desired networks and ports, plus what the API made lately and the
@@ -315,6 +338,11 @@ impl Agent {
             }
         }
     }
+}
+
+/// Milliseconds, for log fields.
+pub(crate) fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 fn invalid(v: &[weft_runtime::FieldViolation]) -> String {

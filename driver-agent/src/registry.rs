@@ -66,6 +66,7 @@ async fn reconcile(
     client: &mut AgentRegistryServiceClient<Channel>,
     host: &str,
 ) -> Result<(u64, u64), tonic::Status> {
+    let t = std::time::Instant::now();
     let state = client
         .get_desired_state(gpb::GetDesiredStateRequest {
             host: host.to_owned(),
@@ -74,6 +75,7 @@ async fn reconcile(
         .into_inner()
         .state
         .unwrap_or_default();
+    let fetched = t.elapsed();
     let report = agent.apply_state(&state, false).await;
     if !report.changes.is_empty() {
         tracing::info!(
@@ -82,6 +84,15 @@ async fn reconcile(
             "reconciled: the kernel had drifted"
         );
     }
+    // Every pass, with its cost: what operators (and the scale benchmark) watch.
+    tracing::info!(
+        revision = state.revision,
+        changes = report.changes.len(),
+        failures = report.failures.len(),
+        fetch_ms = crate::reconcile::ms(fetched),
+        apply_ms = crate::reconcile::ms(t.elapsed() - fetched),
+        "reconciliation done"
+    );
     for f in &report.failures {
         tracing::warn!(object = %f.object, owner = %f.owner, error = %f.error, "cannot repair");
     }

@@ -20,21 +20,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
 use std::{
-    collections::BTreeSet,
     io::Write as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use futures::TryStreamExt as _;
-use netlink_packet_route::link::LinkAttribute;
+use common::{Links, Sandboxes, create, delete, ms, pct};
 use serde_json::{Value, json};
 use weft_proto::gateway::v1 as pb;
 use weft_testkit::netns::{TestNs, run};
-
-type Sandboxes = pb::sandbox_service_client::SandboxServiceClient<tonic::transport::Channel>;
 
 const NETAVARK: &str = "/usr/lib/podman/netavark";
 const CNI_PATH: &str = "/usr/lib/cni";
@@ -47,14 +45,8 @@ fn main() {
         .unwrap_or(200);
     let bins = PathBuf::from(std::env::var("WEFT_BENCH_BINS").expect("WEFT_BENCH_BINS"));
     let host = TestNs::named("pb-host");
-    // The whole process (and every thread and child it makes from now on) lives in the
-    // namespace playing the host: the peers' processes start there directly.
-    enter(&host.path);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    // (The peers' processes start in the host's namespace directly.)
+    let rt = common::enter(&host.path);
     let report = rt.block_on(async {
         let mut report = Report::default();
         report.load("start");
@@ -70,78 +62,29 @@ fn main() {
     report.print(n);
 }
 
-/// Moves this (still single-threaded) process into the namespace at `path`.
-fn enter(path: &Path) {
-    let f = std::fs::File::open(path).unwrap();
-    weft_runtime::netns::enter(&f).unwrap();
-    run("ip", &["link", "set", "lo", "up"]);
-}
-
 // ----------------------------------------------------------------------------------------------
 // Weft
 
 async fn weft_rows(host: &TestNs, bins: &Path, n: usize, report: &mut Report) {
     let data = tempfile::tempdir().unwrap();
-    let log = data.path().join("weft-up.log");
-    let mut up = Command::new(bins.join("weft"))
-        .args(["up", "--netns", &host.name, "--data-dir"])
-        .arg(data.path().join("weft-data"))
-        .arg("--bin-dir")
-        .arg(bins)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let result = weft_measure(n, report).await;
-    // SIGTERM by PID; weft up stops its services and the agent removes what it made.
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(up.id()).unwrap());
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    let _ = up.wait();
-    if let Err(e) = result {
-        panic!(
-            "weft: {e}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+    let up = common::WeftUp::start(bins, &host.name, data.path());
+    if let Err(e) = weft_measure(n, report).await {
+        panic!("weft: {e}\n{}", up.log_text());
     }
+    // Dropping `up` stops it (SIGTERM by PID): weft up stops its services.
 }
 
 async fn weft_measure(n: usize, report: &mut Report) -> Result<(), String> {
-    let addr = "127.0.0.1:7700".parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let channel = loop {
-        if weft::health::serving(addr, None).await
-            && let Ok(c) = weft::health::channel(addr, None).await
-        {
-            break c;
-        }
-        if Instant::now() > deadline {
-            return Err("the gateway did not come up".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    wait_host_up(channel.clone()).await?;
+    let channel = common::gateway_channel().await?;
     let mut nets = pb::network_service_client::NetworkServiceClient::new(channel.clone());
-    nets.create_network(pb::CreateNetworkRequest {
-        name: "bench".into(),
-        ipam: Some(pb::Ipam {
-            configs: vec![pb::IpamConfig {
-                subnet: "10.88.0.0/16".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| format!("create network: {e}"))?;
+    common::create_network(&mut nets, "bench", "10.88.0.0/16").await?;
     let mut sb = Sandboxes::new(channel);
     let links = Links::new().await;
 
     // Warm-up (not counted): first connections, first table writes.
     for i in 0..5 {
         let name = format!("warm-{i}");
-        create(&mut sb, &name, None).await?;
+        create(&mut sb, &name, "bench", None).await?;
         delete(&mut sb, &name).await?;
     }
 
@@ -152,7 +95,7 @@ async fn weft_measure(n: usize, report: &mut Report) -> Result<(), String> {
             let name = format!("s{}-{i}", u8::from(with_port));
             let port = with_port.then(|| FIRST_HOST_PORT + u32::try_from(i).unwrap());
             let before = links.names().await;
-            let t = create(&mut sb, &name, port).await?;
+            let (t, _) = create(&mut sb, &name, "bench", port).await?;
             created.push(t);
             let after = links.names().await;
             veths.push(after.difference(&before).cloned().collect::<Vec<_>>());
@@ -172,7 +115,7 @@ async fn weft_measure(n: usize, report: &mut Report) -> Result<(), String> {
 
     // Connect / Disconnect on sandboxes that exist.
     for i in 0..n {
-        create(&mut sb, &format!("c-{i}"), None).await?;
+        create(&mut sb, &format!("c-{i}"), "bench", None).await?;
         sb.disconnect(pb::DisconnectRequest {
             sandbox: format!("c-{i}"),
             network: "bench".into(),
@@ -229,87 +172,6 @@ async fn gone_after(links: &Links, veth: &[String]) -> Result<Duration, String> 
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
     Ok(t0.elapsed())
-}
-
-async fn wait_host_up(channel: tonic::transport::Channel) -> Result<(), String> {
-    let mut hosts = pb::host_service_client::HostServiceClient::new(channel);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = hosts.list_hosts(pb::ListHostsRequest::default()).await
-            && r.into_inner()
-                .hosts
-                .iter()
-                .any(|h| h.state == pb::HostState::Up as i32)
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err("no host came up".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn create(sb: &mut Sandboxes, name: &str, port: Option<u32>) -> Result<Duration, String> {
-    let req = pb::CreateSandboxRequest {
-        name: name.into(),
-        networks: vec![pb::NetworkAttachment {
-            network: "bench".into(),
-            settings: None,
-        }],
-        port_mappings: port
-            .map(|p| pb::PortMapping {
-                host_port: p,
-                container_port: 80,
-                protocol: pb::Protocol::Tcp as i32,
-                ..Default::default()
-            })
-            .into_iter()
-            .collect(),
-        ..Default::default()
-    };
-    let t = Instant::now();
-    sb.create_sandbox(req)
-        .await
-        .map_err(|e| format!("create {name}: {e}"))?;
-    Ok(t.elapsed())
-}
-
-async fn delete(sb: &mut Sandboxes, name: &str) -> Result<Duration, String> {
-    let t = Instant::now();
-    sb.delete_sandbox(pb::DeleteSandboxRequest {
-        sandbox: name.into(),
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| format!("delete {name}: {e}"))?;
-    Ok(t.elapsed())
-}
-
-/// The link names of this (the host) namespace, over one netlink socket.
-struct Links {
-    handle: rtnetlink::Handle,
-}
-
-impl Links {
-    async fn new() -> Self {
-        let (conn, handle, _) = rtnetlink::new_connection().unwrap();
-        tokio::spawn(conn);
-        Self { handle }
-    }
-
-    async fn names(&self) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        let mut links = self.handle.link().get().execute();
-        while let Some(msg) = links.try_next().await.unwrap() {
-            for a in msg.attributes {
-                if let LinkAttribute::IfName(n) = a {
-                    out.insert(n);
-                }
-            }
-        }
-        out
-    }
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -537,8 +399,7 @@ impl Report {
     }
 
     fn load(&mut self, when: &str) {
-        let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        self.load.push((when.into(), l.trim().to_owned()));
+        self.load.push((when.into(), common::load_average()));
     }
 
     fn print(&self, n: usize) {
@@ -584,17 +445,4 @@ impl Report {
             }
         }
     }
-}
-
-/// Nearest-rank percentile of sorted times.
-fn pct(sorted: &[Duration], p: usize) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (p * sorted.len()).div_ceil(100).max(1);
-    sorted[rank - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -22,8 +22,7 @@ use driver_agent::netns;
 use serde_json::Value;
 use weft_testkit::netns::{TestNs, tcp_listener_in, udp_socket_in};
 
-pub const HOST_UPLINK: &str = "192.0.2.1";
-pub const INTERNET: &str = "192.0.2.254";
+pub use weft_testkit::netns::{HOST_UPLINK, INTERNET};
 /// What the fake upstream answers for every A question.
 pub const UPSTREAM_ANSWER: &str = "198.51.100.7";
 
@@ -63,14 +62,7 @@ impl World {
     pub async fn new() -> Self {
         let host = TestNs::named("e2e-host").with_lo_up();
         let internet = TestNs::named("e2e-inet").with_lo_up();
-        host.veth_to(
-            "uplink",
-            Some(&format!("{HOST_UPLINK}/24")),
-            &internet,
-            "wan",
-            Some(&format!("{INTERNET}/24")),
-        );
-        host.ip(&["route", "add", "default", "via", INTERNET]);
+        weft_testkit::netns::wire_uplink(&host, &internet);
         let world = Self {
             host,
             internet,

@@ -191,6 +191,24 @@ impl TestNs {
     }
 }
 
+/// The host's end of the uplink between a namespace playing the host and one playing "the
+/// internet" (TEST-NET-1: only ever inside the test's namespaces), and the internet's end.
+pub const HOST_UPLINK: &str = "192.0.2.1";
+pub const INTERNET: &str = "192.0.2.254";
+
+/// Wires `host` (`uplink`, [`HOST_UPLINK`]/24) to `internet` (`wan`, [`INTERNET`]/24) and
+/// gives the host its default route through the internet.
+pub fn wire_uplink(host: &TestNs, internet: &TestNs) {
+    host.veth_to(
+        "uplink",
+        Some(&format!("{HOST_UPLINK}/24")),
+        internet,
+        "wan",
+        Some(&format!("{INTERNET}/24")),
+    );
+    host.ip(&["route", "add", "default", "via", INTERNET]);
+}
+
 impl Drop for TestNs {
     fn drop(&mut self) {
         match Command::new("ip")
