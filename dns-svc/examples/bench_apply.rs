@@ -42,11 +42,13 @@ fn sandbox_events(i: usize) -> [gw::Event; 2] {
     let sb = gw::Sandbox {
         host: "bench".into(),
         netns_path: format!("/run/netns/bench-{i}"),
+        // Container ids differ in their first 12 characters (the short id is a name), as
+        // random ones do.
         ..fixture::sandbox(
             &id,
             &format!("n{i}"),
             &format!("h{i}"),
-            &format!("{i:064x}"),
+            &format!("{:012x}{i:052x}", i * 0x9e37_79b9),
         )
     };
     let ep = fixture::endpoint(
