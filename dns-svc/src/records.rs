@@ -1,8 +1,12 @@
 //! The record model: gateway objects in, an immutable name index out.
 //!
 //! [`State`] is the mutable mirror of the gateway's networks, sandboxes and endpoints that the
-//! event ingester keeps; [`Snapshot`] is the read-only index built from it and swapped in whole,
-//! so a query never waits for an update (aardvark-dns does the same with `ArcSwap`).
+//! event ingester keeps; [`Snapshot`] is the read-only index over it, swapped in whole, so a
+//! query never waits for an update (aardvark-dns does the same with `ArcSwap`). Its maps are
+//! persistent: [`Live`] (in `index`) makes the next snapshot from the last one by changing only
+//! what the events touched, sharing the rest, so a change costs what it touches (and a
+//! logarithm of the world's size), not the world; [`Snapshot::build`] builds one whole (a
+//! relist, and the reference the incremental path is tested against).
 //!
 //! Scoping follows Docker's embedded DNS: a sandbox sees the names (sandbox name, aliases,
 //! hostname, short container id) of endpoints on the networks it is on, and `<name>.<network>`
