@@ -19,6 +19,8 @@ use crate::{
 
 /// Requests the writer takes at most in one transaction.
 const MAX_BATCH: usize = 512;
+/// Scheduler turns the writer waits at most for more requests before it writes a batch.
+const MAX_GATHER_TURNS: usize = 8;
 
 /// A pool's state as this process knows it, and the stored generation it reflects.
 pub(super) struct Cached {
@@ -78,18 +80,27 @@ impl Writer {
                     let _ = reply.send(res);
                 }
                 first => {
-                    // Let the tasks that are ready to send (other connections' requests) run
-                    // once, so that concurrent requests share a commit.
-                    tokio::task::yield_now().await;
+                    // Let the tasks that are ready to send (other connections' requests) run,
+                    // so that concurrent requests share a commit: one turn, and another as long
+                    // as the last one brought more (a request takes a few tasks' turns from
+                    // its socket to this channel). Without concurrent callers this is one
+                    // yield, as before.
                     let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(c @ (Cmd::Alloc { .. } | Cmd::Release { .. })) => batch.push(c),
-                            Ok(other) => {
-                                pending = Some(other);
-                                break;
+                    for _ in 0..MAX_GATHER_TURNS {
+                        tokio::task::yield_now().await;
+                        let before = batch.len();
+                        while batch.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(c @ (Cmd::Alloc { .. } | Cmd::Release { .. })) => batch.push(c),
+                                Ok(other) => {
+                                    pending = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
                             }
-                            Err(_) => break,
+                        }
+                        if batch.len() == before || batch.len() >= MAX_BATCH || pending.is_some() {
+                            break;
                         }
                     }
                     self.run_batch(batch).await;
@@ -259,11 +270,12 @@ impl Writer {
                     .sqlite
                     .insert(SqliteWriter::open(file).map_err(crate::store::IpamStoreError::from)?),
             };
-            let deletes = touched
+            let deletes: Vec<(&str, u128)> = touched
                 .iter()
-                .flat_map(|(id, t)| t.deletes.iter().map(move |a| (id.as_str(), *a)));
-            let inserts = touched.values().flat_map(|t| t.inserts.iter());
-            if let Err(e) = w.write(deletes, inserts) {
+                .flat_map(|(id, t)| t.deletes.iter().map(move |a| (id.as_str(), *a)))
+                .collect();
+            let inserts: Vec<&AllocRow> = touched.values().flat_map(|t| t.inserts.iter()).collect();
+            if let Err(e) = w.write(&deletes, &inserts) {
                 // Closing the connection rolls back whatever the failed batch left open.
                 self.sqlite = None;
                 return Err(crate::store::IpamStoreError::from(e).into());
