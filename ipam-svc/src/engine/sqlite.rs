@@ -21,7 +21,8 @@
 use rusqlite::{Connection, ErrorCode};
 use weft_store::SqliteFile;
 
-use crate::{domain::addr::to_bytes, store::AllocRow};
+// Addresses are stored as 16 big-endian bytes (`domain::addr::to_bytes`), bound from the stack.
+use crate::store::AllocRow;
 
 /// Rows one `INSERT` statement carries at most (5 parameters each). A batch of 16 callers fits
 /// in one statement; the statements for 1..=this many rows are prepared once and kept.
@@ -80,7 +81,7 @@ impl SqliteWriter {
             let mut del = self.conn.prepare_cached(DELETE)?;
             for (pool, addr) in deletes {
                 del.raw_bind_parameter(1, pool)?;
-                del.raw_bind_parameter(2, to_bytes(*addr).as_slice())?;
+                del.raw_bind_parameter(2, addr.to_be_bytes().as_slice())?;
                 del.raw_execute()?;
             }
         }
@@ -92,7 +93,7 @@ impl SqliteWriter {
             for (i, r) in chunk.iter().enumerate() {
                 let b = i * 5;
                 ins.raw_bind_parameter(b + 1, r.pool_id.as_str())?;
-                ins.raw_bind_parameter(b + 2, to_bytes(r.addr).as_slice())?;
+                ins.raw_bind_parameter(b + 2, r.addr.to_be_bytes().as_slice())?;
                 ins.raw_bind_parameter(b + 3, r.owner.as_str())?;
                 ins.raw_bind_parameter(b + 4, i64::from(r.dynamic))?;
                 ins.raw_bind_parameter(b + 5, r.created_at_ms)?;
