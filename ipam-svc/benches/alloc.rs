@@ -16,7 +16,8 @@
 //!
 //! Run: `cargo bench -p ipam-svc --bench alloc` (or `bash bench/ipam.sh` for both backends).
 //! Knobs: `WEFT_BENCH_ALLOCS` (default 20000 per case), `WEFT_BENCH_BACKEND` (sqlite|postgres),
-//! `WEFT_BENCH_CLIENTS` (default `1,16`).
+//! `WEFT_BENCH_CLIENTS` (default `1,16`), `WEFT_BENCH_THREADS` (set: the server's CPU per call
+//! and how many times its threads were scheduled per call, by thread name, allocation / no-op).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -144,16 +145,30 @@ async fn case(url: &str, subnet: &str, clients: usize, total: usize) -> Figures 
             new_pool(&mut admin, subnet).await;
         }
     }
-    let alloc_cpu: u64 = alloc_threads.values().sum();
-    let noop_cpu: u64 = noop_threads.values().sum();
+    let cpu = |m: &BTreeMap<String, u64>| -> u64 {
+        m.iter()
+            .filter(|(name, _)| !name.ends_with(RUNS))
+            .map(|(_, ns)| ns)
+            .sum()
+    };
+    let (alloc_cpu, noop_cpu) = (cpu(&alloc_threads), cpu(&noop_threads));
     if std::env::var_os("WEFT_BENCH_THREADS").is_some() {
-        for (name, ns) in &alloc_threads {
-            let noop_ns = noop_threads.get(name).copied().unwrap_or(0);
-            println!(
-                "    thread {name:<16} {:>6.1} µs / {:>6.1} µs per call",
-                *ns as f64 / 1000.0 / done as f64,
-                noop_ns as f64 / 1000.0 / done as f64
-            );
+        for (name, n) in &alloc_threads {
+            let noop_n = noop_threads.get(name).copied().unwrap_or(0);
+            let per_call = |n: u64| n as f64 / done as f64;
+            if name.ends_with(RUNS) {
+                println!(
+                    "    thread {name:<24} {:>6.2} / {:>6.2} per call",
+                    per_call(*n),
+                    per_call(noop_n)
+                );
+            } else {
+                println!(
+                    "    thread {name:<24} {:>6.1} µs / {:>6.1} µs per call",
+                    per_call(*n) / 1000.0,
+                    per_call(noop_n) / 1000.0
+                );
+            }
         }
     }
     Figures {
@@ -180,16 +195,23 @@ fn cpu_by_thread(pid: i32) -> BTreeMap<String, u64> {
         return out;
     };
     for t in dir.filter_map(Result::ok) {
-        let ns = std::fs::read_to_string(t.path().join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
         let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if let Some(ns) = ns {
+        // schedstat: time on a CPU (ns), time waiting for one, and how many times it ran.
+        if let [ns, _, runs] = fields[..] {
             *out.entry(name.trim().to_owned()).or_default() += ns;
+            *out.entry(format!("{}{RUNS}", name.trim())).or_default() += runs;
         }
     }
     out
 }
+
+/// The suffix of the entries of [`cpu_by_thread`] that count how many times a thread ran.
+const RUNS: &str = " (runs)";
 
 /// What each thread name used between two readings of [`cpu_by_thread`], added to `acc`.
 fn add_diff(
