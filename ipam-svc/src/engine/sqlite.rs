@@ -15,8 +15,14 @@
 //! each page it changes into one, so that it can be undone alone). A batch that needs more
 //! statements runs them in one `BEGIN IMMEDIATE` … `COMMIT`.
 //!
-//! The calls block the writer's task for the length of a batch's commit: tens of microseconds
-//! with `synchronous = NORMAL`, one fsync with `FULL`.
+//! The calls block the writer's task, and the runtime worker it runs on, for the length of a
+//! batch's commit: tens of microseconds with `synchronous = NORMAL`, one fsync with `FULL`, and
+//! the two fsyncs of SQLite's automatic checkpoint when the commit crosses 1000 WAL pages. The
+//! other workers keep serving meanwhile; sqlx's own thread cost more per batch than this blocks.
+//!
+//! One SQLite library serves both connections (`libsqlite3-sys` is linked once, bundled, for
+//! sqlx and rusqlite alike): that is what makes the two connections' POSIX locks on the same
+//! file work, since SQLite tracks them per process in the library's own tables.
 
 use rusqlite::{Connection, ErrorCode};
 use weft_store::SqliteFile;
