@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use rtnetlink::{Handle, packet_route::AddressFamily};
 
 use crate::{
+    applied::{Of, digest},
     capabilities::{self, Capabilities},
     driver::{self, Attached, NetworkDriver, NetworkSetup, SandboxNs},
     error::AgentError,
@@ -62,6 +63,10 @@ pub struct Agent {
     connected: std::sync::Mutex<connected::ConnectedNamespaces>,
     /// Removes detached endpoints' links off the request path.
     unlinker: crate::unlink::Unlinker,
+    /// What each object was last brought to (reconciliation skips what did not change).
+    pub(crate) applied: crate::applied::Applied,
+    /// Sandboxes a pass of the changes audits in full, and whose turn it is.
+    pub(crate) audit: (usize, std::sync::atomic::AtomicUsize),
 }
 
 /// Where a sandbox's namespace is, as the socket broker needs it.
@@ -89,7 +94,10 @@ impl Agent {
             kernel = %caps.kernel_release,
             "agent ready"
         );
+        let applied = crate::applied::Applied::load(&data_dir);
         Ok(Self {
+            applied,
+            audit: (crate::reconcile::AUDIT, Default::default()),
             firewall: Firewall::new(host_netns.clone()),
             netns_policy: NetnsPolicy::default(),
             host_netns,
@@ -104,6 +112,14 @@ impl Agent {
             connected: Default::default(),
             unlinker,
         })
+    }
+
+    /// How many sandboxes (with their endpoints) each pass of the changes checks in full
+    /// whatever the survey says, in turn (default [`crate::reconcile::AUDIT`]).
+    #[must_use]
+    pub fn with_audit(mut self, sandboxes_per_pass: usize) -> Self {
+        self.audit.0 = sandboxes_per_pass;
+        self
     }
 
     /// Replaces the default places caller-given namespace files may come from.
@@ -289,21 +305,23 @@ impl Agent {
         report: &mut Report,
     ) -> Result<NetworkState, AgentError> {
         let d = self.driver(net)?;
+        self.applied.forget(Of::Network, &net.id);
         let setup = self.setup_network(d, net, report).await?;
-        let Some(device) = &setup.device else {
-            return Ok(setup.state);
-        };
-        if let Err(e) = self.program_network(net, None, report).await {
+        if let Some(device) = &setup.device
+            && let Err(e) = self.program_network(net, None, report).await
+        {
             if created_link(report, &device.name) {
                 self.undo_network(d, &setup, report).await;
             }
             return Err(e);
         }
+        self.applied.record(Of::Network, &net.id, digest(net));
         Ok(setup.state)
     }
 
     /// Removes every object of the network `network_id` from the host.
     pub async fn remove_network(&self, network_id: &str) -> Report {
+        self.applied.forget(Of::Network, network_id);
         let mut report = Report::default();
         {
             // (Removal knows only the id: every driver removes what it finds of it.)
@@ -342,7 +360,11 @@ impl Agent {
             ]));
         }
         let d = self.driver(net)?;
+        self.applied.forget(Of::Endpoint, &ep.id);
+        self.applied.forget(Of::Network, &net.id);
         if !d.attaches() {
+            self.applied
+                .record(Of::Endpoint, &ep.id, endpoint_digest(ep, net));
             return Ok(None);
         }
         // Refused before anything is created; checked again when the ports are written.
@@ -362,6 +384,12 @@ impl Agent {
             .await;
         if res.is_err() && device_created {
             self.undo_network(d, &setup, report).await;
+        }
+        if res.is_ok() {
+            // The network was ensured on the way.
+            self.applied.record(Of::Network, &net.id, digest(net));
+            self.applied
+                .record(Of::Endpoint, &ep.id, endpoint_digest(ep, net));
         }
         res.map(Some)
     }
@@ -435,6 +463,7 @@ impl Agent {
         endpoint_id: &str,
         netns_path: &Path,
     ) -> Result<(DefaultRoutes, Report), AgentError> {
+        self.applied.forget(Of::Endpoint, endpoint_id);
         let open = self.connected(netns_path);
         let sandbox_ns = if netns_path.as_os_str().is_empty() || open.is_some() {
             None
@@ -508,6 +537,11 @@ impl Agent {
             report.fail(Kind::NftTable, firewall::TABLE_OBJECT, owner, &e);
         }
     }
+}
+
+/// What an endpoint's digest covers: its spec and the network it is attached to.
+pub(crate) fn endpoint_digest(ep: &Endpoint, net: &Network) -> u64 {
+    digest(&(ep, net))
 }
 
 /// Whether `report` says a link called `name` was created.

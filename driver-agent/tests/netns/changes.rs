@@ -1,0 +1,220 @@
+//! Reconciliation in proportion to what changed: a pass of the changes leaves alone what the
+//! agent brought to the desired spec and the host still shows, ensures what drifted, and a
+//! restarted agent (same data directory) trusts its own record instead of entering every
+//! sandbox again; a record lost in a kill costs a full check of that object only.
+
+use std::{net::SocketAddr, time::Instant};
+
+use driver_agent::{
+    Agent,
+    reconcile::Depth,
+    report::Report,
+    sandbox::{Sandbox, managed_netns_name},
+    spec::{Endpoint, Network},
+};
+use weft_proto::agent::v1 as pb;
+
+use crate::{
+    bridge::network,
+    grpc::unique,
+    support::{TestNs, addresses, assert_talks, echo_server, links},
+};
+
+const SANDBOXES: usize = 12;
+
+/// A managed sandbox as the gateway describes it, and the namespace guard that deletes it.
+fn sandbox(id: &str) -> (pb::SandboxSpec, TestNs) {
+    let name = managed_netns_name(id);
+    let guard = TestNs {
+        path: driver_agent::netns::named_path(&name),
+        name,
+    };
+    let spec = pb::SandboxSpec {
+        sandbox_id: id.into(),
+        resolv_conf: "nameserver 127.0.0.11\n".into(),
+        hosts: format!("127.0.0.1 localhost\n127.0.1.1 {id}\n"),
+        ..Default::default()
+    };
+    (spec, guard)
+}
+
+fn endpoint(id: &str, sb: &pb::SandboxSpec, net: &pb::NetworkSpec, k: usize) -> pb::EndpointSpec {
+    pb::EndpointSpec {
+        endpoint_id: id.into(),
+        network_id: net.network_id.clone(),
+        sandbox_id: sb.sandbox_id.clone(),
+        netns_path: driver_agent::netns::named_path(&managed_netns_name(&sb.sandbox_id))
+            .display()
+            .to_string(),
+        ipv4_address: format!("10.91.0.{}/24", 10 + k),
+        ipv4_gateway: net.subnets[0].gateway.clone(),
+        default_route_v4: true,
+        ..Default::default()
+    }
+}
+
+/// What the API does for one sandbox: the namespace and files, then the endpoint.
+async fn create(agent: &Agent, sb: &pb::SandboxSpec, ep: &pb::EndpointSpec, net: &pb::NetworkSpec) {
+    let mut report = Report::default();
+    agent
+        .create_sandbox(&Sandbox::from_pb(sb.clone()).unwrap(), &mut report)
+        .await
+        .unwrap();
+    agent
+        .attach(
+            &Endpoint::from_pb(ep.clone(), "endpoint").unwrap(),
+            &Network::from_pb(net.clone(), "network").unwrap(),
+            &mut report,
+        )
+        .await
+        .unwrap();
+}
+
+async fn pass(agent: &Agent, state: &pb::DesiredState) -> Report {
+    let r = agent.reconcile(state, Depth::Changes, Instant::now()).await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
+async fn a_pass_of_the_changes_ensures_only_what_drifted_also_after_a_restart() {
+    let host = TestNs::new().with_lo_up();
+    let data = tempfile::tempdir().unwrap();
+    let agent = Agent::start(host.path.clone(), data.path().to_owned())
+        .await
+        .unwrap()
+        .with_audit(0);
+    let net = network(&unique("net"), "10.91.0.0/24", "10.91.0.1");
+    let mut state = pb::DesiredState {
+        revision: 1,
+        networks: vec![net.clone()],
+        ..Default::default()
+    };
+    let mut guards = Vec::new();
+    for k in 0..SANDBOXES {
+        let (sb, guard) = sandbox(&unique("s"));
+        let ep = endpoint(&unique("e"), &sb, &net, k);
+        create(&agent, &sb, &ep, &net).await;
+        state.sandboxes.push(sb);
+        state.endpoints.push(ep);
+        guards.push(guard);
+    }
+    let veth_count = || {
+        links(&host)
+            .iter()
+            .filter(|l| {
+                l["ifalias"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("weft:endpoint:"))
+            })
+            .count()
+    };
+    assert_eq!(veth_count(), SANDBOXES);
+
+    // Nothing changed: nothing ensured, nothing changed.
+    let r = pass(&agent, &state).await;
+    assert_eq!(r.ensured, 0, "{:?}", r.changes);
+    assert!(r.changes.is_empty(), "{:?}", r.changes);
+
+    // A changed spec (the sandbox's hosts file) is ensured, and only it.
+    state.sandboxes[3].hosts.push_str("10.91.0.99 extra\n");
+    let r = pass(&agent, &state).await;
+    assert_eq!(r.ensured, 1, "{:?}", r.changes);
+    let hosts = std::fs::read_to_string(
+        data.path()
+            .join("sandboxes")
+            .join(&state.sandboxes[3].sandbox_id)
+            .join("hosts"),
+    )
+    .unwrap();
+    assert!(hosts.contains("10.91.0.99 extra"), "{hosts}");
+
+    // A veth deleted by hand: the survey sees it; only that endpoint is made again.
+    let victim = &state.endpoints[5];
+    let veth = driver_agent::names::veth_host_name(&victim.endpoint_id);
+    host.ip(&["link", "del", &veth]);
+    assert_eq!(veth_count(), SANDBOXES - 1);
+    let r = pass(&agent, &state).await;
+    assert_eq!(r.ensured, 1, "{:?}", r.changes);
+    assert_eq!(veth_count(), SANDBOXES);
+    let target = &guards[5];
+    echo_server(&target.path, "0.0.0.0:7070".parse().unwrap()).await;
+    assert_talks(
+        &guards[0].path,
+        "10.91.0.15:7070".parse::<SocketAddr>().unwrap(),
+    )
+    .await;
+
+    // A restarted agent (same data directory, nothing in memory): its record stands in for
+    // entering every sandbox; the broker still learns where each namespace is.
+    drop(agent);
+    let agent = Agent::start(host.path.clone(), data.path().to_owned())
+        .await
+        .unwrap()
+        .with_audit(0);
+    let r = pass(&agent, &state).await;
+    assert_eq!(r.ensured, 0, "{:?}", r.changes);
+    for s in &state.sandboxes {
+        assert!(
+            agent.sandbox_netns(&s.sandbox_id).is_some(),
+            "{}",
+            s.sandbox_id
+        );
+    }
+
+    // Drift inside a sandbox (an address removed) is beyond the survey: a pass of the changes
+    // leaves it, the audit or a full pass (ApplyState) repairs it.
+    guards[7].ip(&["addr", "flush", "dev", "eth0"]);
+    assert!(addresses(&guards[7], "eth0").is_empty());
+    let r = pass(&agent, &state).await;
+    assert_eq!(r.ensured, 0);
+    let r = agent.apply_state(&state, false).await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(r.ensured, 2 * SANDBOXES + 1);
+    assert_eq!(addresses(&guards[7], "eth0"), ["10.91.0.17/24"]);
+
+    // An agent killed in the middle of changing an endpoint: its record was forgotten before
+    // the change began (a tombstone in the log). Only that endpoint is ensured in full.
+    drop(agent);
+    let victim = &state.endpoints[9];
+    let log = data.path().join(driver_agent::applied::FILE);
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str(&format!("e {} -\n", victim.endpoint_id));
+    std::fs::write(&log, text).unwrap();
+    guards[9].ip(&["addr", "flush", "dev", "eth0"]);
+    let agent = Agent::start(host.path.clone(), data.path().to_owned())
+        .await
+        .unwrap()
+        .with_audit(0);
+    let r = pass(&agent, &state).await;
+    assert_eq!(r.ensured, 1, "{:?}", r.changes);
+    assert_eq!(addresses(&guards[9], "eth0"), ["10.91.0.19/24"]);
+
+    // The audit reaches drift inside a sandbox in turn: with one sandbox per pass, within as
+    // many passes as there are sandboxes.
+    let agent = agent.with_audit(1);
+    guards[2].ip(&["addr", "flush", "dev", "eth0"]);
+    let mut passes = 0;
+    while addresses(&guards[2], "eth0").is_empty() {
+        assert!(passes < SANDBOXES, "not audited within {passes} passes");
+        let r = pass(&agent, &state).await;
+        assert!(r.ensured <= 2, "{}", r.ensured);
+        passes += 1;
+    }
+
+    // Sandboxes no longer desired go; their records with them.
+    let gone: Vec<String> = state.sandboxes.drain(..4).map(|s| s.sandbox_id).collect();
+    state.endpoints.drain(..4);
+    state.revision += 1;
+    let r = pass(&agent, &state).await;
+    // (Only the audit's turn: one sandbox and its endpoint.)
+    assert!(r.ensured <= 2, "{}", r.ensured);
+    assert_eq!(veth_count(), SANDBOXES - 4);
+    for id in &gone {
+        assert!(!driver_agent::netns::named_path(&managed_netns_name(id)).exists());
+    }
+    drop(agent);
+    let record = driver_agent::applied::Applied::load(data.path());
+    assert_eq!(record.len(), 2 * (SANDBOXES - 4) + 1);
+}
