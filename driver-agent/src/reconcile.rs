@@ -12,10 +12,12 @@
 //! every sandbox. A pass of the **changes** (what the agent's own loop runs, `registry.rs`)
 //! ensures only the objects whose desired spec differs from what the agent last brought them
 //! to (`applied.rs`) or whose traces on the host are missing or wrong (a survey: one dump of
-//! the host's links, the namespace and file directories), plus a rolling audit of a few
-//! objects per pass (drift inside a sandbox, which the survey cannot see); the firewall is
-//! compared whole (a few dumps), and orphans are found from the same survey. With nothing
-//! changed, such a pass enters no sandbox and changes nothing.
+//! the host's links, the namespace and file directories); the firewall is compared only when
+//! something else committed to nftables since the agent last did (`firewall/mod.rs`), and
+//! orphans are found from the same survey. With nothing changed, such a pass enters no sandbox
+//! and changes nothing. After it, an **audit** ensures a few sandboxes in full, in turn: drift
+//! inside a sandbox, which the survey cannot see from the host, is found within
+//! `sandboxes / AUDIT` passes.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -37,8 +39,8 @@ use crate::{
 
 pub use crate::recent::{GRACE, Recent};
 
-/// Sandboxes (with their endpoints) a pass of the changes checks in full whatever the survey
-/// says, in turn: every object is audited once every `sandboxes / AUDIT` passes (at the
+/// Sandboxes (with their endpoints) the audit after each pass of the changes checks in full,
+/// in turn ([`Agent::audit`]): every sandbox once every `sandboxes / AUDIT` passes (at the
 /// default reconcile interval of 30 s, 5,000 sandboxes in about 5 hours).
 pub const AUDIT: usize = 8;
 
@@ -171,17 +173,18 @@ impl Agent {
         }
         // Where a pass spends its time (the scale benchmark reads this line).
         let t = Instant::now();
+        // The firewall first: endpoints ensured afterwards then find their ports in place
+        // (after a restart, too) and change nothing there.
+        self.apply_firewall(&desired, as_of, &mut report).await;
+        let firewall = t.elapsed();
         let mut pass = Pass {
             depth,
             as_of,
             owned: &owned,
-            audit: self.audit_turn(&desired),
             checked: 0,
         };
         let (sandboxes, networks) = self.ensure_desired(&desired, &mut pass, &mut report).await;
-        let ensure = t.elapsed();
-        self.apply_firewall(&desired, as_of, &mut report).await;
-        let firewall = t.elapsed() - ensure;
+        let ensure = t.elapsed() - firewall;
         self.remove_orphans(&owned, &desired, as_of, &mut report)
             .await;
         self.forget_undesired(&desired, as_of);
@@ -201,8 +204,42 @@ impl Agent {
         report
     }
 
+    /// The audit: the next few sandboxes in turn (see [`Agent::with_audit`]) ensured in full,
+    /// their namespaces, files and endpoints inside the sandbox too: drift a pass of the
+    /// changes cannot see from the host (an address removed inside a sandbox, say). Nothing
+    /// else is touched. `state` was read at `as_of`, as for [`Agent::reconcile`].
+    pub async fn audit(&self, state: &pb::DesiredState, as_of: Instant) -> Report {
+        let _pass = self.recent.pass(as_of);
+        let mut report = Report::default();
+        let mut desired = Desired::from_pb(state, &mut Report::default());
+        let turn = self.audit_turn(&desired);
+        if turn.is_empty() {
+            return report;
+        }
+        desired.sandboxes.retain(|s| turn.contains(&s.id));
+        desired.endpoints.retain(|e| {
+            turn.contains(&e.sandbox_id) && !self.recent.since(&e.sandbox_id, false, as_of)
+        });
+        let used: BTreeSet<&str> = desired
+            .endpoints
+            .iter()
+            .map(|e| e.network_id.as_str())
+            .collect();
+        desired.networks.retain(|n| used.contains(n.id.as_str()));
+        let owned = Owned::default();
+        let mut pass = Pass {
+            depth: Depth::Full,
+            as_of,
+            owned: &owned,
+            checked: 0,
+        };
+        self.ensure_desired(&desired, &mut pass, &mut report).await;
+        report.ensured = pass.checked;
+        report
+    }
+
     /// Sandboxes first (the namespaces endpoints go into), then networks, then endpoints;
-    /// in a pass of the changes, only those [`Pass::needs`] names.
+    /// in a pass of the changes, only those that changed or that the survey finds wrong.
     /// Returns how long the sandboxes and the networks took.
     async fn ensure_desired(
         &self,
@@ -260,8 +297,8 @@ impl Agent {
         (sandboxes, networks)
     }
 
-    /// The sandboxes whose turn in the audit it is (a pass of the changes checks them in
-    /// full): the next [`AUDIT`] of the desired ones, round robin.
+    /// The sandboxes whose turn in the audit it is: the next few of the desired ones, round
+    /// robin.
     fn audit_turn(&self, desired: &Desired) -> BTreeSet<String> {
         let (per_pass, cursor) = &self.audit;
         let n = desired.sandboxes.len();
@@ -279,7 +316,7 @@ impl Agent {
     /// Whether the pass must ensure sandbox `s`; a sandbox left alone is still made known
     /// (where its namespace is) as ensuring it would.
     fn sandbox_needs_ensuring(&self, s: &Sandbox, pass: &Pass<'_>) -> bool {
-        if pass.depth != Depth::Changes || pass.audit.contains(&s.id) {
+        if pass.depth != Depth::Changes {
             return true;
         }
         let managed = sandbox::managed_netns_name(&s.id);
@@ -310,7 +347,7 @@ impl Agent {
     }
 
     fn endpoint_needs_ensuring(&self, ep: &Endpoint, net: &Network, pass: &Pass<'_>) -> bool {
-        if pass.depth != Depth::Changes || pass.audit.contains(&ep.sandbox_id) {
+        if pass.depth != Depth::Changes {
             return true;
         }
         // The host side, as the bridge driver leaves it: its veth up in the network's bridge.
@@ -508,8 +545,6 @@ struct Pass<'a> {
     depth: Depth,
     as_of: Instant,
     owned: &'a Owned,
-    /// Sandboxes checked in full this pass whatever the survey says.
-    audit: BTreeSet<String>,
     /// Objects ensured (entered and checked).
     checked: usize,
 }

@@ -125,7 +125,20 @@ async fn apply(agent: &Agent, cached: &Cached, fetched: Duration) -> u64 {
     for f in &report.failures {
         tracing::warn!(object = %f.object, owner = %f.owner, error = %f.error, "cannot repair");
     }
-    report.failures.len() as u64
+    let t = std::time::Instant::now();
+    let audit = agent.audit(&cached.state, cached.as_of).await;
+    tracing::info!(
+        revision,
+        sandboxes = audit.ensured,
+        changes = audit.changes.len(),
+        failures = audit.failures.len(),
+        ms = crate::reconcile::ms(t.elapsed()),
+        "audit done"
+    );
+    for f in &audit.failures {
+        tracing::warn!(object = %f.object, owner = %f.owner, error = %f.error, "audit: cannot repair");
+    }
+    (report.failures.len() + audit.failures.len()) as u64
 }
 
 /// Reconciles: after each registration, whenever the gateway's desired revision moves past

@@ -12,7 +12,11 @@
 //!
 //! Reconciliation ([`Firewall::apply_all`]) compares instead of rewriting: the skeleton as the
 //! kernel lists it with what it was after the agent last wrote it, and each map's elements as
-//! the kernel dumps them with the wanted ones; it changes only what differs.
+//! the kernel dumps them with the wanted ones; it changes only what differs. It does not even
+//! compare while the kernel's ruleset generation (bumped by every nf_tables transaction in the
+//! namespace, whoever commits it) is still the one the agent's own last transaction left: then
+//! the kernel holds exactly what the agent applied, and only the difference to the wanted state
+//! is sent.
 
 pub mod nfnl;
 pub mod rules;
@@ -65,6 +69,10 @@ struct Inner {
     elements: Elements,
     /// The nf_tables socket, opened inside the managed namespace on first use.
     socket: Option<NfSocket>,
+    /// The ruleset's generation right after the agent's own last transaction, when nothing
+    /// else committed since the kernel was last compared: while the kernel still reports it,
+    /// the table holds exactly what `skeleton_for` and `elements` say.
+    generation: Option<u32>,
 }
 
 impl Firewall {
@@ -122,7 +130,11 @@ impl Firewall {
         if next == inner.state {
             return Ok(false);
         }
-        self.change_to(&mut inner, &next).await?;
+        let mark = self.mark(&mut inner).await;
+        let known = inner.generation.is_some() && inner.generation == mark.0;
+        let res = self.change_to(&mut inner, &next).await;
+        self.settle(&mut inner, mark, known).await;
+        res?;
         describe(&inner.state, &next, report);
         inner.state = next;
         Ok(true)
@@ -139,10 +151,42 @@ impl Firewall {
         report: &mut Report,
     ) -> Result<(), AgentError> {
         let mut inner = self.inner.lock().await;
-        self.converge(&mut inner, &state, false).await?;
+        let mark = self.mark(&mut inner).await;
+        let res = if inner.generation.is_some() && inner.generation == mark.0 {
+            // Nothing committed since the agent's own last transaction.
+            self.change_to(&mut inner, &state).await
+        } else {
+            self.converge(&mut inner, &state, false).await
+        };
+        // (Compared, or known: the generation is the agent's again if only it committed.)
+        self.settle(&mut inner, mark, true).await;
+        res?;
         describe(&inner.state, &state, report);
         inner.state = state;
         Ok(())
+    }
+
+    /// The generation, and the transaction count, before a change.
+    async fn mark(&self, inner: &mut Inner) -> (Option<u32>, u64) {
+        let generation = self.with_socket(inner, NfSocket::generation).await.ok();
+        (generation, self.transactions.load(Ordering::Relaxed))
+    }
+
+    /// After a change that started at `mark`: the generation is the agent's own when the
+    /// kernel's moved by exactly the agent's transactions since, and `known` (the kernel was
+    /// compared, or was the agent's own before); otherwise unknown, and the next
+    /// reconciliation compares.
+    async fn settle(&self, inner: &mut Inner, mark: (Option<u32>, u64), known: bool) {
+        let ours = self.transactions.load(Ordering::Relaxed) - mark.1;
+        let now = self.with_socket(inner, NfSocket::generation).await.ok();
+        inner.generation = match (mark.0, now) {
+            (Some(before), Some(after))
+                if known && u64::from(after.wrapping_sub(before)) == ours =>
+            {
+                Some(after)
+            }
+            _ => None,
+        };
     }
 
     /// Rewrites the skeleton from the state in memory and puts back any element missing (repairs
@@ -150,7 +194,10 @@ impl Firewall {
     pub async fn reapply(&self) -> Result<(), AgentError> {
         let mut inner = self.inner.lock().await;
         let state = inner.state.clone();
-        self.converge(&mut inner, &state, true).await
+        let mark = self.mark(&mut inner).await;
+        let res = self.converge(&mut inner, &state, true).await;
+        self.settle(&mut inner, mark, true).await;
+        res
     }
 
     /// The kernel from `inner.state` to `next`, trusting that it holds what was applied last.

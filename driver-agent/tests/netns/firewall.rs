@@ -903,6 +903,13 @@ async fn five_thousand_endpoints_are_exactly_the_kernels_elements_and_reconcilia
         .unwrap();
     assert_eq!(fw.nft_processes(), processes + 1);
     assert_eq!(fw.netlink_transactions(), netlink);
+    // Again: nothing committed to nftables since the agent's own last transaction (the
+    // kernel's ruleset generation says so), so not even a listing.
+    fw.apply_all(state.clone(), &mut Report::default())
+        .await
+        .unwrap();
+    assert_eq!(fw.nft_processes(), processes + 1);
+    assert_eq!(fw.netlink_transactions(), netlink);
 
     // Drift: an element deleted by hand, a foreign one added; one transaction puts it right.
     nft(
