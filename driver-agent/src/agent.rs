@@ -67,6 +67,8 @@ pub struct Agent {
     pub(crate) applied: crate::applied::Applied,
     /// Sandboxes a pass of the changes audits in full, and whose turn it is.
     pub(crate) audit: (usize, std::sync::atomic::AtomicUsize),
+    /// Reconciliation's socket for dumping the host's links (opened on first use).
+    survey: std::sync::Mutex<Option<crate::survey::LinkSocket>>,
 }
 
 /// Where a sandbox's namespace is, as the socket broker needs it.
@@ -98,6 +100,7 @@ impl Agent {
         Ok(Self {
             applied,
             audit: (crate::reconcile::AUDIT, Default::default()),
+            survey: Default::default(),
             firewall: Firewall::new(host_netns.clone()),
             netns_policy: NetnsPolicy::default(),
             host_netns,
@@ -180,6 +183,37 @@ impl Agent {
 
     pub(crate) fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// Every link of the host, as reconciliation's survey reads them ([`crate::survey`]).
+    pub(crate) async fn host_links(&self) -> Result<Vec<kernel::Link>, AgentError> {
+        let open = self
+            .survey
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let mut socket = match open {
+            Some(s) => s,
+            None => netns::run_in(&self.host_netns, crate::survey::LinkSocket::open)
+                .await
+                .map_err(AgentError::netns(&self.host_netns))?
+                .map_err(|source| AgentError::LinkDump { source })?,
+        };
+        let (socket, links) = tokio::task::spawn_blocking(move || {
+            let links = socket.links();
+            (socket, links)
+        })
+        .await
+        .map_err(|e| AgentError::LinkDump {
+            source: std::io::Error::other(e),
+        })?;
+        let links = links.map_err(|source| AgentError::LinkDump { source })?;
+        // (A socket that failed is dropped: the next survey opens another.)
+        *self
+            .survey
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(socket);
+        Ok(links)
     }
 
     /// The nftables side of the host (for reconciliation: [`Firewall::apply_all`]).

@@ -23,7 +23,8 @@
 //!   macvlan, ipvlan) and the registry that names them all; the agent calls only the trait.
 //! - [`capabilities`]: what this kernel can do, probed in a scratch namespace.
 //! - [`firewall`]: the nftables side; [`sysctl`]: the switches networks need.
-//! - [`kernel`]: rtnetlink requests; [`names`]: Weft's link names and aliases.
+//! - [`kernel`]: rtnetlink requests; [`survey`]: the host's links in one lean dump, for
+//!   reconciliation; [`names`]: Weft's link names and aliases.
 //! - [`netns`], [`netns_policy`]: entering namespaces, and which caller-given ones may be used.
 //! - [`sandbox`]: sandboxes' namespaces and files; [`report`]: what a request changed.
 //! - [`reconcile`], [`recent`], [`applied`]: ApplyState, what the API touched lately that it
@@ -49,6 +50,7 @@ pub mod registry;
 pub mod report;
 pub mod sandbox;
 pub mod spec;
+pub mod survey;
 pub mod sysctl;
 pub mod unlink;
 

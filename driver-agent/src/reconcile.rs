@@ -81,7 +81,28 @@ fn dir_names(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A desired state converted to the agent's terms once: the agent's loop reuses it for every
+/// pass while the gateway's revision stays (see `registry.rs`).
+#[derive(Debug)]
+pub struct Prepared {
+    desired: Desired,
+    /// What did not convert.
+    invalid: Vec<crate::report::Failure>,
+}
+
+impl Prepared {
+    pub fn new(state: &pb::DesiredState) -> Self {
+        let mut report = Report::default();
+        let desired = Desired::from_pb(state, &mut report);
+        Self {
+            desired,
+            invalid: report.failures,
+        }
+    }
+}
+
 /// A desired state in domain terms: what converted (the rest is reported as failures).
+#[derive(Debug, Clone)]
 struct Desired {
     networks: Vec<Network>,
     sandboxes: Vec<Sandbox>,
@@ -138,7 +159,19 @@ impl Agent {
         depth: Depth,
         as_of: Instant,
     ) -> Report {
+        self.reconcile_prepared(&Prepared::new(state), depth, as_of)
+            .await
+    }
+
+    /// [`Agent::reconcile`] of a state converted already.
+    pub async fn reconcile_prepared(
+        &self,
+        prepared: &Prepared,
+        depth: Depth,
+        as_of: Instant,
+    ) -> Report {
         let _pass = self.recent.pass(as_of);
+        let started = Instant::now();
         let dry_run = depth == Depth::DryRun;
         let mut report = Report::default();
         if depth == Depth::Full {
@@ -148,13 +181,19 @@ impl Agent {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clear();
         }
-        let mut desired = Desired::from_pb(state, &mut report);
+        report.failures.extend(prepared.invalid.iter().cloned());
         // Endpoints of a sandbox removed lately went with its namespace (RemoveSandbox takes
         // them without a Detach each): a desired state older than that must not bring back
         // their ports.
-        desired
-            .endpoints
-            .retain(|e| !self.recent.since(&e.sandbox_id, false, as_of));
+        let gone = |e: &Endpoint| self.recent.since(&e.sandbox_id, false, as_of);
+        let desired = if prepared.desired.endpoints.iter().any(gone) {
+            let mut d = prepared.desired.clone();
+            d.endpoints.retain(|e| !gone(e));
+            std::borrow::Cow::Owned(d)
+        } else {
+            std::borrow::Cow::Borrowed(&prepared.desired)
+        };
+        let converted = started.elapsed();
         let owned = match self.owned().await {
             Ok(o) => o,
             Err(e) => {
@@ -167,12 +206,13 @@ impl Agent {
                 networks,
                 sandboxes,
                 endpoints,
-            } = &desired;
+            } = &*desired;
             self.survey_drift(&owned, networks, endpoints, sandboxes, &mut report);
             return report;
         }
         // Where a pass spends its time (the scale benchmark reads this line).
         let t = Instant::now();
+        let surveyed = started.elapsed() - converted;
         // The firewall first: endpoints ensured afterwards then find their ports in place
         // (after a restart, too) and change nothing there.
         self.apply_firewall(&desired, as_of, &mut report).await;
@@ -193,6 +233,8 @@ impl Agent {
             depth = ?depth,
             checked = pass.checked,
             endpoints = desired.endpoints.len(),
+            convert_ms = ms(converted),
+            survey_ms = ms(surveyed),
             ensure_ms = ms(ensure),
             sandboxes_ms = ms(sandboxes),
             networks_ms = ms(networks),
@@ -208,24 +250,38 @@ impl Agent {
     /// their namespaces, files and endpoints inside the sandbox too: drift a pass of the
     /// changes cannot see from the host (an address removed inside a sandbox, say). Nothing
     /// else is touched. `state` was read at `as_of`, as for [`Agent::reconcile`].
-    pub async fn audit(&self, state: &pb::DesiredState, as_of: Instant) -> Report {
+    pub async fn audit(&self, prepared: &Prepared, as_of: Instant) -> Report {
         let _pass = self.recent.pass(as_of);
         let mut report = Report::default();
-        let mut desired = Desired::from_pb(state, &mut Report::default());
-        let turn = self.audit_turn(&desired);
+        let all = &prepared.desired;
+        let turn = self.audit_turn(all);
         if turn.is_empty() {
             return report;
         }
-        desired.sandboxes.retain(|s| turn.contains(&s.id));
-        desired.endpoints.retain(|e| {
-            turn.contains(&e.sandbox_id) && !self.recent.since(&e.sandbox_id, false, as_of)
-        });
-        let used: BTreeSet<&str> = desired
+        let endpoints: Vec<Endpoint> = all
             .endpoints
             .iter()
-            .map(|e| e.network_id.as_str())
+            .filter(|e| {
+                turn.contains(&e.sandbox_id) && !self.recent.since(&e.sandbox_id, false, as_of)
+            })
+            .cloned()
             .collect();
-        desired.networks.retain(|n| used.contains(n.id.as_str()));
+        let used: BTreeSet<&str> = endpoints.iter().map(|e| e.network_id.as_str()).collect();
+        let desired = Desired {
+            networks: all
+                .networks
+                .iter()
+                .filter(|n| used.contains(n.id.as_str()))
+                .cloned()
+                .collect(),
+            sandboxes: all
+                .sandboxes
+                .iter()
+                .filter(|s| turn.contains(&s.id))
+                .cloned()
+                .collect(),
+            endpoints,
+        };
         let owned = Owned::default();
         let mut pass = Pass {
             depth: Depth::Full,
@@ -458,7 +514,7 @@ impl Agent {
     /// What the kernel holds with the agent's marks.
     async fn owned(&self) -> Result<Owned, crate::error::AgentError> {
         let mut owned = Owned::default();
-        for l in kernel::links(self.host_handle()).await? {
+        for l in self.host_links().await? {
             if let Some(id) = names::endpoint_of_alias(&l.alias) {
                 owned.endpoints.insert(id.to_owned(), l.clone());
             } else if let Some(id) = names::network_of_alias(&l.alias) {

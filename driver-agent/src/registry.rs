@@ -88,14 +88,20 @@ async fn fetch_and_apply(
         .state
         .unwrap_or_default();
     let fetched = as_of.elapsed();
-    let cached = Cached { state, as_of };
+    let prepared = crate::reconcile::Prepared::new(&state);
+    let cached = Cached {
+        revision: state.revision,
+        prepared,
+        as_of,
+    };
     let left = apply(agent, &cached, fetched).await;
     Ok((cached, left))
 }
 
-/// The desired state last fetched, and when it was read.
+/// The desired state last fetched (converted), and when it was read.
 struct Cached {
-    state: weft_proto::agent::v1::DesiredState,
+    revision: u64,
+    prepared: crate::reconcile::Prepared,
     as_of: std::time::Instant,
 }
 
@@ -104,9 +110,9 @@ struct Cached {
 async fn apply(agent: &Agent, cached: &Cached, fetched: Duration) -> u64 {
     let t = std::time::Instant::now();
     let report = agent
-        .reconcile(&cached.state, Depth::Changes, cached.as_of)
+        .reconcile_prepared(&cached.prepared, Depth::Changes, cached.as_of)
         .await;
-    let revision = cached.state.revision;
+    let revision = cached.revision;
     if !report.changes.is_empty() {
         tracing::info!(
             revision,
@@ -126,7 +132,7 @@ async fn apply(agent: &Agent, cached: &Cached, fetched: Duration) -> u64 {
         tracing::warn!(object = %f.object, owner = %f.owner, error = %f.error, "cannot repair");
     }
     let t = std::time::Instant::now();
-    let audit = agent.audit(&cached.state, cached.as_of).await;
+    let audit = agent.audit(&cached.prepared, cached.as_of).await;
     tracing::info!(
         revision,
         sandboxes = audit.ensured,
@@ -158,9 +164,7 @@ async fn reconcile_loop(
     let mut last = tokio::time::Instant::now();
     loop {
         let beat = *beats.borrow_and_update();
-        let stale = cached
-            .as_ref()
-            .is_none_or(|c| beat.revision > c.state.revision);
+        let stale = cached.as_ref().is_none_or(|c| beat.revision > c.revision);
         let registered = registration != beat.registration;
         let due = registered || stale || last.elapsed() >= interval;
         if due && beat.registration > 0 {
@@ -169,7 +173,7 @@ async fn reconcile_loop(
                 // Nothing new at the gateway: the state in hand is the current one, as of the
                 // heartbeat that said so.
                 Some(c) if !stale && !registered => {
-                    if beat.revision == c.state.revision {
+                    if beat.revision == c.revision {
                         c.as_of = c.as_of.max(beat.at);
                     }
                     Some(apply(&agent, c, Duration::ZERO).await)
@@ -189,7 +193,7 @@ async fn reconcile_loop(
                 *progress
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Progress {
-                    applied: c.state.revision,
+                    applied: c.revision,
                     drift: left,
                 };
             }

@@ -152,7 +152,12 @@ impl Firewall {
     ) -> Result<(), AgentError> {
         let mut inner = self.inner.lock().await;
         let mark = self.mark(&mut inner).await;
-        let res = if inner.generation.is_some() && inner.generation == mark.0 {
+        let ours = inner.generation.is_some() && inner.generation == mark.0;
+        if ours && state == inner.state {
+            // The kernel holds what the agent applied, and that is what is wanted.
+            return Ok(());
+        }
+        let res = if ours {
             // Nothing committed since the agent's own last transaction.
             self.change_to(&mut inner, &state).await
         } else {

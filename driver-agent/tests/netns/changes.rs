@@ -199,7 +199,12 @@ async fn a_pass_of_the_changes_ensures_only_what_drifted_also_after_a_restart() 
     while addresses(&guards[2], "eth0").is_empty() {
         assert!(passes < SANDBOXES, "not audited within {passes} passes");
         assert_eq!(pass(&agent, &state).await.ensured, 0);
-        let r = agent.audit(&state, Instant::now()).await;
+        let r = agent
+            .audit(
+                &driver_agent::reconcile::Prepared::new(&state),
+                Instant::now(),
+            )
+            .await;
         assert!(r.failures.is_empty(), "{:?}", r.failures);
         // One sandbox, its network and its endpoint.
         assert_eq!(r.ensured, 3);
@@ -219,4 +224,57 @@ async fn a_pass_of_the_changes_ensures_only_what_drifted_also_after_a_restart() 
     drop(agent);
     let record = driver_agent::applied::Applied::load(data.path());
     assert_eq!(record.len(), 2 * (SANDBOXES - 4) + 1);
+}
+
+/// The survey's lean dump agrees with the kernel's own view (`ip -j link`) on every link:
+/// index, name, alias, controller, up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
+async fn the_link_survey_reads_what_ip_link_shows() {
+    let ns = TestNs::new().with_lo_up();
+    ns.ip(&["link", "add", "br-s", "type", "bridge"]);
+    ns.ip(&["link", "set", "br-s", "up"]);
+    for i in 0..40 {
+        let (a, b) = (format!("va{i}"), format!("vb{i}"));
+        ns.ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        ns.ip(&["link", "set", &a, "alias", &format!("weft:endpoint:e{i}")]);
+        if i % 2 == 0 {
+            ns.ip(&["link", "set", &a, "master", "br-s", "up"]);
+        }
+    }
+    let mut socket = driver_agent::netns::run_in(&ns.path, driver_agent::survey::LinkSocket::open)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut got: Vec<(u32, String, String, Option<u32>, bool)> = socket
+        .links()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.index, l.name, l.alias, l.controller, l.up))
+        .collect();
+    let mut want: Vec<(u32, String, String, Option<u32>, bool)> = links(&ns)
+        .iter()
+        .map(|l| {
+            let name = l["ifname"].as_str().unwrap().to_owned();
+            let master = l["master"].as_str().map(|m| {
+                links(&ns).iter().find(|x| x["ifname"] == m).unwrap()["ifindex"]
+                    .as_u64()
+                    .unwrap()
+            });
+            (
+                u32::try_from(l["ifindex"].as_u64().unwrap()).unwrap(),
+                name,
+                l["ifalias"].as_str().unwrap_or("").to_owned(),
+                master.map(|m| u32::try_from(m).unwrap()),
+                l["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+            )
+        })
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got.len(), 82, "{got:?}");
+    assert_eq!(got, want);
+    // The socket is reused: a second dump sees a change.
+    ns.ip(&["link", "del", "va1"]);
+    assert_eq!(socket.links().unwrap().len(), 80);
 }
