@@ -186,7 +186,7 @@ impl Agent {
     }
 
     /// Every link of the host, as reconciliation's survey reads them ([`crate::survey`]).
-    pub(crate) async fn host_links(&self) -> Result<Vec<kernel::Link>, AgentError> {
+    pub(crate) async fn host_links(&self) -> Result<std::sync::Arc<Vec<kernel::Link>>, AgentError> {
         let open = self
             .survey
             .lock()
@@ -241,17 +241,11 @@ impl Agent {
         // goes on (see `firewall::rules::loopback_rules`), and a failed transaction leaves the
         // switch as it was.
         self.firewall
-            .update(report, |state| {
-                state.set_network(rules);
-                if let Some(ep) = ep {
-                    let ports = EndpointPorts::from_endpoint(ep);
-                    if let Some(p) = &ports {
-                        firewall::check_clash(state, &ep.id, &p.ports)?;
-                    }
-                    state.set_endpoint(&ep.id, ports);
-                }
-                Ok(())
-            })
+            .set(
+                report,
+                Some(rules),
+                ep.map(|ep| (ep.id.as_str(), EndpointPorts::from_endpoint(ep))),
+            )
             .await?;
         let key: String = wanted
             .iter()
@@ -534,10 +528,15 @@ impl Agent {
         for link in std::mem::take(&mut report.doomed) {
             self.unlinker.remove(link, netns_path);
         }
-        self.forget_in_firewall(&mut report, endpoint_id, |s| {
-            s.set_endpoint(endpoint_id, None)
-        })
-        .await;
+        let mut changes = Report::default();
+        let res = self
+            .firewall
+            .set(&mut changes, None, Some((endpoint_id, None)))
+            .await;
+        report.changes.append(&mut changes.changes);
+        if let Err(e) = res {
+            report.fail(Kind::NftTable, firewall::TABLE_OBJECT, endpoint_id, &e);
+        }
         let mut routes = DefaultRoutes::default();
         if let Some(sandbox) = &sandbox {
             match default_routes(sandbox).await {

@@ -514,7 +514,7 @@ impl Agent {
     /// What the kernel holds with the agent's marks.
     async fn owned(&self) -> Result<Owned, crate::error::AgentError> {
         let mut owned = Owned::default();
-        for l in self.host_links().await? {
+        for l in self.host_links().await?.iter() {
             if let Some(id) = names::endpoint_of_alias(&l.alias) {
                 owned.endpoints.insert(id.to_owned(), l.clone());
             } else if let Some(id) = names::network_of_alias(&l.alias) {

@@ -6,8 +6,13 @@
 //!
 //! The encoding follows the kernel's uapi (`linux/rtnetlink.h`, `linux/if_link.h`): a
 //! `nlmsghdr`, an `ifinfomsg`, and `IFLA_EXT_MASK` asking to skip the statistics.
+//!
+//! A second socket listens to the namespace's link notifications (`RTNLGRP_LINK`: every link
+//! added, removed or changed, by anyone): while none has come since the last dump, the last
+//! dump is still the truth and is returned again without asking the kernel. A notification
+//! lost to a full buffer counts as a change.
 
-use std::io;
+use std::{io, sync::Arc};
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -30,29 +35,78 @@ const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 const IFF_UP: u32 = 0x1;
 /// The receive buffer: a dump's datagrams are read one by one, each at most a page or two.
 const RECV_BUFFER: usize = 4 << 20;
+/// `RTMGRP_LINK`: the link notifications' multicast group, as a bind mask.
+const RTMGRP_LINK: u32 = 1;
 
 /// A route netlink socket bound to the namespace it was opened in (open it on a thread inside
 /// that namespace; use it from any thread afterwards).
 #[derive(Debug)]
 pub struct LinkSocket {
     socket: Socket,
+    /// Subscribed to the link notifications; read without blocking.
+    events: Socket,
     seq: u32,
+    /// The last dump, while no notification says it is out of date.
+    last: Option<Arc<Vec<Link>>>,
+    dumps: u64,
 }
 
 impl LinkSocket {
     pub fn open() -> io::Result<Self> {
+        // The listener first: a change during the first dump is then seen by the next survey.
+        let mut events = Socket::new(NETLINK_ROUTE)?;
+        events.bind(&SocketAddr::new(0, RTMGRP_LINK))?;
+        events.set_non_blocking(true)?;
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
         socket.set_rx_buf_sz(RECV_BUFFER)?;
         Ok(Self {
             socket,
+            events,
             seq: std::process::id().wrapping_mul(7907),
+            last: None,
+            dumps: 0,
         })
     }
 
-    /// Every link of the namespace (blocking: a few milliseconds for thousands of links).
-    pub fn links(&mut self) -> io::Result<Vec<Link>> {
+    /// How many times the kernel was asked (the rest were answered from the last dump).
+    pub fn dumps(&self) -> u64 {
+        self.dumps
+    }
+
+    /// Every link of the namespace: the last dump while no link notification came since, else
+    /// a new dump (blocking: a few milliseconds for thousands of links).
+    pub fn links(&mut self) -> io::Result<Arc<Vec<Link>>> {
+        let changed = self.drain_events();
+        match &self.last {
+            Some(last) if !changed => Ok(last.clone()),
+            _ => {
+                self.last = None;
+                let links = Arc::new(self.dump()?);
+                self.dumps += 1;
+                self.last = Some(links.clone());
+                Ok(links)
+            }
+        }
+    }
+
+    /// Reads every pending notification; whether there was any (or some were lost).
+    fn drain_events(&mut self) -> bool {
+        let mut any = false;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match self.events.recv(&mut &mut buf[..], 0) {
+                Ok(0) => return any,
+                Ok(_) => any = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return any,
+                // ENOBUFS: notifications were dropped; anything else: do not trust the cache.
+                Err(_) => return true,
+            }
+        }
+    }
+
+    fn dump(&mut self) -> io::Result<Vec<Link>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         self.socket.send(&request(seq), 0)?;

@@ -249,8 +249,8 @@ async fn the_link_survey_reads_what_ip_link_shows() {
     let mut got: Vec<(u32, String, String, Option<u32>, bool)> = socket
         .links()
         .unwrap()
-        .into_iter()
-        .map(|l| (l.index, l.name, l.alias, l.controller, l.up))
+        .iter()
+        .map(|l| (l.index, l.name.clone(), l.alias.clone(), l.controller, l.up))
         .collect();
     let mut want: Vec<(u32, String, String, Option<u32>, bool)> = links(&ns)
         .iter()
@@ -274,7 +274,30 @@ async fn the_link_survey_reads_what_ip_link_shows() {
     want.sort();
     assert_eq!(got.len(), 82, "{got:?}");
     assert_eq!(got, want);
-    // The socket is reused: a second dump sees a change.
+    assert_eq!(socket.dumps(), 1);
+    // Nothing changed since: answered from the last dump, the kernel not asked.
+    assert_eq!(socket.links().unwrap().len(), 82);
+    assert_eq!(socket.dumps(), 1);
+    // Any change to any link (by anyone) makes the next survey ask again.
     ns.ip(&["link", "del", "va1"]);
     assert_eq!(socket.links().unwrap().len(), 80);
+    assert_eq!(socket.dumps(), 2);
+    ns.ip(&["link", "set", "va2", "alias", "changed"]);
+    let links = socket.links().unwrap();
+    assert_eq!(socket.dumps(), 3);
+    assert!(
+        links
+            .iter()
+            .any(|l| l.name == "va2" && l.alias == "changed")
+    );
+    ns.ip(&["link", "set", "va4", "down"]);
+    assert!(
+        socket
+            .links()
+            .unwrap()
+            .iter()
+            .any(|l| l.name == "va4" && !l.up)
+    );
+    assert_eq!(socket.links().unwrap().len(), 80);
+    assert_eq!(socket.dumps(), 4);
 }
