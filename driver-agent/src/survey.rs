@@ -8,11 +8,13 @@
 //! `nlmsghdr`, an `ifinfomsg`, and `IFLA_EXT_MASK` asking to skip the statistics.
 //!
 //! A second socket listens to the namespace's link notifications (`RTNLGRP_LINK`: every link
-//! added, removed or changed, by anyone): while none has come since the last dump, the last
-//! dump is still the truth and is returned again without asking the kernel. A notification
-//! lost to a full buffer counts as a change.
+//! added, removed or changed, by anyone): after one dump, the table is kept by asking again for
+//! each link a notification names (one request by index; notifications themselves may leave
+//! out attributes, the alias among them), so a survey costs what changed since the last one,
+//! not a dump of every link (which at thousands of links is mostly the kernel's own work of
+//! describing each). Notifications lost to a full buffer mean a new dump.
 
-use std::{io, sync::Arc};
+use std::{collections::BTreeMap, io, sync::Arc};
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -25,6 +27,7 @@ const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
@@ -33,8 +36,10 @@ const IFLA_EXT_MASK: u16 = 29;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 const IFF_UP: u32 = 0x1;
-/// The receive buffer: a dump's datagrams are read one by one, each at most a page or two.
+/// The receive buffers: a dump's datagrams are read one by one, each at most a page or two;
+/// notifications wait between surveys (a few seconds of attaches).
 const RECV_BUFFER: usize = 4 << 20;
+const EVENTS_BUFFER: usize = 16 << 20;
 /// `RTMGRP_LINK`: the link notifications' multicast group, as a bind mask.
 const RTMGRP_LINK: u32 = 1;
 
@@ -46,7 +51,10 @@ pub struct LinkSocket {
     /// Subscribed to the link notifications; read without blocking.
     events: Socket,
     seq: u32,
-    /// The last dump, while no notification says it is out of date.
+    /// The links by index, as the last dump and the notifications since say; `None`: a dump
+    /// is needed.
+    table: Option<BTreeMap<u32, Link>>,
+    /// The last answer, while nothing changed since.
     last: Option<Arc<Vec<Link>>>,
     dumps: u64,
 }
@@ -57,6 +65,7 @@ impl LinkSocket {
         let mut events = Socket::new(NETLINK_ROUTE)?;
         events.bind(&SocketAddr::new(0, RTMGRP_LINK))?;
         events.set_non_blocking(true)?;
+        events.set_rx_buf_sz(EVENTS_BUFFER)?;
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
@@ -65,6 +74,7 @@ impl LinkSocket {
             socket,
             events,
             seq: std::process::id().wrapping_mul(7907),
+            table: None,
             last: None,
             dumps: 0,
         })
@@ -75,33 +85,111 @@ impl LinkSocket {
         self.dumps
     }
 
-    /// Every link of the namespace: the last dump while no link notification came since, else
-    /// a new dump (blocking: a few milliseconds for thousands of links).
+    /// Every link of the namespace: the table kept from the notifications since the last
+    /// dump, or a new dump when some were lost (blocking: a dump of thousands of links takes
+    /// a few hundred milliseconds of the kernel's time).
     pub fn links(&mut self) -> io::Result<Arc<Vec<Link>>> {
-        let changed = self.drain_events();
-        match &self.last {
-            Some(last) if !changed => Ok(last.clone()),
-            _ => {
-                self.last = None;
-                let links = Arc::new(self.dump()?);
-                self.dumps += 1;
-                self.last = Some(links.clone());
-                Ok(links)
-            }
+        let changed = self.apply_events();
+        if let (Some(last), false) = (&self.last, changed) {
+            return Ok(last.clone());
         }
+        self.last = None;
+        if self.table.is_none() {
+            // Notifications from before the dump are in it already.
+            while self.apply_events() {}
+            let links = self.dump()?;
+            self.dumps += 1;
+            self.table = Some(links.into_iter().map(|l| (l.index, l)).collect());
+        }
+        let links: Arc<Vec<Link>> = Arc::new(
+            self.table
+                .iter()
+                .flat_map(|t| t.values().cloned())
+                .collect(),
+        );
+        self.last = Some(links.clone());
+        Ok(links)
     }
 
-    /// Reads every pending notification; whether there was any (or some were lost).
-    fn drain_events(&mut self) -> bool {
+    /// Brings the table up to date with every pending notification: each link named is asked
+    /// for again. Whether anything came (a loss, or a notification or answer that cannot be
+    /// read, drops the table: the next survey dumps).
+    fn apply_events(&mut self) -> bool {
         let mut any = false;
+        let mut named = std::collections::BTreeSet::new();
         let mut buf = vec![0u8; 64 << 10];
         loop {
-            match self.events.recv(&mut &mut buf[..], 0) {
-                Ok(0) => return any,
-                Ok(_) => any = true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return any,
-                // ENOBUFS: notifications were dropped; anything else: do not trust the cache.
-                Err(_) => return true,
+            let n = match self.events.recv(&mut &mut buf[..], 0) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ENOBUFS: notifications were dropped; anything else: trust nothing kept.
+                Err(_) => {
+                    self.table = None;
+                    return true;
+                }
+            };
+            any = true;
+            match messages(&buf[..n.min(buf.len())]) {
+                Ok(msgs) => {
+                    for (kind, _, payload) in msgs {
+                        match (kind, link(payload)) {
+                            (RTM_NEWLINK | RTM_DELLINK, Ok(l)) => {
+                                named.insert(l.index);
+                            }
+                            (RTM_NEWLINK | RTM_DELLINK, Err(_)) => self.table = None,
+                            _ => {}
+                        }
+                    }
+                }
+                Err(_) => self.table = None,
+            }
+        }
+        if self.table.is_some() {
+            for index in named {
+                match self.get(index) {
+                    Ok(found) => {
+                        if let Some(t) = self.table.as_mut() {
+                            match found {
+                                Some(l) => t.insert(index, l),
+                                None => t.remove(&index),
+                            };
+                        }
+                    }
+                    Err(_) => {
+                        self.table = None;
+                        break;
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    /// The link with `index` now (`None`: there is none).
+    fn get(&mut self, index: u32) -> io::Result<Option<Link>> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        self.socket.send(&request(seq, Some(index)), 0)?;
+        loop {
+            let (buf, _) = self.socket.recv_from_full()?;
+            for (kind, msg_seq, payload) in messages(&buf)? {
+                if msg_seq != seq {
+                    continue;
+                }
+                match kind {
+                    NLMSG_ERROR => {
+                        let code = payload
+                            .get(..4)
+                            .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                            .ok_or_else(|| malformed("a short error"))?;
+                        if -code == nix::libc::ENODEV {
+                            return Ok(None);
+                        }
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    RTM_NEWLINK => return link(payload).map(Some),
+                    _ => {}
+                }
             }
         }
     }
@@ -109,7 +197,7 @@ impl LinkSocket {
     fn dump(&mut self) -> io::Result<Vec<Link>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        self.socket.send(&request(seq), 0)?;
+        self.socket.send(&request(seq, None), 0)?;
         let mut out = Vec::new();
         loop {
             let (buf, _) = self.socket.recv_from_full()?;
@@ -134,17 +222,23 @@ impl LinkSocket {
     }
 }
 
-/// The dump request: every link, no statistics.
-fn request(seq: u32) -> Vec<u8> {
+/// The request: every link (a dump), or the one with `index`; no statistics.
+fn request(seq: u32, index: Option<u32>) -> Vec<u8> {
     let len = NLMSG_HDRLEN + IFINFOMSG_LEN + 8;
     let mut b = Vec::with_capacity(len);
+    let flags = match index {
+        None => NLM_F_REQUEST | NLM_F_DUMP,
+        Some(_) => NLM_F_REQUEST,
+    };
     b.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
     b.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
-    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    b.extend_from_slice(&flags.to_ne_bytes());
     b.extend_from_slice(&seq.to_ne_bytes());
     b.extend_from_slice(&0u32.to_ne_bytes());
-    // ifinfomsg: AF_UNSPEC, every type, index and flags.
-    b.extend_from_slice(&[0; IFINFOMSG_LEN]);
+    // ifinfomsg: AF_UNSPEC, every type, the index (0: any), flags.
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&index.unwrap_or(0).to_ne_bytes());
+    b.extend_from_slice(&[0; 8]);
     b.extend_from_slice(&8u16.to_ne_bytes());
     b.extend_from_slice(&IFLA_EXT_MASK.to_ne_bytes());
     b.extend_from_slice(&RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
@@ -263,7 +357,7 @@ mod tests {
 
     #[test]
     fn the_request_asks_for_a_dump_without_statistics() {
-        let r = request(9);
+        let r = request(9, None);
         assert_eq!(r.len(), NLMSG_HDRLEN + IFINFOMSG_LEN + 8);
         assert_eq!(u16::from_ne_bytes([r[4], r[5]]), RTM_GETLINK);
         assert_eq!(u16::from_ne_bytes([r[6], r[7]]), NLM_F_REQUEST | NLM_F_DUMP);
