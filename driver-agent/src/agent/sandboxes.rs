@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Agent, SandboxNetnsPath, connected};
 use crate::{
+    applied::{Of, digest},
     error::AgentError,
     kernel, names, netns,
     netns_policy::NetnsFile,
@@ -31,6 +32,7 @@ impl Agent {
         sb: &Sandbox,
         report: &mut Report,
     ) -> Result<SandboxState, AgentError> {
+        self.applied.forget(Of::Sandbox, &sb.id);
         let mut given = None;
         let (path, managed, created) = match &sb.netns {
             SandboxNetns::Host => (self.host_netns.clone(), false, false),
@@ -75,28 +77,32 @@ impl Agent {
             report.changes.clear();
         }
         let (resolv_conf, hosts) = res?;
-        {
-            let mut known = self
-                .sandbox_netns
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match &sb.netns {
-                SandboxNetns::Host => known.remove(&sb.id),
-                _ => known.insert(
-                    sb.id.clone(),
-                    SandboxNetnsPath {
-                        path: path.clone(),
-                        managed,
-                    },
-                ),
-            };
-        }
+        self.know_sandbox(sb, &path, managed);
+        self.applied.record(Of::Sandbox, &sb.id, digest(sb));
         Ok(SandboxState {
             netns_path: path,
             managed,
             resolv_conf,
             hosts,
         })
+    }
+
+    /// Remembers where sandbox `sb`'s namespace is (for the socket broker).
+    pub(crate) fn know_sandbox(&self, sb: &Sandbox, path: &Path, managed: bool) {
+        let mut known = self
+            .sandbox_netns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &sb.netns {
+            SandboxNetns::Host => known.remove(&sb.id),
+            _ => known.insert(
+                sb.id.clone(),
+                SandboxNetnsPath {
+                    path: path.to_owned(),
+                    managed,
+                },
+            ),
+        };
     }
 
     /// `given`: the caller's namespace, checked and open.
@@ -154,6 +160,7 @@ impl Agent {
         sandbox_id: &str,
         netns_path: &Path,
     ) -> Result<Report, AgentError> {
+        self.applied.forget(Of::Sandbox, sandbox_id);
         let managed_path = netns::named_path(&sandbox::managed_netns_name(sandbox_id));
         let ours = netns_path.as_os_str().is_empty() || netns_path == managed_path;
         // A host-network sandbox names the managed namespace, and a sandbox sharing another's
