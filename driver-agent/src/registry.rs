@@ -131,6 +131,12 @@ async fn apply(agent: &Agent, cached: &Cached, fetched: Duration) -> u64 {
     for f in &report.failures {
         tracing::warn!(object = %f.object, owner = %f.owner, error = %f.error, "cannot repair");
     }
+    report.failures.len() as u64
+}
+
+/// The audit's turn (see [`Agent::audit`]); returns the number of failures left.
+async fn audit(agent: &Agent, cached: &Cached) -> u64 {
+    let revision = cached.revision;
     let t = std::time::Instant::now();
     let audit = agent.audit(&cached.prepared, cached.as_of).await;
     tracing::info!(
@@ -144,13 +150,14 @@ async fn apply(agent: &Agent, cached: &Cached, fetched: Duration) -> u64 {
     for f in &audit.failures {
         tracing::warn!(object = %f.object, owner = %f.owner, error = %f.error, "audit: cannot repair");
     }
-    (report.failures.len() + audit.failures.len()) as u64
+    audit.failures.len() as u64
 }
 
 /// Reconciles: after each registration, whenever the gateway's desired revision moves past
 /// what was applied, and every reconcile interval in any case. A periodic pass whose revision
 /// has not moved reuses the state fetched last (the heartbeat vouches that it is current).
-/// Runs apart from the heartbeat, so a long pass never delays one.
+/// The audit follows a pass at most once per interval (not after every pass a busy host's
+/// changes bring). Runs apart from the heartbeat, so a long pass never delays one.
 async fn reconcile_loop(
     agent: Arc<Agent>,
     mut client: AgentRegistryServiceClient<Channel>,
@@ -162,6 +169,7 @@ async fn reconcile_loop(
     let mut cached: Option<Cached> = None;
     let mut registration = 0;
     let mut last = tokio::time::Instant::now();
+    let mut last_audit: Option<tokio::time::Instant> = None;
     loop {
         let beat = *beats.borrow_and_update();
         let stale = cached.as_ref().is_none_or(|c| beat.revision > c.revision);
@@ -189,6 +197,13 @@ async fn reconcile_loop(
                     }
                 },
             };
+            let mut left = left;
+            if let (Some(n), Some(c)) = (left.as_mut(), cached.as_ref())
+                && last_audit.is_none_or(|t| t.elapsed() >= interval)
+            {
+                *n += audit(&agent, c).await;
+                last_audit = Some(tokio::time::Instant::now());
+            }
             if let (Some(left), Some(c)) = (left, cached.as_ref()) {
                 *progress
                     .lock()
