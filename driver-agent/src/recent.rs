@@ -63,6 +63,13 @@ impl Recent {
         }
     }
 
+    /// Whether `id` was made or removed within [`GRACE`] before `as_of`, or at any time since.
+    pub(crate) fn touched_since(&self, id: &str, as_of: Instant) -> bool {
+        lock(&self.touched)
+            .get(id)
+            .is_some_and(|(t, _)| *t + GRACE > as_of)
+    }
+
     /// Whether `id` was made (`made`) or removed (`!made`) within [`GRACE`] before `as_of`, or
     /// at any time since.
     pub(crate) fn since(&self, id: &str, made: bool, as_of: Instant) -> bool {

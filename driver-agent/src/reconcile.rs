@@ -441,20 +441,17 @@ impl Agent {
     /// gateway has not recorded yet. One nft transaction; it also restores a table someone
     /// flushed or deleted.
     async fn apply_firewall(&self, desired: &Desired, as_of: Instant, report: &mut Report) {
-        let mut wanted =
+        let wanted =
             crate::firewall::FirewallState::from_specs(&desired.networks, &desired.endpoints);
-        let current = self.firewall().state().await;
-        for (id, n) in current.networks {
-            if !wanted.networks.contains_key(&id) && self.recent.since(&id, true, as_of) {
-                wanted.networks.insert(id, n);
-            }
-        }
-        for (id, e) in current.endpoints {
-            if !wanted.endpoints.contains_key(&id) && self.recent.since(&id, true, as_of) {
-                wanted.endpoints.insert(id, e);
-            }
-        }
-        if let Err(e) = self.firewall().apply_all(wanted, report).await {
+        // What the API touched (made, changed or removed) lately stays as the API left it,
+        // decided under the firewall's lock so that an attach racing with the pass is not
+        // undone by it.
+        let touched = |id: &str| self.recent.touched_since(id, as_of);
+        if let Err(e) = self
+            .firewall()
+            .apply_all_keeping(wanted, touched, report)
+            .await
+        {
             report.fail(Kind::NftTable, "inet weft", "", &e);
         }
     }

@@ -247,7 +247,21 @@ impl Firewall {
         state: FirewallState,
         report: &mut Report,
     ) -> Result<(), AgentError> {
+        self.apply_all_keeping(state, |_| false, report).await
+    }
+
+    /// [`Firewall::apply_all`], except that the networks and endpoints `keep` names stay as
+    /// the state in memory has them (present, changed or absent), decided under the lock:
+    /// reconciliation keeps what the API touched after its desired state was read.
+    pub async fn apply_all_keeping(
+        &self,
+        mut state: FirewallState,
+        keep: impl Fn(&str) -> bool,
+        report: &mut Report,
+    ) -> Result<(), AgentError> {
         let mut inner = self.inner.lock().await;
+        keep_as_is(&mut state.networks, &inner.state.networks, &keep);
+        keep_as_is(&mut state.endpoints, &inner.state.endpoints, &keep);
         let mark = self.mark(&mut inner).await;
         let ours = inner.generation.is_some() && inner.generation == mark.0;
         if ours && state == inner.state {
@@ -479,6 +493,18 @@ impl Firewall {
             .map_err(|e| AgentError::Nft {
                 message: format!("nft printed no JSON: {e}"),
             })
+    }
+}
+
+/// Entries of `now` that `keep` names replace (or remove) those of `wanted`.
+fn keep_as_is<T: Clone>(
+    wanted: &mut BTreeMap<String, T>,
+    now: &BTreeMap<String, T>,
+    keep: &impl Fn(&str) -> bool,
+) {
+    wanted.retain(|id, _| !keep(id) || now.contains_key(id));
+    for (id, v) in now.iter().filter(|(id, _)| keep(id)) {
+        wanted.insert(id.clone(), v.clone());
     }
 }
 

@@ -979,6 +979,37 @@ async fn five_thousand_endpoints_are_exactly_the_kernels_elements_and_reconcilia
     assert_eq!(fw.netlink_transactions(), netlink + 1);
     assert_eq!(held(&w.host), want);
 
+    // A reconciliation whose desired state was read before an attach and a detach: what the
+    // API touched stays as the API left it (decided under the firewall's lock).
+    let late = synthetic(&id, N + 2);
+    fw.set(
+        &mut Report::default(),
+        None,
+        Some((&late.id.clone(), Some(late.clone()))),
+    )
+    .await
+    .unwrap();
+    fw.set(&mut Report::default(), None, Some(("syn-00003", None)))
+        .await
+        .unwrap();
+    let touched = [late.id.clone(), "syn-00003".to_owned()];
+    fw.apply_all_keeping(
+        state.clone(),
+        |i| touched.iter().any(|t| t == i),
+        &mut Report::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        held(&w.host),
+        expected((0..N).filter(|i| *i != 3).chain([N + 2]), &id)
+    );
+    // Once nothing is touched lately, the desired state wins.
+    fw.apply_all(state.clone(), &mut Report::default())
+        .await
+        .unwrap();
+    assert_eq!(held(&w.host), want);
+
     // A restarted agent (nothing in memory) wanting 1,000 endpoints fewer: the kernel ends up
     // with exactly those, and the published port keeps working throughout.
     let restarted = driver_agent::firewall::Firewall::new(w.host.path.clone());
