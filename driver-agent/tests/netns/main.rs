@@ -7,6 +7,7 @@
 mod bridge;
 mod broker;
 mod capabilities;
+mod create_attached;
 mod firewall;
 mod grpc;
 mod ipvlan;
