@@ -43,6 +43,8 @@ impl Agent {
             }
             SandboxNetns::Managed => {
                 let known = netns::named_path(&sandbox::managed_netns_name(&sb.id));
+                let started = std::time::Instant::now();
+                let mut pooled = false;
                 // Made lately and still open (the second call, with the files): nothing to do.
                 let (p, created, open) = if self.connected(&known).is_some() {
                     (known, false, None)
@@ -50,7 +52,10 @@ impl Agent {
                     // One made ahead: it only needs its name.
                     let name = sandbox::managed_netns_name(&sb.id);
                     match netns::mount_named(&name, &ready.file) {
-                        Ok(p) => (p, true, Some(ready)),
+                        Ok(p) => {
+                            pooled = true;
+                            (p, true, Some(ready))
+                        }
                         // A retry: the namespace is there already.
                         Err(netns::NetnsError::Exists { .. }) => {
                             self.pool.put_back(ready);
@@ -73,7 +78,13 @@ impl Agent {
                         .insert(p.clone(), c);
                 }
                 if created {
-                    tracing::info!(sandbox = %sb.id, netns = %p.display(), "namespace created");
+                    tracing::info!(
+                        sandbox = %sb.id,
+                        netns = %p.display(),
+                        pooled,
+                        took_us = started.elapsed().as_micros(),
+                        "namespace created"
+                    );
                     report.change(
                         Action::Created,
                         Kind::Netns,
