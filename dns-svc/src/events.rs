@@ -15,7 +15,7 @@ use weft_proto::gateway::v1::{
     self as gw, EventKind, WatchRequest, event_service_client::EventServiceClient,
 };
 
-use crate::records::{Snapshot, State};
+use crate::records::{Live, Snapshot, State};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -34,7 +34,8 @@ pub struct Ingester {
 /// Where the ingester is in the gateway's log.
 #[derive(Debug, Default)]
 struct Cursor {
-    state: State,
+    /// The records and their index, changed in place event by event.
+    live: Live,
     /// The state being rebuilt from a snapshot, until SNAPSHOT_END.
     relisting: Option<State>,
     /// Where to resume; 0 means relist.
@@ -75,7 +76,7 @@ impl Ingester {
                     let mut next = stream.message().await;
                     loop {
                         // Apply everything that has already arrived, then publish once: a burst
-                        // of changes costs one snapshot rebuild, not one per event. (`message`
+                        // of changes costs one publication, not one per event. (`message`
                         // keeps its state in the stream, so dropping a pending call loses
                         // nothing.)
                         let mut dirty = false;
@@ -99,7 +100,7 @@ impl Ingester {
                             }
                         };
                         if dirty {
-                            self.publish(&cur.state);
+                            self.publish(&mut cur.live);
                         }
                         match end {
                             None => next = stream.message().await,
@@ -132,22 +133,23 @@ impl Ingester {
         }
     }
 
-    /// Applies one event; returns whether the published snapshot must be rebuilt.
+    /// Applies one event; returns whether a snapshot must be published (something changed, or
+    /// the revision moved: a waiter for that revision is released only by a publication).
     fn on_event(&self, cur: &mut Cursor, ev: &gw::Event) -> bool {
         let kind = EventKind::try_from(ev.kind).unwrap_or(EventKind::Unspecified);
         if let Some(fresh) = cur.relisting.as_mut() {
             if kind == EventKind::SnapshotEnd {
                 let mut fresh = cur.relisting.take().unwrap_or_default();
                 fresh.revision = ev.revision;
-                cur.state = fresh;
-                cur.from = ev.revision;
                 tracing::info!(
                     revision = ev.revision,
-                    networks = cur.state.networks.len(),
-                    sandboxes = cur.state.sandboxes.len(),
-                    endpoints = cur.state.endpoints.len(),
+                    networks = fresh.networks.len(),
+                    sandboxes = fresh.sandboxes.len(),
+                    endpoints = fresh.endpoints.len(),
                     "synchronised with the gateway"
                 );
+                cur.live.replace(fresh);
+                cur.from = ev.revision;
                 return true;
             }
             fresh.apply(ev);
@@ -157,14 +159,19 @@ impl Ingester {
             // Already applied (a resumed stream may repeat the boundary event).
             return false;
         }
-        let changed = cur.state.apply(ev);
+        let changed = cur.live.apply(ev);
+        let moved = ev.revision > cur.from;
         cur.from = cur.from.max(ev.revision);
-        cur.state.revision = cur.from;
-        changed || kind == EventKind::SnapshotEnd
+        cur.live.set_revision(cur.from);
+        changed || moved || kind == EventKind::SnapshotEnd
     }
 
-    fn publish(&self, state: &State) {
-        self.snapshot.store(Arc::new(Snapshot::build(state, true)));
-        self.published.send_replace(state.revision);
+    /// Publishes the snapshot of what `live` holds: only what changed since the last one is
+    /// indexed again ([`Live::publish`]).
+    fn publish(&self, live: &mut Live) {
+        let snap = live.publish(true);
+        let revision = snap.revision;
+        self.snapshot.store(Arc::new(snap));
+        self.published.send_replace(revision);
     }
 }

@@ -1,8 +1,12 @@
 //! The record model: gateway objects in, an immutable name index out.
 //!
 //! [`State`] is the mutable mirror of the gateway's networks, sandboxes and endpoints that the
-//! event ingester keeps; [`Snapshot`] is the read-only index built from it and swapped in whole,
-//! so a query never waits for an update (aardvark-dns does the same with `ArcSwap`).
+//! event ingester keeps; [`Snapshot`] is the read-only index over it, swapped in whole, so a
+//! query never waits for an update (aardvark-dns does the same with `ArcSwap`). Its maps are
+//! persistent: [`Live`] (in `index`) makes the next snapshot from the last one by changing only
+//! what the events touched, sharing the rest, so a change costs what it touches (and a
+//! logarithm of the world's size), not the world; [`Snapshot::build`] builds one whole (a
+//! relist, and the reference the incremental path is tested against).
 //!
 //! Scoping follows Docker's embedded DNS: a sandbox sees the names (sandbox name, aliases,
 //! hostname, short container id) of endpoints on the networks it is on, and `<name>.<network>`
@@ -10,8 +14,9 @@
 
 use std::{
     borrow::Cow,
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
 };
 
 // Queries look names up in these maps; foldhash (randomly seeded) hashes a short name several
@@ -172,14 +177,50 @@ pub struct State {
     pub sandboxes: BTreeMap<String, SandboxRec>,
     pub endpoints: BTreeMap<String, EndpointRec>,
     next_seq: u64,
+    /// Sandbox id → the ids of its endpoints, and the same by network: a change to a sandbox or
+    /// a network finds its endpoints without reading every endpoint.
+    by_sandbox: BTreeMap<String, BTreeSet<String>>,
+    by_network: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// The ids of what events changed in a [`State`] since the index last caught up with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub networks: BTreeSet<String>,
+    pub sandboxes: BTreeSet<String>,
+    pub endpoints: BTreeSet<String>,
+}
+
+impl Touched {
+    pub fn is_empty(&self) -> bool {
+        self.networks.is_empty() && self.sandboxes.is_empty() && self.endpoints.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+fn unlink(map: &mut BTreeMap<String, BTreeSet<String>>, key: &str, id: &str) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(id);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
 }
 
 impl State {
     /// Applies one event; returns whether it changed anything DNS cares about.
     pub fn apply(&mut self, ev: &gw::Event) -> bool {
+        self.apply_noting(ev, &mut Touched::default())
+    }
+
+    /// [`Self::apply`], noting in `touched` the ids of what changed.
+    pub fn apply_noting(&mut self, ev: &gw::Event, touched: &mut Touched) -> bool {
         use gw::{EventKind as K, event::Object as O};
         let kind = K::try_from(ev.kind).unwrap_or(K::Unspecified);
-        match (kind, ev.object.as_ref()) {
+        let changed = match (kind, ev.object.as_ref()) {
             (K::NetworkCreated | K::NetworkUpdated, Some(O::Network(n))) => {
                 let rec = NetworkRec::from(n);
                 self.networks.insert(n.id.clone(), rec.clone()) != Some(rec)
@@ -191,7 +232,12 @@ impl State {
             }
             (K::SandboxRemoved, Some(O::Sandbox(s))) => {
                 // Endpoints normally go first; drop stragglers so no name outlives its sandbox.
-                self.endpoints.retain(|_, e| e.sandbox_id != s.id);
+                for id in self.by_sandbox.remove(&s.id).unwrap_or_default() {
+                    if let Some(e) = self.endpoints.remove(&id) {
+                        unlink(&mut self.by_network, &e.network_id, &id);
+                    }
+                    touched.endpoints.insert(id);
+                }
                 self.sandboxes.remove(&s.id).is_some()
             }
             (K::EndpointConnected | K::EndpointUpdated, Some(O::Endpoint(e))) => {
@@ -203,13 +249,74 @@ impl State {
                     |old| old.seq,
                 );
                 let rec = EndpointRec::from_pb(e, seq);
-                self.endpoints.insert(e.id.clone(), rec.clone()) != Some(rec)
+                self.by_sandbox
+                    .entry(rec.sandbox_id.clone())
+                    .or_default()
+                    .insert(e.id.clone());
+                self.by_network
+                    .entry(rec.network_id.clone())
+                    .or_default()
+                    .insert(e.id.clone());
+                match self.endpoints.insert(e.id.clone(), rec.clone()) {
+                    Some(old) if old == rec => false,
+                    Some(old) => {
+                        if old.sandbox_id != rec.sandbox_id {
+                            unlink(&mut self.by_sandbox, &old.sandbox_id, &e.id);
+                        }
+                        if old.network_id != rec.network_id {
+                            unlink(&mut self.by_network, &old.network_id, &e.id);
+                        }
+                        true
+                    }
+                    None => true,
+                }
             }
-            (K::EndpointDisconnected, Some(O::Endpoint(e))) => {
-                self.endpoints.remove(&e.id).is_some()
-            }
+            (K::EndpointDisconnected, Some(O::Endpoint(e))) => match self.endpoints.remove(&e.id) {
+                Some(old) => {
+                    unlink(&mut self.by_sandbox, &old.sandbox_id, &e.id);
+                    unlink(&mut self.by_network, &old.network_id, &e.id);
+                    true
+                }
+                None => false,
+            },
             _ => false,
+        };
+        if changed {
+            match ev.object.as_ref() {
+                Some(O::Network(n)) => touched.networks.insert(n.id.clone()),
+                Some(O::Sandbox(s)) => touched.sandboxes.insert(s.id.clone()),
+                Some(O::Endpoint(e)) => touched.endpoints.insert(e.id.clone()),
+                _ => false,
+            };
         }
+        changed
+    }
+
+    /// The ids of the endpoints of sandbox `id`.
+    pub fn endpoints_of_sandbox(&self, id: &str) -> impl Iterator<Item = &String> {
+        self.by_sandbox.get(id).into_iter().flatten()
+    }
+
+    /// The ids of the endpoints on network `id`.
+    pub fn endpoints_on_network(&self, id: &str) -> impl Iterator<Item = &String> {
+        self.by_network.get(id).into_iter().flatten()
+    }
+
+    /// The networks sandbox `id` has an endpoint on, in attach order: what its
+    /// [`SandboxView::networks`] holds.
+    fn networks_of(&self, id: &str) -> Vec<String> {
+        let mut eps: Vec<&EndpointRec> = self
+            .endpoints_of_sandbox(id)
+            .filter_map(|e| self.endpoints.get(e))
+            .collect();
+        eps.sort_by_key(|e| e.seq);
+        let mut out: Vec<String> = Vec::new();
+        for e in eps {
+            if self.networks.contains_key(&e.network_id) && !out.contains(&e.network_id) {
+                out.push(e.network_id.clone());
+            }
+        }
+        out
     }
 }
 
@@ -245,12 +352,29 @@ pub enum Asker<'a> {
     Operator,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SandboxView {
     pub rec: Option<SandboxRec>,
     /// Networks the sandbox has an endpoint on, in attach order.
     pub networks: Vec<String>,
 }
+
+/// The snapshot's maps: persistent (a copy shares everything it does not change, so the next
+/// snapshot costs what the change touches, not the size of the world), hashed with foldhash
+/// (randomly seeded; several times faster than SipHash on a short name).
+pub type Map<K, V> =
+    imbl::GenericHashMap<K, V, foldhash::fast::RandomState, imbl::shared_ptr::DefaultSharedPtr>;
+
+/// One endpoint a name (or an address) names, in the order endpoints were attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hit {
+    /// The endpoint's arrival order ([`EndpointRec::seq`]): a list is kept sorted by it.
+    seq: u64,
+    target: Arc<Target>,
+}
+
+/// Everything a name names on one network (or an address anywhere); replaced whole on change.
+type Hits = Arc<[Hit]>;
 
 /// The immutable name index of one gateway revision.
 #[derive(Debug, Clone, Default)]
@@ -258,12 +382,38 @@ pub struct Snapshot {
     pub revision: u64,
     /// False until the first complete list from the gateway has arrived.
     pub synced: bool,
-    pub networks: HashMap<String, NetworkRec>,
-    net_by_name: HashMap<String, String>,
-    pub sandboxes: HashMap<String, SandboxView>,
+    pub networks: Map<String, Arc<NetworkRec>>,
+    net_by_name: Map<String, String>,
+    pub sandboxes: Map<String, Arc<SandboxView>>,
     /// Network id → name (lowercase, no trailing dot) → the endpoints it names there.
-    names: HashMap<String, HashMap<String, Vec<Target>>>,
-    ptr: HashMap<IpAddr, Vec<Target>>,
+    names: Map<String, Map<String, Hits>>,
+    ptr: Map<IpAddr, Hits>,
+    /// Which sandboxes' records changed, for the listeners ([`Self::sandboxes_changed_since`]).
+    journal: Journal,
+}
+
+/// The sandboxes whose record changed, in order, so that the listener manager reconciles what
+/// changed since the snapshot it last saw instead of every sandbox. Bounded: the oldest half is
+/// dropped past [`JOURNAL_MIN`] entries (or twice the number of sandboxes, if more), and whoever
+/// is further behind reconciles everything once, which past that many changes costs no more
+/// per change than reading them would have.
+#[derive(Debug, Clone, Default)]
+struct Journal {
+    /// Changes when the index is rebuilt whole (a relist): marks of another epoch are stale.
+    epoch: u64,
+    /// The position of `ids[0]` since the epoch began.
+    start: u64,
+    ids: imbl::Vector<String>,
+}
+
+/// The journal keeps at least this many changes.
+const JOURNAL_MIN: usize = 4096;
+
+/// Where a reader stands in a snapshot's journal of sandbox changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalMark {
+    epoch: u64,
+    at: u64,
 }
 
 fn norm(name: &str) -> String {
@@ -280,26 +430,79 @@ fn norm_cow(name: &str) -> Cow<'_, str> {
     }
 }
 
+/// The names endpoint `e` of sandbox `sb` goes by on its network, each once (the first way it
+/// matches wins): the sandbox name, the endpoint's aliases, the hostname, the short container
+/// id.
+fn endpoint_keys(sb: &SandboxRec, e: &EndpointRec) -> Vec<(String, MatchKind)> {
+    let mut keys: Vec<(String, MatchKind)> = vec![(norm(&sb.name), MatchKind::Name)];
+    keys.extend(e.aliases.iter().map(|a| (norm(a), MatchKind::Alias)));
+    keys.push((norm(&sb.hostname), MatchKind::Hostname));
+    if let Some(short) = sb.container_id.get(..12)
+        && sb.container_id.len() >= 12
+    {
+        keys.push((norm(short), MatchKind::ContainerId));
+    }
+    let mut out: Vec<(String, MatchKind)> = Vec::with_capacity(keys.len());
+    for (key, kind) in keys {
+        if !key.is_empty() && !out.iter().any(|(k, _)| *k == key) {
+            out.push((key, kind));
+        }
+    }
+    out
+}
+
+/// The addresses endpoint `e` answers reverse lookups for.
+fn endpoint_ips(e: &EndpointRec) -> Vec<IpAddr> {
+    [e.v4.map(IpAddr::V4), e.v6.map(IpAddr::V6)]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn target(net: &NetworkRec, sb: &SandboxRec, e: &EndpointRec, matched_as: MatchKind) -> Target {
+    Target {
+        network_id: net.id.clone(),
+        network_name: net.name.clone(),
+        endpoint_id: e.id.clone(),
+        sandbox_id: sb.id.clone(),
+        sandbox_name: sb.name.clone(),
+        matched_as,
+        v4: e.v4,
+        v6: e.v6,
+    }
+}
+
 impl Snapshot {
+    /// The index of `state`, built whole (at start, and when a relist replaces everything).
     pub fn build(state: &State, synced: bool) -> Self {
         let mut snap = Self {
             revision: state.revision,
             synced,
-            networks: state.networks.clone().into_iter().collect(),
+            networks: state
+                .networks
+                .iter()
+                .map(|(id, n)| (id.clone(), Arc::new(n.clone())))
+                .collect(),
             ..Self::default()
         };
         for n in state.networks.values() {
             snap.net_by_name.insert(norm(&n.name), n.id.clone());
         }
-        for s in state.sandboxes.values() {
-            snap.sandboxes.insert(
-                s.id.clone(),
-                SandboxView {
-                    rec: Some(s.clone()),
-                    networks: Vec::new(),
-                },
-            );
-        }
+        let mut views: BTreeMap<&str, SandboxView> = state
+            .sandboxes
+            .values()
+            .map(|s| {
+                (
+                    s.id.as_str(),
+                    SandboxView {
+                        rec: Some(s.clone()),
+                        networks: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        let mut names: HashMap<&str, HashMap<String, Vec<Hit>>> = HashMap::default();
+        let mut ptr: HashMap<IpAddr, Vec<Hit>> = HashMap::default();
         let mut eps: Vec<&EndpointRec> = state.endpoints.values().collect();
         eps.sort_by_key(|e| e.seq);
         for e in eps {
@@ -309,48 +512,62 @@ impl Snapshot {
             ) else {
                 continue;
             };
-            if let Some(v) = snap.sandboxes.get_mut(&sb.id)
+            if let Some(v) = views.get_mut(sb.id.as_str())
                 && !v.networks.contains(&net.id)
             {
                 v.networks.push(net.id.clone());
             }
-            let target = |matched_as| Target {
-                network_id: net.id.clone(),
-                network_name: net.name.clone(),
-                endpoint_id: e.id.clone(),
-                sandbox_id: sb.id.clone(),
-                sandbox_name: sb.name.clone(),
-                matched_as,
-                v4: e.v4,
-                v6: e.v6,
+            let hit = |kind| Hit {
+                seq: e.seq,
+                target: Arc::new(target(net, sb, e, kind)),
             };
-            let mut keys: Vec<(String, MatchKind)> = vec![(norm(&sb.name), MatchKind::Name)];
-            keys.extend(e.aliases.iter().map(|a| (norm(a), MatchKind::Alias)));
-            keys.push((norm(&sb.hostname), MatchKind::Hostname));
-            if sb.container_id.len() >= 12 {
-                keys.push((norm(&sb.container_id[..12]), MatchKind::ContainerId));
-            }
-            let mut seen = Vec::new();
-            for (key, kind) in keys {
-                if key.is_empty() || seen.contains(&key) {
-                    continue;
-                }
-                seen.push(key.clone());
-                snap.names
-                    .entry(net.id.clone())
+            for (key, kind) in endpoint_keys(sb, e) {
+                names
+                    .entry(&net.id)
                     .or_default()
                     .entry(key)
                     .or_default()
-                    .push(target(kind));
+                    .push(hit(kind));
             }
-            for ip in [e.v4.map(IpAddr::V4), e.v6.map(IpAddr::V6)]
-                .into_iter()
-                .flatten()
-            {
-                snap.ptr.entry(ip).or_default().push(target(MatchKind::Ptr));
+            for ip in endpoint_ips(e) {
+                ptr.entry(ip).or_default().push(hit(MatchKind::Ptr));
             }
         }
+        snap.sandboxes = views
+            .into_iter()
+            .map(|(id, v)| (id.to_owned(), Arc::new(v)))
+            .collect();
+        snap.names = names
+            .into_iter()
+            .map(|(net, m)| {
+                (
+                    net.to_owned(),
+                    m.into_iter().map(|(k, v)| (k, Hits::from(v))).collect(),
+                )
+            })
+            .collect();
+        snap.ptr = ptr.into_iter().map(|(k, v)| (k, Hits::from(v))).collect();
         snap
+    }
+
+    /// Where the journal of sandbox changes ends in this snapshot.
+    pub fn journal_mark(&self) -> JournalMark {
+        JournalMark {
+            epoch: self.journal.epoch,
+            at: self.journal.start + self.journal.ids.len() as u64,
+        }
+    }
+
+    /// The ids of the sandboxes whose record changed after `mark` (maybe repeated), or `None`
+    /// when this snapshot cannot tell (rebuilt since, or `mark` is older than the journal
+    /// keeps): then every sandbox may have changed.
+    pub fn sandboxes_changed_since(&self, mark: JournalMark) -> Option<imbl::Vector<String>> {
+        let j = &self.journal;
+        let end = j.start + j.ids.len() as u64;
+        if mark.epoch != j.epoch || mark.at < j.start || mark.at > end {
+            return None;
+        }
+        Some(j.ids.skip(usize::try_from(mark.at - j.start).ok()?))
     }
 
     /// The sandbox with this id, unique id prefix or name.
@@ -380,6 +597,7 @@ impl Snapshot {
         self.net_by_name
             .get(&norm(name))
             .and_then(|id| self.networks.get(id))
+            .map(|n| &**n)
     }
 
     /// The networks the asker is on, in attach order (none for the operator, which is on no
@@ -401,11 +619,13 @@ impl Snapshot {
     }
 
     /// The endpoints `name` (normalized) names on network `net_id`.
-    fn in_network(&self, net_id: &str, name: &str) -> &[Target] {
+    fn in_network(&self, net_id: &str, name: &str) -> impl Iterator<Item = &Target> {
         self.names
             .get(net_id)
             .and_then(|names| names.get(name))
-            .map_or(&[], Vec::as_slice)
+            .map_or(&[][..], |hits| &hits[..])
+            .iter()
+            .map(|h| &*h.target)
     }
 
     /// Looks a name up for `asker`. For the operator, `name` is relative to the zone (the zone
@@ -462,12 +682,17 @@ impl Snapshot {
         let found: Vec<&Target> = self
             .ptr
             .get(&ip)
-            .map(|ts| ts.iter().filter(|t| sees(&t.network_id)).collect())
+            .map(|hits| {
+                hits.iter()
+                    .map(|h| &*h.target)
+                    .filter(|t| sees(&t.network_id))
+                    .collect()
+            })
             .unwrap_or_default();
         if !found.is_empty() {
             return Local::Found(found);
         }
-        let inside = |n: &&NetworkRec| {
+        let inside = |n: &&Arc<NetworkRec>| {
             Self::sees(asker, member, n) && n.subnets.iter().any(|s| in_subnet(ip, *s))
         };
         let net = match asker {
@@ -503,6 +728,9 @@ pub enum FindError {
     #[error("ambiguous sandbox id prefix")]
     Ambiguous,
 }
+
+mod index;
+pub use index::Live;
 
 #[cfg(test)]
 mod tests;

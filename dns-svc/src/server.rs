@@ -8,7 +8,7 @@
 //! stays in the namespace it was created in, so tokio can drive it from any thread.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
@@ -20,7 +20,7 @@ use crate::{
     error::ListenError,
     handler::DnsHandler,
     listen::{Listener, TcpLimits},
-    records::Snapshot,
+    records::{JournalMark, SandboxRec, Snapshot},
     resolver::Resolver,
     sockets::{SocketSource, bind, bind_with, reuse_port_udp},
     threads::IoThreads,
@@ -82,6 +82,13 @@ struct Entry {
     server: Option<Listener>,
 }
 
+/// The listeners by sandbox id, and which of them failed to open (to be tried again).
+#[derive(Debug, Default)]
+struct Entries {
+    all: HashMap<String, Entry>,
+    failed: HashSet<String>,
+}
+
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Entry").field("info", &self.info).finish()
@@ -98,7 +105,10 @@ pub struct SandboxListeners {
     threads: Arc<IoThreads>,
     /// Where the listeners' sockets come from (the agent's broker, or setns in development).
     sockets: SocketSource,
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<Entries>,
+    /// Where in the records' journal of sandbox changes the last reconciliation stood: the
+    /// next one reads only the sandboxes changed since (none yet: all of them).
+    mark: Mutex<Option<JournalMark>>,
     /// The gateway revision of the snapshot the listeners were last reconciled to.
     reconciled: watch::Sender<u64>,
 }
@@ -123,6 +133,7 @@ impl SandboxListeners {
             threads,
             sockets,
             entries: Mutex::default(),
+            mark: Mutex::default(),
             reconciled: watch::channel(0).0,
         }
     }
@@ -147,6 +158,7 @@ impl SandboxListeners {
             .entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .all
             .values()
             .map(|e| e.info.clone())
             .collect();
@@ -155,9 +167,7 @@ impl SandboxListeners {
     }
 
     /// Reconciles on every published snapshot, and retries failed listeners, until `published`
-    /// closes. The retry tick reconciles only when a listener failed: a reconciliation reads
-    /// every sandbox of the world (100,000 in `bench/dns.sh`), which a quiet host should not pay
-    /// each second.
+    /// closes. The retry tick reconciles only when a listener failed.
     pub async fn run(self: Arc<Self>, mut published: watch::Receiver<u64>) {
         let mut retry = tokio::time::interval(RETRY);
         loop {
@@ -176,6 +186,7 @@ impl SandboxListeners {
             .entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .all
             .drain()
             .map(|(_, e)| e)
             .collect();
@@ -186,18 +197,30 @@ impl SandboxListeners {
 
     /// Whether a listener failed to open (and is to be tried again).
     fn any_failed(&self) -> bool {
-        self.entries
+        !self
+            .entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .any(|e| e.info.state == ListenerState::Failed)
+            .failed
+            .is_empty()
     }
 
     /// Opens listeners for this host's sandboxes that have none (or whose last try failed) and
     /// closes those of sandboxes that are gone; returns the revision of the snapshot used.
+    /// Only the sandboxes changed since the last reconciliation are looked at (and those whose
+    /// listener failed), unless the records cannot tell which (at start, after a relist, or
+    /// after more changes than they keep): then every sandbox is.
     pub async fn reconcile(&self) -> u64 {
         let snap = self.resolver.snapshot();
-        let (to_open, to_close) = self.plan(&self.wanted(&snap));
+        let mark = self
+            .mark
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(snap.journal_mark());
+        let (to_open, to_close) = match mark.and_then(|m| snap.sandboxes_changed_since(m)) {
+            Some(changed) => self.plan_changed(&snap, changed.into_iter()),
+            None => self.plan(&self.wanted(&snap)),
+        };
         for e in to_close {
             tracing::info!(sandbox = %e.info.sandbox_name, netns = %e.info.netns_path, "closing sandbox DNS listener");
             close(e);
@@ -210,20 +233,71 @@ impl SandboxListeners {
 
     /// The sandboxes of this host that get a listener: id to name and namespace path.
     fn wanted<'s>(&self, snap: &'s Snapshot) -> HashMap<&'s str, (&'s str, &'s str)> {
-        // Sandboxes in the host's namespace ("host" mode) get no listener: dns-svc must never
-        // bind in the host's own namespace for them. "container:<id>" sandboxes share the
-        // namespace (and the listener) of the sandbox they join.
         snap.sandboxes
             .values()
             .filter_map(|v| v.rec.as_ref())
-            .filter(|r| {
-                r.host == self.host
-                    && !r.netns_path.is_empty()
-                    && r.network_mode != "host"
-                    && !r.network_mode.starts_with("container:")
-            })
+            .filter(|r| self.gets_listener(r))
             .map(|r| (r.id.as_str(), (r.name.as_str(), r.netns_path.as_str())))
             .collect()
+    }
+
+    fn gets_listener(&self, r: &SandboxRec) -> bool {
+        // Sandboxes in the host's namespace ("host" mode) get no listener: dns-svc must never
+        // bind in the host's own namespace for them. "container:<id>" sandboxes share the
+        // namespace (and the listener) of the sandbox they join.
+        r.host == self.host
+            && !r.netns_path.is_empty()
+            && r.network_mode != "host"
+            && !r.network_mode.starts_with("container:")
+    }
+
+    /// [`Self::plan`] for the sandboxes `changed` (maybe repeated) and those whose listener
+    /// failed, only.
+    fn plan_changed(
+        &self,
+        snap: &Snapshot,
+        changed: impl Iterator<Item = String>,
+    ) -> (Vec<(String, String, String)>, Vec<Entry>) {
+        let failed: Vec<String> = self
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .failed
+            .iter()
+            .cloned()
+            .collect();
+        let ids: HashSet<String> = changed.chain(failed).collect();
+        let mut wanted = HashMap::new();
+        for id in ids {
+            let rec = snap
+                .sandboxes
+                .get(&id)
+                .and_then(|v| v.rec.as_ref())
+                .filter(|r| self.gets_listener(r));
+            wanted.insert(id, rec.map(|r| (r.name.as_str(), r.netns_path.as_str())));
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut to_close = Vec::new();
+        let mut to_open = Vec::new();
+        for (id, want) in wanted {
+            if entries
+                .all
+                .get(&id)
+                .is_some_and(|e| want.is_none_or(|(_, path)| path != e.info.netns_path))
+                && let Some(e) = entries.remove(&id)
+            {
+                to_close.push(e);
+            }
+            if let Some((name, path)) = want
+                && entries
+                    .all
+                    .get(&id)
+                    .is_none_or(|e| e.info.state == ListenerState::Failed)
+            {
+                to_open.push((id, name.to_owned(), path.to_owned()));
+            }
+        }
+        (to_open, to_close)
     }
 
     /// Takes out the entries of sandboxes no longer `wanted` (or now in another namespace), to
@@ -234,6 +308,7 @@ impl SandboxListeners {
     ) -> (Vec<(String, String, String)>, Vec<Entry>) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<String> = entries
+            .all
             .iter()
             .filter(|(id, e)| {
                 wanted
@@ -247,6 +322,7 @@ impl SandboxListeners {
             .iter()
             .filter(|(id, _)| {
                 entries
+                    .all
                     .get(**id)
                     .is_none_or(|e| e.info.state == ListenerState::Failed)
             })
@@ -286,7 +362,7 @@ impl SandboxListeners {
             }
         };
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let since = match entries.get(&id) {
+        let since = match entries.all.get(&id) {
             Some(old) if old.info.state == state => old.info.since,
             _ => SystemTime::now(),
         };
@@ -304,6 +380,24 @@ impl SandboxListeners {
                 server,
             },
         );
+    }
+}
+
+impl Entries {
+    fn remove(&mut self, id: &str) -> Option<Entry> {
+        self.failed.remove(id);
+        self.all.remove(id)
+    }
+
+    fn insert(&mut self, id: String, e: Entry) {
+        if e.info.state == ListenerState::Failed {
+            self.failed.insert(id.clone());
+        } else {
+            self.failed.remove(&id);
+        }
+        if let Some(old) = self.all.insert(id, e) {
+            close(old);
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use rtnetlink::{Handle, packet_route::AddressFamily};
 
 use crate::{
+    applied::{Of, digest},
     capabilities::{self, Capabilities},
     driver::{self, Attached, NetworkDriver, NetworkSetup, SandboxNs},
     error::AgentError,
@@ -65,6 +66,12 @@ pub struct Agent {
     unlinker: crate::unlink::Unlinker,
     /// Sandbox namespaces made ahead (see `agent/pool.rs`).
     pool: std::sync::Arc<pool::NetnsPool>,
+    /// What each object was last brought to (reconciliation skips what did not change).
+    pub(crate) applied: crate::applied::Applied,
+    /// Sandboxes a pass of the changes audits in full, and whose turn it is.
+    pub(crate) audit: (usize, std::sync::atomic::AtomicUsize),
+    /// Reconciliation's socket for dumping the host's links (opened on first use).
+    survey: std::sync::Mutex<Option<crate::survey::LinkSocket>>,
 }
 
 /// Where a sandbox's namespace is, as the socket broker needs it.
@@ -92,7 +99,11 @@ impl Agent {
             kernel = %caps.kernel_release,
             "agent ready"
         );
+        let applied = crate::applied::Applied::load(&data_dir);
         Ok(Self {
+            applied,
+            audit: (crate::reconcile::AUDIT, Default::default()),
+            survey: Default::default(),
             firewall: Firewall::new(host_netns.clone()),
             netns_policy: NetnsPolicy::default(),
             host_netns,
@@ -108,6 +119,14 @@ impl Agent {
             unlinker,
             pool: pool::NetnsPool::start(),
         })
+    }
+
+    /// How many sandboxes (with their endpoints) each pass of the changes checks in full
+    /// whatever the survey says, in turn (default [`crate::reconcile::AUDIT`]).
+    #[must_use]
+    pub fn with_audit(mut self, sandboxes_per_pass: usize) -> Self {
+        self.audit.0 = sandboxes_per_pass;
+        self
     }
 
     /// Replaces the default places caller-given namespace files may come from.
@@ -170,6 +189,37 @@ impl Agent {
         &self.data_dir
     }
 
+    /// Every link of the host, as reconciliation's survey reads them ([`crate::survey`]).
+    pub(crate) async fn host_links(&self) -> Result<std::sync::Arc<Vec<kernel::Link>>, AgentError> {
+        let open = self
+            .survey
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let mut socket = match open {
+            Some(s) => s,
+            None => netns::run_in(&self.host_netns, crate::survey::LinkSocket::open)
+                .await
+                .map_err(AgentError::netns(&self.host_netns))?
+                .map_err(|source| AgentError::LinkDump { source })?,
+        };
+        let (socket, links) = tokio::task::spawn_blocking(move || {
+            let links = socket.links();
+            (socket, links)
+        })
+        .await
+        .map_err(|e| AgentError::LinkDump {
+            source: std::io::Error::other(e),
+        })?;
+        let links = links.map_err(|source| AgentError::LinkDump { source })?;
+        // (A socket that failed is dropped: the next survey opens another.)
+        *self
+            .survey
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(socket);
+        Ok(links)
+    }
+
     /// The nftables side of the host (for reconciliation: [`Firewall::apply_all`]).
     pub fn firewall(&self) -> &Firewall {
         &self.firewall
@@ -195,17 +245,11 @@ impl Agent {
         // goes on (see `firewall::rules::loopback_rules`), and a failed transaction leaves the
         // switch as it was.
         self.firewall
-            .update(report, |state| {
-                state.set_network(rules);
-                if let Some(ep) = ep {
-                    let ports = EndpointPorts::from_endpoint(ep);
-                    if let Some(p) = &ports {
-                        firewall::check_clash(state, &ep.id, &p.ports)?;
-                    }
-                    state.set_endpoint(&ep.id, ports);
-                }
-                Ok(())
-            })
+            .set(
+                report,
+                Some(rules),
+                ep.map(|ep| (ep.id.as_str(), EndpointPorts::from_endpoint(ep))),
+            )
             .await?;
         let key: String = wanted
             .iter()
@@ -293,21 +337,23 @@ impl Agent {
         report: &mut Report,
     ) -> Result<NetworkState, AgentError> {
         let d = self.driver(net)?;
+        self.applied.forget(Of::Network, &net.id);
         let setup = self.setup_network(d, net, report).await?;
-        let Some(device) = &setup.device else {
-            return Ok(setup.state);
-        };
-        if let Err(e) = self.program_network(net, None, report).await {
+        if let Some(device) = &setup.device
+            && let Err(e) = self.program_network(net, None, report).await
+        {
             if created_link(report, &device.name) {
                 self.undo_network(d, &setup, report).await;
             }
             return Err(e);
         }
+        self.applied.record(Of::Network, &net.id, digest(net));
         Ok(setup.state)
     }
 
     /// Removes every object of the network `network_id` from the host.
     pub async fn remove_network(&self, network_id: &str) -> Report {
+        self.applied.forget(Of::Network, network_id);
         let mut report = Report::default();
         {
             // (Removal knows only the id: every driver removes what it finds of it.)
@@ -346,7 +392,11 @@ impl Agent {
             ]));
         }
         let d = self.driver(net)?;
+        self.applied.forget(Of::Endpoint, &ep.id);
+        self.applied.forget(Of::Network, &net.id);
         if !d.attaches() {
+            self.applied
+                .record(Of::Endpoint, &ep.id, endpoint_digest(ep, net));
             return Ok(None);
         }
         // Refused before anything is created; checked again when the ports are written.
@@ -366,6 +416,12 @@ impl Agent {
             .await;
         if res.is_err() && device_created {
             self.undo_network(d, &setup, report).await;
+        }
+        if res.is_ok() {
+            // The network was ensured on the way.
+            self.applied.record(Of::Network, &net.id, digest(net));
+            self.applied
+                .record(Of::Endpoint, &ep.id, endpoint_digest(ep, net));
         }
         res.map(Some)
     }
@@ -459,6 +515,7 @@ impl Agent {
         endpoint_id: &str,
         netns_path: &Path,
     ) -> Result<(DefaultRoutes, Report), AgentError> {
+        self.applied.forget(Of::Endpoint, endpoint_id);
         let open = self.connected(netns_path);
         let sandbox_ns = if netns_path.as_os_str().is_empty() || open.is_some() {
             None
@@ -502,10 +559,15 @@ impl Agent {
         for link in std::mem::take(&mut report.doomed) {
             self.unlinker.remove(link, netns_path);
         }
-        self.forget_in_firewall(&mut report, endpoint_id, |s| {
-            s.set_endpoint(endpoint_id, None)
-        })
-        .await;
+        let mut changes = Report::default();
+        let res = self
+            .firewall
+            .set(&mut changes, None, Some((endpoint_id, None)))
+            .await;
+        report.changes.append(&mut changes.changes);
+        if let Err(e) = res {
+            report.fail(Kind::NftTable, firewall::TABLE_OBJECT, endpoint_id, &e);
+        }
         let mut routes = DefaultRoutes::default();
         if let Some(sandbox) = &sandbox {
             match default_routes(sandbox).await {
@@ -539,6 +601,11 @@ impl Agent {
             report.fail(Kind::NftTable, firewall::TABLE_OBJECT, owner, &e);
         }
     }
+}
+
+/// What an endpoint's digest covers: its spec and the network it is attached to.
+pub(crate) fn endpoint_digest(ep: &Endpoint, net: &Network) -> u64 {
+    digest(&(ep, net))
 }
 
 /// Whether `report` says a link called `name` was created.

@@ -58,6 +58,11 @@ pub enum AgentError {
         #[source]
         source: rtnetlink::Error,
     },
+    #[error("cannot list the host's links: {source}")]
+    LinkDump {
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl AgentError {
@@ -96,7 +101,8 @@ impl From<AgentError> for Status {
             | AgentError::Vanished { .. }
             | AgentError::File { .. }
             | AgentError::Nft { .. }
-            | AgentError::Sysctl { .. } => weft_runtime::internal(&e),
+            | AgentError::Sysctl { .. }
+            | AgentError::LinkDump { .. } => weft_runtime::internal(&e),
         }
     }
 }

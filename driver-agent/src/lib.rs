@@ -23,14 +23,17 @@
 //!   macvlan, ipvlan) and the registry that names them all; the agent calls only the trait.
 //! - [`capabilities`]: what this kernel can do, probed in a scratch namespace.
 //! - [`firewall`]: the nftables side; [`sysctl`]: the switches networks need.
-//! - [`kernel`]: rtnetlink requests; [`names`]: Weft's link names and aliases.
+//! - [`kernel`]: rtnetlink requests; [`survey`]: the host's links in one lean dump, for
+//!   reconciliation; [`names`]: Weft's link names and aliases.
 //! - [`netns`], [`netns_policy`]: entering namespaces, and which caller-given ones may be used.
 //! - [`sandbox`]: sandboxes' namespaces and files; [`report`]: what a request changed.
-//! - [`reconcile`], [`recent`]: ApplyState, and what the API touched lately that it leaves
-//!   alone; [`registry`]: registration with the gateway and heartbeats.
+//! - [`reconcile`], [`recent`], [`applied`]: ApplyState, what the API touched lately that it
+//!   leaves alone, and what each object was last brought to (so that a pass works in
+//!   proportion to what changed); [`registry`]: registration with the gateway and heartbeats.
 //! - [`broker`]: sockets made inside sandboxes for dns-svc.
 
 pub mod agent;
+pub mod applied;
 pub mod broker;
 pub mod capabilities;
 pub mod driver;
@@ -47,6 +50,7 @@ pub mod registry;
 pub mod report;
 pub mod sandbox;
 pub mod spec;
+pub mod survey;
 pub mod sysctl;
 pub mod unlink;
 

@@ -161,9 +161,26 @@ fn check_name(name: &str) -> Result<(), NetnsError> {
     }
 }
 
+/// Whether this process made `/run/netns` a shared mount point already.
+static PREPARED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Makes `/run/netns` a shared mount point, as `ip netns add` does, so that namespaces mounted
-/// there are visible in mount namespaces created later (container runtimes).
+/// there are visible in mount namespaces created later (container runtimes). Once per process:
+/// `MS_SHARED | MS_REC` walks every mount below (each namespace is one), so doing it on every
+/// creation, as `ip netns add` does, makes a creation cost grow with the namespaces there are.
 fn prepare_dir(dir: &Path) -> Result<(), NetnsError> {
+    use std::sync::atomic::Ordering;
+    if dir == Path::new(NETNS_DIR) && PREPARED.load(Ordering::Acquire) && dir.is_dir() {
+        return Ok(());
+    }
+    prepare_dir_now(dir)?;
+    if dir == Path::new(NETNS_DIR) {
+        PREPARED.store(true, Ordering::Release);
+    }
+    Ok(())
+}
+
+fn prepare_dir_now(dir: &Path) -> Result<(), NetnsError> {
     let fail = |source: nix::Error| NetnsError::Dir {
         dir: dir.to_owned(),
         source: io::Error::from(source),

@@ -7,13 +7,31 @@
 //! marks are never touched. (A `weft-<id>` namespace counts as the agent's only while its data
 //! directory holds that sandbox's files.) Failures do not stop the pass; they are reported, and the next
 //! pass retries them.
+//!
+//! Two depths. A **full** pass (the `ApplyState` RPC) ensures every desired object, entering
+//! every sandbox. A pass of the **changes** (what the agent's own loop runs, `registry.rs`)
+//! ensures only the objects whose desired spec differs from what the agent last brought them
+//! to (`applied.rs`) or whose traces on the host are missing or wrong (a survey: one dump of
+//! the host's links, the namespace and file directories); the firewall is compared only when
+//! something else committed to nftables since the agent last did (`firewall/mod.rs`), and
+//! orphans are found from the same survey. With nothing changed, such a pass enters no sandbox
+//! and changes nothing. After it, an **audit** ensures a few sandboxes in full, in turn: drift
+//! inside a sandbox, which the survey cannot see from the host, is found within
+//! `sandboxes / AUDIT` passes.
 
-use std::{collections::BTreeSet, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    sync::atomic::Ordering,
+    time::Instant,
+};
 
 use weft_proto::agent::v1 as pb;
 
 use crate::{
-    Agent, driver, kernel, names,
+    Agent,
+    applied::{Of, digest},
+    driver, kernel, names,
     report::{Action, Kind, Report},
     sandbox::{self, Sandbox},
     spec::{Endpoint, Network},
@@ -21,11 +39,27 @@ use crate::{
 
 pub use crate::recent::{GRACE, Recent};
 
+/// Sandboxes (with their endpoints) the audit after each pass of the changes checks in full,
+/// in turn ([`Agent::audit`]): every sandbox once every `sandboxes / AUDIT` passes (at the
+/// default reconcile interval of 30 s, 5,000 sandboxes in about 5 hours).
+pub const AUDIT: usize = 8;
+
+/// How deep a pass goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Report the drift the survey sees; change nothing.
+    DryRun,
+    /// Ensure every desired object.
+    Full,
+    /// Ensure what changed, what the survey finds missing or wrong, and the audit's turn.
+    Changes,
+}
+
 /// What the kernel holds that carries the agent's marks.
 #[derive(Debug, Default)]
 struct Owned {
-    /// Network ids of bridges (by alias).
-    networks: BTreeSet<String>,
+    /// Bridges by network id (by alias).
+    networks: BTreeMap<String, kernel::Link>,
     /// Host-side veths by endpoint id (from their alias).
     endpoints: std::collections::BTreeMap<String, kernel::Link>,
     /// Sandbox ids of managed namespaces (`weft-<id>` in /run/netns).
@@ -47,7 +81,28 @@ fn dir_names(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A desired state converted to the agent's terms once: the agent's loop reuses it for every
+/// pass while the gateway's revision stays (see `registry.rs`).
+#[derive(Debug)]
+pub struct Prepared {
+    desired: Desired,
+    /// What did not convert.
+    invalid: Vec<crate::report::Failure>,
+}
+
+impl Prepared {
+    pub fn new(state: &pb::DesiredState) -> Self {
+        let mut report = Report::default();
+        let desired = Desired::from_pb(state, &mut report);
+        Self {
+            desired,
+            invalid: report.failures,
+        }
+    }
+}
+
 /// A desired state in domain terms: what converted (the rest is reported as failures).
+#[derive(Debug, Clone)]
 struct Desired {
     networks: Vec<Network>,
     sandboxes: Vec<Sandbox>,
@@ -88,24 +143,57 @@ impl Desired {
 }
 
 impl Agent {
-    /// Brings the kernel to `state` (or, with `dry_run`, reports the drift it can see without
-    /// repairing it: missing and orphaned networks, endpoints and sandboxes).
+    /// Brings the kernel to `state`, every object checked (or, with `dry_run`, reports the
+    /// drift it can see without repairing it: missing and orphaned networks, endpoints and
+    /// sandboxes). The state is taken as read now.
     pub async fn apply_state(&self, state: &pb::DesiredState, dry_run: bool) -> Report {
+        let depth = if dry_run { Depth::DryRun } else { Depth::Full };
+        self.reconcile(state, depth, Instant::now()).await
+    }
+
+    /// Brings the kernel to `state`, read from the gateway at `as_of`: what the API touched
+    /// within [`GRACE`] before that, or since, is left alone.
+    pub async fn reconcile(
+        &self,
+        state: &pb::DesiredState,
+        depth: Depth,
+        as_of: Instant,
+    ) -> Report {
+        self.reconcile_prepared(&Prepared::new(state), depth, as_of)
+            .await
+    }
+
+    /// [`Agent::reconcile`] of a state converted already.
+    pub async fn reconcile_prepared(
+        &self,
+        prepared: &Prepared,
+        depth: Depth,
+        as_of: Instant,
+    ) -> Report {
+        let _pass = self.recent.pass(as_of);
+        let started = Instant::now();
+        let dry_run = depth == Depth::DryRun;
         let mut report = Report::default();
-        if !dry_run {
+        if depth == Depth::Full {
             // Someone may have turned a switch back: check every sysctl again.
             self.sysctls_checked
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clear();
         }
-        let mut desired = Desired::from_pb(state, &mut report);
+        report.failures.extend(prepared.invalid.iter().cloned());
         // Endpoints of a sandbox removed lately went with its namespace (RemoveSandbox takes
         // them without a Detach each): a desired state older than that must not bring back
         // their ports.
-        desired
-            .endpoints
-            .retain(|e| !self.recent.lately(&e.sandbox_id, false));
+        let gone = |e: &Endpoint| self.recent.since(&e.sandbox_id, false, as_of);
+        let desired = if prepared.desired.endpoints.iter().any(gone) {
+            let mut d = prepared.desired.clone();
+            d.endpoints.retain(|e| !gone(e));
+            std::borrow::Cow::Owned(d)
+        } else {
+            std::borrow::Cow::Borrowed(&prepared.desired)
+        };
+        let converted = started.elapsed();
         let owned = match self.owned().await {
             Ok(o) => o,
             Err(e) => {
@@ -118,19 +206,35 @@ impl Agent {
                 networks,
                 sandboxes,
                 endpoints,
-            } = &desired;
+            } = &*desired;
             self.survey_drift(&owned, networks, endpoints, sandboxes, &mut report);
             return report;
         }
         // Where a pass spends its time (the scale benchmark reads this line).
-        let t = std::time::Instant::now();
-        let (sandboxes, networks) = self.ensure_desired(&desired, &mut report).await;
-        let ensure = t.elapsed();
-        self.apply_firewall(&desired, &mut report).await;
-        let firewall = t.elapsed() - ensure;
-        self.remove_orphans(&owned, &desired, &mut report).await;
+        let t = Instant::now();
+        let surveyed = started.elapsed() - converted;
+        // The firewall first: endpoints ensured afterwards then find their ports in place
+        // (after a restart, too) and change nothing there.
+        self.apply_firewall(&desired, as_of, &mut report).await;
+        let firewall = t.elapsed();
+        let mut pass = Pass {
+            depth,
+            as_of,
+            owned: &owned,
+            checked: 0,
+        };
+        let (sandboxes, networks) = self.ensure_desired(&desired, &mut pass, &mut report).await;
+        let ensure = t.elapsed() - firewall;
+        self.remove_orphans(&owned, &desired, as_of, &mut report)
+            .await;
+        self.forget_undesired(&desired, as_of);
+        report.ensured = pass.checked;
         tracing::info!(
+            depth = ?depth,
+            checked = pass.checked,
             endpoints = desired.endpoints.len(),
+            convert_ms = ms(converted),
+            survey_ms = ms(surveyed),
             ensure_ms = ms(ensure),
             sandboxes_ms = ms(sandboxes),
             networks_ms = ms(networks),
@@ -142,25 +246,83 @@ impl Agent {
         report
     }
 
-    /// Sandboxes first (the namespaces endpoints go into), then networks, then endpoints.
+    /// The audit: the next few sandboxes in turn (see [`Agent::with_audit`]) ensured in full,
+    /// their namespaces, files and endpoints inside the sandbox too: drift a pass of the
+    /// changes cannot see from the host (an address removed inside a sandbox, say). Nothing
+    /// else is touched. `state` was read at `as_of`, as for [`Agent::reconcile`].
+    pub async fn audit(&self, prepared: &Prepared, as_of: Instant) -> Report {
+        let _pass = self.recent.pass(as_of);
+        let mut report = Report::default();
+        let all = &prepared.desired;
+        let turn = self.audit_turn(all);
+        if turn.is_empty() {
+            return report;
+        }
+        let endpoints: Vec<Endpoint> = all
+            .endpoints
+            .iter()
+            .filter(|e| {
+                turn.contains(&e.sandbox_id) && !self.recent.since(&e.sandbox_id, false, as_of)
+            })
+            .cloned()
+            .collect();
+        let used: BTreeSet<&str> = endpoints.iter().map(|e| e.network_id.as_str()).collect();
+        let desired = Desired {
+            networks: all
+                .networks
+                .iter()
+                .filter(|n| used.contains(n.id.as_str()))
+                .cloned()
+                .collect(),
+            sandboxes: all
+                .sandboxes
+                .iter()
+                .filter(|s| turn.contains(&s.id))
+                .cloned()
+                .collect(),
+            endpoints,
+        };
+        let owned = Owned::default();
+        let mut pass = Pass {
+            depth: Depth::Full,
+            as_of,
+            owned: &owned,
+            checked: 0,
+        };
+        self.ensure_desired(&desired, &mut pass, &mut report).await;
+        report.ensured = pass.checked;
+        report
+    }
+
+    /// Sandboxes first (the namespaces endpoints go into), then networks, then endpoints;
+    /// in a pass of the changes, only those that changed or that the survey finds wrong.
     /// Returns how long the sandboxes and the networks took.
     async fn ensure_desired(
         &self,
         desired: &Desired,
+        pass: &mut Pass<'_>,
         report: &mut Report,
     ) -> (std::time::Duration, std::time::Duration) {
-        let t = std::time::Instant::now();
+        let t = Instant::now();
         for s in desired
             .sandboxes
             .iter()
-            .filter(|s| !self.recent.lately(&s.id, false))
+            .filter(|s| !self.recent.since(&s.id, false, pass.as_of))
         {
+            if !self.sandbox_needs_ensuring(s, pass) {
+                continue;
+            }
+            pass.checked += 1;
             if let Err(e) = self.create_sandbox(s, report).await {
                 report.fail(Kind::Netns, &s.id, &s.id, &e);
             }
         }
         let sandboxes = t.elapsed();
         for n in &desired.networks {
+            if !self.network_needs_ensuring(n, pass) {
+                continue;
+            }
+            pass.checked += 1;
             if let Err(e) = self.ensure_network(n, report).await {
                 report.fail(Kind::Link, &n.name, &n.id, &e);
             }
@@ -169,7 +331,7 @@ impl Agent {
         for ep in desired
             .endpoints
             .iter()
-            .filter(|e| !self.recent.lately(&e.id, false))
+            .filter(|e| !self.recent.since(&e.id, false, pass.as_of))
         {
             let Some(net) = desired.networks.iter().find(|n| n.id == ep.network_id) else {
                 report.fail_msg(
@@ -180,6 +342,10 @@ impl Agent {
                 );
                 continue;
             };
+            if !self.endpoint_needs_ensuring(ep, net, pass) {
+                continue;
+            }
+            pass.checked += 1;
             if let Err(e) = self.attach(ep, net, report).await {
                 report.fail(Kind::Link, &ep.ifname, &ep.id, &e);
             }
@@ -187,20 +353,104 @@ impl Agent {
         (sandboxes, networks)
     }
 
+    /// The sandboxes whose turn in the audit it is: the next few of the desired ones, round
+    /// robin.
+    fn audit_turn(&self, desired: &Desired) -> BTreeSet<String> {
+        let (per_pass, cursor) = &self.audit;
+        let n = desired.sandboxes.len();
+        if n == 0 || *per_pass == 0 {
+            return BTreeSet::new();
+        }
+        let start = cursor.fetch_add(*per_pass, Ordering::Relaxed) % n;
+        let mut ids: Vec<&str> = desired.sandboxes.iter().map(|s| s.id.as_str()).collect();
+        ids.sort_unstable();
+        (0..(*per_pass).min(n))
+            .map(|k| ids[(start + k) % n].to_owned())
+            .collect()
+    }
+
+    /// Whether the pass must ensure sandbox `s`; a sandbox left alone is still made known
+    /// (where its namespace is) as ensuring it would.
+    fn sandbox_needs_ensuring(&self, s: &Sandbox, pass: &Pass<'_>) -> bool {
+        if pass.depth != Depth::Changes {
+            return true;
+        }
+        let managed = sandbox::managed_netns_name(&s.id);
+        let (there, path) = match &s.netns {
+            sandbox::SandboxNetns::Managed => (
+                pass.owned.namespaces.contains(&s.id),
+                crate::netns::named_path(&managed),
+            ),
+            sandbox::SandboxNetns::Given(p) => (p.exists(), p.clone()),
+            sandbox::SandboxNetns::Host => (true, self.host_netns().to_owned()),
+        };
+        let unchanged = there
+            && pass.owned.files.contains(&s.id)
+            && self.applied.is(Of::Sandbox, &s.id, digest(s));
+        if unchanged {
+            self.know_sandbox(s, &path, s.netns == sandbox::SandboxNetns::Managed);
+        }
+        !unchanged
+    }
+
+    fn network_needs_ensuring(&self, n: &Network, pass: &Pass<'_>) -> bool {
+        if pass.depth != Depth::Changes {
+            return true;
+        }
+        let device_ok = !driver::of(n.driver).host_device()
+            || pass.owned.networks.get(&n.id).is_some_and(|l| l.up);
+        !(device_ok && self.applied.is(Of::Network, &n.id, digest(n)))
+    }
+
+    fn endpoint_needs_ensuring(&self, ep: &Endpoint, net: &Network, pass: &Pass<'_>) -> bool {
+        if pass.depth != Depth::Changes {
+            return true;
+        }
+        // The host side, as the bridge driver leaves it: its veth up in the network's bridge.
+        let host_side_ok = !driver::of(net.driver).host_device()
+            || match (
+                pass.owned.endpoints.get(&ep.id),
+                pass.owned.networks.get(&net.id),
+            ) {
+                (Some(veth), Some(bridge)) => veth.up && veth.controller == Some(bridge.index),
+                _ => false,
+            };
+        !(host_side_ok
+            && self
+                .applied
+                .is(Of::Endpoint, &ep.id, crate::agent::endpoint_digest(ep, net)))
+    }
+
+    /// Forgets the digests of objects no longer desired (nor made by the API lately).
+    fn forget_undesired(&self, desired: &Desired, as_of: Instant) {
+        let sandboxes: BTreeSet<&str> = desired.sandboxes.iter().map(|s| s.id.as_str()).collect();
+        let networks: BTreeSet<&str> = desired.networks.iter().map(|n| n.id.as_str()).collect();
+        let endpoints: BTreeSet<&str> = desired.endpoints.iter().map(|e| e.id.as_str()).collect();
+        for (of, ids) in [
+            (Of::Sandbox, &sandboxes),
+            (Of::Network, &networks),
+            (Of::Endpoint, &endpoints),
+        ] {
+            self.applied.retain(of, |id| {
+                ids.contains(id) || self.recent.since(id, true, as_of)
+            });
+        }
+    }
+
     /// The firewall: the desired networks and ports, plus what the API made lately and the
     /// gateway has not recorded yet. One nft transaction; it also restores a table someone
     /// flushed or deleted.
-    async fn apply_firewall(&self, desired: &Desired, report: &mut Report) {
+    async fn apply_firewall(&self, desired: &Desired, as_of: Instant, report: &mut Report) {
         let mut wanted =
             crate::firewall::FirewallState::from_specs(&desired.networks, &desired.endpoints);
         let current = self.firewall().state().await;
         for (id, n) in current.networks {
-            if !wanted.networks.contains_key(&id) && self.recent.lately(&id, true) {
+            if !wanted.networks.contains_key(&id) && self.recent.since(&id, true, as_of) {
                 wanted.networks.insert(id, n);
             }
         }
         for (id, e) in current.endpoints {
-            if !wanted.endpoints.contains_key(&id) && self.recent.lately(&id, true) {
+            if !wanted.endpoints.contains_key(&id) && self.recent.since(&id, true, as_of) {
                 wanted.endpoints.insert(id, e);
             }
         }
@@ -210,7 +460,13 @@ impl Agent {
     }
 
     /// Orphans: endpoints, then networks, then sandboxes.
-    async fn remove_orphans(&self, owned: &Owned, desired: &Desired, report: &mut Report) {
+    async fn remove_orphans(
+        &self,
+        owned: &Owned,
+        desired: &Desired,
+        as_of: Instant,
+        report: &mut Report,
+    ) {
         let want_networks: BTreeSet<&str> =
             desired.networks.iter().map(|n| n.id.as_str()).collect();
         let want_endpoints: BTreeSet<&str> =
@@ -218,7 +474,7 @@ impl Agent {
         let want_sandboxes: BTreeSet<&str> =
             desired.sandboxes.iter().map(|s| s.id.as_str()).collect();
         for (id, link) in owned.endpoints.iter().filter(|(id, _)| {
-            !want_endpoints.contains(id.as_str()) && !self.recent.lately(id, true)
+            !want_endpoints.contains(id.as_str()) && !self.recent.since(id, true, as_of)
         }) {
             tracing::info!(endpoint = %id, link = %link.name, "removing an orphaned endpoint");
             match kernel::delete_link(self.host_handle(), link).await {
@@ -227,11 +483,9 @@ impl Agent {
                 Err(e) => report.fail(Kind::Link, &link.name, id, &e),
             }
         }
-        for id in owned
-            .networks
-            .iter()
-            .filter(|id| !want_networks.contains(id.as_str()) && !self.recent.lately(id, true))
-        {
+        for id in owned.networks.keys().filter(|id| {
+            !want_networks.contains(id.as_str()) && !self.recent.since(id, true, as_of)
+        }) {
             tracing::info!(network = %id, "removing an orphaned network");
             let r = self.remove_network(id).await;
             report.changes.extend(r.changes);
@@ -241,7 +495,9 @@ impl Agent {
             .namespaces
             .iter()
             .chain(owned.files.iter())
-            .filter(|id| !want_sandboxes.contains(id.as_str()) && !self.recent.lately(id, true))
+            .filter(|id| {
+                !want_sandboxes.contains(id.as_str()) && !self.recent.since(id, true, as_of)
+            })
             .collect();
         for id in orphan_sandboxes {
             tracing::info!(sandbox = %id, "removing an orphaned sandbox");
@@ -258,11 +514,11 @@ impl Agent {
     /// What the kernel holds with the agent's marks.
     async fn owned(&self) -> Result<Owned, crate::error::AgentError> {
         let mut owned = Owned::default();
-        for l in kernel::links(self.host_handle()).await? {
+        for l in self.host_links().await?.iter() {
             if let Some(id) = names::endpoint_of_alias(&l.alias) {
                 owned.endpoints.insert(id.to_owned(), l.clone());
             } else if let Some(id) = names::network_of_alias(&l.alias) {
-                owned.networks.insert(id.to_owned());
+                owned.networks.insert(id.to_owned(), l.clone());
             }
         }
         owned.files = dir_names(&self.data_dir().join("sandboxes"))
@@ -298,7 +554,7 @@ impl Agent {
         };
         for n in networks
             .iter()
-            .filter(|n| driver::of(n.driver).host_device() && !owned.networks.contains(&n.id))
+            .filter(|n| driver::of(n.driver).host_device() && !owned.networks.contains_key(&n.id))
         {
             missing(Kind::Link, &n.name, &n.id);
         }
@@ -327,7 +583,7 @@ impl Agent {
                 orphan(Kind::Link, link.name.clone(), id);
             }
         }
-        for id in &owned.networks {
+        for id in owned.networks.keys() {
             if !networks.iter().any(|n| &n.id == id) {
                 orphan(Kind::Link, names::bridge_name(id), id);
             }
@@ -338,6 +594,15 @@ impl Agent {
             }
         }
     }
+}
+
+/// One pass's settings and what it has done so far.
+struct Pass<'a> {
+    depth: Depth,
+    as_of: Instant,
+    owned: &'a Owned,
+    /// Objects ensured (entered and checked).
+    checked: usize,
 }
 
 /// Milliseconds, for log fields.

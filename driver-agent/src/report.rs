@@ -47,6 +47,9 @@ pub struct Report {
     /// (`unlink.rs`): a driver then only makes such a link inert and lists it in `doomed`.
     pub defer_unlink: bool,
     pub doomed: Vec<crate::unlink::Doomed>,
+    /// Reconciliation: how many desired objects the pass ensured (entered and checked); the
+    /// others it found unchanged.
+    pub ensured: usize,
 }
 
 impl Report {

@@ -12,7 +12,7 @@ use weft_runtime::FieldViolation;
 use crate::spec::Violations;
 
 /// Where a sandbox's network lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SandboxNetns {
     /// The agent creates (and deletes) the named namespace `weft-<sandbox id>`.
     Managed,
@@ -22,7 +22,7 @@ pub enum SandboxNetns {
     Host,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Sandbox {
     pub id: String,
     pub netns: SandboxNetns,

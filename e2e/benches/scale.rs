@@ -591,10 +591,12 @@ impl Pass {
 
     fn describe(&self) -> String {
         format!(
-            "pass {:.1} ms = fetch {:.1} ms + apply {:.1} ms (ensure {:.1}: sandboxes {:.1}, networks {:.1}, endpoints {:.1}; firewall {:.1}, orphans {:.1}); {} endpoints, {} changes, {} failures",
+            "pass {:.1} ms = fetch {:.1} ms + apply {:.1} ms (convert {:.1}, survey {:.1}, ensure {:.1}: sandboxes {:.1}, networks {:.1}, endpoints {:.1}; firewall {:.1}, orphans {:.1}); {} endpoints, {} ensured, {} changes, {} failures",
             self.f("fetch_ms") + self.f("apply_ms"),
             self.f("fetch_ms"),
             self.f("apply_ms"),
+            self.f("convert_ms"),
+            self.f("survey_ms"),
             self.f("ensure_ms"),
             self.f("sandboxes_ms"),
             self.f("networks_ms"),
@@ -602,6 +604,7 @@ impl Pass {
             self.f("firewall_ms"),
             self.f("orphans_ms"),
             self.count("endpoints"),
+            self.count("checked"),
             self.count("changes"),
             self.count("failures"),
         )

@@ -16,11 +16,15 @@
 //!
 //! Run: `cargo bench -p ipam-svc --bench alloc` (or `bash bench/ipam.sh` for both backends).
 //! Knobs: `WEFT_BENCH_ALLOCS` (default 20000 per case), `WEFT_BENCH_BACKEND` (sqlite|postgres),
-//! `WEFT_BENCH_CLIENTS` (default `1,16`).
+//! `WEFT_BENCH_CLIENTS` (default `1,16`), `WEFT_BENCH_THREADS` (set: the server's CPU per call
+//! and how many times its threads were scheduled per call, by thread name, allocation / no-op).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use weft_proto::ipam::v1::{self as pb, ipam_service_client::IpamServiceClient};
@@ -118,29 +122,53 @@ async fn case(url: &str, subnet: &str, clients: usize, total: usize) -> Figures 
     new_pool(&mut admin, subnet).await;
     let chans = connect(svc.addr, clients).await;
     let (mut alloc_time, mut noop_time) = (Duration::ZERO, Duration::ZERO);
-    let (mut alloc_cpu, mut noop_cpu) = (0, 0);
+    let (mut alloc_threads, mut noop_threads) = (BTreeMap::new(), BTreeMap::new());
     let pid = svc.pid().as_raw();
     let mut done = 0;
-    // A /24 holds 253 addresses: its slices are one fill each, with a new pool in between.
-    let slice = if subnet.ends_with("/24") {
-        253
-    } else {
-        (total / 4).max(1)
-    };
+    // A /24 holds 253 addresses: its slices are one fill each, with a new pool in between. The
+    // others alternate every 500 calls (a few tenths of a second), so that the load of other
+    // work on a shared machine, which changes over seconds, falls on both rates alike.
+    let slice = if subnet.ends_with("/24") { 253 } else { 500 };
     let mut r = 0;
     while done < total {
         let n = slice.min(total - done);
-        let c0 = cpu_ns(pid);
+        let c0 = cpu_by_thread(pid);
         noop_time += noop(&chans, n).await;
-        let c1 = cpu_ns(pid);
+        let c1 = cpu_by_thread(pid);
         alloc_time += fill(&chans, n, &format!("r{r}")).await;
-        let c2 = cpu_ns(pid);
-        noop_cpu += c1 - c0;
-        alloc_cpu += c2 - c1;
+        let c2 = cpu_by_thread(pid);
+        add_diff(&mut noop_threads, &c0, &c1);
+        add_diff(&mut alloc_threads, &c1, &c2);
         done += n;
         r += 1;
         if done < total && subnet.ends_with("/24") {
             new_pool(&mut admin, subnet).await;
+        }
+    }
+    let cpu = |m: &BTreeMap<String, u64>| -> u64 {
+        m.iter()
+            .filter(|(name, _)| !name.ends_with(RUNS))
+            .map(|(_, ns)| ns)
+            .sum()
+    };
+    let (alloc_cpu, noop_cpu) = (cpu(&alloc_threads), cpu(&noop_threads));
+    if std::env::var_os("WEFT_BENCH_THREADS").is_some() {
+        for (name, n) in &alloc_threads {
+            let noop_n = noop_threads.get(name).copied().unwrap_or(0);
+            let per_call = |n: u64| n as f64 / done as f64;
+            if name.ends_with(RUNS) {
+                println!(
+                    "    thread {name:<24} {:>6.2} / {:>6.2} per call",
+                    per_call(*n),
+                    per_call(noop_n)
+                );
+            } else {
+                println!(
+                    "    thread {name:<24} {:>6.1} µs / {:>6.1} µs per call",
+                    per_call(*n) / 1000.0,
+                    per_call(noop_n) / 1000.0
+                );
+            }
         }
     }
     Figures {
@@ -159,14 +187,42 @@ struct Figures {
     noop_cpu_us: f64,
 }
 
-/// CPU time (ns) used so far by every thread of process `pid`, from `/proc/<pid>/task/*/schedstat`.
-fn cpu_ns(pid: i32) -> u64 {
+/// CPU time (ns) used so far by the threads of process `pid`, by thread name, from
+/// `/proc/<pid>/task/*/schedstat`.
+fn cpu_by_thread(pid: i32) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return out;
     };
-    dir.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    for t in dir.filter_map(Result::ok) {
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        // schedstat: time on a CPU (ns), time waiting for one, and how many times it ran.
+        if let [ns, _, runs] = fields[..] {
+            *out.entry(name.trim().to_owned()).or_default() += ns;
+            *out.entry(format!("{}{RUNS}", name.trim())).or_default() += runs;
+        }
+    }
+    out
+}
+
+/// The suffix of the entries of [`cpu_by_thread`] that count how many times a thread ran.
+const RUNS: &str = " (runs)";
+
+/// What each thread name used between two readings of [`cpu_by_thread`], added to `acc`.
+fn add_diff(
+    acc: &mut BTreeMap<String, u64>,
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) {
+    for (name, ns) in after {
+        *acc.entry(name.clone()).or_default() +=
+            ns.saturating_sub(before.get(name).copied().unwrap_or(0));
+    }
 }
 
 fn loadavg() -> String {

@@ -84,6 +84,12 @@ impl From<IpamError> for Status {
                 tracing::warn!(error = %s, "store unavailable");
                 Status::unavailable("store unavailable")
             }
+            IpamError::Store(IpamStoreError::Sqlite(ref s))
+                if crate::engine::sqlite_is_unavailable(s) =>
+            {
+                tracing::warn!(error = %s, "store unavailable");
+                Status::unavailable("store unavailable")
+            }
             IpamError::Store(ref s) => weft_runtime::internal(s),
         }
     }

@@ -1,7 +1,10 @@
 //! The gRPC edge: converts `weft.ipam.v1` messages to domain types (bad input becomes
 //! `INVALID_ARGUMENT` naming the field and value) and results back.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use tonic::{Request, Response, Status};
 use weft_proto::ipam::v1::{self as pb, ipam_service_server::IpamService};
@@ -85,14 +88,98 @@ fn pool_to_pb(p: PoolInfo) -> pb::Pool {
     }
 }
 
+/// Appends the decimal digits of `n`.
+fn push_decimal(out: &mut String, n: u8) {
+    if n >= 100 {
+        out.push(char::from(b'0' + n / 100));
+    }
+    if n >= 10 {
+        out.push(char::from(b'0' + n / 10 % 10));
+    }
+    out.push(char::from(b'0' + n % 10));
+}
+
+fn push_v4(out: &mut String, v4: Ipv4Addr) {
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        push_decimal(out, octet);
+    }
+}
+
+/// Appends `segments` in lowercase hex, colon-separated, without leading zeros.
+fn push_segments(out: &mut String, segments: &[u16]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, &seg) in segments.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        let mut started = false;
+        for shift in [12u16, 8, 4, 0] {
+            let digit = usize::from((seg >> shift) & 0xf);
+            if digit != 0 || started || shift == 0 {
+                started = true;
+                out.push(char::from(HEX[digit]));
+            }
+        }
+    }
+}
+
+/// The text of `ip`, exactly as `Display` writes it (RFC 5952: the longest run of two or more
+/// zero groups, the first of equals, becomes `::`; IPv4-mapped addresses end in dotted decimal).
+/// Every allocation answer carries its address twice and the gateway once: written here
+/// directly they cost a fraction of what the formatting machinery does.
+fn ip_text(ip: IpAddr) -> String {
+    let mut out = String::with_capacity(39);
+    match ip {
+        IpAddr::V4(v4) => push_v4(&mut out, v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                out.push_str("::ffff:");
+                push_v4(&mut out, v4);
+                return out;
+            }
+            let segments = v6.segments();
+            let (mut best, mut run) = ((0, 0), (0, 0));
+            for (i, &seg) in segments.iter().enumerate() {
+                if seg == 0 {
+                    if run.1 == 0 {
+                        run.0 = i;
+                    }
+                    run.1 += 1;
+                    if run.1 > best.1 {
+                        best = run;
+                    }
+                } else {
+                    run = (0, 0);
+                }
+            }
+            if best.1 > 1 {
+                push_segments(&mut out, &segments[..best.0]);
+                out.push_str("::");
+                push_segments(&mut out, &segments[best.0 + best.1..]);
+            } else {
+                push_segments(&mut out, &segments);
+            }
+        }
+    }
+    out
+}
+
 fn alloc_to_pb(a: Allocation) -> pb::Allocation {
+    let address = ip_text(a.address);
+    let mut cidr = String::with_capacity(address.len() + 4);
+    cidr.push_str(&address);
+    cidr.push('/');
+    push_decimal(&mut cidr, a.prefix_len);
     pb::Allocation {
         pool_id: a.pool_id,
-        cidr: format!("{}/{}", a.address, a.prefix_len),
-        address: a.address.to_string(),
+        cidr,
+        address,
         owner: a.owner,
         created_at: (a.created_at_ms > 0).then(|| timestamp(a.created_at_ms)),
-        gateway: a.gateway.to_string(),
+        gateway: ip_text(a.gateway),
     }
 }
 
@@ -379,6 +466,72 @@ impl IpamService for IpamGrpc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn any_address_is_written_as_display_writes_it(
+            v6 in proptest::prelude::any::<u128>(),
+            // Addresses with runs of zero groups, where the `::` rules matter.
+            mask in proptest::prelude::any::<u8>(),
+            v4 in proptest::prelude::any::<u32>(),
+        ) {
+            let mut zeroed = v6;
+            for g in 0..8 {
+                if mask & (1 << g) != 0 {
+                    zeroed &= !(0xffffu128 << (16 * g));
+                }
+            }
+            for ip in [
+                IpAddr::from(std::net::Ipv6Addr::from(v6)),
+                IpAddr::from(std::net::Ipv6Addr::from(zeroed)),
+                IpAddr::from(Ipv4Addr::from(v4)),
+                IpAddr::from(Ipv4Addr::from(v4).to_ipv6_mapped()),
+                IpAddr::from(Ipv4Addr::from(v4).to_ipv6_compatible()),
+            ] {
+                proptest::prop_assert_eq!(ip_text(ip), ip.to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "10.20.100.255",
+            "255.255.255.255",
+            "192.168.9.99",
+            "fd00:b::1",
+            "::",
+            "::ffff:10.0.0.1",
+            "::1",
+            "1::",
+            "1:0:0:1::",
+            "1:0:1:0:1:0:1:0",
+            "fe80::1:0:0:1",
+            "2001:db8:0:0:1:0:0:1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+        for len in [0u8, 8, 24, 32, 64, 128] {
+            let mut s = String::new();
+            push_decimal(&mut s, len);
+            assert_eq!(s, len.to_string());
+        }
+        let a = alloc_to_pb(Allocation {
+            pool_id: "p".into(),
+            address: "10.1.2.3".parse().unwrap(),
+            prefix_len: 16,
+            owner: "o".into(),
+            created_at_ms: 0,
+            gateway: "10.1.0.1".parse().unwrap(),
+        });
+        assert_eq!(
+            (a.address.as_str(), a.cidr.as_str(), a.gateway.as_str()),
+            ("10.1.2.3", "10.1.2.3/16", "10.1.0.1")
+        );
+    }
 
     #[test]
     fn page_tokens_round_trip() {

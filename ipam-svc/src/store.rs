@@ -30,6 +30,9 @@ pub enum IpamStoreError {
     Sql(#[from] sqlx::Error),
     #[error(transparent)]
     Corrupt(#[from] CorruptRow),
+    /// From the SQLite allocation writer's own connection.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 pub type Result<T> = std::result::Result<T, IpamStoreError>;

@@ -333,3 +333,42 @@ async fn a_listener_that_failed_to_open_is_retried_until_it_opens() {
     let d = dig_in(&late_ns, &["client", "A"]);
     assert_eq!(d.answers, ["10.89.1.2"], "{}", d.text);
 }
+
+/// WaitForRevision returns once the records hold the revision and the sandbox listeners follow
+/// them (a new sandbox's listener answers at once), also for a revision that changed nothing
+/// DNS keeps; a revision not reached yet times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
+async fn wait_for_revision_releases_once_the_records_and_listeners_hold_it() {
+    let w = World::new().await;
+    let dns = Dns::start(&w.url, &[]).await;
+    let mut c = client(&dns);
+    let wait = |revision: u64| pb::WaitForRevisionRequest {
+        revision,
+        timeout: Some(prost_types::Duration {
+            seconds: 2,
+            nanos: 0,
+        }),
+    };
+
+    let late_ns = crate::harness::netns();
+    let late = sandbox("slate0000001", "late", HOST, &late_ns.path_str(), "");
+    w.gw.sandbox(late.clone());
+    let rev =
+        w.gw.connect(endpoint("elate", &w.backend, &late, "10.89.1.9/24", &[]));
+    let got = c.wait_for_revision(wait(rev)).await.unwrap().into_inner();
+    assert!(got.revision >= rev, "{got:?}");
+    let d = dig_in(&late_ns, &["client", "A"]);
+    assert_eq!(d.answers, ["10.89.1.2"], "listening on return: {}", d.text);
+
+    // The same sandbox announced again as it is: nothing changes, the revision still arrives.
+    let rev = w.gw.publish(
+        gw::EventKind::SandboxCreated,
+        gw::event::Object::Sandbox(late),
+    );
+    let got = c.wait_for_revision(wait(rev)).await.unwrap().into_inner();
+    assert!(got.revision >= rev, "{got:?}");
+
+    let err = c.wait_for_revision(wait(rev + 100)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+}

@@ -174,6 +174,44 @@ async fn listeners_open_when_a_sandbox_appears_and_close_when_it_goes() {
     assert_eq!(d.status, "NXDOMAIN", "{}", d.text);
 }
 
+/// A sandbox announced again with another namespace gets its listener there and loses the old
+/// one (the listeners follow the sandboxes changed since their last pass), and one announced
+/// again unchanged keeps its listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: creates network namespaces")]
+async fn a_sandbox_moved_to_another_namespace_gets_its_listener_there() {
+    let w = World::new().await;
+    let dns = Dns::start(&w.url, &[]).await;
+    wait_listening(&w.client_ns).await;
+    let (first_ns, second_ns) = (crate::harness::netns(), crate::harness::netns());
+    let first = sandbox("smove0000001", "moving", HOST, &first_ns.path_str(), "");
+    w.gw.sandbox(first.clone());
+    let rev =
+        w.gw.connect(endpoint("emove", &w.backend, &first, "10.89.1.10/24", &[]));
+    dns.wait_revision(rev).await;
+    wait_listening(&first_ns).await;
+
+    let moved = sandbox("smove0000001", "moving", HOST, &second_ns.path_str(), "");
+    let rev =
+        w.gw.publish(EventKind::SandboxCreated, Object::Sandbox(moved));
+    dns.wait_revision(rev).await;
+    wait_listening(&second_ns).await;
+    let d = dig_in(&second_ns, &["client", "A"]);
+    assert_eq!(d.answers, ["10.89.1.2"], "{}", d.text);
+    weft_testkit::wait_for(Duration::from_secs(10), "the old listener to close", || {
+        let d = dig_in(&first_ns, &["+timeout=1", "client", "A"]);
+        async move { d.status.is_empty().then_some(()) }
+    })
+    .await;
+
+    // The client, announced again as it is: nothing to do, its listener stays.
+    let rev =
+        w.gw.publish(EventKind::SandboxCreated, Object::Sandbox(w.client.clone()));
+    dns.wait_revision(rev).await;
+    let d = dig_in(&w.client_ns, &["moving", "A"]);
+    assert_eq!(d.answers, ["10.89.1.10"], "{}", d.text);
+}
+
 /// Issue 11: whatever EDNS size a client advertises, a UDP answer through 127.0.0.11 is at most
 /// 1232 bytes, with TC set when the answer is bigger; the client then gets it whole over TCP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Agent, DefaultRoutes, SandboxNetnsPath, connected};
 use crate::{
+    applied::{Of, digest},
     driver::Attached,
     error::AgentError,
     kernel, names, netns,
@@ -34,6 +35,7 @@ impl Agent {
         sb: &Sandbox,
         report: &mut Report,
     ) -> Result<SandboxState, AgentError> {
+        self.applied.forget(Of::Sandbox, &sb.id);
         let mut given = None;
         let (path, managed, created) = match &sb.netns {
             SandboxNetns::Host => (self.host_netns.clone(), false, false),
@@ -104,22 +106,8 @@ impl Agent {
             report.changes.clear();
         }
         let (resolv_conf, hosts) = res?;
-        {
-            let mut known = self
-                .sandbox_netns
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match &sb.netns {
-                SandboxNetns::Host => known.remove(&sb.id),
-                _ => known.insert(
-                    sb.id.clone(),
-                    SandboxNetnsPath {
-                        path: path.clone(),
-                        managed,
-                    },
-                ),
-            };
-        }
+        self.know_sandbox(sb, &path, managed);
+        self.applied.record(Of::Sandbox, &sb.id, digest(sb));
         Ok(SandboxState {
             netns_path: path,
             managed,
@@ -181,6 +169,24 @@ impl Agent {
         Ok((state, done))
     }
 
+    /// Remembers where sandbox `sb`'s namespace is (for the socket broker).
+    pub(crate) fn know_sandbox(&self, sb: &Sandbox, path: &Path, managed: bool) {
+        let mut known = self
+            .sandbox_netns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &sb.netns {
+            SandboxNetns::Host => known.remove(&sb.id),
+            _ => known.insert(
+                sb.id.clone(),
+                SandboxNetnsPath {
+                    path: path.to_owned(),
+                    managed,
+                },
+            ),
+        };
+    }
+
     /// `given`: the caller's namespace, checked and open.
     async fn finish_sandbox(
         &self,
@@ -214,6 +220,9 @@ impl Agent {
         hosts_text: &str,
         report: &mut Report,
     ) -> Result<(PathBuf, PathBuf), AgentError> {
+        // What reconciliation last brought the sandbox to no longer holds (CreateSandbox
+        // records it again once done).
+        self.applied.forget(Of::Sandbox, id);
         let dir = sandbox::files_dir(&self.data_dir, id);
         std::fs::create_dir_all(&dir).map_err(|source| AgentError::File {
             path: dir.clone(),
@@ -248,6 +257,7 @@ impl Agent {
         sandbox_id: &str,
         netns_path: &Path,
     ) -> Result<Report, AgentError> {
+        self.applied.forget(Of::Sandbox, sandbox_id);
         let managed_path = netns::named_path(&sandbox::managed_netns_name(sandbox_id));
         let ours = netns_path.as_os_str().is_empty() || netns_path == managed_path;
         // A host-network sandbox names the managed namespace, and a sandbox sharing another's

@@ -12,14 +12,18 @@
 //!
 //! Reconciliation ([`Firewall::apply_all`]) compares instead of rewriting: the skeleton as the
 //! kernel lists it with what it was after the agent last wrote it, and each map's elements as
-//! the kernel dumps them with the wanted ones; it changes only what differs.
+//! the kernel dumps them with the wanted ones; it changes only what differs. It does not even
+//! compare while the kernel's ruleset generation (bumped by every nf_tables transaction in the
+//! namespace, whoever commits it) is still the one the agent's own last transaction left: then
+//! the kernel holds exactly what the agent applied, and only the difference to the wanted state
+//! is sent.
 
 pub mod nfnl;
 pub mod rules;
 pub mod state;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
 };
@@ -65,6 +69,10 @@ struct Inner {
     elements: Elements,
     /// The nf_tables socket, opened inside the managed namespace on first use.
     socket: Option<NfSocket>,
+    /// The ruleset's generation right after the agent's own last transaction, when nothing
+    /// else committed since the kernel was last compared: while the kernel still reports it,
+    /// the table holds exactly what `skeleton_for` and `elements` say.
+    generation: Option<u32>,
 }
 
 impl Firewall {
@@ -122,9 +130,110 @@ impl Firewall {
         if next == inner.state {
             return Ok(false);
         }
-        self.change_to(&mut inner, &next).await?;
+        let mark = self.mark(&mut inner).await;
+        let known = inner.generation.is_some() && inner.generation == mark.0;
+        let res = self.change_to(&mut inner, &next).await;
+        self.settle(&mut inner, mark, known).await;
+        res?;
         describe(&inner.state, &next, report);
         inner.state = next;
+        Ok(true)
+    }
+
+    /// Sets network `net`'s rules and, with `endpoint`, that endpoint's published ports (`None`:
+    /// none): the attach and detach path. When the network is as it was and the kernel holds
+    /// what the agent applied, only the endpoint's own elements are computed, compared and
+    /// sent, whatever the number of endpoints on the host; otherwise as [`Firewall::update`].
+    /// Ports another endpoint publishes are refused (ALREADY_EXISTS).
+    pub async fn set(
+        &self,
+        report: &mut Report,
+        net: Option<NetworkRules>,
+        endpoint: Option<(&str, Option<EndpointPorts>)>,
+    ) -> Result<bool, AgentError> {
+        let mut inner = self.inner.lock().await;
+        let same_net = net
+            .as_ref()
+            .is_none_or(|n| inner.state.networks.get(&n.id) == Some(n));
+        let written =
+            !inner.state.is_empty() && inner.skeleton_for.as_ref() == Some(&inner.state.networks);
+        let (Some((id, ports)), true) = (endpoint.clone(), same_net && written) else {
+            drop(inner);
+            return self
+                .update(report, |s| {
+                    if let Some(n) = net {
+                        s.set_network(n);
+                    }
+                    if let Some((id, ports)) = endpoint {
+                        if let Some(p) = &ports {
+                            check_clash(s, id, &p.ports)?;
+                        }
+                        s.set_endpoint(id, ports);
+                    }
+                    Ok(())
+                })
+                .await;
+        };
+        let old = inner.state.endpoints.get(id);
+        if old == ports.as_ref() {
+            return Ok(false);
+        }
+        if let Some(p) = &ports {
+            check_clash(&inner.state, id, &p.ports)?;
+        }
+        let elements = |p: Option<&EndpointPorts>| {
+            p.map(|p| rules::endpoint_elements(&inner.state.networks, p))
+                .unwrap_or_default()
+        };
+        let (before, after) = (elements(old), elements(ports.as_ref()));
+        let mut batch = Batch::new(FAMILY_INET, rules::TABLE);
+        let group = |set: &BTreeSet<(&'static str, nfnl::Element)>,
+                     other: &BTreeSet<(&'static str, nfnl::Element)>| {
+            let mut by_map: BTreeMap<&'static str, Vec<nfnl::Element>> = BTreeMap::new();
+            for (m, e) in set.difference(other) {
+                by_map.entry(m).or_default().push(e.clone());
+            }
+            by_map
+        };
+        for (m, els) in group(&before, &after) {
+            batch.delete(m, els);
+        }
+        for (m, els) in group(&after, &before) {
+            batch.add(m, els);
+        }
+        let mark = self.mark(&mut inner).await;
+        let known = inner.generation.is_some() && inner.generation == mark.0;
+        let sent = self.send(&mut inner, &batch).await;
+        self.settle(&mut inner, mark, known).await;
+        if let Err(e) = sent {
+            // The kernel holds something else than the agent thinks: the general path compares.
+            tracing::warn!(error = %e, "element change refused: comparing with the kernel");
+            drop(inner);
+            return self
+                .update(report, |s| {
+                    s.set_endpoint(id, ports);
+                    Ok(())
+                })
+                .await;
+        }
+        for (m, e) in before.difference(&after) {
+            if let Some(set) = inner.elements.get_mut(m) {
+                set.remove(e);
+            }
+        }
+        for (m, e) in after.difference(&before) {
+            inner.elements.entry(m).or_default().insert(e.clone());
+        }
+        let mut old_state = FirewallState::default();
+        let mut new_state = FirewallState::default();
+        if let Some(o) = inner.state.endpoints.get(id) {
+            old_state.endpoints.insert(id.to_owned(), o.clone());
+        }
+        if let Some(p) = &ports {
+            new_state.endpoints.insert(id.to_owned(), p.clone());
+        }
+        describe_ports(&old_state, &new_state, report);
+        inner.state.set_endpoint(id, ports);
         Ok(true)
     }
 
@@ -139,10 +248,47 @@ impl Firewall {
         report: &mut Report,
     ) -> Result<(), AgentError> {
         let mut inner = self.inner.lock().await;
-        self.converge(&mut inner, &state, false).await?;
+        let mark = self.mark(&mut inner).await;
+        let ours = inner.generation.is_some() && inner.generation == mark.0;
+        if ours && state == inner.state {
+            // The kernel holds what the agent applied, and that is what is wanted.
+            return Ok(());
+        }
+        let res = if ours {
+            // Nothing committed since the agent's own last transaction.
+            self.change_to(&mut inner, &state).await
+        } else {
+            self.converge(&mut inner, &state, false).await
+        };
+        // (Compared, or known: the generation is the agent's again if only it committed.)
+        self.settle(&mut inner, mark, true).await;
+        res?;
         describe(&inner.state, &state, report);
         inner.state = state;
         Ok(())
+    }
+
+    /// The generation, and the transaction count, before a change.
+    async fn mark(&self, inner: &mut Inner) -> (Option<u32>, u64) {
+        let generation = self.with_socket(inner, NfSocket::generation).await.ok();
+        (generation, self.transactions.load(Ordering::Relaxed))
+    }
+
+    /// After a change that started at `mark`: the generation is the agent's own when the
+    /// kernel's moved by exactly the agent's transactions since, and `known` (the kernel was
+    /// compared, or was the agent's own before); otherwise unknown, and the next
+    /// reconciliation compares.
+    async fn settle(&self, inner: &mut Inner, mark: (Option<u32>, u64), known: bool) {
+        let ours = self.transactions.load(Ordering::Relaxed) - mark.1;
+        let now = self.with_socket(inner, NfSocket::generation).await.ok();
+        inner.generation = match (mark.0, now) {
+            (Some(before), Some(after))
+                if known && u64::from(after.wrapping_sub(before)) == ours =>
+            {
+                Some(after)
+            }
+            _ => None,
+        };
     }
 
     /// Rewrites the skeleton from the state in memory and puts back any element missing (repairs
@@ -150,7 +296,10 @@ impl Firewall {
     pub async fn reapply(&self) -> Result<(), AgentError> {
         let mut inner = self.inner.lock().await;
         let state = inner.state.clone();
-        self.converge(&mut inner, &state, true).await
+        let mark = self.mark(&mut inner).await;
+        let res = self.converge(&mut inner, &state, true).await;
+        self.settle(&mut inner, mark, true).await;
+        res
     }
 
     /// The kernel from `inner.state` to `next`, trusting that it holds what was applied last.
@@ -450,6 +599,14 @@ fn describe(old: &FirewallState, new: &FirewallState, report: &mut Report) {
             );
         }
     }
+    describe_ports(old, new, report);
+    if !old.is_empty() && new.is_empty() {
+        report.change(Action::Removed, Kind::NftTable, TABLE_OBJECT, "");
+    }
+}
+
+/// The published ports that differ between `old` and `new`.
+fn describe_ports(old: &FirewallState, new: &FirewallState, report: &mut Report) {
     let ports = |s: &FirewallState, id: &str| {
         s.endpoints
             .get(id)
@@ -476,9 +633,6 @@ fn describe(old: &FirewallState, new: &FirewallState, report: &mut Report) {
                 id,
             );
         }
-    }
-    if !old.is_empty() && new.is_empty() {
-        report.change(Action::Removed, Kind::NftTable, TABLE_OBJECT, "");
     }
 }
 

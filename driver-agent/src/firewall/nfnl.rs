@@ -41,6 +41,9 @@ const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
 /// `NFPROTO_INET`: the family of the agent's table.
 pub const FAMILY_INET: u8 = 1;
 
@@ -607,6 +610,52 @@ impl NfSocket {
                 if seq == last {
                     return first_error.map_or(Ok(()), Err);
                 }
+            }
+        }
+    }
+
+    /// The ruleset's generation in this namespace: the kernel bumps it with every committed
+    /// nf_tables transaction, whoever sends it (`nft`, a firewall manager, this agent).
+    pub fn generation(&mut self) -> Result<u32, NfError> {
+        let seq = self.next_seq(1);
+        let mut req = Vec::new();
+        push_msg(
+            &mut req,
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
+            NLM_F_REQUEST,
+            seq,
+            0,
+            0,
+            |_| {},
+        );
+        self.socket.send(&req, 0).map_err(NfError::Socket)?;
+        loop {
+            let (buf, _) = self.socket.recv_from_full().map_err(NfError::Socket)?;
+            for Msg {
+                kind,
+                seq: msg_seq,
+                payload,
+            } in messages(&buf)?
+            {
+                if msg_seq != seq {
+                    continue;
+                }
+                if kind == NLMSG_ERROR {
+                    let code = error_code(payload)?;
+                    return Err(NfError::Batch(io::Error::from_raw_os_error(-code)));
+                }
+                if kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
+                    continue;
+                }
+                let body = payload.get(NFGENMSG_LEN..).unwrap_or_default();
+                for (k, p) in attrs(body)? {
+                    if k == NFTA_GEN_ID
+                        && let Ok(id) = <[u8; 4]>::try_from(p)
+                    {
+                        return Ok(u32::from_be_bytes(id));
+                    }
+                }
+                return Err(NfError::Malformed("a generation without its id".into()));
             }
         }
     }

@@ -54,7 +54,7 @@ use nftables::{
 
 use super::{
     nfnl::{Data, Element, Key},
-    state::FirewallState,
+    state::{EndpointPorts, FirewallState, NetworkRules},
 };
 use crate::spec::{HostIp, Protocol};
 
@@ -587,8 +587,28 @@ pub fn elements(state: &FirewallState) -> Elements {
     let mut maps: BTreeMap<&'static str, BTreeMap<Key, Element>> =
         DNAT_MAPS.iter().map(|m| (m.0, BTreeMap::new())).collect();
     for ep in state.endpoints.values() {
-        let Some(net) = state.networks.get(&ep.network_id).filter(|n| !n.internal) else {
-            continue;
+        for (map, element) in endpoint_elements(&state.networks, ep) {
+            if let Some(m) = maps.get_mut(map) {
+                m.entry(element.key.clone()).or_insert(element);
+            }
+        }
+    }
+    maps.into_iter()
+        .map(|(name, m)| (name, m.into_values().collect()))
+        .collect()
+}
+
+/// The elements one endpoint's ports make, by map (see [`elements`]): none when its network is
+/// internal or not known.
+pub fn endpoint_elements(
+    networks: &BTreeMap<String, NetworkRules>,
+    ep: &EndpointPorts,
+) -> BTreeSet<(&'static str, Element)> {
+    let mut out = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    {
+        let Some(net) = networks.get(&ep.network_id).filter(|n| !n.internal) else {
+            return out;
         };
         let c = endpoint_comment(&ep.id);
         for pm in &ep.ports {
@@ -617,19 +637,17 @@ pub fn elements(state: &FirewallState) -> Elements {
                     let port = Key::port_value(pm.container_port + i);
                     for (is_addr, value) in [(true, addr), (false, port)] {
                         let map = dnat_map(bind.is_some(), v6, is_addr);
-                        if let Some(m) = maps.get_mut(map) {
-                            m.entry(key.clone()).or_insert_with(|| {
-                                Element::map(key.clone(), Data::Value(value)).with_comment(&c)
-                            });
+                        let element = Element::map(key.clone(), Data::Value(value));
+                        // (A key once per map: the first mapping that makes it keeps it.)
+                        if seen.insert((map, element.key.clone())) {
+                            out.insert((map, element.with_comment(&c)));
                         }
                     }
                 }
             }
         }
     }
-    maps.into_iter()
-        .map(|(name, m)| (name, m.into_values().collect()))
-        .collect()
+    out
 }
 
 fn postrouting_rules(state: &FirewallState) -> Vec<Rule<'static>> {

@@ -13,7 +13,7 @@ use super::{PortMapping, Violations, check_id};
 use crate::names;
 
 /// One endpoint (attachment of a sandbox to a network).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     pub id: String,
     pub network_id: String,

@@ -10,7 +10,7 @@ use super::{Violations, check_id};
 use crate::names;
 
 /// The network drivers of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Driver {
     Bridge,
     Host,
@@ -34,7 +34,7 @@ impl Driver {
 }
 
 /// A network as this host needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Network {
     pub id: String,
     pub name: String,

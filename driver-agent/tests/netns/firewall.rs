@@ -903,6 +903,51 @@ async fn five_thousand_endpoints_are_exactly_the_kernels_elements_and_reconcilia
         .unwrap();
     assert_eq!(fw.nft_processes(), processes + 1);
     assert_eq!(fw.netlink_transactions(), netlink);
+    // Again: nothing committed to nftables since the agent's own last transaction (the
+    // kernel's ruleset generation says so), so not even a listing.
+    fw.apply_all(state.clone(), &mut Report::default())
+        .await
+        .unwrap();
+    assert_eq!(fw.nft_processes(), processes + 1);
+    assert_eq!(fw.netlink_transactions(), netlink);
+
+    // One more endpoint, as an attach sets it, and then removed as a detach does: one netlink
+    // transaction each, only that endpoint's elements computed and sent, no process.
+    let more = synthetic(&id, N);
+    assert!(
+        fw.set(
+            &mut Report::default(),
+            None,
+            Some((&more.id.clone(), Some(more)))
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(held(&w.host), expected(0..=N, &id));
+    let gone = synthetic(&id, N).id;
+    assert!(
+        fw.set(&mut Report::default(), None, Some((&gone, None)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(held(&w.host), want);
+    assert_eq!(fw.nft_processes(), processes + 1);
+    assert_eq!(fw.netlink_transactions(), netlink + 2);
+    let netlink = netlink + 2;
+    // Its ports taken by another endpoint: refused, nothing sent.
+    let mut thief = synthetic(&id, N + 1);
+    thief.ports = synthetic(&id, 7).ports;
+    let err = fw
+        .set(
+            &mut Report::default(),
+            None,
+            Some((&thief.id.clone(), Some(thief))),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("syn-00007"), "{err}");
+    assert_eq!(fw.netlink_transactions(), netlink);
+    assert_eq!(fw.state().await, state);
 
     // Drift: an element deleted by hand, a foreign one added; one transaction puts it right.
     nft(

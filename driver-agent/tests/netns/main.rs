@@ -7,6 +7,7 @@
 mod bridge;
 mod broker;
 mod capabilities;
+mod changes;
 mod create_attached;
 mod firewall;
 mod grpc;

@@ -151,3 +151,36 @@ async fn thousands_of_elements_go_in_one_transaction() {
     want.sort();
     assert_eq!(dumped, want);
 }
+
+#[tokio::test]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
+async fn the_generation_moves_with_every_committed_transaction_whoever_sends_it() {
+    let ns = TestNs::new();
+    let mut sock = socket(&ns).await;
+    let g0 = sock.generation().unwrap();
+    // Someone else's transaction (an `nft` process): one step.
+    load(&ns, SKELETON);
+    let g1 = sock.generation().unwrap();
+    assert_eq!(g1, g0.wrapping_add(1));
+    // Reading changes nothing.
+    let _ = sock.elements(FAMILY_INET, "t", "ports4").unwrap();
+    assert_eq!(sock.generation().unwrap(), g1);
+    // The agent's own batch: one step.
+    let mut b = Batch::new(FAMILY_INET, "t");
+    b.add("ports4", vec![port_map(8080, Ipv4Addr::new(10, 0, 0, 2))]);
+    sock.apply(&b).unwrap();
+    let g2 = sock.generation().unwrap();
+    assert_eq!(g2, g1.wrapping_add(1));
+    // A refused batch commits nothing.
+    let mut bad = Batch::new(FAMILY_INET, "t");
+    bad.add(
+        "no_such_map",
+        vec![port_map(8081, Ipv4Addr::new(10, 0, 0, 3))],
+    );
+    assert!(sock.apply(&bad).is_err());
+    assert_eq!(sock.generation().unwrap(), g2);
+    // Another namespace's transactions are not this one's.
+    let other = TestNs::new();
+    load(&other, SKELETON);
+    assert_eq!(sock.generation().unwrap(), g2);
+}

@@ -228,22 +228,7 @@ impl Gateway {
         mut sandbox: SandboxRecord,
         mut steps: Steps,
     ) -> Result<(SandboxRecord, Vec<EndpointRecord>), GatewayError> {
-        let mut planned: Vec<Planned<'_>> = Vec::with_capacity(attachments.len());
-        for (a, net) in attachments.iter().zip(networks) {
-            let existing: Vec<EndpointRecord> = planned.iter().map(|p| p.ep.clone()).collect();
-            let ep = new_endpoint(
-                &sandbox,
-                &existing,
-                &net,
-                &a.settings,
-                sandbox.created_at_ms,
-            )?;
-            planned.push(Planned {
-                ep,
-                net,
-                settings: &a.settings,
-            });
-        }
+        let mut planned = plan(&sandbox, attachments, networks)?;
         let endpoints: Vec<EndpointRecord> = planned.iter().map(|p| p.ep.clone()).collect();
         steps.mark("plan");
         // The record and the addresses side by side: an address taken when the record is not
@@ -432,6 +417,26 @@ impl Gateway {
         );
         Ok((sandbox, endpoints))
     }
+}
+
+/// Every initial endpoint of a new sandbox (on `networks`, in the order of `attachments`):
+/// id, interface and MAC chosen, each checked against those before it.
+fn plan<'a>(
+    sandbox: &SandboxRecord,
+    attachments: &'a [AttachmentSpec],
+    networks: Vec<NetworkRecord>,
+) -> Result<Vec<Planned<'a>>, GatewayError> {
+    let mut planned: Vec<Planned<'a>> = Vec::with_capacity(attachments.len());
+    for (a, net) in attachments.iter().zip(networks) {
+        let existing: Vec<EndpointRecord> = planned.iter().map(|p| p.ep.clone()).collect();
+        let ep = new_endpoint(sandbox, &existing, &net, &a.settings, sandbox.created_at_ms)?;
+        planned.push(Planned {
+            ep,
+            net,
+            settings: &a.settings,
+        });
+    }
+    Ok(planned)
 }
 
 /// One initial endpoint of a new sandbox, as planned before anything is done.

@@ -8,9 +8,13 @@
 //! cursor wraps around to it.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
 };
+
+// Every allocation inserts into both maps and looks the owner up first: foldhash (randomly
+// seeded, so an owner chosen to collide cannot be planned) hashes a fraction of what SipHash does.
+use foldhash::{HashMap, HashMapExt as _};
 
 use super::pool::PoolDef;
 

@@ -16,7 +16,10 @@
 
 mod ops;
 mod pools;
+mod sqlite;
 mod writer;
+
+pub(crate) use sqlite::is_unavailable as sqlite_is_unavailable;
 
 use std::{
     collections::HashMap,

@@ -51,17 +51,18 @@ impl Writer {
         }
         let res = match state.allocate(owner, specific.map(to_u128)) {
             Ok(Outcome::New(a)) => {
-                touched
-                    .entry(pool.to_owned())
-                    .or_default()
-                    .inserts
-                    .push(AllocRow {
-                        pool_id: pool.to_owned(),
-                        addr: a,
-                        owner: owner.to_owned(),
-                        dynamic: specific.is_none(),
-                        created_at_ms: now,
-                    });
+                // `lock_pool` entered the pool in `touched`; no new key to allocate per call.
+                let t = match touched.get_mut(pool) {
+                    Some(t) => t,
+                    None => touched.entry(pool.to_owned()).or_default(),
+                };
+                t.inserts.push(AllocRow {
+                    pool_id: pool.to_owned(),
+                    addr: a,
+                    owner: owner.to_owned(),
+                    dynamic: specific.is_none(),
+                    created_at_ms: now,
+                });
                 Ok(Allocation::new(&def, a, owner.to_owned(), now))
             }
             Ok(Outcome::Existing(a)) => {

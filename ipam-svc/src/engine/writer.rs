@@ -10,7 +10,7 @@ use sqlx::{Any, AnyConnection, pool::PoolConnection};
 use tokio::sync::mpsc;
 use weft_store::{Backend, Db};
 
-use super::{Allocation, Cmd, now_ms};
+use super::{Allocation, Cmd, now_ms, sqlite::SqliteWriter};
 use crate::{
     domain::{AddressSpaces, PoolState},
     error::IpamError,
@@ -19,6 +19,8 @@ use crate::{
 
 /// Requests the writer takes at most in one transaction.
 const MAX_BATCH: usize = 512;
+/// Scheduler turns the writer waits at most for more requests before it writes a batch.
+const MAX_GATHER_TURNS: usize = 8;
 
 /// A pool's state as this process knows it, and the stored generation it reflects.
 pub(super) struct Cached {
@@ -41,6 +43,9 @@ pub(super) struct Writer {
     /// The writer's connection, kept between batches; dropped (and closed) after any error so
     /// that no half-done transaction survives.
     pub(super) conn: Option<PoolConnection<Any>>,
+    /// On SQLite, the connection the allocation batches write through (see `sqlite`); opened
+    /// at the first batch, dropped (which rolls back) after any error.
+    sqlite: Option<SqliteWriter>,
 }
 
 impl Writer {
@@ -50,6 +55,7 @@ impl Writer {
             spaces,
             cache: HashMap::new(),
             conn: None,
+            sqlite: None,
         }
     }
 
@@ -74,18 +80,27 @@ impl Writer {
                     let _ = reply.send(res);
                 }
                 first => {
-                    // Let the tasks that are ready to send (other connections' requests) run
-                    // once, so that concurrent requests share a commit.
-                    tokio::task::yield_now().await;
+                    // Let the tasks that are ready to send (other connections' requests) run,
+                    // so that concurrent requests share a commit: one turn, and another as long
+                    // as the last one brought more (a request takes a few tasks' turns from
+                    // its socket to this channel). Without concurrent callers this is one
+                    // yield, as before.
                     let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(c @ (Cmd::Alloc { .. } | Cmd::Release { .. })) => batch.push(c),
-                            Ok(other) => {
-                                pending = Some(other);
-                                break;
+                    for _ in 0..MAX_GATHER_TURNS {
+                        tokio::task::yield_now().await;
+                        let before = batch.len();
+                        while batch.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(c @ (Cmd::Alloc { .. } | Cmd::Release { .. })) => batch.push(c),
+                                Ok(other) => {
+                                    pending = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
                             }
-                            Err(_) => break,
+                        }
+                        if batch.len() == before || batch.len() >= MAX_BATCH || pending.is_some() {
+                            break;
                         }
                     }
                     self.run_batch(batch).await;
@@ -127,8 +142,15 @@ impl Writer {
                     for id in touched.keys() {
                         self.cache.remove(id);
                     }
-                    let retry = matches!(&e, IpamError::Store(crate::store::IpamStoreError::Sql(s))
-                        if weft_store::is_unique_violation(s) || is_serialization_failure(s));
+                    let retry = match &e {
+                        IpamError::Store(crate::store::IpamStoreError::Sql(s)) => {
+                            weft_store::is_unique_violation(s) || is_serialization_failure(s)
+                        }
+                        IpamError::Store(crate::store::IpamStoreError::Sqlite(s)) => {
+                            super::sqlite::is_unique_violation(s)
+                        }
+                        _ => false,
+                    };
                     if retry && attempt < 5 {
                         tracing::debug!(error = %e, attempt, "batch conflicted, retrying from stored state");
                         continue;
@@ -239,6 +261,27 @@ impl Writer {
             };
             results.push(res);
         }
+        if backend == Backend::Sqlite
+            && let Some(file) = self.db.sqlite_file()
+        {
+            let w = match &mut self.sqlite {
+                Some(w) => w,
+                None => self
+                    .sqlite
+                    .insert(SqliteWriter::open(file).map_err(crate::store::IpamStoreError::from)?),
+            };
+            let deletes: Vec<(&str, u128)> = touched
+                .iter()
+                .flat_map(|(id, t)| t.deletes.iter().map(move |a| (id.as_str(), *a)))
+                .collect();
+            let inserts: Vec<&AllocRow> = touched.values().flat_map(|t| t.inserts.iter()).collect();
+            if let Err(e) = w.write(&deletes, &inserts) {
+                // Closing the connection rolls back whatever the failed batch left open.
+                self.sqlite = None;
+                return Err(crate::store::IpamStoreError::from(e).into());
+            }
+            return Ok(results);
+        }
         let statements: usize = touched
             .values()
             .map(|t| store::statement_count(t.inserts.len(), t.deletes.len()))
@@ -308,6 +351,11 @@ fn is_serialization_failure(e: &sqlx::Error) -> bool {
 fn batch_error(e: &IpamError) -> IpamError {
     match e {
         IpamError::Store(crate::store::IpamStoreError::Sql(s)) if weft_store::is_unavailable(s) => {
+            IpamError::Store(crate::store::IpamStoreError::Sql(sqlx::Error::PoolTimedOut))
+        }
+        IpamError::Store(crate::store::IpamStoreError::Sqlite(s))
+            if super::sqlite::is_unavailable(s) =>
+        {
             IpamError::Store(crate::store::IpamStoreError::Sql(sqlx::Error::PoolTimedOut))
         }
         IpamError::WriterGone => IpamError::WriterGone,

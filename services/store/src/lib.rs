@@ -70,6 +70,14 @@ impl Default for StoreOptions {
     }
 }
 
+/// What another connection of this process to a SQLite store needs: the file, and the settings
+/// every connection of the store runs first (busy timeout, foreign keys, `synchronous`).
+#[derive(Debug, Clone)]
+pub struct SqliteFile {
+    pub path: PathBuf,
+    pub pragmas: Arc<str>,
+}
+
 /// An open database: a pool for reads and a pool for writes (the same pool on Postgres; a single
 /// connection on SQLite).
 #[derive(Clone)]
@@ -78,6 +86,7 @@ pub struct Db {
     write: AnyPool,
     backend: Backend,
     url: Arc<str>,
+    sqlite: Option<SqliteFile>,
     _lock: Option<Arc<File>>,
 }
 
@@ -141,6 +150,7 @@ impl Db {
             write: pool,
             backend: Backend::Postgres,
             url: shown.into(),
+            sqlite: None,
             _lock: None,
         })
     }
@@ -204,6 +214,9 @@ impl Db {
             write,
             backend: Backend::Sqlite,
             url: shown.into(),
+            // An in-memory database is private to its connection: nobody else may open it.
+            sqlite: (!full_url.contains("mode=memory") && !path.starts_with(":memory:"))
+                .then_some(SqliteFile { path, pragmas }),
             _lock: Some(Arc::new(lock)),
         })
     }
@@ -220,6 +233,12 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The file and settings of a SQLite store, for a service that keeps a connection of its own
+    /// for its hottest writes; `None` on Postgres and for an in-memory database.
+    pub fn sqlite_file(&self) -> Option<&SqliteFile> {
+        self.sqlite.as_ref()
     }
 
     /// The pool for reads.

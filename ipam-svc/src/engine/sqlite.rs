@@ -1,0 +1,127 @@
+//! The allocation batches' writes on SQLite, through a connection of the writer's own.
+//!
+//! sqlx runs every SQLite connection on a thread of its own: each statement is a hop to that
+//! thread and back, plus the conversions of its `Any` driver. An allocation batch is the hottest
+//! path of the service, so on SQLite the writer writes its rows itself, in-line, with statements
+//! prepared once. The writes are the same as before (the rows, and the triggers that keep each
+//! pool's counters in the same statement), on the same file with the same settings, so an
+//! acknowledged allocation is as durable as it was. Everything else (pool creation and deletion,
+//! the reads a cold cache needs) stays on sqlx: the writer is the only writer of the file, and it
+//! never leaves a transaction open on either connection.
+//!
+//! The usual batch (new allocations only, at most [`ROWS_PER_INSERT`] of them) is one multi-row
+//! `INSERT` in autocommit mode: a statement is atomic by itself, and SQLite keeps no statement
+//! journal for it (inside an explicit transaction every statement that fires a trigger copies
+//! each page it changes into one, so that it can be undone alone). A batch that needs more
+//! statements runs them in one `BEGIN IMMEDIATE` … `COMMIT`.
+//!
+//! The calls block the writer's task, and the runtime worker it runs on, for the length of a
+//! batch's commit: tens of microseconds with `synchronous = NORMAL`, one fsync with `FULL`, and
+//! the two fsyncs of SQLite's automatic checkpoint when the commit crosses 1000 WAL pages. The
+//! other workers keep serving meanwhile; sqlx's own thread cost more per batch than this blocks.
+//!
+//! One SQLite library serves both connections (`libsqlite3-sys` is linked once, bundled, for
+//! sqlx and rusqlite alike): that is what makes the two connections' POSIX locks on the same
+//! file work, since SQLite tracks them per process in the library's own tables.
+
+use rusqlite::{Connection, ErrorCode};
+use weft_store::SqliteFile;
+
+// Addresses are stored as 16 big-endian bytes (`domain::addr::to_bytes`), bound from the stack.
+use crate::store::AllocRow;
+
+/// Rows one `INSERT` statement carries at most (5 parameters each). A batch of 16 callers fits
+/// in one statement; the statements for 1..=this many rows are prepared once and kept.
+pub(super) const ROWS_PER_INSERT: usize = 32;
+const BEGIN: &str = "BEGIN IMMEDIATE";
+const COMMIT: &str = "COMMIT";
+const DELETE: &str = "DELETE FROM ipam_allocations WHERE pool_id = ?1 AND address = ?2";
+
+/// The writer's own connection to the store's file.
+pub(super) struct SqliteWriter {
+    conn: Connection,
+    /// The text of the `INSERT` of `n + 1` rows, the key of its prepared statement.
+    inserts: Vec<String>,
+}
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO ipam_allocations (pool_id, address, owner, dynamic, created_at_ms) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?)");
+    }
+    sql
+}
+
+impl SqliteWriter {
+    pub(super) fn open(file: &SqliteFile) -> rusqlite::Result<Self> {
+        let conn = Connection::open(&file.path)?;
+        conn.execute_batch(&file.pragmas)?;
+        // Every INSERT size, plus BEGIN, COMMIT and DELETE, stays prepared.
+        conn.set_prepared_statement_cache_capacity(ROWS_PER_INSERT + 8);
+        Ok(Self {
+            conn,
+            inserts: (1..=ROWS_PER_INSERT).map(insert_sql).collect(),
+        })
+    }
+
+    /// Deletes `deletes` (pool, address), then inserts `inserts`, atomically. Nothing is written
+    /// when it fails; the caller then drops this connection, which rolls back whatever was open.
+    pub(super) fn write(
+        &mut self,
+        deletes: &[(&str, u128)],
+        inserts: &[&AllocRow],
+    ) -> rusqlite::Result<()> {
+        let statements = deletes.len() + inserts.len().div_ceil(ROWS_PER_INSERT);
+        let in_tx = statements > 1;
+        if in_tx {
+            // BEGIN and COMMIT are cached statements too (a `Transaction` would parse them
+            // each time).
+            self.conn.prepare_cached(BEGIN)?.raw_execute()?;
+        }
+        if !deletes.is_empty() {
+            let mut del = self.conn.prepare_cached(DELETE)?;
+            for (pool, addr) in deletes {
+                del.raw_bind_parameter(1, pool)?;
+                del.raw_bind_parameter(2, addr.to_be_bytes().as_slice())?;
+                del.raw_execute()?;
+            }
+        }
+        for chunk in inserts.chunks(ROWS_PER_INSERT) {
+            let Some(sql) = self.inserts.get(chunk.len() - 1) else {
+                continue;
+            };
+            let mut ins = self.conn.prepare_cached(sql)?;
+            for (i, r) in chunk.iter().enumerate() {
+                let b = i * 5;
+                ins.raw_bind_parameter(b + 1, r.pool_id.as_str())?;
+                ins.raw_bind_parameter(b + 2, r.addr.to_be_bytes().as_slice())?;
+                ins.raw_bind_parameter(b + 3, r.owner.as_str())?;
+                ins.raw_bind_parameter(b + 4, i64::from(r.dynamic))?;
+                ins.raw_bind_parameter(b + 5, r.created_at_ms)?;
+            }
+            ins.raw_execute()?;
+        }
+        if in_tx {
+            self.conn.prepare_cached(COMMIT)?.raw_execute()?;
+        }
+        Ok(())
+    }
+}
+
+/// A primary-key or unique violation: another writer got there first (the batch is retried).
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.code == ErrorCode::ConstraintViolation
+            && matches!(f.extended_code, rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE))
+}
+
+/// The database is locked or cannot be opened (callers get `UNAVAILABLE`, as for sqlx).
+pub(crate) fn is_unavailable(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen | ErrorCode::SystemIoFailure))
+}
