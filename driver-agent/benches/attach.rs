@@ -163,6 +163,7 @@ async fn agent_run(client: &mut Client, run: &str, n: usize, ports: bool) -> Age
                     ..Default::default()
                 }),
                 revision: 0,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -213,6 +214,7 @@ async fn agent_run(client: &mut Client, run: &str, n: usize, ports: bool) -> Age
                 sandbox_id: sandbox_id.clone(),
                 netns_path: netns_path.clone(),
                 revision: 0,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -24,6 +24,7 @@ use crate::{
 };
 
 mod connected;
+mod pool;
 mod sandboxes;
 
 pub use crate::driver::NetworkState;
@@ -63,6 +64,8 @@ pub struct Agent {
     connected: std::sync::Mutex<connected::ConnectedNamespaces>,
     /// Removes detached endpoints' links off the request path.
     unlinker: crate::unlink::Unlinker,
+    /// Sandbox namespaces made ahead (see `agent/pool.rs`).
+    pool: std::sync::Arc<pool::NetnsPool>,
     /// What each object was last brought to (reconciliation skips what did not change).
     pub(crate) applied: crate::applied::Applied,
     /// Sandboxes a pass of the changes audits in full, and whose turn it is.
@@ -114,6 +117,7 @@ impl Agent {
             sandbox_netns: Default::default(),
             connected: Default::default(),
             unlinker,
+            pool: pool::NetnsPool::start(),
         })
     }
 
@@ -437,10 +441,30 @@ impl Agent {
         let handle = netns::connect_file(&ns.file, path)
             .await
             .map_err(AgentError::netns(path))?;
-        Ok(connected::Connected {
+        let c = connected::Connected {
             file: std::sync::Arc::new(ns.file),
             handle,
-        })
+        };
+        self.keep_connected(path, &c);
+        Ok(c)
+    }
+
+    /// Keeps a namespace just opened for the next calls (Connect, then Disconnect) when it is
+    /// one of the agent's own `weft-<id>` ones; a caller's is checked against the policy every
+    /// time.
+    fn keep_connected(&self, path: &Path, c: &connected::Connected) {
+        let own = path.parent() == Some(Path::new(netns::NETNS_DIR))
+            && path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(crate::sandbox::sandbox_of_managed_netns)
+                .is_some();
+        if own {
+            self.connected
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(path.to_owned(), c.clone());
+        }
     }
 
     /// The agent's own namespace at `path`, if it is open (see `agent/connected.rs`).
@@ -499,10 +523,17 @@ impl Agent {
             self.open_netns_if_there("netns_path", netns_path).await?
         };
         // (No namespace: the sandbox is gone with its interfaces and routes.)
-        let sandbox = match (open, &sandbox_ns) {
+        let sandbox = match (open, sandbox_ns) {
             (Some(c), _) => Some(c.handle),
             (None, Some(ns)) => match netns::connect_file(&ns.file, netns_path).await {
-                Ok(h) => Some(h),
+                Ok(h) => {
+                    let c = connected::Connected {
+                        file: std::sync::Arc::new(ns.file),
+                        handle: h,
+                    };
+                    self.keep_connected(netns_path, &c);
+                    Some(c.handle)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot enter the sandbox");
                     None

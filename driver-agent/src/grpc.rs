@@ -124,6 +124,157 @@ fn routes_ids(r: DefaultRoutes) -> (String, String) {
     (r.v4.unwrap_or_default(), r.v6.unwrap_or_default())
 }
 
+/// The most endpoints one CreateSandbox attaches.
+pub const MAX_ATTACHMENTS: usize = 64;
+
+/// A CreateSandbox's initial endpoints, checked: each valid, of this sandbox, in its
+/// namespace (an empty `netns_path`: whichever it gets), with its network.
+fn attachments(
+    sb: &Sandbox,
+    raw: Vec<pb::AttachRequest>,
+) -> Result<Vec<(Endpoint, Network)>, AgentError> {
+    if raw.len() > MAX_ATTACHMENTS {
+        return Err(AgentError::Invalid(vec![
+            weft_runtime::FieldViolation::new(
+                "attachments",
+                raw.len().to_string(),
+                format!("at most {MAX_ATTACHMENTS} endpoints per sandbox creation"),
+            ),
+        ]));
+    }
+    let own_path = match &sb.netns {
+        sandbox::SandboxNetns::Given(p) => Some(p.clone()),
+        sandbox::SandboxNetns::Managed => Some(crate::netns::named_path(
+            &sandbox::managed_netns_name(&sb.id),
+        )),
+        sandbox::SandboxNetns::Host => None,
+    };
+    let mut v = Vec::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, a) in raw.into_iter().enumerate() {
+        let prefix = format!("attachments[{i}]");
+        let (ep, net) = match (a.endpoint, a.network) {
+            (Some(e), Some(n)) => (e, n),
+            (e, _) => {
+                let missing = if e.is_none() { "endpoint" } else { "network" };
+                v.push(weft_runtime::FieldViolation::new(
+                    format!("{prefix}.{missing}"),
+                    "",
+                    "must be set",
+                ));
+                continue;
+            }
+        };
+        let ep = Endpoint::from_pb_in_sandbox(ep, &format!("{prefix}.endpoint"));
+        let net = Network::from_pb(net, &format!("{prefix}.network"));
+        let (ep, net) = match (ep, net) {
+            (Ok(e), Ok(n)) => (e, n),
+            (e, n) => {
+                v.extend(e.err().into_iter().chain(n.err()).flatten());
+                continue;
+            }
+        };
+        if ep.sandbox_id != sb.id {
+            v.push(weft_runtime::FieldViolation::new(
+                format!("{prefix}.endpoint.sandbox_id"),
+                &ep.sandbox_id,
+                format!("differs from sandbox.sandbox_id {:?}", sb.id),
+            ));
+        }
+        match &own_path {
+            None => v.push(weft_runtime::FieldViolation::new(
+                format!("{prefix}.endpoint.netns_path"),
+                ep.netns.display().to_string(),
+                "a host-network sandbox has no endpoints of its own",
+            )),
+            Some(p) if !ep.netns.as_os_str().is_empty() && ep.netns != *p => {
+                v.push(weft_runtime::FieldViolation::new(
+                    format!("{prefix}.endpoint.netns_path"),
+                    ep.netns.display().to_string(),
+                    format!("not the sandbox's namespace {}", p.display()),
+                ));
+            }
+            Some(_) => {}
+        }
+        if ep.network_id != net.id {
+            v.push(weft_runtime::FieldViolation::new(
+                format!("{prefix}.endpoint.network_id"),
+                &ep.network_id,
+                format!("differs from {prefix}.network.network_id {:?}", net.id),
+            ));
+        }
+        out.push((ep, net));
+    }
+    if v.is_empty() {
+        Ok(out)
+    } else {
+        Err(AgentError::Invalid(v))
+    }
+}
+
+/// The files a Detach rewrites, checked: they belong to the sandbox the request names.
+fn detach_files(sandbox_id: &str, f: pb::SandboxSpec) -> Result<Sandbox, AgentError> {
+    let mut v = Violations::default();
+    sandbox::check_sandbox_id(&mut v, "files.sandbox_id", &f.sandbox_id);
+    if f.sandbox_id != sandbox_id {
+        v.add(
+            "files.sandbox_id",
+            &f.sandbox_id,
+            &format!("differs from sandbox_id {sandbox_id:?}"),
+        );
+    }
+    v.finish(()).map_err(AgentError::Invalid)?;
+    // Only the id and the contents matter here; the namespace is not touched.
+    Sandbox::from_pb(pb::SandboxSpec {
+        netns_path: String::new(),
+        host_network: false,
+        ..f
+    })
+    .map_err(|v| {
+        AgentError::Invalid(
+            v.into_iter()
+                .map(|f| {
+                    weft_runtime::FieldViolation::new(
+                        format!("files.{}", f.field),
+                        f.value,
+                        f.reason,
+                    )
+                })
+                .collect(),
+        )
+    })
+}
+
+/// What an Attach answers: the interface made (none for drivers without one) and where the
+/// sandbox's default routes go.
+fn attach_response(
+    ep: &Endpoint,
+    done: Option<(crate::driver::Attached, DefaultRoutes)>,
+    changes: Vec<pb::Change>,
+) -> pb::AttachResponse {
+    let (interface, routes) = match done {
+        Some((a, routes)) => (
+            Some(pb::Interface {
+                endpoint_id: ep.id.clone(),
+                name: a.ifname,
+                mac_address: names::format_mac(&a.mac),
+                index: a.index,
+                mtu: a.mtu,
+                addresses: a.addresses.iter().map(ToString::to_string).collect(),
+            }),
+            routes,
+        ),
+        None => (None, DefaultRoutes::default()),
+    };
+    let (v4, v6) = routes_ids(routes);
+    pb::AttachResponse {
+        interface,
+        default_route_v4_endpoint_id: v4,
+        default_route_v6_endpoint_id: v6,
+        changes,
+    }
+}
+
 #[tonic::async_trait]
 impl AgentService for AgentGrpc {
     async fn get_capabilities(
@@ -171,9 +322,17 @@ impl AgentService for AgentGrpc {
     ) -> Result<Response<pb::CreateSandboxResponse>, Status> {
         let r = req.into_inner();
         let sb = Sandbox::from_pb(required(r.sandbox, "sandbox")?).map_err(AgentError::Invalid)?;
+        let mut attachments = attachments(&sb, r.attachments)?;
         let mut report = Report::default();
         self.agent.recent.touch(&sb.id, true);
-        let state = self.agent.create_sandbox(&sb, &mut report).await?;
+        for (ep, net) in &attachments {
+            self.agent.recent.touch(&ep.id, true);
+            self.agent.recent.touch(&net.id, true);
+        }
+        let (state, attached) = self
+            .agent
+            .create_sandbox_attached(&sb, &mut attachments, &mut report)
+            .await?;
         Ok(Response::new(pb::CreateSandboxResponse {
             sandbox_id: sb.id,
             netns_path: state.netns_path.display().to_string(),
@@ -181,6 +340,11 @@ impl AgentService for AgentGrpc {
             resolv_conf_path: state.resolv_conf.display().to_string(),
             hosts_path: state.hosts.display().to_string(),
             changes: changes(&report),
+            attached: attachments
+                .iter()
+                .zip(attached)
+                .map(|((ep, _), done)| attach_response(ep, done, Vec::new()))
+                .collect(),
         }))
     }
 
@@ -225,27 +389,7 @@ impl AgentService for AgentGrpc {
         self.agent.recent.touch(&ep.sandbox_id, true);
         self.agent.recent.touch(&net.id, true);
         let done = self.agent.attach(&ep, &net, &mut report).await?;
-        let (interface, routes) = match done {
-            Some((a, routes)) => (
-                Some(pb::Interface {
-                    endpoint_id: ep.id.clone(),
-                    name: a.ifname,
-                    mac_address: names::format_mac(&a.mac),
-                    index: a.index,
-                    mtu: a.mtu,
-                    addresses: a.addresses.iter().map(ToString::to_string).collect(),
-                }),
-                routes,
-            ),
-            None => (None, DefaultRoutes::default()),
-        };
-        let (v4, v6) = routes_ids(routes);
-        Ok(Response::new(pb::AttachResponse {
-            interface,
-            default_route_v4_endpoint_id: v4,
-            default_route_v6_endpoint_id: v6,
-            changes: changes(&report),
-        }))
+        Ok(Response::new(attach_response(&ep, done, changes(&report))))
     }
 
     async fn detach(
@@ -254,17 +398,26 @@ impl AgentService for AgentGrpc {
     ) -> Result<Response<pb::DetachResponse>, Status> {
         let r = req.into_inner();
         check_ids(&[("endpoint_id", &r.endpoint_id)])?;
+        let files = r
+            .files
+            .map(|f| detach_files(&r.sandbox_id, f))
+            .transpose()?;
         self.agent.recent.touch(&r.endpoint_id, false);
-        let (routes, report) = self
+        let (routes, mut report) = self
             .agent
             .detach(&r.endpoint_id, &PathBuf::from(&r.netns_path))
             .await?;
+        if let Some(f) = &files {
+            self.agent
+                .write_files(&f.id, &f.resolv_conf, &f.hosts, &mut report)?;
+        }
         let (v4, v6) = routes_ids(routes);
         Ok(Response::new(pb::DetachResponse {
             default_route_v4_endpoint_id: v4,
             default_route_v6_endpoint_id: v6,
             changes: changes(&report),
             failures: failures(&report),
+            files_written: files.is_some(),
         }))
     }
 

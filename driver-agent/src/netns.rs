@@ -273,6 +273,45 @@ where
     }
 }
 
+/// Names the namespace open as `ns` (an anonymous one, held by nothing but that file):
+/// `/run/netns/<name>` with its `nsfs` inode bind-mounted onto it, as `ip netns attach` does,
+/// so that it outlives the file. A name already taken is [`NetnsError::Exists`].
+pub fn mount_named(name: &str, ns: &File) -> Result<PathBuf, NetnsError> {
+    use std::os::fd::AsRawFd as _;
+    check_name(name)?;
+    prepare_dir(Path::new(NETNS_DIR))?;
+    let path = named_path(name);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(NetnsError::Exists { name: name.into() });
+        }
+        Err(source) => {
+            return Err(NetnsError::Dir {
+                dir: path.clone(),
+                source,
+            });
+        }
+    }
+    // (The file's own entry in this process's fd table names the namespace.)
+    let source = format!("/proc/self/fd/{}", ns.as_raw_fd());
+    if let Err(source) = mount(
+        Some(source.as_str()),
+        &path,
+        Some("none"),
+        MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
+        let _ = std::fs::remove_file(&path);
+        return Err(NetnsError::Mount { path, source });
+    }
+    Ok(path)
+}
+
 /// Deletes the named namespace `name`: unmounts and removes its file. The namespace itself
 /// goes away when nothing else holds it. Deleting a missing namespace succeeds.
 pub fn delete_named(name: &str) -> Result<(), NetnsError> {

@@ -68,7 +68,13 @@ fn main() {
 async fn weft_rows(host: &TestNs, bins: &Path, n: usize, report: &mut Report) {
     let data = tempfile::tempdir().unwrap();
     let up = common::WeftUp::start(bins, &host.name, data.path());
-    if let Err(e) = weft_measure(n, report).await {
+    let measured = weft_measure(n, report).await;
+    // WEFT_BENCH_KEEP_LOGS=DIR keeps the services' logs (their per-step timings:
+    // bench/steps.py), as bench/scale.sh does.
+    if let Ok(keep) = std::env::var("WEFT_BENCH_KEEP_LOGS") {
+        keep_logs(&data.path().join("weft-data/logs"), Path::new(&keep));
+    }
+    if let Err(e) = measured {
         panic!("weft: {e}\n{}", up.log_text());
     }
     // Dropping `up` stops it (SIGTERM by PID): weft up stops its services.
@@ -160,6 +166,14 @@ async fn weft_measure(n: usize, report: &mut Report) -> Result<(), String> {
     report.row("weft", "Disconnect", disconnects);
     report.row("weft", "veth gone after Disconnect", gone);
     Ok(())
+}
+
+/// Copies the services' logs into `to` (made if missing).
+fn keep_logs(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }
 
 /// How long after the call that removed them the links `veth` are gone from the host.

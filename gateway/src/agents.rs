@@ -264,23 +264,38 @@ impl Gateway {
         host
     }
 
-    /// Creates the sandbox's namespace (or adopts the given one) and writes its files on its
-    /// host; returns the sandbox with what the agent made (namespace path, file paths).
+    /// Creates the sandbox's namespace (or adopts the given one), attaches its initial
+    /// `endpoints` (on `networks`, in order) and writes its files, in one call to its host's
+    /// agent; returns the sandbox with what the agent made (namespace path, files). Each
+    /// endpoint is attached knowing all the others (which one takes the default route and the
+    /// ports is decided once). All or nothing on the agent's side.
     pub(crate) async fn create_on_agent(
         &self,
         sandbox: SandboxRecord,
+        endpoints: &[EndpointRecord],
+        networks: &[&NetworkRecord],
     ) -> Result<SandboxRecord, GatewayError> {
-        let created = self
-            .agent_for(&sandbox.host)
-            .await?
-            .create_sandbox(apb::CreateSandboxRequest {
-                sandbox: Some(agent_sandbox(&sandbox, &[])),
+        let mut agent = self.agent_for(&sandbox.host).await?;
+        let attachments: Vec<apb::AttachRequest> = endpoints
+            .iter()
+            .zip(networks)
+            .map(|(ep, net)| apb::AttachRequest {
+                endpoint: Some(agent_endpoint(&sandbox, endpoints, ep)),
+                network: Some(agent_network(net)),
                 revision: 0,
+            })
+            .collect();
+        let created = agent
+            .create_sandbox(apb::CreateSandboxRequest {
+                sandbox: Some(agent_sandbox(&sandbox, endpoints)),
+                revision: 0,
+                attachments,
             })
             .await
             .map_err(GatewayError::Agent)?
             .into_inner();
-        Ok(SandboxRecord {
+        let attached_here = created.attached.len() == endpoints.len();
+        let sandbox = SandboxRecord {
             netns_path: if created.netns_path.is_empty() {
                 sandbox.netns_path
             } else {
@@ -290,7 +305,14 @@ impl Gateway {
             resolv_conf_path: created.resolv_conf_path,
             hosts_path: created.hosts_path,
             ..sandbox
-        })
+        };
+        if !attached_here {
+            // An agent that attaches nothing with CreateSandbox (an older one): one by one.
+            for (ep, net) in endpoints.iter().zip(networks) {
+                self.attach_agent(&sandbox, endpoints, ep, net).await?;
+            }
+        }
+        Ok(sandbox)
     }
 
     /// Attaches `ep` (one of `all`, the sandbox's endpoints) on the sandbox's host.
@@ -361,6 +383,7 @@ impl Gateway {
             .create_sandbox(apb::CreateSandboxRequest {
                 sandbox: Some(agent_sandbox(sandbox, endpoints)),
                 revision: 0,
+                attachments: Vec::new(),
             })
             .await
         {
@@ -374,6 +397,28 @@ impl Gateway {
         sandbox: &SandboxRecord,
         ep: &EndpointRecord,
     ) -> Option<tonic::Status> {
+        self.detach_request(sandbox, ep, None).await.err()
+    }
+
+    /// Detaches `ep` and rewrites the sandbox's files for the endpoints that stay (`after`) in
+    /// the same call; true when the agent wrote them (an older one does not).
+    pub(crate) async fn detach_with_files(
+        &self,
+        sandbox: &SandboxRecord,
+        ep: &EndpointRecord,
+        after: &[EndpointRecord],
+    ) -> Result<bool, tonic::Status> {
+        self.detach_request(sandbox, ep, Some(agent_sandbox(sandbox, after)))
+            .await
+            .map(|r| r.files_written)
+    }
+
+    async fn detach_request(
+        &self,
+        sandbox: &SandboxRecord,
+        ep: &EndpointRecord,
+        files: Option<apb::SandboxSpec>,
+    ) -> Result<apb::DetachResponse, tonic::Status> {
         self.agent_for_cleanup(&sandbox.host)
             .await
             .detach(apb::DetachRequest {
@@ -382,10 +427,13 @@ impl Gateway {
                 sandbox_id: sandbox.id.clone(),
                 netns_path: sandbox.netns_path.clone(),
                 revision: 0,
+                files,
             })
             .await
-            .err()
-            .inspect(|st| tracing::warn!(endpoint = %ep.id, error = %st.message(), "detach failed"))
+            .map(tonic::Response::into_inner)
+            .inspect_err(
+                |st| tracing::warn!(endpoint = %ep.id, error = %st.message(), "detach failed"),
+            )
     }
 
     /// Removes the sandbox's interfaces, files and (when Weft made it) namespace on its host;

@@ -22,6 +22,7 @@ mod ipam;
 pub mod lists;
 pub mod recovery;
 pub mod sagas;
+mod steps;
 pub mod store;
 mod to_pb;
 

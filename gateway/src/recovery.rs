@@ -3,8 +3,9 @@
 //! endpoint and no saga in flight owns.
 //!
 //! What the sweep does with an operation left behind:
-//! - `Connect`, `CreateSandbox`: undone (detach on the agent, release the addresses, remove the
-//!   sandbox on the agent) — the caller never got an answer, and a retry starts afresh;
+//! - `Connect`, `CreateSandbox`: undone (detach on the agent, remove the sandbox on the agent,
+//!   release the addresses of every endpoint it planned) — the caller never got an answer, and
+//!   a retry starts afresh;
 //! - `Disconnect`, `DeleteSandbox`: completed — the caller asked for the thing to go.
 //!
 //! Every step is idempotent (detaching what is not attached, releasing by an owner that holds
@@ -63,9 +64,9 @@ impl Gateway {
                     self.commit(&[Change::EndOperation(&id)], None).await?;
                     report.undone += 1;
                 }
-                Operation::CreateSandbox { sandbox } => {
+                Operation::CreateSandbox { sandbox, endpoints } => {
                     if self.find_sandbox("sandbox", &sandbox.id).await.is_err() {
-                        self.remove_agent_sandbox(sandbox).await;
+                        self.undo_create(sandbox, endpoints).await;
                     }
                     self.commit(&[Change::EndOperation(&id)], None).await?;
                     report.undone += 1;
@@ -80,7 +81,7 @@ impl Gateway {
                 }
             }
         }
-        report.released_addresses = self.release_orphans().await?;
+        report.released_addresses = self.release_orphans(cutoff).await?;
         if report != SweepReport::default() {
             tracing::info!(?report, "sweep repaired state");
         }
@@ -144,9 +145,15 @@ impl Gateway {
     }
 
     /// Allocations in the gateway's pools whose owner is neither an endpoint nor a saga in
-    /// flight. Read in this order (allocations, operations, endpoints) so that a Connect
-    /// running meanwhile is always seen in one of the last two.
-    async fn orphans(&self) -> Result<Vec<ipb::Allocation>, GatewayError> {
+    /// flight (with `taken_before_ms`: only those taken before it). Read in this order
+    /// (allocations, operations, endpoints) so that a Connect running meanwhile is always seen
+    /// in one of the last two. CreateSandbox takes its addresses while its record is written:
+    /// one taken a moment ago may have no record yet, which is why the sweep only releases
+    /// allocations older than the operation timeout.
+    async fn orphans(
+        &self,
+        taken_before_ms: Option<i64>,
+    ) -> Result<Vec<ipb::Allocation>, GatewayError> {
         let (networks, _) = self.list_networks(&NetworkFilter::default()).await?;
         let mut allocations = Vec::new();
         for n in &networks {
@@ -155,22 +162,30 @@ impl Gateway {
             }
         }
         let mut conn = self.db.read().acquire().await?;
-        let ops: HashSet<String> = store::operations::all_ids(&mut conn)
-            .await?
-            .into_iter()
-            .collect();
+        let ops = store::operations::all(&mut conn).await?;
+        let in_flight: HashSet<&str> = ops.iter().flat_map(Operation::endpoint_ids).collect();
         let endpoints: HashSet<String> = store::operations::endpoint_ids(&mut conn)
             .await?
             .into_iter()
             .collect();
+        let old_enough = |a: &ipb::Allocation| match (taken_before_ms, &a.created_at) {
+            (Some(cutoff), Some(t)) => {
+                t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000) <= cutoff
+            }
+            _ => true,
+        };
         Ok(allocations
             .into_iter()
-            .filter(|a| !endpoints.contains(&a.owner) && !ops.contains(&format!("ep:{}", a.owner)))
+            .filter(|a| {
+                !endpoints.contains(&a.owner)
+                    && !in_flight.contains(a.owner.as_str())
+                    && old_enough(a)
+            })
             .collect())
     }
 
-    async fn release_orphans(&self) -> Result<usize, GatewayError> {
-        let orphans = self.orphans().await?;
+    async fn release_orphans(&self, taken_before_ms: i64) -> Result<usize, GatewayError> {
+        let orphans = self.orphans(Some(taken_before_ms)).await?;
         let owners: HashSet<&str> = orphans.iter().map(|a| a.owner.as_str()).collect();
         for owner in &owners {
             tracing::warn!(owner, "releasing addresses that no endpoint owns");
@@ -181,7 +196,7 @@ impl Gateway {
 
     /// The gateway's consistency check (with IPAM's own `Check`, the crash tests' oracle).
     pub async fn consistency(&self) -> Result<Consistency, GatewayError> {
-        let leaked = self.orphans().await?;
+        let leaked = self.orphans(None).await?;
         let mut out = Consistency {
             leaked_addresses: leaked
                 .iter()

@@ -5,8 +5,10 @@
 //! thread that enters a namespace costs more than the rest of an attach's netlink work).
 //!
 //! Only the agent's own `weft-<id>` namespaces are kept (a caller's is checked against the
-//! policy every time), at most [`CAP`] of them, the oldest dropped first. An entry is used only
-//! while its path still holds the same namespace, and RemoveSandbox drops it.
+//! policy every time): made by CreateSandbox, or opened by a later Attach or Detach (a Connect
+//! is often followed by a Disconnect); at most [`CAP`] of them, the oldest dropped first. An
+//! entry is used only while its path still holds the same namespace, and RemoveSandbox drops
+//! it.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -20,8 +22,9 @@ use rtnetlink::Handle;
 
 use crate::{netns, sandbox};
 
-/// How many namespaces stay open (each holds a file and a netlink socket).
-pub(crate) const CAP: usize = 64;
+/// How many namespaces stay open (each holds two file descriptors: the namespace and a
+/// netlink socket).
+pub(crate) const CAP: usize = 256;
 
 /// A sandbox's namespace, open, and a netlink socket inside it.
 #[derive(Debug, Clone)]

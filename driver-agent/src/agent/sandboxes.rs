@@ -1,17 +1,20 @@
-//! CreateSandbox and RemoveSandbox: a sandbox's namespace (the agent's own `weft-<id>`, the
-//! caller's, or the host's) and its files. A part of [`super::Agent`] of its own, apart from
+//! CreateSandbox and RemoveSandbox: a sandbox's namespace (the agent's own `weft-<id>`, made
+//! ahead by the pool when one is ready, the caller's, or the host's) and its files, and the
+//! initial endpoints attached with it. A part of [`super::Agent`] of its own, apart from
 //! networks and endpoints.
 
 use std::path::{Path, PathBuf};
 
-use super::{Agent, SandboxNetnsPath, connected};
+use super::{Agent, DefaultRoutes, SandboxNetnsPath, connected};
 use crate::{
     applied::{Of, digest},
+    driver::Attached,
     error::AgentError,
     kernel, names, netns,
     netns_policy::NetnsFile,
     report::{Action, Kind, Report},
     sandbox::{self, Sandbox, SandboxNetns},
+    spec::{Endpoint, Network},
 };
 
 /// Where a sandbox ended up.
@@ -42,9 +45,29 @@ impl Agent {
             }
             SandboxNetns::Managed => {
                 let known = netns::named_path(&sandbox::managed_netns_name(&sb.id));
+                let started = std::time::Instant::now();
+                let mut pooled = false;
                 // Made lately and still open (the second call, with the files): nothing to do.
                 let (p, created, open) = if self.connected(&known).is_some() {
                     (known, false, None)
+                } else if let Some(ready) = self.pool.take() {
+                    // One made ahead: it only needs its name.
+                    let name = sandbox::managed_netns_name(&sb.id);
+                    match netns::mount_named(&name, &ready.file) {
+                        Ok(p) => {
+                            pooled = true;
+                            (p, true, Some(ready))
+                        }
+                        // A retry: the namespace is there already.
+                        Err(netns::NetnsError::Exists { .. }) => {
+                            self.pool.put_back(ready);
+                            (known, false, None)
+                        }
+                        Err(e) => {
+                            self.pool.put_back(ready);
+                            return Err(AgentError::netns(&known)(e));
+                        }
+                    }
                 } else {
                     connected::create_managed(&sb.id)
                         .await
@@ -57,7 +80,13 @@ impl Agent {
                         .insert(p.clone(), c);
                 }
                 if created {
-                    tracing::info!(sandbox = %sb.id, netns = %p.display(), "namespace created");
+                    tracing::info!(
+                        sandbox = %sb.id,
+                        netns = %p.display(),
+                        pooled,
+                        took_us = started.elapsed().as_micros(),
+                        "namespace created"
+                    );
                     report.change(
                         Action::Created,
                         Kind::Netns,
@@ -85,6 +114,59 @@ impl Agent {
             resolv_conf,
             hosts,
         })
+    }
+
+    /// [`Agent::create_sandbox`], then its initial endpoints attached in order inside its
+    /// namespace (their `netns` is set to it). All or nothing: when an attach fails, a
+    /// namespace this call created goes with everything in it; otherwise the endpoints
+    /// attached are detached again. Returns what each attach made, in order.
+    pub async fn create_sandbox_attached(
+        &self,
+        sb: &Sandbox,
+        attachments: &mut [(Endpoint, Network)],
+        report: &mut Report,
+    ) -> Result<(SandboxState, Vec<Option<(Attached, DefaultRoutes)>>), AgentError> {
+        let started = std::time::Instant::now();
+        let state = self.create_sandbox(sb, report).await?;
+        let sandbox_us = started.elapsed().as_micros();
+        let created = report
+            .changes
+            .iter()
+            .any(|c| c.action == Action::Created && c.kind == Kind::Netns);
+        for (ep, _) in attachments.iter_mut() {
+            ep.netns.clone_from(&state.netns_path);
+        }
+        let mut done = Vec::with_capacity(attachments.len());
+        for (i, (ep, net)) in attachments.iter().enumerate() {
+            match self.attach(ep, net, report).await {
+                Ok(a) => done.push(a),
+                Err(e) => {
+                    if created {
+                        if let Err(u) = self.remove_sandbox(&sb.id, Path::new("")).await {
+                            tracing::warn!(sandbox = %sb.id, error = %u, "cannot undo a failed sandbox creation");
+                        }
+                    } else {
+                        for (ep, _) in attachments[..i].iter().rev() {
+                            if let Err(u) = self.detach(&ep.id, &state.netns_path).await {
+                                tracing::warn!(endpoint = %ep.id, error = %u, "cannot undo a failed attach");
+                            }
+                        }
+                    }
+                    report.changes.clear();
+                    return Err(e);
+                }
+            }
+        }
+        if !attachments.is_empty() {
+            tracing::info!(
+                sandbox = %sb.id,
+                endpoints = attachments.len(),
+                sandbox_us,
+                attach_us = started.elapsed().as_micros() - sandbox_us,
+                "sandbox created with its endpoints"
+            );
+        }
+        Ok((state, done))
     }
 
     /// Remembers where sandbox `sb`'s namespace is (for the socket broker).
@@ -126,16 +208,31 @@ impl Agent {
                 kernel::set_up(&handle, lo.index, "lo").await?;
             }
         }
-        let dir = sandbox::files_dir(&self.data_dir, &sb.id);
+        self.write_files(&sb.id, &sb.resolv_conf, &sb.hosts, report)
+    }
+
+    /// Writes sandbox `id`'s resolv.conf and hosts files (each only when its contents differ);
+    /// returns their paths.
+    pub(crate) fn write_files(
+        &self,
+        id: &str,
+        resolv_conf_text: &str,
+        hosts_text: &str,
+        report: &mut Report,
+    ) -> Result<(PathBuf, PathBuf), AgentError> {
+        // What reconciliation last brought the sandbox to no longer holds (CreateSandbox
+        // records it again once done).
+        self.applied.forget(Of::Sandbox, id);
+        let dir = sandbox::files_dir(&self.data_dir, id);
         std::fs::create_dir_all(&dir).map_err(|source| AgentError::File {
             path: dir.clone(),
             source,
         })?;
         let resolv_conf = dir.join("resolv.conf");
         let hosts = dir.join("hosts");
-        for (file, contents) in [(&resolv_conf, &sb.resolv_conf), (&hosts, &sb.hosts)] {
+        for (file, contents) in [(&resolv_conf, resolv_conf_text), (&hosts, hosts_text)] {
             let old = std::fs::read_to_string(file).ok();
-            if old.as_ref() == Some(contents) {
+            if old.as_deref() == Some(contents) {
                 continue;
             }
             sandbox::write_atomically(file, contents).map_err(|source| AgentError::File {
@@ -147,7 +244,7 @@ impl Agent {
             } else {
                 Action::Created
             };
-            report.change(action, Kind::File, file.display().to_string(), &sb.id);
+            report.change(action, Kind::File, file.display().to_string(), id);
         }
         Ok((resolv_conf, hosts))
     }

@@ -63,6 +63,25 @@ fn parse_opt<T: std::str::FromStr>(
 }
 
 impl Endpoint {
+    /// [`Endpoint::from_pb`] for an endpoint attached with its sandbox's creation
+    /// (`CreateSandboxRequest.attachments`): its namespace is the sandbox's, not known to the
+    /// caller yet when the agent makes it, so an empty `netns_path` is taken (and left empty
+    /// for the agent to fill in).
+    pub fn from_pb_in_sandbox(
+        mut spec: pb::EndpointSpec,
+        prefix: &str,
+    ) -> Result<Self, Vec<FieldViolation>> {
+        let unknown = spec.netns_path.is_empty();
+        if unknown {
+            spec.netns_path = "/".to_owned();
+        }
+        let mut ep = Self::from_pb(spec, prefix)?;
+        if unknown {
+            ep.netns = PathBuf::new();
+        }
+        Ok(ep)
+    }
+
     /// Validates an `EndpointSpec`; `prefix` is the field path of the spec in its request.
     pub fn from_pb(spec: pb::EndpointSpec, prefix: &str) -> Result<Self, Vec<FieldViolation>> {
         let mut v = Violations::default();

@@ -108,6 +108,7 @@ async fn attach_detach_and_remove_network_through_grpc() {
             sandbox_id: sb2.name.clone(),
             netns_path: sb2.path.display().to_string(),
             revision: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

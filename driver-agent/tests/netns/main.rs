@@ -8,6 +8,7 @@ mod bridge;
 mod broker;
 mod capabilities;
 mod changes;
+mod create_attached;
 mod firewall;
 mod grpc;
 mod ipvlan;

@@ -330,6 +330,7 @@ async fn every_rpc_refuses_a_hostile_netns_path_before_writing_anything() {
                     ..Default::default()
                 }),
                 revision: 0,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -367,6 +368,7 @@ async fn every_rpc_refuses_a_hostile_netns_path_before_writing_anything() {
                 sandbox_id: id.clone(),
                 netns_path: path.into(),
                 revision: 0,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -407,6 +409,7 @@ async fn removing_a_sandbox_that_named_another_sandboxs_namespace_leaves_that_on
                 ..Default::default()
             }),
             revision: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -433,6 +436,7 @@ async fn removing_a_sandbox_that_named_another_sandboxs_namespace_leaves_that_on
                 ..Default::default()
             }),
             revision: 0,
+            ..Default::default()
         })
         .await
         .unwrap();

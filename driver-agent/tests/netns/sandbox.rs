@@ -43,6 +43,7 @@ async fn managed_sandbox_gets_its_own_namespace_and_files_and_removal_deletes_th
         .create_sandbox(pb::CreateSandboxRequest {
             sandbox: Some(spec.clone()),
             revision: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -77,6 +78,7 @@ async fn managed_sandbox_gets_its_own_namespace_and_files_and_removal_deletes_th
         .create_sandbox(pb::CreateSandboxRequest {
             sandbox: Some(spec2),
             revision: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -3,7 +3,8 @@
 //! Connect is a saga: addresses from IPAM (owner = the endpoint id), then the host's agent
 //! attaches the endpoint, then the endpoint is recorded with its event. A failed step undoes
 //! the earlier ones (detach, release by owner) and the caller gets the error of the step that
-//! failed. Disconnect runs the other way: agent, IPAM, then the record.
+//! failed. Disconnect runs the other way: the agent (which rewrites the files in the same
+//! call), then IPAM and the record side by side.
 
 use crate::{
     domain::{
@@ -13,6 +14,7 @@ use crate::{
     },
     engine::{Change, Gateway, new_id},
     error::GatewayError,
+    steps::Steps,
     store::{operations::Operation, sandboxes::Owner},
 };
 
@@ -150,12 +152,15 @@ impl Gateway {
 
     /// Disconnects a sandbox from a network; returns the removed endpoint. Without `force`, an
     /// agent that cannot detach stops it (the endpoint stays, as the kernel may still have it).
+    /// The agent rewrites the sandbox's files in the same call; the address goes back while
+    /// the record goes.
     pub async fn disconnect(
         &self,
         sandbox: &str,
         network: &str,
         force: bool,
     ) -> Result<EndpointRecord, GatewayError> {
+        let mut steps = Steps::start();
         let sandbox = self.find_sandbox("sandbox", sandbox).await?;
         let net = self.find("network", network).await?;
         let before = self.endpoints(Owner::Sandbox, &sandbox.id).await?;
@@ -167,6 +172,7 @@ impl Gateway {
                 sandbox: sandbox.name.clone(),
                 network: net.name.clone(),
             })?;
+        steps.mark("read");
         let op = self
             .begin(&Operation::Disconnect {
                 sandbox: sandbox.clone(),
@@ -174,23 +180,42 @@ impl Gateway {
             })
             .await?;
         self.fault("disconnect:recorded");
-        if let Some(st) = self.detach_agent(&sandbox, &ep).await
-            && !force
-        {
-            self.abandon(&op).await;
-            return Err(GatewayError::Agent(st));
+        steps.mark("begin");
+        let after: Vec<EndpointRecord> = before.iter().filter(|e| e.id != ep.id).cloned().collect();
+        match self.detach_with_files(&sandbox, &ep, &after).await {
+            Err(st) if !force => {
+                self.abandon(&op).await;
+                return Err(GatewayError::Agent(st));
+            }
+            Err(_) => self.write_files(&sandbox, &after).await,
+            Ok(true) => {}
+            // An agent that does not write files with a detach.
+            Ok(false) => self.write_files(&sandbox, &after).await,
         }
         self.fault("disconnect:detached");
-        self.release_owner(&ep.id).await;
-        self.fault("disconnect:released");
+        steps.mark("agent");
+        // Nothing uses the address any more: it goes back while the record goes (killed in
+        // between, the sweep finishes the operation, or releases the address no endpoint owns).
         let changes = [Change::DeleteEndpoint(&ep), Change::EndOperation(&op)];
-        let revision = self.commit(&changes, None).await?;
-        tracing::info!(sandbox = %sandbox.name, network = %ep.network_name, endpoint = %ep.id, "disconnected");
-        let after: Vec<EndpointRecord> = before.iter().filter(|e| e.id != ep.id).cloned().collect();
+        let release = async {
+            self.release_owner(&ep.id).await;
+            self.fault("disconnect:released");
+        };
+        let ((), committed) = tokio::join!(release, self.commit(&changes, None));
+        let revision = committed?;
+        steps.mark("release+commit");
         tokio::join!(
             self.reprogram(&sandbox, &before, &after),
-            self.write_files(&sandbox, &after),
             self.sync_dns(&sandbox.host, revision)
+        );
+        steps.mark("dns");
+        tracing::info!(
+            sandbox = %sandbox.name,
+            network = %ep.network_name,
+            endpoint = %ep.id,
+            total_us = steps.total_us(),
+            steps = %steps,
+            "disconnected"
         );
         Ok(ep)
     }
@@ -198,7 +223,7 @@ impl Gateway {
 
 /// A new endpoint of `sandbox` on `net` as `settings` ask (no addresses yet), checked against
 /// the sandbox's other endpoints.
-fn new_endpoint(
+pub(crate) fn new_endpoint(
     sandbox: &SandboxRecord,
     existing: &[EndpointRecord],
     net: &NetworkRecord,

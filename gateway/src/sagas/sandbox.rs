@@ -1,17 +1,21 @@
 //! CreateSandbox and DeleteSandbox.
 //!
 //! CreateSandbox: the spec (already validated) is placed (its host, the sandbox whose
-//! namespace it shares, its free name, `host-gateway`, its host ports), then the saga runs:
-//! the namespace and files on the host's agent, every initial attachment (as Connect does it),
-//! then the sandbox, its endpoints and their events in one transaction; any failure undoes all
-//! of it. DeleteSandbox detaches and releases every endpoint, removes the namespace, then the
-//! record; once recorded, it is completed by the sweep if the gateway dies.
+//! namespace it shares, its free name, `host-gateway`, its host ports), then the saga runs
+//! under one operation record: the addresses of every initial endpoint, then one call to the
+//! host's agent (the namespace, every endpoint, the files), then the sandbox, its endpoints
+//! and their events in one transaction; any failure undoes all of it. DeleteSandbox removes
+//! the namespace (or detaches each endpoint from a namespace Weft did not make), then gives
+//! the addresses back while the records go; once recorded, it is completed by the sweep if
+//! the gateway dies.
 
+use futures::future::join_all;
 use weft_runtime::FieldViolation;
 
 use crate::{
     domain::{
-        endpoint::EndpointRecord,
+        endpoint::{EndpointRecord, EndpointSpec},
+        network::NetworkRecord,
         sandbox::{
             AttachmentSpec, HostAddress, NetworkMode, SandboxRecord, SandboxSpec, default_hostname,
             default_name,
@@ -19,6 +23,8 @@ use crate::{
     },
     engine::{Change, Gateway, new_id},
     error::GatewayError,
+    sagas::connect::new_endpoint,
+    steps::Steps,
     store::{self, operations::Operation, sandboxes::Owner},
 };
 
@@ -44,10 +50,23 @@ impl Gateway {
         spec: SandboxSpec,
         validate_only: bool,
     ) -> Result<SandboxView, GatewayError> {
-        let placed = self.place_sandbox(&spec).await?;
         if validate_only {
+            let placed = self.place_sandbox(&spec).await?;
             return self.dry_run_sandbox(&spec.networks, placed).await;
         }
+        let mut steps = Steps::start();
+        // (Independent reads, side by side.)
+        let (placed, networks) = tokio::join!(
+            self.place_sandbox(&spec),
+            join_all(
+                spec.networks
+                    .iter()
+                    .map(|a| self.find("network", &a.network))
+            )
+        );
+        let placed = placed?;
+        let networks = networks.into_iter().collect::<Result<Vec<_>, _>>()?;
+        steps.mark("place");
         let mut sandbox = placed.sandbox;
         sandbox.id = new_id();
         if sandbox.name.is_empty() {
@@ -57,7 +76,9 @@ impl Gateway {
             sandbox.hostname = default_hostname(&sandbox.container_id, &sandbox.id);
         }
         sandbox.created_at_ms = self.clock.now_ms();
-        let (sandbox, endpoints) = self.create_sandbox_saga(&spec.networks, sandbox).await?;
+        let (sandbox, endpoints) = self
+            .create_sandbox_saga(&spec.networks, networks, sandbox, steps)
+            .await?;
         let endpoints = match &placed.shared {
             Some(t) => self.endpoints(Owner::Sandbox, &t.id).await?,
             None => endpoints,
@@ -68,8 +89,12 @@ impl Gateway {
     /// What depends on the state: the host, the sandbox a `container:` sandbox shares, a free
     /// name, `host-gateway`'s address, free host ports.
     async fn place_sandbox(&self, spec: &SandboxSpec) -> Result<Placed, GatewayError> {
-        let host = self.place(&spec.host).await;
-        let shared = self.shared_namespace(&spec.network_mode).await?;
+        let (host, shared, name_free) = tokio::join!(
+            self.place(&spec.host),
+            self.shared_namespace(&spec.network_mode),
+            self.sandbox_name_free(&spec.name)
+        );
+        let shared = shared?;
         let (host, shared) = match (host, shared) {
             (Ok(h), Ok(s)) => (h, s),
             (h, s) => {
@@ -77,7 +102,7 @@ impl Gateway {
                 return Err(GatewayError::Invalid(errs));
             }
         };
-        self.sandbox_name_free(&spec.name).await?;
+        name_free?;
         let mut extra_hosts = Vec::new();
         for (name, address) in &spec.extra_hosts {
             let address = match address {
@@ -191,113 +216,154 @@ impl Gateway {
         })
     }
 
-    /// The saga of CreateSandbox: the namespace and files on the agent, every attachment, then
-    /// the records and events in one transaction; on any failure, all of it undone.
+    /// The saga of CreateSandbox, under one operation record: every endpoint planned (network,
+    /// id, interface, MAC), the record written, the addresses taken (side by side), then one
+    /// agent call makes the namespace, attaches every endpoint and writes the files, and one
+    /// transaction records the sandbox, its endpoints and their events. On any failure, all of
+    /// it is undone; a gateway killed half-way leaves the record, and the sweep undoes it.
     async fn create_sandbox_saga(
         &self,
         attachments: &[AttachmentSpec],
-        sandbox: SandboxRecord,
+        networks: Vec<NetworkRecord>,
+        mut sandbox: SandboxRecord,
+        mut steps: Steps,
     ) -> Result<(SandboxRecord, Vec<EndpointRecord>), GatewayError> {
-        let sandbox_op = self
-            .begin(&Operation::CreateSandbox {
-                sandbox: sandbox.clone(),
-            })
-            .await?;
-        self.fault("create-sandbox:recorded");
-        let sandbox = match self.create_on_agent(sandbox.clone()).await {
-            Ok(s) => s,
+        let mut planned = plan(&sandbox, attachments, networks)?;
+        let endpoints: Vec<EndpointRecord> = planned.iter().map(|p| p.ep.clone()).collect();
+        steps.mark("plan");
+        // The record and the addresses side by side: an address taken when the record is not
+        // written (the gateway killed in between, or the write failed) is owned by no endpoint
+        // and no operation, and the sweep releases it once older than the operation timeout.
+        let record = Operation::CreateSandbox {
+            sandbox: sandbox.clone(),
+            endpoints: endpoints.clone(),
+        };
+        let begin = async {
+            let op = self.begin(&record).await;
+            if op.is_ok() {
+                self.fault("create-sandbox:recorded");
+            }
+            op
+        };
+        let (op, allocated) = tokio::join!(begin, self.allocate_all(&mut planned));
+        let op = match op {
+            Ok(op) => op,
             Err(e) => {
-                self.remove_agent_sandbox(&sandbox).await;
-                self.abandon(&sandbox_op).await;
+                join_all(endpoints.iter().map(|e| self.release_owner(&e.id))).await;
                 return Err(e);
             }
         };
-        let mut attached: Vec<(EndpointRecord, String)> = Vec::new();
-        let result = match self.attach_all(&sandbox, attachments, &mut attached).await {
-            // The files and the earlier endpoints' default routes are no part of the records:
-            // they are written on the agent while the records are committed.
-            Ok(()) => {
-                let endpoints: Vec<EndpointRecord> =
-                    attached.iter().map(|(e, _)| e.clone()).collect();
-                let ((), committed) = tokio::join!(
-                    self.finish_on_agent(&sandbox, &endpoints),
-                    self.commit_sandbox(&sandbox, &attached, &sandbox_op)
+        steps.mark("begin+allocate");
+        let mut agent_called = false;
+        match self
+            .create_steps(
+                &mut sandbox,
+                allocated,
+                &planned,
+                &op,
+                &mut agent_called,
+                &mut steps,
+            )
+            .await
+        {
+            Ok(endpoints) => {
+                tracing::info!(
+                    sandbox = %sandbox.name,
+                    id = %sandbox.id,
+                    networks = endpoints.len(),
+                    total_us = steps.total_us(),
+                    steps = %steps,
+                    "sandbox created"
                 );
-                committed
+                Ok((sandbox, endpoints))
             }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            for (ep, op) in attached.iter().rev() {
-                self.undo_attach(&sandbox, ep).await;
-                self.abandon(op).await;
+            Err(e) => {
+                if agent_called {
+                    self.undo_create(&sandbox, &endpoints).await;
+                } else {
+                    join_all(endpoints.iter().map(|e| self.release_owner(&e.id))).await;
+                }
+                self.abandon(&op).await;
+                Err(e)
             }
-            self.remove_agent_sandbox(&sandbox).await;
-            self.abandon(&sandbox_op).await;
-            return Err(e);
         }
-        tracing::info!(sandbox = %sandbox.name, id = %sandbox.id, networks = attached.len(), "sandbox created");
-        let endpoints = attached.into_iter().map(|(e, _)| e).collect();
-        Ok((sandbox, endpoints))
     }
 
-    /// Attaches every initial network in order; `attached` holds what was done (endpoint and
-    /// operation id) so that a failure can be undone.
-    async fn attach_all(
+    /// Addresses for every planned endpoint, side by side; the first failure.
+    async fn allocate_all(&self, planned: &mut [Planned<'_>]) -> Result<(), GatewayError> {
+        join_all(planned.iter_mut().map(|p| {
+            let owner = p.ep.id.clone();
+            async move { self.allocate(&p.net, p.settings, &owner, &mut p.ep).await }
+        }))
+        .await
+        .into_iter()
+        .collect()
+    }
+
+    /// The steps of `create_sandbox_saga` once its record is written (and the addresses
+    /// taken, or `allocated` says why not); `sandbox` gets what the agent made (namespace
+    /// path, files), which the undo needs too.
+    async fn create_steps(
         &self,
-        sandbox: &SandboxRecord,
-        attachments: &[AttachmentSpec],
-        attached: &mut Vec<(EndpointRecord, String)>,
-    ) -> Result<(), GatewayError> {
-        for a in attachments {
-            let existing: Vec<EndpointRecord> = attached.iter().map(|(e, _)| e.clone()).collect();
-            let done = self
-                .attach(sandbox, &existing, &a.network, &a.settings)
-                .await?;
-            attached.push(done);
-        }
-        Ok(())
-    }
-
-    /// Once every endpoint is attached: the earlier endpoints learn whether later ones took the
-    /// default route (and the ports), and the files list every address.
-    async fn finish_on_agent(&self, sandbox: &SandboxRecord, endpoints: &[EndpointRecord]) {
-        tokio::join!(
-            self.reprogram(sandbox, &[], endpoints),
-            self.write_files(sandbox, endpoints)
-        );
-    }
-
-    /// The sandbox, its endpoints and their events in one transaction, every operation record
-    /// ended; then the host's dns-svc is given the chance to catch up.
-    async fn commit_sandbox(
-        &self,
-        sandbox: &SandboxRecord,
-        attached: &[(EndpointRecord, String)],
-        sandbox_op: &str,
-    ) -> Result<(), GatewayError> {
+        sandbox: &mut SandboxRecord,
+        allocated: Result<(), GatewayError>,
+        planned: &[Planned<'_>],
+        op: &str,
+        agent_called: &mut bool,
+        steps: &mut Steps,
+    ) -> Result<Vec<EndpointRecord>, GatewayError> {
+        allocated?;
+        self.fault("create-sandbox:allocated");
+        *agent_called = true;
+        let endpoints: Vec<EndpointRecord> = planned.iter().map(|p| p.ep.clone()).collect();
+        let networks: Vec<&NetworkRecord> = planned.iter().map(|p| &p.net).collect();
+        *sandbox = self
+            .create_on_agent(sandbox.clone(), &endpoints, &networks)
+            .await?;
+        self.fault("create-sandbox:attached");
+        steps.mark("agent");
         let mut changes = vec![Change::InsertSandbox(sandbox)];
-        for (e, op) in attached {
-            changes.push(Change::InsertEndpoint(e));
-            changes.push(Change::EndOperation(op));
-        }
-        changes.push(Change::EndOperation(sandbox_op));
+        changes.extend(endpoints.iter().map(Change::InsertEndpoint));
+        changes.push(Change::EndOperation(op));
         let revision = self.commit(&changes, None).await?;
+        steps.mark("commit");
+        // The host's dns-svc is given the chance to catch up (the sandbox's listener).
         self.sync_dns(&sandbox.host, revision).await;
-        Ok(())
+        steps.mark("dns");
+        Ok(endpoints)
     }
 
-    /// Deletes a sandbox: detaches and releases every endpoint, removes the namespace on the
-    /// agent, then the record. A namespace the agent made is removed first and whole instead
-    /// of detaching its endpoints one by one. Returns the sandbox and the endpoints removed with it.
+    /// Undoes a sandbox's creation wherever it stopped (inline, or by the sweep from its
+    /// record): the agent's side first, then the addresses (none is given back while an
+    /// interface may still use it). A namespace the agent made goes whole with its interfaces;
+    /// in any other, each endpoint is detached first. Every step is idempotent.
+    pub(crate) async fn undo_create(&self, sandbox: &SandboxRecord, endpoints: &[EndpointRecord]) {
+        if !sandbox.removal_takes_interfaces() {
+            for ep in endpoints.iter().rev() {
+                self.detach_agent(sandbox, ep).await;
+            }
+        }
+        self.remove_agent_sandbox(sandbox).await;
+        join_all(endpoints.iter().map(|e| self.release_owner(&e.id))).await;
+    }
+
+    /// Deletes a sandbox: detaches every endpoint, removes the namespace on the agent, then
+    /// gives the addresses back while the records go (one transaction). A namespace Weft made
+    /// goes whole, its veths with it, instead of detaching its endpoints one by one. Returns
+    /// the sandbox and the endpoints removed with it. Once recorded, the sweep completes it if
+    /// the gateway dies.
     pub async fn delete_sandbox(
         &self,
         key: &str,
     ) -> Result<(SandboxRecord, Vec<EndpointRecord>), GatewayError> {
+        let mut steps = Steps::start();
         let sandbox = self.find_sandbox("sandbox", key).await?;
-        let sharers = {
+        let (sharers, endpoints) = {
             let mut conn = self.db.read().acquire().await?;
-            store::sandboxes::sharing(&mut conn, &sandbox.id).await?
+            let sharers = store::sandboxes::sharing(&mut conn, &sandbox.id).await?;
+            let endpoints =
+                store::sandboxes::endpoints_of(&mut conn, Owner::Sandbox, &sandbox.id).await?;
+            (sharers, endpoints)
         };
         if !sharers.is_empty() {
             return Err(GatewayError::Precondition(format!(
@@ -306,39 +372,76 @@ impl Gateway {
                 sharers.join(", ")
             )));
         }
-        let endpoints = self.endpoints(Owner::Sandbox, &sandbox.id).await?;
+        steps.mark("read");
         let op = self
             .begin(&Operation::DeleteSandbox {
                 sandbox: sandbox.clone(),
             })
             .await?;
         self.fault("delete-sandbox:recorded");
-        // A namespace Weft made goes whole, its veths with it (one call, before any address is
-        // given back); otherwise each endpoint is detached, then the sandbox removed.
-        let whole = sandbox.removal_takes_interfaces();
-        if whole {
-            self.remove_agent_sandbox(&sandbox).await;
-        }
-        for ep in endpoints.iter().rev() {
-            if !whole {
+        steps.mark("begin");
+        if !sandbox.removal_takes_interfaces() {
+            for ep in endpoints.iter().rev() {
                 self.detach_agent(&sandbox, ep).await;
             }
-            self.fault("delete-sandbox:detached");
-            self.release_owner(&ep.id).await;
-            self.fault("delete-sandbox:released");
-            self.commit(&[Change::DeleteEndpoint(ep)], None).await?;
         }
-        self.fault("delete-sandbox:endpoints-removed");
-        if !whole {
-            self.remove_agent_sandbox(&sandbox).await;
-        }
+        self.fault("delete-sandbox:detached");
+        self.remove_agent_sandbox(&sandbox).await;
         self.fault("delete-sandbox:agent-removed");
-        self.commit(
-            &[Change::DeleteSandbox(&sandbox), Change::EndOperation(&op)],
-            None,
-        )
-        .await?;
-        tracing::info!(sandbox = %sandbox.name, id = %sandbox.id, "sandbox removed");
+        steps.mark("agent");
+        // Nothing uses the addresses any more: they go back while the records go. Killed in
+        // between, the record of the operation (still there) has the sweep finish it, or (gone
+        // with the records) the addresses no endpoint owns are released by the sweep.
+        let mut changes: Vec<Change<'_>> =
+            endpoints.iter().rev().map(Change::DeleteEndpoint).collect();
+        changes.push(Change::DeleteSandbox(&sandbox));
+        changes.push(Change::EndOperation(&op));
+        let release = async {
+            join_all(endpoints.iter().map(|e| self.release_owner(&e.id))).await;
+            self.fault("delete-sandbox:released");
+        };
+        let commit = async {
+            let revision = self.commit(&changes, None).await?;
+            self.fault("delete-sandbox:committed");
+            Ok::<_, GatewayError>(revision)
+        };
+        let ((), committed) = tokio::join!(release, commit);
+        committed?;
+        steps.mark("release+commit");
+        tracing::info!(
+            sandbox = %sandbox.name,
+            id = %sandbox.id,
+            total_us = steps.total_us(),
+            steps = %steps,
+            "sandbox removed"
+        );
         Ok((sandbox, endpoints))
     }
+}
+
+/// Every initial endpoint of a new sandbox (on `networks`, in the order of `attachments`):
+/// id, interface and MAC chosen, each checked against those before it.
+fn plan<'a>(
+    sandbox: &SandboxRecord,
+    attachments: &'a [AttachmentSpec],
+    networks: Vec<NetworkRecord>,
+) -> Result<Vec<Planned<'a>>, GatewayError> {
+    let mut planned: Vec<Planned<'a>> = Vec::with_capacity(attachments.len());
+    for (a, net) in attachments.iter().zip(networks) {
+        let existing: Vec<EndpointRecord> = planned.iter().map(|p| p.ep.clone()).collect();
+        let ep = new_endpoint(sandbox, &existing, &net, &a.settings, sandbox.created_at_ms)?;
+        planned.push(Planned {
+            ep,
+            net,
+            settings: &a.settings,
+        });
+    }
+    Ok(planned)
+}
+
+/// One initial endpoint of a new sandbox, as planned before anything is done.
+struct Planned<'a> {
+    ep: EndpointRecord,
+    net: NetworkRecord,
+    settings: &'a EndpointSpec,
 }

@@ -18,8 +18,13 @@ pub enum Operation {
         sandbox: SandboxRecord,
         endpoint: EndpointRecord,
     },
+    /// A sandbox and its initial endpoints (ids, networks and interfaces chosen; addresses
+    /// not yet): one record for the whole creation. (Written before the endpoints were part
+    /// of it, a record has none: each initial endpoint then had a `Connect` of its own.)
     CreateSandbox {
         sandbox: SandboxRecord,
+        #[serde(default)]
+        endpoints: Vec<EndpointRecord>,
     },
     DeleteSandbox {
         sandbox: SandboxRecord,
@@ -32,9 +37,23 @@ impl Operation {
             Self::Connect { endpoint, .. } | Self::Disconnect { endpoint, .. } => {
                 format!("ep:{}", endpoint.id)
             }
-            Self::CreateSandbox { sandbox } | Self::DeleteSandbox { sandbox } => {
+            Self::CreateSandbox { sandbox, .. } | Self::DeleteSandbox { sandbox } => {
                 format!("sb:{}", sandbox.id)
             }
+        }
+    }
+
+    /// The endpoints whose addresses this operation may hold in IPAM (the sweep must not
+    /// take them for orphans while it runs).
+    pub fn endpoint_ids(&self) -> Vec<&str> {
+        match self {
+            Self::Connect { endpoint, .. } | Self::Disconnect { endpoint, .. } => {
+                vec![endpoint.id.as_str()]
+            }
+            Self::CreateSandbox { endpoints, .. } => {
+                endpoints.iter().map(|e| e.id.as_str()).collect()
+            }
+            Self::DeleteSandbox { .. } => Vec::new(),
         }
     }
 
@@ -82,6 +101,16 @@ pub async fn older_than(conn: &mut AnyConnection, before_ms: i64) -> Result<Vec<
         .collect()
 }
 
+/// Every operation in flight.
+pub async fn all(conn: &mut AnyConnection) -> Result<Vec<Operation>> {
+    let rows = sqlx::query("SELECT record FROM gateway_operations")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| decode("operation", &r.try_get::<String, _>("record")?))
+        .collect()
+}
+
 /// The ids of every operation in flight.
 pub async fn all_ids(conn: &mut AnyConnection) -> Result<Vec<String>> {
     let rows = sqlx::query("SELECT id FROM gateway_operations")
@@ -101,4 +130,25 @@ pub async fn endpoint_ids(conn: &mut AnyConnection) -> Result<Vec<String>> {
         .iter()
         .map(|r| r.try_get("id"))
         .collect::<std::result::Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_create_sandbox_record_written_before_it_listed_endpoints_still_reads() {
+        // As an older gateway wrote it: no `endpoints`.
+        let old = r#"{"kind":"create_sandbox","sandbox":{"id":"s1","name":"web",
+            "container_id":"","host":"local","netns_path":"","hostname":"web",
+            "dns":{"servers":[],"search":[],"options":[]},"extra_hosts":[],
+            "port_mappings":[],"network_mode":"","labels":{},"created_at_ms":0}}"#;
+        let op: Operation = crate::store::decode("operation", old).unwrap();
+        assert_eq!(op.id(), "sb:s1");
+        assert!(op.endpoint_ids().is_empty());
+        let Operation::CreateSandbox { endpoints, .. } = &op else {
+            panic!("{op:?}");
+        };
+        assert!(endpoints.is_empty());
+    }
 }

@@ -1,7 +1,8 @@
 //! Crash: the gateway is killed (SIGKILL, at a chosen step, by its fault hook) at each step of
-//! Connect, Disconnect and DeleteSandbox; after a restart and one sweep, IPAM's Check and the
-//! gateway's consistency check find nothing leaked and nothing half-attached, and each
-//! operation was undone (Connect) or completed (Disconnect, DeleteSandbox).
+//! CreateSandbox (with two networks), Connect, Disconnect and DeleteSandbox; after a restart
+//! and one sweep, IPAM's Check and the gateway's consistency check find nothing leaked and
+//! nothing half-attached, and each operation was undone (CreateSandbox, Connect) or completed
+//! (Disconnect, DeleteSandbox).
 
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ use weft_testkit::{Backend, ServiceProcess, stack::StackOptions};
 use crate::harness::with_subnet;
 
 const STEPS: &[&str] = &[
+    "create-sandbox:recorded",
+    "create-sandbox:allocated",
+    "create-sandbox:attached",
     "connect:recorded",
     "connect:allocated",
     "connect:attached",
@@ -26,9 +30,9 @@ const STEPS: &[&str] = &[
     "disconnect:released",
     "delete-sandbox:recorded",
     "delete-sandbox:detached",
-    "delete-sandbox:released",
-    "delete-sandbox:endpoints-removed",
     "delete-sandbox:agent-removed",
+    "delete-sandbox:released",
+    "delete-sandbox:committed",
 ];
 
 async fn crash_at_every_step(backend: Backend, kills: usize) {
@@ -79,6 +83,23 @@ async fn crash_at_every_step(backend: Backend, kills: usize) {
         let mut sb = SandboxServiceClient::new(weft_testkit::channel(svc.addr));
         let op = step.split(':').next().unwrap();
         let outcome = match op {
+            "create-sandbox" => sb
+                .create_sandbox(pb::CreateSandboxRequest {
+                    name: name.clone(),
+                    networks: vec![
+                        pb::NetworkAttachment {
+                            network: "a".into(),
+                            settings: None,
+                        },
+                        pb::NetworkAttachment {
+                            network: "b".into(),
+                            settings: None,
+                        },
+                    ],
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
             "connect" => {
                 sb.create_sandbox(pb::CreateSandboxRequest {
                     name: name.clone(),
@@ -199,7 +220,7 @@ async fn crash_at_every_step(backend: Backend, kills: usize) {
                     "{step}"
                 );
             }
-            // Completed: the sandbox is gone.
+            // Undone (create) or completed (delete): the sandbox is not there.
             _ => assert!(this.is_none(), "{step}: sandbox still there"),
         }
         // Nothing half-attached: the agent holds exactly the recorded endpoints.

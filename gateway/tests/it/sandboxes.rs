@@ -262,18 +262,23 @@ async fn initial_networks_are_all_or_nothing(b: Backend) {
         .create_network(with_subnet("ok", "10.94.0.0/24"))
         .await
         .unwrap();
+    s.networks()
+        .create_network(with_subnet("broken", "10.97.0.0/24"))
+        .await
+        .unwrap();
     let mut sb = sandboxes(&s);
+    let attach = |networks: &[&str]| {
+        networks
+            .iter()
+            .map(|n| pb::NetworkAttachment {
+                network: (*n).into(),
+                settings: None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // A network that does not exist: refused before anything is done anywhere.
     let req = pb::CreateSandboxRequest {
-        networks: vec![
-            pb::NetworkAttachment {
-                network: "ok".into(),
-                settings: None,
-            },
-            pb::NetworkAttachment {
-                network: "missing".into(),
-                settings: None,
-            },
-        ],
+        networks: attach(&["ok", "missing"]),
         ..sandbox("half")
     };
     let e = sb.create_sandbox(req).await.unwrap_err();
@@ -283,6 +288,19 @@ async fn initial_networks_are_all_or_nothing(b: Backend) {
         "the error of the step that failed: {e:?}"
     );
     assert!(e.message().contains("missing"));
+    {
+        let calls = s.agent.calls.lock().unwrap();
+        assert!(calls.sandboxes.is_empty() && calls.attached.is_empty());
+    }
+    assert!(allocations(&s).await.is_empty());
+    // The agent refuses the second endpoint: everything is undone, both addresses given back.
+    let req = pb::CreateSandboxRequest {
+        networks: attach(&["ok", "broken"]),
+        ..sandbox("half")
+    };
+    let e = sb.create_sandbox(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("kernel said no"), "{}", e.message());
     assert!(
         sb.list_sandboxes(pb::ListSandboxesRequest::default())
             .await
@@ -293,13 +311,16 @@ async fn initial_networks_are_all_or_nothing(b: Backend) {
     );
     assert!(
         allocations(&s).await.is_empty(),
-        "the first attachment's address was given back"
+        "the addresses taken for both endpoints were given back"
     );
     {
         let calls = s.agent.calls.lock().unwrap();
-        assert_eq!(calls.attached.len(), 1);
-        assert_eq!(calls.detached.len(), 1, "and detached on the agent");
-        assert_eq!(calls.removed_sandboxes.len(), 1);
+        assert!(calls.attached_now().is_empty(), "nothing left attached");
+        assert_eq!(
+            calls.removed_sandboxes.len(),
+            1,
+            "the agent was told to remove the sandbox"
+        );
     }
     // With every network present it all lands at once.
     s.networks()

@@ -77,22 +77,41 @@ impl AgentService for FakeAgent {
         &self,
         req: Request<apb::CreateSandboxRequest>,
     ) -> Result<Response<apb::CreateSandboxResponse>, Status> {
-        let s = req.into_inner().sandbox.unwrap_or_default();
-        self.calls
-            .lock()
-            .unwrap()
-            .sandboxes
-            .push(s.sandbox_id.clone());
+        let req = req.into_inner();
+        let s = req.sandbox.unwrap_or_default();
+        // As the real agent: all or nothing, the initial endpoints with the sandbox.
+        if req
+            .attachments
+            .iter()
+            .any(|a| a.network.as_ref().is_some_and(|n| n.name == "broken"))
+        {
+            return Err(Status::unavailable("fake agent: the kernel said no"));
+        }
         // As the real agent: a given namespace is used as is, else one is "created".
         let managed = s.netns_path.is_empty() && !s.host_network;
+        let netns_path = if managed {
+            format!("/run/netns/fake-{}", &s.sandbox_id[..12])
+        } else {
+            s.netns_path.clone()
+        };
+        let mut calls = self.calls.lock().unwrap();
+        calls.sandboxes.push(s.sandbox_id.clone());
+        let attached = req
+            .attachments
+            .into_iter()
+            .map(|mut a| {
+                if let Some(e) = a.endpoint.as_mut() {
+                    e.netns_path.clone_from(&netns_path);
+                }
+                calls.attached.push(a);
+                apb::AttachResponse::default()
+            })
+            .collect();
         Ok(Response::new(apb::CreateSandboxResponse {
-            netns_path: if managed {
-                format!("/run/netns/fake-{}", &s.sandbox_id[..12])
-            } else {
-                s.netns_path
-            },
+            netns_path,
             netns_managed: managed,
             sandbox_id: s.sandbox_id,
+            attached,
             ..Default::default()
         }))
     }
@@ -131,8 +150,13 @@ impl AgentService for FakeAgent {
         &self,
         req: Request<apb::DetachRequest>,
     ) -> Result<Response<apb::DetachResponse>, Status> {
-        self.calls.lock().unwrap().detached.push(req.into_inner());
-        Ok(Response::new(apb::DetachResponse::default()))
+        let req = req.into_inner();
+        let files_written = req.files.is_some();
+        self.calls.lock().unwrap().detached.push(req);
+        Ok(Response::new(apb::DetachResponse {
+            files_written,
+            ..Default::default()
+        }))
     }
 
     async fn apply_state(
