@@ -17,7 +17,7 @@
 //! orphans are found from the same survey. With nothing changed, such a pass enters no sandbox
 //! and changes nothing. After it, an **audit** ensures a few sandboxes in full, in turn: drift
 //! inside a sandbox, which the survey cannot see from the host, is found within
-//! `sandboxes / AUDIT` passes.
+//! `sandboxes / AUDIT` audits ([`crate::agent::AUDIT`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -38,11 +38,6 @@ use crate::{
 };
 
 pub use crate::recent::{GRACE, Recent};
-
-/// Sandboxes (with their endpoints) the audit after each pass of the changes checks in full,
-/// in turn ([`Agent::audit`]): every sandbox once every `sandboxes / AUDIT` passes (at the
-/// default reconcile interval of 30 s, 5,000 sandboxes in about 5 hours).
-pub const AUDIT: usize = 8;
 
 /// How deep a pass goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -85,7 +85,7 @@ impl From<IpamError> for Status {
                 Status::unavailable("store unavailable")
             }
             IpamError::Store(IpamStoreError::Sqlite(ref s))
-                if crate::engine::sqlite_is_unavailable(s) =>
+                if crate::store::sqlite_is_unavailable(s) =>
             {
                 tracing::warn!(error = %s, "store unavailable");
                 Status::unavailable("store unavailable")

@@ -419,3 +419,10 @@ mod tests {
         assert!(!versions(&super::SQLITE_MIGRATIONS).is_empty());
     }
 }
+
+/// The database is locked or cannot be opened (callers get `UNAVAILABLE`, as for sqlx).
+pub(crate) fn sqlite_is_unavailable(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen | ErrorCode::SystemIoFailure))
+}

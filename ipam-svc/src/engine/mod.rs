@@ -19,8 +19,6 @@ mod pools;
 mod sqlite;
 mod writer;
 
-pub(crate) use sqlite::is_unavailable as sqlite_is_unavailable;
-
 use std::{
     collections::HashMap,
     net::IpAddr,

@@ -119,9 +119,3 @@ pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
         if f.code == ErrorCode::ConstraintViolation
             && matches!(f.extended_code, rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE))
 }
-
-/// The database is locked or cannot be opened (callers get `UNAVAILABLE`, as for sqlx).
-pub(crate) fn is_unavailable(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen | ErrorCode::SystemIoFailure))
-}
