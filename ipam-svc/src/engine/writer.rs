@@ -354,7 +354,7 @@ fn batch_error(e: &IpamError) -> IpamError {
             IpamError::Store(crate::store::IpamStoreError::Sql(sqlx::Error::PoolTimedOut))
         }
         IpamError::Store(crate::store::IpamStoreError::Sqlite(s))
-            if super::sqlite::is_unavailable(s) =>
+            if crate::store::sqlite_is_unavailable(s) =>
         {
             IpamError::Store(crate::store::IpamStoreError::Sql(sqlx::Error::PoolTimedOut))
         }
