@@ -403,6 +403,13 @@ fn alloc_from_row_partial(row: &AnyRow) -> Result<(String, u128, String)> {
     Ok((pool_id, addr, row.try_get("owner")?))
 }
 
+/// The database is locked or cannot be opened (callers get `UNAVAILABLE`, as for sqlx).
+pub(crate) fn sqlite_is_unavailable(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen | ErrorCode::SystemIoFailure))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -418,11 +425,4 @@ mod tests {
         );
         assert!(!versions(&super::SQLITE_MIGRATIONS).is_empty());
     }
-}
-
-/// The database is locked or cannot be opened (callers get `UNAVAILABLE`, as for sqlx).
-pub(crate) fn sqlite_is_unavailable(e: &rusqlite::Error) -> bool {
-    use rusqlite::ErrorCode;
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen | ErrorCode::SystemIoFailure))
 }
