@@ -429,7 +429,10 @@ fn plan<'a>(
     let mut planned: Vec<Planned<'a>> = Vec::with_capacity(attachments.len());
     for (a, net) in attachments.iter().zip(networks) {
         let existing: Vec<EndpointRecord> = planned.iter().map(|p| p.ep.clone()).collect();
-        let ep = new_endpoint(sandbox, &existing, &net, &a.settings, sandbox.created_at_ms)?;
+        // A millisecond apart, in the order asked for: endpoints are listed by creation time
+        // (then id), and a sandbox's networks keep the order they were given in.
+        let at = sandbox.created_at_ms + i64::try_from(existing.len()).unwrap_or(i64::MAX);
+        let ep = new_endpoint(sandbox, &existing, &net, &a.settings, at)?;
         planned.push(Planned {
             ep,
             net,
