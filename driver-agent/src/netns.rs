@@ -224,23 +224,7 @@ where
     check_name(name)?;
     let dir = Path::new(NETNS_DIR);
     prepare_dir(dir)?;
-    let path = named_path(name);
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(NetnsError::Exists { name: name.into() });
-        }
-        Err(source) => {
-            return Err(NetnsError::Dir {
-                dir: path.clone(),
-                source,
-            });
-        }
-    }
+    let path = new_mount_point(name)?;
     let target = path.clone();
     let res = std::thread::Builder::new()
         .name("weft-netns-new".into())
@@ -273,6 +257,23 @@ where
     }
 }
 
+/// Creates the empty file `/run/netns/<name>` that a namespace is mounted onto; a name taken
+/// is [`NetnsError::Exists`].
+fn new_mount_point(name: &str) -> Result<PathBuf, NetnsError> {
+    let path = named_path(name);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(_) => Ok(path),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(NetnsError::Exists { name: name.into() })
+        }
+        Err(source) => Err(NetnsError::Dir { dir: path, source }),
+    }
+}
+
 /// Names the namespace open as `ns` (an anonymous one, held by nothing but that file):
 /// `/run/netns/<name>` with its `nsfs` inode bind-mounted onto it, as `ip netns attach` does,
 /// so that it outlives the file. A name already taken is [`NetnsError::Exists`].
@@ -280,23 +281,7 @@ pub fn mount_named(name: &str, ns: &File) -> Result<PathBuf, NetnsError> {
     use std::os::fd::AsRawFd as _;
     check_name(name)?;
     prepare_dir(Path::new(NETNS_DIR))?;
-    let path = named_path(name);
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(NetnsError::Exists { name: name.into() });
-        }
-        Err(source) => {
-            return Err(NetnsError::Dir {
-                dir: path.clone(),
-                source,
-            });
-        }
-    }
+    let path = new_mount_point(name)?;
     // (The file's own entry in this process's fd table names the namespace.)
     let source = format!("/proc/self/fd/{}", ns.as_raw_fd());
     if let Err(source) = mount(

@@ -178,10 +178,7 @@ impl LinkSocket {
                 }
                 match kind {
                     NLMSG_ERROR => {
-                        let code = payload
-                            .get(..4)
-                            .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-                            .ok_or_else(|| malformed("a short error"))?;
+                        let code = error_code(payload)?;
                         if -code == nix::libc::ENODEV {
                             return Ok(None);
                         }
@@ -208,11 +205,7 @@ impl LinkSocket {
                 match kind {
                     NLMSG_DONE => return Ok(out),
                     NLMSG_ERROR => {
-                        let code = payload
-                            .get(..4)
-                            .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-                            .ok_or_else(|| malformed("a short error"))?;
-                        return Err(io::Error::from_raw_os_error(-code));
+                        return Err(io::Error::from_raw_os_error(-error_code(payload)?));
                     }
                     RTM_NEWLINK => out.push(link(payload)?),
                     _ => {}
@@ -243,6 +236,14 @@ fn request(seq: u32, index: Option<u32>) -> Vec<u8> {
     b.extend_from_slice(&IFLA_EXT_MASK.to_ne_bytes());
     b.extend_from_slice(&RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
     b
+}
+
+/// The (negative) errno of an `NLMSG_ERROR`.
+fn error_code(payload: &[u8]) -> io::Result<i32> {
+    payload
+        .get(..4)
+        .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .ok_or_else(|| malformed("a short error"))
 }
 
 fn malformed(what: &str) -> io::Error {
