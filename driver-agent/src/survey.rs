@@ -167,34 +167,18 @@ impl LinkSocket {
 
     /// The link with `index` now (`None`: there is none).
     fn get(&mut self, index: u32) -> io::Result<Option<Link>> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        self.socket.send(&request(seq, Some(index)), 0)?;
-        loop {
-            let (buf, _) = self.socket.recv_from_full()?;
-            for (kind, msg_seq, payload) in messages(&buf)? {
-                if msg_seq != seq {
-                    continue;
-                }
-                match kind {
-                    NLMSG_ERROR => {
-                        let code = error_code(payload)?;
-                        if -code == nix::libc::ENODEV {
-                            return Ok(None);
-                        }
-                        return Err(io::Error::from_raw_os_error(-code));
-                    }
-                    RTM_NEWLINK => return link(payload).map(Some),
-                    _ => {}
-                }
-            }
-        }
+        Ok(self.ask(Some(index))?.into_iter().next())
     }
 
     fn dump(&mut self) -> io::Result<Vec<Link>> {
+        self.ask(None)
+    }
+
+    /// Every link (`index` `None`: a dump), or the one with `index` (none when it is gone).
+    fn ask(&mut self, index: Option<u32>) -> io::Result<Vec<Link>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        self.socket.send(&request(seq, None), 0)?;
+        self.socket.send(&request(seq, index), 0)?;
         let mut out = Vec::new();
         loop {
             let (buf, _) = self.socket.recv_from_full()?;
@@ -205,9 +189,18 @@ impl LinkSocket {
                 match kind {
                     NLMSG_DONE => return Ok(out),
                     NLMSG_ERROR => {
-                        return Err(io::Error::from_raw_os_error(-error_code(payload)?));
+                        let code = error_code(payload)?;
+                        if index.is_some() && -code == nix::libc::ENODEV {
+                            return Ok(out);
+                        }
+                        return Err(io::Error::from_raw_os_error(-code));
                     }
-                    RTM_NEWLINK => out.push(link(payload)?),
+                    RTM_NEWLINK => {
+                        out.push(link(payload)?);
+                        if index.is_some() {
+                            return Ok(out);
+                        }
+                    }
                     _ => {}
                 }
             }
