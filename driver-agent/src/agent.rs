@@ -449,6 +449,7 @@ impl Agent {
         let c = connected::Connected {
             file: std::sync::Arc::new(ns.file),
             handle,
+            ipv6_off_by_default: false,
         };
         self.keep_connected(path, &c);
         Ok(c)
@@ -494,6 +495,8 @@ impl Agent {
         let ns = SandboxNs {
             handle: &sandbox.handle,
             file: &sandbox.file,
+            path: &ep.netns,
+            ipv6_off_by_default: sandbox.ipv6_off_by_default,
         };
         let attached = d.attach(&self.host, ns, setup, net, ep, report).await?;
         if let Err(e) = self.program_network(net, Some(ep), report).await {
@@ -535,6 +538,7 @@ impl Agent {
                     let c = connected::Connected {
                         file: std::sync::Arc::new(ns.file),
                         handle: h,
+                        ipv6_off_by_default: false,
                     };
                     self.keep_connected(netns_path, &c);
                     Some(c.handle)

@@ -11,7 +11,10 @@ use rtnetlink::{
     packet_route::{
         AddressFamily,
         address::{AddressAttribute, AddressFlags, AddressScope},
-        link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+        link::{
+            AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoKind, LinkAttribute, LinkFlags,
+            LinkInfo, LinkMessage,
+        },
         route::{RouteAttribute, RouteHeader, RouteMessage},
     },
 };
@@ -94,6 +97,42 @@ pub async fn set_alias_up(handle: &Handle, link: &Link, alias: &str) -> Result<(
         .execute()
         .await
         .map_err(AgentError::netlink("configure link", &link.name))
+}
+
+/// A bridge port just made (named `name`): its alias set and no IPv6 address generated for it
+/// (`addrgenmode none`: a port needs none, and without a link-local address it sends nothing
+/// into the bridge, no duplicate address detection, MLD report or router solicitation, which
+/// the bridge would flood to every other port), then up. Two requests: the kernel applies a
+/// request's flags before its per-family settings, so one that also brought the port up would
+/// make the address first.
+pub async fn set_port_alias_up(handle: &Handle, name: &str, alias: &str) -> Result<(), AgentError> {
+    let quiet = |v6: bool| {
+        let mut m = LinkUnspec::new_with_name(name).alias(alias).build();
+        if v6 {
+            m.attributes
+                .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                    vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+                )]));
+        }
+        m
+    };
+    match handle.link().set(quiet(true)).execute().await {
+        Ok(()) => {}
+        // A kernel without IPv6 refuses the family's settings: the alias alone.
+        Err(e) if errno(&e) == Some(libc::EAFNOSUPPORT) => handle
+            .link()
+            .set(quiet(false))
+            .execute()
+            .await
+            .map_err(AgentError::netlink("configure link", name))?,
+        Err(e) => return Err(AgentError::netlink("configure link", name)(e)),
+    }
+    handle
+        .link()
+        .set(LinkUnspec::new_with_name(name).up().build())
+        .execute()
+        .await
+        .map_err(AgentError::netlink("bring up", name))
 }
 
 pub async fn set_up(handle: &Handle, index: u32, name: &str) -> Result<(), AgentError> {

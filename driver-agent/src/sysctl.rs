@@ -76,3 +76,56 @@ pub async fn ensure(netns_path: &Path, wanted: Vec<Sysctl>) -> Result<Vec<Sysctl
     .await
     .map_err(AgentError::netns(netns_path))?
 }
+
+/// IPv6 of an interface in the namespace of the calling thread: on or off
+/// (`net.ipv6.conf.<ifname>.disable_ipv6`), written only when it differs. Returns whether it
+/// was written. A kernel without IPv6 has it off already: nothing to do when off is wanted.
+pub(crate) fn set_interface_ipv6_here(ifname: &str, on: bool) -> Result<bool, AgentError> {
+    // (An interface name never holds '/' or is "." or "..", but this path is built from it.)
+    if ifname.is_empty() || ifname.contains('/') || ifname == "." || ifname == ".." {
+        return Err(AgentError::Sysctl {
+            name: format!("net.ipv6.conf.{ifname}.disable_ipv6"),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not an interface name"),
+        });
+    }
+    write_if_differs(
+        &format!("net/ipv6/conf/{ifname}/disable_ipv6"),
+        if on { "0" } else { "1" },
+        !on,
+    )
+}
+
+/// Makes interfaces that appear later in the namespace of the calling thread (one the agent
+/// has just made) start with IPv6 off (`net.ipv6.conf.default.disable_ipv6`): an endpoint of
+/// an IPv4-only network then never gets a link-local address, multicast memberships or
+/// router advertisements, with no thread entering the namespace per attach. Loopback, made
+/// with the namespace, keeps `::1`. Returns whether the default is off now (false: this kernel
+/// has no IPv6).
+pub(crate) fn ipv6_off_by_default_here() -> Result<bool, AgentError> {
+    write_if_differs("net/ipv6/conf/default/disable_ipv6", "1", true)?;
+    Ok(Path::new("/proc/sys/net/ipv6").is_dir())
+}
+
+/// Writes `value` to `/proc/sys/<path>` unless it holds it already; a missing switch is fine
+/// when `absent_ok` (IPv6 compiled out or disabled at boot). Returns whether it wrote.
+fn write_if_differs(path: &str, value: &str, absent_ok: bool) -> Result<bool, AgentError> {
+    let file = Path::new("/proc/sys").join(path);
+    let fail = |source: io::Error| AgentError::Sysctl {
+        name: path.replace('/', "."),
+        source,
+    };
+    match std::fs::read_to_string(&file) {
+        Ok(v) if v.trim() == value => Ok(false),
+        Ok(_) => std::fs::write(&file, value).map(|()| true).map_err(fail),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && absent_ok => Ok(false),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// [`ipv6_off_by_default_here`], a failure logged (then each interface is switched on its own).
+pub(crate) fn ipv6_off_by_default_here_or_warn() -> bool {
+    ipv6_off_by_default_here().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "a new namespace keeps IPv6 on by default");
+        false
+    })
+}

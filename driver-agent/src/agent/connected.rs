@@ -31,6 +31,9 @@ pub(crate) const CAP: usize = 256;
 pub(crate) struct Connected {
     pub file: Arc<File>,
     pub handle: Handle,
+    /// Interfaces are born here with IPv6 off: the agent made the namespace so
+    /// ([`crate::sysctl::ipv6_off_by_default_here`]).
+    pub ipv6_off_by_default: bool,
 }
 
 #[derive(Debug, Default)]
@@ -96,19 +99,21 @@ pub(crate) async fn create_managed(
         netns::create_named_then(&task_name, move || {
             // Registering the socket with the reactor needs the runtime's context here.
             let _guard = rt.enter();
+            let off = crate::sysctl::ipv6_off_by_default_here_or_warn();
             let file = File::open("/proc/thread-self/ns/net")?;
             let (conn, handle, _) = rtnetlink::new_connection()?;
-            Ok::<_, std::io::Error>((file, conn, handle))
+            Ok::<_, std::io::Error>((file, conn, handle, off))
         })
     })
     .await
     .map_err(|e| netns::NetnsError::Thread(e.to_string()))?;
     match made {
-        Ok((path, Ok((file, conn, handle)))) => {
+        Ok((path, Ok((file, conn, handle, ipv6_off_by_default)))) => {
             tokio::spawn(conn);
             let c = Connected {
                 file: Arc::new(file),
                 handle,
+                ipv6_off_by_default,
             };
             Ok((path, true, Some(c)))
         }
@@ -136,6 +141,7 @@ mod tests {
         Connected {
             file: Arc::new(File::open("/proc/self/ns/net").unwrap()),
             handle,
+            ipv6_off_by_default: false,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Namespaces made ahead of the CreateSandbox calls that need one. Making a network namespace
 //! costs the kernel more than the rest of a sandbox's creation (every per-namespace subsystem is
 //! set up, loopback registered) plus a thread to unshare on; a namespace made in the background
-//! (loopback up, a netlink socket inside) is only bind-mounted at `weft-<id>` when claimed.
+//! (loopback up, IPv6 off by default for the interfaces to come, a netlink socket inside) is only bind-mounted at `weft-<id>` when claimed.
 //!
 //! The namespaces waiting here are anonymous: held by an open file and nothing else, so they
 //! vanish with the agent (a killed agent leaves nothing behind). At most [`READY`] wait; a
@@ -102,15 +102,16 @@ async fn make() -> Result<Connected, AgentError> {
         netns::run_in_scratch(move || {
             // Registering the socket with the reactor needs the runtime's context here.
             let _guard = rt.enter();
+            let off = crate::sysctl::ipv6_off_by_default_here_or_warn();
             let file = File::open("/proc/thread-self/ns/net")?;
             let (conn, handle, _) = rtnetlink::new_connection()?;
-            Ok::<_, std::io::Error>((file, conn, handle))
+            Ok::<_, std::io::Error>((file, conn, handle, off))
         })
     })
     .await
     .map_err(|e| AgentError::netns(&scratch)(netns::NetnsError::Thread(e.to_string())))?
     .map_err(AgentError::netns(&scratch))?;
-    let (file, conn, handle) =
+    let (file, conn, handle, ipv6_off_by_default) =
         made.map_err(|e| AgentError::netns(&scratch)(netns::NetnsError::Socket(e)))?;
     tokio::spawn(conn);
     if let Some(lo) = kernel::link_by_name(&handle, "lo").await?
@@ -121,5 +122,6 @@ async fn make() -> Result<Connected, AgentError> {
     Ok(Connected {
         file: Arc::new(file),
         handle,
+        ipv6_off_by_default,
     })
 }

@@ -47,6 +47,10 @@ impl NetworkSetup {
 pub struct SandboxNs<'a> {
     pub handle: &'a Handle,
     pub file: &'a std::fs::File,
+    /// Where the namespace is (for errors).
+    pub path: &'a std::path::Path,
+    /// Interfaces are born here with IPv6 off (the agent made the namespace so).
+    pub ipv6_off_by_default: bool,
 }
 
 /// What an attach left in the sandbox.

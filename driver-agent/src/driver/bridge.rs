@@ -87,7 +87,7 @@ impl NetworkDriver for Bridge {
         let br = setup.device.as_ref().ok_or_else(|| AgentError::Vanished {
             name: net.bridge.clone(),
         })?;
-        attach(host, sandbox.handle, sandbox.file, br, net, ep, report).await
+        attach(host, sandbox, br, net, ep, report).await
     }
 
     /// The host end is enough: the peer goes with it, wherever it is.
@@ -228,12 +228,9 @@ async fn delete(host: &Handle, link: &Link, owner: &str, report: &mut Report) {
 /// Creates (or completes) the endpoint's veth pair: host end in the bridge, container end in
 /// the sandbox with its name, MAC, addresses and routes. On failure a veth created by this call
 /// is removed again.
-/// `sandbox_ns` is the sandbox's namespace file (checked and open), `sandbox` a netlink
-/// handle inside it.
 async fn attach(
     host: &Handle,
-    sandbox: &Handle,
-    sandbox_ns: &std::fs::File,
+    sandbox: SandboxNs<'_>,
     bridge: &Link,
     net: &Network,
     ep: &Endpoint,
@@ -257,7 +254,7 @@ async fn attach(
             false
         }
         None => {
-            if let Some(l) = kernel::link_by_name(sandbox, &ep.ifname).await?
+            if let Some(l) = kernel::link_by_name(sandbox.handle, &ep.ifname).await?
                 && l.alias != alias
             {
                 return Err(AgentError::NotOurs {
@@ -265,7 +262,7 @@ async fn attach(
                     alias: l.alias,
                 });
             }
-            create_veth(host, sandbox_ns, bridge, ep, &host_name, mtu).await?;
+            create_veth(host, sandbox.file, bridge, ep, &host_name, mtu).await?;
             tracing::info!(veth = %host_name, endpoint = %ep.id, bridge = %bridge.name, "veth created");
             report.change(Action::Created, Kind::Link, &host_name, &ep.id);
             true
@@ -273,12 +270,7 @@ async fn attach(
     };
     let res = async {
         if created {
-            let l = kernel::link_by_name(host, &host_name)
-                .await?
-                .ok_or_else(|| AgentError::Vanished {
-                    name: host_name.clone(),
-                })?;
-            kernel::set_alias_up(host, &l, &alias).await?;
+            kernel::set_port_alias_up(host, &host_name, &alias).await?;
         }
         in_sandbox::configure(sandbox, ep, mtu, created, report).await
     }

@@ -1,30 +1,35 @@
 //! The endpoint's interface once it is in the sandbox, for every driver whose interface lands
-//! there (the bridge's veth peer; ipvlan's device): alias and up, loopback up, exactly the
-//! endpoint's addresses, and the default route per family.
+//! there (the bridge's veth peer; ipvlan's device): IPv6 on only for a network with IPv6,
+//! alias and up, loopback up, exactly the endpoint's addresses, and the default route per
+//! family.
 
-use super::api::Attached;
+use super::api::{Attached, SandboxNs};
 use crate::{
     error::AgentError,
-    kernel, names,
+    kernel, names, netns,
     report::{Action, Kind, Report},
     spec::Endpoint,
+    sysctl,
 };
 use rtnetlink::Handle;
 
 /// `fresh`: the interface was just created, so it has no addresses to clean up.
 pub(super) async fn configure(
-    sandbox: &Handle,
+    ns: SandboxNs<'_>,
     ep: &Endpoint,
     mtu: u32,
     fresh: bool,
     report: &mut Report,
 ) -> Result<Attached, AgentError> {
+    let sandbox = ns.handle;
     let alias = names::endpoint_alias(&ep.id);
     let link = kernel::link_by_name(sandbox, &ep.ifname)
         .await?
         .ok_or_else(|| AgentError::Vanished {
             name: format!("{} (in the sandbox)", ep.ifname),
         })?;
+    // Before the interface comes up (an address made at "up" would be there already).
+    ipv6_switch(ns, ep, fresh, report).await?;
     if link.alias != alias || !link.up {
         kernel::set_alias_up(sandbox, &link, &alias).await?;
     }
@@ -67,6 +72,47 @@ pub(super) async fn configure(
         addresses,
         created: fresh,
     })
+}
+
+/// IPv6 on the endpoint's interface only when its network has IPv6: an interface of an
+/// IPv4-only network gets no link-local address, joins no multicast group and takes no router
+/// advertisement (the container cannot be reached or configured over IPv6 through it, as
+/// with Docker since 26.0.2, GHSA-x84c-p2g9-rqv9), and sends nothing that the bridge floods to
+/// every other port (duplicate address detection, MLD reports, router solicitations: per
+/// attach, work for every endpoint already there). Nothing to do for a new interface in a
+/// namespace the agent made with IPv6 off by default; otherwise a thread enters the namespace.
+async fn ipv6_switch(
+    ns: SandboxNs<'_>,
+    ep: &Endpoint,
+    fresh: bool,
+    report: &mut Report,
+) -> Result<(), AgentError> {
+    let on = ep
+        .addresses()
+        .iter()
+        .any(|a| matches!(a, ipnet::IpNet::V6(_)));
+    if fresh && !on && ns.ipv6_off_by_default {
+        return Ok(());
+    }
+    let ifname = ep.ifname.clone();
+    let changed = netns::run_in_file(ns.file, ns.path, move || {
+        sysctl::set_interface_ipv6_here(&ifname, on)
+    })
+    .await
+    .map_err(AgentError::netns(ns.path))??;
+    if changed {
+        report.change(
+            Action::Updated,
+            Kind::Sysctl,
+            format!(
+                "net.ipv6.conf.{}.disable_ipv6={}",
+                ep.ifname,
+                if on { 0 } else { 1 }
+            ),
+            &ep.id,
+        );
+    }
+    Ok(())
 }
 
 /// The default route per family: via this endpoint's gateway when it carries it, otherwise

@@ -62,7 +62,7 @@ impl NetworkDriver for Ipvlan {
         report: &mut Report,
     ) -> Result<Attached, AgentError> {
         let created = create(host, sandbox, net, ep, report).await?;
-        let res = in_sandbox::configure(sandbox.handle, ep, net.mtu, created, report).await;
+        let res = in_sandbox::configure(sandbox, ep, net.mtu, created, report).await;
         if res.is_err() && created {
             remove(sandbox.handle, &ep.id, &mut Report::default()).await;
             report.changes.clear();
