@@ -106,20 +106,76 @@ pub(crate) fn ipv6_off_by_default_here() -> Result<bool, AgentError> {
     Ok(Path::new("/proc/sys/net/ipv6").is_dir())
 }
 
-/// Writes `value` to `/proc/sys/<path>` unless it holds it already; a missing switch is fine
-/// when `absent_ok` (IPv6 compiled out or disabled at boot). Returns whether it wrote.
+/// Writes `value` to `/proc/sys/<path>` of the calling thread's namespace unless it holds it
+/// already; a missing switch is fine when `absent_ok` (IPv6 compiled out or disabled at boot).
+/// Returns whether it wrote.
+///
+/// Through a procfs instance of the call's own when the kernel allows one: in the machine's
+/// `/proc`, every namespace that ever looked a `/proc/sys/net` path up keeps a dentry of the
+/// same name under the same parent, so each lookup compares itself with all of them, a lock
+/// taken each time: at 4,000 sandbox namespaces that cost more than the rest of a sandbox's
+/// creation. A detached mount (`fsopen`, `fsmount`: attached to no tree, seen by nobody)
+/// takes its dentries with it when closed.
 fn write_if_differs(path: &str, value: &str, absent_ok: bool) -> Result<bool, AgentError> {
-    let file = Path::new("/proc/sys").join(path);
+    use std::os::unix::fs::FileExt as _;
     let fail = |source: io::Error| AgentError::Sysctl {
         name: path.replace('/', "."),
         source,
     };
-    match std::fs::read_to_string(&file) {
-        Ok(v) if v.trim() == value => Ok(false),
-        Ok(_) => std::fs::write(&file, value).map(|()| true).map_err(fail),
-        Err(e) if e.kind() == io::ErrorKind::NotFound && absent_ok => Ok(false),
-        Err(e) => Err(fail(e)),
+    let file = match open_private(path) {
+        Ok(f) => Ok(f),
+        Err(Private::Unavailable) => std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(Path::new("/proc/sys").join(path)),
+        Err(Private::Open(e)) => Err(e),
+    };
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && absent_ok => return Ok(false),
+        Err(e) => return Err(fail(e)),
+    };
+    // (A sysctl is read and written whole, at offset 0.)
+    let mut buf = [0u8; 64];
+    let n = file.read_at(&mut buf, 0).map_err(fail)?;
+    if std::str::from_utf8(&buf[..n]).map(str::trim) == Ok(value) {
+        return Ok(false);
     }
+    file.write_at(value.as_bytes(), 0).map_err(fail)?;
+    Ok(true)
+}
+
+enum Private {
+    /// No procfs of one's own here (an older kernel, or a sandboxed agent): the shared one.
+    Unavailable,
+    Open(io::Error),
+}
+
+/// Opens `sys/<path>` in a new procfs instance, detached (it goes when the file is closed).
+fn open_private(path: &str) -> Result<std::fs::File, Private> {
+    use rustix::{
+        fs::{Mode, OFlags},
+        mount::{FsMountFlags, FsOpenFlags, MountAttrFlags},
+    };
+    let unavailable = |_| Private::Unavailable;
+    let fs = rustix::mount::fsopen("proc", FsOpenFlags::FSOPEN_CLOEXEC).map_err(unavailable)?;
+    rustix::mount::fsconfig_create(&fs).map_err(unavailable)?;
+    let mnt = rustix::mount::fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )
+    .map_err(unavailable)?;
+    rustix::fs::openat(
+        &mnt,
+        format!("sys/{path}"),
+        OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map(std::fs::File::from)
+    .map_err(|e| Private::Open(e.into()))
 }
 
 /// [`ipv6_off_by_default_here`], a failure logged (then each interface is switched on its own).
@@ -128,4 +184,31 @@ pub(crate) fn ipv6_off_by_default_here_or_warn() -> bool {
         tracing::warn!(error = %e, "a new namespace keeps IPv6 on by default");
         false
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(weft_no_root, ignore = "needs root: a namespace of its own")]
+    fn a_procfs_of_ones_own_writes_the_threads_namespace_and_refuses_odd_names() {
+        let seen = netns::run_in_scratch(|| {
+            // This kernel gives one (otherwise every write would take the shared /proc).
+            let own = open_private("net/ipv6/conf/default/disable_ipv6").is_ok();
+            let first = ipv6_off_by_default_here().unwrap();
+            let again = write_if_differs("net/ipv6/conf/default/disable_ipv6", "1", true).unwrap();
+            let shared =
+                std::fs::read_to_string("/proc/sys/net/ipv6/conf/default/disable_ipv6").unwrap();
+            let lo_off = set_interface_ipv6_here("lo", false).unwrap();
+            let lo_on = set_interface_ipv6_here("lo", true).unwrap();
+            let bad = ["", "a/b", "..", "."].map(|n| set_interface_ipv6_here(n, false).is_err());
+            (own, first, again, shared, lo_off, lo_on, bad)
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            (true, true, false, "1\n".to_owned(), true, true, [true; 4])
+        );
+    }
 }
