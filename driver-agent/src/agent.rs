@@ -387,6 +387,19 @@ impl Agent {
         net: &Network,
         report: &mut Report,
     ) -> Result<Option<(Attached, DefaultRoutes)>, AgentError> {
+        self.attach_in(ep, net, None, report).await
+    }
+
+    /// [`Agent::attach`]; `fresh`: the sandbox's namespace was made by this call (see
+    /// [`SandboxNs::fresh`]), with the default routes as the endpoints attached so far left
+    /// them, kept up to date here instead of read back from the kernel.
+    pub(crate) async fn attach_in(
+        &self,
+        ep: &Endpoint,
+        net: &Network,
+        fresh: Option<&mut DefaultRoutes>,
+        report: &mut Report,
+    ) -> Result<Option<(Attached, DefaultRoutes)>, AgentError> {
         if ep.network_id != net.id {
             return Err(AgentError::Invalid(vec![
                 weft_runtime::FieldViolation::new(
@@ -417,7 +430,7 @@ impl Agent {
             .as_ref()
             .is_some_and(|l| created_link(report, &l.name));
         let res = self
-            .attach_endpoint(d, &sandbox, &setup, net, ep, report)
+            .attach_endpoint(d, &sandbox, &setup, (net, ep), fresh, report)
             .await;
         if res.is_err() && device_created {
             self.undo_network(d, &setup, report).await;
@@ -488,8 +501,8 @@ impl Agent {
         d: &dyn NetworkDriver,
         sandbox: &connected::Connected,
         setup: &NetworkSetup,
-        net: &Network,
-        ep: &Endpoint,
+        (net, ep): (&Network, &Endpoint),
+        fresh: Option<&mut DefaultRoutes>,
         report: &mut Report,
     ) -> Result<(Attached, DefaultRoutes), AgentError> {
         let ns = SandboxNs {
@@ -497,6 +510,7 @@ impl Agent {
             file: &sandbox.file,
             path: &ep.netns,
             ipv6_off_by_default: sandbox.ipv6_off_by_default,
+            fresh: fresh.is_some(),
         };
         let attached = d.attach(&self.host, ns, setup, net, ep, report).await?;
         if let Err(e) = self.program_network(net, Some(ep), report).await {
@@ -512,7 +526,20 @@ impl Agent {
             report.changes.clear();
             return Err(e);
         }
-        let routes = default_routes(&sandbox.handle).await?;
+        let routes = match fresh {
+            // What `in_sandbox::configure` did: the endpoint that carries a family's gateway
+            // takes that family's default route; one that does not leaves it where it is.
+            Some(routes) => {
+                if ep.default_route_v4 && ep.ipv4_gateway.is_some() {
+                    routes.v4 = Some(ep.id.clone());
+                }
+                if ep.default_route_v6 && ep.ipv6_gateway.is_some() {
+                    routes.v6 = Some(ep.id.clone());
+                }
+                routes.clone()
+            }
+            None => default_routes(&sandbox.handle).await?,
+        };
         Ok((attached, routes))
     }
 

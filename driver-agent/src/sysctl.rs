@@ -93,6 +93,7 @@ pub(crate) fn set_interface_ipv6_here(ifname: &str, on: bool) -> Result<bool, Ag
         if on { "0" } else { "1" },
         !on,
     )
+    .map(|w| w == Some(true))
 }
 
 /// Makes interfaces that appear later in the namespace of the calling thread (one the agent
@@ -102,13 +103,12 @@ pub(crate) fn set_interface_ipv6_here(ifname: &str, on: bool) -> Result<bool, Ag
 /// with the namespace, keeps `::1`. Returns whether the default is off now (false: this kernel
 /// has no IPv6).
 pub(crate) fn ipv6_off_by_default_here() -> Result<bool, AgentError> {
-    write_if_differs("net/ipv6/conf/default/disable_ipv6", "1", true)?;
-    Ok(Path::new("/proc/sys/net/ipv6").is_dir())
+    Ok(write_if_differs("net/ipv6/conf/default/disable_ipv6", "1", true)?.is_some())
 }
 
 /// Writes `value` to `/proc/sys/<path>` of the calling thread's namespace unless it holds it
 /// already; a missing switch is fine when `absent_ok` (IPv6 compiled out or disabled at boot).
-/// Returns whether it wrote.
+/// Returns whether it wrote, `None` for a switch absent.
 ///
 /// Through a procfs instance of the call's own when the kernel allows one: in the machine's
 /// `/proc`, every namespace that ever looked a `/proc/sys/net` path up keeps a dentry of the
@@ -116,7 +116,7 @@ pub(crate) fn ipv6_off_by_default_here() -> Result<bool, AgentError> {
 /// taken each time: at 4,000 sandbox namespaces that cost more than the rest of a sandbox's
 /// creation. A detached mount (`fsopen`, `fsmount`: attached to no tree, seen by nobody)
 /// takes its dentries with it when closed.
-fn write_if_differs(path: &str, value: &str, absent_ok: bool) -> Result<bool, AgentError> {
+fn write_if_differs(path: &str, value: &str, absent_ok: bool) -> Result<Option<bool>, AgentError> {
     use std::os::unix::fs::FileExt as _;
     let fail = |source: io::Error| AgentError::Sysctl {
         name: path.replace('/', "."),
@@ -132,17 +132,17 @@ fn write_if_differs(path: &str, value: &str, absent_ok: bool) -> Result<bool, Ag
     };
     let file = match file {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && absent_ok => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && absent_ok => return Ok(None),
         Err(e) => return Err(fail(e)),
     };
     // (A sysctl is read and written whole, at offset 0.)
     let mut buf = [0u8; 64];
     let n = file.read_at(&mut buf, 0).map_err(fail)?;
     if std::str::from_utf8(&buf[..n]).map(str::trim) == Ok(value) {
-        return Ok(false);
+        return Ok(Some(false));
     }
     file.write_at(value.as_bytes(), 0).map_err(fail)?;
-    Ok(true)
+    Ok(Some(true))
 }
 
 enum Private {
@@ -198,17 +198,28 @@ mod tests {
             let own = open_private("net/ipv6/conf/default/disable_ipv6").is_ok();
             let first = ipv6_off_by_default_here().unwrap();
             let again = write_if_differs("net/ipv6/conf/default/disable_ipv6", "1", true).unwrap();
+            let absent =
+                write_if_differs("net/ipv6/conf/no-such-if/disable_ipv6", "1", true).unwrap();
             let shared =
                 std::fs::read_to_string("/proc/sys/net/ipv6/conf/default/disable_ipv6").unwrap();
             let lo_off = set_interface_ipv6_here("lo", false).unwrap();
             let lo_on = set_interface_ipv6_here("lo", true).unwrap();
             let bad = ["", "a/b", "..", "."].map(|n| set_interface_ipv6_here(n, false).is_err());
-            (own, first, again, shared, lo_off, lo_on, bad)
+            (own, first, again, absent, shared, lo_off, lo_on, bad)
         })
         .unwrap();
         assert_eq!(
             seen,
-            (true, true, false, "1\n".to_owned(), true, true, [true; 4])
+            (
+                true,
+                true,
+                Some(false),
+                None,
+                "1\n".to_owned(),
+                true,
+                true,
+                [true; 4]
+            )
         );
     }
 }

@@ -37,6 +37,8 @@ impl Agent {
     ) -> Result<SandboxState, AgentError> {
         self.applied.forget(Of::Sandbox, &sb.id);
         let mut given = None;
+        // (A namespace from the pool has loopback up already.)
+        let mut lo_up = false;
         let (path, managed, created) = match &sb.netns {
             SandboxNetns::Host => (self.host_netns.clone(), false, false),
             SandboxNetns::Given(p) => {
@@ -56,6 +58,7 @@ impl Agent {
                     match netns::mount_named(&name, &ready.file) {
                         Ok(p) => {
                             pooled = true;
+                            lo_up = true;
                             (p, true, Some(ready))
                         }
                         // A retry: the namespace is there already.
@@ -97,7 +100,9 @@ impl Agent {
                 (p, true, created)
             }
         };
-        let res = self.finish_sandbox(sb, &path, given.as_ref(), report).await;
+        let res = self
+            .finish_sandbox(sb, &path, given.as_ref(), lo_up, report)
+            .await;
         if res.is_err() && created {
             let name = sandbox::managed_netns_name(&sb.id);
             if let Err(e) = netns::delete_named(&name) {
@@ -137,8 +142,9 @@ impl Agent {
             ep.netns.clone_from(&state.netns_path);
         }
         let mut done = Vec::with_capacity(attachments.len());
+        let mut routes = created.then(DefaultRoutes::default);
         for (i, (ep, net)) in attachments.iter().enumerate() {
-            match self.attach(ep, net, report).await {
+            match self.attach_in(ep, net, routes.as_mut(), report).await {
                 Ok(a) => done.push(a),
                 Err(e) => {
                     if created {
@@ -188,14 +194,16 @@ impl Agent {
     }
 
     /// `given`: the caller's namespace, checked and open.
+    /// `lo_up`: loopback is known to be up (the pool brought it up).
     async fn finish_sandbox(
         &self,
         sb: &Sandbox,
         path: &Path,
         given: Option<&NetnsFile>,
+        lo_up: bool,
         report: &mut Report,
     ) -> Result<(PathBuf, PathBuf), AgentError> {
-        if sb.netns != SandboxNetns::Host {
+        if sb.netns != SandboxNetns::Host && !lo_up {
             let handle = match (self.connected(path), given) {
                 (Some(c), _) => Ok(c.handle),
                 (None, Some(ns)) => netns::connect_file(&ns.file, path).await,

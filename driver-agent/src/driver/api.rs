@@ -51,6 +51,9 @@ pub struct SandboxNs<'a> {
     pub path: &'a std::path::Path,
     /// Interfaces are born here with IPv6 off (the agent made the namespace so).
     pub ipv6_off_by_default: bool,
+    /// Made by the call that attaches: nothing in it but loopback (up) and the endpoints this
+    /// call attached before, so nothing needs looking up first (a clash still fails safely).
+    pub fresh: bool,
 }
 
 /// What an attach left in the sandbox.

@@ -240,7 +240,56 @@ async fn attach(
     let alias = names::endpoint_alias(&ep.id);
     let mtu = net.bridge_mtu();
 
-    let created = match kernel::link_by_name(host, &host_name).await? {
+    // In a namespace this call made there is nothing to look for first: the veth is made at
+    // once, and looked for only when its name turns out to be taken (a retry after a crash).
+    let made_at_once = sandbox.fresh
+        && match create_veth(host, sandbox.file, bridge, ep, &host_name, mtu).await {
+            Ok(()) => true,
+            Err(e) if errno(&e) == Some(libc::EEXIST) => false,
+            Err(e) => return Err(AgentError::netlink("create veth", &host_name)(e)),
+        };
+    let created = if made_at_once {
+        veth_created(&host_name, ep, bridge, report);
+        true
+    } else {
+        existing_or_new(host, sandbox, bridge, ep, (&host_name, &alias), mtu, report).await?
+    };
+    let res = async {
+        if created {
+            kernel::set_port_alias_up(host, &host_name, &alias).await?;
+        }
+        in_sandbox::configure(sandbox, ep, mtu, created, report).await
+    }
+    .await;
+    if res.is_err() && created {
+        if let Ok(Some(l)) = kernel::link_by_name(host, &host_name).await
+            && let Err(e) = kernel::delete_link(host, &l).await
+        {
+            tracing::warn!(veth = %host_name, error = %e, "cannot undo a failed attach");
+        }
+        report.changes.clear();
+    }
+    res
+}
+
+fn veth_created(host_name: &str, ep: &Endpoint, bridge: &Link, report: &mut Report) {
+    tracing::info!(veth = %host_name, endpoint = %ep.id, bridge = %bridge.name, "veth created");
+    report.change(Action::Created, Kind::Link, host_name, &ep.id);
+}
+
+/// The endpoint's veth as found (it must be Weft's, for this endpoint: then it is put back in
+/// the bridge and up), or made when absent (the name in the sandbox must not be someone
+/// else's). Returns whether it was made.
+async fn existing_or_new(
+    host: &Handle,
+    sandbox: SandboxNs<'_>,
+    bridge: &Link,
+    ep: &Endpoint,
+    (host_name, alias): (&str, &str),
+    mtu: u32,
+    report: &mut Report,
+) -> Result<bool, AgentError> {
+    Ok(match kernel::link_by_name(host, host_name).await? {
         Some(l) if l.alias != alias => {
             return Err(AgentError::NotOurs {
                 name: l.name,
@@ -262,28 +311,13 @@ async fn attach(
                     alias: l.alias,
                 });
             }
-            create_veth(host, sandbox.file, bridge, ep, &host_name, mtu).await?;
-            tracing::info!(veth = %host_name, endpoint = %ep.id, bridge = %bridge.name, "veth created");
-            report.change(Action::Created, Kind::Link, &host_name, &ep.id);
+            create_veth(host, sandbox.file, bridge, ep, host_name, mtu)
+                .await
+                .map_err(AgentError::netlink("create veth", host_name))?;
+            veth_created(host_name, ep, bridge, report);
             true
         }
-    };
-    let res = async {
-        if created {
-            kernel::set_port_alias_up(host, &host_name, &alias).await?;
-        }
-        in_sandbox::configure(sandbox, ep, mtu, created, report).await
-    }
-    .await;
-    if res.is_err() && created {
-        if let Ok(Some(l)) = kernel::link_by_name(host, &host_name).await
-            && let Err(e) = kernel::delete_link(host, &l).await
-        {
-            tracing::warn!(veth = %host_name, error = %e, "cannot undo a failed attach");
-        }
-        report.changes.clear();
-    }
-    res
+    })
 }
 
 async fn enslave_up(host: &Handle, link: &Link, bridge: &Link) -> Result<(), AgentError> {
@@ -308,7 +342,7 @@ async fn create_veth(
     ep: &Endpoint,
     host_name: &str,
     mtu: u32,
-) -> Result<(), AgentError> {
+) -> Result<(), rtnetlink::Error> {
     let peer = LinkUnspec::new_with_name(&ep.ifname)
         .address(ep.mac.to_vec())
         .mtu(mtu)
@@ -321,8 +355,7 @@ async fn create_veth(
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .build();
     // (`ns` is borrowed: it stays open until the kernel has answered.)
-    let res = host.link().add(msg).execute().await;
-    res.map_err(AgentError::netlink("create veth", host_name))
+    host.link().add(msg).execute().await
 }
 
 /// Removes the endpoint's host-side veth (its peer goes with it, wherever it is); the sandbox

@@ -33,7 +33,8 @@ pub(super) async fn configure(
     if link.alias != alias || !link.up {
         kernel::set_alias_up(sandbox, &link, &alias).await?;
     }
-    if let Some(lo) = kernel::link_by_name(sandbox, "lo").await?
+    if !ns.fresh
+        && let Some(lo) = kernel::link_by_name(sandbox, "lo").await?
         && !lo.up
     {
         kernel::set_up(sandbox, lo.index, "lo").await?;
@@ -62,7 +63,7 @@ pub(super) async fn configure(
             );
         }
     }
-    routes(sandbox, ep, link.index, report).await?;
+    routes(sandbox, ep, link.index, fresh, report).await?;
     let mac = <[u8; 6]>::try_from(link.mac.as_slice()).unwrap_or(ep.mac);
     Ok(Attached {
         ifname: ep.ifname.clone(),
@@ -116,11 +117,13 @@ async fn ipv6_switch(
 }
 
 /// The default route per family: via this endpoint's gateway when it carries it, otherwise
-/// not through this interface.
+/// not through this interface. A `fresh` interface has no route through it yet: nothing to
+/// look up or take away.
 async fn routes(
     sandbox: &Handle,
     ep: &Endpoint,
     index: u32,
+    fresh: bool,
     report: &mut Report,
 ) -> Result<(), AgentError> {
     use rtnetlink::packet_route::AddressFamily;
@@ -139,7 +142,8 @@ async fn routes(
     for (family, wanted, gateway) in families {
         match (wanted, gateway) {
             (true, Some(gw)) => {
-                let already = kernel::default_route_oif(sandbox, family).await? == Some(index);
+                let already =
+                    !fresh && kernel::default_route_oif(sandbox, family).await? == Some(index);
                 // Replaced even when already here: the gateway may have changed.
                 kernel::replace_default_route(sandbox, index, gw).await?;
                 if already {
@@ -152,6 +156,7 @@ async fn routes(
                     &ep.id,
                 );
             }
+            _ if fresh => {}
             _ => {
                 if kernel::remove_default_route_via(sandbox, family, index).await? {
                     report.change(

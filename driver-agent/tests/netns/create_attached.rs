@@ -85,6 +85,8 @@ async fn one_create_sandbox_makes_the_namespace_attaches_every_endpoint_and_writ
         .collect();
     assert_eq!(names_made, ["eth0", "eth1"]);
     assert_eq!(created.attached[0].default_route_v4_endpoint_id, ep1);
+    // (eth1 does not carry it: the route stays with eth0, as the kernel below shows.)
+    assert_eq!(created.attached[1].default_route_v4_endpoint_id, ep1);
     // The kernel's view: both interfaces with their addresses, the default route via eth0,
     // loopback up, both host-side veths in the host.
     let sb_links = links(&sb);

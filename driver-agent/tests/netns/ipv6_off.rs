@@ -17,7 +17,10 @@ use weft_proto::agent::v1 as pb;
 use crate::{
     bridge::{endpoint, network},
     grpc::{serve, unique},
-    support::{TestNs, addresses, addresses6, assert_talks, echo_server, ip_json, links},
+    support::{
+        TestNs, addresses, addresses6, assert_talks, default_route, default_route6, echo_server,
+        ip_json, links,
+    },
 };
 
 fn dual_stack(id: &str, v4: (&str, &str), v6: (&str, &str)) -> pb::NetworkSpec {
@@ -178,6 +181,26 @@ async fn in_a_namespace_the_agent_makes_only_the_dual_stack_endpoint_has_ipv6() 
         .into_inner();
     assert!(created.netns_managed);
     assert_eq!(created.netns_path, sb.path.display().to_string());
+    // Which endpoint carries each family's default route, as answered, and as the kernel has it.
+    let carriers: Vec<(&str, &str)> = created
+        .attached
+        .iter()
+        .map(|a| {
+            (
+                a.default_route_v4_endpoint_id.as_str(),
+                a.default_route_v6_endpoint_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(carriers, [(ep0.as_str(), ""), (ep0.as_str(), ep1.as_str())]);
+    assert_eq!(
+        default_route(&sb),
+        Some(("10.91.0.1".to_owned(), "eth0".to_owned()))
+    );
+    assert_eq!(
+        default_route6(&sb),
+        Some(("fd00:91::1".to_owned(), "eth1".to_owned()))
+    );
     let veths = [names::veth_host_name(&ep0), names::veth_host_name(&ep1)];
     assert_ipv6_only_where_wanted(&host, &sb, [&veths[0], &veths[1]]);
     assert_both_families_talk(&host, &sb, 7310).await;

@@ -59,6 +59,7 @@ async fn ipvlan_attach_makes_its_device_in_the_sandbox_where_the_kernel_has_ipvl
         file: &file,
         path: &sb.path,
         ipv6_off_by_default: false,
+        fresh: false,
     };
     let d = driver::of(Driver::Ipvlan);
     assert!(d.attaches());
