@@ -47,9 +47,13 @@ pub async fn overlapping(
     last: u32,
 ) -> Result<Vec<(String, PortRecord)>> {
     let rows = sqlx::query(
+        // A mapping that overlaps [first, last] starts at most `last` and at least `first`
+        // minus the host's longest span: both bounds on the (host, first_port) index.
         "SELECT s.name, p.record FROM gateway_ports p \
          JOIN gateway_sandboxes s ON s.id = p.sandbox_id \
-         WHERE p.host = $1 AND p.first_port <= $2 AND p.last_port >= $3",
+         WHERE p.host = $1 AND p.first_port <= $2 AND p.last_port >= $3 \
+           AND p.first_port >= $3 - (SELECT COALESCE(MAX(q.last_port - q.first_port), 0) \
+                                       FROM gateway_ports q WHERE q.host = $1)",
     )
     .bind(host)
     .bind(i64::from(last))

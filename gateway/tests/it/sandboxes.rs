@@ -13,6 +13,7 @@ weft_testkit::on_both_backends!(
     an_agent_failure_gives_the_address_back,
     networks_with_endpoints_are_not_deleted_and_sandbox_delete_releases_everything,
     addresses_can_be_asked_for_and_are_not_shared,
+    a_published_range_clashes_with_any_port_it_covers_however_far_below,
 );
 
 fn sandbox(name: &str) -> pb::CreateSandboxRequest {
@@ -479,4 +480,51 @@ async fn addresses_can_be_asked_for_and_are_not_shared(b: Backend) {
     assert_eq!(e.code(), Code::AlreadyExists, "sandbox name taken");
     assert_eq!(allocations(&s).await.len(), 1);
     ipam_clean(&s).await;
+}
+
+/// A sandbox publishing host ports `first..first+range` (container ports alike).
+fn publishing(name: &str, first: u32, range: u32) -> pb::CreateSandboxRequest {
+    pb::CreateSandboxRequest {
+        port_mappings: vec![pb::PortMapping {
+            host_port: first,
+            container_port: first,
+            range,
+            ..Default::default()
+        }],
+        ..sandbox(name)
+    }
+}
+
+/// The overlap check reads by index only the mappings that can reach the ports asked for (the
+/// longest span bounds how far below they start): a long range far below still clashes, the
+/// ports just past it and just before it do not.
+async fn a_published_range_clashes_with_any_port_it_covers_however_far_below(b: Backend) {
+    let s = Stack::start(b).await;
+    let mut sb = sandboxes(&s);
+    sb.create_sandbox(publishing("wide", 9000, 1000))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        sb.create_sandbox(publishing(&format!("one-{i}"), 11000 + i, 1))
+            .await
+            .unwrap();
+    }
+    for (name, first, range) in [("late", 9999, 1), ("over", 8990, 20), ("in", 9500, 3)] {
+        let err = sb
+            .create_sandbox(publishing(name, first, range))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists, "{name}: {err:?}");
+        assert!(err.message().contains("wide"), "{name}: {err:?}");
+    }
+    let err = sb
+        .create_sandbox(publishing("again", 11005, 1))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("one-5"), "{err:?}");
+    for (name, first, range) in [("after", 10000, 1), ("before", 8990, 10)] {
+        sb.create_sandbox(publishing(name, first, range))
+            .await
+            .unwrap();
+    }
 }
