@@ -71,6 +71,8 @@ pub struct Agent {
     unlinker: crate::unlink::Unlinker,
     /// Sandbox namespaces made ahead (see `agent/pool.rs`).
     pool: std::sync::Arc<pool::NetnsPool>,
+    /// Where dns-svc last asked for a sandbox's listeners: the pool binds them ahead there.
+    pub(crate) dns_listen: std::sync::Arc<std::sync::Mutex<Option<std::net::SocketAddr>>>,
     /// What each object was last brought to (reconciliation skips what did not change).
     pub(crate) applied: crate::applied::Applied,
     /// Sandboxes a pass of the changes audits in full, and whose turn it is.
@@ -105,6 +107,7 @@ impl Agent {
             "agent ready"
         );
         let applied = crate::applied::Applied::load(&data_dir);
+        let dns_listen: pool::DnsListen = std::sync::Arc::default();
         Ok(Self {
             applied,
             audit: (AUDIT, Default::default()),
@@ -122,7 +125,8 @@ impl Agent {
             sandbox_netns: Default::default(),
             connected: Default::default(),
             unlinker,
-            pool: pool::NetnsPool::start(),
+            pool: pool::NetnsPool::start(dns_listen.clone()),
+            dns_listen,
         })
     }
 
@@ -164,6 +168,16 @@ impl Agent {
 
     /// Where the namespace of sandbox `id` is, if it is one of this host's with a namespace of
     /// its own.
+    /// dns-svc's listener sockets on `addr` made ahead with the namespace at `path`, if there
+    /// are (given once).
+    pub(crate) fn prebound_dns(
+        &self,
+        path: &Path,
+        addr: std::net::SocketAddr,
+    ) -> Option<Vec<std::os::fd::OwnedFd>> {
+        self.connected(path)?.take_dns(addr)
+    }
+
     pub fn sandbox_netns(&self, id: &str) -> Option<SandboxNetnsPath> {
         self.sandbox_netns
             .lock()
@@ -463,6 +477,7 @@ impl Agent {
             file: std::sync::Arc::new(ns.file),
             handle,
             ipv6_off_by_default: false,
+            dns: std::sync::Arc::default(),
         };
         self.keep_connected(path, &c);
         Ok(c)
@@ -566,6 +581,7 @@ impl Agent {
                         file: std::sync::Arc::new(ns.file),
                         handle: h,
                         ipv6_off_by_default: false,
+                        dns: std::sync::Arc::default(),
                     };
                     self.keep_connected(netns_path, &c);
                     Some(c.handle)

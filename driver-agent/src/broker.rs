@@ -199,6 +199,18 @@ pub async fn sockets_for(agent: &Agent, request: &Request) -> Result<Vec<OwnedFd
             format!("sandbox {id} is not on this host, or has no namespace of its own"),
         ));
     };
+    if let Request::Listeners { addr, .. } = request {
+        *agent
+            .dns_listen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(*addr);
+        // Made ahead with the namespace (see `agent/pool.rs`): no thread to enter it.
+        if ns.managed
+            && let Some(fds) = agent.prebound_dns(&ns.path, *addr)
+        {
+            return Ok(fds);
+        }
+    }
     let req = request.clone();
     let make = move || make_sockets(&req);
     let made = if ns.managed {
@@ -218,30 +230,51 @@ pub async fn sockets_for(agent: &Agent, request: &Request) -> Result<Vec<OwnedFd
 
 /// On the namespace thread: the sockets, non-blocking and close-on-exec.
 fn make_sockets(request: &Request) -> std::io::Result<Vec<OwnedFd>> {
-    let new = |v6: bool, ty: Type, proto: Protocol| -> std::io::Result<Socket> {
-        let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
-        let s = Socket::new(domain, ty.nonblocking().cloexec(), Some(proto))?;
-        if v6 {
-            s.set_only_v6(true)?;
+    match request {
+        Request::Listeners { addr, .. } => listener_sockets(*addr, false),
+        Request::Udp { v6, .. } => Ok(vec![socket(*v6, Type::DGRAM, Protocol::UDP)?.into()]),
+        Request::Tcp { v6, .. } => Ok(vec![socket(*v6, Type::STREAM, Protocol::TCP)?.into()]),
+    }
+}
+
+/// A socket of the calling thread's namespace, non-blocking and close-on-exec.
+fn socket(v6: bool, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
+    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+    let s = Socket::new(domain, ty.nonblocking().cloexec(), Some(proto))?;
+    if v6 {
+        s.set_only_v6(true)?;
+    }
+    Ok(s)
+}
+
+/// A UDP socket and a listening TCP socket bound to `addr` in the calling thread's namespace
+/// (dns-svc's listeners). `free`: bound although the address is not (yet) the namespace's
+/// own (its loopback still down).
+pub(crate) fn listener_sockets(
+    addr: std::net::SocketAddr,
+    free: bool,
+) -> std::io::Result<Vec<OwnedFd>> {
+    let bind_err = |proto: &str, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("cannot bind {proto} {addr}: {e}"))
+    };
+    let bound = |ty, proto| -> std::io::Result<Socket> {
+        let s = socket(addr.is_ipv6(), ty, proto)?;
+        if free {
+            if addr.is_ipv6() {
+                s.set_freebind_v6(true)?;
+            } else {
+                s.set_freebind_v4(true)?;
+            }
         }
         Ok(s)
     };
-    match request {
-        Request::Listeners { addr, .. } => {
-            let bind_err = |proto: &str, e: std::io::Error| {
-                std::io::Error::new(e.kind(), format!("cannot bind {proto} {addr}: {e}"))
-            };
-            let udp = new(addr.is_ipv6(), Type::DGRAM, Protocol::UDP)?;
-            udp.bind(&(*addr).into()).map_err(|e| bind_err("udp", e))?;
-            let tcp = new(addr.is_ipv6(), Type::STREAM, Protocol::TCP)?;
-            tcp.set_reuse_address(true)?;
-            tcp.bind(&(*addr).into()).map_err(|e| bind_err("tcp", e))?;
-            tcp.listen(BACKLOG)?;
-            Ok(vec![udp.into(), tcp.into()])
-        }
-        Request::Udp { v6, .. } => Ok(vec![new(*v6, Type::DGRAM, Protocol::UDP)?.into()]),
-        Request::Tcp { v6, .. } => Ok(vec![new(*v6, Type::STREAM, Protocol::TCP)?.into()]),
-    }
+    let udp = bound(Type::DGRAM, Protocol::UDP)?;
+    udp.bind(&addr.into()).map_err(|e| bind_err("udp", e))?;
+    let tcp = bound(Type::STREAM, Protocol::TCP)?;
+    tcp.set_reuse_address(true)?;
+    tcp.bind(&addr.into()).map_err(|e| bind_err("tcp", e))?;
+    tcp.listen(BACKLOG)?;
+    Ok(vec![udp.into(), tcp.into()])
 }
 
 /// The default place of the broker's socket.

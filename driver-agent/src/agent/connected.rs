@@ -34,6 +34,31 @@ pub(crate) struct Connected {
     /// Interfaces are born here with IPv6 off: the agent made the namespace so
     /// ([`crate::sysctl::ipv6_off_by_default_here`]).
     pub ipv6_off_by_default: bool,
+    /// dns-svc's listener sockets, made ahead with the namespace: handed over (once) when
+    /// dns-svc asks for listeners on that address (see [`crate::broker`]).
+    pub dns: Arc<std::sync::Mutex<Option<Prebound>>>,
+}
+
+/// Listener sockets bound ahead on `addr` (UDP, then TCP listening).
+#[derive(Debug)]
+pub(crate) struct Prebound {
+    pub addr: std::net::SocketAddr,
+    pub fds: Vec<std::os::fd::OwnedFd>,
+}
+
+impl Connected {
+    /// The sockets made ahead for listeners on `addr`, if there are (taken: given once).
+    pub fn take_dns(&self, addr: std::net::SocketAddr) -> Option<Vec<std::os::fd::OwnedFd>> {
+        let mut dns = self
+            .dns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match dns.take() {
+            Some(p) if p.addr == addr => Some(p.fds),
+            // Another address than dns-svc asks for now: useless.
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -114,6 +139,7 @@ pub(crate) async fn create_managed(
                 file: Arc::new(file),
                 handle,
                 ipv6_off_by_default,
+                dns: Arc::default(),
             };
             Ok((path, true, Some(c)))
         }
@@ -142,6 +168,7 @@ mod tests {
             file: Arc::new(File::open("/proc/self/ns/net").unwrap()),
             handle,
             ipv6_off_by_default: false,
+            dns: Arc::default(),
         }
     }
 

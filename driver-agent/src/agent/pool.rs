@@ -13,7 +13,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError, Weak},
 };
 
-use super::connected::Connected;
+use super::connected::{Connected, Prebound};
 use crate::{error::AgentError, kernel, netns};
 
 /// How many namespaces wait, ready (each holds a namespace, a file and a netlink socket).
@@ -26,6 +26,10 @@ pub(crate) struct NetnsPool {
     wake: Arc<tokio::sync::Notify>,
 }
 
+/// Where dns-svc wants its sandbox listeners (learnt from its first request): each namespace
+/// made ahead gets them bound too, so that handing them over needs no thread entering it.
+pub(crate) type DnsListen = Arc<Mutex<Option<std::net::SocketAddr>>>;
+
 impl Drop for NetnsPool {
     fn drop(&mut self) {
         self.wake.notify_one();
@@ -34,9 +38,9 @@ impl Drop for NetnsPool {
 
 impl NetnsPool {
     /// A pool filled by a background task, which ends when the pool is dropped.
-    pub(crate) fn start() -> Arc<Self> {
+    pub(crate) fn start(dns: DnsListen) -> Arc<Self> {
         let pool = Arc::new(Self::default());
-        tokio::spawn(fill(Arc::downgrade(&pool), pool.wake.clone()));
+        tokio::spawn(fill(Arc::downgrade(&pool), pool.wake.clone(), dns));
         pool
     }
 
@@ -69,7 +73,7 @@ impl NetnsPool {
 
 /// Keeps the pool at [`READY`] namespaces while it lives. A failure to make one is logged and
 /// retried at the next claim (callers make their own meanwhile).
-async fn fill(pool: Weak<NetnsPool>, wake: Arc<tokio::sync::Notify>) {
+async fn fill(pool: Weak<NetnsPool>, wake: Arc<tokio::sync::Notify>, dns: DnsListen) {
     loop {
         let Some(p) = pool.upgrade() else {
             return;
@@ -80,7 +84,8 @@ async fn fill(pool: Weak<NetnsPool>, wake: Arc<tokio::sync::Notify>) {
             wake.notified().await;
             continue;
         }
-        match make().await {
+        let addr = *dns.lock().unwrap_or_else(PoisonError::into_inner);
+        match make(addr).await {
             Ok(c) => match pool.upgrade() {
                 Some(p) => p.put_back(c),
                 None => return,
@@ -94,8 +99,10 @@ async fn fill(pool: Weak<NetnsPool>, wake: Arc<tokio::sync::Notify>) {
 }
 
 /// A fresh anonymous namespace with loopback up and a netlink socket inside, made on a thread
-/// of its own (which leaves the namespace when it ends; the open file keeps it).
-async fn make() -> Result<Connected, AgentError> {
+/// of its own (which leaves the namespace when it ends; the open file keeps it); with dns-svc's
+/// listener sockets bound on `dns` when it is known (a failure there is logged: dns-svc then
+/// gets them the usual way).
+async fn make(dns: Option<std::net::SocketAddr>) -> Result<Connected, AgentError> {
     let rt = tokio::runtime::Handle::current();
     let scratch = std::path::PathBuf::from("(new namespace)");
     let made = tokio::task::spawn_blocking(move || {
@@ -105,13 +112,22 @@ async fn make() -> Result<Connected, AgentError> {
             let off = crate::sysctl::ipv6_off_by_default_here_or_warn();
             let file = File::open("/proc/thread-self/ns/net")?;
             let (conn, handle, _) = rtnetlink::new_connection()?;
-            Ok::<_, std::io::Error>((file, conn, handle, off))
+            // (Loopback is still down: the address is bound free, valid once it is up.)
+            let prebound = dns.and_then(|addr| {
+                crate::broker::listener_sockets(addr, true)
+                    .map(|fds| Prebound { addr, fds })
+                    .inspect_err(|e| {
+                        tracing::warn!(%addr, error = %e, "cannot bind DNS listeners ahead");
+                    })
+                    .ok()
+            });
+            Ok::<_, std::io::Error>((file, conn, handle, off, prebound))
         })
     })
     .await
     .map_err(|e| AgentError::netns(&scratch)(netns::NetnsError::Thread(e.to_string())))?
     .map_err(AgentError::netns(&scratch))?;
-    let (file, conn, handle, ipv6_off_by_default) =
+    let (file, conn, handle, ipv6_off_by_default, prebound) =
         made.map_err(|e| AgentError::netns(&scratch)(netns::NetnsError::Socket(e)))?;
     tokio::spawn(conn);
     if let Some(lo) = kernel::link_by_name(&handle, "lo").await?
@@ -123,5 +139,6 @@ async fn make() -> Result<Connected, AgentError> {
         file: Arc::new(file),
         handle,
         ipv6_off_by_default,
+        dns: Arc::new(Mutex::new(prebound)),
     })
 }

@@ -220,6 +220,108 @@ async fn the_broker_hands_over_sockets_that_live_in_the_sandbox_namespace() {
     task.abort();
 }
 
+/// Listeners on `dns` for sandbox `id` from the broker at `path`; checks that a client in the
+/// namespace at `ns` reaches both (a UDP datagram, a TCP connection). Returns whether they were
+/// bound ahead (bound "free", before the namespace's loopback was up).
+async fn listeners_work(
+    path: &std::path::Path,
+    id: &str,
+    ns: &std::path::Path,
+    dns: SocketAddr,
+) -> bool {
+    let fds = call(
+        path,
+        &Request::Listeners {
+            sandbox: id.to_owned(),
+            addr: dns,
+        },
+        T,
+    )
+    .await
+    .unwrap();
+    let [udp, tcp]: [OwnedFd; 2] = fds.try_into().unwrap();
+    let ahead = socket2::SockRef::from(&udp).freebind_v4().unwrap();
+    let udp = UdpSocket::from(udp);
+    assert_eq!(udp.local_addr().unwrap(), dns);
+    netns::run_in(ns, move || {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .send_to(b"query", dns)
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    udp.set_read_timeout(Some(T)).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = udp.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"query");
+    let tcp = std::net::TcpListener::from(tcp);
+    tcp.set_nonblocking(false).unwrap();
+    let client = netns::run_in(ns, move || std::net::TcpStream::connect(dns))
+        .await
+        .unwrap();
+    assert!(client.is_ok(), "{client:?}");
+    tcp.accept().unwrap();
+    ahead
+}
+
+/// Once dns-svc has asked for listeners on an address, the namespaces the agent makes ahead
+/// get them bound there too, and the broker hands those over (no thread entering the
+/// namespace); they work like the others, loopback having come up after they were bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
+async fn listeners_are_bound_ahead_once_their_address_is_known() {
+    let host = TestNs::new();
+    let (agent, data) = agent(&host).await;
+    let agent = Arc::new(agent);
+    let path = data.path().join("run/broker.sock");
+    let task = start(
+        agent.clone(),
+        BrokerConfig {
+            path: path.clone(),
+            uid: 0,
+            gid: None,
+        },
+    )
+    .unwrap();
+    let dns: SocketAddr = "127.0.0.11:53".parse().unwrap();
+    let mut guards = Vec::new();
+    let mut ahead = Vec::new();
+    for _ in 0..12 {
+        let id = unique("p");
+        let name = managed_netns_name(&id);
+        // The agent makes this namespace; the guard deletes it however the test ends.
+        guards.push(TestNs {
+            name: name.clone(),
+            path: netns::named_path(&name),
+        });
+        let sb = Sandbox {
+            id: id.clone(),
+            netns: SandboxNetns::Managed,
+            resolv_conf: String::new(),
+            hosts: String::new(),
+        };
+        agent
+            .create_sandbox(&sb, &mut Report::default())
+            .await
+            .unwrap();
+        ahead.push(listeners_work(&path, &id, &netns::named_path(&name), dns).await);
+        // (Time for the pool to make the next namespace.)
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The first could not be: the address was not known yet.
+    assert!(!ahead[0], "{ahead:?}");
+    assert!(ahead[6..].iter().all(|a| *a), "{ahead:?}");
+    for g in &guards {
+        let id = g.name.strip_prefix("weft-").unwrap();
+        agent
+            .remove_sandbox(id, std::path::Path::new(""))
+            .await
+            .unwrap();
+    }
+    task.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
 async fn a_caller_with_another_uid_is_denied() {
