@@ -77,6 +77,8 @@ pub struct Gateway {
     pub(crate) fault: Option<String>,
     pub(crate) event_history: u64,
     pub(crate) notify: tokio::sync::watch::Sender<u64>,
+    /// The events this replica committed lately (see [`RecentEvents`]).
+    pub(crate) recent_events: Arc<Mutex<RecentEvents>>,
     pub(crate) heartbeat_interval: Duration,
     /// Clients of registered hosts' agents (see `agents`).
     pub(crate) agents: AgentClients,
@@ -86,6 +88,47 @@ pub struct Gateway {
     /// Watch streams open per peer address, and the most one may hold.
     pub(crate) watchers: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
     pub(crate) max_watches_per_client: usize,
+}
+
+/// The last [`RecentEvents::CAP`] events this replica committed, by revision: a watcher woken by
+/// a commit takes the new events from here instead of reading them back from the store (a
+/// read on the path of every change that dns-svc, and so CreateSandbox, waits for). Only a
+/// run of revisions held whole is taken from here; anything else (another replica's commits,
+/// a commit not kept yet, a watcher far behind) is read from the store as before.
+#[derive(Debug, Default)]
+pub(crate) struct RecentEvents {
+    by_revision: std::collections::BTreeMap<u64, pb::Event>,
+}
+
+impl RecentEvents {
+    pub(crate) const CAP: usize = 1024;
+
+    fn keep(&mut self, events: Vec<pb::Event>) {
+        for e in events {
+            self.by_revision.insert(e.revision, e);
+        }
+        while self.by_revision.len() > Self::CAP {
+            self.by_revision.pop_first();
+        }
+    }
+
+    /// Every event after `last` up to `upto`, at most `limit` of them, when all are here.
+    pub(crate) fn after(&self, last: u64, upto: u64, limit: usize) -> Option<Vec<pb::Event>> {
+        let want = upto.checked_sub(last).filter(|n| *n > 0)?;
+        let got: Vec<pb::Event> = self
+            .by_revision
+            .range(last + 1..=upto)
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect();
+        // Held whole: revisions last+1, last+2, … without a gap (each change has its own).
+        let whole = usize::try_from(want).is_ok_and(|w| got.len() == w.min(limit))
+            && got
+                .iter()
+                .enumerate()
+                .all(|(i, e)| Some(e.revision) == last.checked_add(i as u64 + 1));
+        whole.then_some(got)
+    }
 }
 
 /// What this replica last read about a host, with its clients.
@@ -191,6 +234,7 @@ impl Gateway {
             fault: options.fault,
             event_history: options.event_history,
             notify,
+            recent_events: Default::default(),
             heartbeat_interval: options.heartbeat_interval,
             agents: Default::default(),
             clock: Clock::default(),
@@ -267,6 +311,7 @@ impl Gateway {
         let now = self.clock.now_ms();
         let mut revision = 0;
         let mut ended = Vec::new();
+        let mut events = Vec::new();
         for change in changes {
             if let Change::EndOperation(id) = change {
                 store::operations::delete(&mut tx, id).await?;
@@ -278,7 +323,9 @@ impl Gateway {
             revision = store::next_revision(&mut tx).await?;
             let hosts = change.hosts(&mut tx).await?;
             let (kind, object) = change.apply(&mut tx).await?;
-            store::insert_event(&mut tx, &to_pb::event(revision, now, kind, object)).await?;
+            let event = to_pb::event(revision, now, kind, object);
+            store::insert_event(&mut tx, &event).await?;
+            events.push(event);
             for host in &hosts {
                 store::hosts::touch(&mut tx, host, revision).await?;
             }
@@ -300,7 +347,7 @@ impl Gateway {
             self.forget(id);
         }
         if revision > 0 {
-            self.notify.send_replace(revision);
+            self.published(events, revision);
         }
         Ok(revision)
     }
@@ -326,8 +373,17 @@ impl Gateway {
         store::insert_event(&mut tx, &event).await?;
         store::trim_events(&mut tx, revision, self.event_history).await?;
         tx.commit().await?;
-        self.notify.send_replace(revision);
+        self.published(vec![event], revision);
         Ok(true)
+    }
+
+    /// After a commit: its events kept for the watchers, who are then woken.
+    fn published(&self, events: Vec<pb::Event>, revision: u64) {
+        self.recent_events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keep(events);
+        self.notify.send_replace(revision);
     }
 
     /// Remembers the answer of a mutation that was done outside `commit` (sagas), so that a
@@ -490,5 +546,51 @@ impl Gateway {
     pub async fn list_sandboxes(&self) -> Result<Vec<SandboxRecord>, GatewayError> {
         let mut conn = self.db.read().acquire().await?;
         Ok(store::sandboxes::list(&mut conn).await?)
+    }
+}
+
+#[cfg(test)]
+mod recent_events_tests {
+    use super::*;
+
+    fn ev(revision: u64) -> pb::Event {
+        pb::Event {
+            revision,
+            ..Default::default()
+        }
+    }
+
+    fn revisions(got: Option<Vec<pb::Event>>) -> Option<Vec<u64>> {
+        got.map(|v| v.iter().map(|e| e.revision).collect())
+    }
+
+    #[test]
+    fn only_a_whole_run_of_revisions_is_taken_from_memory() {
+        let mut r = RecentEvents::default();
+        r.keep(vec![ev(5), ev(6)]);
+        r.keep(vec![ev(8)]);
+        assert_eq!(revisions(r.after(4, 6, 100)), Some(vec![5, 6]));
+        assert_eq!(revisions(r.after(5, 6, 100)), Some(vec![6]));
+        // 7 is not here (another replica's, or not kept yet): the store is asked.
+        assert_eq!(revisions(r.after(6, 8, 100)), None);
+        assert_eq!(revisions(r.after(5, 8, 100)), None);
+        // Older than anything kept, or nothing new.
+        assert_eq!(revisions(r.after(3, 6, 100)), None);
+        assert_eq!(revisions(r.after(6, 6, 100)), None);
+        assert_eq!(revisions(r.after(9, 6, 100)), None);
+        r.keep(vec![ev(7)]);
+        assert_eq!(revisions(r.after(4, 8, 100)), Some(vec![5, 6, 7, 8]));
+        // A page at most.
+        assert_eq!(revisions(r.after(4, 8, 2)), Some(vec![5, 6]));
+    }
+
+    #[test]
+    fn at_most_cap_events_are_kept_the_oldest_going_first() {
+        let mut r = RecentEvents::default();
+        let n = u64::try_from(RecentEvents::CAP).unwrap() + 10;
+        r.keep((1..=n).map(ev).collect());
+        assert_eq!(r.by_revision.len(), RecentEvents::CAP);
+        assert_eq!(r.after(0, n, 5), None);
+        assert_eq!(revisions(r.after(10, 12, 5)), Some(vec![11, 12]));
     }
 }

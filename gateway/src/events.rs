@@ -100,8 +100,17 @@ impl Gateway {
         tx: mpsc::Sender<Result<pb::Event, Status>>,
     ) {
         loop {
-            notified.borrow_and_update();
-            let page = match self.events_after(last).await {
+            let upto = *notified.borrow_and_update();
+            let recent = self
+                .recent_events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .after(last, upto, PAGE as usize);
+            let page = match recent {
+                Some(p) => Ok(p),
+                None => self.events_after(last).await,
+            };
+            let page = match page {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = tx.send(Err(e.into())).await;
