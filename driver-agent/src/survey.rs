@@ -36,6 +36,8 @@ const IFLA_EXT_MASK: u16 = 29;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 const IFF_UP: u32 = 0x1;
+/// `ifinfomsg.ifi_family` of the generic link messages.
+const AF_UNSPEC: u8 = 0;
 /// The receive buffers: a dump's datagrams are read one by one, each at most a page or two;
 /// notifications wait between surveys (a few seconds of attaches).
 const RECV_BUFFER: usize = 4 << 20;
@@ -111,12 +113,17 @@ impl LinkSocket {
         Ok(links)
     }
 
-    /// Brings the table up to date with every pending notification: each link named is asked
-    /// for again. Whether anything came (a loss, or a notification or answer that cannot be
-    /// read, drops the table: the next survey dumps).
+    /// Brings the table up to date with every pending notification, the last one of each link
+    /// deciding: a link removed goes; a link described with its alias is taken as described;
+    /// any other link is asked for again (a link gets no notification when its alias is set
+    /// while it is down: the one of its creation, without the alias, may be its last). Only the
+    /// generic link messages count (`AF_UNSPEC`): a bridge's `AF_BRIDGE` ones describe its
+    /// ports' bridging, and its `RTM_DELLINK` there is a port leaving, not a link going.
+    /// Whether anything came (a loss, or a notification or answer that cannot be read, drops
+    /// the table: the next survey dumps).
     fn apply_events(&mut self) -> bool {
         let mut any = false;
-        let mut named = std::collections::BTreeSet::new();
+        let mut latest: BTreeMap<u32, Option<Link>> = BTreeMap::new();
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let n = match self.events.recv(&mut &mut buf[..], 0) {
@@ -132,9 +139,15 @@ impl LinkSocket {
             match messages(&buf[..n.min(buf.len())]) {
                 Ok(msgs) => {
                     for (kind, _, payload) in msgs {
+                        if payload.first().is_some_and(|family| *family != AF_UNSPEC) {
+                            continue;
+                        }
                         match (kind, link(payload)) {
-                            (RTM_NEWLINK | RTM_DELLINK, Ok(l)) => {
-                                named.insert(l.index);
+                            (RTM_NEWLINK, Ok(l)) => {
+                                latest.insert(l.index, Some(l));
+                            }
+                            (RTM_DELLINK, Ok(l)) => {
+                                latest.insert(l.index, None);
                             }
                             (RTM_NEWLINK | RTM_DELLINK, Err(_)) => self.table = None,
                             _ => {}
@@ -144,8 +157,22 @@ impl LinkSocket {
                 Err(_) => self.table = None,
             }
         }
+        if let Some(t) = self.table.as_mut() {
+            latest.retain(|index, l| match l.take() {
+                None => {
+                    t.remove(index);
+                    false
+                }
+                Some(l) if !l.alias.is_empty() => {
+                    t.insert(*index, l);
+                    false
+                }
+                // Asked for again, below.
+                Some(_) => true,
+            });
+        }
         if self.table.is_some() {
-            for index in named {
+            for index in latest.into_keys() {
                 match self.get(index) {
                     Ok(found) => {
                         if let Some(t) = self.table.as_mut() {

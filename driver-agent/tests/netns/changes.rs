@@ -302,8 +302,21 @@ async fn the_link_survey_reads_what_ip_link_shows_and_follows_changes_without_du
     ]);
     let other = TestNs::new();
     ns.ip(&["link", "set", "vb6", "netns", &other.name]);
+    // An alias set while the link is down comes with no notification of its own; a port
+    // leaving the bridge comes with the bridge's own RTM_DELLINK (the link stays).
+    ns.ip(&[
+        "link", "add", "vdown", "type", "veth", "peer", "name", "vdown-p",
+    ]);
+    ns.ip(&["link", "set", "vdown", "alias", "weft:endpoint:down"]);
+    ns.ip(&["link", "set", "va0", "nomaster"]);
     let after = survey_view(&mut socket);
     assert_eq!(after, ip_view(&ns));
-    assert_eq!(after.len(), 81);
+    assert_eq!(after.len(), 83);
+    assert!(
+        after
+            .iter()
+            .any(|l| l.1 == "vdown" && l.2 == "weft:endpoint:down")
+    );
+    assert!(after.iter().any(|l| l.1 == "va0" && l.3.is_none()));
     assert_eq!(socket.dumps(), 1);
 }
