@@ -174,7 +174,7 @@ impl Firewall {
                 })
                 .await;
         };
-        let old = inner.state.endpoints.get(id);
+        let old = inner.state.endpoints().get(id);
         if old == ports.as_ref() {
             return Ok(false);
         }
@@ -226,12 +226,8 @@ impl Firewall {
         }
         let mut old_state = FirewallState::default();
         let mut new_state = FirewallState::default();
-        if let Some(o) = inner.state.endpoints.get(id) {
-            old_state.endpoints.insert(id.to_owned(), o.clone());
-        }
-        if let Some(p) = &ports {
-            new_state.endpoints.insert(id.to_owned(), p.clone());
-        }
+        old_state.set_endpoint(id, inner.state.endpoints().get(id).cloned());
+        new_state.set_endpoint(id, ports.clone());
         describe_ports(&old_state, &new_state, report);
         inner.state.set_endpoint(id, ports);
         Ok(true)
@@ -261,7 +257,7 @@ impl Firewall {
     ) -> Result<(), AgentError> {
         let mut inner = self.inner.lock().await;
         keep_as_is(&mut state.networks, &inner.state.networks, &keep);
-        keep_as_is(&mut state.endpoints, &inner.state.endpoints, &keep);
+        state.keep_endpoints_of(&inner.state, &keep);
         let mark = self.mark(&mut inner).await;
         let ours = inner.generation.is_some() && inner.generation == mark.0;
         if ours && state == inner.state {
@@ -634,13 +630,16 @@ fn describe(old: &FirewallState, new: &FirewallState, report: &mut Report) {
 /// The published ports that differ between `old` and `new`.
 fn describe_ports(old: &FirewallState, new: &FirewallState, report: &mut Report) {
     let ports = |s: &FirewallState, id: &str| {
-        s.endpoints
+        s.endpoints()
             .get(id)
             .map(|e| e.ports.clone())
             .unwrap_or_default()
     };
-    let ids: std::collections::BTreeSet<&String> =
-        old.endpoints.keys().chain(new.endpoints.keys()).collect();
+    let ids: std::collections::BTreeSet<&String> = old
+        .endpoints()
+        .keys()
+        .chain(new.endpoints().keys())
+        .collect();
     for id in ids {
         let (before, after) = (ports(old, id), ports(new, id));
         for p in before.iter().filter(|p| !after.contains(p)) {

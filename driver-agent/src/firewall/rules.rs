@@ -586,7 +586,7 @@ fn proto_number(p: Protocol) -> u8 {
 pub fn elements(state: &FirewallState) -> Elements {
     let mut maps: BTreeMap<&'static str, BTreeMap<Key, Element>> =
         DNAT_MAPS.iter().map(|m| (m.0, BTreeMap::new())).collect();
-    for ep in state.endpoints.values() {
+    for ep in state.endpoints().values() {
         for (map, element) in endpoint_elements(&state.networks, ep) {
             if let Some(m) = maps.get_mut(map) {
                 m.entry(element.key.clone()).or_insert(element);
