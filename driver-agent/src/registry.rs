@@ -72,37 +72,54 @@ async fn register_request(agent: &Agent, reg: &Registration) -> gpb::RegisterHos
 }
 
 /// Fetches this host's desired state and applies what changed; returns the state (and when it
-/// was read) and the number of failures left.
+/// was read) and the number of failures left. With the state `held` from the last fetch, only
+/// what changed since its revision is asked for, and merged into it; on failure `held` is
+/// given back.
 async fn fetch_and_apply(
     agent: &Agent,
     client: &mut AgentRegistryServiceClient<Channel>,
     host: &str,
-) -> Result<(Cached, u64), tonic::Status> {
+    held: Option<Cached>,
+) -> Result<(Cached, u64), (tonic::Status, Option<Cached>)> {
     let as_of = std::time::Instant::now();
-    let state = client
+    let since = held.as_ref().map_or(0, |c| c.state.revision);
+    let answer = match client
         .get_desired_state(gpb::GetDesiredStateRequest {
             host: host.to_owned(),
+            since_revision: since,
         })
-        .await?
-        .into_inner()
-        .state
-        .unwrap_or_default();
+        .await
+    {
+        Ok(a) => a.into_inner(),
+        Err(st) => return Err((st, held)),
+    };
+    let got = answer.state.unwrap_or_default();
+    let state = match held {
+        Some(held) if answer.changes_only => {
+            let mut state = held.state;
+            weft_runtime::desired::apply_changes(&mut state, got, &answer.removed_sandboxes);
+            state
+        }
+        _ => got,
+    };
     let fetched = as_of.elapsed();
     let prepared = crate::reconcile::Prepared::new(&state);
     let cached = Cached {
         revision: state.revision,
         prepared,
         as_of,
+        state,
     };
     let left = apply(agent, &cached, fetched).await;
     Ok((cached, left))
 }
 
-/// The desired state last fetched (converted), and when it was read.
+/// The desired state last fetched (as fetched, and converted), and when it was read.
 struct Cached {
     revision: u64,
     prepared: crate::reconcile::Prepared,
     as_of: std::time::Instant,
+    state: weft_proto::agent::v1::DesiredState,
 }
 
 /// Applies what changed since the last pass; returns the number of failures left. Logs every
@@ -186,16 +203,21 @@ async fn reconcile_loop(
                     }
                     Some(apply(&agent, c, Duration::ZERO).await)
                 }
-                _ => match fetch_and_apply(&agent, &mut client, &host).await {
-                    Ok((c, left)) => {
-                        cached = Some(c);
-                        Some(left)
+                _ => {
+                    // After a registration (maybe with another gateway), the whole state.
+                    let held = if registered { None } else { cached.take() };
+                    match fetch_and_apply(&agent, &mut client, &host, held).await {
+                        Ok((c, left)) => {
+                            cached = Some(c);
+                            Some(left)
+                        }
+                        Err((st, held)) => {
+                            cached = held;
+                            tracing::warn!(error = %st.message(), "cannot fetch the desired state");
+                            None
+                        }
                     }
-                    Err(st) => {
-                        tracing::warn!(error = %st.message(), "cannot fetch the desired state");
-                        None
-                    }
-                },
+                }
             };
             let mut left = left;
             if let (Some(n), Some(c)) = (left.as_mut(), cached.as_ref())

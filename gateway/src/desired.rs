@@ -157,44 +157,200 @@ impl Gateway {
             return Err(GatewayError::invalid("host", host, "must name a host"));
         }
         let mut tx = store::read_snapshot(&self.db).await?;
-        let revision = store::hosts::revision_of(&mut tx, host).await?;
-        let registered = store::hosts::get(&mut tx, host).await?.is_some();
+        let revision = self.registered_revision(&mut tx, host).await?;
+        let state = full_state(&mut tx, host, revision).await?;
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    /// What changed on `host` since its revision `since` (see `GetDesiredState`): the
+    /// sandboxes an event since names (a sandbox of the host, or an endpoint of one), each
+    /// read whole, with the networks they use, and the ids of those gone. A full state when
+    /// the events cannot tell: `since` is 0, not a revision of this log (ahead of it, or
+    /// older than its oldest event), more than [`MAX_CHANGES`] events ago, or a network
+    /// changed meanwhile (its endpoints' specs with it). All in one read snapshot.
+    pub async fn desired_changes(
+        &self,
+        host: &str,
+        since: u64,
+    ) -> Result<DesiredAnswer, GatewayError> {
+        if host.is_empty() {
+            return Err(GatewayError::invalid("host", host, "must name a host"));
+        }
+        let mut tx = store::read_snapshot(&self.db).await?;
+        let revision = self.registered_revision(&mut tx, host).await?;
+        let touched = if since == 0 || since > revision {
+            None
+        } else {
+            touched_since(&mut tx, host, since, revision).await?
+        };
+        let answer = match touched {
+            None => DesiredAnswer {
+                state: full_state(&mut tx, host, revision).await?,
+                changes_only: false,
+                removed: Vec::new(),
+            },
+            Some(ids) => changes_of(&mut tx, host, revision, ids).await?,
+        };
+        tx.commit().await?;
+        Ok(answer)
+    }
+
+    /// The host's revision; refuses a host never registered (but this gateway's own).
+    async fn registered_revision(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        host: &str,
+    ) -> Result<u64, GatewayError> {
+        let revision = store::hosts::revision_of(tx, host).await?;
+        let registered = store::hosts::get(tx, host).await?.is_some();
         if !registered && host != self.host {
             return Err(GatewayError::HostNotFound(host.to_owned()));
         }
-        let sandboxes = store::sandboxes::list_on_host(&mut tx, host).await?;
-        let endpoints = store::sandboxes::endpoints_on_host(&mut tx, host).await?;
-        let networks = store::networks::list(&mut tx).await?;
-        let mut state = apb::DesiredState {
-            revision,
-            host: host.to_owned(),
-            ..Default::default()
-        };
-        let mut used = std::collections::BTreeSet::new();
-        let mut by_sandbox: std::collections::HashMap<String, Vec<EndpointRecord>> =
-            std::collections::HashMap::new();
-        for ep in endpoints {
-            by_sandbox
-                .entry(ep.sandbox_id.clone())
-                .or_default()
-                .push(ep);
+        Ok(revision)
+    }
+}
+
+/// The most events a change answer is worked out from; beyond, a full state is as cheap.
+pub const MAX_CHANGES: usize = 2_000;
+
+/// An answer of `GetDesiredState`.
+#[derive(Debug)]
+pub struct DesiredAnswer {
+    pub state: apb::DesiredState,
+    pub changes_only: bool,
+    pub removed: Vec<String>,
+}
+
+/// The ids of `host`'s sandboxes named by an event after `since` (up to `revision`), or `None`
+/// when the events cannot tell what changed.
+async fn touched_since(
+    tx: &mut sqlx::AnyConnection,
+    host: &str,
+    since: u64,
+    revision: u64,
+) -> Result<Option<std::collections::BTreeSet<String>>, GatewayError> {
+    use weft_proto::gateway::v1::{EventKind, event::Object};
+    let mut touched = std::collections::BTreeSet::new();
+    if since == revision {
+        return Ok(Some(touched));
+    }
+    // The first event wanted must still be in the log.
+    match store::oldest_event(tx).await? {
+        Some(oldest) if oldest <= since + 1 => {}
+        _ => return Ok(None),
+    }
+    let (mut last, mut seen) = (since, 0);
+    while last < revision {
+        let page = store::events_after(tx, last, 500).await?;
+        if page.is_empty() {
+            break;
         }
-        for s in &sandboxes {
-            let eps = by_sandbox.remove(&s.id).unwrap_or_default();
-            state.sandboxes.push(agent_sandbox(s, &eps));
-            for ep in &eps {
-                used.insert(ep.network_id.clone());
-                state.endpoints.push(agent_endpoint(s, &eps, ep));
+        for e in page {
+            last = e.revision;
+            seen += 1;
+            if seen > MAX_CHANGES {
+                return Ok(None);
+            }
+            match e.object {
+                Some(Object::Sandbox(s)) if s.host == host => {
+                    touched.insert(s.id);
+                }
+                Some(Object::Endpoint(ep)) if ep.host == host => {
+                    touched.insert(ep.sandbox_id);
+                }
+                Some(Object::Network(_)) if e.kind == EventKind::NetworkUpdated as i32 => {
+                    return Ok(None);
+                }
+                _ => {}
             }
         }
-        tx.commit().await?;
-        state.networks = networks
-            .iter()
-            .filter(|n| used.contains(&n.id))
-            .map(agent_network)
-            .collect();
-        Ok(state)
     }
+    Ok(Some(touched))
+}
+
+/// The sandboxes `ids` of `host` as they are now (with their endpoints and the networks
+/// those use); the ids no longer there, removed.
+async fn changes_of(
+    tx: &mut sqlx::AnyConnection,
+    host: &str,
+    revision: u64,
+    ids: std::collections::BTreeSet<String>,
+) -> Result<DesiredAnswer, GatewayError> {
+    let mut sandboxes = Vec::new();
+    let mut removed = Vec::new();
+    for id in ids {
+        match store::sandboxes::by_id(tx, &id).await? {
+            Some(s) if s.host == host => {
+                let eps = store::sandboxes::endpoints_of(tx, store::sandboxes::Owner::Sandbox, &id)
+                    .await?;
+                sandboxes.push((s, eps));
+            }
+            _ => removed.push(id),
+        }
+    }
+    let networks = store::networks::list(tx).await?;
+    Ok(DesiredAnswer {
+        state: assemble(host, revision, sandboxes, &networks),
+        changes_only: true,
+        removed,
+    })
+}
+
+/// Every sandbox of `host` with its endpoints, and the networks they use.
+async fn full_state(
+    tx: &mut sqlx::AnyConnection,
+    host: &str,
+    revision: u64,
+) -> Result<apb::DesiredState, GatewayError> {
+    let sandboxes = store::sandboxes::list_on_host(tx, host).await?;
+    let endpoints = store::sandboxes::endpoints_on_host(tx, host).await?;
+    let networks = store::networks::list(tx).await?;
+    let mut by_sandbox: std::collections::HashMap<String, Vec<EndpointRecord>> =
+        std::collections::HashMap::new();
+    for ep in endpoints {
+        by_sandbox
+            .entry(ep.sandbox_id.clone())
+            .or_default()
+            .push(ep);
+    }
+    let sandboxes = sandboxes
+        .into_iter()
+        .map(|s| {
+            let eps = by_sandbox.remove(&s.id).unwrap_or_default();
+            (s, eps)
+        })
+        .collect();
+    Ok(assemble(host, revision, sandboxes, &networks))
+}
+
+/// The agent's view of `sandboxes` (in order, each with its endpoints) and of the networks
+/// they use (in `networks`' order).
+fn assemble(
+    host: &str,
+    revision: u64,
+    sandboxes: Vec<(SandboxRecord, Vec<EndpointRecord>)>,
+    networks: &[NetworkRecord],
+) -> apb::DesiredState {
+    let mut state = apb::DesiredState {
+        revision,
+        host: host.to_owned(),
+        ..Default::default()
+    };
+    let mut used = std::collections::BTreeSet::new();
+    for (s, eps) in &sandboxes {
+        state.sandboxes.push(agent_sandbox(s, eps));
+        for ep in eps {
+            used.insert(ep.network_id.clone());
+            state.endpoints.push(agent_endpoint(s, eps, ep));
+        }
+    }
+    state.networks = networks
+        .iter()
+        .filter(|n| used.contains(&n.id))
+        .map(agent_network)
+        .collect();
+    state
 }
 
 #[cfg(test)]

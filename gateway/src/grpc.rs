@@ -351,9 +351,15 @@ impl AgentRegistryService for GatewayGrpc {
         &self,
         req: Request<pb::GetDesiredStateRequest>,
     ) -> Result<Response<pb::GetDesiredStateResponse>, Status> {
-        let state = self.gw.desired_state(&req.into_inner().host).await?;
+        let req = req.into_inner();
+        let answer = self
+            .gw
+            .desired_changes(&req.host, req.since_revision)
+            .await?;
         Ok(Response::new(pb::GetDesiredStateResponse {
-            state: Some(state),
+            state: Some(answer.state),
+            changes_only: answer.changes_only,
+            removed_sandboxes: answer.removed,
         }))
     }
 }

@@ -56,6 +56,16 @@ pub async fn list(conn: &mut AnyConnection) -> Result<Vec<SandboxRecord>> {
         .collect()
 }
 
+/// The sandbox with id `id`, if there is one.
+pub async fn by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<SandboxRecord>> {
+    let row = sqlx::query("SELECT record FROM gateway_sandboxes WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| decode("sandbox", &r.try_get::<String, _>("record")?))
+        .transpose()
+}
+
 /// The sandboxes of one host (by index, without reading the others).
 pub async fn list_on_host(conn: &mut AnyConnection, host: &str) -> Result<Vec<SandboxRecord>> {
     let rows = sqlx::query("SELECT record FROM gateway_sandboxes WHERE host = $1 ORDER BY name")

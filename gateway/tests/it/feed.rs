@@ -11,7 +11,10 @@ use crate::{
     hosts::register,
 };
 
-weft_testkit::on_both_backends!(a_hosts_revision_moves_only_with_changes_to_that_host,);
+weft_testkit::on_both_backends!(
+    a_hosts_revision_moves_only_with_changes_to_that_host,
+    the_changes_since_a_revision_merged_give_the_whole_state,
+);
 
 fn on(name: &str, host: &str, network: &str) -> pb::CreateSandboxRequest {
     pb::CreateSandboxRequest {
@@ -49,7 +52,10 @@ async fn a_hosts_revision_moves_only_with_changes_to_that_host(b: Backend) {
                 .into_inner()
                 .desired_revision;
             let state = reg
-                .get_desired_state(pb::GetDesiredStateRequest { host: host.into() })
+                .get_desired_state(pb::GetDesiredStateRequest {
+                    host: host.into(),
+                    ..Default::default()
+                })
                 .await
                 .unwrap()
                 .into_inner()
@@ -126,4 +132,153 @@ async fn a_hosts_revision_moves_only_with_changes_to_that_host(b: Backend) {
     .unwrap();
     assert!(revision("h2").await > h2_after);
     assert_eq!(revision("h1").await, h1_connected);
+}
+
+/// The host's whole state, and the answer to "what changed since `since`".
+async fn states(
+    s: &Stack,
+    host: &str,
+    since: u64,
+) -> (
+    weft_proto::agent::v1::DesiredState,
+    pb::GetDesiredStateResponse,
+) {
+    let mut reg = s.registry();
+    let whole = reg
+        .get_desired_state(pb::GetDesiredStateRequest {
+            host: host.into(),
+            since_revision: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!whole.changes_only);
+    let changes = reg
+        .get_desired_state(pb::GetDesiredStateRequest {
+            host: host.into(),
+            since_revision: since,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (whole.state.unwrap(), changes)
+}
+
+/// An agent holding its host's state at one revision asks for what changed since; merged
+/// (`weft_runtime::desired::apply_changes`, what the agent does), that is exactly the whole
+/// state, after creates, connects, disconnects and deletes on its host and others. What the
+/// events cannot tell (a network updated, a revision never given) gets the whole state.
+async fn the_changes_since_a_revision_merged_give_the_whole_state(b: Backend) {
+    let s = Stack::start(b).await;
+    let (_a1, addr1, _stop1) = fake_agent().await;
+    let (_a2, addr2, _stop2) = fake_agent().await;
+    let mut reg = s.registry();
+    for (name, addr) in [("h1", addr1), ("h2", addr2)] {
+        reg.register_host(register(name, &addr.to_string()))
+            .await
+            .unwrap();
+    }
+    let mut nets = s.networks();
+    for (name, subnet) in [
+        ("one", "10.97.0.0/24"),
+        ("two", "10.97.1.0/24"),
+        ("three", "10.97.2.0/24"),
+    ] {
+        nets.create_network(with_subnet(name, subnet))
+            .await
+            .unwrap();
+    }
+    let mut sb = sandboxes(&s);
+    for (name, host) in [("a", "h1"), ("b", "h1"), ("c", "h2"), ("d", "h1")] {
+        sb.create_sandbox(on(name, host, "one")).await.unwrap();
+    }
+    let (mut held, _) = states(&s, "h1", 0).await;
+    let check = |held: &mut weft_proto::agent::v1::DesiredState,
+                 whole: weft_proto::agent::v1::DesiredState,
+                 changes: pb::GetDesiredStateResponse| {
+        assert!(changes.changes_only, "{changes:?}");
+        weft_runtime::desired::apply_changes(
+            held,
+            changes.state.unwrap(),
+            &changes.removed_sandboxes,
+        );
+        assert_eq!(*held, whole);
+    };
+
+    // Nothing changed: nothing sent but the revision.
+    let (whole, changes) = states(&s, "h1", held.revision).await;
+    let got = changes.state.clone().unwrap();
+    assert!(
+        got.sandboxes.is_empty() && changes.removed_sandboxes.is_empty(),
+        "{changes:?}"
+    );
+    check(&mut held, whole, changes);
+
+    // Creates here and elsewhere, a connect (a new network used), a sandbox gone, a disconnect.
+    sb.create_sandbox(on("e", "h1", "two")).await.unwrap();
+    sb.create_sandbox(on("f", "h2", "two")).await.unwrap();
+    sb.connect(pb::ConnectRequest {
+        sandbox: "a".into(),
+        network: "three".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    sb.delete_sandbox(pb::DeleteSandboxRequest {
+        sandbox: "b".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (whole, changes) = states(&s, "h1", held.revision).await;
+    let mut names: Vec<&str> = changes
+        .state
+        .as_ref()
+        .unwrap()
+        .sandboxes
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["a", "e"], "only what changed on h1");
+    assert_eq!(changes.removed_sandboxes.len(), 1);
+    check(&mut held, whole, changes);
+    sb.disconnect(pb::DisconnectRequest {
+        sandbox: "a".into(),
+        network: "three".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    sb.delete_sandbox(pb::DeleteSandboxRequest {
+        sandbox: "e".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (whole, changes) = states(&s, "h1", held.revision).await;
+    check(&mut held, whole.clone(), changes);
+    assert!(
+        held.networks.iter().all(|n| n.name == "one"),
+        "networks no endpoint uses are gone: {:?}",
+        held.networks
+    );
+
+    // A network updated: the whole state. A revision from nowhere: the whole state.
+    nets.update_network(pb::UpdateNetworkRequest {
+        network: "one".into(),
+        dns_servers: vec!["192.0.2.53".into()],
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["dns_servers".into()],
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (whole, changes) = states(&s, "h1", held.revision).await;
+    assert!(!changes.changes_only);
+    assert_eq!(changes.state.unwrap(), whole);
+    let (whole, changes) = states(&s, "h1", whole.revision + 1_000).await;
+    assert!(!changes.changes_only);
+    assert_eq!(changes.state.unwrap(), whole);
 }

@@ -277,7 +277,10 @@ async fn desired_state_has_the_hosts_networks_sandboxes_endpoints_and_ports(b: B
 
     let state = s
         .registry()
-        .get_desired_state(pb::GetDesiredStateRequest { host: "h2".into() })
+        .get_desired_state(pb::GetDesiredStateRequest {
+            host: "h2".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -353,6 +356,7 @@ async fn desired_state_has_the_hosts_networks_sandboxes_endpoints_and_ports(b: B
         .registry()
         .get_desired_state(pb::GetDesiredStateRequest {
             host: "unknown".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod desired;
 pub mod error;
 pub mod grpc;
 pub mod mac;
