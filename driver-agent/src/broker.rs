@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Protocol, Type};
 use tokio::{
     net::{UnixListener, UnixStream},
     sync::Semaphore,
@@ -31,14 +31,12 @@ use tokio::{
 };
 use weft_runtime::broker::{self, Code, Reply, Request};
 
-use crate::{Agent, netns};
+use crate::{Agent, netns, sockets};
 
 /// Connections served at once; more are answered `busy` and closed.
 pub const MAX_CONNECTIONS: usize = 64;
 /// Time allowed to a client to send its request line.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// The listen backlog of listeners made for a sandbox.
-const BACKLOG: i32 = 1024;
 
 /// Where and for whom the broker listens.
 #[derive(Debug, Clone)]
@@ -231,50 +229,14 @@ pub async fn sockets_for(agent: &Agent, request: &Request) -> Result<Vec<OwnedFd
 /// On the namespace thread: the sockets, non-blocking and close-on-exec.
 fn make_sockets(request: &Request) -> std::io::Result<Vec<OwnedFd>> {
     match request {
-        Request::Listeners { addr, .. } => listener_sockets(*addr, false),
-        Request::Udp { v6, .. } => Ok(vec![socket(*v6, Type::DGRAM, Protocol::UDP)?.into()]),
-        Request::Tcp { v6, .. } => Ok(vec![socket(*v6, Type::STREAM, Protocol::TCP)?.into()]),
+        Request::Listeners { addr, .. } => sockets::listeners(*addr, false),
+        Request::Udp { v6, .. } => Ok(vec![
+            sockets::socket(*v6, Type::DGRAM, Protocol::UDP)?.into(),
+        ]),
+        Request::Tcp { v6, .. } => Ok(vec![
+            sockets::socket(*v6, Type::STREAM, Protocol::TCP)?.into(),
+        ]),
     }
-}
-
-/// A socket of the calling thread's namespace, non-blocking and close-on-exec.
-fn socket(v6: bool, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
-    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
-    let s = Socket::new(domain, ty.nonblocking().cloexec(), Some(proto))?;
-    if v6 {
-        s.set_only_v6(true)?;
-    }
-    Ok(s)
-}
-
-/// A UDP socket and a listening TCP socket bound to `addr` in the calling thread's namespace
-/// (dns-svc's listeners). `free`: bound although the address is not (yet) the namespace's
-/// own (its loopback still down).
-pub(crate) fn listener_sockets(
-    addr: std::net::SocketAddr,
-    free: bool,
-) -> std::io::Result<Vec<OwnedFd>> {
-    let bind_err = |proto: &str, e: std::io::Error| {
-        std::io::Error::new(e.kind(), format!("cannot bind {proto} {addr}: {e}"))
-    };
-    let bound = |ty, proto| -> std::io::Result<Socket> {
-        let s = socket(addr.is_ipv6(), ty, proto)?;
-        if free {
-            if addr.is_ipv6() {
-                s.set_freebind_v6(true)?;
-            } else {
-                s.set_freebind_v4(true)?;
-            }
-        }
-        Ok(s)
-    };
-    let udp = bound(Type::DGRAM, Protocol::UDP)?;
-    udp.bind(&addr.into()).map_err(|e| bind_err("udp", e))?;
-    let tcp = bound(Type::STREAM, Protocol::TCP)?;
-    tcp.set_reuse_address(true)?;
-    tcp.bind(&addr.into()).map_err(|e| bind_err("tcp", e))?;
-    tcp.listen(BACKLOG)?;
-    Ok(vec![udp.into(), tcp.into()])
 }
 
 /// The default place of the broker's socket.

@@ -49,6 +49,7 @@ pub mod reconcile;
 pub mod registry;
 pub mod report;
 pub mod sandbox;
+pub mod sockets;
 pub mod spec;
 pub mod survey;
 pub mod sysctl;

@@ -114,7 +114,7 @@ async fn make(dns: Option<std::net::SocketAddr>) -> Result<Connected, AgentError
             let (conn, handle, _) = rtnetlink::new_connection()?;
             // (Loopback is still down: the address is bound free, valid once it is up.)
             let prebound = dns.and_then(|addr| {
-                crate::broker::listener_sockets(addr, true)
+                crate::sockets::listeners(addr, true)
                     .map(|fds| Prebound { addr, fds })
                     .inspect_err(|e| {
                         tracing::warn!(%addr, error = %e, "cannot bind DNS listeners ahead");
