@@ -57,7 +57,7 @@ pub fn check(networks: &[agent::Network], endpoints: &[agent::Endpoint]) {
     }
     let got = dnats(&state);
     let mut want = Vec::new();
-    for ep in state.endpoints.values() {
+    for ep in state.endpoints().values() {
         let Some(net) = state.networks.get(&ep.network_id).filter(|n| !n.internal) else {
             continue;
         };
