@@ -90,6 +90,11 @@ pub struct SandboxNetnsPath {
     pub managed: bool,
 }
 
+/// See [`crate::broker::listeners_given_ahead`].
+pub(crate) fn connected_prebound_given() -> u64 {
+    connected::PREBOUND_GIVEN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Agent {
     /// Connects to the managed namespace and probes the kernel.
     pub async fn start(host_netns: PathBuf, data_dir: PathBuf) -> Result<Self, AgentError> {

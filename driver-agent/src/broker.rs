@@ -188,6 +188,12 @@ async fn drain(stream: &mut UnixStream) {
     .await;
 }
 
+/// How many sets of listener sockets this process handed over that were made ahead with the
+/// namespace (see `agent/pool.rs`), not on a thread entering it.
+pub fn listeners_given_ahead() -> u64 {
+    crate::agent::connected_prebound_given()
+}
+
 /// Makes `request`'s sockets in the sandbox's namespace, on a thread that entered it.
 pub async fn sockets_for(agent: &Agent, request: &Request) -> Result<Vec<OwnedFd>, (Code, String)> {
     let id = request.sandbox();
@@ -229,7 +235,7 @@ pub async fn sockets_for(agent: &Agent, request: &Request) -> Result<Vec<OwnedFd
 /// On the namespace thread: the sockets, non-blocking and close-on-exec.
 fn make_sockets(request: &Request) -> std::io::Result<Vec<OwnedFd>> {
     match request {
-        Request::Listeners { addr, .. } => sockets::listeners(*addr, false),
+        Request::Listeners { addr, .. } => sockets::listeners(*addr),
         Request::Udp { v6, .. } => Ok(vec![
             sockets::socket(*v6, Type::DGRAM, Protocol::UDP)?.into(),
         ]),

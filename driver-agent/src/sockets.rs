@@ -21,26 +21,15 @@ pub(crate) fn socket(v6: bool, ty: Type, proto: Protocol) -> std::io::Result<Soc
 }
 
 /// A UDP socket and a listening TCP socket bound to `addr` in the calling thread's namespace
-/// (dns-svc's listeners). `free`: bound although the address is not (yet) the namespace's
-/// own (its loopback still down).
-pub(crate) fn listeners(addr: std::net::SocketAddr, free: bool) -> std::io::Result<Vec<OwnedFd>> {
+/// (dns-svc's listeners). The address must be the namespace's own already (loopback up): a
+/// socket bound "free" before would send its answers from another address.
+pub(crate) fn listeners(addr: std::net::SocketAddr) -> std::io::Result<Vec<OwnedFd>> {
     let bind_err = |proto: &str, e: std::io::Error| {
         std::io::Error::new(e.kind(), format!("cannot bind {proto} {addr}: {e}"))
     };
-    let bound = |ty, proto| -> std::io::Result<Socket> {
-        let s = socket(addr.is_ipv6(), ty, proto)?;
-        if free {
-            if addr.is_ipv6() {
-                s.set_freebind_v6(true)?;
-            } else {
-                s.set_freebind_v4(true)?;
-            }
-        }
-        Ok(s)
-    };
-    let udp = bound(Type::DGRAM, Protocol::UDP)?;
+    let udp = socket(addr.is_ipv6(), Type::DGRAM, Protocol::UDP)?;
     udp.bind(&addr.into()).map_err(|e| bind_err("udp", e))?;
-    let tcp = bound(Type::STREAM, Protocol::TCP)?;
+    let tcp = socket(addr.is_ipv6(), Type::STREAM, Protocol::TCP)?;
     tcp.set_reuse_address(true)?;
     tcp.bind(&addr.into()).map_err(|e| bind_err("tcp", e))?;
     tcp.listen(BACKLOG)?;

@@ -235,6 +235,42 @@ impl LinkSocket {
     }
 }
 
+/// Brings loopback up in the namespace of the calling thread, one that was just made (its
+/// `lo` is the first link, index 1), with one synchronous request on a route netlink socket
+/// of its own: for a thread that must have the loopback addresses local before it binds.
+pub(crate) fn loopback_up_here() -> io::Result<()> {
+    const RTM_SETLINK: u16 = 19;
+    const NLM_F_ACK: u16 = 0x4;
+    const LOOPBACK_INDEX: u32 = 1;
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let len = NLMSG_HDRLEN + IFINFOMSG_LEN;
+    let mut b = Vec::with_capacity(len);
+    b.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
+    b.extend_from_slice(&RTM_SETLINK.to_ne_bytes());
+    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    b.extend_from_slice(&1u32.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    // ifinfomsg: AF_UNSPEC, the index, IFF_UP in the flags and in the change mask.
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&LOOPBACK_INDEX.to_ne_bytes());
+    b.extend_from_slice(&IFF_UP.to_ne_bytes());
+    b.extend_from_slice(&IFF_UP.to_ne_bytes());
+    socket.send(&b, 0)?;
+    loop {
+        let (buf, _) = socket.recv_from_full()?;
+        for (kind, seq, payload) in messages(&buf)? {
+            if kind == NLMSG_ERROR && seq == 1 {
+                return match error_code(payload)? {
+                    0 => Ok(()),
+                    code => Err(io::Error::from_raw_os_error(-code)),
+                };
+            }
+        }
+    }
+}
+
 /// The request: every link (a dump), or the one with `index`; no statistics.
 fn request(seq: u32, index: Option<u32>) -> Vec<u8> {
     let len = NLMSG_HDRLEN + IFINFOMSG_LEN + 8;

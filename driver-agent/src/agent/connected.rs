@@ -39,6 +39,10 @@ pub(crate) struct Connected {
     pub dns: Arc<std::sync::Mutex<Option<Prebound>>>,
 }
 
+/// How many sets of listener sockets made ahead were handed over (by this process).
+pub(crate) static PREBOUND_GIVEN: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
 /// Listener sockets bound ahead on `addr` (UDP, then TCP listening).
 #[derive(Debug)]
 pub(crate) struct Prebound {
@@ -54,7 +58,10 @@ impl Connected {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match dns.take() {
-            Some(p) if p.addr == addr => Some(p.fds),
+            Some(p) if p.addr == addr => {
+                PREBOUND_GIVEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(p.fds)
+            }
             // Another address than dns-svc asks for now: useless.
             _ => None,
         }

@@ -112,9 +112,11 @@ async fn make(dns: Option<std::net::SocketAddr>) -> Result<Connected, AgentError
             let off = crate::sysctl::ipv6_off_by_default_here_or_warn();
             let file = File::open("/proc/thread-self/ns/net")?;
             let (conn, handle, _) = rtnetlink::new_connection()?;
-            // (Loopback is still down: the address is bound free, valid once it is up.)
+            // Loopback up first: a socket bound to an address not yet local (IP_FREEBIND)
+            // would answer from another one.
             let prebound = dns.and_then(|addr| {
-                crate::sockets::listeners(addr, true)
+                crate::survey::loopback_up_here()
+                    .and_then(|()| crate::sockets::listeners(addr))
                     .map(|fds| Prebound { addr, fds })
                     .inspect_err(|e| {
                         tracing::warn!(%addr, error = %e, "cannot bind DNS listeners ahead");

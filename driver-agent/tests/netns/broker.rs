@@ -221,14 +221,9 @@ async fn the_broker_hands_over_sockets_that_live_in_the_sandbox_namespace() {
 }
 
 /// Listeners on `dns` for sandbox `id` from the broker at `path`; checks that a client in the
-/// namespace at `ns` reaches both (a UDP datagram, a TCP connection). Returns whether they were
-/// bound ahead (bound "free", before the namespace's loopback was up).
-async fn listeners_work(
-    path: &std::path::Path,
-    id: &str,
-    ns: &std::path::Path,
-    dns: SocketAddr,
-) -> bool {
+/// namespace at `ns` gets an answer from each, from `dns` itself (a UDP query answered, a TCP
+/// connection accepted).
+async fn listeners_work(path: &std::path::Path, id: &str, ns: &std::path::Path, dns: SocketAddr) {
     let fds = call(
         path,
         &Request::Listeners {
@@ -240,21 +235,30 @@ async fn listeners_work(
     .await
     .unwrap();
     let [udp, tcp]: [OwnedFd; 2] = fds.try_into().unwrap();
-    let ahead = socket2::SockRef::from(&udp).freebind_v4().unwrap();
     let udp = UdpSocket::from(udp);
     assert_eq!(udp.local_addr().unwrap(), dns);
-    netns::run_in(ns, move || {
-        UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .send_to(b"query", dns)
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let ns_path = ns.to_owned();
+    let client = tokio::spawn(async move {
+        netns::run_in(&ns_path, move || {
+            let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+            c.set_read_timeout(Some(T)).unwrap();
+            c.send_to(b"query", dns).unwrap();
+            let mut buf = [0u8; 16];
+            let (n, from) = c.recv_from(&mut buf).unwrap();
+            (buf[..n].to_vec(), from)
+        })
+        .await
+    });
+    udp.set_nonblocking(false).unwrap();
     udp.set_read_timeout(Some(T)).unwrap();
     let mut buf = [0u8; 16];
-    let (n, _) = udp.recv_from(&mut buf).unwrap();
+    let (n, from) = udp.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"query");
+    udp.send_to(b"answer", from).unwrap();
+    let (answer, answered_from) = client.await.unwrap().unwrap();
+    assert_eq!(answer, b"answer");
+    // (A client takes only an answer from the address it asked.)
+    assert_eq!(answered_from, dns);
     let tcp = std::net::TcpListener::from(tcp);
     tcp.set_nonblocking(false).unwrap();
     let client = netns::run_in(ns, move || std::net::TcpStream::connect(dns))
@@ -262,7 +266,6 @@ async fn listeners_work(
         .unwrap();
     assert!(client.is_ok(), "{client:?}");
     tcp.accept().unwrap();
-    ahead
 }
 
 /// Once dns-svc has asked for listeners on an address, the namespaces the agent makes ahead
@@ -288,6 +291,7 @@ async fn listeners_are_bound_ahead_once_their_address_is_known() {
     let mut guards = Vec::new();
     let mut ahead = Vec::new();
     for _ in 0..12 {
+        let before = driver_agent::broker::listeners_given_ahead();
         let id = unique("p");
         let name = managed_netns_name(&id);
         // The agent makes this namespace; the guard deletes it however the test ends.
@@ -305,7 +309,8 @@ async fn listeners_are_bound_ahead_once_their_address_is_known() {
             .create_sandbox(&sb, &mut Report::default())
             .await
             .unwrap();
-        ahead.push(listeners_work(&path, &id, &netns::named_path(&name), dns).await);
+        listeners_work(&path, &id, &netns::named_path(&name), dns).await;
+        ahead.push(driver_agent::broker::listeners_given_ahead() > before);
         // (Time for the pool to make the next namespace.)
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
