@@ -475,7 +475,7 @@ async fn the_network_mtu_applies_to_bridge_and_both_veth_ends() {
     );
 }
 
-fn dual_stack(id: &str, v4: (&str, &str), v6: (&str, &str)) -> pb::NetworkSpec {
+pub fn dual_stack(id: &str, v4: (&str, &str), v6: (&str, &str)) -> pb::NetworkSpec {
     let mut n = network(id, v4.0, v4.1);
     n.subnets.push(pb::Subnet {
         cidr: v6.0.into(),

@@ -24,21 +24,16 @@ use crate::{
 
 const T: Duration = Duration::from_secs(5);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
-async fn the_broker_hands_over_sockets_that_live_in_the_sandbox_namespace() {
-    let host = TestNs::new();
-    let (agent, data) = agent(&host).await;
-    let agent = Arc::new(agent);
-    let id = unique("b");
-    let name = managed_netns_name(&id);
-    // The agent makes this namespace; the guard deletes it however the test ends.
-    let sb_ns = TestNs {
-        name: name.clone(),
+/// A sandbox `id` whose namespace the agent makes, and a guard that deletes that namespace
+/// however the test ends.
+async fn managed_sandbox(agent: &driver_agent::Agent, id: &str) -> TestNs {
+    let name = managed_netns_name(id);
+    let guard = TestNs {
         path: netns::named_path(&name),
+        name,
     };
     let sb = Sandbox {
-        id: id.clone(),
+        id: id.to_owned(),
         netns: SandboxNetns::Managed,
         resolv_conf: String::new(),
         hosts: String::new(),
@@ -47,6 +42,17 @@ async fn the_broker_hands_over_sockets_that_live_in_the_sandbox_namespace() {
         .create_sandbox(&sb, &mut Report::default())
         .await
         .unwrap();
+    guard
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
+async fn the_broker_hands_over_sockets_that_live_in_the_sandbox_namespace() {
+    let host = TestNs::new();
+    let (agent, data) = agent(&host).await;
+    let agent = Arc::new(agent);
+    let id = unique("b");
+    let sb_ns = managed_sandbox(&agent, &id).await;
     let path = data.path().join("run/broker.sock");
     let task = start(
         agent.clone(),
@@ -293,23 +299,9 @@ async fn listeners_are_bound_ahead_once_their_address_is_known() {
     for _ in 0..12 {
         let before = driver_agent::broker::listeners_given_ahead();
         let id = unique("p");
-        let name = managed_netns_name(&id);
-        // The agent makes this namespace; the guard deletes it however the test ends.
-        guards.push(TestNs {
-            name: name.clone(),
-            path: netns::named_path(&name),
-        });
-        let sb = Sandbox {
-            id: id.clone(),
-            netns: SandboxNetns::Managed,
-            resolv_conf: String::new(),
-            hosts: String::new(),
-        };
-        agent
-            .create_sandbox(&sb, &mut Report::default())
-            .await
-            .unwrap();
-        listeners_work(&path, &id, &netns::named_path(&name), dns).await;
+        let sb = managed_sandbox(&agent, &id).await;
+        listeners_work(&path, &id, &sb.path, dns).await;
+        guards.push(sb);
         ahead.push(driver_agent::broker::listeners_given_ahead() > before);
         // (Time for the pool to make the next namespace.)
         tokio::time::sleep(Duration::from_millis(50)).await;

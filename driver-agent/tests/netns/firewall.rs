@@ -22,7 +22,7 @@ use weft_proto::agent::v1 as pb;
 use weft_testkit::netns::{tcp_listener_in, udp_socket_in};
 
 use crate::{
-    bridge::{endpoint, network},
+    bridge::{dual_stack, endpoint, network},
     grpc::unique,
     support::{TestNs, assert_talks, echo_server, exchange, ip_json, link, links, nft_json},
 };
@@ -150,16 +150,6 @@ async fn attach(
     let mut report = Report::default();
     agent.attach(&ep, &net, &mut report).await?;
     Ok(report)
-}
-
-fn dual_stack(id: &str, v4: (&str, &str), v6: (&str, &str)) -> pb::NetworkSpec {
-    let mut n = network(id, v4.0, v4.1);
-    n.subnets.push(pb::Subnet {
-        cidr: v6.0.into(),
-        gateway: v6.1.into(),
-    });
-    n.enable_ipv6 = true;
-    n
 }
 
 /// An endpoint with both families and both default routes.

@@ -15,23 +15,13 @@ use driver_agent::{
 use weft_proto::agent::v1 as pb;
 
 use crate::{
-    bridge::{endpoint, network},
+    bridge::{dual_stack, endpoint, network},
     grpc::{serve, unique},
     support::{
         TestNs, addresses, addresses6, assert_talks, default_route, default_route6, echo_server,
         ip_json, links,
     },
 };
-
-fn dual_stack(id: &str, v4: (&str, &str), v6: (&str, &str)) -> pb::NetworkSpec {
-    let mut n = network(id, v4.0, v4.1);
-    n.subnets.push(pb::Subnet {
-        cidr: v6.0.into(),
-        gateway: v6.1.into(),
-    });
-    n.enable_ipv6 = true;
-    n
-}
 
 /// `net.ipv6.conf.<dev>.disable_ipv6` in `ns`, as the kernel has it.
 fn ipv6_disabled(ns: &TestNs, dev: &str) -> bool {
