@@ -17,7 +17,8 @@
 //! Run: `cargo bench -p ipam-svc --bench alloc` (or `bash bench/ipam.sh` for both backends).
 //! Knobs: `WEFT_BENCH_ALLOCS` (default 20000 per case), `WEFT_BENCH_BACKEND` (sqlite|postgres),
 //! `WEFT_BENCH_CLIENTS` (default `1,16`), `WEFT_BENCH_THREADS` (set: the server's CPU per call
-//! and how many times its threads were scheduled per call, by thread name, allocation / no-op).
+//! and how many times its threads were scheduled per call, by thread name, allocation / no-op),
+//! `WEFT_BENCH_ONLY` (`alloc` or `noop`: that half of each case only, for a profiler).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -129,13 +130,20 @@ async fn case(url: &str, subnet: &str, clients: usize, total: usize) -> Figures 
     // others alternate every 500 calls (a few tenths of a second), so that the load of other
     // work on a shared machine, which changes over seconds, falls on both rates alike.
     let slice = if subnet.ends_with("/24") { 253 } else { 500 };
+    // For a profiler: one of the two only (the other's rate is then meaningless).
+    let only_phase = std::env::var("WEFT_BENCH_ONLY").ok();
+    let only_phase = only_phase.as_deref();
     let mut r = 0;
     while done < total {
         let n = slice.min(total - done);
         let c0 = cpu_by_thread(pid);
-        noop_time += noop(&chans, n).await;
+        if only_phase != Some("alloc") {
+            noop_time += noop(&chans, n).await;
+        }
         let c1 = cpu_by_thread(pid);
-        alloc_time += fill(&chans, n, &format!("r{r}")).await;
+        if only_phase != Some("noop") {
+            alloc_time += fill(&chans, n, &format!("r{r}")).await;
+        }
         let c2 = cpu_by_thread(pid);
         add_diff(&mut noop_threads, &c0, &c1);
         add_diff(&mut alloc_threads, &c1, &c2);

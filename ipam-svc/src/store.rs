@@ -305,8 +305,9 @@ pub async fn count_in_range(
     .await?)
 }
 
-/// Inserts allocations with as few statements as the parameter limits allow. The triggers
-/// keep each pool's counter, generation and cursor in step, in the same statement.
+/// Inserts allocations with as few statements as the parameter limits allow. On Postgres the
+/// trigger keeps each pool's counter, generation and cursor in step, in the same statement; on
+/// SQLite the caller writes them ([`update_counters`]) in the same transaction.
 pub async fn insert_allocations(conn: &mut AnyConnection, rows: &[AllocRow]) -> Result<()> {
     // 5 parameters a row; SQLite allows 32766 parameters a statement, Postgres 65535.
     for chunk in rows.chunks(500) {
@@ -360,6 +361,39 @@ pub async fn delete_allocations(
         }
         q.execute(&mut *conn).await?;
     }
+    Ok(())
+}
+
+/// What one batch changes in one pool's counters. On SQLite the engine writes it, once per pool
+/// per batch, in the batch's transaction (migration 0002 dropped the per-row triggers); on
+/// Postgres the trigger still keeps the counters and this is not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterDelta {
+    /// Rows inserted minus rows deleted.
+    pub allocated: i64,
+    /// Rows inserted plus rows deleted: the generation moves once per row, as with the triggers.
+    pub generation: i64,
+    /// The address of the last row inserted by next-free, which becomes the pool's cursor.
+    pub cursor: Option<u128>,
+}
+
+/// Applies a batch's [`CounterDelta`] to a pool row (the SQLite store without a file of its own,
+/// i.e. in memory; the file-backed one writes through the engine's own connection).
+pub async fn update_counters(
+    conn: &mut AnyConnection,
+    pool_id: &str,
+    d: CounterDelta,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE ipam_pools SET allocated = allocated + $2, generation = generation + $3, \
+         cursor = coalesce($4, cursor) WHERE id = $1",
+    )
+    .bind(pool_id)
+    .bind(d.allocated)
+    .bind(d.generation)
+    .bind(d.cursor.map(to_bytes))
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

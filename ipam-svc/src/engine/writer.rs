@@ -35,6 +35,25 @@ pub(super) struct Touched {
     pub(super) deletes: Vec<u128>,
 }
 
+impl Touched {
+    /// What this batch changes in the pool's counters, when it changes anything: what the
+    /// per-row triggers of migration 0001 did, at once.
+    pub(super) fn counters(&self) -> Option<store::CounterDelta> {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let changes = self.inserts.len() + self.deletes.len();
+        (changes > 0).then(|| store::CounterDelta {
+            allocated: count(self.inserts.len()) - count(self.deletes.len()),
+            generation: count(changes),
+            cursor: self
+                .inserts
+                .iter()
+                .rev()
+                .find(|r| r.dynamic)
+                .map(|r| r.addr),
+        })
+    }
+}
+
 /// The one task that writes allocations; owns the cache of pool states.
 pub(super) struct Writer {
     pub(super) db: Db,
@@ -128,7 +147,8 @@ impl Writer {
             let mut touched = BTreeMap::new();
             match self.try_batch(&batch, &mut touched).await {
                 Ok(results) => {
-                    // The triggers bumped the generation once per row written.
+                    // The generation moved once per row written (the trigger on Postgres, the
+                    // batch's counter update on SQLite).
                     for (id, t) in touched {
                         if let Some(c) = self.cache.get_mut(&id) {
                             c.generation += i64::try_from(t.inserts.len() + t.deletes.len())
@@ -275,16 +295,26 @@ impl Writer {
                 .flat_map(|(id, t)| t.deletes.iter().map(move |a| (id.as_str(), *a)))
                 .collect();
             let inserts: Vec<&AllocRow> = touched.values().flat_map(|t| t.inserts.iter()).collect();
-            if let Err(e) = w.write(&deletes, &inserts) {
+            let counters: Vec<(&str, store::CounterDelta)> = touched
+                .iter()
+                .filter_map(|(id, t)| t.counters().map(|d| (id.as_str(), d)))
+                .collect();
+            if let Err(e) = w.write(&deletes, &inserts, &counters) {
                 // Closing the connection rolls back whatever the failed batch left open.
                 self.sqlite = None;
                 return Err(crate::store::IpamStoreError::from(e).into());
             }
             return Ok(results);
         }
+        // On SQLite (here only in memory) the counters are the engine's to write, one statement
+        // per changed pool; on Postgres the trigger keeps them.
+        let counters = backend == Backend::Sqlite;
         let statements: usize = touched
             .values()
-            .map(|t| store::statement_count(t.inserts.len(), t.deletes.len()))
+            .map(|t| {
+                store::statement_count(t.inserts.len(), t.deletes.len())
+                    + usize::from(counters && t.counters().is_some())
+            })
             .sum();
         if !in_tx && statements > 1 {
             sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
@@ -299,6 +329,13 @@ impl Writer {
             .flat_map(|t| t.inserts.clone())
             .collect();
         store::insert_allocations(conn, &inserts).await?;
+        if counters {
+            for (id, t) in touched.iter() {
+                if let Some(d) = t.counters() {
+                    store::update_counters(conn, id, d).await?;
+                }
+            }
+        }
         if in_tx {
             sqlx::query("COMMIT").execute(&mut *conn).await?;
         }
