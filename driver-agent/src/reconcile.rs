@@ -83,6 +83,8 @@ pub struct Prepared {
     desired: Desired,
     /// What did not convert.
     invalid: Vec<crate::report::Failure>,
+    /// What the firewall must express for `desired` (made once, compared by every pass).
+    firewall: crate::firewall::FirewallState,
 }
 
 impl Prepared {
@@ -90,6 +92,10 @@ impl Prepared {
         let mut report = Report::default();
         let desired = Desired::from_pb(state, &mut report);
         Self {
+            firewall: crate::firewall::FirewallState::from_specs(
+                &desired.networks,
+                &desired.endpoints,
+            ),
             desired,
             invalid: report.failures,
         }
@@ -210,7 +216,16 @@ impl Agent {
         let surveyed = started.elapsed() - converted;
         // The firewall first: endpoints ensured afterwards then find their ports in place
         // (after a restart, too) and change nothing there.
-        self.apply_firewall(&desired, as_of, &mut report).await;
+        let built;
+        let firewall_state = match &desired {
+            std::borrow::Cow::Borrowed(_) => &prepared.firewall,
+            std::borrow::Cow::Owned(d) => {
+                built = crate::firewall::FirewallState::from_specs(&d.networks, &d.endpoints);
+                &built
+            }
+        };
+        self.apply_firewall(firewall_state, as_of, &mut report)
+            .await;
         let firewall = t.elapsed();
         let mut pass = Pass {
             depth,
@@ -435,9 +450,12 @@ impl Agent {
     /// The firewall: the desired networks and ports, plus what the API made lately and the
     /// gateway has not recorded yet. One nft transaction; it also restores a table someone
     /// flushed or deleted.
-    async fn apply_firewall(&self, desired: &Desired, as_of: Instant, report: &mut Report) {
-        let wanted =
-            crate::firewall::FirewallState::from_specs(&desired.networks, &desired.endpoints);
+    async fn apply_firewall(
+        &self,
+        wanted: &crate::firewall::FirewallState,
+        as_of: Instant,
+        report: &mut Report,
+    ) {
         // What the API touched (made, changed or removed) lately stays as the API left it,
         // decided under the firewall's lock so that an attach racing with the pass is not
         // undone by it.

@@ -243,7 +243,7 @@ impl Firewall {
         state: FirewallState,
         report: &mut Report,
     ) -> Result<(), AgentError> {
-        self.apply_all_keeping(state, |_| false, report).await
+        self.apply_all_keeping(&state, |_| false, report).await
     }
 
     /// [`Firewall::apply_all`], except that the networks and endpoints `keep` names stay as
@@ -251,19 +251,21 @@ impl Firewall {
     /// reconciliation keeps what the API touched after its desired state was read.
     pub async fn apply_all_keeping(
         &self,
-        mut state: FirewallState,
+        wanted: &FirewallState,
         keep: impl Fn(&str) -> bool,
         report: &mut Report,
     ) -> Result<(), AgentError> {
         let mut inner = self.inner.lock().await;
-        keep_as_is(&mut state.networks, &inner.state.networks, &keep);
-        state.keep_endpoints_of(&inner.state, &keep);
         let mark = self.mark(&mut inner).await;
         let ours = inner.generation.is_some() && inner.generation == mark.0;
-        if ours && state == inner.state {
-            // The kernel holds what the agent applied, and that is what is wanted.
+        if ours && wanted.same_but(&inner.state, &keep) {
+            // The kernel holds what the agent applied, and that is what is wanted (no copy of
+            // the state made: a pass with nothing to change costs a comparison).
             return Ok(());
         }
+        let mut state = wanted.clone();
+        keep_as_is(&mut state.networks, &inner.state.networks, &keep);
+        state.keep_endpoints_of(&inner.state, &keep);
         let res = if ours {
             // Nothing committed since the agent's own last transaction.
             self.change_to(&mut inner, &state).await

@@ -210,6 +210,23 @@ impl FirewallState {
         });
     }
 
+    /// Whether this state, with what `keep` names taken as it is in `now`, equals `now`: the
+    /// networks and endpoints `keep` does not name are the same in both.
+    pub fn same_but(&self, now: &FirewallState, keep: &impl Fn(&str) -> bool) -> bool {
+        fn same<T: PartialEq>(
+            a: &BTreeMap<String, T>,
+            b: &BTreeMap<String, T>,
+            keep: &impl Fn(&str) -> bool,
+        ) -> bool {
+            let of = |m: &BTreeMap<String, T>| m.iter().filter(|(id, _)| !keep(id)).count();
+            of(a) == of(b)
+                && a.iter()
+                    .filter(|(id, _)| !keep(id))
+                    .all(|(id, v)| b.get(id) == Some(v))
+        }
+        same(&self.networks, &now.networks, keep) && same(&self.endpoints, &now.endpoints, keep)
+    }
+
     /// The endpoints `keep` names as they are in `now` (there or not), the others as here.
     pub fn keep_endpoints_of(&mut self, now: &FirewallState, keep: impl Fn(&str) -> bool) {
         self.retain_endpoints(|e| !keep(&e.id) || now.endpoints.contains_key(&e.id));
@@ -315,5 +332,27 @@ mod tests {
         assert_eq!(holder(&s, "new", &one(Udp, 53, 1)).as_deref(), Some("k"));
         assert_eq!(holder(&s, "new", &one(Udp, 54, 1)), None);
         assert_eq!(s, now);
+    }
+
+    /// A pass compares without copying: what `keep` names does not count, anything else does.
+    #[test]
+    fn same_but_ignores_exactly_what_is_kept() {
+        use Protocol::Tcp;
+        let mut a = FirewallState::default();
+        let mut b = FirewallState::default();
+        for s in [&mut a, &mut b] {
+            s.set_endpoint("x", Some(ports("x", "s", &[(Tcp, 80, 1)])));
+        }
+        let none = |_: &str| false;
+        let kept = |id: &str| id == "late";
+        assert!(a.same_but(&b, &none));
+        b.set_endpoint("late", Some(ports("late", "s2", &[(Tcp, 81, 1)])));
+        assert!(!a.same_but(&b, &none));
+        assert!(a.same_but(&b, &kept));
+        a.set_endpoint("x", Some(ports("x", "s", &[(Tcp, 82, 1)])));
+        assert!(!a.same_but(&b, &kept));
+        a.set_endpoint("x", Some(ports("x", "s", &[(Tcp, 80, 1)])));
+        a.set_endpoint("other", Some(ports("other", "s3", &[(Tcp, 83, 1)])));
+        assert!(!a.same_but(&b, &kept));
     }
 }

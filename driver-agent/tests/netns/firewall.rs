@@ -984,7 +984,7 @@ async fn five_thousand_endpoints_are_exactly_the_kernels_elements_and_reconcilia
         .unwrap();
     let touched = [late.id.clone(), "syn-00003".to_owned()];
     fw.apply_all_keeping(
-        state.clone(),
+        &state,
         |i| touched.iter().any(|t| t == i),
         &mut Report::default(),
     )
