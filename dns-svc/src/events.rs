@@ -14,6 +14,7 @@ use tonic::{Code, transport::Endpoint};
 use weft_proto::gateway::v1::{
     self as gw, EventKind, WatchRequest, event_service_client::EventServiceClient,
 };
+use weft_runtime::access::Bearer;
 
 use crate::records::{Live, Snapshot, State};
 
@@ -26,6 +27,8 @@ const MAX_BATCH: usize = 1000;
 #[derive(Debug)]
 pub struct Ingester {
     endpoint: Endpoint,
+    /// dns-svc's credentials at the gateway.
+    bearer: Bearer,
     snapshot: Arc<ArcSwap<Snapshot>>,
     /// The revision of the published snapshot, for whoever must react to changes (listeners).
     published: watch::Sender<u64>,
@@ -45,11 +48,13 @@ struct Cursor {
 impl Ingester {
     pub fn new(
         endpoint: Endpoint,
+        bearer: Bearer,
         snapshot: Arc<ArcSwap<Snapshot>>,
         published: watch::Sender<u64>,
     ) -> Self {
         Self {
             endpoint,
+            bearer,
             snapshot,
             published,
         }
@@ -57,7 +62,7 @@ impl Ingester {
 
     /// Follows the gateway forever (until the task is dropped).
     pub async fn run(self) {
-        let mut client = EventServiceClient::new(self.endpoint.connect_lazy());
+        let mut client = EventServiceClient::new(self.bearer.on(self.endpoint.connect_lazy()));
         let mut cur = Cursor::default();
         let mut backoff = BACKOFF_MIN;
         loop {

@@ -98,7 +98,9 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         .map_err(|e| StartError::Gateway(config.gateway.clone(), e.to_string()))?
         .connect_timeout(std::time::Duration::from_secs(5));
     let (published, rx) = watch::channel(0);
-    let ingest = tokio::spawn(Ingester::new(endpoint, snapshot, published).run());
+    let ingest = tokio::spawn(
+        Ingester::new(endpoint, config.gateway_bearer.clone(), snapshot, published).run(),
+    );
     let listeners = Arc::new(SandboxListeners::new(
         resolver.clone(),
         config.host.clone(),

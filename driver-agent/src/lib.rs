@@ -102,6 +102,11 @@ pub struct Args {
     #[arg(long, env = "WEFT_AGENT_GATEWAY")]
     pub gateway: Option<String>,
 
+    /// The file holding the token this agent presents to the gateway (role agent, for this
+    /// host): a 0600 regular file, as `weft up` writes it.
+    #[arg(long, env = "WEFT_AGENT_GATEWAY_TOKEN_FILE")]
+    pub gateway_token_file: Option<PathBuf>,
+
     /// This host's name at the gateway; default: the machine's hostname.
     #[arg(long, env = "WEFT_AGENT_HOST_NAME")]
     pub host_name: Option<String>,
@@ -166,6 +171,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     )?;
     if let Some(gateway) = &args.gateway {
+        let bearer = match &args.gateway_token_file {
+            Some(path) => weft_runtime::access::Bearer::from_file(path)?,
+            None => weft_runtime::access::Bearer::none(),
+        };
         let host = args
             .host_name
             .clone()
@@ -180,6 +189,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .unwrap_or_else(|| args.listen.to_string()),
             dns_address: args.dns_address.clone(),
             reconcile_interval: args.reconcile_interval,
+            bearer,
         };
         tokio::spawn(registry::run(agent.clone(), reg));
     }

@@ -5,10 +5,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 use weft_proto::gateway::v1::{
     self as gpb, agent_registry_service_client::AgentRegistryServiceClient,
 };
+use weft_runtime::access::{Authed, Bearer};
 
 use crate::{Agent, reconcile::Depth};
 
@@ -25,6 +26,8 @@ pub struct Registration {
     pub dns_address: String,
     /// Reconcile at least this often.
     pub reconcile_interval: Duration,
+    /// The agent's credentials at the gateway.
+    pub bearer: Bearer,
 }
 
 /// What the reconciliation loop reports to the heartbeat: the revision it applied last and
@@ -77,7 +80,7 @@ async fn register_request(agent: &Agent, reg: &Registration) -> gpb::RegisterHos
 /// given back.
 async fn fetch_and_apply(
     agent: &Agent,
-    client: &mut AgentRegistryServiceClient<Channel>,
+    client: &mut AgentRegistryServiceClient<Authed>,
     host: &str,
     held: Option<Cached>,
 ) -> Result<(Cached, u64), (tonic::Status, Option<Cached>)> {
@@ -177,7 +180,7 @@ async fn audit(agent: &Agent, cached: &Cached) -> u64 {
 /// changes bring). Runs apart from the heartbeat, so a long pass never delays one.
 async fn reconcile_loop(
     agent: Arc<Agent>,
-    mut client: AgentRegistryServiceClient<Channel>,
+    mut client: AgentRegistryServiceClient<Authed>,
     host: String,
     interval: Duration,
     mut beats: tokio::sync::watch::Receiver<Beat>,
@@ -261,7 +264,7 @@ pub async fn run(agent: Arc<Agent>, reg: Registration) {
             return;
         }
     };
-    let client = AgentRegistryServiceClient::new(endpoint.connect_lazy())
+    let client = AgentRegistryServiceClient::new(reg.bearer.on(endpoint.connect_lazy()))
         .max_decoding_message_size(MAX_STATE);
     let (beats, rx) = tokio::sync::watch::channel(Beat {
         registration: 0,
@@ -286,7 +289,7 @@ const MAX_STATE: usize = 256 << 20;
 
 async fn heartbeats(
     agent: &Agent,
-    mut client: AgentRegistryServiceClient<Channel>,
+    mut client: AgentRegistryServiceClient<Authed>,
     reg: &Registration,
     beats: &tokio::sync::watch::Sender<Beat>,
     progress: &std::sync::Mutex<Progress>,

@@ -53,7 +53,10 @@ impl Stack {
     }
 
     async fn start_agent(&mut self) {
+        let token = self.stack.agent_token_file("h1", self.data.path()).await;
         let args: Vec<String> = [
+            "--gateway-token-file",
+            &token.display().to_string(),
             "--netns",
             &self.host.path.display().to_string(),
             "--data-dir",
@@ -74,11 +77,11 @@ impl Stack {
         );
     }
 
-    fn networks(&self) -> NetworkServiceClient<tonic::transport::Channel> {
+    fn networks(&self) -> NetworkServiceClient<weft_runtime::access::Authed> {
         self.stack.networks()
     }
 
-    fn sandboxes(&self) -> SandboxServiceClient<tonic::transport::Channel> {
+    fn sandboxes(&self) -> SandboxServiceClient<weft_runtime::access::Authed> {
         self.stack.sandboxes()
     }
 

@@ -405,6 +405,7 @@ impl Stack {
         let data_dir = dir.join("weft-data");
         let ids = weft::user::ensure(weft::user::DEFAULT_USER).unwrap();
         weft::user::prepare_data_dir(&data_dir, ids).unwrap();
+        let tokens = weft::tokens::ensure(&data_dir, Some(ids)).unwrap();
         let config = UpConfig {
             data_dir,
             bin_dir: bins.to_owned(),
@@ -419,6 +420,7 @@ impl Stack {
             dns_upstreams: vec![INTERNET.into()],
             user: weft::user::DEFAULT_USER.into(),
             run_as: Some(ids),
+            tokens: Some(tokens),
         };
         let mut stack = Self {
             config,

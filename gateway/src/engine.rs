@@ -9,10 +9,7 @@
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicI64, Ordering},
-    },
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -35,6 +32,7 @@ use crate::{
 };
 
 pub(crate) use crate::changes::Change;
+pub use crate::clock::Clock;
 
 /// What a gateway is configured with besides its store and clients.
 #[derive(Debug, Clone)]
@@ -57,6 +55,8 @@ pub struct GatewayOptions {
     pub request_id_max: u64,
     /// Watch streams one client (peer address) may hold at once.
     pub max_watches_per_client: usize,
+    /// What one identity may ask of the API.
+    pub limits: weft_runtime::limits::Limits,
 }
 
 /// The gateway's state and its clients.
@@ -88,6 +88,12 @@ pub struct Gateway {
     /// Watch streams open per peer address, and the most one may hold.
     pub(crate) watchers: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
     pub(crate) max_watches_per_client: usize,
+    /// What one identity may ask of the API.
+    pub(crate) limits: weft_runtime::limits::Limits,
+    /// The API's bearer tokens.
+    pub(crate) tokens: crate::access::Tokens,
+    /// Where accepted and refused mutations are recorded.
+    pub(crate) audit: crate::access::AuditLog,
 }
 
 /// The last [`RecentEvents::CAP`] events this replica committed, by revision: a watcher woken by
@@ -147,28 +153,6 @@ pub(crate) struct CachedAgent {
 /// Agent clients by host name.
 pub(crate) type AgentClients = Arc<Mutex<HashMap<String, CachedAgent>>>;
 
-/// The gateway's clock (milliseconds since the Unix epoch): the system's, plus an offset that
-/// only tests move ([`Clock::advance`]), so that expiry is tested without waiting for it.
-#[derive(Debug, Clone, Default)]
-pub struct Clock {
-    offset_ms: Arc<AtomicI64>,
-}
-
-impl Clock {
-    pub fn now_ms(&self) -> i64 {
-        let system = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        system.saturating_add(self.offset_ms.load(Ordering::Relaxed))
-    }
-
-    /// Moves this gateway's time forward (tests: a request id expires without a wait).
-    pub fn advance(&self, by: Duration) {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
-    }
-}
-
 /// One Watch stream of a client; dropping it frees the client's slot.
 #[derive(Debug)]
 pub(crate) struct WatchSlot {
@@ -223,7 +207,10 @@ impl<T> std::fmt::Debug for Remember<'_, T> {
 impl Gateway {
     pub fn new(db: Db, ipam: Channel, agent: Channel, options: GatewayOptions) -> Self {
         let (notify, _) = tokio::sync::watch::channel(0);
+        let clock = Clock::default();
         Self {
+            tokens: crate::access::Tokens::new(db.clone(), clock.clone()),
+            audit: crate::access::AuditLog::start(db.clone(), clock.clone()),
             db,
             ipam: IpamServiceClient::new(ipam),
             agent: AgentServiceClient::new(agent),
@@ -237,12 +224,18 @@ impl Gateway {
             recent_events: Default::default(),
             heartbeat_interval: options.heartbeat_interval,
             agents: Default::default(),
-            clock: Clock::default(),
+            clock,
             request_id_ttl: options.request_id_ttl,
             request_id_max: options.request_id_max,
             watchers: Default::default(),
             max_watches_per_client: options.max_watches_per_client,
+            limits: options.limits,
         }
+    }
+
+    /// The API's tokens.
+    pub fn tokens(&self) -> &crate::access::Tokens {
+        &self.tokens
     }
 
     /// A Watch slot of `peer` (its address; None when the transport has none), or

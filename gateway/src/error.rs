@@ -44,6 +44,14 @@ pub enum GatewayError {
     Ipam(Status),
     #[error("store: {0}")]
     Store(#[from] GatewayStoreError),
+    /// Something else that is not there (a token).
+    #[error("{0}")]
+    NotFound(String),
+    /// Something else that exists already (a token).
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<sqlx::Error> for GatewayError {
@@ -70,11 +78,13 @@ impl From<GatewayError> for Status {
             GatewayError::NetworkNotFound(_)
             | GatewayError::SandboxNotFound(_)
             | GatewayError::HostNotFound(_)
-            | GatewayError::NotConnected { .. } => Status::not_found(msg),
+            | GatewayError::NotConnected { .. }
+            | GatewayError::NotFound(_) => Status::not_found(msg),
             GatewayError::NameTaken(_)
             | GatewayError::SandboxNameTaken(_)
             | GatewayError::AlreadyConnected { .. }
-            | GatewayError::PortTaken(_) => Status::already_exists(msg),
+            | GatewayError::PortTaken(_)
+            | GatewayError::AlreadyExists(_) => Status::already_exists(msg),
             GatewayError::Exhausted(_) => Status::resource_exhausted(msg),
             GatewayError::Precondition(_) => Status::failed_precondition(msg),
             GatewayError::RevisionGone { .. } => Status::out_of_range(msg),
@@ -98,6 +108,10 @@ impl From<GatewayError> for Status {
                 Status::unavailable("store unavailable")
             }
             GatewayError::Store(ref s) => weft_runtime::internal(s),
+            GatewayError::Internal(_) => {
+                tracing::error!(error = %msg, "internal error");
+                Status::internal(msg)
+            }
         }
     }
 }

@@ -11,9 +11,14 @@ use weft_proto::gateway::v1::{
     event_service_server::EventService, host_service_server::HostService,
     network_service_server::NetworkService, sandbox_service_server::SandboxService,
 };
-use weft_runtime::FieldViolation;
+use weft_runtime::{
+    FieldViolation,
+    access::{Principal, Role, principal},
+};
 
 use crate::{
+    access::{self, AuditLog},
+    caller::{Caller, as_caller},
     domain::{
         endpoint::ConnectSpec,
         host::HostSpec,
@@ -24,18 +29,97 @@ use crate::{
     engine::{Gateway, Remember, RequestKey},
     error::GatewayError,
     from_pb,
-    store::sandboxes::Owner,
+    store::{audit::AuditRow, sandboxes::Owner},
     to_pb::{duration, endpoint_view, host_to_pb, network_endpoints, network_to_pb, sandbox_to_pb},
 };
 
 #[derive(Debug, Clone)]
 pub struct GatewayGrpc {
-    gw: Gateway,
+    pub(crate) gw: Gateway,
+}
+
+/// One mutation being served: who asked, what for, and where its audit record goes.
+pub(crate) struct Audit {
+    log: AuditLog,
+    who: Option<Principal>,
+    rpc: &'static str,
+    object: String,
+    request_id: String,
+}
+
+impl Audit {
+    /// Runs the mutation as its caller (so its events carry the caller) and records how it
+    /// ended.
+    pub(crate) async fn run<T>(
+        self,
+        f: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let caller = Caller {
+            identity: self.who.as_ref().map(Principal::label).unwrap_or_default(),
+            request_id: self.request_id.clone(),
+        };
+        let result = as_caller(caller, f).await;
+        let (outcome, message) = access::outcome(&result);
+        self.log
+            .record(AuditRow {
+                identity: self
+                    .who
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), Principal::label),
+                role: self
+                    .who
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |p| p.role.to_string()),
+                rpc: format!("weft.gateway.v1.{}", self.rpc),
+                object: self.object,
+                request_id: self.request_id,
+                outcome,
+                message,
+                ..AuditRow::default()
+            })
+            .await;
+        result
+    }
+}
+
+/// An agent (or dns-svc) acts for its own host only.
+fn own_host<M>(req: &Request<M>, host: &str) -> Result<(), Status> {
+    match principal(req) {
+        Some(p) if matches!(p.role, Role::Agent | Role::Dns) && p.name != host => {
+            Err(Status::permission_denied(format!(
+                "{} may act for host {:?} only, not {host:?}",
+                p.label(),
+                p.name
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 impl GatewayGrpc {
     pub fn new(gw: Gateway) -> Self {
         Self { gw }
+    }
+
+    /// The audit of a mutation: its caller, and its object and request id read by `what`.
+    pub(crate) fn audit<M>(
+        &self,
+        req: &Request<M>,
+        rpc: &'static str,
+        what: impl FnOnce(&M) -> (String, String),
+    ) -> Audit {
+        let (object, request_id) = what(req.get_ref());
+        Audit {
+            log: self.gw.audit.clone(),
+            who: principal(req).cloned(),
+            rpc,
+            object: if object.is_empty() {
+                "-".into()
+            } else {
+                object
+            },
+            request_id,
+        }
     }
 
     /// The answer given the first time to this request id, if any.
@@ -64,7 +148,7 @@ fn request_key<M: Message + Clone>(
     }
 }
 
-fn invalid(violations: Vec<FieldViolation>) -> Status {
+pub(crate) fn invalid(violations: Vec<FieldViolation>) -> Status {
     GatewayError::Invalid(violations).into()
 }
 
@@ -74,25 +158,32 @@ impl NetworkService for GatewayGrpc {
         &self,
         req: Request<pb::CreateNetworkRequest>,
     ) -> Result<Response<pb::Network>, Status> {
-        let req = req.into_inner();
-        let key = request_key("CreateNetwork", &req, &req.request_id, |r| {
-            r.request_id.clear()
+        let audit = self.audit(&req, "NetworkService/CreateNetwork", |r| {
+            (r.name.clone(), r.request_id.clone())
         });
-        if let Some(done) = self.replayed(&key).await? {
-            return Ok(Response::new(done));
-        }
-        let validate_only = req.validate_only;
-        let spec = NetworkSpec::validate(from_pb::network(req)).map_err(invalid)?;
-        let answer = |n: &NetworkRecord| network_to_pb(n).encode_to_vec();
-        let remember = Remember {
-            key: &key,
-            answer: &answer,
-        };
-        let rec = self
-            .gw
-            .create_network(spec, validate_only, Some(remember))
-            .await?;
-        Ok(Response::new(network_to_pb(&rec)))
+        audit
+            .run(async move {
+                let req = req.into_inner();
+                let key = request_key("CreateNetwork", &req, &req.request_id, |r| {
+                    r.request_id.clear()
+                });
+                if let Some(done) = self.replayed(&key).await? {
+                    return Ok(Response::new(done));
+                }
+                let validate_only = req.validate_only;
+                let spec = NetworkSpec::validate(from_pb::network(req)).map_err(invalid)?;
+                let answer = |n: &NetworkRecord| network_to_pb(n).encode_to_vec();
+                let remember = Remember {
+                    key: &key,
+                    answer: &answer,
+                };
+                let rec = self
+                    .gw
+                    .create_network(spec, validate_only, Some(remember))
+                    .await?;
+                Ok(Response::new(network_to_pb(&rec)))
+            })
+            .await
     }
 
     async fn get_network(
@@ -126,44 +217,65 @@ impl NetworkService for GatewayGrpc {
         &self,
         req: Request<pb::UpdateNetworkRequest>,
     ) -> Result<Response<pb::Network>, Status> {
-        let update =
-            NetworkUpdate::validate(from_pb::network_update(req.into_inner())).map_err(invalid)?;
-        let rec = self.gw.update_network(update).await?;
-        Ok(Response::new(network_to_pb(&rec)))
+        let audit = self.audit(&req, "NetworkService/UpdateNetwork", |r| {
+            (r.network.clone(), String::new())
+        });
+        audit
+            .run(async move {
+                let update = NetworkUpdate::validate(from_pb::network_update(req.into_inner()))
+                    .map_err(invalid)?;
+                let rec = self.gw.update_network(update).await?;
+                Ok(Response::new(network_to_pb(&rec)))
+            })
+            .await
     }
 
     async fn delete_network(
         &self,
         req: Request<pb::DeleteNetworkRequest>,
     ) -> Result<Response<pb::DeleteNetworkResponse>, Status> {
-        let req = req.into_inner();
-        let key = request_key("DeleteNetwork", &req, &req.request_id, |r| {
-            r.request_id.clear()
+        let audit = self.audit(&req, "NetworkService/DeleteNetwork", |r| {
+            (r.network.clone(), r.request_id.clone())
         });
-        if let Some(done) = self.replayed(&key).await? {
-            return Ok(Response::new(done));
-        }
-        let response = |n: &NetworkRecord| pb::DeleteNetworkResponse {
-            id: n.id.clone(),
-            name: n.name.clone(),
-        };
-        let answer = |n: &NetworkRecord| response(n).encode_to_vec();
-        let remember = Remember {
-            key: &key,
-            answer: &answer,
-        };
-        let rec = self.gw.delete_network(&req.network, Some(remember)).await?;
-        Ok(Response::new(response(&rec)))
+        audit
+            .run(async move {
+                let req = req.into_inner();
+                let key = request_key("DeleteNetwork", &req, &req.request_id, |r| {
+                    r.request_id.clear()
+                });
+                if let Some(done) = self.replayed(&key).await? {
+                    return Ok(Response::new(done));
+                }
+                let response = |n: &NetworkRecord| pb::DeleteNetworkResponse {
+                    id: n.id.clone(),
+                    name: n.name.clone(),
+                };
+                let answer = |n: &NetworkRecord| response(n).encode_to_vec();
+                let remember = Remember {
+                    key: &key,
+                    answer: &answer,
+                };
+                let rec = self.gw.delete_network(&req.network, Some(remember)).await?;
+                Ok(Response::new(response(&rec)))
+            })
+            .await
     }
 
     async fn prune_networks(
         &self,
         req: Request<pb::PruneNetworksRequest>,
     ) -> Result<Response<pb::PruneNetworksResponse>, Status> {
-        let deleted = self.gw.prune(from_pb::prune(req.into_inner())).await?;
-        Ok(Response::new(pb::PruneNetworksResponse {
-            networks_deleted: deleted,
-        }))
+        let audit = self.audit(&req, "NetworkService/PruneNetworks", |_| {
+            ("-".to_owned(), String::new())
+        });
+        audit
+            .run(async move {
+                let deleted = self.gw.prune(from_pb::prune(req.into_inner())).await?;
+                Ok(Response::new(pb::PruneNetworksResponse {
+                    networks_deleted: deleted,
+                }))
+            })
+            .await
     }
 }
 
@@ -187,21 +299,28 @@ impl SandboxService for GatewayGrpc {
         &self,
         req: Request<pb::CreateSandboxRequest>,
     ) -> Result<Response<pb::Sandbox>, Status> {
-        let req = req.into_inner();
-        let key = request_key("CreateSandbox", &req, &req.request_id, |r| {
-            r.request_id.clear()
+        let audit = self.audit(&req, "SandboxService/CreateSandbox", |r| {
+            (r.name.clone(), r.request_id.clone())
         });
-        if let Some(done) = self.replayed(&key).await? {
-            return Ok(Response::new(done));
-        }
-        let validate_only = req.validate_only;
-        let spec = SandboxSpec::validate(from_pb::sandbox(req)).map_err(invalid)?;
-        let view = self.gw.create_sandbox(spec, validate_only).await?;
-        let answer = sandbox_to_pb(&view.sandbox, &view.endpoints);
-        if !validate_only {
-            self.gw.remember(&key, answer.encode_to_vec()).await;
-        }
-        Ok(Response::new(answer))
+        audit
+            .run(async move {
+                let req = req.into_inner();
+                let key = request_key("CreateSandbox", &req, &req.request_id, |r| {
+                    r.request_id.clear()
+                });
+                if let Some(done) = self.replayed(&key).await? {
+                    return Ok(Response::new(done));
+                }
+                let validate_only = req.validate_only;
+                let spec = SandboxSpec::validate(from_pb::sandbox(req)).map_err(invalid)?;
+                let view = self.gw.create_sandbox(spec, validate_only).await?;
+                let answer = sandbox_to_pb(&view.sandbox, &view.endpoints);
+                if !validate_only {
+                    self.gw.remember(&key, answer.encode_to_vec()).await;
+                }
+                Ok(Response::new(answer))
+            })
+            .await
     }
 
     async fn get_sandbox(
@@ -238,61 +357,86 @@ impl SandboxService for GatewayGrpc {
         &self,
         req: Request<pb::DeleteSandboxRequest>,
     ) -> Result<Response<pb::DeleteSandboxResponse>, Status> {
-        let req = req.into_inner();
-        let key = request_key("DeleteSandbox", &req, &req.request_id, |r| {
-            r.request_id.clear()
+        let audit = self.audit(&req, "SandboxService/DeleteSandbox", |r| {
+            (r.sandbox.clone(), r.request_id.clone())
         });
-        if let Some(done) = self.replayed(&key).await? {
-            return Ok(Response::new(done));
-        }
-        let (sandbox, endpoints) = self.gw.delete_sandbox(&req.sandbox).await?;
-        let answer = pb::DeleteSandboxResponse {
-            id: sandbox.id,
-            name: sandbox.name,
-            endpoint_ids: endpoints.into_iter().map(|e| e.id).collect(),
-        };
-        self.gw.remember(&key, answer.encode_to_vec()).await;
-        Ok(Response::new(answer))
+        audit
+            .run(async move {
+                let req = req.into_inner();
+                let key = request_key("DeleteSandbox", &req, &req.request_id, |r| {
+                    r.request_id.clear()
+                });
+                if let Some(done) = self.replayed(&key).await? {
+                    return Ok(Response::new(done));
+                }
+                let (sandbox, endpoints) = self.gw.delete_sandbox(&req.sandbox).await?;
+                let answer = pb::DeleteSandboxResponse {
+                    id: sandbox.id,
+                    name: sandbox.name,
+                    endpoint_ids: endpoints.into_iter().map(|e| e.id).collect(),
+                };
+                self.gw.remember(&key, answer.encode_to_vec()).await;
+                Ok(Response::new(answer))
+            })
+            .await
     }
 
     async fn connect(
         &self,
         req: Request<pb::ConnectRequest>,
     ) -> Result<Response<pb::Endpoint>, Status> {
-        let req = req.into_inner();
-        let key = request_key("Connect", &req, &req.request_id, |r| r.request_id.clear());
-        if let Some(done) = self.replayed(&key).await? {
-            return Ok(Response::new(done));
-        }
-        let validate_only = req.validate_only;
-        let spec = ConnectSpec::validate(req.sandbox, req.network, from_pb::settings(req.settings))
-            .map_err(invalid)?;
-        let (ep, all) = self.gw.connect(spec, validate_only).await?;
-        let answer = endpoint_view(&ep, &all);
-        if !validate_only {
-            self.gw.remember(&key, answer.encode_to_vec()).await;
-        }
-        Ok(Response::new(answer))
+        let audit = self.audit(&req, "SandboxService/Connect", |r| {
+            (format!("{}/{}", r.sandbox, r.network), r.request_id.clone())
+        });
+        audit
+            .run(async move {
+                let req = req.into_inner();
+                let key = request_key("Connect", &req, &req.request_id, |r| r.request_id.clear());
+                if let Some(done) = self.replayed(&key).await? {
+                    return Ok(Response::new(done));
+                }
+                let validate_only = req.validate_only;
+                let spec = ConnectSpec::validate(
+                    req.sandbox,
+                    req.network,
+                    from_pb::settings(req.settings),
+                )
+                .map_err(invalid)?;
+                let (ep, all) = self.gw.connect(spec, validate_only).await?;
+                let answer = endpoint_view(&ep, &all);
+                if !validate_only {
+                    self.gw.remember(&key, answer.encode_to_vec()).await;
+                }
+                Ok(Response::new(answer))
+            })
+            .await
     }
 
     async fn disconnect(
         &self,
         req: Request<pb::DisconnectRequest>,
     ) -> Result<Response<pb::DisconnectResponse>, Status> {
-        let req = req.into_inner();
-        let key = request_key("Disconnect", &req, &req.request_id, |r| {
-            r.request_id.clear()
+        let audit = self.audit(&req, "SandboxService/Disconnect", |r| {
+            (format!("{}/{}", r.sandbox, r.network), r.request_id.clone())
         });
-        if let Some(done) = self.replayed(&key).await? {
-            return Ok(Response::new(done));
-        }
-        let ep = self
-            .gw
-            .disconnect(&req.sandbox, &req.network, req.force)
-            .await?;
-        let answer = pb::DisconnectResponse { endpoint_id: ep.id };
-        self.gw.remember(&key, answer.encode_to_vec()).await;
-        Ok(Response::new(answer))
+        audit
+            .run(async move {
+                let req = req.into_inner();
+                let key = request_key("Disconnect", &req, &req.request_id, |r| {
+                    r.request_id.clear()
+                });
+                if let Some(done) = self.replayed(&key).await? {
+                    return Ok(Response::new(done));
+                }
+                let ep = self
+                    .gw
+                    .disconnect(&req.sandbox, &req.network, req.force)
+                    .await?;
+                let answer = pb::DisconnectResponse { endpoint_id: ep.id };
+                self.gw.remember(&key, answer.encode_to_vec()).await;
+                Ok(Response::new(answer))
+            })
+            .await
     }
 }
 
@@ -326,19 +470,28 @@ impl AgentRegistryService for GatewayGrpc {
         &self,
         req: Request<pb::RegisterHostRequest>,
     ) -> Result<Response<pb::RegisterHostResponse>, Status> {
-        let spec = HostSpec::validate(from_pb::host(req.into_inner())).map_err(invalid)?;
-        let (host, revision) = self.gw.register_host(spec).await?;
-        Ok(Response::new(pb::RegisterHostResponse {
-            host: Some(host_to_pb(&host)),
-            heartbeat_interval: Some(duration(self.gw.heartbeat_interval())),
-            desired_revision: revision,
-        }))
+        own_host(&req, &req.get_ref().name)?;
+        let audit = self.audit(&req, "AgentRegistryService/RegisterHost", |r| {
+            (r.name.clone(), String::new())
+        });
+        audit
+            .run(async move {
+                let spec = HostSpec::validate(from_pb::host(req.into_inner())).map_err(invalid)?;
+                let (host, revision) = self.gw.register_host(spec).await?;
+                Ok(Response::new(pb::RegisterHostResponse {
+                    host: Some(host_to_pb(&host)),
+                    heartbeat_interval: Some(duration(self.gw.heartbeat_interval())),
+                    desired_revision: revision,
+                }))
+            })
+            .await
     }
 
     async fn heartbeat(
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        own_host(&req, &req.get_ref().host)?;
         let req = req.into_inner();
         let revision = self.gw.heartbeat(&req.host, req.unrepaired_drift).await?;
         Ok(Response::new(pb::HeartbeatResponse {
@@ -351,6 +504,7 @@ impl AgentRegistryService for GatewayGrpc {
         &self,
         req: Request<pb::GetDesiredStateRequest>,
     ) -> Result<Response<pb::GetDesiredStateResponse>, Status> {
+        own_host(&req, &req.get_ref().host)?;
         let req = req.into_inner();
         let answer = self
             .gw

@@ -5,8 +5,11 @@
 //! Served: `NetworkService`, `SandboxService`, `EventService`, `HostService`, and the internal
 //! `AgentRegistryService` (agents register, heartbeat and fetch their host's desired state).
 
+pub mod access;
 mod agents;
+pub mod caller;
 mod changes;
+pub mod clock;
 mod desired;
 pub mod domain;
 pub mod engine;
@@ -18,6 +21,7 @@ mod from_pb;
 pub mod fuzzing;
 pub mod grpc;
 pub mod hosts;
+mod identity_api;
 mod ipam;
 pub mod lists;
 pub mod recovery;
@@ -110,8 +114,84 @@ pub struct Args {
     )]
     pub max_watches_per_client: usize,
 
+    /// The SHA-256 (hex) of the admin token to keep (`weft up` passes the one it wrote to
+    /// `<data-dir>/admin.token`): the gateway creates, or replaces, the token `admin` with it.
+    #[arg(long, env = "WEFT_GATEWAY_ADMIN_TOKEN_SHA256", value_parser = token_hash)]
+    pub admin_token_sha256: Option<String>,
+
+    /// The SHA-256 of the token this host's driver-agent presents (role agent, --host-name).
+    #[arg(long, env = "WEFT_GATEWAY_AGENT_TOKEN_SHA256", value_parser = token_hash)]
+    pub agent_token_sha256: Option<String>,
+
+    /// The SHA-256 of the token this host's dns-svc presents (role dns, --host-name).
+    #[arg(long, env = "WEFT_GATEWAY_DNS_TOKEN_SHA256", value_parser = token_hash)]
+    pub dns_token_sha256: Option<String>,
+
+    /// Calls per second one identity (token or certificate) may make, on average; past it,
+    /// RESOURCE_EXHAUSTED with a time to retry. The agent and dns roles are not limited.
+    #[arg(long, env = "WEFT_GATEWAY_RATE_LIMIT", default_value_t = 500.0)]
+    pub rate_limit: f64,
+
+    /// Calls one identity may make at once after a quiet time.
+    #[arg(long, env = "WEFT_GATEWAY_RATE_BURST", default_value_t = 1000)]
+    pub rate_burst: u32,
+
+    /// Calls one identity may have in flight at once.
+    #[arg(
+        long,
+        env = "WEFT_GATEWAY_MAX_IN_FLIGHT_PER_IDENTITY",
+        default_value_t = 64
+    )]
+    pub max_in_flight_per_identity: u32,
+
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+fn token_hash(s: &str) -> Result<String, String> {
+    if weft_runtime::access::is_token_hash(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("expected a SHA-256 as 64 lower-case hex digits".into())
+    }
+}
+
+impl Args {
+    /// The tokens to create at start.
+    pub fn bootstrap_tokens(&self) -> Vec<access::Bootstrap> {
+        use weft_runtime::access::Role;
+        let host = &self.host_name;
+        [
+            (
+                &self.admin_token_sha256,
+                "admin".to_owned(),
+                Role::Admin,
+                String::new(),
+            ),
+            (
+                &self.agent_token_sha256,
+                format!("agent-{host}"),
+                Role::Agent,
+                host.clone(),
+            ),
+            (
+                &self.dns_token_sha256,
+                format!("dns-{host}"),
+                Role::Dns,
+                host.clone(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(hash, name, role, host)| {
+            hash.clone().map(|hash| access::Bootstrap {
+                name,
+                role,
+                host,
+                hash,
+            })
+        })
+        .collect()
+    }
 }
 
 /// A problem starting the gateway.
@@ -127,6 +207,8 @@ pub enum StartError {
     Store(#[from] weft_store::OpenError),
     #[error(transparent)]
     Serve(#[from] weft_runtime::grpc::ServeError),
+    #[error("cannot store the bootstrap tokens: {0}")]
+    Tokens(String),
 }
 
 /// Opens the store, connects (lazily) to ipam-svc and returns the gateway.
@@ -139,6 +221,17 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
     }
     if args.max_watches_per_client == 0 {
         return Err(StartError::AtLeastOne("--max-watches-per-client"));
+    }
+    if args.rate_burst == 0 {
+        return Err(StartError::AtLeastOne("--rate-burst"));
+    }
+    if args.max_in_flight_per_identity == 0 {
+        return Err(StartError::AtLeastOne("--max-in-flight-per-identity"));
+    }
+    if !(args.rate_limit.is_finite() && args.rate_limit > 0.0) {
+        return Err(StartError::AtLeastOne(
+            "--rate-limit (calls per second, above 0)",
+        ));
     }
     let channel = |flag: &'static str, value: &str| {
         tonic::transport::Endpoint::from_shared(value.to_owned())
@@ -157,7 +250,7 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
     let db = Db::open(&args.database_url, &StoreOptions::default()).await?;
     db.migrate(&store::SQLITE_MIGRATIONS, &store::POSTGRES_MIGRATIONS)
         .await?;
-    Ok(Gateway::new(
+    let gw = Gateway::new(
         db,
         ipam,
         agent,
@@ -171,14 +264,36 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
             request_id_ttl: args.request_id_ttl,
             request_id_max: args.request_id_max,
             max_watches_per_client: args.max_watches_per_client,
+            limits: weft_runtime::limits::Limits {
+                rate: args.rate_limit,
+                burst: args.rate_burst,
+                concurrent: args.max_in_flight_per_identity,
+            },
         },
-    ))
+    );
+    gw.tokens
+        .bootstrap(&args.bootstrap_tokens())
+        .await
+        .map_err(|e| StartError::Tokens(e.to_string()))?;
+    Ok(gw)
 }
 
 /// The gateway's gRPC services.
 pub fn services(gw: Gateway) -> GrpcServer {
+    let auth = access::GatewayAuth {
+        tokens: gw.tokens.clone(),
+        audit: gw.audit.clone(),
+    };
+    let limits = gw.limits;
     let svc = grpc::GatewayGrpc::new(gw);
     GrpcServer::new()
+        .access(access::access(auth, limits))
+        .add_service(
+            weft_proto::gateway::v1::token_service_server::TokenServiceServer::new(svc.clone()),
+        )
+        .add_service(
+            weft_proto::gateway::v1::audit_service_server::AuditServiceServer::new(svc.clone()),
+        )
         .add_service(
             weft_proto::gateway::v1::network_service_server::NetworkServiceServer::new(svc.clone()),
         )

@@ -60,12 +60,15 @@ pub(crate) fn event(
     kind: pb::EventKind,
     object: pb::event::Object,
 ) -> pb::Event {
+    // The caller of the request this task serves, if any (see `caller::as_caller`).
+    let caller = crate::caller::current_caller();
     pb::Event {
         revision,
         time: timestamp(time_ms),
         kind: kind as i32,
         object: Some(object),
-        request_id: String::new(),
+        request_id: caller.request_id,
+        actor: caller.identity,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod plan;
 pub mod privileges;
 pub mod supervisor;
 pub mod table;
+pub mod tokens;
 pub mod user;
 
 use std::process::ExitCode;
@@ -61,6 +62,7 @@ pub async fn up(args: UpArgs) -> Result<(), UpError> {
     if let Some(ids) = config.run_as {
         user::prepare_data_dir(&config.data_dir, ids)?;
     }
+    config.tokens = Some(tokens::ensure(&config.data_dir, config.run_as)?);
     if let Some(ns) = &config.netns {
         loopback_up(&ns.name).await?;
     }

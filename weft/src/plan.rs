@@ -47,6 +47,8 @@ pub struct UpConfig {
     pub user: String,
     /// Its ids, once looked up (or created): see [`crate::user`].
     pub run_as: Option<crate::user::Ids>,
+    /// The stack's tokens, once made (see [`crate::tokens`]).
+    pub tokens: Option<crate::tokens::StackTokens>,
 }
 
 impl UpConfig {
@@ -94,6 +96,7 @@ impl UpConfig {
             dns_upstreams: args.dns_upstreams,
             user: args.user,
             run_as: None,
+            tokens: None,
         })
     }
 
@@ -142,7 +145,19 @@ impl UpConfig {
                     url(AGENT),
                     "--host-name".into(),
                     host.into(),
-                ],
+                ]
+                .into_iter()
+                .chain(self.tokens.iter().flat_map(|t| {
+                    [
+                        "--admin-token-sha256".to_owned(),
+                        t.admin_hash.clone(),
+                        "--agent-token-sha256".to_owned(),
+                        t.agent_hash.clone(),
+                        "--dns-token-sha256".to_owned(),
+                        t.dns_hash.clone(),
+                    ]
+                }))
+                .collect(),
             ),
             ("driver-agent", AGENT, agent),
             ("dns-svc", DNS, dns),
@@ -184,6 +199,12 @@ impl UpConfig {
         if let Some(ns) = &self.netns {
             agent.extend(["--netns".into(), ns.path.display().to_string()]);
         }
+        if let Some(t) = &self.tokens {
+            agent.extend([
+                "--gateway-token-file".into(),
+                t.agent_file.display().to_string(),
+            ]);
+        }
         agent.extend(["--broker-socket".into(), broker.to_owned()]);
         if let Some(ids) = self.run_as {
             agent.extend([
@@ -214,6 +235,12 @@ impl UpConfig {
         ];
         for u in &self.dns_upstreams {
             dns.extend(["--upstream".into(), u.clone()]);
+        }
+        if let Some(t) = &self.tokens {
+            dns.extend([
+                "--gateway-token-file".into(),
+                t.dns_file.display().to_string(),
+            ]);
         }
         dns
     }
@@ -280,6 +307,7 @@ mod tests {
             dns_upstreams: vec!["192.0.2.53".into()],
             user: "weft".into(),
             run_as: None,
+            tokens: None,
         }
     }
 

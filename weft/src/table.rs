@@ -1,7 +1,7 @@
 //! The table `weft up` prints once everything is up: where each service listens and how to
 //! talk to it.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, path::Path};
 
 use crate::{
     plan::{DNS_OPERATOR, GATEWAY, UpConfig},
@@ -56,19 +56,55 @@ pub fn render(config: &UpConfig, running: &[Running]) -> String {
         );
     }
     let _ = writeln!(out, "  data          {}", config.data_dir.display());
+    let admin = crate::tokens::admin_file(&config.data_dir);
+    let _ = writeln!(
+        out,
+        "  admin token   {} (every call but health and reflection needs a token)",
+        admin.display()
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "Talk to it:");
     let (dns_ip, dns_port) = DNS_OPERATOR.split_once(':').unwrap_or((DNS_OPERATOR, "53"));
+    // Where the tools are, so that the commands work as printed on a machine whose PATH has
+    // neither (scripts/run.sh builds weftctl next to weft and installs grpcurl in its venv).
+    let weftctl = format!(
+        "{} --token-file {}",
+        tool("weftctl", &[&config.bin_dir.join("weftctl")]),
+        admin.display()
+    );
+    let grpcurl = tool(
+        "grpcurl",
+        &[
+            Path::new("/var/cache/weft/venv/bin/grpcurl"),
+            Path::new("/usr/local/bin/grpcurl"),
+        ],
+    );
+    let bearer = format!("-H \"authorization: Bearer $(cat {})\"", admin.display());
     for cmd in [
-        "weftctl network ls".to_owned(),
-        "weftctl hosts".to_owned(),
-        "weftctl network create mynet".to_owned(),
-        format!("grpcurl -plaintext {GATEWAY} list"),
-        format!("grpcurl -plaintext {GATEWAY} weft.gateway.v1.NetworkService/ListNetworks"),
-        format!("grpcurl -plaintext {GATEWAY} grpc.health.v1.Health/Check"),
+        format!("{weftctl} network ls"),
+        format!("{weftctl} hosts"),
+        format!("{weftctl} network create mynet"),
+        format!("{grpcurl} -plaintext {GATEWAY} list"),
+        format!(
+            "{grpcurl} -plaintext {bearer} {GATEWAY} weft.gateway.v1.NetworkService/ListNetworks"
+        ),
+        format!("{grpcurl} -plaintext {GATEWAY} grpc.health.v1.Health/Check"),
         format!("dig @{dns_ip} -p {dns_port} NAME.NETWORK.weft."),
     ] {
         let _ = writeln!(out, "  {prefix}{cmd}");
     }
     out
+}
+
+/// `name` when it is on PATH; else the first of `places` that exists; else `name`.
+fn tool(name: &str, places: &[&Path]) -> String {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()));
+    if on_path {
+        return name.to_owned();
+    }
+    places
+        .iter()
+        .find(|p| p.is_file())
+        .map_or_else(|| name.to_owned(), |p| p.display().to_string())
 }

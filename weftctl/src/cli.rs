@@ -29,6 +29,11 @@ pub struct Cli {
     )]
     pub gateway: String,
 
+    /// The file holding the API token. Without it: the token in WEFT_TOKEN, else
+    /// ./weft-data/admin.token (what `weft up` writes) when that file exists.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
+
     /// Output format: aligned tables for people, JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -61,11 +66,47 @@ pub enum Command {
     /// ipam-svc administration.
     #[command(subcommand)]
     Ipam(IpamCmd),
+    /// Manage the API's tokens (role admin).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Show the audit log, newest first (role admin).
+    Audit(AuditArgs),
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; prints it (shown this once) as the last word.
+    Create {
+        /// viewer, operator or admin; agent or dns (with --host).
+        #[arg(long)]
+        role: String,
+        /// 1-63 characters of a-z, 0-9, '.', '_', '-'.
+        #[arg(long)]
+        name: String,
+        /// For the agent and dns roles: the host the token speaks for.
+        #[arg(long, default_value = "")]
+        host: String,
+    },
+    /// List the tokens (never their secrets).
+    #[command(alias = "list")]
+    Ls,
+    /// Revoke a token.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only the entries of this identity (`role:name`).
+    #[arg(long, default_value = "")]
+    pub identity: String,
+    /// At most this many entries.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use std::path::Path;
+
 use tonic::transport::{Channel, Endpoint};
+use weft_runtime::access::{Authed, Bearer};
 
 use crate::error::{CliError, chain};
 
@@ -59,6 +62,35 @@ pub async fn connect(url: &str, target: Target<'_>) -> Result<Channel, CliError>
             target.what, target.hint
         ))
     })
+}
+
+/// Where `weft up` run from this directory writes its admin token.
+pub const DEFAULT_TOKEN_FILE: &str = "weft-data/admin.token";
+
+/// The caller's credentials: WEFT_TOKEN, else `token_file`, else [`DEFAULT_TOKEN_FILE`] when
+/// it exists; none otherwise (the gateway then says what it needs).
+pub fn credentials(token_file: Option<&Path>) -> Result<Bearer, CliError> {
+    let bad = |e: weft_runtime::access::TokenFileError| CliError::Usage(e.to_string());
+    if let Ok(token) = std::env::var("WEFT_TOKEN") {
+        return Bearer::new(token.trim()).map_err(|e| CliError::Usage(format!("WEFT_TOKEN: {e}")));
+    }
+    if let Some(path) = token_file {
+        return Bearer::from_file(path).map_err(bad);
+    }
+    let default = Path::new(DEFAULT_TOKEN_FILE);
+    if default.symlink_metadata().is_ok() {
+        return Bearer::from_file(default).map_err(bad);
+    }
+    Ok(Bearer::none())
+}
+
+/// [`connect`], with the caller's credentials on every call.
+pub async fn connect_authed(
+    url: &str,
+    target: Target<'_>,
+    bearer: &Bearer,
+) -> Result<Authed, CliError> {
+    Ok(bearer.on(connect(url, target).await?))
 }
 
 #[cfg(test)]

@@ -13,8 +13,13 @@ use weft_proto::gateway::v1::{self as pb, sandbox_service_client::SandboxService
 use crate::{client, error::CliError};
 
 /// Looks up the sandbox's namespace path.
-async fn netns_path(gateway: &str, sandbox: &str) -> Result<String, CliError> {
-    let mut c = SandboxServiceClient::new(client::connect(gateway, client::GATEWAY).await?);
+async fn netns_path(
+    gateway: &str,
+    bearer: &weft_runtime::access::Bearer,
+    sandbox: &str,
+) -> Result<String, CliError> {
+    let mut c =
+        SandboxServiceClient::new(client::connect_authed(gateway, client::GATEWAY, bearer).await?);
     let s = c
         .get_sandbox(pb::GetSandboxRequest {
             sandbox: sandbox.to_owned(),
@@ -37,9 +42,18 @@ async fn netns_path(gateway: &str, sandbox: &str) -> Result<String, CliError> {
 
 /// Runs `command` in `sandbox`'s network namespace. Returns only on failure: on success the
 /// process has become the command.
-pub fn run(gateway: &str, sandbox: &str, command: &[OsString]) -> CliError {
+pub fn run(
+    gateway: &str,
+    token_file: Option<&std::path::Path>,
+    sandbox: &str,
+    command: &[OsString],
+) -> CliError {
     let Some((program, args)) = command.split_first() else {
         return CliError::Usage("sandbox exec needs a command".into());
+    };
+    let bearer = match client::credentials(token_file) {
+        Ok(b) => b,
+        Err(e) => return e,
     };
     let path = {
         let rt = match tokio::runtime::Builder::new_current_thread()
@@ -49,7 +63,7 @@ pub fn run(gateway: &str, sandbox: &str, command: &[OsString]) -> CliError {
             Ok(rt) => rt,
             Err(e) => return CliError::Api(format!("cannot start the async runtime: {e}")),
         };
-        match rt.block_on(netns_path(gateway, sandbox)) {
+        match rt.block_on(netns_path(gateway, &bearer, sandbox)) {
             Ok(p) => p,
             Err(e) => return e,
         }

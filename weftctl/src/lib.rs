@@ -24,6 +24,7 @@ use crate::{
 /// Runs one parsed command, printing to `out`.
 pub async fn run<W: Write>(cli: Cli, out: &mut W) -> Result<(), CliError> {
     let mut ctx = Ctx {
+        bearer: client::credentials(cli.token_file.as_deref())?,
         gateway: cli.gateway,
         format: cli.format,
         out,
@@ -34,6 +35,8 @@ pub async fn run<W: Write>(cli: Cli, out: &mut W) -> Result<(), CliError> {
         Command::Events(a) => commands::events::run(&mut ctx, &a).await,
         Command::Hosts => commands::hosts::run(&mut ctx).await,
         Command::Ipam(cmd) => commands::ipam::run(&mut ctx, cmd).await,
+        Command::Token(cmd) => commands::tokens::run(&mut ctx, cmd).await,
+        Command::Audit(a) => commands::tokens::audit(&mut ctx, &a).await,
         Command::Completion { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "weftctl", &mut buf);

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     };
     if let Command::Sandbox(SandboxCmd::Exec { sandbox, command }) = &cli.command {
         // Must run before any multi-threaded runtime exists; returns only on failure.
-        let e = weftctl::exec::run(&cli.gateway, sandbox, command);
+        let e = weftctl::exec::run(&cli.gateway, cli.token_file.as_deref(), sandbox, command);
         weftctl::report(&e);
         return code(&e);
     }

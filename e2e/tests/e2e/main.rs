@@ -8,6 +8,7 @@
 mod attack_dns;
 mod attack_kernel;
 mod attack_requests;
+mod identity;
 mod intact;
 mod world;
 

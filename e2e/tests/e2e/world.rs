@@ -56,6 +56,9 @@ pub struct World {
     /// Queries the fake upstream DNS server has answered.
     pub upstream_queries: Arc<AtomicUsize>,
     pub bins: PathBuf,
+    /// The admin token file of the running `weft up` (set by [`Weft::up`]): weftctl and
+    /// grpcurl present it.
+    pub token_file: std::sync::Mutex<Option<PathBuf>>,
 }
 
 impl World {
@@ -68,6 +71,7 @@ impl World {
             internet,
             upstream_queries: Arc::new(AtomicUsize::new(0)),
             bins: bin_dir(),
+            token_file: std::sync::Mutex::new(None),
         };
         // The internet: a TCP server that answers "from <peer address>", and a DNS server.
         who_is_server(
@@ -84,14 +88,26 @@ impl World {
         world
     }
 
-    /// `weftctl --format json ARGS…` run inside the host namespace.
+    /// `weftctl ARGS…` run inside the host namespace, with the admin token.
     pub fn weftctl(&self, args: &[&str]) -> Output {
-        self.host
-            .exec(self.bins.join("weftctl"))
-            .args(args)
+        let mut cmd = self.host.exec(self.bins.join("weftctl"));
+        if let Some(f) = self.token_file.lock().unwrap().as_ref() {
+            cmd.arg("--token-file").arg(f);
+        }
+        cmd.args(args)
             .env_remove("WEFT_GATEWAY")
+            .env_remove("WEFT_TOKEN")
             .output()
             .unwrap()
+    }
+
+    /// `-H 'authorization: Bearer <admin token>'` for grpcurl (nothing before `weft up`
+    /// wrote the token).
+    pub fn bearer_header(&self) -> Vec<String> {
+        let file = self.token_file.lock().unwrap().clone();
+        file.and_then(|f| weft_runtime::access::read_token_file(&f).ok())
+            .map(|t| vec!["-H".to_owned(), format!("authorization: Bearer {t}")])
+            .unwrap_or_default()
     }
 
     /// Like [`World::weftctl`], asserting success; returns stdout.
@@ -127,6 +143,7 @@ impl World {
         let out = self
             .host
             .exec(weft_testkit::grpcurl())
+            .args(self.bearer_header())
             .args(["-plaintext", "-d", body, "127.0.0.1:7700", method])
             .output()
             .unwrap();
@@ -144,6 +161,7 @@ impl World {
         let out = self
             .host
             .exec(weft_testkit::grpcurl())
+            .args(self.bearer_header())
             .args([
                 "-plaintext",
                 "-format-error",
@@ -251,6 +269,7 @@ impl Weft {
             .stderr(logfile)
             .spawn()
             .unwrap();
+        *world.token_file.lock().unwrap() = Some(data.path().join("weft-data").join("admin.token"));
         let mut me = Self {
             child: Some(child),
             _data: data,

@@ -8,12 +8,14 @@ use sqlx::{Any, AnyConnection, Row as _, Transaction};
 use weft_proto::gateway::v1 as pb;
 use weft_store::{Backend, Db};
 
+pub mod audit;
 pub mod hosts;
 pub mod networks;
 pub mod operations;
 pub mod ports;
 pub mod requests;
 pub mod sandboxes;
+pub mod tokens;
 
 pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -60,7 +60,7 @@ async fn with_n_and_there(
     subnet: &str,
 ) -> (
     Stack,
-    pb::sandbox_service_client::SandboxServiceClient<tonic::transport::Channel>,
+    pb::sandbox_service_client::SandboxServiceClient<weft_runtime::access::Authed>,
 ) {
     let s = Stack::start(Backend::Sqlite).await;
     s.networks()

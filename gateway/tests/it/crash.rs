@@ -51,7 +51,7 @@ async fn crash_at_every_step(backend: Backend, kills: usize) {
     let bin = env!("CARGO_BIN_EXE_gateway");
     {
         let svc = ServiceProcess::start(bin, &base).await;
-        let mut n = NetworkServiceClient::new(weft_testkit::channel(svc.addr));
+        let mut n = NetworkServiceClient::new(deps.admin_channel(svc.addr));
         weft_testkit::wait_for(Duration::from_secs(20), "predefined networks", || {
             let mut n = n.clone();
             async move {
@@ -80,7 +80,7 @@ async fn crash_at_every_step(backend: Backend, kills: usize) {
         let mut args = base.clone();
         args.extend(["--fault".to_owned(), step.to_owned()]);
         let mut svc = ServiceProcess::start(bin, &args).await;
-        let mut sb = SandboxServiceClient::new(weft_testkit::channel(svc.addr));
+        let mut sb = SandboxServiceClient::new(deps.admin_channel(svc.addr));
         let op = step.split(':').next().unwrap();
         let outcome = match op {
             "create-sandbox" => sb

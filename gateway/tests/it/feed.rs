@@ -32,41 +32,41 @@ async fn a_hosts_revision_moves_only_with_changes_to_that_host(b: Backend) {
     let s = Stack::start(b).await;
     let (_a1, addr1, _stop1) = fake_agent().await;
     let (_a2, addr2, _stop2) = fake_agent().await;
-    let mut reg = s.registry();
     for (name, addr) in [("h1", addr1), ("h2", addr2)] {
-        reg.register_host(register(name, &addr.to_string()))
+        s.registry_for(name)
+            .await
+            .register_host(register(name, &addr.to_string()))
             .await
             .unwrap();
     }
     // What the host's heartbeat is told, and what its desired state says: always the same.
-    let revision = |host: &'static str| {
-        let mut reg = s.registry();
-        async move {
-            let beat = reg
-                .heartbeat(pb::HeartbeatRequest {
-                    host: host.into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .desired_revision;
-            let state = reg
-                .get_desired_state(pb::GetDesiredStateRequest {
-                    host: host.into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .state
-                .unwrap();
-            assert_eq!(
-                state.revision, beat,
-                "{host}: heartbeat and desired state agree"
-            );
-            beat
-        }
+    let s = &s;
+    let revision = |host: &'static str| async move {
+        let mut reg = s.registry_for(host).await;
+        let beat = reg
+            .heartbeat(pb::HeartbeatRequest {
+                host: host.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .desired_revision;
+        let state = reg
+            .get_desired_state(pb::GetDesiredStateRequest {
+                host: host.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .state
+            .unwrap();
+        assert_eq!(
+            state.revision, beat,
+            "{host}: heartbeat and desired state agree"
+        );
+        beat
     };
     let mut nets = s.networks();
     nets.create_network(with_subnet("one", "10.96.0.0/24"))
@@ -78,7 +78,7 @@ async fn a_hosts_revision_moves_only_with_changes_to_that_host(b: Backend) {
     let (h1, h2) = (revision("h1").await, revision("h2").await);
 
     // A sandbox on h1 moves h1, not h2.
-    let mut sb = sandboxes(&s);
+    let mut sb = sandboxes(s);
     sb.create_sandbox(on("a", "h1", "one")).await.unwrap();
     let h1_after = revision("h1").await;
     assert!(h1_after > h1, "{h1_after} > {h1}");
@@ -143,7 +143,7 @@ async fn states(
     weft_proto::agent::v1::DesiredState,
     pb::GetDesiredStateResponse,
 ) {
-    let mut reg = s.registry();
+    let mut reg = s.registry_for(host).await;
     let whole = reg
         .get_desired_state(pb::GetDesiredStateRequest {
             host: host.into(),
@@ -172,9 +172,10 @@ async fn the_changes_since_a_revision_merged_give_the_whole_state(b: Backend) {
     let s = Stack::start(b).await;
     let (_a1, addr1, _stop1) = fake_agent().await;
     let (_a2, addr2, _stop2) = fake_agent().await;
-    let mut reg = s.registry();
     for (name, addr) in [("h1", addr1), ("h2", addr2)] {
-        reg.register_host(register(name, &addr.to_string()))
+        s.registry_for(name)
+            .await
+            .register_host(register(name, &addr.to_string()))
             .await
             .unwrap();
     }

@@ -5,8 +5,8 @@ use weft_testkit::{Backend, run_grpcurl};
 
 use crate::harness::Stack;
 
-fn call(addr: &str, method: &str, body: &str) -> serde_json::Value {
-    let (code, out, err) = run_grpcurl(&["-plaintext", "-d", body, addr, method]);
+fn call(addr: &str, auth: &str, method: &str, body: &str) -> serde_json::Value {
+    let (code, out, err) = run_grpcurl(&["-plaintext", "-H", auth, "-d", body, addr, method]);
     assert_eq!(code, 0, "{method} {body}: {err}{out}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method}: not JSON ({e}): {out}"))
 }
@@ -15,6 +15,8 @@ fn call(addr: &str, method: &str, body: &str) -> serde_json::Value {
 async fn grpcurl_creates_inspects_lists_watches_and_deletes() {
     let s = Stack::start(Backend::Sqlite).await;
     let addr = s.gateway.to_string();
+    // Every call but `list` (reflection) presents the admin token.
+    let auth = format!("authorization: Bearer {}", s.deps().admin_token);
     let (code, out, _) = run_grpcurl(&["-plaintext", &addr, "list"]);
     assert_eq!(code, 0);
     assert!(
@@ -27,6 +29,7 @@ async fn grpcurl_creates_inspects_lists_watches_and_deletes() {
 
     let n = call(
         &addr,
+        &auth,
         "weft.gateway.v1.NetworkService/CreateNetwork",
         r#"{"name":"my-net","labels":{"team":"a"},"ipam":{"configs":[{"subnet":"10.9.0.0/24","gateway":"10.9.0.254"}]}}"#,
     );
@@ -34,12 +37,14 @@ async fn grpcurl_creates_inspects_lists_watches_and_deletes() {
     let id = n["id"].as_str().unwrap().to_owned();
     let got = call(
         &addr,
+        &auth,
         "weft.gateway.v1.NetworkService/GetNetwork",
         &format!(r#"{{"network":"{}"}}"#, &id[..12]),
     );
     assert_eq!(got["name"], "my-net");
     let l = call(
         &addr,
+        &auth,
         "weft.gateway.v1.NetworkService/ListNetworks",
         r#"{"label":["team=a"]}"#,
     );
@@ -49,6 +54,7 @@ async fn grpcurl_creates_inspects_lists_watches_and_deletes() {
     // A sandbox on it, connected, disconnected and deleted.
     let sb = call(
         &addr,
+        &auth,
         "weft.gateway.v1.SandboxService/CreateSandbox",
         r#"{"name":"web","hostname":"web-1","portMappings":[{"hostPort":8080,"containerPort":80}]}"#,
     );
@@ -56,6 +62,7 @@ async fn grpcurl_creates_inspects_lists_watches_and_deletes() {
     assert_eq!(sb["portMappings"][0]["protocol"], "PROTOCOL_TCP");
     let ep = call(
         &addr,
+        &auth,
         "weft.gateway.v1.SandboxService/Connect",
         r#"{"sandbox":"web","network":"my-net","settings":{"aliases":["www"],"ipv4Address":"10.9.0.7"}}"#,
     );
@@ -64,18 +71,22 @@ async fn grpcurl_creates_inspects_lists_watches_and_deletes() {
     assert_eq!(ep["interfaceName"], "eth0");
     let inspected = call(
         &addr,
+        &auth,
         "weft.gateway.v1.NetworkService/GetNetwork",
         r#"{"network":"my-net"}"#,
     );
     assert!(inspected.to_string().contains("10.9.0.7/24"), "{inspected}");
     let listed = call(
         &addr,
+        &auth,
         "weft.gateway.v1.SandboxService/ListSandboxes",
         r#"{"network":["my-net"]}"#,
     );
     assert_eq!(listed["sandboxes"][0]["name"], "web");
     let (code, out, err) = run_grpcurl(&[
         "-plaintext",
+        "-H",
+        &auth,
         "-d",
         r#"{"network":"my-net"}"#,
         &addr,
@@ -85,23 +96,28 @@ async fn grpcurl_creates_inspects_lists_watches_and_deletes() {
     assert!(err.contains("web"), "{err}");
     let d = call(
         &addr,
+        &auth,
         "weft.gateway.v1.SandboxService/Disconnect",
         r#"{"sandbox":"web","network":"my-net"}"#,
     );
     assert_eq!(d["endpointId"], ep["id"]);
     call(
         &addr,
+        &auth,
         "weft.gateway.v1.SandboxService/DeleteSandbox",
         r#"{"sandbox":"web"}"#,
     );
     call(
         &addr,
+        &auth,
         "weft.gateway.v1.NetworkService/DeleteNetwork",
         r#"{"network":"my-net"}"#,
     );
     // Watch from the list's revision: the removal arrives (grpcurl stops after -max-time).
     let (_, out, err) = run_grpcurl(&[
         "-plaintext",
+        "-H",
+        &auth,
         "-max-time",
         "2",
         "-d",
@@ -126,6 +142,8 @@ async fn grpcurl_creates_inspects_lists_watches_and_deletes() {
 
     let (code, out, err) = run_grpcurl(&[
         "-plaintext",
+        "-H",
+        &auth,
         "-d",
         r#"{"name":"bad name"}"#,
         &addr,

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
-use tonic::transport::Channel;
 use weft_proto::gateway::v1::{self as pb, network_service_client::NetworkServiceClient};
+use weft_runtime::access::Authed as Channel;
 use weft_testkit::{Backend, stack::StackOptions};
 
 /// The test kit's stack with this suite's defaults (an event history of 50).

@@ -48,7 +48,7 @@ async fn next_of(stream: &mut tonic::Streaming<pb::Event>, kinds: &[pb::EventKin
 
 async fn hosts_register_heartbeat_go_down_and_come_back(b: Backend) {
     let s = Stack::start_with(b, &["--heartbeat-interval", "200ms"]).await;
-    let mut reg = s.registry();
+    let mut reg = s.registry_for("h1").await;
     let mut watch = s
         .events()
         .watch(pb::WatchRequest {
@@ -91,7 +91,10 @@ async fn hosts_register_heartbeat_go_down_and_come_back(b: Backend) {
         .unwrap();
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    let err = reg
+    // (An agent speaks for its own host only: this one is the unregistered host's.)
+    let err = s
+        .registry_for("nobody")
+        .await
         .heartbeat(pb::HeartbeatRequest {
             host: "nobody".into(),
             ..Default::default()
@@ -166,7 +169,9 @@ async fn hosts_register_heartbeat_go_down_and_come_back(b: Backend) {
     assert_eq!(first.kind, pb::EventKind::HostUp as i32);
 
     // Bad registrations are refused naming the field.
-    let err = reg
+    let err = s
+        .registry_for("h2")
+        .await
         .register_host(pb::RegisterHostRequest {
             name: "h2".into(),
             ..Default::default()
@@ -181,7 +186,8 @@ async fn desired_state_has_the_hosts_networks_sandboxes_endpoints_and_ports(b: B
     let s = Stack::start(b).await;
     // A second host with an agent of its own.
     let (agent2, addr2, _stop2) = fake_agent().await;
-    s.registry()
+    s.registry_for("h2")
+        .await
         .register_host(register("h2", &addr2.to_string()))
         .await
         .unwrap();
@@ -276,7 +282,8 @@ async fn desired_state_has_the_hosts_networks_sandboxes_endpoints_and_ports(b: B
     );
 
     let state = s
-        .registry()
+        .registry_for("h2")
+        .await
         .get_desired_state(pb::GetDesiredStateRequest {
             host: "h2".into(),
             ..Default::default()
@@ -353,7 +360,8 @@ async fn desired_state_has_the_hosts_networks_sandboxes_endpoints_and_ports(b: B
     assert_eq!(p.range, 3);
 
     let err = s
-        .registry()
+        .registry_for("unknown")
+        .await
         .get_desired_state(pb::GetDesiredStateRequest {
             host: "unknown".into(),
             ..Default::default()

@@ -100,8 +100,8 @@ async fn lists_come_in_pages_that_add_up_to_the_whole_list(b: Backend) {
     assert_eq!(pages, 2);
 
     // Hosts: the registered ones and the configured one.
-    let mut reg = s.registry();
     for name in ["h1", "h2", "h3"] {
+        let mut reg = s.registry_for(name).await;
         reg.register_host(pb::RegisterHostRequest {
             name: name.into(),
             agent_address: "127.0.0.1:1".into(),

@@ -419,9 +419,7 @@ async fn validate_only_writes_nothing(b: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_hosts_reports_this_host_and_its_agents_capabilities() {
     let s = Stack::start(Backend::Sqlite).await;
-    let mut h = weft_proto::gateway::v1::host_service_client::HostServiceClient::new(
-        weft_testkit::channel(s.gateway),
-    );
+    let mut h = s.hosts();
     let hosts = h
         .list_hosts(pb::ListHostsRequest::default())
         .await

@@ -29,8 +29,8 @@ async fn heavy_three_gateways_on_postgres_agree() {
         ServiceProcess::start(bin, &args).await,
         ServiceProcess::start(bin, &args).await,
     ];
-    let net = |i: usize| NetworkServiceClient::new(weft_testkit::channel(gws[i % 3].addr));
-    let sb = |i: usize| SandboxServiceClient::new(weft_testkit::channel(gws[i % 3].addr));
+    let net = |i: usize| NetworkServiceClient::new(deps.admin_channel(gws[i % 3].addr));
+    let sb = |i: usize| SandboxServiceClient::new(deps.admin_channel(gws[i % 3].addr));
     // The three raced to create the predefined networks: exactly one of each exists.
     let names = weft_testkit::wait_for(Duration::from_secs(20), "the predefined networks", || {
         let mut c = net(0);
@@ -63,7 +63,7 @@ async fn heavy_three_gateways_on_postgres_agree() {
 
     let mut watchers = Vec::new();
     for g in &gws {
-        let mut w = EventServiceClient::new(weft_testkit::channel(g.addr))
+        let mut w = EventServiceClient::new(deps.admin_channel(g.addr))
             .watch(pb::WatchRequest {
                 from_revision: from,
                 ..Default::default()

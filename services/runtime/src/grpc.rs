@@ -16,6 +16,8 @@ use tonic::{
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
+use crate::access::{Access, AccessLayer};
+
 /// A problem starting or running the server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -29,6 +31,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Access(#[from] crate::access::Uncovered),
 }
 
 /// How to stop.
@@ -54,6 +58,7 @@ impl From<&crate::CommonArgs> for ShutdownTiming {
 pub struct GrpcServer {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
+    access: Option<Access>,
 }
 
 impl GrpcServer {
@@ -79,6 +84,14 @@ impl GrpcServer {
         self
     }
 
+    /// Checks every call against `access` (see [`crate::access`]): serving then fails at once
+    /// if a method of a served service has no rule.
+    #[must_use]
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = Some(access);
+        self
+    }
+
     /// Binds `addr` (port 0 picks a free port) and returns the listener with its address.
     pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
         let listener = TcpListener::bind(addr)
@@ -97,6 +110,9 @@ impl GrpcServer {
         timing: ShutdownTiming,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServeError> {
+        if let Some(access) = &self.access {
+            access.check_covers(&self.names, weft_proto::FILE_DESCRIPTOR_SET)?;
+        }
         let (reporter, health) = tonic_health::server::health_reporter();
         set_all(&reporter, &self.names, ServingStatus::Serving).await;
 
@@ -140,6 +156,7 @@ impl GrpcServer {
                 let method = req.uri().path();
                 tracing::info_span!("grpc", otel.name = %method.trim_start_matches('/'), rpc.method = %method)
             })
+            .layer(tower::util::option_layer(self.access.map(AccessLayer::new)))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = drain_rx.await;

@@ -2,13 +2,16 @@
 //! bootstrap (health, reflection, graceful shutdown) and the mapping from domain errors to
 //! gRPC statuses.
 
+pub mod access;
 pub mod broker;
 pub mod config;
 pub mod desired;
 pub mod error;
 pub mod grpc;
+pub mod limits;
 pub mod mac;
 pub mod netns;
+pub mod principal;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use clap::Parser as _;
 use tonic::transport::Channel;
 use weft_proto::{gateway::v1 as pb, ipam::v1 as ipb};
+use weft_runtime::access::{Authed, Bearer};
 
 use crate::{Backend, TestDb, channel, fake_agent::FakeAgent, serve};
 
@@ -84,6 +85,10 @@ pub struct GatewayDeps {
     pub agent: FakeAgent,
     pub ipam_db: TestDb,
     pub gateway_db: TestDb,
+    /// The admin token the gateway is started with (`--admin-token-sha256`).
+    pub admin_token: String,
+    /// Its credentials, for clients.
+    pub admin: Bearer,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -112,12 +117,16 @@ impl GatewayDeps {
             }
             AgentChoice::At(addr) => (FakeAgent::default(), addr),
         };
+        let admin_token = weft_runtime::access::new_token().unwrap();
+        let admin = Bearer::new(&admin_token).unwrap();
         Self {
             ipam: ipam_addr,
             agent_addr,
             agent,
             ipam_db,
             gateway_db,
+            admin_token,
+            admin,
             stops,
         }
     }
@@ -131,7 +140,14 @@ impl GatewayDeps {
             format!("http://{}", self.ipam),
             "--agent".to_owned(),
             format!("http://{}", self.agent_addr),
+            "--admin-token-sha256".to_owned(),
+            weft_runtime::access::token_hash(&self.admin_token),
         ]
+    }
+
+    /// A channel to `addr` whose calls carry the admin token.
+    pub fn admin_channel(&self, addr: SocketAddr) -> Authed {
+        self.admin.on(channel(addr))
     }
 }
 
@@ -153,6 +169,7 @@ pub struct Stack {
     gw: gateway::Gateway,
     stop_gw: Option<tokio::sync::oneshot::Sender<()>>,
     deps: GatewayDeps,
+    agent_tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Drop for Stack {
@@ -185,6 +202,7 @@ impl Stack {
             gw,
             stop_gw: Some(stop_gw),
             deps,
+            agent_tokens: Default::default(),
         }
     }
 
@@ -208,26 +226,81 @@ impl Stack {
             .revision
     }
 
-    pub fn networks(&self) -> pb::network_service_client::NetworkServiceClient<Channel> {
-        pb::network_service_client::NetworkServiceClient::new(channel(self.gateway))
+    pub fn networks(&self) -> pb::network_service_client::NetworkServiceClient<Authed> {
+        pb::network_service_client::NetworkServiceClient::new(self.deps.admin_channel(self.gateway))
     }
 
-    pub fn sandboxes(&self) -> pb::sandbox_service_client::SandboxServiceClient<Channel> {
-        pb::sandbox_service_client::SandboxServiceClient::new(channel(self.gateway))
+    pub fn sandboxes(&self) -> pb::sandbox_service_client::SandboxServiceClient<Authed> {
+        pb::sandbox_service_client::SandboxServiceClient::new(self.deps.admin_channel(self.gateway))
     }
 
-    pub fn hosts(&self) -> pb::host_service_client::HostServiceClient<Channel> {
-        pb::host_service_client::HostServiceClient::new(channel(self.gateway))
+    pub fn hosts(&self) -> pb::host_service_client::HostServiceClient<Authed> {
+        pb::host_service_client::HostServiceClient::new(self.deps.admin_channel(self.gateway))
     }
 
-    pub fn registry(
+    /// The registry as `host`'s agent (a token of role agent for that host, made once).
+    pub async fn registry_for(
         &self,
-    ) -> pb::agent_registry_service_client::AgentRegistryServiceClient<Channel> {
-        pb::agent_registry_service_client::AgentRegistryServiceClient::new(channel(self.gateway))
+        host: &str,
+    ) -> pb::agent_registry_service_client::AgentRegistryServiceClient<Authed> {
+        let bearer = self.agent_bearer(host).await;
+        pb::agent_registry_service_client::AgentRegistryServiceClient::new(
+            bearer.on(channel(self.gateway)),
+        )
     }
 
-    pub fn events(&self) -> pb::event_service_client::EventServiceClient<Channel> {
-        pb::event_service_client::EventServiceClient::new(channel(self.gateway))
+    /// Credentials of role agent for `host`.
+    pub async fn agent_bearer(&self, host: &str) -> Bearer {
+        Bearer::new(&self.agent_token(host).await).unwrap()
+    }
+
+    /// A token of role agent for `host` (made once).
+    pub async fn agent_token(&self, host: &str) -> String {
+        if let Some(t) = self.agent_tokens.lock().unwrap().get(host) {
+            return t.clone();
+        }
+        let (_, token) = self
+            .gw
+            .tokens()
+            .create(
+                &format!("agent-{}", host.to_ascii_lowercase()),
+                weft_runtime::access::Role::Agent,
+                host,
+                "test",
+            )
+            .await
+            .unwrap();
+        self.agent_tokens
+            .lock()
+            .unwrap()
+            .insert(host.to_owned(), token.clone());
+        token
+    }
+
+    /// A file (0600, in `dir`) holding a token of role agent for `host`: an agent process's
+    /// `--gateway-token-file`.
+    pub async fn agent_token_file(&self, host: &str, dir: &std::path::Path) -> std::path::PathBuf {
+        use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+        let path = dir.join(format!("agent-{host}.token"));
+        if !path.exists() {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .unwrap();
+            writeln!(f, "{}", self.agent_token(host).await).unwrap();
+        }
+        path
+    }
+
+    pub fn events(&self) -> pb::event_service_client::EventServiceClient<Authed> {
+        pb::event_service_client::EventServiceClient::new(self.deps.admin_channel(self.gateway))
+    }
+
+    /// Clients with other credentials than the admin's.
+    pub fn channel_as(&self, bearer: &Bearer) -> Authed {
+        bearer.on(channel(self.gateway))
     }
 
     pub fn ipam(&self) -> ipb::ipam_service_client::IpamServiceClient<Channel> {

@@ -36,6 +36,10 @@ struct Weft {
 
 impl Weft {
     fn start(ns: &TestNs, data: &Path, host: &str) -> Self {
+        assert!(
+            !Path::new("/usr/bin/grpcurl").exists() && !Path::new("/usr/bin/weftctl").exists(),
+            "the test needs a PATH without weftctl and grpcurl"
+        );
         let out = data.with_extension("stdout");
         let err = data.with_extension("stderr");
         let child = Command::new(WEFT)
@@ -44,6 +48,8 @@ impl Weft {
             .arg(data)
             .arg("--bin-dir")
             .arg(bin_dir())
+            // The PATH of a fresh machine: neither weftctl nor grpcurl on it.
+            .env("PATH", FRESH_PATH)
             .stdin(Stdio::null())
             .stdout(File::create(&out).unwrap())
             .stderr(File::create(&err).unwrap())
@@ -125,6 +131,9 @@ fn children_of(parent: Pid) -> BTreeMap<Pid, String> {
     found
 }
 
+/// A fresh machine's PATH (what `weft up` prints must work with it).
+const FRESH_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Runs grpcurl inside the namespace; its stdout when it succeeded.
 fn grpcurl_in(ns: &TestNs, args: &[&str]) -> Option<String> {
     let out = Command::new("ip")
@@ -171,25 +180,64 @@ fn weft_up_in_a_namespace_runs_the_stack_there_and_sigterm_stops_it_with_exit_0(
         let out = std::fs::read_to_string(&weft.out).unwrap_or_default();
         out.contains("Talk to it:").then_some(out)
     });
+    let admin_token = data.join("admin.token");
     for want in [
         "127.0.0.1:7700",
         "127.0.0.1:7701",
         "127.0.0.1:7702",
         "127.0.0.1:7703",
-        &format!("ip netns exec {} weftctl network ls", ns.name),
         &format!("network namespace {}", ns.name),
-        &format!(
-            "ip netns exec {} grpcurl -plaintext 127.0.0.1:7700",
-            ns.name
-        ),
+        &format!("admin token   {}", admin_token.display()),
+        &format!("--token-file {} network ls", admin_token.display()),
+        "-plaintext 127.0.0.1:7700 list",
     ] {
         assert!(table.contains(want), "{want:?} missing from:\n{table}");
     }
+    // Every command it prints works as printed, with a PATH that has neither weftctl nor
+    // grpcurl (a fresh machine after scripts/run.sh); `dig NAME.NETWORK.weft.` is a template.
+    let commands: Vec<&str> = table
+        .split("Talk to it:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("NAME.NETWORK"))
+        .collect();
+    assert!(commands.len() >= 6, "{table}");
+    for cmd in commands {
+        let out = Command::new("sh")
+            .args(["-c", cmd])
+            .env("PATH", FRESH_PATH)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
+    // Without the token the API refuses; with it, it answers.
+    let refused = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(weft_testkit::grpcurl())
+        .args([
+            "-plaintext",
+            "127.0.0.1:7700",
+            "weft.gateway.v1.NetworkService/ListNetworks",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(64 + 16), "UNAUTHENTICATED");
+    let token = weft_runtime::access::read_token_file(&admin_token).unwrap();
+    let bearer = format!("authorization: Bearer {token}");
     let networks = json(
         &grpcurl_in(
             &ns,
             &[
+                "-H",
+                &bearer,
                 "127.0.0.1:7700",
                 "weft.gateway.v1.NetworkService/ListNetworks",
             ],
@@ -203,13 +251,18 @@ fn weft_up_in_a_namespace_runs_the_stack_there_and_sigterm_stops_it_with_exit_0(
         .map(|n| n["name"].as_str().unwrap())
         .collect();
     names.sort_unstable();
-    assert_eq!(names, ["bridge", "host", "none"], "{networks}");
+    assert_eq!(names, ["bridge", "host", "mynet", "none"], "{networks}");
 
     // The agent registers its host with the gateway, under the name given to weft.
     let hosts = wait_until(Duration::from_secs(30), "the host registered", || {
         let out = grpcurl_in(
             &ns,
-            &["127.0.0.1:7700", "weft.gateway.v1.HostService/ListHosts"],
+            &[
+                "-H",
+                &bearer,
+                "127.0.0.1:7700",
+                "weft.gateway.v1.HostService/ListHosts",
+            ],
         )?;
         let v = json(&out);
         let hosts = v["hosts"].as_array()?.clone();

@@ -5,11 +5,11 @@ pub mod hosts;
 pub mod ipam;
 pub mod network;
 pub mod sandbox;
+pub mod tokens;
 
 use std::io::Write;
 
 use serde_json::Value;
-use tonic::transport::Channel;
 
 use crate::{
     cli::Format,
@@ -21,14 +21,16 @@ use crate::{
 #[derive(Debug)]
 pub struct Ctx<'a, W: Write> {
     pub gateway: String,
+    /// The caller's credentials.
+    pub bearer: weft_runtime::access::Bearer,
     pub format: Format,
     pub out: &'a mut W,
 }
 
 impl<W: Write> Ctx<'_, W> {
     /// A connected channel to the gateway.
-    pub async fn gateway(&self) -> Result<Channel, CliError> {
-        client::connect(&self.gateway, client::GATEWAY).await
+    pub async fn gateway(&self) -> Result<weft_runtime::access::Authed, CliError> {
+        client::connect_authed(&self.gateway, client::GATEWAY, &self.bearer).await
     }
 
     pub fn json(&self) -> bool {

@@ -10,6 +10,7 @@ use crate::harness::Stack;
 /// which fails the test), then kills it.
 async fn follow(s: &Stack, args: &[&str], mut done: impl FnMut(&[String]) -> bool) -> Vec<String> {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_weftctl"))
+        .env("WEFT_TOKEN", &s.deps().admin_token)
         .arg("--gateway")
         .arg(format!("http://{}", s.gateway))
         .args(args)
@@ -88,16 +89,20 @@ async fn events_since_zero_shows_the_creations_then_live_ones() {
 
     // JSON, filtered to network events; then a live creation shows up.
     let gw = s.gateway;
+    let token = s.deps().admin_token.clone();
     let creator = tokio::spawn(async move {
         // Created once the follower is (very likely) watching; the follower waits for it
         // either way because `--since 0` replays it.
-        crate::harness::weftctl(&[
-            "--gateway".into(),
-            format!("http://{gw}"),
-            "network".into(),
-            "create".into(),
-            "live1".into(),
-        ])
+        crate::harness::weftctl_as(
+            &[
+                "--gateway".into(),
+                format!("http://{gw}"),
+                "network".into(),
+                "create".into(),
+                "live1".into(),
+            ],
+            Some(&token),
+        )
         .await
     });
     let lines = follow(
@@ -142,17 +147,22 @@ async fn events_without_since_show_only_new_events() {
     let s = Stack::start().await;
     s.ok(&["network", "create", "old"]).await;
     let gw = s.gateway;
+    let token = s.deps().admin_token.clone();
     let lines = follow(&s, &["events"], |l| {
         if l.len() == 1 {
             // Watching now (the first line is the snapshot end): make something happen.
+            let token = token.clone();
             tokio::spawn(async move {
-                crate::harness::weftctl(&[
-                    "--gateway".into(),
-                    format!("http://{gw}"),
-                    "network".into(),
-                    "create".into(),
-                    "new".into(),
-                ])
+                crate::harness::weftctl_as(
+                    &[
+                        "--gateway".into(),
+                        format!("http://{gw}"),
+                        "network".into(),
+                        "create".into(),
+                        "new".into(),
+                    ],
+                    Some(&token),
+                )
                 .await
             });
         }
@@ -176,6 +186,7 @@ fn events_end_with_one_line_when_the_gateway_dies() {
         .unwrap();
     let s = servers.block_on(Stack::start());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weftctl"))
+        .env("WEFT_TOKEN", &s.deps().admin_token)
         .arg("--gateway")
         .arg(format!("http://{}", s.gateway))
         .arg("events")

@@ -24,7 +24,7 @@ impl Stack {
     pub async fn weftctl(&self, args: &[&str]) -> Run {
         let mut all = vec!["--gateway".to_owned(), format!("http://{}", self.gateway)];
         all.extend(args.iter().map(|&a| a.to_owned()));
-        weftctl(&all).await
+        weftctl_as(&all, Some(&self.deps().admin_token)).await
     }
 
     /// Like [`Stack::weftctl`], and asserts that it succeeded.
@@ -66,10 +66,19 @@ impl From<Output> for Run {
     }
 }
 
-/// Runs the built weftctl with `args` (stdin closed, WEFT_GATEWAY unset).
+/// Runs the built weftctl with `args` (stdin closed, WEFT_GATEWAY unset, no token).
 pub async fn weftctl(args: &[String]) -> Run {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_weftctl"))
-        .args(args)
+    weftctl_as(args, None).await
+}
+
+/// Runs the built weftctl with `args` and the token `token` (WEFT_TOKEN).
+pub async fn weftctl_as(args: &[String], token: Option<&str>) -> Run {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_weftctl"));
+    match token {
+        Some(t) => cmd.env("WEFT_TOKEN", t),
+        None => cmd.env_remove("WEFT_TOKEN"),
+    };
+    cmd.args(args)
         .env_remove("WEFT_GATEWAY")
         .env_remove("WEFT_IPAM")
         .stdin(std::process::Stdio::null())

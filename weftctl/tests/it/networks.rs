@@ -287,6 +287,7 @@ async fn on_a_terminal(s: &Stack, args: &str, answer: &str) -> (i32, String) {
         s.gateway
     );
     let mut child = tokio::process::Command::new("script")
+        .env("WEFT_TOKEN", &s.deps().admin_token)
         .args(["-q", "-e", "-c", &cmd, "/dev/null"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

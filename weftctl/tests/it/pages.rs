@@ -2,8 +2,8 @@
 //! pages, so its output is the whole list, in order.
 
 use weft_proto::gateway::v1::{
-    self as pb, agent_registry_service_client::AgentRegistryServiceClient,
-    network_service_client::NetworkServiceClient, sandbox_service_client::SandboxServiceClient,
+    self as pb, network_service_client::NetworkServiceClient,
+    sandbox_service_client::SandboxServiceClient,
 };
 
 use crate::harness::{Stack, json_lines};
@@ -14,10 +14,9 @@ const N: usize = 130;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ls_and_hosts_show_every_page() {
     let s = Stack::start().await;
-    let channel = weft_testkit::channel(s.gateway);
+    let channel = s.deps().admin_channel(s.gateway);
     let mut nets = NetworkServiceClient::new(channel.clone());
-    let mut sbs = SandboxServiceClient::new(channel.clone());
-    let mut reg = AgentRegistryServiceClient::new(channel);
+    let mut sbs = SandboxServiceClient::new(channel);
     for i in 0..N {
         nets.create_network(pb::CreateNetworkRequest {
             name: format!("net{i:03}"),
@@ -39,13 +38,16 @@ async fn ls_and_hosts_show_every_page() {
         })
         .await
         .unwrap();
-        reg.register_host(pb::RegisterHostRequest {
-            name: format!("host{i:03}"),
-            agent_address: "127.0.0.1:1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        // (Each host's agent speaks for that host only.)
+        s.registry_for(&format!("host{i:03}"))
+            .await
+            .register_host(pb::RegisterHostRequest {
+                name: format!("host{i:03}"),
+                agent_address: "127.0.0.1:1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
     }
     let names = |out: &str| -> Vec<String> {
         json_lines(out)
