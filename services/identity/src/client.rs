@@ -125,19 +125,38 @@ impl ClientTls {
     }
 }
 
-/// An error and its sources, joined with ": " (tonic's own message is only "transport error").
+/// An error and its sources, joined with ": " (tonic's own message is only "transport
+/// error"). A certificate refused by this crate's verifier shows its own message, which
+/// rustls would print as a debug structure.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let s = e.to_string();
-        if !msg.ends_with(&s) {
-            msg.push_str(": ");
-            msg.push_str(&s);
+    let mut msg = String::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let part = describe(e);
+        if !msg.ends_with(&part) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&part);
         }
-        source = e.source();
+        next = e.source();
     }
     msg
+}
+
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    // tokio-rustls wraps rustls errors in an io::Error, whose source() skips them.
+    let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+        e.downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    });
+    match tls {
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) => {
+            format!("invalid peer certificate: {}", other.0)
+        }
+        _ => e.to_string(),
+    }
 }
 
 fn client_config(files: &TlsFiles, expected: Kind) -> Result<ClientConfig, Error> {

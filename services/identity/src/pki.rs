@@ -116,9 +116,14 @@ impl Ca {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
+        // A name of its own: verifiers find a certificate's issuer by name, and two CAs both
+        // called "weft CA" would turn "unknown CA" into a baffling "bad signature".
+        let mut tag = [0u8; 4];
+        fill_random(&mut tag)?;
+        let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
         params
             .distinguished_name
-            .push(DnType::CommonName, "weft CA");
+            .push(DnType::CommonName, format!("weft CA {tag}"));
         // Path length 0: this CA signs leaves only, never another CA.
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
@@ -307,13 +312,17 @@ pub fn make_csr(identity: &Identity) -> Result<(String, String), Error> {
 /// 16 random bytes, the top bit clear so that the serial stays a positive INTEGER.
 fn random_serial() -> Result<SerialNumber, Error> {
     let mut bytes = [0u8; 16];
+    fill_random(&mut bytes)?;
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x40; // never a leading zero byte, so the encoding is always 16 bytes
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+fn fill_random(buf: &mut [u8]) -> Result<(), Error> {
     crate::crypto::provider()
         .secure_random
-        .fill(&mut bytes)
-        .map_err(|_| Error::Invalid("no secure random numbers".into()))?;
-    bytes[0] &= 0x7f;
-    bytes[0] |= 0x01 << 6; // never a leading zero byte, so the encoding is always 16 bytes
-    Ok(SerialNumber::from_slice(&bytes))
+        .fill(buf)
+        .map_err(|_| Error::Invalid("no secure random numbers".into()))
 }
 
 /// Whether `key` is the private half of the certificate's public key.
