@@ -19,7 +19,10 @@ use rustls::pki_types::{CertificateDer, pem::PemObject};
 
 pub use bootstrap::{Bootstrapped, bootstrap, bootstrap_with};
 
-use crate::{Error, Identity, identity::URI_PREFIX};
+use crate::{
+    Error, Identity,
+    identity::{URI_PREFIX, validate_name},
+};
 
 /// How long a CA made by [`Ca::generate`] is valid.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -262,6 +265,8 @@ impl Ca {
 }
 
 fn leaf_params(identity: &Identity, opts: &LeafOptions) -> Result<CertificateParams, Error> {
+    // The fields are public, so the name may not have been checked on the way in.
+    validate_name(&identity.name)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params

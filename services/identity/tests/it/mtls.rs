@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+
 use weft_identity::{ClientTls, Kind, ServerTls, pki::Ca};
 
 use crate::support::{Pki, TestServer, check, expired, id, probe};
@@ -198,5 +200,42 @@ async fn server_not_valid_for_the_dialled_address_is_refused() {
         .expect_err("a certificate without 127.0.0.1 must be refused for 127.0.0.1")
         .to_string();
     assert!(err.contains("certificate not valid for name"), "{err}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn silent_client_does_not_hold_up_others() {
+    let pki = Pki::new();
+    let server = gateway(&pki).await;
+    // Connected, never says a word: its handshake waits out the 10 s handshake timeout in a
+    // task of its own. Were handshakes done one after the other, the next client's 5 s
+    // connect timeout would expire behind it.
+    let _silent = TcpStream::connect(server.addr).await.expect("connect");
+    let client = ClientTls::new(pki.files("agent", &id(Kind::Agent, "h1")), Kind::Gateway)
+        .expect("client tls");
+
+    check(client.connect(&server.url()).await.expect("connect"))
+        .await
+        .expect("health check");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn failed_handshakes_do_not_end_the_stream() {
+    let pki = Pki::new();
+    let server = gateway(&pki).await;
+    for _ in 0..3 {
+        let mut plain = TcpStream::connect(server.addr).await.expect("connect");
+        plain
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .expect("write");
+    }
+    let client = ClientTls::new(pki.files("agent", &id(Kind::Agent, "h1")), Kind::Gateway)
+        .expect("client tls");
+
+    check(client.connect(&server.url()).await.expect("connect"))
+        .await
+        .expect("health check");
     server.stop().await;
 }
