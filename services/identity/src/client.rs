@@ -1,0 +1,307 @@
+//! The client side: a reloading rustls configuration that presents this party's certificate
+//! and accepts a server only if it chains to the CA, is valid for the address dialled, and
+//! carries a weft identity of the expected kind; and tonic channels dialled through it.
+
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use hyper_util::rt::TokioIo;
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme,
+    client::{
+        WebPkiServerVerifier,
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    },
+    pki_types::{CertificateDer, ServerName, UnixTime},
+};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsConnector, client::TlsStream};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::{
+    Error, Kind,
+    files::{TlsFiles, load_certs, load_key, load_roots},
+    identity::identity_of_cert,
+    reload::Reloading,
+};
+
+/// How long dialling and the TLS handshake may take, unless the endpoint says otherwise.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The client's TLS configuration. Cheap to clone; clones share the reloads.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    config: Arc<Reloading<ClientConfig>>,
+    expected: Kind,
+}
+
+impl ClientTls {
+    /// Loads the files now (an error here is fatal to the caller); later changes to any of
+    /// them are used by new connections. Servers must present a `expected_server` identity.
+    pub fn new(files: TlsFiles, expected_server: Kind) -> Result<Self, Error> {
+        let config = Reloading::new("client", files, move |f| client_config(f, expected_server))?;
+        Ok(Self {
+            config: Arc::new(config),
+            expected: expected_server,
+        })
+    }
+
+    /// The configuration a new connection gets: reloaded first if the files changed.
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.config.current()
+    }
+
+    pub fn expected_server(&self) -> Kind {
+        self.expected
+    }
+
+    pub fn files(&self) -> &TlsFiles {
+        self.config.files()
+    }
+
+    /// An endpoint for `addr` (`https://HOST:PORT` or `HOST:PORT`) with a
+    /// [`CONNECT_TIMEOUT`]; dial it with [`ClientTls::connector`]. The server is verified
+    /// against HOST, a DNS name or an IP address.
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, Error> {
+        let bad = |reason: &str| Error::Address {
+            addr: addr.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let authority = match addr.split_once("://") {
+            None => addr,
+            Some(("https", rest)) => rest.trim_end_matches('/'),
+            Some((scheme, _)) => {
+                return Err(bad(&format!("scheme {scheme}:// is not https://")));
+            }
+        };
+        let uri: Uri = format!("https://{authority}")
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        if uri.port_u16().is_none() {
+            return Err(bad("no port"));
+        }
+        if uri.path() != "/" || uri.query().is_some() {
+            return Err(bad("only HOST:PORT is allowed, no path or query"));
+        }
+        // tonic refuses an https:// URI it has no TLS settings for; the TLS is ours, in the
+        // connector, so tonic dials an http:// URI while requests still say https.
+        let dial = Endpoint::from_shared(format!("http://{authority}"))
+            .map_err(|e| bad(&e.to_string()))?;
+        Ok(dial.origin(uri).connect_timeout(CONNECT_TIMEOUT))
+    }
+
+    /// The connector that dials TCP and runs the TLS handshake with the current files, for
+    /// `Endpoint::connect_with_connector(_lazy)`.
+    pub fn connector(&self) -> TlsConnectorService {
+        TlsConnectorService {
+            config: self.config.clone(),
+        }
+    }
+
+    /// A channel to `addr`, connected now: a refused server certificate is an error here, with
+    /// the reason (unknown CA, expired, wrong identity kind) in the message.
+    pub async fn connect(&self, addr: &str) -> Result<Channel, Error> {
+        self.endpoint(addr)?
+            .connect_with_connector(self.connector())
+            .await
+            .map_err(|e| Error::Connect {
+                addr: addr.to_owned(),
+                reason: error_chain(&e),
+            })
+    }
+
+    /// A channel to `addr` that connects on first use (and again after a failure, with the
+    /// files in force then).
+    pub fn connect_lazy(&self, addr: &str) -> Result<Channel, Error> {
+        Ok(self
+            .endpoint(addr)?
+            .connect_with_connector_lazy(self.connector()))
+    }
+}
+
+/// An error and its sources, joined with ": " (tonic's own message is only "transport
+/// error"). A certificate refused by this crate's verifier shows its own message, which
+/// rustls would print as a debug structure.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = String::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let part = describe(e);
+        if !msg.ends_with(&part) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&part);
+        }
+        next = e.source();
+    }
+    msg
+}
+
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    // tokio-rustls wraps rustls errors in an io::Error, whose source() skips them.
+    let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+        e.downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    });
+    match tls {
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) => {
+            format!("invalid peer certificate: {}", other.0)
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn client_config(files: &TlsFiles, expected: Kind) -> Result<ClientConfig, Error> {
+    let provider = crate::crypto::provider();
+    let roots = Arc::new(load_roots(&files.ca)?);
+    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| Error::Verifier {
+            ca: files.ca.clone(),
+            reason: e.to_string(),
+        })?;
+    let chain = load_certs(&files.cert)?;
+    let key = load_key(&files.key)?;
+    let tls_err = Error::tls_config(files);
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(IdentityVerifier { webpki, expected }))
+        .with_client_auth_cert(chain, key)
+        .map_err(tls_err)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// The standard WebPKI checks (chain to the CA, validity, the dialled name), then the weft
+/// identity: a certificate the CA issued to a different kind of service is refused.
+#[derive(Debug)]
+struct IdentityVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    expected: Kind,
+}
+
+/// Why a server certificate that chains to the CA is still refused.
+#[derive(Debug, thiserror::Error)]
+enum IdentityRefused {
+    #[error("server presented {found}, expected a {expected} certificate")]
+    WrongKind {
+        found: crate::Identity,
+        expected: Kind,
+    },
+    #[error("server certificate: {reason}, expected a {expected} certificate")]
+    NoIdentity {
+        reason: crate::identity::CertIdentityError,
+        expected: Kind,
+    },
+}
+
+impl ServerCertVerifier for IdentityVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // The chain first: an identity in a certificate no one vouches for means nothing.
+        self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let refused = match identity_of_cert(end_entity) {
+            Ok(id) if id.kind == self.expected => return Ok(ServerCertVerified::assertion()),
+            Ok(found) => IdentityRefused::WrongKind {
+                found,
+                expected: self.expected,
+            },
+            Err(reason) => IdentityRefused::NoIdentity {
+                reason,
+                expected: self.expected,
+            },
+        };
+        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+            OtherError(Arc::new(refused)),
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// A tower service from `Uri` to a TLS connection, for tonic's `connect_with_connector`.
+#[derive(Debug, Clone)]
+pub struct TlsConnectorService {
+    config: Arc<Reloading<ClientConfig>>,
+}
+
+type ConnectFuture =
+    Pin<Box<dyn Future<Output = io::Result<TokioIo<TlsStream<TcpStream>>>> + Send>>;
+
+impl tower::Service<Uri> for TlsConnectorService {
+    type Response = TokioIo<TlsStream<TcpStream>>;
+    type Error = io::Error;
+    type Future = ConnectFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let config = self.config.clone();
+        Box::pin(async move {
+            let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+            let host = uri
+                .host()
+                .ok_or_else(|| invalid(format!("{uri}: no host")))?;
+            // An IPv6 literal comes bracketed out of a URI.
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri
+                .port_u16()
+                .ok_or_else(|| invalid(format!("{uri}: no port")))?;
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| invalid(format!("{host}: not a DNS name or IP address: {e}")))?;
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = TlsConnector::from(config.current())
+                .connect(name, tcp)
+                .await?;
+            Ok(TokioIo::new(tls))
+        })
+    }
+}

@@ -1,0 +1,6 @@
+//! weft-identity's integration tests: one binary, a module per topic.
+
+mod mtls;
+mod pki;
+mod reload;
+mod support;
