@@ -45,27 +45,32 @@ async fn token(stack: &weft_testkit::stack::Stack, name: &str) -> Bearer {
     Bearer::new(&r.token).unwrap()
 }
 
-/// `n` Connect calls of `who`, each to a sandbox of its own: their latencies, sorted.
+/// `n` Connect calls of `who`, each to a sandbox of its own (made beforehand by the admin),
+/// one every 10 ms (a client within its limit): their latencies, sorted.
 async fn connects(
     stack: &weft_testkit::stack::Stack,
     who: &Bearer,
     phase: &str,
     n: u64,
 ) -> Vec<Duration> {
+    let mut admin = stack.sandboxes();
+    for i in 0..n {
+        admin
+            .create_sandbox(pb::CreateSandboxRequest {
+                name: format!("{phase}-{i}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
     let mut sb =
         pb::sandbox_service_client::SandboxServiceClient::new(who.on(channel(stack.gateway)));
     let mut took = Vec::new();
     for i in 0..n {
-        let name = format!("{phase}-{i}");
-        sb.create_sandbox(pb::CreateSandboxRequest {
-            name: name.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
         let t = Instant::now();
         sb.connect(pb::ConnectRequest {
-            sandbox: name,
+            sandbox: format!("{phase}-{i}"),
             network: "bench".into(),
             ..Default::default()
         })
