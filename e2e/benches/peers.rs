@@ -68,7 +68,7 @@ fn main() {
 async fn weft_rows(host: &TestNs, bins: &Path, n: usize, report: &mut Report) {
     let data = tempfile::tempdir().unwrap();
     let up = common::WeftUp::start(bins, &host.name, data.path());
-    let measured = weft_measure(n, report).await;
+    let measured = weft_measure(n, &data.path().join("weft-data"), report).await;
     // WEFT_BENCH_KEEP_LOGS=DIR keeps the services' logs (their per-step timings:
     // bench/steps.py), as bench/scale.sh does.
     if let Ok(keep) = std::env::var("WEFT_BENCH_KEEP_LOGS") {
@@ -80,8 +80,8 @@ async fn weft_rows(host: &TestNs, bins: &Path, n: usize, report: &mut Report) {
     // Dropping `up` stops it (SIGTERM by PID): weft up stops its services.
 }
 
-async fn weft_measure(n: usize, report: &mut Report) -> Result<(), String> {
-    let channel = common::gateway_channel().await?;
+async fn weft_measure(n: usize, data_dir: &Path, report: &mut Report) -> Result<(), String> {
+    let channel = common::gateway_channel(data_dir).await?;
     let mut nets = pb::network_service_client::NetworkServiceClient::new(channel.clone());
     common::create_network(&mut nets, "bench", "10.88.0.0/16").await?;
     let mut sb = Sandboxes::new(channel);

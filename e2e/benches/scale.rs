@@ -139,7 +139,7 @@ async fn measure(
     passes: usize,
     out: &mut Output,
 ) -> Result<(), String> {
-    let channel = common::gateway_channel().await?;
+    let channel = common::gateway_channel(&stack.config.data_dir).await?;
     let mut nets = pb::network_service_client::NetworkServiceClient::new(channel.clone());
     for k in 0..networks {
         common::create_network(&mut nets, &net_name(k), &format!("10.{}.0.0/16", 100 + k)).await?;

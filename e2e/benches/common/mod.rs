@@ -17,8 +17,8 @@ use netlink_packet_route::link::LinkAttribute;
 use weft_proto::gateway::v1 as pb;
 use weft_testkit::netns::run;
 
-pub type Sandboxes = pb::sandbox_service_client::SandboxServiceClient<tonic::transport::Channel>;
-pub type Networks = pb::network_service_client::NetworkServiceClient<tonic::transport::Channel>;
+pub type Sandboxes = pb::sandbox_service_client::SandboxServiceClient<weft_runtime::access::Authed>;
+pub type Networks = pb::network_service_client::NetworkServiceClient<weft_runtime::access::Authed>;
 
 /// The gateway's public address (inside the namespace playing the host).
 pub const GATEWAY: &str = "127.0.0.1:7700";
@@ -82,8 +82,9 @@ impl Drop for WeftUp {
     }
 }
 
-/// A channel to the gateway once it answers health checks, and once a host is up.
-pub async fn gateway_channel() -> Result<tonic::transport::Channel, String> {
+/// A channel to the gateway once it answers health checks, and once a host is up, with the
+/// admin token `weft up` wrote in `data_dir`.
+pub async fn gateway_channel(data_dir: &Path) -> Result<weft_runtime::access::Authed, String> {
     let addr = GATEWAY.parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !weft::health::serving(addr, None).await {
@@ -99,11 +100,14 @@ pub async fn gateway_channel() -> Result<tonic::transport::Channel, String> {
         .connect()
         .await
         .map_err(|e| format!("connect to the gateway: {e}"))?;
+    let bearer = weft_runtime::access::Bearer::from_file(&data_dir.join("admin.token"))
+        .map_err(|e| e.to_string())?;
+    let channel = bearer.on(channel);
     wait_host_up(channel.clone()).await?;
     Ok(channel)
 }
 
-async fn wait_host_up(channel: tonic::transport::Channel) -> Result<(), String> {
+async fn wait_host_up(channel: weft_runtime::access::Authed) -> Result<(), String> {
     let mut hosts = pb::host_service_client::HostServiceClient::new(channel);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
