@@ -38,6 +38,10 @@ const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 const IFF_UP: u32 = 0x1;
 /// `ifinfomsg.ifi_family` of the generic link messages.
 const AF_UNSPEC: u8 = 0;
+/// The most links asked for again one by one after notifications; more, and the next survey
+/// dumps instead.
+pub const REASK_MAX: usize = 256;
+
 /// The receive buffers: a dump's datagrams are read one by one, each at most a page or two;
 /// notifications wait between surveys (a few seconds of attaches).
 const RECV_BUFFER: usize = 4 << 20;
@@ -170,6 +174,11 @@ impl LinkSocket {
                 // Asked for again, below.
                 Some(_) => true,
             });
+        }
+        // Past this many, one dump is cheaper than asking link by link (at 5,000 new veths, a
+        // dump took 0.25 s where asking for each took 1.2 s).
+        if latest.len() > REASK_MAX {
+            self.table = None;
         }
         if self.table.is_some() {
             for index in latest.into_keys() {

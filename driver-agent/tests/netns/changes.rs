@@ -319,4 +319,16 @@ async fn the_link_survey_reads_what_ip_link_shows_and_follows_changes_without_du
     );
     assert!(after.iter().any(|l| l.1 == "va0" && l.3.is_none()));
     assert_eq!(socket.dumps(), 1);
+
+    // More links to ask for again than asking one by one is worth: one new dump, the same truth.
+    let batch = tempfile::NamedTempFile::new().unwrap();
+    let lines: String = (0..driver_agent::survey::REASK_MAX)
+        .map(|i| format!("link add vm{i} type veth peer name vm{i}-p\n"))
+        .collect();
+    std::fs::write(batch.path(), lines).unwrap();
+    ns.ip(&["-batch", &batch.path().display().to_string()]);
+    let many = survey_view(&mut socket);
+    assert_eq!(many, ip_view(&ns));
+    assert_eq!(many.len(), 83 + 2 * driver_agent::survey::REASK_MAX);
+    assert_eq!(socket.dumps(), 2);
 }
