@@ -40,8 +40,8 @@ impl TlsFiles {
         }
     }
 
-    pub(crate) fn all(&self) -> [&Path; 3] {
-        [&self.cert, &self.key, &self.ca]
+    pub(crate) fn all(&self) -> Vec<PathBuf> {
+        vec![self.cert.clone(), self.key.clone(), self.ca.clone()]
     }
 }
 
