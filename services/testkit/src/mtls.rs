@@ -205,7 +205,10 @@ pub async fn try_call(tls: &ClientTls, addr: SocketAddr, path: &str) -> Result<C
     let st = call_empty(channel, path).await;
     // A handshake the server refuses after the client's side is done (TLS 1.3) shows up as a
     // transport failure of the first call.
-    if matches!(st.code(), Code::Unavailable | Code::Unknown | Code::Cancelled) {
+    if matches!(
+        st.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    ) {
         return Err(weft_identity::client::error_chain(&st));
     }
     Ok(st.code())
