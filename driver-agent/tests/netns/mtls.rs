@@ -58,7 +58,11 @@ async fn over_tls_only_the_gateway_certificate_is_let_through_and_health_is_open
         call(pki.files("other-agent", Kind::Agent, "h2")).await,
         Ok(Code::PermissionDenied)
     );
-    let err = call(pki.foreign("foreign", Kind::Gateway, "gateway"))
+    let foreign = mtls::client(
+        &pki.foreign("foreign", Kind::Gateway, "gateway"),
+        Kind::Agent,
+    );
+    let err = mtls::handshake(&foreign, svc.addr)
         .await
         .expect_err("a certificate from another CA");
     assert!(err.contains("UnknownCA"), "{err}");

@@ -64,15 +64,21 @@ async fn foreign_and_expired_certificates_are_refused_at_the_handshake() {
     let db = TestDb::sqlite();
     let svc = ipam_tls(&pki, &db).await;
     let foreign = pki.foreign("foreign", Kind::Gateway, "gateway");
-    let err = mtls::try_call(&mtls::client(&foreign, Kind::Ipam), svc.addr, LIST_SPACES)
+    let err = mtls::handshake(&mtls::client(&foreign, Kind::Ipam), svc.addr)
         .await
         .expect_err("a certificate from another CA");
     assert!(err.contains("UnknownCA"), "{err}");
     let old = pki.files_with("old", Kind::Gateway, "gateway", mtls::expired());
-    let err = mtls::try_call(&mtls::client(&old, Kind::Ipam), svc.addr, LIST_SPACES)
+    let err = mtls::handshake(&mtls::client(&old, Kind::Ipam), svc.addr)
         .await
         .expect_err("an expired certificate");
     assert!(err.contains("CertificateExpired"), "{err}");
+    // The same with a call: refused before any method runs.
+    let st = mtls::try_call(&mtls::client(&old, Kind::Ipam), svc.addr, LIST_SPACES).await;
+    assert!(st.is_err(), "{st:?}");
+    // A valid certificate on the same server still gets through the handshake.
+    let gateway = mtls::client(&pki.files("gw", Kind::Gateway, "gateway"), Kind::Ipam);
+    mtls::handshake(&gateway, svc.addr).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -214,6 +214,30 @@ pub async fn try_call(tls: &ClientTls, addr: SocketAddr, path: &str) -> Result<C
     Ok(st.code())
 }
 
+/// A raw TLS connection to `addr` with `tls`, then a read: `Ok` once the server sends its
+/// first bytes (HTTP/2 settings), else why not. In TLS 1.3 the server judges the client's
+/// certificate after the client's side of the handshake is done, so only a read shows its
+/// alert (`UnknownCA`, `CertificateExpired`) every time; a call may see just a closed
+/// connection.
+pub async fn handshake(tls: &ClientTls, addr: SocketAddr) -> Result<(), String> {
+    use tokio::io::AsyncReadExt as _;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(tls.config())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+        Ok(Ok(0)) => Err("closed by the server".into()),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer from the server".into()),
+    }
+}
+
 /// The leaf certificate (DER) the server at `addr` presents to a new connection.
 pub async fn server_certificate(addr: SocketAddr, ca: &Path, kind: Kind) -> Option<Vec<u8>> {
     let tls = anonymous(ca, kind);
