@@ -215,7 +215,7 @@ fn client_config(ca: &Path, own: Option<&TlsFiles>, expected: Kind) -> Result<Cl
             let key = load_key(&files.key)?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(Error::tls_config(files))?
+                .map_err(files.tls_config_error())?
         }
         None => builder.with_no_client_auth(),
     };

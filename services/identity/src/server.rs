@@ -110,7 +110,7 @@ fn server_config(files: &TlsFiles, client_auth: ClientAuth) -> Result<ServerConf
     })?;
     let chain = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
-    let tls_err = Error::tls_config(files);
+    let tls_err = files.tls_config_error();
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
