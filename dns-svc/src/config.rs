@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use weft_runtime::CommonArgs;
+use weft_runtime::{CommonArgs, Transport};
 
 use crate::{
     forward::{MAX_UPSTREAMS, parse_upstream},
@@ -120,6 +120,9 @@ pub struct Config {
     pub dns_threads: usize,
     pub udp_max_payload: u16,
     pub broker: Option<std::path::PathBuf>,
+    /// The admin API's transport: mutual TLS (`--tls-*`), or plaintext with
+    /// `--insecure-plaintext`.
+    pub transport: Transport,
     pub common: CommonArgs,
 }
 
@@ -184,6 +187,7 @@ impl TryFrom<Args> for Config {
 
     fn try_from(a: Args) -> Result<Self, String> {
         a.common.validate().map_err(|e| e.to_string())?;
+        let transport = a.common.internal_transport().map_err(|e| e.to_string())?;
         if !(a.gateway.starts_with("http://") || a.gateway.starts_with("https://")) {
             return Err(format!(
                 "--gateway {:?}: it must start with http:// or https://",
@@ -262,6 +266,7 @@ impl TryFrom<Args> for Config {
             dns_threads: a.dns_threads,
             udp_max_payload: a.udp_max_payload,
             broker: a.broker,
+            transport,
             common: a.common,
         })
     }
@@ -275,7 +280,19 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut args = args.to_vec();
+        args.push("--insecure-plaintext");
         Config::try_from(Args::try_parse_from(args).unwrap())
+    }
+
+    #[test]
+    fn without_tls_or_the_plaintext_flag_it_refuses_to_start() {
+        let a = Args::try_parse_from(["dns-svc", "--host", "h1", "--upstream", "127.0.0.53"]);
+        let e = Config::try_from(a.unwrap()).unwrap_err();
+        assert!(
+            e.contains("--insecure-plaintext") && e.contains("--tls-cert"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use hickory_proto::{
 };
 use tonic::{Request, Response, Status};
 use weft_proto::dns::v1::{self as pb, dns_service_server::DnsService};
+use weft_runtime::access::{Role, Rule};
 
 use crate::{
     error::DnsError,
@@ -19,6 +20,27 @@ use crate::{
     server::{ListenerState, SandboxListeners},
 };
 
+/// Who may call the admin API: the gateway (it waits for revisions) and administrators (by
+/// their certificates; operators use it to explain answers). Checked when dns-svc serves TLS;
+/// a method missing here keeps the server from starting.
+pub const RULES: &[Rule] = &[
+    Rule::only("/weft.dns.v1.DnsService/Resolve", GATEWAY_ADMIN, false),
+    Rule::only("/weft.dns.v1.DnsService/GetStats", GATEWAY_ADMIN, false),
+    Rule::only(
+        "/weft.dns.v1.DnsService/ListListeners",
+        GATEWAY_ADMIN,
+        false,
+    ),
+    Rule::only(
+        "/weft.dns.v1.DnsService/WaitForRevision",
+        GATEWAY_ADMIN,
+        false,
+    ),
+];
+
+const GATEWAY_ADMIN: &[Role] = &[Role::Gateway, Role::Admin];
+
+/// The tonic service of the admin API.
 pub fn server(admin: Admin) -> pb::dns_service_server::DnsServiceServer<Admin> {
     pb::dns_service_server::DnsServiceServer::new(admin)
 }

@@ -38,7 +38,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use weft_runtime::{GrpcServer, grpc::ShutdownTiming};
+use weft_runtime::{GrpcServer, Transport, grpc::ShutdownTiming};
 
 pub use config::{Args, Config};
 
@@ -168,28 +168,52 @@ impl Running {
     }
 }
 
-/// Serves the admin API of `running` on `listener` until `shutdown`, then stops everything.
+/// Serves the admin API of `running` on `listener` (plaintext, no access table: in-process
+/// tests) until `shutdown`, then stops everything.
 pub async fn serve(
     running: Running,
     listener: TcpListener,
     timing: ShutdownTiming,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let res = GrpcServer::new()
-        .add_service(grpc::server(running.admin()))
-        .serve(listener, timing, shutdown)
-        .await;
+    serve_on(running, &Transport::Plaintext, listener, timing, shutdown).await
+}
+
+/// [`serve`] with the transport (and so the access table) of the configuration.
+pub async fn serve_on(
+    running: Running,
+    transport: &Transport,
+    listener: TcpListener,
+    timing: ShutdownTiming,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let server = GrpcServer::new().add_service(grpc::server(running.admin()));
+    let server = match transport {
+        Transport::Plaintext => Ok(server),
+        tls => server.internal(tls, grpc::RULES),
+    };
+    let res = match server {
+        Ok(server) => server.serve(listener, timing, shutdown).await,
+        Err(e) => Err(e),
+    };
     running.stop().await;
     Ok(res?)
 }
 
 /// Runs the whole service until SIGTERM or SIGINT: what `main` does.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    if config.transport == Transport::Plaintext {
+        // Said once, here: `serve` is plaintext for in-process tests without a word.
+        tracing::warn!(
+            "serving plaintext with no access table (--insecure-plaintext): anyone who reaches the port may call every method; for tests and development only"
+        );
+    }
     let running = start(&config)?;
     let (listener, addr) = GrpcServer::bind(config.listen).await?;
     tracing::info!(%addr, service = "dns-svc", "listening");
-    serve(
+    serve_on(
         running,
+        &config.transport,
         listener,
         ShutdownTiming::from(&config.common),
         weft_runtime::shutdown::signal_received(),

@@ -352,6 +352,7 @@ async fn main() {
     let agent = ServiceProcess::start(
         env!("CARGO_BIN_EXE_driver-agent"),
         &[
+            "--insecure-plaintext".to_owned(),
             "--netns".to_owned(),
             ns.host_path.display().to_string(),
             "--data-dir".to_owned(),

@@ -5,6 +5,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use tonic::{Request, Response, Status};
 use weft_proto::agent::v1::{self as pb, agent_service_server::AgentService};
+use weft_runtime::access::{Role, Rule};
 
 use crate::{
     agent::{Agent, DefaultRoutes},
@@ -15,6 +16,25 @@ use crate::{
     sandbox::{self, Sandbox},
     spec::{self, Endpoint, Network, Violations},
 };
+
+/// Who may call the agent: the gateway alone (by its certificate), for every method. Checked
+/// when the agent serves TLS; a method missing here keeps the server from starting.
+pub const RULES: &[Rule] = &[
+    Rule::only(
+        "/weft.agent.v1.AgentService/GetCapabilities",
+        GATEWAY,
+        false,
+    ),
+    Rule::only("/weft.agent.v1.AgentService/EnsureNetwork", GATEWAY, true),
+    Rule::only("/weft.agent.v1.AgentService/RemoveNetwork", GATEWAY, true),
+    Rule::only("/weft.agent.v1.AgentService/CreateSandbox", GATEWAY, true),
+    Rule::only("/weft.agent.v1.AgentService/RemoveSandbox", GATEWAY, true),
+    Rule::only("/weft.agent.v1.AgentService/Attach", GATEWAY, true),
+    Rule::only("/weft.agent.v1.AgentService/Detach", GATEWAY, true),
+    Rule::only("/weft.agent.v1.AgentService/ApplyState", GATEWAY, true),
+];
+
+const GATEWAY: &[Role] = &[Role::Gateway];
 
 /// The tonic service for `agent`.
 pub fn server(agent: Arc<Agent>) -> pb::agent_service_server::AgentServiceServer<AgentGrpc> {

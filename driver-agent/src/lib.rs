@@ -154,8 +154,10 @@ pub async fn serve(
         .await
 }
 
-/// Runs the agent until SIGTERM or SIGINT: what `main` does.
+/// Runs the agent until SIGTERM or SIGINT: what `main` does. Without TLS files or
+/// `--insecure-plaintext` it refuses to start before touching anything.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let transport = args.common.internal_transport()?;
     let agent = Arc::new(
         Agent::start(args.netns.clone(), args.data_dir.clone())
             .await?
@@ -197,7 +199,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "driver-agent",
         args.listen,
         &args.common,
-        GrpcServer::new().add_service(grpc::server(agent)),
+        GrpcServer::new()
+            .add_service(grpc::server(agent))
+            .internal(&transport, grpc::RULES)?,
     )
     .await?;
     Ok(())

@@ -26,6 +26,7 @@ impl Drop for Netns {
 
 fn args(ns: &Netns, dir: &tempfile::TempDir) -> Vec<String> {
     vec![
+        "--insecure-plaintext".into(),
         "--netns".into(),
         format!("/run/netns/{}", ns.0),
         "--data-dir".into(),

@@ -55,6 +55,7 @@ impl Stack {
     async fn start_agent(&mut self) {
         let token = self.stack.agent_token_file("h1", self.data.path()).await;
         let args: Vec<String> = [
+            "--insecure-plaintext",
             "--gateway-token-file",
             &token.display().to_string(),
             "--netns",

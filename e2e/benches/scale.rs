@@ -406,6 +406,7 @@ impl Stack {
         let ids = weft::user::ensure(weft::user::DEFAULT_USER).unwrap();
         weft::user::prepare_data_dir(&data_dir, ids).unwrap();
         let tokens = weft::tokens::ensure(&data_dir, Some(ids)).unwrap();
+        let tls = weft::pki::ensure(&data_dir, "local", Some(ids)).unwrap();
         let config = UpConfig {
             data_dir,
             bin_dir: bins.to_owned(),
@@ -421,6 +422,7 @@ impl Stack {
             user: weft::user::DEFAULT_USER.into(),
             run_as: Some(ids),
             tokens: Some(tokens),
+            tls: Some(tls),
         };
         let mut stack = Self {
             config,
@@ -505,7 +507,7 @@ fn kill(child: &Child, sig: nix::sys::signal::Signal) {
 
 async fn wait_healthy(s: &Service, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
-    while !weft::health::serving(s.listen, None).await {
+    while !weft::health::serving(s.listen, None, s.health_tls.as_ref()).await {
         if Instant::now() > deadline {
             return Err(format!("{} is not healthy after {timeout:?}", s.name));
         }

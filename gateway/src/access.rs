@@ -374,7 +374,9 @@ async fn write(db: &Db, rows: &[AuditRow], trim: bool) -> store::Result<()> {
     Ok(())
 }
 
-/// The gateway's [`Authenticate`]: bearer tokens (client certificates come with mTLS).
+/// The gateway's [`Authenticate`]: a bearer token, or else (on the `--tls-listen` listener) a
+/// verified client certificate from the cluster's CA, mapped to a role by its kind as the
+/// internal services map it (`weft_runtime::cert_auth`). A token, when sent, decides alone.
 #[derive(Debug, Clone)]
 pub struct GatewayAuth {
     pub tokens: Tokens,
@@ -385,12 +387,15 @@ impl Authenticate for GatewayAuth {
     fn authenticate<'a>(
         &'a self,
         headers: &'a HeaderMap,
-        _extensions: &'a Extensions,
+        extensions: &'a Extensions,
     ) -> BoxFuture<'a, Result<Principal, Refusal>> {
         Box::pin(async move {
             let Some(token) = access::bearer(headers)? else {
+                if let Some(p) = weft_runtime::cert_auth::certificate_principal(extensions) {
+                    return Ok(p);
+                }
                 return Err(Refusal::unauthenticated(
-                    "this call needs credentials: metadata 'authorization: Bearer <token>' (weft up writes an admin token to <data-dir>/admin.token)",
+                    "this call needs credentials: metadata 'authorization: Bearer <token>' (weft up writes an admin token to <data-dir>/admin.token), or a client certificate from the cluster's CA on the gateway's TLS listener",
                 ));
             };
             match self.tokens.lookup(token).await {

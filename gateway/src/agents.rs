@@ -125,16 +125,15 @@ impl Gateway {
             Some(url) => match clients.get(host) {
                 Some(c) if c.url.as_ref() == Some(url) => c.client.clone(),
                 _ => Some(
-                    tonic::transport::Endpoint::from_shared(url.clone())
-                        .map(|e| {
-                            AgentServiceClient::new(
-                                e.connect_timeout(Duration::from_secs(2))
-                                    .timeout(Duration::from_secs(10))
-                                    .connect_lazy(),
-                            )
-                        })
-                        // Validated at registration.
-                        .unwrap_or_else(|_| self.agent.clone()),
+                    crate::peers::channel(
+                        self.peers.as_ref().map(|p| &p.agent),
+                        url,
+                        Duration::from_secs(2),
+                        Duration::from_secs(10),
+                    )
+                    .map(AgentServiceClient::new)
+                    // Validated at registration.
+                    .unwrap_or_else(|_| self.agent.clone()),
                 ),
             },
         };
@@ -143,15 +142,14 @@ impl Gateway {
             .filter(|a| !a.is_empty())
             .and_then(|a| match clients.get(host) {
                 Some(c) if c.dns.is_some() && c.url == url => c.dns.clone(),
-                _ => tonic::transport::Endpoint::from_shared(agent_url(a))
-                    .ok()
-                    .map(|e| {
-                        DnsServiceClient::new(
-                            e.connect_timeout(Duration::from_secs(1))
-                                .timeout(DNS_SYNC + Duration::from_secs(1))
-                                .connect_lazy(),
-                        )
-                    }),
+                _ => crate::peers::channel(
+                    self.peers.as_ref().map(|p| &p.dns),
+                    a,
+                    Duration::from_secs(1),
+                    DNS_SYNC + Duration::from_secs(1),
+                )
+                .ok()
+                .map(DnsServiceClient::new),
             });
         let entry = CachedAgent {
             url,

@@ -57,6 +57,9 @@ pub struct GatewayOptions {
     pub max_watches_per_client: usize,
     /// What one identity may ask of the API.
     pub limits: weft_runtime::limits::Limits,
+    /// With the gateway's certificate: how registered agents and their dns-svc are dialled
+    /// (mutual TLS). None: plaintext.
+    pub peers: Option<crate::peers::PeerTls>,
 }
 
 /// The gateway's state and its clients.
@@ -94,6 +97,8 @@ pub struct Gateway {
     pub(crate) tokens: crate::access::Tokens,
     /// Where accepted and refused mutations are recorded.
     pub(crate) audit: crate::access::AuditLog,
+    /// Mutual TLS to agents and dns-svc (None: plaintext).
+    pub(crate) peers: Option<crate::peers::PeerTls>,
 }
 
 /// The last [`RecentEvents::CAP`] events this replica committed, by revision: a watcher woken by
@@ -230,6 +235,7 @@ impl Gateway {
             watchers: Default::default(),
             max_watches_per_client: options.max_watches_per_client,
             limits: options.limits,
+            peers: options.peers,
         }
     }
 

@@ -24,6 +24,7 @@ pub mod hosts;
 mod identity_api;
 mod ipam;
 pub mod lists;
+pub mod peers;
 pub mod recovery;
 pub mod sagas;
 mod steps;
@@ -71,6 +72,12 @@ pub struct Args {
         default_value = "http://127.0.0.1:7702"
     )]
     pub agent: String,
+
+    /// A second listener serving the same API with TLS (the gateway's --tls-cert), where
+    /// callers may present a client certificate from the cluster's CA instead of a token:
+    /// agents and dns-svc of other hosts. Needs --tls-cert, --tls-key and --tls-ca.
+    #[arg(long, env = "WEFT_GATEWAY_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
 
     /// The name of this host (sandboxes are placed on it).
     #[arg(long, env = "WEFT_GATEWAY_HOST_NAME", default_value = "local")]
@@ -157,6 +164,17 @@ fn token_hash(s: &str) -> Result<String, String> {
 }
 
 impl Args {
+    /// The transport flags: the public listener plaintext only on loopback (or with
+    /// --insecure-plaintext), the TLS files all or none, --tls-listen only with them.
+    pub fn check_transport(&self) -> Result<Option<weft_identity::TlsFiles>, StartError> {
+        self.common.check_plaintext_listen(self.listen)?;
+        let tls = self.common.tls_files()?;
+        if self.tls_listen.is_some() && tls.is_none() {
+            return Err(StartError::TlsListenWithoutCert);
+        }
+        Ok(tls)
+    }
+
     /// The tokens to create at start.
     pub fn bootstrap_tokens(&self) -> Vec<access::Bootstrap> {
         use weft_runtime::access::Role;
@@ -197,8 +215,22 @@ impl Args {
 /// A problem starting the gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("invalid {flag} {value:?}: expected http://HOST:PORT")]
-    Url { flag: &'static str, value: String },
+    #[error(
+        "invalid {flag} {value:?}: expected http://HOST:PORT (with TLS: HOST:PORT or https://HOST:PORT): {reason}"
+    )]
+    Url {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Config(#[from] weft_runtime::config::ConfigError),
+    #[error(
+        "--tls-listen needs the gateway's certificate: give --tls-cert, --tls-key and --tls-ca"
+    )]
+    TlsListenWithoutCert,
+    #[error("tls: {0}")]
+    Tls(#[from] weft_identity::Error),
     #[error("--event-history must be at least 1")]
     History,
     #[error("{0} must be at least 1")]
@@ -233,20 +265,27 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
             "--rate-limit (calls per second, above 0)",
         ));
     }
-    let channel = |flag: &'static str, value: &str| {
-        tonic::transport::Endpoint::from_shared(value.to_owned())
-            .map_err(|_| StartError::Url {
+    // The public listener may be plaintext on loopback (tokens are required all the same).
+    let tls = args.check_transport()?;
+    let peers = tls.as_ref().map(peers::PeerTls::new).transpose()?;
+    let channel = |flag: &'static str, value: &str, tls: Option<&weft_identity::ClientTls>| {
+        if tls.is_none() && !value.contains("://") {
+            return Err(StartError::Url {
                 flag,
                 value: value.to_owned(),
-            })
-            .map(|e| {
-                e.connect_timeout(Duration::from_secs(2))
-                    .timeout(Duration::from_secs(10))
-                    .connect_lazy()
-            })
+                reason: "no scheme".into(),
+            });
+        }
+        peers::channel(tls, value, Duration::from_secs(2), Duration::from_secs(10)).map_err(|e| {
+            StartError::Url {
+                flag,
+                value: value.to_owned(),
+                reason: e.0,
+            }
+        })
     };
-    let ipam = channel("--ipam", &args.ipam)?;
-    let agent = channel("--agent", &args.agent)?;
+    let ipam = channel("--ipam", &args.ipam, peers.as_ref().map(|p| &p.ipam))?;
+    let agent = channel("--agent", &args.agent, peers.as_ref().map(|p| &p.agent))?;
     let db = Db::open(&args.database_url, &StoreOptions::default()).await?;
     db.migrate(&store::SQLITE_MIGRATIONS, &store::POSTGRES_MIGRATIONS)
         .await?;
@@ -269,6 +308,7 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
                 burst: args.rate_burst,
                 concurrent: args.max_in_flight_per_identity,
             },
+            peers,
         },
     );
     gw.tokens
@@ -343,7 +383,32 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     });
     let heartbeats = gw.clone();
     tokio::spawn(async move { heartbeats.watch_heartbeats_forever().await });
-    weft_runtime::grpc::serve_until_signal("gateway", args.listen, &args.common, services(gw))
-        .await?;
+    let (Some(tls_listen), Some(files)) = (args.tls_listen, args.common.tls_files()?) else {
+        weft_runtime::grpc::serve_until_signal("gateway", args.listen, &args.common, services(gw))
+            .await?;
+        return Ok(());
+    };
+    // Both listeners serve the same API with the same table; the TLS one also takes client
+    // certificates. One signal stops both.
+    let tls = weft_identity::ServerTls::with_optional_client_auth(files)?;
+    let (listener, addr) = GrpcServer::bind(args.listen).await?;
+    let (tls_listener, tls_addr) = GrpcServer::bind(tls_listen).await?;
+    tracing::info!(%addr, service = "gateway", "listening");
+    tracing::info!(addr = %tls_addr, service = "gateway", "listening with tls");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        weft_runtime::shutdown::signal_received().await;
+        let _ = stop.send(true);
+    });
+    let signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let timing = weft_runtime::grpc::ShutdownTiming::from(&args.common);
+    tokio::try_join!(
+        services(gw.clone()).serve(listener, timing, signal(stopped.clone())),
+        services(gw)
+            .tls(tls)
+            .serve(tls_listener, timing, signal(stopped)),
+    )?;
     Ok(())
 }

@@ -113,6 +113,7 @@ async fn noop(chans: &[tonic::transport::Channel], count: usize) -> Duration {
 /// slice, and so on), so that whatever else the shared machine does falls on both alike.
 async fn case(url: &str, subnet: &str, clients: usize, total: usize) -> Figures {
     let args = vec![
+        "--insecure-plaintext".to_owned(),
         "--database-url".to_owned(),
         url.to_owned(),
         "--log-filter".into(),
@@ -243,7 +244,13 @@ fn loadavg() -> String {
 async fn engine_only(subnet: &str, tasks: usize, total: usize) -> f64 {
     use clap::Parser as _;
     let db = TestDb::sqlite();
-    let args = ipam_svc::Args::try_parse_from(["ipam-svc", "--database-url", &db.url]).unwrap();
+    let args = ipam_svc::Args::try_parse_from([
+        "ipam-svc",
+        "--insecure-plaintext",
+        "--database-url",
+        &db.url,
+    ])
+    .unwrap();
     let ipam = ipam_svc::open(&ipam_svc::Config::try_from(args).unwrap())
         .await
         .unwrap();

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use weft_runtime::CommonArgs;
+use weft_runtime::{CommonArgs, Transport};
 use weft_store::StoreOptions;
 
 use crate::domain::AddressSpaces;
@@ -54,6 +54,8 @@ pub struct Config {
     pub database_url: String,
     pub store: StoreOptions,
     pub spaces: AddressSpaces,
+    /// Mutual TLS (`--tls-*`), or plaintext with `--insecure-plaintext`.
+    pub transport: Transport,
     pub common: CommonArgs,
 }
 
@@ -62,6 +64,7 @@ impl TryFrom<Args> for Config {
 
     fn try_from(a: Args) -> Result<Self, String> {
         a.common.validate().map_err(|e| e.to_string())?;
+        let transport = a.common.internal_transport().map_err(|e| e.to_string())?;
         if a.db_connections == 0 {
             return Err("--db-connections must be at least 1".into());
         }
@@ -76,6 +79,7 @@ impl TryFrom<Args> for Config {
             },
             database_url: a.database_url,
             spaces,
+            transport,
             common: a.common,
         })
     }
@@ -89,15 +93,31 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_api_contract() {
-        let c = Config::try_from(Args::try_parse_from(["ipam-svc"]).unwrap()).unwrap();
+        let c =
+            Config::try_from(Args::try_parse_from(["ipam-svc", "--insecure-plaintext"]).unwrap())
+                .unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:7701");
         assert!(c.spaces.spaces.contains_key("local") && c.spaces.spaces.contains_key("global"));
     }
 
     #[test]
+    fn without_tls_or_the_plaintext_flag_it_refuses_to_start() {
+        let e = Config::try_from(Args::try_parse_from(["ipam-svc"]).unwrap()).unwrap_err();
+        assert!(
+            e.contains("--insecure-plaintext") && e.contains("--tls-cert"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_pools_are_refused_at_start() {
-        let a = Args::try_parse_from(["ipam-svc", "--default-address-pool", "local=10.0.0.0/8:4"])
-            .unwrap();
+        let a = Args::try_parse_from([
+            "ipam-svc",
+            "--insecure-plaintext",
+            "--default-address-pool",
+            "local=10.0.0.0/8:4",
+        ])
+        .unwrap();
         assert!(Config::try_from(a).unwrap_err().contains("10.0.0.0/8:4"));
     }
 }

@@ -8,6 +8,7 @@ use std::{
 
 use tonic::{Request, Response, Status};
 use weft_proto::ipam::v1::{self as pb, ipam_service_server::IpamService};
+use weft_runtime::access::{Role, Rule};
 
 use crate::{
     check::{self, ProblemKind},
@@ -19,6 +20,26 @@ use crate::{
     engine::{Allocation, Ipam, PoolInfo, ReleaseTarget},
     error::IpamError,
 };
+
+/// Who may call ipam-svc: the gateway alone (by its certificate), for every method. Checked
+/// when ipam-svc serves TLS; a method missing here keeps the server from starting.
+pub const RULES: &[Rule] = &[
+    Rule::only(
+        "/weft.ipam.v1.IpamService/ListAddressSpaces",
+        GATEWAY,
+        false,
+    ),
+    Rule::only("/weft.ipam.v1.IpamService/RequestPool", GATEWAY, true),
+    Rule::only("/weft.ipam.v1.IpamService/GetPool", GATEWAY, false),
+    Rule::only("/weft.ipam.v1.IpamService/ListPools", GATEWAY, false),
+    Rule::only("/weft.ipam.v1.IpamService/ReleasePool", GATEWAY, true),
+    Rule::only("/weft.ipam.v1.IpamService/RequestAddress", GATEWAY, true),
+    Rule::only("/weft.ipam.v1.IpamService/ReleaseAddress", GATEWAY, true),
+    Rule::only("/weft.ipam.v1.IpamService/ListAllocations", GATEWAY, false),
+    Rule::only("/weft.ipam.v1.IpamService/Check", GATEWAY, false),
+];
+
+const GATEWAY: &[Role] = &[Role::Gateway];
 
 /// The tonic service for `ipam`.
 pub fn server(ipam: Ipam) -> pb::ipam_service_server::IpamServiceServer<IpamGrpc> {

@@ -48,7 +48,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "ipam-svc",
         config.listen,
         &config.common,
-        GrpcServer::new().add_service(grpc::server(ipam)),
+        GrpcServer::new()
+            .add_service(grpc::server(ipam))
+            .internal(&config.transport, grpc::RULES)?,
     )
     .await?;
     db.close().await;

@@ -1,6 +1,8 @@
 //! gRPC health checks of the services, also when they run inside a network namespace: then the
 //! connection is dialled from a short-lived thread that has entered the namespace (a socket
-//! belongs to the namespace it was made in for its whole life), and handed to tonic.
+//! belongs to the namespace it was made in for its whole life), and handed to tonic. Services
+//! that serve TLS are checked over TLS by a client that verifies them against the stack's CA
+//! and presents no certificate (their health is open to anyone).
 
 use std::{
     io,
@@ -10,40 +12,70 @@ use std::{
 };
 
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use weft_identity::ClientTls;
+
+use crate::plan::HealthTls;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Opens a channel to `addr`, in the namespace at `netns` when given (else in weft's own).
-pub async fn channel(addr: SocketAddr, netns: Option<&Path>) -> io::Result<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(io::Error::other)?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT);
-    let connected = match netns {
-        None => endpoint.connect().await,
-        Some(ns) => {
-            let ns = ns.to_owned();
-            let connector = tower::service_fn(move |_: Uri| {
-                let ns = ns.clone();
-                async move {
-                    let std = dial_in(ns, addr).await?;
-                    Ok::<_, io::Error>(TokioIo::new(tokio::net::TcpStream::from_std(std)?))
-                }
-            });
-            endpoint.connect_with_connector(connector).await
+/// Opens a channel to `addr`, in the namespace at `netns` when given (else in weft's own),
+/// over TLS with `tls` when given.
+pub async fn channel(
+    addr: SocketAddr,
+    netns: Option<&Path>,
+    tls: Option<&HealthTls>,
+) -> io::Result<Channel> {
+    let client = tls
+        .map(|t| ClientTls::anonymous(t.ca.clone(), t.kind))
+        .transpose()
+        .map_err(io::Error::other)?;
+    let endpoint = match &client {
+        None => Endpoint::from_shared(format!("http://{addr}")).map_err(io::Error::other)?,
+        Some(c) => c.endpoint(&addr.to_string()).map_err(io::Error::other)?,
+    }
+    .connect_timeout(CONNECT_TIMEOUT)
+    .timeout(CALL_TIMEOUT);
+    let ns = netns.map(Path::to_owned);
+    let config = client.map(|c| c.config());
+    let connector = tower::service_fn(move |_: Uri| {
+        let ns = ns.clone();
+        let config = config.clone();
+        async move {
+            let tcp = match ns {
+                None => tokio::net::TcpStream::connect(addr).await?,
+                Some(ns) => tokio::net::TcpStream::from_std(dial_in(ns, addr).await?)?,
+            };
+            let io: Box<dyn Io> = match config {
+                None => Box::new(tcp),
+                // The server's certificate names 127.0.0.1, the address dialled.
+                Some(config) => Box::new(
+                    tokio_rustls::TlsConnector::from(config)
+                        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+                        .await?,
+                ),
+            };
+            Ok::<_, io::Error>(TokioIo::new(io))
         }
-    };
-    connected.map_err(io::Error::other)
+    });
+    endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(io::Error::other)
 }
 
+/// A connection, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
 /// Whether the server at `addr` says SERVING for the whole server ("").
-pub async fn serving(addr: SocketAddr, netns: Option<&Path>) -> bool {
-    let Ok(channel) = channel(addr, netns).await else {
+pub async fn serving(addr: SocketAddr, netns: Option<&Path>, tls: Option<&HealthTls>) -> bool {
+    let Ok(channel) = channel(addr, netns, tls).await else {
         return false;
     };
     let resp = HealthClient::new(channel)

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod error;
 pub mod health;
+pub mod pki;
 pub mod plan;
 pub mod privileges;
 pub mod supervisor;
@@ -63,6 +64,11 @@ pub async fn up(args: UpArgs) -> Result<(), UpError> {
         user::prepare_data_dir(&config.data_dir, ids)?;
     }
     config.tokens = Some(tokens::ensure(&config.data_dir, config.run_as)?);
+    config.tls = Some(pki::ensure(
+        &config.data_dir,
+        &config.host_name,
+        config.run_as,
+    )?);
     if let Some(ns) = &config.netns {
         loopback_up(&ns.name).await?;
     }

@@ -8,6 +8,8 @@ use std::{
     time::Duration,
 };
 
+use weft_identity::Kind;
+
 use crate::{cli::UpArgs, error::UpError};
 
 /// Where iproute2 keeps named network namespaces.
@@ -49,6 +51,9 @@ pub struct UpConfig {
     pub run_as: Option<crate::user::Ids>,
     /// The stack's tokens, once made (see [`crate::tokens`]).
     pub tokens: Option<crate::tokens::StackTokens>,
+    /// The stack's certificates, once made (see [`crate::pki`]): every service serves and
+    /// calls with them.
+    pub tls: Option<crate::pki::StackTls>,
 }
 
 impl UpConfig {
@@ -57,6 +62,8 @@ impl UpConfig {
         if args.host_name.trim().is_empty() {
             return Err(UpError::Invalid("--host-name must not be empty".into()));
         }
+        // It names the agent's and dns-svc's certificates: refused now, before anything is made.
+        crate::pki::identities(&args.host_name)?;
         let netns = match args.netns {
             Some(name) => {
                 let bad = name.is_empty() || name == "." || name == ".." || name.contains('/');
@@ -97,6 +104,7 @@ impl UpConfig {
             user: args.user,
             run_as: None,
             tokens: None,
+            tls: None,
         })
     }
 
@@ -114,12 +122,19 @@ impl UpConfig {
 
     /// The four services in start order: each only needs those before it to be up.
     pub fn services(&self) -> Vec<Service> {
-        let url = |addr: &str| format!("http://{addr}");
+        // With certificates the gateway dials TLS; it verifies each server's kind.
+        let url = |addr: &str| {
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{addr}")
+        };
         let sqlite = |file: &str| format!("sqlite://{}", self.data_dir.join(file).display());
         let host = self.host_name.as_str();
         let broker = self.broker_socket().display().to_string();
         let agent = self.agent_args(&broker);
         let dns = self.dns_args(broker);
+        let tls = |pick: fn(&crate::pki::StackTls) -> &weft_identity::TlsFiles| {
+            self.tls.iter().flat_map(move |t| tls_flags(pick(t)))
+        };
         let services = [
             (
                 "ipam-svc",
@@ -129,7 +144,10 @@ impl UpConfig {
                     IPAM.into(),
                     "--database-url".into(),
                     sqlite("ipam.db"),
-                ],
+                ]
+                .into_iter()
+                .chain(tls(|t| &t.ipam))
+                .collect(),
             ),
             (
                 "gateway",
@@ -157,6 +175,7 @@ impl UpConfig {
                         t.dns_hash.clone(),
                     ]
                 }))
+                .chain(tls(|t| &t.gateway))
                 .collect(),
             ),
             ("driver-agent", AGENT, agent),
@@ -177,6 +196,19 @@ impl UpConfig {
                 listen: listen.parse().expect("the default addresses are valid"),
                 args: args.into_iter().map(OsString::from).collect(),
                 log: self.log_dir().join(format!("{name}.log")),
+                // The gateway's listener stays plaintext on loopback (it takes tokens); the
+                // others serve TLS only, and answer health to a client without a certificate.
+                health_tls: match (&self.tls, name) {
+                    (_, "gateway") | (None, _) => None,
+                    (Some(t), _) => Some(HealthTls {
+                        ca: t.ca.clone(),
+                        kind: match name {
+                            "ipam-svc" => Kind::Ipam,
+                            "driver-agent" => Kind::Agent,
+                            _ => Kind::Dns,
+                        },
+                    }),
+                },
             })
             .collect()
     }
@@ -204,6 +236,9 @@ impl UpConfig {
                 "--gateway-token-file".into(),
                 t.agent_file.display().to_string(),
             ]);
+        }
+        if let Some(t) = &self.tls {
+            agent.extend(tls_flags(&t.agent));
         }
         agent.extend(["--broker-socket".into(), broker.to_owned()]);
         if let Some(ids) = self.run_as {
@@ -242,6 +277,9 @@ impl UpConfig {
                 t.dns_file.display().to_string(),
             ]);
         }
+        if let Some(t) = &self.tls {
+            dns.extend(tls_flags(&t.dns));
+        }
         dns
     }
 
@@ -276,6 +314,26 @@ impl UpConfig {
     }
 }
 
+/// The flags that give a service its certificate, key and CA.
+fn tls_flags(files: &weft_identity::TlsFiles) -> [String; 6] {
+    [
+        "--tls-cert".into(),
+        files.cert.display().to_string(),
+        "--tls-key".into(),
+        files.key.display().to_string(),
+        "--tls-ca".into(),
+        files.ca.display().to_string(),
+    ]
+}
+
+/// How a service's health is checked over TLS: trusting the stack's CA, expecting the
+/// service's kind, presenting no certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthTls {
+    pub ca: PathBuf,
+    pub kind: Kind,
+}
+
 /// One service `weft up` runs.
 #[derive(Debug, Clone)]
 pub struct Service {
@@ -288,6 +346,8 @@ pub struct Service {
     pub log: PathBuf,
     /// The user it runs as; `None`: root (the driver-agent).
     pub run_as: Option<crate::user::Ids>,
+    /// Its health over TLS; `None`: plaintext.
+    pub health_tls: Option<HealthTls>,
 }
 
 #[cfg(test)]
@@ -308,6 +368,7 @@ mod tests {
             user: "weft".into(),
             run_as: None,
             tokens: None,
+            tls: None,
         }
     }
 
@@ -416,6 +477,53 @@ mod tests {
     }
 
     #[test]
+    fn with_certificates_every_service_gets_its_own_and_health_is_checked_over_tls() {
+        let files = |dir: &str, name: &str| weft_identity::TlsFiles {
+            cert: format!("{dir}/{name}.crt").into(),
+            key: format!("{dir}/{name}.key").into(),
+            ca: format!("{dir}/ca.crt").into(),
+        };
+        let mut c = config(None);
+        c.tls = Some(crate::pki::StackTls {
+            ca: "/d/pki/ca.crt".into(),
+            gateway: files("/d/run/tls", "gateway-gateway"),
+            ipam: files("/d/run/tls", "ipam-ipam"),
+            agent: files("/d/pki", "agent-h1"),
+            dns: files("/d/run/tls", "dns-h1"),
+            admin: files("/d/pki", "admin-admin"),
+        });
+        let s = c.services();
+        let joined = |i: usize| args(&s[i]).join(" ");
+        let flags = |f: &weft_identity::TlsFiles| {
+            format!(
+                "--tls-cert {} --tls-key {} --tls-ca {}",
+                f.cert.display(),
+                f.key.display(),
+                f.ca.display()
+            )
+        };
+        let t = c.tls.as_ref().unwrap();
+        for (i, f) in [(0, &t.ipam), (1, &t.gateway), (2, &t.agent), (3, &t.dns)] {
+            assert!(joined(i).contains(&flags(f)), "{}", joined(i));
+        }
+        assert!(
+            joined(1).contains("--ipam https://127.0.0.1:7701 --agent https://127.0.0.1:7702"),
+            "{}",
+            joined(1)
+        );
+        // The gateway's own listener stays plaintext on loopback; the rest are checked over TLS.
+        let kinds: Vec<_> = s
+            .iter()
+            .map(|s| s.health_tls.as_ref().map(|h| h.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [Some(Kind::Ipam), None, Some(Kind::Agent), Some(Kind::Dns)]
+        );
+        assert!(!joined(0).contains("pki/ca.key") && !joined(1).contains("ca.key"));
+    }
+
+    #[test]
     fn bad_flags_are_refused_before_anything_starts() {
         let up = |host: &str, netns: Option<&str>| UpArgs {
             data_dir: "d".into(),
@@ -428,6 +536,10 @@ mod tests {
             stop_timeout: Duration::from_secs(1),
         };
         assert!(UpConfig::from_args(up("", None)).is_err());
+        let e = UpConfig::from_args(up("My_Host", None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--host-name") && e.contains("My_Host"), "{e}");
         assert!(UpConfig::from_args(up("h", Some("../x"))).is_err());
         let missing = UpConfig::from_args(up("h", Some("wft-surely-not-there-42"))).unwrap_err();
         assert!(

@@ -237,7 +237,7 @@ impl Stack {
 async fn wait_healthy(r: &Running, netns: Option<&Path>, timeout: Duration) -> Result<(), UpError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if health::serving(r.service.listen, netns).await {
+        if health::serving(r.service.listen, netns, r.service.health_tls.as_ref()).await {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {

@@ -4,7 +4,7 @@
 use std::{fmt::Write as _, path::Path};
 
 use crate::{
-    plan::{DNS_OPERATOR, GATEWAY, UpConfig},
+    plan::{DNS, DNS_OPERATOR, GATEWAY, UpConfig},
     supervisor::Running,
 };
 
@@ -62,6 +62,15 @@ pub fn render(config: &UpConfig, running: &[Running]) -> String {
         "  admin token   {} (every call but health and reflection needs a token)",
         admin.display()
     );
+    if let Some(tls) = &config.tls {
+        let _ = writeln!(
+            out,
+            "  admin cert    {} (key {}, CA {}): mutual TLS to dns-svc's admin API",
+            tls.admin.cert.display(),
+            tls.admin.key.display(),
+            tls.ca.display()
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "Talk to it:");
     let (dns_ip, dns_port) = DNS_OPERATOR.split_once(':').unwrap_or((DNS_OPERATOR, "53"));
@@ -80,6 +89,16 @@ pub fn render(config: &UpConfig, running: &[Running]) -> String {
         ],
     );
     let bearer = format!("-H \"authorization: Bearer $(cat {})\"", admin.display());
+    // ipam-svc, the agent and dns-svc serve mutual TLS; dns-svc's admin API takes the admin
+    // certificate.
+    let dns_admin = config.tls.as_ref().map(|t| {
+        format!(
+            "{grpcurl} -cacert {} -cert {} -key {} {DNS} weft.dns.v1.DnsService/GetStats",
+            t.ca.display(),
+            t.admin.cert.display(),
+            t.admin.key.display()
+        )
+    });
     for cmd in [
         format!("{weftctl} network ls"),
         format!("{weftctl} hosts"),
@@ -90,7 +109,10 @@ pub fn render(config: &UpConfig, running: &[Running]) -> String {
         ),
         format!("{grpcurl} -plaintext {GATEWAY} grpc.health.v1.Health/Check"),
         format!("dig @{dns_ip} -p {dns_port} NAME.NETWORK.weft."),
-    ] {
+    ]
+    .into_iter()
+    .chain(dns_admin)
+    {
         let _ = writeln!(out, "  {prefix}{cmd}");
     }
     out

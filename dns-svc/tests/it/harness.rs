@@ -292,6 +292,8 @@ impl Dns {
     pub async fn start_with(gateway_url: &str, extra: &[&str]) -> Self {
         let mut args: Vec<String> = [
             "dns-svc",
+            // Served in this process, without the binary's transport.
+            "--insecure-plaintext",
             "--host",
             HOST,
             "--gateway",

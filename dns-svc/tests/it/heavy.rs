@@ -173,6 +173,7 @@ async fn operator_addr(admin: SocketAddr) -> SocketAddr {
 /// address returned), once it answers from the records.
 async fn start_process(url: &str) -> (ServiceProcess, SocketAddr) {
     let args: Vec<String> = [
+        "--insecure-plaintext",
         "--gateway",
         url,
         "--host",

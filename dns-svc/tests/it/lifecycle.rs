@@ -9,6 +9,7 @@ use weft_testkit::{ServiceProcess, run_grpcurl};
 /// resolv.conf (the upstream is never contacted: no sandbox ever asks).
 fn args(extra: &[&str]) -> Vec<String> {
     [
+        "--insecure-plaintext",
         "--operator-listen",
         "127.0.0.1:0",
         "--host",
@@ -52,7 +53,13 @@ async fn logs_json_when_asked() {
 #[test]
 fn an_upstream_pointing_at_itself_is_refused_at_start() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dns-svc"))
-        .args(["--host", "h", "--upstream", "127.0.0.1:5353"])
+        .args([
+            "--insecure-plaintext",
+            "--host",
+            "h",
+            "--upstream",
+            "127.0.0.1:5353",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));

@@ -14,5 +14,6 @@ mod gateway;
 mod harness;
 mod heavy;
 mod lifecycle;
+mod mtls;
 mod operator;
 mod sandbox;

@@ -307,6 +307,7 @@ async fn the_binary_programs_the_namespace_named_by_its_netns_flag() {
     let svc = weft_testkit::ServiceProcess::start(
         bin,
         &[
+            "--insecure-plaintext".to_owned(),
             "--netns".to_owned(),
             host.path.display().to_string(),
             "--data-dir".to_owned(),
@@ -332,6 +333,7 @@ async fn the_binary_programs_the_namespace_named_by_its_netns_flag() {
 fn the_binary_refuses_a_missing_netns() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_driver-agent"))
         .args([
+            "--insecure-plaintext",
             "--netns",
             "/run/netns/wft-t-missing",
             "--listen",

@@ -87,7 +87,7 @@ impl Drop for WeftUp {
 pub async fn gateway_channel(data_dir: &Path) -> Result<weft_runtime::access::Authed, String> {
     let addr = GATEWAY.parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !weft::health::serving(addr, None).await {
+    while !weft::health::serving(addr, None, None).await {
         if Instant::now() > deadline {
             return Err("the gateway did not come up".into());
         }

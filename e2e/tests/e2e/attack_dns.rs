@@ -241,8 +241,10 @@ async fn heavy_only_the_agent_runs_as_root_and_the_data_dir_is_private() {
 
     // The data directory: directories 0700, files 0600, the services' own files the service
     // user's. Excepted: the agent's per-sandbox resolv.conf and hosts (0644: a runtime
-    // bind-mounts them into containers, whose every user must read them) and the broker's
-    // socket (0660, group weft, in the 0700 `run/`).
+    // bind-mounts them into containers, whose every user must read them), the broker's
+    // socket (0660, group weft, in the 0700 `run/`), and the certificates in `pki/` (0644 as
+    // weft_identity's bootstrap keeps them: public, in root's 0700 directory; their keys and
+    // the CA key are 0600 like everything else).
     let data = weft.data_dir();
     let mut seen = 0;
     let mut stack = vec![data.clone()];
@@ -263,6 +265,10 @@ async fn heavy_only_the_agent_runs_as_root_and_the_data_dir_is_private() {
                 == Some("sandboxes".as_ref())
             {
                 assert_eq!(mode, 0o644, "{}", p.display());
+            } else if p.parent() == Some(data.join("pki").as_path())
+                && p.extension().is_some_and(|x| x == "crt")
+            {
+                assert_eq!((m.uid(), mode), (0, 0o644), "{}", p.display());
             } else {
                 assert_eq!(mode, 0o600, "{}", p.display());
             }
@@ -275,6 +281,12 @@ async fn heavy_only_the_agent_runs_as_root_and_the_data_dir_is_private() {
     let m = std::fs::metadata(&data).unwrap();
     assert_eq!(m.uid(), uid);
     assert!(seen > 5, "{seen} entries");
+    // The CA key is root's; the unprivileged services have copies of their own files only.
+    let ca_key = std::fs::metadata(data.join("pki").join("ca.key")).unwrap();
+    assert_eq!((ca_key.uid(), ca_key.mode() & 0o777), (0, 0o600));
+    let tls = data.join("run").join("tls");
+    assert_eq!(std::fs::metadata(&tls).unwrap().uid(), uid);
+    assert!(!tls.join("ca.key").exists() && tls.join("ca.crt").is_file());
 
     w.ok(&["sandbox", "rm", "one"]);
     w.ok(&["sandbox", "rm", "two"]);

@@ -85,13 +85,28 @@ impl Bystanders {
     }
 }
 
-/// grpc.health.v1 on `127.0.0.1:port` inside the host namespace answers SERVING.
+/// grpc.health.v1 on `127.0.0.1:port` inside the host namespace answers SERVING: the
+/// gateway's public listener in plaintext, the other services over TLS (verified against the
+/// stack's CA, no client certificate: their health is open).
 pub fn assert_healthy(w: &World, port: u16) {
+    let ca = w
+        .token_file
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|t| t.parent().map(|d| d.join("pki").join("ca.crt")))
+        .expect("weft up is running");
+    let ca = ca.display().to_string();
+    let transport: &[&str] = if port == SERVICE_PORTS[0] {
+        &["-plaintext"]
+    } else {
+        &["-cacert", &ca]
+    };
     let out = Command::new("ip")
         .args(["netns", "exec", &w.host.name])
         .arg(weft_testkit::grpcurl())
+        .args(transport)
         .args([
-            "-plaintext",
             "-d",
             "{}",
             &format!("127.0.0.1:{port}"),

@@ -11,6 +11,7 @@ mod grpcurl;
 mod harness;
 mod hosts;
 mod limits;
+mod mtls;
 mod networks;
 mod replicas;
 mod sandboxes;

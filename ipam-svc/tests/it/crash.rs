@@ -11,7 +11,11 @@ use crate::harness::{all_allocations, alloc, check_clean, ipam_bin, pool};
 
 async fn crash_under_load(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let args = vec!["--database-url".to_owned(), db.url.clone()];
+    let args = vec![
+        "--insecure-plaintext".to_owned(),
+        "--database-url".to_owned(),
+        db.url.clone(),
+    ];
     let mut svc = ServiceProcess::start(ipam_bin(), &args).await;
     let addr = svc.addr;
     pool(

@@ -78,7 +78,9 @@ impl Drop for InProc {
 
 pub fn config(url: &str) -> ipam_svc::Config {
     use clap::Parser as _;
-    let args = ipam_svc::Args::try_parse_from(["ipam-svc", "--database-url", url]).unwrap();
+    let args =
+        ipam_svc::Args::try_parse_from(["ipam-svc", "--insecure-plaintext", "--database-url", url])
+            .unwrap();
     ipam_svc::Config::try_from(args).unwrap()
 }
 
@@ -147,7 +149,11 @@ pub fn ipam_bin() -> &'static str {
 
 /// Starts the real ipam-svc binary on `url`.
 pub async fn process(url: &str, extra: &[&str]) -> weft_testkit::ServiceProcess {
-    let mut args = vec!["--database-url".to_owned(), url.to_owned()];
+    let mut args = vec![
+        "--insecure-plaintext".to_owned(),
+        "--database-url".to_owned(),
+        url.to_owned(),
+    ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     weft_testkit::ServiceProcess::start(ipam_bin(), &args).await
 }

@@ -9,6 +9,7 @@ mod crash;
 mod exhaustion;
 mod grpcurl;
 mod harness;
+mod mtls;
 mod replicas;
 mod shutdown;
 mod telemetry;

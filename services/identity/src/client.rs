@@ -5,6 +5,7 @@
 use std::{
     future::Future,
     io,
+    path::{Path, PathBuf},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -39,16 +40,40 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ClientTls {
     config: Arc<Reloading<ClientConfig>>,
     expected: Kind,
+    /// None: an anonymous client (only the CA).
+    files: Option<TlsFiles>,
+    ca: PathBuf,
 }
 
 impl ClientTls {
     /// Loads the files now (an error here is fatal to the caller); later changes to any of
     /// them are used by new connections. Servers must present a `expected_server` identity.
     pub fn new(files: TlsFiles, expected_server: Kind) -> Result<Self, Error> {
-        let config = Reloading::new("client", files, move |f| client_config(f, expected_server))?;
+        let build = files.clone();
+        let config = Reloading::new("client", files.all(), move || {
+            client_config(&build.ca, Some(&build), expected_server)
+        })?;
         Ok(Self {
             config: Arc::new(config),
             expected: expected_server,
+            ca: files.ca.clone(),
+            files: Some(files),
+        })
+    }
+
+    /// A client that verifies the server as [`ClientTls::new`] does but presents no
+    /// certificate: for health checks and probes of servers whose client certificate is
+    /// optional (any other call is refused there as UNAUTHENTICATED).
+    pub fn anonymous(ca: PathBuf, expected_server: Kind) -> Result<Self, Error> {
+        let build = ca.clone();
+        let config = Reloading::new("anonymous client", vec![ca.clone()], move || {
+            client_config(&build, None, expected_server)
+        })?;
+        Ok(Self {
+            config: Arc::new(config),
+            expected: expected_server,
+            files: None,
+            ca,
         })
     }
 
@@ -61,8 +86,14 @@ impl ClientTls {
         self.expected
     }
 
-    pub fn files(&self) -> &TlsFiles {
-        self.config.files()
+    /// This client's certificate, key and CA; `None` for an anonymous client.
+    pub fn files(&self) -> Option<&TlsFiles> {
+        self.files.as_ref()
+    }
+
+    /// The CA servers must chain to.
+    pub fn ca(&self) -> &Path {
+        &self.ca
     }
 
     /// An endpoint for `addr` (`https://HOST:PORT` or `HOST:PORT`) with a
@@ -159,25 +190,35 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-fn client_config(files: &TlsFiles, expected: Kind) -> Result<ClientConfig, Error> {
+/// `own`: this party's certificate and key; `None` presents none.
+fn client_config(ca: &Path, own: Option<&TlsFiles>, expected: Kind) -> Result<ClientConfig, Error> {
     let provider = crate::crypto::provider();
-    let roots = Arc::new(load_roots(&files.ca)?);
+    let roots = Arc::new(load_roots(ca)?);
     let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| Error::Verifier {
-            ca: files.ca.clone(),
+            ca: ca.to_owned(),
             reason: e.to_string(),
         })?;
-    let chain = load_certs(&files.cert)?;
-    let key = load_key(&files.key)?;
-    let tls_err = Error::tls_config(files);
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(tls_err)?
+        .map_err(|source| Error::TlsConfig {
+            cert: ca.to_owned(),
+            key: ca.to_owned(),
+            source: Box::new(source),
+        })?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(IdentityVerifier { webpki, expected }))
-        .with_client_auth_cert(chain, key)
-        .map_err(tls_err)?;
+        .with_custom_certificate_verifier(Arc::new(IdentityVerifier { webpki, expected }));
+    let mut config = match own {
+        Some(files) => {
+            let chain = load_certs(&files.cert)?;
+            let key = load_key(&files.key)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(files.tls_config_error())?
+        }
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }

@@ -52,15 +52,3 @@ pub enum Error {
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
 }
-
-impl Error {
-    pub(crate) fn tls_config(
-        files: &crate::TlsFiles,
-    ) -> impl Fn(rustls::Error) -> Error + Copy + '_ {
-        |source| Error::TlsConfig {
-            cert: files.cert.clone(),
-            key: files.key.clone(),
-            source: Box::new(source),
-        }
-    }
-}

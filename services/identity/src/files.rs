@@ -40,8 +40,17 @@ impl TlsFiles {
         }
     }
 
-    pub(crate) fn all(&self) -> [&Path; 3] {
-        [&self.cert, &self.key, &self.ca]
+    /// A rustls error building a configuration from these files, as the crate's error.
+    pub(crate) fn tls_config_error(&self) -> impl Fn(rustls::Error) -> Error + Copy + '_ {
+        |source| Error::TlsConfig {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    pub(crate) fn all(&self) -> Vec<PathBuf> {
+        vec![self.cert.clone(), self.key.clone(), self.ca.clone()]
     }
 }
 

@@ -11,13 +11,15 @@
 //! - [`pki`][]: a CA (ECDSA P-256, 10 years) that issues leaves for an identity (server and
 //!   client auth, optional DNS names and IP addresses, 1 year by default), signs CSRs for an
 //!   identity the signer chooses, and [`pki::bootstrap`] that lays out a host's directory.
-//! - [`server`][]: [`ServerTls`] (client certificates required, from the CA; ALPN h2; TLS 1.3)
+//! - [`server`][]: [`ServerTls`] (client certificates from the CA, required or
+//!   [`ClientAuth::Optional`] for servers whose health and reflection stay open; ALPN h2; TLS 1.3)
 //!   and [`incoming`], a stream of handshaken connections for tonic's
 //!   `serve_with_incoming_shutdown`; [`peer_identity`] reads the caller's identity from a
 //!   request's extensions (in a handler, an interceptor or any tower layer of the server).
 //! - [`client`][]: [`ClientTls`], which presents this party's certificate and accepts only a
 //!   server from the CA, valid for the address dialled, with an identity of the expected kind;
-//!   it gives tonic channels.
+//!   it gives tonic channels. [`ClientTls::anonymous`] verifies the server the same way and
+//!   presents no certificate (health checks).
 //!
 //! # Reload
 //! Certificate, key and CA files are watched lazily: when a new connection is made or
@@ -49,4 +51,4 @@ pub use identity::{
     CertIdentityError, Identity, IdentityError, Kind, URI_PREFIX, identity_of_cert, validate_name,
 };
 pub use reload::CHECK_INTERVAL;
-pub use server::{ServerTls, TlsIncoming, incoming, peer_identity, request_identity};
+pub use server::{ClientAuth, ServerTls, TlsIncoming, incoming, peer_identity, request_identity};

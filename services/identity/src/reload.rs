@@ -5,6 +5,7 @@
 //! and logs a warning; the next change to any file is tried again.
 
 use std::{
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -13,17 +14,19 @@ use arc_swap::ArcSwap;
 
 use crate::{
     Error,
-    files::{Fingerprint, TlsFiles, fingerprint},
+    files::{Fingerprint, fingerprint},
 };
 
 /// How often the files are looked at, at most.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-type Build<T> = dyn Fn(&TlsFiles) -> Result<T, Error> + Send + Sync;
+type Build<T> = dyn Fn() -> Result<T, Error> + Send + Sync;
 
 pub(crate) struct Reloading<T> {
     what: &'static str,
-    files: TlsFiles,
+    /// The files the configuration is built from (a client without a certificate has only
+    /// its CA); the first one names the configuration in logs.
+    paths: Vec<PathBuf>,
     build: Box<Build<T>>,
     current: ArcSwap<T>,
     seen: Mutex<Seen>,
@@ -31,14 +34,14 @@ pub(crate) struct Reloading<T> {
 
 struct Seen {
     checked: Instant,
-    prints: [Option<Fingerprint>; 3],
+    prints: Vec<Option<Fingerprint>>,
 }
 
 impl<T> std::fmt::Debug for Reloading<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reloading")
             .field("what", &self.what)
-            .field("files", &self.files)
+            .field("paths", &self.paths)
             .finish_non_exhaustive()
     }
 }
@@ -47,14 +50,14 @@ impl<T> Reloading<T> {
     /// Builds the first configuration; unlike a reload, a failure here is the caller's error.
     pub(crate) fn new(
         what: &'static str,
-        files: TlsFiles,
-        build: impl Fn(&TlsFiles) -> Result<T, Error> + Send + Sync + 'static,
+        paths: Vec<PathBuf>,
+        build: impl Fn() -> Result<T, Error> + Send + Sync + 'static,
     ) -> Result<Self, Error> {
-        let prints = prints(&files);
-        let first = build(&files)?;
+        let prints = prints(&paths);
+        let first = build()?;
         Ok(Self {
             what,
-            files,
+            paths,
             build: Box::new(build),
             current: ArcSwap::from_pointee(first),
             seen: Mutex::new(Seen {
@@ -74,13 +77,18 @@ impl<T> Reloading<T> {
             seen.checked = Instant::now();
             // Fingerprints are taken before reading: a file that changes during the rebuild
             // differs at the next check and is read again.
-            let now = prints(&self.files);
+            let now = prints(&self.paths);
             if now != seen.prints {
                 seen.prints = now;
-                match (self.build)(&self.files) {
+                match (self.build)() {
                     Ok(config) => {
                         self.current.store(Arc::new(config));
-                        tracing::info!(what = self.what, cert = %self.files.cert.display(), "tls files reloaded");
+                        let first = self.paths.first().map(|p| p.display().to_string());
+                        tracing::info!(
+                            what = self.what,
+                            file = first.unwrap_or_default(),
+                            "tls files reloaded"
+                        );
                     }
                     Err(error) => tracing::warn!(
                         what = self.what,
@@ -92,12 +100,8 @@ impl<T> Reloading<T> {
         }
         self.current.load_full()
     }
-
-    pub(crate) fn files(&self) -> &TlsFiles {
-        &self.files
-    }
 }
 
-fn prints(files: &TlsFiles) -> [Option<Fingerprint>; 3] {
-    files.all().map(fingerprint)
+fn prints(paths: &[PathBuf]) -> Vec<Option<Fingerprint>> {
+    paths.iter().map(|p| fingerprint(p)).collect()
 }

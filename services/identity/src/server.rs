@@ -1,5 +1,5 @@
-//! The server side: a reloading rustls configuration that requires a client certificate from
-//! the CA, a stream of accepted TLS connections for tonic's `serve_with_incoming_shutdown`, and
+//! The server side: a reloading rustls configuration that requires (or, for services whose
+//! health must stay open, allows) a client certificate from the CA, a stream of accepted TLS connections for tonic's `serve_with_incoming_shutdown`, and
 //! the verified identity of the peer inside a request.
 
 use std::{
@@ -33,20 +33,55 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// listen backlog.
 pub const MAX_HANDSHAKES: usize = 1024;
 
+/// Whether a client must present a certificate at the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// No certificate, no connection.
+    #[default]
+    Required,
+    /// A client may come without a certificate (its calls then carry no [`peer_identity`], and
+    /// the service's access layer decides: health and reflection stay open, the rest is
+    /// UNAUTHENTICATED). A certificate that is presented is still verified in full: one from
+    /// another CA, expired or not yet valid ends the handshake.
+    Optional,
+}
+
 /// The server's TLS configuration: this service's certificate, and the CA every client's
 /// certificate must chain to. Cheap to clone; clones share the reloads.
 #[derive(Debug, Clone)]
 pub struct ServerTls {
     config: Arc<Reloading<ServerConfig>>,
+    files: TlsFiles,
+    client_auth: ClientAuth,
 }
 
 impl ServerTls {
     /// Loads the files now (an error here is fatal to the caller); later changes to any of
-    /// them are picked up by new connections.
+    /// them are picked up by new connections. Clients must present a certificate.
     pub fn new(files: TlsFiles) -> Result<Self, Error> {
+        Self::with_client_auth(files, ClientAuth::Required)
+    }
+
+    /// [`ServerTls::new`] with clients without a certificate let through the handshake.
+    pub fn with_optional_client_auth(files: TlsFiles) -> Result<Self, Error> {
+        Self::with_client_auth(files, ClientAuth::Optional)
+    }
+
+    /// [`ServerTls::new`] with the client certificate `Required` or `Optional`.
+    pub fn with_client_auth(files: TlsFiles, client_auth: ClientAuth) -> Result<Self, Error> {
+        let build = files.clone();
+        let config = Reloading::new("server", files.all(), move || {
+            server_config(&build, client_auth)
+        })?;
         Ok(Self {
-            config: Arc::new(Reloading::new("server", files, server_config)?),
+            config: Arc::new(config),
+            files,
+            client_auth,
         })
+    }
+
+    pub fn client_auth(&self) -> ClientAuth {
+        self.client_auth
     }
 
     /// The configuration a new connection gets: reloaded first if the files changed.
@@ -55,23 +90,27 @@ impl ServerTls {
     }
 
     pub fn files(&self) -> &TlsFiles {
-        self.config.files()
+        &self.files
     }
 }
 
-fn server_config(files: &TlsFiles) -> Result<ServerConfig, Error> {
+fn server_config(files: &TlsFiles, client_auth: ClientAuth) -> Result<ServerConfig, Error> {
     let provider = crate::crypto::provider();
     let roots = Arc::new(load_roots(&files.ca)?);
-    // No anonymous clients: every caller is a weft identity signed by the CA.
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-        .build()
-        .map_err(|e| Error::Verifier {
-            ca: files.ca.clone(),
-            reason: e.to_string(),
-        })?;
+    let builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+    // Required: every caller is a weft identity signed by the CA. Optional: a caller may also
+    // be anonymous, but a certificate it does present must still verify.
+    let builder = match client_auth {
+        ClientAuth::Required => builder,
+        ClientAuth::Optional => builder.allow_unauthenticated(),
+    };
+    let verifier = builder.build().map_err(|e| Error::Verifier {
+        ca: files.ca.clone(),
+        reason: e.to_string(),
+    })?;
     let chain = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
-    let tls_err = Error::tls_config(files);
+    let tls_err = files.tls_config_error();
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?

@@ -1,11 +1,17 @@
 //! The gRPC server bootstrap every service uses: its own services plus `grpc.health.v1` and
 //! server reflection (v1, and v1alpha for grpcurl 1.8), with graceful shutdown.
 //!
+//! A server serves plaintext, or TLS ([`GrpcServer::tls`]): then every connection is a TLS
+//! handshake first (`weft_identity::incoming`), and the caller's certificate reaches the
+//! access layer. [`GrpcServer::internal`] sets up what the internal services serve.
+//!
 //! Shutdown order matters: health flips to NOT_SERVING first (so probes and balancers stop
 //! sending), the server keeps serving for `shutdown_delay`, then stops accepting and lets
 //! in-flight calls finish for at most `shutdown_grace`.
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
+use std::{
+    convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
+};
 
 use tokio::net::TcpListener;
 use tonic::{
@@ -16,7 +22,13 @@ use tonic::{
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::access::{Access, AccessLayer};
+use weft_identity::{ClientAuth, ServerTls};
+
+use crate::{
+    access::{Access, AccessLayer, Rule},
+    cert_auth::CertAuth,
+    transport::Transport,
+};
 
 /// A problem starting or running the server.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +45,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
     Access(#[from] crate::access::Uncovered),
+    #[error("tls: {0}")]
+    Tls(#[from] weft_identity::Error),
 }
 
 /// How to stop.
@@ -59,6 +73,7 @@ pub struct GrpcServer {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     access: Option<Access>,
+    tls: Option<ServerTls>,
 }
 
 impl GrpcServer {
@@ -90,6 +105,32 @@ impl GrpcServer {
     pub fn access(mut self, access: Access) -> Self {
         self.access = Some(access);
         self
+    }
+
+    /// Serves TLS with `tls` instead of plaintext.
+    #[must_use]
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// What an internal service (ipam-svc, driver-agent, dns-svc) serves: with TLS, mutual TLS
+    /// in which a client certificate is optional at the handshake (health and reflection stay
+    /// open to probes) and every other call needs a certificate whose role `rules` allow
+    /// ([`CertAuth`]); plaintext has no access table, and says so in a warning.
+    pub fn internal(self, transport: &Transport, rules: &[Rule]) -> Result<Self, ServeError> {
+        match transport {
+            Transport::Tls(files) => {
+                let tls = ServerTls::with_client_auth(files.clone(), ClientAuth::Optional)?;
+                Ok(self.tls(tls).access(Access::new(rules, Arc::new(CertAuth))))
+            }
+            Transport::Plaintext => {
+                tracing::warn!(
+                    "serving plaintext with no access table (--insecure-plaintext): anyone who reaches the port may call every method; for tests and development only"
+                );
+                Ok(self)
+            }
+        }
     }
 
     /// Binds `addr` (port 0 picks a free port) and returns the listener with its address.
@@ -146,22 +187,36 @@ impl GrpcServer {
         let routes: Routes = routes.routes();
 
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-        // Accepted sockets get TCP_NODELAY here: `serve_with_incoming` ignores the builder's
-        // setting, and Nagle's algorithm would hold back the frames of each response.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let drained = async {
+            let _ = drain_rx.await;
+        };
         // One span per call, named after the method, so that logs and OTLP traces of a call
-        // hang together.
-        let server = Server::builder()
+        // hang together. The access layer runs after TLS: the caller's certificate is in the
+        // request's extensions by then.
+        let router = Server::builder()
             .trace_fn(|req| {
                 let method = req.uri().path();
                 tracing::info_span!("grpc", otel.name = %method.trim_start_matches('/'), rpc.method = %method)
             })
             .layer(tower::util::option_layer(self.access.map(AccessLayer::new)))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = drain_rx.await;
-            });
-        tokio::pin!(server);
+            .add_routes(routes);
+        let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+            match self.tls {
+                // Accepted sockets get TCP_NODELAY in both: `serve_with_incoming` ignores the
+                // builder's setting, and Nagle's algorithm would hold back the frames of each
+                // response.
+                None => Box::pin(router.serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    drained,
+                )),
+                Some(tls) => {
+                    Box::pin(router.serve_with_incoming_shutdown(
+                        weft_identity::incoming(listener, tls),
+                        drained,
+                    ))
+                }
+            };
+        let mut server = server;
 
         tokio::select! {
             res = &mut server => return Ok(res?),

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod broker;
+pub mod cert_auth;
 pub mod config;
 pub mod desired;
 pub mod error;
@@ -14,10 +15,12 @@ pub mod netns;
 pub mod principal;
 pub mod shutdown;
 pub mod telemetry;
+pub mod transport;
 
 pub use config::{CommonArgs, LogFormat};
 pub use error::{FieldViolation, internal, invalid_argument};
 pub use grpc::GrpcServer;
+pub use transport::Transport;
 
 /// The whole `main` of a service binary: validates the shared flags, installs tracing, runs
 /// `body`, and turns the outcome into an exit code (64 for bad configuration, 1 for a failure).

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 pub mod fake_agent;
+pub mod mtls;
 pub mod netns;
 #[cfg(feature = "stack")]
 pub mod stack;
@@ -113,8 +114,31 @@ impl ServiceProcess {
         Self::start_at(bin, args, addr).await
     }
 
+    /// Like [`ServiceProcess::start`], for a service that serves TLS: its health is checked
+    /// by a client without a certificate that trusts `ca` and expects a `kind` server.
+    pub async fn start_tls(
+        bin: &str,
+        args: &[String],
+        ca: &std::path::Path,
+        kind: weft_identity::Kind,
+    ) -> Self {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let probe = mtls::anonymous(ca, kind);
+        Self::start_probed(bin, args, addr, Some(probe)).await
+    }
+
     /// Like [`ServiceProcess::start`], on a given address (to restart a service where it was).
     pub async fn start_at(bin: &str, args: &[String], addr: SocketAddr) -> Self {
+        Self::start_probed(bin, args, addr, None).await
+    }
+
+    async fn start_probed(
+        bin: &str,
+        args: &[String],
+        addr: SocketAddr,
+        tls: Option<weft_identity::ClientTls>,
+    ) -> Self {
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("service.log");
         let logfile = std::fs::File::create(&log).unwrap();
@@ -135,7 +159,11 @@ impl ServiceProcess {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if health(addr, "").await == Some(ServingStatus::Serving) {
+            let status = match &tls {
+                None => health(addr, "").await,
+                Some(tls) => mtls::health(tls, addr).await,
+            };
+            if status == Some(ServingStatus::Serving) {
                 return me;
             }
             if let Some(status) = me.child.as_mut().unwrap().try_wait().unwrap() {

@@ -98,6 +98,8 @@ impl GatewayDeps {
         let gateway_db = TestDb::new(opts.backend).await;
         let mut argv = vec![
             "ipam-svc".to_owned(),
+            // Served in this process, without the binary's transport.
+            "--insecure-plaintext".to_owned(),
             "--database-url".to_owned(),
             ipam_db.url.clone(),
         ];

@@ -136,16 +136,27 @@ const FRESH_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Runs grpcurl inside the namespace; its stdout when it succeeded.
 fn grpcurl_in(ns: &TestNs, args: &[&str]) -> Option<String> {
+    grpcurl_with(ns, &["-plaintext"], args).ok()
+}
+
+/// grpcurl inside the namespace with `transport` flags: stdout, or the exit code and stderr.
+fn grpcurl_with(ns: &TestNs, transport: &[&str], args: &[&str]) -> Result<String, (i32, String)> {
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.name])
         .arg(weft_testkit::grpcurl())
-        .args(["-plaintext", "-max-time", "3"])
+        .args(transport)
+        .args(["-max-time", "3"])
         .args(args)
         .output()
         .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
 }
 
 fn json(text: &str) -> serde_json::Value {
@@ -161,19 +172,73 @@ fn weft_up_in_a_namespace_runs_the_stack_there_and_sigterm_stops_it_with_exit_0(
     let host = "wft-test-host";
     let mut weft = Weft::start(&ns, &data, host);
 
-    // Every service healthy on the namespace's loopback.
+    // Every service healthy on the namespace's loopback: the gateway's public listener in
+    // plaintext, the others over TLS only (their health open to a client without a
+    // certificate that trusts the stack's CA).
+    let ca = data.join("pki").join("ca.crt");
+    let ca_flag = ca.display().to_string();
     for (service, port) in SERVICES {
         let addr = format!("127.0.0.1:{port}");
+        let transport: &[&str] = if service == "gateway" {
+            &["-plaintext"]
+        } else {
+            &["-cacert", &ca_flag]
+        };
         wait_until(
             Duration::from_secs(120),
             &format!("{service} healthy"),
             || {
                 weft.assert_running();
-                grpcurl_in(&ns, &[&addr, "grpc.health.v1.Health/Check"])
+                grpcurl_with(&ns, transport, &[&addr, "grpc.health.v1.Health/Check"])
+                    .ok()
                     .filter(|out| json(out)["status"] == "SERVING")
             },
         );
     }
+    // In plaintext they do not answer at all; over TLS without a certificate, nothing but
+    // health: every other call is UNAUTHENTICATED.
+    for (_, port) in &SERVICES[1..] {
+        let addr = format!("127.0.0.1:{port}");
+        assert!(grpcurl_in(&ns, &[&addr, "grpc.health.v1.Health/Check"]).is_none());
+    }
+    for (addr, method) in [
+        (
+            "127.0.0.1:7701",
+            "weft.ipam.v1.IpamService/ListAddressSpaces",
+        ),
+        (
+            "127.0.0.1:7702",
+            "weft.agent.v1.AgentService/GetCapabilities",
+        ),
+        ("127.0.0.1:7703", "weft.dns.v1.DnsService/GetStats"),
+    ] {
+        let refused = grpcurl_with(&ns, &["-cacert", &ca_flag], &[addr, method]);
+        assert!(
+            matches!(&refused, Err((code, _)) if *code == 64 + 16),
+            "{method}: {refused:?}"
+        );
+    }
+    // The CA key is root's alone; the unprivileged services have copies of their own files.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+    assert_eq!(mode(&data.join("pki")), 0o700);
+    assert_eq!(mode(&data.join("pki").join("ca.key")), 0o600);
+    assert_eq!(
+        std::fs::metadata(data.join("pki").join("ca.key"))
+            .unwrap()
+            .uid(),
+        0
+    );
+    let run_tls = data.join("run").join("tls");
+    assert_eq!(mode(&run_tls), 0o700);
+    assert_ne!(
+        std::fs::metadata(&run_tls).unwrap().uid(),
+        0,
+        "the service user's"
+    );
+    assert!(!run_tls.join("ca.key").exists());
+    assert!(
+        run_tls.join("ipam-ipam.key").is_file() && run_tls.join("dns-wft-test-host.crt").is_file()
+    );
     // The table comes once all are healthy; it says where everything is and how to reach it.
     let table = wait_until(Duration::from_secs(30), "the table", || {
         weft.assert_running();
@@ -190,6 +255,11 @@ fn weft_up_in_a_namespace_runs_the_stack_there_and_sigterm_stops_it_with_exit_0(
         &format!("admin token   {}", admin_token.display()),
         &format!("--token-file {} network ls", admin_token.display()),
         "-plaintext 127.0.0.1:7700 list",
+        &format!(
+            "admin cert    {}",
+            data.join("pki").join("admin-admin.crt").display()
+        ),
+        "127.0.0.1:7703 weft.dns.v1.DnsService/GetStats",
     ] {
         assert!(table.contains(want), "{want:?} missing from:\n{table}");
     }
