@@ -21,8 +21,9 @@ use crate::{
     error::IpamError,
 };
 
-/// Who may call ipam-svc: the gateway alone (by its certificate), for every method. Checked
-/// when ipam-svc serves TLS; a method missing here keeps the server from starting.
+/// Who may call ipam-svc: the gateway (by its certificate), for every method; an admin also
+/// for the read-only consistency check (`weftctl ipam check`). Checked when ipam-svc serves
+/// TLS; a method missing here keeps the server from starting.
 pub const RULES: &[Rule] = &[
     Rule::only(
         "/weft.ipam.v1.IpamService/ListAddressSpaces",
@@ -36,10 +37,11 @@ pub const RULES: &[Rule] = &[
     Rule::only("/weft.ipam.v1.IpamService/RequestAddress", GATEWAY, true),
     Rule::only("/weft.ipam.v1.IpamService/ReleaseAddress", GATEWAY, true),
     Rule::only("/weft.ipam.v1.IpamService/ListAllocations", GATEWAY, false),
-    Rule::only("/weft.ipam.v1.IpamService/Check", GATEWAY, false),
+    Rule::only("/weft.ipam.v1.IpamService/Check", GATEWAY_OR_ADMIN, false),
 ];
 
 const GATEWAY: &[Role] = &[Role::Gateway];
+const GATEWAY_OR_ADMIN: &[Role] = &[Role::Gateway, Role::Admin];
 
 /// The tonic service for `ipam`.
 pub fn server(ipam: Ipam) -> pb::ipam_service_server::IpamServiceServer<IpamGrpc> {

@@ -374,5 +374,15 @@ pub enum IpamCmd {
             value_name = "URL"
         )]
         ipam: String,
+        /// Where the admin certificate is (`admin-admin.crt`, `admin-admin.key`, `ca.crt`, as
+        /// `weft up` makes them): ipam-svc takes only callers with a certificate. Without these
+        /// files, plaintext (an ipam-svc run with --insecure-plaintext).
+        #[arg(
+            long,
+            env = "WEFT_TLS_DIR",
+            default_value = "weft-data/pki",
+            value_name = "DIR"
+        )]
+        tls_dir: std::path::PathBuf,
     },
 }

@@ -55,6 +55,10 @@ async fn heavy_tokens_roles_and_the_audit_log_through_weftctl() {
     // No flag, no variable: weftctl finds ./weft-data/admin.token.
     let (ok, out) = weftctl_in(&w, beside, None, &["network", "ls"]);
     assert!(ok, "{out}");
+    // ipam-svc takes certificates only: `weftctl ipam check` presents the admin's, from
+    // ./weft-data/pki.
+    let (ok, out) = weftctl_in(&w, beside, None, &["ipam", "check"]);
+    assert!(ok && out.contains("problems: 0"), "{out}");
     // Anywhere else, without a token, the API says what it needs.
     let (ok, out) = weftctl_in(&w, Path::new("/"), None, &["network", "ls"]);
     assert!(!ok && out.contains("needs credentials"), "{out}");

@@ -35,9 +35,31 @@ pub fn report(c: &ipb::CheckResponse) -> String {
     text
 }
 
+/// The admin's certificate in `dir`, when it is there.
+fn admin_tls(dir: &std::path::Path) -> Result<Option<weft_identity::ClientTls>, CliError> {
+    let admin = weft_identity::Identity::new(weft_identity::Kind::Admin, "admin")
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let files = weft_identity::TlsFiles::in_dir(dir, &admin);
+    if !files.cert.exists() {
+        return Ok(None);
+    }
+    weft_identity::ClientTls::new(files, weft_identity::Kind::Ipam)
+        .map(Some)
+        .map_err(|e| CliError::Usage(e.to_string()))
+}
+
 pub async fn run<W: Write>(ctx: &mut Ctx<'_, W>, cmd: IpamCmd) -> Result<(), CliError> {
-    let IpamCmd::Check { ipam } = cmd;
-    let mut c = IpamServiceClient::new(client::connect(&ipam, IPAM).await?);
+    let IpamCmd::Check { ipam, tls_dir } = cmd;
+    let channel = match admin_tls(&tls_dir)? {
+        Some(tls) => {
+            let addr = ipam.strip_prefix("http://").unwrap_or(&ipam);
+            tls.connect(addr).await.map_err(|e| {
+                CliError::Unavailable(format!("cannot reach ipam-svc at {ipam} over TLS: {e}"))
+            })?
+        }
+        None => client::connect(&ipam, IPAM).await?,
+    };
+    let mut c = IpamServiceClient::new(channel);
     let res = c.check(ipb::CheckRequest {}).await?.into_inner();
     if ctx.json() {
         ctx.json_line(&json::ipam_check(&res))?;
