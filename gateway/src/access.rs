@@ -301,9 +301,17 @@ impl Tokens {
 /// The audit log: records go through a queue to one writer task, which stores them in batches.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    tx: tokio::sync::mpsc::Sender<AuditRow>,
+    tx: tokio::sync::mpsc::Sender<AuditMsg>,
     clock: Clock,
     dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What the audit writer is sent: a record, or a request to say when everything sent before it
+/// is stored.
+#[derive(Debug)]
+enum AuditMsg {
+    Row(AuditRow),
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// How many audit records are kept (the oldest go first).
@@ -312,17 +320,29 @@ pub const AUDIT_KEEP: u64 = 1_000_000;
 impl AuditLog {
     /// Starts the writer (on the current runtime).
     pub fn start(db: Db, clock: Clock) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<AuditRow>(AUDIT_QUEUE);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<AuditMsg>(AUDIT_QUEUE);
         tokio::spawn(async move {
             let mut batch = Vec::new();
             let mut written: u64 = 0;
             while rx.recv_many(&mut batch, 512).await > 0 {
-                let n = batch.len() as u64;
-                if let Err(e) = write(&db, &batch, written % 10_000 + n >= 10_000).await {
-                    tracing::error!(error = %e, records = batch.len(), "cannot write audit records");
+                let mut rows = Vec::with_capacity(batch.len());
+                let mut flushed = Vec::new();
+                for msg in batch.drain(..) {
+                    match msg {
+                        AuditMsg::Row(r) => rows.push(r),
+                        AuditMsg::Flush(done) => flushed.push(done),
+                    }
                 }
-                written += n;
-                batch.clear();
+                let n = rows.len() as u64;
+                if n > 0 {
+                    if let Err(e) = write(&db, &rows, written % 10_000 + n >= 10_000).await {
+                        tracing::error!(error = %e, records = rows.len(), "cannot write audit records");
+                    }
+                    written += n;
+                }
+                for done in flushed {
+                    let _ = done.send(());
+                }
             }
         });
         Self {
@@ -335,13 +355,13 @@ impl AuditLog {
     /// Records an accepted or refused mutation; waits for room in the queue.
     pub async fn record(&self, mut row: AuditRow) {
         row.time_ms = self.clock.now_ms();
-        let _ = self.tx.send(row).await;
+        let _ = self.tx.send(AuditMsg::Row(row)).await;
     }
 
     /// Records without waiting (refusals in the access layer); a full queue drops it.
     pub fn record_now(&self, mut row: AuditRow) {
         row.time_ms = self.clock.now_ms();
-        if self.tx.try_send(row).is_err() {
+        if self.tx.try_send(AuditMsg::Row(row)).is_err() {
             let n = self
                 .dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -354,13 +374,12 @@ impl AuditLog {
 
     /// Waits until everything recorded so far is written (tests, shutdown).
     pub async fn flush(&self) {
-        // The queue is FIFO and the writer takes at most 512 at a time: once it has room for
-        // the whole capacity again, every earlier record has been taken.
-        while self.tx.capacity() < self.tx.max_capacity() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        // The queue is FIFO: the writer answers once the records before the request are
+        // committed.
+        let (done, stored) = tokio::sync::oneshot::channel();
+        if self.tx.send(AuditMsg::Flush(done)).await.is_ok() {
+            let _ = stored.await;
         }
-        // The last batch taken may still be in its transaction.
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -414,9 +433,10 @@ impl Authenticate for GatewayAuth {
     }
 
     fn refused(&self, rule: &Rule, who: Option<&Principal>, refusal: &Refusal) {
+        let (identity, role) = audit_caller(who);
         self.audit.record_now(AuditRow {
-            identity: who.map_or_else(|| "-".to_owned(), Principal::label),
-            role: who.map_or_else(|| "-".to_owned(), |p| p.role.to_string()),
+            identity,
+            role,
             rpc: rule.method.trim_start_matches('/').to_owned(),
             object: "-".into(),
             outcome: format!("{:?}", refusal.code),
@@ -426,9 +446,18 @@ impl Authenticate for GatewayAuth {
     }
 }
 
+/// An audit record's `identity` (`role:name`) and `role` columns: `-` for a caller not
+/// identified.
+pub fn audit_caller(who: Option<&Principal>) -> (String, String) {
+    who.map_or_else(
+        || ("-".to_owned(), "-".to_owned()),
+        |p| (p.label(), p.role.to_string()),
+    )
+}
+
 /// The access of the gateway's server.
-pub fn access(auth: GatewayAuth, limits: weft_runtime::limits::Limits) -> Access {
-    Access::new(RULES, Arc::new(auth)).with_limits(limits)
+pub fn access(auth: GatewayAuth, limiter: weft_runtime::limits::Limiter) -> Access {
+    Access::new(RULES, Arc::new(auth)).with_limiter(limiter)
 }
 
 /// An audit record's outcome: `OK` or the code's name.

@@ -92,7 +92,8 @@ pub struct Gateway {
     pub(crate) watchers: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
     pub(crate) max_watches_per_client: usize,
     /// What one identity may ask of the API.
-    pub(crate) limits: weft_runtime::limits::Limits,
+    /// One budget per identity, shared by every listener of this gateway.
+    pub(crate) limiter: weft_runtime::limits::Limiter,
     /// The API's bearer tokens.
     pub(crate) tokens: crate::access::Tokens,
     /// Where accepted and refused mutations are recorded.
@@ -234,7 +235,7 @@ impl Gateway {
             request_id_max: options.request_id_max,
             watchers: Default::default(),
             max_watches_per_client: options.max_watches_per_client,
-            limits: options.limits,
+            limiter: weft_runtime::limits::Limiter::new(options.limits),
             peers: options.peers,
         }
     }

@@ -60,16 +60,11 @@ impl Audit {
         };
         let result = as_caller(caller, f).await;
         let (outcome, message) = access::outcome(&result);
+        let (identity, role) = access::audit_caller(self.who.as_ref());
         self.log
             .record(AuditRow {
-                identity: self
-                    .who
-                    .as_ref()
-                    .map_or_else(|| "-".to_owned(), Principal::label),
-                role: self
-                    .who
-                    .as_ref()
-                    .map_or_else(|| "-".to_owned(), |p| p.role.to_string()),
+                identity,
+                role,
                 rpc: format!("weft.gateway.v1.{}", self.rpc),
                 object: self.object,
                 request_id: self.request_id,

@@ -324,10 +324,10 @@ pub fn services(gw: Gateway) -> GrpcServer {
         tokens: gw.tokens.clone(),
         audit: gw.audit.clone(),
     };
-    let limits = gw.limits;
+    let limiter = gw.limiter.clone();
     let svc = grpc::GatewayGrpc::new(gw);
     GrpcServer::new()
-        .access(access::access(auth, limits))
+        .access(access::access(auth, limiter))
         .add_service(
             weft_proto::gateway::v1::token_service_server::TokenServiceServer::new(svc.clone()),
         )

@@ -341,10 +341,11 @@ impl Access {
         }
     }
 
-    /// Limits each identity's calls (see [`crate::limits`]).
+    /// Limits each identity's calls (see [`crate::limits`]) with `limiter`, which other servers
+    /// may share (one identity's budget whichever listener it calls).
     #[must_use]
-    pub fn with_limits(mut self, limits: crate::limits::Limits) -> Self {
-        self.limiter = Some(crate::limits::Limiter::new(limits));
+    pub fn with_limiter(mut self, limiter: crate::limits::Limiter) -> Self {
+        self.limiter = Some(limiter);
         self
     }
 
@@ -356,10 +357,19 @@ impl Access {
     /// Every method of `services` (full service names, looked up in `descriptors`, an encoded
     /// `FileDescriptorSet`) has a rule.
     pub fn check_covers(&self, services: &[&str], descriptors: &[u8]) -> Result<(), Uncovered> {
-        let missing: Vec<String> = methods_of(services, descriptors)
-            .into_iter()
-            .filter(|m| !self.rules.contains_key(m.as_str()))
+        let methods = methods_of(services, descriptors);
+        // A served service the descriptors do not describe cannot be checked: it counts as
+        // uncovered rather than passing with no methods.
+        let mut missing: Vec<String> = services
+            .iter()
+            .filter(|s| !methods.iter().any(|m| m.starts_with(&format!("/{s}/"))))
+            .map(|s| format!("{s} (not in the descriptors)"))
             .collect();
+        missing.extend(
+            methods
+                .into_iter()
+                .filter(|m| !self.rules.contains_key(m.as_str())),
+        );
         if missing.is_empty() {
             Ok(())
         } else {
@@ -658,6 +668,23 @@ mod tests {
         );
         assert!(format!("{:?}", Bearer::new(&token).unwrap()) == "Bearer(..)");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_served_method_or_service_without_a_rule_is_uncovered() {
+        let access = Access::new(TABLE, Arc::new(Fixed(None)));
+        let served = ["weft.gateway.v1.NetworkService"];
+        let Err(Uncovered(missing)) = access.check_covers(&served, weft_proto::FILE_DESCRIPTOR_SET)
+        else {
+            panic!("the table has no NetworkService rule");
+        };
+        assert!(missing.contains(&"/weft.gateway.v1.NetworkService/CreateNetwork".to_owned()));
+        let Err(Uncovered(missing)) =
+            access.check_covers(&["p.S"], weft_proto::FILE_DESCRIPTOR_SET)
+        else {
+            panic!("p.S is in no descriptor");
+        };
+        assert_eq!(missing, ["p.S (not in the descriptors)"]);
     }
 
     #[test]
