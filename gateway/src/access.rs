@@ -49,6 +49,10 @@ pub const RULES: &[Rule] = &[
         false,
     ),
     Rule::read("/weft.gateway.v1.HostService/ListHosts"),
+    Rule::admin("/weft.gateway.v1.HostService/CreateJoinToken", true),
+    Rule::admin("/weft.gateway.v1.HostService/RemoveHost", true),
+    // The holder of a join token, and no one else.
+    Rule::only("/weft.gateway.v1.JoinService/JoinHost", &[Role::Join], true),
     Rule::only(
         "/weft.gateway.v1.AgentRegistryService/RegisterHost",
         &[Role::Agent],
@@ -97,6 +101,53 @@ pub fn valid_token_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// What is wrong with a token to create: its name, its host for its role, a role that tokens
+/// may not have.
+fn check_token(name: &str, role: Role, host: &str) -> Vec<weft_runtime::FieldViolation> {
+    let mut bad = Vec::new();
+    if !valid_token_name(name) {
+        bad.push(weft_runtime::FieldViolation::new(
+            "name",
+            name,
+            "1-63 characters of a-z, 0-9, '.', '_', '-', starting and ending with a letter or digit",
+        ));
+    }
+    let service = matches!(role, Role::Agent | Role::Dns);
+    if service {
+        if host.is_empty() {
+            bad.push(weft_runtime::FieldViolation::new(
+                "host",
+                host,
+                "the agent and dns roles speak for one host: give its name",
+            ));
+        } else if let Err(v) = crate::domain::check::check_name("host", host) {
+            bad.push(v);
+        }
+    }
+    if !service && !host.is_empty() {
+        bad.push(weft_runtime::FieldViolation::new(
+            "host",
+            host,
+            "only the agent and dns roles have a host",
+        ));
+    }
+    if role == Role::Gateway {
+        bad.push(weft_runtime::FieldViolation::new(
+            "role",
+            role.as_str(),
+            "the gateway role is the gateway's own (a certificate)",
+        ));
+    }
+    if role == Role::Join {
+        bad.push(weft_runtime::FieldViolation::new(
+            "role",
+            role.as_str(),
+            "join tokens are one-time tokens from HostService.CreateJoinToken (weftctl host join-token)",
+        ));
+    }
+    bad
 }
 
 /// The gateway's tokens, cached by hash.
@@ -188,40 +239,7 @@ impl Tokens {
         hash: &str,
         replace: bool,
     ) -> Result<TokenRow, GatewayError> {
-        let mut bad = Vec::new();
-        if !valid_token_name(name) {
-            bad.push(weft_runtime::FieldViolation::new(
-                "name",
-                name,
-                "1-63 characters of a-z, 0-9, '.', '_', '-', starting and ending with a letter or digit",
-            ));
-        }
-        let service = matches!(role, Role::Agent | Role::Dns);
-        if service {
-            if host.is_empty() {
-                bad.push(weft_runtime::FieldViolation::new(
-                    "host",
-                    host,
-                    "the agent and dns roles speak for one host: give its name",
-                ));
-            } else if let Err(v) = crate::domain::check::check_name("host", host) {
-                bad.push(v);
-            }
-        }
-        if !service && !host.is_empty() {
-            bad.push(weft_runtime::FieldViolation::new(
-                "host",
-                host,
-                "only the agent and dns roles have a host",
-            ));
-        }
-        if role == Role::Gateway {
-            bad.push(weft_runtime::FieldViolation::new(
-                "role",
-                role.as_str(),
-                "the gateway role is the gateway's own (a certificate)",
-            ));
-        }
+        let bad = check_token(name, role, host);
         if !bad.is_empty() {
             return Err(GatewayError::Invalid(bad));
         }
@@ -290,7 +308,7 @@ impl Tokens {
         }
     }
 
-    fn forget_all(&self) {
+    pub(crate) fn forget_all(&self) {
         self.cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -399,7 +417,47 @@ async fn write(db: &Db, rows: &[AuditRow], trim: bool) -> store::Result<()> {
 #[derive(Debug, Clone)]
 pub struct GatewayAuth {
     pub tokens: Tokens,
+    pub join_tokens: crate::hostauth::JoinTokens,
+    pub removals: crate::hostauth::Removals,
     pub audit: AuditLog,
+}
+
+/// What a caller is told when its credentials cannot be checked now.
+fn store_down(e: &GatewayError) -> Refusal {
+    tracing::warn!(error = %e, "cannot check credentials");
+    Refusal {
+        code: tonic::Code::Unavailable,
+        message: "cannot check credentials now: the store is unavailable".into(),
+        retry_after: Some(Duration::from_secs(1)),
+    }
+}
+
+impl GatewayAuth {
+    /// The principal of a verified client certificate; an agent's or dns-svc's certificate
+    /// issued before its host was removed is refused.
+    async fn by_certificate(&self, extensions: &Extensions) -> Result<Principal, Refusal> {
+        let Some(p) = weft_runtime::cert_auth::certificate_principal(extensions) else {
+            return Err(Refusal::unauthenticated(
+                "this call needs credentials: metadata 'authorization: Bearer <token>' (weft up writes an admin token to <data-dir>/admin.token), or a client certificate from the cluster's CA on the gateway's TLS listener",
+            ));
+        };
+        if matches!(p.role, Role::Agent | Role::Dns)
+            && let Some(issued) = weft_identity::peer_issued_at(extensions)
+        {
+            match self.removals.predates_removal(&p.name, issued).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    return Err(Refusal::unauthenticated(format!(
+                        "the certificate of {} was issued before host {:?} was removed: the host must join again",
+                        p.label(),
+                        p.name
+                    )));
+                }
+                Err(e) => return Err(store_down(&e)),
+            }
+        }
+        Ok(p)
+    }
 }
 
 impl Authenticate for GatewayAuth {
@@ -410,24 +468,21 @@ impl Authenticate for GatewayAuth {
     ) -> BoxFuture<'a, Result<Principal, Refusal>> {
         Box::pin(async move {
             let Some(token) = access::bearer(headers)? else {
-                if let Some(p) = weft_runtime::cert_auth::certificate_principal(extensions) {
-                    return Ok(p);
-                }
-                return Err(Refusal::unauthenticated(
-                    "this call needs credentials: metadata 'authorization: Bearer <token>' (weft up writes an admin token to <data-dir>/admin.token), or a client certificate from the cluster's CA on the gateway's TLS listener",
-                ));
+                return self.by_certificate(extensions).await;
             };
+            if access::looks_like_join_token(token) {
+                return match self.join_tokens.lookup(token).await {
+                    Ok(Some(p)) => Ok(p),
+                    Ok(None) => Err(Refusal::unauthenticated(
+                        "unknown, spent or expired join token",
+                    )),
+                    Err(e) => Err(store_down(&e)),
+                };
+            }
             match self.tokens.lookup(token).await {
                 Ok(Some(p)) => Ok(p),
                 Ok(None) => Err(Refusal::unauthenticated("unknown or revoked token")),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot look up a token");
-                    Err(Refusal {
-                        code: tonic::Code::Unavailable,
-                        message: "cannot check credentials now: the store is unavailable".into(),
-                        retry_after: Some(Duration::from_secs(1)),
-                    })
-                }
+                Err(e) => Err(store_down(&e)),
             }
         })
     }

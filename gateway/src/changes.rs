@@ -28,6 +28,10 @@ pub(crate) enum Change<'a> {
     EndOperation(&'a str),
     /// A host registered, or came back up.
     PutHost(&'a HostRecord),
+    /// A host is forgotten (its sandboxes went before): its record and desired-state
+    /// revision go, its removal time is kept (certificates issued before it are refused) and
+    /// the tokens bound to it are revoked.
+    RemoveHost(&'a HostRecord, i64),
 }
 
 impl Change<'_> {
@@ -45,6 +49,8 @@ impl Change<'_> {
             Change::InsertEndpoint(e) | Change::DeleteEndpoint(e) => vec![e.host.clone()],
             Change::UpdateNetwork(n) => store::sandboxes::hosts_on_network(conn, &n.id).await?,
             Change::PutHost(h) => vec![h.name.clone()],
+            // Its feed goes with it.
+            Change::RemoveHost(..) => Vec::new(),
             Change::InsertNetwork(_) | Change::DeleteNetwork(_) | Change::EndOperation(_) => {
                 Vec::new()
             }
@@ -112,6 +118,12 @@ impl Change<'_> {
             Change::PutHost(h) => {
                 store::hosts::put(conn, h).await?;
                 (K::HostUp, O::Host(to_pb::host_to_pb(h)))
+            }
+            Change::RemoveHost(h, at_ms) => {
+                store::hosts::delete(conn, &h.name).await?;
+                store::hosts::put_removal(conn, &h.name, at_ms).await?;
+                store::tokens::revoke_for_host(conn, &h.name, at_ms).await?;
+                (K::HostRemoved, O::Host(to_pb::host_to_pb(h)))
             }
             Change::EndOperation(id) => {
                 return Err(GatewayError::Precondition(format!(

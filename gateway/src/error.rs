@@ -50,6 +50,12 @@ pub enum GatewayError {
     /// Something else that exists already (a token).
     #[error("{0}")]
     AlreadyExists(String),
+    /// A credential that does not hold (a spent join token).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A credential that holds but not for this (a join token for another host).
+    #[error("{0}")]
+    Denied(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -86,6 +92,8 @@ impl From<GatewayError> for Status {
             | GatewayError::PortTaken(_)
             | GatewayError::AlreadyExists(_) => Status::already_exists(msg),
             GatewayError::Exhausted(_) => Status::resource_exhausted(msg),
+            GatewayError::Unauthenticated(_) => Status::unauthenticated(msg),
+            GatewayError::Denied(_) => Status::permission_denied(msg),
             GatewayError::Precondition(_) => Status::failed_precondition(msg),
             GatewayError::RevisionGone { .. } => Status::out_of_range(msg),
             // IPAM's and the agent's own INVALID_ARGUMENT already name the field and value,

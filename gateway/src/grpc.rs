@@ -8,8 +8,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use weft_proto::gateway::v1::{
     self as pb, agent_registry_service_server::AgentRegistryService,
-    event_service_server::EventService, host_service_server::HostService,
-    network_service_server::NetworkService, sandbox_service_server::SandboxService,
+    event_service_server::EventService, network_service_server::NetworkService,
+    sandbox_service_server::SandboxService,
 };
 use weft_runtime::{
     FieldViolation,
@@ -432,30 +432,6 @@ impl SandboxService for GatewayGrpc {
                 Ok(Response::new(answer))
             })
             .await
-    }
-}
-
-#[tonic::async_trait]
-impl HostService for GatewayGrpc {
-    async fn list_hosts(
-        &self,
-        req: Request<pb::ListHostsRequest>,
-    ) -> Result<Response<pb::ListHostsResponse>, Status> {
-        let req = req.into_inner();
-        let page = Page::parse("hosts", req.page_size, &req.page_token).map_err(invalid)?;
-        let filter = from_pb::host_filter(req).map_err(|state| {
-            invalid(vec![FieldViolation::new(
-                "state",
-                state.to_string(),
-                "unknown host state (UP, DOWN or unspecified)",
-            )])
-        })?;
-        let (hosts, next_page_token, revision) = self.gw.list_hosts(&filter, &page).await?;
-        Ok(Response::new(pb::ListHostsResponse {
-            hosts: hosts.iter().map(host_to_pb).collect(),
-            revision,
-            next_page_token,
-        }))
     }
 }
 

@@ -109,6 +109,54 @@ impl Gateway {
         Ok(marked)
     }
 
+    /// Removes a host (`HostService.RemoveHost`): deletes its sandboxes (the sharers of a
+    /// namespace first), then forgets it. The host must not be this gateway's own, nor up
+    /// unless `force` (its agent is then asked to remove what it can). Returns the host as it
+    /// was and the names of the sandboxes deleted.
+    pub async fn remove_host(
+        &self,
+        name: &str,
+        force: bool,
+    ) -> Result<(HostRecord, Vec<String>), GatewayError> {
+        if name == self.host {
+            return Err(GatewayError::Precondition(format!(
+                "host {name:?} is this gateway's own host (--host-name): it cannot be removed"
+            )));
+        }
+        let stored = {
+            let mut conn = self.db.read().acquire().await?;
+            store::hosts::get(&mut conn, name).await?
+        };
+        let host = stored.ok_or_else(|| GatewayError::HostNotFound(name.to_owned()))?;
+        if host.up && !force {
+            return Err(GatewayError::Precondition(format!(
+                "host {name:?} is up (its agent sends heartbeats): stop it first, or force the removal"
+            )));
+        }
+        let mut sandboxes: Vec<_> = self
+            .list_sandboxes()
+            .await?
+            .into_iter()
+            .filter(|s| s.host == name)
+            .collect();
+        // A sandbox that shares another's namespace goes before it.
+        sandboxes.sort_by_key(|s| !s.network_mode.starts_with("container:"));
+        let mut removed = Vec::with_capacity(sandboxes.len());
+        for sandbox in sandboxes {
+            let sandbox_name = sandbox.name.clone();
+            self.delete_found_sandbox(sandbox, host.up).await?;
+            removed.push(sandbox_name);
+        }
+        let at_ms = self.clock.now_ms();
+        self.commit(&[Change::RemoveHost(&host, at_ms)], None)
+            .await?;
+        self.removals.record(name, at_ms);
+        self.tokens.forget_all();
+        self.cache_host(name, None);
+        tracing::warn!(host = %name, sandboxes = removed.len(), "host removed");
+        Ok((host, removed))
+    }
+
     /// Marks stale hosts down every heartbeat interval, forever.
     pub async fn watch_heartbeats_forever(&self) {
         loop {

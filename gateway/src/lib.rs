@@ -20,11 +20,15 @@ mod from_pb;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod grpc;
+mod host_api;
+pub mod hostauth;
 pub mod hosts;
 mod identity_api;
 mod ipam;
+pub mod join;
 pub mod lists;
 pub mod peers;
+mod recent;
 pub mod recovery;
 pub mod sagas;
 mod steps;
@@ -78,6 +82,12 @@ pub struct Args {
     /// agents and dns-svc of other hosts. Needs --tls-cert, --tls-key and --tls-ca.
     #[arg(long, env = "WEFT_GATEWAY_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
+
+    /// The cluster CA's private key (PEM; the CA certificate is --tls-ca): with it the gateway
+    /// signs the certificates of hosts that join with a join token (`weftctl host join-token`).
+    /// Keep it readable by the gateway alone.
+    #[arg(long, env = "WEFT_GATEWAY_TLS_CA_KEY", requires = "tls_listen")]
+    pub tls_ca_key: Option<std::path::PathBuf>,
 
     /// The name of this host (sandboxes are placed on it).
     #[arg(long, env = "WEFT_GATEWAY_HOST_NAME", default_value = "local")]
@@ -268,6 +278,12 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
     // The public listener may be plaintext on loopback (tokens are required all the same).
     let tls = args.check_transport()?;
     let peers = tls.as_ref().map(peers::PeerTls::new).transpose()?;
+    let signer = match (&args.tls_ca_key, &tls) {
+        (Some(key), Some(files)) => Some(std::sync::Arc::new(weft_identity::pki::Ca::load(
+            &files.ca, key,
+        )?)),
+        _ => None,
+    };
     let channel = |flag: &'static str, value: &str, tls: Option<&weft_identity::ClientTls>| {
         if tls.is_none() && !value.contains("://") {
             return Err(StartError::Url {
@@ -309,6 +325,7 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
                 concurrent: args.max_in_flight_per_identity,
             },
             peers,
+            signer,
         },
     );
     gw.tokens
@@ -322,6 +339,8 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
 pub fn services(gw: Gateway) -> GrpcServer {
     let auth = access::GatewayAuth {
         tokens: gw.tokens.clone(),
+        join_tokens: gw.join_tokens.clone(),
+        removals: gw.removals.clone(),
         audit: gw.audit.clone(),
     };
     let limiter = gw.limiter.clone();
@@ -345,6 +364,9 @@ pub fn services(gw: Gateway) -> GrpcServer {
         )
         .add_service(
             weft_proto::gateway::v1::event_service_server::EventServiceServer::new(svc.clone()),
+        )
+        .add_service(
+            weft_proto::gateway::v1::join_service_server::JoinServiceServer::new(svc.clone()),
         )
         .add_service(
             weft_proto::gateway::v1::agent_registry_service_server::AgentRegistryServiceServer::new(

@@ -61,8 +61,11 @@ pub enum Command {
     Sandbox(SandboxCmd),
     /// Follow the event log (networks, sandboxes, endpoints, hosts).
     Events(EventsArgs),
-    /// List the hosts and their agents.
+    /// List the hosts and their agents (`weftctl host ls`).
     Hosts,
+    /// Manage hosts: list, let a new one join, remove one (role admin for the last two).
+    #[command(subcommand)]
+    Host(HostCmd),
     /// ipam-svc administration.
     #[command(subcommand)]
     Ipam(IpamCmd),
@@ -75,6 +78,30 @@ pub enum Command {
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCmd {
+    /// List the hosts and their agents.
+    #[command(alias = "list")]
+    Ls,
+    /// Make a one-time join token for a new host; prints it (shown this once) as the last word.
+    JoinToken {
+        /// Only a host of this name may join with it.
+        #[arg(long, default_value = "")]
+        host: String,
+        /// How long it may be used (e.g. 30m, 2h; at most 24h).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
+    /// Remove a host: its sandboxes are deleted and their addresses released; the host must
+    /// join again to come back.
+    Rm {
+        name: String,
+        /// Remove it even while it is up.
+        #[arg(long)]
+        force: bool,
     },
 }
 

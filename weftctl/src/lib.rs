@@ -16,7 +16,7 @@ use std::io::Write;
 use clap::CommandFactory;
 
 use crate::{
-    cli::{Cli, Command},
+    cli::{Cli, Command, HostCmd},
     commands::Ctx,
     error::CliError,
 };
@@ -33,7 +33,8 @@ pub async fn run<W: Write>(cli: Cli, out: &mut W) -> Result<(), CliError> {
         Command::Network(cmd) => commands::network::run(&mut ctx, cmd).await,
         Command::Sandbox(cmd) => commands::sandbox::run(&mut ctx, cmd).await,
         Command::Events(a) => commands::events::run(&mut ctx, &a).await,
-        Command::Hosts => commands::hosts::run(&mut ctx).await,
+        Command::Hosts | Command::Host(HostCmd::Ls) => commands::hosts::run(&mut ctx).await,
+        Command::Host(cmd) => commands::hosts::manage(&mut ctx, cmd).await,
         Command::Ipam(cmd) => commands::ipam::run(&mut ctx, cmd).await,
         Command::Token(cmd) => commands::tokens::run(&mut ctx, cmd).await,
         Command::Audit(a) => commands::tokens::audit(&mut ctx, &a).await,

@@ -356,8 +356,18 @@ impl Gateway {
         &self,
         key: &str,
     ) -> Result<(SandboxRecord, Vec<EndpointRecord>), GatewayError> {
-        let mut steps = Steps::start();
         let sandbox = self.find_sandbox("sandbox", key).await?;
+        self.delete_found_sandbox(sandbox, true).await
+    }
+
+    /// [`Gateway::delete_sandbox`] of a sandbox found; `reach_agent` false: the host is gone,
+    /// its agent is not asked (only the records and the addresses go).
+    pub(crate) async fn delete_found_sandbox(
+        &self,
+        sandbox: SandboxRecord,
+        reach_agent: bool,
+    ) -> Result<(SandboxRecord, Vec<EndpointRecord>), GatewayError> {
+        let mut steps = Steps::start();
         let (sharers, endpoints) = {
             let mut conn = self.db.read().acquire().await?;
             let sharers = store::sandboxes::sharing(&mut conn, &sandbox.id).await?;
@@ -380,13 +390,15 @@ impl Gateway {
             .await?;
         self.fault("delete-sandbox:recorded");
         steps.mark("begin");
-        if !sandbox.removal_takes_interfaces() {
+        if reach_agent && !sandbox.removal_takes_interfaces() {
             for ep in endpoints.iter().rev() {
                 self.detach_agent(&sandbox, ep).await;
             }
         }
         self.fault("delete-sandbox:detached");
-        self.remove_agent_sandbox(&sandbox).await;
+        if reach_agent {
+            self.remove_agent_sandbox(&sandbox).await;
+        }
         self.fault("delete-sandbox:agent-removed");
         steps.mark("agent");
         // Nothing uses the addresses any more: they go back while the records go. Killed in

@@ -165,3 +165,39 @@ pub async fn revision_of(conn: &mut AnyConnection, host: &str) -> Result<u64> {
             .await?;
     Ok(r.and_then(|r| u64::try_from(r).ok()).unwrap_or(0))
 }
+
+/// Forgets the host `name` (its record and its desired-state revision); true if it was there.
+pub async fn delete(conn: &mut AnyConnection, name: &str) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM gateway_hosts WHERE name = $1")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM gateway_host_revisions WHERE host = $1")
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records that `name` was removed at `at_ms` (replacing an earlier removal).
+pub async fn put_removal(conn: &mut AnyConnection, name: &str, at_ms: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO gateway_host_removals (name, removed_at_ms) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET removed_at_ms = excluded.removed_at_ms",
+    )
+    .bind(name)
+    .bind(at_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// When `name` was last removed, if ever.
+pub async fn removed_at(conn: &mut AnyConnection, name: &str) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT removed_at_ms FROM gateway_host_removals WHERE name = $1")
+            .bind(name)
+            .fetch_optional(conn)
+            .await?,
+    )
+}

@@ -10,6 +10,7 @@ use weft_store::{Backend, Db};
 
 pub mod audit;
 pub mod hosts;
+pub mod join_tokens;
 pub mod networks;
 pub mod operations;
 pub mod ports;

@@ -105,3 +105,19 @@ pub async fn revoke(conn: &mut AnyConnection, name: &str, now_ms: i64) -> Result
     .await?;
     Ok(hash)
 }
+
+/// Revokes every live token bound to `host` (its agent's and dns-svc's); their names.
+pub async fn revoke_for_host(
+    conn: &mut AnyConnection,
+    host: &str,
+    now_ms: i64,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE gateway_tokens SET revoked_at_ms = $2 WHERE host = $1 AND revoked_at_ms IS NULL \
+         RETURNING name",
+    )
+    .bind(host)
+    .bind(now_ms)
+    .fetch_all(conn)
+    .await?)
+}

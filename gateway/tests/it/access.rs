@@ -44,7 +44,7 @@ fn gateway_methods() -> Vec<String> {
 
 /// Calls `method` with an empty request through `channel`: its status (OK when it answered).
 /// A stream that stays open (Watch) answers OK.
-async fn call_empty(channel: Authed, method: &str) -> Status {
+pub(crate) async fn call_empty(channel: Authed, method: &str) -> Status {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let path = PathAndQuery::try_from(method).unwrap();

@@ -13,9 +13,12 @@ use weft_testkit::{
     mtls::{self, TestPki},
 };
 
-async fn gateway_with_tls_listener(
+/// A gateway (the real binary) with `pki`'s gateway certificate and a TLS listener, and
+/// `extra` flags.
+pub(crate) async fn gateway_with_tls_listener(
     pki: &TestPki,
     db: &TestDb,
+    extra: &[String],
 ) -> (ServiceProcess, std::net::SocketAddr) {
     let own = pki.files("gateway", Kind::Gateway, "gateway");
     let tls_addr: std::net::SocketAddr = format!("127.0.0.1:{}", weft_testkit::free_port())
@@ -38,6 +41,7 @@ async fn gateway_with_tls_listener(
     .map(|s| (*s).to_owned())
     .collect();
     args.extend(mtls::flags(&own));
+    args.extend_from_slice(extra);
     let svc = ServiceProcess::start(env!("CARGO_BIN_EXE_gateway"), &args).await;
     (svc, tls_addr)
 }
@@ -55,7 +59,7 @@ fn register(host: &str) -> pb::RegisterHostRequest {
 async fn an_agent_certificate_speaks_for_its_own_host_only() {
     let pki = TestPki::new();
     let db = TestDb::sqlite();
-    let (_svc, tls_addr) = gateway_with_tls_listener(&pki, &db).await;
+    let (_svc, tls_addr) = gateway_with_tls_listener(&pki, &db, &[]).await;
     let agent_a = mtls::client(&pki.files("agent-a", Kind::Agent, "h-a"), Kind::Gateway);
     let mut client =
         AgentRegistryServiceClient::new(agent_a.connect(&tls_addr.to_string()).await.unwrap());
@@ -96,7 +100,7 @@ async fn an_agent_certificate_speaks_for_its_own_host_only() {
 async fn the_tls_listener_needs_a_certificate_or_token_but_health_is_open() {
     let pki = TestPki::new();
     let db = TestDb::sqlite();
-    let (_svc, tls_addr) = gateway_with_tls_listener(&pki, &db).await;
+    let (_svc, tls_addr) = gateway_with_tls_listener(&pki, &db, &[]).await;
     let anonymous = mtls::anonymous(&pki.ca_path(), Kind::Gateway);
     assert_eq!(
         mtls::health(&anonymous, tls_addr).await,

@@ -50,5 +50,8 @@ pub use files::TlsFiles;
 pub use identity::{
     CertIdentityError, Identity, IdentityError, Kind, URI_PREFIX, identity_of_cert, validate_name,
 };
+pub use pki::issued_at_of_cert;
 pub use reload::CHECK_INTERVAL;
-pub use server::{ClientAuth, ServerTls, TlsIncoming, incoming, peer_identity, request_identity};
+pub use server::{
+    ClientAuth, ServerTls, TlsIncoming, incoming, peer_identity, peer_issued_at, request_identity,
+};

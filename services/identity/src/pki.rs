@@ -314,6 +314,14 @@ pub fn make_csr(identity: &Identity) -> Result<(String, String), Error> {
     Ok((csr.pem()?, key.serialize_pem()))
 }
 
+/// A certificate's `notBefore` plus [`BACKDATE`]: when this PKI issued it.
+/// `None` when it does not parse.
+pub fn issued_at_of_cert(der: &[u8]) -> Option<std::time::SystemTime> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let secs = u64::try_from(cert.validity().not_before.timestamp()).ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs) + BACKDATE)
+}
+
 /// 16 random bytes, the top bit clear so that the serial stays a positive INTEGER.
 fn random_serial() -> Result<SerialNumber, Error> {
     let mut bytes = [0u8; 16];

@@ -274,6 +274,17 @@ pub fn peer_identity(extensions: &http::Extensions) -> Option<Identity> {
     identity_of_cert(certs.first()?).ok()
 }
 
+/// When the client certificate of the connection a request arrived on was issued: its
+/// `notBefore` plus [`crate::pki::BACKDATE`] (this PKI backdates every certificate by that
+/// much). `None` without a client certificate. A service that must refuse certificates issued
+/// before some event (a host's removal) compares with this.
+pub fn peer_issued_at(extensions: &http::Extensions) -> Option<std::time::SystemTime> {
+    let certs = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()?;
+    crate::pki::issued_at_of_cert(certs.first()?)
+}
+
 /// [`peer_identity`] for a tonic request (in a handler or an interceptor).
 pub fn request_identity<T>(request: &tonic::Request<T>) -> Option<Identity> {
     peer_identity(request.extensions())

@@ -154,6 +154,26 @@ pub fn looks_like_token(token: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// What every one-time join token (a new host's way in) starts with.
+pub const JOIN_TOKEN_PREFIX: &str = "weftjoin_";
+
+/// A new join token: [`JOIN_TOKEN_PREFIX`] and 32 random bytes from the kernel, in hex. Its
+/// hash is [`token_hash`].
+pub fn new_join_token() -> std::io::Result<String> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(std::io::Error::other)?;
+    Ok(format!("{JOIN_TOKEN_PREFIX}{}", hex(&secret)))
+}
+
+/// Has the shape of a token [`new_join_token`] makes.
+pub fn looks_like_join_token(token: &str) -> bool {
+    token.len() == JOIN_TOKEN_PREFIX.len() + 64
+        && token.starts_with(JOIN_TOKEN_PREFIX)
+        && token[JOIN_TOKEN_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// A token hash as given on a command line: 64 lower-case hex digits.
 pub fn is_token_hash(hash: &str) -> bool {
     hash.len() == 64
@@ -197,9 +217,9 @@ impl Bearer {
         Self(None)
     }
 
-    /// `token`, which must have the shape [`new_token`] gives.
+    /// `token`, which must have the shape [`new_token`] or [`new_join_token`] gives.
     pub fn new(token: &str) -> Result<Self, TokenFileError> {
-        if !looks_like_token(token) {
+        if !looks_like_token(token) && !looks_like_join_token(token) {
             return Err(TokenFileError::Malformed);
         }
         format!("Bearer {token}")
@@ -638,6 +658,11 @@ mod tests {
         assert!(is_token_hash(&h));
         assert_ne!(h, token_hash(&b));
         assert!(!h.contains(&a[TOKEN_PREFIX.len()..]));
+        // Join tokens are told apart from API tokens by their prefix.
+        let j = new_join_token().unwrap();
+        assert!(looks_like_join_token(&j) && !looks_like_token(&j), "{j}");
+        assert!(!looks_like_join_token(&a));
+        assert!(Bearer::new(&j).is_ok());
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::fmt;
 use tonic::{Code, Status};
 
 /// What a caller may do. `Viewer` < `Operator` < `Admin` for people and tools; `Agent`, `Dns`
-/// and `Gateway` are the services' own roles.
+/// and `Gateway` are the services' own roles; `Join` is the holder of a one-time join token,
+/// which may only ask for a new host's certificates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
     Viewer,
@@ -15,16 +16,18 @@ pub enum Role {
     Agent,
     Dns,
     Gateway,
+    Join,
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Viewer,
         Role::Operator,
         Role::Admin,
         Role::Agent,
         Role::Dns,
         Role::Gateway,
+        Role::Join,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Role {
             Role::Agent => "agent",
             Role::Dns => "dns",
             Role::Gateway => "gateway",
+            Role::Join => "join",
         }
     }
 }
@@ -53,7 +57,7 @@ impl std::str::FromStr for Role {
             .into_iter()
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown role {s:?} (viewer, operator, admin, agent, dns or gateway)")
+                format!("unknown role {s:?} (viewer, operator, admin, agent, dns, gateway or join)")
             })
     }
 }

@@ -29,6 +29,7 @@ const KINDS: &[(K, &str, &str)] = &[
     (K::SandboxRemoved, "sandbox", "removed"),
     (K::HostUp, "host", "up"),
     (K::HostDown, "host", "down"),
+    (K::HostRemoved, "host", "removed"),
 ];
 
 fn single(filters: &[Filter], key: &str) -> Result<String, CliError> {

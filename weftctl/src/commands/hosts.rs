@@ -5,7 +5,7 @@ use std::io::Write;
 use weft_proto::gateway::v1::{self as pb, host_service_client::HostServiceClient};
 
 use super::Ctx;
-use crate::{error::CliError, json, output::Table};
+use crate::{cli::HostCmd, error::CliError, json, output::Table};
 
 /// One row of the hosts table.
 pub fn row(h: &pb::Host) -> Vec<String> {
@@ -60,4 +60,60 @@ pub async fn run<W: Write>(ctx: &mut Ctx<'_, W>) -> Result<(), CliError> {
         t.row(row(h));
     }
     ctx.print(&t.render())
+}
+
+/// `weftctl host join-token` and `weftctl host rm`.
+pub async fn manage<W: Write>(ctx: &mut Ctx<'_, W>, cmd: HostCmd) -> Result<(), CliError> {
+    let mut c = HostServiceClient::new(ctx.gateway().await?);
+    match cmd {
+        HostCmd::Ls => run(ctx).await,
+        HostCmd::JoinToken { host, ttl } => {
+            let ttl_seconds = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
+            let r = c
+                .create_join_token(pb::CreateJoinTokenRequest {
+                    ttl_seconds: ttl_seconds.max(1),
+                    host_name: host,
+                })
+                .await?
+                .into_inner();
+            let expires = r.expires.map(|t| t.to_string()).unwrap_or_default();
+            if ctx.json() {
+                return ctx.json_line(&serde_json::json!({
+                    "Token": r.token,
+                    "Host": r.host_name,
+                    "Expires": expires,
+                }));
+            }
+            let who = if r.host_name.is_empty() {
+                "one new host".to_owned()
+            } else {
+                format!("host {}", r.host_name)
+            };
+            // The token is the last word: scripts take it with `awk '{print $NF}'`.
+            ctx.line(&format!(
+                "join token for {who}, usable once until {expires}: {}",
+                r.token
+            ))
+        }
+        HostCmd::Rm { name, force } => {
+            let r = c
+                .remove_host(pb::RemoveHostRequest { name, force })
+                .await?
+                .into_inner();
+            let host = r.host.unwrap_or_default();
+            if ctx.json() {
+                return ctx.json_line(&serde_json::json!({
+                    "Name": host.name,
+                    "Sandboxes": r.sandboxes,
+                }));
+            }
+            ctx.line(&format!(
+                "host {} removed with {} sandbox(es){}{}",
+                host.name,
+                r.sandboxes.len(),
+                if r.sandboxes.is_empty() { "" } else { ": " },
+                r.sandboxes.join(", ")
+            ))
+        }
+    }
 }

@@ -192,3 +192,20 @@ fn missing_file_error_names_the_file() {
     let err = ServerTls::new(files).expect_err("missing");
     assert!(err.to_string().contains("ca.crt"), "{err}");
 }
+
+#[test]
+fn the_issue_time_is_read_back_from_a_certificate() {
+    let ca = weft_identity::pki::Ca::generate().unwrap();
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    let leaf = ca
+        .issue(
+            &id(weft_identity::Kind::Agent, "h1"),
+            &weft_identity::pki::LeafOptions::for_host("h1"),
+        )
+        .unwrap();
+    let after = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+    let der = CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap();
+    let at = weft_identity::issued_at_of_cert(&der).unwrap();
+    assert!(before <= at && at <= after, "{at:?}");
+    assert_eq!(weft_identity::issued_at_of_cert(b"not a certificate"), None);
+}
