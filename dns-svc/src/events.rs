@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use futures::FutureExt as _;
 use tokio::sync::watch;
-use tonic::{Code, transport::Endpoint};
+use tonic::{Code, transport::Channel};
 use weft_proto::gateway::v1::{
     self as gw, EventKind, WatchRequest, event_service_client::EventServiceClient,
 };
@@ -26,8 +26,9 @@ const MAX_BATCH: usize = 1000;
 
 #[derive(Debug)]
 pub struct Ingester {
-    endpoint: Endpoint,
-    /// dns-svc's credentials at the gateway.
+    /// To the gateway (lazy: it connects, and reconnects, when called).
+    channel: Channel,
+    /// dns-svc's credentials at the gateway (none when its certificate is).
     bearer: Bearer,
     snapshot: Arc<ArcSwap<Snapshot>>,
     /// The revision of the published snapshot, for whoever must react to changes (listeners).
@@ -47,13 +48,13 @@ struct Cursor {
 
 impl Ingester {
     pub fn new(
-        endpoint: Endpoint,
+        channel: Channel,
         bearer: Bearer,
         snapshot: Arc<ArcSwap<Snapshot>>,
         published: watch::Sender<u64>,
     ) -> Self {
         Self {
-            endpoint,
+            channel,
             bearer,
             snapshot,
             published,
@@ -62,7 +63,7 @@ impl Ingester {
 
     /// Follows the gateway forever (until the task is dropped).
     pub async fn run(self) {
-        let mut client = EventServiceClient::new(self.bearer.on(self.endpoint.connect_lazy()));
+        let mut client = EventServiceClient::new(self.bearer.on(self.channel.clone()));
         let mut cur = Cursor::default();
         let mut backoff = BACKOFF_MIN;
         loop {

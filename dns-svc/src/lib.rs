@@ -94,12 +94,20 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         &threads,
     )?;
     tracing::info!(addr = %operator_addr, zone = %config.zone, "operator DNS listener open");
-    let endpoint = tonic::transport::Endpoint::from_shared(config.gateway.clone())
-        .map_err(|e| StartError::Gateway(config.gateway.clone(), e.to_string()))?
-        .connect_timeout(std::time::Duration::from_secs(5));
+    let tls = match &config.transport {
+        weft_runtime::transport::Transport::Tls(files) => Some(files),
+        weft_runtime::transport::Transport::Plaintext => None,
+    };
+    let channel = weft_runtime::transport::gateway_channel(
+        &config.gateway,
+        tls,
+        std::time::Duration::from_secs(5),
+        None,
+    )
+    .map_err(|e| StartError::Gateway(config.gateway.clone(), e))?;
     let (published, rx) = watch::channel(0);
     let ingest = tokio::spawn(
-        Ingester::new(endpoint, config.gateway_bearer.clone(), snapshot, published).run(),
+        Ingester::new(channel, config.gateway_bearer.clone(), snapshot, published).run(),
     );
     let listeners = Arc::new(SandboxListeners::new(
         resolver.clone(),

@@ -192,6 +192,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             dns_address: args.dns_address.clone(),
             reconcile_interval: args.reconcile_interval,
             bearer,
+            tls: match &transport {
+                weft_runtime::transport::Transport::Tls(files) => Some(files.clone()),
+                weft_runtime::transport::Transport::Plaintext => None,
+            },
         };
         tokio::spawn(registry::run(agent.clone(), reg));
     }

@@ -26,8 +26,11 @@ pub struct Registration {
     pub dns_address: String,
     /// Reconcile at least this often.
     pub reconcile_interval: Duration,
-    /// The agent's credentials at the gateway.
+    /// The agent's credentials at the gateway: a token, or none when its certificate is
+    /// (an `https://` gateway, dialled with `tls`).
     pub bearer: Bearer,
+    /// The agent's own certificate, for an `https://` gateway.
+    pub tls: Option<weft_runtime::transport::TlsFiles>,
 }
 
 /// What the reconciliation loop reports to the heartbeat: the revision it applied last and
@@ -255,16 +258,19 @@ async fn reconcile_loop(
 /// Errors are logged and retried with backoff; the agent keeps serving its own API
 /// throughout.
 pub async fn run(agent: Arc<Agent>, reg: Registration) {
-    let endpoint = match tonic::transport::Endpoint::from_shared(reg.gateway.clone()) {
-        Ok(e) => e
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(30)),
+    let channel = match weft_runtime::transport::gateway_channel(
+        &reg.gateway,
+        reg.tls.as_ref(),
+        Duration::from_secs(2),
+        Some(Duration::from_secs(30)),
+    ) {
+        Ok(c) => c,
         Err(e) => {
-            tracing::error!(gateway = %reg.gateway, error = %e, "invalid gateway URL: not registering");
+            tracing::error!(gateway = %reg.gateway, error = %e, "cannot dial the gateway: not registering");
             return;
         }
     };
-    let client = AgentRegistryServiceClient::new(reg.bearer.on(endpoint.connect_lazy()))
+    let client = AgentRegistryServiceClient::new(reg.bearer.on(channel))
         .max_decoding_message_size(MAX_STATE);
     let (beats, rx) = tokio::sync::watch::channel(Beat {
         registration: 0,

@@ -131,7 +131,8 @@ impl Gateway {
         host_name: &str,
         by: &str,
     ) -> Result<(JoinTokenRow, String), GatewayError> {
-        self.signer()?;
+        let fingerprint = weft_identity::pki::ca_fingerprint(self.signer()?.cert_pem())
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
         let ttl = match ttl_seconds {
             0 => DEFAULT_JOIN_TTL,
             s if u64::from(s) <= MAX_JOIN_TTL.as_secs() => Duration::from_secs(s.into()),
@@ -148,7 +149,8 @@ impl Gateway {
         {
             return Err(GatewayError::invalid("host_name", host_name, e.to_string()));
         }
-        let secret = access::new_join_token().map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let secret = access::new_join_token(&fingerprint)
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
         let now = self.clock.now_ms();
         let row = JoinTokenRow {
             hash: access::token_hash(&secret),

@@ -106,13 +106,21 @@ impl Joinable {
             .token
     }
 
-    /// A channel that presents `token` and no certificate.
+    /// A channel that presents `token` and no certificate, and knows the gateway as a joining
+    /// host does: by the CA fingerprint in a join token.
     async fn with_token(&self, token: &str) -> Authed {
-        let channel = mtls::anonymous(&self.pki.ca_path(), Kind::Gateway)
+        let pin = weft_runtime::access::join_token_fingerprint(token)
+            .map_or_else(|| self.fingerprint(), str::to_owned);
+        let channel = weft_identity::ClientTls::pinned(&pin, Kind::Gateway)
+            .unwrap()
             .connect(&self.tls.to_string())
             .await
             .unwrap();
         Bearer::new(token).unwrap().on(channel)
+    }
+
+    fn fingerprint(&self) -> String {
+        weft_identity::pki::ca_fingerprint(self.pki.ca.cert_pem()).unwrap()
     }
 
     async fn join(
@@ -162,6 +170,21 @@ async fn a_host_joins_once_with_a_join_token_and_gets_certificates_for_itself_on
         token.starts_with("weftjoin_"),
         "a join token has its own prefix"
     );
+    // It carries the CA's fingerprint: a joining host dials the gateway knowing only that,
+    // and a server with another CA is refused.
+    assert_eq!(
+        weft_runtime::access::join_token_fingerprint(&token),
+        Some(g.fingerprint().as_str())
+    );
+    let other = TestPki::new();
+    let wrong = weft_identity::pki::ca_fingerprint(other.ca.cert_pem()).unwrap();
+    let err = weft_identity::ClientTls::pinned(&wrong, Kind::Gateway)
+        .unwrap()
+        .connect(&g.tls.to_string())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fingerprint"), "{err}");
 
     // Without a token, nothing; a request for another identity is refused and spends nothing.
     let anonymous = JoinServiceClient::new(
@@ -263,7 +286,7 @@ async fn a_host_joins_once_with_a_join_token_and_gets_certificates_for_itself_on
     let log = std::fs::read_to_string(&g.svc.log).unwrap();
     for secret in [&token, &bound, &holder] {
         assert!(
-            !log.contains(&secret["weftjoin_".len()..]),
+            !log.contains(&secret["weftjoin_".len().."weftjoin_".len() + 64]),
             "a join token in the log"
         );
         assert!(audit.iter().all(|e| !e.message.contains(secret.as_str())));

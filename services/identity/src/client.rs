@@ -77,6 +77,28 @@ impl ClientTls {
         })
     }
 
+    /// A client that knows only the CA's fingerprint ([`crate::pki::ca_fingerprint`], from a
+    /// join token) and presents no certificate: the server must send, in its chain, a CA
+    /// certificate with that fingerprint (this crate's servers do), and chain to it, be valid
+    /// for the address dialled and carry an `expected_server` identity. Reads no file.
+    pub fn pinned(ca_fingerprint: &str, expected_server: Kind) -> Result<Self, Error> {
+        let pin = ca_fingerprint.to_ascii_lowercase();
+        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Invalid(
+                "a CA fingerprint is a SHA-256 in 64 hex digits".into(),
+            ));
+        }
+        let config = Reloading::new("pinned client", Vec::new(), move || {
+            Ok(pinned_config(&pin, expected_server))
+        })?;
+        Ok(Self {
+            config: Arc::new(config),
+            expected: expected_server,
+            files: None,
+            ca: PathBuf::new(),
+        })
+    }
+
     /// The configuration a new connection gets: reloaded first if the files changed.
     pub fn config(&self) -> Arc<ClientConfig> {
         self.config.current()
@@ -222,6 +244,105 @@ fn client_config(ca: &Path, own: Option<&TlsFiles>, expected: Kind) -> Result<Cl
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
+
+fn pinned_config(pin: &str, expected: Kind) -> ClientConfig {
+    let provider = crate::crypto::provider();
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap_or_else(|_| unreachable!("the ring provider supports TLS 1.3"))
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
+            pin: pin.to_owned(),
+            expected,
+            provider,
+        }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config
+}
+
+/// [`IdentityVerifier`] with, for its CA, the certificate of the server's chain whose
+/// fingerprint is the pin.
+#[derive(Debug)]
+struct PinnedVerifier {
+    pin: String,
+    expected: Kind,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use sha2::Digest as _;
+        let fingerprint = |c: &CertificateDer<'_>| -> String {
+            sha2::Sha256::digest(c.as_ref())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        let Some(ca) = intermediates.iter().find(|c| fingerprint(c) == self.pin) else {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(PinRefused)),
+            )));
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let webpki =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        IdentityVerifier {
+            webpki,
+            expected: self.expected,
+        }
+        .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A server whose chain holds no CA with the pinned fingerprint.
+#[derive(Debug, thiserror::Error)]
+#[error("the server's CA is not the one whose fingerprint the join token carries")]
+struct PinRefused;
 
 /// The standard WebPKI checks (chain to the CA, validity, the dialled name), then the weft
 /// identity: a certificate the CA issued to a different kind of service is refused.

@@ -322,6 +322,19 @@ pub fn issued_at_of_cert(der: &[u8]) -> Option<std::time::SystemTime> {
     Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs) + BACKDATE)
 }
 
+/// The fingerprint of a CA certificate (the first in `cert_pem`): the SHA-256 of its DER, in
+/// lower-case hex. A join token carries it, so that a joining host can tell the cluster's
+/// gateway from any other server before it trusts anything else.
+pub fn ca_fingerprint(cert_pem: &str) -> Result<String, Error> {
+    use sha2::Digest as _;
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| Error::Invalid(format!("CA certificate: {e}")))?;
+    Ok(sha2::Sha256::digest(der.as_ref())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 /// 16 random bytes, the top bit clear so that the serial stays a positive INTEGER.
 fn random_serial() -> Result<SerialNumber, Error> {
     let mut bytes = [0u8; 16];

@@ -108,7 +108,14 @@ fn server_config(files: &TlsFiles, client_auth: ClientAuth) -> Result<ServerConf
         ca: files.ca.clone(),
         reason: e.to_string(),
     })?;
-    let chain = load_certs(&files.cert)?;
+    let mut chain = load_certs(&files.cert)?;
+    // The CA goes out with the chain (TLS allows the root in it): a client that knows only the
+    // CA's fingerprint, a host joining with a join token, verifies the server by it.
+    for ca in load_certs(&files.ca)? {
+        if !chain.contains(&ca) {
+            chain.push(ca);
+        }
+    }
     let key = load_key(&files.key)?;
     let tls_err = files.tls_config_error();
     let mut config = ServerConfig::builder_with_provider(provider)

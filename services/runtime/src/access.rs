@@ -157,21 +157,39 @@ pub fn looks_like_token(token: &str) -> bool {
 /// What every one-time join token (a new host's way in) starts with.
 pub const JOIN_TOKEN_PREFIX: &str = "weftjoin_";
 
-/// A new join token: [`JOIN_TOKEN_PREFIX`] and 32 random bytes from the kernel, in hex. Its
-/// hash is [`token_hash`].
-pub fn new_join_token() -> std::io::Result<String> {
+/// A new join token: [`JOIN_TOKEN_PREFIX`], 32 random bytes from the kernel in hex, `.`, and
+/// the cluster CA's fingerprint (64 hex digits, `weft_identity::pki::ca_fingerprint`), with
+/// which the joining host verifies the gateway before it trusts anything. Its hash (of the
+/// whole) is [`token_hash`].
+pub fn new_join_token(ca_fingerprint: &str) -> std::io::Result<String> {
+    if !is_hex64(ca_fingerprint) {
+        return Err(std::io::Error::other("a CA fingerprint is 64 hex digits"));
+    }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(std::io::Error::other)?;
-    Ok(format!("{JOIN_TOKEN_PREFIX}{}", hex(&secret)))
+    Ok(format!(
+        "{JOIN_TOKEN_PREFIX}{}.{}",
+        hex(&secret),
+        ca_fingerprint.to_ascii_lowercase()
+    ))
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Has the shape of a token [`new_join_token`] makes.
 pub fn looks_like_join_token(token: &str) -> bool {
-    token.len() == JOIN_TOKEN_PREFIX.len() + 64
-        && token.starts_with(JOIN_TOKEN_PREFIX)
-        && token[JOIN_TOKEN_PREFIX.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    join_token_fingerprint(token).is_some()
+}
+
+/// The CA fingerprint a join token carries.
+pub fn join_token_fingerprint(token: &str) -> Option<&str> {
+    let rest = token.strip_prefix(JOIN_TOKEN_PREFIX)?;
+    let (secret, fingerprint) = rest.split_once('.')?;
+    (is_hex64(secret) && is_hex64(fingerprint)).then_some(fingerprint)
 }
 
 /// A token hash as given on a command line: 64 lower-case hex digits.
@@ -659,8 +677,12 @@ mod tests {
         assert_ne!(h, token_hash(&b));
         assert!(!h.contains(&a[TOKEN_PREFIX.len()..]));
         // Join tokens are told apart from API tokens by their prefix.
-        let j = new_join_token().unwrap();
+        let pin = "ab".repeat(32);
+        let j = new_join_token(&pin).unwrap();
         assert!(looks_like_join_token(&j) && !looks_like_token(&j), "{j}");
+        assert_eq!(join_token_fingerprint(&j), Some(pin.as_str()));
+        assert!(new_join_token("abc").is_err());
+        assert!(!looks_like_join_token(&j[..j.len() - 1]));
         assert!(!looks_like_join_token(&a));
         assert!(Bearer::new(&j).is_ok());
     }
