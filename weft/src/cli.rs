@@ -15,10 +15,13 @@ pub enum Command {
     /// Run the gateway, ipam-svc, driver-agent and dns-svc on this host, each on its default
     /// port, until Ctrl-C or SIGTERM (needs root: the driver-agent manages namespaces, links and
     /// nftables).
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Print weft's version.
     Version,
 }
+
+/// The host name of a single host, and of a cluster's first host, unless told otherwise.
+pub const DEFAULT_HOST_NAME: &str = "local";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpArgs {
@@ -31,7 +34,7 @@ pub struct UpArgs {
     pub bin_dir: Option<PathBuf>,
 
     /// This host's name at the gateway.
-    #[arg(long, env = "WEFT_HOST_NAME", default_value = "local")]
+    #[arg(long, env = "WEFT_HOST_NAME", default_value = DEFAULT_HOST_NAME)]
     pub host_name: String,
 
     /// Run the whole stack inside the existing network namespace /run/netns/NAME (the agent
@@ -47,6 +50,29 @@ pub struct UpArgs {
         value_delimiter = ','
     )]
     pub dns_upstreams: Vec<String>,
+
+    /// This host's address on the network between hosts (an IP): makes the first host
+    /// joinable (the gateway also listens with TLS on ADDR:7700 and signs joining hosts'
+    /// certificates); on a joining host, where its driver-agent and dns-svc listen (ADDR:7702,
+    /// ADDR:7703) for the gateway.
+    #[arg(long, env = "WEFT_ADVERTISE", value_name = "ADDR")]
+    pub advertise: Option<std::net::IpAddr>,
+
+    /// Join the cluster whose gateway is at GATEWAY_ADDR:7700 (its --advertise address): run
+    /// only this host's driver-agent and dns-svc, with certificates the gateway signs for the
+    /// join token. Needs --join-token, --host-name and --advertise.
+    #[arg(long, env = "WEFT_JOIN", value_name = "GATEWAY_ADDR:7700")]
+    pub join: Option<String>,
+
+    /// A one-time join token (`weftctl host join-token` on the first host). Spent at the first
+    /// start; later starts reuse the certificates in <data-dir>/pki.
+    #[arg(
+        long,
+        env = "WEFT_JOIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub join_token: Option<String>,
 
     /// The user the gateway, ipam-svc and dns-svc run as (never root; the driver-agent alone
     /// stays root). The default, `weft`, is created as a system user when missing.

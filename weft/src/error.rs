@@ -58,6 +58,8 @@ pub enum UpError {
     },
     #[error("stopped, but not cleanly: {0}")]
     UncleanStop(String),
+    #[error("cannot join the cluster of {gateway}: {reason}")]
+    Join { gateway: String, reason: String },
 }
 
 impl UpError {

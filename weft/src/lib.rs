@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod error;
 pub mod health;
+pub mod joined;
 pub mod pki;
 pub mod plan;
 pub mod privileges;
@@ -31,7 +32,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Up(args) => match up(args).await {
+        Command::Up(args) => match up(*args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 #[allow(clippy::print_stderr)]
@@ -63,12 +64,23 @@ pub async fn up(args: UpArgs) -> Result<(), UpError> {
     if let Some(ids) = config.run_as {
         user::prepare_data_dir(&config.data_dir, ids)?;
     }
-    config.tokens = Some(tokens::ensure(&config.data_dir, config.run_as)?);
-    config.tls = Some(pki::ensure(
-        &config.data_dir,
-        &config.host_name,
-        config.run_as,
-    )?);
+    match config.join.clone() {
+        // A joined host: no control plane, no tokens; certificates from the gateway.
+        Some(join) => {
+            config.joined = Some(
+                joined::ensure(&config.data_dir, &config.host_name, &join, config.run_as).await?,
+            );
+        }
+        None => {
+            config.tokens = Some(tokens::ensure(&config.data_dir, config.run_as)?);
+            config.tls = Some(pki::ensure(
+                &config.data_dir,
+                &config.host_name,
+                config.advertise,
+                config.run_as,
+            )?);
+        }
+    }
     if let Some(ns) = &config.netns {
         loopback_up(&ns.name).await?;
     }

@@ -31,6 +31,8 @@ pub struct StackTls {
     pub dns: TlsFiles,
     /// The operator's certificate (role admin), in `pki/`.
     pub admin: TlsFiles,
+    /// A joinable host's gateway's copy of the CA key (`run/tls/ca.key`).
+    pub ca_key: Option<PathBuf>,
 }
 
 /// The identities of one host's stack.
@@ -51,12 +53,26 @@ pub fn identities(host: &str) -> Result<Vec<Identity>, UpError> {
     ])
 }
 
-/// Lays out `pki/` and `run/tls/` in `data_dir` for `host`; `service` owns `run/tls/`.
-pub fn ensure(data_dir: &Path, host: &str, service: Option<Ids>) -> Result<StackTls, UpError> {
+/// Lays out `pki/` and `run/tls/` in `data_dir` for `host`; `service` owns `run/tls/`. With
+/// `advertise` (a joinable first host), the gateway's certificate also names that address and
+/// the gateway gets a copy of the CA key, to sign joining hosts' certificates with.
+pub fn ensure(
+    data_dir: &Path,
+    host: &str,
+    advertise: Option<std::net::IpAddr>,
+    service: Option<Ids>,
+) -> Result<StackTls, UpError> {
     let ids = identities(host)?;
     let pki = data_dir.join("pki");
-    let made = weft_identity::pki::bootstrap(&pki, host, &ids)
-        .map_err(|e| UpError::Invalid(format!("cannot prepare the certificates: {e}")))?;
+    let failed =
+        |e: weft_identity::Error| UpError::Invalid(format!("cannot prepare the certificates: {e}"));
+    if let Some(addr) = advertise {
+        // The gateway first, with the address joining hosts dial it by.
+        let mut opts = weft_identity::pki::LeafOptions::for_host(host);
+        opts.ip_addresses.push(addr);
+        weft_identity::pki::bootstrap_with(&pki, &ids[..1], &opts).map_err(failed)?;
+    }
+    let made = weft_identity::pki::bootstrap(&pki, host, &ids).map_err(failed)?;
     let files = |i: usize| -> Result<TlsFiles, UpError> {
         made.files(&ids[i])
             .cloned()
@@ -73,7 +89,16 @@ pub fn ensure(data_dir: &Path, host: &str, service: Option<Ids>) -> Result<Stack
             ca: ca.clone(),
         })
     };
+    let ca_key = match advertise {
+        Some(_) => Some(copy(&made.ca_key, &run_tls, service)?),
+        None => {
+            // Not joinable (any more): no copy of the key outside pki/.
+            let _ = std::fs::remove_file(run_tls.join("ca.key"));
+            None
+        }
+    };
     Ok(StackTls {
+        ca_key,
         gateway: for_service(0)?,
         ipam: for_service(1)?,
         dns: for_service(3)?,
@@ -85,26 +110,43 @@ pub fn ensure(data_dir: &Path, host: &str, service: Option<Ids>) -> Result<Stack
 
 /// Copies `from` into `dir` under its own name, 0600 and `owner`'s, replacing the copy of an
 /// earlier start whole (a new file renamed over it).
-fn copy(from: &Path, dir: &Path, owner: Option<Ids>) -> Result<PathBuf, UpError> {
+pub(crate) fn copy(from: &Path, dir: &Path, owner: Option<Ids>) -> Result<PathBuf, UpError> {
     let name = from.file_name().unwrap_or_default();
+    let data = std::fs::read(from).map_err(|source| UpError::Dir {
+        path: from.to_owned(),
+        source,
+    })?;
     let to = dir.join(name);
+    write_file(&to, &data, 0o600, owner)?;
+    Ok(to)
+}
+
+/// Writes `data` to `to` with `mode`, `owner`'s (root when `None`), replacing an earlier file
+/// whole (a new file renamed over it; a symbolic link in its place is never followed).
+pub(crate) fn write_file(
+    to: &Path,
+    data: &[u8],
+    mode: u32,
+    owner: Option<Ids>,
+) -> Result<(), UpError> {
+    let dir = to.parent().unwrap_or(Path::new("."));
+    let name = to.file_name().unwrap_or_default();
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
     let err = |path: &Path| {
         let path = path.to_owned();
         move |source| UpError::Dir { path, source }
     };
-    let data = std::fs::read(from).map_err(err(from))?;
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(&tmp)
         .map_err(err(&tmp))?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(err(&tmp))?;
-    f.write_all(&data).map_err(err(&tmp))?;
+    f.write_all(data).map_err(err(&tmp))?;
     f.sync_all().map_err(err(&tmp))?;
     let ids = owner.unwrap_or(Ids { uid: 0, gid: 0 });
     chown(
@@ -113,8 +155,8 @@ fn copy(from: &Path, dir: &Path, owner: Option<Ids>) -> Result<PathBuf, UpError>
         Some(Gid::from_raw(ids.gid)),
     )
     .map_err(|e| err(&tmp)(e.into()))?;
-    std::fs::rename(&tmp, &to).map_err(err(&to))?;
-    Ok(to)
+    std::fs::rename(&tmp, to).map_err(err(to))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -140,7 +182,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("run")).unwrap();
         crate::user::own_dir(&dir.path().join("pki"), 0o700, None).unwrap();
-        let t = ensure(dir.path(), "h1", None).unwrap();
+        let t = ensure(dir.path(), "h1", None, None).unwrap();
         let run_tls = dir.path().join("run").join("tls");
         for f in [&t.gateway, &t.ipam, &t.dns] {
             assert!(
@@ -159,11 +201,35 @@ mod tests {
         assert!(!names.iter().any(|n| n.contains("ca.key")), "{names:?}");
         assert_eq!(std::fs::metadata(&run_tls).unwrap().mode() & 0o777, 0o700);
         // A restart keeps the CA and the certificates.
-        let again = ensure(dir.path(), "h1", None).unwrap();
+        let again = ensure(dir.path(), "h1", None, None).unwrap();
         assert_eq!(again, t);
         assert_eq!(
             std::fs::read(&t.gateway.cert).unwrap(),
             std::fs::read(dir.path().join("pki/gateway-gateway.crt")).unwrap()
         );
+    }
+
+    #[test]
+    fn a_joinable_host_gives_its_gateway_the_address_and_a_copy_of_the_ca_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        crate::user::own_dir(&dir.path().join("pki"), 0o700, None).unwrap();
+        let addr: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let t = ensure(dir.path(), "h1", Some(addr), None).unwrap();
+        let key = t.ca_key.clone().unwrap();
+        assert_eq!(key, dir.path().join("run/tls/ca.key"));
+        assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
+        // (That the gateway's certificate names the address, which joining hosts dial, is
+        // weft-identity's bootstrap test and the join test's.)
+        let files = weft_identity::TlsFiles {
+            cert: t.gateway.cert.clone(),
+            key: t.gateway.key.clone(),
+            ca: t.gateway.ca.clone(),
+        };
+        assert!(weft_identity::ServerTls::new(files).is_ok());
+        // Not joinable any more: the copy of the key goes.
+        let plain = ensure(dir.path(), "h1", None, None).unwrap();
+        assert_eq!(plain.ca_key, None);
+        assert!(!key.exists());
     }
 }

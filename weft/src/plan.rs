@@ -17,6 +17,8 @@ pub const NETNS_DIR: &str = "/run/netns";
 
 /// The gateway's public gRPC address.
 pub const GATEWAY: &str = "127.0.0.1:7700";
+/// The gateway's port, also of its TLS listener on a joinable host's advertised address.
+pub const GATEWAY_PORT: u16 = 7700;
 /// ipam-svc's gRPC address.
 pub const IPAM: &str = "127.0.0.1:7701";
 /// The driver-agent's gRPC address.
@@ -54,6 +56,12 @@ pub struct UpConfig {
     /// The stack's certificates, once made (see [`crate::pki`]): every service serves and
     /// calls with them.
     pub tls: Option<crate::pki::StackTls>,
+    /// `--advertise`: on the first host, where the gateway's TLS listener is for joining hosts.
+    pub advertise: Option<std::net::IpAddr>,
+    /// `--join`: this host joins another's gateway and runs only its agent and dns-svc.
+    pub join: Option<crate::joined::JoinTo>,
+    /// A joined host's certificates, once there (see [`crate::joined`]).
+    pub joined: Option<crate::joined::JoinedTls>,
 }
 
 impl UpConfig {
@@ -89,6 +97,20 @@ impl UpConfig {
                     UpError::Invalid("cannot tell where weft is: give --bin-dir".into())
                 })?,
         };
+        let join = match (&args.join, &args.join_token) {
+            (Some(gateway), token) => Some(crate::joined::check(
+                gateway,
+                token.as_deref(),
+                args.advertise,
+                &args.host_name,
+            )?),
+            (None, Some(_)) => {
+                return Err(UpError::Invalid(
+                    "--join-token goes with --join GATEWAY_ADDR:7700".into(),
+                ));
+            }
+            (None, None) => None,
+        };
         let data_dir = std::path::absolute(&args.data_dir).map_err(|source| UpError::Dir {
             path: args.data_dir.clone(),
             source,
@@ -105,6 +127,9 @@ impl UpConfig {
             run_as: None,
             tokens: None,
             tls: None,
+            advertise: args.advertise,
+            join,
+            joined: None,
         })
     }
 
@@ -120,8 +145,17 @@ impl UpConfig {
         self.data_dir.join("logs")
     }
 
-    /// The four services in start order: each only needs those before it to be up.
+    /// The services in start order, each only needing those before it: all four, or on a
+    /// joined host its agent and dns-svc.
     pub fn services(&self) -> Vec<Service> {
+        match &self.join {
+            Some(join) => self.joined_services(join),
+            None => self.all_services(),
+        }
+    }
+
+    /// The four services of a single (or first) host.
+    fn all_services(&self) -> Vec<Service> {
         // With certificates the gateway dials TLS; it verifies each server's kind.
         let url = |addr: &str| {
             let scheme = if self.tls.is_some() { "https" } else { "http" };
@@ -176,6 +210,7 @@ impl UpConfig {
                     ]
                 }))
                 .chain(tls(|t| &t.gateway))
+                .chain(self.joinable_flags())
                 .collect(),
             ),
             ("driver-agent", AGENT, agent),
@@ -211,6 +246,23 @@ impl UpConfig {
                 },
             })
             .collect()
+    }
+
+    /// A joinable first host's gateway flags: its TLS listener on the advertised address, and
+    /// the CA key to sign joining hosts' certificates with.
+    fn joinable_flags(&self) -> Vec<String> {
+        match (
+            self.advertise,
+            self.tls.as_ref().and_then(|t| t.ca_key.as_ref()),
+        ) {
+            (Some(addr), Some(key)) => vec![
+                "--tls-listen".into(),
+                SocketAddr::new(addr, GATEWAY_PORT).to_string(),
+                "--tls-ca-key".into(),
+                key.display().to_string(),
+            ],
+            _ => Vec::new(),
+        }
     }
 
     /// The driver-agent's arguments; `broker` is its socket broker's path.
@@ -315,7 +367,7 @@ impl UpConfig {
 }
 
 /// The flags that give a service its certificate, key and CA.
-fn tls_flags(files: &weft_identity::TlsFiles) -> [String; 6] {
+pub(crate) fn tls_flags(files: &weft_identity::TlsFiles) -> [String; 6] {
     [
         "--tls-cert".into(),
         files.cert.display().to_string(),
@@ -369,6 +421,9 @@ mod tests {
             run_as: None,
             tokens: None,
             tls: None,
+            advertise: None,
+            join: None,
+            joined: None,
         }
     }
 
@@ -491,6 +546,7 @@ mod tests {
             agent: files("/d/pki", "agent-h1"),
             dns: files("/d/run/tls", "dns-h1"),
             admin: files("/d/pki", "admin-admin"),
+            ca_key: None,
         });
         let s = c.services();
         let joined = |i: usize| args(&s[i]).join(" ");
@@ -534,6 +590,9 @@ mod tests {
             user: "weft".into(),
             start_timeout: Duration::from_secs(1),
             stop_timeout: Duration::from_secs(1),
+            advertise: None,
+            join: None,
+            join_token: None,
         };
         assert!(UpConfig::from_args(up("", None)).is_err());
         let e = UpConfig::from_args(up("My_Host", None))
@@ -549,5 +608,91 @@ mod tests {
         );
         let ok = UpConfig::from_args(up("h", None)).unwrap();
         assert!(ok.data_dir.is_absolute());
+
+        // --join: with a token of the right shape, an address and a name of its own.
+        let token = format!("weftjoin_{}.{}", "a".repeat(64), "b".repeat(64));
+        let join = |host: &str, token: Option<&str>, advertise: Option<&str>| UpArgs {
+            join: Some("192.0.2.1:7700".into()),
+            join_token: token.map(Into::into),
+            advertise: advertise.map(|a| a.parse().unwrap()),
+            ..up(host, None)
+        };
+        let refused = |a: UpArgs, says: &str| {
+            let e = UpConfig::from_args(a).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        };
+        refused(join("b", Some(&token), None), "--advertise");
+        refused(
+            join("local", Some(&token), Some("192.0.2.2")),
+            "--host-name",
+        );
+        refused(
+            join("b", Some("weft_abc"), Some("192.0.2.2")),
+            "not a join token",
+        );
+        refused(
+            UpArgs {
+                join_token: Some(token.clone()),
+                ..up("b", None)
+            },
+            "goes with --join",
+        );
+        let ok = UpConfig::from_args(join("b", Some(&token), Some("192.0.2.2"))).unwrap();
+        assert!(
+            !format!("{ok:?}").contains(&"a".repeat(64)),
+            "the token is never shown"
+        );
+    }
+
+    #[test]
+    fn a_joined_host_runs_its_agent_and_dns_on_its_address_against_the_gateway() {
+        let mut c = config(None);
+        c.join = Some(crate::joined::JoinTo {
+            gateway: "192.0.2.1:7700".into(),
+            token: None,
+            advertise: "192.0.2.2".parse().unwrap(),
+        });
+        let s = c.services();
+        let names: Vec<&str> = s.iter().map(|s| s.name).collect();
+        assert_eq!(names, ["driver-agent", "dns-svc"]);
+        assert_eq!(s[0].listen.to_string(), "192.0.2.2:7702");
+        assert_eq!(s[1].listen.to_string(), "192.0.2.2:7703");
+        let agent = args(&s[0]).join(" ");
+        assert!(
+            agent.contains("--gateway https://192.0.2.1:7700"),
+            "{agent}"
+        );
+        assert!(agent.contains("--dns-address 192.0.2.2:7703"), "{agent}");
+        assert!(!agent.contains("token"), "{agent}");
+        assert!(
+            args(&s[1])
+                .join(" ")
+                .contains("--gateway https://192.0.2.1:7700")
+        );
+    }
+
+    #[test]
+    fn a_joinable_first_host_gives_the_gateway_a_tls_listener_and_the_ca_key() {
+        let mut c = config(None);
+        c.advertise = Some("192.0.2.1".parse().unwrap());
+        let files = |name: &str| weft_identity::TlsFiles {
+            cert: format!("/t/{name}.crt").into(),
+            key: format!("/t/{name}.key").into(),
+            ca: "/t/ca.crt".into(),
+        };
+        c.tls = Some(crate::pki::StackTls {
+            ca: "/d/pki/ca.crt".into(),
+            gateway: files("g"),
+            ipam: files("i"),
+            agent: files("a"),
+            dns: files("d"),
+            admin: files("x"),
+            ca_key: Some("/t/ca.key".into()),
+        });
+        let gateway = args(&c.services()[1]).join(" ");
+        assert!(
+            gateway.contains("--tls-listen 192.0.2.1:7700 --tls-ca-key /t/ca.key"),
+            "{gateway}"
+        );
     }
 }

@@ -56,6 +56,26 @@ pub fn render(config: &UpConfig, running: &[Running]) -> String {
         );
     }
     let _ = writeln!(out, "  data          {}", config.data_dir.display());
+    if let Some(join) = &config.join {
+        let _ = writeln!(
+            out,
+            "  joined        the cluster of {} as host {:?} (its certificates in {}); manage it \
+             from the first host (`weftctl hosts` there)",
+            join.gateway,
+            config.host_name,
+            config.data_dir.join("pki").display()
+        );
+        return out;
+    }
+    if let Some(addr) = config.advertise {
+        let _ = writeln!(
+            out,
+            "  joinable      at {}: make a join token here (`weftctl host join-token`), then on \
+             the new host: weft up --join {} --join-token TOKEN --host-name NAME --advertise ITS_ADDR",
+            std::net::SocketAddr::new(addr, crate::plan::GATEWAY_PORT),
+            std::net::SocketAddr::new(addr, crate::plan::GATEWAY_PORT),
+        );
+    }
     let admin = crate::tokens::admin_file(&config.data_dir);
     let _ = writeln!(
         out,
@@ -112,7 +132,11 @@ pub fn render(config: &UpConfig, running: &[Running]) -> String {
     ]
     .into_iter()
     .chain(dns_admin)
-    {
+    .chain(
+        config
+            .advertise
+            .map(|_| format!("{weftctl} host join-token")),
+    ) {
         let _ = writeln!(out, "  {prefix}{cmd}");
     }
     out

@@ -130,7 +130,7 @@ pub fn bootstrap_with(
                     if x509.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
                         return Err("its key does not match it".to_owned());
                     }
-                    Ok(())
+                    names_all(x509, opts)
                 })?;
                 if let Some(reason) = &reason {
                     tracing::info!(identity = %id, %reason, "certificate issued again");
@@ -187,6 +187,41 @@ fn unusable(
         return Ok(Some("it is in the last third of its lifetime".into()));
     }
     Ok(check(&x509, &der).err())
+}
+
+/// Whether a certificate names every DNS name and address `opts` asks for (a host given a new
+/// address gets a certificate for it).
+fn names_all(
+    x509: &x509_parser::certificate::X509Certificate<'_>,
+    opts: &LeafOptions,
+) -> Result<(), String> {
+    use x509_parser::extensions::GeneralName;
+    let san = x509.subject_alternative_name().map_err(|e| e.to_string())?;
+    let names: Vec<&GeneralName<'_>> = san
+        .iter()
+        .flat_map(|ext| ext.value.general_names.iter())
+        .collect();
+    for dns in &opts.dns_names {
+        if !names
+            .iter()
+            .any(|n| matches!(n, GeneralName::DNSName(d) if d.eq_ignore_ascii_case(dns)))
+        {
+            return Err(format!("it does not name {dns}"));
+        }
+    }
+    for ip in &opts.ip_addresses {
+        let want: Vec<u8> = match ip {
+            std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+            std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        if !names
+            .iter()
+            .any(|n| matches!(n, GeneralName::IPAddress(b) if *b == want.as_slice()))
+        {
+            return Err(format!("it does not name {ip}"));
+        }
+    }
+    Ok(())
 }
 
 fn text(bytes: &[u8], path: &Path) -> Result<String, Error> {

@@ -209,3 +209,21 @@ fn the_issue_time_is_read_back_from_a_certificate() {
     assert!(before <= at && at <= after, "{at:?}");
     assert_eq!(weft_identity::issued_at_of_cert(b"not a certificate"), None);
 }
+
+#[test]
+fn bootstrap_issues_again_a_certificate_that_lacks_a_new_address() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("tls");
+    let gateway = [id(Kind::Gateway, "gateway")];
+    let first = pki::bootstrap(&dir, "h1", &gateway).expect("bootstrap");
+    let files = first.services[0].1.clone();
+    let before = fs::read(&files.cert).expect("read");
+    let mut opts = pki::LeafOptions::for_host("h1");
+    opts.ip_addresses.push("192.0.2.9".parse().expect("ip"));
+    pki::bootstrap_with(&dir, &gateway, &opts).expect("with the address");
+    let after = fs::read(&files.cert).expect("read");
+    assert_ne!(after, before, "issued again for the new address");
+    // Kept from then on.
+    pki::bootstrap_with(&dir, &gateway, &opts).expect("again");
+    assert_eq!(fs::read(&files.cert).expect("read"), after);
+}
