@@ -20,13 +20,15 @@ use http::{Extensions, HeaderMap};
 use tonic::{Status, body::Body};
 
 pub use crate::principal::{ADMIN, Credential, Principal, READ, Refusal, Role, WRITE};
+use crate::size;
 
 /// The principal of a request, if the access layer put one there.
 pub fn principal<T>(req: &tonic::Request<T>) -> Option<&Principal> {
     req.extensions().get::<Principal>()
 }
 
-/// One method of the table: its full gRPC path and the roles that may call it.
+/// One method of the table: its full gRPC path, the roles that may call it and the largest
+/// request it takes.
 #[derive(Debug, Clone, Copy)]
 pub struct Rule {
     /// `/package.Service/Method`.
@@ -34,31 +36,22 @@ pub struct Rule {
     pub roles: &'static [Role],
     /// Changes state (audited).
     pub mutation: bool,
+    /// The most bytes of request body it takes (see [`crate::size`]): [`size::DEFAULT`] unless
+    /// set with [`Rule::max_message`].
+    pub max_message: usize,
 }
 
 impl Rule {
     pub const fn read(method: &'static str) -> Self {
-        Self {
-            method,
-            roles: READ,
-            mutation: false,
-        }
+        Self::only(method, READ, false)
     }
 
     pub const fn write(method: &'static str) -> Self {
-        Self {
-            method,
-            roles: WRITE,
-            mutation: true,
-        }
+        Self::only(method, WRITE, true)
     }
 
     pub const fn admin(method: &'static str, mutation: bool) -> Self {
-        Self {
-            method,
-            roles: ADMIN,
-            mutation,
-        }
+        Self::only(method, ADMIN, mutation)
     }
 
     pub const fn only(method: &'static str, roles: &'static [Role], mutation: bool) -> Self {
@@ -66,6 +59,16 @@ impl Rule {
             method,
             roles,
             mutation,
+            max_message: size::DEFAULT,
+        }
+    }
+
+    /// The same rule taking requests of up to `bytes` (one of the limits of [`crate::size`]).
+    #[must_use]
+    pub const fn max_message(self, bytes: usize) -> Self {
+        Self {
+            max_message: bytes,
+            ..self
         }
     }
 
@@ -425,21 +428,36 @@ impl Access {
 
 /// Every `/package.Service/Method` of `services` in an encoded `FileDescriptorSet`.
 pub fn methods_of(services: &[&str], descriptors: &[u8]) -> Vec<String> {
+    method_descriptors(services, descriptors)
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect()
+}
+
+/// [`methods_of`], each with its descriptor.
+pub(crate) fn method_descriptors(
+    services: &[&str],
+    descriptors: &[u8],
+) -> Vec<(String, prost_types::MethodDescriptorProto)> {
     use prost::Message as _;
     let Ok(set) = prost_types::FileDescriptorSet::decode(descriptors) else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for file in &set.file {
-        let package = file.package();
-        for svc in &file.service {
+    for file in set.file {
+        let package = file.package().to_owned();
+        for svc in file.service {
             let full = if package.is_empty() {
                 svc.name().to_owned()
             } else {
                 format!("{package}.{}", svc.name())
             };
             if services.contains(&full.as_str()) {
-                out.extend(svc.method.iter().map(|m| format!("/{full}/{}", m.name())));
+                out.extend(
+                    svc.method
+                        .into_iter()
+                        .map(|m| (format!("/{full}/{}", m.name()), m)),
+                );
             }
         }
     }
@@ -501,6 +519,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let access = self.access.clone();
         Box::pin(async move {
+            let rule = access.rule(req.uri().path()).copied();
             let decided = access
                 .decide(req.uri().path(), req.headers(), req.extensions())
                 .await;
@@ -512,6 +531,14 @@ where
                 Ok((who, held)) => {
                     if let Some(who) = who {
                         req.extensions_mut().insert(who);
+                    }
+                    // The size last: a caller unknown or over its limits is refused before a
+                    // byte of its request is read, and reading it counts as a call in flight.
+                    if let Some(rule) = rule {
+                        req = match size::read_within(req, &rule).await {
+                            Ok(req) => req,
+                            Err(status) => return Ok(status.into_http()),
+                        };
                     }
                     let res = inner.call(req).await;
                     drop(held);

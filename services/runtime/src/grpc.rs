@@ -45,6 +45,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
     Access(#[from] crate::access::Uncovered),
+    #[error(transparent)]
+    Streamed(#[from] crate::size::StreamedRequests),
     #[error("tls: {0}")]
     Tls(#[from] weft_identity::Error),
 }
@@ -153,6 +155,7 @@ impl GrpcServer {
     ) -> Result<(), ServeError> {
         if let Some(access) = &self.access {
             access.check_covers(&self.names, weft_proto::FILE_DESCRIPTOR_SET)?;
+            crate::size::check_unary(&self.names, weft_proto::FILE_DESCRIPTOR_SET)?;
         }
         let (reporter, health) = tonic_health::server::health_reporter();
         set_all(&reporter, &self.names, ServingStatus::Serving).await;
