@@ -15,4 +15,5 @@ mod mtls;
 mod networks;
 mod replicas;
 mod sandboxes;
+mod sizes;
 mod watch;
