@@ -45,7 +45,7 @@ const GATEWAY: &[Role] = &[Role::Gateway];
 /// The tonic service for `agent`, taking requests as large as [`RULES`] allow.
 pub fn server(agent: Arc<Agent>) -> pb::agent_service_server::AgentServiceServer<AgentGrpc> {
     use pb::agent_service_server::AgentServiceServer;
-    weft_runtime::size::limit(
+    weft_runtime::grpc::limit_requests(
         AgentServiceServer::new(AgentGrpc { agent }),
         RULES,
         AgentServiceServer::max_decoding_message_size,

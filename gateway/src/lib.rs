@@ -39,7 +39,7 @@ use weft_proto::gateway::v1::{
     host_service_server::HostServiceServer, network_service_server::NetworkServiceServer,
     sandbox_service_server::SandboxServiceServer, token_service_server::TokenServiceServer,
 };
-use weft_runtime::{CommonArgs, GrpcServer, size::limit};
+use weft_runtime::{CommonArgs, GrpcServer, grpc::limit_requests};
 use weft_store::{Db, StoreOptions};
 
 pub use engine::{Gateway, GatewayOptions};
@@ -336,37 +336,37 @@ pub fn services(gw: Gateway) -> GrpcServer {
     let rules = access::RULES;
     GrpcServer::new()
         .access(access::access(auth, limiter))
-        .add_service(limit(
+        .add_service(limit_requests(
             TokenServiceServer::new(svc.clone()),
             rules,
             TokenServiceServer::max_decoding_message_size,
         ))
-        .add_service(limit(
+        .add_service(limit_requests(
             AuditServiceServer::new(svc.clone()),
             rules,
             AuditServiceServer::max_decoding_message_size,
         ))
-        .add_service(limit(
+        .add_service(limit_requests(
             NetworkServiceServer::new(svc.clone()),
             rules,
             NetworkServiceServer::max_decoding_message_size,
         ))
-        .add_service(limit(
+        .add_service(limit_requests(
             SandboxServiceServer::new(svc.clone()),
             rules,
             SandboxServiceServer::max_decoding_message_size,
         ))
-        .add_service(limit(
+        .add_service(limit_requests(
             HostServiceServer::new(svc.clone()),
             rules,
             HostServiceServer::max_decoding_message_size,
         ))
-        .add_service(limit(
+        .add_service(limit_requests(
             EventServiceServer::new(svc.clone()),
             rules,
             EventServiceServer::max_decoding_message_size,
         ))
-        .add_service(limit(
+        .add_service(limit_requests(
             AgentRegistryServiceServer::new(svc),
             rules,
             AgentRegistryServiceServer::max_decoding_message_size,

@@ -46,7 +46,7 @@ const GATEWAY_OR_ADMIN: &[Role] = &[Role::Gateway, Role::Admin];
 /// The tonic service for `ipam`, taking requests as large as [`RULES`] allow.
 pub fn server(ipam: Ipam) -> pb::ipam_service_server::IpamServiceServer<IpamGrpc> {
     use pb::ipam_service_server::IpamServiceServer;
-    weft_runtime::size::limit(
+    weft_runtime::grpc::limit_requests(
         IpamServiceServer::new(IpamGrpc { ipam }),
         RULES,
         IpamServiceServer::max_decoding_message_size,

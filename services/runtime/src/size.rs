@@ -1,20 +1,21 @@
-//! How large a request may be. Every method of an access table takes requests of at most
-//! [`Rule::max_message`] bytes: the bytes of the request body, which are the encoded message and
-//! gRPC's 5-byte prefix. The access layer applies the limit once the caller is known and
-//! admitted: it reads the body frame by frame, counting, and at the first frame that takes it
-//! over the limit refuses the request with RESOURCE_EXHAUSTED, having kept at most the limit.
-//! A body within the limit goes on to the service as it was read. The refusal carries no
-//! `google.rpc.RetryInfo`, unlike the rate limits': the same request is refused every time.
-//! Like theirs, it is not audited (a flood of refusals would flood the audit log).
+//! How large a request may be. Every method of an access table takes requests of at most its
+//! rule's `max_message` bytes ([`crate::access::Rule`]): bytes of the request body, which are
+//! the encoded message and gRPC's 5-byte prefix. The access layer applies the limit once the
+//! caller is known and admitted: it reads the body frame by frame, counting, and at the first
+//! frame that takes it over the limit refuses the request with RESOURCE_EXHAUSTED, having kept
+//! at most the limit. A body within the limit goes on to the service as it was read. The
+//! refusal carries no `google.rpc.RetryInfo`, unlike the rate limits': the same request is
+//! refused every time. Like theirs, it is not audited (a flood of refusals would flood the
+//! audit log).
 //!
 //! Reading a body whole suits unary requests, and every Weft request is one (a server stream
 //! such as Watch has a unary request). [`check_unary`] keeps a server from starting with a method
 //! whose requests stream: that one would need a limit per message instead.
 //!
 //! tonic has a limit of its own (4 MiB by default; OUT_OF_RANGE past it). Each service sets it
-//! to the largest limit of its methods ([`limit`]), so that tonic never refuses a request the
-//! table allows, and so that it bounds requests on a plaintext server, which has no access
-//! table.
+//! to the largest limit of its methods ([`crate::grpc::limit_requests`]), so that tonic never
+//! refuses a request the table allows, and so that it bounds requests on a plaintext server,
+//! which has no access table.
 //!
 //! # The limits
 //!
@@ -42,10 +43,7 @@ use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use tonic::{Status, body::Body};
 
-use crate::{
-    access::{Rule, method_descriptors},
-    principal::Refusal,
-};
+use crate::principal::Refusal;
 
 /// Requests of most methods.
 pub const DEFAULT: usize = 64 << 10;
@@ -58,41 +56,16 @@ pub const SANDBOX: usize = 512 << 10;
 /// A host's whole desired state.
 pub const DESIRED_STATE: usize = 256 << 20;
 
-/// The largest request a method of `service` (`package.Service`) takes by `rules`; [`DEFAULT`]
-/// when none of them is of `service`.
-pub fn largest(rules: &[Rule], service: &str) -> usize {
-    rules
-        .iter()
-        .filter(|r| {
-            r.method
-                .strip_prefix('/')
-                .and_then(|m| m.strip_prefix(service))
-                .is_some_and(|m| m.starts_with('/'))
-        })
-        .map(|r| r.max_message)
-        .max()
-        .unwrap_or(DEFAULT)
-}
-
-/// `server` with tonic's own decoding limit set to the [`largest`] request its methods take by
-/// `rules`; `set` is the generated server's `max_decoding_message_size`.
-pub fn limit<S: tonic::server::NamedService>(
-    server: S,
-    rules: &[Rule],
-    set: impl FnOnce(S, usize) -> S,
-) -> S {
-    set(server, largest(rules, S::NAME))
-}
-
 /// What [`check_unary`] found.
 #[derive(Debug, thiserror::Error)]
 #[error("{} stream their requests, but the access layer reads a request whole to bound its size: such a method needs a limit per message first", .0.join(", "))]
 pub struct StreamedRequests(pub Vec<String>);
 
-/// No method of `services` (looked up in `descriptors`, an encoded `FileDescriptorSet`) streams
-/// its requests.
-pub fn check_unary(services: &[&str], descriptors: &[u8]) -> Result<(), StreamedRequests> {
-    let streamed: Vec<String> = method_descriptors(services, descriptors)
+/// None of `methods` (`/package.Service/Method` with its descriptor) streams its requests.
+pub fn check_unary(
+    methods: impl IntoIterator<Item = (String, prost_types::MethodDescriptorProto)>,
+) -> Result<(), StreamedRequests> {
+    let streamed: Vec<String> = methods
         .into_iter()
         .filter(|(_, m)| m.client_streaming())
         .map(|(path, _)| path)
@@ -104,25 +77,25 @@ pub fn check_unary(services: &[&str], descriptors: &[u8]) -> Result<(), Streamed
     }
 }
 
-/// The refusal of a request larger than `rule` allows.
-pub fn too_large(rule: &Rule) -> Refusal {
+/// The refusal of a request to `method` (`/package.Service/Method`) larger than its `limit`.
+pub fn too_large(method: &str, limit: usize) -> Refusal {
     Refusal::too_large(format!(
-        "the request is too large: {} takes requests of at most {} bytes",
-        rule.method.trim_start_matches('/'),
-        rule.max_message
+        "the request is too large: {} takes requests of at most {limit} bytes",
+        method.trim_start_matches('/'),
     ))
 }
 
-/// `req` with its body read, when that holds at most `rule.max_message` bytes; else the status
+/// `req` to `method` with its body read, when that holds at most `limit` bytes; else the status
 /// to answer (the refusal, or why the body could not be read).
 pub async fn read_within(
     req: http::Request<Body>,
-    rule: &Rule,
+    method: &str,
+    limit: usize,
 ) -> Result<http::Request<Body>, Status> {
     let (parts, body) = req.into_parts();
-    match read(body, rule.max_message).await {
+    match read(body, limit).await {
         Ok(body) => Ok(http::Request::from_parts(parts, body)),
-        Err(Unread::TooLarge) => Err(too_large(rule).status()),
+        Err(Unread::TooLarge) => Err(too_large(method, limit).status()),
         Err(Unread::Failed(status)) => Err(status),
     }
 }
@@ -336,62 +309,9 @@ mod tests {
         assert_eq!(st.code(), tonic::Code::Cancelled);
     }
 
-    /// Lets in whoever the `authorization` header names, as an operator.
-    struct ByHeader;
-
-    impl crate::access::Authenticate for ByHeader {
-        fn authenticate<'a>(
-            &'a self,
-            headers: &'a http::HeaderMap,
-            _: &'a http::Extensions,
-        ) -> crate::access::BoxFuture<'a, Result<crate::access::Principal, Refusal>> {
-            let who = headers
-                .get("authorization")
-                .map(|v| crate::access::Principal {
-                    name: v.to_str().unwrap_or("").to_owned(),
-                    role: crate::access::Role::Operator,
-                    credential: crate::access::Credential::Token,
-                })
-                .ok_or_else(|| Refusal::unauthenticated("no credentials"));
-            Box::pin(async move { who })
-        }
-    }
-
-    #[tokio::test]
-    async fn the_access_layer_checks_the_caller_first_then_the_size() {
-        use tower::{Layer as _, ServiceExt as _};
-        let rules = [Rule::write("/p.S/Put").max_message(100)];
-        let access = crate::access::Access::new(&rules, Arc::new(ByHeader));
-        // Answers with the length of the body it got.
-        let inner = tower::service_fn(|req: http::Request<Body>| async move {
-            let (data, _) = collect(req.into_body()).await;
-            let res = http::Response::builder().header("x-len", data.len());
-            Ok::<_, Infallible>(res.body(Body::empty()).unwrap())
-        });
-        let svc = crate::access::AccessLayer::new(access).layer(inner);
-        let call = |n: usize, who: Option<&str>| {
-            let mut req = http::Request::builder().uri("http://x/p.S/Put");
-            if let Some(who) = who {
-                req = req.header("authorization", who);
-            }
-            let (b, _) = body(&[n / 2, n - n / 2]);
-            svc.clone().oneshot(req.body(b).unwrap())
-        };
-        let status = |res: http::Response<Body>| Status::from_header_map(res.headers());
-
-        let res = call(100, Some("ci")).await.unwrap();
-        assert_eq!(res.headers().get("x-len").unwrap(), "100", "{res:?}");
-        let st = status(call(101, Some("ci")).await.unwrap()).unwrap();
-        assert_eq!(st.code(), tonic::Code::ResourceExhausted, "{st:?}");
-        assert!(st.message().contains("at most 100 bytes"), "{st:?}");
-        let st = status(call(101, None).await.unwrap()).unwrap();
-        assert_eq!(st.code(), tonic::Code::Unauthenticated, "{st:?}");
-    }
-
     #[test]
     fn the_refusal_names_the_method_and_its_limit_without_a_retry_time() {
-        let rule = Rule::read("/p.S/Get").max_message(NETWORK);
-        let r = too_large(&rule);
+        let r = too_large("/p.S/Get", NETWORK);
         assert_eq!(r.code, tonic::Code::ResourceExhausted);
         assert_eq!(r.retry_after, None);
         assert_eq!(
@@ -401,63 +321,19 @@ mod tests {
     }
 
     #[test]
-    fn a_service_takes_the_largest_request_of_its_methods() {
-        let rules = [
-            Rule::read("/p.S/Get"),
-            Rule::write("/p.S/Put").max_message(SANDBOX),
-            Rule::write("/p.Sx/Put").max_message(DESIRED_STATE),
-        ];
-        assert_eq!(Rule::read("/p.S/Get").max_message, DEFAULT);
-        assert_eq!(largest(&rules, "p.S"), SANDBOX);
-        assert_eq!(largest(&rules, "p.Sx"), DESIRED_STATE);
-        assert_eq!(largest(&rules, "p.T"), DEFAULT);
-    }
-
-    #[test]
     fn a_method_whose_requests_stream_is_found() {
-        use prost::Message as _;
-        use prost_types::{
-            FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto, ServiceDescriptorProto,
-        };
-        let method = |name: &str, client_streaming| MethodDescriptorProto {
-            name: Some(name.into()),
-            client_streaming: Some(client_streaming),
-            ..Default::default()
-        };
-        let set = FileDescriptorSet {
-            file: vec![FileDescriptorProto {
-                package: Some("p".into()),
-                service: vec![ServiceDescriptorProto {
-                    name: Some("S".into()),
-                    method: vec![method("Get", false), method("Upload", true)],
-                    ..Default::default()
-                }],
+        use prost_types::MethodDescriptorProto;
+        let method = |name: &str, client_streaming| {
+            let m = MethodDescriptorProto {
+                name: Some(name.into()),
+                client_streaming: Some(client_streaming),
                 ..Default::default()
-            }],
-        }
-        .encode_to_vec();
-        let StreamedRequests(found) = check_unary(&["p.S"], &set).unwrap_err();
-        assert_eq!(found, ["/p.S/Upload"]);
-        assert!(check_unary(&["p.T"], &set).is_ok());
-    }
-
-    #[test]
-    fn no_weft_method_streams_its_requests() {
-        let services: Vec<String> = {
-            use prost::Message as _;
-            let set =
-                prost_types::FileDescriptorSet::decode(weft_proto::FILE_DESCRIPTOR_SET).unwrap();
-            set.file
-                .iter()
-                .flat_map(|f| {
-                    f.service
-                        .iter()
-                        .map(move |s| format!("{}.{}", f.package(), s.name()))
-                })
-                .collect()
+            };
+            (format!("/p.S/{name}"), m)
         };
-        let names: Vec<&str> = services.iter().map(String::as_str).collect();
-        assert!(names.len() >= 4, "{names:?}");
-        check_unary(&names, weft_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let StreamedRequests(found) =
+            check_unary([method("Get", false), method("Upload", true)]).unwrap_err();
+        assert_eq!(found, ["/p.S/Upload"]);
+        assert!(check_unary([method("Get", false)]).is_ok());
     }
 }
