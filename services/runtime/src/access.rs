@@ -455,7 +455,7 @@ pub fn methods_of(services: &[&str], descriptors: &[u8]) -> Vec<String> {
 }
 
 /// [`methods_of`], each with its descriptor.
-pub fn method_descriptors(
+pub(crate) fn method_descriptors(
     services: &[&str],
     descriptors: &[u8],
 ) -> Vec<(String, prost_types::MethodDescriptorProto)> {

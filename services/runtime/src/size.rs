@@ -78,7 +78,7 @@ pub fn check_unary(
 }
 
 /// The refusal of a request to `method` (`/package.Service/Method`) larger than its `limit`.
-pub fn too_large(method: &str, limit: usize) -> Refusal {
+fn too_large(method: &str, limit: usize) -> Refusal {
     Refusal::too_large(format!(
         "the request is too large: {} takes requests of at most {limit} bytes",
         method.trim_start_matches('/'),
@@ -102,7 +102,7 @@ pub async fn read_within(
 
 /// Why [`read`] gave up.
 #[derive(Debug)]
-pub enum Unread {
+enum Unread {
     /// The body holds more than the limit.
     TooLarge,
     /// The body could not be read (the client went away).
@@ -112,7 +112,7 @@ pub enum Unread {
 /// `body` read to its end when it holds at most `limit` bytes of data, as a body that gives the
 /// same frames again. Stops at the first frame that would take it over `limit`, which is never
 /// kept.
-pub async fn read(mut body: Body, limit: usize) -> Result<Body, Unread> {
+async fn read(mut body: Body, limit: usize) -> Result<Body, Unread> {
     let mut frames = VecDeque::new();
     let mut len = 0usize;
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
