@@ -40,9 +40,14 @@ pub const RULES: &[Rule] = &[
 
 const GATEWAY_ADMIN: &[Role] = &[Role::Gateway, Role::Admin];
 
-/// The tonic service of the admin API.
+/// The tonic service of the admin API, taking requests as large as [`RULES`] allow.
 pub fn server(admin: Admin) -> pb::dns_service_server::DnsServiceServer<Admin> {
-    pb::dns_service_server::DnsServiceServer::new(admin)
+    use pb::dns_service_server::DnsServiceServer;
+    weft_runtime::grpc::limit_requests(
+        DnsServiceServer::new(admin),
+        RULES,
+        DnsServiceServer::max_decoding_message_size,
+    )
 }
 
 #[derive(Debug, Clone)]

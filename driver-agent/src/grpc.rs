@@ -5,7 +5,10 @@ use std::{path::PathBuf, sync::Arc};
 
 use tonic::{Request, Response, Status};
 use weft_proto::agent::v1::{self as pb, agent_service_server::AgentService};
-use weft_runtime::access::{Role, Rule};
+use weft_runtime::{
+    access::{Role, Rule},
+    size,
+};
 
 use crate::{
     agent::{Agent, DefaultRoutes},
@@ -17,8 +20,9 @@ use crate::{
     spec::{self, Endpoint, Network, Violations},
 };
 
-/// Who may call the agent: the gateway alone (by its certificate), for every method. Checked
-/// when the agent serves TLS; a method missing here keeps the server from starting.
+/// Who may call the agent: the gateway alone (by its certificate), for every method; and the
+/// largest request each takes where not the default (`weft_runtime::size` has the numbers).
+/// Checked when the agent serves TLS; a method missing here keeps the server from starting.
 pub const RULES: &[Rule] = &[
     Rule::only(
         "/weft.agent.v1.AgentService/GetCapabilities",
@@ -27,18 +31,25 @@ pub const RULES: &[Rule] = &[
     ),
     Rule::only("/weft.agent.v1.AgentService/EnsureNetwork", GATEWAY, true),
     Rule::only("/weft.agent.v1.AgentService/RemoveNetwork", GATEWAY, true),
-    Rule::only("/weft.agent.v1.AgentService/CreateSandbox", GATEWAY, true),
+    Rule::only("/weft.agent.v1.AgentService/CreateSandbox", GATEWAY, true)
+        .max_message(size::SANDBOX),
     Rule::only("/weft.agent.v1.AgentService/RemoveSandbox", GATEWAY, true),
     Rule::only("/weft.agent.v1.AgentService/Attach", GATEWAY, true),
     Rule::only("/weft.agent.v1.AgentService/Detach", GATEWAY, true),
-    Rule::only("/weft.agent.v1.AgentService/ApplyState", GATEWAY, true),
+    Rule::only("/weft.agent.v1.AgentService/ApplyState", GATEWAY, true)
+        .max_message(size::DESIRED_STATE),
 ];
 
 const GATEWAY: &[Role] = &[Role::Gateway];
 
-/// The tonic service for `agent`.
+/// The tonic service for `agent`, taking requests as large as [`RULES`] allow.
 pub fn server(agent: Arc<Agent>) -> pb::agent_service_server::AgentServiceServer<AgentGrpc> {
-    pb::agent_service_server::AgentServiceServer::new(AgentGrpc { agent })
+    use pb::agent_service_server::AgentServiceServer;
+    weft_runtime::grpc::limit_requests(
+        AgentServiceServer::new(AgentGrpc { agent }),
+        RULES,
+        AgentServiceServer::max_decoding_message_size,
+    )
 }
 
 #[derive(Debug, Clone)]

@@ -270,8 +270,10 @@ pub async fn run(agent: Arc<Agent>, reg: Registration) {
             return;
         }
     };
+    // A whole desired state, as large as ApplyState takes (tonic's default, 4 MiB, is about
+    // 5,000 sandboxes).
     let client = AgentRegistryServiceClient::new(reg.bearer.on(channel))
-        .max_decoding_message_size(MAX_STATE);
+        .max_decoding_message_size(weft_runtime::size::DESIRED_STATE);
     let (beats, rx) = tokio::sync::watch::channel(Beat {
         registration: 0,
         revision: 0,
@@ -288,10 +290,6 @@ pub async fn run(agent: Arc<Agent>, reg: Registration) {
     ));
     heartbeats(&agent, client, &reg, &beats, &progress).await;
 }
-
-/// The largest desired state the agent reads (tonic's default, 4 MiB, is about 5,000
-/// sandboxes).
-const MAX_STATE: usize = 256 << 20;
 
 async fn heartbeats(
     agent: &Agent,

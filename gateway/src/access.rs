@@ -30,15 +30,20 @@ use crate::{
 /// Every method the gateway serves, and who may call it. A method missing here is refused, and
 /// the server does not start while one is missing (see `weft_runtime::access`).
 pub const RULES: &[Rule] = &[
-    Rule::write("/weft.gateway.v1.NetworkService/CreateNetwork"),
+    Rule::write("/weft.gateway.v1.NetworkService/CreateNetwork")
+        .max_message(weft_runtime::size::NETWORK),
     Rule::read("/weft.gateway.v1.NetworkService/GetNetwork"),
-    Rule::read("/weft.gateway.v1.NetworkService/ListNetworks"),
-    Rule::write("/weft.gateway.v1.NetworkService/UpdateNetwork"),
+    Rule::read("/weft.gateway.v1.NetworkService/ListNetworks")
+        .max_message(weft_runtime::size::LISTS_AND_LABELS),
+    Rule::write("/weft.gateway.v1.NetworkService/UpdateNetwork")
+        .max_message(weft_runtime::size::LISTS_AND_LABELS),
     Rule::write("/weft.gateway.v1.NetworkService/DeleteNetwork"),
     Rule::write("/weft.gateway.v1.NetworkService/PruneNetworks"),
-    Rule::write("/weft.gateway.v1.SandboxService/CreateSandbox"),
+    Rule::write("/weft.gateway.v1.SandboxService/CreateSandbox")
+        .max_message(weft_runtime::size::SANDBOX),
     Rule::read("/weft.gateway.v1.SandboxService/GetSandbox"),
-    Rule::read("/weft.gateway.v1.SandboxService/ListSandboxes"),
+    Rule::read("/weft.gateway.v1.SandboxService/ListSandboxes")
+        .max_message(weft_runtime::size::LISTS_AND_LABELS),
     Rule::write("/weft.gateway.v1.SandboxService/DeleteSandbox"),
     Rule::write("/weft.gateway.v1.SandboxService/Connect"),
     Rule::write("/weft.gateway.v1.SandboxService/Disconnect"),

@@ -37,7 +37,14 @@ mod to_pb;
 
 use std::{net::SocketAddr, time::Duration};
 
-use weft_runtime::{CommonArgs, GrpcServer};
+use weft_proto::gateway::v1::{
+    agent_registry_service_server::AgentRegistryServiceServer,
+    audit_service_server::AuditServiceServer, event_service_server::EventServiceServer,
+    host_service_server::HostServiceServer, join_service_server::JoinServiceServer,
+    network_service_server::NetworkServiceServer, sandbox_service_server::SandboxServiceServer,
+    token_service_server::TokenServiceServer,
+};
+use weft_runtime::{CommonArgs, GrpcServer, grpc::limit_requests};
 use weft_store::{Db, StoreOptions};
 
 pub use engine::{Gateway, GatewayOptions};
@@ -345,34 +352,50 @@ pub fn services(gw: Gateway) -> GrpcServer {
     };
     let limiter = gw.limiter.clone();
     let svc = grpc::GatewayGrpc::new(gw);
+    // tonic's own limit on requests, per service: the largest the access table lets through.
+    let rules = access::RULES;
     GrpcServer::new()
         .access(access::access(auth, limiter))
-        .add_service(
-            weft_proto::gateway::v1::token_service_server::TokenServiceServer::new(svc.clone()),
-        )
-        .add_service(
-            weft_proto::gateway::v1::audit_service_server::AuditServiceServer::new(svc.clone()),
-        )
-        .add_service(
-            weft_proto::gateway::v1::network_service_server::NetworkServiceServer::new(svc.clone()),
-        )
-        .add_service(
-            weft_proto::gateway::v1::sandbox_service_server::SandboxServiceServer::new(svc.clone()),
-        )
-        .add_service(
-            weft_proto::gateway::v1::host_service_server::HostServiceServer::new(svc.clone()),
-        )
-        .add_service(
-            weft_proto::gateway::v1::event_service_server::EventServiceServer::new(svc.clone()),
-        )
-        .add_service(
-            weft_proto::gateway::v1::join_service_server::JoinServiceServer::new(svc.clone()),
-        )
-        .add_service(
-            weft_proto::gateway::v1::agent_registry_service_server::AgentRegistryServiceServer::new(
-                svc,
-            ),
-        )
+        .add_service(limit_requests(
+            TokenServiceServer::new(svc.clone()),
+            rules,
+            TokenServiceServer::max_decoding_message_size,
+        ))
+        .add_service(limit_requests(
+            AuditServiceServer::new(svc.clone()),
+            rules,
+            AuditServiceServer::max_decoding_message_size,
+        ))
+        .add_service(limit_requests(
+            NetworkServiceServer::new(svc.clone()),
+            rules,
+            NetworkServiceServer::max_decoding_message_size,
+        ))
+        .add_service(limit_requests(
+            SandboxServiceServer::new(svc.clone()),
+            rules,
+            SandboxServiceServer::max_decoding_message_size,
+        ))
+        .add_service(limit_requests(
+            HostServiceServer::new(svc.clone()),
+            rules,
+            HostServiceServer::max_decoding_message_size,
+        ))
+        .add_service(limit_requests(
+            EventServiceServer::new(svc.clone()),
+            rules,
+            EventServiceServer::max_decoding_message_size,
+        ))
+        .add_service(limit_requests(
+            JoinServiceServer::new(svc.clone()),
+            rules,
+            JoinServiceServer::max_decoding_message_size,
+        ))
+        .add_service(limit_requests(
+            AgentRegistryServiceServer::new(svc),
+            rules,
+            AgentRegistryServiceServer::max_decoding_message_size,
+        ))
 }
 
 /// Creates the predefined networks, retrying while ipam-svc is not up yet.

@@ -43,9 +43,14 @@ pub const RULES: &[Rule] = &[
 const GATEWAY: &[Role] = &[Role::Gateway];
 const GATEWAY_OR_ADMIN: &[Role] = &[Role::Gateway, Role::Admin];
 
-/// The tonic service for `ipam`.
+/// The tonic service for `ipam`, taking requests as large as [`RULES`] allow.
 pub fn server(ipam: Ipam) -> pb::ipam_service_server::IpamServiceServer<IpamGrpc> {
-    pb::ipam_service_server::IpamServiceServer::new(IpamGrpc { ipam })
+    use pb::ipam_service_server::IpamServiceServer;
+    weft_runtime::grpc::limit_requests(
+        IpamServiceServer::new(IpamGrpc { ipam }),
+        RULES,
+        IpamServiceServer::max_decoding_message_size,
+    )
 }
 
 #[derive(Debug, Clone)]

@@ -17,4 +17,5 @@ mod mtls;
 mod networks;
 mod replicas;
 mod sandboxes;
+mod sizes;
 mod watch;

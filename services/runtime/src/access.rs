@@ -1,10 +1,14 @@
 //! Who may call what: every RPC a service serves is looked up in that service's access table
 //! before it runs. The caller is identified first (a bearer token or a client certificate, by
 //! the service's [`Authenticate`]); then its role must be among the roles the table gives the
-//! method. A method missing from the table is refused, and [`Access::check_covers`] refuses to
-//! start a server whose table misses a method it serves, so a new RPC cannot ship open.
+//! method, its calls within its limits ([`crate::limits`]), and its request no larger than the
+//! method takes ([`crate::size`]). A method missing from the table is refused, and
+//! [`Access::check_covers`] refuses to start a server whose table misses a method it serves, so
+//! a new RPC cannot ship open.
 //!
 //! Only `grpc.health.v1` and server reflection are open to anyone.
+//!
+//! Longer than 600 lines: the code is under 600, its tests make up the rest.
 
 use std::{
     collections::HashMap,
@@ -20,13 +24,15 @@ use http::{Extensions, HeaderMap};
 use tonic::{Status, body::Body};
 
 pub use crate::principal::{ADMIN, Credential, Principal, READ, Refusal, Role, WRITE};
+use crate::size;
 
 /// The principal of a request, if the access layer put one there.
 pub fn principal<T>(req: &tonic::Request<T>) -> Option<&Principal> {
     req.extensions().get::<Principal>()
 }
 
-/// One method of the table: its full gRPC path and the roles that may call it.
+/// One method of the table: its full gRPC path, the roles that may call it and the largest
+/// request it takes.
 #[derive(Debug, Clone, Copy)]
 pub struct Rule {
     /// `/package.Service/Method`.
@@ -34,31 +40,22 @@ pub struct Rule {
     pub roles: &'static [Role],
     /// Changes state (audited).
     pub mutation: bool,
+    /// The most bytes of request body it takes (see [`crate::size`]): [`size::DEFAULT`] unless
+    /// set with [`Rule::max_message`].
+    pub max_message: usize,
 }
 
 impl Rule {
     pub const fn read(method: &'static str) -> Self {
-        Self {
-            method,
-            roles: READ,
-            mutation: false,
-        }
+        Self::only(method, READ, false)
     }
 
     pub const fn write(method: &'static str) -> Self {
-        Self {
-            method,
-            roles: WRITE,
-            mutation: true,
-        }
+        Self::only(method, WRITE, true)
     }
 
     pub const fn admin(method: &'static str, mutation: bool) -> Self {
-        Self {
-            method,
-            roles: ADMIN,
-            mutation,
-        }
+        Self::only(method, ADMIN, mutation)
     }
 
     pub const fn only(method: &'static str, roles: &'static [Role], mutation: bool) -> Self {
@@ -66,7 +63,33 @@ impl Rule {
             method,
             roles,
             mutation,
+            max_message: size::DEFAULT,
         }
+    }
+
+    /// The same rule taking requests of up to `bytes` (one of the limits of [`crate::size`]).
+    #[must_use]
+    pub const fn max_message(self, bytes: usize) -> Self {
+        Self {
+            max_message: bytes,
+            ..self
+        }
+    }
+
+    /// The largest request a method of `service` (`package.Service`) takes by `rules`;
+    /// [`size::DEFAULT`] when none of them is of `service`.
+    pub fn largest(rules: &[Rule], service: &str) -> usize {
+        rules
+            .iter()
+            .filter(|r| {
+                r.method
+                    .strip_prefix('/')
+                    .and_then(|m| m.strip_prefix(service))
+                    .is_some_and(|m| m.starts_with('/'))
+            })
+            .map(|r| r.max_message)
+            .max()
+            .unwrap_or(size::DEFAULT)
     }
 
     /// The least role that may call it, for the refusal's message.
@@ -463,21 +486,36 @@ impl Access {
 
 /// Every `/package.Service/Method` of `services` in an encoded `FileDescriptorSet`.
 pub fn methods_of(services: &[&str], descriptors: &[u8]) -> Vec<String> {
+    method_descriptors(services, descriptors)
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect()
+}
+
+/// [`methods_of`], each with its descriptor.
+pub(crate) fn method_descriptors(
+    services: &[&str],
+    descriptors: &[u8],
+) -> Vec<(String, prost_types::MethodDescriptorProto)> {
     use prost::Message as _;
     let Ok(set) = prost_types::FileDescriptorSet::decode(descriptors) else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for file in &set.file {
-        let package = file.package();
-        for svc in &file.service {
+    for file in set.file {
+        let package = file.package().to_owned();
+        for svc in file.service {
             let full = if package.is_empty() {
                 svc.name().to_owned()
             } else {
                 format!("{package}.{}", svc.name())
             };
             if services.contains(&full.as_str()) {
-                out.extend(svc.method.iter().map(|m| format!("/{full}/{}", m.name())));
+                out.extend(
+                    svc.method
+                        .into_iter()
+                        .map(|m| (format!("/{full}/{}", m.name()), m)),
+                );
             }
         }
     }
@@ -539,6 +577,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let access = self.access.clone();
         Box::pin(async move {
+            let rule = access.rule(req.uri().path()).copied();
             let decided = access
                 .decide(req.uri().path(), req.headers(), req.extensions())
                 .await;
@@ -550,6 +589,14 @@ where
                 Ok((who, held)) => {
                     if let Some(who) = who {
                         req.extensions_mut().insert(who);
+                    }
+                    // The size last: a caller unknown or over its limits is refused before a
+                    // byte of its request is read, and reading it counts as a call in flight.
+                    if let Some(rule) = rule {
+                        req = match size::read_within(req, rule.method, rule.max_message).await {
+                            Ok(req) => req,
+                            Err(status) => return Ok(status.into_http()),
+                        };
                     }
                     let res = inner.call(req).await;
                     drop(held);
@@ -732,6 +779,94 @@ mod tests {
             panic!("p.S is in no descriptor");
         };
         assert_eq!(missing, ["p.S (not in the descriptors)"]);
+    }
+
+    /// Lets in whoever the `authorization` header names, as an operator.
+    struct ByHeader;
+
+    impl Authenticate for ByHeader {
+        fn authenticate<'a>(
+            &'a self,
+            headers: &'a http::HeaderMap,
+            _: &'a http::Extensions,
+        ) -> BoxFuture<'a, Result<Principal, Refusal>> {
+            let who = headers
+                .get("authorization")
+                .map(|v| Principal {
+                    name: v.to_str().unwrap_or("").to_owned(),
+                    role: Role::Operator,
+                    credential: Credential::Token,
+                })
+                .ok_or_else(|| Refusal::unauthenticated("no credentials"));
+            Box::pin(async move { who })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_access_layer_checks_the_caller_first_then_the_size() {
+        use tower::{Layer as _, ServiceExt as _};
+        let rules = [Rule::write("/p.S/Put").max_message(100)];
+        let access = Access::new(&rules, Arc::new(ByHeader));
+        // Answers with the length of the body it got.
+        let inner = tower::service_fn(|req: http::Request<Body>| async move {
+            use http_body::Body as _;
+            let (mut body, mut len) = (req.into_body(), 0);
+            while let Some(f) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            {
+                len += f.unwrap().data_ref().map_or(0, |d| d.len());
+            }
+            let res = http::Response::builder().header("x-len", len);
+            Ok::<_, Infallible>(res.body(Body::empty()).unwrap())
+        });
+        let svc = AccessLayer::new(access).layer(inner);
+        let call = |n: usize, who: Option<&str>| {
+            let mut req = http::Request::builder().uri("http://x/p.S/Put");
+            if let Some(who) = who {
+                req = req.header("authorization", who);
+            }
+            svc.clone()
+                .oneshot(req.body(Body::new("x".repeat(n))).unwrap())
+        };
+        let status = |res: http::Response<Body>| Status::from_header_map(res.headers());
+
+        let res = call(100, Some("ci")).await.unwrap();
+        assert_eq!(res.headers().get("x-len").unwrap(), "100", "{res:?}");
+        let st = status(call(101, Some("ci")).await.unwrap()).unwrap();
+        assert_eq!(st.code(), tonic::Code::ResourceExhausted, "{st:?}");
+        assert!(st.message().contains("at most 100 bytes"), "{st:?}");
+        let st = status(call(101, None).await.unwrap()).unwrap();
+        assert_eq!(st.code(), tonic::Code::Unauthenticated, "{st:?}");
+    }
+
+    #[test]
+    fn a_service_takes_the_largest_request_of_its_methods() {
+        let rules = [
+            Rule::read("/p.S/Get"),
+            Rule::write("/p.S/Put").max_message(size::SANDBOX),
+            Rule::write("/p.Sx/Put").max_message(size::DESIRED_STATE),
+        ];
+        assert_eq!(Rule::read("/p.S/Get").max_message, size::DEFAULT);
+        assert_eq!(Rule::largest(&rules, "p.S"), size::SANDBOX);
+        assert_eq!(Rule::largest(&rules, "p.Sx"), size::DESIRED_STATE);
+        assert_eq!(Rule::largest(&rules, "p.T"), size::DEFAULT);
+    }
+
+    #[test]
+    fn no_weft_method_streams_its_requests() {
+        use prost::Message as _;
+        let set = prost_types::FileDescriptorSet::decode(weft_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let services: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|f| {
+                f.service
+                    .iter()
+                    .map(move |s| format!("{}.{}", f.package(), s.name()))
+            })
+            .collect();
+        let names: Vec<&str> = services.iter().map(String::as_str).collect();
+        assert!(names.len() >= 4, "{names:?}");
+        size::check_unary(method_descriptors(&names, weft_proto::FILE_DESCRIPTOR_SET)).unwrap();
     }
 
     #[test]

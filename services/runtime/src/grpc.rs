@@ -45,6 +45,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
     Access(#[from] crate::access::Uncovered),
+    #[error(transparent)]
+    Streamed(#[from] crate::size::StreamedRequests),
     #[error("tls: {0}")]
     Tls(#[from] weft_identity::Error),
 }
@@ -153,6 +155,10 @@ impl GrpcServer {
     ) -> Result<(), ServeError> {
         if let Some(access) = &self.access {
             access.check_covers(&self.names, weft_proto::FILE_DESCRIPTOR_SET)?;
+            crate::size::check_unary(crate::access::method_descriptors(
+                &self.names,
+                weft_proto::FILE_DESCRIPTOR_SET,
+            ))?;
         }
         let (reporter, health) = tonic_health::server::health_reporter();
         set_all(&reporter, &self.names, ServingStatus::Serving).await;
@@ -245,6 +251,18 @@ async fn set_all(reporter: &HealthReporter, names: &[&'static str], status: Serv
     for name in names {
         reporter.set_service_status(*name, status).await;
     }
+}
+
+/// `server` (a generated tonic service) with tonic's own limit on requests set to the largest
+/// request its methods take by `rules` ([`Rule::largest`]): tonic then never refuses first a
+/// request the access table allows, and bounds requests where there is no access table
+/// (plaintext). `set` is the server's `max_decoding_message_size`.
+pub fn limit_requests<S: NamedService>(
+    server: S,
+    rules: &[Rule],
+    set: impl FnOnce(S, usize) -> S,
+) -> S {
+    set(server, Rule::largest(rules, S::NAME))
 }
 
 /// Serves `server` on `listen` until SIGTERM or SIGINT, then shuts down gracefully: the whole

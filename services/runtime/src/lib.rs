@@ -1,6 +1,6 @@
 //! What every Weft service needs once: shared command-line flags, tracing, the gRPC server
-//! bootstrap (health, reflection, graceful shutdown) and the mapping from domain errors to
-//! gRPC statuses.
+//! bootstrap (health, reflection, graceful shutdown), who may call what and how much, and the
+//! mapping from domain errors to gRPC statuses.
 
 pub mod access;
 pub mod broker;
@@ -14,6 +14,7 @@ pub mod mac;
 pub mod netns;
 pub mod principal;
 pub mod shutdown;
+pub mod size;
 pub mod telemetry;
 pub mod transport;
 

@@ -127,6 +127,16 @@ impl Refusal {
         }
     }
 
+    /// A request larger than its method takes ([`crate::size`]). Without a time to retry: the
+    /// same request is refused every time, so none would help.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self {
+            code: Code::ResourceExhausted,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
     pub fn status(&self) -> Status {
         use tonic_types::StatusExt as _;
         match self.retry_after {
