@@ -406,7 +406,7 @@ impl Stack {
         let ids = weft::user::ensure(weft::user::DEFAULT_USER).unwrap();
         weft::user::prepare_data_dir(&data_dir, ids).unwrap();
         let tokens = weft::tokens::ensure(&data_dir, Some(ids)).unwrap();
-        let tls = weft::pki::ensure(&data_dir, "local", Some(ids)).unwrap();
+        let tls = weft::pki::ensure(&data_dir, "local", None, Some(ids)).unwrap();
         let config = UpConfig {
             data_dir,
             bin_dir: bins.to_owned(),
@@ -423,6 +423,9 @@ impl Stack {
             run_as: Some(ids),
             tokens: Some(tokens),
             tls: Some(tls),
+            advertise: None,
+            join: None,
+            joined: None,
         };
         let mut stack = Self {
             config,

@@ -23,7 +23,6 @@ use weft_runtime::access::{self, Bearer};
 use crate::{
     error::UpError,
     pki::{copy, write_file},
-    plan::{DNS_OPERATOR, HealthTls, Service, UpConfig},
     user::Ids,
 };
 
@@ -189,80 +188,4 @@ async fn join_now(
     write_file(&agent.cert, answer.agent_cert_pem.as_bytes(), 0o644, None)?;
     write_file(&dns.cert, answer.dns_cert_pem.as_bytes(), 0o644, None)?;
     Ok(())
-}
-
-impl UpConfig {
-    /// A joined host's two services, in start order: the agent, then dns-svc (which needs the
-    /// agent's socket broker).
-    pub(crate) fn joined_services(&self, join: &JoinTo) -> Vec<Service> {
-        let gateway = format!("https://{}", join.gateway);
-        let agent_at = std::net::SocketAddr::new(join.advertise, AGENT_PORT);
-        let dns_at = std::net::SocketAddr::new(join.advertise, DNS_PORT);
-        let broker = self.broker_socket().display().to_string();
-        let tls = self.joined.as_ref();
-        let mut agent: Vec<String> = vec![
-            "--listen".into(),
-            agent_at.to_string(),
-            "--gateway".into(),
-            gateway.clone(),
-            "--host-name".into(),
-            self.host_name.clone(),
-            "--dns-address".into(),
-            dns_at.to_string(),
-            "--data-dir".into(),
-            self.data_dir.join("agent").display().to_string(),
-            "--broker-socket".into(),
-            broker.clone(),
-        ];
-        if let Some(ns) = &self.netns {
-            agent.extend(["--netns".into(), ns.path.display().to_string()]);
-        }
-        if let Some(ids) = self.run_as {
-            agent.extend([
-                "--broker-uid".into(),
-                ids.uid.to_string(),
-                "--broker-gid".into(),
-                ids.gid.to_string(),
-            ]);
-        }
-        let mut dns: Vec<String> = vec![
-            "--listen".into(),
-            dns_at.to_string(),
-            "--gateway".into(),
-            gateway,
-            "--host".into(),
-            self.host_name.clone(),
-            "--operator-listen".into(),
-            DNS_OPERATOR.into(),
-            "--broker".into(),
-            broker,
-        ];
-        for u in &self.dns_upstreams {
-            dns.extend(["--upstream".into(), u.clone()]);
-        }
-        if let Some(t) = tls {
-            agent.extend(crate::plan::tls_flags(&t.agent));
-            dns.extend(crate::plan::tls_flags(&t.dns));
-        }
-        let service = |name: &'static str, listen, args: Vec<String>, kind| Service {
-            name,
-            binary: self.bin_dir.join(name),
-            listen,
-            args: args.into_iter().map(Into::into).collect(),
-            log: self.log_dir().join(format!("{name}.log")),
-            run_as: if name == "driver-agent" {
-                None
-            } else {
-                self.run_as
-            },
-            health_tls: tls.map(|t| HealthTls {
-                ca: t.ca.clone(),
-                kind,
-            }),
-        };
-        vec![
-            service("driver-agent", agent_at, agent, Kind::Agent),
-            service("dns-svc", dns_at, dns, Kind::Dns),
-        ]
-    }
 }

@@ -248,6 +248,80 @@ impl UpConfig {
             .collect()
     }
 
+    /// A joined host's two services, in start order: the agent, then dns-svc (which needs the
+    /// agent's socket broker).
+    pub(crate) fn joined_services(&self, join: &crate::joined::JoinTo) -> Vec<Service> {
+        let gateway = format!("https://{}", join.gateway);
+        let agent_at = std::net::SocketAddr::new(join.advertise, crate::joined::AGENT_PORT);
+        let dns_at = std::net::SocketAddr::new(join.advertise, crate::joined::DNS_PORT);
+        let broker = self.broker_socket().display().to_string();
+        let tls = self.joined.as_ref();
+        let mut agent: Vec<String> = vec![
+            "--listen".into(),
+            agent_at.to_string(),
+            "--gateway".into(),
+            gateway.clone(),
+            "--host-name".into(),
+            self.host_name.clone(),
+            "--dns-address".into(),
+            dns_at.to_string(),
+            "--data-dir".into(),
+            self.data_dir.join("agent").display().to_string(),
+            "--broker-socket".into(),
+            broker.clone(),
+        ];
+        if let Some(ns) = &self.netns {
+            agent.extend(["--netns".into(), ns.path.display().to_string()]);
+        }
+        if let Some(ids) = self.run_as {
+            agent.extend([
+                "--broker-uid".into(),
+                ids.uid.to_string(),
+                "--broker-gid".into(),
+                ids.gid.to_string(),
+            ]);
+        }
+        let mut dns: Vec<String> = vec![
+            "--listen".into(),
+            dns_at.to_string(),
+            "--gateway".into(),
+            gateway,
+            "--host".into(),
+            self.host_name.clone(),
+            "--operator-listen".into(),
+            DNS_OPERATOR.into(),
+            "--broker".into(),
+            broker,
+        ];
+        for u in &self.dns_upstreams {
+            dns.extend(["--upstream".into(), u.clone()]);
+        }
+        if let Some(t) = tls {
+            agent.extend(tls_flags(&t.agent));
+            dns.extend(tls_flags(&t.dns));
+        }
+        let service = |name: &'static str, listen, args: Vec<String>, kind| Service {
+            name,
+            binary: self.bin_dir.join(name),
+            listen,
+            args: args.into_iter().map(Into::into).collect(),
+            log: self.log_dir().join(format!("{name}.log")),
+            run_as: if name == "driver-agent" {
+                None
+            } else {
+                self.run_as
+            },
+            health_tls: tls.map(|t| HealthTls {
+                ca: t.ca.clone(),
+                kind,
+            }),
+        };
+        vec![
+            service("driver-agent", agent_at, agent, Kind::Agent),
+            service("dns-svc", dns_at, dns, Kind::Dns),
+        ]
+    }
+
     /// A joinable first host's gateway flags: its TLS listener on the advertised address, and
     /// the CA key to sign joining hosts' certificates with.
     fn joinable_flags(&self) -> Vec<String> {
