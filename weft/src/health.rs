@@ -35,14 +35,26 @@ pub async fn channel(
         .map(|t| ClientTls::anonymous(t.ca.clone(), t.kind))
         .transpose()
         .map_err(io::Error::other)?;
-    let endpoint = match &client {
+    dial(addr, netns, client.as_ref(), CALL_TIMEOUT).await
+}
+
+/// Opens a channel to `addr` from the namespace at `netns` when given (else from weft's own:
+/// a stack in a namespace is never reached from outside it), over TLS with `client` when
+/// given (the server's certificate must name `addr`'s IP); each call within `call_timeout`.
+pub async fn dial(
+    addr: SocketAddr,
+    netns: Option<&Path>,
+    client: Option<&ClientTls>,
+    call_timeout: Duration,
+) -> io::Result<Channel> {
+    let endpoint = match client {
         None => Endpoint::from_shared(format!("http://{addr}")).map_err(io::Error::other)?,
         Some(c) => c.endpoint(&addr.to_string()).map_err(io::Error::other)?,
     }
     .connect_timeout(CONNECT_TIMEOUT)
-    .timeout(CALL_TIMEOUT);
+    .timeout(call_timeout);
     let ns = netns.map(Path::to_owned);
-    let config = client.map(|c| c.config());
+    let config = client.map(ClientTls::config);
     let connector = tower::service_fn(move |_: Uri| {
         let ns = ns.clone();
         let config = config.clone();
@@ -53,7 +65,6 @@ pub async fn channel(
             };
             let io: Box<dyn Io> = match config {
                 None => Box::new(tcp),
-                // The server's certificate names 127.0.0.1, the address dialled.
                 Some(config) => Box::new(
                     tokio_rustls::TlsConnector::from(config)
                         .connect(ServerName::IpAddress(addr.ip().into()), tcp)
@@ -66,7 +77,7 @@ pub async fn channel(
     endpoint
         .connect_with_connector(connector)
         .await
-        .map_err(io::Error::other)
+        .map_err(|e| io::Error::other(weft_identity::client::error_chain(&e)))
 }
 
 /// A connection, plain or TLS.

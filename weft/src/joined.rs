@@ -36,8 +36,8 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Where to join, and with what.
 #[derive(Clone, PartialEq, Eq)]
 pub struct JoinTo {
-    /// The gateway's TLS listener, `HOST:PORT`.
-    pub gateway: String,
+    /// The gateway's TLS listener (its --advertise address and port 7700).
+    pub gateway: std::net::SocketAddr,
     /// The join token (needed only until the certificates are made).
     pub token: Option<String>,
     pub advertise: IpAddr,
@@ -70,11 +70,11 @@ pub fn check(
     host: &str,
 ) -> Result<JoinTo, UpError> {
     let bad = |m: String| Err(UpError::Invalid(m));
-    if join.contains("://") || !join.contains(':') {
+    let Ok(gateway) = join.parse::<std::net::SocketAddr>() else {
         return bad(format!(
-            "--join {join:?}: expected the gateway's GATEWAY_ADDR:7700"
+            "--join {join:?}: expected the gateway's GATEWAY_ADDR:7700 (an IP address and port)"
         ));
-    }
+    };
     let Some(advertise) = advertise else {
         return bad("--join needs --advertise ADDR: where the gateway reaches this host".into());
     };
@@ -92,7 +92,7 @@ pub fn check(
         );
     }
     Ok(JoinTo {
-        gateway: join.to_owned(),
+        gateway,
         token: token.map(str::to_owned),
         advertise,
     })
@@ -104,6 +104,7 @@ pub async fn ensure(
     data_dir: &Path,
     host: &str,
     join: &JoinTo,
+    netns: Option<&Path>,
     service: Option<Ids>,
 ) -> Result<JoinedTls, UpError> {
     let pki = data_dir.join("pki");
@@ -125,7 +126,15 @@ pub async fn ensure(
                 pki.display()
             )));
         };
-        join_now(host, join, token, (&agent_id, &agent), (&dns_id, &dns)).await?;
+        join_now(
+            host,
+            join,
+            token,
+            netns,
+            (&agent_id, &agent),
+            (&dns_id, &dns),
+        )
+        .await?;
     }
     let run_tls = data_dir.join("run").join("tls");
     crate::user::own_dir(&run_tls, 0o700, service)?;
@@ -148,11 +157,12 @@ async fn join_now(
     host: &str,
     join: &JoinTo,
     token: &str,
+    netns: Option<&Path>,
     (agent_id, agent): (&Identity, &TlsFiles),
     (dns_id, dns): (&Identity, &TlsFiles),
 ) -> Result<(), UpError> {
     let failed = |m: String| UpError::Join {
-        gateway: join.gateway.clone(),
+        gateway: join.gateway.to_string(),
         reason: m,
     };
     let (agent_csr, agent_key) = make_csr(agent_id).map_err(|e| failed(e.to_string()))?;
@@ -162,10 +172,10 @@ async fn join_now(
     let tls = weft_identity::ClientTls::pinned(fingerprint, Kind::Gateway)
         .map_err(|e| failed(e.to_string()))?;
     let answer = tokio::time::timeout(JOIN_TIMEOUT, async {
-        let channel = tls
-            .connect(&join.gateway)
+        // From this host's namespace (the stack's, with --netns), as its services will.
+        let channel = crate::health::dial(join.gateway, netns, Some(&tls), JOIN_TIMEOUT)
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(format!("cannot reach the gateway: {e}")))?;
         let bearer = Bearer::new(token).map_err(|e| failed(e.to_string()))?;
         JoinServiceClient::new(bearer.on(channel))
             .join_host(pb::JoinHostRequest {

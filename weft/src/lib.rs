@@ -68,7 +68,14 @@ pub async fn up(args: UpArgs) -> Result<(), UpError> {
         // A joined host: no control plane, no tokens; certificates from the gateway.
         Some(join) => {
             config.joined = Some(
-                joined::ensure(&config.data_dir, &config.host_name, &join, config.run_as).await?,
+                joined::ensure(
+                    &config.data_dir,
+                    &config.host_name,
+                    &join,
+                    config.netns.as_ref().map(|n| n.path.as_path()),
+                    config.run_as,
+                )
+                .await?,
             );
         }
         None => {

@@ -722,7 +722,7 @@ mod tests {
     fn a_joined_host_runs_its_agent_and_dns_on_its_address_against_the_gateway() {
         let mut c = config(None);
         c.join = Some(crate::joined::JoinTo {
-            gateway: "192.0.2.1:7700".into(),
+            gateway: "192.0.2.1:7700".parse().unwrap(),
             token: None,
             advertise: "192.0.2.2".parse().unwrap(),
         });

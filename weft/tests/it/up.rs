@@ -28,14 +28,19 @@ const SERVICES: [(&str, u16); 4] = [
 /// `weft up` running; on drop (a failed test) it is stopped, and whatever is left of it and its
 /// children is killed by PID, so that nothing outlives the test's namespace.
 #[derive(Debug)]
-struct Weft {
+pub(crate) struct Weft {
     child: Option<Child>,
-    out: std::path::PathBuf,
+    pub(crate) out: std::path::PathBuf,
     err: std::path::PathBuf,
 }
 
 impl Weft {
     fn start(ns: &TestNs, data: &Path, host: &str) -> Self {
+        Self::start_with(ns, data, &["--host-name", host])
+    }
+
+    /// `weft up --netns NS --data-dir DATA` with `flags`.
+    pub(crate) fn start_with(ns: &TestNs, data: &Path, flags: &[&str]) -> Self {
         assert!(
             !Path::new("/usr/bin/grpcurl").exists() && !Path::new("/usr/bin/weftctl").exists(),
             "the test needs a PATH without weftctl and grpcurl"
@@ -43,7 +48,8 @@ impl Weft {
         let out = data.with_extension("stdout");
         let err = data.with_extension("stderr");
         let child = Command::new(WEFT)
-            .args(["up", "--netns", &ns.name, "--host-name", host])
+            .args(["up", "--netns", &ns.name])
+            .args(flags)
             .arg("--data-dir")
             .arg(data)
             .arg("--bin-dir")
@@ -66,7 +72,7 @@ impl Weft {
         Pid::from_raw(i32::try_from(self.child.as_ref().unwrap().id()).unwrap())
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         format!(
             "stdout:\n{}\nstderr:\n{}",
             std::fs::read_to_string(&self.out).unwrap_or_default(),
@@ -75,7 +81,7 @@ impl Weft {
     }
 
     /// Panics (with weft's output) if weft has exited.
-    fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
             panic!("weft exited with {status}:\n{}", self.output());
         }
@@ -132,7 +138,7 @@ fn children_of(parent: Pid) -> BTreeMap<Pid, String> {
 }
 
 /// A fresh machine's PATH (what `weft up` prints must work with it).
-const FRESH_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const FRESH_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Runs grpcurl inside the namespace; its stdout when it succeeded.
 fn grpcurl_in(ns: &TestNs, args: &[&str]) -> Option<String> {
@@ -140,7 +146,11 @@ fn grpcurl_in(ns: &TestNs, args: &[&str]) -> Option<String> {
 }
 
 /// grpcurl inside the namespace with `transport` flags: stdout, or the exit code and stderr.
-fn grpcurl_with(ns: &TestNs, transport: &[&str], args: &[&str]) -> Result<String, (i32, String)> {
+pub(crate) fn grpcurl_with(
+    ns: &TestNs,
+    transport: &[&str],
+    args: &[&str],
+) -> Result<String, (i32, String)> {
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.name])
         .arg(weft_testkit::grpcurl())
@@ -159,7 +169,7 @@ fn grpcurl_with(ns: &TestNs, transport: &[&str], args: &[&str]) -> Result<String
     }
 }
 
-fn json(text: &str) -> serde_json::Value {
+pub(crate) fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 

@@ -1,0 +1,180 @@
+//! Two hosts: each a namespace this test makes, joined by a bridge in a third ("the network
+//! between hosts"). The first runs `weft up --advertise`; the second joins it with a join token
+//! from `weftctl host join-token` (`weft up --join`), runs only its agent and dns-svc, and gets
+//! sandboxes placed on it through the first host's public API. Its certificates are kept: a
+//! restart needs no token. `weftctl host rm` removes it.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use weft_testkit::netns::TestNs;
+
+use crate::{
+    bin_dir,
+    up::{FRESH_PATH, Weft, json},
+    wait_until,
+};
+
+const A: &str = "198.51.100.1";
+const B: &str = "198.51.100.2";
+
+/// weftctl, run in `ns` with the admin token of the data directory `data`: its stdout, or the
+/// panic with its stderr.
+fn weftctl(ns: &TestNs, data: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(bin_dir().join("weftctl"))
+        .arg("--token-file")
+        .arg(data.join("admin.token"))
+        .args(args)
+        .env("PATH", FRESH_PATH)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The table once `weft` printed it (all its services healthy).
+fn table_of(weft: &mut Weft, marker: &str) -> String {
+    wait_until(Duration::from_secs(120), "weft up's table", || {
+        weft.assert_running();
+        let out = std::fs::read_to_string(&weft.out).unwrap_or_default();
+        out.contains(marker).then_some(out)
+    })
+}
+
+/// The hosts the first host's gateway lists, as (name, state, agent address).
+fn hosts(ns: &TestNs, data: &Path) -> Vec<(String, String, String)> {
+    weftctl(ns, data, &["--format", "json", "hosts"])
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let h = json(l);
+            let s = |k: &str| h[k].as_str().unwrap_or_default().to_owned();
+            (s("name"), s("state"), s("agentAddress"))
+        })
+        .collect()
+}
+
+/// The bridges in `ns`, by name.
+fn bridges(ns: &TestNs) -> Vec<String> {
+    ns.ip_json(&["-d", "link", "show", "type", "bridge"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in namespaces")]
+fn a_second_host_joins_with_a_join_token_gets_sandboxes_and_is_removed() {
+    let wire = TestNs::named("j-net");
+    wire.ip(&["link", "add", "br0", "type", "bridge"]);
+    wire.ip(&["link", "set", "br0", "up"]);
+    let host_a = TestNs::named("j-a");
+    let host_b = TestNs::named("j-b");
+    for (ns, addr, port) in [(&host_a, A, "pa"), (&host_b, B, "pb")] {
+        ns.veth_to("eth0", Some(&format!("{addr}/24")), &wire, port, None);
+        wire.ip(&["link", "set", port, "master", "br0"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+
+    let mut first = Weft::start_with(&host_a, &data_a, &["--host-name", "ha", "--advertise", A]);
+    let table = table_of(&mut first, "Talk to it:");
+    assert!(
+        table.contains(&format!("joinable      at {A}:7700")),
+        "{table}"
+    );
+    let printed = weftctl(&host_a, &data_a, &["host", "join-token"]).unwrap();
+    let token = printed.split_whitespace().last().unwrap().to_owned();
+    assert!(token.starts_with("weftjoin_"), "{printed}");
+
+    let join = |token: Option<&str>| {
+        let mut flags = vec![
+            "--host-name",
+            "hb",
+            "--join",
+            "198.51.100.1:7700",
+            "--advertise",
+            B,
+        ];
+        if let Some(t) = token {
+            flags.extend(["--join-token", t]);
+        }
+        Weft::start_with(&host_b, &data_b, &flags)
+    };
+    let mut second = join(Some(&token));
+    let joined = table_of(&mut second, "joined ");
+    assert!(joined.contains("as host \"hb\""), "{joined}");
+    // Only the agent and dns-svc run there, on its address; it holds no CA key and no token.
+    assert!(
+        !joined.contains("gateway ") && !joined.contains("ipam-svc"),
+        "{joined}"
+    );
+    assert!(joined.contains(&format!("{B}:7702")), "{joined}");
+    assert!(!data_b.join("pki").join("ca.key").exists());
+    assert!(!data_b.join("admin.token").exists());
+    let hb = wait_until(Duration::from_secs(60), "hb registered and up", || {
+        hosts(&host_a, &data_a)
+            .into_iter()
+            .find(|h| h.0 == "hb" && h.1 == "HOST_STATE_UP")
+    });
+    assert_eq!(hb.2, format!("{B}:7702"));
+    // The token was spent, and never written to a log.
+    for log in ["driver-agent.log", "dns-svc.log"] {
+        let text = std::fs::read_to_string(data_b.join("logs").join(log)).unwrap();
+        assert!(!text.contains(&token[..40]), "{log} holds the join token");
+    }
+    let again = weftctl(&host_a, &data_a, &["host", "join-token"]).unwrap();
+    assert_ne!(again.split_whitespace().last().unwrap(), token);
+
+    // A sandbox placed on the second host through the first host's API: its agent made it
+    // there, over mutual TLS.
+    let before_b = bridges(&host_b);
+    let bridges_before = before_b.len();
+    weftctl(
+        &host_a,
+        &data_a,
+        &["network", "create", "--subnet", "10.231.0.0/24", "n1"],
+    )
+    .unwrap();
+    weftctl(
+        &host_a,
+        &data_a,
+        &["sandbox", "create", "--host", "hb", "--network", "n1", "s1"],
+    )
+    .unwrap_or_else(|e| panic!("sandbox on hb: {e}\n{}", second.output()));
+    let bridges_b = bridges(&host_b);
+    assert_eq!(
+        bridges_b.len(),
+        bridges_before + 1,
+        "n1's bridge on hb: {bridges_b:?}"
+    );
+    assert!(
+        bridges(&host_a)
+            .iter()
+            .all(|b| !bridges_b.contains(b) || before_b.contains(b)),
+        "n1's bridge is on hb only"
+    );
+
+    // A restart of the second host needs no token: its certificates are kept.
+    drop(second);
+    let mut second = join(None);
+    table_of(&mut second, "joined ");
+    wait_until(Duration::from_secs(60), "hb up again", || {
+        hosts(&host_a, &data_a)
+            .into_iter()
+            .find(|h| h.0 == "hb" && h.1 == "HOST_STATE_UP")
+    });
+
+    // Removed from the first host (forced: it is up), with its sandbox.
+    let removed = weftctl(&host_a, &data_a, &["host", "rm", "--force", "hb"]).unwrap();
+    assert!(removed.contains("s1"), "{removed}");
+    assert!(hosts(&host_a, &data_a).iter().all(|h| h.0 != "hb"));
+    drop(second);
+    drop(first);
+}
