@@ -173,7 +173,7 @@ async fn join_now(
         .map_err(|e| failed(e.to_string()))?;
     let answer = tokio::time::timeout(JOIN_TIMEOUT, async {
         // From this host's namespace (the stack's, with --netns), as its services will.
-        let channel = crate::health::dial(join.gateway, netns, Some(&tls), JOIN_TIMEOUT)
+        let channel = crate::dial::dial(join.gateway, netns, Some(&tls), JOIN_TIMEOUT)
             .await
             .map_err(|e| failed(format!("cannot reach the gateway: {e}")))?;
         let bearer = Bearer::new(token).map_err(|e| failed(e.to_string()))?;

@@ -4,6 +4,7 @@
 //! stops them in reverse order on Ctrl-C or SIGTERM, and stops them all when one dies.
 
 pub mod cli;
+pub mod dial;
 pub mod error;
 pub mod health;
 pub mod joined;
