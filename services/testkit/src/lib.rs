@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 pub mod fake_agent;
+pub mod logs;
 pub mod mtls;
 pub mod netns;
 #[cfg(feature = "stack")]
@@ -140,7 +141,10 @@ impl ServiceProcess {
         tls: Option<weft_identity::ClientTls>,
     ) -> Self {
         let logdir = tempfile::tempdir().unwrap();
-        let log = logdir.path().join("service.log");
+        let name = std::path::Path::new(bin)
+            .file_name()
+            .map_or_else(|| "service".into(), |n| n.to_string_lossy());
+        let log = logs::log_path(logdir.path(), &name);
         let logfile = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin)
             .args(args)
