@@ -39,4 +39,20 @@ python3 scripts/import-cycles.py --self-test >/dev/null
 python3 scripts/import-cycles.py $(ls -d */src services/*/src) >/dev/null
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-cargo nextest run --workspace --locked --no-fail-fast "$@"
+# Every service process a test starts keeps its log here (weft_testkit::logs), fresh each run;
+# with the JUnit report of the `ci` profile (every test's own output), it is checked below.
+log_dir="$CARGO_TARGET_DIR/test-logs"
+junit="$CARGO_TARGET_DIR/nextest/ci/junit.xml"
+rm -rf "$log_dir" "$junit"
+mkdir -p "$log_dir"
+export WEFT_TEST_LOG_DIR="$log_dir"
+python3 scripts/secrets-in-logs.py --self-test >/dev/null
+
+status=0
+cargo nextest run --workspace --locked --no-fail-fast --profile ci "$@" || status=$?
+# No token and no private key in any log or test output of the run, also when a test failed
+# (the run then keeps nextest's status).
+du -sh "$log_dir" "$junit" || true
+python3 scripts/secrets-in-logs.py "$log_dir" "$junit" ||
+  { scan=$?; [ "$status" -ne 0 ] || status=$scan; }
+exit "$status"
