@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Finds secrets in the logs of a test run: Weft tokens and private keys.
 
-Usage: scripts/secrets-in-logs.py PATH [PATH ...]
+Usage: scripts/secrets-in-logs.py [--max-mb N] PATH [PATH ...]
        (files, or directories read recursively; scripts/test.sh passes the run's
-       WEFT_TEST_LOG_DIR and nextest's JUnit report)
+       WEFT_TEST_LOG_DIR and nextest's JUnit report; with --max-mb, more than N MB in all
+       fails too: logs that grew without bound)
        scripts/secrets-in-logs.py --self-test   (checks the patterns and the masking)
 
 What counts as a secret (one pattern per kind, matched on the format, never on a fixed value):
@@ -83,7 +84,7 @@ def files_under(path: str) -> list[str]:
     return out
 
 
-def check(paths: list[str], out=sys.stdout, err=sys.stderr) -> int:
+def check(paths: list[str], out=sys.stdout, err=sys.stderr, max_mb: float | None = None) -> int:
     files: list[str] = []
     for p in paths:
         if not os.path.exists(p):
@@ -109,11 +110,14 @@ def check(paths: list[str], out=sys.stdout, err=sys.stderr) -> int:
         if len(found) > SHOWN_PER_FILE:
             print(f"{path}: ... and {len(found) - SHOWN_PER_FILE} more lines", file=out)
     summary = f"{len(files)} files, {size / 1e6:.1f} MB"
+    too_big = max_mb is not None and size > max_mb * 1e6
+    if too_big:
+        print(f"secrets-in-logs: {summary}: more than the {max_mb:g} MB allowed", file=err)
     if hits:
         print(f"secrets-in-logs: {hits} lines with a secret in {in_files} of {summary}", file=err)
         return 1
     print(f"secrets-in-logs: no secret in {summary}", file=err)
-    return 0
+    return 1 if too_big else 0
 
 
 def self_test() -> int:
@@ -172,6 +176,9 @@ def self_test() -> int:
             problems.append("an empty directory passed")
         if check([os.path.join(tmp, "near-misses.log")], out=io.StringIO(), err=io.StringIO()) != 0:
             problems.append("the near misses failed")
+        near = [os.path.join(tmp, "near-misses.log")]
+        if check(near, out=io.StringIO(), err=io.StringIO(), max_mb=0.0001) != 1:
+            problems.append("logs over --max-mb passed")
     if problems:
         print("self-test failed:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
@@ -182,10 +189,18 @@ def self_test() -> int:
 def main(argv: list[str]) -> int:
     if argv == ["--self-test"]:
         return self_test()
+    max_mb = None
+    if argv[:1] == ["--max-mb"] and len(argv) > 1:
+        try:
+            max_mb = float(argv[1])
+        except ValueError:
+            argv = ["-"]
+        else:
+            argv = argv[2:]
     if not argv or any(a.startswith("-") for a in argv):
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
-    return check(argv)
+    return check(argv, max_mb=max_mb)
 
 
 if __name__ == "__main__":
