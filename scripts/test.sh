@@ -58,6 +58,10 @@ du -sh "$log_dir" "$junit" || true
 # checker refuses it); a run of some tests only (arguments) may start none.
 scan=("$junit")
 if [ $# -eq 0 ] || [ -n "$(ls -A "$log_dir")" ]; then scan+=("$log_dir"); fi
+# And the test Postgres's own log (statements it refused, with their values): the stores keep
+# token hashes only.
+pg_log="$(cat "$pg_root_file")/server.log"
+if [ -f "$pg_log" ]; then scan+=("$pg_log"); fi
 # (A whole run keeps about 2 MB; 300 MB would be logs grown without bound.)
 python3 scripts/secrets-in-logs.py --max-mb 300 "${scan[@]}" ||
   { code=$?; [ "$status" -ne 0 ] || status=$code; }
