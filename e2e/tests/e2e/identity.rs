@@ -21,6 +21,7 @@ fn weftctl_in(w: &World, cwd: &Path, token: Option<&str>, args: &[&str]) -> (boo
         cmd.env("WEFT_TOKEN", t);
     }
     let out = cmd.output().unwrap();
+    weft_testkit::logs::keep_stderr("weftctl", &out);
     (
         out.status.success(),
         format!(

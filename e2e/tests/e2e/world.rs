@@ -106,11 +106,14 @@ impl World {
         if let Some(f) = self.token_file.lock().unwrap().as_ref() {
             cmd.arg("--token-file").arg(f);
         }
-        cmd.args(args)
+        let out = cmd
+            .args(args)
             .env("WEFT_GATEWAY", self.gateway())
             .env_remove("WEFT_TOKEN")
             .output()
-            .unwrap()
+            .unwrap();
+        weft_testkit::logs::keep_stderr("weftctl", &out);
+        out
     }
 
     /// `-H 'authorization: Bearer <admin token>'` for grpcurl (nothing before `weft up`
@@ -159,6 +162,7 @@ impl World {
             .args(["-plaintext", "-d", body, &self.gateway(), method])
             .output()
             .unwrap();
+        weft_testkit::logs::keep_stderr("grpcurl", &out);
         assert!(
             out.status.success(),
             "grpcurl {method}: {}",
@@ -184,6 +188,7 @@ impl World {
             ])
             .output()
             .unwrap();
+        weft_testkit::logs::keep_stderr("grpcurl", &out);
         assert!(
             !out.status.success(),
             "grpcurl {method} {body} succeeded: {}",

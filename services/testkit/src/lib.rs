@@ -309,6 +309,7 @@ pub fn run_grpcurl(args: &[&str]) -> (i32, String, String) {
         .args(args)
         .output()
         .expect("grpcurl runs");
+    logs::keep_stderr("grpcurl", &out);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,7 +1,8 @@
-//! Where the output of the service processes a test starts is kept. With `WEFT_TEST_LOG_DIR`
-//! set (scripts/test.sh sets it to a fresh directory per run), every log outlives its test there,
-//! for the run's final check (scripts/secrets-in-logs.py: no token, no private key); without it,
-//! logs stay in the test's own temporary directory and go with it.
+//! Where the output of the service processes a test starts is kept (and the error output of the
+//! clients it runs). With `WEFT_TEST_LOG_DIR` set (scripts/test.sh sets it to a fresh directory
+//! per run), every log outlives its test there, for the run's final check
+//! (scripts/secrets-in-logs.py: no token, no private key); without it, logs stay in the test's
+//! own temporary directory and go with it.
 //!
 //! Layout: `$WEFT_TEST_LOG_DIR/<test binary>/<test name>/<what>-<pid>-<n>.log`.
 
@@ -94,5 +95,17 @@ pub fn keep_output(what: &str, out: &Output) {
         let mut text = out.stdout.clone();
         text.extend_from_slice(&out.stderr);
         let _ = std::fs::write(kept(&dir, what), text);
+    }
+}
+
+/// Keeps the error output of a client a test ran (weftctl, grpcurl), when logs are kept and it
+/// printed any: errors must not echo a credential either. (Its stdout is the test's to judge:
+/// `weftctl token create` prints the new token there, once, by design.)
+pub fn keep_stderr(what: &str, out: &Output) {
+    if out.stderr.is_empty() {
+        return;
+    }
+    if let Some(dir) = test_dir() {
+        let _ = std::fs::write(kept(&dir, &format!("{what}.stderr")), &out.stderr);
     }
 }
