@@ -39,4 +39,30 @@ python3 scripts/import-cycles.py --self-test >/dev/null
 python3 scripts/import-cycles.py $(ls -d */src services/*/src) >/dev/null
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-cargo nextest run --workspace --locked --no-fail-fast "$@"
+# Every service process a test starts keeps its log here (weft_testkit::logs), fresh each run;
+# with the JUnit report of the `ci` profile (every test's own output), it is checked below.
+log_dir="$CARGO_TARGET_DIR/test-logs"
+# (nextest keeps its reports under the workspace's target/, whatever CARGO_TARGET_DIR says.)
+junit=target/nextest/ci/junit.xml
+rm -rf "$log_dir" "$junit"
+mkdir -p "$log_dir"
+export WEFT_TEST_LOG_DIR="$log_dir"
+python3 scripts/secrets-in-logs.py --self-test >/dev/null
+
+status=0
+cargo nextest run --workspace --locked --no-fail-fast --profile ci "$@" || status=$?
+# No token and no private key in any log or test output of the run, also when a test failed
+# (the run then keeps nextest's status).
+du -sh "$log_dir" "$junit" || true
+# The whole suite starts services, so an empty log directory means logs were not kept (the
+# checker refuses it); a run of some tests only (arguments) may start none.
+scan=("$junit")
+if [ $# -eq 0 ] || [ -n "$(ls -A "$log_dir")" ]; then scan+=("$log_dir"); fi
+# And the test Postgres's own log (statements it refused, with their values): the stores keep
+# token hashes only.
+pg_log="$(cat "$pg_root_file")/server.log"
+if [ -f "$pg_log" ]; then scan+=("$pg_log"); fi
+# (A whole run keeps about 2 MB; 300 MB would be logs grown without bound.)
+python3 scripts/secrets-in-logs.py --max-mb 300 "${scan[@]}" ||
+  { code=$?; [ "$status" -ne 0 ] || status=$code; }
+exit "$status"

@@ -126,9 +126,10 @@ impl AuditService for GatewayGrpc {
                 })?
         };
         if req.identity.len() > 256 {
+            let shown: String = req.identity.chars().take(32).collect();
             return Err(invalid(vec![FieldViolation::new(
                 "identity",
-                &req.identity[..32],
+                shown,
                 "longer than 256 bytes",
             )]));
         }

@@ -62,6 +62,7 @@ fn an_upstream_pointing_at_itself_is_refused_at_start() {
         ])
         .output()
         .unwrap();
+    weft_testkit::logs::keep_output("dns-svc", &out);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dns-svc itself"));
 }

@@ -341,6 +341,7 @@ fn the_binary_refuses_a_missing_netns() {
         ])
         .output()
         .unwrap();
+    weft_testkit::logs::keep_output("driver-agent", &out);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/run/netns/wft-t-missing"), "{err}");

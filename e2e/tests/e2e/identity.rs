@@ -9,17 +9,19 @@ use serde_json::Value;
 use crate::world::{Weft, World};
 
 /// `weftctl ARGS` in the host namespace, run from `cwd`, with `token` in WEFT_TOKEN (or no
-/// token flag or variable at all).
+/// token flag or variable at all). (The gateway's address is the recorder's, for the audit
+/// check every e2e test ends with.)
 fn weftctl_in(w: &World, cwd: &Path, token: Option<&str>, args: &[&str]) -> (bool, String) {
     let mut cmd = w.host.exec(w.bins.join("weftctl"));
     cmd.current_dir(cwd)
         .args(args)
-        .env_remove("WEFT_GATEWAY")
+        .env("WEFT_GATEWAY", w.gateway())
         .env_remove("WEFT_TOKEN");
     if let Some(t) = token {
         cmd.env("WEFT_TOKEN", t);
     }
     let out = cmd.output().unwrap();
+    weft_testkit::logs::keep_stderr("weftctl", &out);
     (
         out.status.success(),
         format!(
@@ -72,7 +74,12 @@ async fn heavy_tokens_roles_and_the_audit_log_through_weftctl() {
     );
     assert!(ok, "{out}");
     let ci = out.split_whitespace().last().unwrap().to_owned();
-    assert!(weft_runtime::access::looks_like_token(&ci), "{out}");
+    assert!(
+        weft_runtime::access::looks_like_token(&ci),
+        "not a token as the last word: {} bytes of output",
+        out.len()
+    );
+    w.recorder.name_token(&ci, "operator:ci");
     let (ok, out) = weftctl_in(
         &w,
         beside,
@@ -81,6 +88,7 @@ async fn heavy_tokens_roles_and_the_audit_log_through_weftctl() {
     );
     assert!(ok, "{out}");
     let look = out.split_whitespace().last().unwrap().to_owned();
+    w.recorder.name_token(&look, "viewer:look");
 
     // The operator's mutations; a viewer's refused one.
     let root = Path::new("/");

@@ -8,8 +8,10 @@
 mod attack_dns;
 mod attack_kernel;
 mod attack_requests;
+mod audit;
 mod identity;
 mod intact;
+mod recorder;
 mod world;
 
 use std::{net::SocketAddr, path::Path, sync::atomic::Ordering};

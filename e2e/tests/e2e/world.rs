@@ -22,6 +22,8 @@ use driver_agent::netns;
 use serde_json::Value;
 use weft_testkit::netns::{TestNs, tcp_listener_in, udp_socket_in};
 
+use crate::recorder::Recorder;
+
 pub use weft_testkit::netns::{HOST_UPLINK, INTERNET};
 /// What the fake upstream answers for every A question.
 pub const UPSTREAM_ANSWER: &str = "198.51.100.7";
@@ -59,6 +61,9 @@ pub struct World {
     /// The admin token file of the running `weft up` (set by [`Weft::up`]): weftctl and
     /// grpcurl present it.
     pub token_file: std::sync::Mutex<Option<PathBuf>>,
+    /// The proxy weftctl and grpcurl reach the gateway through: it notes every call, for the
+    /// audit check when the test ends (`crate::audit`).
+    pub recorder: Arc<Recorder>,
 }
 
 impl World {
@@ -66,12 +71,14 @@ impl World {
         let host = TestNs::named("e2e-host").with_lo_up();
         let internet = TestNs::named("e2e-inet").with_lo_up();
         weft_testkit::netns::wire_uplink(&host, &internet);
+        let recorder = Arc::new(Recorder::start(&host.path).await);
         let world = Self {
             host,
             internet,
             upstream_queries: Arc::new(AtomicUsize::new(0)),
             bins: bin_dir(),
             token_file: std::sync::Mutex::new(None),
+            recorder,
         };
         // The internet: a TCP server that answers "from <peer address>", and a DNS server.
         who_is_server(
@@ -88,17 +95,25 @@ impl World {
         world
     }
 
+    /// Where weftctl and grpcurl reach the gateway: through the recorder.
+    pub fn gateway(&self) -> String {
+        self.recorder.addr.to_string()
+    }
+
     /// `weftctl ARGS…` run inside the host namespace, with the admin token.
     pub fn weftctl(&self, args: &[&str]) -> Output {
         let mut cmd = self.host.exec(self.bins.join("weftctl"));
         if let Some(f) = self.token_file.lock().unwrap().as_ref() {
             cmd.arg("--token-file").arg(f);
         }
-        cmd.args(args)
-            .env_remove("WEFT_GATEWAY")
+        let out = cmd
+            .args(args)
+            .env("WEFT_GATEWAY", self.gateway())
             .env_remove("WEFT_TOKEN")
             .output()
-            .unwrap()
+            .unwrap();
+        weft_testkit::logs::keep_stderr("weftctl", &out);
+        out
     }
 
     /// `-H 'authorization: Bearer <admin token>'` for grpcurl (nothing before `weft up`
@@ -144,9 +159,10 @@ impl World {
             .host
             .exec(weft_testkit::grpcurl())
             .args(self.bearer_header())
-            .args(["-plaintext", "-d", body, "127.0.0.1:7700", method])
+            .args(["-plaintext", "-d", body, &self.gateway(), method])
             .output()
             .unwrap();
+        weft_testkit::logs::keep_stderr("grpcurl", &out);
         assert!(
             out.status.success(),
             "grpcurl {method}: {}",
@@ -167,11 +183,12 @@ impl World {
                 "-format-error",
                 "-d",
                 body,
-                "127.0.0.1:7700",
+                &self.gateway(),
                 method,
             ])
             .output()
             .unwrap();
+        weft_testkit::logs::keep_stderr("grpcurl", &out);
         assert!(
             !out.status.success(),
             "grpcurl {method} {body} succeeded: {}",
@@ -240,10 +257,16 @@ fn normalise(v: Value) -> Value {
 }
 
 /// `weft up` running inside the host namespace; stopped with SIGTERM (by PID) when dropped.
+/// When the test ends without a panic, the drop first checks the audit log against what the
+/// test sent (`crate::audit`), and fails the test if they differ.
 pub struct Weft {
     child: Option<Child>,
     _data: tempfile::TempDir,
     pub log: PathBuf,
+    recorder: Arc<Recorder>,
+    /// The recorder's calls before this `weft up` (none of them reached it).
+    calls_before: usize,
+    host_ns: String,
 }
 
 impl Weft {
@@ -255,7 +278,7 @@ impl Weft {
     /// agent).
     pub async fn up_with_env(world: &World, env: &[(&str, &str)]) -> Self {
         let data = tempfile::tempdir().unwrap();
-        let log = data.path().join("weft-up.log");
+        let log = weft_testkit::logs::log_path(data.path(), "weft-up");
         let logfile = std::fs::File::create(&log).unwrap();
         let child = Command::new(world.bins.join("weft"))
             .args(["up", "--netns", &world.host.name, "--data-dir"])
@@ -274,6 +297,9 @@ impl Weft {
             child: Some(child),
             _data: data,
             log,
+            recorder: world.recorder.clone(),
+            calls_before: world.recorder.calls().len(),
+            host_ns: world.host.name.clone(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -293,7 +319,16 @@ impl Weft {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        world
+            .recorder
+            .name_token(&me.admin_token().unwrap(), crate::audit::ADMIN);
         me
+    }
+
+    /// The admin token `weft up` wrote.
+    fn admin_token(&self) -> Result<String, String> {
+        weft_runtime::access::read_token_file(&self.data_dir().join("admin.token"))
+            .map_err(|e| e.to_string())
     }
 
     /// The PID of `weft up` itself (its services are its children).
@@ -313,7 +348,13 @@ impl Weft {
 
 impl Drop for Weft {
     fn drop(&mut self) {
+        // Only after a test that passed so far: a failing one has said why already.
+        let audit = (!std::thread::panicking()).then(|| {
+            let admin = self.admin_token()?;
+            crate::audit::check(&self.recorder, self.calls_before, &self.host_ns, &admin)
+        });
         self.stop();
+        weft_testkit::logs::keep_logs_under(&self.data_dir(), "weft-up");
         // The namespaces the agent made for sandboxes the test left behind (named
         // `weft-<sandbox id>`, with that sandbox's files in the agent's data directory).
         let sandboxes = self._data.path().join("weft-data/agent/sandboxes");
@@ -322,6 +363,9 @@ impl Drop for Weft {
             if Path::new("/run/netns").join(&name).exists() {
                 let _ = Command::new("ip").args(["netns", "del", &name]).status();
             }
+        }
+        if let Some(Err(e)) = audit {
+            panic!("audit check: {e}");
         }
     }
 }

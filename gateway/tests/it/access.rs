@@ -441,4 +441,41 @@ async fn an_identity_past_its_rate_is_told_when_to_retry_and_another_goes_on() {
         .list_networks(pb::ListNetworksRequest::default())
         .await
         .unwrap();
+
+    // A mutation refused for its rate is audited like any refusal.
+    let busy = token(&s, "busy", Role::Operator, "").await;
+    let mut w = pb::network_service_client::NetworkServiceClient::new(as_who(&s, &busy));
+    let mut limited = 0;
+    for i in 0..20 {
+        let r = w
+            .create_network(pb::CreateNetworkRequest {
+                name: format!("flood-{i}"),
+                validate_only: true,
+                ..Default::default()
+            })
+            .await;
+        if matches!(&r, Err(st) if st.code() == Code::ResourceExhausted) {
+            limited += 1;
+        }
+    }
+    assert!(limited > 0, "some of 20 quick creates are refused at 5/s");
+    s.gateway_handle().flush_audit().await;
+    let entries = AuditServiceClient::new(s.deps().admin_channel(s.gateway))
+        .list_audit(pb::ListAuditRequest {
+            identity: "operator:busy".into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(entries.len(), 20, "{entries:?}");
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.outcome == "ResourceExhausted")
+            .count(),
+        limited
+    );
 }

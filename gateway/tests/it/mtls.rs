@@ -133,6 +133,7 @@ fn a_plaintext_listener_off_loopback_is_refused_naming_the_flag() {
         .env_remove("WEFT_INSECURE_PLAINTEXT")
         .output()
         .unwrap();
+    weft_testkit::logs::keep_output("gateway", &out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");

@@ -123,6 +123,7 @@ fn without_tls_it_refuses_to_start_naming_the_plaintext_flag() {
         .env_remove("WEFT_INSECURE_PLAINTEXT")
         .output()
         .unwrap();
+    weft_testkit::logs::keep_output("ipam-svc", &out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");

@@ -443,6 +443,13 @@ impl Access {
         self.limiter.as_ref().map(|l| l.admit(who)).transpose()
     }
 
+    /// Tells the service's [`Authenticate`] about a refused mutation (to audit it).
+    fn note_refused(&self, rule: Option<&Rule>, who: Option<&Principal>, refusal: &Refusal) {
+        if let Some(rule) = rule.filter(|r| r.mutation) {
+            self.auth.refused(rule, who, refusal);
+        }
+    }
+
     /// Decides a request: `Ok` with the caller, or the refusal to send.
     pub async fn decide(
         &self,
@@ -461,9 +468,7 @@ impl Access {
         let who = match self.auth.authenticate(headers, extensions).await {
             Ok(who) => who,
             Err(refusal) => {
-                if rule.mutation {
-                    self.auth.refused(rule, None, &refusal);
-                }
+                self.note_refused(Some(rule), None, &refusal);
                 return Err(refusal);
             }
         };
@@ -475,9 +480,7 @@ impl Access {
                 who.name,
                 who.role
             ));
-            if rule.mutation {
-                self.auth.refused(rule, Some(&who), &refusal);
-            }
+            self.note_refused(Some(rule), Some(&who), &refusal);
             return Err(refusal);
         }
         Ok(Some(who))
@@ -582,20 +585,33 @@ where
                 .decide(req.uri().path(), req.headers(), req.extensions())
                 .await;
             let admitted = decided.and_then(|who| {
-                let held = who.as_ref().map(|w| access.admit(w)).transpose()?;
+                // Over its limits: refused, and (a mutation) audited like any refusal.
+                let held = who
+                    .as_ref()
+                    .map(|w| access.admit(w))
+                    .transpose()
+                    .inspect_err(|r| access.note_refused(rule.as_ref(), who.as_ref(), r))?;
                 Ok((who, held))
             });
             match admitted {
                 Ok((who, held)) => {
-                    if let Some(who) = who {
-                        req.extensions_mut().insert(who);
+                    if let Some(who) = &who {
+                        req.extensions_mut().insert(who.clone());
                     }
                     // The size last: a caller unknown or over its limits is refused before a
                     // byte of its request is read, and reading it counts as a call in flight.
                     if let Some(rule) = rule {
                         req = match size::read_within(req, rule.method, rule.max_message).await {
                             Ok(req) => req,
-                            Err(status) => return Ok(status.into_http()),
+                            Err(status) => {
+                                let refusal = Refusal {
+                                    code: status.code(),
+                                    message: status.message().to_owned(),
+                                    retry_after: None,
+                                };
+                                access.note_refused(Some(&rule), who.as_ref(), &refusal);
+                                return Ok(status.into_http());
+                            }
                         };
                     }
                     let res = inner.call(req).await;

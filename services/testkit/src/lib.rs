@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 pub mod fake_agent;
+pub mod logs;
 pub mod mtls;
 pub mod netns;
 #[cfg(feature = "stack")]
@@ -140,7 +141,10 @@ impl ServiceProcess {
         tls: Option<weft_identity::ClientTls>,
     ) -> Self {
         let logdir = tempfile::tempdir().unwrap();
-        let log = logdir.path().join("service.log");
+        let name = std::path::Path::new(bin)
+            .file_name()
+            .map_or_else(|| "service".into(), |n| n.to_string_lossy());
+        let log = logs::log_path(logdir.path(), &name);
         let logfile = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin)
             .args(args)
@@ -305,6 +309,7 @@ pub fn run_grpcurl(args: &[&str]) -> (i32, String, String) {
         .args(args)
         .output()
         .expect("grpcurl runs");
+    logs::keep_stderr("grpcurl", &out);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

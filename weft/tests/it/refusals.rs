@@ -23,6 +23,7 @@ fn without_root_weft_up_says_so_in_one_line_and_exits_1_before_starting_anything
         .arg(bin_dir())
         .output()
         .expect("setpriv (util-linux) runs");
+    weft_testkit::logs::keep_output("weft-up", &out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
@@ -45,6 +46,7 @@ fn a_missing_namespace_is_named_with_how_to_create_it() {
         .arg(dir.path().join("data"))
         .output()
         .unwrap();
+    weft_testkit::logs::keep_output("weft-up", &out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert!(
@@ -69,6 +71,7 @@ fn missing_service_binaries_are_named_before_anything_starts() {
         .arg(&data)
         .output()
         .unwrap();
+    weft_testkit::logs::keep_output("weft-up", &out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert!(

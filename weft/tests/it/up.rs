@@ -32,6 +32,8 @@ pub(crate) struct Weft {
     child: Option<Child>,
     pub(crate) out: std::path::PathBuf,
     err: std::path::PathBuf,
+    /// Its data directory, whose service logs are kept when it stops (`weft_testkit::logs`).
+    data: std::path::PathBuf,
 }
 
 impl Weft {
@@ -45,8 +47,9 @@ impl Weft {
             !Path::new("/usr/bin/grpcurl").exists() && !Path::new("/usr/bin/weftctl").exists(),
             "the test needs a PATH without weftctl and grpcurl"
         );
-        let out = data.with_extension("stdout");
-        let err = data.with_extension("stderr");
+        let beside = data.parent().unwrap();
+        let out = weft_testkit::logs::log_path(beside, "weft-up.stdout");
+        let err = weft_testkit::logs::log_path(beside, "weft-up.stderr");
         let child = Command::new(WEFT)
             .args(["up", "--netns", &ns.name])
             .args(flags)
@@ -65,6 +68,7 @@ impl Weft {
             child: Some(child),
             out,
             err,
+            data: data.to_owned(),
         }
     }
 
@@ -90,6 +94,13 @@ impl Weft {
 
 impl Drop for Weft {
     fn drop(&mut self) {
+        self.stop();
+        weft_testkit::logs::keep_logs_under(&self.data, "weft-up");
+    }
+}
+
+impl Weft {
+    fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -106,9 +117,7 @@ impl Drop for Weft {
             let _ = kill(p, Signal::SIGKILL);
         }
     }
-}
 
-impl Weft {
     fn pid_of(&self, child: &Child) -> Pid {
         Pid::from_raw(i32::try_from(child.id()).unwrap())
     }

@@ -96,6 +96,7 @@ async fn an_unreachable_gateway_says_so_and_how_to_fix_it() {
         .output()
         .await
         .unwrap();
+    weft_testkit::logs::keep_stderr("weftctl", &out);
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&url));
 

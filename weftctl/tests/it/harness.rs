@@ -78,14 +78,16 @@ pub async fn weftctl_as(args: &[String], token: Option<&str>) -> Run {
         Some(t) => cmd.env("WEFT_TOKEN", t),
         None => cmd.env_remove("WEFT_TOKEN"),
     };
-    cmd.args(args)
+    let out = cmd
+        .args(args)
         .env_remove("WEFT_GATEWAY")
         .env_remove("WEFT_IPAM")
         .stdin(std::process::Stdio::null())
         .output()
         .await
-        .expect("weftctl runs")
-        .into()
+        .expect("weftctl runs");
+    weft_testkit::logs::keep_stderr("weftctl", &out);
+    out.into()
 }
 
 /// JSON Lines output, parsed.
