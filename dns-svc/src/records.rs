@@ -240,6 +240,18 @@ impl State {
                 }
                 self.sandboxes.remove(&s.id).is_some()
             }
+            // Its host has been down past the gateway's grace: its names stop resolving until
+            // it comes back (an ENDPOINT_UPDATED without host_down).
+            (K::EndpointConnected | K::EndpointUpdated, Some(O::Endpoint(e))) if e.host_down => {
+                match self.endpoints.remove(&e.id) {
+                    Some(old) => {
+                        unlink(&mut self.by_sandbox, &old.sandbox_id, &e.id);
+                        unlink(&mut self.by_network, &old.network_id, &e.id);
+                        true
+                    }
+                    None => false,
+                }
+            }
             (K::EndpointConnected | K::EndpointUpdated, Some(O::Endpoint(e))) => {
                 let seq = self.endpoints.get(&e.id).map_or_else(
                     || {

@@ -24,6 +24,8 @@ pub(crate) enum Change<'a> {
     DeleteSandbox(&'a SandboxRecord),
     InsertEndpoint(&'a EndpointRecord),
     DeleteEndpoint(&'a EndpointRecord),
+    /// An endpoint's record changed in place (its host went down past the grace, or came back).
+    UpdateEndpoint(&'a EndpointRecord),
     /// The end of a saga: its operation record goes (no event).
     EndOperation(&'a str),
     /// A host registered, or came back up.
@@ -46,7 +48,9 @@ impl Change<'_> {
     ) -> Result<Vec<String>, GatewayError> {
         Ok(match *self {
             Change::InsertSandbox(s) | Change::DeleteSandbox(s) => vec![s.host.clone()],
-            Change::InsertEndpoint(e) | Change::DeleteEndpoint(e) => vec![e.host.clone()],
+            Change::InsertEndpoint(e) | Change::DeleteEndpoint(e) | Change::UpdateEndpoint(e) => {
+                vec![e.host.clone()]
+            }
             Change::UpdateNetwork(n) => store::sandboxes::hosts_on_network(conn, &n.id).await?,
             Change::PutHost(h) => vec![h.name.clone()],
             // Its feed goes with it.
@@ -94,26 +98,8 @@ impl Change<'_> {
                 sandboxes::delete(conn, &s.id).await?;
                 (K::SandboxRemoved, O::Sandbox(to_pb::sandbox_to_pb(s, &[])))
             }
-            Change::InsertEndpoint(e) => {
-                sandboxes::insert_endpoint(conn, e).await.map_err(|err| {
-                    let not_found = || GatewayError::NetworkNotFound(e.network_name.clone());
-                    on_unique(err, || GatewayError::AlreadyConnected {
-                        sandbox: e.sandbox_name.clone(),
-                        network: e.network_name.clone(),
-                    })
-                    .or_foreign_key(not_found)
-                })?;
-                (
-                    K::EndpointConnected,
-                    O::Endpoint(to_pb::endpoint_to_pb(e, None)),
-                )
-            }
-            Change::DeleteEndpoint(e) => {
-                sandboxes::delete_endpoint(conn, &e.id).await?;
-                (
-                    K::EndpointDisconnected,
-                    O::Endpoint(to_pb::endpoint_to_pb(e, None)),
-                )
+            Change::InsertEndpoint(_) | Change::DeleteEndpoint(_) | Change::UpdateEndpoint(_) => {
+                return self.apply_endpoint(conn).await;
             }
             Change::PutHost(h) => {
                 store::hosts::put(conn, h).await?;
@@ -131,6 +117,44 @@ impl Change<'_> {
                 )));
             }
         })
+    }
+}
+
+impl Change<'_> {
+    /// [`Change::apply`] of the endpoint changes.
+    async fn apply_endpoint(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+    ) -> Result<(pb::EventKind, pb::event::Object), GatewayError> {
+        use pb::{EventKind as K, event::Object as O};
+        use store::sandboxes;
+        let (kind, e) = match *self {
+            Change::InsertEndpoint(e) => {
+                sandboxes::insert_endpoint(conn, e).await.map_err(|err| {
+                    let not_found = || GatewayError::NetworkNotFound(e.network_name.clone());
+                    on_unique(err, || GatewayError::AlreadyConnected {
+                        sandbox: e.sandbox_name.clone(),
+                        network: e.network_name.clone(),
+                    })
+                    .or_foreign_key(not_found)
+                })?;
+                (K::EndpointConnected, e)
+            }
+            Change::DeleteEndpoint(e) => {
+                sandboxes::delete_endpoint(conn, &e.id).await?;
+                (K::EndpointDisconnected, e)
+            }
+            Change::UpdateEndpoint(e) => {
+                sandboxes::update_endpoint(conn, e).await?;
+                (K::EndpointUpdated, e)
+            }
+            _ => {
+                return Err(GatewayError::Internal(
+                    "apply_endpoint: not an endpoint change".into(),
+                ));
+            }
+        };
+        Ok((kind, O::Endpoint(to_pb::endpoint_to_pb(e, None))))
     }
 }
 

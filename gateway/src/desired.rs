@@ -413,6 +413,7 @@ mod tests {
             driver_options: Default::default(),
             internal: false,
             created_at_ms: 0,
+            host_down: false,
         };
         let s = record("", "/run/netns/mine", false);
         let spec = agent_endpoint(&s, std::slice::from_ref(&ep), &ep);

@@ -50,6 +50,8 @@ pub struct GatewayOptions {
     pub fault: Option<String>,
     /// How often agents send heartbeats; three missed ones mark their host down.
     pub heartbeat_interval: Duration,
+    /// How long a host may stay down before its endpoints are marked `host_down`.
+    pub host_down_grace: Duration,
     /// How long a request id's answer is replayed.
     pub request_id_ttl: Duration,
     /// How many request ids are remembered at most (the oldest are forgotten first).
@@ -87,6 +89,7 @@ pub struct Gateway {
     /// The events this replica committed lately (see [`RecentEvents`]).
     pub(crate) recent_events: Arc<Mutex<RecentEvents>>,
     pub(crate) heartbeat_interval: Duration,
+    pub(crate) host_down_grace: Duration,
     /// Clients of registered hosts' agents (see `agents`).
     pub(crate) agents: AgentClients,
     pub(crate) clock: Clock,
@@ -200,6 +203,7 @@ impl Gateway {
             notify,
             recent_events: Default::default(),
             heartbeat_interval: options.heartbeat_interval,
+            host_down_grace: options.host_down_grace,
             agents: Default::default(),
             clock,
             request_id_ttl: options.request_id_ttl,

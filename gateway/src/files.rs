@@ -163,6 +163,7 @@ mod tests {
             driver_options: Default::default(),
             internal: false,
             created_at_ms: 0,
+            host_down: false,
         }
     }
 

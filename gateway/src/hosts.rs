@@ -5,10 +5,16 @@
 //! agent registers, so that a single-host setup works from the first start; once an agent
 //! registers under that name, the registration is what counts. A registered host whose
 //! heartbeats stop for three intervals is marked down (HOST_DOWN, by exactly one replica); the
-//! next heartbeat or registration brings it back up (HOST_UP).
+//! next heartbeat or registration brings it back up (HOST_UP). Down for longer than
+//! `--host-down-grace`, its endpoints are marked `host_down` (their names stop resolving; their
+//! addresses stay reserved); they come back with the host. `weftctl host rm` removes a host
+//! and all of it.
 
 use crate::{
-    domain::host::{HostRecord, HostSpec},
+    domain::{
+        endpoint::EndpointRecord,
+        host::{HostRecord, HostSpec},
+    },
     engine::{Change, Gateway},
     error::GatewayError,
     store,
@@ -44,6 +50,10 @@ impl Gateway {
         };
         let revision = self.commit(&[Change::PutHost(&host)], None).await?;
         self.cache_host(&host.name, Some(&host));
+        // Back from a long absence: its endpoints resolve again.
+        if self.set_host_down(&host.name, false).await? > 0 {
+            tracing::info!(host = %host.name, "the host's endpoints are up again");
+        }
         tracing::info!(host = %host.name, agent = %host.agent_address, "host registered");
         Ok((host, revision))
     }
@@ -73,6 +83,7 @@ impl Gateway {
             self.commit(&[Change::PutHost(&revived)], None).await?;
             self.cache_host(host, Some(&revived));
             tracing::info!(host, "host is up again");
+            self.set_host_down(host, false).await?;
         }
         if unrepaired_drift > 0 {
             tracing::warn!(
@@ -157,12 +168,72 @@ impl Gateway {
         Ok((host, removed))
     }
 
-    /// Marks stale hosts down every heartbeat interval, forever.
+    /// Marks `host_down` the endpoints of every host down for longer than the grace period
+    /// (`--host-down-grace`, counted from its last heartbeat plus the three missed ones), with
+    /// an ENDPOINT_UPDATED each; returns how many it marked.
+    pub async fn mark_endpoints_of_long_down_hosts(&self) -> Result<usize, GatewayError> {
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
+        let cutoff =
+            self.clock.now_ms() - ms(self.heartbeat_interval * MISSED) - ms(self.host_down_grace);
+        let long_down: Vec<String> = {
+            let mut conn = self.db.read().acquire().await?;
+            store::hosts::list(&mut conn)
+                .await?
+                .into_iter()
+                .filter(|h| !h.up && h.last_heartbeat_ms < cutoff)
+                .map(|h| h.name)
+                .collect()
+        };
+        let mut marked = 0;
+        for host in long_down {
+            let n = self.set_host_down(&host, true).await?;
+            if n > 0 {
+                tracing::warn!(
+                    host,
+                    endpoints = n,
+                    "host down past its grace: its endpoints are marked down"
+                );
+            }
+            marked += n;
+        }
+        Ok(marked)
+    }
+
+    /// Sets `host_down` on every endpoint of `host` that does not have it yet (ENDPOINT_UPDATED
+    /// each, in commits of at most 500); returns how many changed.
+    pub(crate) async fn set_host_down(
+        &self,
+        host: &str,
+        down: bool,
+    ) -> Result<usize, GatewayError> {
+        let changed: Vec<EndpointRecord> = {
+            let mut conn = self.db.read().acquire().await?;
+            store::sandboxes::endpoints_on_host(&mut conn, host).await?
+        }
+        .into_iter()
+        .filter(|e| e.host_down != down)
+        .map(|e| EndpointRecord {
+            host_down: down,
+            ..e
+        })
+        .collect();
+        for chunk in changed.chunks(500) {
+            let changes: Vec<Change<'_>> = chunk.iter().map(Change::UpdateEndpoint).collect();
+            self.commit(&changes, None).await?;
+        }
+        Ok(changed.len())
+    }
+
+    /// Marks stale hosts down every heartbeat interval, forever; and the endpoints of hosts
+    /// down past the grace period.
     pub async fn watch_heartbeats_forever(&self) {
         loop {
             tokio::time::sleep(self.heartbeat_interval).await;
             if let Err(e) = self.mark_stale_hosts_down().await {
                 tracing::warn!(error = %e, "checking heartbeats failed");
+            }
+            if let Err(e) = self.mark_endpoints_of_long_down_hosts().await {
+                tracing::warn!(error = %e, "marking the endpoints of long-down hosts failed");
             }
         }
     }

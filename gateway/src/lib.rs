@@ -116,6 +116,13 @@ pub struct Args {
     #[arg(long, env = "WEFT_GATEWAY_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
 
+    /// How long a host may stay down (no heartbeat) before its endpoints are marked down: until
+    /// then its containers' names keep resolving (stale) and its addresses stay reserved; after
+    /// it the names stop resolving, the addresses stay reserved (until `weftctl host rm`), and
+    /// everything comes back when the host does.
+    #[arg(long, env = "WEFT_GATEWAY_HOST_DOWN_GRACE", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub host_down_grace: Duration,
+
     /// How many events the log keeps for watchers that resume.
     #[arg(long, env = "WEFT_GATEWAY_EVENT_HISTORY", default_value_t = 10_000)]
     pub event_history: u64,
@@ -260,8 +267,8 @@ pub enum StartError {
     Tokens(String),
 }
 
-/// Opens the store, connects (lazily) to ipam-svc and returns the gateway.
-pub async fn open(args: &Args) -> Result<Gateway, StartError> {
+/// Refuses numeric flags out of range.
+fn check_numbers(args: &Args) -> Result<(), StartError> {
     if args.event_history == 0 {
         return Err(StartError::History);
     }
@@ -282,6 +289,12 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
             "--rate-limit (calls per second, above 0)",
         ));
     }
+    Ok(())
+}
+
+/// Opens the store, connects (lazily) to ipam-svc and returns the gateway.
+pub async fn open(args: &Args) -> Result<Gateway, StartError> {
+    check_numbers(args)?;
     // The public listener may be plaintext on loopback (tokens are required all the same).
     let tls = args.check_transport()?;
     let peers = tls.as_ref().map(peers::PeerTls::new).transpose()?;
@@ -323,6 +336,7 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
             operation_timeout: args.operation_timeout,
             fault: args.fault.clone(),
             heartbeat_interval: args.heartbeat_interval,
+            host_down_grace: args.host_down_grace,
             request_id_ttl: args.request_id_ttl,
             request_id_max: args.request_id_max,
             max_watches_per_client: args.max_watches_per_client,

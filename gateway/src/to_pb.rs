@@ -99,6 +99,7 @@ pub(crate) fn endpoint_to_pb(e: &EndpointRecord, routes: Option<(&str, &str)>) -
         link_local_ips: e.link_local_ips.clone(),
         host: e.host.clone(),
         created_at: timestamp(e.created_at_ms),
+        host_down: e.host_down,
     }
 }
 

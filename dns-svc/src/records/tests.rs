@@ -205,3 +205,38 @@ fn sandboxes_are_found_by_name_id_and_unique_prefix() {
     assert_eq!(s.find_sandbox("s").unwrap_err(), FindError::Ambiguous);
     assert_eq!(s.find_sandbox("zz").unwrap_err(), FindError::NotFound);
 }
+
+#[test]
+fn an_endpoint_whose_host_is_down_past_the_grace_stops_resolving_until_it_is_back() {
+    let mut st = State::default();
+    for ev in [
+        net("nb", "backend", false, "10.1.0.0/24"),
+        sandbox("sc", "client", ""),
+        sandbox("sw", "web", ""),
+        ep("e1", "nb", "sc", "10.1.0.2/24", &[]),
+        ep("e2", "nb", "sw", "10.1.0.3/24", &["api"]),
+    ] {
+        st.apply(&ev);
+    }
+    let updated = |down: bool| {
+        let mut e = fixture::endpoint("e2", "nb", "sw", "10.1.0.3/24", "", &["api"]);
+        e.host_down = down;
+        fixture::event(K::EndpointUpdated, O::Endpoint(e))
+    };
+    assert!(st.apply(&updated(true)));
+    let s = Snapshot::build(&st, true);
+    for name in ["web", "api"] {
+        assert!(
+            matches!(s.lookup(Asker::Sandbox("sc"), name), Local::NotOurs),
+            "{name}"
+        );
+    }
+    // Marked again: nothing changes. Back: it resolves again.
+    assert!(!st.apply(&updated(true)));
+    assert!(st.apply(&updated(false)));
+    let s = Snapshot::build(&st, true);
+    assert_eq!(
+        addrs(&s.lookup(Asker::Sandbox("sc"), "api")),
+        ["Some(10.1.0.3)"]
+    );
+}

@@ -173,6 +173,9 @@ pub struct EndpointRecord {
     /// Internal networks offer no default route.
     pub internal: bool,
     pub created_at_ms: i64,
+    /// Its host has been down past the grace period (see `hosts`).
+    #[serde(default)]
+    pub host_down: bool,
 }
 
 /// The endpoint that provides the default route of one family, among a sandbox's endpoints
@@ -233,6 +236,7 @@ mod tests {
             driver_options: BTreeMap::new(),
             internal,
             created_at_ms: 0,
+            host_down: false,
         }
     }
 

@@ -284,5 +284,6 @@ pub(crate) fn new_endpoint(
         internal: net.internal,
         created_at_ms: now_ms,
         id,
+        host_down: false,
     })
 }

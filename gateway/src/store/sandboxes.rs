@@ -119,6 +119,16 @@ pub async fn insert_endpoint(conn: &mut AnyConnection, e: &EndpointRecord) -> Re
     Ok(())
 }
 
+/// Replaces an endpoint's record (same id, sandbox and network).
+pub async fn update_endpoint(conn: &mut AnyConnection, e: &EndpointRecord) -> Result<()> {
+    sqlx::query("UPDATE gateway_endpoints SET record = $2 WHERE id = $1")
+        .bind(&e.id)
+        .bind(encode("endpoint", e)?)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn delete_endpoint(conn: &mut AnyConnection, id: &str) -> Result<()> {
     sqlx::query("DELETE FROM gateway_endpoints WHERE id = $1")
         .bind(id)

@@ -1,6 +1,8 @@
 //! `HostService.RemoveHost`: a host goes with its sandboxes (their addresses back in IPAM, their
 //! events, the agent asked while it is up), its tokens are revoked, and it cannot be the
-//! gateway's own, nor up unless forced. A gateway without a CA key makes no join tokens.
+//! gateway's own, nor up unless forced. A host down past `--host-down-grace` keeps its
+//! addresses but has its endpoints marked down until it is back. A gateway without a CA key
+//! makes no join tokens.
 
 use std::time::Duration;
 
@@ -14,7 +16,10 @@ use crate::{
     hosts::register,
 };
 
-weft_testkit::on_both_backends!(a_removed_host_goes_with_its_sandboxes_addresses_and_tokens,);
+weft_testkit::on_both_backends!(
+    a_removed_host_goes_with_its_sandboxes_addresses_and_tokens,
+    a_host_down_past_its_grace_has_its_endpoints_marked_down_until_it_is_back,
+);
 
 fn on(host: &str, name: &str, network: &str) -> pb::CreateSandboxRequest {
     pb::CreateSandboxRequest {
@@ -176,4 +181,113 @@ async fn a_gateway_without_a_ca_key_makes_no_join_tokens() {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("--tls-ca-key"), "{err:?}");
+}
+
+/// The next ENDPOINT_UPDATED, within 5 s.
+async fn next_update(watch: &mut tonic::Streaming<pb::Event>) -> pb::Event {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let e = watch.next().await.unwrap().unwrap();
+            if e.kind == pb::EventKind::EndpointUpdated as i32 {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("an ENDPOINT_UPDATED within 5 s")
+}
+
+async fn endpoint_of(s: &Stack, sandbox: &str) -> pb::Endpoint {
+    sandboxes(s)
+        .get_sandbox(pb::GetSandboxRequest {
+            sandbox: sandbox.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .endpoints
+        .remove(0)
+}
+
+async fn a_host_down_past_its_grace_has_its_endpoints_marked_down_until_it_is_back(b: Backend) {
+    let s = Stack::start_with(
+        b,
+        &[
+            "--heartbeat-interval",
+            "100ms",
+            "--host-down-grace",
+            "300ms",
+        ],
+    )
+    .await;
+    let (_agent2, addr2, _stop2) = fake_agent().await;
+    let mut reg = s.registry_for("h2").await;
+    reg.register_host(register("h2", &addr2.to_string()))
+        .await
+        .unwrap();
+    s.networks()
+        .create_network(with_subnet("back", "10.97.0.0/24"))
+        .await
+        .unwrap();
+    sandboxes(&s)
+        .create_sandbox(on("h2", "far", "back"))
+        .await
+        .unwrap();
+    let before = allocations(&s).await;
+    let mut watch = s
+        .events()
+        .watch(pb::WatchRequest {
+            skip_snapshot: true,
+            kinds: vec![pb::EventKind::EndpointUpdated as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Silent: down, then (past the grace) its endpoint is marked down, once.
+    weft_testkit::wait_for(Duration::from_secs(10), "h2 marked down", || async {
+        let marked = s.gateway_handle().mark_stale_hosts_down().await.unwrap();
+        marked.contains(&"h2".to_owned()).then_some(())
+    })
+    .await;
+    let n = weft_testkit::wait_for(Duration::from_secs(10), "endpoints marked down", || async {
+        let n = s
+            .gateway_handle()
+            .mark_endpoints_of_long_down_hosts()
+            .await
+            .unwrap();
+        (n > 0).then_some(n)
+    })
+    .await;
+    assert_eq!(n, 1);
+    assert_eq!(
+        s.gateway_handle()
+            .mark_endpoints_of_long_down_hosts()
+            .await
+            .unwrap(),
+        0
+    );
+    let ev = next_update(&mut watch).await;
+    assert!(
+        matches!(ev.object, Some(pb::event::Object::Endpoint(ref e)) if e.host_down && e.sandbox_name == "far"),
+        "{ev:?}"
+    );
+    assert!(endpoint_of(&s, "far").await.host_down);
+    // Its address stays reserved.
+    assert_eq!(allocations(&s).await.len(), before.len());
+
+    // Back: the endpoint is up again, with an event.
+    reg.heartbeat(pb::HeartbeatRequest {
+        host: "h2".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ev = next_update(&mut watch).await;
+    assert!(
+        matches!(ev.object, Some(pb::event::Object::Endpoint(ref e)) if !e.host_down),
+        "{ev:?}"
+    );
+    assert!(!endpoint_of(&s, "far").await.host_down);
 }

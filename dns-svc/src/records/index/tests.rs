@@ -80,11 +80,11 @@ fn endpoint_event() -> impl Strategy<Value = gw::Event> {
         0..V4.len(),
         0..V6.len(),
         proptest::collection::vec(0..NAMES.len(), 0..3),
-        0..4u8,
+        0..5u8,
     )
         .prop_map(|(id, net, sb, v4, v6, aliases, kind)| {
             let aliases: Vec<&str> = aliases.into_iter().map(|a| NAMES[a]).collect();
-            let e = fixture::endpoint(
+            let mut e = fixture::endpoint(
                 &format!("e{id}"),
                 &format!("n{net}"),
                 &format!("s{sb}"),
@@ -92,11 +92,14 @@ fn endpoint_event() -> impl Strategy<Value = gw::Event> {
                 V6[v6],
                 &aliases,
             );
+            // The fifth: its host down past the grace (the endpoint stops resolving).
+            e.host_down = kind == 4;
             let kind = [
                 K::EndpointConnected,
                 K::EndpointConnected,
                 K::EndpointUpdated,
                 K::EndpointDisconnected,
+                K::EndpointUpdated,
             ][kind as usize];
             fixture::event(kind, O::Endpoint(e))
         })
