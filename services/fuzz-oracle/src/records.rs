@@ -383,6 +383,7 @@ fn endpoint(
         driver_options: settings.driver_options.clone(),
         internal: net.internal,
         created_at_ms: 0,
+        host_down: false,
         id,
     })
 }
