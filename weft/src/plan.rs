@@ -164,8 +164,13 @@ impl UpConfig {
         let sqlite = |file: &str| format!("sqlite://{}", self.data_dir.join(file).display());
         let host = self.host_name.as_str();
         let broker = self.broker_socket().display().to_string();
-        let agent = self.agent_args(&broker);
-        let dns = self.dns_args(broker);
+        let wiring = Wiring {
+            agent: AGENT.into(),
+            dns: DNS.into(),
+            gateway: format!("http://{GATEWAY}"),
+        };
+        let agent = self.agent_args(&broker, &wiring);
+        let dns = self.dns_args(broker, &wiring);
         let tls = |pick: fn(&crate::pki::StackTls) -> &weft_identity::TlsFiles| {
             self.tls.iter().flat_map(move |t| tls_flags(pick(t)))
         };
@@ -256,50 +261,13 @@ impl UpConfig {
         let dns_at = std::net::SocketAddr::new(join.advertise, crate::joined::DNS_PORT);
         let broker = self.broker_socket().display().to_string();
         let tls = self.joined.as_ref();
-        let mut agent: Vec<String> = vec![
-            "--listen".into(),
-            agent_at.to_string(),
-            "--gateway".into(),
-            gateway.clone(),
-            "--host-name".into(),
-            self.host_name.clone(),
-            "--dns-address".into(),
-            dns_at.to_string(),
-            "--data-dir".into(),
-            self.data_dir.join("agent").display().to_string(),
-            "--broker-socket".into(),
-            broker.clone(),
-        ];
-        if let Some(ns) = &self.netns {
-            agent.extend(["--netns".into(), ns.path.display().to_string()]);
-        }
-        if let Some(ids) = self.run_as {
-            agent.extend([
-                "--broker-uid".into(),
-                ids.uid.to_string(),
-                "--broker-gid".into(),
-                ids.gid.to_string(),
-            ]);
-        }
-        let mut dns: Vec<String> = vec![
-            "--listen".into(),
-            dns_at.to_string(),
-            "--gateway".into(),
+        let wiring = Wiring {
+            agent: agent_at.to_string(),
+            dns: dns_at.to_string(),
             gateway,
-            "--host".into(),
-            self.host_name.clone(),
-            "--operator-listen".into(),
-            DNS_OPERATOR.into(),
-            "--broker".into(),
-            broker,
-        ];
-        for u in &self.dns_upstreams {
-            dns.extend(["--upstream".into(), u.clone()]);
-        }
-        if let Some(t) = tls {
-            agent.extend(tls_flags(&t.agent));
-            dns.extend(tls_flags(&t.dns));
-        }
+        };
+        let agent = self.agent_args(&broker, &wiring);
+        let dns = self.dns_args(broker, &wiring);
         let service = |name: &'static str, listen, args: Vec<String>, kind| Service {
             name,
             binary: self.bin_dir.join(name),
@@ -340,17 +308,16 @@ impl UpConfig {
     }
 
     /// The driver-agent's arguments; `broker` is its socket broker's path.
-    fn agent_args(&self, broker: &str) -> Vec<String> {
-        let url = |addr: &str| format!("http://{addr}");
+    fn agent_args(&self, broker: &str, at: &Wiring) -> Vec<String> {
         let mut agent = vec![
             "--listen".into(),
-            AGENT.into(),
+            at.agent.clone(),
             "--gateway".into(),
-            url(GATEWAY),
+            at.gateway.clone(),
             "--host-name".into(),
             self.host_name.clone(),
             "--dns-address".into(),
-            DNS.into(),
+            at.dns.clone(),
             "--data-dir".into(),
             self.data_dir.join("agent").display().to_string(),
         ];
@@ -366,6 +333,9 @@ impl UpConfig {
         if let Some(t) = &self.tls {
             agent.extend(tls_flags(&t.agent));
         }
+        if let Some(t) = &self.joined {
+            agent.extend(tls_flags(&t.agent));
+        }
         agent.extend(["--broker-socket".into(), broker.to_owned()]);
         if let Some(ids) = self.run_as {
             agent.extend([
@@ -379,13 +349,12 @@ impl UpConfig {
     }
 
     /// dns-svc's arguments; `broker` is the agent's socket broker's path.
-    fn dns_args(&self, broker: String) -> Vec<String> {
-        let url = |addr: &str| format!("http://{addr}");
+    fn dns_args(&self, broker: String, at: &Wiring) -> Vec<String> {
         let mut dns: Vec<String> = vec![
             "--listen".into(),
-            DNS.into(),
+            at.dns.clone(),
             "--gateway".into(),
-            url(GATEWAY),
+            at.gateway.clone(),
             "--host".into(),
             self.host_name.clone(),
             "--operator-listen".into(),
@@ -404,6 +373,9 @@ impl UpConfig {
             ]);
         }
         if let Some(t) = &self.tls {
+            dns.extend(tls_flags(&t.dns));
+        }
+        if let Some(t) = &self.joined {
             dns.extend(tls_flags(&t.dns));
         }
         dns
@@ -438,6 +410,15 @@ impl UpConfig {
             }
         }
     }
+}
+
+/// Where the agent and dns-svc listen and which gateway they call.
+struct Wiring {
+    agent: String,
+    dns: String,
+    /// `http://` (the loopback listener, with a token) or `https://` (the TLS listener, with
+    /// the service's certificate).
+    gateway: String,
 }
 
 /// The flags that give a service its certificate, key and CA.
