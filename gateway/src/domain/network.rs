@@ -34,6 +34,7 @@ fn known_options(driver: &str) -> &'static [&'static str] {
         "overlay" => &[
             "com.docker.network.driver.mtu",
             "com.docker.network.driver.overlay.vxlanid_list",
+            "encrypted",
         ],
         "macvlan" => &["parent", "macvlan_mode", "com.docker.network.driver.mtu"],
         "ipvlan" => &[
@@ -355,6 +356,8 @@ fn check_option(key: &str, value: &str) -> Result<(), FieldViolation> {
         }
         "com.docker.network.driver.overlay.vxlanid_list" => check_vxlan_ids(&field, value),
         "macvlan_mode" => one_of(&["bridge", "private", "vepa", "passthru"]),
+        // Docker's `--opt encrypted` (no value); refused when the network is created.
+        "encrypted" => one_of(&["", "true", "false"]),
         "ipvlan_mode" => one_of(&["l2", "l3", "l3s"]),
         "ipvlan_flag" => one_of(&["bridge", "private", "vepa"]),
         _ => Ok(()),

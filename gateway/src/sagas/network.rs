@@ -75,6 +75,11 @@ impl Gateway {
         remember: Option<Remember<'_, NetworkRecord>>,
     ) -> Result<NetworkRecord, GatewayError> {
         self.network_name_free(&spec.name).await?;
+        if spec.driver == "overlay" && spec.options.get("encrypted").is_some_and(|v| v != "false") {
+            return Err(GatewayError::Precondition(
+                "encrypted overlay networks need IPsec (xfrm) tunnels between hosts, which this Weft does not program: create the network without --opt encrypted".into(),
+            ));
+        }
         if validate_only {
             let mut subnets = Vec::new();
             for (i, s) in spec.subnet_requests().iter().enumerate() {

@@ -442,3 +442,34 @@ async fn list_hosts_reports_this_host_and_its_agents_capabilities() {
         .into_inner();
     assert!(down.hosts.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_overlay_is_refused_naming_what_is_missing() {
+    let s = Stack::start(Backend::Sqlite).await;
+    let mut c = s.networks();
+    for value in ["", "true"] {
+        let err = c
+            .create_network(pb::CreateNetworkRequest {
+                name: "secret-overlay".into(),
+                driver: "overlay".into(),
+                options: [("encrypted".to_owned(), value.to_owned())].into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("IPsec"), "{err:?}");
+    }
+    // Asked not to encrypt, it is an ordinary overlay network (scope global).
+    let n = c
+        .create_network(pb::CreateNetworkRequest {
+            name: "plain-overlay".into(),
+            driver: "overlay".into(),
+            options: [("encrypted".to_owned(), "false".to_owned())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(n.scope, "global");
+}
