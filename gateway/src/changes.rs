@@ -72,6 +72,15 @@ impl Change<'_> {
                 networks::insert(conn, n)
                     .await
                     .map_err(|e| on_unique(e, || GatewayError::NameTaken(n.name.clone())))?;
+                if let Some(vni) = n.vni() {
+                    networks::put_vni(conn, vni, &n.id).await.map_err(|e| {
+                        on_unique(e, || {
+                            GatewayError::AlreadyExists(format!(
+                                "VXLAN id {vni} is taken by another overlay network"
+                            ))
+                        })
+                    })?;
+                }
                 (K::NetworkCreated, O::Network(to_pb::network_to_pb(n)))
             }
             Change::UpdateNetwork(n) => {
@@ -79,6 +88,7 @@ impl Change<'_> {
                 (K::NetworkUpdated, O::Network(to_pb::network_to_pb(n)))
             }
             Change::DeleteNetwork(n) => {
+                networks::delete_vni(conn, &n.id).await?;
                 networks::delete(conn, &n.id).await.map_err(|e| {
                     on_foreign_key(e, || {
                         GatewayError::Precondition(format!("network {:?} has endpoints", n.name))

@@ -49,6 +49,7 @@ pub fn agent_network(n: &NetworkRecord) -> apb::NetworkSpec {
         enable_ip_masquerade: opt("com.docker.network.bridge.enable_ip_masquerade") != "false",
         host_binding_ipv4: opt("com.docker.network.bridge.host_binding_ipv4"),
         parent: opt("parent"),
+        vni: n.vni().unwrap_or(0),
         options: n.options.clone().into_iter().collect(),
         ..Default::default()
     }

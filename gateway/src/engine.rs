@@ -52,6 +52,8 @@ pub struct GatewayOptions {
     pub heartbeat_interval: Duration,
     /// How long a host may stay down before its endpoints are marked `host_down`.
     pub host_down_grace: Duration,
+    /// The VXLAN ids overlay networks get, inclusive.
+    pub vni_range: (u32, u32),
     /// How long a request id's answer is replayed.
     pub request_id_ttl: Duration,
     /// How many request ids are remembered at most (the oldest are forgotten first).
@@ -90,6 +92,7 @@ pub struct Gateway {
     pub(crate) recent_events: Arc<Mutex<RecentEvents>>,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) host_down_grace: Duration,
+    pub(crate) vni_range: (u32, u32),
     /// Clients of registered hosts' agents (see `agents`).
     pub(crate) agents: AgentClients,
     pub(crate) clock: Clock,
@@ -204,6 +207,7 @@ impl Gateway {
             recent_events: Default::default(),
             heartbeat_interval: options.heartbeat_interval,
             host_down_grace: options.host_down_grace,
+            vni_range: options.vni_range,
             agents: Default::default(),
             clock,
             request_id_ttl: options.request_id_ttl,

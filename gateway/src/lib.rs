@@ -123,6 +123,12 @@ pub struct Args {
     #[arg(long, env = "WEFT_GATEWAY_HOST_DOWN_GRACE", default_value = "5m", value_parser = humantime::parse_duration)]
     pub host_down_grace: Duration,
 
+    /// The VXLAN ids (VNIs) overlay networks get, FIRST-LAST within 1-16777215 (Docker's
+    /// default pool starts at 4096); a network may also ask for its own
+    /// (com.docker.network.driver.overlay.vxlanid_list). Ids must be unique across the cluster.
+    #[arg(long, env = "WEFT_GATEWAY_VNI_RANGE", default_value = "4096-16777215", value_parser = vni_range)]
+    pub vni_range: (u32, u32),
+
     /// How many events the log keeps for watchers that resume.
     #[arg(long, env = "WEFT_GATEWAY_EVENT_HISTORY", default_value_t = 10_000)]
     pub event_history: u64,
@@ -177,6 +183,16 @@ pub struct Args {
 
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+fn vni_range(s: &str) -> Result<(u32, u32), String> {
+    let parsed = s
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?)));
+    match parsed {
+        Some((a, b)) if (1..=b).contains(&a) && b <= 16_777_215 => Ok((a, b)),
+        _ => Err("expected FIRST-LAST, 1 <= FIRST <= LAST <= 16777215".into()),
+    }
 }
 
 fn token_hash(s: &str) -> Result<String, String> {
@@ -337,6 +353,7 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
             fault: args.fault.clone(),
             heartbeat_interval: args.heartbeat_interval,
             host_down_grace: args.host_down_grace,
+            vni_range: args.vni_range,
             request_id_ttl: args.request_id_ttl,
             request_id_max: args.request_id_max,
             max_watches_per_client: args.max_watches_per_client,

@@ -102,6 +102,19 @@ pub struct NetworkRecord {
     pub updated_at_ms: i64,
 }
 
+/// Docker's option naming an overlay network's VXLAN id(s); Weft uses the first.
+pub const VXLAN_IDS: &str = "com.docker.network.driver.overlay.vxlanid_list";
+
+impl NetworkRecord {
+    /// An overlay network's VXLAN id (the first of [`VXLAN_IDS`]).
+    pub fn vni(&self) -> Option<u32> {
+        if self.driver != "overlay" {
+            return None;
+        }
+        self.options.get(VXLAN_IDS)?.split(',').next()?.parse().ok()
+    }
+}
+
 fn family_of(subnet: &str) -> Option<bool> {
     IpNet::from_str(subnet)
         .ok()

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::{
     domain::{
         list::{NetworkFilter, label_matches},
-        network::{NetworkRecord, NetworkSpec, NetworkUpdate, PruneSpec, SubnetRecord},
+        network::{NetworkRecord, NetworkSpec, NetworkUpdate, PruneSpec, SubnetRecord, VXLAN_IDS},
     },
     engine::{Change, Gateway, Remember, new_id},
     error::GatewayError,
@@ -88,6 +88,11 @@ impl Gateway {
             return Ok(network_record(spec, String::new(), subnets, 0));
         }
         let id = new_id();
+        let mut spec = spec;
+        if spec.driver == "overlay" && !spec.options.contains_key(VXLAN_IDS) {
+            let vni = self.free_vni().await?;
+            spec.options.insert(VXLAN_IDS.to_owned(), vni.to_string());
+        }
         let subnets = self.reserve_subnets(&id, &spec).await?;
         let rec = network_record(spec, id, subnets, self.clock.now_ms());
         let request = remember.map(|r| (r.key, (r.answer)(&rec)));
@@ -97,6 +102,29 @@ impl Gateway {
         }
         tracing::info!(network = %rec.name, id = %rec.id, driver = %rec.driver, "network created");
         Ok(rec)
+    }
+
+    /// The lowest VXLAN id of `--vni-range` no network has. Two replicas may pick the same one
+    /// at once: the store's unique key lets one commit, the other is ALREADY_EXISTS (retry).
+    async fn free_vni(&self) -> Result<u32, GatewayError> {
+        let (start, end) = self.vni_range;
+        let used = {
+            let mut conn = self.db.read().acquire().await?;
+            store::networks::vnis_in(&mut conn, start, end).await?
+        };
+        let mut next = start;
+        for v in used {
+            if v != next {
+                break;
+            }
+            next = next.saturating_add(1);
+        }
+        if next > end {
+            return Err(GatewayError::Exhausted(format!(
+                "every VXLAN id of --vni-range {start}-{end} is in use"
+            )));
+        }
+        Ok(next)
     }
 
     async fn network_name_free(&self, name: &str) -> Result<(), GatewayError> {

@@ -55,3 +55,37 @@ pub async fn list(conn: &mut AnyConnection) -> Result<Vec<NetworkRecord>> {
         .map(|r| decode("network", &r.try_get::<String, _>("record")?))
         .collect()
 }
+
+/// The VXLAN ids in use from `start` to `end` (inclusive), ascending.
+pub async fn vnis_in(conn: &mut AnyConnection, start: u32, end: u32) -> Result<Vec<u32>> {
+    let rows: Vec<i64> = sqlx::query_scalar(
+        "SELECT vni FROM gateway_vnis WHERE vni >= $1 AND vni <= $2 ORDER BY vni",
+    )
+    .bind(i64::from(start))
+    .bind(i64::from(end))
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|v| u32::try_from(v).ok())
+        .collect())
+}
+
+/// Records `network_id`'s VXLAN id (a unique violation when another network has it).
+pub async fn put_vni(conn: &mut AnyConnection, vni: u32, network_id: &str) -> Result<()> {
+    sqlx::query("INSERT INTO gateway_vnis (vni, network_id) VALUES ($1, $2)")
+        .bind(i64::from(vni))
+        .bind(network_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Frees `network_id`'s VXLAN id, if it has one.
+pub async fn delete_vni(conn: &mut AnyConnection, network_id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM gateway_vnis WHERE network_id = $1")
+        .bind(network_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -16,6 +16,7 @@ weft_testkit::on_both_backends!(
     update_changes_labels_and_dns_servers,
     prune_removes_only_unused_user_networks,
     validate_only_writes_nothing,
+    overlay_networks_get_unique_vxlan_ids_from_the_range,
 );
 
 async fn predefined_networks_exist_and_are_protected(b: Backend) {
@@ -472,4 +473,63 @@ async fn an_encrypted_overlay_is_refused_naming_what_is_missing() {
         .unwrap()
         .into_inner();
     assert_eq!(n.scope, "global");
+}
+
+async fn overlay_networks_get_unique_vxlan_ids_from_the_range(b: Backend) {
+    let s = Stack::start_with(b, &["--vni-range", "5000-5001"]).await;
+    let mut c = s.networks();
+    let overlay = |name: &str, vni: Option<&str>| pb::CreateNetworkRequest {
+        name: name.into(),
+        driver: "overlay".into(),
+        options: vni
+            .map(|v| {
+                [(
+                    "com.docker.network.driver.overlay.vxlanid_list".to_owned(),
+                    v.to_owned(),
+                )]
+                .into()
+            })
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let vni = |n: &pb::Network| n.options["com.docker.network.driver.overlay.vxlanid_list"].clone();
+    let a = c
+        .create_network(overlay("ov-a", None))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = c
+        .create_network(overlay("ov-b", None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((vni(&a), vni(&b)), ("5000".into(), "5001".into()));
+    // The range is used up; an id asked for is taken as given, unless another network has it.
+    let full = c.create_network(overlay("ov-c", None)).await.unwrap_err();
+    assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
+    let taken = c
+        .create_network(overlay("ov-d", Some("5001")))
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+    assert!(taken.message().contains("5001"), "{taken:?}");
+    let own = c
+        .create_network(overlay("ov-e", Some("70000")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(vni(&own), "70000");
+    // A deleted network's id is free again.
+    c.delete_network(pb::DeleteNetworkRequest {
+        network: "ov-a".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let again = c
+        .create_network(overlay("ov-f", None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(vni(&again), "5000");
 }
