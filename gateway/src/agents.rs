@@ -13,7 +13,7 @@ use weft_proto::{
 use weft_runtime::FieldViolation;
 
 use crate::{
-    desired::{agent_endpoint, agent_network, agent_sandbox, role},
+    desired::{agent_endpoint, agent_sandbox, role},
     domain::{
         endpoint::EndpointRecord,
         host::{HostCapabilities, HostRecord, agent_url},
@@ -274,15 +274,14 @@ impl Gateway {
         networks: &[&NetworkRecord],
     ) -> Result<SandboxRecord, GatewayError> {
         let mut agent = self.agent_for(&sandbox.host).await?;
-        let attachments: Vec<apb::AttachRequest> = endpoints
-            .iter()
-            .zip(networks)
-            .map(|(ep, net)| apb::AttachRequest {
+        let mut attachments: Vec<apb::AttachRequest> = Vec::with_capacity(endpoints.len());
+        for (ep, net) in endpoints.iter().zip(networks) {
+            attachments.push(apb::AttachRequest {
                 endpoint: Some(agent_endpoint(&sandbox, endpoints, ep)),
-                network: Some(agent_network(net)),
+                network: Some(self.network_spec(net, &sandbox.host).await?),
                 revision: 0,
-            })
-            .collect();
+            });
+        }
         let created = agent
             .create_sandbox(apb::CreateSandboxRequest {
                 sandbox: Some(agent_sandbox(&sandbox, endpoints)),
@@ -321,11 +320,12 @@ impl Gateway {
         ep: &EndpointRecord,
         net: &NetworkRecord,
     ) -> Result<(), GatewayError> {
+        let network = self.network_spec(net, &sandbox.host).await?;
         self.agent_for(&sandbox.host)
             .await?
             .attach(apb::AttachRequest {
                 endpoint: Some(agent_endpoint(sandbox, all, ep)),
-                network: Some(agent_network(net)),
+                network: Some(network),
                 revision: 0,
             })
             .await
@@ -360,11 +360,18 @@ impl Gateway {
                     continue;
                 }
             };
+            let network = match self.network_spec(&net, &sandbox.host).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(endpoint = %ep.id, error = %e, "cannot move the default route");
+                    continue;
+                }
+            };
             let mut agent = self.agent_for_cleanup(&sandbox.host).await;
             if let Err(st) = agent
                 .attach(apb::AttachRequest {
                     endpoint: Some(agent_endpoint(sandbox, after, ep)),
-                    network: Some(agent_network(&net)),
+                    network: Some(network),
                     revision: 0,
                 })
                 .await
@@ -457,5 +464,76 @@ impl Gateway {
         {
             tracing::warn!(sandbox = %sandbox.id, error = %st.message(), "removing the sandbox on the agent failed");
         }
+    }
+}
+
+/// How long a push of an overlay's peers to one agent may take.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Overlay networks (see `overlay`): the other hosts of a network are told of its changes at
+/// once.
+impl Gateway {
+    /// Tells the other hosts of each overlay network whose endpoints a commit changed (see
+    /// `Gateway::overlay_changes`), each change in a task of its own, until every other clone
+    /// of this gateway is gone (the task's own holds no sender, so it does not keep itself, or
+    /// the store, alive). Started once, when the gateway is served.
+    pub fn start_overlay_pushes(&self) {
+        let Some(mut rx) = self
+            .overlay_queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let mut gw = self.clone();
+        (gw.overlay_changes, _) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            while let Some((network_id, from)) = rx.recv().await {
+                let gw = gw.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = gw.push_peers(&network_id, &from).await {
+                        tracing::warn!(network = %network_id, error = %e, "telling the overlay's hosts failed; their reconciliation will");
+                    }
+                });
+            }
+        });
+    }
+
+    /// Sends every host of overlay network `network_id` but `from` its peer list now.
+    async fn push_peers(&self, network_id: &str, from: &str) -> Result<(), GatewayError> {
+        let (net, hosts) = {
+            let mut conn = self.db.read().acquire().await?;
+            let net = store::networks::find(&mut conn, network_id)
+                .await?
+                .into_iter()
+                .find(|n| n.id == network_id);
+            let hosts = store::sandboxes::hosts_on_network(&mut conn, network_id).await?;
+            (net, hosts)
+        };
+        let Some(net) = net else {
+            return Ok(());
+        };
+        let pushes = hosts.into_iter().filter(|h| h != from).map(|host| {
+            let net = &net;
+            async move {
+                let spec = self.network_spec(net, &host).await?;
+                let mut agent = self.agent_for(&host).await?;
+                let mut req = tonic::Request::new(apb::EnsureNetworkRequest {
+                    network: Some(spec),
+                    revision: 0,
+                });
+                req.set_timeout(PUSH_TIMEOUT);
+                agent
+                    .ensure_network(req)
+                    .await
+                    .map_err(GatewayError::Agent)?;
+                Ok::<_, GatewayError>(())
+            }
+        });
+        for r in futures::future::join_all(pushes).await {
+            r?;
+        }
+        Ok(())
     }
 }

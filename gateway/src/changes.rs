@@ -49,7 +49,16 @@ impl Change<'_> {
         Ok(match *self {
             Change::InsertSandbox(s) | Change::DeleteSandbox(s) => vec![s.host.clone()],
             Change::InsertEndpoint(e) | Change::DeleteEndpoint(e) | Change::UpdateEndpoint(e) => {
-                vec![e.host.clone()]
+                // An overlay's endpoint is every host of the network's peer (see `overlay`).
+                let mut hosts = if e.global {
+                    store::sandboxes::hosts_on_network(conn, &e.network_id).await?
+                } else {
+                    Vec::new()
+                };
+                if !hosts.contains(&e.host) {
+                    hosts.push(e.host.clone());
+                }
+                hosts
             }
             Change::UpdateNetwork(n) => store::sandboxes::hosts_on_network(conn, &n.id).await?,
             Change::PutHost(h) => vec![h.name.clone()],

@@ -197,6 +197,20 @@ impl Gateway {
         Ok(answer)
     }
 
+    /// The agent's spec of `net` for `host`: with its peers when it is an overlay network.
+    pub(crate) async fn network_spec(
+        &self,
+        net: &NetworkRecord,
+        host: &str,
+    ) -> Result<apb::NetworkSpec, GatewayError> {
+        let mut spec = agent_network(net);
+        if net.driver == "overlay" {
+            let mut conn = self.db.read().acquire().await?;
+            spec.peers = crate::overlay::peers_for(&mut conn, &net.id, host).await?;
+        }
+        Ok(spec)
+    }
+
     /// The host's revision; refuses a host never registered (but this gateway's own).
     async fn registered_revision(
         &self,
@@ -241,6 +255,14 @@ async fn touched_since(
         Some(oldest) if oldest <= since + 1 => {}
         _ => return Ok(None),
     }
+    // An endpoint of an overlay network on another host changes this host's peers: the
+    // networks are then sent whole.
+    let overlays: std::collections::BTreeSet<String> = store::networks::list(tx)
+        .await?
+        .into_iter()
+        .filter(|n| n.driver == "overlay")
+        .map(|n| n.id)
+        .collect();
     let (mut last, mut seen) = (since, 0);
     while last < revision {
         let page = store::events_after(tx, last, 500).await?;
@@ -259,6 +281,9 @@ async fn touched_since(
                 }
                 Some(Object::Endpoint(ep)) if ep.host == host => {
                     touched.insert(ep.sandbox_id);
+                }
+                Some(Object::Endpoint(ep)) if overlays.contains(&ep.network_id) => {
+                    return Ok(None);
                 }
                 Some(Object::Network(_)) if e.kind == EventKind::NetworkUpdated as i32 => {
                     return Ok(None);
@@ -291,8 +316,10 @@ async fn changes_of(
         }
     }
     let networks = store::networks::list(tx).await?;
+    let mut state = assemble(host, revision, sandboxes, &networks);
+    crate::overlay::fill_peers(tx, host, &mut state).await?;
     Ok(DesiredAnswer {
-        state: assemble(host, revision, sandboxes, &networks),
+        state,
         changes_only: true,
         removed,
     })
@@ -322,7 +349,9 @@ async fn full_state(
             (s, eps)
         })
         .collect();
-    Ok(assemble(host, revision, sandboxes, &networks))
+    let mut state = assemble(host, revision, sandboxes, &networks);
+    crate::overlay::fill_peers(tx, host, &mut state).await?;
+    Ok(state)
 }
 
 /// The agent's view of `sandboxes` (in order, each with its endpoints) and of the networks
@@ -415,6 +444,7 @@ mod tests {
             internal: false,
             created_at_ms: 0,
             host_down: false,
+            global: false,
         };
         let s = record("", "/run/netns/mine", false);
         let spec = agent_endpoint(&s, std::slice::from_ref(&ep), &ep);

@@ -112,6 +112,10 @@ pub struct Gateway {
     pub(crate) peers: Option<crate::peers::PeerTls>,
     /// See [`GatewayOptions::signer`].
     pub(crate) signer: Option<Arc<weft_identity::pki::Ca>>,
+    /// Overlay networks whose endpoints changed (network id, the host of the change), for the
+    /// task that tells their other hosts; its receiving end until that task takes it.
+    pub(crate) overlay_changes: tokio::sync::mpsc::Sender<(String, String)>,
+    pub(crate) overlay_queue: OverlayQueue,
     /// One-time join tokens of new hosts.
     pub(crate) join_tokens: crate::hostauth::JoinTokens,
     /// When hosts were removed (their older certificates are refused).
@@ -185,11 +189,17 @@ impl<T> std::fmt::Debug for Remember<'_, T> {
     }
 }
 
+/// The receiving end of [`Gateway::overlay_changes`], taken once.
+pub(crate) type OverlayQueue = Arc<Mutex<Option<tokio::sync::mpsc::Receiver<(String, String)>>>>;
+
 impl Gateway {
     pub fn new(db: Db, ipam: Channel, agent: Channel, options: GatewayOptions) -> Self {
         let (notify, _) = tokio::sync::watch::channel(0);
         let clock = Clock::default();
+        let (overlay_changes, overlay_rx) = tokio::sync::mpsc::channel(1024);
         Self {
+            overlay_changes,
+            overlay_queue: Arc::new(Mutex::new(Some(overlay_rx))),
             tokens: crate::access::Tokens::new(db.clone(), clock.clone()),
             audit: crate::access::AuditLog::start(db.clone(), clock.clone()),
             join_tokens: crate::hostauth::JoinTokens::new(db.clone(), clock.clone()),
@@ -328,6 +338,20 @@ impl Gateway {
         }
         if revision > 0 {
             self.published(events, revision);
+        }
+        // Overlay networks: their other hosts are told at once (see `overlay`), by a task of
+        // `lib::open`; best effort (a full queue drops it: the per-host feed repairs it).
+        for c in changes {
+            if let Change::InsertEndpoint(e) | Change::DeleteEndpoint(e) | Change::UpdateEndpoint(e) =
+                c
+                && e.global
+                && self
+                    .overlay_changes
+                    .try_send((e.network_id.clone(), e.host.clone()))
+                    .is_err()
+            {
+                tracing::warn!(network = %e.network_id, "overlay push queue full: the hosts learn at their next heartbeat");
+            }
         }
         Ok(revision)
     }

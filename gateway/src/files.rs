@@ -164,6 +164,7 @@ mod tests {
             internal: false,
             created_at_ms: 0,
             host_down: false,
+            global: false,
         }
     }
 

@@ -27,6 +27,7 @@ mod identity_api;
 mod ipam;
 pub mod join;
 pub mod lists;
+mod overlay;
 pub mod peers;
 mod recent;
 pub mod recovery;
@@ -382,6 +383,8 @@ pub fn services(gw: Gateway) -> GrpcServer {
         audit: gw.audit.clone(),
     };
     let limiter = gw.limiter.clone();
+    // A served gateway tells overlay networks' hosts of their changes (once per process).
+    gw.start_overlay_pushes();
     let svc = grpc::GatewayGrpc::new(gw);
     // tonic's own limit on requests, per service: the largest the access table lets through.
     let rules = access::RULES;

@@ -176,6 +176,9 @@ pub struct EndpointRecord {
     /// Its host has been down past the grace period (see `hosts`).
     #[serde(default)]
     pub host_down: bool,
+    /// On a network that spans hosts (overlay): its changes concern every host of the network.
+    #[serde(default)]
+    pub global: bool,
 }
 
 /// The endpoint that provides the default route of one family, among a sandbox's endpoints
@@ -237,6 +240,7 @@ mod tests {
             internal,
             created_at_ms: 0,
             host_down: false,
+            global: false,
         }
     }
 

@@ -285,5 +285,6 @@ pub(crate) fn new_endpoint(
         created_at_ms: now_ms,
         id,
         host_down: false,
+        global: net.scope == "global",
     })
 }

@@ -15,6 +15,7 @@ mod join;
 mod limits;
 mod mtls;
 mod networks;
+mod overlay;
 mod replicas;
 mod sandboxes;
 mod sizes;

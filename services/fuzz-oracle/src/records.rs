@@ -384,6 +384,7 @@ fn endpoint(
         internal: net.internal,
         created_at_ms: 0,
         host_down: false,
+        global: false,
         id,
     })
 }

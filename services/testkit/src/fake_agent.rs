@@ -16,6 +16,8 @@ pub struct Calls {
     /// Endpoints that went with their sandbox's RemoveSandbox (as the real agent's does: it
     /// deletes a namespace it made whole, and removes Weft's interfaces from a given one).
     pub removed_with_sandbox: std::collections::BTreeSet<String>,
+    /// Every EnsureNetwork, in order.
+    pub ensured: Vec<apb::EnsureNetworkRequest>,
 }
 
 impl Calls {
@@ -61,8 +63,9 @@ impl AgentService for FakeAgent {
 
     async fn ensure_network(
         &self,
-        _: Request<apb::EnsureNetworkRequest>,
+        req: Request<apb::EnsureNetworkRequest>,
     ) -> Result<Response<apb::EnsureNetworkResponse>, Status> {
+        self.calls.lock().unwrap().ensured.push(req.into_inner());
         Ok(Response::new(apb::EnsureNetworkResponse::default()))
     }
 
