@@ -568,9 +568,17 @@ impl Agent {
         {
             missing(Kind::Link, &n.name, &n.id);
         }
+        // Only an endpoint of a network with a host device has a host side (the bridge's veth)
+        // the survey can miss; a macvlan device lives in its sandbox alone.
+        let host_side = |e: &Endpoint| {
+            networks
+                .iter()
+                .find(|n| n.id == e.network_id)
+                .is_none_or(|n| driver::of(n.driver).host_device())
+        };
         for e in endpoints
             .iter()
-            .filter(|e| !owned.endpoints.contains_key(&e.id))
+            .filter(|e| host_side(e) && !owned.endpoints.contains_key(&e.id))
         {
             missing(Kind::Link, &names::veth_host_name(&e.id), &e.id);
         }
