@@ -290,7 +290,7 @@ impl Gateway {
                 attachments,
             })
             .await
-            .map_err(GatewayError::Agent)?
+            .map_err(GatewayError::agent(&sandbox.host))?
             .into_inner();
         let attached_here = created.attached.len() == endpoints.len();
         let sandbox = SandboxRecord {
@@ -330,7 +330,7 @@ impl Gateway {
             })
             .await
             .map(drop)
-            .map_err(GatewayError::Agent)
+            .map_err(GatewayError::agent(&sandbox.host))
     }
 
     /// Tells the agent again about the endpoints of `after` whose default route or published

@@ -127,14 +127,7 @@ mod tests {
 
     #[test]
     fn ipvlan_message_names_parent_mode_flags_mtu_and_target_namespace() {
-        let m = new_link_message(
-            "eth1",
-            7,
-            IpvlanMode::L3,
-            IpvlanFlag::Private,
-            1400,
-            42,
-        );
+        let m = new_link_message("eth1", 7, IpvlanMode::L3, IpvlanFlag::Private, 1400, 42);
         let a = &m.attributes;
         assert!(a.contains(&LinkAttribute::IfName("eth1".into())), "{a:?}");
         assert!(a.contains(&LinkAttribute::Link(7)), "{a:?}");
@@ -163,14 +156,7 @@ mod tests {
             packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage},
             packet_route::RouteNetlinkMessage,
         };
-        let m = new_link_message(
-            "eth1",
-            7,
-            IpvlanMode::L3s,
-            IpvlanFlag::Vepa,
-            9000,
-            42,
-        );
+        let m = new_link_message("eth1", 7, IpvlanMode::L3s, IpvlanFlag::Vepa, 9000, 42);
         // The RTM_NEWLINK request exactly as `handle.link().add(m)` would send it.
         let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(m.clone()));
         req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
@@ -187,10 +173,21 @@ mod tests {
         // and IFLA_IPVLAN_FLAGS (2) as u16 (IPVLAN_MODE_L3S = 2, IPVLAN_F_VEPA = 2), padded to
         // four bytes; the kind "ipvlan"; IFLA_LINK (5) = 7; IFLA_NET_NS_FD (28) = 42.
         let u16_attr = |kind: u16, value: u16| -> Vec<u8> {
-            [&6u16.to_ne_bytes()[..], &kind.to_ne_bytes(), &value.to_ne_bytes(), &[0, 0]].concat()
+            [
+                &6u16.to_ne_bytes()[..],
+                &kind.to_ne_bytes(),
+                &value.to_ne_bytes(),
+                &[0, 0],
+            ]
+            .concat()
         };
         let u32_attr = |kind: u16, value: u32| -> Vec<u8> {
-            [&8u16.to_ne_bytes()[..], &kind.to_ne_bytes(), &value.to_ne_bytes()].concat()
+            [
+                &8u16.to_ne_bytes()[..],
+                &kind.to_ne_bytes(),
+                &value.to_ne_bytes(),
+            ]
+            .concat()
         };
         let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
         let data = [u16_attr(1, 2), u16_attr(2, 2)].concat();

@@ -142,7 +142,10 @@ mod tests {
         assert!(a.contains(&LinkAttribute::NetNsFd(42)), "{a:?}");
         assert!(a.contains(&LinkAttribute::Address(MAC.to_vec())), "{a:?}");
         let info = info(&m);
-        assert!(info.contains(&LinkInfo::Kind(InfoKind::MacVlan)), "{info:?}");
+        assert!(
+            info.contains(&LinkInfo::Kind(InfoKind::MacVlan)),
+            "{info:?}"
+        );
         assert!(
             info.contains(&LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
                 MacVlanMode::Private
@@ -203,7 +206,12 @@ mod tests {
         // as a u32 with MACVLAN_MODE_VEPA (2); the kind "macvlan"; IFLA_LINK (5) = 7;
         // IFLA_NET_NS_FD (28) = 42.
         let u32_attr = |kind: u16, value: u32| -> Vec<u8> {
-            [&8u16.to_ne_bytes()[..], &kind.to_ne_bytes(), &value.to_ne_bytes()].concat()
+            [
+                &8u16.to_ne_bytes()[..],
+                &kind.to_ne_bytes(),
+                &value.to_ne_bytes(),
+            ]
+            .concat()
         };
         let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
         assert!(has(&u32_attr(1, 2)), "IFLA_MACVLAN_MODE vepa");

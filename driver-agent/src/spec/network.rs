@@ -160,7 +160,11 @@ impl Network {
             bridge,
             mtu: spec.mtu,
             gateways,
-            parent: if on_parent { spec.parent } else { String::new() },
+            parent: if on_parent {
+                spec.parent
+            } else {
+                String::new()
+            },
             macvlan_mode,
             ipvlan_mode,
             ipvlan_flag,
@@ -186,7 +190,11 @@ fn parse_macvlan_mode(v: &mut Violations, field: &str, raw: i32) -> MacvlanMode 
     }
 }
 
-fn parse_ipvlan(v: &mut Violations, prefix: &str, spec: &pb::NetworkSpec) -> (IpvlanMode, IpvlanFlag) {
+fn parse_ipvlan(
+    v: &mut Violations,
+    prefix: &str,
+    spec: &pb::NetworkSpec,
+) -> (IpvlanMode, IpvlanFlag) {
     let mode = match pb::IpvlanMode::try_from(spec.ipvlan_mode) {
         Ok(pb::IpvlanMode::Unspecified | pb::IpvlanMode::L2) => IpvlanMode::L2,
         Ok(pb::IpvlanMode::L3) => IpvlanMode::L3,

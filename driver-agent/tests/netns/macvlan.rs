@@ -37,13 +37,7 @@ const SERVER: &str = "198.51.100.2";
 fn host_and_lan() -> (TestNs, TestNs) {
     let host = TestNs::new().with_lo_up();
     let lan = TestNs::new().with_lo_up();
-    host.veth_to(
-        "lan0",
-        None,
-        &lan,
-        "lan1",
-        Some(&format!("{ROUTER}/24")),
-    );
+    host.veth_to("lan0", None, &lan, "lan1", Some(&format!("{ROUTER}/24")));
     lan.ip(&["addr", "add", &format!("{SERVER}/24"), "dev", "lan1"]);
     (host, lan)
 }
@@ -151,7 +145,14 @@ async fn macvlan_sandboxes_reach_the_lan_with_their_own_addresses_and_each_other
     assert_eq!(st.code(), tonic::Code::FailedPrecondition);
     assert!(st.message().contains("\"nope0\""), "{}", st.message());
     host.ip(&[
-        "link", "add", "wft-fake", "type", "veth", "peer", "name", "wft-fake1",
+        "link",
+        "add",
+        "wft-fake",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "wft-fake1",
     ]);
     host.ip(&["link", "set", "wft-fake", "alias", "weft:network:other"]);
     let wefts = macvlan(&net.network_id, "wft-fake", pb::MacvlanMode::Unspecified);
@@ -162,7 +163,11 @@ async fn macvlan_sandboxes_reach_the_lan_with_their_own_addresses_and_each_other
     );
     host.ip(&["link", "del", "wft-fake"]);
     assert!(link(&links(&sb1), "eth0").is_none());
-    assert_eq!(host_view(&host), before, "a refusal leaves the host as it was");
+    assert_eq!(
+        host_view(&host),
+        before,
+        "a refusal leaves the host as it was"
+    );
 
     // Bridge mode (the default): the device is born in the sandbox, never on the host.
     let net = macvlan(&net.network_id, "lan0", pb::MacvlanMode::Unspecified);
@@ -172,7 +177,9 @@ async fn macvlan_sandboxes_reach_the_lan_with_their_own_addresses_and_each_other
     attach(&agent, &ep2, &net).await.unwrap();
     let host_links = links(&host);
     assert!(
-        host_links.iter().all(|l| l["linkinfo"]["info_kind"] != "macvlan"),
+        host_links
+            .iter()
+            .all(|l| l["linkinfo"]["info_kind"] != "macvlan"),
         "{host_links:?}"
     );
     let e = eth0(&sb1);

@@ -55,3 +55,14 @@ pub async fn list(conn: &mut AnyConnection) -> Result<Vec<NetworkRecord>> {
         .map(|r| decode("network", &r.try_get::<String, _>("record")?))
         .collect()
 }
+
+/// The networks of `driver`.
+pub async fn by_driver(conn: &mut AnyConnection, driver: &str) -> Result<Vec<NetworkRecord>> {
+    let rows = sqlx::query("SELECT record FROM gateway_networks WHERE driver = $1")
+        .bind(driver)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| decode("network", &r.try_get::<String, _>("record")?))
+        .collect()
+}
