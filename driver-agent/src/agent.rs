@@ -26,6 +26,7 @@ use crate::{
 mod connected;
 mod pool;
 mod sandboxes;
+mod strays;
 
 pub use crate::driver::NetworkState;
 pub use sandboxes::SandboxState;

@@ -3,8 +3,9 @@
 //! server). Sandboxes reach the LAN's server with their own addresses (the server sees them),
 //! talk to each other in bridge mode and not in private mode; a parent that is not there, or
 //! that is one of Weft's own links, is refused by name; reconciliation makes macvlan sandboxes
-//! once and a second pass changes nothing; and when everything is gone the host namespace is
-//! exactly as before (links, routes, FDB, neighbours, nftables).
+//! once, a second pass changes nothing, and the audit removes the device of an endpoint no
+//! longer desired from a sandbox that stays; and when everything is gone the host namespace
+//! is exactly as before (links, routes, FDB, neighbours, nftables).
 
 use std::{net::SocketAddr, time::Instant};
 
@@ -12,7 +13,7 @@ use driver_agent::{
     Agent,
     error::AgentError,
     names,
-    reconcile::Depth,
+    reconcile::{Depth, Prepared},
     report::Report,
     sandbox::managed_netns_name,
     spec::{Endpoint, Network},
@@ -259,7 +260,8 @@ fn managed(id: &str) -> (pb::SandboxSpec, TestNs) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
-async fn reconcile_makes_macvlan_sandboxes_once_and_a_second_pass_changes_nothing() {
+async fn reconcile_makes_macvlan_sandboxes_once_changes_nothing_again_and_the_audit_removes_a_stray()
+ {
     let (host, lan) = host_and_lan();
     // No parent named: the link of the host's default route (its own address on the LAN,
     // the LAN's router).
@@ -268,8 +270,7 @@ async fn reconcile_makes_macvlan_sandboxes_once_and_a_second_pass_changes_nothin
     let data = tempfile::tempdir().unwrap();
     let agent = Agent::start(host.path.clone(), data.path().to_owned())
         .await
-        .unwrap()
-        .with_audit(0);
+        .unwrap();
     whoami_server(&lan, addr(SERVER, 7070)).await;
     let before = host_view(&host);
     let net = macvlan(&unique("mv"), "", pb::MacvlanMode::Bridge);
@@ -319,9 +320,27 @@ async fn reconcile_makes_macvlan_sandboxes_once_and_a_second_pass_changes_nothin
         assert_eq!(seen, ip);
     }
 
+    // The gateway no longer wants the second endpoint (its detach never came), the sandbox
+    // stays: nothing on the host shows it, the audit finds the device inside and removes it.
+    let mut fewer = state.clone();
+    fewer.revision = 2;
+    let stray = fewer.endpoints.pop().unwrap();
+    let r = agent.apply_state(&fewer, false).await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    let r = agent.audit(&Prepared::new(&fewer), Instant::now()).await;
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    assert_eq!(r.changes.len(), 1, "{:?}", r.changes);
+    assert_eq!(r.changes[0].owner, stray.endpoint_id);
+    assert!(link(&links(&guards[1]), "eth0").is_none());
+    assert_eq!(
+        index(&guards[0]),
+        made[0],
+        "the desired one stays as it was"
+    );
+
     // Nothing desired: the sandboxes go with their devices; the host is as before.
     let empty = pb::DesiredState {
-        revision: 2,
+        revision: 3,
         ..Default::default()
     };
     let gone = agent.apply_state(&empty, false).await;
