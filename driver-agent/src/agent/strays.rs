@@ -15,10 +15,10 @@ use crate::{
 };
 
 impl Agent {
-    /// Removes the devices in sandbox `s`'s namespace marked as an endpoint that no endpoint of
-    /// `desired` (the whole desired state, read at `as_of`) has there, unless the API made it
-    /// (or touched the sandbox) since shortly before `as_of`. Another sandbox sharing the
-    /// namespace (`container:`) shares its endpoints too.
+    /// Removes the devices in sandbox `s`'s namespace marked as an endpoint that is none of
+    /// `desired` (the whole desired state, read at `as_of`: a namespace shared with another
+    /// sandbox, `container:`, holds that one's endpoints), unless the API made it (or touched
+    /// the sandbox) since shortly before `as_of`.
     pub(crate) async fn remove_strays(
         &self,
         s: &Sandbox,
@@ -35,11 +35,7 @@ impl Agent {
         if self.recent.touched_since(&s.id, as_of) || !path.exists() {
             return;
         }
-        let wanted: BTreeSet<&str> = desired
-            .iter()
-            .filter(|e| e.sandbox_id == s.id || e.netns == path)
-            .map(|e| e.id.as_str())
-            .collect();
+        let wanted: BTreeSet<&str> = desired.iter().map(|e| e.id.as_str()).collect();
         let handle = match self.sandbox_socket("netns_path", &path).await {
             Ok(c) => c.handle,
             Err(e) => {
