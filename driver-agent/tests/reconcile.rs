@@ -742,6 +742,21 @@ async fn heavy_macvlan_sandboxes_through_the_gateway_reach_the_lan_and_each_othe
         assert!(err.message().contains("host \"h1\""), "{}", err.message());
         assert!(err.message().contains(names), "{}", err.message());
     }
+    let names: BTreeSet<String> = s
+        .sandboxes()
+        .list_sandboxes(all_sandboxes())
+        .await
+        .unwrap()
+        .into_inner()
+        .sandboxes
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["a", "b", "int"].map(str::to_owned).into(),
+        "refusals keep nothing"
+    );
 
     // Someone deletes b's device inside its sandbox: the agent's audit (which checks every
     // sandbox here, every second) makes it again, and leaves a's, which is right, as it is.
