@@ -26,6 +26,7 @@ use crate::{
 mod connected;
 mod pool;
 mod sandboxes;
+mod strays;
 
 pub use crate::driver::NetworkState;
 pub use sandboxes::SandboxState;
@@ -436,8 +437,13 @@ impl Agent {
                 .record(Of::Endpoint, &ep.id, endpoint_digest(ep, net));
             return Ok(None);
         }
-        // Refused before anything is created; checked again when the ports are written.
-        self.firewall.check_ports(&ep.id, &ep.ports).await?;
+        if d.host_device() {
+            // Refused before anything is created; checked again when the ports are written.
+            self.firewall.check_ports(&ep.id, &ep.ports).await?;
+        } else if !ep.ports.is_empty() {
+            // As Docker's macvlan: nothing on the host to forward from.
+            tracing::warn!(endpoint = %ep.id, network = %net.id, driver = net.driver.name(), "ports not published: the driver has nothing on the host");
+        }
         let sandbox = self
             .sandbox_socket("endpoint.netns_path", &ep.netns)
             .await?;
@@ -533,7 +539,13 @@ impl Agent {
             fresh: fresh.is_some(),
         };
         let attached = d.attach(&self.host, ns, setup, net, ep, report).await?;
-        if let Err(e) = self.program_network(net, Some(ep), report).await {
+        // A network without a host device has no rules, sysctls or ports to program.
+        let programmed = if d.host_device() {
+            self.program_network(net, Some(ep), report).await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = programmed {
             if attached.created {
                 d.detach(
                     &self.host,

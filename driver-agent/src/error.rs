@@ -26,6 +26,13 @@ pub enum AgentError {
     /// Macvlan, ipvlan: the network's parent interface is not on this host.
     #[error("parent interface {name:?} does not exist on this host")]
     NoParent { name: String },
+    /// Macvlan, ipvlan without a parent named: the host has no default route to take it from.
+    #[error("no parent interface given, and this host has no default route to take one from")]
+    NoDefaultParent,
+    /// Macvlan, ipvlan: the parent named is one of Weft's own links (a network's bridge, an
+    /// endpoint's veth).
+    #[error("parent interface {name:?} is Weft's own link ({alias}); name one of the host's")]
+    ParentIsWefts { name: String, alias: String },
     /// A link the agent just created or configured disappeared under it.
     #[error("link {name} vanished while being set up")]
     Vanished { name: String },
@@ -89,9 +96,10 @@ impl From<AgentError> for Status {
         match e {
             AgentError::Invalid(v) => weft_runtime::invalid_argument(&v),
             AgentError::NetnsNotFound { .. } => Status::not_found(msg),
-            AgentError::Unsupported { .. } | AgentError::NoParent { .. } => {
-                Status::failed_precondition(msg)
-            }
+            AgentError::Unsupported { .. }
+            | AgentError::NoParent { .. }
+            | AgentError::NoDefaultParent
+            | AgentError::ParentIsWefts { .. } => Status::failed_precondition(msg),
             AgentError::Unimplemented { .. } => Status::unimplemented(msg),
             AgentError::NotOurs { .. } | AgentError::PortTaken { .. } => {
                 Status::already_exists(msg)

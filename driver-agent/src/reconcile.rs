@@ -17,7 +17,8 @@
 //! orphans are found from the same survey. With nothing changed, such a pass enters no sandbox
 //! and changes nothing. After it, an **audit** ensures a few sandboxes in full, in turn: drift
 //! inside a sandbox, which the survey cannot see from the host, is found within
-//! `sandboxes / AUDIT` audits ([`crate::agent::AUDIT`]).
+//! `sandboxes / AUDIT` audits ([`crate::agent::AUDIT`]); so is the device of an endpoint no
+//! longer desired that lives in its sandbox alone (macvlan), which the audit removes.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -300,6 +301,15 @@ impl Agent {
             checked: 0,
         };
         self.ensure_desired(&desired, &mut pass, &mut report).await;
+        // Inside the sandboxes entered anyway: devices of endpoints no longer desired, which the
+        // survey cannot see from the host (unless some endpoint did not convert: it would look
+        // undesired).
+        if prepared.invalid.is_empty() {
+            for s in &desired.sandboxes {
+                self.remove_strays(s, &all.endpoints, as_of, &mut report)
+                    .await;
+            }
+        }
         report.ensured = pass.checked;
         report
     }
@@ -568,9 +578,17 @@ impl Agent {
         {
             missing(Kind::Link, &n.name, &n.id);
         }
+        // Only an endpoint of a network with a host device has a host side (the bridge's veth)
+        // the survey can miss; a macvlan device lives in its sandbox alone.
+        let host_side = |e: &Endpoint| {
+            networks
+                .iter()
+                .find(|n| n.id == e.network_id)
+                .is_none_or(|n| driver::of(n.driver).host_device())
+        };
         for e in endpoints
             .iter()
-            .filter(|e| !owned.endpoints.contains_key(&e.id))
+            .filter(|e| host_side(e) && !owned.endpoints.contains_key(&e.id))
         {
             missing(Kind::Link, &names::veth_host_name(&e.id), &e.id);
         }

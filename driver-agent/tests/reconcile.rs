@@ -569,6 +569,222 @@ async fn heavy_default_route_moves_and_network_modes_work_through_the_gateway() 
     s.delete_all().await;
 }
 
+/// A macvlan network over `parent` with one subnet (gateway .1, addresses from .128/25, so the
+/// LAN keeps its low addresses); `extra` options on top.
+fn macvlan(
+    name: &str,
+    parent: &str,
+    cidr: &str,
+    internal: bool,
+    extra: &[(&str, &str)],
+) -> pb::CreateNetworkRequest {
+    let net: ipnet::Ipv4Net = cidr.parse().unwrap();
+    let octets = net.network().octets();
+    let (gateway, range) = (
+        std::net::Ipv4Addr::new(octets[0], octets[1], octets[2], 1),
+        format!("{}.{}.{}.128/25", octets[0], octets[1], octets[2]),
+    );
+    let mut options: std::collections::HashMap<String, String> =
+        [("parent".to_owned(), parent.to_owned())].into();
+    options.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    pb::CreateNetworkRequest {
+        name: name.into(),
+        driver: "macvlan".into(),
+        internal,
+        options,
+        ipam: Some(pb::Ipam {
+            configs: vec![pb::IpamConfig {
+                subnet: cidr.into(),
+                ip_range: range,
+                gateway: gateway.to_string(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A TCP server in `ns` that answers each connection with the peer's address as it sees it.
+async fn whoami_server(ns: &std::path::Path, addr: SocketAddr) {
+    let listener = weft_testkit::netns::tcp_listener_in(ns, addr).await;
+    tokio::spawn(async move {
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            let _ = tokio::io::AsyncWriteExt::write_all(
+                &mut stream,
+                format!("{}\n", peer.ip()).as_bytes(),
+            )
+            .await;
+        }
+    });
+}
+
+/// Through the gateway's public API, the real agent programming a namespace playing the host
+/// whose `lan0` leads to a "LAN" namespace (router .1, server .2): macvlan sandboxes reach the
+/// server with their own addresses and each other, reconciliation (every second) leaves them
+/// as they are, an internal one has no default route; an overlapping macvlan subnet on the
+/// same parent is refused naming the network that has it; ipvlan and an 802.1Q parent are
+/// refused with FAILED_PRECONDITION naming the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
+async fn heavy_macvlan_sandboxes_through_the_gateway_reach_the_lan_and_each_other() {
+    let s = Stack::start().await;
+    let lan = TestNs::new().with_lo_up();
+    s.host
+        .veth_to("lan0", None, &lan, "lan1", Some("198.51.100.1/24"));
+    lan.ip(&["addr", "add", "198.51.100.2/24", "dev", "lan1"]);
+    let server = SocketAddr::new("198.51.100.2".parse().unwrap(), 7070);
+    whoami_server(&lan.path, server).await;
+    let mut nets = s.networks();
+    nets.create_network(macvlan(
+        "lan-a",
+        "lan0",
+        "198.51.100.0/24",
+        false,
+        &[("macvlan_mode", "bridge")],
+    ))
+    .await
+    .unwrap();
+    let a = sandbox_on(&s, "a", "lan-a").await;
+    let b = sandbox_on(&s, "b", "lan-a").await;
+    let (a_ns, b_ns) = (
+        std::path::PathBuf::from(&a.netns_path),
+        std::path::PathBuf::from(&b.netns_path),
+    );
+    let eth0 = |ns: &str| ip_json_at(ns, &["-d", "link", "show", "eth0"])[0].clone();
+    let made = eth0(&a.netns_path);
+    assert_eq!(made["linkinfo"]["info_kind"], "macvlan", "{made}");
+    assert_eq!(made["linkinfo"]["info_data"]["mode"], "bridge", "{made}");
+    let route = ip_json_at(&a.netns_path, &["-4", "route", "show", "default"]);
+    assert_eq!(route[0]["gateway"], "198.51.100.1", "{route}");
+    for (ns, sb) in [(&a_ns, &a), (&b_ns, &b)] {
+        let seen = weft_testkit::wait_for(Duration::from_secs(5), "the LAN's server", || async {
+            support::exchange(ns, server, "who").await.ok()
+        })
+        .await;
+        assert_eq!(
+            seen,
+            ip_of(sb).to_string(),
+            "the server sees the sandbox's own address"
+        );
+    }
+    echo_server(&b_ns, SocketAddr::new(ip_of(&b), 7171)).await;
+    assert_talks(&a_ns, SocketAddr::new(ip_of(&b), 7171)).await;
+
+    // Another macvlan subnet overlapping lan-a's on lan0: refused, naming lan-a.
+    let err = nets
+        .create_network(macvlan("lan-b", "lan0", "198.51.100.0/25", false, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+    assert!(err.message().contains("\"lan-a\""), "{}", err.message());
+
+    // Internal: an address on the segment, no default route.
+    nets.create_network(macvlan("lan-int", "lan0", "203.0.113.0/24", true, &[]))
+        .await
+        .unwrap();
+    let int = sandbox_on(&s, "int", "lan-int").await;
+    assert_eq!(eth0(&int.netns_path)["linkinfo"]["info_kind"], "macvlan");
+    let routes = ip_json_at(&int.netns_path, &["-4", "route", "show", "default"]);
+    assert_eq!(routes.as_array().map(Vec::len), Some(0), "{routes}");
+
+    // ipvlan (this kernel lacks it, or the agent does not enable it) and an 802.1Q parent
+    // (this kernel lacks 802.1Q, or there is no such link): refused naming the host, nothing
+    // made.
+    let mut ipvlan = macvlan("iv", "lan0", "100.64.1.0/24", false, &[]);
+    ipvlan.driver = "ipvlan".into();
+    nets.create_network(ipvlan).await.unwrap();
+    nets.create_network(macvlan("vl", "lan0.50", "100.64.2.0/24", false, &[]))
+        .await
+        .unwrap();
+    let probe = TestNs::new();
+    probe.ip(&[
+        "link", "add", "par0", "type", "veth", "peer", "name", "par1",
+    ]);
+    let has_ipvlan = probe.kernel_makes_link(&["link", "par0", "type", "ipvlan"]);
+    let has_vlan = probe.kernel_makes_link(&["link", "par0", "type", "vlan", "id", "5"]);
+    let refusals = [
+        (
+            "iv",
+            has_ipvlan,
+            if has_ipvlan {
+                "ipvlan driver"
+            } else {
+                "ipvlan devices"
+            },
+        ),
+        ("vl", false, if has_vlan { "\"lan0.50\"" } else { "802.1Q" }),
+    ];
+    for (net, unimplemented, names) in refusals {
+        let err = s
+            .sandboxes()
+            .create_sandbox(pb::CreateSandboxRequest {
+                name: format!("on-{net}"),
+                host: "h1".into(),
+                networks: vec![pb::NetworkAttachment {
+                    network: net.into(),
+                    settings: None,
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        let code = if unimplemented {
+            tonic::Code::Unimplemented
+        } else {
+            tonic::Code::FailedPrecondition
+        };
+        assert_eq!(err.code(), code, "{err:?}");
+        assert!(err.message().contains("host \"h1\""), "{}", err.message());
+        assert!(err.message().contains(names), "{}", err.message());
+    }
+    let names: BTreeSet<String> = s
+        .sandboxes()
+        .list_sandboxes(all_sandboxes())
+        .await
+        .unwrap()
+        .into_inner()
+        .sandboxes
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["a", "b", "int"].map(str::to_owned).into(),
+        "refusals keep nothing"
+    );
+
+    // Someone deletes b's device inside its sandbox: the agent's audit (which checks every
+    // sandbox here, every second) makes it again, and leaves a's, which is right, as it is.
+    let b_made = eth0(&b.netns_path)["ifindex"].clone();
+    let ok = Command::new("nsenter")
+        .arg(format!("--net={}", b.netns_path))
+        .args(["ip", "link", "del", "eth0"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    weft_testkit::wait_for(
+        Duration::from_secs(10),
+        "b's device to come back",
+        || async {
+            let l = ip_json_at(&b.netns_path, &["-d", "link", "show"]);
+            l.as_array()?
+                .iter()
+                .find(|l| l["ifname"] == "eth0" && l["ifindex"] != b_made)
+                .map(|_| ())
+        },
+    )
+    .await;
+    assert_eq!(eth0(&a.netns_path)["ifindex"], made["ifindex"]);
+    assert_talks(&a_ns, SocketAddr::new(ip_of(&b), 7171)).await;
+    s.delete_all().await;
+}
+
 /// Every sandbox in one page (the gateway pages lists; these tests hold at most a few hundred).
 fn all_sandboxes() -> pb::ListSandboxesRequest {
     pb::ListSandboxesRequest {

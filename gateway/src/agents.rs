@@ -289,7 +289,7 @@ impl Gateway {
                 attachments,
             })
             .await
-            .map_err(GatewayError::Agent)?
+            .map_err(GatewayError::agent(&sandbox.host))?
             .into_inner();
         let attached_here = created.attached.len() == endpoints.len();
         let sandbox = SandboxRecord {
@@ -330,7 +330,7 @@ impl Gateway {
             })
             .await
             .map(drop)
-            .map_err(GatewayError::Agent)
+            .map_err(GatewayError::agent(&sandbox.host))
     }
 
     /// Tells the agent again about the endpoints of `after` whose default route or published
@@ -527,7 +527,7 @@ impl Gateway {
                 agent
                     .ensure_network(req)
                     .await
-                    .map_err(GatewayError::Agent)?;
+                    .map_err(GatewayError::agent(&host))?;
                 Ok::<_, GatewayError>(())
             }
         });

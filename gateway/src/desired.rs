@@ -50,8 +50,42 @@ pub fn agent_network(n: &NetworkRecord) -> apb::NetworkSpec {
         host_binding_ipv4: opt("com.docker.network.bridge.host_binding_ipv4"),
         parent: opt("parent"),
         vni: n.vni().unwrap_or(0),
+        macvlan_mode: macvlan_mode(&opt("macvlan_mode")) as i32,
+        ipvlan_mode: ipvlan_mode(&opt("ipvlan_mode")) as i32,
+        ipvlan_flag: ipvlan_flag(&opt("ipvlan_flag")) as i32,
         options: n.options.clone().into_iter().collect(),
         ..Default::default()
+    }
+}
+
+/// Docker's `macvlan_mode` (validated at creation); unset: the agent's default (bridge).
+fn macvlan_mode(v: &str) -> apb::MacvlanMode {
+    match v {
+        "bridge" => apb::MacvlanMode::Bridge,
+        "private" => apb::MacvlanMode::Private,
+        "vepa" => apb::MacvlanMode::Vepa,
+        "passthru" => apb::MacvlanMode::Passthru,
+        _ => apb::MacvlanMode::Unspecified,
+    }
+}
+
+/// Docker's `ipvlan_mode`; unset: the agent's default (l2).
+fn ipvlan_mode(v: &str) -> apb::IpvlanMode {
+    match v {
+        "l2" => apb::IpvlanMode::L2,
+        "l3" => apb::IpvlanMode::L3,
+        "l3s" => apb::IpvlanMode::L3s,
+        _ => apb::IpvlanMode::Unspecified,
+    }
+}
+
+/// Docker's `ipvlan_flag`; unset: the agent's default (bridge).
+fn ipvlan_flag(v: &str) -> apb::IpvlanFlag {
+    match v {
+        "bridge" => apb::IpvlanFlag::Bridge,
+        "private" => apb::IpvlanFlag::Private,
+        "vepa" => apb::IpvlanFlag::Vepa,
+        _ => apb::IpvlanFlag::Unspecified,
     }
 }
 
@@ -405,6 +439,61 @@ mod tests {
             netns_managed: managed,
             resolv_conf_path: String::new(),
             hosts_path: String::new(),
+        }
+    }
+
+    /// Every value CreateNetwork accepts for these options reaches the agent as its own enum
+    /// value (none falls back to the default unnoticed), and unset is the agent's default.
+    #[test]
+    fn parent_and_modes_reach_the_agent() {
+        let net = |driver: &str, options: &[(&str, &str)]| NetworkRecord {
+            id: "n".into(),
+            name: "n".into(),
+            driver: driver.into(),
+            scope: "local".into(),
+            subnets: Vec::new(),
+            enable_ipv4: true,
+            enable_ipv6: false,
+            internal: false,
+            attachable: false,
+            labels: Default::default(),
+            options: options
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            dns_servers: Vec::new(),
+            predefined: false,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        let m = agent_network(&net("macvlan", &[("parent", "eth1")]));
+        assert_eq!(m.driver, apb::Driver::Macvlan as i32);
+        assert_eq!(m.parent, "eth1");
+        assert_eq!(m.macvlan_mode, apb::MacvlanMode::Unspecified as i32);
+        for (v, want) in [
+            ("bridge", apb::MacvlanMode::Bridge),
+            ("private", apb::MacvlanMode::Private),
+            ("vepa", apb::MacvlanMode::Vepa),
+            ("passthru", apb::MacvlanMode::Passthru),
+        ] {
+            let m = agent_network(&net("macvlan", &[("macvlan_mode", v)]));
+            assert_eq!(m.macvlan_mode, want as i32, "{v}");
+        }
+        for (v, want) in [
+            ("l2", apb::IpvlanMode::L2),
+            ("l3", apb::IpvlanMode::L3),
+            ("l3s", apb::IpvlanMode::L3s),
+        ] {
+            let m = agent_network(&net("ipvlan", &[("ipvlan_mode", v)]));
+            assert_eq!(m.ipvlan_mode, want as i32, "{v}");
+        }
+        for (v, want) in [
+            ("bridge", apb::IpvlanFlag::Bridge),
+            ("private", apb::IpvlanFlag::Private),
+            ("vepa", apb::IpvlanFlag::Vepa),
+        ] {
+            let m = agent_network(&net("ipvlan", &[("ipvlan_flag", v)]));
+            assert_eq!(m.ipvlan_flag, want as i32, "{v}");
         }
     }
 

@@ -30,9 +30,10 @@ pub enum GatewayError {
     AlreadyConnected { sandbox: String, network: String },
     #[error("sandbox {sandbox:?} is not connected to network {network:?}")]
     NotConnected { sandbox: String, network: String },
-    /// An error from the host's driver-agent, passed on with its code (the step that failed).
-    #[error("driver-agent: {}", .0.message())]
-    Agent(Status),
+    /// An error from a host's driver-agent, passed on with its code (the step that failed) and
+    /// the host it came from (a kernel that lacks a driver's feature is that host's).
+    #[error("driver-agent of host {host:?}: {}", .status.message())]
+    Agent { host: String, status: Status },
     #[error("{0}")]
     Precondition(String),
     #[error(
@@ -67,6 +68,12 @@ impl From<sqlx::Error> for GatewayError {
 }
 
 impl GatewayError {
+    /// The error of a call to `host`'s driver-agent.
+    pub fn agent(host: &str) -> impl FnOnce(Status) -> Self {
+        let host = host.to_owned();
+        move |status| Self::Agent { host, status }
+    }
+
     pub fn invalid(
         field: impl Into<String>,
         value: impl Into<String>,
@@ -98,12 +105,12 @@ impl From<GatewayError> for Status {
             GatewayError::RevisionGone { .. } => Status::out_of_range(msg),
             // IPAM's and the agent's own INVALID_ARGUMENT already name the field and value,
             // with details (the agent's: a netns_path it refuses).
-            GatewayError::Ipam(st) | GatewayError::Agent(st)
+            GatewayError::Ipam(st) | GatewayError::Agent { status: st, .. }
                 if st.code() == Code::InvalidArgument =>
             {
                 st
             }
-            GatewayError::Ipam(st) | GatewayError::Agent(st) => match st.code() {
+            GatewayError::Ipam(st) | GatewayError::Agent { status: st, .. } => match st.code() {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
                     tracing::warn!(error = %msg, "downstream unavailable");
                     Status::unavailable(msg)

@@ -90,7 +90,9 @@ pub trait NetworkDriver: Send + Sync + std::fmt::Debug {
     fn usable(&self, kernel: &Features) -> bool;
 
     /// Whether its networks have a device on the host (the bridge): reconciliation expects one,
-    /// and the network's firewall rules match on it.
+    /// and the network's firewall rules match on it. Without one (macvlan, ipvlan) the agent
+    /// programs no rules, sysctls or published ports for the network, and reconciliation
+    /// expects no host side of its endpoints.
     fn host_device(&self) -> bool {
         false
     }

@@ -1,36 +1,52 @@
-//! The ipvlan driver (an ipvlan device on the network's parent per endpoint): not programmed
-//! by this agent yet. A kernel without ipvlan (this project's CI kernel), or without 802.1Q
-//! for a parent named like a VLAN sub-interface (`eth0.10`), is refused with
-//! FAILED_PRECONDITION naming what is missing, before anything is sent; otherwise
-//! UNIMPLEMENTED. Its attach (reached only by calling the driver directly until then) creates
-//! the device born inside the sandbox with the message built (and unit tested) here, Docker's
-//! default mode and flag (L2, bridge); the network's own mode and flag are not carried to the
-//! agent's domain types yet.
+//! The ipvlan driver (an ipvlan device per endpoint on the network's parent, born in the
+//! sandbox with the network's mode and flag): not enabled by this agent yet. A kernel without
+//! ipvlan (this project's CI kernel), or without 802.1Q for a parent named like a VLAN
+//! sub-interface (`eth0.10`), is refused with FAILED_PRECONDITION naming what is missing,
+//! before anything is sent; a kernel with ipvlan with UNIMPLEMENTED (nothing here has run
+//! against one, and L3 modes want a route through the device rather than via a gateway). Its
+//! attach is the path macvlan runs (`on_parent.rs`) with the message built and unit tested
+//! here; called directly, it creates the device in the sandbox.
 
-use std::os::fd::AsRawFd as _;
+use std::os::fd::RawFd;
 
 use rtnetlink::{
     Handle, LinkIpVlan,
     packet_route::link::{InfoKind, IpVlanFlags, IpVlanMode, LinkMessage},
 };
-use weft_proto::agent::v1 as pb;
 
 use super::{
     api::{
         Attached, NetworkDriver, NetworkSetup, SandboxNs, need, need_vlan_parent, unimplemented,
     },
-    in_sandbox,
+    on_parent::{self, Child},
 };
 use crate::{
     capabilities::Features,
     error::AgentError,
-    kernel, names,
-    report::{Action, Kind, Report},
-    spec::{Driver, Endpoint, Network},
+    report::Report,
+    spec::{Driver, Endpoint, IpvlanFlag, IpvlanMode, Network},
 };
 
 #[derive(Debug, Clone, Copy)]
 pub struct Ipvlan;
+
+const CHILD: Child = Child {
+    kind: InfoKind::IpVlan,
+    create: "create ipvlan",
+    message: message_for,
+};
+
+/// (An ipvlan device has its parent's address: the endpoint's MAC is not asked for.)
+fn message_for(net: &Network, ep: &Endpoint, parent_index: u32, netns_fd: RawFd) -> LinkMessage {
+    new_link_message(
+        &ep.ifname,
+        parent_index,
+        net.ipvlan_mode,
+        net.ipvlan_flag,
+        net.mtu,
+        netns_fd,
+    )
+}
 
 #[async_trait::async_trait]
 impl NetworkDriver for Ipvlan {
@@ -61,16 +77,9 @@ impl NetworkDriver for Ipvlan {
         ep: &Endpoint,
         report: &mut Report,
     ) -> Result<Attached, AgentError> {
-        let created = create(host, sandbox, net, ep, report).await?;
-        let res = in_sandbox::configure(sandbox, ep, net.mtu, created, report).await;
-        if res.is_err() && created {
-            remove(sandbox.handle, &ep.id, &mut Report::default()).await;
-            report.changes.clear();
-        }
-        res
+        on_parent::attach(&CHILD, host, sandbox, net, ep, report).await
     }
 
-    /// The device lives only in the sandbox: without it, it went with the namespace.
     async fn detach(
         &self,
         _host: &Handle,
@@ -78,85 +87,7 @@ impl NetworkDriver for Ipvlan {
         endpoint_id: &str,
         report: &mut Report,
     ) {
-        if let Some(sandbox) = sandbox {
-            remove(sandbox, endpoint_id, report).await;
-        }
-    }
-}
-
-/// Creates the endpoint's ipvlan device inside the sandbox unless it is there already (then it
-/// must be Weft's, for this endpoint). Returns whether it was created.
-async fn create(
-    host: &Handle,
-    sandbox: SandboxNs<'_>,
-    net: &Network,
-    ep: &Endpoint,
-    report: &mut Report,
-) -> Result<bool, AgentError> {
-    let alias = names::endpoint_alias(&ep.id);
-    if let Some(l) = kernel::link_by_name(sandbox.handle, &ep.ifname).await? {
-        return if l.alias == alias {
-            Ok(false)
-        } else {
-            Err(AgentError::NotOurs {
-                name: format!("{} (in the sandbox)", l.name),
-                alias: l.alias,
-            })
-        };
-    }
-    let parent = kernel::link_by_name(host, &net.parent)
-        .await?
-        .ok_or_else(|| AgentError::NoParent {
-            name: net.parent.clone(),
-        })?;
-    let msg = new_link_message(
-        &ep.ifname,
-        parent.index,
-        pb::IpvlanMode::Unspecified,
-        pb::IpvlanFlag::Unspecified,
-        net.mtu,
-        sandbox.file.as_raw_fd(),
-    );
-    // (`sandbox.file` is borrowed: it stays open until the kernel has answered.)
-    host.link()
-        .add(msg)
-        .execute()
-        .await
-        .map_err(AgentError::netlink("create ipvlan", &ep.ifname))?;
-    tracing::info!(ipvlan = %ep.ifname, endpoint = %ep.id, parent = %net.parent, "ipvlan created");
-    report.change(
-        Action::Created,
-        Kind::Link,
-        format!("{} (in the sandbox)", ep.ifname),
-        &ep.id,
-    );
-    Ok(true)
-}
-
-/// Deletes the endpoint's ipvlan device in the sandbox, found by its alias (only an ipvlan:
-/// every driver is asked to detach every endpoint, and another driver's interface is not this
-/// one's to remove).
-async fn remove(sandbox: &Handle, endpoint_id: &str, report: &mut Report) {
-    let links = match kernel::links(sandbox).await {
-        Ok(l) => l,
-        Err(e) => {
-            report.fail(Kind::Link, "links (in the sandbox)", endpoint_id, &e);
-            return;
-        }
-    };
-    let alias = names::endpoint_alias(endpoint_id);
-    let ours = |l: &&kernel::Link| l.alias == alias && l.kind == Some(InfoKind::IpVlan);
-    for l in links.iter().filter(ours) {
-        match kernel::delete_link(sandbox, l).await {
-            Ok(true) => report.change(
-                Action::Removed,
-                Kind::Link,
-                format!("{} (in the sandbox)", l.name),
-                endpoint_id,
-            ),
-            Ok(false) => {}
-            Err(e) => report.fail(Kind::Link, &l.name, endpoint_id, &e),
-        }
+        on_parent::detach(&CHILD, sandbox, endpoint_id, report).await;
     }
 }
 
@@ -165,22 +96,21 @@ async fn remove(sandbox: &Handle, endpoint_id: &str, report: &mut Report) {
 pub fn new_link_message(
     name: &str,
     parent_index: u32,
-    mode: pb::IpvlanMode,
-    flag: pb::IpvlanFlag,
+    mode: IpvlanMode,
+    flag: IpvlanFlag,
     mtu: u32,
-    netns_fd: std::os::fd::RawFd,
+    netns_fd: RawFd,
 ) -> LinkMessage {
     let mode = match mode {
-        pb::IpvlanMode::L3 => IpVlanMode::L3,
-        pb::IpvlanMode::L3s => IpVlanMode::L3S,
-        // L2 is Docker's default.
-        pb::IpvlanMode::L2 | pb::IpvlanMode::Unspecified => IpVlanMode::L2,
+        IpvlanMode::L2 => IpVlanMode::L2,
+        IpvlanMode::L3 => IpVlanMode::L3,
+        IpvlanMode::L3s => IpVlanMode::L3S,
     };
     let flags = match flag {
-        pb::IpvlanFlag::Private => IpVlanFlags::Private,
-        pb::IpvlanFlag::Vepa => IpVlanFlags::Vepa,
+        IpvlanFlag::Private => IpVlanFlags::Private,
+        IpvlanFlag::Vepa => IpVlanFlags::Vepa,
         // Bridge (Docker's default) is the absence of the other two.
-        pb::IpvlanFlag::Bridge | pb::IpvlanFlag::Unspecified => IpVlanFlags::empty(),
+        IpvlanFlag::Bridge => IpVlanFlags::empty(),
     };
     let mut b = LinkIpVlan::new(name, parent_index, mode).flag(flags);
     if mtu != 0 {
@@ -191,20 +121,13 @@ pub fn new_link_message(
 
 #[cfg(test)]
 mod tests {
-    use rtnetlink::packet_route::link::{InfoData, InfoIpVlan, InfoKind, LinkAttribute, LinkInfo};
+    use rtnetlink::packet_route::link::{InfoData, InfoIpVlan, LinkAttribute, LinkInfo};
 
     use super::*;
 
     #[test]
     fn ipvlan_message_names_parent_mode_flags_mtu_and_target_namespace() {
-        let m = new_link_message(
-            "eth1",
-            7,
-            pb::IpvlanMode::L3,
-            pb::IpvlanFlag::Private,
-            1400,
-            42,
-        );
+        let m = new_link_message("eth1", 7, IpvlanMode::L3, IpvlanFlag::Private, 1400, 42);
         let a = &m.attributes;
         assert!(a.contains(&LinkAttribute::IfName("eth1".into())), "{a:?}");
         assert!(a.contains(&LinkAttribute::Link(7)), "{a:?}");
@@ -233,14 +156,7 @@ mod tests {
             packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage},
             packet_route::RouteNetlinkMessage,
         };
-        let m = new_link_message(
-            "eth1",
-            7,
-            pb::IpvlanMode::L3s,
-            pb::IpvlanFlag::Vepa,
-            9000,
-            42,
-        );
+        let m = new_link_message("eth1", 7, IpvlanMode::L3s, IpvlanFlag::Vepa, 9000, 42);
         // The RTM_NEWLINK request exactly as `handle.link().add(m)` would send it.
         let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(m.clone()));
         req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
@@ -253,6 +169,32 @@ mod tests {
             back.payload,
             rtnetlink::packet_core::NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m))
         );
+        // linux/if_link.h, as the kernel reads them (native byte order): IFLA_IPVLAN_MODE (1)
+        // and IFLA_IPVLAN_FLAGS (2) as u16 (IPVLAN_MODE_L3S = 2, IPVLAN_F_VEPA = 2), padded to
+        // four bytes; the kind "ipvlan"; IFLA_LINK (5) = 7; IFLA_NET_NS_FD (28) = 42.
+        let u16_attr = |kind: u16, value: u16| -> Vec<u8> {
+            [
+                &6u16.to_ne_bytes()[..],
+                &kind.to_ne_bytes(),
+                &value.to_ne_bytes(),
+                &[0, 0],
+            ]
+            .concat()
+        };
+        let u32_attr = |kind: u16, value: u32| -> Vec<u8> {
+            [
+                &8u16.to_ne_bytes()[..],
+                &kind.to_ne_bytes(),
+                &value.to_ne_bytes(),
+            ]
+            .concat()
+        };
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        let data = [u16_attr(1, 2), u16_attr(2, 2)].concat();
+        assert!(has(&data), "IFLA_IPVLAN_MODE l3s, IFLA_IPVLAN_FLAGS vepa");
+        assert!(has(b"ipvlan\0"), "IFLA_INFO_KIND");
+        assert!(has(&u32_attr(5, 7)), "IFLA_LINK");
+        assert!(has(&u32_attr(28, 42)), "IFLA_NET_NS_FD");
     }
 
     #[test]
@@ -260,8 +202,8 @@ mod tests {
         let m = new_link_message(
             "eth0",
             3,
-            pb::IpvlanMode::Unspecified,
-            pb::IpvlanFlag::Unspecified,
+            IpvlanMode::default(),
+            IpvlanFlag::default(),
             0,
             9,
         );

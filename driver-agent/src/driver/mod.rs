@@ -9,11 +9,13 @@
 //!
 //! - `api.rs`: the trait and what drivers share (drivers import it, it imports no driver).
 //! - `in_sandbox.rs`: the endpoint's interface once in the sandbox (addresses, routes), shared.
+//! - `on_parent.rs`: a device on the network's parent, born in the sandbox (macvlan, ipvlan).
 //! - [`bridge`]: a Linux bridge per network, a veth pair per endpoint.
+//! - [`macvlan`]: a macvlan device per endpoint on the network's parent.
 //! - [`host`], [`none`]: nothing to program (the sandbox uses the host's stack, or loopback).
-//! - [`overlay`], [`macvlan`], [`ipvlan`]: refused with FAILED_PRECONDITION when the kernel
-//!   lacks what they need, otherwise with UNIMPLEMENTED (not programmed yet). [`ipvlan`] also
-//!   holds the kernel message it will send.
+//! - [`overlay`], [`ipvlan`]: refused with FAILED_PRECONDITION when the kernel lacks what they
+//!   need, otherwise with UNIMPLEMENTED (not enabled yet). [`ipvlan`]'s attach is macvlan's
+//!   path with its own kernel message.
 
 mod api;
 pub mod bridge;
@@ -22,6 +24,7 @@ mod in_sandbox;
 pub mod ipvlan;
 pub mod macvlan;
 pub mod none;
+mod on_parent;
 pub mod overlay;
 
 pub use api::{Attached, NetworkDriver, NetworkSetup, NetworkState, SandboxNs};
@@ -102,6 +105,9 @@ mod tests {
             mtu: 0,
             gateways: Vec::new(),
             parent: parent.into(),
+            macvlan_mode: crate::spec::MacvlanMode::Bridge,
+            ipvlan_mode: crate::spec::IpvlanMode::L2,
+            ipvlan_flag: crate::spec::IpvlanFlag::Bridge,
             subnets: Vec::new(),
             internal: false,
             icc: true,
@@ -134,7 +140,7 @@ mod tests {
             ..Features::default()
         };
         let none = Features::default();
-        for kind in [Driver::Bridge, Driver::Host, Driver::None] {
+        for kind in [Driver::Bridge, Driver::Host, Driver::None, Driver::Macvlan] {
             assert_eq!(refusal(kind, "", &full), None, "{kind:?}");
         }
         for kind in [Driver::Host, Driver::None] {
@@ -190,9 +196,11 @@ mod tests {
                 refusal(kind, "eth0.10", &no_vlan),
                 lacks(name, "802.1Q VLAN sub-interfaces")
             );
-            assert_eq!(refusal(kind, "eth0", &no_vlan), todo(name));
-            assert_eq!(refusal(kind, "eth0.10", &full), todo(name));
         }
+        assert_eq!(refusal(Driver::Macvlan, "eth0", &no_vlan), None);
+        assert_eq!(refusal(Driver::Macvlan, "eth0.10", &full), None);
+        assert_eq!(refusal(Driver::Ipvlan, "eth0", &no_vlan), todo("ipvlan"));
+        assert_eq!(refusal(Driver::Ipvlan, "eth0.10", &full), todo("ipvlan"));
     }
 
     #[test]
@@ -206,7 +214,12 @@ mod tests {
             vlan: true,
             ..Features::default()
         };
-        assert_eq!(usable(&full), ["bridge", "host", "none"]);
+        assert_eq!(usable(&full), ["bridge", "host", "none", "macvlan"]);
         assert_eq!(usable(&Features::default()), ["host", "none"]);
+        let macvlan_only = Features {
+            macvlan: true,
+            ..Features::default()
+        };
+        assert_eq!(usable(&macvlan_only), ["host", "none", "macvlan"]);
     }
 }

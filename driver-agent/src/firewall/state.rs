@@ -141,19 +141,25 @@ pub struct Clash {
 
 impl FirewallState {
     /// The state for a full desired state (reconciliation): every network with a host device
-    /// (a bridge; the driver says) and the ports of every endpoint that publishes some.
+    /// (a bridge; the driver says) and the ports of every endpoint that publishes some, but
+    /// for endpoints of networks without one (macvlan: nothing on the host to forward from).
     pub fn from_specs<'a>(
         networks: impl IntoIterator<Item = &'a Network>,
         endpoints: impl IntoIterator<Item = &'a Endpoint>,
     ) -> Self {
         let mut s = Self::default();
-        for n in networks
-            .into_iter()
-            .filter(|n| crate::driver::of(n.driver).host_device())
-        {
-            s.set_network(NetworkRules::from_network(n));
+        let mut hostless = std::collections::BTreeSet::new();
+        for n in networks {
+            if crate::driver::of(n.driver).host_device() {
+                s.set_network(NetworkRules::from_network(n));
+            } else {
+                hostless.insert(n.id.as_str());
+            }
         }
-        for e in endpoints {
+        for e in endpoints
+            .into_iter()
+            .filter(|e| !hostless.contains(e.network_id.as_str()))
+        {
             s.set_endpoint(&e.id, EndpointPorts::from_endpoint(e));
         }
         s

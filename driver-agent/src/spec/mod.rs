@@ -8,7 +8,7 @@ mod network;
 mod port;
 
 pub use endpoint::Endpoint;
-pub use network::{Driver, Network};
+pub use network::{Driver, IpvlanFlag, IpvlanMode, MacvlanMode, Network};
 pub use port::{HostIp, PortMapping, Protocol};
 use weft_runtime::FieldViolation;
 
@@ -93,6 +93,53 @@ mod tests {
             ["network.driver", "network.subnets[0].gateway"],
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn parent_and_modes_reach_the_domain_and_bad_ones_are_named() {
+        let mut s = bridge_spec();
+        s.driver = pb::Driver::Macvlan as i32;
+        s.parent = "eth1".into();
+        let n = Network::from_pb(s.clone(), "network").unwrap();
+        assert_eq!(n.parent, "eth1");
+        assert_eq!(n.bridge, "", "no bridge for macvlan");
+        // Unspecified: Docker's defaults.
+        assert_eq!(
+            (n.macvlan_mode, n.ipvlan_mode, n.ipvlan_flag),
+            (MacvlanMode::Bridge, IpvlanMode::L2, IpvlanFlag::Bridge)
+        );
+        s.macvlan_mode = pb::MacvlanMode::Passthru as i32;
+        s.ipvlan_mode = pb::IpvlanMode::L3s as i32;
+        s.ipvlan_flag = pb::IpvlanFlag::Vepa as i32;
+        let n = Network::from_pb(s.clone(), "network").unwrap();
+        assert_eq!(
+            (n.macvlan_mode, n.ipvlan_mode, n.ipvlan_flag),
+            (MacvlanMode::Passthru, IpvlanMode::L3s, IpvlanFlag::Vepa)
+        );
+
+        s.parent = "eth0 ; reboot".into();
+        s.macvlan_mode = 9;
+        s.ipvlan_mode = 9;
+        s.ipvlan_flag = 9;
+        let v = Network::from_pb(s, "network").unwrap_err();
+        let fields: Vec<(&str, &str)> = v
+            .iter()
+            .map(|v| (v.field.as_str(), v.value.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("network.parent", "eth0 ; reboot"),
+                ("network.macvlan_mode", "9"),
+                ("network.ipvlan_mode", "9"),
+                ("network.ipvlan_flag", "9"),
+            ],
+            "{v:?}"
+        );
+        // A bridge network has no parent (whatever the field says).
+        let mut b = bridge_spec();
+        b.parent = "eth1".into();
+        assert_eq!(Network::from_pb(b, "network").unwrap().parent, "");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The network spec: which driver, its subnets and gateways, and the bridge options.
+//! The network spec: which driver, its subnets and gateways, the bridge options, and the
+//! parent and mode of a macvlan or ipvlan network.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -33,6 +34,37 @@ impl Driver {
     }
 }
 
+/// Macvlan: how the devices on one parent reach each other (the kernel's `MACVLAN_MODE_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum MacvlanMode {
+    /// Docker's default: devices on the parent talk directly.
+    #[default]
+    Bridge,
+    Private,
+    Vepa,
+    Passthru,
+}
+
+/// Ipvlan: the layer devices on one parent work at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum IpvlanMode {
+    /// Docker's default.
+    #[default]
+    L2,
+    L3,
+    L3s,
+}
+
+/// Ipvlan: how the devices on one parent reach each other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum IpvlanFlag {
+    /// Docker's default.
+    #[default]
+    Bridge,
+    Private,
+    Vepa,
+}
+
 /// A network as this host needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Network {
@@ -45,8 +77,12 @@ pub struct Network {
     pub mtu: u32,
     /// Gateway addresses with their subnet's prefix length (bridge, overlay).
     pub gateways: Vec<IpNet>,
-    /// Macvlan, ipvlan: the parent interface.
+    /// Macvlan, ipvlan: the parent interface in the managed namespace; empty: the link of its
+    /// default route (each host's own, found when an endpoint attaches).
     pub parent: String,
+    pub macvlan_mode: MacvlanMode,
+    pub ipvlan_mode: IpvlanMode,
+    pub ipvlan_flag: IpvlanFlag,
     /// The network's subnets (IPv4 and IPv6).
     pub subnets: Vec<IpNet>,
     /// Nothing enters or leaves the network; no masquerading, no published ports.
@@ -108,6 +144,15 @@ impl Network {
         }
         let host_binding_ipv4 =
             parse_host_binding(&mut v, &f("host_binding_ipv4"), &spec.host_binding_ipv4);
+        let on_parent = matches!(driver, Driver::Macvlan | Driver::Ipvlan);
+        if on_parent
+            && !spec.parent.is_empty()
+            && let Err(reason) = names::valid_ifname(&spec.parent)
+        {
+            v.add(f("parent"), &spec.parent, reason);
+        }
+        let macvlan_mode = parse_macvlan_mode(&mut v, &f("macvlan_mode"), spec.macvlan_mode);
+        let (ipvlan_mode, ipvlan_flag) = parse_ipvlan(&mut v, prefix, &spec);
         v.finish(Self {
             id: spec.network_id,
             name: spec.name,
@@ -115,7 +160,14 @@ impl Network {
             bridge,
             mtu: spec.mtu,
             gateways,
-            parent: spec.parent,
+            parent: if on_parent {
+                spec.parent
+            } else {
+                String::new()
+            },
+            macvlan_mode,
+            ipvlan_mode,
+            ipvlan_flag,
             subnets,
             internal: spec.internal,
             icc: spec.enable_icc,
@@ -123,6 +175,47 @@ impl Network {
             host_binding_ipv4,
         })
     }
+}
+
+fn parse_macvlan_mode(v: &mut Violations, field: &str, raw: i32) -> MacvlanMode {
+    match pb::MacvlanMode::try_from(raw) {
+        Ok(pb::MacvlanMode::Unspecified | pb::MacvlanMode::Bridge) => MacvlanMode::Bridge,
+        Ok(pb::MacvlanMode::Private) => MacvlanMode::Private,
+        Ok(pb::MacvlanMode::Vepa) => MacvlanMode::Vepa,
+        Ok(pb::MacvlanMode::Passthru) => MacvlanMode::Passthru,
+        Err(_) => {
+            v.add(field, raw.to_string(), "unknown macvlan mode");
+            MacvlanMode::Bridge
+        }
+    }
+}
+
+fn parse_ipvlan(
+    v: &mut Violations,
+    prefix: &str,
+    spec: &pb::NetworkSpec,
+) -> (IpvlanMode, IpvlanFlag) {
+    let mode = match pb::IpvlanMode::try_from(spec.ipvlan_mode) {
+        Ok(pb::IpvlanMode::Unspecified | pb::IpvlanMode::L2) => IpvlanMode::L2,
+        Ok(pb::IpvlanMode::L3) => IpvlanMode::L3,
+        Ok(pb::IpvlanMode::L3s) => IpvlanMode::L3s,
+        Err(_) => {
+            let field = format!("{prefix}.ipvlan_mode");
+            v.add(field, spec.ipvlan_mode.to_string(), "unknown ipvlan mode");
+            IpvlanMode::L2
+        }
+    };
+    let flag = match pb::IpvlanFlag::try_from(spec.ipvlan_flag) {
+        Ok(pb::IpvlanFlag::Unspecified | pb::IpvlanFlag::Bridge) => IpvlanFlag::Bridge,
+        Ok(pb::IpvlanFlag::Private) => IpvlanFlag::Private,
+        Ok(pb::IpvlanFlag::Vepa) => IpvlanFlag::Vepa,
+        Err(_) => {
+            let field = format!("{prefix}.ipvlan_flag");
+            v.add(field, spec.ipvlan_flag.to_string(), "unknown ipvlan flag");
+            IpvlanFlag::Bridge
+        }
+    };
+    (mode, flag)
 }
 
 /// The subnets (truncated to their network address) and the gateways with their subnet's

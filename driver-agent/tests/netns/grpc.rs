@@ -161,6 +161,11 @@ async fn capabilities_and_refusals_through_grpc() {
         caps.drivers
     );
     assert!(
+        caps.drivers.contains(&"macvlan".to_owned()),
+        "{:?}",
+        caps.drivers
+    );
+    assert!(
         !caps.drivers.contains(&"ipvlan".to_owned()),
         "{:?}",
         caps.drivers

@@ -13,6 +13,7 @@ mod firewall;
 mod grpc;
 mod ipv6_off;
 mod ipvlan;
+mod macvlan;
 mod mtls;
 mod namespaces;
 mod netns_paths;

@@ -8,5 +8,6 @@ pub mod host;
 pub mod limits;
 pub mod list;
 pub mod network;
+pub mod parent;
 pub mod ports;
 pub mod sandbox;

@@ -491,6 +491,32 @@ mod tests {
     }
 
     #[test]
+    fn macvlan_and_ipvlan_modes_are_dockers_and_anything_else_is_named() {
+        let with = |driver: &str, key: &str, value: &str| {
+            let mut r = raw("n");
+            r.driver = driver.into();
+            r.options.insert(key.into(), value.into());
+            NetworkSpec::validate(r)
+        };
+        for m in ["bridge", "private", "vepa", "passthru"] {
+            assert!(with("macvlan", "macvlan_mode", m).is_ok(), "{m}");
+        }
+        for (driver, key, good, bad) in [
+            ("macvlan", "macvlan_mode", "bridge", "l2"),
+            ("ipvlan", "ipvlan_mode", "l3s", "l4"),
+            ("ipvlan", "ipvlan_flag", "vepa", "passthru"),
+        ] {
+            assert!(with(driver, key, good).is_ok(), "{key}={good}");
+            let errs = with(driver, key, bad).unwrap_err();
+            assert_eq!(errs[0].field, format!("options[{key}]"), "{errs:?}");
+            assert_eq!(errs[0].value, bad);
+        }
+        // A mode of the other driver is an unknown option.
+        let errs = with("macvlan", "ipvlan_mode", "l2").unwrap_err();
+        assert_eq!(errs[0].field, "options[ipvlan_mode]", "{errs:?}");
+    }
+
+    #[test]
     fn unknown_options_list_the_known_ones() {
         let mut r = raw("n");
         r.options

@@ -185,7 +185,7 @@ impl Gateway {
         match self.detach_with_files(&sandbox, &ep, &after).await {
             Err(st) if !force => {
                 self.abandon(&op).await;
-                return Err(GatewayError::Agent(st));
+                return Err(GatewayError::agent(&sandbox.host)(st));
             }
             Err(_) => self.write_files(&sandbox, &after).await,
             Ok(true) => {}

@@ -11,6 +11,7 @@ use crate::{
     domain::{
         list::{NetworkFilter, label_matches},
         network::{NetworkRecord, NetworkSpec, NetworkUpdate, PruneSpec, SubnetRecord, VXLAN_IDS},
+        parent::{ON_PARENT, parent_conflict},
     },
     engine::{Change, Gateway, Remember, new_id},
     error::GatewayError,
@@ -80,6 +81,7 @@ impl Gateway {
                 "encrypted overlay networks need IPsec (xfrm) tunnels between hosts, which this Weft does not program: create the network without --opt encrypted".into(),
             ));
         }
+        self.parent_free(&spec).await?;
         if validate_only {
             let mut subnets = Vec::new();
             for (i, s) in spec.subnet_requests().iter().enumerate() {
@@ -134,6 +136,23 @@ impl Gateway {
             return Err(GatewayError::NameTaken(name.to_owned()));
         }
         Ok(())
+    }
+
+    /// A macvlan or ipvlan network's subnets overlap none of another on its parent
+    /// ([`parent_conflict`]): ALREADY_EXISTS naming that network.
+    async fn parent_free(&self, spec: &NetworkSpec) -> Result<(), GatewayError> {
+        if !ON_PARENT.contains(&spec.driver.as_str()) {
+            return Ok(());
+        }
+        let mut existing = Vec::new();
+        let mut conn = self.db.read().acquire().await?;
+        for driver in ON_PARENT {
+            existing.extend(store::networks::by_driver(&mut conn, driver).await?);
+        }
+        match parent_conflict(spec, &existing) {
+            Some(why) => Err(GatewayError::AlreadyExists(why)),
+            None => Ok(()),
+        }
     }
 
     /// One IPAM pool per subnet; all or nothing.

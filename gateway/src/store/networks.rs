@@ -89,3 +89,14 @@ pub async fn delete_vni(conn: &mut AnyConnection, network_id: &str) -> Result<()
         .await?;
     Ok(())
 }
+
+/// The networks of `driver`.
+pub async fn by_driver(conn: &mut AnyConnection, driver: &str) -> Result<Vec<NetworkRecord>> {
+    let rows = sqlx::query("SELECT record FROM gateway_networks WHERE driver = $1")
+        .bind(driver)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| decode("network", &r.try_get::<String, _>("record")?))
+        .collect()
+}

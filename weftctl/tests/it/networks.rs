@@ -173,6 +173,73 @@ async fn create_ls_inspect_rm_round_trip() {
     );
 }
 
+/// Docker's macvlan command line: the parent and mode as options, the LAN's subnet and router;
+/// a mode the driver does not have and a subnet another macvlan network on the same parent has
+/// are refused (exit 1) naming what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn macvlan_create_with_parent_and_mode_and_its_refusals() {
+    let s = Stack::start().await;
+    let id = s
+        .ok(&[
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            "-o",
+            "parent=eth1",
+            "-o",
+            "macvlan_mode=bridge",
+            "--subnet",
+            "192.168.50.0/24",
+            "--gateway",
+            "192.168.50.1",
+            "lan",
+        ])
+        .await;
+    assert!(is_hex_id(id.trim(), 64), "{id:?}");
+    let inspected: Value =
+        serde_json::from_str(&s.ok(&["network", "inspect", "lan"]).await).unwrap();
+    let n = &inspected[0];
+    assert_eq!(n["driver"], "macvlan");
+    assert_eq!(n["scope"], "local");
+    assert_eq!(n["options"]["parent"], "eth1");
+    assert_eq!(n["options"]["macvlan_mode"], "bridge");
+    assert_eq!(n["ipam"]["configs"][0]["subnet"], "192.168.50.0/24");
+    assert_eq!(n["ipam"]["configs"][0]["gateway"], "192.168.50.1");
+
+    let r = s
+        .weftctl(&[
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            "-o",
+            "macvlan_mode=l2",
+            "odd",
+        ])
+        .await;
+    let line = r.fails(1);
+    assert!(
+        line.contains("macvlan_mode") && line.contains("l2"),
+        "{line}"
+    );
+    let r = s
+        .weftctl(&[
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            "-o",
+            "parent=eth1",
+            "--subnet",
+            "192.168.50.128/25",
+            "lan2",
+        ])
+        .await;
+    let line = r.fails(1);
+    assert!(line.contains("\"lan\"") && line.contains("eth1"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_disconnect_and_rm_of_a_network_in_use() {
     let s = Stack::start().await;
