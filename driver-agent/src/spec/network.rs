@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use weft_proto::agent::v1 as pb;
 use weft_runtime::FieldViolation;
 
-use super::{Violations, check_id};
+use super::{OverlaySpec, Violations, check_id};
 use crate::names;
 
 /// The network drivers of the contract.
@@ -57,6 +57,8 @@ pub struct Network {
     pub masquerade: bool,
     /// Bridge: the IPv4 address published ports bind to when their host_ip is empty.
     pub host_binding_ipv4: Option<Ipv4Addr>,
+    /// Overlay: the VXLAN id, device, port and peers (`None` for other drivers).
+    pub overlay: Option<OverlaySpec>,
 }
 
 impl Network {
@@ -108,6 +110,8 @@ impl Network {
         }
         let host_binding_ipv4 =
             parse_host_binding(&mut v, &f("host_binding_ipv4"), &spec.host_binding_ipv4);
+        let overlay = (driver == Driver::Overlay)
+            .then(|| OverlaySpec::from_pb(&mut v, prefix, &spec, &subnets));
         v.finish(Self {
             id: spec.network_id,
             name: spec.name,
@@ -121,6 +125,7 @@ impl Network {
             icc: spec.enable_icc,
             masquerade: spec.enable_ip_masquerade,
             host_binding_ipv4,
+            overlay,
         })
     }
 }
