@@ -26,6 +26,9 @@ pub enum AgentError {
     /// Macvlan, ipvlan: the network's parent interface is not on this host.
     #[error("parent interface {name:?} does not exist on this host")]
     NoParent { name: String },
+    /// Overlay: no address of the tunnel's family on this host to be its VXLAN endpoint.
+    #[error("no {family} underlay address on this host for the VXLAN tunnel endpoint")]
+    NoUnderlay { family: &'static str },
     /// A link the agent just created or configured disappeared under it.
     #[error("link {name} vanished while being set up")]
     Vanished { name: String },
@@ -89,9 +92,9 @@ impl From<AgentError> for Status {
         match e {
             AgentError::Invalid(v) => weft_runtime::invalid_argument(&v),
             AgentError::NetnsNotFound { .. } => Status::not_found(msg),
-            AgentError::Unsupported { .. } | AgentError::NoParent { .. } => {
-                Status::failed_precondition(msg)
-            }
+            AgentError::Unsupported { .. }
+            | AgentError::NoParent { .. }
+            | AgentError::NoUnderlay { .. } => Status::failed_precondition(msg),
             AgentError::Unimplemented { .. } => Status::unimplemented(msg),
             AgentError::NotOurs { .. } | AgentError::PortTaken { .. } => {
                 Status::already_exists(msg)

@@ -10,8 +10,10 @@
 //! - `api.rs`: the trait and what drivers share (drivers import it, it imports no driver).
 //! - `in_sandbox.rs`: the endpoint's interface once in the sandbox (addresses, routes), shared.
 //! - [`bridge`]: a Linux bridge per network, a veth pair per endpoint.
+//! - [`overlay`]: the bridge driver's bridge and veths plus a VXLAN device, with static FDB and
+//!   neighbour entries for the network's endpoints on other hosts.
 //! - [`host`], [`none`]: nothing to program (the sandbox uses the host's stack, or loopback).
-//! - [`overlay`], [`macvlan`], [`ipvlan`]: refused with FAILED_PRECONDITION when the kernel
+//! - [`macvlan`], [`ipvlan`]: refused with FAILED_PRECONDITION when the kernel
 //!   lacks what they need, otherwise with UNIMPLEMENTED (not programmed yet). [`ipvlan`] also
 //!   holds the kernel message it will send.
 
@@ -107,6 +109,7 @@ mod tests {
             icc: true,
             masquerade: true,
             host_binding_ipv4: None,
+            overlay: None,
         }
     }
 
@@ -172,7 +175,7 @@ mod tests {
             refusal(Driver::Overlay, "", &no_veth),
             lacks("overlay", "veth pairs")
         );
-        assert_eq!(refusal(Driver::Overlay, "", &full), todo("overlay"));
+        assert_eq!(refusal(Driver::Overlay, "", &full), None);
         assert_eq!(
             refusal(Driver::Macvlan, "eth0", &none),
             lacks("macvlan", "macvlan devices")
@@ -206,7 +209,12 @@ mod tests {
             vlan: true,
             ..Features::default()
         };
-        assert_eq!(usable(&full), ["bridge", "host", "none"]);
+        assert_eq!(usable(&full), ["bridge", "host", "none", "overlay"]);
         assert_eq!(usable(&Features::default()), ["host", "none"]);
+        let no_vxlan = Features {
+            vxlan: false,
+            ..full
+        };
+        assert_eq!(usable(&no_vxlan), ["bridge", "host", "none"]);
     }
 }
