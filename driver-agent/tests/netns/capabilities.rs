@@ -38,7 +38,7 @@ async fn detects_what_this_kernel_makes_and_reports_the_rest_missing() {
     );
     assert_eq!((f.ipvlan, f.dummy, f.vlan), (ipvlan, dummy, vlan), "{f:?}");
     assert!(f.nftables && f.nftables_nat, "{f:?}");
-    assert_eq!(driver::usable(&f), ["bridge", "host", "none"]);
+    assert_eq!(driver::usable(&f), ["bridge", "host", "none", "overlay"]);
     // A fresh namespace forwards nothing.
     assert!(!caps.ipv4_forwarding);
     assert!(!caps.kernel_release.is_empty());
