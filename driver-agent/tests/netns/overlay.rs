@@ -109,7 +109,7 @@ fn overlay(
     id: &str,
     vni: u32,
     (subnet, gateway): (&str, &str),
-    members: &[Member],
+    members: &[&Member],
     host: usize,
 ) -> pb::NetworkSpec {
     pb::NetworkSpec {
@@ -319,8 +319,9 @@ async fn overlay_members_on_three_hosts_talk_both_ways_move_10_mb_intact_and_sta
         .collect();
     let net_id = unique("ovl");
     let subnet = ("10.60.0.0/24", "10.60.0.1");
+    let all: Vec<&Member> = members.iter().collect();
     for m in &members {
-        let net = overlay(&net_id, 4242, subnet, &members, m.host);
+        let net = overlay(&net_id, 4242, subnet, &all, m.host);
         let mut ep = endpoint_spec(m, &net);
         if m.host == 0 {
             // A published port on an overlay endpoint works on the sandbox's host.
@@ -363,7 +364,6 @@ async fn overlay_members_on_three_hosts_talk_both_ways_move_10_mb_intact_and_sta
         assert_eq!(mtu(h0, name), 1450, "{name}");
     }
     assert_eq!(mtu(&members[0].sandbox, "eth0"), 1450);
-    let all: Vec<&Member> = members.iter().collect();
     for (i, h) in cluster.hosts.iter().enumerate() {
         let (want_fdb, want_neigh) = expected(&all, i);
         assert_eq!(fdb(h, &vx), want_fdb, "host {i}");
@@ -411,12 +411,13 @@ async fn overlay_members_on_three_hosts_talk_both_ways_move_10_mb_intact_and_sta
         .map(|i| member(i, &format!("10.61.0.{}", 10 + i)))
         .collect();
     let other_id = unique("ovl2");
+    let all_others: Vec<&Member> = others.iter().collect();
     for m in &others {
         let net = overlay(
             &other_id,
             4343,
             ("10.61.0.0/24", "10.61.0.1"),
-            &others,
+            &all_others,
             m.host,
         );
         attach(&agents[m.host].0, endpoint_spec(m, &net), &net).await;
@@ -469,6 +470,285 @@ async fn overlay_members_on_three_hosts_talk_both_ways_move_10_mb_intact_and_sta
             "host {i}: {:?}",
             r.changes
         );
+        assert_eq!(snapshot(&cluster.hosts[i]), before[i], "host {i}");
+    }
+}
+
+/// The desired state the gateway gives `host` for one overlay network: the network (only when
+/// the host has members of it, as the gateway does) with every member elsewhere as a peer, and
+/// the host's own members' endpoints.
+fn desired(
+    revision: u64,
+    net_id: &str,
+    vni: u32,
+    members: &[&Member],
+    host: usize,
+) -> pb::DesiredState {
+    let net = overlay(net_id, vni, ("10.70.0.0/24", "10.70.0.1"), members, host);
+    let endpoints: Vec<pb::EndpointSpec> = members
+        .iter()
+        .filter(|m| m.host == host)
+        .map(|m| endpoint_spec(m, &net))
+        .collect();
+    pb::DesiredState {
+        revision,
+        networks: if endpoints.is_empty() {
+            Vec::new()
+        } else {
+            vec![net]
+        },
+        endpoints,
+        ..Default::default()
+    }
+}
+
+/// Asserts that host `i`'s VXLAN device holds exactly the gateway's view for it.
+fn assert_converged(cluster: &Cluster, vx: &str, members: &[&Member], i: usize) {
+    let (want_fdb, want_neigh) = expected(members, i);
+    assert_eq!(fdb(&cluster.hosts[i], vx), want_fdb, "FDB of host {i}");
+    assert_eq!(
+        neighbours(&cluster.hosts[i], vx),
+        want_neigh,
+        "neighbours of host {i}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
+async fn overlay_entries_follow_the_peer_lists_are_repaired_by_reconciliation_and_after_a_restart()
+{
+    let cluster = Cluster::new(3);
+    cluster.settled().await;
+    let before: Vec<Vec<Value>> = cluster.hosts.iter().map(snapshot).collect();
+    let mut agents = agents(&cluster).await;
+    let net_id = unique("ovl");
+    let vx = names::vxlan_name(&net_id);
+    let vni = 4500;
+    let mut members = vec![
+        member(0, "10.70.0.10"),
+        member(1, "10.70.0.11"),
+        member(2, "10.70.0.12"),
+        member(2, "10.70.0.13"),
+    ];
+    let mut revision = 1;
+    let states = |revision, members: &[Member]| -> Vec<pb::DesiredState> {
+        let refs: Vec<&Member> = members.iter().collect();
+        (0..3)
+            .map(|i| desired(revision, &net_id, vni, &refs, i))
+            .collect()
+    };
+
+    // The desired states, applied in full: every host holds the gateway's view.
+    let mut state = states(revision, &members);
+    for (i, (agent, _)) in agents.iter().enumerate() {
+        pass(agent, &state[i], true).await;
+    }
+    for i in 0..3 {
+        assert_converged(&cluster, &vx, &members.iter().collect::<Vec<_>>(), i);
+    }
+    echo_server(&members[0].sandbox.path, addr(&members[0].ip, 7000)).await;
+    assert_talks(&members[3].sandbox.path, addr(&members[0].ip, 7000)).await;
+
+    // Reconciling again changes nothing, a pass of the changes nor a full one.
+    for (i, (agent, _)) in agents.iter().enumerate() {
+        let r = pass(agent, &state[i], false).await;
+        assert!(r.changes.is_empty(), "host {i}: {:?}", r.changes);
+        assert_eq!(r.ensured, 0, "host {i}");
+        let r = pass(agent, &state[i], true).await;
+        assert!(r.changes.is_empty(), "host {i}: {:?}", r.changes);
+    }
+
+    // Drift by hand on host 0: an FDB entry and a neighbour entry deleted, a stranger's of each
+    // added (flooding to an unknown VTEP, an address nobody has). A pass of the changes puts
+    // back what is missing and removes what is extra; the one after it changes nothing.
+    let h0 = &cluster.hosts[0];
+    let mac1 = names::format_mac(&names::derived_mac(&members[1].id));
+    h0.exec_ok("bridge", &["fdb", "del", &mac1, "dev", &vx, "self"]);
+    h0.ip(&["neigh", "del", &members[2].ip, "dev", &vx]);
+    h0.exec_ok(
+        "bridge",
+        &[
+            "fdb",
+            "append",
+            "00:00:00:00:00:00",
+            "dev",
+            &vx,
+            "dst",
+            "198.51.100.9",
+            "self",
+            "permanent",
+        ],
+    );
+    h0.ip(&[
+        "neigh",
+        "add",
+        "10.70.0.99",
+        "lladdr",
+        "02:00:00:00:00:99",
+        "dev",
+        &vx,
+        "nud",
+        "permanent",
+    ]);
+    let r = pass(&agents[0].0, &state[0], false).await;
+    let kinds: BTreeSet<String> = r
+        .changes
+        .iter()
+        .map(|c| format!("{:?} {:?}", c.action, c.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "Created FdbEntry",
+            "Created Neighbour",
+            "Removed FdbEntry",
+            "Removed Neighbour"
+        ]
+        .map(String::from)
+        .into(),
+        "{:?}",
+        r.changes
+    );
+    assert_converged(&cluster, &vx, &members.iter().collect::<Vec<_>>(), 0);
+    let r = pass(&agents[0].0, &state[0], false).await;
+    assert!(r.changes.is_empty(), "{:?}", r.changes);
+
+    // An endpoint removed on host 2: detached there, gone from the peer lists of the others,
+    // it disappears from their FDB and neighbour entries.
+    let removed = members.remove(3);
+    agents[2]
+        .0
+        .detach(&removed.id, &removed.sandbox.path)
+        .await
+        .unwrap();
+    revision += 1;
+    state = states(revision, &members);
+    for (i, (agent, _)) in agents.iter().enumerate() {
+        pass(agent, &state[i], false).await;
+        assert_converged(&cluster, &vx, &members.iter().collect::<Vec<_>>(), i);
+    }
+    let removed_mac = names::format_mac(&names::derived_mac(&removed.id));
+    for i in 0..2 {
+        assert!(
+            !fdb(&cluster.hosts[i], &vx)
+                .iter()
+                .any(|(mac, _)| *mac == removed_mac),
+            "host {i}"
+        );
+    }
+
+    // Host 1's agent killed (nothing cleaned up) and started again on the same data
+    // directory, while its kernel drifted (an entry deleted, a stranger's added) and the
+    // gateway's view moved on (a new member on host 0): a pass of the changes converges.
+    let (killed, data1) = agents.remove(1);
+    drop(killed);
+    let h1 = &cluster.hosts[1];
+    let mac0 = names::format_mac(&names::derived_mac(&members[0].id));
+    h1.exec_ok("bridge", &["fdb", "del", &mac0, "dev", &vx, "self"]);
+    h1.exec_ok(
+        "bridge",
+        &[
+            "fdb",
+            "add",
+            "02:00:00:00:00:77",
+            "dev",
+            &vx,
+            "dst",
+            "198.51.100.3",
+            "self",
+            "permanent",
+        ],
+    );
+    members.push(member(0, "10.70.0.14"));
+    revision += 1;
+    state = states(revision, &members);
+    pass(&agents[0].0, &state[0], false).await;
+    let restarted = Agent::start(h1.path.clone(), data1.path().to_owned())
+        .await
+        .unwrap();
+    agents.insert(1, (restarted, data1));
+    for (i, (agent, _)) in agents.iter().enumerate() {
+        pass(agent, &state[i], false).await;
+        assert_converged(&cluster, &vx, &members.iter().collect::<Vec<_>>(), i);
+    }
+    assert_talks(&members[1].sandbox.path, addr(&members[0].ip, 7000)).await;
+
+    // The last endpoint leaving host 2: its desired state names the network no more, and the
+    // pass removes the bridge and the VXLAN device; host 2 is as it was.
+    let last = members.remove(2);
+    agents[2]
+        .0
+        .detach(&last.id, &last.sandbox.path)
+        .await
+        .unwrap();
+    gone(&cluster.hosts[2], &names::veth_host_name(&last.id)).await;
+    revision += 1;
+    state = states(revision, &members);
+    assert!(state[2].networks.is_empty());
+    for (i, (agent, _)) in agents.iter().enumerate() {
+        pass(agent, &state[i], false).await;
+    }
+    assert!(link(&links(&cluster.hosts[2]), &vx).is_none());
+    assert_eq!(snapshot(&cluster.hosts[2]), before[2], "host 2");
+    for i in 0..2 {
+        assert_converged(&cluster, &vx, &members.iter().collect::<Vec<_>>(), i);
+    }
+
+    // Everything gone: every host as it was.
+    for m in &members {
+        agents[m.host]
+            .0
+            .detach(&m.id, &m.sandbox.path)
+            .await
+            .unwrap();
+        gone(&cluster.hosts[m.host], &names::veth_host_name(&m.id)).await;
+    }
+    for (i, (agent, _)) in agents.iter().enumerate() {
+        pass(agent, &pb::DesiredState::default(), false).await;
+        assert_eq!(snapshot(&cluster.hosts[i]), before[i], "host {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
+async fn an_internal_overlay_spans_hosts_but_reaches_nothing_outside() {
+    let cluster = Cluster::new(2);
+    cluster.settled().await;
+    let before: Vec<Vec<Value>> = cluster.hosts.iter().map(snapshot).collect();
+    let agents = agents(&cluster).await;
+    let members = [member(0, "10.80.0.10"), member(1, "10.80.0.11")];
+    let all: Vec<&Member> = members.iter().collect();
+    let net_id = unique("int");
+    for m in &members {
+        let mut net = overlay(&net_id, 4600, ("10.80.0.0/24", "10.80.0.1"), &all, m.host);
+        net.internal = true;
+        attach(&agents[m.host].0, endpoint_spec(m, &net), &net).await;
+    }
+    echo_server(&members[1].sandbox.path, addr(&members[1].ip, 7000)).await;
+    assert_talks(&members[0].sandbox.path, addr(&members[1].ip, 7000)).await;
+    // A control: the internet answers the hosts themselves.
+    whoami_server(&cluster.underlay, addr(INTERNET, 8000)).await;
+    assert_eq!(
+        ask(&cluster.hosts[0], addr(INTERNET, 8000)).await.unwrap(),
+        vtep(0)
+    );
+    for m in &members {
+        assert!(
+            ask(&m.sandbox, addr(INTERNET, 8000)).await.is_err(),
+            "member on host {} reached the internet",
+            m.host
+        );
+    }
+    for m in &members {
+        agents[m.host]
+            .0
+            .detach(&m.id, &m.sandbox.path)
+            .await
+            .unwrap();
+        gone(&cluster.hosts[m.host], &names::veth_host_name(&m.id)).await;
+    }
+    for (i, (agent, _)) in agents.iter().enumerate() {
+        pass(agent, &pb::DesiredState::default(), false).await;
         assert_eq!(snapshot(&cluster.hosts[i]), before[i], "host {i}");
     }
 }
