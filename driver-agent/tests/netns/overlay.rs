@@ -179,8 +179,11 @@ fn snapshot(ns: &TestNs) -> Vec<Value> {
     ]
 }
 
+/// Pairs of strings as the kernel's dumps give them: (MAC, VTEP) or (address, MAC).
+type Entries = BTreeSet<(String, String)>;
+
 /// The VXLAN device's own FDB entries as `bridge -j fdb show` gives them: (MAC, VTEP).
-fn fdb(ns: &TestNs, dev: &str) -> BTreeSet<(String, String)> {
+fn fdb(ns: &TestNs, dev: &str) -> Entries {
     let v: Value =
         serde_json::from_slice(&ns.exec_ok("bridge", &["-j", "fdb", "show", "dev", dev])).unwrap();
     v.as_array()
@@ -198,7 +201,7 @@ fn fdb(ns: &TestNs, dev: &str) -> BTreeSet<(String, String)> {
 }
 
 /// The VXLAN device's neighbour entries: (address, MAC), each permanent.
-fn neighbours(ns: &TestNs, dev: &str) -> BTreeSet<(String, String)> {
+fn neighbours(ns: &TestNs, dev: &str) -> Entries {
     ip_json(ns, &["neigh", "show", "dev", dev])
         .as_array()
         .unwrap()
@@ -214,10 +217,7 @@ fn neighbours(ns: &TestNs, dev: &str) -> BTreeSet<(String, String)> {
 }
 
 /// The gateway's view for `host`: an FDB entry and a neighbour entry per member elsewhere.
-fn expected(
-    members: &[&Member],
-    host: usize,
-) -> (BTreeSet<(String, String)>, BTreeSet<(String, String)>) {
+fn expected(members: &[&Member], host: usize) -> (Entries, Entries) {
     let others = members.iter().filter(|m| m.host != host);
     let mac = |m: &Member| names::format_mac(&names::derived_mac(&m.id));
     (
