@@ -415,7 +415,10 @@ impl Agent {
         }
         let device_ok = !driver::of(n.driver).host_device()
             || pass.owned.networks.get(&n.id).is_some_and(|l| l.up);
-        !(device_ok && self.applied.is(Of::Network, &n.id, digest(n)))
+        !(device_ok
+            && self
+                .applied
+                .is(Of::Network, &n.id, crate::agent::network_digest(n)))
     }
 
     fn endpoint_needs_ensuring(&self, ep: &Endpoint, net: &Network, pass: &Pass<'_>) -> bool {

@@ -25,8 +25,10 @@ pub const PORT_OPTION: &str = "weft.overlay.vxlan_port";
 /// garbage-collection thresholds, so the kernel holds them all).
 pub const MAX_PEERS: usize = 65_536;
 
-/// The VXLAN side of an overlay network.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// The VXLAN side of an overlay network. Its hash leaves the peers out: what an endpoint on
+/// this host is digested with (see `applied.rs`) does not change when endpoints elsewhere come
+/// and go; the network's own digest adds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverlaySpec {
     pub vni: u32,
     /// The VXLAN device's name in the managed namespace.
@@ -35,6 +37,18 @@ pub struct OverlaySpec {
     pub port: u16,
     /// Every endpoint of the network on other hosts: the full set.
     pub peers: Vec<Peer>,
+}
+
+impl std::hash::Hash for OverlaySpec {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let Self {
+            vni,
+            vxlan,
+            port,
+            peers: _,
+        } = self;
+        (vni, vxlan, port).hash(h);
+    }
 }
 
 /// An endpoint of the network on another host.
