@@ -372,7 +372,8 @@ impl Agent {
             }
             return Err(e);
         }
-        self.applied.record(Of::Network, &net.id, digest(net));
+        self.applied
+            .record(Of::Network, &net.id, network_digest(net));
         Ok(setup.state)
     }
 
@@ -462,7 +463,8 @@ impl Agent {
         }
         if res.is_ok() {
             // The network was ensured on the way.
-            self.applied.record(Of::Network, &net.id, digest(net));
+            self.applied
+                .record(Of::Network, &net.id, network_digest(net));
             self.applied
                 .record(Of::Endpoint, &ep.id, endpoint_digest(ep, net));
         }
@@ -672,9 +674,16 @@ impl Agent {
     }
 }
 
-/// What an endpoint's digest covers: its spec and the network it is attached to.
+/// What an endpoint's digest covers: its spec and the network it is attached to, but not an
+/// overlay network's peers (which change with every endpoint on other hosts, and which no
+/// endpoint here depends on: `OverlaySpec`'s hash leaves them out).
 pub(crate) fn endpoint_digest(ep: &Endpoint, net: &Network) -> u64 {
     digest(&(ep, net))
+}
+
+/// What a network's digest covers: its spec, an overlay's peers included.
+pub(crate) fn network_digest(net: &Network) -> u64 {
+    digest(&(net, net.overlay.as_ref().map(|o| &o.peers)))
 }
 
 /// Whether `report` says a link called `name` was created.
@@ -699,4 +708,55 @@ pub async fn default_routes(sandbox: &Handle) -> Result<DefaultRoutes, AgentErro
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_proto::agent::v1 as pb;
+
+    use super::*;
+
+    fn overlay(peers: &[&str]) -> Network {
+        let spec = pb::NetworkSpec {
+            network_id: "n".into(),
+            driver: pb::Driver::Overlay as i32,
+            vni: 4242,
+            subnets: vec![pb::Subnet {
+                cidr: "10.0.0.0/24".into(),
+                gateway: "10.0.0.1".into(),
+            }],
+            peers: peers
+                .iter()
+                .enumerate()
+                .map(|(i, id)| pb::OverlayPeer {
+                    endpoint_id: (*id).into(),
+                    ipv4_address: format!("10.0.0.{}", i + 10),
+                    vtep_address: "198.51.100.2".into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        Network::from_pb(spec, "network").unwrap()
+    }
+
+    #[test]
+    fn peers_elsewhere_change_the_networks_digest_but_not_its_endpoints() {
+        let ep = Endpoint::from_pb(
+            pb::EndpointSpec {
+                endpoint_id: "e".into(),
+                network_id: "n".into(),
+                netns_path: "/run/netns/x".into(),
+                ..Default::default()
+            },
+            "endpoint",
+        )
+        .unwrap();
+        let (a, b) = (overlay(&["p1"]), overlay(&["p1", "p2"]));
+        assert_ne!(network_digest(&a), network_digest(&b));
+        assert_eq!(endpoint_digest(&ep, &a), endpoint_digest(&ep, &b));
+        let mut c = overlay(&["p1"]);
+        c.overlay.as_mut().unwrap().vni = 4343;
+        assert_ne!(endpoint_digest(&ep, &a), endpoint_digest(&ep, &c));
+    }
 }

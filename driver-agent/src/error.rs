@@ -33,6 +33,9 @@ pub enum AgentError {
     /// endpoint's veth).
     #[error("parent interface {name:?} is Weft's own link ({alias}); name one of the host's")]
     ParentIsWefts { name: String, alias: String },
+    /// Overlay: no address of the tunnel's family on this host to be its VXLAN endpoint.
+    #[error("no {family} underlay address on this host for the VXLAN tunnel endpoint")]
+    NoUnderlay { family: &'static str },
     /// A link the agent just created or configured disappeared under it.
     #[error("link {name} vanished while being set up")]
     Vanished { name: String },
@@ -99,7 +102,8 @@ impl From<AgentError> for Status {
             AgentError::Unsupported { .. }
             | AgentError::NoParent { .. }
             | AgentError::NoDefaultParent
-            | AgentError::ParentIsWefts { .. } => Status::failed_precondition(msg),
+            | AgentError::ParentIsWefts { .. }
+            | AgentError::NoUnderlay { .. } => Status::failed_precondition(msg),
             AgentError::Unimplemented { .. } => Status::unimplemented(msg),
             AgentError::NotOurs { .. } | AgentError::PortTaken { .. } => {
                 Status::already_exists(msg)

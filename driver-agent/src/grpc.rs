@@ -63,6 +63,8 @@ fn kind(k: report::Kind) -> pb::ObjectKind {
         report::Kind::Link => pb::ObjectKind::Link,
         report::Kind::Address => pb::ObjectKind::Address,
         report::Kind::Route => pb::ObjectKind::Route,
+        report::Kind::Neighbour => pb::ObjectKind::Neighbour,
+        report::Kind::FdbEntry => pb::ObjectKind::FdbEntry,
         report::Kind::File => pb::ObjectKind::File,
         report::Kind::NftTable => pb::ObjectKind::NftTable,
         report::Kind::NftRule => pb::ObjectKind::NftRule,

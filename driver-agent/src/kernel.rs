@@ -313,6 +313,27 @@ pub async fn global_addresses(handle: &Handle) -> Result<Vec<(u32, IpAddr)>, Age
         .collect())
 }
 
+/// The first of the namespace's own (underlay) addresses of one family (`v6`), in the order
+/// [`global_addresses`] gives them, with the link it is on: addresses on Weft's links (a
+/// bridge's gateway) do not count. The order is the one `GetCapabilities` reports, whose first
+/// address of a family the gateway takes as this host's VXLAN tunnel endpoint.
+pub async fn first_underlay_address(
+    handle: &Handle,
+    v6: bool,
+) -> Result<Option<(IpAddr, Link)>, AgentError> {
+    for (index, ip) in global_addresses(handle).await? {
+        if ip.is_ipv6() != v6 {
+            continue;
+        }
+        if let Some(link) = link_by_index(handle, index).await?
+            && !crate::names::is_weft_alias(&link.alias)
+        {
+            return Ok(Some((ip, link)));
+        }
+    }
+    Ok(None)
+}
+
 /// Removes the global-scope addresses of link `index` that are not in `keep` (link-local
 /// addresses the kernel made are left alone). Returns the removed ones.
 pub async fn remove_other_addresses(

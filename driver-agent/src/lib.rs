@@ -10,10 +10,12 @@
 //!
 //! Programmed so far: capabilities ([`capabilities`]), sandboxes ([`sandbox`]), the bridge
 //! driver ([`driver::bridge`]) and its firewall in nftables ([`firewall`]: masquerade,
-//! isolation, internal networks, published ports as map elements), ApplyState and
-//! reconciliation to the gateway's desired state ([`reconcile`]), and dns-svc's sockets
-//! ([`broker`]). Drivers the kernel lacks are refused with FAILED_PRECONDITION; overlay,
-//! macvlan and ipvlan are not programmed yet and say so (UNIMPLEMENTED).
+//! isolation, internal networks, published ports as map elements), the overlay driver
+//! ([`driver::overlay`]: the bridge driver's bridge and veths plus VXLAN with static FDB and
+//! neighbour entries, the same firewall), ApplyState and reconciliation to the gateway's
+//! desired state ([`reconcile`]), and dns-svc's sockets ([`broker`]). Drivers the kernel lacks
+//! are refused with FAILED_PRECONDITION; macvlan and ipvlan are not programmed yet and say so
+//! (UNIMPLEMENTED).
 //!
 //! Modules:
 //! - [`agent`]: the operations of `weft.agent.v1` in domain terms, over the managed namespace

@@ -9,8 +9,14 @@ pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
 const BRIDGE_PREFIX: &str = "wft-";
 const VETH_PREFIX: &str = "wv";
+/// Overlay networks' VXLAN devices: the dash keeps them apart from veths (`wv` and the
+/// alphanumeric characters of an id) and from bridges (`wft-`).
+pub const VXLAN_PREFIX: &str = "wfx-";
 const NETWORK_ALIAS: &str = "weft:network:";
 const ENDPOINT_ALIAS: &str = "weft:endpoint:";
+/// An overlay network's VXLAN device: the network's, but not its bridge (reconciliation
+/// finds a network's bridge by [`network_alias`]).
+const VXLAN_ALIAS: &str = "weft:vxlan:";
 
 /// Alphanumeric characters of an id: UUID dashes would waste scarce name bytes.
 fn compact(id: &str) -> String {
@@ -20,6 +26,13 @@ fn compact(id: &str) -> String {
 /// The bridge name derived from a network id when none is given.
 pub fn bridge_name(network_id: &str) -> String {
     let mut s = format!("{BRIDGE_PREFIX}{}", compact(network_id));
+    s.truncate(IFNAME_MAX);
+    s
+}
+
+/// The VXLAN device name derived from a network id when none is given.
+pub fn vxlan_name(network_id: &str) -> String {
+    let mut s = format!("{VXLAN_PREFIX}{}", compact(network_id));
     s.truncate(IFNAME_MAX);
     s
 }
@@ -41,9 +54,16 @@ pub fn endpoint_alias(endpoint_id: &str) -> String {
     format!("{ENDPOINT_ALIAS}{endpoint_id}")
 }
 
+/// The alias marking an overlay network's VXLAN device.
+pub fn vxlan_alias(network_id: &str) -> String {
+    format!("{VXLAN_ALIAS}{network_id}")
+}
+
 /// Whether a link alias marks the link as Weft's.
 pub fn is_weft_alias(alias: &str) -> bool {
-    alias.starts_with(NETWORK_ALIAS) || alias.starts_with(ENDPOINT_ALIAS)
+    alias.starts_with(NETWORK_ALIAS)
+        || alias.starts_with(ENDPOINT_ALIAS)
+        || alias.starts_with(VXLAN_ALIAS)
 }
 
 /// The endpoint id an alias carries, if it is an endpoint alias.
@@ -54,6 +74,11 @@ pub fn endpoint_of_alias(alias: &str) -> Option<&str> {
 /// The network id an alias carries, if it is a network alias.
 pub fn network_of_alias(alias: &str) -> Option<&str> {
     alias.strip_prefix(NETWORK_ALIAS)
+}
+
+/// The network id a VXLAN device's alias carries.
+pub fn network_of_vxlan_alias(alias: &str) -> Option<&str> {
+    alias.strip_prefix(VXLAN_ALIAS)
 }
 
 /// Whether `name` is a usable Linux interface name.
@@ -88,6 +113,13 @@ mod tests {
         let id = "3f2a9c1e-7b4d-4e2a-9f00-123456789abc";
         assert_eq!(bridge_name(id), "wft-3f2a9c1e7b4");
         assert_eq!(veth_host_name(id), "wv3f2a9c1e7b4d4");
+        assert_eq!(vxlan_name(id), "wfx-3f2a9c1e7b4");
+        assert!(valid_ifname(&vxlan_name(id)).is_ok());
+        // A VXLAN device, a bridge and a veth never share a name, whatever the ids.
+        assert_ne!(vxlan_name("x"), veth_host_name("x-"));
+        assert!(is_weft_alias(&vxlan_alias(id)));
+        assert_eq!(network_of_vxlan_alias(&vxlan_alias(id)), Some(id));
+        assert_eq!(network_of_alias(&vxlan_alias(id)), None);
         assert!(valid_ifname(&bridge_name(id)).is_ok());
     }
 

@@ -14,7 +14,9 @@
 //! to (`applied.rs`) or whose traces on the host are missing or wrong (a survey: one dump of
 //! the host's links, the namespace and file directories); the firewall is compared only when
 //! something else committed to nftables since the agent last did (`firewall/mod.rs`), and
-//! orphans are found from the same survey. With nothing changed, such a pass enters no sandbox
+//! orphans are found from the same survey. What a network holds beyond links (an overlay's FDB
+//! and neighbour entries) its driver compares itself (`NetworkDriver::drifted`: two dumps
+//! filtered to the VXLAN device, per overlay network). With nothing changed, such a pass enters no sandbox
 //! and changes nothing. After it, an **audit** ensures a few sandboxes in full, in turn: drift
 //! inside a sandbox, which the survey cannot see from the host, is found within
 //! `sandboxes / AUDIT` audits ([`crate::agent::AUDIT`]); so is the device of an endpoint no
@@ -58,6 +60,8 @@ struct Owned {
     networks: BTreeMap<String, kernel::Link>,
     /// Host-side veths by endpoint id (from their alias).
     endpoints: std::collections::BTreeMap<String, kernel::Link>,
+    /// Overlay networks' VXLAN devices by network id (by alias).
+    vxlans: BTreeMap<String, kernel::Link>,
     /// Sandbox ids of managed namespaces (`weft-<id>` in /run/netns).
     namespaces: BTreeSet<String>,
     /// Sandbox ids of file directories.
@@ -339,7 +343,9 @@ impl Agent {
         }
         let sandboxes = t.elapsed();
         for n in &desired.networks {
-            if !self.network_needs_ensuring(n, pass) {
+            if !self.network_needs_ensuring(n, pass)
+                && !driver::of(n.driver).drifted(self.host_handle(), n).await
+            {
                 continue;
             }
             pass.checked += 1;
@@ -419,7 +425,10 @@ impl Agent {
         }
         let device_ok = !driver::of(n.driver).host_device()
             || pass.owned.networks.get(&n.id).is_some_and(|l| l.up);
-        !(device_ok && self.applied.is(Of::Network, &n.id, digest(n)))
+        !(device_ok
+            && self
+                .applied
+                .is(Of::Network, &n.id, crate::agent::network_digest(n)))
     }
 
     fn endpoint_needs_ensuring(&self, ep: &Endpoint, net: &Network, pass: &Pass<'_>) -> bool {
@@ -503,7 +512,10 @@ impl Agent {
                 Err(e) => report.fail(Kind::Link, &link.name, id, &e),
             }
         }
-        for id in owned.networks.keys().filter(|id| {
+        // (A VXLAN device whose bridge is gone is the network's too.)
+        let owned_networks: BTreeSet<&String> =
+            owned.networks.keys().chain(owned.vxlans.keys()).collect();
+        for id in owned_networks.into_iter().filter(|id| {
             !want_networks.contains(id.as_str()) && !self.recent.since(id, true, as_of)
         }) {
             tracing::info!(network = %id, "removing an orphaned network");
@@ -539,6 +551,8 @@ impl Agent {
                 owned.endpoints.insert(id.to_owned(), l.clone());
             } else if let Some(id) = names::network_of_alias(&l.alias) {
                 owned.networks.insert(id.to_owned(), l.clone());
+            } else if let Some(id) = names::network_of_vxlan_alias(&l.alias) {
+                owned.vxlans.insert(id.to_owned(), l.clone());
             }
         }
         owned.files = dir_names(&self.data_dir().join("sandboxes"))
@@ -614,6 +628,11 @@ impl Agent {
         for id in owned.networks.keys() {
             if !networks.iter().any(|n| &n.id == id) {
                 orphan(Kind::Link, names::bridge_name(id), id);
+            }
+        }
+        for (id, link) in &owned.vxlans {
+            if !networks.iter().any(|n| &n.id == id) {
+                orphan(Kind::Link, link.name.clone(), id);
             }
         }
         for id in &owned.namespaces {

@@ -8,6 +8,10 @@ pub enum Kind {
     Link,
     Address,
     Route,
+    /// A static neighbour entry (overlay peers' addresses).
+    Neighbour,
+    /// A forwarding-database entry (overlay peers' MACs and VTEPs).
+    FdbEntry,
     File,
     NftTable,
     NftRule,

@@ -114,6 +114,14 @@ pub trait NetworkDriver: Send + Sync + std::fmt::Debug {
         Ok(NetworkSetup::nothing(net))
     }
 
+    /// Whether the network's objects on the host that the survey's link dump cannot see (an
+    /// overlay's FDB and neighbour entries) differ from `net`: a pass of the changes asks it of
+    /// a network it would otherwise leave alone, and ensures the network when it says so (or
+    /// cannot tell). Nothing beyond links by default.
+    async fn drifted(&self, _host: &Handle, _net: &Network) -> bool {
+        false
+    }
+
     /// Removes the device `setup` names, which this call's `ensure_network` created, unless an
     /// endpoint joined it meanwhile (a failed request leaves nothing behind). Runs under the
     /// network lock.

@@ -1,6 +1,7 @@
 //! The bridge driver: one Linux bridge per network in the managed namespace, one veth pair per
 //! endpoint with its container end in the sandbox. Everything through rtnetlink. Needs bridges
-//! and veth pairs from the kernel; the network's firewall rules match on its bridge.
+//! and veth pairs from the kernel; the network's firewall rules match on its bridge. The
+//! overlay driver builds on the same bridge and veths ([`ensure_bridge`], [`attach_veth`]).
 
 use std::os::fd::AsRawFd as _;
 
@@ -55,7 +56,7 @@ impl NetworkDriver for Bridge {
         net: &Network,
         report: &mut Report,
     ) -> Result<NetworkSetup, AgentError> {
-        let br = ensure_network(host, net, report).await?;
+        let br = ensure_bridge(host, net, net.bridge_mtu(), report).await?;
         Ok(NetworkSetup {
             state: NetworkState {
                 devices: vec![br.name.clone()],
@@ -87,7 +88,7 @@ impl NetworkDriver for Bridge {
         let br = setup.device.as_ref().ok_or_else(|| AgentError::Vanished {
             name: net.bridge.clone(),
         })?;
-        attach(host, sandbox, br, net, ep, report).await
+        attach_veth(host, sandbox, br, ep, net.bridge_mtu(), report).await
     }
 
     /// The host end is enough: the peer goes with it, wherever it is.
@@ -107,13 +108,13 @@ impl NetworkDriver for Bridge {
 const DERIVED_BRIDGE_PREFIX: &str = "wft-";
 
 /// Creates or updates the network's bridge: alias, MTU, gateway addresses, up.
-async fn ensure_network(
+pub(super) async fn ensure_bridge(
     host: &Handle,
     net: &Network,
+    mtu: u32,
     report: &mut Report,
 ) -> Result<Link, AgentError> {
     let alias = names::network_alias(&net.id);
-    let mtu = net.bridge_mtu();
     let mut created = false;
     let mut bridge = match kernel::link_by_name(host, &net.bridge).await? {
         Some(l) => l,
@@ -180,7 +181,7 @@ async fn ensure_network(
 }
 
 /// Removes a bridge this request created, unless an endpoint joined it meanwhile.
-async fn undo_network(host: &Handle, br: &Link) {
+pub(super) async fn undo_network(host: &Handle, br: &Link) {
     match kernel::links(host).await {
         Ok(all) if !all.iter().any(|l| l.controller == Some(br.index)) => {
             if let Err(e) = kernel::delete_link(host, br).await {
@@ -214,7 +215,7 @@ async fn remove_network(host: &Handle, network_id: &str, report: &mut Report) {
     }
 }
 
-async fn delete(host: &Handle, link: &Link, owner: &str, report: &mut Report) {
+pub(super) async fn delete(host: &Handle, link: &Link, owner: &str, report: &mut Report) {
     match kernel::delete_link(host, link).await {
         Ok(true) => {
             tracing::info!(link = %link.name, owner, "link removed");
@@ -226,19 +227,18 @@ async fn delete(host: &Handle, link: &Link, owner: &str, report: &mut Report) {
 }
 
 /// Creates (or completes) the endpoint's veth pair: host end in the bridge, container end in
-/// the sandbox with its name, MAC, addresses and routes. On failure a veth created by this call
-/// is removed again.
-async fn attach(
+/// the sandbox with its name, MAC, addresses and routes, both ends with `mtu`. On failure a
+/// veth created by this call is removed again.
+pub(super) async fn attach_veth(
     host: &Handle,
     sandbox: SandboxNs<'_>,
     bridge: &Link,
-    net: &Network,
     ep: &Endpoint,
+    mtu: u32,
     report: &mut Report,
 ) -> Result<Attached, AgentError> {
     let host_name = names::veth_host_name(&ep.id);
     let alias = names::endpoint_alias(&ep.id);
-    let mtu = net.bridge_mtu();
 
     // In a namespace this call made there is nothing to look for first: the veth is made at
     // once, and looked for only when its name turns out to be taken (a retry after a crash).
@@ -320,7 +320,11 @@ async fn existing_or_new(
     })
 }
 
-async fn enslave_up(host: &Handle, link: &Link, bridge: &Link) -> Result<(), AgentError> {
+pub(super) async fn enslave_up(
+    host: &Handle,
+    link: &Link,
+    bridge: &Link,
+) -> Result<(), AgentError> {
     host.link()
         .set(
             LinkUnspec::new_with_index(link.index)

@@ -11,11 +11,13 @@
 //! - `in_sandbox.rs`: the endpoint's interface once in the sandbox (addresses, routes), shared.
 //! - `on_parent.rs`: a device on the network's parent, born in the sandbox (macvlan, ipvlan).
 //! - [`bridge`]: a Linux bridge per network, a veth pair per endpoint.
+//! - [`overlay`]: the bridge driver's bridge and veths plus a VXLAN device, with static FDB and
+//!   neighbour entries for the network's endpoints on other hosts.
 //! - [`macvlan`]: a macvlan device per endpoint on the network's parent.
 //! - [`host`], [`none`]: nothing to program (the sandbox uses the host's stack, or loopback).
-//! - [`overlay`], [`ipvlan`]: refused with FAILED_PRECONDITION when the kernel lacks what they
-//!   need, otherwise with UNIMPLEMENTED (not enabled yet). [`ipvlan`]'s attach is macvlan's
-//!   path with its own kernel message.
+//! - [`ipvlan`]: refused with FAILED_PRECONDITION when the kernel lacks what it needs,
+//!   otherwise with UNIMPLEMENTED (not enabled yet); its attach is macvlan's path with its own
+//!   kernel message.
 
 mod api;
 pub mod bridge;
@@ -113,6 +115,7 @@ mod tests {
             icc: true,
             masquerade: true,
             host_binding_ipv4: None,
+            overlay: None,
         }
     }
 
@@ -178,7 +181,7 @@ mod tests {
             refusal(Driver::Overlay, "", &no_veth),
             lacks("overlay", "veth pairs")
         );
-        assert_eq!(refusal(Driver::Overlay, "", &full), todo("overlay"));
+        assert_eq!(refusal(Driver::Overlay, "", &full), None);
         assert_eq!(
             refusal(Driver::Macvlan, "eth0", &none),
             lacks("macvlan", "macvlan devices")
@@ -214,12 +217,20 @@ mod tests {
             vlan: true,
             ..Features::default()
         };
-        assert_eq!(usable(&full), ["bridge", "host", "none", "macvlan"]);
+        assert_eq!(
+            usable(&full),
+            ["bridge", "host", "none", "overlay", "macvlan"]
+        );
         assert_eq!(usable(&Features::default()), ["host", "none"]);
         let macvlan_only = Features {
             macvlan: true,
             ..Features::default()
         };
         assert_eq!(usable(&macvlan_only), ["host", "none", "macvlan"]);
+        let no_vxlan = Features {
+            vxlan: false,
+            ..full
+        };
+        assert_eq!(usable(&no_vxlan), ["bridge", "host", "none", "macvlan"]);
     }
 }

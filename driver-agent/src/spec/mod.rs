@@ -1,14 +1,17 @@
 //! The agent's domain types, converted from `weft.agent.v1` messages at the edge: anything
 //! malformed becomes a field violation naming the field and the value.
 //!
-//! One file per spec: [`network`], [`endpoint`] and the [`port`] mappings an endpoint publishes.
+//! One file per spec: [`network`] (with an [`overlay`] network's VXLAN side and peers),
+//! [`endpoint`] and the [`port`] mappings an endpoint publishes.
 
 mod endpoint;
 mod network;
+mod overlay;
 mod port;
 
 pub use endpoint::Endpoint;
 pub use network::{Driver, IpvlanFlag, IpvlanMode, MacvlanMode, Network};
+pub use overlay::{OverlaySpec, Peer};
 pub use port::{HostIp, PortMapping, Protocol};
 use weft_runtime::FieldViolation;
 
@@ -19,6 +22,11 @@ pub struct Violations(Vec<FieldViolation>);
 impl Violations {
     pub fn add(&mut self, field: impl Into<String>, value: impl Into<String>, reason: &str) {
         self.0.push(FieldViolation::new(field, value, reason));
+    }
+
+    /// How many violations so far.
+    pub fn count(&self) -> usize {
+        self.0.len()
     }
 
     pub fn finish<T>(self, value: T) -> Result<T, Vec<FieldViolation>> {

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use weft_proto::agent::v1 as pb;
 use weft_runtime::FieldViolation;
 
-use super::{Violations, check_id};
+use super::{OverlaySpec, Violations, check_id};
 use crate::names;
 
 /// The network drivers of the contract.
@@ -93,6 +93,8 @@ pub struct Network {
     pub masquerade: bool,
     /// Bridge: the IPv4 address published ports bind to when their host_ip is empty.
     pub host_binding_ipv4: Option<Ipv4Addr>,
+    /// Overlay: the VXLAN id, device, port and peers (`None` for other drivers).
+    pub overlay: Option<OverlaySpec>,
 }
 
 impl Network {
@@ -153,6 +155,8 @@ impl Network {
         }
         let macvlan_mode = parse_macvlan_mode(&mut v, &f("macvlan_mode"), spec.macvlan_mode);
         let (ipvlan_mode, ipvlan_flag) = parse_ipvlan(&mut v, prefix, &spec);
+        let overlay = (driver == Driver::Overlay)
+            .then(|| OverlaySpec::from_pb(&mut v, prefix, &spec, &subnets));
         v.finish(Self {
             id: spec.network_id,
             name: spec.name,
@@ -173,6 +177,7 @@ impl Network {
             icc: spec.enable_icc,
             masquerade: spec.enable_ip_masquerade,
             host_binding_ipv4,
+            overlay,
         })
     }
 }

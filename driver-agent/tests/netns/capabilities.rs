@@ -38,7 +38,10 @@ async fn detects_what_this_kernel_makes_and_reports_the_rest_missing() {
     );
     assert_eq!((f.ipvlan, f.dummy, f.vlan), (ipvlan, dummy, vlan), "{f:?}");
     assert!(f.nftables && f.nftables_nat, "{f:?}");
-    assert_eq!(driver::usable(&f), ["bridge", "host", "none", "macvlan"]);
+    assert_eq!(
+        driver::usable(&f),
+        ["bridge", "host", "none", "overlay", "macvlan"]
+    );
     // A fresh namespace forwards nothing.
     assert!(!caps.ipv4_forwarding);
     assert!(!caps.kernel_release.is_empty());

@@ -18,5 +18,6 @@ mod mtls;
 mod namespaces;
 mod netns_paths;
 mod nfnl;
+mod overlay;
 mod sandbox;
 mod support;
