@@ -58,6 +58,56 @@ fn hosts(ns: &TestNs, data: &Path) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// A sandbox's namespace path and first IPv4 address (without its prefix), from weftctl.
+fn sandbox(ns: &TestNs, data: &Path, name: &str) -> (String, String) {
+    let out = weftctl(ns, data, &["--format", "json", "sandbox", "inspect", name]).unwrap();
+    let v = json(&out);
+    let s = if v.is_array() { &v[0] } else { &v };
+    let path = s["netnsPath"].as_str().unwrap().to_owned();
+    let ip = s["endpoints"][0]["ipv4Address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    (path, ip)
+}
+
+/// One TCP exchange: a server in the namespace at `server` (port 8000) sends a line, a client
+/// in the namespace at `client` reads it from `ip`; what it read, once it worked.
+fn tcp_once(client: &str, server: &str, ip: &str) -> Option<String> {
+    let mut srv = Command::new("nsenter")
+        .arg(format!("--net={server}"))
+        .args([
+            "python3",
+            "-c",
+            "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);\
+             s.bind(('0.0.0.0',8000));s.listen();s.settimeout(5);c,_=s.accept();\
+             c.sendall(b'hello across hosts');c.close()",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("nsenter")
+        .arg(format!("--net={client}"))
+        .args([
+            "python3",
+            "-c",
+            &format!(
+                "import socket;s=socket.create_connection(('{ip}',8000),timeout=3);\
+                 print(s.recv(100).decode())"
+            ),
+        ])
+        .output()
+        .unwrap();
+    let _ = srv.kill();
+    let _ = srv.wait();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 /// The bridges in `ns`, by name.
 fn bridges(ns: &TestNs) -> Vec<String> {
     ns.ip_json(&["-d", "link", "show", "type", "bridge"])
@@ -161,6 +211,37 @@ fn a_second_host_joins_with_a_join_token_gets_sandboxes_and_is_removed() {
         "n1's bridge is on hb only"
     );
 
+    // An overlay network across both hosts: a member on each, TCP from one to the other
+    // through the VXLAN tunnel between the hosts' namespaces.
+    weftctl(
+        &host_a,
+        &data_a,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.232.0.0/24",
+            "ov",
+        ],
+    )
+    .unwrap();
+    for (host, name) in [("ha", "oa"), ("hb", "ob")] {
+        weftctl(
+            &host_a,
+            &data_a,
+            &["sandbox", "create", "--host", host, "--network", "ov", name],
+        )
+        .unwrap_or_else(|e| panic!("{name} on {host}: {e}\n{}", second.output()));
+    }
+    let (path_a, _) = sandbox(&host_a, &data_a, "oa");
+    let (path_b, ip_b) = sandbox(&host_a, &data_a, "ob");
+    let got = wait_until(Duration::from_secs(30), "TCP across the overlay", || {
+        tcp_once(&path_a, &path_b, &ip_b)
+    });
+    assert_eq!(got, "hello across hosts");
+
     // A restart of the second host needs no token: its certificates are kept.
     drop(second);
     let mut second = join(None);
@@ -173,7 +254,10 @@ fn a_second_host_joins_with_a_join_token_gets_sandboxes_and_is_removed() {
 
     // Removed from the first host (forced: it is up), with its sandbox.
     let removed = weftctl(&host_a, &data_a, &["host", "rm", "--force", "hb"]).unwrap();
-    assert!(removed.contains("s1"), "{removed}");
+    assert!(
+        removed.contains("s1") && removed.contains("ob"),
+        "{removed}"
+    );
     assert!(hosts(&host_a, &data_a).iter().all(|h| h.0 != "hb"));
     drop(second);
     drop(first);
