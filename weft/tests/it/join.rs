@@ -235,12 +235,25 @@ fn a_second_host_joins_with_a_join_token_gets_sandboxes_and_is_removed() {
         )
         .unwrap_or_else(|e| panic!("{name} on {host}: {e}\n{}", second.output()));
     }
-    let (path_a, _) = sandbox(&host_a, &data_a, "oa");
+    let (path_a, ip_a) = sandbox(&host_a, &data_a, "oa");
     let (path_b, ip_b) = sandbox(&host_a, &data_a, "ob");
     let got = wait_until(Duration::from_secs(30), "TCP across the overlay", || {
         tcp_once(&path_a, &path_b, &ip_b)
     });
     assert_eq!(got, "hello across hosts");
+    // And each resolves the other by name, through its own host's dns-svc.
+    for (from, name, want) in [(&path_a, "ob", &ip_b), (&path_b, "oa", &ip_a)] {
+        let answer = wait_until(Duration::from_secs(30), "a name across hosts", || {
+            let out = Command::new("nsenter")
+                .arg(format!("--net={from}"))
+                .args(["dig", "+short", "+time=2", "+tries=1", "@127.0.0.11", name])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            (out.status.success() && !text.is_empty()).then_some(text)
+        });
+        assert_eq!(&answer, want, "{name} from the other host");
+    }
 
     // A restart of the second host needs no token: its certificates are kept.
     drop(second);
