@@ -196,18 +196,31 @@ pub(crate) fn network(spec: NetworkSpec) -> Outcome {
             aux_addresses: BTreeMap::new(),
         });
     }
+    // As the gateway creates it: an overlay network gets a VXLAN id (the first of its range)
+    // when it names none, and spans hosts.
+    let mut options = spec.options.clone();
+    if spec.driver == "overlay" {
+        options
+            .entry(gateway::domain::network::VXLAN_IDS.to_owned())
+            .or_insert_with(|| "4096".to_owned());
+    }
     let rec = NetworkRecord {
         id: id(0x7e, 1),
         name: spec.name.clone(),
         driver: spec.driver.clone(),
-        scope: "local".into(),
+        scope: if spec.driver == "overlay" {
+            "global"
+        } else {
+            "local"
+        }
+        .into(),
         subnets,
         enable_ipv4: spec.enable_ipv4,
         enable_ipv6: spec.enable_ipv6,
         internal: spec.internal,
         attachable: spec.attachable,
         labels: spec.labels.clone(),
-        options: spec.options.clone(),
+        options,
         dns_servers: spec.dns_servers.clone(),
         predefined: false,
         created_at_ms: 0,
