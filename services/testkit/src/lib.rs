@@ -44,13 +44,37 @@ where
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released for the service to take).
+/// Where [`free_port`] looks: below the kernel's ephemeral range (32768-60999 by default), so
+/// that no outgoing connection of another test takes the port as its source between the check
+/// and the service's bind (which a port from `bind(0)` is open to).
+const TEST_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A port free for TCP and UDP on 127.0.0.1 (checked, then released for the service to take):
+/// each process walks [`TEST_PORTS`] in its own order from a start of its own, never giving a
+/// port twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        if n >= span {
+            // Every port of the range given out: the kernel's choice, as before.
+            return TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+        }
+        // 7919 is prime and does not divide the span: the walk visits every port once.
+        let port = u16::try_from(TEST_PORTS.start + (start + n * 7919) % span).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// A lazily connecting channel to `addr`.
