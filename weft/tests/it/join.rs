@@ -108,6 +108,55 @@ fn tcp_once(client: &str, server: &str, ip: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// The sandboxes a test made, removed when it ends (also when it fails): through weftctl while
+/// the control plane is up, and their namespaces (`/run/netns/weft-<id>`, made by the agents)
+/// whatever happened. Dropped before the `Weft`s that run the hosts.
+struct Sandboxes<'a> {
+    control: &'a TestNs,
+    data: &'a Path,
+    ids: Vec<(String, String)>,
+}
+
+impl<'a> Sandboxes<'a> {
+    fn new(control: &'a TestNs, data: &'a Path) -> Self {
+        Self {
+            control,
+            data,
+            ids: Vec::new(),
+        }
+    }
+
+    /// Creates a sandbox with weftctl (`args` between `sandbox create` and the name) and
+    /// remembers it.
+    fn create(&mut self, name: &str, args: &[&str]) {
+        let mut all = vec!["sandbox", "create"];
+        all.extend_from_slice(args);
+        all.push(name);
+        weftctl(self.control, self.data, &all).unwrap_or_else(|e| panic!("sandbox {name}: {e}"));
+        let out = weftctl(
+            self.control,
+            self.data,
+            &["--format", "json", "sandbox", "inspect", name],
+        )
+        .unwrap();
+        let v = json(&out);
+        let s = if v.is_array() { &v[0] } else { &v };
+        self.ids
+            .push((name.to_owned(), s["id"].as_str().unwrap().to_owned()));
+    }
+}
+
+impl Drop for Sandboxes<'_> {
+    fn drop(&mut self) {
+        for (name, id) in &self.ids {
+            let _ = weftctl(self.control, self.data, &["sandbox", "rm", name]);
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("weft-{id}")])
+                .output();
+        }
+    }
+}
+
 /// The bridges in `ns`, by name.
 fn bridges(ns: &TestNs) -> Vec<String> {
     ns.ip_json(&["-d", "link", "show", "type", "bridge"])
@@ -192,12 +241,8 @@ fn a_second_host_joins_with_a_join_token_gets_sandboxes_and_is_removed() {
         &["network", "create", "--subnet", "10.231.0.0/24", "n1"],
     )
     .unwrap();
-    weftctl(
-        &host_a,
-        &data_a,
-        &["sandbox", "create", "--host", "hb", "--network", "n1", "s1"],
-    )
-    .unwrap_or_else(|e| panic!("sandbox on hb: {e}\n{}", second.output()));
+    let mut made = Sandboxes::new(&host_a, &data_a);
+    made.create("s1", &["--host", "hb", "--network", "n1"]);
     let bridges_b = bridges(&host_b);
     assert_eq!(
         bridges_b.len(),
@@ -228,12 +273,7 @@ fn a_second_host_joins_with_a_join_token_gets_sandboxes_and_is_removed() {
     )
     .unwrap();
     for (host, name) in [("ha", "oa"), ("hb", "ob")] {
-        weftctl(
-            &host_a,
-            &data_a,
-            &["sandbox", "create", "--host", host, "--network", "ov", name],
-        )
-        .unwrap_or_else(|e| panic!("{name} on {host}: {e}\n{}", second.output()));
+        made.create(name, &["--host", host, "--network", "ov"]);
     }
     let (path_a, ip_a) = sandbox(&host_a, &data_a, "oa");
     let (path_b, ip_b) = sandbox(&host_a, &data_a, "ob");
@@ -272,6 +312,195 @@ fn a_second_host_joins_with_a_join_token_gets_sandboxes_and_is_removed() {
         "{removed}"
     );
     assert!(hosts(&host_a, &data_a).iter().all(|h| h.0 != "hb"));
+    drop(made);
     drop(second);
+    drop(first);
+}
+
+/// A 10 MB transfer: the server in `server` sends 10 MB of a fixed pattern, the client in
+/// `client` reads it all from `ip`; the SHA-256 of what it read, once it worked.
+fn ten_megabytes(client: &str, server: &str, ip: &str) -> Option<String> {
+    let mut srv = Command::new("nsenter")
+        .arg(format!("--net={server}"))
+        .args([
+            "python3",
+            "-c",
+            "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);\
+             s.bind(('0.0.0.0',8001));s.listen();s.settimeout(10);c,_=s.accept();\
+             c.sendall(bytes(range(256))*40960);c.close()",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("nsenter")
+        .arg(format!("--net={client}"))
+        .args([
+            "python3",
+            "-c",
+            &format!(
+                "import socket,hashlib;s=socket.create_connection(('{ip}',8001),timeout=10);\
+                 h=hashlib.sha256();n=0\n\
+                 while True:\n d=s.recv(65536)\n if not d: break\n h.update(d);n+=len(d)\n\
+                 print(n,h.hexdigest())"
+            ),
+        ])
+        .output()
+        .unwrap();
+    let _ = srv.kill();
+    let _ = srv.wait();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[test]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in namespaces")]
+fn three_joined_hosts_share_an_overlay_network_by_address_name_and_alias() {
+    let wire = TestNs::named("j3-net");
+    wire.ip(&["link", "add", "br0", "type", "bridge"]);
+    wire.ip(&["link", "set", "br0", "up"]);
+    let control = TestNs::named("j3-c");
+    let machines: Vec<(TestNs, String)> = (1..=3)
+        .map(|i| {
+            (
+                TestNs::named(&format!("j3-h{i}")),
+                format!("198.51.100.{i}"),
+            )
+        })
+        .collect();
+    control.veth_to("eth0", Some("198.51.100.10/24"), &wire, "pc", None);
+    wire.ip(&["link", "set", "pc", "master", "br0"]);
+    for (i, (ns, addr)) in machines.iter().enumerate() {
+        let port = format!("p{i}");
+        ns.veth_to("eth0", Some(&format!("{addr}/24")), &wire, &port, None);
+        wire.ip(&["link", "set", &port, "master", "br0"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("control");
+    // The control plane's own host plays no part in the overlay: the three joined hosts do.
+    let mut first = Weft::start_with(
+        &control,
+        &data,
+        &["--host-name", "control", "--advertise", "198.51.100.10"],
+    );
+    table_of(&mut first, "Talk to it:");
+    let mut joined = Vec::new();
+    for (i, (ns, addr)) in machines.iter().enumerate() {
+        let name = format!("h{}", i + 1);
+        let printed = weftctl(&control, &data, &["host", "join-token", "--host", &name]).unwrap();
+        let token = printed.split_whitespace().last().unwrap().to_owned();
+        let mut w = Weft::start_with(
+            ns,
+            &dir.path().join(&name),
+            &[
+                "--host-name",
+                &name,
+                "--join",
+                "198.51.100.10:7700",
+                "--join-token",
+                &token,
+                "--advertise",
+                addr,
+            ],
+        );
+        table_of(&mut w, "joined ");
+        joined.push(w);
+    }
+    wait_until(Duration::from_secs(60), "three hosts up", || {
+        let up = hosts(&control, &data)
+            .iter()
+            .filter(|h| h.0.starts_with('h') && h.1 == "HOST_STATE_UP")
+            .count();
+        (up == 3).then_some(())
+    });
+
+    let ctl = |args: &[&str]| {
+        weftctl(&control, &data, args).unwrap_or_else(|e| panic!("weftctl {args:?}: {e}"))
+    };
+    ctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.233.0.0/24",
+        "ov",
+    ]);
+    ctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.234.0.0/24",
+        "other",
+    ]);
+    let mut made = Sandboxes::new(&control, &data);
+    made.create("m1", &["--host", "h1", "--network", "ov"]);
+    made.create("m2", &["--host", "h2", "--network", "ov"]);
+    made.create("m3", &["--host", "h3"]);
+    ctl(&["network", "connect", "--alias", "db", "ov", "m3"]);
+    made.create("x2", &["--host", "h2", "--network", "other"]);
+    let members: Vec<(String, String)> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|m| sandbox(&control, &data, m))
+        .collect();
+
+    // Every pair, both ways, over TCP.
+    for (i, (from, _)) in members.iter().enumerate() {
+        for (j, (to, ip)) in members.iter().enumerate() {
+            if i != j {
+                let got = wait_until(Duration::from_secs(30), "TCP across hosts", || {
+                    tcp_once(from, to, ip)
+                });
+                assert_eq!(got, "hello across hosts", "m{} -> m{}", i + 1, j + 1);
+            }
+        }
+    }
+    // Names and aliases through each member's own host's dns-svc.
+    let dig = |from: &str, name: &str| {
+        wait_until(Duration::from_secs(30), "a name across hosts", || {
+            let out = Command::new("nsenter")
+                .arg(format!("--net={from}"))
+                .args(["dig", "+short", "+time=2", "+tries=1", "@127.0.0.11", name])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            (out.status.success() && !text.is_empty()).then_some(text)
+        })
+    };
+    assert_eq!(dig(&members[0].0, "m2"), members[1].1);
+    assert_eq!(dig(&members[1].0, "db"), members[2].1);
+    assert_eq!(dig(&members[2].0, "m1"), members[0].1);
+    // 10 MB from h3 to h1, intact at the overlay's MTU.
+    let want = {
+        use std::fmt::Write as _;
+        let data: Vec<u8> = (0..=255u8).cycle().take(256 * 40960).collect();
+        let digest = Command::new("python3")
+            .args([
+                "-c",
+                "import hashlib;print(hashlib.sha256(bytes(range(256))*40960).hexdigest())",
+            ])
+            .output()
+            .unwrap();
+        let mut s = String::new();
+        let _ = write!(s, "{} ", data.len());
+        s + String::from_utf8_lossy(&digest.stdout).trim()
+    };
+    let got = wait_until(Duration::from_secs(60), "10 MB across hosts", || {
+        ten_megabytes(&members[0].0, &members[2].0, &members[2].1)
+    });
+    assert_eq!(got, want);
+    // A member of another overlay on the same host as m2 does not reach m2.
+    let (x2, _) = sandbox(&control, &data, "x2");
+    assert_eq!(tcp_once(&x2, &members[1].0, &members[1].1), None);
+
+    // A host removed: its sandbox and its address go, and IPAM is consistent.
+    let removed = ctl(&["host", "rm", "--force", "h3"]);
+    assert!(removed.contains("m3"), "{removed}");
+    let tls_dir = data.join("pki").display().to_string();
+    ctl(&["ipam", "check", "--tls-dir", &tls_dir]);
+    drop(made);
+    drop(joined);
     drop(first);
 }
