@@ -153,10 +153,10 @@ pub async fn set_mtu(handle: &Handle, link: &Link, mtu: u32) -> Result<(), Agent
         .map_err(AgentError::netlink("set MTU of", &link.name))
 }
 
-/// Deletes a link; a link already gone is fine. Returns whether it existed.
-/// Takes the link out of its bridge (or other controller) and down.
+/// Takes the link out of its bridge (or other controller) and down. A link already gone is
+/// fine: a veth goes with its peer's namespace, which can happen between the look and this.
 pub async fn set_nocontroller_down(handle: &Handle, link: &Link) -> Result<(), AgentError> {
-    handle
+    match handle
         .link()
         .set(
             LinkUnspec::new_with_index(link.index)
@@ -166,9 +166,15 @@ pub async fn set_nocontroller_down(handle: &Handle, link: &Link) -> Result<(), A
         )
         .execute()
         .await
-        .map_err(AgentError::netlink("take down", &link.name))
+    {
+        Err(e) if errno(&e) != Some(libc::ENODEV) => {
+            Err(AgentError::netlink("take down", &link.name)(e))
+        }
+        _ => Ok(()),
+    }
 }
 
+/// Deletes a link; a link already gone is fine. Returns whether it existed.
 pub async fn delete_link(handle: &Handle, link: &Link) -> Result<bool, AgentError> {
     match handle.link().del(link.index).execute().await {
         Ok(()) => Ok(true),
