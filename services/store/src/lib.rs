@@ -87,7 +87,7 @@ pub struct Db {
     backend: Backend,
     url: Arc<str>,
     sqlite: Option<SqliteFile>,
-    _lock: Option<Arc<File>>,
+    lock: Option<Arc<File>>,
 }
 
 impl fmt::Debug for Db {
@@ -151,7 +151,7 @@ impl Db {
             backend: Backend::Postgres,
             url: shown.into(),
             sqlite: None,
-            _lock: None,
+            lock: None,
         })
     }
 
@@ -217,7 +217,7 @@ impl Db {
             // An in-memory database is private to its connection: nobody else may open it.
             sqlite: (!full_url.contains("mode=memory") && !path.starts_with(":memory:"))
                 .then_some(SqliteFile { path, pragmas }),
-            _lock: Some(Arc::new(lock)),
+            lock: Some(Arc::new(lock)),
         })
     }
 
@@ -261,10 +261,15 @@ impl Db {
         }
     }
 
-    /// Closes both pools.
+    /// Closes both pools, then (SQLite) releases the lock file at once: another process may
+    /// open the database as soon as this returns, even while clones of this handle (a
+    /// background task's) are still being dropped. Nothing can use the database through them.
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+        if let Some(lock) = &self.lock {
+            let _ = lock.unlock();
+        }
     }
 }
 
