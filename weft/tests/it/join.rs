@@ -441,6 +441,8 @@ fn three_joined_hosts_share_an_overlay_network_by_address_name_and_alias() {
     made.create("m3", &["--host", "h3"]);
     ctl(&["network", "connect", "--alias", "db", "ov", "m3"]);
     made.create("x2", &["--host", "h2", "--network", "other"]);
+    ctl(&["network", "create", "--subnet", "10.235.0.0/24", "local-br"]);
+    made.create("y2", &["--host", "h2", "--network", "local-br"]);
     let members: Vec<(String, String)> = ["m1", "m2", "m3"]
         .iter()
         .map(|m| sandbox(&control, &data, m))
@@ -494,6 +496,9 @@ fn three_joined_hosts_share_an_overlay_network_by_address_name_and_alias() {
     // A member of another overlay on the same host as m2 does not reach m2.
     let (x2, _) = sandbox(&control, &data, "x2");
     assert_eq!(tcp_once(&x2, &members[1].0, &members[1].1), None);
+    // Nor does a member of a bridge network on that host.
+    let (y2, _) = sandbox(&control, &data, "y2");
+    assert_eq!(tcp_once(&y2, &members[1].0, &members[1].1), None);
 
     // A host removed: its sandbox and its address go, and IPAM is consistent.
     let removed = ctl(&["host", "rm", "--force", "h3"]);
