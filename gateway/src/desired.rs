@@ -193,7 +193,8 @@ impl Gateway {
         }
         let mut tx = store::read_snapshot(&self.db).await?;
         let revision = self.registered_revision(&mut tx, host).await?;
-        let state = full_state(&mut tx, host, revision).await?;
+        let networks = store::networks::list(&mut tx).await?;
+        let state = full_state(&mut tx, host, revision, &networks).await?;
         tx.commit().await?;
         Ok(state)
     }
@@ -214,18 +215,20 @@ impl Gateway {
         }
         let mut tx = store::read_snapshot(&self.db).await?;
         let revision = self.registered_revision(&mut tx, host).await?;
+        // Read once: what changed is told from them (overlays), and the answer uses them.
+        let networks = store::networks::list(&mut tx).await?;
         let touched = if since == 0 || since > revision {
             None
         } else {
-            touched_since(&mut tx, host, since, revision).await?
+            touched_since(&mut tx, host, since, revision, &networks).await?
         };
         let answer = match touched {
             None => DesiredAnswer {
-                state: full_state(&mut tx, host, revision).await?,
+                state: full_state(&mut tx, host, revision, &networks).await?,
                 changes_only: false,
                 removed: Vec::new(),
             },
-            Some(ids) => changes_of(&mut tx, host, revision, ids).await?,
+            Some(ids) => changes_of(&mut tx, host, revision, ids, &networks).await?,
         };
         tx.commit().await?;
         Ok(answer)
@@ -278,6 +281,7 @@ async fn touched_since(
     host: &str,
     since: u64,
     revision: u64,
+    networks: &[NetworkRecord],
 ) -> Result<Option<std::collections::BTreeSet<String>>, GatewayError> {
     use weft_proto::gateway::v1::{EventKind, event::Object};
     let mut touched = std::collections::BTreeSet::new();
@@ -291,11 +295,10 @@ async fn touched_since(
     }
     // An endpoint of an overlay network on another host changes this host's peers: the
     // networks are then sent whole.
-    let overlays: std::collections::BTreeSet<String> = store::networks::list(tx)
-        .await?
-        .into_iter()
+    let overlays: std::collections::BTreeSet<&str> = networks
+        .iter()
         .filter(|n| n.driver == "overlay")
-        .map(|n| n.id)
+        .map(|n| n.id.as_str())
         .collect();
     let (mut last, mut seen) = (since, 0);
     while last < revision {
@@ -316,7 +319,7 @@ async fn touched_since(
                 Some(Object::Endpoint(ep)) if ep.host == host => {
                     touched.insert(ep.sandbox_id);
                 }
-                Some(Object::Endpoint(ep)) if overlays.contains(&ep.network_id) => {
+                Some(Object::Endpoint(ep)) if overlays.contains(ep.network_id.as_str()) => {
                     return Ok(None);
                 }
                 Some(Object::Network(_)) if e.kind == EventKind::NetworkUpdated as i32 => {
@@ -336,6 +339,7 @@ async fn changes_of(
     host: &str,
     revision: u64,
     ids: std::collections::BTreeSet<String>,
+    networks: &[NetworkRecord],
 ) -> Result<DesiredAnswer, GatewayError> {
     let mut sandboxes = Vec::new();
     let mut removed = Vec::new();
@@ -349,8 +353,7 @@ async fn changes_of(
             _ => removed.push(id),
         }
     }
-    let networks = store::networks::list(tx).await?;
-    let mut state = assemble(host, revision, sandboxes, &networks);
+    let mut state = assemble(host, revision, sandboxes, networks);
     crate::overlay::fill_peers(tx, host, &mut state).await?;
     Ok(DesiredAnswer {
         state,
@@ -364,10 +367,10 @@ async fn full_state(
     tx: &mut sqlx::AnyConnection,
     host: &str,
     revision: u64,
+    networks: &[NetworkRecord],
 ) -> Result<apb::DesiredState, GatewayError> {
     let sandboxes = store::sandboxes::list_on_host(tx, host).await?;
     let endpoints = store::sandboxes::endpoints_on_host(tx, host).await?;
-    let networks = store::networks::list(tx).await?;
     let mut by_sandbox: std::collections::HashMap<String, Vec<EndpointRecord>> =
         std::collections::HashMap::new();
     for ep in endpoints {
@@ -383,7 +386,7 @@ async fn full_state(
             (s, eps)
         })
         .collect();
-    let mut state = assemble(host, revision, sandboxes, &networks);
+    let mut state = assemble(host, revision, sandboxes, networks);
     crate::overlay::fill_peers(tx, host, &mut state).await?;
     Ok(state)
 }

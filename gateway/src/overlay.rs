@@ -46,11 +46,18 @@ pub(crate) async fn peers_for(
     network_id: &str,
     host: &str,
 ) -> Result<Vec<apb::OverlayPeer>, GatewayError> {
-    let endpoints = store::sandboxes::endpoints_of(conn, Owner::Network, network_id).await?;
-    if endpoints.iter().all(|e| e.host == host) {
-        return Ok(Vec::new());
-    }
     let vteps = vteps(conn).await?;
+    peers_with(conn, network_id, host, &vteps).await
+}
+
+/// [`peers_for`] with the hosts' VTEPs read already.
+async fn peers_with(
+    conn: &mut sqlx::AnyConnection,
+    network_id: &str,
+    host: &str,
+    vteps: &HashMap<String, String>,
+) -> Result<Vec<apb::OverlayPeer>, GatewayError> {
+    let endpoints = store::sandboxes::endpoints_of(conn, Owner::Network, network_id).await?;
     Ok(endpoints
         .iter()
         .filter(|e| e.host != host && !e.host_down)
@@ -67,16 +74,20 @@ pub(crate) async fn peers_for(
         .collect())
 }
 
-/// Fills the peer lists of the overlay networks of a host's desired state.
+/// Fills the peer lists of the overlay networks of a host's desired state (the hosts' VTEPs
+/// read once, only when there is an overlay network).
 pub(crate) async fn fill_peers(
     conn: &mut sqlx::AnyConnection,
     host: &str,
     state: &mut apb::DesiredState,
 ) -> Result<(), GatewayError> {
-    for n in &mut state.networks {
-        if n.driver == apb::Driver::Overlay as i32 {
-            n.peers = peers_for(conn, &n.network_id, host).await?;
-        }
+    let overlay = |n: &apb::NetworkSpec| n.driver == apb::Driver::Overlay as i32;
+    if !state.networks.iter().any(overlay) {
+        return Ok(());
+    }
+    let vteps = vteps(conn).await?;
+    for n in state.networks.iter_mut().filter(|n| overlay(n)) {
+        n.peers = peers_with(conn, &n.network_id, host, &vteps).await?;
     }
     Ok(())
 }

@@ -210,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn a_joinable_host_gives_its_gateway_the_address_and_a_copy_of_the_ca_key() {
+    fn a_joinable_host_gives_its_gateway_a_copy_of_the_ca_key_and_takes_it_back() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("run")).unwrap();
         crate::user::own_dir(&dir.path().join("pki"), 0o700, None).unwrap();

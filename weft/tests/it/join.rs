@@ -74,31 +74,18 @@ fn sandbox(ns: &TestNs, data: &Path, name: &str) -> (String, String) {
     (path, ip)
 }
 
-/// One TCP exchange: a server in the namespace at `server` (port 8000) sends a line, a client
-/// in the namespace at `client` reads it from `ip`; what it read, once it worked.
-fn tcp_once(client: &str, server: &str, ip: &str) -> Option<String> {
+/// Runs the Python `server_code` in the namespace at `server` and, once it listens, the Python
+/// `client_code` in the namespace at `client`: the client's output, when it succeeded.
+fn exchange(client: &str, server: &str, server_code: &str, client_code: &str) -> Option<String> {
     let mut srv = Command::new("nsenter")
         .arg(format!("--net={server}"))
-        .args([
-            "python3",
-            "-c",
-            "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);\
-             s.bind(('0.0.0.0',8000));s.listen();s.settimeout(5);c,_=s.accept();\
-             c.sendall(b'hello across hosts');c.close()",
-        ])
+        .args(["python3", "-c", server_code])
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let out = Command::new("nsenter")
         .arg(format!("--net={client}"))
-        .args([
-            "python3",
-            "-c",
-            &format!(
-                "import socket;s=socket.create_connection(('{ip}',8000),timeout=3);\
-                 print(s.recv(100).decode())"
-            ),
-        ])
+        .args(["python3", "-c", client_code])
         .output()
         .unwrap();
     let _ = srv.kill();
@@ -106,6 +93,36 @@ fn tcp_once(client: &str, server: &str, ip: &str) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// One TCP exchange: a server in the namespace at `server` (port 8000) sends a line, a client
+/// in the namespace at `client` reads it from `ip`; what it read, once it worked.
+fn tcp_once(client: &str, server: &str, ip: &str) -> Option<String> {
+    exchange(
+        client,
+        server,
+        "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);\
+         s.bind(('0.0.0.0',8000));s.listen();s.settimeout(5);c,_=s.accept();\
+         c.sendall(b'hello across hosts');c.close()",
+        &format!(
+            "import socket;s=socket.create_connection(('{ip}',8000),timeout=3);\
+             print(s.recv(100).decode())"
+        ),
+    )
+}
+
+/// What `name` resolves to from the namespace at `from`, through its host's dns-svc (waiting
+/// until it answers).
+fn dig_from(from: &str, name: &str) -> String {
+    wait_until(Duration::from_secs(30), "a name across hosts", || {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={from}"))
+            .args(["dig", "+short", "+time=2", "+tries=1", "@127.0.0.11", name])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    })
 }
 
 /// The sandboxes a test made, removed when it ends (also when it fails): through weftctl while
@@ -283,16 +300,7 @@ fn a_second_host_joins_with_a_join_token_gets_sandboxes_and_is_removed() {
     assert_eq!(got, "hello across hosts");
     // And each resolves the other by name, through its own host's dns-svc.
     for (from, name, want) in [(&path_a, "ob", &ip_b), (&path_b, "oa", &ip_a)] {
-        let answer = wait_until(Duration::from_secs(30), "a name across hosts", || {
-            let out = Command::new("nsenter")
-                .arg(format!("--net={from}"))
-                .args(["dig", "+short", "+time=2", "+tries=1", "@127.0.0.11", name])
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            (out.status.success() && !text.is_empty()).then_some(text)
-        });
-        assert_eq!(&answer, want, "{name} from the other host");
+        assert_eq!(&dig_from(from, name), want, "{name} from the other host");
     }
 
     // A restart of the second host needs no token: its certificates are kept.
@@ -320,37 +328,19 @@ fn a_second_host_joins_with_a_join_token_gets_sandboxes_and_is_removed() {
 /// A 10 MB transfer: the server in `server` sends 10 MB of a fixed pattern, the client in
 /// `client` reads it all from `ip`; the SHA-256 of what it read, once it worked.
 fn ten_megabytes(client: &str, server: &str, ip: &str) -> Option<String> {
-    let mut srv = Command::new("nsenter")
-        .arg(format!("--net={server}"))
-        .args([
-            "python3",
-            "-c",
-            "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);\
-             s.bind(('0.0.0.0',8001));s.listen();s.settimeout(10);c,_=s.accept();\
-             c.sendall(bytes(range(256))*40960);c.close()",
-        ])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let out = Command::new("nsenter")
-        .arg(format!("--net={client}"))
-        .args([
-            "python3",
-            "-c",
-            &format!(
-                "import socket,hashlib;s=socket.create_connection(('{ip}',8001),timeout=10);\
-                 h=hashlib.sha256();n=0\n\
-                 while True:\n d=s.recv(65536)\n if not d: break\n h.update(d);n+=len(d)\n\
-                 print(n,h.hexdigest())"
-            ),
-        ])
-        .output()
-        .unwrap();
-    let _ = srv.kill();
-    let _ = srv.wait();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    exchange(
+        client,
+        server,
+        "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);\
+         s.bind(('0.0.0.0',8001));s.listen();s.settimeout(10);c,_=s.accept();\
+         c.sendall(bytes(range(256))*40960);c.close()",
+        &format!(
+            "import socket,hashlib;s=socket.create_connection(('{ip}',8001),timeout=10);\
+             h=hashlib.sha256();n=0\n\
+             while True:\n d=s.recv(65536)\n if not d: break\n h.update(d);n+=len(d)\n\
+             print(n,h.hexdigest())"
+        ),
+    )
 }
 
 #[test]
@@ -460,20 +450,9 @@ fn three_joined_hosts_share_an_overlay_network_by_address_name_and_alias() {
         }
     }
     // Names and aliases through each member's own host's dns-svc.
-    let dig = |from: &str, name: &str| {
-        wait_until(Duration::from_secs(30), "a name across hosts", || {
-            let out = Command::new("nsenter")
-                .arg(format!("--net={from}"))
-                .args(["dig", "+short", "+time=2", "+tries=1", "@127.0.0.11", name])
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            (out.status.success() && !text.is_empty()).then_some(text)
-        })
-    };
-    assert_eq!(dig(&members[0].0, "m2"), members[1].1);
-    assert_eq!(dig(&members[1].0, "db"), members[2].1);
-    assert_eq!(dig(&members[2].0, "m1"), members[0].1);
+    assert_eq!(dig_from(&members[0].0, "m2"), members[1].1);
+    assert_eq!(dig_from(&members[1].0, "db"), members[2].1);
+    assert_eq!(dig_from(&members[2].0, "m1"), members[0].1);
     // 10 MB from h3 to h1, intact at the overlay's MTU.
     let want = {
         use std::fmt::Write as _;
