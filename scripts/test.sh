@@ -14,11 +14,15 @@ export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 export NEXTEST_TEST_THREADS=${NEXTEST_TEST_THREADS:-$(($(nproc) + 1))}
 export PATH="${WEFT_VENV:-/var/cache/weft/venv}/bin:$PATH"
 
-# A stable port (the first free one from 56432): the build scripts watch the database URL
+# A stable port (the first free one from 15432): the build scripts watch the database URL
 # (weft-testcfg), so a port that changed every run would rebuild the crates that have them.
+# Below the kernel's ephemeral range (32768-60999), where a test's client connection could
+# hold it as its source port, and the tests' own service ports (testkit: 20000-31999).
 if [ -z "${PGPORT:-}" ]; then
-  PGPORT=56432
-  while ss -Htln "sport = :$PGPORT" | grep -q .; do PGPORT=$((PGPORT + 1)); done
+  PGPORT=15432
+  # Any socket on the port (also one in TIME-WAIT from a run just before) can make the
+  # server's bind fail: the next port then.
+  while ss -Htan "sport = :$PGPORT" | grep -q .; do PGPORT=$((PGPORT + 1)); done
 fi
 export PGPORT
 pg_root_file=$(mktemp)
