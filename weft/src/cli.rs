@@ -74,6 +74,29 @@ pub struct UpArgs {
     )]
     pub join_token: Option<String>,
 
+    /// The gateway's Postgres database (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`) instead of
+    /// the SQLite file in the data directory; needs --ipam-database-url too (another database:
+    /// each service migrates its own). Handed to the service in its environment, never on a
+    /// command line.
+    #[arg(
+        long,
+        env = "WEFT_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true,
+        requires = "ipam_database_url"
+    )]
+    pub database_url: Option<String>,
+
+    /// ipam-svc's Postgres database, with --database-url.
+    #[arg(
+        long,
+        env = "WEFT_UP_IPAM_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true,
+        requires = "database_url"
+    )]
+    pub ipam_database_url: Option<String>,
+
     /// The user the gateway, ipam-svc and dns-svc run as (never root; the driver-agent alone
     /// stays root). The default, `weft`, is created as a system user when missing.
     #[arg(long, env = "WEFT_USER", default_value = crate::user::DEFAULT_USER)]

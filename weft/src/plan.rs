@@ -62,6 +62,78 @@ pub struct UpConfig {
     pub join: Option<crate::joined::JoinTo>,
     /// A joined host's certificates, once there (see [`crate::joined`]).
     pub joined: Option<crate::joined::JoinedTls>,
+    /// `--database-url` and `--ipam-database-url`: the gateway and ipam-svc on Postgres
+    /// instead of their SQLite files in the data directory.
+    pub postgres: Option<Postgres>,
+}
+
+/// The two Postgres databases of a stack on Postgres: one per service, since each migrates
+/// its own schema (their migration histories would collide in one database).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Postgres {
+    pub gateway: String,
+    pub ipam: String,
+}
+
+impl std::fmt::Debug for Postgres {
+    // The URLs may hold passwords.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("gateway", &redact_url(&self.gateway))
+            .field("ipam", &redact_url(&self.ipam))
+            .finish()
+    }
+}
+
+/// The longest database URL taken.
+const MAX_DATABASE_URL: usize = 2048;
+
+impl Postgres {
+    /// Checks the two URLs: Postgres ones, of bounded length, without control characters, and
+    /// not the same database.
+    fn check(gateway: String, ipam: String) -> Result<Self, UpError> {
+        for (flag, url) in [("--database-url", &gateway), ("--ipam-database-url", &ipam)] {
+            let scheme_ok = url.starts_with("postgres://") || url.starts_with("postgresql://");
+            if !scheme_ok {
+                return Err(UpError::Invalid(format!(
+                    "{flag} {}: expected a postgres:// URL (SQLite is the default: leave both \
+                     database flags out)",
+                    redact_url(url)
+                )));
+            }
+            if url.len() > MAX_DATABASE_URL || url.chars().any(char::is_control) {
+                return Err(UpError::Invalid(format!(
+                    "{flag}: at most {MAX_DATABASE_URL} characters, none of them control \
+                     characters"
+                )));
+            }
+        }
+        if gateway.trim_end_matches('/') == ipam.trim_end_matches('/') {
+            return Err(UpError::Invalid(
+                "--database-url and --ipam-database-url name the same database: give each \
+                 service its own (their migrations would collide)"
+                    .into(),
+            ));
+        }
+        Ok(Self { gateway, ipam })
+    }
+}
+
+/// A database URL as it may be shown: without the password, if it has one.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<not a URL>".into();
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(u, _)| u);
+            format!("{user}:***@{host}")
+        }
+        None => authority.to_owned(),
+    };
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    format!("{scheme}://{host}/{path}")
 }
 
 impl UpConfig {
@@ -111,6 +183,22 @@ impl UpConfig {
             }
             (None, None) => None,
         };
+        let postgres = match (args.database_url, args.ipam_database_url) {
+            (Some(gateway), Some(ipam)) => Some(Postgres::check(gateway, ipam)?),
+            (None, None) => None,
+            _ => {
+                return Err(UpError::Invalid(
+                    "--database-url and --ipam-database-url go together (the gateway's and \
+                     ipam-svc's Postgres databases)"
+                        .into(),
+                ));
+            }
+        };
+        if postgres.is_some() && join.is_some() {
+            return Err(UpError::Invalid(
+                "a joined host keeps no database: --database-url goes to the first host".into(),
+            ));
+        }
         let data_dir = std::path::absolute(&args.data_dir).map_err(|source| UpError::Dir {
             path: args.data_dir.clone(),
             source,
@@ -130,6 +218,7 @@ impl UpConfig {
             advertise: args.advertise,
             join,
             joined: None,
+            postgres,
         })
     }
 
@@ -178,45 +267,39 @@ impl UpConfig {
             (
                 "ipam-svc",
                 IPAM,
-                vec![
-                    "--listen".into(),
-                    IPAM.into(),
-                    "--database-url".into(),
-                    sqlite("ipam.db"),
-                ]
-                .into_iter()
-                .chain(tls(|t| &t.ipam))
-                .collect(),
+                vec!["--listen".into(), IPAM.into()]
+                    .into_iter()
+                    .chain(self.sqlite_flag(&sqlite("ipam.db")))
+                    .chain(tls(|t| &t.ipam))
+                    .collect(),
             ),
             (
                 "gateway",
                 GATEWAY,
-                vec![
-                    "--listen".into(),
-                    GATEWAY.into(),
-                    "--database-url".into(),
-                    sqlite("gateway.db"),
-                    "--ipam".into(),
-                    url(IPAM),
-                    "--agent".into(),
-                    url(AGENT),
-                    "--host-name".into(),
-                    host.into(),
-                ]
-                .into_iter()
-                .chain(self.tokens.iter().flat_map(|t| {
-                    [
-                        "--admin-token-sha256".to_owned(),
-                        t.admin_hash.clone(),
-                        "--agent-token-sha256".to_owned(),
-                        t.agent_hash.clone(),
-                        "--dns-token-sha256".to_owned(),
-                        t.dns_hash.clone(),
-                    ]
-                }))
-                .chain(tls(|t| &t.gateway))
-                .chain(self.joinable_flags())
-                .collect(),
+                vec!["--listen".into(), GATEWAY.into()]
+                    .into_iter()
+                    .chain(self.sqlite_flag(&sqlite("gateway.db")))
+                    .chain([
+                        "--ipam".into(),
+                        url(IPAM),
+                        "--agent".into(),
+                        url(AGENT),
+                        "--host-name".into(),
+                        host.into(),
+                    ])
+                    .chain(self.tokens.iter().flat_map(|t| {
+                        [
+                            "--admin-token-sha256".to_owned(),
+                            t.admin_hash.clone(),
+                            "--agent-token-sha256".to_owned(),
+                            t.agent_hash.clone(),
+                            "--dns-token-sha256".to_owned(),
+                            t.dns_hash.clone(),
+                        ]
+                    }))
+                    .chain(tls(|t| &t.gateway))
+                    .chain(self.joinable_flags())
+                    .collect(),
             ),
             ("driver-agent", AGENT, agent),
             ("dns-svc", DNS, dns),
@@ -235,6 +318,7 @@ impl UpConfig {
                 #[allow(clippy::expect_used)]
                 listen: listen.parse().expect("the default addresses are valid"),
                 args: args.into_iter().map(OsString::from).collect(),
+                env: self.database_env(name),
                 log: self.log_dir().join(format!("{name}.log")),
                 // The gateway's listener stays plaintext on loopback (it takes tokens); the
                 // others serve TLS only, and answer health to a client without a certificate.
@@ -273,6 +357,7 @@ impl UpConfig {
             binary: self.bin_dir.join(name),
             listen,
             args: args.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
             log: self.log_dir().join(format!("{name}.log")),
             run_as: if name == "driver-agent" {
                 None
@@ -288,6 +373,25 @@ impl UpConfig {
             service("driver-agent", agent_at, agent, Kind::Agent),
             service("dns-svc", dns_at, dns, Kind::Dns),
         ]
+    }
+
+    /// `--database-url FILE_URL` for a service on its SQLite file; nothing on Postgres (its
+    /// URL goes in the environment: see [`Self::database_env`]).
+    fn sqlite_flag(&self, url: &str) -> Vec<String> {
+        match self.postgres {
+            Some(_) => Vec::new(),
+            None => vec!["--database-url".into(), url.into()],
+        }
+    }
+
+    /// The environment that gives the gateway or ipam-svc its Postgres URL: not on the command
+    /// line, which every local user can read in /proc.
+    fn database_env(&self, service: &str) -> Vec<(&'static str, String)> {
+        match (&self.postgres, service) {
+            (Some(p), "gateway") => vec![("WEFT_GATEWAY_DATABASE_URL", p.gateway.clone())],
+            (Some(p), "ipam-svc") => vec![("WEFT_IPAM_DATABASE_URL", p.ipam.clone())],
+            _ => Vec::new(),
+        }
     }
 
     /// A joinable first host's gateway flags: its TLS listener on the advertised address, and
@@ -450,6 +554,8 @@ pub struct Service {
     /// Its gRPC address (health is checked there).
     pub listen: SocketAddr,
     pub args: Vec<OsString>,
+    /// Environment variables it gets besides weft's own (secrets: never on its command line).
+    pub env: Vec<(&'static str, String)>,
     pub log: PathBuf,
     /// The user it runs as; `None`: root (the driver-agent).
     pub run_as: Option<crate::user::Ids>,
@@ -479,6 +585,7 @@ mod tests {
             advertise: None,
             join: None,
             joined: None,
+            postgres: None,
         }
     }
 
@@ -648,6 +755,8 @@ mod tests {
             advertise: None,
             join: None,
             join_token: None,
+            database_url: None,
+            ipam_database_url: None,
         };
         assert!(UpConfig::from_args(up("", None)).is_err());
         let e = UpConfig::from_args(up("My_Host", None))
@@ -696,6 +805,77 @@ mod tests {
         assert!(
             !format!("{ok:?}").contains(&"a".repeat(64)),
             "the token is never shown"
+        );
+    }
+
+    #[test]
+    fn on_postgres_the_urls_go_in_the_environment_and_are_checked() {
+        let up = |gateway: &str, ipam: &str| UpArgs {
+            data_dir: "d".into(),
+            bin_dir: Some("/b".into()),
+            host_name: "h".into(),
+            netns: None,
+            dns_upstreams: Vec::new(),
+            user: "weft".into(),
+            start_timeout: Duration::from_secs(1),
+            stop_timeout: Duration::from_secs(1),
+            advertise: None,
+            join: None,
+            join_token: None,
+            database_url: Some(gateway.into()),
+            ipam_database_url: Some(ipam.into()),
+        };
+        let g = "postgres://weft:s3cret@db.example:5432/weft_gateway";
+        let i = "postgres://weft:s3cret@db.example:5432/weft_ipam";
+        let c = UpConfig::from_args(up(g, i)).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"), "never shown");
+        let s = c.services();
+        for (n, var, url) in [
+            (0, "WEFT_IPAM_DATABASE_URL", i),
+            (1, "WEFT_GATEWAY_DATABASE_URL", g),
+        ] {
+            assert_eq!(s[n].env, [(var, url.to_owned())]);
+            let line = args(&s[n]).join(" ");
+            assert!(
+                !line.contains("--database-url") && !line.contains("s3cret"),
+                "{line}"
+            );
+        }
+        assert!(s[2].env.is_empty() && s[3].env.is_empty());
+        assert_eq!(
+            redact_url(g),
+            "postgres://weft:***@db.example:5432/weft_gateway"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?sslmode=require"),
+            "postgres://h/db"
+        );
+
+        let refused = |a: UpArgs, says: &str| {
+            let e = UpConfig::from_args(a).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        };
+        refused(up(g, g), "the same database");
+        refused(up("sqlite:///tmp/x.db", i), "postgres://");
+        refused(up(&format!("{g}\n"), i), "control");
+        refused(up(&format!("{g}{}", "x".repeat(3000)), i), "2048");
+        refused(
+            UpArgs {
+                ipam_database_url: None,
+                ..up(g, i)
+            },
+            "go together",
+        );
+        let token = format!("weftjoin_{}.{}", "a".repeat(64), "b".repeat(64));
+        refused(
+            UpArgs {
+                join: Some("192.0.2.1:7700".into()),
+                join_token: Some(token),
+                advertise: Some("192.0.2.2".parse().unwrap()),
+                ..up(g, i)
+            },
+            "joined host keeps no database",
         );
     }
 

@@ -199,6 +199,7 @@ impl Stack {
             .stderr(log)
             // The logs are files: no terminal colour codes in them.
             .env("NO_COLOR", "1")
+            .envs(service.env.iter().map(|(k, v)| (k, v)))
             // Its own process group: a Ctrl-C in the terminal reaches weft only, which then
             // stops the services in order instead of all at once.
             .process_group(0)

@@ -56,6 +56,14 @@ pub fn render(config: &UpConfig, running: &[Running]) -> String {
         );
     }
     let _ = writeln!(out, "  data          {}", config.data_dir.display());
+    if let Some(pg) = &config.postgres {
+        let _ = writeln!(
+            out,
+            "  store         Postgres: gateway {}, ipam-svc {}",
+            crate::plan::redact_url(&pg.gateway),
+            crate::plan::redact_url(&pg.ipam)
+        );
+    }
     if let Some(join) = &config.join {
         let _ = writeln!(
             out,
