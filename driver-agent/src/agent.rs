@@ -55,6 +55,9 @@ pub struct Agent {
     /// Serialises network creation so that two attaches racing on one new network do not both
     /// try to create (and then disown) its bridge.
     networks: tokio::sync::Mutex<()>,
+    /// Attaches under way, per network: an idle overlay is not removed under one (see
+    /// [`Agent::remove_overlay_if_idle`]).
+    attaching: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// What the API touched lately, which reconciliation leaves alone.
     pub(crate) recent: crate::recent::Recent,
     /// This host's name, once known: ApplyState refuses another host's state.
@@ -125,6 +128,7 @@ impl Agent {
             host,
             caps,
             networks: tokio::sync::Mutex::new(()),
+            attaching: Default::default(),
             recent: Default::default(),
             host_name: std::sync::OnceLock::new(),
             sysctls_checked: Default::default(),
@@ -379,15 +383,65 @@ impl Agent {
 
     /// Removes every object of the network `network_id` from the host.
     pub async fn remove_network(&self, network_id: &str) -> Report {
+        let guard = self.networks.lock().await;
+        self.remove_network_locked(network_id, guard).await
+    }
+
+    /// After a detach from `network_id`: an overlay network with no endpoint left on this host
+    /// goes from it at once (its bridge, VXLAN device and rules; the other hosts' agents drop
+    /// this host from their FDB as the gateway's view changes), as Docker's overlay driver
+    /// removes a host's sandbox of a network when its last container leaves. One with an
+    /// endpoint left, or with an attach under way, stays; reconciliation removes anything this
+    /// misses (a sandbox deleted whole, whose veths the kernel removes in the background).
+    pub async fn remove_overlay_if_idle(&self, network_id: &str, report: &mut Report) {
+        let guard = self.networks.lock().await;
+        let busy = lock_map(&self.attaching)
+            .get(network_id)
+            .is_some_and(|n| *n > 0);
+        if busy {
+            return;
+        }
+        let links = match kernel::links(&self.host).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(network = %network_id, error = %e, "cannot tell whether the overlay is idle");
+                return;
+            }
+        };
+        let alias = names::vxlan_alias(network_id);
+        let Some(bridge) = links
+            .iter()
+            .find(|l| l.alias == alias)
+            .and_then(|vx| vx.controller.map(|br| (br, vx.index)))
+        else {
+            return;
+        };
+        let (br, vx) = bridge;
+        if links
+            .iter()
+            .any(|l| l.controller == Some(br) && l.index != vx)
+        {
+            return;
+        }
+        tracing::info!(network = %network_id, "last endpoint on this host left the overlay: removing its devices");
+        let r = self.remove_network_locked(network_id, guard).await;
+        report.changes.extend(r.changes);
+        report.failures.extend(r.failures);
+    }
+
+    /// [`Agent::remove_network`] under the network lock (`guard`, released on the way).
+    async fn remove_network_locked(
+        &self,
+        network_id: &str,
+        guard: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Report {
         self.applied.forget(Of::Network, network_id);
         let mut report = Report::default();
-        {
-            // (Removal knows only the id: every driver removes what it finds of it.)
-            let _guard = self.networks.lock().await;
-            for d in driver::all() {
-                d.remove_network(&self.host, network_id, &mut report).await;
-            }
+        // (Removal knows only the id: every driver removes what it finds of it.)
+        for d in driver::all() {
+            d.remove_network(&self.host, network_id, &mut report).await;
         }
+        drop(guard);
         if !report.failures.is_empty() {
             // A bridge that may still be there keeps route_localnet on: its rules (and the
             // table's loopback guard) stay until a later pass removes it.
@@ -431,6 +485,7 @@ impl Agent {
             ]));
         }
         let d = self.driver(net)?;
+        let _attaching = Attaching::new(&self.attaching, &net.id);
         self.applied.forget(Of::Endpoint, &ep.id);
         self.applied.forget(Of::Network, &net.id);
         if !d.attaches() {
@@ -708,6 +763,41 @@ pub async fn default_routes(sandbox: &Handle) -> Result<DefaultRoutes, AgentErro
         }
     }
     Ok(out)
+}
+
+fn lock_map<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One attach under way on a network, counted while it lives.
+struct Attaching<'a> {
+    map: &'a std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    network: String,
+}
+
+impl<'a> Attaching<'a> {
+    fn new(
+        map: &'a std::sync::Mutex<std::collections::HashMap<String, usize>>,
+        network: &str,
+    ) -> Self {
+        *lock_map(map).entry(network.to_owned()).or_default() += 1;
+        Self {
+            map,
+            network: network.to_owned(),
+        }
+    }
+}
+
+impl Drop for Attaching<'_> {
+    fn drop(&mut self) {
+        let mut m = lock_map(self.map);
+        if let Some(n) = m.get_mut(&self.network) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.network);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -431,6 +431,9 @@ impl AgentService for AgentGrpc {
     ) -> Result<Response<pb::DetachResponse>, Status> {
         let r = req.into_inner();
         check_ids(&[("endpoint_id", &r.endpoint_id)])?;
+        if !r.network_id.is_empty() {
+            check_ids(&[("network_id", &r.network_id)])?;
+        }
         let files = r
             .files
             .map(|f| detach_files(&r.sandbox_id, f))
@@ -443,6 +446,11 @@ impl AgentService for AgentGrpc {
         if let Some(f) = &files {
             self.agent
                 .write_files(&f.id, &f.resolv_conf, &f.hosts, &mut report)?;
+        }
+        if !r.network_id.is_empty() {
+            self.agent
+                .remove_overlay_if_idle(&r.network_id, &mut report)
+                .await;
         }
         let (v4, v6) = routes_ids(routes);
         Ok(Response::new(pb::DetachResponse {

@@ -87,6 +87,7 @@ pub fn endpoint(e: &pb::Endpoint) -> Value {
         "driverOptions": map(&e.driver_options),
         "linkLocalIps": e.link_local_ips,
         "host": e.host,
+        "hostDown": e.host_down,
         "createdAt": time(e.created_at.as_ref()),
     })
 }

@@ -163,22 +163,6 @@ fn addr(ip: &str, port: u16) -> SocketAddr {
     SocketAddr::new(ip.parse().unwrap(), port)
 }
 
-/// What a host namespace holds that an agent could touch: links, routes (both families, every
-/// table), the bridge FDB, the neighbour entries nobody learned (permanent ones: entries the
-/// kernel learns for underlay traffic come and go by themselves), the nftables ruleset.
-fn snapshot(ns: &TestNs) -> Vec<Value> {
-    let bridge_fdb: Value = serde_json::from_slice(&ns.exec_ok("bridge", &["-j", "fdb", "show"]))
-        .expect("bridge -j gives JSON");
-    vec![
-        ip_json(ns, &["link", "show"]),
-        ip_json(ns, &["-4", "route", "show", "table", "all"]),
-        ip_json(ns, &["-6", "route", "show", "table", "all"]),
-        bridge_fdb,
-        ip_json(ns, &["neigh", "show", "nud", "permanent"]),
-        ns.nft_json(&["list", "ruleset"]),
-    ]
-}
-
 /// Pairs of strings as the kernel's dumps give them: (MAC, VTEP) or (address, MAC).
 type Entries = BTreeSet<(String, String)>;
 
@@ -312,7 +296,7 @@ async fn pass(agent: &Agent, state: &pb::DesiredState, full: bool) -> Report {
 async fn overlay_members_on_three_hosts_talk_both_ways_move_10_mb_intact_and_stay_isolated() {
     let cluster = Cluster::new(3);
     cluster.settled().await;
-    let before: Vec<Vec<Value>> = cluster.hosts.iter().map(snapshot).collect();
+    let before: Vec<Vec<Value>> = cluster.hosts.iter().map(TestNs::kernel_snapshot).collect();
     let agents = agents(&cluster).await;
     let members: Vec<Member> = (0..3)
         .map(|i| member(i, &format!("10.60.0.{}", 10 + i)))
@@ -470,7 +454,7 @@ async fn overlay_members_on_three_hosts_talk_both_ways_move_10_mb_intact_and_sta
             "host {i}: {:?}",
             r.changes
         );
-        assert_eq!(snapshot(&cluster.hosts[i]), before[i], "host {i}");
+        assert_eq!(cluster.hosts[i].kernel_snapshot(), before[i], "host {i}");
     }
 }
 
@@ -519,7 +503,7 @@ async fn overlay_entries_follow_the_peer_lists_are_repaired_by_reconciliation_an
 {
     let cluster = Cluster::new(3);
     cluster.settled().await;
-    let before: Vec<Vec<Value>> = cluster.hosts.iter().map(snapshot).collect();
+    let before: Vec<Vec<Value>> = cluster.hosts.iter().map(TestNs::kernel_snapshot).collect();
     let mut agents = agents(&cluster).await;
     let net_id = unique("ovl");
     let vx = names::vxlan_name(&net_id);
@@ -689,7 +673,7 @@ async fn overlay_entries_follow_the_peer_lists_are_repaired_by_reconciliation_an
         pass(agent, &state[i], false).await;
     }
     assert!(link(&links(&cluster.hosts[2]), &vx).is_none());
-    assert_eq!(snapshot(&cluster.hosts[2]), before[2], "host 2");
+    assert_eq!(cluster.hosts[2].kernel_snapshot(), before[2], "host 2");
     for i in 0..2 {
         assert_converged(&cluster, &vx, &members.iter().collect::<Vec<_>>(), i);
     }
@@ -705,7 +689,7 @@ async fn overlay_entries_follow_the_peer_lists_are_repaired_by_reconciliation_an
     }
     for (i, (agent, _)) in agents.iter().enumerate() {
         pass(agent, &pb::DesiredState::default(), false).await;
-        assert_eq!(snapshot(&cluster.hosts[i]), before[i], "host {i}");
+        assert_eq!(cluster.hosts[i].kernel_snapshot(), before[i], "host {i}");
     }
 }
 
@@ -714,7 +698,7 @@ async fn overlay_entries_follow_the_peer_lists_are_repaired_by_reconciliation_an
 async fn an_internal_overlay_spans_hosts_but_reaches_nothing_outside() {
     let cluster = Cluster::new(2);
     cluster.settled().await;
-    let before: Vec<Vec<Value>> = cluster.hosts.iter().map(snapshot).collect();
+    let before: Vec<Vec<Value>> = cluster.hosts.iter().map(TestNs::kernel_snapshot).collect();
     let agents = agents(&cluster).await;
     let members = [member(0, "10.80.0.10"), member(1, "10.80.0.11")];
     let all: Vec<&Member> = members.iter().collect();
@@ -749,6 +733,6 @@ async fn an_internal_overlay_spans_hosts_but_reaches_nothing_outside() {
     }
     for (i, (agent, _)) in agents.iter().enumerate() {
         pass(agent, &pb::DesiredState::default(), false).await;
-        assert_eq!(snapshot(&cluster.hosts[i]), before[i], "host {i}");
+        assert_eq!(cluster.hosts[i].kernel_snapshot(), before[i], "host {i}");
     }
 }

@@ -169,6 +169,24 @@ impl TestNs {
         made
     }
 
+    /// What a namespace playing a host holds that Weft could touch: links, routes (both
+    /// families, every table), the bridge FDB, the neighbour entries nobody learned (permanent
+    /// ones: entries the kernel learns for underlay traffic come and go by themselves), the
+    /// nftables ruleset. Equal before and after means Weft left the host as it found it.
+    pub fn kernel_snapshot(&self) -> Vec<Value> {
+        let bridge_fdb: Value =
+            serde_json::from_slice(&self.exec_ok("bridge", &["-j", "fdb", "show"]))
+                .expect("bridge -j gives JSON");
+        vec![
+            self.ip_json(&["link", "show"]),
+            self.ip_json(&["-4", "route", "show", "table", "all"]),
+            self.ip_json(&["-6", "route", "show", "table", "all"]),
+            bridge_fdb,
+            self.ip_json(&["neigh", "show", "nud", "permanent"]),
+            self.nft_json(&["list", "ruleset"]),
+        ]
+    }
+
     /// A veth pair: `name` here, `peer_name` in `peer`, both up, each with its address
     /// (`"192.0.2.1/24"` form) if given.
     pub fn veth_to(

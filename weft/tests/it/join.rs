@@ -19,7 +19,7 @@ const B: &str = "198.51.100.2";
 
 /// weftctl, run in `ns` with the admin token of the data directory `data`: its stdout, or the
 /// panic with its stderr.
-fn weftctl(ns: &TestNs, data: &Path, args: &[&str]) -> Result<String, String> {
+pub(crate) fn weftctl(ns: &TestNs, data: &Path, args: &[&str]) -> Result<String, String> {
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.name])
         .arg(bin_dir().join("weftctl"))
@@ -37,7 +37,7 @@ fn weftctl(ns: &TestNs, data: &Path, args: &[&str]) -> Result<String, String> {
 }
 
 /// The table once `weft` printed it (all its services healthy).
-fn table_of(weft: &mut Weft, marker: &str) -> String {
+pub(crate) fn table_of(weft: &mut Weft, marker: &str) -> String {
     wait_until(Duration::from_secs(120), "weft up's table", || {
         weft.assert_running();
         let out = std::fs::read_to_string(&weft.out).unwrap_or_default();
@@ -46,7 +46,7 @@ fn table_of(weft: &mut Weft, marker: &str) -> String {
 }
 
 /// The hosts the first host's gateway lists, as (name, state, agent address).
-fn hosts(ns: &TestNs, data: &Path) -> Vec<(String, String, String)> {
+pub(crate) fn hosts(ns: &TestNs, data: &Path) -> Vec<(String, String, String)> {
     weftctl(ns, data, &["--format", "json", "hosts"])
         .unwrap()
         .lines()
@@ -59,7 +59,7 @@ fn hosts(ns: &TestNs, data: &Path) -> Vec<(String, String, String)> {
 }
 
 /// A sandbox's namespace path and first IPv4 address (without its prefix), from weftctl.
-fn sandbox(ns: &TestNs, data: &Path, name: &str) -> (String, String) {
+pub(crate) fn sandbox(ns: &TestNs, data: &Path, name: &str) -> (String, String) {
     let out = weftctl(ns, data, &["--format", "json", "sandbox", "inspect", name]).unwrap();
     let v = json(&out);
     let s = if v.is_array() { &v[0] } else { &v };
@@ -76,7 +76,12 @@ fn sandbox(ns: &TestNs, data: &Path, name: &str) -> (String, String) {
 
 /// Runs the Python `server_code` in the namespace at `server` and, once it listens, the Python
 /// `client_code` in the namespace at `client`: the client's output, when it succeeded.
-fn exchange(client: &str, server: &str, server_code: &str, client_code: &str) -> Option<String> {
+pub(crate) fn exchange(
+    client: &str,
+    server: &str,
+    server_code: &str,
+    client_code: &str,
+) -> Option<String> {
     let mut srv = Command::new("nsenter")
         .arg(format!("--net={server}"))
         .args(["python3", "-c", server_code])
@@ -97,7 +102,7 @@ fn exchange(client: &str, server: &str, server_code: &str, client_code: &str) ->
 
 /// One TCP exchange: a server in the namespace at `server` (port 8000) sends a line, a client
 /// in the namespace at `client` reads it from `ip`; what it read, once it worked.
-fn tcp_once(client: &str, server: &str, ip: &str) -> Option<String> {
+pub(crate) fn tcp_once(client: &str, server: &str, ip: &str) -> Option<String> {
     exchange(
         client,
         server,
@@ -113,7 +118,7 @@ fn tcp_once(client: &str, server: &str, ip: &str) -> Option<String> {
 
 /// What `name` resolves to from the namespace at `from`, through its host's dns-svc (waiting
 /// until it answers).
-fn dig_from(from: &str, name: &str) -> String {
+pub(crate) fn dig_from(from: &str, name: &str) -> String {
     wait_until(Duration::from_secs(30), "a name across hosts", || {
         let out = Command::new("nsenter")
             .arg(format!("--net={from}"))
@@ -128,14 +133,14 @@ fn dig_from(from: &str, name: &str) -> String {
 /// The sandboxes a test made, removed when it ends (also when it fails): through weftctl while
 /// the control plane is up, and their namespaces (`/run/netns/weft-<id>`, made by the agents)
 /// whatever happened. Dropped before the `Weft`s that run the hosts.
-struct Sandboxes<'a> {
+pub(crate) struct Sandboxes<'a> {
     control: &'a TestNs,
     data: &'a Path,
     ids: Vec<(String, String)>,
 }
 
 impl<'a> Sandboxes<'a> {
-    fn new(control: &'a TestNs, data: &'a Path) -> Self {
+    pub(crate) fn new(control: &'a TestNs, data: &'a Path) -> Self {
         Self {
             control,
             data,
@@ -145,7 +150,7 @@ impl<'a> Sandboxes<'a> {
 
     /// Creates a sandbox with weftctl (`args` between `sandbox create` and the name) and
     /// remembers it.
-    fn create(&mut self, name: &str, args: &[&str]) {
+    pub(crate) fn create(&mut self, name: &str, args: &[&str]) {
         let mut all = vec!["sandbox", "create"];
         all.extend_from_slice(args);
         all.push(name);
@@ -175,7 +180,7 @@ impl Drop for Sandboxes<'_> {
 }
 
 /// The bridges in `ns`, by name.
-fn bridges(ns: &TestNs) -> Vec<String> {
+pub(crate) fn bridges(ns: &TestNs) -> Vec<String> {
     ns.ip_json(&["-d", "link", "show", "type", "bridge"])
         .as_array()
         .unwrap()
@@ -327,7 +332,7 @@ fn a_second_host_joins_with_a_join_token_gets_sandboxes_and_is_removed() {
 
 /// A 10 MB transfer: the server in `server` sends 10 MB of a fixed pattern, the client in
 /// `client` reads it all from `ip`; the SHA-256 of what it read, once it worked.
-fn ten_megabytes(client: &str, server: &str, ip: &str) -> Option<String> {
+pub(crate) fn ten_megabytes(client: &str, server: &str, ip: &str) -> Option<String> {
     exchange(
         client,
         server,
@@ -341,150 +346,4 @@ fn ten_megabytes(client: &str, server: &str, ip: &str) -> Option<String> {
              print(n,h.hexdigest())"
         ),
     )
-}
-
-#[test]
-#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in namespaces")]
-fn three_joined_hosts_share_an_overlay_network_by_address_name_and_alias() {
-    let wire = TestNs::named("j3-net");
-    wire.ip(&["link", "add", "br0", "type", "bridge"]);
-    wire.ip(&["link", "set", "br0", "up"]);
-    let control = TestNs::named("j3-c");
-    let machines: Vec<(TestNs, String)> = (1..=3)
-        .map(|i| {
-            (
-                TestNs::named(&format!("j3-h{i}")),
-                format!("198.51.100.{i}"),
-            )
-        })
-        .collect();
-    control.veth_to("eth0", Some("198.51.100.10/24"), &wire, "pc", None);
-    wire.ip(&["link", "set", "pc", "master", "br0"]);
-    for (i, (ns, addr)) in machines.iter().enumerate() {
-        let port = format!("p{i}");
-        ns.veth_to("eth0", Some(&format!("{addr}/24")), &wire, &port, None);
-        wire.ip(&["link", "set", &port, "master", "br0"]);
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("control");
-    // The control plane's own host plays no part in the overlay: the three joined hosts do.
-    let mut first = Weft::start_with(
-        &control,
-        &data,
-        &["--host-name", "control", "--advertise", "198.51.100.10"],
-    );
-    table_of(&mut first, "Talk to it:");
-    let mut joined = Vec::new();
-    for (i, (ns, addr)) in machines.iter().enumerate() {
-        let name = format!("h{}", i + 1);
-        let printed = weftctl(&control, &data, &["host", "join-token", "--host", &name]).unwrap();
-        let token = printed.split_whitespace().last().unwrap().to_owned();
-        let mut w = Weft::start_with(
-            ns,
-            &dir.path().join(&name),
-            &[
-                "--host-name",
-                &name,
-                "--join",
-                "198.51.100.10:7700",
-                "--join-token",
-                &token,
-                "--advertise",
-                addr,
-            ],
-        );
-        table_of(&mut w, "joined ");
-        joined.push(w);
-    }
-    wait_until(Duration::from_secs(60), "three hosts up", || {
-        let up = hosts(&control, &data)
-            .iter()
-            .filter(|h| h.0.starts_with('h') && h.1 == "HOST_STATE_UP")
-            .count();
-        (up == 3).then_some(())
-    });
-
-    let ctl = |args: &[&str]| {
-        weftctl(&control, &data, args).unwrap_or_else(|e| panic!("weftctl {args:?}: {e}"))
-    };
-    ctl(&[
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "--subnet",
-        "10.233.0.0/24",
-        "ov",
-    ]);
-    ctl(&[
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "--subnet",
-        "10.234.0.0/24",
-        "other",
-    ]);
-    let mut made = Sandboxes::new(&control, &data);
-    made.create("m1", &["--host", "h1", "--network", "ov"]);
-    made.create("m2", &["--host", "h2", "--network", "ov"]);
-    made.create("m3", &["--host", "h3"]);
-    ctl(&["network", "connect", "--alias", "db", "ov", "m3"]);
-    made.create("x2", &["--host", "h2", "--network", "other"]);
-    ctl(&["network", "create", "--subnet", "10.235.0.0/24", "local-br"]);
-    made.create("y2", &["--host", "h2", "--network", "local-br"]);
-    let members: Vec<(String, String)> = ["m1", "m2", "m3"]
-        .iter()
-        .map(|m| sandbox(&control, &data, m))
-        .collect();
-
-    // Every pair, both ways, over TCP.
-    for (i, (from, _)) in members.iter().enumerate() {
-        for (j, (to, ip)) in members.iter().enumerate() {
-            if i != j {
-                let got = wait_until(Duration::from_secs(30), "TCP across hosts", || {
-                    tcp_once(from, to, ip)
-                });
-                assert_eq!(got, "hello across hosts", "m{} -> m{}", i + 1, j + 1);
-            }
-        }
-    }
-    // Names and aliases through each member's own host's dns-svc.
-    assert_eq!(dig_from(&members[0].0, "m2"), members[1].1);
-    assert_eq!(dig_from(&members[1].0, "db"), members[2].1);
-    assert_eq!(dig_from(&members[2].0, "m1"), members[0].1);
-    // 10 MB from h3 to h1, intact at the overlay's MTU.
-    let want = {
-        use std::fmt::Write as _;
-        let data: Vec<u8> = (0..=255u8).cycle().take(256 * 40960).collect();
-        let digest = Command::new("python3")
-            .args([
-                "-c",
-                "import hashlib;print(hashlib.sha256(bytes(range(256))*40960).hexdigest())",
-            ])
-            .output()
-            .unwrap();
-        let mut s = String::new();
-        let _ = write!(s, "{} ", data.len());
-        s + String::from_utf8_lossy(&digest.stdout).trim()
-    };
-    let got = wait_until(Duration::from_secs(60), "10 MB across hosts", || {
-        ten_megabytes(&members[0].0, &members[2].0, &members[2].1)
-    });
-    assert_eq!(got, want);
-    // A member of another overlay on the same host as m2 does not reach m2.
-    let (x2, _) = sandbox(&control, &data, "x2");
-    assert_eq!(tcp_once(&x2, &members[1].0, &members[1].1), None);
-    // Nor does a member of a bridge network on that host.
-    let (y2, _) = sandbox(&control, &data, "y2");
-    assert_eq!(tcp_once(&y2, &members[1].0, &members[1].1), None);
-
-    // A host removed: its sandbox and its address go, and IPAM is consistent.
-    let removed = ctl(&["host", "rm", "--force", "h3"]);
-    assert!(removed.contains("m3"), "{removed}");
-    let tls_dir = data.join("pki").display().to_string();
-    ctl(&["ipam", "check", "--tls-dir", &tls_dir]);
-    drop(made);
-    drop(joined);
-    drop(first);
 }

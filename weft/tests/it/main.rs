@@ -8,6 +8,7 @@
 mod join;
 mod refusals;
 mod up;
+mod world;
 
 use std::{
     path::PathBuf,

@@ -43,6 +43,17 @@ impl Weft {
 
     /// `weft up --netns NS --data-dir DATA` with `flags`.
     pub(crate) fn start_with(ns: &TestNs, data: &Path, flags: &[&str]) -> Self {
+        Self::start_with_env(ns, data, flags, &[])
+    }
+
+    /// [`Self::start_with`], with `env` added to weft's environment (which its services
+    /// inherit).
+    pub(crate) fn start_with_env(
+        ns: &TestNs,
+        data: &Path,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         assert!(
             !Path::new("/usr/bin/grpcurl").exists() && !Path::new("/usr/bin/weftctl").exists(),
             "the test needs a PATH without weftctl and grpcurl"
@@ -59,6 +70,7 @@ impl Weft {
             .arg(bin_dir())
             // The PATH of a fresh machine: neither weftctl nor grpcurl on it.
             .env("PATH", FRESH_PATH)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(File::create(&out).unwrap())
             .stderr(File::create(&err).unwrap())
@@ -82,6 +94,11 @@ impl Weft {
             std::fs::read_to_string(&self.out).unwrap_or_default(),
             std::fs::read_to_string(&self.err).unwrap_or_default()
         )
+    }
+
+    /// Whether weft has exited.
+    pub(crate) fn has_exited(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_some()
     }
 
     /// Panics (with weft's output) if weft has exited.
