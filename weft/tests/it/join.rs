@@ -19,7 +19,7 @@ const B: &str = "198.51.100.2";
 
 /// weftctl, run in `ns` with the admin token of the data directory `data`: its stdout, or the
 /// panic with its stderr.
-fn weftctl(ns: &TestNs, data: &Path, args: &[&str]) -> Result<String, String> {
+pub(crate) fn weftctl(ns: &TestNs, data: &Path, args: &[&str]) -> Result<String, String> {
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.name])
         .arg(bin_dir().join("weftctl"))
@@ -37,7 +37,7 @@ fn weftctl(ns: &TestNs, data: &Path, args: &[&str]) -> Result<String, String> {
 }
 
 /// The table once `weft` printed it (all its services healthy).
-fn table_of(weft: &mut Weft, marker: &str) -> String {
+pub(crate) fn table_of(weft: &mut Weft, marker: &str) -> String {
     wait_until(Duration::from_secs(120), "weft up's table", || {
         weft.assert_running();
         let out = std::fs::read_to_string(&weft.out).unwrap_or_default();
@@ -46,7 +46,7 @@ fn table_of(weft: &mut Weft, marker: &str) -> String {
 }
 
 /// The hosts the first host's gateway lists, as (name, state, agent address).
-fn hosts(ns: &TestNs, data: &Path) -> Vec<(String, String, String)> {
+pub(crate) fn hosts(ns: &TestNs, data: &Path) -> Vec<(String, String, String)> {
     weftctl(ns, data, &["--format", "json", "hosts"])
         .unwrap()
         .lines()
@@ -59,7 +59,7 @@ fn hosts(ns: &TestNs, data: &Path) -> Vec<(String, String, String)> {
 }
 
 /// A sandbox's namespace path and first IPv4 address (without its prefix), from weftctl.
-fn sandbox(ns: &TestNs, data: &Path, name: &str) -> (String, String) {
+pub(crate) fn sandbox(ns: &TestNs, data: &Path, name: &str) -> (String, String) {
     let out = weftctl(ns, data, &["--format", "json", "sandbox", "inspect", name]).unwrap();
     let v = json(&out);
     let s = if v.is_array() { &v[0] } else { &v };
@@ -113,29 +113,36 @@ fn tcp_once(client: &str, server: &str, ip: &str) -> Option<String> {
 
 /// What `name` resolves to from the namespace at `from`, through its host's dns-svc (waiting
 /// until it answers).
-fn dig_from(from: &str, name: &str) -> String {
+pub(crate) fn dig_from(from: &str, name: &str) -> String {
     wait_until(Duration::from_secs(30), "a name across hosts", || {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={from}"))
-            .args(["dig", "+short", "+time=2", "+tries=1", "@127.0.0.11", name])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        (out.status.success() && !text.is_empty()).then_some(text)
+        dig_once(from, name, 2)
     })
+}
+
+/// One `dig` of `name` from the namespace at `from` through 127.0.0.11, waiting at most
+/// `seconds` for the answer: the addresses it gave, if any.
+pub(crate) fn dig_once(from: &str, name: &str, seconds: u32) -> Option<String> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={from}"))
+        .args(["dig", "+short", &format!("+time={seconds}"), "+tries=1"])
+        .args(["@127.0.0.11", name])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !text.is_empty()).then_some(text)
 }
 
 /// The sandboxes a test made, removed when it ends (also when it fails): through weftctl while
 /// the control plane is up, and their namespaces (`/run/netns/weft-<id>`, made by the agents)
 /// whatever happened. Dropped before the `Weft`s that run the hosts.
-struct Sandboxes<'a> {
+pub(crate) struct Sandboxes<'a> {
     control: &'a TestNs,
     data: &'a Path,
     ids: Vec<(String, String)>,
 }
 
 impl<'a> Sandboxes<'a> {
-    fn new(control: &'a TestNs, data: &'a Path) -> Self {
+    pub(crate) fn new(control: &'a TestNs, data: &'a Path) -> Self {
         Self {
             control,
             data,
@@ -145,7 +152,7 @@ impl<'a> Sandboxes<'a> {
 
     /// Creates a sandbox with weftctl (`args` between `sandbox create` and the name) and
     /// remembers it.
-    fn create(&mut self, name: &str, args: &[&str]) {
+    pub(crate) fn create(&mut self, name: &str, args: &[&str]) {
         let mut all = vec!["sandbox", "create"];
         all.extend_from_slice(args);
         all.push(name);
