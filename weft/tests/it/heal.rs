@@ -1,7 +1,8 @@
 //! `weft up` heals: each service killed with SIGKILL (by the PID in the status file) is
 //! started again and healthy within 2 s, while a TCP connection between two sandboxes keeps
 //! carrying data and the services that depend on the killed one carry on (a sandbox created
-//! after each kill gets its address, its kernel links and its name; the host stays up). A
+//! after each kill gets its address, its kernel links and its name; the host stays up and its
+//! heartbeats go on). A
 //! service that keeps crashing is reported at each exit, and after the documented limit
 //! `weft up` stops the rest and exits 1 naming it.
 
@@ -28,7 +29,7 @@ use crate::{
 };
 
 /// Runs `f` on a thread inside the namespace at `path` (the agent's own way in).
-fn in_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) fn in_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -52,7 +53,7 @@ fn pid_of(data: &Path, service: &str) -> Option<i32> {
 }
 
 /// A TCP connection from one sandbox to an echo server in another.
-struct Echo {
+pub(crate) struct Echo {
     stream: TcpStream,
     sent: u64,
 }
@@ -60,7 +61,7 @@ struct Echo {
 impl Echo {
     /// Listens on `ip`:9000 in the namespace at `server`, echoing one connection, and connects
     /// to it from the namespace at `client`.
-    fn open(client: &str, server: &str, ip: &str) -> Self {
+    pub(crate) fn open(client: &str, server: &str, ip: &str) -> Self {
         let listener = in_netns(server, || TcpListener::bind(("0.0.0.0", 9000))).unwrap();
         std::thread::spawn(move || {
             if let Ok((s, _)) = listener.accept() {
@@ -84,7 +85,7 @@ impl Echo {
     }
 
     /// Sends a numbered message and reads it back.
-    fn round_trip(&mut self, when: &str) {
+    pub(crate) fn round_trip(&mut self, when: &str) {
         self.sent += 1;
         let msg = format!("message {:>8} {when:<40}\n", self.sent);
         self.stream
@@ -213,6 +214,7 @@ fn heavy_each_service_killed_is_back_within_2s_while_a_tcp_connection_between_sa
 
         kill(Pid::from_raw(old), Signal::SIGKILL).unwrap();
         let t0 = Instant::now();
+        let killed_at = std::time::SystemTime::now();
         *killed.lock().unwrap() = Some(t0);
         echo.round_trip(&format!("while {service} is down"));
         let back = wait_until(Duration::from_secs(30), &format!("{service} back"), || {
@@ -247,6 +249,19 @@ fn heavy_each_service_killed_is_back_within_2s_while_a_tcp_connection_between_sa
                 .into_iter()
                 .find(|h| h.0 == "local" && h.1 == "HOST_STATE_UP")
         });
+        // ...and its agent's heartbeats reach the gateway after the kill (a new gateway, or
+        // from a new agent).
+        wait_until(
+            Duration::from_secs(30),
+            "a heartbeat after the kill",
+            || {
+                let out = weftctl(&ns, &data, &["--format", "json", "hosts"]).ok()?;
+                let at = json(out.lines().next()?)["lastHeartbeat"]
+                    .as_str()
+                    .and_then(|t| humantime::parse_rfc3339_weak(t).ok())?;
+                (at > killed_at).then_some(())
+            },
+        );
         // Nothing of the kernel's state was made again: every link is still there, with the
         // same index (a restarted agent reconciles, it does not rebuild).
         let after = links(&ns);
