@@ -8,6 +8,7 @@
 mod heal;
 mod join;
 mod refusals;
+mod systemd;
 mod up;
 
 use std::{

@@ -43,6 +43,12 @@ impl Weft {
 
     /// `weft up --netns NS --data-dir DATA` with `flags`.
     pub(crate) fn start_with(ns: &TestNs, data: &Path, flags: &[&str]) -> Self {
+        Self::start_under(&[], ns, data, flags)
+    }
+
+    /// [`Weft::start_with`] through `wrapper` (a program and its arguments that exec weft in
+    /// place, such as `setpriv …`); none when empty.
+    pub(crate) fn start_under(wrapper: &[&str], ns: &TestNs, data: &Path, flags: &[&str]) -> Self {
         assert!(
             !Path::new("/usr/bin/grpcurl").exists() && !Path::new("/usr/bin/weftctl").exists(),
             "the test needs a PATH without weftctl and grpcurl"
@@ -50,7 +56,15 @@ impl Weft {
         let beside = data.parent().unwrap();
         let out = weft_testkit::logs::log_path(beside, "weft-up.stdout");
         let err = weft_testkit::logs::log_path(beside, "weft-up.stderr");
-        let child = Command::new(WEFT)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(WEFT);
+                c
+            }
+            None => Command::new(WEFT),
+        };
+        let child = command
             .args(["up", "--netns", &ns.name])
             .args(flags)
             .arg("--data-dir")
