@@ -317,6 +317,22 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(weft_no_root, ignore = "needs root: chown")]
+    fn preparing_the_data_dir_leaves_the_status_roots() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &sample()).unwrap();
+        std::fs::write(dir.path().join("gateway.db"), b"").unwrap();
+        let nobody = crate::user::Ids {
+            uid: 65534,
+            gid: 65534,
+        };
+        crate::user::prepare_data_dir(dir.path(), nobody).unwrap();
+        let owner = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().uid();
+        assert_eq!((owner(FILE), owner("gateway.db")), (0, 65534));
+    }
+
+    #[test]
     fn what_weft_up_did_not_write_is_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let e = read(dir.path()).unwrap_err();
