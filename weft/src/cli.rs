@@ -82,11 +82,12 @@ pub struct UpArgs {
     #[arg(long, env = "WEFT_USER", default_value = crate::user::DEFAULT_USER)]
     pub user: String,
 
-    /// How long each service may take to become healthy.
+    /// How long each service may take to become healthy; also how long one that was healthy
+    /// may fail every health check before it is killed and restarted (1s to 1h).
     #[arg(long, env = "WEFT_START_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub start_timeout: Duration,
 
-    /// How long each service may take to stop after SIGTERM before it is killed.
+    /// How long each service may take to stop after SIGTERM before it is killed (1s to 1h).
     #[arg(long, env = "WEFT_STOP_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub stop_timeout: Duration,
 }

@@ -8,6 +8,11 @@
 //! again and its run of crashes starts over. A service that exits 8 times in a row without
 //! staying healthy that long in between (7 restarts, after 0.1, 0.2, 0.4, 0.8, 1.6, 3.2 and
 //! 5 s) is crash-looping: `weft up` stops the other services and exits 1, naming it.
+//!
+//! A process that hangs counts as one that exits: the supervisor kills a restarted process
+//! that is not healthy within `--start-timeout`, and one that was healthy and then fails every
+//! health check for `--start-timeout` (at the first start, not becoming healthy in time stops
+//! the start instead).
 
 use std::time::Duration;
 

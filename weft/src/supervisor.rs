@@ -69,6 +69,8 @@ struct Slot {
     healthy_since: Option<Instant>,
     /// Whether the current process has said SERVING at all.
     was_healthy: bool,
+    /// Since when the current process, healthy before, has failed every check.
+    unhealthy_since: Option<Instant>,
     /// Whether the current process has stayed healthy for [`policy::STABLE_AFTER`].
     stable: bool,
     /// Whether any process of this service has been healthy (the start moves on).
@@ -107,6 +109,7 @@ impl Stack {
                 process: None,
                 healthy_since: None,
                 was_healthy: false,
+                unhealthy_since: None,
                 stable: false,
                 ever_healthy: false,
                 killed_for: None,
@@ -183,6 +186,7 @@ impl Stack {
         slot.start_at = None;
         slot.healthy_since = None;
         slot.was_healthy = false;
+        slot.unhealthy_since = None;
         slot.stable = false;
         slot.killed_for = None;
         slot.state = ServiceState::Starting;
@@ -209,9 +213,11 @@ impl Stack {
             slot.healthy_since = None;
             if slot.was_healthy {
                 slot.state = ServiceState::Unhealthy;
+                slot.unhealthy_since.get_or_insert_with(Instant::now);
             }
             return Ok(());
         }
+        slot.unhealthy_since = None;
         slot.healthy_since.get_or_insert_with(Instant::now);
         slot.state = ServiceState::Healthy;
         let first = !std::mem::replace(&mut slot.was_healthy, true);
@@ -297,7 +303,7 @@ impl Stack {
     }
 
     /// Starts what is due, notes who has stayed healthy long enough, and deals with a process
-    /// that has not become healthy in time.
+    /// that has not become healthy in time or has stopped answering its health checks.
     fn on_time(&mut self) -> Result<(), UpError> {
         let now = Instant::now();
         let timeout = self.config.start_timeout;
@@ -327,14 +333,18 @@ impl Stack {
                     tail: logs::indented(&logs::tail(&slot.service.log, FINAL_TAIL_LINES)),
                 });
             }
-            if late {
-                // A restart that hangs is no better than one that exits: it is killed, and
+            let hung = slot.killed_for.is_none()
+                && slot.unhealthy_since.is_some_and(|t| t + timeout <= now);
+            if late || hung {
+                // A process that hangs is no better than one that exits: it is killed, and
                 // its exit counts as one.
                 let _ = kill(p.pid, Signal::SIGKILL);
-                slot.killed_for = Some(format!(
-                    "as it was not healthy within {}",
-                    humantime::format_duration(timeout)
-                ));
+                let why = if late {
+                    "it was not healthy within"
+                } else {
+                    "it failed every health check for"
+                };
+                slot.killed_for = Some(format!("as {why} {}", humantime::format_duration(timeout)));
             }
         }
         Ok(())
@@ -355,6 +365,9 @@ impl Stack {
                     process
                         .filter(|_| !s.was_healthy && s.killed_for.is_none())
                         .map(|p| p.started + timeout),
+                    s.unhealthy_since
+                        .filter(|_| s.killed_for.is_none())
+                        .map(|t| t + timeout),
                 ]
             })
             .flatten()

@@ -2,9 +2,9 @@
 //! started again and healthy within 2 s, while a TCP connection between two sandboxes keeps
 //! carrying data and the services that depend on the killed one carry on (a sandbox created
 //! after each kill gets its address, its kernel links and its name; the host stays up and its
-//! heartbeats go on). A
-//! service that keeps crashing is reported at each exit, and after the documented limit
-//! `weft up` stops the rest and exits 1 naming it.
+//! heartbeats go on). A service that stops answering its health checks is killed and started
+//! again. A service that keeps crashing is reported at each exit, and after the documented
+//! limit `weft up` stops the rest and exits 1 naming it.
 
 use std::{
     io::{Read as _, Write as _},
@@ -413,4 +413,41 @@ fn a_service_that_keeps_crashing_is_reported_each_time_then_weft_up_stops_the_re
             entry.file_name()
         );
     }
+}
+
+#[test]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
+fn a_service_that_stops_answering_its_health_checks_is_killed_and_started_again() {
+    let ns = TestNs::named("hang");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut weft = Weft::start_with(
+        &ns,
+        &data,
+        &["--host-name", "local", "--start-timeout", "3s"],
+    );
+    table_of(&mut weft, "Talk to it:");
+    // Stopped, the gateway's process is there but answers nothing.
+    let old = pid_of(&data, "gateway").unwrap();
+    kill(Pid::from_raw(old), Signal::SIGSTOP).unwrap();
+    let back = wait_until(Duration::from_secs(60), "the gateway back", || {
+        let pid = pid_of(&data, "gateway").filter(|p| *p != old)?;
+        serving(&ns, &data, "gateway", 7700).then_some(pid)
+    });
+    assert!(!Path::new(&format!("/proc/{old}")).exists());
+    let s = status(&data);
+    let row = s.services.iter().find(|s| s.name == "gateway").unwrap();
+    let why = "signal 9 (SIGKILL): weft up killed it, as it failed every health check for 3s";
+    assert_eq!(row.last_exit.as_ref().unwrap().status, why);
+    assert_eq!(row.restarts, 1);
+    let stderr = std::fs::read_to_string(&weft.err).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "weft up: gateway (pid {old}) exited with {why} after "
+        )) && stderr.contains(&format!(
+            "weft up: gateway is healthy again (pid {back}, restart 1)"
+        )),
+        "{stderr}"
+    );
+    weft.assert_running();
 }
