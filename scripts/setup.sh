@@ -23,6 +23,8 @@ if [ "${1:-}" != "--run" ]; then
   [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
   command -v psql >/dev/null || need_apt+=(postgresql-client-15)
   command -v sysctl >/dev/null || need_apt+=(procps)
+  # The test of the shipped systemd unit runs `systemd-analyze verify` on it.
+  command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2

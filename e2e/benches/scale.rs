@@ -435,7 +435,10 @@ impl Stack {
             let child = stack.spawn(&s);
             stack.running.push((s.clone(), child));
             if let Err(e) = wait_healthy(&s, stack.config.start_timeout).await {
-                panic!("{e}\n{}", weft::supervisor::log_tail(&s.log));
+                panic!(
+                    "{e}\n{}",
+                    weft::logs::indented(&weft::logs::tail(&s.log, 20))
+                );
             }
         }
         stack
@@ -485,7 +488,7 @@ impl Stack {
     }
 
     fn agent_log_tail(&mut self) -> String {
-        weft::supervisor::log_tail(&self.agent().0.log)
+        weft::logs::indented(&weft::logs::tail(&self.agent().0.log, 20))
     }
 
     /// SIGKILL to the agent (by PID), reaped; returns when it is gone.

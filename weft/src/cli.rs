@@ -16,6 +16,9 @@ pub enum Command {
     /// port, until Ctrl-C or SIGTERM (needs root: the driver-agent manages namespaces, links and
     /// nftables).
     Up(Box<UpArgs>),
+    /// Print what `weft up` is doing: each service's PID, state, restarts and last exit, with
+    /// the last lines it logged (from <data-dir>/status.json, which `weft up` keeps current).
+    Status(StatusArgs),
     /// Print weft's version.
     Version,
 }
@@ -102,11 +105,23 @@ pub struct UpArgs {
     #[arg(long, env = "WEFT_USER", default_value = crate::user::DEFAULT_USER)]
     pub user: String,
 
-    /// How long each service may take to become healthy.
+    /// How long each service may take to become healthy; also how long one that was healthy
+    /// may fail every health check before it is killed and restarted (1s to 1h).
     #[arg(long, env = "WEFT_START_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub start_timeout: Duration,
 
-    /// How long each service may take to stop after SIGTERM before it is killed.
+    /// How long each service may take to stop after SIGTERM before it is killed (1s to 1h).
     #[arg(long, env = "WEFT_STOP_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub stop_timeout: Duration,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// The data directory of the `weft up` to ask about.
+    #[arg(long, env = "WEFT_DATA_DIR", default_value = "./weft-data")]
+    pub data_dir: PathBuf,
+
+    /// Print the status file's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -1,6 +1,6 @@
 //! Why `weft up` stopped, and its exit code.
 
-use std::{path::PathBuf, process::ExitStatus, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 /// A reason `weft up` could not start or keep running the stack.
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +49,16 @@ pub enum UpError {
         log: PathBuf,
         tail: String,
     },
-    #[error("{service} exited unexpectedly ({status}); last lines of {log}:\n{tail}")]
-    Died {
+    #[error(
+        "{service} keeps exiting: {exits} exits in a row without staying healthy for {} (the \
+         last: {status}); gave up and stopped the other services; last lines of {log}:\n{tail}",
+        humantime::format_duration(*stable)
+    )]
+    CrashLoop {
         service: &'static str,
-        status: ExitStatus,
+        exits: u32,
+        stable: Duration,
+        status: String,
         log: PathBuf,
         tail: String,
     },

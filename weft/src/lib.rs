@@ -1,16 +1,22 @@
 //! `weft`: runs Weft on one host. `weft up` starts ipam-svc, the gateway, the driver-agent and
 //! dns-svc as supervised child processes on the default ports of the API contract, each once
-//! the one before it is healthy, with their SQLite files and logs in one data directory; it
-//! stops them in reverse order on Ctrl-C or SIGTERM, and stops them all when one dies.
+//! the one before it is healthy, with their SQLite files and logs in one data directory. A
+//! service that exits is started again after a growing delay ([`policy`]); `weft up` stops
+//! them in reverse order on Ctrl-C or SIGTERM, or when one keeps crashing. `weft status`
+//! prints the supervisor's state, which `weft up` keeps in the data directory ([`status`]).
 
 pub mod cli;
 pub mod dial;
 pub mod error;
 pub mod health;
 pub mod joined;
+pub mod logs;
 pub mod pki;
 pub mod plan;
+pub mod policy;
 pub mod privileges;
+pub mod process;
+pub mod status;
 pub mod supervisor;
 pub mod table;
 pub mod tokens;
@@ -18,10 +24,10 @@ pub mod user;
 
 use std::process::ExitCode;
 
-pub use cli::{Cli, Command, UpArgs};
+pub use cli::{Cli, Command, StatusArgs, UpArgs};
 pub use error::UpError;
 use plan::UpConfig;
-use supervisor::{Outcome, Stack, StopSignals};
+use supervisor::{Stack, StopSignals};
 
 /// Runs one `weft` command: what `main` does.
 pub async fn run(cli: Cli) -> ExitCode {
@@ -33,6 +39,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Status(args) => print_status(&args),
         Command::Up(args) => match up(*args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -94,20 +101,42 @@ pub async fn up(args: UpArgs) -> Result<(), UpError> {
     }
     let mut signals = StopSignals::install()?;
     let mut stack = Stack::new(config.clone());
-    let ran = match stack.start_all(&mut signals).await {
-        Ok(Outcome::Signalled) => Ok(()),
-        Ok(Outcome::Up) => {
+    let ran = stack
+        .run(&mut signals, |stack| {
             #[allow(clippy::print_stdout)]
             {
-                print!("{}", table::render(&config, stack.running()));
+                print!("{}", table::render(&config, &stack.running()));
             }
-            stack.watch(&mut signals).await
-        }
-        Err(e) => Err(e),
-    };
+        })
+        .await;
     let stopped = stack.stop_all().await;
     // The reason the stack ended matters more than how the rest stopped.
     ran.and(stopped)
+}
+
+/// `weft status`: the status file as a table, or as JSON.
+fn print_status(args: &StatusArgs) -> ExitCode {
+    #[allow(clippy::print_stdout, clippy::print_stderr)]
+    match status::read(&args.data_dir) {
+        Ok(s) if args.json => match serde_json::to_string_pretty(&s) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("weft status: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(s) => {
+            print!("{}", status::render(&s, status::writer_alive(&s)));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weft status: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Brings up the loopback of the namespace `name`: `ip netns add` leaves it down, and the

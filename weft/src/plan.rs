@@ -28,6 +28,10 @@ pub const DNS: &str = "127.0.0.1:7703";
 /// dns-svc's operator DNS listener (its own default, repeated here for the printed table).
 pub const DNS_OPERATOR: &str = "127.0.0.1:5353";
 
+/// What `--start-timeout` and `--stop-timeout` may be.
+const TIMEOUTS: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+
 /// A named network namespace the whole stack runs in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Netns {
@@ -144,6 +148,17 @@ impl UpConfig {
         }
         // It names the agent's and dns-svc's certificates: refused now, before anything is made.
         crate::pki::identities(&args.host_name)?;
+        for (flag, d) in [
+            ("--start-timeout", args.start_timeout),
+            ("--stop-timeout", args.stop_timeout),
+        ] {
+            if !(TIMEOUTS.contains(&d)) {
+                return Err(UpError::Invalid(format!(
+                    "{flag} {}: expected 1s to 1h",
+                    humantime::format_duration(d)
+                )));
+            }
+        }
         let netns = match args.netns {
             Some(name) => {
                 let bad = name.is_empty() || name == "." || name == ".." || name.contains('/');
@@ -764,6 +779,25 @@ mod tests {
             .to_string();
         assert!(e.contains("--host-name") && e.contains("My_Host"), "{e}");
         assert!(UpConfig::from_args(up("h", Some("../x"))).is_err());
+        for (flag, bad) in [
+            (
+                "--start-timeout",
+                UpArgs {
+                    start_timeout: Duration::ZERO,
+                    ..up("h", None)
+                },
+            ),
+            (
+                "--stop-timeout",
+                UpArgs {
+                    stop_timeout: Duration::from_secs(3601),
+                    ..up("h", None)
+                },
+            ),
+        ] {
+            let e = UpConfig::from_args(bad).unwrap_err().to_string();
+            assert!(e.contains(flag) && e.contains("expected 1s to 1h"), "{e}");
+        }
         let missing = UpConfig::from_args(up("h", Some("wft-surely-not-there-42"))).unwrap_err();
         assert!(
             missing

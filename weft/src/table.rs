@@ -3,13 +3,12 @@
 
 use std::{fmt::Write as _, path::Path};
 
-use crate::{
-    plan::{DNS, DNS_OPERATOR, GATEWAY, UpConfig},
-    supervisor::Running,
-};
+use nix::unistd::Pid;
 
-/// The text printed once the stack is up.
-pub fn render(config: &UpConfig, running: &[Running]) -> String {
+use crate::plan::{DNS, DNS_OPERATOR, GATEWAY, Service, UpConfig};
+
+/// The text printed once the stack is up: `running`, each service with its PID.
+pub fn render(config: &UpConfig, running: &[(&Service, Pid)]) -> String {
     // Commands reach the services only from inside their namespace.
     let prefix = config
         .netns
@@ -40,19 +39,18 @@ pub fn render(config: &UpConfig, running: &[Running]) -> String {
     // The public API first.
     let order = ["gateway", "ipam-svc", "driver-agent", "dns-svc"];
     for name in order {
-        let Some(r) = running.iter().find(|r| r.service.name == name) else {
+        let Some((service, pid)) = running.iter().find(|(s, _)| s.name == name) else {
             continue;
         };
         let listens = if name == "dns-svc" {
-            format!("{} (admin), DNS {DNS_OPERATOR} udp+tcp", r.service.listen)
+            format!("{} (admin), DNS {DNS_OPERATOR} udp+tcp", service.listen)
         } else {
-            r.service.listen.to_string()
+            service.listen.to_string()
         };
         let _ = writeln!(
             out,
-            "  {name:<13} {listens:<50} {:>7}  {}",
-            r.pid,
-            r.service.log.display()
+            "  {name:<13} {listens:<50} {pid:>7}  {}",
+            service.log.display()
         );
     }
     let _ = writeln!(out, "  data          {}", config.data_dir.display());
@@ -127,7 +125,10 @@ pub fn render(config: &UpConfig, running: &[Running]) -> String {
             t.admin.key.display()
         )
     });
+    // weft itself, to ask the supervisor how the services are doing.
+    let weft = std::env::current_exe().map_or_else(|_| "weft".into(), |p| p.display().to_string());
     for cmd in [
+        format!("{weft} status --data-dir {}", config.data_dir.display()),
         format!("{weftctl} network ls"),
         format!("{weftctl} hosts"),
         format!("{weftctl} network create mynet"),

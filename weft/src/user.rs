@@ -129,8 +129,10 @@ pub fn prepare_data_dir(data_dir: &Path, ids: Ids) -> Result<(), UpError> {
     for e in entries.flatten() {
         let path: PathBuf = e.path();
         let is_file = e.file_type().is_ok_and(|t| t.is_file());
-        // The admin token stays root's: the services have no use for it.
-        if is_file && e.file_name() != "admin.token" {
+        // The admin token and the supervisor's status (`status::FILE`, which the status
+        // module's tests hold to this) stay root's: the services have no use for them.
+        let roots = e.file_name() == "admin.token" || e.file_name() == "status.json";
+        if is_file && !roots {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
                 |source| UpError::Dir {
                     path: path.clone(),

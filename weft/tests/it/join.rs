@@ -120,14 +120,21 @@ pub(crate) fn tcp_once(client: &str, server: &str, ip: &str) -> Option<String> {
 /// until it answers).
 pub(crate) fn dig_from(from: &str, name: &str) -> String {
     wait_until(Duration::from_secs(30), "a name across hosts", || {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={from}"))
-            .args(["dig", "+short", "+time=2", "+tries=1", "@127.0.0.11", name])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        (out.status.success() && !text.is_empty()).then_some(text)
+        dig_once(from, name, 2)
     })
+}
+
+/// One `dig` of `name` from the namespace at `from` through 127.0.0.11, waiting at most
+/// `seconds` for the answer: the addresses it gave, if any.
+pub(crate) fn dig_once(from: &str, name: &str, seconds: u32) -> Option<String> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={from}"))
+        .args(["dig", "+short", &format!("+time={seconds}"), "+tries=1"])
+        .args(["@127.0.0.11", name])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !text.is_empty()).then_some(text)
 }
 
 /// The sandboxes a test made, removed when it ends (also when it fails): through weftctl while

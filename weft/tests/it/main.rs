@@ -5,8 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod heal;
 mod join;
 mod refusals;
+mod systemd;
 mod up;
 mod world;
 

@@ -29,26 +29,38 @@ const SERVICES: [(&str, u16); 4] = [
 /// children is killed by PID, so that nothing outlives the test's namespace.
 #[derive(Debug)]
 pub(crate) struct Weft {
-    child: Option<Child>,
+    pub(crate) child: Option<Child>,
     pub(crate) out: std::path::PathBuf,
-    err: std::path::PathBuf,
+    pub(crate) err: std::path::PathBuf,
     /// Its data directory, whose service logs are kept when it stops (`weft_testkit::logs`).
     data: std::path::PathBuf,
 }
 
 impl Weft {
-    fn start(ns: &TestNs, data: &Path, host: &str) -> Self {
+    pub(crate) fn start(ns: &TestNs, data: &Path, host: &str) -> Self {
         Self::start_with(ns, data, &["--host-name", host])
     }
 
     /// `weft up --netns NS --data-dir DATA` with `flags`.
     pub(crate) fn start_with(ns: &TestNs, data: &Path, flags: &[&str]) -> Self {
-        Self::start_with_env(ns, data, flags, &[])
+        Self::start_under(&[], ns, data, flags, &[])
     }
 
     /// [`Self::start_with`], with `env` added to weft's environment (which its services
     /// inherit).
     pub(crate) fn start_with_env(
+        ns: &TestNs,
+        data: &Path,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_under(&[], ns, data, flags, env)
+    }
+
+    /// [`Weft::start_with_env`] through `wrapper` (a program and its arguments that exec weft
+    /// in place, such as `setpriv …`); none when empty.
+    pub(crate) fn start_under(
+        wrapper: &[&str],
         ns: &TestNs,
         data: &Path,
         flags: &[&str],
@@ -61,7 +73,15 @@ impl Weft {
         let beside = data.parent().unwrap();
         let out = weft_testkit::logs::log_path(beside, "weft-up.stdout");
         let err = weft_testkit::logs::log_path(beside, "weft-up.stderr");
-        let child = Command::new(WEFT)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(WEFT);
+                c
+            }
+            None => Command::new(WEFT),
+        };
+        let child = command
             .args(["up", "--netns", &ns.name])
             .args(flags)
             .arg("--data-dir")
@@ -84,7 +104,7 @@ impl Weft {
         }
     }
 
-    fn pid(&self) -> Pid {
+    pub(crate) fn pid(&self) -> Pid {
         Pid::from_raw(i32::try_from(self.child.as_ref().unwrap().id()).unwrap())
     }
 
@@ -94,11 +114,6 @@ impl Weft {
             std::fs::read_to_string(&self.out).unwrap_or_default(),
             std::fs::read_to_string(&self.err).unwrap_or_default()
         )
-    }
-
-    /// Whether weft has exited.
-    pub(crate) fn has_exited(&mut self) -> bool {
-        self.child.as_mut().unwrap().try_wait().unwrap().is_some()
     }
 
     /// Panics (with weft's output) if weft has exited.
@@ -141,7 +156,7 @@ impl Weft {
 }
 
 /// The processes whose parent is `parent`, with their names.
-fn children_of(parent: Pid) -> BTreeMap<Pid, String> {
+pub(crate) fn children_of(parent: Pid) -> BTreeMap<Pid, String> {
     let mut found = BTreeMap::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -411,41 +426,6 @@ fn weft_up_in_a_namespace_runs_the_stack_there_and_sigterm_stops_it_with_exit_0(
         "weft exited with {status}:\n{}",
         weft.output()
     );
-    for (pid, name) in &children {
-        let gone = !Path::new(&format!("/proc/{pid}")).exists();
-        assert!(gone, "{name} ({pid}) outlived weft");
-    }
-}
-
-#[test]
-#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
-fn when_a_service_dies_weft_names_it_with_its_log_stops_the_rest_and_exits_1() {
-    let ns = TestNs::named("up-b");
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut weft = Weft::start(&ns, &data, "local");
-    wait_until(Duration::from_secs(120), "the table", || {
-        weft.assert_running();
-        let out = std::fs::read_to_string(&weft.out).unwrap_or_default();
-        out.contains("Talk to it:").then_some(())
-    });
-    let children = children_of(weft.pid());
-    let (&gateway, _) = children.iter().find(|(_, n)| *n == "gateway").unwrap();
-    kill(gateway, Signal::SIGKILL).unwrap();
-
-    let mut child = weft.child.take().unwrap();
-    let status = wait_until(Duration::from_secs(60), "weft to exit", || {
-        child.try_wait().unwrap()
-    });
-    let stderr = std::fs::read_to_string(&weft.err).unwrap();
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.starts_with("weft up: gateway exited unexpectedly (signal: 9"),
-        "{stderr}"
-    );
-    // The tail of its log, which says what it was doing.
-    assert!(stderr.contains("gateway.log:\n  "), "{stderr}");
-    assert!(stderr.contains("listening addr=127.0.0.1:7700"), "{stderr}");
     for (pid, name) in &children {
         let gone = !Path::new(&format!("/proc/{pid}")).exists();
         assert!(gone, "{name} ({pid}) outlived weft");

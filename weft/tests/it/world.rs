@@ -583,7 +583,7 @@ fn three_host_world(on_postgres: bool) {
     kill(killed, Signal::SIGKILL).unwrap();
     ctl(&["network", "disconnect", "ov", "m2"]);
     made.create("m4", &["--host", "h1", "--network", "ov"]);
-    restart_after_kill(&mut machines[2], killed, &control, &data);
+    restart_after_kill(&mut machines[2], killed);
     converged(&control, &data, &machines, "ov", &ov_id);
     let (m4, _) = sandbox(&control, &data, "m4");
     let got = wait_until(Duration::from_secs(30), "TCP to the restarted host", || {
@@ -680,21 +680,13 @@ fn as_it_was(m: &Machine, before: &[Value]) {
     }
 }
 
-/// After its agent (`killed`) was killed: `weft up` on the machine either started a new one
-/// (supervised) or exited; in that case it is started again on the certificates it kept.
-fn restart_after_kill(m: &mut Machine, killed: Pid, control: &TestNs, data: &Path) {
-    let exited = wait_until(Duration::from_secs(10), "weft up reacting", || {
-        if m.weft.as_mut().unwrap().has_exited() {
-            return Some(true);
-        }
-        agent_pid(&m.name)
-            .is_some_and(|p| p != killed)
-            .then_some(false)
+/// After its agent (`killed`) was killed: `weft up` on the machine starts a new one (it heals)
+/// and keeps running.
+fn restart_after_kill(m: &mut Machine, killed: Pid) {
+    wait_until(Duration::from_secs(10), "a new agent", || {
+        m.weft.as_mut().unwrap().assert_running();
+        agent_pid(&m.name).filter(|p| *p != killed)
     });
-    if exited {
-        m.weft = None;
-        m.up(control, data, false);
-    }
 }
 
 #[test]
