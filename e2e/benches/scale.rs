@@ -426,6 +426,7 @@ impl Stack {
             advertise: None,
             join: None,
             joined: None,
+            postgres: None,
         };
         let mut stack = Self {
             config,
