@@ -146,6 +146,8 @@ pub fn host(h: &pb::Host) -> Value {
             "nftables": c.nftables,
             "nftablesNat": c.nftables_nat,
             "kernelRelease": c.kernel_release,
+            "ipsec": c.ipsec,
+            "ipsecMissing": c.ipsec_missing,
         },
         "state": pb::HostState::try_from(h.state).map_or("HOST_STATE_UNSPECIFIED", |s| s.as_str_name()),
         "lastHeartbeat": time(h.last_heartbeat.as_ref()),

@@ -5,7 +5,10 @@ use weft_runtime::FieldViolation;
 
 use super::{
     check::{Violations, check_name, check_text, parse_ip},
-    limits::{MAX_HOST_ADDRESSES, MAX_HOST_DRIVERS, MAX_HOST_TEXT},
+    limits::{
+        MAX_HOST_ADDRESSES, MAX_HOST_DRIVERS, MAX_HOST_IPSEC_MISSING, MAX_HOST_IPSEC_TEXT,
+        MAX_HOST_TEXT,
+    },
 };
 
 /// What a host's kernel and agent can do, as its agent reports it.
@@ -22,6 +25,10 @@ pub struct HostCapabilities {
     pub nftables: bool,
     pub nftables_nat: bool,
     pub kernel_release: String,
+    /// IPsec ESP transport through XFRM with AES-GCM, what encrypted overlays need.
+    pub ipsec: bool,
+    /// What the agent's probe found missing for it.
+    pub ipsec_missing: Vec<String>,
 }
 
 /// A registered host.
@@ -97,8 +104,47 @@ impl HostSpec {
                 &c.kernel_release,
                 MAX_HOST_TEXT,
             ));
+            let field = "capabilities.ipsec_missing";
+            if errs.count(field, c.ipsec_missing.len(), MAX_HOST_IPSEC_MISSING) {
+                for (i, m) in c.ipsec_missing.iter().enumerate() {
+                    errs.check(check_text(&format!("{field}[{i}]"), m, MAX_HOST_IPSEC_TEXT));
+                }
+            }
         }
         errs.finish(Self(raw))
+    }
+}
+
+/// Why an encrypted overlay network (`--opt encrypted`) is refused, given every known host:
+/// the hosts whose kernel lacks IPsec ESP with AES-GCM and what each lacks, as their agents
+/// probed it; where every kernel has it, that Weft does not program IPsec tunnels yet.
+pub fn encrypted_overlay_refusal(hosts: &[HostRecord]) -> String {
+    let lacking: Vec<String> = hosts
+        .iter()
+        .filter_map(|h| match &h.capabilities {
+            Some(c) if c.ipsec => None,
+            Some(c) if !c.ipsec_missing.is_empty() => Some(format!(
+                "host {:?} lacks {}",
+                h.name,
+                c.ipsec_missing.join(", ")
+            )),
+            Some(_) => Some(format!(
+                "host {:?} has not probed it (an older agent, or one that could not)",
+                h.name
+            )),
+            None => Some(format!("host {:?} has not reported its kernel", h.name)),
+        })
+        .collect();
+    const WITHOUT: &str = "create the network without --opt encrypted";
+    if lacking.is_empty() {
+        format!(
+            "encrypted overlay networks need IPsec tunnels between hosts, which Weft does not program yet (every host's kernel offers IPsec ESP with AES-GCM): {WITHOUT}"
+        )
+    } else {
+        format!(
+            "encrypted overlay networks need IPsec ESP in transport mode (XFRM, rfc4106(gcm(aes))) in every host's kernel, and Weft does not program IPsec tunnels yet: {}; {WITHOUT}",
+            lacking.join("; ")
+        )
     }
 }
 
