@@ -171,3 +171,78 @@ pub fn agent_url(address: &str) -> String {
         format!("http://{address}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(missing: Vec<String>) -> RawHost {
+        RawHost {
+            name: "h1".into(),
+            agent_address: "127.0.0.1:7702".into(),
+            capabilities: Some(HostCapabilities {
+                ipsec_missing: missing,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn what_a_host_lacks_for_ipsec_is_bounded_text() {
+        let ok = vec!["esp4".to_owned(), "rfc4106(gcm(aes))".to_owned()];
+        assert!(HostSpec::validate(raw(ok)).is_ok());
+        let errs =
+            HostSpec::validate(raw(vec!["x".into(); MAX_HOST_IPSEC_MISSING + 1])).unwrap_err();
+        assert_eq!(errs[0].field, "capabilities.ipsec_missing", "{errs:?}");
+        let errs = HostSpec::validate(raw(vec!["esp4\n\x1b[2J".into()])).unwrap_err();
+        assert_eq!(errs[0].field, "capabilities.ipsec_missing[0]", "{errs:?}");
+        let errs = HostSpec::validate(raw(vec!["e".repeat(MAX_HOST_IPSEC_TEXT + 1)])).unwrap_err();
+        assert_eq!(errs[0].field, "capabilities.ipsec_missing[0]", "{errs:?}");
+    }
+
+    fn host(name: &str, caps: Option<HostCapabilities>) -> HostRecord {
+        HostRecord {
+            name: name.into(),
+            agent_address: String::new(),
+            dns_address: String::new(),
+            addresses: Vec::new(),
+            capabilities: caps,
+            agent_version: String::new(),
+            registered_at_ms: 0,
+            up: true,
+            last_heartbeat_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_encrypted_overlay_refusal_names_each_host_without_ipsec_and_what_it_lacks() {
+        let with = |ipsec: bool, missing: &[&str]| {
+            Some(HostCapabilities {
+                ipsec,
+                ipsec_missing: missing.iter().map(|m| (*m).to_owned()).collect(),
+                ..Default::default()
+            })
+        };
+        let m = encrypted_overlay_refusal(&[
+            host("a", with(false, &["esp4", "rfc4106(gcm(aes))"])),
+            host("b", with(true, &[])),
+            host("c", with(false, &[])),
+            host("d", None),
+        ]);
+        assert!(
+            m.contains("host \"a\" lacks esp4, rfc4106(gcm(aes)); "),
+            "{m}"
+        );
+        assert!(!m.contains("\"b\""), "{m}");
+        assert!(m.contains("host \"c\" has not probed it"), "{m}");
+        assert!(m.contains("host \"d\" has not reported its kernel"), "{m}");
+        assert!(
+            m.ends_with("create the network without --opt encrypted"),
+            "{m}"
+        );
+        let m = encrypted_overlay_refusal(&[host("b", with(true, &[]))]);
+        assert!(m.contains("which Weft does not program yet"), "{m}");
+        assert!(!m.contains("host \""), "{m}");
+    }
+}
