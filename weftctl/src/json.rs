@@ -199,6 +199,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn host_json_shows_what_the_kernel_lacks_for_ipsec() {
+        let h = pb::Host {
+            name: "h1".into(),
+            capabilities: Some(pb::HostCapabilities {
+                ipsec: false,
+                ipsec_missing: vec!["esp4".into(), "rfc4106(gcm(aes))".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = host(&h);
+        assert_eq!(v["capabilities"]["ipsec"], false);
+        assert_eq!(
+            v["capabilities"]["ipsecMissing"],
+            json!(["esp4", "rfc4106(gcm(aes))"])
+        );
+    }
+
+    #[test]
     fn network_json_uses_proto_json_names_and_rfc3339_times() {
         let n = pb::Network {
             id: "ab".repeat(32),
