@@ -27,6 +27,9 @@ mod connected;
 mod pool;
 mod sandboxes;
 mod strays;
+mod vlans;
+
+pub(crate) use vlans::{vlan_drift, vlan_ok};
 
 pub use crate::driver::NetworkState;
 pub use sandboxes::SandboxState;
@@ -83,6 +86,8 @@ pub struct Agent {
     pub(crate) audit: (usize, std::sync::atomic::AtomicUsize),
     /// Reconciliation's socket for dumping the host's links (opened on first use).
     survey: std::sync::Mutex<Option<crate::survey::LinkSocket>>,
+    /// Which networks sit on which 802.1Q parent the agent may have made (`agent/vlans.rs`).
+    vlans: driver::vlan::Users,
 }
 
 /// Where a sandbox's namespace is, as the socket broker needs it.
@@ -121,6 +126,7 @@ impl Agent {
             applied,
             audit: (AUDIT, Default::default()),
             survey: Default::default(),
+            vlans: Default::default(),
             firewall: Firewall::new(host_netns.clone()),
             netns_policy: NetnsPolicy::default(),
             host_netns,
@@ -337,7 +343,8 @@ impl Agent {
         Ok(d)
     }
 
-    /// The driver's host side of `net`, under the network lock.
+    /// The driver's host side of `net`, under the network lock, after its VLAN parent (one
+    /// this call made goes again if the driver fails).
     async fn setup_network(
         &self,
         d: &dyn NetworkDriver,
@@ -345,7 +352,12 @@ impl Agent {
         report: &mut Report,
     ) -> Result<NetworkSetup, AgentError> {
         let _guard = self.networks.lock().await;
-        d.ensure_network(&self.host, net, report).await
+        let vlan_created = self.ensure_vlan(net, report).await?;
+        let res = d.ensure_network(&self.host, net, report).await;
+        if res.is_err() && vlan_created {
+            self.undo_vlan(&net.id).await;
+        }
+        res
     }
 
     /// Removes the host device this request created, unless an endpoint joined it meanwhile,
@@ -441,6 +453,7 @@ impl Agent {
         for d in driver::all() {
             d.remove_network(&self.host, network_id, &mut report).await;
         }
+        self.release_vlan(network_id, &mut report).await;
         drop(guard);
         if !report.failures.is_empty() {
             // A bridge that may still be there keeps route_localnet on: its rules (and the
@@ -510,11 +523,18 @@ impl Agent {
             .device
             .as_ref()
             .is_some_and(|l| created_link(report, &l.name));
+        let vlan_created = !net.parent.is_empty() && created_link(report, &net.parent);
         let res = self
             .attach_endpoint(d, &sandbox, &setup, (net, ep), fresh, report)
             .await;
         if res.is_err() && device_created {
             self.undo_network(d, &setup, report).await;
+        }
+        if res.is_err() && vlan_created {
+            // (The VLAN made for this attach: no endpoint was on it before.)
+            let _guard = self.networks.lock().await;
+            self.undo_vlan(&net.id).await;
+            report.changes.clear();
         }
         if res.is_ok() {
             // The network was ensured on the way.

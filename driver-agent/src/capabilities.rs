@@ -1,5 +1,8 @@
 //! What this host's kernel can do, found by trying: each link kind is created for real inside
-//! a scratch namespace that dies with its thread, so probing never touches the host.
+//! a scratch namespace that dies with its thread, so probing never touches the host; so is an
+//! IPsec security association (`ipsec.rs`).
+
+pub mod ipsec;
 
 use std::{io::Write as _, path::Path, process::Stdio};
 
@@ -34,6 +37,8 @@ pub struct Capabilities {
     pub hostname: String,
     pub kernel_release: String,
     pub features: Features,
+    /// What encrypted overlay networks would need (the gateway refuses them either way).
+    pub ipsec: ipsec::Ipsec,
     pub ipv4_forwarding: bool,
     pub ipv6_forwarding: bool,
 }
@@ -47,23 +52,29 @@ fn read_trimmed(path: &str) -> String {
 /// Probes the kernel (in a scratch namespace) and reads the forwarding switches of the managed
 /// namespace at `host_netns`.
 pub async fn detect(host_netns: &Path) -> Capabilities {
-    let features = match tokio::task::spawn_blocking(|| netns::run_in_scratch(probe_features)).await
+    let probe = || (probe_features(), ipsec::probe_here());
+    let (features, ipsec) = match tokio::task::spawn_blocking(move || netns::run_in_scratch(probe))
+        .await
     {
         Ok(Ok(f)) => f,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot create a scratch namespace: reporting no kernel features");
-            Features::default()
+            Default::default()
         }
         Err(e) => {
             tracing::warn!(error = %e, "kernel probe failed: reporting no kernel features");
-            Features::default()
+            Default::default()
         }
     };
+    if !ipsec.usable() {
+        tracing::info!(missing = ?ipsec.missing, "no IPsec ESP with AES-GCM for encrypted overlays");
+    }
     let (ipv4_forwarding, ipv6_forwarding) = forwarding(host_netns).await;
     Capabilities {
         hostname: read_trimmed("/proc/sys/kernel/hostname"),
         kernel_release: read_trimmed("/proc/sys/kernel/osrelease"),
         features,
+        ipsec,
         ipv4_forwarding,
         ipv6_forwarding,
     }

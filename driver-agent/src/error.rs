@@ -33,6 +33,12 @@ pub enum AgentError {
     /// endpoint's veth).
     #[error("parent interface {name:?} is Weft's own link ({alias}); name one of the host's")]
     ParentIsWefts { name: String, alias: String },
+    /// Macvlan, ipvlan: the parent is an 802.1Q sub-interface (`eth0.50`) that is not there,
+    /// and neither is the link the agent would make it on.
+    #[error(
+        "parent interface {name:?} does not exist on this host, nor does {base:?}, the link its 802.1Q VLAN would be made on"
+    )]
+    NoVlanBase { name: String, base: String },
     /// Overlay: no address of the tunnel's family on this host to be its VXLAN endpoint.
     #[error("no {family} underlay address on this host for the VXLAN tunnel endpoint")]
     NoUnderlay { family: &'static str },
@@ -102,6 +108,7 @@ impl From<AgentError> for Status {
             AgentError::Unsupported { .. }
             | AgentError::NoParent { .. }
             | AgentError::NoDefaultParent
+            | AgentError::NoVlanBase { .. }
             | AgentError::ParentIsWefts { .. }
             | AgentError::NoUnderlay { .. } => Status::failed_precondition(msg),
             AgentError::Unimplemented { .. } => Status::unimplemented(msg),

@@ -128,6 +128,8 @@ pub async fn capabilities_pb(agent: &crate::Agent) -> Result<pb::Capabilities, A
             nftables: f.nftables,
             nftables_nat: f.nftables_nat,
             netns: f.netns,
+            ipsec: c.ipsec.usable(),
+            ipsec_missing: c.ipsec.missing.clone(),
         }),
         ipv4_forwarding,
         ipv6_forwarding,

@@ -17,6 +17,10 @@ const ENDPOINT_ALIAS: &str = "weft:endpoint:";
 /// An overlay network's VXLAN device: the network's, but not its bridge (reconciliation
 /// finds a network's bridge by [`network_alias`]).
 const VXLAN_ALIAS: &str = "weft:vxlan:";
+/// An 802.1Q sub-interface the agent created as a macvlan or ipvlan network's parent
+/// (`parent=eth0.50` with no such link): shared by every network on it, so it carries its own
+/// name, not a network's id. A VLAN link without it is the admin's, used as is, never deleted.
+const VLAN_ALIAS: &str = "weft:vlan:";
 
 /// Alphanumeric characters of an id: UUID dashes would waste scarce name bytes.
 fn compact(id: &str) -> String {
@@ -59,11 +63,22 @@ pub fn vxlan_alias(network_id: &str) -> String {
     format!("{VXLAN_ALIAS}{network_id}")
 }
 
+/// The alias marking the VLAN sub-interface `name` as made by the agent.
+pub fn vlan_alias(name: &str) -> String {
+    format!("{VLAN_ALIAS}{name}")
+}
+
+/// The link name a VLAN sub-interface's alias carries, if it is one the agent made.
+pub fn vlan_of_alias(alias: &str) -> Option<&str> {
+    alias.strip_prefix(VLAN_ALIAS)
+}
+
 /// Whether a link alias marks the link as Weft's.
 pub fn is_weft_alias(alias: &str) -> bool {
     alias.starts_with(NETWORK_ALIAS)
         || alias.starts_with(ENDPOINT_ALIAS)
         || alias.starts_with(VXLAN_ALIAS)
+        || alias.starts_with(VLAN_ALIAS)
 }
 
 /// The endpoint id an alias carries, if it is an endpoint alias.
@@ -121,6 +136,10 @@ mod tests {
         assert_eq!(network_of_vxlan_alias(&vxlan_alias(id)), Some(id));
         assert_eq!(network_of_alias(&vxlan_alias(id)), None);
         assert!(valid_ifname(&bridge_name(id)).is_ok());
+        assert!(is_weft_alias(&vlan_alias("eth0.50")));
+        assert_eq!(vlan_of_alias(&vlan_alias("eth0.50")), Some("eth0.50"));
+        assert_eq!(vlan_of_alias(&network_alias("eth0.50")), None);
+        assert_eq!(network_of_alias(&vlan_alias("x")), None);
     }
 
     #[test]

@@ -62,6 +62,9 @@ struct Owned {
     endpoints: std::collections::BTreeMap<String, kernel::Link>,
     /// Overlay networks' VXLAN devices by network id (by alias).
     vxlans: BTreeMap<String, kernel::Link>,
+    /// Links named like 802.1Q sub-interfaces (`eth0.50`), by name: the admin's and the
+    /// agent's (by alias), parents of macvlan and ipvlan networks.
+    vlans: BTreeMap<String, kernel::Link>,
     /// Sandbox ids of managed namespaces (`weft-<id>` in /run/netns).
     namespaces: BTreeSet<String>,
     /// Sandbox ids of file directories.
@@ -238,6 +241,9 @@ impl Agent {
             owned: &owned,
             checked: 0,
         };
+        // (Before anything is ensured: a VLAN only a network made by the API lately uses is
+        // no orphan.)
+        self.sync_vlans(&desired.networks, |id| self.recent.since(id, true, as_of));
         let (sandboxes, networks) = self.ensure_desired(&desired, &mut pass, &mut report).await;
         let ensure = t.elapsed() - firewall;
         self.remove_orphans(&owned, &desired, as_of, &mut report)
@@ -426,6 +432,7 @@ impl Agent {
         let device_ok = !driver::of(n.driver).host_device()
             || pass.owned.networks.get(&n.id).is_some_and(|l| l.up);
         !(device_ok
+            && crate::agent::vlan_ok(n, &pass.owned.vlans)
             && self
                 .applied
                 .is(Of::Network, &n.id, crate::agent::network_digest(n)))
@@ -523,6 +530,7 @@ impl Agent {
             report.changes.extend(r.changes);
             report.failures.extend(r.failures);
         }
+        self.remove_orphan_vlans(&owned.vlans, report).await;
         let orphan_sandboxes: BTreeSet<&String> = owned
             .namespaces
             .iter()
@@ -553,6 +561,8 @@ impl Agent {
                 owned.networks.insert(id.to_owned(), l.clone());
             } else if let Some(id) = names::network_of_vxlan_alias(&l.alias) {
                 owned.vxlans.insert(id.to_owned(), l.clone());
+            } else if matches!(weft_runtime::vlan::parse(&l.name), Ok(Some(_))) {
+                owned.vlans.insert(l.name.clone(), l.clone());
             }
         }
         owned.files = dir_names(&self.data_dir().join("sandboxes"))
@@ -640,6 +650,9 @@ impl Agent {
                 orphan(Kind::Netns, sandbox::managed_netns_name(id), id);
             }
         }
+        report
+            .changes
+            .extend(crate::agent::vlan_drift(networks, &owned.vlans));
     }
 }
 

@@ -267,10 +267,16 @@ pub(crate) fn loopback_up_here() -> io::Result<()> {
     b.extend_from_slice(&IFF_UP.to_ne_bytes());
     b.extend_from_slice(&IFF_UP.to_ne_bytes());
     socket.send(&b, 0)?;
+    acked(&socket, 1)
+}
+
+/// The kernel's answer to request `seq` (sent with `NLM_F_ACK`) on `socket`, a netlink socket
+/// of any protocol: done, or the errno it refused with.
+pub(crate) fn acked(socket: &Socket, seq: u32) -> io::Result<()> {
     loop {
         let (buf, _) = socket.recv_from_full()?;
-        for (kind, seq, payload) in messages(&buf)? {
-            if kind == NLMSG_ERROR && seq == 1 {
+        for (kind, s, payload) in messages(&buf)? {
+            if kind == NLMSG_ERROR && s == seq {
                 return match error_code(payload)? {
                     0 => Ok(()),
                     code => Err(io::Error::from_raw_os_error(-code)),

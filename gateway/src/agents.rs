@@ -16,7 +16,7 @@ use crate::{
     desired::{agent_endpoint, agent_sandbox, role},
     domain::{
         endpoint::EndpointRecord,
-        host::{HostCapabilities, HostRecord, agent_url},
+        host::{HostRecord, agent_url},
         network::NetworkRecord,
         sandbox::SandboxRecord,
     },
@@ -218,6 +218,20 @@ impl Gateway {
         Ok(names)
     }
 
+    /// Every host: the registered ones, and the configured one as its agent answers now when
+    /// it has not registered; by name.
+    pub(crate) async fn all_hosts(&self) -> Result<Vec<HostRecord>, GatewayError> {
+        let mut hosts = {
+            let mut conn = self.db.read().acquire().await?;
+            store::hosts::list(&mut conn).await?
+        };
+        if !hosts.iter().any(|h| h.name == self.host) {
+            hosts.push(self.probe_configured_host().await);
+        }
+        hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(hosts)
+    }
+
     /// The configured host before its agent registers: what its agent answers right now.
     pub(crate) async fn probe_configured_host(&self) -> HostRecord {
         let mut probe = tonic::Request::new(apb::GetCapabilitiesRequest {});
@@ -235,23 +249,11 @@ impl Gateway {
         };
         match self.agent.clone().get_capabilities(probe).await {
             Ok(c) => {
-                let c = c.into_inner();
-                let features = c.features.unwrap_or_default();
-                host.addresses = c.addresses;
-                host.agent_version = c.agent_version;
-                host.capabilities = Some(HostCapabilities {
-                    drivers: c.drivers,
-                    bridge: features.bridge,
-                    veth: features.veth,
-                    vxlan: features.vxlan,
-                    macvlan: features.macvlan,
-                    ipvlan: features.ipvlan,
-                    vlan: features.vlan,
-                    ipv6: features.ipv6,
-                    nftables: features.nftables,
-                    nftables_nat: features.nftables_nat,
-                    kernel_release: c.kernel_release,
-                });
+                let mut c = c.into_inner();
+                host.addresses = std::mem::take(&mut c.addresses);
+                host.agent_version = std::mem::take(&mut c.agent_version);
+                // (The agent's report as RegisterHost carries it.)
+                host.capabilities = Some(crate::from_pb::capabilities(c.into()));
                 host.up = true;
                 host.last_heartbeat_ms = self.clock.now_ms();
             }

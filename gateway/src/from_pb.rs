@@ -168,5 +168,7 @@ pub(crate) fn capabilities(c: pb::HostCapabilities) -> HostCapabilities {
         nftables: c.nftables,
         nftables_nat: c.nftables_nat,
         kernel_release: c.kernel_release,
+        ipsec: c.ipsec,
+        ipsec_missing: c.ipsec_missing,
     }
 }

@@ -82,15 +82,11 @@ impl Gateway {
         filter: &HostFilter,
         page: &Page,
     ) -> Result<(Vec<HostRecord>, String, u64), GatewayError> {
-        let (mut hosts, revision) = {
+        let revision = {
             let mut conn = self.db.read().acquire().await?;
-            let revision = store::current_revision(&mut conn).await?;
-            (store::hosts::list(&mut conn).await?, revision)
+            store::current_revision(&mut conn).await?
         };
-        if !hosts.iter().any(|h| h.name == self.host) {
-            hosts.push(self.probe_configured_host().await);
-        }
-        hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut hosts = self.all_hosts().await?;
         hosts.retain(|h| filter.matches(h));
         let (hosts, next) = page.take("hosts", hosts, |h| h.name.as_str());
         Ok((hosts, next, revision))

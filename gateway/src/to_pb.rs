@@ -219,6 +219,8 @@ fn capabilities_to_pb(c: &HostCapabilities) -> pb::HostCapabilities {
         nftables: c.nftables,
         nftables_nat: c.nftables_nat,
         kernel_release: c.kernel_release.clone(),
+        ipsec: c.ipsec,
+        ipsec_missing: c.ipsec_missing.clone(),
     }
 }
 

@@ -55,6 +55,8 @@ impl From<agent::v1::Capabilities> for gateway::v1::HostCapabilities {
             nftables: f.nftables,
             nftables_nat: f.nftables_nat,
             kernel_release: c.kernel_release,
+            ipsec: f.ipsec,
+            ipsec_missing: f.ipsec_missing,
         }
     }
 }

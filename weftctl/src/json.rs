@@ -147,6 +147,8 @@ pub fn host(h: &pb::Host) -> Value {
             "nftables": c.nftables,
             "nftablesNat": c.nftables_nat,
             "kernelRelease": c.kernel_release,
+            "ipsec": c.ipsec,
+            "ipsecMissing": c.ipsec_missing,
         },
         "state": pb::HostState::try_from(h.state).map_or("HOST_STATE_UNSPECIFIED", |s| s.as_str_name()),
         "lastHeartbeat": time(h.last_heartbeat.as_ref()),
@@ -196,6 +198,25 @@ pub fn ipam_check(c: &CheckResponse) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_json_shows_what_the_kernel_lacks_for_ipsec() {
+        let h = pb::Host {
+            name: "h1".into(),
+            capabilities: Some(pb::HostCapabilities {
+                ipsec: false,
+                ipsec_missing: vec!["esp4".into(), "rfc4106(gcm(aes))".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = host(&h);
+        assert_eq!(v["capabilities"]["ipsec"], false);
+        assert_eq!(
+            v["capabilities"]["ipsecMissing"],
+            json!(["esp4", "rfc4106(gcm(aes))"])
+        );
+    }
 
     #[test]
     fn network_json_uses_proto_json_names_and_rfc3339_times() {

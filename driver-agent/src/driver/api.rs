@@ -170,17 +170,15 @@ pub(super) fn need(driver: Driver, ok: bool, feature: &'static str) -> Result<()
     }
 }
 
-/// A parent named like a VLAN sub-interface (`eth0.10`) needs 802.1Q (macvlan, ipvlan).
+/// A parent named like a VLAN sub-interface (`eth0.10`, which the agent makes when missing)
+/// needs 802.1Q (macvlan, ipvlan).
 pub(super) fn need_vlan_parent(
     driver: Driver,
     net: &Network,
     kernel: &Features,
 ) -> Result<(), AgentError> {
-    need(
-        driver,
-        kernel.vlan || !net.parent.contains('.'),
-        "802.1Q VLAN sub-interfaces",
-    )
+    let vlan = matches!(weft_runtime::vlan::parse(&net.parent), Ok(Some(_)));
+    need(driver, kernel.vlan || !vlan, "802.1Q VLAN sub-interfaces")
 }
 
 /// UNIMPLEMENTED: a driver this agent does not program yet.

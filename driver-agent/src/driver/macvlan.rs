@@ -3,8 +3,8 @@
 //! `on_parent.rs`). Sandboxes reach the parent's segment with their own addresses, and each
 //! other in bridge mode; the host cannot reach them through the parent (the kernel does not
 //! hand a parent's own frames to its macvlan devices). A kernel without macvlan, or without
-//! 802.1Q for a parent named like a VLAN sub-interface (`eth0.10`, which this agent does not
-//! create yet), is refused with FAILED_PRECONDITION naming what is missing.
+//! 802.1Q for a parent named like a VLAN sub-interface (`eth0.10`, which the agent makes when
+//! missing: `vlan.rs`), is refused with FAILED_PRECONDITION naming what is missing.
 
 use std::os::fd::RawFd;
 

@@ -18,6 +18,9 @@
 //! - [`ipvlan`]: refused with FAILED_PRECONDITION when the kernel lacks what it needs,
 //!   otherwise with UNIMPLEMENTED (not enabled yet); its attach is macvlan's path with its own
 //!   kernel message.
+//! - [`vlan`]: the 802.1Q sub-interface a macvlan or ipvlan network's parent names
+//!   (`eth0.50`), made when missing and removed with the last network on it; the agent runs it
+//!   (it knows which networks share one), not a driver.
 
 mod api;
 pub mod bridge;
@@ -28,6 +31,7 @@ pub mod macvlan;
 pub mod none;
 mod on_parent;
 pub mod overlay;
+pub mod vlan;
 
 pub use api::{Attached, NetworkDriver, NetworkSetup, NetworkState, SandboxNs};
 

@@ -74,7 +74,8 @@ pub(super) async fn detach(
 /// The network's parent in the managed namespace: the link named, or (none named) the link of
 /// the host's default route, IPv4 first, as Docker picks it. Never one of Weft's own links: a
 /// device on another network's bridge would put its sandboxes on that network's segment,
-/// past the firewall rules that keep networks apart.
+/// past the firewall rules that keep networks apart. (A VLAN sub-interface the agent made for
+/// networks on parents, `vlan.rs`, is what it is there for.)
 pub(super) async fn parent(host: &Handle, net: &Network) -> Result<Link, AgentError> {
     let link = if net.parent.is_empty() {
         let mut found = None;
@@ -92,7 +93,7 @@ pub(super) async fn parent(host: &Handle, net: &Network) -> Result<Link, AgentEr
                 name: net.parent.clone(),
             })?
     };
-    if names::is_weft_alias(&link.alias) {
+    if names::is_weft_alias(&link.alias) && names::vlan_of_alias(&link.alias).is_none() {
         return Err(AgentError::ParentIsWefts {
             name: link.name,
             alias: link.alias,

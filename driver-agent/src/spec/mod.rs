@@ -144,6 +144,29 @@ mod tests {
             ],
             "{v:?}"
         );
+        // A dotted parent is BASE.VID with a VLAN id from 1 to 4094 (the gateway's rule).
+        let mut s = bridge_spec();
+        s.driver = pb::Driver::Ipvlan as i32;
+        s.parent = "eth0.4094".into();
+        assert_eq!(
+            Network::from_pb(s.clone(), "n").unwrap().parent,
+            "eth0.4094"
+        );
+        for bad in [
+            "eth0.4095",
+            "eth0.0",
+            "eth0.07",
+            "eth0.1.2",
+            ".5",
+            "abcdefghijk.4094",
+        ] {
+            s.parent = bad.into();
+            let v = Network::from_pb(s.clone(), "n").unwrap_err();
+            assert_eq!(
+                (v[0].field.as_str(), v[0].value.as_str()),
+                ("n.parent", bad)
+            );
+        }
         // A bridge network has no parent (whatever the field says).
         let mut b = bridge_spec();
         b.parent = "eth1".into();

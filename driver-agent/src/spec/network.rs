@@ -147,11 +147,12 @@ impl Network {
         let host_binding_ipv4 =
             parse_host_binding(&mut v, &f("host_binding_ipv4"), &spec.host_binding_ipv4);
         let on_parent = matches!(driver, Driver::Macvlan | Driver::Ipvlan);
-        if on_parent
-            && !spec.parent.is_empty()
-            && let Err(reason) = names::valid_ifname(&spec.parent)
-        {
-            v.add(f("parent"), &spec.parent, reason);
+        if on_parent && !spec.parent.is_empty() {
+            if let Err(reason) = names::valid_ifname(&spec.parent) {
+                v.add(f("parent"), &spec.parent, reason);
+            } else if let Err(reason) = weft_runtime::vlan::parse(&spec.parent) {
+                v.add(f("parent"), &spec.parent, &reason);
+            }
         }
         let macvlan_mode = parse_macvlan_mode(&mut v, &f("macvlan_mode"), spec.macvlan_mode);
         let (ipvlan_mode, ipvlan_flag) = parse_ipvlan(&mut v, prefix, &spec);

@@ -357,3 +357,138 @@ async fn reconcile_makes_macvlan_sandboxes_once_changes_nothing_again_and_the_au
     )
     .await;
 }
+
+/// A link named `name` in `host` standing in for a VLAN sub-interface (this project's CI
+/// kernel has no 802.1Q): one end of a veth pair, with `alias` when given. What the agent
+/// decides about a VLAN parent goes by its name and its mark, never its kind.
+fn stand_in(host: &TestNs, name: &str, alias: Option<&str>) {
+    host.ip(&[
+        "link",
+        "add",
+        name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("p{name}"),
+    ]);
+    if let Some(a) = alias {
+        host.ip(&["link", "set", name, "alias", a]);
+    }
+}
+
+fn has_link(host: &TestNs, name: &str) -> bool {
+    link(&links(host), name).is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
+async fn vlan_parents_the_agent_made_go_with_their_last_network_and_the_admins_stay() {
+    let (host, _lan) = host_and_lan();
+    let (agent, _data) = crate::support::agent(&host).await;
+    let vlan = agent.capabilities().features.vlan;
+    let sb = TestNs::new();
+    let net = macvlan(&unique("vl"), "lan0.50", pb::MacvlanMode::Bridge);
+    let ep = endpoint(&unique("e"), &net, &sb.path_str(), 30);
+    if vlan {
+        // A kernel with 802.1Q: the agent makes lan0.50 on lan0, marked, up, with VLAN id 50,
+        // and removes it with its network.
+        attach(&agent, &ep, &net).await.unwrap();
+        let l = link(&links(&host), "lan0.50")
+            .cloned()
+            .expect("lan0.50 made");
+        assert_eq!(l["linkinfo"]["info_kind"], "vlan", "{l}");
+        assert_eq!(l["linkinfo"]["info_data"]["id"], 50, "{l}");
+        assert_eq!(l["link"], "lan0", "{l}");
+        assert_eq!(l["ifalias"], names::vlan_alias("lan0.50"), "{l}");
+        assert!(l["flags"].as_array().unwrap().contains(&"UP".into()), "{l}");
+        agent.detach(&ep.endpoint_id, &sb.path).await.unwrap();
+        // (Removal deletes it once a reconciliation told the agent every network here.)
+        let state = pb::DesiredState {
+            revision: 1,
+            networks: vec![net.clone()],
+            ..Default::default()
+        };
+        agent.apply_state(&state, false).await;
+        let r = agent.remove_network(&net.network_id).await;
+        assert!(r.failures.is_empty(), "{r:?}");
+        assert!(!has_link(&host, "lan0.50"));
+    } else {
+        // This project's CI kernel: refused naming 802.1Q, before anything is made.
+        let before = host_view(&host);
+        let st = tonic::Status::from(attach(&agent, &ep, &net).await.unwrap_err());
+        assert_eq!(st.code(), tonic::Code::FailedPrecondition, "{st:?}");
+        assert!(st.message().contains("802.1Q"), "{}", st.message());
+        assert_eq!(host_view(&host), before);
+    }
+
+    // The agent's (marked) VLAN, and the admin's: one without a mark, one with another alias.
+    stand_in(&host, "lan0.50", Some(&names::vlan_alias("lan0.50")));
+    stand_in(&host, "lan0.60", None);
+    stand_in(&host, "lan0.70", Some("uplink to the lab"));
+    let on = |id: &str, parent: &str| macvlan(id, parent, pb::MacvlanMode::Bridge);
+    let (a, b) = (on(&unique("a"), "lan0.50"), on(&unique("b"), "lan0.50"));
+    let admins = on(&unique("c"), "lan0.60");
+    let state = |revision: u64, networks: &[&pb::NetworkSpec]| pb::DesiredState {
+        revision,
+        networks: networks.iter().map(|n| (*n).clone()).collect(),
+        ..Default::default()
+    };
+
+    // Two networks on lan0.50 and one on the admin's lan0.60, a fourth on a missing lan0.90:
+    // a dry run sees lan0.90 missing and nothing orphaned.
+    let missing = on(&unique("d"), "lan0.90");
+    let dry = agent
+        .apply_state(&state(2, &[&a, &b, &admins, &missing]), true)
+        .await;
+    let seen: Vec<(&str, &str)> = dry
+        .changes
+        .iter()
+        .map(|c| (c.object.as_str(), c.detail.as_str()))
+        .collect();
+    assert_eq!(seen, [("lan0.90", "missing")], "{:?}", dry.changes);
+    let r = agent
+        .apply_state(&state(2, &[&a, &b, &admins]), false)
+        .await;
+    if !vlan {
+        assert!(
+            r.failures.iter().all(|f| f.error.contains("802.1Q")),
+            "{:?}",
+            r.failures
+        );
+    }
+    assert!(has_link(&host, "lan0.50") && has_link(&host, "lan0.60"));
+
+    // Its first network goes: the other still uses it. The second goes: so does lan0.50.
+    let r = agent.remove_network(&a.network_id).await;
+    assert!(r.changes.is_empty() && r.failures.is_empty(), "{r:?}");
+    assert!(has_link(&host, "lan0.50"));
+    let r = agent.remove_network(&b.network_id).await;
+    assert!(r.failures.is_empty(), "{r:?}");
+    assert_eq!(r.changes.len(), 1, "{:?}", r.changes);
+    assert_eq!(r.changes[0].object, "lan0.50");
+    assert!(!has_link(&host, "lan0.50"));
+    // The admin's VLAN outlives its last network.
+    let r = agent.remove_network(&admins.network_id).await;
+    assert!(r.changes.is_empty(), "{r:?}");
+    assert!(has_link(&host, "lan0.60") && has_link(&host, "lan0.70"));
+
+    // A VLAN of the agent's that no desired network uses (its RemoveNetwork never came) is an
+    // orphan: the dry run names it, reconciliation removes it; the admin's stay.
+    stand_in(&host, "lan0.50", Some(&names::vlan_alias("lan0.50")));
+    let dry = agent.apply_state(&state(3, &[&admins]), true).await;
+    let seen: Vec<(&str, &str)> = dry
+        .changes
+        .iter()
+        .map(|c| (c.object.as_str(), c.detail.as_str()))
+        .collect();
+    assert_eq!(seen, [("lan0.50", "orphan")], "{:?}", dry.changes);
+    let r = agent.apply_state(&state(3, &[&admins]), false).await;
+    assert!(
+        r.changes.iter().any(|c| c.object == "lan0.50"),
+        "{:?}",
+        r.changes
+    );
+    assert!(!has_link(&host, "lan0.50"));
+    assert!(has_link(&host, "lan0.60") && has_link(&host, "lan0.70"));
+}

@@ -78,6 +78,11 @@ pub const MAX_HOST_ADDRESSES: usize = 32;
 pub const MAX_HOST_DRIVERS: usize = 16;
 /// Free-text fields a host registers (addresses of its agent and dns-svc, versions).
 pub const MAX_HOST_TEXT: usize = 256;
+/// Entries of a host's `capabilities.ipsec_missing` (what its kernel lacks for IPsec: three
+/// today).
+pub const MAX_HOST_IPSEC_MISSING: usize = 8;
+/// Bytes of one such entry.
+pub const MAX_HOST_IPSEC_TEXT: usize = 128;
 
 /// Values of one list filter.
 pub const MAX_FILTER_VALUES: usize = 64;

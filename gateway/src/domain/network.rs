@@ -359,7 +359,13 @@ fn check_option(key: &str, value: &str) -> Result<(), FieldViolation> {
             .parse::<std::net::Ipv4Addr>()
             .map(drop)
             .map_err(|_| FieldViolation::new(&field, value, "not an IPv4 address")),
-        "com.docker.network.bridge.name" | "parent" => check_ifname(&field, value),
+        "com.docker.network.bridge.name" => check_ifname(&field, value),
+        // Docker's rule: a dotted parent is an 802.1Q sub-interface the agent may create.
+        "parent" => check_ifname(&field, value).and_then(|()| {
+            weft_runtime::vlan::parse(value)
+                .map(drop)
+                .map_err(|why| FieldViolation::new(&field, value, why))
+        }),
         "com.docker.network.container_iface_prefix" => {
             check_ifname_len(&field, value, MAX_IFNAME_PREFIX)
         }
@@ -514,6 +520,43 @@ mod tests {
         // A mode of the other driver is an unknown option.
         let errs = with("macvlan", "ipvlan_mode", "l2").unwrap_err();
         assert_eq!(errs[0].field, "options[ipvlan_mode]", "{errs:?}");
+    }
+
+    #[test]
+    fn a_dotted_parent_is_an_802_1q_sub_interface_with_a_vlan_id_from_1_to_4094() {
+        let with = |driver: &str, parent: &str| {
+            let mut r = raw("n");
+            r.driver = driver.into();
+            r.options.insert("parent".into(), parent.into());
+            NetworkSpec::validate(r)
+        };
+        for ok in [
+            "eth0",
+            "eth0.50",
+            "bond0.4094",
+            "enp3s0f1.1",
+            "abcdefghij.4094",
+        ] {
+            assert!(with("macvlan", ok).is_ok(), "{ok}");
+            assert!(with("ipvlan", ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("eth0.0", "from 1 to 4094"),
+            ("eth0.4095", "from 1 to 4094"),
+            ("eth0.050", "without leading"),
+            ("eth0.5.1", "one dot"),
+            ("eth0.", "BASE.VID"),
+            (".50", "BASE.VID"),
+            ("eth0.x", "BASE.VID"),
+            // IFNAMSIZ: 16 bytes, VLAN or not.
+            ("abcdefghijk.4094", "1 to 15 characters"),
+            ("eth0.5 0", "a-z A-Z 0-9"),
+        ] {
+            let errs = with("macvlan", bad).unwrap_err();
+            assert_eq!(errs[0].field, "options[parent]", "{errs:?}");
+            assert_eq!(errs[0].value, bad);
+            assert!(errs[0].reason.contains(why), "{bad}: {errs:?}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     domain::{
+        host::encrypted_overlay_refusal,
         list::{NetworkFilter, label_matches},
         network::{NetworkRecord, NetworkSpec, NetworkUpdate, PruneSpec, SubnetRecord, VXLAN_IDS},
         parent::{ON_PARENT, parent_conflict},
@@ -77,9 +78,9 @@ impl Gateway {
     ) -> Result<NetworkRecord, GatewayError> {
         self.network_name_free(&spec.name).await?;
         if spec.driver == "overlay" && spec.options.get("encrypted").is_some_and(|v| v != "false") {
-            return Err(GatewayError::Precondition(
-                "encrypted overlay networks need IPsec (xfrm) tunnels between hosts, which this Weft does not program: create the network without --opt encrypted".into(),
-            ));
+            return Err(GatewayError::Precondition(encrypted_overlay_refusal(
+                &self.all_hosts().await?,
+            )));
         }
         self.parent_free(&spec).await?;
         if validate_only {

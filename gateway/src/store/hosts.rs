@@ -27,6 +27,8 @@ fn registration(h: &HostRecord) -> pb::Host {
             nftables: c.nftables,
             nftables_nat: c.nftables_nat,
             kernel_release: c.kernel_release.clone(),
+            ipsec: c.ipsec,
+            ipsec_missing: c.ipsec_missing.clone(),
         }),
         state: pb::HostState::Unspecified as i32,
         last_heartbeat: None,
@@ -52,6 +54,8 @@ fn record(host: pb::Host, up: bool, last_heartbeat_ms: i64) -> HostRecord {
             nftables: c.nftables,
             nftables_nat: c.nftables_nat,
             kernel_release: c.kernel_release,
+            ipsec: c.ipsec,
+            ipsec_missing: c.ipsec_missing,
         }),
         registered_at_ms: host.registered_at.map_or(0, |t| {
             t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000)

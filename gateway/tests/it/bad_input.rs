@@ -675,6 +675,7 @@ fn range_rows() -> Vec<(String, Attack, String)> {
         row("an unknown endpoint option", hostile_settings(|s| { s.driver_options = [("com.docker.network.endpoint.ifname".to_owned(), "x".to_owned())].into() }), "settings.driver_options[com.docker.network.endpoint.ifname]"),
         row("a sysctl outside the interface", hostile_settings(|s| { s.driver_options = [(sysctl.to_owned(), "net.ipv4.conf.IFNAME.../../../kernel/x=1".to_owned())].into() }), &format!("settings.driver_options[{sysctl}]")),
         row("a sysctl of another subsystem", hostile_settings(|s| { s.driver_options = [(sysctl.to_owned(), "kernel.panic=1".to_owned())].into() }), &format!("settings.driver_options[{sysctl}]")),
+        row("a VLAN parent with VLAN id 4095", hostile_network(|r| { r.driver = "macvlan".into(); r.options = [("parent".to_owned(), "eth0.4095".to_owned())].into() }), "options[parent]"),
         row("parent with a wildcard", hostile_network(|r| { r.driver = "macvlan".into(); r.options = [("parent".to_owned(), "eth*".to_owned())].into() }), "options[parent]"),
         row("interface prefix too long", hostile_network(|r| { r.options = [("com.docker.network.container_iface_prefix".to_owned(), "abcdefghijklm".to_owned())].into() }), "options[com.docker.network.container_iface_prefix]"),
         row("VXLAN id past 24 bits", hostile_network(|r| { r.driver = "overlay".into(); r.options = [("com.docker.network.driver.overlay.vxlanid_list".to_owned(), "16777216".to_owned())].into() }), "options[com.docker.network.driver.overlay.vxlanid_list]"),

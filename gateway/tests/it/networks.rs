@@ -445,23 +445,76 @@ async fn list_hosts_reports_this_host_and_its_agents_capabilities() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_encrypted_overlay_is_refused_naming_what_is_missing() {
+async fn an_encrypted_overlay_is_refused_naming_the_hosts_whose_kernel_lacks_ipsec_and_what() {
     let s = Stack::start(Backend::Sqlite).await;
     let mut c = s.networks();
-    for value in ["", "true"] {
-        let err = c
-            .create_network(pb::CreateNetworkRequest {
-                name: "secret-overlay".into(),
-                driver: "overlay".into(),
-                options: [("encrypted".to_owned(), value.to_owned())].into(),
-                ..Default::default()
-            })
+    let encrypted = |value: &str| pb::CreateNetworkRequest {
+        name: "secret-overlay".into(),
+        driver: "overlay".into(),
+        options: [("encrypted".to_owned(), value.to_owned())].into(),
+        ..Default::default()
+    };
+    // Hosts as their agents report them: "lacks" as this project's CI kernel (no ESP, no
+    // AES-GCM), "has" with both; the configured host ("local", the fake agent) never probed.
+    let register = |name: &str, ipsec: bool, missing: &[&str]| {
+        let mut r = crate::hosts::register(name, "127.0.0.1:1");
+        let caps = r.capabilities.as_mut().unwrap();
+        caps.ipsec = ipsec;
+        caps.ipsec_missing = missing.iter().map(|m| (*m).to_owned()).collect();
+        r
+    };
+    for (name, ipsec, missing) in [
+        ("lacks", false, &["esp4", "rfc4106(gcm(aes))"][..]),
+        ("has", true, &[]),
+    ] {
+        s.registry_for(name)
             .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-        assert!(err.message().contains("IPsec"), "{err:?}");
+            .register_host(register(name, ipsec, missing))
+            .await
+            .unwrap();
     }
-    // Asked not to encrypt, it is an ordinary overlay network (scope global).
+    for value in ["", "true"] {
+        let err = c.create_network(encrypted(value)).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        let m = err.message();
+        assert!(
+            m.contains("host \"lacks\" lacks esp4, rfc4106(gcm(aes))"),
+            "{m}"
+        );
+        assert!(m.contains("host \"local\" has not probed it"), "{m}");
+        assert!(
+            !m.contains("\"has\""),
+            "a host with IPsec is not named: {m}"
+        );
+        assert!(m.contains("without --opt encrypted"), "{m}");
+    }
+    // Every host's kernel has it: still refused, saying why honestly.
+    for name in ["lacks", "local"] {
+        s.registry_for(name)
+            .await
+            .register_host(register(name, true, &[]))
+            .await
+            .unwrap();
+    }
+    let err = c.create_network(encrypted("true")).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message()
+            .contains("IPsec tunnels between hosts, which Weft does not program yet"),
+        "{err:?}"
+    );
+    assert!(!err.message().contains("host \""), "{err:?}");
+    // Hosts list what their agents reported.
+    let hosts = s
+        .hosts()
+        .list_hosts(pb::ListHostsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .hosts;
+    assert!(hosts.iter().all(|h| h.capabilities.as_ref().unwrap().ipsec));
+    // Nothing was made; asked not to encrypt, it is an ordinary overlay network (scope global).
+    assert!(!names(&mut c).await.contains(&"secret-overlay".to_owned()));
     let n = c
         .create_network(pb::CreateNetworkRequest {
             name: "plain-overlay".into(),

@@ -17,6 +17,7 @@ pub mod shutdown;
 pub mod size;
 pub mod telemetry;
 pub mod transport;
+pub mod vlan;
 
 pub use config::{CommonArgs, LogFormat};
 pub use error::{FieldViolation, internal, invalid_argument};
