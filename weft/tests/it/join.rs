@@ -125,6 +125,42 @@ fn dig_from(from: &str, name: &str) -> String {
     })
 }
 
+/// `name` asked once (dig's own retries aside) from the namespace at `from`, through its
+/// host's dns-svc: the A answers.
+fn dig_once(from: &str, name: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={from}"))
+        .args(["dig", "+short", "+time=2", "+tries=3", "@127.0.0.11", name])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `name` asked of the operator listener (127.0.0.1:5353) of the host namespace `ns`: the
+/// response's status and its A answers.
+fn operator_dig(ns: &TestNs, name: &str) -> (String, Vec<String>) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "dig", "+time=2", "+tries=3"])
+        .args(["-p", "5353", "@127.0.0.1", name, "A"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_default()
+        .to_owned();
+    let answers = text
+        .lines()
+        .skip_while(|l| !l.contains("ANSWER SECTION"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+        .collect();
+    (status, answers)
+}
+
 /// The sandboxes a test made, removed when it ends (also when it fails): through weftctl while
 /// the control plane is up, and their namespaces (`/run/netns/weft-<id>`, made by the agents)
 /// whatever happened. Dropped before the `Weft`s that run the hosts.
@@ -345,7 +381,7 @@ fn ten_megabytes(client: &str, server: &str, ip: &str) -> Option<String> {
 
 #[test]
 #[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in namespaces")]
-fn three_joined_hosts_share_an_overlay_network_by_address_name_and_alias() {
+fn three_joined_hosts_share_an_overlay_network_and_each_holds_only_its_networks_names() {
     let wire = TestNs::named("j3-net");
     wire.ip(&["link", "add", "br0", "type", "bridge"]);
     wire.ip(&["link", "set", "br0", "up"]);
@@ -453,6 +489,30 @@ fn three_joined_hosts_share_an_overlay_network_by_address_name_and_alias() {
     assert_eq!(dig_from(&members[0].0, "m2"), members[1].1);
     assert_eq!(dig_from(&members[1].0, "db"), members[2].1);
     assert_eq!(dig_from(&members[2].0, "m1"), members[0].1);
+    // Each host's dns-svc holds the networks with an endpoint on its host, with all their
+    // endpoints, and nothing else: on its operator listener h1 (only on ov) answers ov's names,
+    // of members elsewhere too, and NXDOMAIN for those of `other`, which h2 (x2 is there)
+    // answers.
+    let (h1, h2) = (&machines[0].0, &machines[1].0);
+    let x2_ip = sandbox(&control, &data, "x2").1;
+    let found = |ip: &str| ("NOERROR".to_owned(), vec![ip.to_owned()]);
+    assert_eq!(operator_dig(h1, "m2.ov.weft."), found(&members[1].1));
+    assert_eq!(operator_dig(h1, "x2.other.weft.").0, "NXDOMAIN");
+    assert_eq!(operator_dig(h2, "x2.other.weft."), found(&x2_ip));
+    // A container on h1 that joins `other` resolves x2 (on h2) as soon as its create returns:
+    // the network's records came with its first endpoint on h1.
+    made.create("late", &["--host", "h1", "--network", "other"]);
+    let (late, _) = sandbox(&control, &data, "late");
+    assert_eq!(dig_once(&late, "x2"), x2_ip);
+    assert_eq!(operator_dig(h1, "x2.other.weft."), found(&x2_ip));
+    // Its last endpoint there gone, h1 holds nothing of `other` again; h2 still does.
+    ctl(&["network", "disconnect", "other", "late"]);
+    wait_until(
+        Duration::from_secs(30),
+        "other's names gone from h1",
+        || (operator_dig(h1, "x2.other.weft.").0 == "NXDOMAIN").then_some(()),
+    );
+    assert_eq!(operator_dig(h2, "x2.other.weft."), found(&x2_ip));
     // 10 MB from h3 to h1, intact at the overlay's MTU.
     let want = {
         use std::fmt::Write as _;
