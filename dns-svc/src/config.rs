@@ -38,7 +38,8 @@ pub struct Args {
     #[arg(long, env = "WEFT_DNS_HOST")]
     pub host: Option<String>,
 
-    /// The operator listener (UDP and TCP), answering `<name>.<network>.<zone>`.
+    /// The operator listener (UDP and TCP), answering `<name>.<network>.<zone>` for the
+    /// networks this host has an endpoint on (what dns-svc holds; NXDOMAIN for the others).
     #[arg(
         long,
         env = "WEFT_DNS_OPERATOR_LISTEN",

@@ -1,7 +1,9 @@
 //! Records from the gateway: a client of `weft.gateway.v1.EventService.Watch`.
 //!
 //! List, then watch: from revision 0 the gateway sends a snapshot and SNAPSHOT_END, then live
-//! events. On a broken stream it resumes from the last revision seen; when that revision is no
+//! events. The watch is scoped to this host (`scope_host`): the gateway sends the networks with
+//! an endpoint on this host, with all their endpoints and those endpoints' sandboxes, and
+//! this host's sandboxes; networks come and go as SCOPE_ENTERED and SCOPE_LEFT. On a broken stream it resumes from the last revision seen; when that revision is no
 //! longer in the gateway's log (OUT_OF_RANGE) it lists again. While it relists, the previous
 //! snapshot keeps answering: the new one replaces it whole at SNAPSHOT_END.
 
@@ -30,6 +32,8 @@ pub struct Ingester {
     channel: Channel,
     /// dns-svc's credentials at the gateway (none when its certificate is).
     bearer: Bearer,
+    /// This host: the watch asks for its scope only (`WatchRequest.scope_host`).
+    host: String,
     snapshot: Arc<ArcSwap<Snapshot>>,
     /// The revision of the published snapshot, for whoever must react to changes (listeners).
     published: watch::Sender<u64>,
@@ -50,12 +54,14 @@ impl Ingester {
     pub fn new(
         channel: Channel,
         bearer: Bearer,
+        host: String,
         snapshot: Arc<ArcSwap<Snapshot>>,
         published: watch::Sender<u64>,
     ) -> Self {
         Self {
             channel,
             bearer,
+            host,
             snapshot,
             published,
         }
@@ -69,6 +75,7 @@ impl Ingester {
         loop {
             let req = WatchRequest {
                 from_revision: cur.from,
+                scope_host: self.host.clone(),
                 ..Default::default()
             };
             if cur.from == 0 {
@@ -164,6 +171,11 @@ impl Ingester {
         if ev.revision <= cur.from && kind != EventKind::SnapshotEnd {
             // Already applied (a resumed stream may repeat the boundary event).
             return false;
+        }
+        if matches!(kind, EventKind::ScopeEntered | EventKind::ScopeLeft) {
+            // They carry the revision of the event that follows them: resuming from it is safe
+            // only once that event is here.
+            return cur.live.apply(ev);
         }
         let changed = cur.live.apply(ev);
         let moved = ev.revision > cur.from;

@@ -107,7 +107,14 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     .map_err(|e| StartError::Gateway(config.gateway.clone(), e))?;
     let (published, rx) = watch::channel(0);
     let ingest = tokio::spawn(
-        Ingester::new(channel, config.gateway_bearer.clone(), snapshot, published).run(),
+        Ingester::new(
+            channel,
+            config.gateway_bearer.clone(),
+            config.host.clone(),
+            snapshot,
+            published,
+        )
+        .run(),
     );
     let listeners = Arc::new(SandboxListeners::new(
         resolver.clone(),

@@ -219,8 +219,26 @@ impl State {
     /// [`Self::apply`], noting in `touched` the ids of what changed.
     pub fn apply_noting(&mut self, ev: &gw::Event, touched: &mut Touched) -> bool {
         use gw::{EventKind as K, event::Object as O};
-        let kind = K::try_from(ev.kind).unwrap_or(K::Unspecified);
+        // A scoped watch (`scope_host`): what comes into scope is taken as if created, what
+        // leaves it as if removed (a network with every endpoint on it).
+        let kind = match (K::try_from(ev.kind).unwrap_or(K::Unspecified), &ev.object) {
+            (K::ScopeEntered, Some(O::Network(_))) => K::NetworkCreated,
+            (K::ScopeEntered, Some(O::Sandbox(_))) => K::SandboxCreated,
+            (K::ScopeEntered, Some(O::Endpoint(_))) => K::EndpointConnected,
+            (K::ScopeLeft, Some(O::Sandbox(_))) => K::SandboxRemoved,
+            (K::ScopeLeft, Some(O::Endpoint(_))) => K::EndpointDisconnected,
+            (k, _) => k,
+        };
         let changed = match (kind, ev.object.as_ref()) {
+            (K::ScopeLeft, Some(O::Network(n))) => {
+                for id in self.by_network.remove(&n.id).unwrap_or_default() {
+                    if let Some(e) = self.endpoints.remove(&id) {
+                        unlink(&mut self.by_sandbox, &e.sandbox_id, &id);
+                    }
+                    touched.endpoints.insert(id);
+                }
+                self.networks.remove(&n.id).is_some()
+            }
             (K::NetworkCreated | K::NetworkUpdated, Some(O::Network(n))) => {
                 let rec = NetworkRec::from(n);
                 self.networks.insert(n.id.clone(), rec.clone()) != Some(rec)

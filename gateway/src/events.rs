@@ -12,9 +12,13 @@ use tonic::Status;
 use weft_proto::gateway::v1 as pb;
 
 use crate::{
-    domain::endpoint::{EndpointRecord, default_route},
+    domain::{
+        check::check_name,
+        endpoint::{EndpointRecord, default_route},
+    },
     engine::Gateway,
     error::GatewayError,
+    scope::Scope,
     store,
     to_pb::{endpoint_to_pb, event, host_to_pb, network_to_pb, sandbox_to_pb},
 };
@@ -33,8 +37,20 @@ impl Gateway {
     ) -> Result<mpsc::Receiver<Result<pb::Event, Status>>, GatewayError> {
         let slot = self.watch_slot(peer)?;
         let notified = self.notify.subscribe();
+        if !req.scope_host.is_empty() {
+            check_name("scope_host", &req.scope_host)
+                .map_err(|v| GatewayError::Invalid(vec![v]))?;
+        }
+        let mut scope = None;
         let (start, snapshot) = if req.from_revision == 0 {
-            let (events, revision) = self.snapshot().await?;
+            let (events, revision) = if req.scope_host.is_empty() {
+                self.snapshot().await?
+            } else {
+                let now = crate::to_pb::timestamp(self.clock.now_ms());
+                let (s, events, revision) = Scope::snapshot(&self.db, &req.scope_host, now).await?;
+                scope = Some(s);
+                (events, revision)
+            };
             let mut shown: Vec<pb::Event> = if req.skip_snapshot {
                 Vec::new()
             } else {
@@ -48,6 +64,9 @@ impl Gateway {
             (revision, shown)
         } else {
             self.check_resume(req.from_revision).await?;
+            if !req.scope_host.is_empty() {
+                scope = Some(Scope::at(&self.db, &req.scope_host, req.from_revision).await?);
+            }
             (req.from_revision, Vec::new())
         };
         let (tx, rx) = mpsc::channel(256);
@@ -59,7 +78,7 @@ impl Gateway {
                     return;
                 }
             }
-            gw.follow(req, start, notified, tx).await;
+            gw.follow(req, scope, start, notified, tx).await;
         });
         Ok(rx)
     }
@@ -90,11 +109,12 @@ impl Gateway {
         Ok(())
     }
 
-    /// Sends every wanted event after `last`, page by page, then waits for a commit (or polls)
-    /// until the client goes away.
+    /// Sends every wanted event after `last` (through `scope`, when the watch has one), page
+    /// by page, then waits for a commit (or polls) until the client goes away.
     async fn follow(
         &self,
         req: pb::WatchRequest,
+        mut scope: Option<Scope>,
         mut last: u64,
         mut notified: tokio::sync::watch::Receiver<u64>,
         tx: mpsc::Sender<Result<pb::Event, Status>>,
@@ -120,8 +140,20 @@ impl Gateway {
             let full = page.len() == PAGE as usize;
             for e in page {
                 last = e.revision;
-                if wanted(&req, &e) && tx.send(Ok(e)).await.is_err() {
-                    return;
+                let shown = match scope.as_mut() {
+                    None => vec![e],
+                    Some(s) => match s.step(&self.db, e).await {
+                        Ok(shown) => shown,
+                        Err(err) => {
+                            let _ = tx.send(Err(err.into())).await;
+                            return;
+                        }
+                    },
+                };
+                for e in shown {
+                    if wanted(&req, &e) && tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
                 }
             }
             if full {
@@ -183,7 +215,8 @@ impl Gateway {
     }
 }
 
-/// The watcher's filters: event kinds, and a network by name or id.
+/// The watcher's filters: event kinds, and a network by name or id (`scope_host` is applied
+/// before, by [`Scope`]).
 fn wanted(req: &pb::WatchRequest, e: &pb::Event) -> bool {
     let kind_ok = req.kinds.is_empty() || req.kinds.contains(&e.kind);
     let net_ok = req.network.is_empty()

@@ -282,6 +282,10 @@ impl EventService for GatewayGrpc {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // A dns-svc sees what its own host needs, nothing more.
+        if principal(&req).is_some_and(|p| p.role == Role::Dns) {
+            own_host(&req, &req.get_ref().scope_host)?;
+        }
         let peer = req.remote_addr().map(|a| a.ip());
         let rx = self.gw.watch(req.into_inner(), peer).await?;
         Ok(Response::new(ReceiverStream::new(rx)))

@@ -32,6 +32,7 @@ pub mod peers;
 mod recent;
 pub mod recovery;
 pub mod sagas;
+mod scope;
 mod steps;
 pub mod store;
 mod to_pb;

@@ -28,6 +28,8 @@ struct GwState {
     endpoints: BTreeMap<String, gw::Endpoint>,
     subscribers: Vec<mpsc::UnboundedSender<Result<gw::Event, Status>>>,
     watches: Vec<u64>,
+    /// The scope_host of every Watch call so far.
+    scopes: Vec<String>,
 }
 
 fn event(revision: u64, kind: EventKind, object: Option<Object>) -> gw::Event {
@@ -56,6 +58,7 @@ impl EventService for FakeGateway {
         let from = req.get_ref().from_revision;
         let mut st = self.state.lock().unwrap();
         st.watches.push(from);
+        st.scopes.push(req.get_ref().scope_host.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         let rev = st.revision;
         if from == 0 {
@@ -119,36 +122,73 @@ impl FakeGateway {
 
     /// Commits one change: applies it, logs it, streams it to every watcher.
     pub fn publish(&self, kind: EventKind, object: Object) -> u64 {
+        self.publish_scoped(&[], kind, object, false)
+    }
+
+    /// Commits one change that moves a scoped watch's scope: the `scope` events (SCOPE_ENTERED,
+    /// SCOPE_LEFT) first, then the change itself, all of one revision, as the gateway sends
+    /// them. `break_before`: every stream ends after the scope events, before the change (which
+    /// is logged all the same).
+    pub fn publish_scoped(
+        &self,
+        scope: &[(EventKind, Object)],
+        kind: EventKind,
+        object: Object,
+        break_before: bool,
+    ) -> u64 {
         let mut st = self.state.lock().unwrap();
         st.revision += 1;
         let rev = st.revision;
-        match (&object, kind) {
-            (Object::Network(n), EventKind::NetworkRemoved) => {
-                st.networks.remove(&n.id);
-            }
-            (Object::Network(n), _) => {
-                st.networks.insert(n.id.clone(), n.clone());
-            }
-            (Object::Sandbox(s), EventKind::SandboxRemoved) => {
-                st.sandboxes.remove(&s.id);
-            }
-            (Object::Sandbox(s), _) => {
-                st.sandboxes.insert(s.id.clone(), s.clone());
-            }
-            (Object::Endpoint(e), EventKind::EndpointDisconnected) => {
-                st.endpoints.remove(&e.id);
-            }
-            (Object::Endpoint(e), _) => {
-                st.endpoints.insert(e.id.clone(), e.clone());
-            }
-            (Object::Host(_), _) => {}
+        for (k, o) in scope {
+            apply(&mut st, *k, o);
+            let ev = event(rev, *k, Some(o.clone()));
+            st.log.push(ev.clone());
+            st.subscribers.retain(|tx| tx.send(Ok(ev.clone())).is_ok());
         }
+        if break_before {
+            st.subscribers.clear();
+        }
+        apply(&mut st, kind, &object);
         let ev = event(rev, kind, Some(object));
         st.log.push(ev.clone());
         st.subscribers.retain(|tx| tx.send(Ok(ev.clone())).is_ok());
         rev
     }
+}
 
+/// What an event does to the fake's objects (for its snapshots).
+fn apply(st: &mut GwState, kind: EventKind, object: &Object) {
+    match (object, kind) {
+        (Object::Network(n), EventKind::ScopeLeft) => {
+            st.networks.remove(&n.id);
+            st.endpoints.retain(|_, e| e.network_id != n.id);
+        }
+        (Object::Sandbox(s), EventKind::ScopeLeft) => {
+            st.sandboxes.remove(&s.id);
+        }
+        (Object::Network(n), EventKind::NetworkRemoved) => {
+            st.networks.remove(&n.id);
+        }
+        (Object::Network(n), _) => {
+            st.networks.insert(n.id.clone(), n.clone());
+        }
+        (Object::Sandbox(s), EventKind::SandboxRemoved) => {
+            st.sandboxes.remove(&s.id);
+        }
+        (Object::Sandbox(s), _) => {
+            st.sandboxes.insert(s.id.clone(), s.clone());
+        }
+        (Object::Endpoint(e), EventKind::EndpointDisconnected) => {
+            st.endpoints.remove(&e.id);
+        }
+        (Object::Endpoint(e), _) => {
+            st.endpoints.insert(e.id.clone(), e.clone());
+        }
+        (Object::Host(_), _) => {}
+    }
+}
+
+impl FakeGateway {
     pub fn network(&self, n: gw::Network) {
         self.publish(EventKind::NetworkCreated, Object::Network(n));
     }
@@ -180,6 +220,11 @@ impl FakeGateway {
     /// The from_revision of every Watch call so far.
     pub fn watches(&self) -> Vec<u64> {
         self.state.lock().unwrap().watches.clone()
+    }
+
+    /// The scope_host of every Watch call so far.
+    pub fn scopes(&self) -> Vec<String> {
+        self.state.lock().unwrap().scopes.clone()
     }
 }
 

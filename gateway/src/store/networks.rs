@@ -47,6 +47,16 @@ pub async fn find(conn: &mut AnyConnection, key: &str) -> Result<Vec<NetworkReco
         .collect()
 }
 
+/// The network with id `id`, if there is one.
+pub async fn by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<NetworkRecord>> {
+    let row = sqlx::query("SELECT record FROM gateway_networks WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| decode("network", &r.try_get::<String, _>("record")?))
+        .transpose()
+}
+
 pub async fn list(conn: &mut AnyConnection) -> Result<Vec<NetworkRecord>> {
     let rows = sqlx::query("SELECT record FROM gateway_networks ORDER BY name")
         .fetch_all(conn)

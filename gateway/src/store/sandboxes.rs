@@ -157,6 +157,39 @@ pub async fn endpoints_of(
         .collect()
 }
 
+/// The sandboxes with an endpoint on `network_id`, by id.
+pub async fn on_network(conn: &mut AnyConnection, network_id: &str) -> Result<Vec<SandboxRecord>> {
+    let rows = sqlx::query(
+        "SELECT record FROM gateway_sandboxes WHERE id IN \
+         (SELECT sandbox_id FROM gateway_endpoints WHERE network_id = $1) ORDER BY id",
+    )
+    .bind(network_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| decode("sandbox", &r.try_get::<String, _>("record")?))
+        .collect()
+}
+
+/// Every endpoint of the sandboxes with an endpoint on `network_id` (so that each one's
+/// default-route flags can be told), by sandbox then attach order: one query.
+pub async fn endpoints_sharing(
+    conn: &mut AnyConnection,
+    network_id: &str,
+) -> Result<Vec<EndpointRecord>> {
+    let rows = sqlx::query(
+        "SELECT record FROM gateway_endpoints WHERE sandbox_id IN \
+         (SELECT sandbox_id FROM gateway_endpoints WHERE network_id = $1) \
+         ORDER BY sandbox_id, created_at_ms, id",
+    )
+    .bind(network_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| decode("endpoint", &r.try_get::<String, _>("record")?))
+        .collect()
+}
+
 /// Every endpoint, by sandbox then attach order.
 pub async fn all_endpoints(conn: &mut AnyConnection) -> Result<Vec<EndpointRecord>> {
     let rows =

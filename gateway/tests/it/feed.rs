@@ -16,7 +16,7 @@ weft_testkit::on_both_backends!(
     the_changes_since_a_revision_merged_give_the_whole_state,
 );
 
-fn on(name: &str, host: &str, network: &str) -> pb::CreateSandboxRequest {
+pub(crate) fn on(name: &str, host: &str, network: &str) -> pb::CreateSandboxRequest {
     pb::CreateSandboxRequest {
         name: name.into(),
         host: host.into(),

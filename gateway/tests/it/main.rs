@@ -18,5 +18,6 @@ mod networks;
 mod overlay;
 mod replicas;
 mod sandboxes;
+mod scope;
 mod sizes;
 mod watch;

@@ -137,6 +137,31 @@ pub(crate) fn dig_once(from: &str, name: &str, seconds: u32) -> Option<String> {
     (out.status.success() && !text.is_empty()).then_some(text)
 }
 
+/// `name` asked of the operator listener (127.0.0.1:5353) of the host namespace `ns`: the
+/// response's status and its A answers.
+pub(crate) fn operator_dig(ns: &TestNs, name: &str) -> (String, Vec<String>) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "dig", "+time=2", "+tries=3"])
+        .args(["-p", "5353", "@127.0.0.1", name, "A"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_default()
+        .to_owned();
+    let answers = text
+        .lines()
+        .skip_while(|l| !l.contains("ANSWER SECTION"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+        .collect();
+    (status, answers)
+}
+
 /// The sandboxes a test made, removed when it ends (also when it fails): through weftctl while
 /// the control plane is up, and their namespaces (`/run/netns/weft-<id>`, made by the agents)
 /// whatever happened. Dropped before the `Weft`s that run the hosts.

@@ -22,7 +22,8 @@ use weft_testkit::netns::TestNs;
 
 use crate::{
     join::{
-        Sandboxes, dig_from, exchange, hosts, sandbox, table_of, tcp_once, ten_megabytes, weftctl,
+        Sandboxes, dig_from, dig_once, exchange, hosts, operator_dig, sandbox, table_of, tcp_once,
+        ten_megabytes, weftctl,
     },
     up::{Weft, json},
     wait_until,
@@ -466,6 +467,30 @@ fn three_host_world(on_postgres: bool) {
     assert_eq!(dig_from(&members[0].0, "m2"), members[1].1);
     assert_eq!(dig_from(&members[1].0, "db"), members[2].1);
     assert_eq!(dig_from(&members[2].0, "m1"), members[0].1);
+    // Each host's dns-svc holds the networks with an endpoint on its host, with all their
+    // endpoints, and nothing else: on its operator listener h1 (on ov, not on `other`) answers
+    // ov's names, of members elsewhere too, and NXDOMAIN for those of `other`, which h2 (x2 is
+    // there) answers.
+    let (h1, h2) = (&machines[0].ns, &machines[1].ns);
+    let x2_ip = sandbox(&control, &data, "x2").1;
+    let found = |ip: &str| ("NOERROR".to_owned(), vec![ip.to_owned()]);
+    assert_eq!(operator_dig(h1, "m2.ov.weft."), found(&members[1].1));
+    assert_eq!(operator_dig(h1, "x2.other.weft.").0, "NXDOMAIN");
+    assert_eq!(operator_dig(h2, "x2.other.weft."), found(&x2_ip));
+    // A container on h1 that joins `other` resolves x2 (on h2) as soon as its create returns:
+    // the network's records came with its first endpoint on h1.
+    made.create("late", &["--host", "h1", "--network", "other"]);
+    let (late, _) = sandbox(&control, &data, "late");
+    assert_eq!(dig_once(&late, "x2", 3), Some(x2_ip.clone()));
+    assert_eq!(operator_dig(h1, "x2.other.weft."), found(&x2_ip));
+    // Its last endpoint there gone, h1 holds nothing of `other` again; h2 still does.
+    ctl(&["network", "disconnect", "other", "late"]);
+    wait_until(
+        Duration::from_secs(30),
+        "other's names gone from h1",
+        || (operator_dig(h1, "x2.other.weft.").0 == "NXDOMAIN").then_some(()),
+    );
+    assert_eq!(operator_dig(h2, "x2.other.weft."), found(&x2_ip));
     let digest = Command::new("python3")
         .args([
             "-c",

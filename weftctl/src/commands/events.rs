@@ -89,6 +89,8 @@ pub fn watch_request(a: &EventsArgs) -> Result<pb::WatchRequest, CliError> {
         // Without --since, only what happens from now on (like `docker events`).
         skip_snapshot: a.since.is_none(),
         bookmarks: false,
+        // The whole cluster's events, not one host's dns-svc view.
+        scope_host: String::new(),
     })
 }
 

@@ -28,7 +28,7 @@ fn network_event() -> impl Strategy<Value = gw::Event> {
         0..NETS,
         0..NET_NAMES.len(),
         any::<bool>(),
-        0..3u8,
+        0..5u8,
         any::<bool>(),
     )
         .prop_map(|(id, name, internal, kind, predefined)| {
@@ -44,7 +44,14 @@ fn network_event() -> impl Strategy<Value = gw::Event> {
             } else {
                 Vec::new()
             };
-            let kind = [K::NetworkCreated, K::NetworkUpdated, K::NetworkRemoved][kind as usize];
+            // A scoped watch's network coming in and leaving (with every endpoint on it).
+            let kind = [
+                K::NetworkCreated,
+                K::NetworkUpdated,
+                K::NetworkRemoved,
+                K::ScopeEntered,
+                K::ScopeLeft,
+            ][kind as usize];
             fixture::event(kind, O::Network(n))
         })
 }
@@ -56,7 +63,7 @@ fn sandbox_event() -> impl Strategy<Value = gw::Event> {
         0..NAMES.len(),
         0..CONTAINERS.len(),
         any::<bool>(),
-        0..3u8,
+        0..5u8,
     )
         .prop_map(|(id, name, hostname, container, host, kind)| {
             let mut s = fixture::sandbox(
@@ -67,7 +74,13 @@ fn sandbox_event() -> impl Strategy<Value = gw::Event> {
             );
             s.host = if host { "here" } else { "there" }.into();
             s.netns_path = format!("/run/netns/s{id}-{}", u8::from(host));
-            let kind = [K::SandboxCreated, K::SandboxCreated, K::SandboxRemoved][kind as usize];
+            let kind = [
+                K::SandboxCreated,
+                K::SandboxCreated,
+                K::SandboxRemoved,
+                K::ScopeEntered,
+                K::ScopeLeft,
+            ][kind as usize];
             fixture::event(kind, O::Sandbox(s))
         })
 }
@@ -80,7 +93,7 @@ fn endpoint_event() -> impl Strategy<Value = gw::Event> {
         0..V4.len(),
         0..V6.len(),
         proptest::collection::vec(0..NAMES.len(), 0..3),
-        0..5u8,
+        0..6u8,
     )
         .prop_map(|(id, net, sb, v4, v6, aliases, kind)| {
             let aliases: Vec<&str> = aliases.into_iter().map(|a| NAMES[a]).collect();
@@ -100,6 +113,7 @@ fn endpoint_event() -> impl Strategy<Value = gw::Event> {
                 K::EndpointUpdated,
                 K::EndpointDisconnected,
                 K::EndpointUpdated,
+                K::ScopeEntered,
             ][kind as usize];
             fixture::event(kind, O::Endpoint(e))
         })
