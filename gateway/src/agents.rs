@@ -203,6 +203,29 @@ impl Gateway {
         }
     }
 
+    /// Asks `host`'s agent to remove every network's objects there (a host removed while up:
+    /// its bridges and VXLAN devices would otherwise stay, since no desired state reaches it
+    /// any more); best effort.
+    pub(crate) async fn remove_networks_on(&self, host: &str) {
+        let networks = {
+            let Ok(mut conn) = self.db.read().acquire().await else {
+                return;
+            };
+            store::networks::list(&mut conn).await.unwrap_or_default()
+        };
+        let mut agent = self.agent_for_cleanup(host).await;
+        for net in networks {
+            let mut req = tonic::Request::new(apb::RemoveNetworkRequest {
+                network_id: net.id.clone(),
+                revision: 0,
+            });
+            req.set_timeout(PROBE);
+            if let Err(st) = agent.remove_network(req).await {
+                tracing::warn!(host, network = %net.id, error = %st.message(), "the removed host's agent did not remove the network");
+            }
+        }
+    }
+
     /// Registered hosts, plus the configured one when it has not registered.
     pub(crate) async fn known_hosts(&self) -> Result<Vec<String>, GatewayError> {
         let mut conn = self.db.read().acquire().await?;

@@ -158,6 +158,9 @@ impl Gateway {
             self.delete_found_sandbox(sandbox, host.up).await?;
             removed.push(sandbox_name);
         }
+        if host.up {
+            self.remove_networks_on(name).await;
+        }
         let at_ms = self.clock.now_ms();
         self.commit(&[Change::RemoveHost(&host, at_ms)], None)
             .await?;

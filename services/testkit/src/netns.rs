@@ -173,7 +173,18 @@ impl TestNs {
     /// families, every table), the bridge FDB, the neighbour entries nobody learned (permanent
     /// ones: entries the kernel learns for underlay traffic come and go by themselves), the
     /// nftables ruleset. Equal before and after means Weft left the host as it found it.
+    ///
+    /// Taken once the kernel has settled the IPv6 link-local addresses of new links: duplicate
+    /// address detection adds their local routes when it ends (at most 10 s).
     pub fn kernel_snapshot(&self) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.ip_json(&["-6", "addr", "show", "tentative"])
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let bridge_fdb: Value =
             serde_json::from_slice(&self.exec_ok("bridge", &["-j", "fdb", "show"]))
                 .expect("bridge -j gives JSON");

@@ -167,8 +167,11 @@ fn heavy_each_service_killed_is_back_within_2s_while_a_tcp_connection_between_sa
     // The status file: root's alone, every service healthy.
     let meta = std::fs::metadata(data.join("status.json")).unwrap();
     assert_eq!((meta.mode() & 0o777, meta.uid()), (0o600, 0));
-    let first = status(&data);
-    assert_eq!(first.state, StackState::Up);
+    // (The table is printed as the stack comes up; the file says so right after.)
+    let first = wait_until(Duration::from_secs(10), "the status file saying Up", || {
+        let s = status(&data);
+        (s.state == StackState::Up).then_some(s)
+    });
     assert!(
         first
             .services

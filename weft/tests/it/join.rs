@@ -227,12 +227,15 @@ fn a_second_host_joins_with_a_join_token_gets_sandboxes_and_is_removed() {
     let wire = TestNs::named("j-net");
     wire.ip(&["link", "add", "br0", "type", "bridge"]);
     wire.ip(&["link", "set", "br0", "up"]);
-    let host_a = TestNs::named("j-a");
-    let host_b = TestNs::named("j-b");
+    // Hosts as machines have them: their loopback up.
+    let host_a = TestNs::named("j-a").with_lo_up();
+    let host_b = TestNs::named("j-b").with_lo_up();
     for (ns, addr, port) in [(&host_a, A, "pa"), (&host_b, B, "pb")] {
         ns.veth_to("eth0", Some(&format!("{addr}/24")), &wire, port, None);
         wire.ip(&["link", "set", port, "master", "br0"]);
     }
+    let kernel_a = host_a.kernel_snapshot();
+    let kernel_b = host_b.kernel_snapshot();
     let dir = tempfile::tempdir().unwrap();
     let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
 
@@ -357,9 +360,17 @@ fn a_second_host_joins_with_a_join_token_gets_sandboxes_and_is_removed() {
         "{removed}"
     );
     assert!(hosts(&host_a, &data_a).iter().all(|h| h.0 != "hb"));
+    // Removed while up, hb's agent was told to remove every network's devices there.
+    as_it_was(&host_b, "hb", &kernel_b);
     drop(made);
+    for net in ["n1", "ov"] {
+        weftctl(&host_a, &data_a, &["network", "rm", net]).unwrap();
+    }
+    as_it_was(&host_a, "ha", &kernel_a);
     drop(second);
     drop(first);
+    as_it_was(&host_a, "ha", &kernel_a);
+    as_it_was(&host_b, "hb", &kernel_b);
 }
 
 /// A 10 MB transfer: the server in `server` sends 10 MB of a fixed pattern, the client in
@@ -378,4 +389,34 @@ pub(crate) fn ten_megabytes(client: &str, server: &str, ip: &str) -> Option<Stri
              print(n,h.hexdigest())"
         ),
     )
+}
+
+/// Waits until the kernel snapshot of `ns` (host `name`) equals `before`; fails naming what
+/// differs.
+pub(crate) fn as_it_was(ns: &TestNs, name: &str, before: &[serde_json::Value]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = ns.kernel_snapshot();
+        if now == before {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            let parts = [
+                "links",
+                "routes v4",
+                "routes v6",
+                "bridge fdb",
+                "neighbours",
+                "nftables",
+            ];
+            let diff: Vec<String> = parts
+                .iter()
+                .zip(before.iter().zip(&now))
+                .filter(|(_, (a, b))| a != b)
+                .map(|(p, (a, b))| format!("{p}: before {a}\nnow {b}"))
+                .collect();
+            panic!("{name} is not as it was:\n{}", diff.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

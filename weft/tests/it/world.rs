@@ -22,8 +22,8 @@ use weft_testkit::netns::TestNs;
 
 use crate::{
     join::{
-        Sandboxes, dig_from, dig_once, exchange, hosts, operator_dig, sandbox, table_of, tcp_once,
-        ten_megabytes, weftctl,
+        Sandboxes, as_it_was, dig_from, dig_once, exchange, hosts, operator_dig, sandbox,
+        table_of, tcp_once, ten_megabytes, weftctl,
     },
     up::{Weft, json},
     wait_until,
@@ -362,18 +362,6 @@ fn three_host_world(on_postgres: bool) {
         "eth0",
         Some(&format!("{LAN_ROUTER}/24")),
     );
-    // Taken once the kernel has settled the new links' IPv6 link-local addresses (duplicate
-    // address detection adds their local routes when it ends).
-    for m in &machines {
-        wait_until(
-            Duration::from_secs(10),
-            "IPv6 DAD on the host's links",
-            || {
-                let tentative = m.ns.ip_json(&["-6", "addr", "show", "tentative"]);
-                tentative.as_array().unwrap().is_empty().then_some(())
-            },
-        );
-    }
     let before: Vec<Vec<Value>> = machines.iter().map(|m| m.ns.kernel_snapshot()).collect();
 
     let pg = on_postgres.then(|| Postgres::start(&control));
@@ -659,7 +647,7 @@ fn three_host_world(on_postgres: bool) {
         ctl(&["network", "rm", net]);
     }
     for (i, m) in machines.iter().enumerate() {
-        as_it_was(m, &before[i]);
+        as_it_was(&m.ns, &m.name, &before[i]);
     }
     for m in &mut machines {
         m.weft = None;
@@ -674,35 +662,6 @@ fn three_host_world(on_postgres: bool) {
         );
     }
     drop(pg);
-}
-
-/// Waits until `m`'s kernel snapshot equals `before`; fails naming what differs.
-fn as_it_was(m: &Machine, before: &[Value]) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = m.ns.kernel_snapshot();
-        if now == before {
-            return;
-        }
-        if std::time::Instant::now() >= deadline {
-            let parts = [
-                "links",
-                "routes v4",
-                "routes v6",
-                "bridge fdb",
-                "neighbours",
-                "nftables",
-            ];
-            let diff: Vec<String> = parts
-                .iter()
-                .zip(before.iter().zip(&now))
-                .filter(|(_, (a, b))| a != b)
-                .map(|(p, (a, b))| format!("{p}: before {a}\nnow {b}"))
-                .collect();
-            panic!("{} is not as it was:\n{}", m.name, diff.join("\n"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// After its agent (`killed`) was killed: `weft up` on the machine starts a new one (it heals)
