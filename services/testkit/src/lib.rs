@@ -10,6 +10,7 @@ pub mod mtls;
 pub mod netns;
 #[cfg(feature = "stack")]
 pub mod stack;
+pub mod weft_up;
 
 use std::{
     future::Future,
