@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod chain;
 mod errors;
 mod gc;
 mod lifecycle;
@@ -81,10 +82,24 @@ impl Run {
 /// Runs the plugin with exactly `env` (plus PATH) and `stdin`, in `ns` when given (the
 /// namespace playing the host), as a runtime does.
 pub fn plugin_in(ns: Option<&TestNs>, env: &[(&str, &str)], stdin: &str) -> Run {
-    let mut cmd = match ns {
+    let cmd = match ns {
         Some(ns) => ns.exec(PLUGIN),
         None => Command::new(PLUGIN),
     };
+    run_plugin(cmd, env, stdin)
+}
+
+/// Another plugin `program` (Debian's standard ones), run in `ns` as [`plugin_in`] runs ours.
+pub fn plugin_program_in(ns: &TestNs, program: &Path, env: &[(&str, &str)], stdin: &str) -> Run {
+    run_plugin(ns.exec(program), env, stdin)
+}
+
+/// `program ARGS…` in `ns`, asserting success; its stdout.
+pub fn run_in(ns: &TestNs, program: &str, args: &[&str]) -> String {
+    String::from_utf8(ns.exec_ok(program, args)).unwrap()
+}
+
+fn run_plugin(mut cmd: Command, env: &[(&str, &str)], stdin: &str) -> Run {
     let mut child = cmd
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
