@@ -128,7 +128,7 @@ async fn create(
         })
         .collect();
     let req = pb::CreateSandboxRequest {
-        name: env.pod_name.clone().unwrap_or_default(),
+        name: free_name(gw, env, host).await?,
         container_id: env.container_id.clone(),
         host: host.to_owned(),
         netns_path: netns.to_string_lossy().into_owned(),
@@ -155,6 +155,35 @@ async fn create(
         })?
         .into_inner();
     Ok(sb.id)
+}
+
+/// The sandbox name for a pod: its name; a sandbox of the plugin's by that name whose namespace
+/// is gone is a container its runtime never deleted, removed first; a live sandbox of another
+/// container by that name (a pod of the same name in another Kubernetes namespace) leaves
+/// `<pod>.<namespace>`. Without a pod name: empty (the gateway names it after its id).
+async fn free_name(gw: &mut Gateway, env: &CniEnv, host: &str) -> Result<String, CniError> {
+    let Some(pod) = &env.pod_name else {
+        return Ok(String::new());
+    };
+    let same = gw
+        .list(pb::ListSandboxesRequest {
+            name: vec![pod.clone()],
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .find(|s| s.name == *pod);
+    let Some(holder) = same else {
+        return Ok(pod.clone());
+    };
+    if api::is_ours(&holder) && holder.host == host && !Path::new(&holder.netns_path).exists() {
+        gw.delete(&holder.id).await?;
+        return Ok(pod.clone());
+    }
+    Ok(match &env.pod_namespace {
+        Some(ns) if pod.len() + 1 + ns.len() <= crate::env::POD_NAME_MAX => format!("{pod}.{ns}"),
+        _ => String::new(),
+    })
 }
 
 /// The result: the host side of the endpoint (when its driver has one: a veth named as the

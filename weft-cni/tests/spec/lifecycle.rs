@@ -157,3 +157,53 @@ fn runtime_config_is_honoured_and_del_follows_a_failed_add() {
     }
     assert!(host.sandboxes().is_empty());
 }
+
+/// ADD of `c` as Kubernetes' pod `pod` in namespace `ns`.
+fn add_pod(host: &Host, c: &weft_testkit::netns::TestNs, pod: &str, ns: &str) -> Value {
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={pod}");
+    host.plugin(
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", &c.name),
+            ("CNI_NETNS", &c.path_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/usr/lib/cni"),
+            ("CNI_ARGS", &args),
+        ],
+        &host.conf("1.0.0", &json!({})),
+    )
+    .success()
+    .clone()
+}
+
+#[test]
+#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
+fn pod_names_stay_unique_and_a_vanished_container_gives_its_name_back() {
+    let host = Host::up();
+    let conf = host.conf("1.0.0", &json!({}));
+    let (a, b) = (container(), container());
+    add_pod(&host, &a, "web", "team-a");
+    // The same pod name in another namespace: qualified by its namespace.
+    add_pod(&host, &b, "web", "team-b");
+    assert_eq!(sandbox_named(&host, "web").unwrap()["containerId"], a.name);
+    assert_eq!(
+        sandbox_named(&host, "web.team-b").unwrap()["containerId"],
+        b.name
+    );
+
+    // `a` vanishes without a DEL (its namespace gone): the next `web` takes the name back.
+    let (a_name, a_path) = (a.name.clone(), a.path_str());
+    drop(a);
+    let c = container();
+    add_pod(&host, &c, "web", "team-a");
+    assert_eq!(sandbox_named(&host, "web").unwrap()["containerId"], c.name);
+    assert!(!host.sandboxes().iter().any(|s| s["containerId"] == a_name));
+    // The late DEL of `a`, its namespace gone, succeeds.
+    host.call_if("DEL", &a_name, &a_path, "eth0", &conf)
+        .success();
+
+    for x in [&b, &c] {
+        host.call("DEL", x, &conf).success();
+    }
+    assert!(host.sandboxes().is_empty());
+}
