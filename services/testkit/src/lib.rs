@@ -45,6 +45,22 @@ where
     }
 }
 
+/// [`wait_for`] for a blocking condition (a process to run, a file to read), polling every
+/// 200 ms.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Where [`free_port`] looks: below the kernel's ephemeral range (32768-60999 by default), so
 /// that no outgoing connection of another test takes the port as its source between the check
 /// and the service's bind (which a port from `bind(0)` is open to).

@@ -58,6 +58,24 @@ impl WeftUp {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The PID of `weft up` itself (its services are its children); `None` once stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The PID of its service `name` ("driver-agent", "gateway", …), a child process of it.
+    pub fn service_pid(&self, name: &str) -> Option<u32> {
+        let pid = self.pid()?;
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+            .find(|c| {
+                std::fs::read_to_string(format!("/proc/{c}/comm"))
+                    .is_ok_and(|comm| comm.trim() == name)
+            })
+    }
+
     /// How it ended, if it has.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.as_mut().and_then(|c| c.try_wait().unwrap())

@@ -1,11 +1,17 @@
 //! GC keeps exactly the attachments the runtime lists; parallel ADDs get distinct addresses;
-//! STATUS says 50 once the gateway is gone.
+//! STATUS says 51 while this host's agent is down and 50 once the gateway is gone.
 
 use std::collections::BTreeSet;
 
+use std::time::Duration;
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 use serde_json::json;
 
-use crate::{Host, container, has_link};
+use crate::{Host, container, has_link, wait_until};
 
 #[test]
 #[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
@@ -35,7 +41,7 @@ fn parallel_adds_gc_and_status() {
     assert_eq!(seen.len(), 20, "{seen:?}");
 
     // GC with the first five valid: exactly the other fifteen go, in Weft and in the kernel.
-    let (keep, drop) = containers.split_at(5);
+    let (keep, gone) = containers.split_at(5);
     let valid: Vec<_> = keep
         .iter()
         .map(|c| json!({"containerID": c.name, "ifname": "eth0"}))
@@ -52,13 +58,54 @@ fn parallel_adds_gc_and_status() {
     let kept: BTreeSet<String> = keep.iter().map(|c| c.name.clone()).collect();
     assert_eq!(left, kept);
     assert!(keep.iter().all(|c| has_link(c, "eth0")));
-    assert!(drop.iter().all(|c| !has_link(c, "eth0")));
+    assert!(gone.iter().all(|c| !has_link(c, "eth0")));
     // Their addresses were released: IPAM has exactly the five (plus the gateway).
     let net = host.weftctl(&["--format", "json", "network", "inspect", crate::NETWORK]);
     assert_eq!(net.matches("\"endpointId\"").count(), 5, "{net}");
+
+    // This host's agent frozen (SIGSTOP, by its PID): once the gateway marks the host down,
+    // STATUS is 51; thawed, STATUS is 0 again.
+    let agent = host
+        .weft
+        .service_pid("driver-agent")
+        .expect("the driver-agent of weft up");
+    let agent = Pid::from_raw(i32::try_from(agent).unwrap());
+    let frozen = Frozen::stop(agent);
+    let down = wait_until(
+        Duration::from_secs(90),
+        "STATUS 51 with the agent frozen",
+        || {
+            let r = host.status(&conf);
+            (!r.ok && r.out["code"] == 51).then_some(r)
+        },
+    );
+    assert!(down.msg().contains("down"), "{}", down.out);
+    drop(frozen);
+    wait_until(
+        Duration::from_secs(90),
+        "STATUS 0 with the agent thawed",
+        || host.status(&conf).ok.then_some(()),
+    );
 
     // The gateway gone: STATUS is 50.
     host.weft.stop();
     let r = host.status(&conf);
     assert_eq!(r.code(), 50, "{}", r.out);
+}
+
+/// A process stopped with SIGSTOP, continued when this goes (also when the test fails, so that
+/// `weft up` can stop it).
+struct Frozen(Pid);
+
+impl Frozen {
+    fn stop(pid: Pid) -> Self {
+        kill(pid, Signal::SIGSTOP).unwrap();
+        Self(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGCONT);
+    }
 }

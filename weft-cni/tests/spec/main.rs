@@ -20,6 +20,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
+pub use weft_testkit::wait_until;
 use weft_testkit::{netns::TestNs, weft_up::WeftUp};
 
 /// The plugin under test.
