@@ -43,6 +43,18 @@ pub async fn addresses(handle: &Handle, index: u32) -> Result<Vec<IpAddr>, CniEr
         .collect())
 }
 
+/// The interface index of the namespace's default route of one family (`v6`), if any.
+pub async fn default_route_oif(handle: &Handle, v6: bool) -> Result<Option<u32>, CniError> {
+    let family = if v6 {
+        rtnetlink::packet_route::AddressFamily::Inet6
+    } else {
+        rtnetlink::packet_route::AddressFamily::Inet
+    };
+    kernel::default_route_oif(handle, family)
+        .await
+        .map_err(|e| CniError::new(code::IO, e.to_string()))
+}
+
 /// A MAC address as CNI results write it.
 pub fn mac(link: &Link) -> String {
     weft_runtime::mac::format(&link.mac)

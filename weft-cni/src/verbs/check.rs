@@ -26,6 +26,8 @@ struct Prev {
     host_links: Vec<String>,
     /// Addresses on the container interface.
     addresses: BTreeSet<IpAddr>,
+    /// Default routes (by family: IPv6?) the result lists.
+    default_routes: BTreeSet<bool>,
 }
 
 fn prev(result: &Value, env: &CniEnv, netns: &Path) -> Prev {
@@ -52,6 +54,15 @@ fn prev(result: &Value, env: &CniEnv, netns: &Path) -> Prev {
             .and_then(|a| a.parse::<ipnet::IpNet>().ok());
         if let (true, Some(a)) = (on_container, addr) {
             p.addresses.insert(a.addr());
+        }
+    }
+    for r in result["routes"].as_array().into_iter().flatten() {
+        if let Some(dst) = r["dst"]
+            .as_str()
+            .and_then(|d| d.parse::<ipnet::IpNet>().ok())
+            && dst.prefix_len() == 0
+        {
+            p.default_routes.insert(dst.addr().is_ipv6());
         }
     }
     p
@@ -146,6 +157,16 @@ async fn kernel_matches(env: &CniEnv, netns: &Path, prev: &Prev) -> Result<(), C
             env.ifname,
             netns.display()
         )));
+    }
+    for &v6 in &prev.default_routes {
+        if kernel::default_route_oif(&container, v6).await? != Some(link.index) {
+            return Err(differs(format!(
+                "the default {} route through {} is missing from {}",
+                if v6 { "IPv6" } else { "IPv4" },
+                env.ifname,
+                netns.display()
+            )));
+        }
     }
     let host = kernel::open_host().await?;
     for name in &prev.host_links {

@@ -82,6 +82,10 @@ fn add_check_del_as_a_runtime_does() {
     );
 
     // Tampering: CHECK names what is gone.
+    c.ip(&["route", "del", "default"]);
+    let r = host.call("CHECK", &c, &check);
+    assert_eq!(r.code(), 104, "{}", r.out);
+    assert!(r.msg().contains("default IPv4 route"), "{}", r.out);
     c.ip(&["addr", "flush", "dev", "eth0"]);
     let r = host.call("CHECK", &c, &check);
     assert_eq!(r.code(), 104, "{}", r.out);
