@@ -186,8 +186,8 @@ async fn free_name(gw: &mut Gateway, env: &CniEnv, host: &str) -> Result<String,
     })
 }
 
-/// The result: the host side of the endpoint (when its driver has one: a veth named as the
-/// agent names it), the container interface as the kernel shows it, Weft's addresses.
+/// The result: the host side of the endpoint (when its driver has one, as the gateway names it)
+/// and the container interface, both as the kernel shows them; Weft's addresses.
 async fn attached(
     sb: &pb::Sandbox,
     env: &CniEnv,
@@ -214,9 +214,19 @@ async fn attached(
         )
     })?;
     let mut interfaces = Vec::new();
-    let host = kernel::open_host().await?;
-    let veth = driver_agent::names::veth_host_name(&ep.id);
-    if let Some(link) = kernel::link(&host, &veth).await? {
+    if !ep.host_interface_name.is_empty() {
+        let host = kernel::open_host().await?;
+        let link = kernel::link(&host, &ep.host_interface_name)
+            .await?
+            .ok_or_else(|| {
+                CniError::new(
+                    code::REFUSED,
+                    format!(
+                        "the host side of {}, {}, did not appear",
+                        env.ifname, ep.host_interface_name
+                    ),
+                )
+            })?;
         interfaces.push(Interface {
             name: link.name.clone(),
             mac: kernel::mac(&link),

@@ -64,6 +64,8 @@ fn add_check_del_as_a_runtime_does() {
     assert_eq!(sb["containerId"], c.name);
     assert_eq!(sb["labels"]["k8s.pod"], "web-0");
     assert_eq!(sb["labels"]["k8s.namespace"], "default");
+    // The host veth is the one Weft's record names.
+    assert_eq!(sb["endpoints"][0]["hostInterfaceName"], veth_name);
 
     let mut check = conf.clone();
     check["prevResult"] = result.clone();
