@@ -1,14 +1,13 @@
 //! How the agent names and marks what it creates, so that it can find its own objects again
 //! (and only its own): a name prefix plus a link alias carrying the owner's id.
 
-/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
-pub const IFNAME_MAX: usize = 15;
+use weft_runtime::names::compact;
+pub use weft_runtime::names::{IFNAME_MAX, veth_host_name};
 
 /// Docker's option that names a bridge network's bridge.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
 const BRIDGE_PREFIX: &str = "wft-";
-const VETH_PREFIX: &str = "wv";
 /// Overlay networks' VXLAN devices: the dash keeps them apart from veths (`wv` and the
 /// alphanumeric characters of an id) and from bridges (`wft-`).
 pub const VXLAN_PREFIX: &str = "wfx-";
@@ -22,11 +21,6 @@ const VXLAN_ALIAS: &str = "weft:vxlan:";
 /// name, not a network's id. A VLAN link without it is the admin's, used as is, never deleted.
 const VLAN_ALIAS: &str = "weft:vlan:";
 
-/// Alphanumeric characters of an id: UUID dashes would waste scarce name bytes.
-fn compact(id: &str) -> String {
-    id.chars().filter(char::is_ascii_alphanumeric).collect()
-}
-
 /// The bridge name derived from a network id when none is given.
 pub fn bridge_name(network_id: &str) -> String {
     let mut s = format!("{BRIDGE_PREFIX}{}", compact(network_id));
@@ -37,13 +31,6 @@ pub fn bridge_name(network_id: &str) -> String {
 /// The VXLAN device name derived from a network id when none is given.
 pub fn vxlan_name(network_id: &str) -> String {
     let mut s = format!("{VXLAN_PREFIX}{}", compact(network_id));
-    s.truncate(IFNAME_MAX);
-    s
-}
-
-/// The host end of an endpoint's veth pair.
-pub fn veth_host_name(endpoint_id: &str) -> String {
-    let mut s = format!("{VETH_PREFIX}{}", compact(endpoint_id));
     s.truncate(IFNAME_MAX);
     s
 }

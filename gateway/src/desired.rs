@@ -537,6 +537,7 @@ mod tests {
             created_at_ms: 0,
             host_down: false,
             global: false,
+            host_interface: String::new(),
         };
         let s = record("", "/run/netns/mine", false);
         let spec = agent_endpoint(&s, std::slice::from_ref(&ep), &ep);

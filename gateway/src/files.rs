@@ -165,6 +165,7 @@ mod tests {
             created_at_ms: 0,
             host_down: false,
             global: false,
+            host_interface: String::new(),
         }
     }
 

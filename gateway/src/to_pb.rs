@@ -100,6 +100,7 @@ pub(crate) fn endpoint_to_pb(e: &EndpointRecord, routes: Option<(&str, &str)>) -
         host: e.host.clone(),
         created_at: timestamp(e.created_at_ms),
         host_down: e.host_down,
+        host_interface_name: e.host_interface.clone(),
     }
 }
 

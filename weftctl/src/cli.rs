@@ -74,11 +74,62 @@ pub enum Command {
     Token(TokenCmd),
     /// Show the audit log, newest first (role admin).
     Audit(AuditArgs),
+    /// Use Weft from container runtimes through CNI (Podman, containerd, CRI-O).
+    #[command(subcommand)]
+    Cni(CniCmd),
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CniCmd {
+    /// Print a conflist for a Weft network: weft-cni, then portmap and tuning (cniVersion
+    /// 1.0.0). Put it in the runtime's CNI config directory (`weft-cni install` does both).
+    Conflist(ConflistArgs),
+}
+
+/// What the conflist says (shared with `weft-cni install`).
+#[derive(Debug, Clone, Args)]
+pub struct ConflistArgs {
+    /// The Weft network the runtime's containers join (name or id).
+    #[arg(long, value_parser = cni_name)]
+    pub network: String,
+    /// The conflist's name, what the runtime calls the network. Default: the Weft network's.
+    #[arg(long, value_parser = cni_name)]
+    pub name: Option<String>,
+    /// Where the plugin reaches the gateway, HOST:PORT (the config key `gateway`).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7700")]
+    pub cni_gateway: String,
+    /// The token file the plugin reads (the config key `tokenFile`; an absolute path).
+    #[arg(long, value_name = "PATH", value_parser = absolute)]
+    pub cni_token_file: Option<std::path::PathBuf>,
+    /// The Weft host of this machine, when it is not registered under its hostname.
+    #[arg(long, value_name = "NAME", value_parser = cni_name)]
+    pub cni_host: Option<String>,
+}
+
+fn cni_name(v: &str) -> Result<String, String> {
+    let mut chars = v.chars();
+    let ok = v.len() <= 128
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("expected [a-zA-Z0-9][a-zA-Z0-9_.-]* of at most 128 characters".to_owned())
+    }
+}
+
+fn absolute(v: &str) -> Result<std::path::PathBuf, String> {
+    let p = std::path::PathBuf::from(v);
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err("expected an absolute path (the runtime runs the plugin from anywhere)".to_owned())
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -88,6 +88,7 @@ pub fn endpoint(e: &pb::Endpoint) -> Value {
         "linkLocalIps": e.link_local_ips,
         "host": e.host,
         "hostDown": e.host_down,
+        "hostInterfaceName": e.host_interface_name,
         "createdAt": time(e.created_at.as_ref()),
     })
 }

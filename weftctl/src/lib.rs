@@ -16,7 +16,7 @@ use std::io::Write;
 use clap::CommandFactory;
 
 use crate::{
-    cli::{Cli, Command, HostCmd},
+    cli::{Cli, CniCmd, Command, HostCmd},
     commands::Ctx,
     error::CliError,
 };
@@ -38,6 +38,7 @@ pub async fn run<W: Write>(cli: Cli, out: &mut W) -> Result<(), CliError> {
         Command::Ipam(cmd) => commands::ipam::run(&mut ctx, cmd).await,
         Command::Token(cmd) => commands::tokens::run(&mut ctx, cmd).await,
         Command::Audit(a) => commands::tokens::audit(&mut ctx, &a).await,
+        Command::Cni(CniCmd::Conflist(a)) => commands::cni::run(&mut ctx, &a),
         Command::Completion { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "weftctl", &mut buf);

@@ -179,6 +179,10 @@ pub struct EndpointRecord {
     /// On a network that spans hosts (overlay): its changes concern every host of the network.
     #[serde(default)]
     pub global: bool,
+    /// The host end of its veth pair, for drivers that make one (empty in records from before
+    /// it was kept, and for macvlan and ipvlan).
+    #[serde(default)]
+    pub host_interface: String,
 }
 
 /// The endpoint that provides the default route of one family, among a sandbox's endpoints
@@ -241,6 +245,7 @@ mod tests {
             created_at_ms: 0,
             host_down: false,
             global: false,
+            host_interface: String::new(),
         }
     }
 

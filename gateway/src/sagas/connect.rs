@@ -283,6 +283,11 @@ pub(crate) fn new_endpoint(
         driver_options: settings.driver_options.clone(),
         internal: net.internal,
         created_at_ms: now_ms,
+        host_interface: if weft_runtime::names::driver_has_host_veth(&net.driver) {
+            weft_runtime::names::veth_host_name(&id)
+        } else {
+            String::new()
+        },
         id,
         host_down: false,
         global: net.scope == "global",

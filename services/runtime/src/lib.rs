@@ -11,6 +11,7 @@ pub mod error;
 pub mod grpc;
 pub mod limits;
 pub mod mac;
+pub mod names;
 pub mod netns;
 pub mod principal;
 pub mod shutdown;

@@ -10,6 +10,7 @@ pub mod mtls;
 pub mod netns;
 #[cfg(feature = "stack")]
 pub mod stack;
+pub mod weft_up;
 
 use std::{
     future::Future,
@@ -41,6 +42,22 @@ where
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`wait_for`] for a blocking condition (a process to run, a file to read), polling every
+/// 200 ms.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
