@@ -398,6 +398,11 @@ fn endpoint(
         created_at_ms: 0,
         host_down: false,
         global: false,
+        host_interface: if weft_runtime::names::driver_has_host_veth(&net.driver) {
+            weft_runtime::names::veth_host_name(&id)
+        } else {
+            String::new()
+        },
         id,
     })
 }

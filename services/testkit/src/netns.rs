@@ -178,7 +178,8 @@ impl TestNs {
     /// address detection adds their local routes when it ends (at most 10 s).
     pub fn kernel_snapshot(&self) -> Vec<Value> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while self.ip_json(&["-6", "addr", "show", "tentative"])
+        while self
+            .ip_json(&["-6", "addr", "show", "tentative"])
             .as_array()
             .is_some_and(|a| !a.is_empty())
             && std::time::Instant::now() < deadline

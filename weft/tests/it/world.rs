@@ -22,8 +22,8 @@ use weft_testkit::netns::TestNs;
 
 use crate::{
     join::{
-        Sandboxes, as_it_was, dig_from, dig_once, exchange, hosts, operator_dig, sandbox,
-        table_of, tcp_once, ten_megabytes, weftctl,
+        Sandboxes, as_it_was, dig_from, dig_once, exchange, hosts, operator_dig, sandbox, table_of,
+        tcp_once, ten_megabytes, weftctl,
     },
     up::{Weft, json},
     wait_until,
