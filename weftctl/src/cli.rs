@@ -74,6 +74,9 @@ pub enum Command {
     Token(TokenCmd),
     /// Show the audit log, newest first (role admin).
     Audit(AuditArgs),
+    /// Check the system's consistency (role admin): addresses leaked or missing, operations
+    /// pending, and each host's kernel against its desired state. Exits 1 on any problem.
+    Check,
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]

@@ -1,5 +1,6 @@
 //! One module per command group; each function runs one subcommand against the API.
 
+pub mod check;
 pub mod events;
 pub mod hosts;
 pub mod ipam;
