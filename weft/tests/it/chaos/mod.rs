@@ -34,7 +34,7 @@ use nix::sys::signal::{Signal, kill};
 use weft::status::ServiceState;
 use weft_runtime::access::{Authed, Bearer};
 
-use crate::{TestNs, join::table_of, up::Weft, wait_until};
+use crate::{TestNs, join::table_of, up::Weft, wait_until, world::Postgres};
 use load::{Client, Counts, Model};
 
 /// Clients of the load, each on its own task.
@@ -96,17 +96,42 @@ fn invariants(rt: &tokio::runtime::Runtime, ns: &TestNs, data: &Path, gw: &Authe
 #[test]
 #[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` in a namespace")]
 fn heavy_chaos_run_kills_services_under_load_and_nothing_acknowledged_is_lost_or_leaked() {
+    chaos_run(false);
+}
+
+#[test]
+#[cfg_attr(
+    weft_no_root,
+    ignore = "needs root: runs `weft up` and Postgres in a namespace"
+)]
+fn heavy_chaos_run_on_postgres_also_crashes_postgres_once_and_nothing_is_lost_or_leaked() {
+    chaos_run(true);
+}
+
+/// The run, on SQLite or (`on_postgres`) on a Postgres in the namespace that is crashed and
+/// started again half-way through the load.
+fn chaos_run(on_postgres: bool) {
     let seed = seed();
     println!("chaos run: seed {seed} (replay with WEFT_CHAOS_SEED={seed})");
-    let ns = TestNs::named("chaos");
+    let ns = TestNs::named("chaos").with_lo_up();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let pg = on_postgres.then(|| Postgres::start(&ns));
+    let mut flags = vec!["--host-name", "local"];
+    if let Some(pg) = &pg {
+        flags.extend([
+            "--database-url",
+            &pg.gateway_url,
+            "--ipam-database-url",
+            &pg.ipam_url,
+        ]);
+    }
     // Sagas a killed gateway left are swept after 5 s (not a minute), every 2 s; the agent
     // reconciles every 2 s: the run settles in seconds once the kills stop.
     let mut weft = Weft::start_with_env(
         &ns,
         &data,
-        &["--host-name", "local"],
+        &flags,
         &[
             ("WEFT_GATEWAY_OPERATION_TIMEOUT", "5s"),
             ("WEFT_GATEWAY_SWEEP_INTERVAL", "2s"),
@@ -138,8 +163,21 @@ fn heavy_chaos_run_kills_services_under_load_and_nothing_acknowledged_is_lost_or
         })
         .collect();
     let started = Instant::now();
+    let mut pg_crashed = false;
     wait_until(LOAD * 3, "the load's time and the kills", || {
         weft.assert_running();
+        if let Some(pg) = pg
+            .as_ref()
+            .filter(|_| !pg_crashed && started.elapsed() >= LOAD / 2)
+        {
+            println!(
+                "postgres: crashed (pg_ctl stop -m immediate) at {:?}",
+                started.elapsed()
+            );
+            pg.crash_and_restart(&ns);
+            println!("postgres: started again at {:?}", started.elapsed());
+            pg_crashed = true;
+        }
         (started.elapsed() >= LOAD && counts.kills.load(Ordering::SeqCst) >= MIN_KILLS)
             .then_some(())
     });
@@ -206,6 +244,11 @@ fn stopped_leaving_nothing(mut weft: Weft, ns: &TestNs, data: &Path, ids: &BTree
         let Ok(link) = std::fs::read_link(entry.path().join("ns/net")) else {
             continue;
         };
+        // The test's own Postgres (the Postgres run) is not weft's.
+        let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if name.trim() == "postgres" {
+            continue;
+        }
         assert_ne!(
             link.to_string_lossy(),
             ns_link,
