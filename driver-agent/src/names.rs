@@ -2,7 +2,7 @@
 //! (and only its own): a name prefix plus a link alias carrying the owner's id.
 
 use weft_runtime::names::compact;
-pub use weft_runtime::names::{IFNAME_MAX, veth_host_name};
+pub use weft_runtime::names::{IFNAME_MAX, VETH_PREFIX, veth_host_name};
 
 /// Docker's option that names a bridge network's bridge.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
@@ -33,6 +33,14 @@ pub fn vxlan_name(network_id: &str) -> String {
     let mut s = format!("{VXLAN_PREFIX}{}", compact(network_id));
     s.truncate(IFNAME_MAX);
     s
+}
+
+/// Whether `name` is one the agent derives for the host end of a veth (`wv` and an id's
+/// characters). Such a link without an alias was made by an attach killed before it marked it
+/// (the alias is set in a second request): half made, and the agent's.
+pub fn is_veth_host_name(name: &str) -> bool {
+    name.strip_prefix(VETH_PREFIX)
+        .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 /// The alias marking a network's host devices.
@@ -115,6 +123,12 @@ mod tests {
         let id = "3f2a9c1e-7b4d-4e2a-9f00-123456789abc";
         assert_eq!(bridge_name(id), "wft-3f2a9c1e7b4");
         assert_eq!(veth_host_name(id), "wv3f2a9c1e7b4d4");
+        // A veth's host end is known by its name alone (when an interrupted attach left it
+        // unmarked); no other derived name passes for one.
+        assert!(is_veth_host_name(&veth_host_name(id)));
+        for other in [bridge_name(id), vxlan_name(id), "wv".into(), "eth0".into()] {
+            assert!(!is_veth_host_name(&other), "{other}");
+        }
         assert_eq!(vxlan_name(id), "wfx-3f2a9c1e7b4");
         assert!(valid_ifname(&vxlan_name(id)).is_ok());
         // A VXLAN device, a bridge and a veth never share a name, whatever the ids.

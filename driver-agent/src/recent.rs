@@ -70,6 +70,15 @@ impl Recent {
             .is_some_and(|(t, _)| *t + GRACE > as_of)
     }
 
+    /// The ids made within [`GRACE`] before `as_of`, or at any time since.
+    pub(crate) fn made_since(&self, as_of: Instant) -> Vec<String> {
+        lock(&self.touched)
+            .iter()
+            .filter(|(_, (t, made))| *made && *t + GRACE > as_of)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Whether `id` was made (`made`) or removed (`!made`) within [`GRACE`] before `as_of`, or
     /// at any time since.
     pub(crate) fn since(&self, id: &str, made: bool, as_of: Instant) -> bool {

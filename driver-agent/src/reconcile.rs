@@ -69,6 +69,9 @@ struct Owned {
     namespaces: BTreeSet<String>,
     /// Sandbox ids of file directories.
     files: BTreeSet<String>,
+    /// Host ends of veths an attach made and was killed before marking
+    /// ([`names::is_veth_host_name`], no alias).
+    unmarked_veths: Vec<kernel::Link>,
 }
 
 /// The directory where named namespaces live.
@@ -217,6 +220,15 @@ impl Agent {
                 endpoints,
             } = &*desired;
             self.survey_drift(&owned, networks, endpoints, sandboxes, &mut report);
+            for link in self.stray_veths(&owned, endpoints, as_of) {
+                report.changes.push(crate::report::Change {
+                    action: Action::Removed,
+                    kind: Kind::Link,
+                    object: link.name.clone(),
+                    owner: String::new(),
+                    detail: "orphan (left unmarked by an interrupted attach)".into(),
+                });
+            }
             return report;
         }
         // Where a pass spends its time (the scale benchmark reads this line).
@@ -519,6 +531,14 @@ impl Agent {
                 Err(e) => report.fail(Kind::Link, &link.name, id, &e),
             }
         }
+        for link in self.stray_veths(owned, &desired.endpoints, as_of) {
+            tracing::info!(link = %link.name, "removing a veth an interrupted attach left unmarked");
+            match kernel::delete_link(self.host_handle(), link).await {
+                Ok(true) => report.change(Action::Removed, Kind::Link, &link.name, ""),
+                Ok(false) => {}
+                Err(e) => report.fail(Kind::Link, &link.name, "", &e),
+            }
+        }
         // (A VXLAN device whose bridge is gone is the network's too.)
         let owned_networks: BTreeSet<&String> =
             owned.networks.keys().chain(owned.vxlans.keys()).collect();
@@ -551,6 +571,31 @@ impl Agent {
         }
     }
 
+    /// The unmarked veths that no desired endpoint, and no attach of the last [`GRACE`] (one
+    /// running now has not marked its veth yet), has by name.
+    fn stray_veths<'a>(
+        &self,
+        owned: &'a Owned,
+        endpoints: &[Endpoint],
+        as_of: Instant,
+    ) -> Vec<&'a kernel::Link> {
+        let mut keep: BTreeSet<String> = endpoints
+            .iter()
+            .map(|e| names::veth_host_name(&e.id))
+            .collect();
+        keep.extend(
+            self.recent
+                .made_since(as_of)
+                .iter()
+                .map(|id| names::veth_host_name(id)),
+        );
+        owned
+            .unmarked_veths
+            .iter()
+            .filter(|l| !keep.contains(&l.name))
+            .collect()
+    }
+
     /// What the kernel holds with the agent's marks.
     async fn owned(&self) -> Result<Owned, crate::error::AgentError> {
         let mut owned = Owned::default();
@@ -563,6 +608,8 @@ impl Agent {
                 owned.vxlans.insert(id.to_owned(), l.clone());
             } else if matches!(weft_runtime::vlan::parse(&l.name), Ok(Some(_))) {
                 owned.vlans.insert(l.name.clone(), l.clone());
+            } else if l.alias.is_empty() && names::is_veth_host_name(&l.name) {
+                owned.unmarked_veths.push(l.clone());
             }
         }
         owned.files = dir_names(&self.data_dir().join("sandboxes"))

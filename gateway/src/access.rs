@@ -77,6 +77,8 @@ pub const RULES: &[Rule] = &[
     Rule::admin("/weft.gateway.v1.TokenService/ListTokens", false),
     Rule::admin("/weft.gateway.v1.TokenService/RevokeToken", true),
     Rule::admin("/weft.gateway.v1.AuditService/ListAudit", false),
+    // Reads every store and asks every agent for a dry run: not for every viewer.
+    Rule::admin("/weft.gateway.v1.CheckService/CheckConsistency", false),
 ];
 
 /// How long a looked-up token is trusted without asking the store again.

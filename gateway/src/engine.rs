@@ -390,30 +390,6 @@ impl Gateway {
         self.notify.send_replace(revision);
     }
 
-    /// Remembers the answer of a mutation that was done outside `commit` (sagas), so that a
-    /// retry with its request id gets it. A failure only costs the retry its replay.
-    pub async fn remember(&self, key: &RequestKey, answer: Vec<u8>) {
-        if key.id.is_empty() {
-            return;
-        }
-        let now = self.clock.now_ms();
-        let done = async {
-            let mut tx = store::write_transaction(&self.db).await?;
-            let entry = (
-                key.id.as_str(),
-                key.method,
-                &key.fingerprint[..],
-                &answer[..],
-            );
-            store::requests::record(&mut tx, entry, now, self.retention(now)).await?;
-            tx.commit().await?;
-            Ok::<_, GatewayError>(())
-        };
-        if let Err(e) = done.await {
-            tracing::warn!(request_id = key.id, error = %e, "cannot remember the answer of a request");
-        }
-    }
-
     /// A retried mutation: the (encoded) answer given the first time, if `key` was applied.
     pub async fn replay(&self, key: &RequestKey) -> Result<Option<Vec<u8>>, GatewayError> {
         if key.id.is_empty() {
@@ -448,15 +424,39 @@ impl Gateway {
         }
     }
 
-    /// Records that a saga starts.
+    /// Records that a saga starts. A removal (Disconnect, DeleteSandbox) whose record a
+    /// killed gateway left behind is taken over: it is the same removal, which the sweep
+    /// would otherwise complete much later, and the retry that asks for it again completes it
+    /// now (its steps are idempotent). The same operation already running in this process
+    /// (a client's retry racing its own first attempt) is UNAVAILABLE: retried with the same
+    /// request id once that attempt is done, it gets its answer.
     pub(crate) async fn begin(&self, op: &Operation) -> Result<String, GatewayError> {
         let id = op.id();
-        self.inflight
+        let fresh = self
+            .inflight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id.clone());
-        let mut conn = self.db.write().acquire().await?;
-        if let Err(e) = store::operations::insert(&mut conn, op, self.clock.now_ms()).await {
+        if !fresh {
+            return Err(GatewayError::Busy(format!(
+                "the same {} is already in progress: retry",
+                op.kind()
+            )));
+        }
+        let now = self.clock.now_ms();
+        let begun = async {
+            let mut conn = self.db.write().acquire().await?;
+            match store::operations::insert(&mut conn, op, now).await {
+                Err(store::GatewayStoreError::Sql(e))
+                    if weft_store::is_unique_violation(&e) && op.completed_when_interrupted() =>
+                {
+                    tracing::info!(operation = %id, kind = op.kind(), "taking over an interrupted operation");
+                    store::operations::restart(&mut conn, op, now).await
+                }
+                other => other,
+            }
+        };
+        if let Err(e) = begun.await {
             self.forget(&id);
             return Err(e.into());
         }

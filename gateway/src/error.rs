@@ -59,6 +59,9 @@ pub enum GatewayError {
     Denied(String),
     #[error("{0}")]
     Internal(String),
+    /// The same operation is running already (UNAVAILABLE: retry with the same request id).
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl From<sqlx::Error> for GatewayError {
@@ -103,6 +106,7 @@ impl From<GatewayError> for Status {
             GatewayError::Denied(_) => Status::permission_denied(msg),
             GatewayError::Precondition(_) => Status::failed_precondition(msg),
             GatewayError::RevisionGone { .. } => Status::out_of_range(msg),
+            GatewayError::Busy(_) => Status::unavailable(msg),
             // IPAM's and the agent's own INVALID_ARGUMENT already name the field and value,
             // with details (the agent's: a netns_path it refuses).
             GatewayError::Ipam(st) | GatewayError::Agent { status: st, .. }

@@ -20,15 +20,16 @@ use crate::{
     access::{self, AuditLog},
     caller::{Caller, as_caller},
     domain::{
-        endpoint::ConnectSpec,
+        endpoint::{ConnectSpec, EndpointRecord},
         host::HostSpec,
         list::Page,
         network::{NetworkRecord, NetworkSpec, NetworkUpdate},
-        sandbox::SandboxSpec,
+        sandbox::{SandboxRecord, SandboxSpec},
     },
     engine::{Gateway, Remember, RequestKey},
     error::GatewayError,
     from_pb,
+    sagas::sandbox::SandboxView,
     store::{audit::AuditRow, sandboxes::Owner},
     to_pb::{duration, endpoint_view, host_to_pb, network_endpoints, network_to_pb, sandbox_to_pb},
 };
@@ -312,12 +313,17 @@ impl SandboxService for GatewayGrpc {
                 }
                 let validate_only = req.validate_only;
                 let spec = SandboxSpec::validate(from_pb::sandbox(req)).map_err(invalid)?;
-                let view = self.gw.create_sandbox(spec, validate_only).await?;
-                let answer = sandbox_to_pb(&view.sandbox, &view.endpoints);
-                if !validate_only {
-                    self.gw.remember(&key, answer.encode_to_vec()).await;
-                }
-                Ok(Response::new(answer))
+                let encode =
+                    |v: &SandboxView| sandbox_to_pb(&v.sandbox, &v.endpoints).encode_to_vec();
+                let remember = (!validate_only).then_some(Remember {
+                    key: &key,
+                    answer: &encode,
+                });
+                let view = self
+                    .gw
+                    .create_sandbox(spec, validate_only, remember)
+                    .await?;
+                Ok(Response::new(sandbox_to_pb(&view.sandbox, &view.endpoints)))
             })
             .await
     }
@@ -368,14 +374,21 @@ impl SandboxService for GatewayGrpc {
                 if let Some(done) = self.replayed(&key).await? {
                     return Ok(Response::new(done));
                 }
-                let (sandbox, endpoints) = self.gw.delete_sandbox(&req.sandbox).await?;
-                let answer = pb::DeleteSandboxResponse {
-                    id: sandbox.id,
-                    name: sandbox.name,
-                    endpoint_ids: endpoints.into_iter().map(|e| e.id).collect(),
+                let answer = |(sandbox, endpoints): &(SandboxRecord, Vec<EndpointRecord>)| {
+                    pb::DeleteSandboxResponse {
+                        id: sandbox.id.clone(),
+                        name: sandbox.name.clone(),
+                        endpoint_ids: endpoints.iter().map(|e| e.id.clone()).collect(),
+                    }
                 };
-                self.gw.remember(&key, answer.encode_to_vec()).await;
-                Ok(Response::new(answer))
+                let encode =
+                    |done: &(SandboxRecord, Vec<EndpointRecord>)| answer(done).encode_to_vec();
+                let remember = Remember {
+                    key: &key,
+                    answer: &encode,
+                };
+                let done = self.gw.delete_sandbox(&req.sandbox, Some(remember)).await?;
+                Ok(Response::new(answer(&done)))
             })
             .await
     }
@@ -401,12 +414,15 @@ impl SandboxService for GatewayGrpc {
                     from_pb::settings(req.settings),
                 )
                 .map_err(invalid)?;
-                let (ep, all) = self.gw.connect(spec, validate_only).await?;
-                let answer = endpoint_view(&ep, &all);
-                if !validate_only {
-                    self.gw.remember(&key, answer.encode_to_vec()).await;
-                }
-                Ok(Response::new(answer))
+                let encode = |(ep, all): &(EndpointRecord, Vec<EndpointRecord>)| {
+                    endpoint_view(ep, all).encode_to_vec()
+                };
+                let remember = (!validate_only).then_some(Remember {
+                    key: &key,
+                    answer: &encode,
+                });
+                let (ep, all) = self.gw.connect(spec, validate_only, remember).await?;
+                Ok(Response::new(endpoint_view(&ep, &all)))
             })
             .await
     }
@@ -427,13 +443,21 @@ impl SandboxService for GatewayGrpc {
                 if let Some(done) = self.replayed(&key).await? {
                     return Ok(Response::new(done));
                 }
+                let encode = |ep: &EndpointRecord| {
+                    pb::DisconnectResponse {
+                        endpoint_id: ep.id.clone(),
+                    }
+                    .encode_to_vec()
+                };
+                let remember = Remember {
+                    key: &key,
+                    answer: &encode,
+                };
                 let ep = self
                     .gw
-                    .disconnect(&req.sandbox, &req.network, req.force)
+                    .disconnect(&req.sandbox, &req.network, req.force, Some(remember))
                     .await?;
-                let answer = pb::DisconnectResponse { endpoint_id: ep.id };
-                self.gw.remember(&key, answer.encode_to_vec()).await;
-                Ok(Response::new(answer))
+                Ok(Response::new(pb::DisconnectResponse { endpoint_id: ep.id }))
             })
             .await
     }

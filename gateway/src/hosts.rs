@@ -155,7 +155,7 @@ impl Gateway {
         let mut removed = Vec::with_capacity(sandboxes.len());
         for sandbox in sandboxes {
             let sandbox_name = sandbox.name.clone();
-            self.delete_found_sandbox(sandbox, host.up).await?;
+            self.delete_found_sandbox(sandbox, host.up, None).await?;
             removed.push(sandbox_name);
         }
         if host.up {

@@ -13,6 +13,9 @@ use crate::{
     error::GatewayError,
 };
 
+/// The label of the pools the gateway reserves, naming their network's id.
+pub(crate) const NETWORK_LABEL: &str = "weft.network";
+
 impl Gateway {
     /// Reserves the subnet of `ipam.configs[index]` for a network, as pool `NETWORK/INDEX`.
     pub(crate) async fn request_pool(
@@ -33,7 +36,7 @@ impl Gateway {
                 ip_range: spec.ip_range.clone(),
                 gateway: spec.gateway.clone(),
                 reserved_addresses: spec.aux_addresses.clone().into_iter().collect(),
-                labels: [("weft.network".to_owned(), network_id.to_owned())].into(),
+                labels: [(NETWORK_LABEL.to_owned(), network_id.to_owned())].into(),
                 ..Default::default()
             })
             .await
@@ -80,20 +83,26 @@ impl Gateway {
 
     /// Releases the pools of a network that is gone or was never recorded. Errors are logged:
     /// a pool left behind stays reserved in IPAM (labelled `weft.network` with the network's
-    /// id) until it is released by hand; nothing sweeps pools.
+    /// id) until the sweep releases it (`recovery.rs`).
     pub(crate) async fn release_pools(&self, subnets: &[SubnetRecord]) {
-        for s in subnets {
+        let ids: Vec<String> = subnets.iter().map(|s| s.pool_id.clone()).collect();
+        self.release_pool_ids(&ids).await;
+    }
+
+    /// Releases pools by id (each with whatever it still holds); a pool already gone is fine.
+    pub(crate) async fn release_pool_ids(&self, ids: &[String]) {
+        for pool_id in ids {
             if let Err(st) = self
                 .ipam
                 .clone()
                 .release_pool(ipb::ReleasePoolRequest {
-                    pool_id: s.pool_id.clone(),
+                    pool_id: pool_id.clone(),
                     force: true,
                 })
                 .await
                 && st.code() != tonic::Code::NotFound
             {
-                tracing::warn!(pool = %s.pool_id, error = %st.message(), "releasing a pool failed");
+                tracing::warn!(pool = %pool_id, error = %st.message(), "releasing a pool failed");
             }
         }
     }
@@ -170,6 +179,33 @@ impl Gateway {
             ..Default::default()
         })
         .await
+    }
+
+    /// Every pool the gateway reserved for a network (labelled `weft.network`), every page.
+    pub(crate) async fn network_pools(&self) -> Result<Vec<ipb::Pool>, GatewayError> {
+        let mut req = ipb::ListPoolsRequest {
+            page_size: 1000,
+            ..Default::default()
+        };
+        let mut pools = Vec::new();
+        loop {
+            let page = self
+                .ipam
+                .clone()
+                .list_pools(req.clone())
+                .await
+                .map_err(GatewayError::Ipam)?
+                .into_inner();
+            pools.extend(
+                page.pools
+                    .into_iter()
+                    .filter(|p| p.labels.contains_key(NETWORK_LABEL)),
+            );
+            if page.next_page_token.is_empty() {
+                return Ok(pools);
+            }
+            req.page_token = page.next_page_token;
+        }
     }
 
     /// Every allocation `req` lists, following `next_page_token` to the last page.

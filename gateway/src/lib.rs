@@ -9,6 +9,7 @@ pub mod access;
 mod agents;
 pub mod caller;
 mod changes;
+mod check_api;
 pub mod clock;
 mod desired;
 pub mod domain;
@@ -41,10 +42,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use weft_proto::gateway::v1::{
     agent_registry_service_server::AgentRegistryServiceServer,
-    audit_service_server::AuditServiceServer, event_service_server::EventServiceServer,
-    host_service_server::HostServiceServer, join_service_server::JoinServiceServer,
-    network_service_server::NetworkServiceServer, sandbox_service_server::SandboxServiceServer,
-    token_service_server::TokenServiceServer,
+    audit_service_server::AuditServiceServer, check_service_server::CheckServiceServer,
+    event_service_server::EventServiceServer, host_service_server::HostServiceServer,
+    join_service_server::JoinServiceServer, network_service_server::NetworkServiceServer,
+    sandbox_service_server::SandboxServiceServer, token_service_server::TokenServiceServer,
 };
 use weft_runtime::{CommonArgs, GrpcServer, grpc::limit_requests};
 use weft_store::{Db, StoreOptions};
@@ -400,6 +401,11 @@ pub fn services(gw: Gateway) -> GrpcServer {
             AuditServiceServer::new(svc.clone()),
             rules,
             AuditServiceServer::max_decoding_message_size,
+        ))
+        .add_service(limit_requests(
+            CheckServiceServer::new(svc.clone()),
+            rules,
+            CheckServiceServer::max_decoding_message_size,
         ))
         .add_service(limit_requests(
             NetworkServiceServer::new(svc.clone()),

@@ -1,6 +1,7 @@
 //! Crash safety: sagas record their intent before their first step; a sweep (at start-up and
-//! periodically) finishes what a killed gateway left half-done, and releases addresses that no
-//! endpoint and no saga in flight owns.
+//! periodically) finishes what a killed gateway left half-done, releases addresses that no
+//! endpoint and no saga in flight owns, and pools that no network owns (a CreateNetwork killed
+//! between IPAM and its record; a DeleteNetwork whose release IPAM did not answer).
 //!
 //! What the sweep does with an operation left behind:
 //! - `Connect`, `CreateSandbox`: undone (detach on the agent, remove the sandbox on the agent,
@@ -28,6 +29,7 @@ pub struct SweepReport {
     pub undone: usize,
     pub completed: usize,
     pub released_addresses: usize,
+    pub released_pools: usize,
 }
 
 /// What the consistency check found; all zero is the expected answer.
@@ -37,6 +39,8 @@ pub struct Consistency {
     pub leaked_addresses: Vec<String>,
     /// Endpoints recorded with an address IPAM does not hold for them.
     pub endpoints_without_address: Vec<String>,
+    /// IPAM pools reserved for a network (`POOL SUBNET`) that no network has.
+    pub leaked_pools: Vec<String>,
     pub operations_pending: usize,
 }
 
@@ -82,6 +86,7 @@ impl Gateway {
             }
         }
         report.released_addresses = self.release_orphans(cutoff).await?;
+        report.released_pools = self.release_orphan_pools(cutoff).await?;
         if report != SweepReport::default() {
             tracing::info!(?report, "sweep repaired state");
         }
@@ -194,6 +199,40 @@ impl Gateway {
         Ok(orphans.len())
     }
 
+    /// Pools reserved for a network that no network has (with `taken_before_ms`: only those
+    /// made before it: a CreateNetwork running now has its pools before its record). Pools
+    /// are read before networks, so that a network recorded meanwhile is seen.
+    async fn orphan_pools(
+        &self,
+        taken_before_ms: Option<i64>,
+    ) -> Result<Vec<ipb::Pool>, GatewayError> {
+        let pools = self.network_pools().await?;
+        let (networks, _) = self.list_networks(&NetworkFilter::default()).await?;
+        let owned: HashSet<&str> = networks
+            .iter()
+            .flat_map(|n| n.subnets.iter().map(|s| s.pool_id.as_str()))
+            .collect();
+        Ok(pools
+            .into_iter()
+            .filter(|p| {
+                let made_ms = p.created_at.as_ref().map_or(0, |t| {
+                    t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000)
+                });
+                !owned.contains(p.id.as_str()) && taken_before_ms.is_none_or(|c| made_ms <= c)
+            })
+            .collect())
+    }
+
+    async fn release_orphan_pools(&self, taken_before_ms: i64) -> Result<usize, GatewayError> {
+        let orphans = self.orphan_pools(Some(taken_before_ms)).await?;
+        for p in &orphans {
+            tracing::warn!(pool = %p.id, subnet = %p.subnet, "releasing a pool that no network owns");
+        }
+        let ids: Vec<String> = orphans.iter().map(|p| p.id.clone()).collect();
+        self.release_pool_ids(&ids).await;
+        Ok(orphans.len())
+    }
+
     /// The gateway's consistency check (with IPAM's own `Check`, the crash tests' oracle).
     pub async fn consistency(&self) -> Result<Consistency, GatewayError> {
         let leaked = self.orphans(None).await?;
@@ -204,6 +243,12 @@ impl Gateway {
                 .collect(),
             ..Consistency::default()
         };
+        out.leaked_pools = self
+            .orphan_pools(None)
+            .await?
+            .iter()
+            .map(|p| format!("{} {}", p.id, p.subnet))
+            .collect();
         let mut conn = self.db.read().acquire().await?;
         out.operations_pending = store::operations::all_ids(&mut conn).await?.len();
         drop(conn);

@@ -77,6 +77,9 @@ pub enum Command {
     /// Use Weft from container runtimes through CNI (Podman, containerd, CRI-O).
     #[command(subcommand)]
     Cni(CniCmd),
+    /// Check the system's consistency (role admin): addresses leaked or missing, operations
+    /// pending, and each host's kernel against its desired state. Exits 1 on any problem.
+    Check,
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]

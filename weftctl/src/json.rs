@@ -196,6 +196,26 @@ pub fn ipam_check(c: &CheckResponse) -> Value {
     })
 }
 
+/// The gateway's consistency check, with proto JSON names (64-bit counts as strings).
+pub fn consistency(c: &pb::CheckConsistencyResponse) -> Value {
+    json!({
+        "leakedPools": c.leaked_pools,
+        "leakedPoolsTotal": c.leaked_pools_total.to_string(),
+        "leakedAddresses": c.leaked_addresses,
+        "leakedAddressesTotal": c.leaked_addresses_total.to_string(),
+        "endpointsWithoutAddress": c.endpoints_without_address,
+        "endpointsWithoutAddressTotal": c.endpoints_without_address_total.to_string(),
+        "operationsPending": c.operations_pending.to_string(),
+        "drift": c.drift.iter().map(|d| json!({
+            "host": d.host,
+            "changes": d.changes,
+            "changesTotal": d.changes_total.to_string(),
+            "error": d.error,
+        })).collect::<Vec<_>>(),
+        "hostsChecked": c.hosts_checked,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

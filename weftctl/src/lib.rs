@@ -39,6 +39,7 @@ pub async fn run<W: Write>(cli: Cli, out: &mut W) -> Result<(), CliError> {
         Command::Token(cmd) => commands::tokens::run(&mut ctx, cmd).await,
         Command::Audit(a) => commands::tokens::audit(&mut ctx, &a).await,
         Command::Cni(CniCmd::Conflist(a)) => commands::cni::run(&mut ctx, &a),
+        Command::Check => commands::check::run(&mut ctx).await,
         Command::Completion { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "weftctl", &mut buf);

@@ -289,7 +289,16 @@ async fn existing_or_new(
     mtu: u32,
     report: &mut Report,
 ) -> Result<bool, AgentError> {
-    Ok(match kernel::link_by_name(host, host_name).await? {
+    let found = match kernel::link_by_name(host, host_name).await? {
+        // Made by an attach killed before it marked it: half made, this endpoint's by its
+        // name; made again (its end in the sandbox goes with it).
+        Some(l) if l.alias.is_empty() && names::is_veth_host_name(&l.name) => {
+            kernel::delete_link(host, &l).await?;
+            None
+        }
+        other => other,
+    };
+    Ok(match found {
         Some(l) if l.alias != alias => {
             return Err(AgentError::NotOurs {
                 name: l.name,

@@ -12,7 +12,7 @@ use crate::{
         network::NetworkRecord,
         sandbox::SandboxRecord,
     },
-    engine::{Change, Gateway, new_id},
+    engine::{Change, Gateway, Remember, new_id},
     error::GatewayError,
     steps::Steps,
     store::{operations::Operation, sandboxes::Owner},
@@ -20,12 +20,14 @@ use crate::{
 
 impl Gateway {
     /// Connects a sandbox to a network; returns the new endpoint among all of the sandbox's
-    /// endpoints. With `validate_only`, the endpoint as it would be (addresses as IPAM would
-    /// give them now, no id), nothing kept.
+    /// endpoints (remembered with `remember`'s answer in the transaction that records the
+    /// endpoint, so that a retry after a crash gets it). With `validate_only`, the endpoint as
+    /// it would be (addresses as IPAM would give them now, no id), nothing kept.
     pub async fn connect(
         &self,
         spec: ConnectSpec,
         validate_only: bool,
+        remember: Option<Remember<'_, (EndpointRecord, Vec<EndpointRecord>)>>,
     ) -> Result<(EndpointRecord, Vec<EndpointRecord>), GatewayError> {
         let sandbox = self.find_sandbox("sandbox", &spec.sandbox).await?;
         let existing = self.endpoints(Owner::Sandbox, &sandbox.id).await?;
@@ -46,12 +48,16 @@ impl Gateway {
         // The files are rewritten while the commit runs (one round trip fewer); a failed
         // commit puts them back.
         let changes = [Change::InsertEndpoint(&ep), Change::EndOperation(&op)];
+        let request = remember.map(|r| (r.key, (r.answer)(&(ep.clone(), all.clone()))));
         let (committed, ()) = tokio::join!(
-            self.commit(&changes, None),
+            self.commit(&changes, request),
             self.write_files(&sandbox, &all)
         );
         let revision = match committed {
-            Ok(r) => r,
+            Ok(r) => {
+                self.fault("connect:committed");
+                r
+            }
             Err(e) => {
                 self.undo_attach(&sandbox, &ep).await;
                 self.write_files(&sandbox, &existing).await;
@@ -154,11 +160,13 @@ impl Gateway {
     /// agent that cannot detach stops it (the endpoint stays, as the kernel may still have it).
     /// The agent rewrites the sandbox's files in the same call; the address goes back while
     /// the record goes.
+    /// The answer is remembered with `remember` in the transaction that removes the record.
     pub async fn disconnect(
         &self,
         sandbox: &str,
         network: &str,
         force: bool,
+        remember: Option<Remember<'_, EndpointRecord>>,
     ) -> Result<EndpointRecord, GatewayError> {
         let mut steps = Steps::start();
         let sandbox = self.find_sandbox("sandbox", sandbox).await?;
@@ -201,8 +209,10 @@ impl Gateway {
             self.release_owner(&ep.id).await;
             self.fault("disconnect:released");
         };
-        let ((), committed) = tokio::join!(release, self.commit(&changes, None));
+        let request = remember.map(|r| (r.key, (r.answer)(&ep)));
+        let ((), committed) = tokio::join!(release, self.commit(&changes, request));
         let revision = committed?;
+        self.fault("disconnect:committed");
         steps.mark("release+commit");
         tokio::join!(
             self.reprogram(&sandbox, &before, &after),

@@ -21,7 +21,7 @@ use crate::{
             default_name,
         },
     },
-    engine::{Change, Gateway, new_id},
+    engine::{Change, Gateway, Remember, RequestKey, new_id},
     error::GatewayError,
     sagas::connect::new_endpoint,
     steps::Steps,
@@ -42,13 +42,15 @@ pub struct SandboxView {
 }
 
 impl Gateway {
-    /// Creates a sandbox and connects it to its initial networks, all or nothing. With
-    /// `validate_only`, returns the sandbox as it would be (endpoints with the addresses that
-    /// would be picked), nothing kept.
+    /// Creates a sandbox and connects it to its initial networks, all or nothing; the answer
+    /// is remembered with `remember` in the transaction that records the sandbox (a retry
+    /// after a crash gets it). With `validate_only`, returns the sandbox as it would be
+    /// (endpoints with the addresses that would be picked), nothing kept.
     pub async fn create_sandbox(
         &self,
         spec: SandboxSpec,
         validate_only: bool,
+        remember: Option<Remember<'_, SandboxView>>,
     ) -> Result<SandboxView, GatewayError> {
         if validate_only {
             let placed = self.place_sandbox(&spec).await?;
@@ -76,14 +78,16 @@ impl Gateway {
             sandbox.hostname = default_hostname(&sandbox.container_id, &sandbox.id);
         }
         sandbox.created_at_ms = self.clock.now_ms();
-        let (sandbox, endpoints) = self
-            .create_sandbox_saga(&spec.networks, networks, sandbox, steps)
-            .await?;
-        let endpoints = match &placed.shared {
-            Some(t) => self.endpoints(Owner::Sandbox, &t.id).await?,
-            None => endpoints,
+        // A sandbox sharing another's namespace shows that one's endpoints.
+        let shared = match &placed.shared {
+            Some(t) => Some(self.endpoints(Owner::Sandbox, &t.id).await?),
+            None => None,
         };
-        Ok(SandboxView { sandbox, endpoints })
+        let answer = Answer { remember, shared };
+        let (sandbox, endpoints) = self
+            .create_sandbox_saga(&spec.networks, networks, sandbox, steps, &answer)
+            .await?;
+        Ok(answer.view(sandbox, endpoints))
     }
 
     /// What depends on the state: the host, the sandbox a `container:` sandbox shares, a free
@@ -227,6 +231,7 @@ impl Gateway {
         networks: Vec<NetworkRecord>,
         mut sandbox: SandboxRecord,
         mut steps: Steps,
+        answer: &Answer<'_>,
     ) -> Result<(SandboxRecord, Vec<EndpointRecord>), GatewayError> {
         let mut planned = plan(&sandbox, attachments, networks)?;
         let endpoints: Vec<EndpointRecord> = planned.iter().map(|p| p.ep.clone()).collect();
@@ -260,7 +265,7 @@ impl Gateway {
                 &mut sandbox,
                 allocated,
                 &planned,
-                &op,
+                (&op, answer),
                 &mut agent_called,
                 &mut steps,
             )
@@ -308,7 +313,7 @@ impl Gateway {
         sandbox: &mut SandboxRecord,
         allocated: Result<(), GatewayError>,
         planned: &[Planned<'_>],
-        op: &str,
+        (op, answer): (&str, &Answer<'_>),
         agent_called: &mut bool,
         steps: &mut Steps,
     ) -> Result<Vec<EndpointRecord>, GatewayError> {
@@ -325,7 +330,10 @@ impl Gateway {
         let mut changes = vec![Change::InsertSandbox(sandbox)];
         changes.extend(endpoints.iter().map(Change::InsertEndpoint));
         changes.push(Change::EndOperation(op));
-        let revision = self.commit(&changes, None).await?;
+        let revision = self
+            .commit(&changes, answer.request(sandbox, &endpoints))
+            .await?;
+        self.fault("create-sandbox:committed");
         steps.mark("commit");
         // The host's dns-svc is given the chance to catch up (the sandbox's listener).
         self.sync_dns(&sandbox.host, revision).await;
@@ -352,12 +360,14 @@ impl Gateway {
     /// goes whole, its veths with it, instead of detaching its endpoints one by one. Returns
     /// the sandbox and the endpoints removed with it. Once recorded, the sweep completes it if
     /// the gateway dies.
+    /// The answer is remembered with `remember` in the transaction that removes the records.
     pub async fn delete_sandbox(
         &self,
         key: &str,
+        remember: Option<Remember<'_, (SandboxRecord, Vec<EndpointRecord>)>>,
     ) -> Result<(SandboxRecord, Vec<EndpointRecord>), GatewayError> {
         let sandbox = self.find_sandbox("sandbox", key).await?;
-        self.delete_found_sandbox(sandbox, true).await
+        self.delete_found_sandbox(sandbox, true, remember).await
     }
 
     /// [`Gateway::delete_sandbox`] of a sandbox found; `reach_agent` false: the host is gone,
@@ -366,6 +376,7 @@ impl Gateway {
         &self,
         sandbox: SandboxRecord,
         reach_agent: bool,
+        remember: Option<Remember<'_, (SandboxRecord, Vec<EndpointRecord>)>>,
     ) -> Result<(SandboxRecord, Vec<EndpointRecord>), GatewayError> {
         let mut steps = Steps::start();
         let (sharers, endpoints) = {
@@ -412,8 +423,9 @@ impl Gateway {
             join_all(endpoints.iter().map(|e| self.release_owner(&e.id))).await;
             self.fault("delete-sandbox:released");
         };
+        let request = remember.map(|r| (r.key, (r.answer)(&(sandbox.clone(), endpoints.clone()))));
         let commit = async {
-            let revision = self.commit(&changes, None).await?;
+            let revision = self.commit(&changes, request).await?;
             self.fault("delete-sandbox:committed");
             Ok::<_, GatewayError>(revision)
         };
@@ -428,6 +440,33 @@ impl Gateway {
             "sandbox removed"
         );
         Ok((sandbox, endpoints))
+    }
+}
+
+/// How a CreateSandbox answers: the request to remember with the sandbox's record, and the
+/// endpoints of the sandbox whose namespace it shares (shown as its own).
+struct Answer<'a> {
+    remember: Option<Remember<'a, SandboxView>>,
+    shared: Option<Vec<EndpointRecord>>,
+}
+
+impl Answer<'_> {
+    fn view(&self, sandbox: SandboxRecord, endpoints: Vec<EndpointRecord>) -> SandboxView {
+        SandboxView {
+            sandbox,
+            endpoints: self.shared.clone().unwrap_or(endpoints),
+        }
+    }
+
+    /// The request id and its encoded answer, to record with the sandbox.
+    fn request(
+        &self,
+        sandbox: &SandboxRecord,
+        endpoints: &[EndpointRecord],
+    ) -> Option<(&RequestKey, Vec<u8>)> {
+        let r = self.remember.as_ref()?;
+        let view = self.view(sandbox.clone(), endpoints.to_vec());
+        Some((r.key, (r.answer)(&view)))
     }
 }
 

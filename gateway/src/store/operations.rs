@@ -43,6 +43,12 @@ impl Operation {
         }
     }
 
+    /// Whether the sweep completes this operation when its gateway is gone (a removal the
+    /// caller asked for), rather than undoing it.
+    pub fn completed_when_interrupted(&self) -> bool {
+        matches!(self, Self::Disconnect { .. } | Self::DeleteSandbox { .. })
+    }
+
     /// The endpoints whose addresses this operation may hold in IPAM (the sweep must not
     /// take them for orphans while it runs).
     pub fn endpoint_ids(&self) -> Vec<&str> {
@@ -77,6 +83,25 @@ pub async fn insert(conn: &mut AnyConnection, op: &Operation, now_ms: i64) -> Re
     .bind(now_ms)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Takes over the record of an operation begun before (by a gateway that is gone): its
+/// record and start time become `op`'s and `now_ms` (the sweep leaves it alone again for the
+/// operation timeout). Written anew if it was finished meanwhile.
+pub async fn restart(conn: &mut AnyConnection, op: &Operation, now_ms: i64) -> Result<()> {
+    let updated = sqlx::query(
+        "UPDATE gateway_operations SET record = $2, started_at_ms = $3 WHERE id = $1 AND kind = $4",
+    )
+    .bind(op.id())
+    .bind(encode("operation", op)?)
+    .bind(now_ms)
+    .bind(op.kind())
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 0 {
+        insert(conn, op, now_ms).await?;
+    }
     Ok(())
 }
 

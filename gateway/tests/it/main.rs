@@ -17,6 +17,7 @@ mod mtls;
 mod networks;
 mod overlay;
 mod replicas;
+mod retries;
 mod sandboxes;
 mod scope;
 mod sizes;

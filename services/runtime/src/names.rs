@@ -4,7 +4,8 @@
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
 
-const VETH_PREFIX: &str = "wv";
+/// The prefix of the names of veths' host ends.
+pub const VETH_PREFIX: &str = "wv";
 
 /// Alphanumeric characters of an id: UUID dashes would waste scarce name bytes.
 pub fn compact(id: &str) -> String {

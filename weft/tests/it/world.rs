@@ -47,14 +47,14 @@ const TEST_GATEWAY_ENV: [(&str, &str); 2] = [
 
 /// A throwaway Postgres inside the control namespace (its loopback, port 5432), with a
 /// database for the gateway and one for ipam-svc; stopped and removed when dropped.
-struct Postgres {
+pub(crate) struct Postgres {
     root: String,
-    gateway_url: String,
-    ipam_url: String,
+    pub(crate) gateway_url: String,
+    pub(crate) ipam_url: String,
 }
 
 impl Postgres {
-    fn start(control: &TestNs) -> Self {
+    pub(crate) fn start(control: &TestNs) -> Self {
         let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
         let root_file = tempfile::NamedTempFile::new().unwrap();
         let out = Command::new("ip")
@@ -90,6 +90,38 @@ impl Postgres {
             .unwrap();
         assert!(made.status.success(), "createdb: {made:?}");
         pg
+    }
+}
+
+impl Postgres {
+    /// Stops the server the way a crash does (`pg_ctl stop -m immediate`: every process gone at
+    /// once, no checkpoint; recovery at the next start), then starts it again as pg-up.sh did.
+    pub(crate) fn crash_and_restart(&self, control: &TestNs) {
+        let pg_ctl = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &control.name,
+                    "runuser",
+                    "-u",
+                    "postgres",
+                    "--",
+                ])
+                .arg("/usr/lib/postgresql/15/bin/pg_ctl")
+                .args(["-D", &format!("{}/data", self.root)])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "pg_ctl {args:?}: {out:?}");
+        };
+        pg_ctl(&["-m", "immediate", "-w", "stop"]);
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p 5432 -k {} -c fsync=off -c max_connections=300",
+            self.root
+        );
+        let log = format!("{}/server.log", self.root);
+        pg_ctl(&["-l", &log, "-w", "-t", "30", "-o", &options, "start"]);
     }
 }
 

@@ -1,5 +1,6 @@
 //! One module per command group; each function runs one subcommand against the API.
 
+pub mod check;
 pub mod cni;
 pub mod events;
 pub mod hosts;
