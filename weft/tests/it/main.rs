@@ -13,10 +13,7 @@ mod systemd;
 mod up;
 mod world;
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::path::PathBuf;
 
 /// The `weft` binary under test.
 pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
@@ -35,19 +32,7 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// Polls `f` every 50 ms until it returns `Some`; panics with `what` after `timeout`.
-pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// Polls `f` until it returns `Some`; panics naming what after `timeout`.
+pub use weft_testkit::wait_until;
 
 pub use weft_testkit::netns::TestNs;

@@ -74,16 +74,7 @@ impl Postgres {
             "pg-up.sh in the control namespace: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let made = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &control.name,
-                "runuser",
-                "-u",
-                "postgres",
-                "--",
-            ])
+        let made = as_postgres(control)
             .args(["/usr/lib/postgresql/15/bin/createdb", "-h", "127.0.0.1"])
             .args(["-p", "5432", "-U", "postgres", "weft_ipam"])
             .output()
@@ -98,16 +89,7 @@ impl Postgres {
     /// once, no checkpoint; recovery at the next start), then starts it again as pg-up.sh did.
     pub(crate) fn crash_and_restart(&self, control: &TestNs) {
         let pg_ctl = |args: &[&str]| {
-            let out = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &control.name,
-                    "runuser",
-                    "-u",
-                    "postgres",
-                    "--",
-                ])
+            let out = as_postgres(control)
                 .arg("/usr/lib/postgresql/15/bin/pg_ctl")
                 .args(["-D", &format!("{}/data", self.root)])
                 .args(args)
@@ -123,6 +105,21 @@ impl Postgres {
         let log = format!("{}/server.log", self.root);
         pg_ctl(&["-l", &log, "-w", "-t", "30", "-o", &options, "start"]);
     }
+}
+
+/// A command run in the control namespace as the `postgres` user (the server refuses root).
+fn as_postgres(control: &TestNs) -> Command {
+    let mut c = Command::new("ip");
+    c.args([
+        "netns",
+        "exec",
+        &control.name,
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+    ]);
+    c
 }
 
 impl Drop for Postgres {
