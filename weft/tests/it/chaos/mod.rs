@@ -16,6 +16,7 @@
 
 mod killer;
 mod load;
+mod replica;
 mod verify;
 
 use std::{
@@ -61,7 +62,12 @@ fn seed() -> u64 {
 
 /// An admin's channel to the gateway inside `ns`.
 async fn gateway(ns: &TestNs, data: &Path) -> Authed {
-    let addr: SocketAddr = "127.0.0.1:7700".parse().unwrap();
+    gateway_at(ns, data, "127.0.0.1:7700").await
+}
+
+/// An admin's channel to the gateway replica at `addr` inside `ns`.
+async fn gateway_at(ns: &TestNs, data: &Path, addr: &str) -> Authed {
+    let addr: SocketAddr = addr.parse().unwrap();
     let channel = weft::dial::dial(addr, Some(&ns.path), None, Duration::from_secs(60))
         .await
         .unwrap();
@@ -104,12 +110,13 @@ fn heavy_chaos_run_kills_services_under_load_and_nothing_acknowledged_is_lost_or
     weft_no_root,
     ignore = "needs root: runs `weft up` and Postgres in a namespace"
 )]
-fn heavy_chaos_run_on_postgres_also_crashes_postgres_once_and_nothing_is_lost_or_leaked() {
+fn heavy_chaos_run_on_postgres_with_two_gateways_crashes_one_and_postgres_and_nothing_is_lost() {
     chaos_run(true);
 }
 
 /// The run, on SQLite or (`on_postgres`) on a Postgres in the namespace that is crashed and
-/// started again half-way through the load.
+/// started again half-way through the load, with a second gateway replica (half the clients
+/// on it) killed and started again a third of the way through.
 fn chaos_run(on_postgres: bool) {
     let seed = seed();
     println!("chaos run: seed {seed} (replay with WEFT_CHAOS_SEED={seed})");
@@ -145,6 +152,13 @@ fn chaos_run(on_postgres: bool) {
         .build()
         .unwrap();
     let gw = rt.block_on(gateway(&ns, &data));
+    // On Postgres, a second gateway replica on the same database; half the clients use it.
+    let mut replica = pg
+        .as_ref()
+        .map(|_| replica::Replica::start(&ns, &data, dir.path().join("gateway-replica.log")));
+    let gw2 = replica
+        .as_ref()
+        .map(|_| rt.block_on(gateway_at(&ns, &data, replica::ADDR)));
 
     let counts = Arc::new(Counts::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -154,7 +168,11 @@ fn chaos_run(on_postgres: bool) {
     };
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|n| {
-            let mut client = Client::new(n, seed, gw.clone(), counts.clone());
+            let channel = match &gw2 {
+                Some(second) if n % 2 == 1 => second.clone(),
+                _ => gw.clone(),
+            };
+            let mut client = Client::new(n, seed, channel, counts.clone());
             let stop = stop.clone();
             rt.spawn(async move {
                 client.run(stop).await;
@@ -164,6 +182,7 @@ fn chaos_run(on_postgres: bool) {
         .collect();
     let started = Instant::now();
     let mut pg_crashed = false;
+    let mut replica_killed = false;
     wait_until(LOAD * 3, "the load's time and the kills", || {
         weft.assert_running();
         if let Some(pg) = pg
@@ -177,6 +196,14 @@ fn chaos_run(on_postgres: bool) {
             pg.crash_and_restart(&ns);
             println!("postgres: started again at {:?}", started.elapsed());
             pg_crashed = true;
+        }
+        if let Some(r) = replica
+            .as_mut()
+            .filter(|_| !replica_killed && started.elapsed() >= LOAD / 3)
+        {
+            println!("gateway replica 2: SIGKILL at {:?}", started.elapsed());
+            r.kill_and_restart();
+            replica_killed = true;
         }
         (started.elapsed() >= LOAD && counts.kills.load(Ordering::SeqCst) >= MIN_KILLS)
             .then_some(())
@@ -224,7 +251,11 @@ fn chaos_run(on_postgres: bool) {
     }
     invariants(&rt, &ns, &data, &gw, &Model::default());
     drop(gw);
+    drop(gw2);
     drop(rt);
+    if let Some(r) = replica {
+        r.stop();
+    }
     stopped_leaving_nothing(weft, &ns, &data, &ids);
 }
 
