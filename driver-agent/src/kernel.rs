@@ -72,16 +72,36 @@ pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<Link>, A
     }
 }
 
+/// How many times a dump the kernel refuses with EBUSY is sent again (5 ms apart).
+const DUMP_TRIES: u32 = 40;
+
+/// Collects a netlink dump, sending it again when the kernel answers EBUSY: a netlink socket
+/// runs one dump at a time, and the agent's tasks share one socket per namespace (its handle),
+/// so a dump that meets another one in flight is refused, and is retried here.
+pub async fn dump<T, S>(mut start: impl FnMut() -> S) -> Result<Vec<T>, rtnetlink::Error>
+where
+    S: futures::Stream<Item = Result<T, rtnetlink::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match start().try_collect::<Vec<T>>().await {
+            Err(e) if crate::error::errno(&e) == Some(libc::EBUSY) && tries < DUMP_TRIES => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Every link of the namespace.
 pub async fn links(handle: &Handle) -> Result<Vec<Link>, AgentError> {
-    handle
-        .link()
-        .get()
-        .execute()
-        .map_ok(Link::from)
-        .try_collect()
+    Ok(dump(|| handle.link().get().execute())
         .await
-        .map_err(AgentError::netlink("list", "links"))
+        .map_err(AgentError::netlink("list", "links"))?
+        .into_iter()
+        .map(Link::from)
+        .collect())
 }
 
 /// Sets the alias and brings the link up.
@@ -247,13 +267,10 @@ pub async fn default_route_oif(
     handle: &Handle,
     family: AddressFamily,
 ) -> Result<Option<u32>, AgentError> {
-    let routes: Vec<RouteMessage> = handle
-        .route()
-        .get(default_route(family).build())
-        .execute()
-        .try_collect()
-        .await
-        .map_err(AgentError::netlink("list", "routes"))?;
+    let routes: Vec<RouteMessage> =
+        dump(|| handle.route().get(default_route(family).build()).execute())
+            .await
+            .map_err(AgentError::netlink("list", "routes"))?;
     Ok(routes
         .into_iter()
         .filter(|r| {
@@ -299,11 +316,7 @@ pub async fn link_by_index(handle: &Handle, index: u32) -> Result<Option<Link>, 
 
 /// Global-scope addresses of the namespace with the index of the link they sit on.
 pub async fn global_addresses(handle: &Handle) -> Result<Vec<(u32, IpAddr)>, AgentError> {
-    let msgs: Vec<_> = handle
-        .address()
-        .get()
-        .execute()
-        .try_collect()
+    let msgs: Vec<_> = dump(|| handle.address().get().execute())
         .await
         .map_err(AgentError::netlink("list", "addresses"))?;
     Ok(msgs
@@ -348,14 +361,15 @@ pub async fn remove_other_addresses(
     ifname: &str,
     keep: &[IpNet],
 ) -> Result<Vec<IpNet>, AgentError> {
-    let msgs: Vec<_> = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(AgentError::netlink("list addresses of", ifname))?;
+    let msgs: Vec<_> = dump(|| {
+        handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+    })
+    .await
+    .map_err(AgentError::netlink("list addresses of", ifname))?;
     let mut removed = Vec::new();
     for m in msgs {
         if m.header.scope != AddressScope::Universe {

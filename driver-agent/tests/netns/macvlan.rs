@@ -45,6 +45,7 @@ fn host_and_lan() -> (TestNs, TestNs) {
 
 /// Everything of the host namespace a network or an endpoint could leave behind.
 fn host_view(host: &TestNs) -> Vec<Value> {
+    host.settle_ipv6();
     let fdb = host.exec_ok("bridge", &["-j", "fdb", "show"]);
     vec![
         host.ip_json(&["-d", "link", "show"]),

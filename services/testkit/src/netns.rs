@@ -169,14 +169,10 @@ impl TestNs {
         made
     }
 
-    /// What a namespace playing a host holds that Weft could touch: links, routes (both
-    /// families, every table), the bridge FDB, the neighbour entries nobody learned (permanent
-    /// ones: entries the kernel learns for underlay traffic come and go by themselves), the
-    /// nftables ruleset. Equal before and after means Weft left the host as it found it.
-    ///
-    /// Taken once the kernel has settled the IPv6 link-local addresses of new links: duplicate
-    /// address detection adds their local routes when it ends (at most 10 s).
-    pub fn kernel_snapshot(&self) -> Vec<Value> {
+    /// Waits (at most 10 s) until no IPv6 address of the namespace is tentative: duplicate
+    /// address detection of new links adds their local routes when it ends, so a view of the
+    /// routes is stable only after it.
+    pub fn settle_ipv6(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while self
             .ip_json(&["-6", "addr", "show", "tentative"])
@@ -186,6 +182,17 @@ impl TestNs {
         {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    /// What a namespace playing a host holds that Weft could touch: links, routes (both
+    /// families, every table), the bridge FDB, the neighbour entries nobody learned (permanent
+    /// ones: entries the kernel learns for underlay traffic come and go by themselves), the
+    /// nftables ruleset. Equal before and after means Weft left the host as it found it.
+    ///
+    /// Taken once the kernel has settled the IPv6 link-local addresses of new links: duplicate
+    /// address detection adds their local routes when it ends (at most 10 s).
+    pub fn kernel_snapshot(&self) -> Vec<Value> {
+        self.settle_ipv6();
         let bridge_fdb: Value =
             serde_json::from_slice(&self.exec_ok("bridge", &["-j", "fdb", "show"]))
                 .expect("bridge -j gives JSON");

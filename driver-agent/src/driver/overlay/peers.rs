@@ -10,7 +10,7 @@ use std::{
     net::IpAddr,
 };
 
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use nix::libc;
 use rtnetlink::{
     Handle,
@@ -25,7 +25,7 @@ use rtnetlink::{
 
 use crate::{
     error::{AgentError, errno},
-    kernel::Link,
+    kernel::{self, Link},
     names,
     report::{Action, Change, Kind},
     spec::Peer,
@@ -103,13 +103,13 @@ pub fn plan(peers: &[Peer], local: IpAddr, found: &Programmed) -> Plan {
 /// What the kernel holds for the VXLAN device `vx`.
 pub async fn read(host: &Handle, vx: &Link) -> Result<Programmed, AgentError> {
     let mut out = Programmed::default();
-    let mut req = host.neighbours().get();
-    *req.message_mut() = fdb_dump_request(vx.index);
-    let fdb: Vec<NeighbourMessage> = req
-        .execute()
-        .try_collect()
-        .await
-        .map_err(AgentError::netlink("list the FDB of", &vx.name))?;
+    let fdb: Vec<NeighbourMessage> = kernel::dump(|| {
+        let mut req = host.neighbours().get();
+        *req.message_mut() = fdb_dump_request(vx.index);
+        req.execute()
+    })
+    .await
+    .map_err(AgentError::netlink("list the FDB of", &vx.name))?;
     for m in fdb {
         // (The bridge's entries for the device as its port are the bridge's, not ours.)
         if m.header.ifindex != vx.index || !m.header.flags.contains(NeighbourFlags::Own) {
@@ -120,13 +120,13 @@ pub async fn read(host: &Handle, vx: &Link) -> Result<Programmed, AgentError> {
             out.fdb.insert(mac, (destination(&m), permanent));
         }
     }
-    let mut req = host.neighbours().get();
-    *req.message_mut() = neighbour_dump_request(vx.index);
-    let neighbours: Vec<NeighbourMessage> = req
-        .execute()
-        .try_collect()
-        .await
-        .map_err(AgentError::netlink("list the neighbours of", &vx.name))?;
+    let neighbours: Vec<NeighbourMessage> = kernel::dump(|| {
+        let mut req = host.neighbours().get();
+        *req.message_mut() = neighbour_dump_request(vx.index);
+        req.execute()
+    })
+    .await
+    .map_err(AgentError::netlink("list the neighbours of", &vx.name))?;
     for m in neighbours {
         if m.header.ifindex != vx.index {
             continue;
