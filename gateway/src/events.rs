@@ -26,6 +26,9 @@ use crate::{
 /// How often a watcher looks for changes made by other replicas.
 const POLL: Duration = Duration::from_millis(200);
 const PAGE: u32 = 500;
+/// With `bookmarks`: a BOOKMARK (the revision the stream has reached) after this long without
+/// a matching event.
+const BOOKMARK_AFTER: Duration = Duration::from_secs(5);
 
 impl Gateway {
     /// Starts streaming for `req` to `peer` (at most `--max-watches-per-client` streams per
@@ -119,6 +122,8 @@ impl Gateway {
         mut notified: tokio::sync::watch::Receiver<u64>,
         tx: mpsc::Sender<Result<pb::Event, Status>>,
     ) {
+        // When an event (or a bookmark) was last sent, for `bookmarks`.
+        let mut sent = std::time::Instant::now();
         loop {
             let upto = *notified.borrow_and_update();
             let recent = self
@@ -151,13 +156,28 @@ impl Gateway {
                     },
                 };
                 for e in shown {
-                    if wanted(&req, &e) && tx.send(Ok(e)).await.is_err() {
-                        return;
+                    if wanted(&req, &e) {
+                        if tx.send(Ok(e)).await.is_err() {
+                            return;
+                        }
+                        sent = std::time::Instant::now();
                     }
                 }
             }
             if full {
                 continue;
+            }
+            if req.bookmarks && sent.elapsed() >= BOOKMARK_AFTER {
+                let mark = pb::Event {
+                    revision: last,
+                    time: crate::to_pb::timestamp(self.clock.now_ms()),
+                    kind: pb::EventKind::Bookmark as i32,
+                    ..Default::default()
+                };
+                if tx.send(Ok(mark)).await.is_err() {
+                    return;
+                }
+                sent = std::time::Instant::now();
             }
             tokio::select! {
                 _ = notified.changed() => {}
@@ -215,19 +235,32 @@ impl Gateway {
     }
 }
 
-/// The watcher's filters: event kinds, and a network by name or id (`scope_host` is applied
-/// before, by [`Scope`]).
+/// The watcher's filters, combined with AND: event kinds; a network, a sandbox or a host, each
+/// by its exact name or full id (`scope_host` is applied before, by [`Scope`]).
 fn wanted(req: &pb::WatchRequest, e: &pb::Event) -> bool {
+    use pb::event::Object as O;
+    let is = |name: &str, id: &str, f: &str| name == f || id == f;
     let kind_ok = req.kinds.is_empty() || req.kinds.contains(&e.kind);
     let net_ok = req.network.is_empty()
         || match &e.object {
-            Some(pb::event::Object::Network(n)) => {
-                n.name == req.network || n.id.starts_with(&req.network)
-            }
-            Some(pb::event::Object::Endpoint(ep)) => {
-                ep.network_name == req.network || ep.network_id.starts_with(&req.network)
-            }
+            Some(O::Network(n)) => is(&n.name, &n.id, &req.network),
+            Some(O::Endpoint(ep)) => is(&ep.network_name, &ep.network_id, &req.network),
             _ => false,
         };
-    kind_ok && net_ok
+    let sandbox_ok = req.sandbox.is_empty()
+        || match &e.object {
+            Some(O::Sandbox(sb)) => is(&sb.name, &sb.id, &req.sandbox),
+            Some(O::Endpoint(ep)) => is(&ep.sandbox_name, &ep.sandbox_id, &req.sandbox),
+            _ => false,
+        };
+    // (Networks are not per host: their events all pass.)
+    let host_ok = req.host.is_empty()
+        || match &e.object {
+            Some(O::Host(h)) => h.name == req.host,
+            Some(O::Sandbox(sb)) => sb.host == req.host,
+            Some(O::Endpoint(ep)) => ep.host == req.host,
+            Some(O::Network(_)) => true,
+            None => false,
+        };
+    kind_ok && net_ok && sandbox_ok && host_ok
 }

@@ -165,3 +165,105 @@ async fn watch_streams_every_change_in_order_and_resumes_on_sqlite() {
 async fn watch_streams_every_change_in_order_and_resumes_on_postgres() {
     watch(Backend::Postgres).await;
 }
+
+/// The sandbox, host and network filters (exact names or full ids, never a prefix) and
+/// bookmarks on a stream whose filters match nothing.
+async fn filters(b: Backend) {
+    let s = Stack::start(b).await;
+    let mut nets = s.networks();
+    let n1 = nets
+        .create_network(create("n1"))
+        .await
+        .unwrap()
+        .into_inner();
+    nets.create_network(create("n2")).await.unwrap();
+    let end = s
+        .events()
+        .watch(pb::WatchRequest {
+            skip_snapshot: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut end = end;
+    let from = next(&mut end).await.revision;
+    let mut sb = crate::harness::sandboxes(&s);
+    for (name, net) in [("a", "n1"), ("b", "n2")] {
+        sb.create_sandbox(pb::CreateSandboxRequest {
+            name: name.into(),
+            networks: vec![pb::NetworkAttachment {
+                network: net.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let watch = |req: pb::WatchRequest| {
+        let mut events = s.events();
+        async move {
+            events
+                .watch(pb::WatchRequest {
+                    from_revision: from,
+                    ..req
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let object_name = |e: &pb::Event| match &e.object {
+        Some(pb::event::Object::Sandbox(x)) => format!("sandbox {}", x.name),
+        Some(pb::event::Object::Endpoint(x)) => format!("endpoint {}", x.sandbox_name),
+        Some(pb::event::Object::Network(x)) => format!("network {}", x.name),
+        Some(pb::event::Object::Host(x)) => format!("host {}", x.name),
+        None => String::new(),
+    };
+    // Sandbox `a`: its creation and its endpoint, nothing of `b`.
+    let mut w = watch(pb::WatchRequest {
+        sandbox: "a".into(),
+        ..Default::default()
+    })
+    .await;
+    let got = [next(&mut w).await, next(&mut w).await];
+    assert_eq!(
+        got.iter().map(object_name).collect::<Vec<_>>(),
+        ["sandbox a", "endpoint a"]
+    );
+    // Network n1 by full id: a's endpoint only; an id prefix matches nothing.
+    let mut w = watch(pb::WatchRequest {
+        network: n1.id.clone(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(object_name(&next(&mut w).await), "endpoint a");
+    // A host with no sandboxes: none of their events; a network made later passes.
+    let mut w = watch(pb::WatchRequest {
+        host: "elsewhere".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut prefix = watch(pb::WatchRequest {
+        network: n1.id[..12].to_owned(),
+        bookmarks: true,
+        ..Default::default()
+    })
+    .await;
+    nets.create_network(create("n3")).await.unwrap();
+    assert_eq!(object_name(&next(&mut w).await), "network n3");
+    // The prefix stream sees nothing but, with bookmarks, a BOOKMARK at the revision reached.
+    let mark = tokio::time::timeout(Duration::from_secs(15), prefix.next())
+        .await
+        .expect("a bookmark within 15 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(kind(&mark), pb::EventKind::Bookmark);
+    assert!(mark.revision > from && mark.object.is_none(), "{mark:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_filters_by_sandbox_host_and_network_and_sends_bookmarks_on_sqlite() {
+    filters(Backend::Sqlite).await;
+}
