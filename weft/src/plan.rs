@@ -756,13 +756,13 @@ mod tests {
         assert!(!joined(0).contains("pki/ca.key") && !joined(1).contains("ca.key"));
     }
 
-    #[test]
-    fn bad_flags_are_refused_before_anything_starts() {
-        let up = |host: &str, netns: Option<&str>| UpArgs {
+    /// `weft up`'s flags as a test starts from: host `h`, nothing optional given.
+    fn up_args() -> UpArgs {
+        UpArgs {
             data_dir: "d".into(),
             bin_dir: Some("/b".into()),
-            host_name: host.into(),
-            netns: netns.map(Into::into),
+            host_name: "h".into(),
+            netns: None,
             dns_upstreams: Vec::new(),
             user: "weft".into(),
             start_timeout: Duration::from_secs(1),
@@ -772,6 +772,15 @@ mod tests {
             join_token: None,
             database_url: None,
             ipam_database_url: None,
+        }
+    }
+
+    #[test]
+    fn bad_flags_are_refused_before_anything_starts() {
+        let up = |host: &str, netns: Option<&str>| UpArgs {
+            host_name: host.into(),
+            netns: netns.map(Into::into),
+            ..up_args()
         };
         assert!(UpConfig::from_args(up("", None)).is_err());
         let e = UpConfig::from_args(up("My_Host", None))
@@ -845,19 +854,9 @@ mod tests {
     #[test]
     fn on_postgres_the_urls_go_in_the_environment_and_are_checked() {
         let up = |gateway: &str, ipam: &str| UpArgs {
-            data_dir: "d".into(),
-            bin_dir: Some("/b".into()),
-            host_name: "h".into(),
-            netns: None,
-            dns_upstreams: Vec::new(),
-            user: "weft".into(),
-            start_timeout: Duration::from_secs(1),
-            stop_timeout: Duration::from_secs(1),
-            advertise: None,
-            join: None,
-            join_token: None,
             database_url: Some(gateway.into()),
             ipam_database_url: Some(ipam.into()),
+            ..up_args()
         };
         let g = "postgres://weft:s3cret@db.example:5432/weft_gateway";
         let i = "postgres://weft:s3cret@db.example:5432/weft_ipam";

@@ -33,22 +33,7 @@ pub use weft_testkit::netns::run;
 /// Where the workspace's binaries are (`cargo build`/`nextest` put them next to `deps/`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_owned();
-    for b in [
-        "weft",
-        "weftctl",
-        "gateway",
-        "ipam-svc",
-        "driver-agent",
-        "dns-svc",
-    ] {
-        assert!(
-            dir.join(b).exists(),
-            "{b} is not built in {}: run the whole workspace's tests (`cargo nextest run --workspace` builds every binary)",
-            dir.display()
-        );
-    }
-    dir
+    weft_testkit::built_bins(exe.parent().unwrap().parent().unwrap().to_owned())
 }
 
 /// The host and internet namespaces, wired, with the internet's servers running.

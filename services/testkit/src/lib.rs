@@ -45,6 +45,30 @@ where
     }
 }
 
+/// The workspace's binaries the integration tests run, next to each other.
+pub const WORKSPACE_BINS: [&str; 6] = [
+    "weft",
+    "weftctl",
+    "gateway",
+    "ipam-svc",
+    "driver-agent",
+    "dns-svc",
+];
+
+/// `dir`, once every one of [`WORKSPACE_BINS`] is built there; else a panic saying how to build
+/// them.
+pub fn built_bins(dir: std::path::PathBuf) -> std::path::PathBuf {
+    for b in WORKSPACE_BINS {
+        assert!(
+            dir.join(b).is_file(),
+            "{b} is not built in {}: run `cargo build --workspace --bins` first (`cargo nextest \
+             run --workspace` builds every binary)",
+            dir.display()
+        );
+    }
+    dir
+}
+
 /// [`wait_for`] for a blocking condition (a process to run, a file to read), polling every
 /// 200 ms.
 pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {

@@ -31,22 +31,7 @@ pub const SUBNET: &str = "10.89.0.0/24";
 
 /// Where the workspace's binaries are: next to the plugin.
 pub fn bins() -> PathBuf {
-    let dir = Path::new(PLUGIN).parent().unwrap().to_owned();
-    for b in [
-        "weft",
-        "weftctl",
-        "gateway",
-        "ipam-svc",
-        "driver-agent",
-        "dns-svc",
-    ] {
-        assert!(
-            dir.join(b).is_file(),
-            "{b} is not built in {}: run `cargo build --workspace --bins` first",
-            dir.display()
-        );
-    }
-    dir
+    weft_testkit::built_bins(Path::new(PLUGIN).parent().unwrap().to_owned())
 }
 
 /// What one plugin call gave.

@@ -20,16 +20,7 @@ pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
 /// Where the service binaries are: next to `weft`.
 pub fn bin_dir() -> PathBuf {
-    let dir = PathBuf::from(WEFT).parent().unwrap().to_owned();
-    for bin in ["gateway", "ipam-svc", "driver-agent", "dns-svc"] {
-        assert!(
-            dir.join(bin).is_file(),
-            "{bin} is not built in {}: run `cargo build --bins` first (or `cargo nextest run \
-             --workspace`, which builds every binary)",
-            dir.display()
-        );
-    }
-    dir
+    weft_testkit::built_bins(PathBuf::from(WEFT).parent().unwrap().to_owned())
 }
 
 /// Polls `f` until it returns `Some`; panics naming what after `timeout`.
