@@ -26,11 +26,27 @@ if [ "${1:-}" != "--run" ]; then
   # The test of the shipped systemd unit runs `systemd-analyze verify` on it.
   command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 fi
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "setup: installing ${need_apt[*]}" >&2
+# Container runtimes the CNI tests run Weft under (Podman with its CNI backend and runc, the
+# standard CNI plugins chained after weft-cni, busybox for the containers' root filesystem):
+# without recommends, which would pull in crun, slirp4netns and friends the tests do not use.
+need_runtime=()
+if [ "${1:-}" != "--run" ]; then
+  command -v podman >/dev/null || need_runtime+=(podman)
+  command -v runc >/dev/null || need_runtime+=(runc)
+  [ -x /usr/lib/cni/portmap ] || need_runtime+=(containernetworking-plugins)
+  command -v iptables >/dev/null || need_runtime+=(iptables)
+  dpkg -s busybox-static >/dev/null 2>&1 || need_runtime+=(busybox-static)
+fi
+if [ ${#need_apt[@]} -gt 0 ] || [ ${#need_runtime[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]} ${need_runtime[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  if [ ${#need_apt[@]} -gt 0 ]; then
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  fi
+  if [ ${#need_runtime[@]} -gt 0 ]; then
+    apt-get install -y -qq --no-install-recommends "${need_runtime[@]}" >/dev/null
+  fi
 fi
 
 # grpcurl also with --run: `weft up` prints grpcurl commands to try.

@@ -58,8 +58,8 @@ pub struct Agent {
     /// Serialises network creation so that two attaches racing on one new network do not both
     /// try to create (and then disown) its bridge.
     networks: tokio::sync::Mutex<()>,
-    /// Attaches under way, per network: an idle overlay is not removed under one (see
-    /// [`Agent::remove_overlay_if_idle`]).
+    /// Attaches under way, per network: an idle network is not removed under one (see
+    /// [`Agent::remove_network_if_idle`]).
     attaching: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// What the API touched lately, which reconciliation leaves alone.
     pub(crate) recent: crate::recent::Recent,
@@ -399,13 +399,16 @@ impl Agent {
         self.remove_network_locked(network_id, guard).await
     }
 
-    /// After a detach from `network_id`: an overlay network with no endpoint left on this host
-    /// goes from it at once (its bridge, VXLAN device and rules; the other hosts' agents drop
-    /// this host from their FDB as the gateway's view changes), as Docker's overlay driver
-    /// removes a host's sandbox of a network when its last container leaves. One with an
-    /// endpoint left, or with an attach under way, stays; reconciliation removes anything this
-    /// misses (a sandbox deleted whole, whose veths the kernel removes in the background).
-    pub async fn remove_overlay_if_idle(&self, network_id: &str, report: &mut Report) {
+    /// After a detach from `network_id`: a network with a host bridge (bridge or overlay) and
+    /// no endpoint left on this host goes from it at once (its bridge, an overlay's VXLAN
+    /// device, their rules; for an overlay the other hosts' agents drop this host from their
+    /// FDB as the gateway's view changes). The gateway's desired state for a host holds only
+    /// the networks its endpoints use, so an idle bridge kept would be drift until the next
+    /// reconciliation removed it; Docker's overlay driver likewise removes a host's sandbox of
+    /// a network when its last container leaves. One with an endpoint left, or with an attach
+    /// under way, stays; reconciliation removes anything this misses (a sandbox deleted
+    /// whole, whose veths the kernel removes in the background).
+    pub async fn remove_network_if_idle(&self, network_id: &str, report: &mut Report) {
         let guard = self.networks.lock().await;
         let busy = lock_map(&self.attaching)
             .get(network_id)
@@ -416,26 +419,28 @@ impl Agent {
         let links = match kernel::links(&self.host).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(network = %network_id, error = %e, "cannot tell whether the overlay is idle");
+                tracing::warn!(network = %network_id, error = %e, "cannot tell whether the network is idle");
                 return;
             }
         };
-        let alias = names::vxlan_alias(network_id);
-        let Some(bridge) = links
+        let (bridge_alias, vxlan_alias) = (
+            names::network_alias(network_id),
+            names::vxlan_alias(network_id),
+        );
+        let Some(br) = links
             .iter()
-            .find(|l| l.alias == alias)
-            .and_then(|vx| vx.controller.map(|br| (br, vx.index)))
+            .find(|l| l.alias == bridge_alias)
+            .map(|l| l.index)
         else {
             return;
         };
-        let (br, vx) = bridge;
         if links
             .iter()
-            .any(|l| l.controller == Some(br) && l.index != vx)
+            .any(|l| l.controller == Some(br) && l.alias != vxlan_alias)
         {
             return;
         }
-        tracing::info!(network = %network_id, "last endpoint on this host left the overlay: removing its devices");
+        tracing::info!(network = %network_id, "last endpoint on this host left the network: removing its devices");
         let r = self.remove_network_locked(network_id, guard).await;
         report.changes.extend(r.changes);
         report.failures.extend(r.failures);

@@ -451,7 +451,7 @@ impl AgentService for AgentGrpc {
         }
         if !r.network_id.is_empty() {
             self.agent
-                .remove_overlay_if_idle(&r.network_id, &mut report)
+                .remove_network_if_idle(&r.network_id, &mut report)
                 .await;
         }
         let (v4, v6) = routes_ids(routes);

@@ -5,19 +5,56 @@
 //! DEL in reverse order leaves nothing.
 
 use std::{
-    io::Read as _,
+    io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
     path::Path,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{Host, NETWORK, Run, container, plugin_in};
 
 const STANDARD: &str = "/usr/lib/cni";
 const MAC: &str = "02:11:22:33:44:55";
+/// The rate bandwidth is given both ways, bits/s (1 MB/s), and its burst, bits.
+const RATE: u64 = 8_000_000;
+const BURST: u64 = 100_000;
+/// What each measurement sends: two seconds at [`RATE`].
+const SENT: usize = 2_000_000;
+
+/// Sends [`SENT`] bytes over TCP from namespace `from` to `to`, a listener made in namespace
+/// `at`: the rate the receiver saw, bits/s, from its first byte to the end.
+async fn measured_rate(from: &Path, at: &Path, to: SocketAddr) -> f64 {
+    let listener = weft_testkit::netns::tcp_listener_in(at, to).await;
+    let receiver = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = s.read(&mut buf).await.unwrap();
+        let start = Instant::now();
+        let mut after_first = 0;
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            after_first += n;
+        }
+        total += after_first;
+        assert_eq!(total, SENT);
+        after_first as f64 * 8.0 / start.elapsed().as_secs_f64()
+    });
+    driver_agent::netns::run_in(from, move || {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+        s.write_all(&vec![0x5a; SENT])?;
+        s.shutdown(std::net::Shutdown::Write)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    receiver.await.unwrap()
+}
 
 /// One plugin of the chain, as libcni calls it: the list's name and version injected, the
 /// previous result as prevResult, runtimeConfig for declared capabilities.
@@ -67,8 +104,8 @@ async fn portmap_tuning_and_bandwidth_chain_after_weft_at_1_0_0() {
         json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true,
                "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}}),
         json!({"type": "tuning", "mac": MAC}),
-        json!({"type": "bandwidth", "ingressRate": 8_000_000, "ingressBurst": 100_000,
-               "egressRate": 8_000_000, "egressBurst": 100_000}),
+        json!({"type": "bandwidth", "ingressRate": RATE, "ingressBurst": BURST,
+               "egressRate": RATE, "egressBurst": BURST}),
     ];
     let mut prev: Option<Value> = None;
     for plugin in &chain {
@@ -117,6 +154,26 @@ async fn portmap_tuning_and_bandwidth_chain_after_weft_at_1_0_0() {
     .unwrap()
     .unwrap();
     assert_eq!(got, "from the container\n");
+
+    // bandwidth's limit, measured both ways: into the container (tbf on the host veth) and out
+    // of it (the veth's ingress redirected to an ifb device with tbf). Shaping can only make a
+    // transfer slower, so the bound is safe on a slow machine; the figures are printed.
+    let container_at: SocketAddr = format!("{}:5201", inside.ip()).parse().unwrap();
+    let host_at: SocketAddr = format!("{gateway}:5202").parse().unwrap();
+    let into = measured_rate(&host.ns.path, &c.path, container_at).await;
+    let out_of = measured_rate(&c.path, &host.ns.path, host_at).await;
+    println!(
+        "bandwidth at {} Mbit/s: into the container {:.2} Mbit/s, out of it {:.2} Mbit/s",
+        RATE / 1_000_000,
+        into / 1e6,
+        out_of / 1e6
+    );
+    for (way, rate) in [("into", into), ("out of", out_of)] {
+        assert!(
+            rate <= RATE as f64 * 1.2,
+            "{way} the container: {rate} bit/s, over the limit of {RATE}"
+        );
+    }
 
     // CHECK of weft-cni against the final result (tuning's MAC included) passes.
     call(&host, &weft, "CHECK", &c, Some(&result)).success();

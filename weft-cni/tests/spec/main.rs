@@ -11,6 +11,7 @@ mod chain;
 mod errors;
 mod gc;
 mod lifecycle;
+mod podman;
 
 use std::{
     io::Write as _,
@@ -152,8 +153,19 @@ impl Host {
 
     /// `weftctl ARGS…` in the host namespace with the admin token, asserting success.
     pub fn weftctl(&self, args: &[&str]) -> String {
-        let out = self
-            .ns
+        let out = self.weftctl_output(args);
+        assert!(
+            out.status.success(),
+            "weftctl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `weftctl ARGS…` in the host namespace with the admin token.
+    pub fn weftctl_output(&self, args: &[&str]) -> std::process::Output {
+        self.ns
             .exec(self.bins.join("weftctl"))
             .arg("--token-file")
             .arg(self.weft.admin_token_file())
@@ -161,13 +173,7 @@ impl Host {
             .env_remove("WEFT_TOKEN")
             .env_remove("WEFT_GATEWAY")
             .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "weftctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+            .unwrap()
     }
 
     /// The sandboxes Weft has, as JSON.
