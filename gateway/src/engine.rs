@@ -120,6 +120,9 @@ pub struct Gateway {
     pub(crate) join_tokens: crate::hostauth::JoinTokens,
     /// When hosts were removed (their older certificates are refused).
     pub(crate) removals: crate::hostauth::Removals,
+    /// The lease whose fencing token this clone's writes check (the background work's clone,
+    /// see `leader`); None for the API's.
+    pub(crate) fence: Option<Arc<crate::lease::Lease>>,
 }
 
 /// What this replica last read about a host, with its clients.
@@ -198,6 +201,7 @@ impl Gateway {
         let clock = Clock::default();
         let (overlay_changes, overlay_rx) = tokio::sync::mpsc::channel(1024);
         Self {
+            fence: None,
             overlay_changes,
             overlay_queue: Arc::new(Mutex::new(Some(overlay_rx))),
             tokens: crate::access::Tokens::new(db.clone(), clock.clone()),
@@ -255,7 +259,7 @@ impl Gateway {
     }
 
     /// Which request ids count, and how many are kept.
-    fn retention(&self, now_ms: i64) -> Retention {
+    pub(crate) fn retention(&self, now_ms: i64) -> Retention {
         let ttl = i64::try_from(self.request_id_ttl.as_millis()).unwrap_or(i64::MAX);
         Retention {
             not_before_ms: now_ms.saturating_sub(ttl),
@@ -298,6 +302,7 @@ impl Gateway {
         request: Option<(&RequestKey, Vec<u8>)>,
     ) -> Result<u64, GatewayError> {
         let mut tx = store::write_transaction(&self.db).await?;
+        crate::lease::check(self.fence.as_deref(), &mut tx).await?;
         let now = self.clock.now_ms();
         let mut revision = 0;
         let mut ended = Vec::new();
@@ -364,6 +369,7 @@ impl Gateway {
         cutoff: i64,
     ) -> Result<bool, GatewayError> {
         let mut tx = store::write_transaction(&self.db).await?;
+        crate::lease::check(self.fence.as_deref(), &mut tx).await?;
         if !store::hosts::mark_down(&mut tx, &h.name, cutoff).await? {
             return Ok(false);
         }

@@ -45,6 +45,10 @@ pub enum GatewayError {
     Ipam(Status),
     #[error("store: {0}")]
     Store(#[from] GatewayStoreError),
+    /// A write of background work refused by its lease's fencing token: another replica took
+    /// the lease over (see `leader`).
+    #[error("refused by the fencing token: another gateway replica holds the lease {0:?} now")]
+    Fenced(&'static str),
     /// Something else that is not there (a token).
     #[error("{0}")]
     NotFound(String),
@@ -106,7 +110,7 @@ impl From<GatewayError> for Status {
             GatewayError::Denied(_) => Status::permission_denied(msg),
             GatewayError::Precondition(_) => Status::failed_precondition(msg),
             GatewayError::RevisionGone { .. } => Status::out_of_range(msg),
-            GatewayError::Busy(_) => Status::unavailable(msg),
+            GatewayError::Busy(_) | GatewayError::Fenced(_) => Status::unavailable(msg),
             // IPAM's and the agent's own INVALID_ARGUMENT already name the field and value,
             // with details (the agent's: a netns_path it refuses).
             GatewayError::Ipam(st) | GatewayError::Agent { status: st, .. }

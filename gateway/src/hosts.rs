@@ -226,18 +226,4 @@ impl Gateway {
         }
         Ok(changed.len())
     }
-
-    /// Marks stale hosts down every heartbeat interval, forever; and the endpoints of hosts
-    /// down past the grace period.
-    pub async fn watch_heartbeats_forever(&self) {
-        loop {
-            tokio::time::sleep(self.heartbeat_interval).await;
-            if let Err(e) = self.mark_stale_hosts_down().await {
-                tracing::warn!(error = %e, "checking heartbeats failed");
-            }
-            if let Err(e) = self.mark_endpoints_of_long_down_hosts().await {
-                tracing::warn!(error = %e, "marking the endpoints of long-down hosts failed");
-            }
-        }
-    }
 }

@@ -27,6 +27,8 @@ pub mod hosts;
 mod identity_api;
 mod ipam;
 pub mod join;
+pub mod leader;
+mod lease;
 pub mod lists;
 mod overlay;
 pub mod peers;
@@ -110,6 +112,17 @@ pub struct Args {
     /// How often the sweep runs (it also runs at start).
     #[arg(long, env = "WEFT_GATEWAY_SWEEP_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
+
+    /// How long the lease of the background work (sweep, host-down detection, expiry) lasts
+    /// without a renewal: when its holder dies, another replica takes over after at most this
+    /// long. The holder renews every third of it. 1s to 10m.
+    #[arg(long, env = "WEFT_GATEWAY_LEASE_TTL", default_value = "15s", value_parser = lease_ttl)]
+    pub lease_ttl: Duration,
+
+    /// This replica's name in the lease table (default: the host's name and the process id).
+    /// 1 to 128 characters of [A-Za-z0-9._-].
+    #[arg(long, env = "WEFT_GATEWAY_REPLICA_ID", value_parser = replica_id)]
+    pub replica_id: Option<String>,
 
     /// Test hook: kill the process (SIGKILL) at this saga step, e.g. `connect:allocated`.
     #[arg(long, env = "WEFT_GATEWAY_FAULT", hide = true)]
@@ -196,6 +209,38 @@ fn vni_range(s: &str) -> Result<(u32, u32), String> {
         Some((a, b)) if (1..=b).contains(&a) && b <= 16_777_215 => Ok((a, b)),
         _ => Err("expected FIRST-LAST, 1 <= FIRST <= LAST <= 16777215".into()),
     }
+}
+
+fn lease_ttl(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if (Duration::from_secs(1)..=Duration::from_secs(600)).contains(&d) {
+        Ok(d)
+    } else {
+        Err("expected a duration from 1s to 10m".into())
+    }
+}
+
+fn replica_id(s: &str) -> Result<String, String> {
+    let ok = (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("expected 1 to 128 characters of [A-Za-z0-9._-]".into())
+    }
+}
+
+/// This replica's default name in the lease table: the host's name (as far as it is made of
+/// [A-Za-z0-9._-]) and the process id.
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(100)
+        .collect();
+    format!("{host}-{}", std::process::id())
 }
 
 fn token_hash(s: &str) -> Result<String, String> {
@@ -385,12 +430,28 @@ pub fn services(gw: Gateway) -> GrpcServer {
         audit: gw.audit.clone(),
     };
     let limiter = gw.limiter.clone();
+    let db = gw.db.clone();
+    // Ready while the store answers (a replica cut off from Postgres leaves the balancer).
+    let readiness = weft_runtime::grpc::Readiness {
+        probe: std::sync::Arc::new(move || {
+            let db = db.clone();
+            Box::pin(async move {
+                let probe = sqlx::query("SELECT 1").execute(db.read());
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(3), probe).await,
+                    Ok(Ok(_))
+                )
+            })
+        }),
+        every: Duration::from_secs(2),
+    };
     // A served gateway tells overlay networks' hosts of their changes (once per process).
     gw.start_overlay_pushes();
     let svc = grpc::GatewayGrpc::new(gw);
     // tonic's own limit on requests, per service: the largest the access table lets through.
     let rules = access::RULES;
     GrpcServer::new()
+        .readiness(readiness)
         .access(access::access(auth, limiter))
         .add_service(limit_requests(
             TokenServiceServer::new(svc.clone()),
@@ -457,18 +518,26 @@ pub async fn ensure_predefined_with_retry(gw: &Gateway) {
 /// Serves until SIGTERM or SIGINT.
 pub async fn run(args: Args) -> Result<(), StartError> {
     let gw = open(&args).await?;
+    let lease = std::sync::Arc::new(leader::Lease::new(
+        leader::BACKGROUND,
+        args.replica_id.clone().unwrap_or_else(default_replica_id),
+        args.lease_ttl,
+    ));
     let background = gw.clone();
-    let interval = args.sweep_interval;
-    tokio::spawn(async move {
+    let (held, interval) = (lease.clone(), args.sweep_interval);
+    let lead = tokio::spawn(async move {
         ensure_predefined_with_retry(&background).await;
-        // Finish what a previous run left half-done, then keep sweeping.
-        if let Err(e) = background.sweep().await {
-            tracing::warn!(error = %e, "start-up sweep failed");
-        }
-        background.sweep_forever(interval).await;
+        // On taking the lease the holder first finishes what a previous run left half-done.
+        leader::lead_forever(background, held, interval).await;
     });
-    let heartbeats = gw.clone();
-    tokio::spawn(async move { heartbeats.watch_heartbeats_forever().await });
+    let served = serve(&args, gw.clone()).await;
+    lead.abort();
+    leader::release(&gw, &lease).await;
+    served
+}
+
+/// Serves the API until SIGTERM or SIGINT: plaintext, and TLS too with --tls-listen.
+async fn serve(args: &Args, gw: Gateway) -> Result<(), StartError> {
     let (Some(tls_listen), Some(files)) = (args.tls_listen, args.common.tls_files()?) else {
         weft_runtime::grpc::serve_until_signal("gateway", args.listen, &args.common, services(gw))
             .await?;

@@ -12,7 +12,7 @@
 //! Every step is idempotent (detaching what is not attached, releasing by an owner that holds
 //! nothing), so sweeping twice, or from two replicas, is harmless.
 
-use std::{collections::HashSet, time::Duration};
+use std::collections::HashSet;
 
 use weft_proto::ipam::v1 as ipb;
 
@@ -265,15 +265,5 @@ impl Gateway {
             }
         }
         Ok(out)
-    }
-
-    /// Sweeps every `interval` until the process ends.
-    pub async fn sweep_forever(&self, interval: Duration) {
-        loop {
-            tokio::time::sleep(interval).await;
-            if let Err(e) = self.sweep().await {
-                tracing::warn!(error = %e, "sweep failed");
-            }
-        }
     }
 }

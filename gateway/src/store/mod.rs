@@ -11,6 +11,7 @@ use weft_store::{Backend, Db};
 pub mod audit;
 pub mod hosts;
 pub mod join_tokens;
+pub mod leases;
 pub mod networks;
 pub mod operations;
 pub mod ports;

@@ -64,6 +64,11 @@ pub async fn record(
     .bind(keep.not_before_ms)
     .execute(&mut *conn)
     .await?;
+    expire(conn, keep).await
+}
+
+/// Deletes expired entries and the oldest beyond the maximum.
+pub async fn expire(conn: &mut AnyConnection, keep: Retention) -> Result<()> {
     sqlx::query("DELETE FROM gateway_requests WHERE created_at_ms < $1")
         .bind(keep.not_before_ms)
         .execute(&mut *conn)

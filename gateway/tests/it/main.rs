@@ -12,6 +12,7 @@ mod harness;
 mod host_removal;
 mod hosts;
 mod join;
+mod leader;
 mod limits;
 mod mtls;
 mod networks;

@@ -69,6 +69,22 @@ impl From<&crate::CommonArgs> for ShutdownTiming {
     }
 }
 
+/// A check of what a service needs to answer (its store), run every `every`: health reports
+/// NOT_SERVING while it fails, so that probes and balancers leave the replica alone.
+#[derive(Clone)]
+pub struct Readiness {
+    pub probe: Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>,
+    pub every: Duration,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("every", &self.every)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A service's gRPC server under construction.
 #[derive(Debug, Default)]
 pub struct GrpcServer {
@@ -76,6 +92,7 @@ pub struct GrpcServer {
     names: Vec<&'static str>,
     access: Option<Access>,
     tls: Option<ServerTls>,
+    readiness: Option<Readiness>,
 }
 
 impl GrpcServer {
@@ -106,6 +123,13 @@ impl GrpcServer {
     #[must_use]
     pub fn access(mut self, access: Access) -> Self {
         self.access = Some(access);
+        self
+    }
+
+    /// Reports health by `readiness` while serving (see [`Readiness`]).
+    #[must_use]
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = Some(readiness);
         self
     }
 
@@ -148,7 +172,7 @@ impl GrpcServer {
 
     /// Serves on `listener` until `shutdown` completes, then shuts down gracefully.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         timing: ShutdownTiming,
         shutdown: impl Future<Output = ()>,
@@ -162,6 +186,10 @@ impl GrpcServer {
         }
         let (reporter, health) = tonic_health::server::health_reporter();
         set_all(&reporter, &self.names, ServingStatus::Serving).await;
+        let ready = self
+            .readiness
+            .take()
+            .map(|r| tokio::spawn(report_readiness(r, reporter.clone(), self.names.clone())));
 
         // The descriptor set holds every Weft contract; advertise only what this server serves.
         let advertised: Vec<&str> = self
@@ -228,6 +256,9 @@ impl GrpcServer {
             res = &mut server => return Ok(res?),
             () = shutdown => {}
         }
+        if let Some(r) = ready {
+            r.abort();
+        }
         set_all(&reporter, &self.names, ServingStatus::NotServing).await;
         tracing::info!(delay = ?timing.delay, "health is NOT_SERVING, draining");
         tokio::select! {
@@ -243,6 +274,25 @@ impl GrpcServer {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Runs `r`'s probe forever, setting every service's health by its answer when it changes.
+async fn report_readiness(r: Readiness, reporter: HealthReporter, names: Vec<&'static str>) {
+    let mut ready = true;
+    loop {
+        tokio::time::sleep(r.every).await;
+        let now = (r.probe)().await;
+        if now != ready {
+            ready = now;
+            if now {
+                tracing::info!("readiness probe passes again: health is SERVING");
+                set_all(&reporter, &names, ServingStatus::Serving).await;
+            } else {
+                tracing::warn!("readiness probe fails: health is NOT_SERVING");
+                set_all(&reporter, &names, ServingStatus::NotServing).await;
+            }
+        }
     }
 }
 
@@ -282,4 +332,69 @@ pub async fn serve_until_signal(
             crate::shutdown::signal_received(),
         )
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    use super::*;
+
+    /// Health follows the readiness probe both ways while serving.
+    #[tokio::test]
+    async fn health_follows_the_readiness_probe() {
+        let up = Arc::new(AtomicBool::new(true));
+        let probe_up = up.clone();
+        let server = GrpcServer::new().readiness(Readiness {
+            probe: Arc::new(move || {
+                let ok = probe_up.load(Ordering::SeqCst);
+                Box::pin(async move { ok })
+            }),
+            every: Duration::from_millis(20),
+        });
+        let (listener, addr) = GrpcServer::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let timing = ShutdownTiming {
+            delay: Duration::ZERO,
+            grace: Duration::from_secs(1),
+        };
+        let served = tokio::spawn(server.serve(listener, timing, async {
+            let _ = stopped.await;
+        }));
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let status = || {
+            let mut c = HealthClient::new(channel.clone());
+            async move {
+                c.check(HealthCheckRequest::default())
+                    .await
+                    .map(|r| r.into_inner().status)
+                    .ok()
+            }
+        };
+        let until = |want: ServingStatus| {
+            let status = &status;
+            async move {
+                for _ in 0..250 {
+                    if status().await == Some(want as i32) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                panic!("health never became {want:?}");
+            }
+        };
+        until(ServingStatus::Serving).await;
+        up.store(false, Ordering::SeqCst);
+        until(ServingStatus::NotServing).await;
+        up.store(true, Ordering::SeqCst);
+        until(ServingStatus::Serving).await;
+        let _ = stop.send(());
+        served.await.unwrap().unwrap();
+    }
 }
