@@ -301,6 +301,11 @@ impl UpConfig {
                         url(AGENT),
                         "--host-name".into(),
                         host.into(),
+                        // The same name across restarts: a gateway restarted by the supervisor
+                        // takes its own lease back at once (and runs the sweep) instead of
+                        // waiting for its previous process's lease to expire.
+                        "--replica-id".into(),
+                        host.into(),
                     ])
                     .chain(self.tokens.iter().flat_map(|t| {
                         [
