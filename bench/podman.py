@@ -12,7 +12,7 @@ that row's. Rows alternate container by container so that load and caches fall o
 
 Prints p50/p99 per row, the network part at p50 and p99, and the load average.
 Usage (root): bench/podman.sh [N]. Environment: WEFT_BENCH_BINS (the release binaries),
-WEFT_BENCH_N (default 50).
+WEFT_BENCH_N (default 50), WEFT_BENCH_ALL=1 (also every time, sorted).
 """
 
 from __future__ import annotations
@@ -186,6 +186,10 @@ def main() -> None:
                   f"{pct(t['run'], 99) - pct(none['run'], 99):>10.1f}"
                   f"{pct(t['rm'], 50) - pct(none['rm'], 50):>10.1f}"
                   f"{pct(t['rm'], 99) - pct(none['rm'], 99):>10.1f}")
+        if os.environ.get("WEFT_BENCH_ALL"):
+            for row, _ in ROWS:
+                for what in ("run", "rm"):
+                    print(f"{row} {what}:", " ".join(f"{x:.0f}" for x in sorted(times[row][what])))
         print("load average:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     finally:
         w.down()
