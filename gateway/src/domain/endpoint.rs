@@ -16,7 +16,7 @@ use super::{
 };
 
 /// Endpoint driver options (Docker's `--driver-opt`) known here.
-pub const ENDPOINT_OPTIONS: &[&str] = &[SYSCTLS_OPTION];
+pub const ENDPOINT_OPTIONS: &[&str] = &[SYSCTLS_OPTION, weft_proto::HANDOFF_OPTION];
 /// Per-interface sysctls, applied to the endpoint's interface (`IFNAME`).
 const SYSCTLS_OPTION: &str = "com.docker.network.endpoint.sysctls";
 
@@ -91,6 +91,9 @@ impl EndpointSpec {
             let field = f(&format!("driver_options[{key}]"));
             if key == SYSCTLS_OPTION {
                 errs.check(check_endpoint_sysctls(&field, value));
+            } else if key == weft_proto::HANDOFF_OPTION {
+                // An interface name in the host's namespace (see the constant).
+                errs.check(check_ifname(&field, value));
             } else {
                 errs.add(
                     field,
