@@ -136,6 +136,27 @@ pub fn join_response(ep: &pb::Endpoint, handoff: String) -> JoinResponse {
     }
 }
 
+/// Weft's published ports as Docker lists them (`com.docker.network.portmap`), each port of a
+/// range on its own.
+pub fn docker_ports(ports: &[pb::PortMapping], ipv4_cidr: &str) -> Value {
+    let ip = ipv4_cidr.split('/').next().unwrap_or_default();
+    let mut out = Vec::new();
+    for m in ports {
+        let proto = match pb::Protocol::try_from(m.protocol) {
+            Ok(pb::Protocol::Udp) => 17,
+            Ok(pb::Protocol::Sctp) => 132,
+            _ => 6,
+        };
+        for i in 0..m.range.clamp(1, 64) {
+            out.push(serde_json::json!({
+                "Proto": proto, "IP": ip, "Port": m.container_port + i,
+                "HostIP": m.host_ip, "HostPort": m.host_port + i, "HostPortEnd": m.host_port + i,
+            }));
+        }
+    }
+    Value::Array(out)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -182,6 +203,21 @@ mod tests {
     fn gateways_outside_the_pool_are_refused() {
         let e = create_network("ab", &BTreeMap::new(), vec![data("10.7.0.0/24", "10.8.0.1/24")]);
         assert!(e.unwrap_err().to_string().contains("IPv4Data.Gateway"));
+    }
+
+    #[test]
+    fn published_ports_are_listed_as_docker_does() {
+        let m = pb::PortMapping {
+            host_port: 8080,
+            container_port: 80,
+            protocol: pb::Protocol::Tcp as i32,
+            range: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            docker_ports(&[m], "10.7.0.2/24"),
+            json!([{"Proto": 6, "IP": "10.7.0.2", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080}])
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 pub mod addr;
 pub mod convert;
+pub mod docker_api;
 pub mod error;
 pub mod http;
 pub mod plugin;

@@ -23,6 +23,11 @@ struct Args {
     /// weft-cni's tokenFile.
     #[arg(long, env = "WEFT_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// dockerd's API socket, read (network list and inspect only) for the names of networks
+    /// and containers, which Docker's plugin protocol does not carry. Without it Weft names
+    /// them `docker-<id>`.
+    #[arg(long, env = "WEFT_DOCKER_HOST")]
+    docker_host: Option<PathBuf>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -42,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let plugin = Arc::new(Plugin::new(Settings {
         gateway: args.gateway.clone(),
         bearer,
+        docker: args.docker_host.clone().map(weft_docker::docker_api::DockerApi::new),
     }));
     let listener = weft_docker::http::bind(&args.socket)
         .with_context(|| format!("cannot listen on {}", args.socket.display()))?;

@@ -22,6 +22,7 @@ use weft_runtime::access::Bearer;
 
 use crate::{
     addr::{self, Pool},
+    docker_api::DockerApi,
     error::PluginError,
     protocol as p,
     weft::{self, CREATED_BY, Clients, SANDBOX_KEY_LABEL},
@@ -42,6 +43,8 @@ const GLOBAL_SPACE: &str = "weft-global";
 pub struct Settings {
     pub gateway: String,
     pub bearer: Bearer,
+    /// dockerd's API, for the names of networks and containers (optional).
+    pub docker: Option<DockerApi>,
 }
 
 /// What CreateEndpoint said, kept until Join.
@@ -258,6 +261,10 @@ impl Plugin {
             .create_network(req)
             .await
             .map_err(|st| PluginError::gateway("create the Weft network", &st))?;
+        if let Some(docker) = self.settings.docker.clone() {
+            // Docker records the network (and so knows its name) once this call returns.
+            tokio::spawn(label_network_name(gw, docker, id));
+        }
         Ok(json!({}))
     }
 
@@ -315,13 +322,22 @@ impl Plugin {
             return Ok(json!({"Value": {}}));
         };
         let found = gw.endpoint_by_handoff(&weft_net.id, &addr::handoff_name(ep)).await?;
-        Ok(json!({"Value": found.map(|(sb, e)| json!({
+        let Some((sb, e)) = found else {
+            return Ok(json!({"Value": {}}));
+        };
+        let mut value = json!({
             "weft.network": weft_net.name,
             "weft.sandbox": sb.name,
             "weft.endpoint": e.id,
             "weft.ipv4_address": e.ipv4_address,
             "weft.host_interface": e.host_interface_name,
-        })).unwrap_or_else(|| json!({}))}))
+        });
+        // `docker ps` and `docker port` show what this key lists: the ports Weft publishes
+        // through this endpoint (the one with the default route).
+        if e.default_route_v4 && !sb.port_mappings.is_empty() {
+            value[p::PORT_MAP] = crate::convert::docker_ports(&sb.port_mappings, &e.ipv4_address);
+        }
+        Ok(json!({"Value": value}))
     }
 
     async fn join(&self, r: p::Join) -> Result<Value, PluginError> {
@@ -383,15 +399,23 @@ impl Plugin {
                 .map_err(|st| PluginError::gateway(format!("connect to Weft network {}", net.name), &st))?
                 .into_inner());
         }
-        let labels = [
+        let mut labels: std::collections::HashMap<String, String> = [
             (CREATED_BY.0.to_owned(), CREATED_BY.1.to_owned()),
             (SANDBOX_KEY_LABEL.to_owned(), key.to_owned()),
         ]
         .into();
+        let (container_id, name) = match self.container_of(gw, net).await {
+            Some((id, name)) => {
+                labels.insert(weft::CONTAINER_LABEL.to_owned(), id.clone());
+                (id, name)
+            }
+            None => (String::new(), format!("docker-{key}")),
+        };
         let sb = gw
             .sandboxes
             .create_sandbox(pb::CreateSandboxRequest {
-                name: format!("docker-{key}"),
+                name,
+                container_id,
                 port_mappings: ports,
                 networks: vec![pb::NetworkAttachment {
                     network: net.id.clone(),
@@ -407,6 +431,31 @@ impl Plugin {
             .into_iter()
             .find(|e| e.driver_options.get(weft_proto::HANDOFF_OPTION) == handoff.as_ref())
             .ok_or_else(|| PluginError::Unknown(format!("endpoint {handoff:?} after the attach")))
+    }
+
+    /// Docker's id and name of the container being attached, when dockerd's API is known
+    /// and tells it unambiguously (and no Weft sandbox holds that name already).
+    async fn container_of(&self, gw: &mut Clients, net: &pb::Network) -> Option<(String, String)> {
+        let docker = self.settings.docker.as_ref()?;
+        let docker_net = net.labels.get(weft::NETWORK_ID_LABEL)?;
+        let found = async {
+            let name = docker.network_name(docker_net).await?;
+            docker.joining_container(&name).await
+        };
+        let (id, name) = match found.await {
+            Ok(Some(c)) => c,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask dockerd for the container's name");
+                return None;
+            }
+        };
+        let taken = gw
+            .sandboxes
+            .get_sandbox(pb::GetSandboxRequest { sandbox: name.clone() })
+            .await
+            .is_ok_and(|s| s.into_inner().name == name);
+        (!taken).then_some((id, name))
     }
 
     async fn leave(&self, r: p::EndpointRef) -> Result<Value, PluginError> {
@@ -453,6 +502,38 @@ impl Plugin {
     }
 }
 
+/// Adds Docker's network name to the labels of Weft network of Docker network `id`, once
+/// dockerd shows it (a few tries: dockerd records the network after CreateNetwork returns).
+async fn label_network_name(mut gw: Clients, docker: DockerApi, id: String) {
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Ok(name) = docker.network_name(&id).await else {
+            continue;
+        };
+        let Ok(Some(net)) = gw.network(&id).await else {
+            return;
+        };
+        let mut labels = net.labels.clone();
+        labels.insert(weft::NETWORK_NAME_LABEL.to_owned(), name.clone());
+        let res = gw
+            .networks
+            .update_network(pb::UpdateNetworkRequest {
+                network: net.id.clone(),
+                labels,
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["labels".into()],
+                }),
+                ..Default::default()
+            })
+            .await;
+        match res {
+            Ok(_) => tracing::info!(network = %net.name, docker_name = %name, "labelled with Docker's name"),
+            Err(st) => tracing::warn!(network = %net.name, error = %st.message(), "cannot label with Docker's name"),
+        }
+        return;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The calls that need no gateway; those that do are exercised by the Docker test
@@ -464,6 +545,7 @@ mod tests {
         Plugin::new(Settings {
             gateway: "http://127.0.0.1:9".into(),
             bearer: Bearer::none(),
+            docker: None,
         })
     }
 
@@ -491,8 +573,11 @@ mod tests {
         assert!(e.to_string().contains("unknown call"), "{e}");
         let e = p.call("/NetworkDriver.Join", b"{not json").await.unwrap_err();
         assert!(matches!(e, PluginError::Body(_)), "{e}");
-        let e = p.call("/NetworkDriver.Join", b"[]").await.unwrap_err();
+        let e = p.call("/NetworkDriver.Join", b"\"x\"").await.unwrap_err();
         assert!(matches!(e, PluginError::Body(_)), "{e}");
+        // (serde takes an array for a struct: all fields missing, refused by the id check.)
+        let e = p.call("/NetworkDriver.Join", b"[]").await.unwrap_err();
+        assert!(e.to_string().contains("NetworkID"), "{e}");
         let e = p.call("/NetworkDriver.AllocateNetwork", b"{}").await.unwrap_err();
         assert!(e.to_string().contains("swarm"), "{e}");
     }
