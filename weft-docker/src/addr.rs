@@ -21,11 +21,17 @@ pub const PORTS_MAX: usize = 64;
 pub fn docker_id<'a>(field: &str, id: &'a str) -> Result<&'a str, PluginError> {
     if !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
         Ok(id)
     } else {
-        Err(PluginError::invalid(field, id, "expected 1 to 64 lowercase hex digits"))
+        Err(PluginError::invalid(
+            field,
+            id,
+            "expected 1 to 64 lowercase hex digits",
+        ))
     }
 }
 
@@ -148,7 +154,9 @@ impl Pool {
 
 /// The published ports in Docker's `com.docker.network.portmap` option, as Weft's; absent or
 /// null is none.
-pub fn port_mappings(options: Option<&BTreeMap<String, Value>>) -> Result<Vec<pb::PortMapping>, PluginError> {
+pub fn port_mappings(
+    options: Option<&BTreeMap<String, Value>>,
+) -> Result<Vec<pb::PortMapping>, PluginError> {
     let Some(raw) = options.and_then(|o| o.get(crate::protocol::PORT_MAP)) else {
         return Ok(Vec::new());
     };
@@ -182,7 +190,11 @@ fn port_mapping(b: &PortBinding) -> Result<pb::PortMapping, PluginError> {
         }
     };
     if b.port == 0 {
-        return Err(PluginError::invalid("portmap.Port", "0", "expected 1 to 65535"));
+        return Err(PluginError::invalid(
+            "portmap.Port",
+            "0",
+            "expected 1 to 65535",
+        ));
     }
     // Docker's "8000-8009:80" (one host port of a range) is given as its first port: Weft
     // publishes exactly the one asked for.
@@ -227,7 +239,14 @@ mod tests {
         assert_eq!(Pool::parse_id(&p.id()).unwrap(), p);
         let q = Pool::new("10.9.0.0/16", "").unwrap();
         assert_eq!(Pool::parse_id(&q.id()).unwrap(), q);
-        for bad in ["", "10.9.0.0/24", "weft:", "weft:10.9.0.1/24", "weft:10.9.0.0/24:10.8.0.0/25", "weft:::"] {
+        for bad in [
+            "",
+            "10.9.0.0/24",
+            "weft:",
+            "weft:10.9.0.1/24",
+            "weft:10.9.0.0/24:10.8.0.0/25",
+            "weft:::",
+        ] {
             assert!(Pool::parse_id(bad).is_err(), "{bad:?}");
         }
         assert!(Pool::new("10.0.0.0/31", "").is_err());
@@ -238,8 +257,14 @@ mod tests {
     fn gateways_are_the_first_host_or_the_one_asked_for() {
         let p = Pool::new("10.9.0.0/24", "").unwrap();
         assert_eq!(p.gateway("").unwrap(), Ipv4Addr::new(10, 9, 0, 1));
-        assert_eq!(p.gateway("10.9.0.254").unwrap(), Ipv4Addr::new(10, 9, 0, 254));
-        assert_eq!(p.gateway("10.9.0.7/24").unwrap(), Ipv4Addr::new(10, 9, 0, 7));
+        assert_eq!(
+            p.gateway("10.9.0.254").unwrap(),
+            Ipv4Addr::new(10, 9, 0, 254)
+        );
+        assert_eq!(
+            p.gateway("10.9.0.7/24").unwrap(),
+            Ipv4Addr::new(10, 9, 0, 7)
+        );
         for bad in ["10.9.1.1", "10.9.0.0", "10.9.0.255", "x"] {
             assert!(p.gateway(bad).is_err(), "{bad}");
         }
@@ -253,7 +278,10 @@ mod tests {
         let all: BTreeSet<_> = p.subnet.hosts().collect();
         assert_eq!(p.first_free(&all), None);
         let r = Pool::new("10.9.0.0/24", "10.9.0.128/25").unwrap();
-        assert_eq!(r.first_free(&BTreeSet::new()), Some(Ipv4Addr::new(10, 9, 0, 129)));
+        assert_eq!(
+            r.first_free(&BTreeSet::new()),
+            Some(Ipv4Addr::new(10, 9, 0, 129))
+        );
     }
 
     #[test]

@@ -51,9 +51,8 @@ pub fn create_network(
     }
     let mut generic = std::collections::HashMap::new();
     if let Some(g) = options.get(p::GENERIC_OPTIONS).filter(|g| !g.is_null()) {
-        let map: BTreeMap<String, Value> = serde_json::from_value(g.clone()).map_err(|e| {
-            PluginError::invalid(p::GENERIC_OPTIONS, &g.to_string(), e.to_string())
-        })?;
+        let map: BTreeMap<String, Value> = serde_json::from_value(g.clone())
+            .map_err(|e| PluginError::invalid(p::GENERIC_OPTIONS, &g.to_string(), e.to_string()))?;
         for (k, v) in map {
             let v = match v {
                 Value::String(s) => s,
@@ -62,7 +61,8 @@ pub fn create_network(
             generic.insert(k, v);
         }
     }
-    let internal = flag(options, p::INTERNAL) || generic.remove(p::INTERNAL).is_some_and(|v| v == "true");
+    let internal =
+        flag(options, p::INTERNAL) || generic.remove(p::INTERNAL).is_some_and(|v| v == "true");
     if flag(options, p::ENABLE_IPV6) {
         return Err(PluginError::Unsupported("IPv6 (--ipv6)".into()));
     }
@@ -117,7 +117,8 @@ pub fn sandbox_key(path: &str) -> Result<String, PluginError> {
         return Err(bad("not an absolute path of at most 4096 bytes"));
     }
     let last = path.rsplit('/').next().unwrap_or_default();
-    addr::docker_id("SandboxKey", last).map_err(|_| bad("its last component is not a Docker sandbox id"))?;
+    addr::docker_id("SandboxKey", last)
+        .map_err(|_| bad("its last component is not a Docker sandbox id"))?;
     Ok(last.to_owned())
 }
 
@@ -182,10 +183,21 @@ mod tests {
         let req = create_network(&id, &opts, vec![data("10.7.0.0/24", "10.7.0.1/24")]).unwrap();
         assert_eq!(req.name, format!("docker-{}", &id[..12]));
         assert_eq!(req.labels.get(NETWORK_ID_LABEL), Some(&id));
-        assert_eq!(req.labels.get("created-by").map(String::as_str), Some("weft-docker"));
+        assert_eq!(
+            req.labels.get("created-by").map(String::as_str),
+            Some("weft-docker")
+        );
         let c = &req.ipam.unwrap().configs[0];
-        assert_eq!((c.subnet.as_str(), c.gateway.as_str()), ("10.7.0.0/24", "10.7.0.1"));
-        assert_eq!(req.options.get("com.docker.network.driver.mtu").map(String::as_str), Some("1400"));
+        assert_eq!(
+            (c.subnet.as_str(), c.gateway.as_str()),
+            ("10.7.0.0/24", "10.7.0.1")
+        );
+        assert_eq!(
+            req.options
+                .get("com.docker.network.driver.mtu")
+                .map(String::as_str),
+            Some("1400")
+        );
         assert!(!req.internal);
     }
 
@@ -201,7 +213,11 @@ mod tests {
 
     #[test]
     fn gateways_outside_the_pool_are_refused() {
-        let e = create_network("ab", &BTreeMap::new(), vec![data("10.7.0.0/24", "10.8.0.1/24")]);
+        let e = create_network(
+            "ab",
+            &BTreeMap::new(),
+            vec![data("10.7.0.0/24", "10.8.0.1/24")],
+        );
         assert!(e.unwrap_err().to_string().contains("IPv4Data.Gateway"));
     }
 
@@ -222,16 +238,33 @@ mod tests {
 
     #[test]
     fn sandbox_keys_must_end_in_a_docker_id() {
-        assert_eq!(sandbox_key("/var/run/docker/netns/b44fabd6ffa1").unwrap(), "b44fabd6ffa1");
-        for bad in ["", "relative/abc", "/var/run/docker/netns/../x", "/x/default", "/x/"] {
+        assert_eq!(
+            sandbox_key("/var/run/docker/netns/b44fabd6ffa1").unwrap(),
+            "b44fabd6ffa1"
+        );
+        for bad in [
+            "",
+            "relative/abc",
+            "/var/run/docker/netns/../x",
+            "/x/default",
+            "/x/",
+        ] {
             assert!(sandbox_key(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn endpoint_addresses_come_from_the_ipam_call() {
-        assert_eq!(endpoint_address("10.7.0.2/24").unwrap(), Ipv4Addr::new(10, 7, 0, 2));
-        assert!(endpoint_address("").unwrap_err().to_string().contains("--ipam-driver"));
+        assert_eq!(
+            endpoint_address("10.7.0.2/24").unwrap(),
+            Ipv4Addr::new(10, 7, 0, 2)
+        );
+        assert!(
+            endpoint_address("")
+                .unwrap_err()
+                .to_string()
+                .contains("--ipam-driver")
+        );
         assert!(endpoint_address("10.7.0.2").is_err());
     }
 
@@ -247,7 +280,8 @@ mod tests {
             json!({"InterfaceName": {"SrcName": "wdabc", "DstPrefix": "eth"}, "Gateway": "10.7.0.1",
                    "StaticRoutes": [], "DisableGatewayService": false})
         );
-        let internal = serde_json::to_value(join_response(&pb::Endpoint::default(), "wdabc".into())).unwrap();
+        let internal =
+            serde_json::to_value(join_response(&pb::Endpoint::default(), "wdabc".into())).unwrap();
         assert!(internal.get("Gateway").is_none());
     }
 }

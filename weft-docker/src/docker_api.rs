@@ -94,7 +94,10 @@ impl DockerApi {
     /// The container being attached to network `network_name`: the only one that is on it in
     /// Docker's settings without an endpoint yet and not running (`docker run`, `docker
     /// start`). `None` when that is not exactly one container (two started at once).
-    pub async fn joining_container(&self, network_name: &str) -> Result<Option<(String, String)>, String> {
+    pub async fn joining_container(
+        &self,
+        network_name: &str,
+    ) -> Result<Option<(String, String)>, String> {
         let v = self.get("/v1.41/containers/json?all=1").await?;
         let list: Vec<ListedContainer> = serde_json::from_value(v).map_err(|e| e.to_string())?;
         Ok(joining(&list, network_name))
@@ -115,7 +118,11 @@ pub fn joining(list: &[ListedContainer], network_name: &str) -> Option<(String, 
         })
         .collect();
     // A new container (`docker run`) before stopped ones that are merely on the network.
-    let created: Vec<&ListedContainer> = waiting.iter().copied().filter(|c| c.state == "created").collect();
+    let created: Vec<&ListedContainer> = waiting
+        .iter()
+        .copied()
+        .filter(|c| c.state == "created")
+        .collect();
     let one = match (created.as_slice(), waiting.as_slice()) {
         ([one], _) | ([], [one]) => *one,
         _ => return None,

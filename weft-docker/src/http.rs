@@ -64,7 +64,10 @@ pub async fn serve(
     }
 }
 
-async fn handle(plugin: Arc<Plugin>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    plugin: Arc<Plugin>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
     if req.method() != Method::POST {
         return Ok(error(StatusCode::METHOD_NOT_ALLOWED, "only POST is served"));

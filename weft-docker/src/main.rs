@@ -14,7 +14,11 @@ use weft_runtime::access::Bearer;
 struct Args {
     /// The socket dockerd finds the plugin by; its file name (less `.sock`) is the driver name
     /// (`docker network create -d weft --ipam-driver weft`).
-    #[arg(long, env = "WEFT_DOCKER_SOCKET", default_value = "/run/docker/plugins/weft.sock")]
+    #[arg(
+        long,
+        env = "WEFT_DOCKER_SOCKET",
+        default_value = "/run/docker/plugins/weft.sock"
+    )]
     socket: PathBuf,
     /// The Weft gateway (public API).
     #[arg(long, env = "WEFT_GATEWAY", default_value = "http://127.0.0.1:7700")]
@@ -47,7 +51,10 @@ async fn main() -> anyhow::Result<()> {
     let plugin = Arc::new(Plugin::new(Settings {
         gateway: args.gateway.clone(),
         bearer,
-        docker: args.docker_host.clone().map(weft_docker::docker_api::DockerApi::new),
+        docker: args
+            .docker_host
+            .clone()
+            .map(weft_docker::docker_api::DockerApi::new),
     }));
     let listener = weft_docker::http::bind(&args.socket)
         .with_context(|| format!("cannot listen on {}", args.socket.display()))?;

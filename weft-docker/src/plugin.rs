@@ -118,9 +118,11 @@ impl Plugin {
             }
             // Weft learns about other hosts from the gateway, not from Docker.
             "/NetworkDriver.DiscoverNew" | "/NetworkDriver.DiscoverDelete" => Ok(json!({})),
-            "/NetworkDriver.AllocateNetwork" | "/NetworkDriver.FreeNetwork" => Err(
-                PluginError::Unsupported("swarm-scoped networks (use Weft's overlay driver)".into()),
-            ),
+            "/NetworkDriver.AllocateNetwork" | "/NetworkDriver.FreeNetwork" => {
+                Err(PluginError::Unsupported(
+                    "swarm-scoped networks (use Weft's overlay driver)".into(),
+                ))
+            }
             "/IpamDriver.GetCapabilities" => {
                 Ok(json!({"RequiresMACAddress": false, "RequiresRequestReplay": false}))
             }
@@ -181,14 +183,20 @@ impl Plugin {
             .map_err(|st| PluginError::gateway("pick a free subnet", &st))?
             .into_inner();
         net.ipam
-            .and_then(|i| i.configs.into_iter().map(|c| c.subnet).find(|s| !s.contains(':')))
+            .and_then(|i| {
+                i.configs
+                    .into_iter()
+                    .map(|c| c.subnet)
+                    .find(|s| !s.contains(':'))
+            })
             .ok_or_else(|| PluginError::Exhausted("Weft's default pools".into()))
     }
 
     async fn request_address(&self, r: p::RequestAddress) -> Result<Value, PluginError> {
         let pool = Pool::parse_id(&r.pool_id)?;
         let options = r.options.unwrap_or_default();
-        let gateway = options.get(p::GATEWAY_REQUEST.0).map(String::as_str) == Some(p::GATEWAY_REQUEST.1);
+        let gateway =
+            options.get(p::GATEWAY_REQUEST.0).map(String::as_str) == Some(p::GATEWAY_REQUEST.1);
         if gateway {
             return Ok(json!({"Address": pool.cidr(pool.gateway(&r.address)?), "Data": {}}));
         }
@@ -217,7 +225,11 @@ impl Plugin {
         let mut taken: BTreeSet<Ipv4Addr> = reserved.keys().copied().collect();
         let subnet = pool.subnet.to_string();
         for summary in gw.networks(None).await? {
-            let configs = summary.ipam.as_ref().map(|i| i.configs.as_slice()).unwrap_or_default();
+            let configs = summary
+                .ipam
+                .as_ref()
+                .map(|i| i.configs.as_slice())
+                .unwrap_or_default();
             if !configs.iter().any(|c| c.subnet == subnet) {
                 continue;
             }
@@ -226,10 +238,19 @@ impl Plugin {
             };
             for c in net.ipam.iter().flat_map(|i| &i.configs) {
                 taken.extend(c.gateway.parse::<Ipv4Addr>().ok());
-                taken.extend(c.aux_addresses.values().filter_map(|a| a.parse::<Ipv4Addr>().ok()));
+                taken.extend(
+                    c.aux_addresses
+                        .values()
+                        .filter_map(|a| a.parse::<Ipv4Addr>().ok()),
+                );
             }
             for e in &net.endpoints {
-                taken.extend(e.ipv4_address.split('/').next().and_then(|a| a.parse::<Ipv4Addr>().ok()));
+                taken.extend(
+                    e.ipv4_address
+                        .split('/')
+                        .next()
+                        .and_then(|a| a.parse::<Ipv4Addr>().ok()),
+                );
             }
         }
         Ok(taken)
@@ -279,8 +300,9 @@ impl Plugin {
                     ..Default::default()
                 })
                 .await;
-            weft::gone_is_fine(res)
-                .map_err(|st| PluginError::gateway(format!("delete Weft network {}", net.name), &st))?;
+            weft::gone_is_fine(res).map_err(|st| {
+                PluginError::gateway(format!("delete Weft network {}", net.name), &st)
+            })?;
         }
         Ok(json!({}))
     }
@@ -298,7 +320,10 @@ impl Plugin {
         } else {
             iface.mac_address.clone()
         };
-        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         pending.retain(|_, p| now.duration_since(p.at) < RESERVATION_TTL);
         if pending.len() >= PENDING_MAX {
@@ -306,7 +331,14 @@ impl Plugin {
                 "more than {PENDING_MAX} endpoints created and not joined"
             )));
         }
-        pending.insert(ep, Pending { ipv4, mac: mac.clone(), at: now });
+        pending.insert(
+            ep,
+            Pending {
+                ipv4,
+                mac: mac.clone(),
+                at: now,
+            },
+        );
         Ok(if iface.mac_address.is_empty() {
             json!({"Interface": {"MacAddress": mac}})
         } else {
@@ -321,7 +353,9 @@ impl Plugin {
         let Some(weft_net) = gw.network(net).await? else {
             return Ok(json!({"Value": {}}));
         };
-        let found = gw.endpoint_by_handoff(&weft_net.id, &addr::handoff_name(ep)).await?;
+        let found = gw
+            .endpoint_by_handoff(&weft_net.id, &addr::handoff_name(ep))
+            .await?;
         let Some((sb, e)) = found else {
             return Ok(json!({"Value": {}}));
         };
@@ -369,10 +403,13 @@ impl Plugin {
         };
         let ports = addr::port_mappings(r.options.as_ref())?;
         let ep = self.attach(&mut gw, &net, &key, settings, ports).await?;
-        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&ep_id);
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&ep_id);
         self.reserved.lock().await.remove(&pending.ipv4);
-        Ok(serde_json::to_value(crate::convert::join_response(&ep, handoff))
-            .map_err(|e| PluginError::Body(e.to_string()))?)
+        serde_json::to_value(crate::convert::join_response(&ep, handoff))
+            .map_err(|e| PluginError::Body(e.to_string()))
     }
 
     /// Connects the Weft sandbox of `key` (made with this first endpoint when there is none).
@@ -384,7 +421,10 @@ impl Plugin {
         settings: pb::EndpointSettings,
         ports: Vec<pb::PortMapping>,
     ) -> Result<pb::Endpoint, PluginError> {
-        let handoff = settings.driver_options.get(weft_proto::HANDOFF_OPTION).cloned();
+        let handoff = settings
+            .driver_options
+            .get(weft_proto::HANDOFF_OPTION)
+            .cloned();
         let label = format!("{SANDBOX_KEY_LABEL}={key}");
         if let Some(sb) = gw.sandboxes(Some(label), None).await?.into_iter().next() {
             return Ok(gw
@@ -396,7 +436,9 @@ impl Plugin {
                     ..Default::default()
                 })
                 .await
-                .map_err(|st| PluginError::gateway(format!("connect to Weft network {}", net.name), &st))?
+                .map_err(|st| {
+                    PluginError::gateway(format!("connect to Weft network {}", net.name), &st)
+                })?
                 .into_inner());
         }
         let mut labels: std::collections::HashMap<String, String> = [
@@ -425,7 +467,9 @@ impl Plugin {
                 ..Default::default()
             })
             .await
-            .map_err(|st| PluginError::gateway(format!("attach to Weft network {}", net.name), &st))?
+            .map_err(|st| {
+                PluginError::gateway(format!("attach to Weft network {}", net.name), &st)
+            })?
             .into_inner();
         sb.endpoints
             .into_iter()
@@ -452,7 +496,9 @@ impl Plugin {
         };
         let taken = gw
             .sandboxes
-            .get_sandbox(pb::GetSandboxRequest { sandbox: name.clone() })
+            .get_sandbox(pb::GetSandboxRequest {
+                sandbox: name.clone(),
+            })
             .await
             .is_ok_and(|s| s.into_inner().name == name);
         (!taken).then_some((id, name))
@@ -465,7 +511,10 @@ impl Plugin {
         let Some(net) = gw.network(net_id).await? else {
             return Ok(json!({}));
         };
-        let Some((sb, _)) = gw.endpoint_by_handoff(&net.id, &addr::handoff_name(ep_id)).await? else {
+        let Some((sb, _)) = gw
+            .endpoint_by_handoff(&net.id, &addr::handoff_name(ep_id))
+            .await?
+        else {
             return Ok(json!({}));
         };
         if sb.endpoints.len() <= 1 {
@@ -477,8 +526,9 @@ impl Plugin {
                     ..Default::default()
                 })
                 .await;
-            weft::gone_is_fine(res)
-                .map_err(|st| PluginError::gateway(format!("delete Weft sandbox {}", sb.name), &st))?;
+            weft::gone_is_fine(res).map_err(|st| {
+                PluginError::gateway(format!("delete Weft sandbox {}", sb.name), &st)
+            })?;
         } else {
             let res = gw
                 .sandboxes
@@ -488,15 +538,19 @@ impl Plugin {
                     ..Default::default()
                 })
                 .await;
-            weft::gone_is_fine(res)
-                .map_err(|st| PluginError::gateway(format!("disconnect {} from {}", sb.name, net.name), &st))?;
+            weft::gone_is_fine(res).map_err(|st| {
+                PluginError::gateway(format!("disconnect {} from {}", sb.name, net.name), &st)
+            })?;
         }
         Ok(json!({}))
     }
 
     async fn delete_endpoint(&self, r: p::EndpointRef) -> Result<Value, PluginError> {
         let ep_id = addr::docker_id("EndpointID", &r.endpoint_id)?;
-        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(ep_id);
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(ep_id);
         // Normally left already; a Join that failed half-way is undone here.
         self.leave(r).await
     }
@@ -527,113 +581,16 @@ async fn label_network_name(mut gw: Clients, docker: DockerApi, id: String) {
             })
             .await;
         match res {
-            Ok(_) => tracing::info!(network = %net.name, docker_name = %name, "labelled with Docker's name"),
-            Err(st) => tracing::warn!(network = %net.name, error = %st.message(), "cannot label with Docker's name"),
+            Ok(_) => {
+                tracing::info!(network = %net.name, docker_name = %name, "labelled with Docker's name")
+            }
+            Err(st) => {
+                tracing::warn!(network = %net.name, error = %st.message(), "cannot label with Docker's name")
+            }
         }
         return;
     }
 }
 
 #[cfg(test)]
-mod tests {
-    //! The calls that need no gateway; those that do are exercised by the Docker test
-    //! (`tests/it`), against a real dockerd and a real Weft.
-    use super::*;
-
-    fn plugin() -> Plugin {
-        // Port 9 (discard): any call that reached for the gateway would fail, not hang.
-        Plugin::new(Settings {
-            gateway: "http://127.0.0.1:9".into(),
-            bearer: Bearer::none(),
-            docker: None,
-        })
-    }
-
-    async fn call(p: &Plugin, path: &str, body: Value) -> Result<Value, PluginError> {
-        p.call(path, body.to_string().as_bytes()).await
-    }
-
-    #[tokio::test]
-    async fn activation_names_both_drivers_and_local_scope() {
-        let p = plugin();
-        let v = p.call("/Plugin.Activate", b"").await.unwrap();
-        assert_eq!(v, json!({"Implements": ["NetworkDriver", "IpamDriver"]}));
-        let caps = p.call("/NetworkDriver.GetCapabilities", b"{}").await.unwrap();
-        assert_eq!(caps["Scope"], "local");
-        let spaces = p.call("/IpamDriver.GetDefaultAddressSpaces", b"").await.unwrap();
-        assert_eq!(spaces["LocalDefaultAddressSpace"], LOCAL_SPACE);
-        let ipam = p.call("/IpamDriver.GetCapabilities", b"").await.unwrap();
-        assert_eq!(ipam["RequiresMACAddress"], false);
-    }
-
-    #[tokio::test]
-    async fn unknown_calls_malformed_bodies_and_swarm_are_errors() {
-        let p = plugin();
-        let e = p.call("/NetworkDriver.Nope", b"{}").await.unwrap_err();
-        assert!(e.to_string().contains("unknown call"), "{e}");
-        let e = p.call("/NetworkDriver.Join", b"{not json").await.unwrap_err();
-        assert!(matches!(e, PluginError::Body(_)), "{e}");
-        let e = p.call("/NetworkDriver.Join", b"\"x\"").await.unwrap_err();
-        assert!(matches!(e, PluginError::Body(_)), "{e}");
-        // (serde takes an array for a struct: all fields missing, refused by the id check.)
-        let e = p.call("/NetworkDriver.Join", b"[]").await.unwrap_err();
-        assert!(e.to_string().contains("NetworkID"), "{e}");
-        let e = p.call("/NetworkDriver.AllocateNetwork", b"{}").await.unwrap_err();
-        assert!(e.to_string().contains("swarm"), "{e}");
-    }
-
-    #[tokio::test]
-    async fn pools_given_explicitly_need_no_gateway_and_v6_is_refused() {
-        let p = plugin();
-        let v = call(&p, "/IpamDriver.RequestPool", json!({"AddressSpace": "weft", "Pool": "10.5.0.0/24", "SubPool": "", "V6": false}))
-            .await
-            .unwrap();
-        assert_eq!(v, json!({"PoolID": "weft:10.5.0.0/24", "Pool": "10.5.0.0/24", "Data": {}}));
-        let e = call(&p, "/IpamDriver.RequestPool", json!({"V6": true})).await.unwrap_err();
-        assert!(e.to_string().contains("IPv6"), "{e}");
-        let e = call(&p, "/IpamDriver.RequestPool", json!({"Pool": "10.5.0.1/24"})).await.unwrap_err();
-        assert!(e.to_string().contains("host bits"), "{e}");
-    }
-
-    #[tokio::test]
-    async fn gateway_and_static_addresses_come_from_the_pool_id() {
-        let p = plugin();
-        let gw = json!({"PoolID": "weft:10.5.0.0/24", "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}});
-        assert_eq!(call(&p, "/IpamDriver.RequestAddress", gw).await.unwrap()["Address"], "10.5.0.1/24");
-        let fixed = json!({"PoolID": "weft:10.5.0.0/24", "Address": "10.5.0.9", "Options": null});
-        assert_eq!(call(&p, "/IpamDriver.RequestAddress", fixed).await.unwrap()["Address"], "10.5.0.9/24");
-        assert!(p.reserved.lock().await.contains_key(&Ipv4Addr::new(10, 5, 0, 9)));
-        let rel = json!({"PoolID": "weft:10.5.0.0/24", "Address": "10.5.0.9/24"});
-        call(&p, "/IpamDriver.ReleaseAddress", rel).await.unwrap();
-        assert!(p.reserved.lock().await.is_empty());
-        let foreign = json!({"PoolID": "default/10.5.0.0/24", "Address": ""});
-        assert!(call(&p, "/IpamDriver.RequestAddress", foreign).await.is_err());
-        let outside = json!({"PoolID": "weft:10.5.0.0/24", "Address": "10.6.0.9"});
-        assert!(call(&p, "/IpamDriver.RequestAddress", outside).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn create_endpoint_gives_dockers_mac_and_is_remembered_until_join() {
-        let p = plugin();
-        let ep = "e".repeat(64);
-        let req = json!({"NetworkID": "ab", "EndpointID": ep, "Interface": {"Address": "10.5.0.2/24", "AddressIPv6": "", "MacAddress": ""}, "Options": {}});
-        let v = call(&p, "/NetworkDriver.CreateEndpoint", req).await.unwrap();
-        assert_eq!(v, json!({"Interface": {"MacAddress": "02:42:0a:05:00:02"}}));
-        assert!(p.pending.lock().unwrap().contains_key(&ep));
-        let no_ipam = json!({"NetworkID": "ab", "EndpointID": "ef", "Interface": {}});
-        let e = call(&p, "/NetworkDriver.CreateEndpoint", no_ipam).await.unwrap_err();
-        assert!(e.to_string().contains("--ipam-driver"), "{e}");
-        let hostile = json!({"NetworkID": "../../x", "EndpointID": "ef"});
-        assert!(call(&p, "/NetworkDriver.CreateEndpoint", hostile).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn join_without_create_endpoint_is_refused_before_any_gateway_call() {
-        let p = plugin();
-        let req = json!({"NetworkID": "ab", "EndpointID": "cd", "SandboxKey": "/var/run/docker/netns/0123456789ab", "Options": {}});
-        let e = call(&p, "/NetworkDriver.Join", req).await.unwrap_err();
-        assert!(e.to_string().contains("restarted"), "{e}");
-        let bad_key = json!({"NetworkID": "ab", "EndpointID": "cd", "SandboxKey": "/etc/passwd"});
-        assert!(call(&p, "/NetworkDriver.Join", bad_key).await.unwrap_err().to_string().contains("SandboxKey"));
-    }
-}
+mod tests;

@@ -50,7 +50,10 @@ pub async fn connect(url: &str, bearer: &Bearer) -> Result<Clients, PluginError>
 
 impl Clients {
     /// Every network carrying the plugin's mark and, when given, Docker's network id.
-    pub async fn networks(&mut self, docker_id: Option<&str>) -> Result<Vec<pb::Network>, PluginError> {
+    pub async fn networks(
+        &mut self,
+        docker_id: Option<&str>,
+    ) -> Result<Vec<pb::Network>, PluginError> {
         let mut label = vec![format!("{}={}", CREATED_BY.0, CREATED_BY.1)];
         if let Some(id) = docker_id {
             label.push(format!("{NETWORK_ID_LABEL}={id}"));
@@ -74,7 +77,9 @@ impl Clients {
             }
             req.page_token = page.next_page_token;
         }
-        Err(PluginError::Unsupported(format!("more than {PAGES_MAX} pages of networks")))
+        Err(PluginError::Unsupported(format!(
+            "more than {PAGES_MAX} pages of networks"
+        )))
     }
 
     /// The Weft network of Docker network `docker_id`, with its endpoints.
@@ -88,7 +93,9 @@ impl Clients {
     pub async fn network_by_id(&mut self, id: &str) -> Result<Option<pb::Network>, PluginError> {
         match self
             .networks
-            .get_network(pb::GetNetworkRequest { network: id.to_owned() })
+            .get_network(pb::GetNetworkRequest {
+                network: id.to_owned(),
+            })
             .await
         {
             Ok(n) => Ok(Some(n.into_inner())),
@@ -125,7 +132,9 @@ impl Clients {
             }
             req.page_token = page.next_page_token;
         }
-        Err(PluginError::Unsupported(format!("more than {PAGES_MAX} pages of sandboxes")))
+        Err(PluginError::Unsupported(format!(
+            "more than {PAGES_MAX} pages of sandboxes"
+        )))
     }
 
     /// The sandbox and endpoint whose container end was handed to Docker as `handoff`.
@@ -136,7 +145,10 @@ impl Clients {
     ) -> Result<Option<(pb::Sandbox, pb::Endpoint)>, PluginError> {
         for sb in self.sandboxes(None, Some(network)).await? {
             let found = sb.endpoints.iter().find(|e| {
-                e.driver_options.get(weft_proto::HANDOFF_OPTION).map(String::as_str) == Some(handoff)
+                e.driver_options
+                    .get(weft_proto::HANDOFF_OPTION)
+                    .map(String::as_str)
+                    == Some(handoff)
             });
             if let Some(ep) = found.cloned() {
                 return Ok(Some((sb, ep)));

@@ -291,7 +291,9 @@ async fn attach_handoff(
     let host_name = names::veth_host_name(&ep.id);
     let alias = names::endpoint_alias(&ep.id);
     let created = match kernel::link_by_name(host, &host_name).await? {
-        Some(l) if l.alias != alias && !(l.alias.is_empty() && names::is_veth_host_name(&l.name)) => {
+        Some(l)
+            if l.alias != alias && !(l.alias.is_empty() && names::is_veth_host_name(&l.name)) =>
+        {
             return Err(AgentError::NotOurs {
                 name: l.name,
                 alias: l.alias,

@@ -26,7 +26,10 @@ pub struct Dockerd {
 impl Dockerd {
     pub fn start(ns: &TestNs) -> Self {
         // Short: containerd's socket path under the exec root must fit a sockaddr_un.
-        let dir = tempfile::Builder::new().prefix("wd").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("wd")
+            .tempdir_in("/tmp")
+            .unwrap();
         let mut d = Self {
             dir,
             netns: ns.path.clone(),
@@ -50,7 +53,12 @@ impl Dockerd {
         let child = Command::new("nsenter")
             .arg(format!("--net={}", self.netns.display()))
             .arg(DOCKERD)
-            .args(["--iptables=false", "--ip-masq=false", "--bridge=none", "--live-restore"])
+            .args([
+                "--iptables=false",
+                "--ip-masq=false",
+                "--bridge=none",
+                "--live-restore",
+            ])
             .arg("--data-root")
             .arg(root.join("data"))
             .arg("--exec-root")
@@ -69,7 +77,8 @@ impl Dockerd {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("dockerd exited with {st}:\n{}", self.log());
             }
-            self.try_docker(&["version", "--format", "{{.Server.Version}}"]).ok()
+            self.try_docker(&["version", "--format", "{{.Server.Version}}"])
+                .ok()
         });
     }
 
@@ -121,7 +130,9 @@ impl Dockerd {
         let rootfs = self.dir.path().join("rootfs");
         std::fs::create_dir_all(rootfs.join("bin")).unwrap();
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "ping", "sleep", "ip", "wget", "httpd", "nslookup", "cat", "hostname"] {
+        for applet in [
+            "sh", "ping", "sleep", "ip", "wget", "httpd", "nslookup", "cat", "hostname",
+        ] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         let tar = self.dir.path().join("rootfs.tar");

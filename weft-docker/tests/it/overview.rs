@@ -11,13 +11,19 @@ use crate::{wait_until, world::World};
 const IMAGE: &str = "weft-busybox:test";
 
 #[test]
-#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` and dockerd in a namespace")]
+#[cfg_attr(
+    weft_no_root,
+    ignore = "needs root: runs `weft up` and dockerd in a namespace"
+)]
 fn docker_networking_overview_on_weft() {
     overview(false);
 }
 
 #[test]
-#[cfg_attr(weft_no_root, ignore = "needs root: runs `weft up` and dockerd in a namespace")]
+#[cfg_attr(
+    weft_no_root,
+    ignore = "needs root: runs `weft up` and dockerd in a namespace"
+)]
 fn docker_networking_overview_survives_restarts_of_dockerd_and_the_plugin() {
     overview(true);
 }
@@ -49,7 +55,17 @@ fn overview(restart: bool) {
     }
 
     // A second network, connected to a running container (dockerd 20.10 has no --gw-priority).
-    let net2 = w.docker(&["network", "create", "-d", &d, "--ipam-driver", &d, "--subnet", "10.123.0.0/24", "net2"]);
+    let net2 = w.docker(&[
+        "network",
+        "create",
+        "-d",
+        &d,
+        "--ipam-driver",
+        &d,
+        "--subnet",
+        "10.123.0.0/24",
+        "net2",
+    ]);
     w.docker(&["network", "connect", "net2", "c1"]);
     run(&w, "c3", &["--network", "net2"], &["sleep", "600"]);
     let c1_on_net2 = address_of(&w, "c1", "net2");
@@ -59,20 +75,51 @@ fn overview(restart: bool) {
     inspect_shows_wefts_addresses(&w, "net2", &net2, &["c1", "c3"]);
 
     // An internal network reaches nothing outside; a normal one does.
-    w.docker(&["network", "create", "-d", &d, "--ipam-driver", &d, "--internal", "int-net"]);
+    w.docker(&[
+        "network",
+        "create",
+        "-d",
+        &d,
+        "--ipam-driver",
+        &d,
+        "--internal",
+        "int-net",
+    ]);
     run(&w, "c4", &["--network", "int-net"], &["sleep", "600"]);
-    assert!(w.dockerd.try_docker(&["exec", "c4", "ping", "-c1", "-W1", INTERNET]).is_err());
-    assert!(w.dockerd.try_docker(&["exec", "c4", "ping", "-c1", "-W1", HOST_UPLINK]).is_err());
+    assert!(
+        w.dockerd
+            .try_docker(&["exec", "c4", "ping", "-c1", "-W1", INTERNET])
+            .is_err()
+    );
+    assert!(
+        w.dockerd
+            .try_docker(&["exec", "c4", "ping", "-c1", "-W1", HOST_UPLINK])
+            .is_err()
+    );
     ping(&w, "c1", INTERNET);
 
     // A published port answers from the internet.
-    run(&w, "web", &["--network", "my-net", "-p", "8080:80"], &["httpd", "-f", "-p", "80", "-h", "/"]);
+    run(
+        &w,
+        "web",
+        &["--network", "my-net", "-p", "8080:80"],
+        &["httpd", "-f", "-p", "80", "-h", "/"],
+    );
     let hostname = w.docker(&["exec", "web", "hostname"]);
     let url = format!("http://{HOST_UPLINK}:8080/etc/hostname");
     let got = wait_until(Duration::from_secs(20), "the published port", || {
-        let get = format!("import urllib.request;print(urllib.request.urlopen('{url}',timeout=2).read().decode())");
-        let out = w.internet.exec("python3").args(["-c", &get]).output().unwrap();
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        let get = format!(
+            "import urllib.request;print(urllib.request.urlopen('{url}',timeout=2).read().decode())"
+        );
+        let out = w
+            .internet
+            .exec("python3")
+            .args(["-c", &get])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     });
     assert_eq!(got, hostname);
 
@@ -82,7 +129,11 @@ fn overview(restart: bool) {
         w.docker(&["rm", "-f", "c5"]);
     }
     w.docker(&["network", "rm", "my-net", "net2", "int-net"]);
-    assert!(w.weftctl_json(&["sandbox", "ls"]).is_empty(), "{}", w.weftctl(&["sandbox", "ls"]));
+    assert!(
+        w.weftctl_json(&["sandbox", "ls"]).is_empty(),
+        "{}",
+        w.weftctl(&["sandbox", "ls"])
+    );
     let ours: Vec<Value> = w
         .weftctl_json(&["network", "ls"])
         .into_iter()
@@ -121,7 +172,8 @@ fn address_of(w: &World, container: &str, network: &str) -> String {
 fn weft_network_is_labelled(w: &World, id: &str, name: &str) -> Value {
     wait_until(Duration::from_secs(20), "the Weft network labelled", || {
         w.weftctl_json(&["network", "ls"]).into_iter().find(|n| {
-            n["labels"]["com.docker.network.id"] == id && n["labels"]["com.docker.network.name"] == name
+            n["labels"]["com.docker.network.id"] == id
+                && n["labels"]["com.docker.network.name"] == name
         })
     })
 }
@@ -135,7 +187,12 @@ fn inspect_shows_wefts_addresses(w: &World, network: &str, id: &str, containers:
         .as_object()
         .unwrap()
         .values()
-        .map(|c| (c["Name"].as_str().unwrap().to_owned(), c["IPv4Address"].as_str().unwrap().to_owned()))
+        .map(|c| {
+            (
+                c["Name"].as_str().unwrap().to_owned(),
+                c["IPv4Address"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     in_docker.sort();
     let weft_net = weft_network_is_labelled(w, id, network);
@@ -144,7 +201,12 @@ fn inspect_shows_wefts_addresses(w: &World, network: &str, id: &str, containers:
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["sandboxName"].as_str().unwrap().to_owned(), e["ipv4Address"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["sandboxName"].as_str().unwrap().to_owned(),
+                e["ipv4Address"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     in_weft.sort();
     assert_eq!(in_docker, in_weft);
@@ -152,6 +214,9 @@ fn inspect_shows_wefts_addresses(w: &World, network: &str, id: &str, containers:
     assert_eq!(names, containers);
     for (name, cidr) in &in_weft {
         let shown = w.docker(&["exec", name, "ip", "-o", "-4", "addr", "show"]);
-        assert!(shown.contains(cidr.as_str()), "{name}: {cidr} not in {shown}");
+        assert!(
+            shown.contains(cidr.as_str()),
+            "{name}: {cidr} not in {shown}"
+        );
     }
 }

@@ -81,13 +81,21 @@ impl World {
         let printed = weftctl_with(
             &host,
             &admin,
-            &["token", "create", "--role", "operator", "--name", "docker-plugin"],
+            &[
+                "token",
+                "create",
+                "--role",
+                "operator",
+                "--name",
+                "docker-plugin",
+            ],
         )
         .unwrap();
         let plugin_logs = tempfile::tempdir().unwrap();
         let token = plugin_logs.path().join("operator.token");
         std::fs::write(&token, printed.split_whitespace().last().unwrap()).unwrap();
-        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let driver = format!("weft-t{}", &id[..10]);
         let dockerd = Dockerd::start(&host);
@@ -138,7 +146,10 @@ impl World {
         let child = self.plugin.child.as_mut().unwrap();
         wait_until(Duration::from_secs(20), "the plugin's socket", || {
             if let Some(st) = child.try_wait().unwrap() {
-                panic!("the plugin exited with {st}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "the plugin exited with {st}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             self.plugin.socket.exists().then_some(())
         });
@@ -156,7 +167,8 @@ impl World {
     /// `weftctl ARGS…` in the host namespace as admin, asserting success.
     #[track_caller]
     pub fn weftctl(&self, args: &[&str]) -> String {
-        weftctl_with(&self.host, &self.weft.admin_token_file(), args).unwrap_or_else(|e| panic!("{e}"))
+        weftctl_with(&self.host, &self.weft.admin_token_file(), args)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `weftctl --format json ARGS…`, one JSON object per line (or one array).
@@ -167,7 +179,10 @@ impl World {
         match serde_json::from_str::<Value>(&out) {
             Ok(Value::Array(a)) => a,
             Ok(v) => vec![v],
-            Err(_) => out.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+            Err(_) => out
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
         }
     }
 }
@@ -185,6 +200,9 @@ fn weftctl_with(ns: &TestNs, token: &std::path::Path, args: &[&str]) -> Result<S
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!("weftctl {args:?}: {}", String::from_utf8_lossy(&out.stderr)))
+        Err(format!(
+            "weftctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
