@@ -26,11 +26,35 @@ if [ "${1:-}" != "--run" ]; then
   # The test of the shipped systemd unit runs `systemd-analyze verify` on it.
   command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 fi
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "setup: installing ${need_apt[*]}" >&2
+# The Docker plugin's test (weft-docker/tests/it): Debian's dockerd 20.10 and CLI, and a static
+# busybox for the image it imports. Without recommends (no apparmor, git, …).
+need_docker=()
+if [ "${1:-}" != "--run" ]; then
+  [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] || need_docker+=(docker.io)
+  dpkg -s busybox-static >/dev/null 2>&1 || need_docker+=(busybox-static)
+fi
+if [ ${#need_apt[@]} -gt 0 ] || [ ${#need_docker[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]} ${need_docker[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  if [ ${#need_apt[@]} -gt 0 ]; then
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  fi
+  if [ ${#need_docker[@]} -gt 0 ]; then
+    # The package would start docker.service in the machine's own namespace (a docker0 bridge,
+    # iptables rules): forbidden here. Tests start their own dockerd in a namespace; a
+    # policy-rc.d of our own keeps the package from starting one, and is removed afterwards.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+      chmod 0755 /usr/sbin/policy-rc.d
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    apt-get install -y -qq --no-install-recommends "${need_docker[@]}" >/dev/null
+    # Nor at the next boot, nor on a connection to /run/docker.sock.
+    if command -v systemctl >/dev/null; then
+      systemctl disable docker.service docker.socket >/dev/null 2>&1 || true
+    fi
+  fi
 fi
 
 # grpcurl also with --run: `weft up` prints grpcurl commands to try.
