@@ -218,5 +218,21 @@ fn inspect_shows_wefts_addresses(w: &World, network: &str, id: &str, containers:
             shown.contains(cidr.as_str()),
             "{name}: {cidr} not in {shown}"
         );
+        // Weft's dns-svc knows them too, on its operator listener.
+        let fqdn = format!("{name}.{}.weft.", weft_net["name"].as_str().unwrap());
+        let ip = cidr.split('/').next().unwrap();
+        wait_until(
+            Duration::from_secs(10),
+            "the operator listener's answer",
+            || {
+                let out = w
+                    .host
+                    .exec("dig")
+                    .args(["+short", "-p", "5353", "@127.0.0.1", &fqdn, "A"])
+                    .output()
+                    .unwrap();
+                (String::from_utf8_lossy(&out.stdout).trim() == ip).then_some(())
+            },
+        );
     }
 }
