@@ -22,6 +22,7 @@ pub mod convert;
 pub mod docker_api;
 pub mod error;
 pub mod http;
+pub mod names;
 pub mod plugin;
 pub mod protocol;
 pub mod weft;

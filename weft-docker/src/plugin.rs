@@ -284,7 +284,7 @@ impl Plugin {
             .map_err(|st| PluginError::gateway("create the Weft network", &st))?;
         if let Some(docker) = self.settings.docker.clone() {
             // Docker records the network (and so knows its name) once this call returns.
-            tokio::spawn(label_network_name(gw, docker, id));
+            tokio::spawn(crate::names::label_network_name(gw, docker, id));
         }
         Ok(json!({}))
     }
@@ -446,27 +446,35 @@ impl Plugin {
             (SANDBOX_KEY_LABEL.to_owned(), key.to_owned()),
         ]
         .into();
-        let (container_id, name) = match self.container_of(gw, net).await {
-            Some((id, name)) => {
-                labels.insert(weft::CONTAINER_LABEL.to_owned(), id.clone());
-                (id, name)
-            }
-            None => (String::new(), format!("docker-{key}")),
+        let (container_id, name) =
+            match crate::names::container_of(self.settings.docker.as_ref(), gw, net).await {
+                Some((id, name)) => {
+                    labels.insert(weft::CONTAINER_LABEL.to_owned(), id.clone());
+                    (id, name)
+                }
+                None => (String::new(), format!("docker-{key}")),
+            };
+        let mut req = pb::CreateSandboxRequest {
+            name,
+            container_id,
+            port_mappings: ports,
+            networks: vec![pb::NetworkAttachment {
+                network: net.id.clone(),
+                settings: Some(settings),
+            }],
+            labels,
+            ..Default::default()
         };
-        let sb = gw
-            .sandboxes
-            .create_sandbox(pb::CreateSandboxRequest {
-                name,
-                container_id,
-                port_mappings: ports,
-                networks: vec![pb::NetworkAttachment {
-                    network: net.id.clone(),
-                    settings: Some(settings),
-                }],
-                labels,
-                ..Default::default()
-            })
-            .await
+        let fallback = format!("docker-{key}");
+        let made = match gw.sandboxes.create_sandbox(req.clone()).await {
+            // Docker's name taken in Weft meanwhile (another client's sandbox): the id's name.
+            Err(st) if st.code() == tonic::Code::AlreadyExists && req.name != fallback => {
+                req.name = fallback;
+                gw.sandboxes.create_sandbox(req).await
+            }
+            other => other,
+        };
+        let sb = made
             .map_err(|st| {
                 PluginError::gateway(format!("attach to Weft network {}", net.name), &st)
             })?
@@ -475,33 +483,6 @@ impl Plugin {
             .into_iter()
             .find(|e| e.driver_options.get(weft_proto::HANDOFF_OPTION) == handoff.as_ref())
             .ok_or_else(|| PluginError::Unknown(format!("endpoint {handoff:?} after the attach")))
-    }
-
-    /// Docker's id and name of the container being attached, when dockerd's API is known
-    /// and tells it unambiguously (and no Weft sandbox holds that name already).
-    async fn container_of(&self, gw: &mut Clients, net: &pb::Network) -> Option<(String, String)> {
-        let docker = self.settings.docker.as_ref()?;
-        let docker_net = net.labels.get(weft::NETWORK_ID_LABEL)?;
-        let found = async {
-            let name = docker.network_name(docker_net).await?;
-            docker.joining_container(&name).await
-        };
-        let (id, name) = match found.await {
-            Ok(Some(c)) => c,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot ask dockerd for the container's name");
-                return None;
-            }
-        };
-        let taken = gw
-            .sandboxes
-            .get_sandbox(pb::GetSandboxRequest {
-                sandbox: name.clone(),
-            })
-            .await
-            .is_ok_and(|s| s.into_inner().name == name);
-        (!taken).then_some((id, name))
     }
 
     async fn leave(&self, r: p::EndpointRef) -> Result<Value, PluginError> {
@@ -553,42 +534,6 @@ impl Plugin {
             .remove(ep_id);
         // Normally left already; a Join that failed half-way is undone here.
         self.leave(r).await
-    }
-}
-
-/// Adds Docker's network name to the labels of Weft network of Docker network `id`, once
-/// dockerd shows it (a few tries: dockerd records the network after CreateNetwork returns).
-async fn label_network_name(mut gw: Clients, docker: DockerApi, id: String) {
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let Ok(name) = docker.network_name(&id).await else {
-            continue;
-        };
-        let Ok(Some(net)) = gw.network(&id).await else {
-            return;
-        };
-        let mut labels = net.labels.clone();
-        labels.insert(weft::NETWORK_NAME_LABEL.to_owned(), name.clone());
-        let res = gw
-            .networks
-            .update_network(pb::UpdateNetworkRequest {
-                network: net.id.clone(),
-                labels,
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["labels".into()],
-                }),
-                ..Default::default()
-            })
-            .await;
-        match res {
-            Ok(_) => {
-                tracing::info!(network = %net.name, docker_name = %name, "labelled with Docker's name")
-            }
-            Err(st) => {
-                tracing::warn!(network = %net.name, error = %st.message(), "cannot label with Docker's name")
-            }
-        }
-        return;
     }
 }
 
