@@ -64,6 +64,9 @@ fn overview(restart: bool) {
         &d,
         "--subnet",
         "10.123.0.0/24",
+        // Docker's -o options reach Weft, which applies them (here to the handed-off veth).
+        "-o",
+        "com.docker.network.driver.mtu=1400",
         "net2",
     ]);
     w.docker(&["network", "connect", "net2", "c1"]);
@@ -73,6 +76,13 @@ fn overview(restart: bool) {
     ping(&w, "c3", &c1_on_net2);
     ping(&w, "c3", "c1");
     inspect_shows_wefts_addresses(&w, "net2", &net2, &["c1", "c3"]);
+    let mtu = w.docker(&["exec", "c3", "cat", "/sys/class/net/eth0/mtu"]);
+    assert_eq!(mtu, "1400");
+    // Disconnected in Docker, disconnected in Weft.
+    w.docker(&["network", "disconnect", "net2", "c1"]);
+    inspect_shows_wefts_addresses(&w, "net2", &net2, &["c3"]);
+    let c1 = w.weftctl_json(&["sandbox", "inspect", "c1"]);
+    assert_eq!(c1[0]["endpoints"].as_array().unwrap().len(), 1, "{c1:?}");
 
     // An internal network reaches nothing outside; a normal one does.
     w.docker(&[
