@@ -25,4 +25,5 @@ pub mod http;
 pub mod names;
 pub mod plugin;
 pub mod protocol;
+pub mod sweep;
 pub mod weft;

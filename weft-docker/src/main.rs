@@ -1,7 +1,7 @@
 //! `weft-docker-plugin`: serves Docker's plugin protocol on a unix socket until SIGINT or
 //! SIGTERM, then removes the socket.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -32,6 +32,13 @@ struct Args {
     /// them `docker-<id>`.
     #[arg(long, env = "WEFT_DOCKER_HOST")]
     docker_host: Option<PathBuf>,
+    /// How often to delete the sandboxes of containers dockerd removed while the plugin was
+    /// down (see `weft_docker::sweep`).
+    #[arg(long, env = "WEFT_DOCKER_SWEEP_EVERY", default_value = "60s", value_parser = humantime::parse_duration)]
+    sweep_every: Duration,
+    /// A sandbox younger than this is never swept (dockerd makes its namespace after Join).
+    #[arg(long, env = "WEFT_DOCKER_STALE_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
+    stale_after: Duration,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -56,6 +63,11 @@ async fn main() -> anyhow::Result<()> {
             .clone()
             .map(weft_docker::docker_api::DockerApi::new),
     }));
+    tokio::spawn(weft_docker::sweep::run(
+        plugin.clone(),
+        args.sweep_every.max(Duration::from_secs(1)),
+        args.stale_after,
+    ));
     let listener = weft_docker::http::bind(&args.socket)
         .with_context(|| format!("cannot listen on {}", args.socket.display()))?;
     tracing::info!(socket = %args.socket.display(), gateway = %args.gateway, "serving Docker's plugin protocol");

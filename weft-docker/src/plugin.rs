@@ -31,6 +31,8 @@ use crate::{
 /// An address handed out and not joined within this long is free again (Docker joins within
 /// milliseconds; a container start that failed in between never releases it otherwise).
 const RESERVATION_TTL: Duration = Duration::from_secs(120);
+/// The longest SandboxKey kept as a label (Weft's limit on label values).
+const SANDBOX_PATH_MAX: usize = 1024;
 /// Endpoints created but not joined, at most (a flood of CreateEndpoint is refused).
 const PENDING_MAX: usize = 4096;
 
@@ -79,6 +81,11 @@ impl Plugin {
             pending: std::sync::Mutex::new(HashMap::new()),
             reserved: tokio::sync::Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The connection to the gateway (for the sweep).
+    pub async fn clients(&self) -> Result<Clients, PluginError> {
+        self.gw().await
     }
 
     /// The connection to the gateway, made on first use (the plugin may start before Weft).
@@ -402,7 +409,9 @@ impl Plugin {
             ..Default::default()
         };
         let ports = addr::port_mappings(r.options.as_ref())?;
-        let ep = self.attach(&mut gw, &net, &key, settings, ports).await?;
+        let ep = self
+            .attach(&mut gw, &net, (&key, &r.sandbox_key), settings, ports)
+            .await?;
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -417,7 +426,7 @@ impl Plugin {
         &self,
         gw: &mut Clients,
         net: &pb::Network,
-        key: &str,
+        (key, path): (&str, &str),
         settings: pb::EndpointSettings,
         ports: Vec<pb::PortMapping>,
     ) -> Result<pb::Endpoint, PluginError> {
@@ -446,6 +455,9 @@ impl Plugin {
             (SANDBOX_KEY_LABEL.to_owned(), key.to_owned()),
         ]
         .into();
+        if path.len() <= SANDBOX_PATH_MAX {
+            labels.insert(weft::SANDBOX_PATH_LABEL.to_owned(), path.to_owned());
+        }
         let (container_id, name) =
             match crate::names::container_of(self.settings.docker.as_ref(), gw, net).await {
                 Some((id, name)) => {

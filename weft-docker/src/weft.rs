@@ -19,6 +19,9 @@ pub const NETWORK_ID_LABEL: &str = "com.docker.network.id";
 pub const NETWORK_NAME_LABEL: &str = "com.docker.network.name";
 /// On a Weft sandbox: the last path component of Docker's SandboxKey (its sandbox id prefix).
 pub const SANDBOX_KEY_LABEL: &str = "com.docker.sandbox.key";
+/// On a Weft sandbox: Docker's SandboxKey itself (where dockerd keeps the namespace), for the
+/// sweep of sandboxes Docker forgot.
+pub const SANDBOX_PATH_LABEL: &str = "com.docker.sandbox.path";
 /// On a Weft sandbox: Docker's container id, when the plugin could learn it.
 pub const CONTAINER_LABEL: &str = "com.docker.container.id";
 /// At most this many pages of a list (1000 items each) are read.

@@ -10,6 +10,7 @@
 
 mod dockerd;
 mod overview;
+mod sweep;
 mod world;
 
 use std::path::{Path, PathBuf};

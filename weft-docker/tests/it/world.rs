@@ -59,10 +59,16 @@ pub struct World {
     pub driver: String,
     token: PathBuf,
     plugin_logs: tempfile::TempDir,
+    plugin_args: Vec<String>,
 }
 
 impl World {
     pub fn new() -> Self {
+        Self::with_plugin_args(&[])
+    }
+
+    /// With these extra flags for the plugin.
+    pub fn with_plugin_args(plugin_args: &[&str]) -> Self {
         let host = TestNs::named("dk-host").with_lo_up();
         host.sysctl_w(&["net.ipv4.ip_forward=1"]);
         let internet = TestNs::named("dk-inet").with_lo_up();
@@ -112,6 +118,7 @@ impl World {
             driver,
             token,
             plugin_logs,
+            plugin_args: plugin_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         w.start_plugin();
         w
@@ -135,6 +142,7 @@ impl World {
             .arg(&self.token)
             .arg("--docker-host")
             .arg(self.dockerd.socket())
+            .args(&self.plugin_args)
             .env("WEFT_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
