@@ -53,6 +53,13 @@ impl DockerApi {
     }
 
     async fn get(&self, path: &str) -> Result<Value, String> {
+        self.get_opt(path)
+            .await?
+            .ok_or_else(|| format!("{path}: 404 Not Found"))
+    }
+
+    /// GET `path`: `None` for a 404 (no such object).
+    async fn get_opt(&self, path: &str) -> Result<Option<Value>, String> {
         let call = async {
             let stream = tokio::net::UnixStream::connect(&self.socket)
                 .await
@@ -72,10 +79,15 @@ impl DockerApi {
                 .await
                 .map_err(|e| e.to_string())?
                 .to_bytes();
+            if status == hyper::StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
             if !status.is_success() {
                 return Err(format!("{path}: {status}"));
             }
-            serde_json::from_slice(&body).map_err(|e| format!("{path}: {e}"))
+            serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| format!("{path}: {e}"))
         };
         tokio::time::timeout(TIMEOUT, call)
             .await
@@ -89,6 +101,14 @@ impl DockerApi {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .ok_or_else(|| format!("network {id} has no name"))
+    }
+
+    /// Whether dockerd has network `id` (a 404 says it has not).
+    pub async fn network_exists(&self, id: &str) -> Result<bool, String> {
+        Ok(self
+            .get_opt(&format!("/v1.41/networks/{id}"))
+            .await?
+            .is_some())
     }
 
     /// The container being attached to network `network_name`: the only one that is on it in

@@ -83,6 +83,11 @@ impl Plugin {
         }
     }
 
+    /// dockerd's API, when the plugin was given it.
+    pub fn docker(&self) -> Option<&DockerApi> {
+        self.settings.docker.as_ref()
+    }
+
     /// The connection to the gateway (for the sweep).
     pub async fn clients(&self) -> Result<Clients, PluginError> {
         self.gw().await

@@ -7,6 +7,10 @@
 //! plugin that cannot see dockerd's exec root, from another mount namespace, deletes nothing),
 //! and the sandbox is older than `--stale-after` (dockerd makes the file only after `Join`, when
 //! runc's prestart hook runs).
+//!
+//! Likewise a network: dockerd removes its record even when the plugin could not delete the
+//! Weft network. With `--docker-host`, the plugin's networks older than `--stale-after` that
+//! dockerd answers 404 for are deleted (once they have no endpoint left).
 
 use std::{
     path::Path,
@@ -32,15 +36,17 @@ pub fn docker_sandbox_gone(
 }
 
 fn created_at(sb: &pb::Sandbox) -> SystemTime {
-    sb.created_at
-        .as_ref()
-        .and_then(|t| {
-            let secs = u64::try_from(t.seconds).ok()?;
-            let nanos = u32::try_from(t.nanos).ok()?;
-            SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
-        })
-        // Unknown: as if made now, so never swept for it.
-        .unwrap_or_else(SystemTime::now)
+    timestamp(sb.created_at.as_ref())
+}
+
+fn timestamp(t: Option<&prost_types::Timestamp>) -> SystemTime {
+    t.and_then(|t| {
+        let secs = u64::try_from(t.seconds).ok()?;
+        let nanos = u32::try_from(t.nanos).ok()?;
+        SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+    })
+    // Unknown: as if made now, so never swept for it.
+    .unwrap_or_else(SystemTime::now)
 }
 
 /// One sweep: deletes the plugin's sandboxes whose Docker sandbox is gone; how many.
@@ -75,11 +81,62 @@ pub async fn once(plugin: &Plugin, grace: Duration) -> Result<usize, crate::erro
     Ok(deleted)
 }
 
-/// Sweeps every `every`, the first time at once.
+/// Deletes the plugin's networks that dockerd no longer has; how many.
+pub async fn networks(
+    plugin: &Plugin,
+    grace: Duration,
+) -> Result<usize, crate::error::PluginError> {
+    let Some(docker) = plugin.docker() else {
+        return Ok(0);
+    };
+    let mut gw = plugin.clients().await?;
+    let now = SystemTime::now();
+    let mut deleted = 0;
+    for net in gw.networks(None).await? {
+        let Some(id) = net.labels.get(crate::weft::NETWORK_ID_LABEL) else {
+            continue;
+        };
+        let created = timestamp(net.created_at.as_ref());
+        if !now.duration_since(created).is_ok_and(|age| age >= grace) {
+            continue;
+        }
+        match docker.network_exists(id).await {
+            Ok(false) => {}
+            Ok(true) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask dockerd about its networks");
+                return Ok(deleted);
+            }
+        }
+        let res = gw
+            .networks
+            .delete_network(pb::DeleteNetworkRequest {
+                network: net.id.clone(),
+                ..Default::default()
+            })
+            .await;
+        match crate::weft::gone_is_fine(res) {
+            Ok(()) => {
+                tracing::info!(network = %net.name, docker_id = %id, "deleted: Docker's network is gone");
+                deleted += 1;
+            }
+            Err(st) => {
+                tracing::warn!(network = %net.name, error = %st.message(), "cannot delete a network Docker forgot")
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Sweeps every `every`, the first time at once: sandboxes first (a network with endpoints
+/// cannot go).
 pub async fn run(plugin: Arc<Plugin>, every: Duration, grace: Duration) {
     loop {
         if let Err(e) = once(&plugin, grace).await {
             tracing::warn!(error = %e, "sweep of forgotten sandboxes failed");
+        }
+        if let Err(e) = networks(&plugin, grace).await {
+            tracing::warn!(error = %e, "sweep of forgotten networks failed");
         }
         tokio::time::sleep(every).await;
     }

@@ -44,6 +44,26 @@ fn sandboxes_whose_docker_namespace_is_gone_are_swept_and_no_others() {
         &path_label(&gone),
         "someone-elses",
     ]);
+    // A network of the plugin's that dockerd does not have (removed while the plugin was
+    // down), and one that dockerd has.
+    let d = w.driver.clone();
+    let docker_id = w.docker(&["network", "create", "-d", &d, "--ipam-driver", &d, "kept"]);
+    let forgotten_id = "f".repeat(64);
+    for (name, id) in [
+        ("forgotten-net", forgotten_id.as_str()),
+        ("kept-net", docker_id.as_str()),
+    ] {
+        let id_label = format!("com.docker.network.id={id}");
+        w.weftctl(&[
+            "network",
+            "create",
+            "--label",
+            "created-by=weft-docker",
+            "--label",
+            &id_label,
+            name,
+        ]);
+    }
 
     let names = || -> Vec<String> {
         w.weftctl_json(&["sandbox", "ls"])
@@ -64,5 +84,20 @@ fn sandboxes_whose_docker_namespace_is_gone_are_swept_and_no_others() {
     let left = names();
     assert!(left.contains(&"alive".to_owned()), "{left:?}");
     assert!(left.contains(&"someone-elses".to_owned()), "{left:?}");
+    let networks = || -> Vec<String> {
+        w.weftctl_json(&["network", "ls"])
+            .iter()
+            .map(|n| n["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the forgotten network swept",
+        || (!networks().contains(&"forgotten-net".to_owned())).then_some(()),
+    );
+    let left = networks();
+    assert!(left.contains(&"kept-net".to_owned()), "{left:?}");
     w.weftctl(&["sandbox", "rm", "alive", "someone-elses"]);
+    w.weftctl(&["network", "rm", "kept-net"]);
+    w.docker(&["network", "rm", "kept"]);
 }
