@@ -26,15 +26,17 @@ if [ "${1:-}" != "--run" ]; then
   # The test of the shipped systemd unit runs `systemd-analyze verify` on it.
   command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 fi
-# Container runtimes the CNI tests run Weft under (Podman with its CNI backend and runc, the
-# standard CNI plugins chained after weft-cni, busybox for the containers' root filesystem):
-# without recommends, which would pull in crun, slirp4netns and friends the tests do not use.
+# Container runtimes the tests run Weft under: Podman with its CNI backend and runc, the
+# standard CNI plugins chained after weft-cni (weft-cni/tests/spec), Debian's dockerd 20.10 and
+# CLI (weft-docker/tests/it), and a static busybox for the containers' root filesystem and the
+# image dockerd imports. Without recommends (crun, slirp4netns, apparmor, git, … are not used).
 need_runtime=()
 if [ "${1:-}" != "--run" ]; then
   command -v podman >/dev/null || need_runtime+=(podman)
   command -v runc >/dev/null || need_runtime+=(runc)
   [ -x /usr/lib/cni/portmap ] || need_runtime+=(containernetworking-plugins)
   command -v iptables >/dev/null || need_runtime+=(iptables)
+  { [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ]; } || need_runtime+=(docker.io)
   dpkg -s busybox-static >/dev/null 2>&1 || need_runtime+=(busybox-static)
 fi
 if [ ${#need_apt[@]} -gt 0 ] || [ ${#need_runtime[@]} -gt 0 ]; then
@@ -45,7 +47,20 @@ if [ ${#need_apt[@]} -gt 0 ] || [ ${#need_runtime[@]} -gt 0 ]; then
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
   fi
   if [ ${#need_runtime[@]} -gt 0 ]; then
+    # The packages would start docker.service (a docker0 bridge, iptables rules) and
+    # podman.socket in the machine's own namespace: forbidden here. Tests start their own
+    # daemons in namespaces; a policy-rc.d of our own keeps the packages from starting any,
+    # and is removed afterwards.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+      chmod 0755 /usr/sbin/policy-rc.d
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get install -y -qq --no-install-recommends "${need_runtime[@]}" >/dev/null
+    # Nor at the next boot, nor on a connection to their sockets.
+    if command -v systemctl >/dev/null; then
+      systemctl disable docker.service docker.socket podman.socket >/dev/null 2>&1 || true
+    fi
   fi
 fi
 

@@ -172,3 +172,14 @@ pub(crate) fn capabilities(c: pb::HostCapabilities) -> HostCapabilities {
         ipsec_missing: c.ipsec_missing,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_handoff_option_is_the_one_the_agent_reads() {
+        assert_eq!(
+            crate::domain::endpoint::HANDOFF_OPTION,
+            weft_proto::HANDOFF_OPTION
+        );
+    }
+}

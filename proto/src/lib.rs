@@ -36,6 +36,13 @@ pub mod dns {
     }
 }
 
+/// Endpoint driver option (`EndpointSettings.driver_options`): the endpoint's container end is
+/// left in the host's (the agent's managed) namespace under this interface name, with its MAC
+/// and MTU but no address or route, for a container runtime that moves it into the container
+/// itself (Docker's remote network drivers: `Join` names it in `InterfaceName.SrcName`). The
+/// agent then ensures only the host side; the container side is the runtime's.
+pub const HANDOFF_OPTION: &str = "weft.endpoint.handoff";
+
 /// The encoded `FileDescriptorSet` of every Weft `.proto`, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("weft_descriptor");
 

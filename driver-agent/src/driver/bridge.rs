@@ -88,7 +88,10 @@ impl NetworkDriver for Bridge {
         let br = setup.device.as_ref().ok_or_else(|| AgentError::Vanished {
             name: net.bridge.clone(),
         })?;
-        attach_veth(host, sandbox, br, ep, net.bridge_mtu(), report).await
+        match &ep.handoff {
+            Some(name) => attach_handoff(host, br, ep, name, net.bridge_mtu(), report).await,
+            None => attach_veth(host, sandbox, br, ep, net.bridge_mtu(), report).await,
+        }
     }
 
     /// The host end is enough: the peer goes with it, wherever it is.
@@ -270,6 +273,73 @@ pub(super) async fn attach_veth(
         report.changes.clear();
     }
     res
+}
+
+/// The endpoint's veth for a runtime that moves the container end itself
+/// ([`weft_proto::HANDOFF_OPTION`]): host end in the bridge, the peer born in the host's
+/// namespace as `peer_name` with the endpoint's MAC and MTU, down, without address or route.
+/// Once the host end exists the peer is wherever the runtime put it (inside the container,
+/// named by the runtime): the agent only keeps the host end in the bridge and up.
+async fn attach_handoff(
+    host: &Handle,
+    bridge: &Link,
+    ep: &Endpoint,
+    peer_name: &str,
+    mtu: u32,
+    report: &mut Report,
+) -> Result<Attached, AgentError> {
+    let host_name = names::veth_host_name(&ep.id);
+    let alias = names::endpoint_alias(&ep.id);
+    let created = match kernel::link_by_name(host, &host_name).await? {
+        Some(l)
+            if l.alias != alias && !(l.alias.is_empty() && names::is_veth_host_name(&l.name)) =>
+        {
+            return Err(AgentError::NotOurs {
+                name: l.name,
+                alias: l.alias,
+            });
+        }
+        Some(l) => {
+            if l.controller != Some(bridge.index) || !l.up {
+                enslave_up(host, &l, bridge).await?;
+            }
+            false
+        }
+        None => {
+            if let Some(l) = kernel::link_by_name(host, peer_name).await? {
+                return Err(AgentError::NotOurs {
+                    name: l.name,
+                    alias: l.alias,
+                });
+            }
+            let peer = LinkUnspec::new_with_name(peer_name)
+                .address(ep.mac.to_vec())
+                .mtu(mtu)
+                .build();
+            let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                .name(&host_name)
+                .mtu(mtu)
+                .controller(bridge.index)
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                .build();
+            host.link()
+                .add(msg)
+                .execute()
+                .await
+                .map_err(AgentError::netlink("create veth", &host_name))?;
+            veth_created(&host_name, ep, bridge, report);
+            true
+        }
+    };
+    kernel::set_port_alias_up(host, &host_name, &alias).await?;
+    Ok(Attached {
+        ifname: peer_name.to_owned(),
+        index: 0,
+        mac: ep.mac,
+        mtu,
+        addresses: ep.addresses(),
+        created,
+    })
 }
 
 fn veth_created(host_name: &str, ep: &Endpoint, bridge: &Link, report: &mut Report) {

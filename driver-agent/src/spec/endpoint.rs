@@ -30,6 +30,9 @@ pub struct Endpoint {
     pub default_route_v6: bool,
     /// Ports published through this endpoint (the full set).
     pub ports: Vec<PortMapping>,
+    /// The container end stays in the host's namespace under this name, unconfigured, for the
+    /// container runtime to move ([`weft_proto::HANDOFF_OPTION`]).
+    pub handoff: Option<String>,
 }
 
 impl Endpoint {
@@ -129,6 +132,16 @@ impl Endpoint {
             );
         }
         let ports = parse_ports(&mut v, prefix, &spec.port_mappings);
+        let handoff = spec
+            .driver_options
+            .get(weft_proto::HANDOFF_OPTION)
+            .map(|raw| {
+                let field = f(&format!("driver_options[{}]", weft_proto::HANDOFF_OPTION));
+                if let Err(reason) = names::valid_ifname(raw) {
+                    v.add(&field, raw, reason);
+                }
+                raw.clone()
+            });
         if spec.default_route_v6 && ipv6_gateway.is_none() {
             v.add(
                 f("ipv6_gateway"),
@@ -151,6 +164,7 @@ impl Endpoint {
             default_route_v4: spec.default_route_v4,
             default_route_v6: spec.default_route_v6,
             ports,
+            handoff,
         })
     }
 }

@@ -11,6 +11,7 @@ mod changes;
 mod create_attached;
 mod firewall;
 mod grpc;
+mod handoff;
 mod ipv6_off;
 mod ipvlan;
 mod macvlan;

@@ -16,9 +16,12 @@ use super::{
 };
 
 /// Endpoint driver options (Docker's `--driver-opt`) known here.
-pub const ENDPOINT_OPTIONS: &[&str] = &[SYSCTLS_OPTION];
+pub const ENDPOINT_OPTIONS: &[&str] = &[SYSCTLS_OPTION, HANDOFF_OPTION];
 /// Per-interface sysctls, applied to the endpoint's interface (`IFNAME`).
 const SYSCTLS_OPTION: &str = "com.docker.network.endpoint.sysctls";
+/// The container end stays in the host's namespace under this name, for a runtime that moves
+/// it itself (`weft_proto::HANDOFF_OPTION`, which the agent reads; the same text).
+pub const HANDOFF_OPTION: &str = "weft.endpoint.handoff";
 
 /// The raw settings of one attachment (Connect's `settings`, or an initial network of
 /// CreateSandbox).
@@ -91,6 +94,9 @@ impl EndpointSpec {
             let field = f(&format!("driver_options[{key}]"));
             if key == SYSCTLS_OPTION {
                 errs.check(check_endpoint_sysctls(&field, value));
+            } else if key == HANDOFF_OPTION {
+                // An interface name in the host's namespace (see the constant).
+                errs.check(check_ifname(&field, value));
             } else {
                 errs.add(
                     field,

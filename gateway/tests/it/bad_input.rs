@@ -672,6 +672,7 @@ fn range_rows() -> Vec<(String, Attack, String)> {
         row("interface name ..", hostile_settings(|s| s.interface_name = "..".into()), "settings.interface_name"),
         row("interface name of 16 bytes", hostile_settings(|s| s.interface_name = "abcdefghijklmnop".into()), "settings.interface_name"),
         row("a link-local address that is not", hostile_settings(|s| s.link_local_ips = vec!["127.0.0.1".into()]), "settings.link_local_ips[0]"),
+        row("a handoff interface name of 16 bytes", hostile_settings(|s| { s.driver_options = [("weft.endpoint.handoff".to_owned(), "abcdefghijklmnop".to_owned())].into() }), "settings.driver_options[weft.endpoint.handoff]"),
         row("an unknown endpoint option", hostile_settings(|s| { s.driver_options = [("com.docker.network.endpoint.ifname".to_owned(), "x".to_owned())].into() }), "settings.driver_options[com.docker.network.endpoint.ifname]"),
         row("a sysctl outside the interface", hostile_settings(|s| { s.driver_options = [(sysctl.to_owned(), "net.ipv4.conf.IFNAME.../../../kernel/x=1".to_owned())].into() }), &format!("settings.driver_options[{sysctl}]")),
         row("a sysctl of another subsystem", hostile_settings(|s| { s.driver_options = [(sysctl.to_owned(), "kernel.panic=1".to_owned())].into() }), &format!("settings.driver_options[{sysctl}]")),

@@ -571,5 +571,6 @@ fn agent_endpoint_on(net: &agent::Network) -> agent::Endpoint {
         default_route_v4: false,
         default_route_v6: false,
         ports: vec![],
+        handoff: None,
     }
 }

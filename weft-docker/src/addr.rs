@@ -1,0 +1,305 @@
+//! Pure rules of the plugin, free of I/O: Docker's ids, pool ids, the free address an IPAM
+//! request gets, the MAC and host-side interface name of an endpoint, published ports.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use ipnet::Ipv4Net;
+use serde_json::Value;
+use weft_proto::gateway::v1 as pb;
+
+use crate::{error::PluginError, protocol::PortBinding};
+
+/// The prefix of every pool id this plugin hands out.
+const POOL_PREFIX: &str = "weft:";
+/// Published ports taken from one request, at most (Weft's own limit per sandbox).
+pub const PORTS_MAX: usize = 64;
+
+/// A Docker object id (network, endpoint): 1 to 64 lowercase hex digits (Docker's are 64).
+pub fn docker_id<'a>(field: &str, id: &'a str) -> Result<&'a str, PluginError> {
+    if !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(id)
+    } else {
+        Err(PluginError::invalid(
+            field,
+            id,
+            "expected 1 to 64 lowercase hex digits",
+        ))
+    }
+}
+
+/// The interface Docker moves into the container: `wd` and the first 13 digits of its
+/// endpoint id (15 characters, the kernel's limit), unique among the endpoints on this host.
+pub fn handoff_name(endpoint_id: &str) -> String {
+    let n = endpoint_id.len().min(13);
+    format!("wd{}", &endpoint_id[..n])
+}
+
+/// Docker's own MAC scheme (02:42 and the IPv4 address): stable for an address, so Docker,
+/// Weft and the kernel agree on it without the plugin remembering it.
+pub fn mac_for(ip: Ipv4Addr) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
+/// A pool the plugin handed out: the subnet, and the sub-range automatic addresses come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    pub subnet: Ipv4Net,
+    pub range: Option<Ipv4Net>,
+}
+
+impl Pool {
+    /// From RequestPool's `Pool` and `SubPool` (both CIDR; the sub-pool inside the pool).
+    pub fn new(pool: &str, sub_pool: &str) -> Result<Self, PluginError> {
+        let subnet: Ipv4Net = pool
+            .parse()
+            .map_err(|_| PluginError::invalid("Pool", pool, "not an IPv4 CIDR"))?;
+        if subnet.trunc() != subnet {
+            return Err(PluginError::invalid("Pool", pool, "has host bits set"));
+        }
+        if subnet.prefix_len() > 30 {
+            return Err(PluginError::invalid("Pool", pool, "smaller than a /30"));
+        }
+        let range = if sub_pool.is_empty() {
+            None
+        } else {
+            let r: Ipv4Net = sub_pool
+                .parse()
+                .map_err(|_| PluginError::invalid("SubPool", sub_pool, "not an IPv4 CIDR"))?;
+            if !subnet.contains(&r) {
+                return Err(PluginError::invalid(
+                    "SubPool",
+                    sub_pool,
+                    format!("not inside the pool {subnet}"),
+                ));
+            }
+            Some(r.trunc())
+        };
+        Ok(Self { subnet, range })
+    }
+
+    /// The pool id Docker keeps: `weft:SUBNET` or `weft:SUBNET:RANGE`, so that later calls
+    /// need no state of the plugin's.
+    pub fn id(&self) -> String {
+        match self.range {
+            None => format!("{POOL_PREFIX}{}", self.subnet),
+            Some(r) => format!("{POOL_PREFIX}{}:{r}", self.subnet),
+        }
+    }
+
+    pub fn parse_id(id: &str) -> Result<Self, PluginError> {
+        let bad = || PluginError::invalid("PoolID", id, "not a pool id of this plugin");
+        let rest = id.strip_prefix(POOL_PREFIX).ok_or_else(bad)?;
+        let (pool, sub) = rest.split_once(':').unwrap_or((rest, ""));
+        Self::new(pool, sub).map_err(|_| bad())
+    }
+
+    /// The gateway: `requested` (an address in the subnet) or the first host.
+    pub fn gateway(&self, requested: &str) -> Result<Ipv4Addr, PluginError> {
+        if requested.is_empty() {
+            return self
+                .subnet
+                .hosts()
+                .next()
+                .ok_or_else(|| PluginError::Exhausted(self.subnet.to_string()));
+        }
+        self.member("Address", requested)
+    }
+
+    /// `raw` (an address, or an address/len as Docker sometimes sends) inside the subnet, not
+    /// its network or broadcast address.
+    pub fn member(&self, field: &str, raw: &str) -> Result<Ipv4Addr, PluginError> {
+        let ip: Ipv4Addr = raw
+            .split_once('/')
+            .map_or(raw, |(a, _)| a)
+            .parse()
+            .map_err(|_| PluginError::invalid(field, raw, "not an IPv4 address"))?;
+        if !self.subnet.contains(&ip)
+            || ip == self.subnet.network()
+            || (self.subnet.prefix_len() < 31 && ip == self.subnet.broadcast())
+        {
+            return Err(PluginError::invalid(
+                field,
+                raw,
+                format!("not a host address of {}", self.subnet),
+            ));
+        }
+        Ok(ip)
+    }
+
+    /// `ip` with the subnet's prefix length, as Docker wants addresses.
+    pub fn cidr(&self, ip: Ipv4Addr) -> String {
+        format!("{ip}/{}", self.subnet.prefix_len())
+    }
+
+    /// The lowest host address of the range (else the subnet) not in `taken`.
+    pub fn first_free(&self, taken: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+        let from = self.range.unwrap_or(self.subnet);
+        from.hosts().find(|ip| {
+            self.subnet.contains(ip)
+                && *ip != self.subnet.network()
+                && *ip != self.subnet.broadcast()
+                && !taken.contains(ip)
+        })
+    }
+}
+
+/// The published ports in Docker's `com.docker.network.portmap` option, as Weft's; absent or
+/// null is none.
+pub fn port_mappings(
+    options: Option<&BTreeMap<String, Value>>,
+) -> Result<Vec<pb::PortMapping>, PluginError> {
+    let Some(raw) = options.and_then(|o| o.get(crate::protocol::PORT_MAP)) else {
+        return Ok(Vec::new());
+    };
+    if raw.is_null() {
+        return Ok(Vec::new());
+    }
+    let bindings: Vec<PortBinding> = serde_json::from_value(raw.clone()).map_err(|e| {
+        PluginError::invalid(crate::protocol::PORT_MAP, &raw.to_string(), e.to_string())
+    })?;
+    if bindings.len() > PORTS_MAX {
+        return Err(PluginError::invalid(
+            crate::protocol::PORT_MAP,
+            &format!("{} bindings", bindings.len()),
+            format!("at most {PORTS_MAX}"),
+        ));
+    }
+    bindings.iter().map(port_mapping).collect()
+}
+
+fn port_mapping(b: &PortBinding) -> Result<pb::PortMapping, PluginError> {
+    let protocol = match b.proto {
+        6 => pb::Protocol::Tcp,
+        17 => pb::Protocol::Udp,
+        132 => pb::Protocol::Sctp,
+        other => {
+            return Err(PluginError::invalid(
+                "portmap.Proto",
+                &other.to_string(),
+                "expected 6 (tcp), 17 (udp) or 132 (sctp)",
+            ));
+        }
+    };
+    if b.port == 0 {
+        return Err(PluginError::invalid(
+            "portmap.Port",
+            "0",
+            "expected 1 to 65535",
+        ));
+    }
+    // Docker's "8000-8009:80" (one host port of a range) is given as its first port: Weft
+    // publishes exactly the one asked for.
+    Ok(pb::PortMapping {
+        host_ip: b.host_ip.clone(),
+        host_port: u32::from(b.host_port),
+        container_port: u32::from(b.port),
+        protocol: protocol as i32,
+        range: 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_ids_are_hex_of_at_most_64_digits() {
+        assert!(docker_id("NetworkID", &"a1".repeat(32)).is_ok());
+        for bad in ["", "ABC", "../x", "a b", &"a".repeat(65)] {
+            assert!(docker_id("NetworkID", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn handoff_names_fit_the_kernel_limit() {
+        let n = handoff_name(&"0123456789abcdef".repeat(4));
+        assert_eq!(n, "wd0123456789abc");
+        assert_eq!(n.len(), 15);
+        assert_eq!(handoff_name("ab"), "wdab");
+    }
+
+    #[test]
+    fn macs_follow_dockers_scheme() {
+        assert_eq!(mac_for(Ipv4Addr::new(172, 18, 0, 2)), "02:42:ac:12:00:02");
+    }
+
+    #[test]
+    fn pool_ids_round_trip_and_refuse_strangers() {
+        let p = Pool::new("10.9.0.0/24", "10.9.0.128/25").unwrap();
+        assert_eq!(p.id(), "weft:10.9.0.0/24:10.9.0.128/25");
+        assert_eq!(Pool::parse_id(&p.id()).unwrap(), p);
+        let q = Pool::new("10.9.0.0/16", "").unwrap();
+        assert_eq!(Pool::parse_id(&q.id()).unwrap(), q);
+        for bad in [
+            "",
+            "10.9.0.0/24",
+            "weft:",
+            "weft:10.9.0.1/24",
+            "weft:10.9.0.0/24:10.8.0.0/25",
+            "weft:::",
+        ] {
+            assert!(Pool::parse_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(Pool::new("10.0.0.0/31", "").is_err());
+        assert!(Pool::new("fd00::/64", "").is_err());
+    }
+
+    #[test]
+    fn gateways_are_the_first_host_or_the_one_asked_for() {
+        let p = Pool::new("10.9.0.0/24", "").unwrap();
+        assert_eq!(p.gateway("").unwrap(), Ipv4Addr::new(10, 9, 0, 1));
+        assert_eq!(
+            p.gateway("10.9.0.254").unwrap(),
+            Ipv4Addr::new(10, 9, 0, 254)
+        );
+        assert_eq!(
+            p.gateway("10.9.0.7/24").unwrap(),
+            Ipv4Addr::new(10, 9, 0, 7)
+        );
+        for bad in ["10.9.1.1", "10.9.0.0", "10.9.0.255", "x"] {
+            assert!(p.gateway(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn free_addresses_skip_what_is_taken_and_stay_in_the_range() {
+        let p = Pool::new("10.9.0.0/29", "").unwrap();
+        let taken: BTreeSet<_> = [Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(10, 9, 0, 3)].into();
+        assert_eq!(p.first_free(&taken), Some(Ipv4Addr::new(10, 9, 0, 2)));
+        let all: BTreeSet<_> = p.subnet.hosts().collect();
+        assert_eq!(p.first_free(&all), None);
+        let r = Pool::new("10.9.0.0/24", "10.9.0.128/25").unwrap();
+        assert_eq!(
+            r.first_free(&BTreeSet::new()),
+            Some(Ipv4Addr::new(10, 9, 0, 129))
+        );
+    }
+
+    #[test]
+    fn port_maps_become_weft_mappings() {
+        let opts: BTreeMap<String, Value> = serde_json::from_str(
+            r#"{"com.docker.network.portmap":[{"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080}]}"#,
+        )
+        .unwrap();
+        let m = port_mappings(Some(&opts)).unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].host_port, m[0].container_port), (8080, 80));
+        assert_eq!(m[0].protocol, pb::Protocol::Tcp as i32);
+        let null: BTreeMap<String, Value> =
+            serde_json::from_str(r#"{"com.docker.network.portmap":null}"#).unwrap();
+        assert!(port_mappings(Some(&null)).unwrap().is_empty());
+        let bad: BTreeMap<String, Value> =
+            serde_json::from_str(r#"{"com.docker.network.portmap":[{"Proto":1,"Port":80}]}"#)
+                .unwrap();
+        assert!(port_mappings(Some(&bad)).is_err());
+    }
+}

@@ -1,0 +1,161 @@
+//! The calls that need no gateway; those that do are exercised by the Docker test
+//! (`tests/it`), against a real dockerd and a real Weft.
+
+use super::*;
+
+fn plugin() -> Plugin {
+    // Port 9 (discard): any call that reached for the gateway would fail, not hang.
+    Plugin::new(Settings {
+        gateway: "http://127.0.0.1:9".into(),
+        bearer: Bearer::none(),
+        docker: None,
+    })
+}
+
+async fn call(p: &Plugin, path: &str, body: Value) -> Result<Value, PluginError> {
+    p.call(path, body.to_string().as_bytes()).await
+}
+
+#[tokio::test]
+async fn activation_names_both_drivers_and_local_scope() {
+    let p = plugin();
+    let v = p.call("/Plugin.Activate", b"").await.unwrap();
+    assert_eq!(v, json!({"Implements": ["NetworkDriver", "IpamDriver"]}));
+    let caps = p
+        .call("/NetworkDriver.GetCapabilities", b"{}")
+        .await
+        .unwrap();
+    assert_eq!(caps["Scope"], "local");
+    let spaces = p
+        .call("/IpamDriver.GetDefaultAddressSpaces", b"")
+        .await
+        .unwrap();
+    assert_eq!(spaces["LocalDefaultAddressSpace"], LOCAL_SPACE);
+    let ipam = p.call("/IpamDriver.GetCapabilities", b"").await.unwrap();
+    assert_eq!(ipam["RequiresMACAddress"], false);
+}
+
+#[tokio::test]
+async fn unknown_calls_malformed_bodies_and_swarm_are_errors() {
+    let p = plugin();
+    let e = p.call("/NetworkDriver.Nope", b"{}").await.unwrap_err();
+    assert!(e.to_string().contains("unknown call"), "{e}");
+    let e = p
+        .call("/NetworkDriver.Join", b"{not json")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PluginError::Body(_)), "{e}");
+    let e = p.call("/NetworkDriver.Join", b"\"x\"").await.unwrap_err();
+    assert!(matches!(e, PluginError::Body(_)), "{e}");
+    // (serde takes an array for a struct: all fields missing, refused by the id check.)
+    let e = p.call("/NetworkDriver.Join", b"[]").await.unwrap_err();
+    assert!(e.to_string().contains("NetworkID"), "{e}");
+    let e = p
+        .call("/NetworkDriver.AllocateNetwork", b"{}")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("swarm"), "{e}");
+}
+
+#[tokio::test]
+async fn pools_given_explicitly_need_no_gateway_and_v6_is_refused() {
+    let p = plugin();
+    let v = call(
+        &p,
+        "/IpamDriver.RequestPool",
+        json!({"AddressSpace": "weft", "Pool": "10.5.0.0/24", "SubPool": "", "V6": false}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        v,
+        json!({"PoolID": "weft:10.5.0.0/24", "Pool": "10.5.0.0/24", "Data": {}})
+    );
+    let e = call(&p, "/IpamDriver.RequestPool", json!({"V6": true}))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("IPv6"), "{e}");
+    let e = call(
+        &p,
+        "/IpamDriver.RequestPool",
+        json!({"Pool": "10.5.0.1/24"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("host bits"), "{e}");
+}
+
+#[tokio::test]
+async fn gateway_and_static_addresses_come_from_the_pool_id() {
+    let p = plugin();
+    let gw = json!({"PoolID": "weft:10.5.0.0/24", "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}});
+    assert_eq!(
+        call(&p, "/IpamDriver.RequestAddress", gw).await.unwrap()["Address"],
+        "10.5.0.1/24"
+    );
+    let fixed = json!({"PoolID": "weft:10.5.0.0/24", "Address": "10.5.0.9", "Options": null});
+    assert_eq!(
+        call(&p, "/IpamDriver.RequestAddress", fixed).await.unwrap()["Address"],
+        "10.5.0.9/24"
+    );
+    assert!(
+        p.reserved
+            .lock()
+            .await
+            .contains_key(&Ipv4Addr::new(10, 5, 0, 9))
+    );
+    let rel = json!({"PoolID": "weft:10.5.0.0/24", "Address": "10.5.0.9/24"});
+    call(&p, "/IpamDriver.ReleaseAddress", rel).await.unwrap();
+    assert!(p.reserved.lock().await.is_empty());
+    let foreign = json!({"PoolID": "default/10.5.0.0/24", "Address": ""});
+    assert!(
+        call(&p, "/IpamDriver.RequestAddress", foreign)
+            .await
+            .is_err()
+    );
+    let outside = json!({"PoolID": "weft:10.5.0.0/24", "Address": "10.6.0.9"});
+    assert!(
+        call(&p, "/IpamDriver.RequestAddress", outside)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn create_endpoint_gives_dockers_mac_and_is_remembered_until_join() {
+    let p = plugin();
+    let ep = "e".repeat(64);
+    let req = json!({"NetworkID": "ab", "EndpointID": ep, "Interface": {"Address": "10.5.0.2/24", "AddressIPv6": "", "MacAddress": ""}, "Options": {}});
+    let v = call(&p, "/NetworkDriver.CreateEndpoint", req)
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"Interface": {"MacAddress": "02:42:0a:05:00:02"}}));
+    assert!(p.pending.lock().unwrap().contains_key(&ep));
+    let no_ipam = json!({"NetworkID": "ab", "EndpointID": "ef", "Interface": {}});
+    let e = call(&p, "/NetworkDriver.CreateEndpoint", no_ipam)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("--ipam-driver"), "{e}");
+    let hostile = json!({"NetworkID": "../../x", "EndpointID": "ef"});
+    assert!(
+        call(&p, "/NetworkDriver.CreateEndpoint", hostile)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn join_without_create_endpoint_is_refused_before_any_gateway_call() {
+    let p = plugin();
+    let req = json!({"NetworkID": "ab", "EndpointID": "cd", "SandboxKey": "/var/run/docker/netns/0123456789ab", "Options": {}});
+    let e = call(&p, "/NetworkDriver.Join", req).await.unwrap_err();
+    assert!(e.to_string().contains("restarted"), "{e}");
+    let bad_key = json!({"NetworkID": "ab", "EndpointID": "cd", "SandboxKey": "/etc/passwd"});
+    assert!(
+        call(&p, "/NetworkDriver.Join", bad_key)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("SandboxKey")
+    );
+}
