@@ -6,6 +6,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod store;
 
 use std::future::Future;
@@ -43,6 +44,7 @@ pub async fn serve(
 /// Runs the whole service from a configuration until SIGTERM or SIGINT: what `main` does.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let ipam = open(&config).await?;
+    metrics::register(&ipam);
     let db = ipam.db().clone();
     weft_runtime::grpc::serve_until_signal(
         "ipam-svc",
