@@ -96,12 +96,14 @@ where
 
 /// Every link of the namespace.
 pub async fn links(handle: &Handle) -> Result<Vec<Link>, AgentError> {
-    Ok(crate::metrics::timed("link_dump", dump(|| handle.link().get().execute()))
-        .await
-        .map_err(AgentError::netlink("list", "links"))?
-        .into_iter()
-        .map(Link::from)
-        .collect())
+    Ok(
+        crate::metrics::timed("link_dump", dump(|| handle.link().get().execute()))
+            .await
+            .map_err(AgentError::netlink("list", "links"))?
+            .into_iter()
+            .map(Link::from)
+            .collect(),
+    )
 }
 
 /// Sets the alias and brings the link up.

@@ -5,12 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use weft_runtime::trace_context::{Traced, TracedChannel};
 use weft_proto::{
     agent::v1::{self as apb, agent_service_client::AgentServiceClient},
     dns::v1::dns_service_client::DnsServiceClient,
 };
 use weft_runtime::FieldViolation;
+use weft_runtime::trace_context::{Traced, TracedChannel};
 
 use crate::{
     desired::{agent_endpoint, agent_sandbox, role},

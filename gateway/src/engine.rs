@@ -14,12 +14,12 @@ use std::{
 };
 
 use tonic::transport::Channel;
-use weft_runtime::trace_context::{Traced, TracedChannel};
 use weft_proto::{
     agent::v1::agent_service_client::AgentServiceClient,
     dns::v1::dns_service_client::DnsServiceClient, gateway::v1 as pb,
     ipam::v1::ipam_service_client::IpamServiceClient,
 };
+use weft_runtime::trace_context::{Traced, TracedChannel};
 use weft_store::Db;
 
 use crate::{

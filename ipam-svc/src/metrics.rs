@@ -74,11 +74,7 @@ fn render(pools: &[PoolInfo]) -> String {
     );
     for p in pools {
         let subnet = p.def.subnet.to_string();
-        let network = p
-            .def
-            .labels
-            .get(NETWORK_LABEL)
-            .map_or("", String::as_str);
+        let network = p.def.labels.get(NETWORK_LABEL).map_or("", String::as_str);
         let labels = [
             ("pool", p.def.id.as_str()),
             ("address_space", p.def.space.as_str()),

@@ -659,7 +659,12 @@ mod tests {
         let metrics: Vec<_> = s.iter().map(|s| s.metrics.to_string()).collect();
         assert_eq!(
             metrics,
-            ["127.0.0.1:7711", "127.0.0.1:7710", "127.0.0.1:7712", "127.0.0.1:7713"]
+            [
+                "127.0.0.1:7711",
+                "127.0.0.1:7710",
+                "127.0.0.1:7712",
+                "127.0.0.1:7713"
+            ]
         );
         for svc in &s {
             let a = args(svc);

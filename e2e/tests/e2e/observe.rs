@@ -34,7 +34,15 @@ const METRICS: [(&str, &str); 4] = [
 fn curl(w: &World, url: &str) -> (String, String) {
     let out = Command::new("nsenter")
         .arg(format!("--net={}", w.host.path.display()))
-        .args(["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}", url])
+        .args([
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            url,
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -200,7 +208,15 @@ fn dns_queries(w: &World, netns: &str) {
     }
     let out = Command::new("nsenter")
         .arg(format!("--net={}", w.host.path.display()))
-        .args(["dig", "+time=2", "+tries=1", "+short", "@127.0.0.1", "-p", "5353"])
+        .args([
+            "dig",
+            "+time=2",
+            "+tries=1",
+            "+short",
+            "@127.0.0.1",
+            "-p",
+            "5353",
+        ])
         .arg("s1.obs-net.weft.")
         .output()
         .unwrap();
@@ -232,12 +248,11 @@ async fn watchers_keep_up(w: &World) {
     loop {
         let g = &scrape_all(w)["gateway"];
         let dns = [("client", "dns:local")];
-        let watchers = g
-            .0
-            .lines()
-            .filter(|l| l.starts_with("weft_gateway_watch_lag_revisions{"))
-            .filter(|l| l.contains("client=\"dns:local\""))
-            .count();
+        let watchers =
+            g.0.lines()
+                .filter(|l| l.starts_with("weft_gateway_watch_lag_revisions{"))
+                .filter(|l| l.contains("client=\"dns:local\""))
+                .count();
         let lag = g.sum("weft_gateway_watch_lag_revisions", &dns);
         if watchers > 0 && lag == 0.0 {
             return;

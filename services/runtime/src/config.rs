@@ -262,15 +262,28 @@ mod tests {
     #[test]
     fn the_metrics_address_is_off_by_default_and_checked() {
         let parse = |v: &str| Args::try_parse_from(["x", "--metrics-listen", v]);
-        assert_eq!(Args::try_parse_from(["x"]).unwrap().common.metrics_listen, None);
+        assert_eq!(
+            Args::try_parse_from(["x"]).unwrap().common.metrics_listen,
+            None
+        );
         for ok in ["127.0.0.1:9464", "0.0.0.0:9464", "[::1]:9464"] {
             parse(ok).unwrap().common.validate().unwrap();
         }
-        for bad in ["127.0.0.1:0", "224.0.0.1:9464", "255.255.255.255:9464", "[ff02::1]:9464"] {
+        for bad in [
+            "127.0.0.1:0",
+            "224.0.0.1:9464",
+            "255.255.255.255:9464",
+            "[ff02::1]:9464",
+        ] {
             let e = parse(bad).unwrap().common.validate().unwrap_err();
             assert!(matches!(e, ConfigError::MetricsListen { .. }), "{bad}: {e}");
         }
-        for junk in ["9464", "localhost:9464", "127.0.0.1:99999", "127.0.0.1:9464\n"] {
+        for junk in [
+            "9464",
+            "localhost:9464",
+            "127.0.0.1:99999",
+            "127.0.0.1:9464\n",
+        ] {
             assert!(parse(junk).is_err(), "{junk}");
         }
     }

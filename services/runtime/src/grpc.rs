@@ -201,9 +201,8 @@ impl GrpcServer {
         // hang together; it continues the caller's trace (W3C trace context). The metrics
         // layer is outermost, so that calls the access layer refuses count too. The access
         // layer runs after TLS: the caller's certificate is in the request's extensions by then.
-        let metered = crate::metrics::enabled().then(|| {
-            RpcMetricsLayer::new(rpc::Table::new(served_methods(&advertised)))
-        });
+        let metered = crate::metrics::enabled()
+            .then(|| RpcMetricsLayer::new(rpc::Table::new(served_methods(&advertised))));
         let router = Server::builder()
             .trace_fn(crate::trace_context::server_span)
             .layer(tower::util::option_layer(metered))

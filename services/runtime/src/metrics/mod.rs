@@ -161,7 +161,10 @@ async fn respond<B>(handle: &PrometheusHandle, req: &Request<B>) -> Response<Str
         r
     };
     if req.uri().path() != "/metrics" {
-        return plain(StatusCode::NOT_FOUND, "not found: only /metrics is served here\n");
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found: only /metrics is served here\n",
+        );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET /metrics\n");

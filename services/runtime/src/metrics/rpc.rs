@@ -116,10 +116,7 @@ impl Table {
     }
 
     fn get(&self, path: &str) -> Arc<Method> {
-        self.by_path
-            .get(path)
-            .unwrap_or(&self.unknown)
-            .clone()
+        self.by_path.get(path).unwrap_or(&self.unknown).clone()
     }
 }
 
