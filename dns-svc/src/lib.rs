@@ -225,7 +225,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let running = start(&config)?;
-    metrics::register(&running.resolver);
+    let _metrics = metrics::register(&running.resolver);
     let (listener, addr) = GrpcServer::bind(config.listen).await?;
     tracing::info!(%addr, service = "dns-svc", "listening");
     serve_on(

@@ -9,20 +9,21 @@ use std::{
 
 use ::metrics::Histogram;
 
-use weft_runtime::metrics::{Family, Kind};
+use weft_runtime::metrics::{CollectorGuard, Family, Kind};
 
 use crate::resolver::Resolver;
 
-/// Adds the query counters to every scrape, when this process serves metrics.
-pub fn register(resolver: &Arc<Resolver>) {
+/// Adds the query counters to every scrape, when this process serves metrics, while the
+/// guard is kept.
+pub fn register(resolver: &Arc<Resolver>) -> Option<CollectorGuard> {
     if !weft_runtime::metrics::enabled() {
-        return;
+        return None;
     }
     let resolver = resolver.clone();
-    weft_runtime::metrics::add_collector(Arc::new(move || {
+    Some(weft_runtime::metrics::add_collector(Arc::new(move || {
         let text = render(&resolver);
         Box::pin(async move { text })
-    }));
+    })))
 }
 
 /// The start of a query, when this process serves metrics (else nothing is timed).

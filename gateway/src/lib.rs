@@ -458,7 +458,7 @@ pub async fn ensure_predefined_with_retry(gw: &Gateway) {
 /// Serves until SIGTERM or SIGINT.
 pub async fn run(args: Args) -> Result<(), StartError> {
     let gw = open(&args).await?;
-    metrics::register(&gw);
+    let _metrics = metrics::register(&gw);
     let background = gw.clone();
     let interval = args.sweep_interval;
     tokio::spawn(async move {

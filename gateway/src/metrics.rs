@@ -12,7 +12,7 @@ use std::{
 };
 
 use sqlx::Row as _;
-use weft_runtime::metrics::{Family, Kind};
+use weft_runtime::metrics::{CollectorGuard, Family, Kind};
 
 use crate::{engine::Gateway, store};
 
@@ -67,16 +67,17 @@ impl Drop for WatchLag {
     }
 }
 
-/// Adds the gateway's families to every scrape, when this process serves metrics.
-pub fn register(gw: &Gateway) {
+/// Adds the gateway's families to every scrape, when this process serves metrics, while
+/// the guard is kept (it holds a clone of `gw`).
+pub fn register(gw: &Gateway) -> Option<CollectorGuard> {
     if !weft_runtime::metrics::enabled() {
-        return;
+        return None;
     }
     let gw = gw.clone();
-    weft_runtime::metrics::add_collector(Arc::new(move || {
+    Some(weft_runtime::metrics::add_collector(Arc::new(move || {
         let gw = gw.clone();
         Box::pin(async move { collect(&gw).await })
-    }));
+    })))
 }
 
 async fn collect(gw: &Gateway) -> String {

@@ -44,7 +44,8 @@ pub async fn serve(
 /// Runs the whole service from a configuration until SIGTERM or SIGINT: what `main` does.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let ipam = open(&config).await?;
-    metrics::register(&ipam);
+    // (Dropped before the store closes: the collector holds a handle on the engine.)
+    let metrics = metrics::register(&ipam);
     let db = ipam.db().clone();
     weft_runtime::grpc::serve_until_signal(
         "ipam-svc",
@@ -55,6 +56,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .internal(&config.transport, grpc::RULES)?,
     )
     .await?;
+    drop(metrics);
     db.close().await;
     Ok(())
 }

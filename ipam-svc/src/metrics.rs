@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use weft_runtime::metrics::{Family, Kind};
+use weft_runtime::metrics::{CollectorGuard, Family, Kind};
 
 use crate::engine::{Ipam, PoolInfo};
 
@@ -16,16 +16,17 @@ const MAX_PAGES: usize = 20;
 /// The pool label the gateway sets to the id of the network a pool belongs to.
 const NETWORK_LABEL: &str = "weft.network";
 
-/// Adds the pool families to every scrape, when this process serves metrics.
-pub fn register(ipam: &Ipam) {
+/// Adds the pool families to every scrape, when this process serves metrics, while
+/// the guard is kept (it holds a clone of `ipam`).
+pub fn register(ipam: &Ipam) -> Option<CollectorGuard> {
     if !weft_runtime::metrics::enabled() {
-        return;
+        return None;
     }
     let ipam = ipam.clone();
-    weft_runtime::metrics::add_collector(Arc::new(move || {
+    Some(weft_runtime::metrics::add_collector(Arc::new(move || {
         let ipam = ipam.clone();
         Box::pin(async move { collect(&ipam).await })
-    }));
+    })))
 }
 
 async fn collect(ipam: &Ipam) -> String {

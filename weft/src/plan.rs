@@ -35,6 +35,20 @@ pub const METRICS_IPAM: &str = "127.0.0.1:7711";
 pub const METRICS_AGENT: &str = "127.0.0.1:7712";
 pub const METRICS_DNS: &str = "127.0.0.1:7713";
 
+/// `args` (which start with `--listen ADDR`) with `--metrics-listen` after the listen address.
+fn with_metrics(service: &str, args: Vec<String>) -> Vec<OsString> {
+    let at = args.len().min(2);
+    let mut args: Vec<OsString> = args.into_iter().map(OsString::from).collect();
+    args.splice(
+        at..at,
+        [
+            "--metrics-listen".into(),
+            metrics_of(service).to_string().into(),
+        ],
+    );
+    args
+}
+
 /// The metrics address of `service`.
 fn metrics_of(service: &str) -> SocketAddr {
     let addr = match service {
@@ -352,11 +366,7 @@ impl UpConfig {
                 binary: self.bin_dir.join(name),
                 #[allow(clippy::expect_used)]
                 listen: listen.parse().expect("the default addresses are valid"),
-                args: args
-                    .into_iter()
-                    .chain(["--metrics-listen".into(), metrics_of(name).to_string()])
-                    .map(OsString::from)
-                    .collect(),
+                args: with_metrics(name, args),
                 env: self.database_env(name),
                 log: self.log_dir().join(format!("{name}.log")),
                 // The gateway's listener stays plaintext on loopback (it takes tokens); the
@@ -396,11 +406,7 @@ impl UpConfig {
             binary: self.bin_dir.join(name),
             listen,
             metrics: metrics_of(name),
-            args: args
-                .into_iter()
-                .chain(["--metrics-listen".into(), metrics_of(name).to_string()])
-                .map(Into::into)
-                .collect(),
+            args: with_metrics(name, args),
             env: Vec::new(),
             log: self.log_dir().join(format!("{name}.log")),
             run_as: if name == "driver-agent" {

@@ -53,7 +53,8 @@ pub type Rendered = Pin<Box<dyn Future<Output = String> + Send>>;
 pub type Collector = Arc<dyn Fn() -> Rendered + Send + Sync>;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-static COLLECTORS: Mutex<Vec<Collector>> = Mutex::new(Vec::new());
+static COLLECTORS: Mutex<Vec<(u64, Collector)>> = Mutex::new(Vec::new());
+static NEXT_COLLECTOR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A problem starting the metrics endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -94,12 +95,32 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
-/// Adds families read at every scrape (see [`Collector`]).
-pub fn add_collector(collector: Collector) {
+/// Adds families read at every scrape (see [`Collector`]) until the guard is dropped. A
+/// collector holds what it reads (a store, an engine's handle): drop the guard before waiting
+/// for those to close.
+#[must_use = "the collector is removed when the guard is dropped"]
+pub fn add_collector(collector: Collector) -> CollectorGuard {
+    let id = NEXT_COLLECTOR.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     COLLECTORS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push(collector);
+        .push((id, collector));
+    CollectorGuard { id }
+}
+
+/// Keeps a collector in the scrapes; see [`add_collector`].
+#[derive(Debug)]
+pub struct CollectorGuard {
+    id: u64,
+}
+
+impl Drop for CollectorGuard {
+    fn drop(&mut self) {
+        COLLECTORS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(id, _)| *id != self.id);
+    }
 }
 
 /// Installs the recorder, binds `addr` and serves `/metrics` there in a task of its own.
@@ -189,7 +210,9 @@ pub async fn render(handle: &PrometheusHandle) -> String {
     let collectors: Vec<Collector> = COLLECTORS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+        .iter()
+        .map(|(_, c)| c.clone())
+        .collect();
     let mut out = handle.render();
     for c in collectors {
         match tokio::time::timeout(COLLECT_TIME, c()).await {
