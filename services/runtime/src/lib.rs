@@ -28,7 +28,8 @@ pub use grpc::GrpcServer;
 pub use transport::Transport;
 
 /// The whole `main` of a service binary: validates the shared flags, installs tracing, starts
-/// the metrics endpoint when asked (`--metrics-listen`), runs `body`, and turns the outcome into an exit code (64 for bad configuration, 1 for a failure).
+/// the metrics endpoint when asked (`--metrics-listen`), runs `body`, and turns the outcome
+/// into an exit code (64 for bad configuration, 1 for a failure).
 pub async fn run_main<E: std::fmt::Display>(
     service: &'static str,
     common: &CommonArgs,
