@@ -24,6 +24,7 @@ pub mod forward;
 pub mod grpc;
 pub mod handler;
 pub mod listen;
+pub mod metrics;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod offline;
 pub mod records;
@@ -224,6 +225,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let running = start(&config)?;
+    let _metrics = metrics::register(&running.resolver);
     let (listener, addr) = GrpcServer::bind(config.listen).await?;
     tracing::info!(%addr, service = "dns-svc", "listening");
     serve_on(

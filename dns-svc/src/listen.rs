@@ -125,7 +125,9 @@ async fn udp_loop(handler: Arc<DnsHandler>, sock: Arc<UdpSocket>) {
         if src.port() == 0 {
             continue;
         }
+        let started = crate::metrics::query_started();
         if handler.answer_fast(&buf[..n], Protocol::Udp, &mut out) {
+            crate::metrics::query_done(handler.sandbox_id.is_some(), started);
             send_udp(&sock, &out, src).await;
             continue;
         }
@@ -133,7 +135,7 @@ async fn udp_loop(handler: Arc<DnsHandler>, sock: Arc<UdpSocket>) {
             handler.clone(),
             buf[..n].to_vec(),
             src,
-            Protocol::Udp,
+            started,
         ));
         // Weft's own names are answered without waiting: one poll finishes them.
         match fut.as_mut().now_or_never() {
@@ -152,13 +154,16 @@ async fn udp_loop(handler: Arc<DnsHandler>, sock: Arc<UdpSocket>) {
     }
 }
 
+/// The general path of a UDP query that arrived at `started` (timed for the metrics).
 async fn owned_answer(
     handler: Arc<DnsHandler>,
     raw: Vec<u8>,
     src: SocketAddr,
-    protocol: Protocol,
+    started: Option<std::time::Instant>,
 ) -> Option<wire::Answer> {
-    handler::answer_general(&handler, raw, src, protocol).await
+    let answer = handler::answer_general(&handler, raw, src, Protocol::Udp).await;
+    crate::metrics::query_done(handler.sandbox_id.is_some(), started);
+    answer
 }
 
 async fn send_udp(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) {

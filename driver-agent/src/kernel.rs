@@ -96,12 +96,14 @@ where
 
 /// Every link of the namespace.
 pub async fn links(handle: &Handle) -> Result<Vec<Link>, AgentError> {
-    Ok(dump(|| handle.link().get().execute())
-        .await
-        .map_err(AgentError::netlink("list", "links"))?
-        .into_iter()
-        .map(Link::from)
-        .collect())
+    Ok(
+        crate::metrics::timed("link_dump", dump(|| handle.link().get().execute()))
+            .await
+            .map_err(AgentError::netlink("list", "links"))?
+            .into_iter()
+            .map(Link::from)
+            .collect(),
+    )
 }
 
 /// Sets the alias and brings the link up.
@@ -196,7 +198,7 @@ pub async fn set_nocontroller_down(handle: &Handle, link: &Link) -> Result<(), A
 
 /// Deletes a link; a link already gone is fine. Returns whether it existed.
 pub async fn delete_link(handle: &Handle, link: &Link) -> Result<bool, AgentError> {
-    match handle.link().del(link.index).execute().await {
+    match crate::metrics::timed("link_delete", handle.link().del(link.index).execute()).await {
         Ok(()) => Ok(true),
         Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(false),
         Err(e) => Err(AgentError::netlink("delete link", &link.name)(e)),
@@ -218,7 +220,7 @@ pub async fn add_address(
             .attributes
             .push(AddressAttribute::Flags(AddressFlags::Nodad));
     }
-    match req.execute().await {
+    match crate::metrics::timed("address_add", req.execute()).await {
         Ok(()) => Ok(true),
         Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
         Err(e) => Err(AgentError::netlink(
@@ -250,11 +252,7 @@ pub async fn replace_default_route(
             .output_interface(index)
             .build(),
     };
-    handle
-        .route()
-        .add(msg)
-        .replace()
-        .execute()
+    crate::metrics::timed("route_replace", handle.route().add(msg).replace().execute())
         .await
         .map_err(AgentError::netlink(
             "install default route via",

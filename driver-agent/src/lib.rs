@@ -43,6 +43,7 @@ pub mod error;
 pub mod firewall;
 pub mod grpc;
 pub mod kernel;
+mod metrics;
 pub mod names;
 pub mod netns;
 pub mod netns_policy;

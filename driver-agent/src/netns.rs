@@ -122,12 +122,12 @@ where
 /// thread inside the namespace (a socket belongs to the namespace it was created in for its
 /// whole life), then driven by a task on the current runtime.
 pub async fn connect(path: &Path) -> Result<rtnetlink::Handle, NetnsError> {
-    connect_to(Target::Path(path.to_owned())).await
+    crate::metrics::timed("netns_connect", connect_to(Target::Path(path.to_owned()))).await
 }
 
 /// [`connect`] for a namespace file already open (one the netns policy checked).
 pub async fn connect_file(ns: &File, path: &Path) -> Result<rtnetlink::Handle, NetnsError> {
-    connect_to(file_target(ns, path)?).await
+    crate::metrics::timed("netns_connect", connect_to(file_target(ns, path)?)).await
 }
 
 async fn connect_to(target: Target) -> Result<rtnetlink::Handle, NetnsError> {

@@ -175,13 +175,25 @@ impl Agent {
             .await
     }
 
-    /// [`Agent::reconcile`] of a state converted already.
+    /// [`Agent::reconcile`] of a state converted already (counted in the metrics).
     pub async fn reconcile_prepared(
         &self,
         prepared: &Prepared,
         depth: Depth,
         as_of: Instant,
     ) -> Report {
+        let started = Instant::now();
+        let report = self.reconcile_pass(prepared, depth, as_of).await;
+        let name = match depth {
+            Depth::DryRun => "dry_run",
+            Depth::Full => "full",
+            Depth::Changes => "changes",
+        };
+        crate::metrics::pass(name, started, &report);
+        report
+    }
+
+    async fn reconcile_pass(&self, prepared: &Prepared, depth: Depth, as_of: Instant) -> Report {
         let _pass = self.recent.pass(as_of);
         let started = Instant::now();
         let dry_run = depth == Depth::DryRun;
@@ -284,6 +296,15 @@ impl Agent {
     /// changes cannot see from the host (an address removed inside a sandbox, say). Nothing
     /// else is touched. `state` was read at `as_of`, as for [`Agent::reconcile`].
     pub async fn audit(&self, prepared: &Prepared, as_of: Instant) -> Report {
+        let started = Instant::now();
+        let report = self.audit_pass(prepared, as_of).await;
+        if report.ensured > 0 || !report.changes.is_empty() || !report.failures.is_empty() {
+            crate::metrics::pass("audit", started, &report);
+        }
+        report
+    }
+
+    async fn audit_pass(&self, prepared: &Prepared, as_of: Instant) -> Report {
         let _pass = self.recent.pass(as_of);
         let mut report = Report::default();
         let all = &prepared.desired;

@@ -5,12 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use tonic::transport::Channel;
 use weft_proto::{
     agent::v1::{self as apb, agent_service_client::AgentServiceClient},
     dns::v1::dns_service_client::DnsServiceClient,
 };
 use weft_runtime::FieldViolation;
+use weft_runtime::trace_context::{Traced, TracedChannel};
 
 use crate::{
     desired::{agent_endpoint, agent_sandbox, role},
@@ -42,7 +42,7 @@ impl Gateway {
     pub(crate) async fn agent_for(
         &self,
         host: &str,
-    ) -> Result<AgentServiceClient<Channel>, GatewayError> {
+    ) -> Result<AgentServiceClient<TracedChannel>, GatewayError> {
         let cached = self
             .agents
             .lock()
@@ -96,7 +96,7 @@ impl Gateway {
     }
 
     /// The agent client of a host whose state does not matter (undoing, removing).
-    pub(crate) async fn agent_for_cleanup(&self, host: &str) -> AgentServiceClient<Channel> {
+    pub(crate) async fn agent_for_cleanup(&self, host: &str) -> AgentServiceClient<TracedChannel> {
         match self.agent_for(host).await {
             Ok(c) => c,
             Err(_) => self
@@ -131,7 +131,7 @@ impl Gateway {
                         Duration::from_secs(2),
                         Duration::from_secs(10),
                     )
-                    .map(AgentServiceClient::new)
+                    .map(|c| AgentServiceClient::new(Traced::new(c)))
                     // Validated at registration.
                     .unwrap_or_else(|_| self.agent.clone()),
                 ),
@@ -149,7 +149,7 @@ impl Gateway {
                     DNS_SYNC + Duration::from_secs(1),
                 )
                 .ok()
-                .map(DnsServiceClient::new),
+                .map(|c| DnsServiceClient::new(Traced::new(c))),
             });
         let entry = CachedAgent {
             url,

@@ -19,6 +19,7 @@ use weft_proto::{
     dns::v1::dns_service_client::DnsServiceClient, gateway::v1 as pb,
     ipam::v1::ipam_service_client::IpamServiceClient,
 };
+use weft_runtime::trace_context::{Traced, TracedChannel};
 use weft_store::Db;
 
 use crate::{
@@ -74,10 +75,10 @@ pub struct GatewayOptions {
 #[derive(Debug, Clone)]
 pub struct Gateway {
     pub(crate) db: Db,
-    pub(crate) ipam: IpamServiceClient<Channel>,
+    pub(crate) ipam: IpamServiceClient<TracedChannel>,
     /// The driver-agent of the configured host (`--agent`): used before that host's agent
     /// registers, and for cleanup when no registered address is known.
-    pub(crate) agent: AgentServiceClient<Channel>,
+    pub(crate) agent: AgentServiceClient<TracedChannel>,
     pub(crate) host: String,
     pub(crate) agent_url: String,
     /// Sagas in flight in this process (the sweep leaves them alone).
@@ -131,9 +132,9 @@ pub(crate) struct CachedAgent {
     /// The registered agent URL; None when the host is not registered.
     pub(crate) url: Option<String>,
     /// None: an unknown host.
-    pub(crate) client: Option<AgentServiceClient<Channel>>,
+    pub(crate) client: Option<AgentServiceClient<TracedChannel>>,
     /// The host's dns-svc, when it registered one.
-    pub(crate) dns: Option<DnsServiceClient<Channel>>,
+    pub(crate) dns: Option<DnsServiceClient<TracedChannel>>,
     pub(crate) up: bool,
     pub(crate) fetched: Instant,
 }
@@ -209,8 +210,9 @@ impl Gateway {
             join_tokens: crate::hostauth::JoinTokens::new(db.clone(), clock.clone()),
             removals: crate::hostauth::Removals::new(db.clone()),
             db,
-            ipam: IpamServiceClient::new(ipam),
-            agent: AgentServiceClient::new(agent),
+            // Calls to the other services carry the trace context of the request they serve.
+            ipam: IpamServiceClient::new(Traced::new(ipam)),
+            agent: AgentServiceClient::new(Traced::new(agent)),
             host: options.host,
             agent_url: options.agent_url,
             inflight: Default::default(),

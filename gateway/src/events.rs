@@ -38,6 +38,17 @@ impl Gateway {
         req: pb::WatchRequest,
         peer: Option<IpAddr>,
     ) -> Result<mpsc::Receiver<Result<pb::Event, Status>>, GatewayError> {
+        self.watch_as(req, peer, "").await
+    }
+
+    /// [`Gateway::watch`] for `client` (the caller's `role:name`, shown in the metrics of the
+    /// stream's lag).
+    pub async fn watch_as(
+        &self,
+        req: pb::WatchRequest,
+        peer: Option<IpAddr>,
+        client: &str,
+    ) -> Result<mpsc::Receiver<Result<pb::Event, Status>>, GatewayError> {
         let slot = self.watch_slot(peer)?;
         let notified = self.notify.subscribe();
         if !req.scope_host.is_empty() {
@@ -74,6 +85,7 @@ impl Gateway {
         };
         let (tx, rx) = mpsc::channel(256);
         let gw = self.clone();
+        let lag = crate::metrics::WatchLag::new(peer, client, start);
         tokio::spawn(async move {
             let _slot = slot;
             for e in snapshot {
@@ -81,7 +93,7 @@ impl Gateway {
                     return;
                 }
             }
-            gw.follow(req, scope, start, notified, tx).await;
+            gw.follow(req, scope, start, notified, tx, &lag).await;
         });
         Ok(rx)
     }
@@ -121,6 +133,7 @@ impl Gateway {
         mut last: u64,
         mut notified: tokio::sync::watch::Receiver<u64>,
         tx: mpsc::Sender<Result<pb::Event, Status>>,
+        lag: &crate::metrics::WatchLag,
     ) {
         // When an event (or a bookmark) was last sent, for `bookmarks`.
         let mut sent = std::time::Instant::now();
@@ -143,6 +156,10 @@ impl Gateway {
                 }
             };
             let full = page.len() == PAGE as usize;
+            if page.is_empty() {
+                // Nothing after `last` up to `upto`: the stream has read as far as the log goes.
+                lag.reached(last.max(upto));
+            }
             for e in page {
                 last = e.revision;
                 let shown = match scope.as_mut() {
@@ -163,6 +180,7 @@ impl Gateway {
                         sent = std::time::Instant::now();
                     }
                 }
+                lag.reached(last);
             }
             if full {
                 continue;

@@ -288,7 +288,8 @@ impl EventService for GatewayGrpc {
             own_host(&req, &req.get_ref().scope_host)?;
         }
         let peer = req.remote_addr().map(|a| a.ip());
-        let rx = self.gw.watch(req.into_inner(), peer).await?;
+        let client = principal(&req).map(|p| p.label()).unwrap_or_default();
+        let rx = self.gw.watch_as(req.into_inner(), peer, &client).await?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -30,6 +30,7 @@ pub mod join;
 pub mod leader;
 mod lease;
 pub mod lists;
+pub mod metrics;
 mod overlay;
 pub mod peers;
 mod recent;
@@ -518,6 +519,7 @@ pub async fn ensure_predefined_with_retry(gw: &Gateway) {
 /// Serves until SIGTERM or SIGINT.
 pub async fn run(args: Args) -> Result<(), StartError> {
     let gw = open(&args).await?;
+    let _metrics = metrics::register(&gw);
     let lease = std::sync::Arc::new(leader::Lease::new(
         leader::BACKGROUND,
         args.replica_id.clone().unwrap_or_else(default_replica_id),

@@ -6,6 +6,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod store;
 
 use std::future::Future;
@@ -43,6 +44,8 @@ pub async fn serve(
 /// Runs the whole service from a configuration until SIGTERM or SIGINT: what `main` does.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let ipam = open(&config).await?;
+    // (Dropped before the store closes: the collector holds a handle on the engine.)
+    let metrics = metrics::register(&ipam);
     let db = ipam.db().clone();
     weft_runtime::grpc::serve_until_signal(
         "ipam-svc",
@@ -53,6 +56,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .internal(&config.transport, grpc::RULES)?,
     )
     .await?;
+    drop(metrics);
     db.close().await;
     Ok(())
 }

@@ -28,6 +28,39 @@ pub const DNS: &str = "127.0.0.1:7703";
 /// dns-svc's operator DNS listener (its own default, repeated here for the printed table).
 pub const DNS_OPERATOR: &str = "127.0.0.1:5353";
 
+/// Where each service serves Prometheus metrics (`/metrics`): on loopback, each its own port,
+/// 10 above its gRPC port (on a joined host too: metrics are never on the advertised address).
+pub const METRICS_GATEWAY: &str = "127.0.0.1:7710";
+pub const METRICS_IPAM: &str = "127.0.0.1:7711";
+pub const METRICS_AGENT: &str = "127.0.0.1:7712";
+pub const METRICS_DNS: &str = "127.0.0.1:7713";
+
+/// `args` (which start with `--listen ADDR`) with `--metrics-listen` after the listen address.
+fn with_metrics(service: &str, args: Vec<String>) -> Vec<OsString> {
+    let at = args.len().min(2);
+    let mut args: Vec<OsString> = args.into_iter().map(OsString::from).collect();
+    args.splice(
+        at..at,
+        [
+            "--metrics-listen".into(),
+            metrics_of(service).to_string().into(),
+        ],
+    );
+    args
+}
+
+/// The metrics address of `service`.
+fn metrics_of(service: &str) -> SocketAddr {
+    let addr = match service {
+        "gateway" => METRICS_GATEWAY,
+        "ipam-svc" => METRICS_IPAM,
+        "driver-agent" => METRICS_AGENT,
+        _ => METRICS_DNS,
+    };
+    #[allow(clippy::expect_used)]
+    addr.parse().expect("the metrics addresses are valid")
+}
+
 /// What `--start-timeout` and `--stop-timeout` may be.
 const TIMEOUTS: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(3600);
@@ -328,6 +361,7 @@ impl UpConfig {
             .into_iter()
             .map(|(name, listen, args): (_, _, Vec<String>)| Service {
                 name,
+                metrics: metrics_of(name),
                 // The agent alone programs the kernel and stays root.
                 run_as: if name == "driver-agent" {
                     None
@@ -337,7 +371,7 @@ impl UpConfig {
                 binary: self.bin_dir.join(name),
                 #[allow(clippy::expect_used)]
                 listen: listen.parse().expect("the default addresses are valid"),
-                args: args.into_iter().map(OsString::from).collect(),
+                args: with_metrics(name, args),
                 env: self.database_env(name),
                 log: self.log_dir().join(format!("{name}.log")),
                 // The gateway's listener stays plaintext on loopback (it takes tokens); the
@@ -376,7 +410,8 @@ impl UpConfig {
             name,
             binary: self.bin_dir.join(name),
             listen,
-            args: args.into_iter().map(Into::into).collect(),
+            metrics: metrics_of(name),
+            args: with_metrics(name, args),
             env: Vec::new(),
             log: self.log_dir().join(format!("{name}.log")),
             run_as: if name == "driver-agent" {
@@ -573,6 +608,8 @@ pub struct Service {
     pub binary: PathBuf,
     /// Its gRPC address (health is checked there).
     pub listen: SocketAddr,
+    /// Where it serves Prometheus metrics (`--metrics-listen`).
+    pub metrics: SocketAddr,
     pub args: Vec<OsString>,
     /// Environment variables it gets besides weft's own (secrets: never on its command line).
     pub env: Vec<(&'static str, String)>,
@@ -625,6 +662,27 @@ mod tests {
         assert_eq!(ports, [7701, 7700, 7702, 7703]);
         assert_eq!(s[0].binary, Path::new("/b/ipam-svc"));
         assert_eq!(s[3].log, Path::new("/d/logs/dns-svc.log"));
+    }
+
+    #[test]
+    fn each_service_serves_metrics_on_its_own_loopback_port() {
+        let s = config(None).services();
+        let metrics: Vec<_> = s.iter().map(|s| s.metrics.to_string()).collect();
+        assert_eq!(
+            metrics,
+            [
+                "127.0.0.1:7711",
+                "127.0.0.1:7710",
+                "127.0.0.1:7712",
+                "127.0.0.1:7713"
+            ]
+        );
+        for svc in &s {
+            let a = args(svc);
+            let at = a.iter().position(|x| x == "--metrics-listen").unwrap();
+            assert_eq!(a[at + 1], svc.metrics.to_string(), "{}", svc.name);
+            assert!(s.iter().all(|o| o.listen.port() != svc.metrics.port()));
+        }
     }
 
     #[test]

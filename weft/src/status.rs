@@ -82,6 +82,9 @@ pub struct ServiceStatus {
     pub state: ServiceState,
     /// Its gRPC address (where its health is checked).
     pub listen: String,
+    /// Where it serves Prometheus metrics (`http://ADDR/metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
     pub log: PathBuf,
     /// When its current process started (RFC 3339).
     pub started_at: Option<String>,
@@ -272,6 +275,7 @@ mod tests {
             pid,
             state,
             listen: "127.0.0.1:7700".into(),
+            metrics: Some("127.0.0.1:7710".into()),
             log: format!("/d/logs/{name}.log").into(),
             started_at: Some("2025-01-01T00:00:00.000Z".into()),
             restarts: 0,

@@ -435,6 +435,7 @@ impl Stack {
                     pid: s.process.as_ref().map(|p| p.pid.as_raw()),
                     state: s.state,
                     listen: s.service.listen.to_string(),
+                    metrics: Some(s.service.metrics.to_string()),
                     log: s.service.log.clone(),
                     started_at: s.process.as_ref().map(|p| rfc3339(p.started_at)),
                     restarts: s.restarts.total,

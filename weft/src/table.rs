@@ -33,7 +33,7 @@ pub fn render(config: &UpConfig, running: &[(&Service, Pid)]) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "  {:<13} {:<50} {:>7}  LOG",
+        "  {:<13} {:<72} {:>7}  LOG",
         "SERVICE", "LISTENS", "PID"
     );
     // The public API first.
@@ -43,13 +43,16 @@ pub fn render(config: &UpConfig, running: &[(&Service, Pid)]) -> String {
             continue;
         };
         let listens = if name == "dns-svc" {
-            format!("{} (admin), DNS {DNS_OPERATOR} udp+tcp", service.listen)
+            format!(
+                "{} (admin), DNS {DNS_OPERATOR} udp+tcp, metrics {}",
+                service.listen, service.metrics
+            )
         } else {
-            service.listen.to_string()
+            format!("{}, metrics {}", service.listen, service.metrics)
         };
         let _ = writeln!(
             out,
-            "  {name:<13} {listens:<50} {pid:>7}  {}",
+            "  {name:<13} {listens:<72} {pid:>7}  {}",
             service.log.display()
         );
     }
@@ -138,6 +141,7 @@ pub fn render(config: &UpConfig, running: &[(&Service, Pid)]) -> String {
         ),
         format!("{grpcurl} -plaintext {GATEWAY} grpc.health.v1.Health/Check"),
         format!("dig @{dns_ip} -p {dns_port} NAME.NETWORK.weft."),
+        format!("curl -s http://{}/metrics", crate::plan::METRICS_GATEWAY),
     ]
     .into_iter()
     .chain(dns_admin)

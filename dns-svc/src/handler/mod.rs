@@ -49,14 +49,18 @@ pub async fn answer(
     src: SocketAddr,
     protocol: Protocol,
 ) -> Option<Answer> {
+    let started = crate::metrics::query_started();
     let mut bytes = Vec::with_capacity(512);
-    if handler.answer_fast(&raw, protocol, &mut bytes) {
-        return Some(Answer {
+    let answer = if handler.answer_fast(&raw, protocol, &mut bytes) {
+        Some(Answer {
             bytes,
             truncated: false,
-        });
-    }
-    answer_general(handler, raw, src, protocol).await
+        })
+    } else {
+        answer_general(handler, raw, src, protocol).await
+    };
+    crate::metrics::query_done(handler.sandbox_id.is_some(), started);
+    answer
 }
 
 /// The general request path: hickory decodes, [`DnsHandler::respond`] resolves (forwarding if

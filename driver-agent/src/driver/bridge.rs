@@ -438,7 +438,7 @@ async fn create_veth(
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .build();
     // (`ns` is borrowed: it stays open until the kernel has answered.)
-    host.link().add(msg).execute().await
+    crate::metrics::timed("veth_create", host.link().add(msg).execute()).await
 }
 
 /// Removes the endpoint's host-side veth (its peer goes with it, wherever it is); the sandbox

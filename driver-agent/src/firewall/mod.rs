@@ -580,7 +580,7 @@ async fn run_nft<F>(netns_path: &Path, f: F) -> Result<(), AgentError>
 where
     F: FnOnce() -> Result<(), nftables::helper::NftablesError> + Send + 'static,
 {
-    netns::run_in(netns_path, f)
+    crate::metrics::timed("nft_transaction", netns::run_in(netns_path, f))
         .await
         .map_err(AgentError::netns(netns_path))?
         .map_err(|e| {

@@ -11,6 +11,7 @@ mod attack_requests;
 mod audit;
 mod identity;
 mod intact;
+mod observe;
 mod recorder;
 mod world;
 

@@ -29,6 +29,12 @@ pub struct CommonArgs {
     #[arg(long, env = "WEFT_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
+    /// Serve Prometheus metrics (text format) at http://ADDR/metrics, for example
+    /// `127.0.0.1:9464` or, in a pod, `0.0.0.0:9464`. Off unless given. The port is the
+    /// scraper's to know: 0 is refused, and so is a multicast or broadcast address.
+    #[arg(long, env = "WEFT_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// After a shutdown signal, keep serving this long with health NOT_SERVING so that load
     /// balancers stop sending new calls (for example `5s`).
     #[arg(long, env = "WEFT_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
@@ -66,6 +72,10 @@ pub enum ConfigError {
     LogFilter { value: String, reason: String },
     #[error("invalid --otlp-endpoint {value:?}: it must start with http:// or https://")]
     OtlpEndpoint { value: String },
+    #[error(
+        "invalid --metrics-listen {addr}: expected a unicast address and a fixed port (not 0) that scrapers are told"
+    )]
+    MetricsListen { addr: SocketAddr },
     #[error("--tls-cert, --tls-key and --tls-ca go together: {missing} missing")]
     TlsIncomplete { missing: String },
     #[error(
@@ -95,6 +105,15 @@ impl CommonArgs {
             && !(ep.starts_with("http://") || ep.starts_with("https://"))
         {
             return Err(ConfigError::OtlpEndpoint { value: ep.clone() });
+        }
+        if let Some(addr) = self.metrics_listen {
+            let multi = match addr.ip() {
+                std::net::IpAddr::V4(ip) => ip.is_multicast() || ip.is_broadcast(),
+                std::net::IpAddr::V6(ip) => ip.is_multicast(),
+            };
+            if multi || addr.port() == 0 {
+                return Err(ConfigError::MetricsListen { addr });
+            }
         }
         self.tls_files()?;
         Ok(())
@@ -238,6 +257,35 @@ mod tests {
         insecure
             .check_plaintext_listen("0.0.0.0:7700".parse().unwrap())
             .unwrap();
+    }
+
+    #[test]
+    fn the_metrics_address_is_off_by_default_and_checked() {
+        let parse = |v: &str| Args::try_parse_from(["x", "--metrics-listen", v]);
+        assert_eq!(
+            Args::try_parse_from(["x"]).unwrap().common.metrics_listen,
+            None
+        );
+        for ok in ["127.0.0.1:9464", "0.0.0.0:9464", "[::1]:9464"] {
+            parse(ok).unwrap().common.validate().unwrap();
+        }
+        for bad in [
+            "127.0.0.1:0",
+            "224.0.0.1:9464",
+            "255.255.255.255:9464",
+            "[ff02::1]:9464",
+        ] {
+            let e = parse(bad).unwrap().common.validate().unwrap_err();
+            assert!(matches!(e, ConfigError::MetricsListen { .. }), "{bad}: {e}");
+        }
+        for junk in [
+            "9464",
+            "localhost:9464",
+            "127.0.0.1:99999",
+            "127.0.0.1:9464\n",
+        ] {
+            assert!(parse(junk).is_err(), "{junk}");
+        }
     }
 
     #[test]

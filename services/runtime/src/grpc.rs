@@ -27,6 +27,7 @@ use weft_identity::{ClientAuth, ServerTls};
 use crate::{
     access::{Access, AccessLayer, Rule},
     cert_auth::CertAuth,
+    metrics::rpc::{self, RpcMetricsLayer},
     transport::Transport,
 };
 
@@ -225,13 +226,14 @@ impl GrpcServer {
             let _ = drain_rx.await;
         };
         // One span per call, named after the method, so that logs and OTLP traces of a call
-        // hang together. The access layer runs after TLS: the caller's certificate is in the
-        // request's extensions by then.
+        // hang together; it continues the caller's trace (W3C trace context). The metrics
+        // layer is outermost, so that calls the access layer refuses count too. The access
+        // layer runs after TLS: the caller's certificate is in the request's extensions by then.
+        let metered = crate::metrics::enabled()
+            .then(|| RpcMetricsLayer::new(rpc::Table::new(served_methods(&advertised))));
         let router = Server::builder()
-            .trace_fn(|req| {
-                let method = req.uri().path();
-                tracing::info_span!("grpc", otel.name = %method.trim_start_matches('/'), rpc.method = %method)
-            })
+            .trace_fn(crate::trace_context::server_span)
+            .layer(tower::util::option_layer(metered))
             .layer(tower::util::option_layer(self.access.map(AccessLayer::new)))
             .add_routes(routes);
         let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
@@ -294,6 +296,21 @@ async fn report_readiness(r: Readiness, reporter: HealthReporter, names: Vec<&'s
             }
         }
     }
+}
+
+/// The paths of every method of the `services` served, from the descriptor sets of Weft's
+/// contracts, health and reflection.
+fn served_methods(services: &[&str]) -> Vec<String> {
+    [
+        weft_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]
+    .into_iter()
+    .flat_map(|set| crate::access::method_descriptors(services, set))
+    .map(|(path, _)| path)
+    .collect()
 }
 
 async fn set_all(reporter: &HealthReporter, names: &[&'static str], status: ServingStatus) {

@@ -11,12 +11,14 @@ pub mod error;
 pub mod grpc;
 pub mod limits;
 pub mod mac;
+pub mod metrics;
 pub mod names;
 pub mod netns;
 pub mod principal;
 pub mod shutdown;
 pub mod size;
 pub mod telemetry;
+pub mod trace_context;
 pub mod transport;
 pub mod vlan;
 
@@ -25,8 +27,9 @@ pub use error::{FieldViolation, internal, invalid_argument};
 pub use grpc::GrpcServer;
 pub use transport::Transport;
 
-/// The whole `main` of a service binary: validates the shared flags, installs tracing, runs
-/// `body`, and turns the outcome into an exit code (64 for bad configuration, 1 for a failure).
+/// The whole `main` of a service binary: validates the shared flags, installs tracing, starts
+/// the metrics endpoint when asked (`--metrics-listen`), runs `body`, and turns the outcome
+/// into an exit code (64 for bad configuration, 1 for a failure).
 pub async fn run_main<E: std::fmt::Display>(
     service: &'static str,
     common: &CommonArgs,
@@ -44,6 +47,12 @@ pub async fn run_main<E: std::fmt::Display>(
         Ok(t) => t,
         Err(e) => return fail(64, e.to_string()),
     };
+    if let Some(addr) = common.metrics_listen
+        && let Err(e) = metrics::start(addr).await
+    {
+        tracing::error!(error = %e, "{service} failed");
+        return fail(1, e.to_string());
+    }
     match body.await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

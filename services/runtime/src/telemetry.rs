@@ -58,6 +58,7 @@ pub fn init(service: &'static str, args: &CommonArgs) -> Result<TelemetryGuard, 
         }
         None => None,
     };
+    crate::trace_context::set_exporting(provider.is_some());
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
