@@ -19,6 +19,17 @@ pub enum Command {
     /// Print what `weft up` is doing: each service's PID, state, restarts and last exit, with
     /// the last lines it logged (from <data-dir>/status.json, which `weft up` keeps current).
     Status(StatusArgs),
+    /// Make the cluster's CA (when missing) and the certificates of the gateway, ipam-svc and
+    /// the operator in a directory: for a Kubernetes install (the Helm chart's pre-install Job)
+    /// or by hand.
+    Pki(crate::cluster::PkiArgs),
+    /// Get this host's driver-agent and dns-svc certificates from the gateway with a join token
+    /// (unless the data directory holds them already), then exit: the Helm chart's per-node
+    /// init step. `weft up --join` does the same before it starts the two services.
+    Join(Box<crate::cluster::JoinArgs>),
+    /// Check a service's gRPC health (grpc.health.v1; over TLS with --tls-ca): exit 0 when it
+    /// answers SERVING, 1 otherwise. The Helm chart's liveness and readiness probe.
+    Probe(crate::cluster::ProbeArgs),
     /// Print weft's version.
     Version,
 }

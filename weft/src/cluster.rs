@@ -1,0 +1,315 @@
+//! The steps a Kubernetes install runs (the Helm chart in `helm/weft`), each a short command
+//! that does one thing and exits:
+//! - `weft pki`: the cluster's CA and the control plane's certificates, in a directory (the
+//!   chart's pre-install Job turns them into a Secret; an operator may run it by hand).
+//! - `weft join`: a node's driver-agent and dns-svc certificates, signed by the gateway for a
+//!   join token (what `weft up --join` does before it starts them), kept in the node's data
+//!   directory so that later starts need no token.
+//! - `weft probe`: one gRPC health check (`grpc.health.v1`), over TLS: the pods' liveness and
+//!   readiness probe, since the kubelet's own gRPC probe speaks plaintext only and every Weft
+//!   service in a cluster serves TLS.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
+
+use weft_identity::{Identity, Kind, pki::LeafOptions};
+use weft_runtime::access;
+
+use crate::{error::UpError, joined::JoinTo, user::Ids};
+
+/// `weft pki`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PkiArgs {
+    /// Where the files go (made 0700 when missing; an existing one must be this user's, closed
+    /// to others). A CA already there is kept and signs the certificates.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// A DNS name the gateway's and ipam-svc's certificates are valid for, besides
+    /// `localhost` (their Services' names: `weft-gateway.NAMESPACE.svc`, …); repeatable or
+    /// comma-separated.
+    #[arg(long = "dns-name", value_name = "NAME", value_delimiter = ',')]
+    pub dns_names: Vec<String>,
+
+    /// An IP address the certificates are valid for, besides 127.0.0.1 and ::1; repeatable.
+    #[arg(long = "ip", value_name = "ADDR", value_delimiter = ',')]
+    pub ips: Vec<IpAddr>,
+}
+
+/// The most names or addresses `weft pki` puts in a certificate.
+pub const MAX_SANS: usize = 32;
+
+/// `weft join`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JoinArgs {
+    /// The node's data directory: the certificates go to `pki/` (root's, 0700) and dns-svc's
+    /// copies to `run/tls/`.
+    #[arg(long, env = "WEFT_DATA_DIR", default_value = "/var/lib/weft")]
+    pub data_dir: PathBuf,
+
+    /// The gateway's TLS listener, HOST:PORT; HOST may be a DNS name (a Kubernetes Service),
+    /// which its certificate must then carry.
+    #[arg(long, env = "WEFT_JOIN", value_name = "HOST:PORT")]
+    pub join: String,
+
+    /// A one-time join token (`weftctl host join-token --host NAME`); needed only while the
+    /// data directory holds no certificates of this host.
+    #[arg(
+        long,
+        env = "WEFT_JOIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub join_token: Option<String>,
+
+    /// A file holding the join token, read when it exists (a Secret's key named after the
+    /// node: a node without one may still start on the certificates it kept).
+    #[arg(long, env = "WEFT_JOIN_TOKEN_FILE", value_name = "PATH")]
+    pub join_token_file: Option<PathBuf>,
+
+    /// This host's name in the cluster (the node's name).
+    #[arg(long, env = "WEFT_HOST_NAME")]
+    pub host_name: String,
+
+    /// The address the gateway reaches this host's agent and dns-svc at (the node's IP):
+    /// the certificates are valid for it.
+    #[arg(long, env = "WEFT_ADVERTISE", value_name = "ADDR")]
+    pub advertise: IpAddr,
+
+    /// The uid that owns dns-svc's copies (dns-svc runs unprivileged); with --service-gid.
+    #[arg(long, requires = "service_gid")]
+    pub service_uid: Option<u32>,
+
+    /// The gid of dns-svc's copies.
+    #[arg(long, requires = "service_uid")]
+    pub service_gid: Option<u32>,
+}
+
+/// `weft probe`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeArgs {
+    /// The service's gRPC address, IP:PORT.
+    #[arg(long, value_name = "IP:PORT")]
+    pub addr: SocketAddr,
+
+    /// The cluster's CA certificate: the check goes over TLS, the server must chain to it,
+    /// be valid for the address and carry a --kind identity. Without it: plaintext.
+    #[arg(long, value_name = "PATH", requires = "kind")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The identity kind the server must carry: gateway, ipam, agent or dns.
+    #[arg(long)]
+    pub kind: Option<Kind>,
+}
+
+/// `weft pki`: lays out `dir`; returns the files made or kept, one per line.
+pub fn pki(args: &PkiArgs) -> Result<String, UpError> {
+    if args.dns_names.len() > MAX_SANS || args.ips.len() > MAX_SANS {
+        return Err(UpError::Invalid(format!(
+            "at most {MAX_SANS} --dns-name and {MAX_SANS} --ip"
+        )));
+    }
+    let mut opts = LeafOptions::for_host("localhost");
+    opts.dns_names.dedup();
+    for name in &args.dns_names {
+        // The same rule as the identities' names, plus dots: a DNS name.
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            });
+        if !ok {
+            return Err(UpError::Invalid(format!(
+                "--dns-name {name:?}: expected a lower-case DNS name"
+            )));
+        }
+        if !opts.dns_names.contains(name) {
+            opts.dns_names.push(name.clone());
+        }
+    }
+    for ip in &args.ips {
+        if !opts.ip_addresses.contains(ip) {
+            opts.ip_addresses.push(*ip);
+        }
+    }
+    let id =
+        |kind, name: &str| Identity::new(kind, name).map_err(|e| UpError::Invalid(format!("{e}")));
+    let ids = [
+        id(Kind::Gateway, "gateway")?,
+        id(Kind::Ipam, "ipam")?,
+        id(Kind::Admin, "admin")?,
+    ];
+    let made = weft_identity::pki::bootstrap_with(&args.dir, &ids, &opts).map_err(|e| {
+        UpError::Invalid(format!(
+            "cannot make the certificates in {}: {e}",
+            args.dir.display()
+        ))
+    })?;
+    let mut out = format!("{}\n{}\n", made.ca_cert.display(), made.ca_key.display());
+    for i in &ids {
+        if let Some(f) = made.files(i) {
+            out.push_str(&format!("{}\n{}\n", f.cert.display(), f.key.display()));
+        }
+    }
+    Ok(out)
+}
+
+/// Splits `HOST:PORT` into the address to dial and, for a DNS name, the name the server's
+/// certificate must carry.
+pub async fn resolve_join(join: &str) -> Result<(SocketAddr, Option<String>), UpError> {
+    if let Ok(addr) = join.parse::<SocketAddr>() {
+        return Ok((addr, None));
+    }
+    let bad = |why: &str| UpError::Invalid(format!("--join {join:?}: {why}"));
+    let Some((host, port)) = join.rsplit_once(':') else {
+        return Err(bad("expected HOST:PORT"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad("expected HOST:PORT"));
+    }
+    let addr = tokio::net::lookup_host(join)
+        .await
+        .map_err(|e| bad(&format!("cannot resolve it: {e}")))?
+        .next()
+        .ok_or_else(|| bad("it resolves to no address"))?;
+    Ok((addr, Some(host.to_owned())))
+}
+
+/// `weft join`: makes sure the node's certificates are in the data directory (asking the
+/// gateway with the join token when they are not); returns where they are.
+pub async fn join(args: &JoinArgs) -> Result<String, UpError> {
+    let token = match (&args.join_token, &args.join_token_file) {
+        (Some(t), _) => Some(t.trim().to_owned()),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(t) => Some(t.trim().to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(UpError::Invalid(format!(
+                    "--join-token-file {}: {e}",
+                    path.display()
+                )));
+            }
+        },
+        (None, None) => None,
+    };
+    if let Some(t) = &token
+        && !access::looks_like_join_token(t)
+    {
+        return Err(UpError::Invalid(
+            "the join token is not one (weftjoin_…, from `weftctl host join-token`)".into(),
+        ));
+    }
+    let (gateway, server_name) = resolve_join(&args.join).await?;
+    let to = JoinTo {
+        gateway,
+        server_name,
+        token,
+        advertise: args.advertise,
+    };
+    let service = match (args.service_uid, args.service_gid) {
+        (Some(uid), Some(gid)) => Some(Ids { uid, gid }),
+        _ => None,
+    };
+    let tls = crate::joined::ensure(&args.data_dir, &args.host_name, &to, None, service).await?;
+    Ok(format!(
+        "{}\n{}\n{}\n{}\n{}\n",
+        tls.ca.display(),
+        tls.agent.cert.display(),
+        tls.agent.key.display(),
+        tls.dns.cert.display(),
+        tls.dns.key.display()
+    ))
+}
+
+/// `weft probe`: whether the service answers SERVING, with the reason when it does not.
+pub async fn probe(args: &ProbeArgs) -> Result<(), String> {
+    let tls = match (&args.tls_ca, args.kind) {
+        (Some(ca), Some(kind)) => Some(crate::plan::HealthTls {
+            ca: ca.clone(),
+            kind,
+        }),
+        _ => None,
+    };
+    if crate::health::serving(args.addr, None, tls.as_ref()).await {
+        Ok(())
+    } else {
+        Err(format!("{} is not SERVING (or does not answer)", args.addr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn pki_makes_the_control_planes_certificates_for_the_names_given_and_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki_dir = dir.path().join("pki");
+        let args = PkiArgs {
+            dir: pki_dir.clone(),
+            dns_names: vec!["weft-gateway.ns.svc".into(), "weft-ipam.ns.svc".into()],
+            ips: vec![],
+        };
+        let out = pki(&args).unwrap();
+        for f in [
+            "ca.crt",
+            "ca.key",
+            "gateway-gateway.crt",
+            "gateway-gateway.key",
+            "ipam-ipam.crt",
+            "ipam-ipam.key",
+            "admin-admin.crt",
+            "admin-admin.key",
+        ] {
+            assert!(pki_dir.join(f).is_file(), "{f} missing: {out}");
+            assert!(out.contains(f), "{out}");
+        }
+        // The gateway's certificate serves for the Service's name (a client dialling by it
+        // accepts it: see the identity crate's tests for the name check itself).
+        let files = weft_identity::TlsFiles::in_dir(
+            &pki_dir,
+            &Identity::new(Kind::Gateway, "gateway").unwrap(),
+        );
+        assert!(weft_identity::ServerTls::new(files).is_ok());
+        let ca = std::fs::read(pki_dir.join("ca.crt")).unwrap();
+        pki(&args).unwrap();
+        assert_eq!(std::fs::read(pki_dir.join("ca.crt")).unwrap(), ca);
+    }
+
+    #[test]
+    fn pki_refuses_names_that_are_not_dns_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["Weft.svc", "a..b", "-a.b", "a b", ""] {
+            let e = pki(&PkiArgs {
+                dir: dir.path().join("p"),
+                dns_names: vec![bad.into()],
+                ips: vec![],
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("--dns-name"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn join_addresses_are_ip_and_port_or_a_name_that_resolves() {
+        let (a, n) = resolve_join("192.0.2.1:7700").await.unwrap();
+        assert_eq!((a.to_string(), n), ("192.0.2.1:7700".into(), None));
+        let (a, n) = resolve_join("localhost:7700").await.unwrap();
+        assert!(a.ip().is_loopback() && a.port() == 7700);
+        assert_eq!(n.as_deref(), Some("localhost"));
+        for bad in ["localhost", ":7700", "localhost:http", "localhost:70000"] {
+            let e = resolve_join(bad).await.unwrap_err().to_string();
+            assert!(e.contains("--join"), "{e}");
+        }
+    }
+}
