@@ -59,7 +59,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* Anti-affinity between the replicas of one component. */}}
 {{- define "weft.antiAffinity" -}}
-{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (dict "app.kubernetes.io/instance" .root.Release.Name "app.kubernetes.io/component" .component)) }}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (dict "app.kubernetes.io/instance" .root.Release.Name "app.kubernetes.io/component" .component)) -}}
 podAntiAffinity:
 {{- if eq .mode "hard" }}
   requiredDuringSchedulingIgnoredDuringExecution:
