@@ -141,6 +141,17 @@ def mounts_cover(container, path):
                for m in container.get("volumeMounts", []))
 
 
+def secret_file_ok(container, vols, path):
+    """A path on a Secret volume with items names one of them (the kubelet makes no other)."""
+    for m in container.get("volumeMounts", []):
+        base = m["mountPath"].rstrip("/") + "/"
+        if path.startswith(base):
+            sec = vols.get(m["name"], {}).get("secret")
+            if sec and "items" in sec:
+                return path[len(base):] in {i["path"] for i in sec["items"]}
+    return True
+
+
 def check_probe(c, what, listen_port, ca_flag_path):
     for kind in ("readinessProbe", "livenessProbe"):
         p = c.get(kind)
@@ -271,6 +282,7 @@ def main():
             for f in ("WEFT_TLS_CERT", "WEFT_TLS_KEY", "WEFT_TLS_CA"):
                 if f in env:
                     check(mounts_cover(c, env[f]), f"{what}: {f}={env[f]} is on no mount")
+                    check(secret_file_ok(c, vols, env[f]), f"{what}: {f}={env[f]} is no item of its Secret volume")
 
     for comp, key in (("gateway", "gateway"), ("ipam", "ipam")):
         d = by["Deployment"].get(next(n for n in by["Deployment"] if n.endswith(f"-{comp}")))

@@ -19,6 +19,9 @@ fn the_chart_renders_validates_and_wires_the_real_binaries() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "scripts/helm-check.sh failed:\n{text}");
+    assert!(
+        out.status.success(),
+        "scripts/helm-check.sh failed:\n{text}"
+    );
     assert!(text.contains(", 0 failed"), "{text}");
 }
