@@ -25,3 +25,35 @@ fn the_chart_renders_validates_and_wires_the_real_binaries() {
     );
     assert!(text.contains(", 0 failed"), "{text}");
 }
+
+/// The rendered three-replica chart runs: `scripts/helm_run.py` plays the kubelet for every
+/// rendered container (command, arguments, environment, Secrets and mounts, probes) with the
+/// binaries built here: two ipam-svc and two gateway pods on the throwaway Postgres, three
+/// nodes (network namespaces) that join with join tokens made through the API, install
+/// weft-cni into their directories and run driver-agent and dns-svc; then two sandboxes on two
+/// nodes ping each other over an overlay network.
+#[test]
+#[cfg_attr(
+    weft_no_root,
+    ignore = "needs root: namespaces play the pods and nodes"
+)]
+#[cfg_attr(
+    weft_no_postgres,
+    ignore = "needs Postgres: the three-replica values use it"
+)]
+fn the_rendered_three_replica_chart_runs_on_postgres_and_three_nodes() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv = std::env::var("WEFT_VENV").unwrap_or_else(|_| "/var/cache/weft/venv".into());
+    let out = Command::new(PathBuf::from(venv).join("bin/python3"))
+        .arg(root.join("scripts/helm_run.py"))
+        .arg(crate::bin_dir())
+        .output()
+        .expect("the venv's python runs (scripts/setup.sh makes it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "scripts/helm_run.py failed:\n{text}");
+    assert!(text.contains("over the overlay"), "{text}");
+}

@@ -1,0 +1,577 @@
+#!/usr/bin/env python3
+"""Runs what the Helm chart renders, as a kubelet would, without Kubernetes: the rendering of
+helm/weft/ci/three-replicas-postgres.yaml (on a real Postgres), every container's command,
+arguments and environment taken from it unchanged except for what a kubelet itself decides.
+
+What plays the cluster (all made here, all removed at the end, also on failure):
+- a pod or a node is a network namespace on one bridge (a namespace of its own plays the
+  wire); a hostNetwork pod runs in its node's namespace;
+- a pod's volumes are directories: a Secret volume laid out as the kubelet does (`..data`
+  symlink, items, defaultMode, group fsGroup), an emptyDir, a node's hostPath under the node's
+  own directory (except /run/netns: the machine's, where the agent names namespaces);
+  a path in a command line or a variable is taken through the container's mounts to its
+  directory (a path on no mount stays as it is: so a wrong mount path breaks the run);
+- Service names resolve (an /etc/hosts of the process's own mount namespace) to the pods'
+  addresses, the first ready one first (no kube-proxy); the Service variables
+  (*_SERVICE_HOST) hold the first pod's address;
+- $(VAR) in command and args is expanded from the container's environment (fieldRefs:
+  spec.nodeName, status.hostIP); Secrets the chart renders are used as rendered, the PKI
+  Secret is what the pre-install Job's `weft pki` line makes, the join and CNI token Secrets
+  are made through the API, as NOTES.txt says;
+- runAsUser is honoured (nsenter --setuid/--setgid); readOnlyRootFilesystem, capability sets
+  and resource limits are not;
+- probes run as exec probes run: in the container's namespaces, until the first success within
+  the probe's periodSeconds x failureThreshold (startupProbe, else readiness).
+Postgres listens on the machine's loopback: a relay thread listens on the same address inside
+each control-plane pod (traffic stays on loopbacks).
+
+Then, through the public API (weftctl in a gateway pod's namespace): an overlay network,
+one sandbox on node-a and one on node-b, and a ping between them.
+
+Usage (root): helm_run.py BIN_DIR   (WEFT_TEST_DATABASE_URL: the throwaway Postgres)
+"""
+
+import ctypes
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import yaml
+
+CHART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "helm", "weft")
+HELM = "/var/cache/weft/helm/v4/helm"
+RELEASE, NAMESPACE = "weft", "weft"
+CLONE_NEWNET = 0x40000000
+LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+PREFIX = f"whr{os.getpid()}"
+NET = "10.213.0"
+
+
+def sh(*argv, check=True, **kw):
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120, **kw)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit {out.returncode}: {out.stderr.strip()}")
+    return out
+
+
+def setns(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if LIBC.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {path}")
+    finally:
+        os.close(fd)
+
+
+class Relay:
+    """Listens on ADDR inside a namespace; each connection is carried to ADDR on the machine's
+    loopback (the throwaway Postgres)."""
+
+    def __init__(self, netns_path, host, port):
+        self.stop = False
+        ready = threading.Event()
+        self.listener = None
+
+        def listen():
+            setns(netns_path)  # this thread only: its sockets belong to the pod's namespace
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+            s.listen(64)
+            s.settimeout(0.5)
+            self.listener = s
+            ready.set()
+            while not self.stop:
+                try:
+                    c, _ = s.accept()
+                except OSError:
+                    continue
+                out = ROOT_DIALER.dial(host, port)
+                threading.Thread(target=pump, args=(c, out), daemon=True).start()
+
+        threading.Thread(target=listen, daemon=True).start()
+        if not ready.wait(10):
+            raise RuntimeError(f"relay in {netns_path} did not start")
+
+
+class Dialer:
+    """Connects from the machine's own namespace: one thread, started by the main thread
+    before any other entered a pod's namespace (a new thread inherits its creator's)."""
+
+    def __init__(self):
+        import queue
+        self.asks = queue.Queue()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            host, port, answer = self.asks.get()
+            try:
+                answer.put(socket.create_connection((host, port), timeout=10))
+            except OSError as e:
+                answer.put(e)
+
+    def dial(self, host, port):
+        import queue
+        answer = queue.Queue()
+        self.asks.put((host, port, answer))
+        got = answer.get(timeout=30)
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+
+ROOT_DIALER = Dialer()
+
+
+def pump(a, b):
+    sel = selectors.DefaultSelector()
+    sel.register(a, selectors.EVENT_READ, b)
+    sel.register(b, selectors.EVENT_READ, a)
+    try:
+        while True:
+            for key, _ in sel.select(timeout=60):
+                data = key.fileobj.recv(65536)
+                if not data:
+                    return
+                key.data.sendall(data)
+    except OSError:
+        return
+    finally:
+        a.close()
+        b.close()
+
+
+class World:
+    def __init__(self, bin_dir, root):
+        self.bin_dir = bin_dir
+        self.root = root
+        self.netns = []
+        self.procs = []  # (name, Popen)
+        self.relays = []
+        self.ip = {}
+        self.hosts_file = os.path.join(root, "hosts")
+
+    # -- namespaces ---------------------------------------------------------------------
+    def ns(self, name):
+        full = f"{PREFIX}-{name}"
+        sh("ip", "netns", "add", full)
+        self.netns.append(full)
+        sh("ip", "-n", full, "link", "set", "lo", "up")
+        return full
+
+    def wire(self):
+        self.wire_ns = self.ns("wire")
+        sh("ip", "-n", self.wire_ns, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", self.wire_ns, "link", "set", "br0", "up")
+
+    def attach(self, name, index):
+        """A pod or node namespace with eth0 on the wire."""
+        full = self.ns(name)
+        peer = f"p{index}"
+        sh("ip", "-n", full, "link", "add", "eth0", "type", "veth", "peer", "name", peer,
+           "netns", self.wire_ns)
+        sh("ip", "-n", self.wire_ns, "link", "set", peer, "master", "br0", "up")
+        addr = f"{NET}.{index}"
+        sh("ip", "-n", full, "addr", "add", f"{addr}/24", "dev", "eth0")
+        sh("ip", "-n", full, "link", "set", "eth0", "up")
+        self.ip[name] = addr
+        return full
+
+    # -- processes ----------------------------------------------------------------------
+    def hosts(self, entries):
+        with open(self.hosts_file, "w") as f:
+            f.write("127.0.0.1 localhost\n")
+            for name, addrs in entries.items():
+                for a in addrs:
+                    f.write(f"{a} {name}\n")
+        os.chmod(self.hosts_file, 0o644)
+
+    def command(self, netns, argv, uid=None):
+        wrap = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                'mount --bind "$0" /etc/hosts && exec "$@"', self.hosts_file,
+                "nsenter", f"--net=/run/netns/{netns}"]
+        if uid is not None:
+            wrap += ["--setgid", str(uid), "--setuid", str(uid)]
+        return wrap + ["--"] + [self.binary(argv[0])] + argv[1:]
+
+    def binary(self, name):
+        p = os.path.join(self.bin_dir, name)
+        return p if os.path.exists(p) else name
+
+    def start(self, name, netns, argv, env, uid=None):
+        log = open(os.path.join(self.root, f"{name}.log"), "w")
+        p = subprocess.Popen(self.command(netns, argv, uid), env=env, stdout=log,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.procs.append((name, p))
+        return p
+
+    def run(self, name, netns, argv, env, uid=None, timeout=120):
+        out = subprocess.run(self.command(netns, argv, uid), env=env, capture_output=True,
+                             text=True, timeout=timeout)
+        with open(os.path.join(self.root, f"{name}.log"), "a") as f:
+            f.write(out.stdout + out.stderr)
+        return out
+
+    def log_tail(self, name, n=30):
+        try:
+            with open(os.path.join(self.root, f"{name}.log")) as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def cleanup(self):
+        for r in self.relays:
+            r.stop = True
+        for name, p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.time() + 15
+        for name, p in reversed(self.procs):
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        # Namespaces the agents named for sandboxes of this run.
+        for f in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
+            if f.startswith("weft-") and self.sandbox_ns_ours(f):
+                sh("ip", "netns", "delete", f, check=False)
+        for n in reversed(self.netns):
+            sh("ip", "netns", "delete", n, check=False)
+
+    sandbox_ids = set()
+
+    def sandbox_ns_ours(self, f):
+        return any(i in f for i in self.sandbox_ids)
+
+
+class Pod:
+    """One pod of a rendered workload: its volumes as directories, its containers' command
+    lines resolved."""
+
+    def __init__(self, world, workload, name, netns, node=None, ip=None, secrets=None):
+        self.world, self.obj, self.name, self.netns = world, workload, name, netns
+        self.node, self.ip = node, ip
+        self.spec = workload["spec"]["template"]["spec"]
+        self.dir = os.path.join(world.root, "pods", name)
+        self.vols = {}
+        fs_group = self.spec.get("securityContext", {}).get("fsGroup")
+        for v in self.spec.get("volumes", []):
+            self.vols[v["name"]] = self.volume(v, secrets, fs_group)
+
+    def volume(self, v, secrets, fs_group):
+        d = os.path.join(self.dir, "volumes", v["name"])
+        if "secret" in v:
+            data = secrets.get(v["secret"]["secretName"])
+            if data is None:
+                if v["secret"].get("optional"):
+                    data = {}
+                else:
+                    raise RuntimeError(f"pod {self.name}: Secret {v['secret']['secretName']} does not exist")
+            items = v["secret"].get("items") or [{"key": k, "path": k} for k in data]
+            mode = v["secret"].get("defaultMode", 0o644)
+            ts = os.path.join(d, "..2026_01_01_00_00_00.000000000")
+            os.makedirs(ts)
+            for it in items:
+                if it["key"] not in data:
+                    raise RuntimeError(f"pod {self.name}: Secret {v['secret']['secretName']} has no key {it['key']}")
+                p = os.path.join(ts, it["path"])
+                with open(p, "wb") as f:
+                    f.write(data[it["key"]])
+                if fs_group is not None:
+                    os.chown(p, 0, fs_group)
+                    mode |= 0o040
+                os.chmod(p, mode)
+            os.symlink(os.path.basename(ts), os.path.join(d, "..data"))
+            for it in items:
+                top = it["path"].split("/")[0]
+                os.symlink(os.path.join("..data", top), os.path.join(d, top))
+            os.chmod(d, 0o1777 if fs_group is None else 0o3777)
+            return d
+        if "emptyDir" in v:
+            os.makedirs(d)
+            os.chmod(d, 0o777)
+            return d
+        if "hostPath" in v:
+            path = v["hostPath"]["path"]
+            if path == "/run/netns":
+                # The machine's: the agent names sandbox namespaces there, as on a node.
+                return path
+            if path == "/etc/resolv.conf":
+                f = os.path.join(self.world.root, "nodes", self.node, "etc", "resolv.conf")
+                os.makedirs(os.path.dirname(f), exist_ok=True)
+                with open(f, "w") as fh:
+                    fh.write(f"nameserver {NET}.250\n")  # an address of the wire: nothing leaves
+                return f
+            h = os.path.join(self.world.root, "nodes", self.node, path.lstrip("/"))
+            os.makedirs(h, exist_ok=True)
+            return h
+        raise RuntimeError(f"pod {self.name}: volume kind of {v['name']} not played here")
+
+    def env(self, c):
+        e = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        for var in c.get("env", []):
+            if "value" in var:
+                e[var["name"]] = expand(str(var["value"]), e)
+            else:
+                src = var["valueFrom"]
+                if "fieldRef" in src:
+                    e[var["name"]] = {"spec.nodeName": self.node, "status.hostIP": self.ip,
+                                      "status.podIP": self.ip}[src["fieldRef"]["fieldPath"]]
+                elif "secretKeyRef" in src:
+                    ref = src["secretKeyRef"]
+                    e[var["name"]] = SECRETS[ref["name"]][ref["key"]].decode()
+        e.update(SERVICE_ENV)
+        return e
+
+    def map(self, c, s):
+        """A container path to the directory that plays its volume."""
+        best = None
+        for m in c.get("volumeMounts", []):
+            mp = m["mountPath"].rstrip("/")
+            if s == mp or s.startswith(mp + "/"):
+                if best is None or len(mp) > len(best[0]):
+                    best = (mp, m)
+        if best is None:
+            return s
+        mp, m = best
+        return self.vols[m["name"]] + s[len(mp):]
+
+    def argv(self, c, cmd, env):
+        out = []
+        for a in cmd:
+            a = expand(a, env)
+            out.append(self.map(c, a) if a.startswith("/") else a)
+        return out
+
+    def container(self, name):
+        for c in self.spec.get("initContainers", []) + self.spec["containers"]:
+            if c["name"] == name:
+                return c
+        raise KeyError(name)
+
+    def uid(self, c):
+        return c.get("securityContext", {}).get("runAsUser")
+
+    def run_init(self, name):
+        c = self.container(name)
+        env = self.mapped_env(c)
+        out = self.world.run(f"{self.name}-{name}", self.netns,
+                             self.argv(c, c["command"] + c.get("args", []), env), env,
+                             uid=nonroot(self.uid(c)))
+        if out.returncode != 0:
+            raise RuntimeError(f"pod {self.name} init container {name} failed ({out.returncode}):\n{out.stdout}{out.stderr}")
+        return out
+
+    def mapped_env(self, c):
+        env = self.env(c)
+        return {k: (self.map(c, v) if v.startswith("/") and k != "PATH" else v) for k, v in env.items()}
+
+    def start(self, name):
+        c = self.container(name)
+        env = self.mapped_env(c)
+        return self.world.start(f"{self.name}-{name}", self.netns,
+                                self.argv(c, c["command"] + c.get("args", []), env), env,
+                                uid=nonroot(self.uid(c)))
+
+    def probe_until_ready(self, name, proc):
+        c = self.container(name)
+        p = c.get("startupProbe") or c["readinessProbe"]
+        deadline = time.time() + p.get("periodSeconds", 10) * p.get("failureThreshold", 3) + 30
+        env = self.mapped_env(c)
+        argv = self.argv(c, p["exec"]["command"], env)
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"pod {self.name} container {name} exited ({proc.returncode}):\n"
+                                   + self.world.log_tail(f"{self.name}-{name}"))
+            out = self.world.run(f"{self.name}-{name}-probe", self.netns, argv, env,
+                                 uid=nonroot(self.uid(c)), timeout=p.get("timeoutSeconds", 1) + 10)
+            if out.returncode == 0:
+                # The liveness probe passes too, now.
+                live = self.argv(c, c["livenessProbe"]["exec"]["command"], env)
+                lo = self.world.run(f"{self.name}-{name}-probe", self.netns, live, env,
+                                    uid=nonroot(self.uid(c)))
+                if lo.returncode != 0:
+                    raise RuntimeError(f"pod {self.name} {name}: ready, but its liveness probe fails: {lo.stderr}")
+                return
+            time.sleep(min(p.get("periodSeconds", 10), 2))
+        raise RuntimeError(f"pod {self.name} container {name} never ready:\n"
+                           + self.world.log_tail(f"{self.name}-{name}"))
+
+
+SECRETS = {}
+SERVICE_ENV = {}
+
+
+def nonroot(uid):
+    return uid if uid not in (None, 0) else None
+
+
+def expand(s, env):
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), s)
+
+
+def render(pg):
+    base = pg.rsplit("/", 1)[0]
+    dbs = []
+    for svc in ("gateway", "ipam"):
+        name = f"weft_helm_{svc}_{os.getpid()}"
+        sh("psql", pg, "-q", "-c", f"CREATE DATABASE {name}")
+        dbs.append(f"{base}/{name}")
+    out = sh(HELM, "template", RELEASE, CHART, "--namespace", NAMESPACE,
+             "-f", os.path.join(CHART, "ci", "three-replicas-postgres.yaml"),
+             "--set", f"postgres.gatewayUrl={dbs[0]}", "--set", f"postgres.ipamUrl={dbs[1]}")
+    objs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    return {(o["kind"], o["metadata"]["name"]): o for o in objs}, dbs
+
+
+def secret_data(o):
+    import base64
+    d = {k: base64.b64decode(v) for k, v in (o.get("data") or {}).items()}
+    d.update({k: v.encode() for k, v in (o.get("stringData") or {}).items()})
+    return d
+
+
+def pki_secret(world, job):
+    """The pre-install Job's `weft pki` line, run with the Job's environment."""
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    line = next(ln.strip() for ln in c["args"][0].splitlines() if ln.strip().startswith("weft pki "))
+    line = re.sub(r'"\$([A-Z_]+)"', lambda m: env[m.group(1)], line)
+    d = os.path.join(world.root, "pki-job", "pki")
+    os.makedirs(os.path.dirname(d))
+    argv = line.split()
+    argv = [d if a == "/work/pki" else a for a in argv]
+    sh(os.path.join(world.bin_dir, "weft"), *argv[1:])
+    data = {}
+    for f in os.listdir(d):
+        with open(os.path.join(d, f), "rb") as fh:
+            data[f] = fh.read()
+    return env["SECRET"], data
+
+
+def weftctl(world, *args, token):
+    env = {"PATH": os.environ.get("PATH", ""), "WEFT_TOKEN": token}
+    out = world.run("weftctl", world.gw_ns, ["weftctl", "--gateway",
+                                             f"127.0.0.1:{world.gw_local_port}", *args], env)
+    if out.returncode != 0:
+        raise RuntimeError(f"weftctl {' '.join(args)}: {out.stderr}")
+    return out.stdout
+
+
+def main():
+    # Stopped from outside (a test runner's timeout): clean up all the same.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("helm-run: stopped (SIGTERM)"))
+    bin_dir = os.path.realpath(sys.argv[1])
+    pg = os.environ["WEFT_TEST_DATABASE_URL"]
+    pg_host, pg_port = re.match(r"postgres://[^@]*@([^:/]+):(\d+)/", pg).groups()
+    root = tempfile.mkdtemp(prefix="weft-helm-run-")
+    os.chmod(root, 0o755)
+    world = World(bin_dir, root)
+    ok = False
+    try:
+        objs, _ = render(pg)
+        for (kind, name), o in objs.items():
+            if kind == "Secret":
+                SECRETS[name] = secret_data(o)
+        name, data = pki_secret(world, objs[("Job", f"{RELEASE}-pki")])
+        SECRETS[name] = data
+        gw = objs[("Deployment", f"{RELEASE}-gateway")]
+        ipam = objs[("Deployment", f"{RELEASE}-ipam")]
+        ds = objs[("DaemonSet", f"{RELEASE}-node")]
+        world.wire()
+        # The control plane: two replicas of each (the values say three; two show the point
+        # and keep the run short).
+        pods = []
+        for i, (dep, comp) in enumerate([(ipam, "ipam"), (ipam, "ipam"), (gw, "gateway"), (gw, "gateway")]):
+            pname = f"{comp}-{i % 2}"
+            netns = world.attach(pname, 10 + i)
+            world.relays.append(Relay(f"/run/netns/{netns}", pg_host, int(pg_port)))
+            pods.append((dep, pname, netns))
+        world.hosts({
+            f"{RELEASE}-ipam.{NAMESPACE}.svc": [world.ip["ipam-0"], world.ip["ipam-1"]],
+            f"{RELEASE}-gateway.{NAMESPACE}.svc": [world.ip["gateway-0"], world.ip["gateway-1"]],
+            "kubernetes.default.svc": [],
+        })
+        SERVICE_ENV[f"{RELEASE.upper()}_GATEWAY_PLAIN_SERVICE_HOST"] = world.ip["gateway-0"]
+        for dep, pname, netns in pods:
+            pod = Pod(world, dep, pname, netns, ip=world.ip[pname], secrets=SECRETS)
+            cname = pod.spec["containers"][0]["name"]
+            proc = pod.start(cname)
+            pod.probe_until_ready(cname, proc)
+            print(f"ready: pod {pname} ({cname})", flush=True)
+        world.gw_ns = pods[2][2]
+        world.gw_local_port = gw["spec"]["template"]["spec"]["containers"][0]["ports"][1]["containerPort"]
+        admin = SECRETS[f"{RELEASE}-admin"]["ADMIN_TOKEN"].decode()
+        # NOTES.txt: a join token per node, in the Secret node.joinSecret; the CNI token.
+        nodes = ["node-a", "node-b", "node-c"]
+        join = {}
+        for n in nodes:
+            join[n] = weftctl(world, "host", "join-token", "--host", n, token=admin).split()[-1].encode()
+        values = yaml.safe_load(open(os.path.join(CHART, "ci", "three-replicas-postgres.yaml")))
+        SECRETS[values["node"]["joinSecret"]] = join
+        cni = weftctl(world, "token", "create", "--role", "operator", "--name", "cni", token=admin).split()[-1]
+        SECRETS[values["node"]["cni"]["tokenSecret"]] = {"token": cni.encode()}
+        for i, n in enumerate(nodes):
+            netns = world.attach(n, 20 + i)
+            pod = Pod(world, ds, f"{n}-pod", netns, node=n, ip=world.ip[n], secrets=SECRETS)
+            for init in pod.spec["initContainers"]:
+                pod.run_init(init["name"])
+            for c in ("driver-agent", "dns-svc"):
+                proc = pod.start(c)
+                pod.probe_until_ready(c, proc)
+            # The CNI install landed in the node's directories.
+            cni_vals = values["node"].get("cni", {})
+            host = os.path.join(root, "nodes", n)
+            conf = os.path.join(host, "etc/cni/net.d", f"50-{cni_vals['network']}.conflist")
+            assert os.access(os.path.join(host, "opt/cni/bin/weft-cni"), os.X_OK), "no weft-cni on the node"
+            text = open(conf).read()
+            assert f'"host": "{n}"' in text and '"tokenFile": "/etc/weft/cni/token"' in text, text
+            st = os.stat(os.path.join(host, "etc/weft/cni/token"))
+            assert st.st_mode & 0o777 == 0o600, oct(st.st_mode)
+            print(f"ready: node {n} (joined; driver-agent, dns-svc; weft-cni installed)", flush=True)
+        listed = [json.loads(ln) for ln in weftctl(world, "--format", "json", "host", "ls", token=admin).splitlines() if ln.strip()]
+        for n in nodes:
+            h = next((h for h in listed if h.get("name") == n), None)
+            assert h is not None and h.get("state") == "HOST_STATE_UP", f"{n} is not up: {listed}"
+        # Sandboxes through the public API on two nodes, on an overlay.
+        weftctl(world, "network", "create", "--driver", "overlay", "--subnet", "10.214.0.0/24", "ov", token=admin)
+        addrs = {}
+        for s, n in (("s1", "node-a"), ("s2", "node-b")):
+            weftctl(world, "sandbox", "create", "--host", n, "--network", "ov", s, token=admin)
+            info = json.loads(weftctl(world, "--format", "json", "sandbox", "inspect", s, token=admin))[0]
+            world.sandbox_ids.add(info["id"][:12])
+            path = info.get("netnsPath") or info.get("netns_path")
+            ep = info["endpoints"][0]
+            addrs[s] = (path, (ep.get("ipv4Address") or ep.get("ipv4_address")).split("/")[0])
+        # The agent named the namespace in its own mount namespace (here a private one; on a
+        # node the Bidirectional mount of /run/netns shows it to the host): enter it there.
+        agent = dict(world.procs)["node-a-pod-driver-agent"].pid
+        ping = sh("nsenter", f"--mount=/proc/{agent}/ns/mnt", "--", "nsenter", f"--net={addrs['s1'][0]}",
+                  "--", "busybox", "ping", "-c", "3", "-W", "2", addrs["s2"][1], check=False)
+        assert ping.returncode == 0, f"s1 cannot reach s2 over the overlay:\n{ping.stdout}{ping.stderr}"
+        print(f"s1 on node-a reached s2 on node-b ({addrs['s2'][1]}) over the overlay", flush=True)
+        weftctl(world, "sandbox", "rm", "s1", "s2", token=admin)
+        weftctl(world, "network", "rm", "ov", token=admin)
+        ok = True
+    finally:
+        if not ok:
+            for name, p in world.procs:
+                print(f"--- {name} (exit {p.poll()})\n{world.log_tail(name)}")
+        world.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+    print("helm-run: 1 passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()
