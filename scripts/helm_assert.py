@@ -251,7 +251,8 @@ def main():
                           and set(caps.get("add", [])) == AGENT_CAPS,
                           f"{what}: capabilities {caps}, expected exactly {sorted(AGENT_CAPS)}")
             elif c["name"] == "join":
-                check(caps.get("drop") == ["ALL"] and caps.get("add") == ["CHOWN"], f"{what}: capabilities {caps}")
+                check(caps.get("drop") == ["ALL"] and set(caps.get("add", [])) == {"CHOWN", "DAC_OVERRIDE"},
+                      f"{what}: capabilities {caps}")
             else:
                 check(caps.get("drop") == ["ALL"] and not caps.get("add"), f"{what}: capabilities {caps}")
             # TLS files: from the Secret items `weft pki` makes, or the node's joined ones.

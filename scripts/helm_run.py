@@ -18,8 +18,9 @@ What plays the cluster (all made here, all removed at the end, also on failure):
   spec.nodeName, status.hostIP); Secrets the chart renders are used as rendered, the PKI
   Secret is what the pre-install Job's `weft pki` line makes, the join and CNI token Secrets
   are made through the API, as NOTES.txt says;
-- runAsUser is honoured (nsenter --setuid/--setgid); readOnlyRootFilesystem, capability sets
-  and resource limits are not;
+- runAsUser is honoured (nsenter --setuid/--setgid), and so are the capabilities: a
+  container that is not privileged runs with exactly those it adds (setpriv bounding set, no
+  new privileges); readOnlyRootFilesystem and resource limits are not;
 - probes run as exec probes run: in the container's namespaces, until the first success within
   the probe's periodSeconds x failureThreshold (startupProbe, else readiness).
 Postgres listens on the machine's loopback: a relay thread listens on the same address inside
@@ -28,7 +29,8 @@ each control-plane pod (traffic stays on loopbacks).
 Then, through the public API (weftctl in a gateway pod's namespace): an overlay network,
 one sandbox on node-a and one on node-b, and a ping between them.
 
-Usage (root): helm_run.py BIN_DIR   (WEFT_TEST_DATABASE_URL: the throwaway Postgres)
+Usage (root): helm_run.py BIN_DIR [HELM_ARGS…]   (WEFT_TEST_DATABASE_URL: the throwaway
+Postgres; HELM_ARGS: more for `helm template`, such as --set node.privileged=false)
 """
 
 import ctypes
@@ -196,27 +198,33 @@ class World:
                     f.write(f"{a} {name}\n")
         os.chmod(self.hosts_file, 0o644)
 
-    def command(self, netns, argv, uid=None):
+    def command(self, netns, argv, uid=None, caps=None):
+        """`argv` in the namespace `netns`, as `uid`, with only the capabilities `caps` (a
+        list; None: all, a privileged container's) and no privilege escalation."""
         wrap = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
                 'mount --bind "$0" /etc/hosts && exec "$@"', self.hosts_file,
                 "nsenter", f"--net=/run/netns/{netns}"]
         if uid is not None:
             wrap += ["--setgid", str(uid), "--setuid", str(uid)]
-        return wrap + ["--"] + [self.binary(argv[0])] + argv[1:]
+        wrap += ["--"]
+        if caps is not None:
+            bounding = ",".join(["-all"] + [f"+{c.lower()}" for c in caps])
+            wrap += ["setpriv", "--no-new-privs", f"--bounding-set={bounding}", "--"]
+        return wrap + [self.binary(argv[0])] + argv[1:]
 
     def binary(self, name):
         p = os.path.join(self.bin_dir, name)
         return p if os.path.exists(p) else name
 
-    def start(self, name, netns, argv, env, uid=None):
+    def start(self, name, netns, argv, env, uid=None, caps=None):
         log = open(os.path.join(self.root, f"{name}.log"), "w")
-        p = subprocess.Popen(self.command(netns, argv, uid), env=env, stdout=log,
+        p = subprocess.Popen(self.command(netns, argv, uid, caps), env=env, stdout=log,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.procs.append((name, p))
         return p
 
-    def run(self, name, netns, argv, env, uid=None, timeout=120):
-        out = subprocess.run(self.command(netns, argv, uid), env=env, capture_output=True,
+    def run(self, name, netns, argv, env, uid=None, timeout=120, caps=None):
+        out = subprocess.run(self.command(netns, argv, uid, caps), env=env, capture_output=True,
                              text=True, timeout=timeout)
         with open(os.path.join(self.root, f"{name}.log"), "a") as f:
             f.write(out.stdout + out.stderr)
@@ -363,12 +371,23 @@ class Pod:
     def uid(self, c):
         return c.get("securityContext", {}).get("runAsUser")
 
+    def caps(self, c):
+        """The capability set the runtime gives: all for a privileged container, else what
+        `add` names when `drop` is ALL (the chart always drops ALL)."""
+        sc = c.get("securityContext", {})
+        if sc.get("privileged"):
+            return None
+        cap = sc.get("capabilities", {})
+        if cap.get("drop") != ["ALL"]:
+            raise RuntimeError(f"pod {self.name} container {c['name']}: capabilities {cap} not played here")
+        return cap.get("add", [])
+
     def run_init(self, name):
         c = self.container(name)
         env = self.mapped_env(c)
         out = self.world.run(f"{self.name}-{name}", self.netns,
                              self.argv(c, c["command"] + c.get("args", []), env), env,
-                             uid=nonroot(self.uid(c)))
+                             uid=nonroot(self.uid(c)), caps=self.caps(c))
         if out.returncode != 0:
             raise RuntimeError(f"pod {self.name} init container {name} failed ({out.returncode}):\n{out.stdout}{out.stderr}")
         return out
@@ -382,7 +401,7 @@ class Pod:
         env = self.mapped_env(c)
         return self.world.start(f"{self.name}-{name}", self.netns,
                                 self.argv(c, c["command"] + c.get("args", []), env), env,
-                                uid=nonroot(self.uid(c)))
+                                uid=nonroot(self.uid(c)), caps=self.caps(c))
 
     def probe_until_ready(self, name, proc):
         c = self.container(name)
@@ -395,12 +414,13 @@ class Pod:
                 raise RuntimeError(f"pod {self.name} container {name} exited ({proc.returncode}):\n"
                                    + self.world.log_tail(f"{self.name}-{name}"))
             out = self.world.run(f"{self.name}-{name}-probe", self.netns, argv, env,
-                                 uid=nonroot(self.uid(c)), timeout=p.get("timeoutSeconds", 1) + 10)
+                                 uid=nonroot(self.uid(c)), caps=self.caps(c),
+                                 timeout=p.get("timeoutSeconds", 1) + 10)
             if out.returncode == 0:
                 # The liveness probe passes too, now.
                 live = self.argv(c, c["livenessProbe"]["exec"]["command"], env)
                 lo = self.world.run(f"{self.name}-{name}-probe", self.netns, live, env,
-                                    uid=nonroot(self.uid(c)))
+                                    uid=nonroot(self.uid(c)), caps=self.caps(c))
                 if lo.returncode != 0:
                     raise RuntimeError(f"pod {self.name} {name}: ready, but its liveness probe fails: {lo.stderr}")
                 return
@@ -421,7 +441,7 @@ def expand(s, env):
     return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), s)
 
 
-def render(pg):
+def render(pg, extra):
     base = pg.rsplit("/", 1)[0]
     dbs = []
     for svc in ("gateway", "ipam"):
@@ -430,7 +450,7 @@ def render(pg):
         dbs.append(f"{base}/{name}")
     out = sh(HELM, "template", RELEASE, CHART, "--namespace", NAMESPACE,
              "-f", os.path.join(CHART, "ci", "three-replicas-postgres.yaml"),
-             "--set", f"postgres.gatewayUrl={dbs[0]}", "--set", f"postgres.ipamUrl={dbs[1]}")
+             "--set", f"postgres.gatewayUrl={dbs[0]}", "--set", f"postgres.ipamUrl={dbs[1]}", *extra)
     objs = [d for d in yaml.safe_load_all(out.stdout) if d]
     return {(o["kind"], o["metadata"]["name"]): o for o in objs}, dbs
 
@@ -480,7 +500,7 @@ def main():
     world = World(bin_dir, root)
     ok = False
     try:
-        objs, _ = render(pg)
+        objs, _ = render(pg, sys.argv[2:])
         for (kind, name), o in objs.items():
             if kind == "Secret":
                 SECRETS[name] = secret_data(o)
@@ -561,6 +581,12 @@ def main():
                   "--", "busybox", "ping", "-c", "3", "-W", "2", addrs["s2"][1], check=False)
         assert ping.returncode == 0, f"s1 cannot reach s2 over the overlay:\n{ping.stdout}{ping.stderr}"
         print(f"s1 on node-a reached s2 on node-b ({addrs['s2'][1]}) over the overlay", flush=True)
+        # dns-svc answers inside the sandbox (its socket there comes from the agent's broker,
+        # over the socket the two containers share).
+        dig = sh("nsenter", f"--mount=/proc/{agent}/ns/mnt", "--", "nsenter", f"--net={addrs['s1'][0]}",
+                 "--", "dig", "+short", "+time=2", "+tries=5", "@127.0.0.11", "s2", check=False)
+        assert dig.stdout.split() == [addrs["s2"][1]], f"s2 resolves in s1 to {dig.stdout!r} {dig.stderr}"
+        print(f"s2 resolves to {addrs['s2'][1]} in s1 (dns-svc on node-a)", flush=True)
         weftctl(world, "sandbox", "rm", "s1", "s2", token=admin)
         weftctl(world, "network", "rm", "ov", token=admin)
         ok = True
