@@ -560,6 +560,18 @@ def main():
             st = os.stat(os.path.join(host, "etc/weft/cni/token"))
             assert st.st_mode & 0o777 == 0o600, oct(st.st_mode)
             print(f"ready: node {n} (joined; driver-agent, dns-svc; weft-cni installed)", flush=True)
+        # NOTES.txt's grpcurl commands (there through a port-forward; here from the pod).
+        gw_addr = f"127.0.0.1:{world.gw_local_port}"
+        genv = {"PATH": os.environ.get("PATH", ""), "WEFT_TOKEN": admin}
+        health = world.run("grpcurl", world.gw_ns, ["grpcurl", "-plaintext", gw_addr,
+                                                    "grpc.health.v1.Health/Check"], genv)
+        assert '"SERVING"' in health.stdout, f"grpcurl health: {health.stdout}{health.stderr}"
+        lh = world.run("grpcurl", world.gw_ns, ["grpcurl", "-plaintext", "-expand-headers", "-H",
+                                                "authorization: Bearer ${WEFT_TOKEN}", gw_addr,
+                                                "weft.gateway.v1.HostService/ListHosts"], genv)
+        assert lh.returncode == 0 and all(f'"{n}"' in lh.stdout for n in nodes), \
+            f"grpcurl ListHosts: {lh.stdout}{lh.stderr}"
+        print("NOTES.txt's grpcurl commands answer (health SERVING, the three nodes listed)", flush=True)
         listed = [json.loads(ln) for ln in weftctl(world, "--format", "json", "host", "ls", token=admin).splitlines() if ln.strip()]
         for n in nodes:
             h = next((h for h in listed if h.get("name") == n), None)
