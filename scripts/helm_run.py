@@ -15,9 +15,11 @@ What plays the cluster (all made here, all removed at the end, also on failure):
   addresses, the first ready one first (no kube-proxy); the Service variables
   (*_SERVICE_HOST) hold the first pod's address;
 - $(VAR) in command and args is expanded from the container's environment (fieldRefs:
-  spec.nodeName, status.hostIP); Secrets the chart renders are used as rendered, the PKI
-  Secret is what the pre-install Job's `weft pki` line makes, the join and CNI token Secrets
-  are made through the API, as NOTES.txt says;
+  spec.nodeName, status.hostIP); Secrets the chart renders are used as rendered; the PKI
+  Secret is what the pre-install Job stores, run twice (the second keeps it) against a fake
+  API server (GET and POST of Secrets over TLS with the service account's token, which the
+  kubelet mounts); the join and CNI token Secrets are made through Weft's API, as NOTES.txt
+  says; the image's PATH is the directory of the built binaries, then the machine's;
 - runAsUser is honoured (nsenter --setuid/--setgid), and so are the capabilities: a
   container that is not privileged runs with exactly those it adds (setpriv bounding set, no
   new privileges); readOnlyRootFilesystem and resource limits are not;
@@ -151,6 +153,79 @@ def pump(a, b):
     finally:
         a.close()
         b.close()
+
+
+class FakeApi:
+    """The one corner of the Kubernetes API the chart's pre-install Job uses: GET and POST of
+    Secrets in one namespace, over TLS, with the service account's bearer token. Serves from a
+    thread inside the namespace `netns_path`, on port 443."""
+
+    def __init__(self, netns_path, cert, key, token, namespace):
+        import http.server
+        import ssl
+        self.secrets, self.posts, self.errors = {}, 0, []
+        api = self
+        prefix = f"/api/v1/namespaces/{namespace}/secrets"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *_):
+                pass
+
+            def answer(self, code, body):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def authorized(self):
+                if self.headers.get("Authorization") != f"Bearer {token}":
+                    api.errors.append(f"{self.command} {self.path}: no or a wrong token")
+                    self.answer(401, {"kind": "Status", "code": 401})
+                    return False
+                return True
+
+            def do_GET(self):
+                if not self.authorized():
+                    return
+                name = self.path[len(prefix) + 1:] if self.path.startswith(prefix + "/") else None
+                if name in api.secrets:
+                    self.answer(200, api.secrets[name])
+                else:
+                    self.answer(404, {"kind": "Status", "code": 404})
+
+            def do_POST(self):
+                if not self.authorized():
+                    return
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path != prefix or self.headers.get("Content-Type") != "application/json":
+                    api.errors.append(f"POST {self.path} ({self.headers.get('Content-Type')})")
+                    return self.answer(400, {"kind": "Status", "code": 400})
+                if body.get("kind") != "Secret" or body.get("apiVersion") != "v1":
+                    api.errors.append(f"POST of {body.get('apiVersion')}/{body.get('kind')}")
+                    return self.answer(400, {"kind": "Status", "code": 400})
+                name = body["metadata"]["name"]
+                if name in api.secrets:
+                    return self.answer(409, {"kind": "Status", "code": 409})
+                api.posts += 1
+                api.secrets[name] = body
+                self.answer(201, body)
+
+        ready = threading.Event()
+
+        def serve():
+            setns(netns_path)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(cert, key)
+            self.server = http.server.HTTPServer(("0.0.0.0", 443), Handler)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            ready.set()
+            self.server.serve_forever(poll_interval=0.2)
+
+        threading.Thread(target=serve, daemon=True).start()
+        if not ready.wait(10):
+            raise RuntimeError("the fake API server did not start")
 
 
 class World:
@@ -327,7 +402,7 @@ class Pod:
         raise RuntimeError(f"pod {self.name}: volume kind of {v['name']} not played here")
 
     def env(self, c):
-        e = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        e = {"PATH": self.world.bin_dir + ":" + os.environ.get("PATH", "/usr/bin:/bin")}
         for var in c.get("env", []):
             if "value" in var:
                 e[var["name"]] = expand(str(var["value"]), e)
@@ -462,22 +537,55 @@ def secret_data(o):
     return d
 
 
-def pki_secret(world, job):
-    """The pre-install Job's `weft pki` line, run with the Job's environment."""
-    c = job["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in c["env"]}
-    line = next(ln.strip() for ln in c["args"][0].splitlines() if ln.strip().startswith("weft pki "))
-    line = re.sub(r'"\$([A-Z_]+)"', lambda m: env[m.group(1)], line)
-    d = os.path.join(world.root, "pki-job", "pki")
-    os.makedirs(os.path.dirname(d))
-    argv = line.split()
-    argv = [d if a == "/work/pki" else a for a in argv]
-    sh(os.path.join(world.bin_dir, "weft"), *argv[1:])
-    data = {}
-    for f in os.listdir(d):
-        with open(os.path.join(d, f), "rb") as fh:
-            data[f] = fh.read()
-    return env["SECRET"], data
+def run_pki_job(world, job):
+    """The pre-install Job, run as a kubelet would, against a fake API server: it must store
+    the PKI Secret once (a second run keeps it); what it stored is the Secret the pods use."""
+    import base64
+    sa = os.path.join(world.root, "serviceaccount")
+    os.makedirs(sa)
+    # The API server's certificate (valid for kubernetes.default.svc), from weft pki too.
+    api_pki = os.path.join(world.root, "api-pki")
+    sh(os.path.join(world.bin_dir, "weft"), "pki", "--dir", api_pki, "--dns-name", "kubernetes.default.svc")
+    token = "sa-token-" + os.urandom(8).hex()
+    for f, text in (("token", token), ("namespace", NAMESPACE)):
+        with open(os.path.join(sa, f), "w") as fh:
+            fh.write(text)
+    shutil.copy(os.path.join(api_pki, "ca.crt"), os.path.join(sa, "ca.crt"))
+    for f in os.listdir(sa):
+        os.chmod(os.path.join(sa, f), 0o644)
+    apins = world.attach("apiserver", 5)
+    api = FakeApi(f"/run/netns/{apins}", os.path.join(api_pki, "gateway-gateway.crt"),
+                  os.path.join(api_pki, "gateway-gateway.key"), token, NAMESPACE)
+    jobns = world.attach("pki-job", 6)
+    spec = job["spec"]["template"]["spec"]
+    check = spec.get("automountServiceAccountToken") is True and spec.get("serviceAccountName")
+    assert check, "the Job mounts no service account token"
+    c = spec["containers"][0]
+    # What the kubelet adds for the service account.
+    c.setdefault("volumeMounts", []).append(
+        {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"})
+    pod = Pod(world, job, "pki-job", jobns, ip=world.ip["pki-job"], secrets=SECRETS)
+    pod.vols["kube-api-access"] = sa
+    # The script is one argument: its paths go through the mounts as the others do.
+    script = c["args"][0]
+    for m in sorted(c["volumeMounts"], key=lambda m: -len(m["mountPath"])):
+        script = script.replace(m["mountPath"], pod.vols[m["name"]])
+    env = pod.mapped_env(c)
+    for attempt in (1, 2):
+        out = world.run(f"pki-job-{attempt}", jobns, c["command"] + [script], env,
+                        uid=nonroot(pod.uid(c)), caps=pod.caps(c))
+        assert out.returncode == 0, f"the pki Job failed ({out.returncode}): {out.stdout}{out.stderr}"
+        want = "created" if attempt == 1 else "exists: kept"
+        assert want in out.stdout, f"the pki Job's run {attempt} did not say {want!r}: {out.stdout}"
+        # Its emptyDir is new for every pod.
+        for f in os.listdir(pod.vols["work"]):
+            p = os.path.join(pod.vols["work"], f)
+            shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+    assert api.posts == 1 and not api.errors, f"the API saw {api.posts} POSTs, errors {api.errors}"
+    api.server.shutdown()
+    name = env["SECRET"]
+    stored = api.secrets[name]
+    return name, {k: base64.b64decode(v) for k, v in stored["data"].items()}
 
 
 def weftctl(world, *args, token):
@@ -504,12 +612,14 @@ def main():
         for (kind, name), o in objs.items():
             if kind == "Secret":
                 SECRETS[name] = secret_data(o)
-        name, data = pki_secret(world, objs[("Job", f"{RELEASE}-pki")])
-        SECRETS[name] = data
         gw = objs[("Deployment", f"{RELEASE}-gateway")]
         ipam = objs[("Deployment", f"{RELEASE}-ipam")]
         ds = objs[("DaemonSet", f"{RELEASE}-node")]
         world.wire()
+        world.hosts({"kubernetes.default.svc": [f"{NET}.5"]})
+        name, data = run_pki_job(world, objs[("Job", f"{RELEASE}-pki")])
+        SECRETS[name] = data
+        print(f"the pki Job stored Secret {name} ({', '.join(sorted(data))}); run again, it kept it", flush=True)
         # The control plane: two replicas of each (the values say three; two show the point
         # and keep the run short).
         pods = []
@@ -521,7 +631,7 @@ def main():
         world.hosts({
             f"{RELEASE}-ipam.{NAMESPACE}.svc": [world.ip["ipam-0"], world.ip["ipam-1"]],
             f"{RELEASE}-gateway.{NAMESPACE}.svc": [world.ip["gateway-0"], world.ip["gateway-1"]],
-            "kubernetes.default.svc": [],
+            "kubernetes.default.svc": [f"{NET}.5"],
         })
         SERVICE_ENV[f"{RELEASE.upper()}_GATEWAY_PLAIN_SERVICE_HOST"] = world.ip["gateway-0"]
         for dep, pname, netns in pods:
