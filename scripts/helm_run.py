@@ -31,6 +31,9 @@ each control-plane pod (traffic stays on loopbacks).
 Then, through the public API (weftctl in a gateway pod's namespace): an overlay network,
 one sandbox on node-a and one on node-b, and a ping between them.
 
+Longer than 600 lines: one scenario, and the pieces that play a cluster for it (namespaces,
+volumes, the relay, the fake API server), which nothing else uses.
+
 Usage (root): helm_run.py BIN_DIR [HELM_ARGS…]   (WEFT_TEST_DATABASE_URL: the throwaway
 Postgres; HELM_ARGS: more for `helm template`, such as --set node.privileged=false)
 """
@@ -566,11 +569,12 @@ def run_pki_job(world, job):
         {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"})
     pod = Pod(world, job, "pki-job", jobns, ip=world.ip["pki-job"], secrets=SECRETS)
     pod.vols["kube-api-access"] = sa
-    # The script is one argument: its paths go through the mounts as the others do.
-    script = c["args"][0]
+    # The script is one argument: the kubelet expands $(VAR) in it, and its paths go through
+    # the mounts as the others do.
+    env = pod.mapped_env(c)
+    script = expand(c["args"][0], env)
     for m in sorted(c["volumeMounts"], key=lambda m: -len(m["mountPath"])):
         script = script.replace(m["mountPath"], pod.vols[m["name"]])
-    env = pod.mapped_env(c)
     for attempt in (1, 2):
         out = world.run(f"pki-job-{attempt}", jobns, c["command"] + [script], env,
                         uid=nonroot(pod.uid(c)), caps=pod.caps(c))

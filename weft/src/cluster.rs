@@ -214,6 +214,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_probe_of_a_port_where_nothing_serves_fails_naming_it() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = probe(&ProbeArgs {
+            addr,
+            tls_ca: None,
+            kind: None,
+        })
+        .await
+        .unwrap_err();
+        assert!(e.contains(&addr.to_string()), "{e}");
+    }
+
+    #[tokio::test]
     async fn join_addresses_are_ip_and_port_or_a_name_that_resolves() {
         let (a, n) = resolve_join("192.0.2.1:7700").await.unwrap();
         assert_eq!((a.to_string(), n), ("192.0.2.1:7700".into(), None));
