@@ -28,8 +28,10 @@ What plays the cluster (all made here, all removed at the end, also on failure):
 Postgres listens on the machine's loopback: a relay thread listens on the same address inside
 each control-plane pod (traffic stays on loopbacks).
 
-Then, through the public API (weftctl in a gateway pod's namespace): an overlay network,
-one sandbox on node-a and one on node-b, and a ping between them.
+Then NOTES.txt's grpcurl commands; through the public API (weftctl in a gateway pod's
+namespace) an overlay network, one sandbox on node-a and one on node-b, a ping between them
+and a name resolved; and the CNI plugin as node-c's runtime would run it (the installed binary,
+the installed conflist) for a pod that then reaches the sandbox on node-a.
 
 Longer than 600 lines: one scenario, and the pieces that play a cluster for it (namespaces,
 volumes, the relay, the fake API server), which nothing else uses.
@@ -239,6 +241,7 @@ class World:
         self.procs = []  # (name, Popen)
         self.relays = []
         self.ip = {}
+        self.netns_of = {}
         self.hosts_file = os.path.join(root, "hosts")
 
     # -- namespaces ---------------------------------------------------------------------
@@ -265,6 +268,7 @@ class World:
         sh("ip", "-n", full, "addr", "add", f"{addr}/24", "dev", "eth0")
         sh("ip", "-n", full, "link", "set", "eth0", "up")
         self.ip[name] = addr
+        self.netns_of[name] = full
         return full
 
     # -- processes ----------------------------------------------------------------------
@@ -601,120 +605,192 @@ def weftctl(world, *args, token):
     return out.stdout
 
 
+def values_of(extra):
+    """The chart's values with the three-replica file over them (and `--set`s of the run)."""
+    with open(os.path.join(CHART, "values.yaml")) as f:
+        values = yaml.safe_load(f)
+    with open(os.path.join(CHART, "ci", "three-replicas-postgres.yaml")) as f:
+        over = yaml.safe_load(f)
+
+    def merge(a, b):
+        return {k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+                for k, v in {**a, **b}.items()}
+    values = merge(values, over)
+    for i, a in enumerate(extra):
+        if a == "--set" and extra[i + 1] == "node.privileged=false":
+            values["node"]["privileged"] = False
+    return values
+
+
+def start_control_plane(world, objs, pg):
+    """Two ipam-svc and two gateway pods (the values say three: two show the point and keep
+    the run short), each ready by its probes."""
+    pg_host, pg_port = re.match(r"postgres://[^@]*@([^:/]+):(\d+)/", pg).groups()
+    gw = objs[("Deployment", f"{RELEASE}-gateway")]
+    ipam = objs[("Deployment", f"{RELEASE}-ipam")]
+    pods = []
+    for i, (dep, comp) in enumerate([(ipam, "ipam"), (ipam, "ipam"), (gw, "gateway"), (gw, "gateway")]):
+        pname = f"{comp}-{i % 2}"
+        netns = world.attach(pname, 10 + i)
+        world.relays.append(Relay(f"/run/netns/{netns}", pg_host, int(pg_port)))
+        pods.append((dep, pname, netns))
+    world.hosts({
+        f"{RELEASE}-ipam.{NAMESPACE}.svc": [world.ip["ipam-0"], world.ip["ipam-1"]],
+        f"{RELEASE}-gateway.{NAMESPACE}.svc": [world.ip["gateway-0"], world.ip["gateway-1"]],
+        "kubernetes.default.svc": [f"{NET}.5"],
+    })
+    SERVICE_ENV[f"{RELEASE.upper()}_GATEWAY_PLAIN_SERVICE_HOST"] = world.ip["gateway-0"]
+    for dep, pname, netns in pods:
+        pod = Pod(world, dep, pname, netns, ip=world.ip[pname], secrets=SECRETS)
+        cname = pod.spec["containers"][0]["name"]
+        proc = pod.start(cname)
+        pod.probe_until_ready(cname, proc)
+        print(f"ready: pod {pname} ({cname})", flush=True)
+    world.gw_ns = pods[2][2]
+    world.gw_local_port = gw["spec"]["template"]["spec"]["containers"][0]["ports"][1]["containerPort"]
+
+
+def start_node(world, ds, values, n, index):
+    """One node: its pod's init containers in order, then driver-agent and dns-svc, ready by
+    their probes; the CNI install is where the node's runtime looks."""
+    netns = world.attach(n, 20 + index)
+    pod = Pod(world, ds, f"{n}-pod", netns, node=n, ip=world.ip[n], secrets=SECRETS)
+    for init in pod.spec["initContainers"]:
+        pod.run_init(init["name"])
+    for c in ("driver-agent", "dns-svc"):
+        proc = pod.start(c)
+        pod.probe_until_ready(c, proc)
+    cni = values["node"]["cni"]
+    host = os.path.join(world.root, "nodes", n)
+    assert os.access(os.path.join(host, cni["binDir"].lstrip("/"), "weft-cni"), os.X_OK), "no weft-cni on the node"
+    with open(os.path.join(host, cni["confDir"].lstrip("/"), f"50-{cni['network']}.conflist")) as f:
+        conflist = json.load(f)
+    first = conflist["plugins"][0]
+    assert first["type"] == "weft-cni" and first["host"] == n and first["tokenFile"] == cni["tokenFile"], conflist
+    st = os.stat(os.path.join(host, cni["tokenFile"].lstrip("/")))
+    assert st.st_mode & 0o777 == 0o600 and st.st_uid == 0, oct(st.st_mode)
+    print(f"ready: node {n} (joined; driver-agent, dns-svc; weft-cni installed)", flush=True)
+    return conflist
+
+
+def check_notes_grpcurl(world, admin, nodes):
+    """NOTES.txt's grpcurl commands (there through a port-forward; here from the pod)."""
+    gw_addr = f"127.0.0.1:{world.gw_local_port}"
+    genv = {"PATH": os.environ.get("PATH", ""), "WEFT_TOKEN": admin}
+    health = world.run("grpcurl", world.gw_ns, ["grpcurl", "-plaintext", gw_addr,
+                                                "grpc.health.v1.Health/Check"], genv)
+    assert '"SERVING"' in health.stdout, f"grpcurl health: {health.stdout}{health.stderr}"
+    lh = world.run("grpcurl", world.gw_ns, ["grpcurl", "-plaintext", "-expand-headers", "-H",
+                                            "authorization: Bearer ${WEFT_TOKEN}", gw_addr,
+                                            "weft.gateway.v1.HostService/ListHosts"], genv)
+    assert lh.returncode == 0 and all(f'"{n}"' in lh.stdout for n in nodes), \
+        f"grpcurl ListHosts: {lh.stdout}{lh.stderr}"
+    print("NOTES.txt's grpcurl commands answer (health SERVING, the three nodes listed)", flush=True)
+    listed = [json.loads(ln) for ln in weftctl(world, "--format", "json", "host", "ls", token=admin).splitlines()
+              if ln.strip()]
+    for n in nodes:
+        h = next((h for h in listed if h.get("name") == n), None)
+        assert h is not None and h.get("state") == "HOST_STATE_UP", f"{n} is not up: {listed}"
+
+
+def in_sandbox(world, node, netns_path, *argv):
+    """argv in a sandbox's namespace, which the node's agent named in its own mount namespace
+    (a private one here; on a node the Bidirectional mount of /run/netns shows it to all)."""
+    agent = dict(world.procs)[f"{node}-pod-driver-agent"].pid
+    return sh("nsenter", f"--mount=/proc/{agent}/ns/mnt", "--", "nsenter", f"--net={netns_path}",
+              "--", *argv, check=False)
+
+
+def check_sandboxes(world, admin, network):
+    """Two sandboxes through the public API, on node-a and node-b, on an overlay: they ping
+    each other and resolve each other's names (dns-svc's socket in the sandbox comes from the
+    agent's broker, over the socket the two containers share)."""
+    weftctl(world, "network", "create", "--driver", "overlay", "--subnet", "10.214.0.0/24", network, token=admin)
+    addrs = {}
+    for s, n in (("s1", "node-a"), ("s2", "node-b")):
+        weftctl(world, "sandbox", "create", "--host", n, "--network", network, s, token=admin)
+        info = json.loads(weftctl(world, "--format", "json", "sandbox", "inspect", s, token=admin))[0]
+        world.sandbox_ids.add(info["id"][:12])
+        ep = info["endpoints"][0]
+        addrs[s] = (info.get("netnsPath") or info.get("netns_path"),
+                    (ep.get("ipv4Address") or ep.get("ipv4_address")).split("/")[0])
+    ping = in_sandbox(world, "node-a", addrs["s1"][0], "busybox", "ping", "-c", "3", "-W", "2", addrs["s2"][1])
+    assert ping.returncode == 0, f"s1 cannot reach s2 over the overlay:\n{ping.stdout}{ping.stderr}"
+    print(f"s1 on node-a reached s2 on node-b ({addrs['s2'][1]}) over the overlay", flush=True)
+    dig = in_sandbox(world, "node-a", addrs["s1"][0], "dig", "+short", "+time=2", "+tries=5", "@127.0.0.11", "s2")
+    assert dig.stdout.split() == [addrs["s2"][1]], f"s2 resolves in s1 to {dig.stdout!r} {dig.stderr}"
+    print(f"s2 resolves to {addrs['s2'][1]} in s1 (dns-svc on node-a)", flush=True)
+    return addrs
+
+
+def check_cni(world, values, conflist, node, pod_netns, peer):
+    """The node's runtime runs the installed plugin with the installed conflist (its first
+    plugin, with name and cniVersion, as runtimes pass it) for a pod: ADD gives the pod an
+    address on the network, from which it reaches `peer`; DEL takes it away."""
+    host = os.path.join(world.root, "nodes", node)
+    conf = dict(conflist["plugins"][0], name=conflist["name"], cniVersion=conflist["cniVersion"])
+    # The plugin runs on the node: the token file is the node's (host paths live in its dir).
+    conf["tokenFile"] = os.path.join(host, conf["tokenFile"].lstrip("/"))
+    plugin = os.path.join(host, values["node"]["cni"]["binDir"].lstrip("/"), "weft-cni")
+    env = {"PATH": os.environ.get("PATH", ""), "CNI_CONTAINERID": "c0ffee" * 8,
+           "CNI_NETNS": f"/run/netns/{pod_netns}", "CNI_IFNAME": "eth0", "CNI_PATH": os.path.dirname(plugin),
+           "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0"}
+    add = subprocess.run(["nsenter", f"--net=/run/netns/{world.netns_of[node]}", "--", plugin],
+                         input=json.dumps(conf), capture_output=True, text=True, timeout=150,
+                         env=dict(env, CNI_COMMAND="ADD"))
+    assert add.returncode == 0, f"CNI ADD: {add.stdout}{add.stderr}"
+    result = json.loads(add.stdout)
+    ip = result["ips"][0]["address"].split("/")[0]
+    ping = sh("nsenter", f"--net=/run/netns/{pod_netns}", "--", "busybox", "ping", "-c", "3", "-W", "2",
+              peer, check=False)
+    assert ping.returncode == 0, f"the CNI pod ({ip}) cannot reach {peer}:\n{ping.stdout}{ping.stderr}"
+    print(f"CNI ADD on {node} with the installed plugin and conflist: pod web-0 got {ip}, reaches {peer}",
+          flush=True)
+    delete = subprocess.run(["nsenter", f"--net=/run/netns/{world.netns_of[node]}", "--", plugin],
+                            input=json.dumps(dict(conf, prevResult=result)), capture_output=True, text=True,
+                            timeout=150, env=dict(env, CNI_COMMAND="DEL"))
+    assert delete.returncode == 0, f"CNI DEL: {delete.stdout}{delete.stderr}"
+
+
 def main():
     # Stopped from outside (a test runner's timeout): clean up all the same.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("helm-run: stopped (SIGTERM)"))
     bin_dir = os.path.realpath(sys.argv[1])
     pg = os.environ["WEFT_TEST_DATABASE_URL"]
-    pg_host, pg_port = re.match(r"postgres://[^@]*@([^:/]+):(\d+)/", pg).groups()
     root = tempfile.mkdtemp(prefix="weft-helm-run-")
     os.chmod(root, 0o755)
     world = World(bin_dir, root)
+    values = values_of(sys.argv[2:])
     ok = False
     try:
         objs, _ = render(pg, sys.argv[2:])
         for (kind, name), o in objs.items():
             if kind == "Secret":
                 SECRETS[name] = secret_data(o)
-        gw = objs[("Deployment", f"{RELEASE}-gateway")]
-        ipam = objs[("Deployment", f"{RELEASE}-ipam")]
-        ds = objs[("DaemonSet", f"{RELEASE}-node")]
         world.wire()
         world.hosts({"kubernetes.default.svc": [f"{NET}.5"]})
         name, data = run_pki_job(world, objs[("Job", f"{RELEASE}-pki")])
         SECRETS[name] = data
         print(f"the pki Job stored Secret {name} ({', '.join(sorted(data))}); run again, it kept it", flush=True)
-        # The control plane: two replicas of each (the values say three; two show the point
-        # and keep the run short).
-        pods = []
-        for i, (dep, comp) in enumerate([(ipam, "ipam"), (ipam, "ipam"), (gw, "gateway"), (gw, "gateway")]):
-            pname = f"{comp}-{i % 2}"
-            netns = world.attach(pname, 10 + i)
-            world.relays.append(Relay(f"/run/netns/{netns}", pg_host, int(pg_port)))
-            pods.append((dep, pname, netns))
-        world.hosts({
-            f"{RELEASE}-ipam.{NAMESPACE}.svc": [world.ip["ipam-0"], world.ip["ipam-1"]],
-            f"{RELEASE}-gateway.{NAMESPACE}.svc": [world.ip["gateway-0"], world.ip["gateway-1"]],
-            "kubernetes.default.svc": [f"{NET}.5"],
-        })
-        SERVICE_ENV[f"{RELEASE.upper()}_GATEWAY_PLAIN_SERVICE_HOST"] = world.ip["gateway-0"]
-        for dep, pname, netns in pods:
-            pod = Pod(world, dep, pname, netns, ip=world.ip[pname], secrets=SECRETS)
-            cname = pod.spec["containers"][0]["name"]
-            proc = pod.start(cname)
-            pod.probe_until_ready(cname, proc)
-            print(f"ready: pod {pname} ({cname})", flush=True)
-        world.gw_ns = pods[2][2]
-        world.gw_local_port = gw["spec"]["template"]["spec"]["containers"][0]["ports"][1]["containerPort"]
+        start_control_plane(world, objs, pg)
         admin = SECRETS[f"{RELEASE}-admin"]["ADMIN_TOKEN"].decode()
         # NOTES.txt: a join token per node, in the Secret node.joinSecret; the CNI token.
         nodes = ["node-a", "node-b", "node-c"]
-        join = {}
-        for n in nodes:
-            join[n] = weftctl(world, "host", "join-token", "--host", n, token=admin).split()[-1].encode()
-        values = yaml.safe_load(open(os.path.join(CHART, "ci", "three-replicas-postgres.yaml")))
-        SECRETS[values["node"]["joinSecret"]] = join
+        SECRETS[values["node"]["joinSecret"]] = {
+            n: weftctl(world, "host", "join-token", "--host", n, token=admin).split()[-1].encode()
+            for n in nodes}
         cni = weftctl(world, "token", "create", "--role", "operator", "--name", "cni", token=admin).split()[-1]
         SECRETS[values["node"]["cni"]["tokenSecret"]] = {"token": cni.encode()}
-        for i, n in enumerate(nodes):
-            netns = world.attach(n, 20 + i)
-            pod = Pod(world, ds, f"{n}-pod", netns, node=n, ip=world.ip[n], secrets=SECRETS)
-            for init in pod.spec["initContainers"]:
-                pod.run_init(init["name"])
-            for c in ("driver-agent", "dns-svc"):
-                proc = pod.start(c)
-                pod.probe_until_ready(c, proc)
-            # The CNI install landed in the node's directories.
-            cni_vals = values["node"].get("cni", {})
-            host = os.path.join(root, "nodes", n)
-            conf = os.path.join(host, "etc/cni/net.d", f"50-{cni_vals['network']}.conflist")
-            assert os.access(os.path.join(host, "opt/cni/bin/weft-cni"), os.X_OK), "no weft-cni on the node"
-            text = open(conf).read()
-            assert f'"host": "{n}"' in text and '"tokenFile": "/etc/weft/cni/token"' in text, text
-            st = os.stat(os.path.join(host, "etc/weft/cni/token"))
-            assert st.st_mode & 0o777 == 0o600, oct(st.st_mode)
-            print(f"ready: node {n} (joined; driver-agent, dns-svc; weft-cni installed)", flush=True)
-        # NOTES.txt's grpcurl commands (there through a port-forward; here from the pod).
-        gw_addr = f"127.0.0.1:{world.gw_local_port}"
-        genv = {"PATH": os.environ.get("PATH", ""), "WEFT_TOKEN": admin}
-        health = world.run("grpcurl", world.gw_ns, ["grpcurl", "-plaintext", gw_addr,
-                                                    "grpc.health.v1.Health/Check"], genv)
-        assert '"SERVING"' in health.stdout, f"grpcurl health: {health.stdout}{health.stderr}"
-        lh = world.run("grpcurl", world.gw_ns, ["grpcurl", "-plaintext", "-expand-headers", "-H",
-                                                "authorization: Bearer ${WEFT_TOKEN}", gw_addr,
-                                                "weft.gateway.v1.HostService/ListHosts"], genv)
-        assert lh.returncode == 0 and all(f'"{n}"' in lh.stdout for n in nodes), \
-            f"grpcurl ListHosts: {lh.stdout}{lh.stderr}"
-        print("NOTES.txt's grpcurl commands answer (health SERVING, the three nodes listed)", flush=True)
-        listed = [json.loads(ln) for ln in weftctl(world, "--format", "json", "host", "ls", token=admin).splitlines() if ln.strip()]
-        for n in nodes:
-            h = next((h for h in listed if h.get("name") == n), None)
-            assert h is not None and h.get("state") == "HOST_STATE_UP", f"{n} is not up: {listed}"
-        # Sandboxes through the public API on two nodes, on an overlay.
-        weftctl(world, "network", "create", "--driver", "overlay", "--subnet", "10.214.0.0/24", "ov", token=admin)
-        addrs = {}
-        for s, n in (("s1", "node-a"), ("s2", "node-b")):
-            weftctl(world, "sandbox", "create", "--host", n, "--network", "ov", s, token=admin)
-            info = json.loads(weftctl(world, "--format", "json", "sandbox", "inspect", s, token=admin))[0]
-            world.sandbox_ids.add(info["id"][:12])
-            path = info.get("netnsPath") or info.get("netns_path")
-            ep = info["endpoints"][0]
-            addrs[s] = (path, (ep.get("ipv4Address") or ep.get("ipv4_address")).split("/")[0])
-        # The agent named the namespace in its own mount namespace (here a private one; on a
-        # node the Bidirectional mount of /run/netns shows it to the host): enter it there.
-        agent = dict(world.procs)["node-a-pod-driver-agent"].pid
-        ping = sh("nsenter", f"--mount=/proc/{agent}/ns/mnt", "--", "nsenter", f"--net={addrs['s1'][0]}",
-                  "--", "busybox", "ping", "-c", "3", "-W", "2", addrs["s2"][1], check=False)
-        assert ping.returncode == 0, f"s1 cannot reach s2 over the overlay:\n{ping.stdout}{ping.stderr}"
-        print(f"s1 on node-a reached s2 on node-b ({addrs['s2'][1]}) over the overlay", flush=True)
-        # dns-svc answers inside the sandbox (its socket there comes from the agent's broker,
-        # over the socket the two containers share).
-        dig = sh("nsenter", f"--mount=/proc/{agent}/ns/mnt", "--", "nsenter", f"--net={addrs['s1'][0]}",
-                 "--", "dig", "+short", "+time=2", "+tries=5", "@127.0.0.11", "s2", check=False)
-        assert dig.stdout.split() == [addrs["s2"][1]], f"s2 resolves in s1 to {dig.stdout!r} {dig.stderr}"
-        print(f"s2 resolves to {addrs['s2'][1]} in s1 (dns-svc on node-a)", flush=True)
+        # A pod's namespace on node-c, made before its agent starts (which then sees it).
+        pod_ns = world.ns("web-0")
+        conflists = {n: start_node(world, objs[("DaemonSet", f"{RELEASE}-node")], values, n, i)
+                     for i, n in enumerate(nodes)}
+        check_notes_grpcurl(world, admin, nodes)
+        network = values["node"]["cni"]["network"]
+        addrs = check_sandboxes(world, admin, network)
+        check_cni(world, values, conflists["node-c"], "node-c", pod_ns, addrs["s1"][1])
         weftctl(world, "sandbox", "rm", "s1", "s2", token=admin)
-        weftctl(world, "network", "rm", "ov", token=admin)
+        weftctl(world, "network", "rm", network, token=admin)
         ok = True
     finally:
         if not ok:
