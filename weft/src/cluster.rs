@@ -119,18 +119,38 @@ pub async fn join(args: &JoinArgs) -> Result<String, UpError> {
             "the join token is not one (weftjoin_…, from `weftctl host join-token`)".into(),
         ));
     }
-    let (gateway, server_name) = resolve_join(&args.join).await?;
-    let to = JoinTo {
-        gateway,
-        server_name,
-        token,
-        advertise: args.advertise,
-    };
     let service = match (args.service_uid, args.service_gid) {
         (Some(uid), Some(gid)) => Some(Ids { uid, gid }),
         _ => None,
     };
-    let tls = crate::joined::ensure(&args.data_dir, &args.host_name, &to, None, service).await?;
+    // A node that joined before starts on the certificates it kept: then the gateway's name
+    // need not resolve (cluster DNS may be down while the node's pod restarts).
+    let (to, unresolved) = match resolve_join(&args.join).await {
+        Ok((gateway, server_name)) => (
+            JoinTo {
+                gateway,
+                server_name,
+                token,
+                advertise: args.advertise,
+            },
+            None,
+        ),
+        Err(e) => (
+            JoinTo {
+                gateway: SocketAddr::from(([0, 0, 0, 0], 0)),
+                server_name: None,
+                token: None,
+                advertise: args.advertise,
+            },
+            Some(e),
+        ),
+    };
+    let tls = match crate::joined::ensure(&args.data_dir, &args.host_name, &to, None, service).await
+    {
+        Ok(tls) => tls,
+        // Certificates were needed: the reason is the name that did not resolve.
+        Err(e) => return Err(unresolved.unwrap_or(e)),
+    };
     Ok(format!(
         "{}\n{}\n{}\n{}\n{}\n",
         tls.ca.display(),
@@ -227,6 +247,37 @@ mod tests {
         .await
         .unwrap_err();
         assert!(e.contains(&addr.to_string()), "{e}");
+    }
+
+    #[tokio::test]
+    #[cfg_attr(weft_no_root, ignore = "needs root: the node's pki/ is root's")]
+    async fn a_node_that_joined_before_starts_on_its_certificates_without_the_gateway() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = JoinArgs {
+            data_dir: dir.path().to_owned(),
+            // Refused before any lookup: no name is sent to a resolver.
+            join: "weft-gateway:http".into(),
+            join_token: None,
+            join_token_file: Some(dir.path().join("no-token")),
+            host_name: "node-a".into(),
+            advertise: "192.0.2.10".parse().unwrap(),
+            service_uid: None,
+            service_gid: None,
+        };
+        // Not joined yet: the address is what is wrong.
+        let e = join(&args).await.unwrap_err().to_string();
+        assert!(e.contains("--join"), "{e}");
+        // Joined before (the files `weft join` keeps): no gateway needed.
+        let ids = [
+            Identity::new(Kind::Agent, "node-a").unwrap(),
+            Identity::new(Kind::Dns, "node-a").unwrap(),
+        ];
+        weft_identity::pki::bootstrap(&dir.path().join("pki"), "node-a", &ids).unwrap();
+        let out = join(&args).await.unwrap();
+        assert!(
+            out.contains("agent-node-a.crt") && out.contains("dns-node-a.crt"),
+            "{out}"
+        );
     }
 
     #[tokio::test]
