@@ -251,7 +251,7 @@ def main():
                           and set(caps.get("add", [])) == AGENT_CAPS,
                           f"{what}: capabilities {caps}, expected exactly {sorted(AGENT_CAPS)}")
             elif c["name"] == "join":
-                check(caps.get("drop") == ["ALL"] and set(caps.get("add", [])) == {"CHOWN", "DAC_OVERRIDE"},
+                check(caps.get("drop") == ["ALL"] and set(caps.get("add", [])) == {"CHOWN", "DAC_OVERRIDE", "FOWNER"},
                       f"{what}: capabilities {caps}")
             else:
                 check(caps.get("drop") == ["ALL"] and not caps.get("add"), f"{what}: capabilities {caps}")

@@ -31,7 +31,8 @@ each control-plane pod (traffic stays on loopbacks).
 Then NOTES.txt's grpcurl commands; through the public API (weftctl in a gateway pod's
 namespace) an overlay network, one sandbox on node-a and one on node-b, a ping between them
 and a name resolved; and the CNI plugin as node-c's runtime would run it (the installed binary,
-the installed conflist) for a pod that then reaches the sandbox on node-a.
+the installed conflist) for a pod that then reaches the sandbox on node-a; last, node-c's pod
+is replaced and its new pod starts with the spent join token, on the certificates it kept.
 
 Longer than 600 lines: one scenario, and the pieces that play a cluster for it (namespaces,
 volumes, the relay, the fake API server), which nothing else uses.
@@ -650,11 +651,12 @@ def start_control_plane(world, objs, pg):
     world.gw_local_port = gw["spec"]["template"]["spec"]["containers"][0]["ports"][1]["containerPort"]
 
 
-def start_node(world, ds, values, n, index):
+def start_node(world, ds, values, n, index, pod_name=None):
     """One node: its pod's init containers in order, then driver-agent and dns-svc, ready by
-    their probes; the CNI install is where the node's runtime looks."""
-    netns = world.attach(n, 20 + index)
-    pod = Pod(world, ds, f"{n}-pod", netns, node=n, ip=world.ip[n], secrets=SECRETS)
+    their probes; the CNI install is where the node's runtime looks. `pod_name`: a new pod on
+    a node already there (the DaemonSet's pod restarted)."""
+    netns = world.netns_of[n] if pod_name else world.attach(n, 20 + index)
+    pod = Pod(world, ds, pod_name or f"{n}-pod", netns, node=n, ip=world.ip[n], secrets=SECRETS)
     for init in pod.spec["initContainers"]:
         pod.run_init(init["name"])
     for c in ("driver-agent", "dns-svc"):
@@ -669,8 +671,24 @@ def start_node(world, ds, values, n, index):
     assert first["type"] == "weft-cni" and first["host"] == n and first["tokenFile"] == cni["tokenFile"], conflist
     st = os.stat(os.path.join(host, cni["tokenFile"].lstrip("/")))
     assert st.st_mode & 0o777 == 0o600 and st.st_uid == 0, oct(st.st_mode)
-    print(f"ready: node {n} (joined; driver-agent, dns-svc; weft-cni installed)", flush=True)
+    print(f"ready: node {n}{' again' if pod_name else ''} (joined; driver-agent, dns-svc; weft-cni installed)",
+          flush=True)
     return conflist
+
+
+def restart_node(world, ds, values, n, admin):
+    """The node's pod is replaced (an upgrade, a crash): its containers stop, a new pod runs
+    the init containers again with the same, spent, join token (the node starts on the
+    certificates it kept), and the host is up again."""
+    for c in ("dns-svc", "driver-agent"):
+        p = dict(world.procs)[f"{n}-pod-{c}"]
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(40) == 0, f"{n} {c} did not stop cleanly on SIGTERM: exit {p.returncode}"
+    start_node(world, ds, values, n, 0, pod_name=f"{n}-pod2")
+    listed = [json.loads(ln) for ln in weftctl(world, "--format", "json", "host", "ls", token=admin).splitlines()
+              if ln.strip()]
+    h = next((h for h in listed if h.get("name") == n), {})
+    assert h.get("state") == "HOST_STATE_UP", f"{n} is not up after its pod's restart: {h}"
 
 
 def check_notes_grpcurl(world, admin, nodes):
@@ -789,6 +807,7 @@ def main():
         network = values["node"]["cni"]["network"]
         addrs = check_sandboxes(world, admin, network)
         check_cni(world, values, conflists["node-c"], "node-c", pod_ns, addrs["s1"][1])
+        restart_node(world, objs[("DaemonSet", f"{RELEASE}-node")], values, "node-c", admin)
         weftctl(world, "sandbox", "rm", "s1", "s2", token=admin)
         weftctl(world, "network", "rm", network, token=admin)
         ok = True

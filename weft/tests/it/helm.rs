@@ -32,7 +32,8 @@ fn the_chart_renders_validates_and_wires_the_real_binaries() {
 /// throwaway Postgres, three nodes (network namespaces) that join with join tokens made through
 /// the API, install weft-cni into their directories and run driver-agent and dns-svc; then two
 /// sandboxes on two nodes ping each other over an overlay network and resolve each other's
-/// names, and a pod that the installed weft-cni attaches on the third node reaches them.
+/// names, and a pod that the installed weft-cni attaches on the third node reaches them; the
+/// third node's pod is replaced and starts again with its spent join token.
 #[test]
 #[cfg_attr(
     weft_no_root,
@@ -79,7 +80,8 @@ fn helm_run(helm_args: &[&str]) {
     assert!(
         text.contains("over the overlay")
             && text.contains("resolves to")
-            && text.contains("CNI ADD on"),
+            && text.contains("CNI ADD on")
+            && text.contains("again"),
         "{text}"
     );
 }
