@@ -309,8 +309,9 @@ class World:
     def run(self, name, netns, argv, env, uid=None, timeout=120, caps=None):
         out = subprocess.run(self.command(netns, argv, uid, caps), env=env, capture_output=True,
                              text=True, timeout=timeout)
+        # Only what it says on stderr: the stdout of some commands is a secret (a new token).
         with open(os.path.join(self.root, f"{name}.log"), "a") as f:
-            f.write(out.stdout + out.stderr)
+            f.write(out.stderr)
         return out
 
     def log_tail(self, name, n=30):
@@ -319,6 +320,18 @@ class World:
                 return "".join(f.readlines()[-n:])
         except OSError:
             return ""
+
+    def keep_logs(self):
+        """The services' logs, where the test run keeps every service's (scripts/test.sh scans
+        them for secrets)."""
+        keep = os.environ.get("WEFT_TEST_LOG_DIR")
+        if not keep:
+            return
+        dest = os.path.join(keep, f"helm-run-{os.getpid()}")
+        os.makedirs(dest, exist_ok=True)
+        for f in os.listdir(self.root):
+            if f.endswith(".log"):
+                shutil.copy(os.path.join(self.root, f), dest)
 
     def cleanup(self):
         for r in self.relays:
@@ -816,6 +829,7 @@ def main():
             for name, p in world.procs:
                 print(f"--- {name} (exit {p.poll()})\n{world.log_tail(name)}")
         world.cleanup()
+        world.keep_logs()
         shutil.rmtree(root, ignore_errors=True)
     print("helm-run: 1 passed, 0 failed")
 
