@@ -716,7 +716,13 @@ def check_notes_grpcurl(world, admin, nodes):
                                             "weft.gateway.v1.HostService/ListHosts"], genv)
     assert lh.returncode == 0 and all(f'"{n}"' in lh.stdout for n in nodes), \
         f"grpcurl ListHosts: {lh.stdout}{lh.stderr}"
-    print("NOTES.txt's grpcurl commands answer (health SERVING, the three nodes listed)", flush=True)
+    # The plaintext listener on the pod network still takes no call without a token.
+    anon = world.run("grpcurl", world.gw_ns, ["grpcurl", "-plaintext", gw_addr,
+                                              "weft.gateway.v1.HostService/ListHosts"], genv)
+    assert anon.returncode != 0 and "Unauthenticated" in anon.stderr, \
+        f"ListHosts without a token: {anon.returncode} {anon.stdout}{anon.stderr}"
+    print("NOTES.txt's grpcurl commands answer (health SERVING, the three nodes listed; "
+          "without a token: Unauthenticated)", flush=True)
     listed = [json.loads(ln) for ln in weftctl(world, "--format", "json", "host", "ls", token=admin).splitlines()
               if ln.strip()]
     for n in nodes:
