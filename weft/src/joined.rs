@@ -38,6 +38,9 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct JoinTo {
     /// The gateway's TLS listener (its --advertise address and port 7700).
     pub gateway: std::net::SocketAddr,
+    /// The DNS name the gateway's certificate must carry, when it was dialled by name (a
+    /// Kubernetes Service, `weft join`); `None`: its IP address.
+    pub server_name: Option<String>,
     /// The join token (needed only until the certificates are made).
     pub token: Option<String>,
     pub advertise: IpAddr,
@@ -93,6 +96,7 @@ pub fn check(
     }
     Ok(JoinTo {
         gateway,
+        server_name: None,
         token: token.map(str::to_owned),
         advertise,
     })
@@ -173,9 +177,15 @@ async fn join_now(
         .map_err(|e| failed(e.to_string()))?;
     let answer = tokio::time::timeout(JOIN_TIMEOUT, async {
         // From this host's namespace (the stack's, with --netns), as its services will.
-        let channel = crate::dial::dial(join.gateway, netns, Some(&tls), JOIN_TIMEOUT)
-            .await
-            .map_err(|e| failed(format!("cannot reach the gateway: {e}")))?;
+        let channel = crate::dial::dial_named(
+            join.gateway,
+            join.server_name.as_deref(),
+            netns,
+            Some(&tls),
+            JOIN_TIMEOUT,
+        )
+        .await
+        .map_err(|e| failed(format!("cannot reach the gateway: {e}")))?;
         let bearer = Bearer::new(token).map_err(|e| failed(e.to_string()))?;
         JoinServiceClient::new(bearer.on(channel))
             .join_host(pb::JoinHostRequest {

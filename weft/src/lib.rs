@@ -6,6 +6,7 @@
 //! prints the supervisor's state, which `weft up` keeps in the data directory ([`status`]).
 
 pub mod cli;
+pub mod cluster;
 pub mod dial;
 pub mod error;
 pub mod health;
@@ -40,6 +41,18 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Status(args) => print_status(&args),
+        Command::Pki(args) => report("weft pki", cluster::pki(&args)),
+        Command::Join(args) => report("weft join", cluster::join(&args).await),
+        Command::Probe(args) => match cluster::probe(&args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!("weft probe: {e}");
+                }
+                ExitCode::FAILURE
+            }
+        },
         Command::Up(args) => match up(*args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -112,6 +125,21 @@ pub async fn up(args: UpArgs) -> Result<(), UpError> {
     let stopped = stack.stop_all().await;
     // The reason the stack ended matters more than how the rest stopped.
     ran.and(stopped)
+}
+
+/// Prints what a one-shot command made, or its error; the exit code says which.
+fn report(what: &str, done: Result<String, UpError>) -> ExitCode {
+    #[allow(clippy::print_stdout, clippy::print_stderr)]
+    match done {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 /// `weft status`: the status file as a table, or as JSON.

@@ -980,6 +980,7 @@ mod tests {
         let mut c = config(None);
         c.join = Some(crate::joined::JoinTo {
             gateway: "192.0.2.1:7700".parse().unwrap(),
+            server_name: None,
             token: None,
             advertise: "192.0.2.2".parse().unwrap(),
         });

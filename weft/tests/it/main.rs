@@ -7,6 +7,7 @@
 
 mod chaos;
 mod heal;
+mod helm;
 mod join;
 mod refusals;
 mod systemd;
