@@ -49,6 +49,7 @@ pub mod netns;
 pub mod netns_policy;
 pub mod recent;
 pub mod reconcile;
+mod reconcile_metrics;
 pub mod registry;
 pub mod report;
 pub mod sandbox;

@@ -1,9 +1,8 @@
-//! The agent's metrics (see `weft_runtime::metrics`): reconciliation passes, the drift they
-//! find and repair, and how long calls into the kernel take.
+//! The agent's metrics (see `weft_runtime::metrics`): how long calls into the kernel take
+//! (reconciliation passes and their drift are counted in `reconcile_metrics`, which this leaf
+//! module, used by the kernel and namespace code, must not import).
 
 use std::{future::Future, time::Instant};
-
-use crate::report::{Kind, Report};
 
 /// Awaits `f`, a call into the kernel named `call` (a constant), and records how long it took
 /// in `weft_agent_kernel_call_duration_seconds`.
@@ -16,47 +15,4 @@ pub(crate) async fn timed<T>(call: &'static str, f: impl Future<Output = T>) -> 
     ::metrics::histogram!("weft_agent_kernel_call_duration_seconds", "call" => call)
         .record(started.elapsed().as_secs_f64());
     out
-}
-
-/// Counts one reconciliation pass of `depth` (`full`, `changes`, `dry_run`, `audit`) that took
-/// since `started` and reported `report`: every change is drift found (and, but in a dry run,
-/// repaired); every failure is drift found and not repaired.
-pub(crate) fn pass(depth: &'static str, started: Instant, report: &Report) {
-    if !weft_runtime::metrics::enabled() {
-        return;
-    }
-    ::metrics::counter!("weft_agent_reconcile_runs_total", "depth" => depth).increment(1);
-    ::metrics::histogram!("weft_agent_reconcile_duration_seconds", "depth" => depth)
-        .record(started.elapsed().as_secs_f64());
-    for c in &report.changes {
-        let kind = kind_name(c.kind);
-        ::metrics::counter!("weft_agent_drift_found_total", "depth" => depth, "kind" => kind)
-            .increment(1);
-        if depth != "dry_run" {
-            ::metrics::counter!("weft_agent_drift_repaired_total", "depth" => depth, "kind" => kind)
-                .increment(1);
-        }
-    }
-    for f in &report.failures {
-        let kind = kind_name(f.kind);
-        ::metrics::counter!("weft_agent_drift_found_total", "depth" => depth, "kind" => kind)
-            .increment(1);
-        ::metrics::counter!("weft_agent_repair_failures_total", "depth" => depth, "kind" => kind)
-            .increment(1);
-    }
-}
-
-fn kind_name(k: Kind) -> &'static str {
-    match k {
-        Kind::Netns => "netns",
-        Kind::Link => "link",
-        Kind::Address => "address",
-        Kind::Route => "route",
-        Kind::Neighbour => "neighbour",
-        Kind::FdbEntry => "fdb_entry",
-        Kind::File => "file",
-        Kind::NftTable => "nft_table",
-        Kind::NftRule => "nft_rule",
-        Kind::Sysctl => "sysctl",
-    }
 }

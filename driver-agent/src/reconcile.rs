@@ -189,7 +189,7 @@ impl Agent {
             Depth::Full => "full",
             Depth::Changes => "changes",
         };
-        crate::metrics::pass(name, started, &report);
+        crate::reconcile_metrics::pass(name, started, &report);
         report
     }
 
@@ -299,7 +299,7 @@ impl Agent {
         let started = Instant::now();
         let report = self.audit_pass(prepared, as_of).await;
         if report.ensured > 0 || !report.changes.is_empty() || !report.failures.is_empty() {
-            crate::metrics::pass("audit", started, &report);
+            crate::reconcile_metrics::pass("audit", started, &report);
         }
         report
     }
