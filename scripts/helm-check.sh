@@ -75,5 +75,23 @@ for major in 3 4; do
     else ok; fi
   done
 done
+# The optional ServiceMonitors (a CRD's kind: no Kubernetes schema to validate them against):
+# one each for the gateway, ipam-svc and the node pods, each with a headless Service naming the
+# metrics ports the pods declare.
+for major in 3 4; do
+  r="$out/helm$major-servicemonitor.yaml"
+  if "$CACHE/helm/v$major/helm" template weft "$chart" --namespace weft \
+      -f "$chart/ci/three-replicas-postgres.yaml" --set metrics.serviceMonitor.enabled=true >"$r" 2>"$out/log"; then
+    run "yamllint of helm $major's rendering with ServiceMonitors" yamllint -s -d "{extends: relaxed, rules: {line-length: disable}}" "$r"
+    n=$(grep -c '^kind: ServiceMonitor' "$r" || true)
+    if [ "$n" = 3 ]; then ok; else no "helm $major rendered $n ServiceMonitors, not 3"; fi
+    for port in metrics agent-metrics dns-metrics; do
+      if grep -q "targetPort: $port" "$r"; then ok; else no "helm $major: no Service port for $port"; fi
+    done
+  else
+    no "helm $major template with metrics.serviceMonitor.enabled=true"
+    sed 's/^/  /' "$out/log"
+  fi
+done
 echo "helm-check: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -365,6 +365,31 @@ def main():
                   f"Role {r['metadata']['name']}: more than it uses: {rule}")
     check(not by.get("ClusterRole") and not by.get("ClusterRoleBinding"), "cluster-wide RBAC rendered")
 
+    # Metrics: every service container listens on its own port of its pod's (a node pod's:
+    # the node's) address, the port declared on the container.
+    if values["metrics"]["enabled"]:
+        want = {"gateway": ("POD_IP", "gateway"), "ipam-svc": ("POD_IP", "ipam"),
+                "driver-agent": ("NODE_IP", "agent"), "dns-svc": ("NODE_IP", "dns")}
+        seen = set()
+        for o in workloads:
+            for c in pod_spec(o)["containers"]:
+                binary = c["command"][0]
+                if binary not in want:
+                    continue
+                ip, key = want[binary]
+                port = values["metrics"]["ports"][key]
+                env = {e["name"]: e for e in c.get("env", [])}
+                listen = env.get("WEFT_METRICS_LISTEN", {}).get("value")
+                check(listen == f"$({ip}):{port}", f"{binary}: metrics listen {listen!r}, not $({ip}):{port}")
+                check(ip in env, f"{binary}: no {ip} for its metrics listener")
+                ports = [p["containerPort"] for p in c.get("ports", [])]
+                check(port in ports, f"{binary}: metrics port {port} not declared ({ports})")
+                seen.add(binary)
+        expect = {"gateway", "ipam-svc"} | ({"driver-agent", "dns-svc"} if values["node"]["enabled"] else set())
+        check(seen == expect, f"metrics listeners on {sorted(seen)}, not {sorted(expect)}")
+        ports = list(values["metrics"]["ports"].values())
+        check(len(set(ports)) == len(ports), f"metrics ports collide: {ports}")
+
     for f in failures:
         print(f"FAIL {f}")
     print(f"{passed} passed, {len(failures)} failed")

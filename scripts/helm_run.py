@@ -661,7 +661,8 @@ def start_control_plane(world, objs, pg):
         pod.probe_until_ready(cname, proc)
         print(f"ready: pod {pname} ({cname})", flush=True)
     world.gw_ns = pods[2][2]
-    world.gw_local_port = gw["spec"]["template"]["spec"]["containers"][0]["ports"][1]["containerPort"]
+    world.gw_local_port = next(p["containerPort"] for p in gw["spec"]["template"]["spec"]["containers"][0]["ports"]
+                               if p["name"] == "grpc-plain")
 
 
 def start_node(world, ds, values, n, index, pod_name=None):
@@ -728,6 +729,22 @@ def check_notes_grpcurl(world, admin, nodes):
     for n in nodes:
         h = next((h for h in listed if h.get("name") == n), None)
         assert h is not None and h.get("state") == "HOST_STATE_UP", f"{n} is not up: {listed}"
+
+
+def check_metrics(world, values, nodes):
+    """Each service's metrics answer at the address and port the chart gave it, from another
+    pod (a scrape, as Prometheus would), with the gRPC server's own counters in them."""
+    m = values["metrics"]
+    if not m["enabled"]:
+        return
+    targets = [(f"{c}-{i}", world.ip[f"{c}-{i}"], m["ports"][c]) for c in ("gateway", "ipam") for i in (0, 1)]
+    targets += [(f"{n} {k}", world.ip[n], m["ports"][k]) for n in nodes for k in ("agent", "dns")]
+    for what, ip, port in targets:
+        out = world.run("curl", world.gw_ns, ["curl", "-sf", "--max-time", "5", f"http://{ip}:{port}/metrics"],
+                        {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        assert out.returncode == 0 and "grpc_server_handled_total" in out.stdout, \
+            f"metrics of {what} at {ip}:{port}: exit {out.returncode} {out.stderr[:300]}"
+    print(f"metrics answer on all {len(targets)} service containers, at the chart's ports", flush=True)
 
 
 def in_sandbox(world, node, netns_path, *argv):
@@ -823,6 +840,7 @@ def main():
         conflists = {n: start_node(world, objs[("DaemonSet", f"{RELEASE}-node")], values, n, i)
                      for i, n in enumerate(nodes)}
         check_notes_grpcurl(world, admin, nodes)
+        check_metrics(world, values, nodes)
         network = values["node"]["cni"]["network"]
         addrs = check_sandboxes(world, admin, network)
         check_cni(world, values, conflists["node-c"], "node-c", pod_ns, addrs["s1"][1])

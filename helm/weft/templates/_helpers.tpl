@@ -108,3 +108,26 @@ timeoutSeconds: 5
     fieldRef:
       fieldPath: status.hostIP
 {{- end }}
+
+{{/* The metrics listener of a container (dict root, ip: the env var holding the address,
+POD_IP (defined here) or NODE_IP (weft.nodeEnv), port). */}}
+{{- define "weft.metricsEnv" -}}
+{{- if .root.Values.metrics.enabled }}
+{{- if eq .ip "POD_IP" }}
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+{{- end }}
+- name: WEFT_METRICS_LISTEN
+  value: {{ printf "$(%s):%d" .ip (int .port) | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The metrics port of a container (dict root, name, port). */}}
+{{- define "weft.metricsPort" -}}
+{{- if .root.Values.metrics.enabled }}
+- name: {{ .name }}
+  containerPort: {{ .port }}
+{{- end }}
+{{- end }}
