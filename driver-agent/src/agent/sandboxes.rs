@@ -47,6 +47,15 @@ impl Agent {
             }
             SandboxNetns::Managed => {
                 let known = netns::named_path(&sandbox::managed_netns_name(&sb.id));
+                // The sandbox's files directory first: it is what marks a `weft-<id>`
+                // namespace as this agent's (reconciliation removes an orphan only then), so a
+                // kill between the namespace and its files cannot leave a namespace no one
+                // owns.
+                let dir = sandbox::files_dir(&self.data_dir, &sb.id);
+                std::fs::create_dir_all(&dir).map_err(|source| AgentError::File {
+                    path: dir.clone(),
+                    source,
+                })?;
                 let started = std::time::Instant::now();
                 let mut pooled = false;
                 // Made lately and still open (the second call, with the files): nothing to do.

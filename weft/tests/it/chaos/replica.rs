@@ -18,7 +18,9 @@ use nix::{
 use crate::{TestNs, wait_until};
 
 /// Where the replica listens (inside the namespace).
-pub(super) const ADDR: &str = "127.0.0.1:7710";
+pub(super) const ADDR: &str = "127.0.0.1:7720";
+/// Its metrics listener (weft up's gateway has 127.0.0.1:7710).
+const METRICS: &str = "127.0.0.1:7721";
 
 pub(super) struct Replica {
     program: String,
@@ -66,6 +68,15 @@ impl Replica {
                 // The joinable listener is the first replica's alone.
                 "--tls-listen" => {
                     it.next();
+                }
+                "--metrics-listen" => {
+                    it.next();
+                    args.extend(["--metrics-listen".to_owned(), METRICS.to_owned()]);
+                }
+                // A name of its own in the lease table (the same name would make both lead).
+                "--replica-id" => {
+                    it.next();
+                    args.extend(["--replica-id".to_owned(), "chaos-replica-2".to_owned()]);
                 }
                 _ => args.push(a),
             }
@@ -138,7 +149,7 @@ impl Replica {
                 }
                 let probe = Command::new("nsenter")
                     .arg(format!("--net={}", netns.display()))
-                    .args(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/7710"])
+                    .args(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/7720"])
                     .output()
                     .unwrap();
                 probe.status.success().then_some(())
