@@ -387,7 +387,13 @@ pub async fn open(args: &Args) -> Result<Gateway, StartError> {
     };
     let ipam = channel("--ipam", &args.ipam, peers.as_ref().map(|p| &p.ipam))?;
     let agent = channel("--agent", &args.agent, peers.as_ref().map(|p| &p.agent))?;
-    let db = Db::open(&args.database_url, &StoreOptions::default()).await?;
+    // A replica paused inside a transaction (its lease's row locked by the fence) loses its
+    // session after the lease's time to live, so that the takeover is not held up for ever.
+    let store = StoreOptions {
+        postgres_idle_in_transaction: args.lease_ttl,
+        ..StoreOptions::default()
+    };
+    let db = Db::open(&args.database_url, &store).await?;
     db.migrate(&store::SQLITE_MIGRATIONS, &store::POSTGRES_MIGRATIONS)
         .await?;
     let gw = Gateway::new(

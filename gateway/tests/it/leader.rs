@@ -130,3 +130,56 @@ async fn heavy_one_leader_a_takeover_after_kill_and_a_paused_leader_fenced() {
     assert!(passes(&gws[third]) > holder);
     assert_eq!(lease(&url).await.unwrap(), (format!("g{third}"), token3));
 }
+
+/// The case that once held a takeover up for ever: a holder paused inside a fenced transaction
+/// keeps the lease's row locked, and the next holder's take waits on that lock. Postgres ends
+/// the paused session after the idle-in-transaction limit (the gateway sets it to the lease's
+/// time to live); the take then goes through and the paused transaction cannot commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_postgres, ignore = "needs Postgres: WEFT_TEST_DATABASE_URL")]
+async fn a_holder_paused_inside_its_fenced_transaction_cannot_hold_a_takeover_up() {
+    use gateway::store::leases;
+    use weft_store::{Db, StoreOptions};
+    let tdb = weft_testkit::TestDb::postgres().await;
+    let limit = Duration::from_millis(700);
+    let open = || async {
+        let opts = StoreOptions {
+            postgres_idle_in_transaction: limit,
+            ..StoreOptions::default()
+        };
+        let db = Db::open(&tdb.url, &opts).await.unwrap();
+        db.migrate(
+            &gateway::store::SQLITE_MIGRATIONS,
+            &gateway::store::POSTGRES_MIGRATIONS,
+        )
+        .await
+        .unwrap();
+        db
+    };
+    let (a, b) = (open().await, open().await);
+    let mut conn = a.write().acquire().await.unwrap();
+    let token = leases::acquire(&mut conn, "bg", "a", 0, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(conn);
+    // a: in a write transaction, the fence locks the row; then a goes quiet (paused).
+    let mut tx = gateway::store::write_transaction(&a).await.unwrap();
+    assert!(leases::fence(&mut tx, "bg", token).await.unwrap());
+    // b: the lease has expired (at 1 ms); its take waits for the lock, then gets it.
+    let start = Instant::now();
+    let mut conn = b.write().acquire().await.unwrap();
+    let took = tokio::time::timeout(
+        Duration::from_secs(10),
+        leases::acquire(&mut conn, "bg", "b", 2, i64::MAX / 2),
+    )
+    .await
+    .expect("the take is still waiting on the paused transaction's lock")
+    .unwrap();
+    assert_eq!(took, Some(token + 1));
+    assert!(start.elapsed() >= limit / 2, "{:?}", start.elapsed());
+    // a wakes: its transaction is gone and writes nothing.
+    assert!(tx.commit().await.is_err());
+    let row = leases::get(&mut conn, "bg").await.unwrap().unwrap();
+    assert_eq!((row.holder.as_str(), row.token), ("b", token + 1));
+}

@@ -58,6 +58,10 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// SQLite only: `synchronous = FULL` instead of `NORMAL`.
     pub sqlite_synchronous_full: bool,
+    /// Postgres only: the server ends a session left idle inside a transaction this long
+    /// (`idle_in_transaction_session_timeout`), so a process paused or hung mid-transaction
+    /// cannot hold its row locks, and with them every other replica, for ever.
+    pub postgres_idle_in_transaction: Duration,
 }
 
 impl Default for StoreOptions {
@@ -66,6 +70,7 @@ impl Default for StoreOptions {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
             sqlite_synchronous_full: false,
+            postgres_idle_in_transaction: Duration::from_secs(30),
         }
     }
 }
@@ -97,6 +102,13 @@ impl fmt::Debug for Db {
             .field("url", &self.url)
             .finish_non_exhaustive()
     }
+}
+
+/// The statement that sets a Postgres session's idle-in-transaction limit: whole milliseconds,
+/// at least 1 (0 would turn the limit off).
+fn idle_in_transaction_sql(limit: Duration) -> String {
+    let ms = limit.as_millis().clamp(1, i32::MAX as u128);
+    format!("SET idle_in_transaction_session_timeout = {ms}")
 }
 
 /// The URL with any password replaced, for logs and errors.
@@ -139,9 +151,17 @@ impl Db {
             url: shown.clone(),
             source,
         };
+        let set = idle_in_transaction_sql(opts.postgres_idle_in_transaction);
         let pool = AnyPoolOptions::new()
             .max_connections(opts.max_connections)
             .acquire_timeout(opts.acquire_timeout)
+            .after_connect(move |conn, _meta| {
+                let set = set.clone();
+                Box::pin(async move {
+                    conn.execute(sqlx::AssertSqlSafe(set)).await?;
+                    Ok(())
+                })
+            })
             .connect(url)
             .await
             .map_err(connect_err)?;
