@@ -7,7 +7,7 @@ use weft_proto::gateway::v1::{
     network_service_client::NetworkServiceClient, sandbox_service_client::SandboxServiceClient,
 };
 use weft_runtime::access::{Authed, Bearer, TokenFileError};
-use weftctl::{client, error::CliError};
+use weftctl::{client, error::CliError, pages::PagesError};
 
 use crate::{
     config::NetConf,
@@ -19,8 +19,6 @@ pub const CREATED_BY: (&str, &str) = ("created-by", "weft-cni");
 /// Kubernetes' pod and namespace, from `CNI_ARGS`.
 pub const POD_LABEL: &str = "k8s.pod";
 pub const NAMESPACE_LABEL: &str = "k8s.namespace";
-/// At most this many pages of a list (1000 items each) are read.
-const PAGES_MAX: usize = 1000;
 
 /// A connection to the gateway.
 #[derive(Debug, Clone)]
@@ -156,24 +154,16 @@ impl Gateway {
         mut req: pb::ListSandboxesRequest,
     ) -> Result<Vec<pb::Sandbox>, CniError> {
         req.page_size = 1000;
-        let mut all = Vec::new();
-        for _ in 0..PAGES_MAX {
-            let page = self
-                .sandboxes
-                .list_sandboxes(req.clone())
-                .await
-                .map_err(|st| CniError::from_status("list the sandboxes", &st))?
-                .into_inner();
-            all.extend(page.sandboxes);
-            if page.next_page_token.is_empty() {
-                return Ok(all);
-            }
-            req.page_token = page.next_page_token;
-        }
-        Err(CniError::new(
-            code::REFUSED,
-            format!("more than {PAGES_MAX} pages of sandboxes"),
-        ))
+        let c = self.sandboxes.clone();
+        weftctl::pages::all_pages(req, |req| {
+            let mut c = c.clone();
+            async move { Ok(c.list_sandboxes(req).await?.into_inner()) }
+        })
+        .await
+        .map_err(|e| match e {
+            PagesError::Call(st) => CniError::from_status("list the sandboxes", &st),
+            e @ PagesError::TooMany(_) => CniError::new(code::REFUSED, format!("sandboxes: {e}")),
+        })
     }
 
     /// Disconnects an endpoint; already gone is success.

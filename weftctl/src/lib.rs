@@ -9,6 +9,7 @@ pub mod error;
 pub mod exec;
 pub mod json;
 pub mod output;
+pub mod pages;
 pub mod parse;
 
 use std::io::Write;

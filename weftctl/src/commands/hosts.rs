@@ -5,7 +5,7 @@ use std::io::Write;
 use weft_proto::gateway::v1::{self as pb, host_service_client::HostServiceClient};
 
 use super::Ctx;
-use crate::{cli::HostCmd, error::CliError, json, output::Table};
+use crate::{cli::HostCmd, error::CliError, json, output::Table, pages::all_pages};
 
 /// One row of the hosts table.
 pub fn row(h: &pb::Host) -> Vec<String> {
@@ -30,18 +30,13 @@ pub fn row(h: &pb::Host) -> Vec<String> {
 }
 
 pub async fn run<W: Write>(ctx: &mut Ctx<'_, W>) -> Result<(), CliError> {
-    let mut c = HostServiceClient::new(ctx.gateway().await?);
+    let c = HostServiceClient::new(ctx.gateway().await?);
     // Every page, in order: the output is the whole list.
-    let mut hosts = Vec::new();
-    let mut req = pb::ListHostsRequest::default();
-    loop {
-        let page = c.list_hosts(req.clone()).await?.into_inner();
-        hosts.extend(page.hosts);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        req.page_token = page.next_page_token;
-    }
+    let hosts = all_pages(pb::ListHostsRequest::default(), |req| {
+        let mut c = c.clone();
+        async move { Ok(c.list_hosts(req).await?.into_inner()) }
+    })
+    .await?;
     if ctx.json() {
         for h in &hosts {
             ctx.json_line(&json::host(h))?;

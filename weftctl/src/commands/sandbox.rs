@@ -12,6 +12,7 @@ use crate::{
     error::CliError,
     json,
     output::{self, Table, short_id},
+    pages::all_pages,
     parse::{self, Filter},
 };
 
@@ -137,18 +138,13 @@ pub fn row(s: &pb::Sandbox, no_trunc: bool) -> Vec<String> {
 
 async fn ls<W: Write>(ctx: &mut Ctx<'_, W>, a: &SandboxLs) -> Result<(), CliError> {
     let req = list_request(&a.filter)?;
-    let mut c = SandboxServiceClient::new(ctx.gateway().await?);
+    let c = SandboxServiceClient::new(ctx.gateway().await?);
     // Every page, in order: the output is the whole list.
-    let mut sandboxes = Vec::new();
-    let mut req = req;
-    loop {
-        let page = c.list_sandboxes(req.clone()).await?.into_inner();
-        sandboxes.extend(page.sandboxes);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        req.page_token = page.next_page_token;
-    }
+    let sandboxes = all_pages(req, |req| {
+        let mut c = c.clone();
+        async move { Ok(c.list_sandboxes(req).await?.into_inner()) }
+    })
+    .await?;
     if a.quiet {
         for s in &sandboxes {
             ctx.line(short_id(&s.id, a.no_trunc))?;

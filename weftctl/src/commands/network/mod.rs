@@ -22,6 +22,7 @@ use crate::{
     error::CliError,
     json,
     output::{Table, short_id},
+    pages::all_pages,
     parse::{self, Filter},
 };
 
@@ -87,18 +88,13 @@ pub fn list_request(
 
 async fn ls<W: Write>(ctx: &mut Ctx<'_, W>, a: &NetworkLs) -> Result<(), CliError> {
     let (req, predefined) = list_request(&a.filter)?;
-    let mut c = NetworkServiceClient::new(ctx.gateway().await?);
+    let c = NetworkServiceClient::new(ctx.gateway().await?);
     // Every page, in order: the output is the whole list.
-    let mut all = Vec::new();
-    let mut req = req;
-    loop {
-        let page = c.list_networks(req.clone()).await?.into_inner();
-        all.extend(page.networks);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        req.page_token = page.next_page_token;
-    }
+    let all = all_pages(req, |req| {
+        let mut c = c.clone();
+        async move { Ok(c.list_networks(req).await?.into_inner()) }
+    })
+    .await?;
     let networks: Vec<pb::Network> = all
         .into_iter()
         .filter(|n| predefined.is_none_or(|p| n.predefined == p))
