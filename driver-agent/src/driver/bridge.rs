@@ -291,18 +291,10 @@ async fn attach_handoff(
     let host_name = names::veth_host_name(&ep.id);
     let alias = names::endpoint_alias(&ep.id);
     let created = match kernel::link_by_name(host, &host_name).await? {
-        Some(l)
-            if l.alias != alias && !(l.alias.is_empty() && names::is_veth_host_name(&l.name)) =>
-        {
-            return Err(AgentError::NotOurs {
-                name: l.name,
-                alias: l.alias,
-            });
-        }
+        // Unmarked too (an attach killed before it marked it): its peer may be in the
+        // container already, so it is kept, and marked below.
         Some(l) => {
-            if l.controller != Some(bridge.index) || !l.up {
-                enslave_up(host, &l, bridge).await?;
-            }
+            reuse_host_end(host, l, &alias, bridge).await?;
             false
         }
         None => {
@@ -369,16 +361,8 @@ async fn existing_or_new(
         other => other,
     };
     Ok(match found {
-        Some(l) if l.alias != alias => {
-            return Err(AgentError::NotOurs {
-                name: l.name,
-                alias: l.alias,
-            });
-        }
         Some(l) => {
-            if l.controller != Some(bridge.index) || !l.up {
-                enslave_up(host, &l, bridge).await?;
-            }
+            reuse_host_end(host, l, alias, bridge).await?;
             false
         }
         None => {
@@ -397,6 +381,27 @@ async fn existing_or_new(
             true
         }
     })
+}
+
+/// An endpoint's host end found in the host: refused when it is another's (its alias names
+/// something else); else (marked as this endpoint's, or unmarked with a name of ours) put back
+/// in the bridge and up where it is not.
+async fn reuse_host_end(
+    host: &Handle,
+    l: Link,
+    alias: &str,
+    bridge: &Link,
+) -> Result<(), AgentError> {
+    if l.alias != alias && !(l.alias.is_empty() && names::is_veth_host_name(&l.name)) {
+        return Err(AgentError::NotOurs {
+            name: l.name,
+            alias: l.alias,
+        });
+    }
+    if l.controller != Some(bridge.index) || !l.up {
+        enslave_up(host, &l, bridge).await?;
+    }
+    Ok(())
 }
 
 pub(super) async fn enslave_up(
