@@ -69,19 +69,7 @@ struct Metrics(String);
 impl Metrics {
     /// The sum of the samples of `name` whose labels include all of `labels` (0 when none).
     fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.0
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (series, value) = l.rsplit_once(' ')?;
-                let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-                (n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
-                .then(|| value.parse::<f64>().ok())?
-            })
-            .sum()
+        weft_testkit::prom::sum(&self.0, name, labels)
     }
 
     /// Calls of a gRPC method with `code` (any code when `None`).

@@ -8,6 +8,7 @@ pub mod fake_agent;
 pub mod logs;
 pub mod mtls;
 pub mod netns;
+pub mod prom;
 #[cfg(feature = "stack")]
 pub mod stack;
 pub mod weft_up;
