@@ -156,7 +156,32 @@ fn containers_started_at_once_get_their_own_names_in_weft() {
         let sb = w.weftctl_json(&["sandbox", "inspect", name]);
         assert_eq!(sb[0]["containerId"], docker_id.as_str(), "{sb:?}");
     }
-    let mut rm = vec!["rm", "-f"];
+    // A container created and never started sits on the network without an endpoint, as the
+    // one being started again does: the name still follows the endpoint being joined.
+    w.docker(&[
+        "create",
+        "--name",
+        "idle",
+        "--network",
+        "par",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    w.docker(&["stop", "-t", "0", "par0"]);
+    w.docker(&["start", "par0"]);
+    let sb = w.weftctl_json(&["sandbox", "inspect", "par0"]);
+    let ip = w.docker(&["inspect", "-f", &field("par", "IPAddress"), "par0"]);
+    let weft_ip = sb[0]["endpoints"][0]["ipv4Address"].as_str().unwrap();
+    assert_eq!(weft_ip.split('/').next(), Some(ip.as_str()), "{sb:?}");
+    assert!(
+        w.weftctl_json(&["sandbox", "ls"])
+            .iter()
+            .all(|s| s["name"] != "idle"),
+        "{}",
+        w.weftctl(&["sandbox", "ls"])
+    );
+    let mut rm = vec!["rm", "-f", "idle"];
     rm.extend(names.iter().map(String::as_str));
     w.docker(&rm);
     w.docker(&["network", "rm", "par"]);
