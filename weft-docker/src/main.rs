@@ -33,7 +33,7 @@ struct Args {
     /// weft-cni's tokenFile.
     #[arg(long, env = "WEFT_TOKEN_FILE")]
     token_file: Option<PathBuf>,
-    /// dockerd's API socket, read (network list and inspect only) for the names of networks
+    /// dockerd's API socket, read only (network inspect, container list) for the names of networks
     /// and containers, which Docker's plugin protocol does not carry. Without it Weft names
     /// them `docker-<id>`.
     #[arg(long, env = "WEFT_DOCKER_HOST")]
