@@ -3,10 +3,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
 };
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde_json::Value;
 use weft_proto::gateway::v1 as pb;
 
@@ -49,34 +49,79 @@ pub fn mac_for(ip: Ipv4Addr) -> String {
     format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
-/// A pool the plugin handed out: the subnet, and the sub-range automatic addresses come from.
+/// A pool the plugin handed out (IPv4 or IPv6): the subnet, and the sub-range automatic
+/// addresses come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pool {
-    pub subnet: Ipv4Net,
-    pub range: Option<Ipv4Net>,
+    pub subnet: IpNet,
+    pub range: Option<IpNet>,
+}
+
+/// The longest prefixes of a pool, Weft's own (ipam-svc's): a /30 still has a gateway and one
+/// address to hand out; an IPv6 /126 likewise.
+const PREFIX_MAX_V4: u8 = 30;
+const PREFIX_MAX_V6: u8 = 126;
+
+/// The family's name, as errors say it.
+fn family(v6: bool) -> &'static str {
+    if v6 { "IPv6" } else { "IPv4" }
 }
 
 impl Pool {
-    /// From RequestPool's `Pool` and `SubPool` (both CIDR; the sub-pool inside the pool).
+    /// From RequestPool's `Pool` and `SubPool` (both CIDR of one family; the sub-pool inside
+    /// the pool).
     pub fn new(pool: &str, sub_pool: &str) -> Result<Self, PluginError> {
-        let subnet: Ipv4Net = pool
-            .parse()
-            .map_err(|_| PluginError::invalid("Pool", pool, "not an IPv4 CIDR"))?;
-        if subnet.trunc() != subnet {
-            return Err(PluginError::invalid("Pool", pool, "has host bits set"));
+        Self::parse(("Pool", pool), ("SubPool", sub_pool))
+    }
+
+    /// `pool` (named `field` in errors), which must be of the family Docker asked for.
+    pub fn of_family(field: &str, pool: &str, v6: bool) -> Result<Self, PluginError> {
+        let p = Self::parse((field, pool), ("", ""))?;
+        if p.is_v6() != v6 {
+            return Err(PluginError::invalid(
+                field,
+                pool,
+                format!("not an {} CIDR", family(v6)),
+            ));
         }
-        if subnet.prefix_len() > 30 {
-            return Err(PluginError::invalid("Pool", pool, "smaller than a /30"));
+        Ok(p)
+    }
+
+    fn parse(
+        (field, pool): (&str, &str),
+        (sub_field, sub_pool): (&str, &str),
+    ) -> Result<Self, PluginError> {
+        let subnet: IpNet = pool
+            .parse()
+            .map_err(|_| PluginError::invalid(field, pool, "not an IPv4 or IPv6 CIDR"))?;
+        if subnet.trunc() != subnet {
+            return Err(PluginError::invalid(field, pool, "has host bits set"));
+        }
+        let max = if subnet.addr().is_ipv6() {
+            PREFIX_MAX_V6
+        } else {
+            PREFIX_MAX_V4
+        };
+        if subnet.prefix_len() > max {
+            return Err(PluginError::invalid(
+                field,
+                pool,
+                format!("smaller than a /{max}"),
+            ));
         }
         let range = if sub_pool.is_empty() {
             None
         } else {
-            let r: Ipv4Net = sub_pool
-                .parse()
-                .map_err(|_| PluginError::invalid("SubPool", sub_pool, "not an IPv4 CIDR"))?;
+            let r: IpNet = sub_pool.parse().map_err(|_| {
+                PluginError::invalid(
+                    sub_field,
+                    sub_pool,
+                    format!("not an {} CIDR", family(subnet.addr().is_ipv6())),
+                )
+            })?;
             if !subnet.contains(&r) {
                 return Err(PluginError::invalid(
-                    "SubPool",
+                    sub_field,
                     sub_pool,
                     format!("not inside the pool {subnet}"),
                 ));
@@ -84,6 +129,10 @@ impl Pool {
             Some(r.trunc())
         };
         Ok(Self { subnet, range })
+    }
+
+    pub fn is_v6(&self) -> bool {
+        self.subnet.addr().is_ipv6()
     }
 
     /// The pool id Docker keeps: `weft:SUBNET` or `weft:SUBNET:RANGE`, so that later calls
@@ -95,37 +144,66 @@ impl Pool {
         }
     }
 
+    /// The inverse of [`Pool::id`]. The subnet ends at the digits of its prefix length (an
+    /// IPv6 subnet holds colons itself), then comes `:RANGE` or nothing.
     pub fn parse_id(id: &str) -> Result<Self, PluginError> {
         let bad = || PluginError::invalid("PoolID", id, "not a pool id of this plugin");
         let rest = id.strip_prefix(POOL_PREFIX).ok_or_else(bad)?;
-        let (pool, sub) = rest.split_once(':').unwrap_or((rest, ""));
-        Self::new(pool, sub).map_err(|_| bad())
+        let slash = rest.find('/').ok_or_else(bad)?;
+        let digits = rest[slash + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let (pool, tail) = rest.split_at(slash + 1 + digits);
+        let sub = match tail {
+            "" => "",
+            t => t
+                .strip_prefix(':')
+                .filter(|s| !s.is_empty())
+                .ok_or_else(bad)?,
+        };
+        let p = Self::new(pool, sub).map_err(|_| bad())?;
+        if p.range.is_some_and(|r| r.addr().is_ipv6() != p.is_v6()) {
+            return Err(bad());
+        }
+        Ok(p)
     }
 
     /// The gateway: `requested` (an address in the subnet) or the first host.
-    pub fn gateway(&self, requested: &str) -> Result<Ipv4Addr, PluginError> {
+    pub fn gateway(&self, requested: &str) -> Result<IpAddr, PluginError> {
         if requested.is_empty() {
             return self
-                .subnet
-                .hosts()
-                .next()
+                .first_free(&BTreeSet::new())
                 .ok_or_else(|| PluginError::Exhausted(self.subnet.to_string()));
         }
         self.member("Address", requested)
     }
 
-    /// `raw` (an address, or an address/len as Docker sometimes sends) inside the subnet, not
-    /// its network or broadcast address.
-    pub fn member(&self, field: &str, raw: &str) -> Result<Ipv4Addr, PluginError> {
-        let ip: Ipv4Addr = raw
+    /// Whether `ip` may be handed out at all: inside the subnet, not its network address (the
+    /// IPv6 subnet-router anycast address too) nor the IPv4 broadcast.
+    fn is_host(&self, ip: &IpAddr) -> bool {
+        self.subnet.contains(ip)
+            && *ip != self.subnet.network()
+            && (self.is_v6() || self.subnet.prefix_len() >= 31 || *ip != self.subnet.broadcast())
+    }
+
+    /// `raw` (an address, or an address/len as Docker sometimes sends) of the pool's family,
+    /// inside the subnet, not its network or broadcast address.
+    pub fn member(&self, field: &str, raw: &str) -> Result<IpAddr, PluginError> {
+        let ip: IpAddr = raw
             .split_once('/')
             .map_or(raw, |(a, _)| a)
             .parse()
-            .map_err(|_| PluginError::invalid(field, raw, "not an IPv4 address"))?;
-        if !self.subnet.contains(&ip)
-            || ip == self.subnet.network()
-            || (self.subnet.prefix_len() < 31 && ip == self.subnet.broadcast())
-        {
+            .ok()
+            .filter(|ip: &IpAddr| ip.is_ipv6() == self.is_v6())
+            .ok_or_else(|| {
+                PluginError::invalid(
+                    field,
+                    raw,
+                    format!("not an {} address", family(self.is_v6())),
+                )
+            })?;
+        if !self.is_host(&ip) {
             return Err(PluginError::invalid(
                 field,
                 raw,
@@ -136,19 +214,16 @@ impl Pool {
     }
 
     /// `ip` with the subnet's prefix length, as Docker wants addresses.
-    pub fn cidr(&self, ip: Ipv4Addr) -> String {
+    pub fn cidr(&self, ip: IpAddr) -> String {
         format!("{ip}/{}", self.subnet.prefix_len())
     }
 
-    /// The lowest host address of the range (else the subnet) not in `taken`.
-    pub fn first_free(&self, taken: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+    /// The lowest host address of the range (else the subnet) not in `taken`. Lazy: an IPv6
+    /// /64 is walked only as far as the first free address.
+    pub fn first_free(&self, taken: &BTreeSet<IpAddr>) -> Option<IpAddr> {
         let from = self.range.unwrap_or(self.subnet);
-        from.hosts().find(|ip| {
-            self.subnet.contains(ip)
-                && *ip != self.subnet.network()
-                && *ip != self.subnet.broadcast()
-                && !taken.contains(ip)
-        })
+        from.hosts()
+            .find(|ip| self.is_host(ip) && !taken.contains(ip))
     }
 }
 
@@ -232,6 +307,14 @@ mod tests {
         assert_eq!(mac_for(Ipv4Addr::new(172, 18, 0, 2)), "02:42:ac:12:00:02");
     }
 
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn pool_ids_round_trip_and_refuse_strangers() {
         let p = Pool::new("10.9.0.0/24", "10.9.0.128/25").unwrap();
@@ -245,43 +328,81 @@ mod tests {
             "weft:",
             "weft:10.9.0.1/24",
             "weft:10.9.0.0/24:10.8.0.0/25",
+            "weft:10.9.0.0/24:",
+            "weft:10.9.0.0/24x",
             "weft:::",
+            "weft:fd00::/64:10.9.0.0/25",
+            "weft:fd00::/64:fd01::/80",
         ] {
             assert!(Pool::parse_id(bad).is_err(), "{bad:?}");
         }
         assert!(Pool::new("10.0.0.0/31", "").is_err());
-        assert!(Pool::new("fd00::/64", "").is_err());
+    }
+
+    #[test]
+    fn ipv6_pools_have_ids_with_colons_and_weft_limits() {
+        let p = Pool::new("fd00:1::/64", "fd00:1::100/120").unwrap();
+        assert!(p.is_v6());
+        assert_eq!(p.id(), "weft:fd00:1::/64:fd00:1::100/120");
+        assert_eq!(Pool::parse_id(&p.id()).unwrap(), p);
+        let q = Pool::new("fd00:1::/64", "").unwrap();
+        assert_eq!(q.id(), "weft:fd00:1::/64");
+        assert_eq!(Pool::parse_id(&q.id()).unwrap(), q);
+        assert!(Pool::new("fd00::/126", "").is_ok());
+        let small = Pool::new("fd00::/127", "").unwrap_err().to_string();
+        assert!(small.contains("Pool") && small.contains("/126"), "{small}");
+        assert!(Pool::new("fd00::1/64", "").is_err());
+        assert!(Pool::new("fd00::/64", "10.0.0.0/24").is_err());
+    }
+
+    #[test]
+    fn a_pool_of_the_other_family_is_refused_by_field() {
+        assert!(Pool::of_family("IPv6Data.Pool", "fd00::/64", true).is_ok());
+        let e = Pool::of_family("IPv6Data.Pool", "10.0.0.0/24", true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("IPv6Data.Pool") && e.contains("IPv6"), "{e}");
+        let e = Pool::of_family("IPv4Data.Pool", "fd00::/64", false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("IPv4Data.Pool") && e.contains("IPv4"), "{e}");
     }
 
     #[test]
     fn gateways_are_the_first_host_or_the_one_asked_for() {
         let p = Pool::new("10.9.0.0/24", "").unwrap();
-        assert_eq!(p.gateway("").unwrap(), Ipv4Addr::new(10, 9, 0, 1));
-        assert_eq!(
-            p.gateway("10.9.0.254").unwrap(),
-            Ipv4Addr::new(10, 9, 0, 254)
-        );
-        assert_eq!(
-            p.gateway("10.9.0.7/24").unwrap(),
-            Ipv4Addr::new(10, 9, 0, 7)
-        );
-        for bad in ["10.9.1.1", "10.9.0.0", "10.9.0.255", "x"] {
+        assert_eq!(p.gateway("").unwrap(), v4(10, 9, 0, 1));
+        assert_eq!(p.gateway("10.9.0.254").unwrap(), v4(10, 9, 0, 254));
+        assert_eq!(p.gateway("10.9.0.7/24").unwrap(), v4(10, 9, 0, 7));
+        for bad in ["10.9.1.1", "10.9.0.0", "10.9.0.255", "x", "fd00::1"] {
             assert!(p.gateway(bad).is_err(), "{bad}");
         }
+        let six = Pool::new("fd00:9::/64", "").unwrap();
+        assert_eq!(six.gateway("").unwrap(), ip("fd00:9::1"));
+        assert_eq!(six.gateway("fd00:9::fe/64").unwrap(), ip("fd00:9::fe"));
+        for bad in ["fd00:9::", "fd00:8::1", "10.9.0.1"] {
+            assert!(six.gateway(bad).is_err(), "{bad}");
+        }
+        let e = six.member("Address", "10.9.0.1").unwrap_err().to_string();
+        assert!(e.contains("not an IPv6 address"), "{e}");
     }
 
     #[test]
     fn free_addresses_skip_what_is_taken_and_stay_in_the_range() {
         let p = Pool::new("10.9.0.0/29", "").unwrap();
-        let taken: BTreeSet<_> = [Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(10, 9, 0, 3)].into();
-        assert_eq!(p.first_free(&taken), Some(Ipv4Addr::new(10, 9, 0, 2)));
-        let all: BTreeSet<_> = p.subnet.hosts().collect();
+        let taken: BTreeSet<_> = [v4(10, 9, 0, 1), v4(10, 9, 0, 3)].into();
+        assert_eq!(p.first_free(&taken), Some(v4(10, 9, 0, 2)));
+        let all: BTreeSet<IpAddr> = (0..8).map(|d| v4(10, 9, 0, d)).collect();
         assert_eq!(p.first_free(&all), None);
         let r = Pool::new("10.9.0.0/24", "10.9.0.128/25").unwrap();
-        assert_eq!(
-            r.first_free(&BTreeSet::new()),
-            Some(Ipv4Addr::new(10, 9, 0, 129))
-        );
+        assert_eq!(r.first_free(&BTreeSet::new()), Some(v4(10, 9, 0, 129)));
+        let six = Pool::new("fd00:9::/64", "").unwrap();
+        let taken: BTreeSet<_> = [ip("fd00:9::1"), ip("fd00:9::2")].into();
+        assert_eq!(six.first_free(&taken), Some(ip("fd00:9::3")));
+        // The last addresses of an IPv6 subnet are hosts (no broadcast there).
+        let tiny = Pool::new("fd00:9::/126", "").unwrap();
+        let taken: BTreeSet<_> = [ip("fd00:9::1"), ip("fd00:9::2")].into();
+        assert_eq!(tiny.first_free(&taken), Some(ip("fd00:9::3")));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Docker's requests as Weft's, and Weft's answers as Docker's: pure functions, tested here.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use serde_json::Value;
 use weft_proto::gateway::v1 as pb;
@@ -16,38 +19,29 @@ use crate::{
 const SUBNETS_MAX: usize = 16;
 
 /// The Weft network for Docker network `id`: named `docker-<first 12 digits>` (drivers are
-/// not told Docker's name), labelled with the id, with Docker's subnets and gateways (which
-/// came from this plugin's IPAM calls) and Docker's `-o` options, which Weft checks itself.
+/// not told Docker's name), labelled with the id, with Docker's subnets and gateways of both
+/// families (which came from this plugin's IPAM calls) and Docker's `-o` options, which Weft
+/// checks itself. IPv6 is on exactly when Docker sent IPv6 subnets.
 pub fn create_network(
     id: &str,
     options: &BTreeMap<String, Value>,
     ipv4: Vec<p::IpamData>,
+    ipv6: Vec<p::IpamData>,
 ) -> Result<pb::CreateNetworkRequest, PluginError> {
-    if ipv4.len() > SUBNETS_MAX {
+    let mut configs = ipam_configs("IPv4Data", ipv4, false)?;
+    let enable_ipv6 = !ipv6.is_empty();
+    configs.extend(ipam_configs("IPv6Data", ipv6, true)?);
+    if flag(options, p::ENABLE_IPV6) && !enable_ipv6 {
+        // Weft would pick an IPv6 subnet Docker knows nothing of: the two would disagree on
+        // every container's address.
         return Err(PluginError::invalid(
-            "IPv4Data",
-            &format!("{} entries", ipv4.len()),
-            format!("at most {SUBNETS_MAX}"),
+            "IPv6Data",
+            "",
+            format!(
+                "missing while {} is set: create the network with --ipam-driver set to this plugin too",
+                p::ENABLE_IPV6
+            ),
         ));
-    }
-    let mut configs = Vec::new();
-    for d in ipv4 {
-        let pool = addr::Pool::new(&d.pool, "")?;
-        let gateway = if d.gateway.is_empty() {
-            String::new()
-        } else {
-            pool.member("IPv4Data.Gateway", &d.gateway)?.to_string()
-        };
-        let mut aux = std::collections::HashMap::new();
-        for (name, a) in d.aux_addresses.unwrap_or_default() {
-            aux.insert(name, pool.member("IPv4Data.AuxAddresses", &a)?.to_string());
-        }
-        configs.push(pb::IpamConfig {
-            subnet: pool.subnet.to_string(),
-            gateway,
-            aux_addresses: aux,
-            ..Default::default()
-        });
     }
     let mut generic = std::collections::HashMap::new();
     if let Some(g) = options.get(p::GENERIC_OPTIONS).filter(|g| !g.is_null()) {
@@ -63,9 +57,6 @@ pub fn create_network(
     }
     let internal =
         flag(options, p::INTERNAL) || generic.remove(p::INTERNAL).is_some_and(|v| v == "true");
-    if flag(options, p::ENABLE_IPV6) {
-        return Err(PluginError::Unsupported("IPv6 (--ipv6)".into()));
-    }
     let n = id.len().min(12);
     Ok(pb::CreateNetworkRequest {
         name: format!("docker-{}", &id[..n]),
@@ -75,6 +66,7 @@ pub fn create_network(
             ..Default::default()
         }),
         internal,
+        enable_ipv6,
         labels: [
             (CREATED_BY.0.to_owned(), CREATED_BY.1.to_owned()),
             (NETWORK_ID_LABEL.to_owned(), id.to_owned()),
@@ -83,6 +75,43 @@ pub fn create_network(
         options: generic,
         ..Default::default()
     })
+}
+
+/// Docker's IPAM data of one family (`field`: `IPv4Data` or `IPv6Data`) as Weft's configs.
+fn ipam_configs(
+    field: &str,
+    data: Vec<p::IpamData>,
+    v6: bool,
+) -> Result<Vec<pb::IpamConfig>, PluginError> {
+    if data.len() > SUBNETS_MAX {
+        return Err(PluginError::invalid(
+            field,
+            &format!("{} entries", data.len()),
+            format!("at most {SUBNETS_MAX}"),
+        ));
+    }
+    let mut configs = Vec::new();
+    for d in data {
+        let pool = addr::Pool::of_family(&format!("{field}.Pool"), &d.pool, v6)?;
+        let gateway = if d.gateway.is_empty() {
+            String::new()
+        } else {
+            pool.member(&format!("{field}.Gateway"), &d.gateway)?
+                .to_string()
+        };
+        let mut aux = std::collections::HashMap::new();
+        for (name, a) in d.aux_addresses.unwrap_or_default() {
+            let ip = pool.member(&format!("{field}.AuxAddresses"), &a)?;
+            aux.insert(name, ip.to_string());
+        }
+        configs.push(pb::IpamConfig {
+            subnet: pool.subnet.to_string(),
+            gateway,
+            aux_addresses: aux,
+            ..Default::default()
+        });
+    }
+    Ok(configs)
 }
 
 /// A boolean option as Docker sends it (true, or "true").
@@ -109,6 +138,18 @@ pub fn endpoint_address(raw: &str) -> Result<Ipv4Addr, PluginError> {
     Ok(net.addr())
 }
 
+/// CreateEndpoint's `Interface.AddressIPv6`: none on a network without IPv6, else the address
+/// this plugin's IPAM gave, CIDR form.
+pub fn endpoint_address_v6(raw: &str) -> Result<Option<Ipv6Addr>, PluginError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let net: ipnet::Ipv6Net = raw
+        .parse()
+        .map_err(|_| PluginError::invalid("Interface.AddressIPv6", raw, "not an IPv6 CIDR"))?;
+    Ok(Some(net.addr()))
+}
+
 /// The SandboxKey's last component (Docker's sandbox id prefix), which names the Weft sandbox:
 /// an absolute path whose last component is 1 to 64 hex digits.
 pub fn sandbox_key(path: &str) -> Result<String, PluginError> {
@@ -123,18 +164,23 @@ pub fn sandbox_key(path: &str) -> Result<String, PluginError> {
 }
 
 /// Join's answer: the interface Docker moves in and names `eth<N>`, and the network's gateway
-/// (none on internal networks: Weft gives none there).
+/// of each family (none on internal networks: Weft gives none there).
 pub fn join_response(ep: &pb::Endpoint, handoff: String) -> JoinResponse {
     JoinResponse {
         interface_name: InterfaceName {
             src_name: handoff,
             dst_prefix: "eth".into(),
         },
-        gateway: ep.gateway.clone(),
-        gateway_ipv6: String::new(),
+        gateway: bare(&ep.gateway),
+        gateway_ipv6: bare(&ep.ipv6_gateway),
         static_routes: Vec::new(),
         disable_gateway_service: false,
     }
+}
+
+/// An address without a prefix length (Docker's gateways are bare addresses).
+fn bare(addr: &str) -> String {
+    addr.split('/').next().unwrap_or_default().to_owned()
 }
 
 /// Weft's published ports as Docker lists them (`com.docker.network.portmap`), each port of a
@@ -180,7 +226,8 @@ mod tests {
         }))
         .unwrap();
         let id = "ab".repeat(32);
-        let req = create_network(&id, &opts, vec![data("10.7.0.0/24", "10.7.0.1/24")]).unwrap();
+        let req =
+            create_network(&id, &opts, vec![data("10.7.0.0/24", "10.7.0.1/24")], vec![]).unwrap();
         assert_eq!(req.name, format!("docker-{}", &id[..12]));
         assert_eq!(req.labels.get(NETWORK_ID_LABEL), Some(&id));
         assert_eq!(
@@ -199,16 +246,80 @@ mod tests {
             Some("1400")
         );
         assert!(!req.internal);
+        assert!(!req.enable_ipv6);
     }
 
     #[test]
-    fn internal_networks_stay_internal_and_ipv6_is_refused() {
+    fn internal_networks_stay_internal() {
         let internal: BTreeMap<String, Value> =
             serde_json::from_value(json!({"com.docker.network.internal": true})).unwrap();
-        assert!(create_network("ab", &internal, vec![]).unwrap().internal);
+        assert!(
+            create_network("ab", &internal, vec![], vec![])
+                .unwrap()
+                .internal
+        );
+    }
+
+    #[test]
+    fn a_dual_stack_network_carries_both_families() {
+        let opts: BTreeMap<String, Value> =
+            serde_json::from_value(json!({"com.docker.network.enable_ipv6": true})).unwrap();
+        let mut six = data("fd00:7::/64", "fd00:7::1/64");
+        six.aux_addresses = Some([("r".to_owned(), "fd00:7::99".to_owned())].into());
+        let req = create_network(
+            "ab",
+            &opts,
+            vec![data("10.7.0.0/24", "10.7.0.1/24")],
+            vec![six],
+        )
+        .unwrap();
+        assert!(req.enable_ipv6);
+        let configs = req.ipam.unwrap().configs;
+        let got: Vec<(&str, &str)> = configs
+            .iter()
+            .map(|c| (c.subnet.as_str(), c.gateway.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("10.7.0.0/24", "10.7.0.1"), ("fd00:7::/64", "fd00:7::1")]
+        );
+        assert_eq!(
+            configs[1].aux_addresses.get("r").map(String::as_str),
+            Some("fd00:7::99")
+        );
+    }
+
+    #[test]
+    fn hostile_ipv6_data_is_refused_naming_the_field() {
         let v6: BTreeMap<String, Value> =
             serde_json::from_value(json!({"com.docker.network.enable_ipv6": true})).unwrap();
-        assert!(create_network("ab", &v6, vec![]).is_err());
+        let v4 = || vec![data("10.7.0.0/24", "10.7.0.1/24")];
+        let err = |ipv6: Vec<p::IpamData>| {
+            create_network("ab", &v6, v4(), ipv6)
+                .unwrap_err()
+                .to_string()
+        };
+        // --ipv6 without this plugin's IPAM: Weft and Docker would disagree on addresses.
+        let e = create_network("ab", &v6, v4(), vec![]).unwrap_err();
+        assert!(e.to_string().starts_with("IPv6Data"), "{e}");
+        let e = err(vec![data("fd00:7::/127", "")]);
+        assert!(e.starts_with("IPv6Data.Pool") && e.contains("/126"), "{e}");
+        let e = err(vec![data("10.8.0.0/24", "")]);
+        assert!(e.starts_with("IPv6Data.Pool") && e.contains("IPv6"), "{e}");
+        let e = err(vec![data("fd00:7::/64", "10.7.0.1")]);
+        assert!(
+            e.starts_with("IPv6Data.Gateway") && e.contains("IPv6"),
+            "{e}"
+        );
+        let e = err(vec![data("fd00:7::/64", "fd00:8::1/64")]);
+        assert!(e.starts_with("IPv6Data.Gateway"), "{e}");
+        let mut aux = data("fd00:7::/64", "");
+        aux.aux_addresses = Some([("x".to_owned(), "fd00:7::".to_owned())].into());
+        assert!(err(vec![aux]).starts_with("IPv6Data.AuxAddresses"));
+        let e = err((0..=SUBNETS_MAX).map(|_| data("fd00:7::/64", "")).collect());
+        assert!(e.starts_with("IPv6Data"), "{e}");
+        let e = create_network("ab", &v6, vec![data("fd00:7::/64", "")], vec![]).unwrap_err();
+        assert!(e.to_string().starts_with("IPv4Data.Pool"), "{e}");
     }
 
     #[test]
@@ -217,6 +328,7 @@ mod tests {
             "ab",
             &BTreeMap::new(),
             vec![data("10.7.0.0/24", "10.8.0.1/24")],
+            vec![],
         );
         assert!(e.unwrap_err().to_string().contains("IPv4Data.Gateway"));
     }
@@ -266,6 +378,20 @@ mod tests {
                 .contains("--ipam-driver")
         );
         assert!(endpoint_address("10.7.0.2").is_err());
+        assert!(endpoint_address("fd00::2/64").is_err());
+    }
+
+    #[test]
+    fn endpoint_ipv6_addresses_are_optional_but_must_be_ipv6() {
+        assert_eq!(endpoint_address_v6("").unwrap(), None);
+        assert_eq!(
+            endpoint_address_v6("fd00:7::2/64").unwrap(),
+            Some("fd00:7::2".parse().unwrap())
+        );
+        for bad in ["10.7.0.2/24", "fd00:7::2", "x/64"] {
+            let e = endpoint_address_v6(bad).unwrap_err().to_string();
+            assert!(e.starts_with("Interface.AddressIPv6"), "{e}");
+        }
     }
 
     #[test]
@@ -283,5 +409,13 @@ mod tests {
         let internal =
             serde_json::to_value(join_response(&pb::Endpoint::default(), "wdabc".into())).unwrap();
         assert!(internal.get("Gateway").is_none());
+        assert!(internal.get("GatewayIPv6").is_none());
+        let dual = pb::Endpoint {
+            gateway: "10.7.0.1".into(),
+            ipv6_gateway: "fd00:7::1".into(),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(join_response(&dual, "wdabc".into())).unwrap();
+        assert_eq!(v["GatewayIPv6"], "fd00:7::1");
     }
 }

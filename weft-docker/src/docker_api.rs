@@ -30,21 +30,6 @@ pub struct DockerApi {
 pub struct ListedContainer {
     pub id: String,
     pub names: Vec<String>,
-    pub state: String,
-    pub network_settings: Option<ListedNetworks>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct ListedNetworks {
-    pub networks: Option<std::collections::BTreeMap<String, ListedEndpoint>>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct ListedEndpoint {
-    #[serde(rename = "EndpointID")]
-    pub endpoint_id: String,
 }
 
 impl DockerApi {
@@ -111,76 +96,101 @@ impl DockerApi {
             .is_some())
     }
 
-    /// The container being attached to network `network_name`: the only one that is on it in
-    /// Docker's settings without an endpoint yet and not running (`docker run`, `docker
-    /// start`). `None` when that is not exactly one container (two started at once).
-    pub async fn joining_container(
+    /// The container that endpoint `endpoint_id` of network `network_id` belongs to: (id,
+    /// name), the id empty when the container list does not show that name once. Exact even
+    /// while several containers start at once: dockerd names an endpoint after its container
+    /// and records it (network inspect lists it) before it calls Join.
+    pub async fn endpoint_container(
         &self,
-        network_name: &str,
+        network_id: &str,
+        endpoint_id: &str,
     ) -> Result<Option<(String, String)>, String> {
+        let net = self.get(&format!("/v1.41/networks/{network_id}")).await?;
+        let Some((key, name)) = endpoint_owner(&net, endpoint_id) else {
+            return Ok(None);
+        };
+        if !key.starts_with(UNJOINED_PREFIX) {
+            return Ok(Some((key, name)));
+        }
         let v = self.get("/v1.41/containers/json?all=1").await?;
         let list: Vec<ListedContainer> = serde_json::from_value(v).map_err(|e| e.to_string())?;
-        Ok(joining(&list, network_name))
+        let id = container_named(&list, &name).unwrap_or_default();
+        Ok(Some((id, name)))
     }
 }
 
-/// See [`DockerApi::joining_container`]: (id, name without its leading "/").
-pub fn joining(list: &[ListedContainer], network_name: &str) -> Option<(String, String)> {
-    let waiting: Vec<&ListedContainer> = list
+/// How dockerd keys an endpoint in network inspect's `Containers` before its container's
+/// sandbox is recorded on it (during Join): `ep-<endpoint id>`, else the container id.
+const UNJOINED_PREFIX: &str = "ep-";
+
+/// In network inspect's answer `net`, the entry of endpoint `endpoint_id`: its key (a
+/// container id, or `ep-<endpoint id>`) and the container's name (the endpoint's name).
+pub fn endpoint_owner(net: &Value, endpoint_id: &str) -> Option<(String, String)> {
+    let containers = net.get("Containers")?.as_object()?;
+    let (key, entry) = containers
         .iter()
-        .filter(|c| {
-            c.state != "running"
-                && c.network_settings
-                    .as_ref()
-                    .and_then(|s| s.networks.as_ref())
-                    .and_then(|n| n.get(network_name))
-                    .is_some_and(|e| e.endpoint_id.is_empty())
-        })
-        .collect();
-    // A new container (`docker run`) before stopped ones that are merely on the network.
-    let created: Vec<&ListedContainer> = waiting
+        .find(|(_, c)| c.get("EndpointID").and_then(Value::as_str) == Some(endpoint_id))?;
+    let name = entry.get("Name")?.as_str()?.trim_start_matches('/');
+    (!name.is_empty()).then(|| (key.clone(), name.to_owned()))
+}
+
+/// The id of the one container named `name` (Docker's names are unique).
+pub fn container_named(list: &[ListedContainer], name: &str) -> Option<String> {
+    let mut found = list
         .iter()
-        .copied()
-        .filter(|c| c.state == "created")
-        .collect();
-    let one = match (created.as_slice(), waiting.as_slice()) {
-        ([one], _) | ([], [one]) => *one,
-        _ => return None,
-    };
-    let name = one.names.first()?.trim_start_matches('/').to_owned();
-    Some((one.id.clone(), name))
+        .filter(|c| c.names.iter().any(|n| n.trim_start_matches('/') == name));
+    match (found.next(), found.next()) {
+        (Some(one), None) => Some(one.id.clone()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn list(json: &str) -> Vec<ListedContainer> {
-        serde_json::from_str(json).unwrap()
+    #[test]
+    fn the_endpoint_names_its_container_even_among_several_starting() {
+        // As dockerd 20.10 answers network inspect while two containers join at once: neither
+        // has its sandbox recorded yet, one is running.
+        let net: Value = serde_json::from_str(
+            r#"{"Name":"pn","Containers":{
+                "ep-aaa1":{"Name":"c3","EndpointID":"aaa1","IPv4Address":"10.0.0.4/24"},
+                "ep-bbb2":{"Name":"c4","EndpointID":"bbb2","IPv4Address":"10.0.0.5/24"},
+                "dddb":{"Name":"c1","EndpointID":"df21","IPv4Address":"10.0.0.2/24"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            endpoint_owner(&net, "bbb2"),
+            Some(("ep-bbb2".into(), "c4".into()))
+        );
+        assert_eq!(
+            endpoint_owner(&net, "aaa1"),
+            Some(("ep-aaa1".into(), "c3".into()))
+        );
+        assert_eq!(
+            endpoint_owner(&net, "df21"),
+            Some(("dddb".into(), "c1".into()))
+        );
+        assert_eq!(endpoint_owner(&net, "ccc3"), None);
+        assert_eq!(endpoint_owner(&json_null(), "aaa1"), None);
+    }
+
+    fn json_null() -> Value {
+        Value::Null
     }
 
     #[test]
-    fn the_joining_container_is_the_one_without_an_endpoint_yet() {
-        // As dockerd 20.10 listed them during a Join (captured).
-        let l = list(
-            r#"[{"Id":"533b","Names":["/c2"],"State":"created","NetworkSettings":{"Networks":{"pn":{"NetworkID":"","EndpointID":""}}}},
-                {"Id":"dddb","Names":["/c1"],"State":"running","NetworkSettings":{"Networks":{"pn":{"NetworkID":"8692","EndpointID":"df21"}}}}]"#,
-        );
-        assert_eq!(joining(&l, "pn"), Some(("533b".into(), "c2".into())));
-        assert_eq!(joining(&l, "other"), None);
-    }
-
-    #[test]
-    fn two_containers_starting_at_once_give_no_name() {
-        let l = list(
-            r#"[{"Id":"a","Names":["/a"],"State":"created","NetworkSettings":{"Networks":{"pn":{"EndpointID":""}}}},
-                {"Id":"b","Names":["/b"],"State":"created","NetworkSettings":{"Networks":{"pn":{"EndpointID":""}}}}]"#,
-        );
-        assert_eq!(joining(&l, "pn"), None);
-        let with_stopped = list(
-            r#"[{"Id":"a","Names":["/a"],"State":"exited","NetworkSettings":{"Networks":{"pn":{"EndpointID":""}}}},
-                {"Id":"b","Names":["/b"],"State":"created","NetworkSettings":{"Networks":{"pn":{"EndpointID":""}}}}]"#,
-        );
-        assert_eq!(joining(&with_stopped, "pn"), Some(("b".into(), "b".into())));
+    fn a_container_is_found_by_its_exact_name() {
+        let list: Vec<ListedContainer> = serde_json::from_str(
+            r#"[{"Id":"533b","Names":["/c2"]},{"Id":"dddb","Names":["/c1"]},{"Id":"eeee","Names":["/c10"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(container_named(&list, "c1"), Some("dddb".into()));
+        assert_eq!(container_named(&list, "c"), None);
+        let twice: Vec<ListedContainer> =
+            serde_json::from_str(r#"[{"Id":"a","Names":["/x"]},{"Id":"b","Names":["/x"]}]"#)
+                .unwrap();
+        assert_eq!(container_named(&twice, "x"), None);
     }
 }

@@ -12,7 +12,7 @@ use tokio::net::UnixListener;
 
 use crate::{
     error::PluginError,
-    plugin::Plugin,
+    plugin::{Driver, Plugin},
     protocol::{BODY_MAX, CONTENT_TYPE, ErrBody},
 };
 
@@ -39,10 +39,11 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(l)
 }
 
-/// Serves connections until `shutdown` resolves.
+/// Serves connections to `driver`'s socket until `shutdown` resolves.
 pub async fn serve(
     listener: UnixListener,
     plugin: Arc<Plugin>,
+    driver: Driver,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
@@ -53,7 +54,7 @@ pub async fn serve(
         };
         let plugin = plugin.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(plugin.clone(), req));
+            let svc = service_fn(move |req| handle(plugin.clone(), driver, req));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await
@@ -66,6 +67,7 @@ pub async fn serve(
 
 async fn handle(
     plugin: Arc<Plugin>,
+    driver: Driver,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
@@ -82,15 +84,15 @@ async fn handle(
         }
     };
     let started = std::time::Instant::now();
-    let res = plugin.call(&path, &body).await;
+    let res = plugin.call_as(driver, &path, &body).await;
     let ms = started.elapsed().as_millis();
     Ok(match res {
         Ok(v) => {
-            tracing::info!(call = %path, ms, "answered");
+            tracing::info!(call = %path, ?driver, ms, "answered");
             json(StatusCode::OK, v.to_string())
         }
         Err(e) => {
-            tracing::warn!(call = %path, ms, error = %e, "refused");
+            tracing::warn!(call = %path, ?driver, ms, error = %e, "refused");
             let status = match e {
                 PluginError::Unsupported(_) if !path.contains('.') => StatusCode::NOT_FOUND,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -5,7 +5,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
-use weft_docker::plugin::{Plugin, Settings};
+use weft_docker::plugin::{Driver, Plugin, Settings};
 use weft_runtime::access::Bearer;
 
 /// Docker network and IPAM driver for Weft.
@@ -20,6 +20,12 @@ struct Args {
         default_value = "/run/docker/plugins/weft.sock"
     )]
     socket: PathBuf,
+    /// A second socket, for the driver of Weft overlay networks (scope `global`): its file
+    /// name is that driver's name (`weft-overlay.sock`: `-d weft-overlay`). Not served unless
+    /// given. dockerd 20.10 creates global-scope networks only in swarm mode, which refuses
+    /// plugins found by socket (see the README).
+    #[arg(long, env = "WEFT_DOCKER_OVERLAY_SOCKET")]
+    overlay_socket: Option<PathBuf>,
     /// The Weft gateway (public API).
     #[arg(long, env = "WEFT_GATEWAY", default_value = "http://127.0.0.1:7700")]
     gateway: String,
@@ -27,7 +33,7 @@ struct Args {
     /// weft-cni's tokenFile.
     #[arg(long, env = "WEFT_TOKEN_FILE")]
     token_file: Option<PathBuf>,
-    /// dockerd's API socket, read (network list and inspect only) for the names of networks
+    /// dockerd's API socket, read only (network inspect, container list) for the names of networks
     /// and containers, which Docker's plugin protocol does not carry. Without it Weft names
     /// them `docker-<id>`.
     #[arg(long, env = "WEFT_DOCKER_HOST")]
@@ -70,7 +76,15 @@ async fn main() -> anyhow::Result<()> {
     ));
     let listener = weft_docker::http::bind(&args.socket)
         .with_context(|| format!("cannot listen on {}", args.socket.display()))?;
-    tracing::info!(socket = %args.socket.display(), gateway = %args.gateway, "serving Docker's plugin protocol");
+    let overlay = match &args.overlay_socket {
+        None => None,
+        Some(p) if *p == args.socket => anyhow::bail!("--overlay-socket is --socket"),
+        Some(p) => Some(
+            weft_docker::http::bind(p)
+                .with_context(|| format!("cannot listen on {}", p.display()))?,
+        ),
+    };
+    tracing::info!(socket = %args.socket.display(), overlay_socket = ?args.overlay_socket, gateway = %args.gateway, "serving Docker's plugin protocol");
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("a SIGTERM handler");
@@ -79,7 +93,25 @@ async fn main() -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
     };
-    let res = weft_docker::http::serve(listener, plugin, shutdown).await;
+    let never = std::future::pending::<()>;
+    let bridge = weft_docker::http::serve(listener, plugin.clone(), Driver::Bridge, never());
+    let overlay = async {
+        match overlay {
+            Some(l) => weft_docker::http::serve(l, plugin, Driver::Overlay, never()).await,
+            None => {
+                never().await;
+                Ok(())
+            }
+        }
+    };
+    let res = tokio::select! {
+        r = bridge => r,
+        r = overlay => r,
+        () = shutdown => Ok(()),
+    };
     let _ = std::fs::remove_file(&args.socket);
+    if let Some(p) = &args.overlay_socket {
+        let _ = std::fs::remove_file(p);
+    }
     res.context("serving")
 }

@@ -11,22 +11,24 @@ use crate::{
     weft::{self, Clients},
 };
 
-/// Docker's id and name of the container being attached, when dockerd's API is known
-/// and tells it unambiguously (and no Weft sandbox holds that name already).
+/// Docker's id (empty when unknown) and name of the container whose endpoint `endpoint_id`
+/// is being joined, when dockerd's API is known and lists that endpoint (and no Weft sandbox
+/// holds that name already). Never a guess: without an exact answer the caller names the
+/// sandbox after Docker's sandbox id.
 pub async fn container_of(
     docker: Option<&DockerApi>,
     gw: &mut Clients,
     net: &pb::Network,
+    endpoint_id: &str,
 ) -> Option<(String, String)> {
     let docker = docker?;
     let docker_net = net.labels.get(weft::NETWORK_ID_LABEL)?;
-    let found = async {
-        let name = docker.network_name(docker_net).await?;
-        docker.joining_container(&name).await
-    };
-    let (id, name) = match found.await {
+    let (id, name) = match docker.endpoint_container(docker_net, endpoint_id).await {
         Ok(Some(c)) => c,
-        Ok(None) => return None,
+        Ok(None) => {
+            tracing::warn!(endpoint = %endpoint_id, "dockerd does not list the endpoint: the sandbox gets the id's name");
+            return None;
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot ask dockerd for the container's name");
             return None;

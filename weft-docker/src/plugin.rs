@@ -10,8 +10,8 @@
 //! started at once do not get the same one.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    net::Ipv4Addr,
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::{Duration, Instant},
 };
 
@@ -40,6 +40,38 @@ const PENDING_MAX: usize = 4096;
 const LOCAL_SPACE: &str = "weft";
 const GLOBAL_SPACE: &str = "weft-global";
 
+/// The Docker network driver a call came through. The plugin can serve two, on a socket each:
+/// Docker's driver name is the socket's file name, and GetCapabilities (the scope) is asked per
+/// driver, not per network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// Weft bridge networks, scope `local` (`docker network create -d weft`).
+    Bridge,
+    /// Weft overlay networks, scope `global` (`-d weft-overlay`). dockerd 20.10 creates
+    /// global-scope networks only through swarm, which takes managed plugins only: see the
+    /// README's limits.
+    Overlay,
+}
+
+impl Driver {
+    /// GetCapabilities' answer.
+    pub fn capabilities(self) -> Value {
+        let scope = match self {
+            Self::Bridge => "local",
+            Self::Overlay => "global",
+        };
+        json!({"Scope": scope, "ConnectivityScope": scope})
+    }
+
+    /// Weft's driver for the networks made through this one.
+    pub fn weft_driver(self) -> &'static str {
+        match self {
+            Self::Bridge => "bridge",
+            Self::Overlay => "overlay",
+        }
+    }
+}
+
 /// Where the plugin talks to, and how.
 #[derive(Debug)]
 pub struct Settings {
@@ -53,6 +85,7 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 struct Pending {
     ipv4: Ipv4Addr,
+    ipv6: Option<Ipv6Addr>,
     mac: String,
     at: Instant,
 }
@@ -63,7 +96,7 @@ pub struct Plugin {
     clients: tokio::sync::Mutex<Option<Clients>>,
     pending: std::sync::Mutex<HashMap<String, Pending>>,
     /// Held across the pick of a free address and its reservation.
-    reserved: tokio::sync::Mutex<BTreeMap<Ipv4Addr, Instant>>,
+    reserved: tokio::sync::Mutex<BTreeMap<IpAddr, Instant>>,
 }
 
 fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, PluginError> {
@@ -104,14 +137,23 @@ impl Plugin {
         Ok(made)
     }
 
-    /// Answers one call: `path` is the URL path ("/NetworkDriver.Join"), `body` its JSON.
+    /// Answers one call through the bridge driver (see [`Plugin::call_as`]).
     pub async fn call(&self, path: &str, body: &[u8]) -> Result<Value, PluginError> {
+        self.call_as(Driver::Bridge, path, body).await
+    }
+
+    /// Answers one call that came through `driver`'s socket: `path` is the URL path
+    /// ("/NetworkDriver.Join"), `body` its JSON.
+    pub async fn call_as(
+        &self,
+        driver: Driver,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Value, PluginError> {
         match path {
             "/Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]})),
-            "/NetworkDriver.GetCapabilities" => {
-                Ok(json!({"Scope": "local", "ConnectivityScope": "local"}))
-            }
-            "/NetworkDriver.CreateNetwork" => self.create_network(parse(body)?).await,
+            "/NetworkDriver.GetCapabilities" => Ok(driver.capabilities()),
+            "/NetworkDriver.CreateNetwork" => self.create_network(driver, parse(body)?).await,
             "/NetworkDriver.DeleteNetwork" => self.delete_network(parse(body)?).await,
             "/NetworkDriver.CreateEndpoint" => self.create_endpoint(parse(body)?),
             "/NetworkDriver.EndpointOperInfo" => self.oper_info(parse(body)?).await,
@@ -158,134 +200,20 @@ impl Plugin {
         }
     }
 
-    async fn request_pool(&self, r: p::RequestPool) -> Result<Value, PluginError> {
-        if r.v6 {
-            return Err(PluginError::Unsupported(
-                "IPv6 pools (create the network with Docker's default IPAM or without --ipv6)"
-                    .into(),
-            ));
-        }
-        let pool = if r.pool.is_empty() {
-            Pool::new(&self.free_subnet().await?, &r.sub_pool)?
-        } else {
-            Pool::new(&r.pool, &r.sub_pool)?
-        };
-        Ok(json!({"PoolID": pool.id(), "Pool": pool.subnet.to_string(), "Data": {}}))
-    }
-
-    /// A free /24 from Weft's default pools, as Weft would pick it for a new network.
-    async fn free_subnet(&self) -> Result<String, PluginError> {
-        let mut gw = self.gw().await?;
-        let probe = pb::CreateNetworkRequest {
-            name: format!("docker-pool-{}", std::process::id()),
-            ipam: Some(pb::Ipam {
-                configs: vec![pb::IpamConfig {
-                    subnet: "0.0.0.0/24".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            validate_only: true,
-            ..Default::default()
-        };
-        let net = gw
-            .networks
-            .create_network(probe)
-            .await
-            .map_err(|st| PluginError::gateway("pick a free subnet", &st))?
-            .into_inner();
-        net.ipam
-            .and_then(|i| {
-                i.configs
-                    .into_iter()
-                    .map(|c| c.subnet)
-                    .find(|s| !s.contains(':'))
-            })
-            .ok_or_else(|| PluginError::Exhausted("Weft's default pools".into()))
-    }
-
-    async fn request_address(&self, r: p::RequestAddress) -> Result<Value, PluginError> {
-        let pool = Pool::parse_id(&r.pool_id)?;
-        let options = r.options.unwrap_or_default();
-        let gateway =
-            options.get(p::GATEWAY_REQUEST.0).map(String::as_str) == Some(p::GATEWAY_REQUEST.1);
-        if gateway {
-            return Ok(json!({"Address": pool.cidr(pool.gateway(&r.address)?), "Data": {}}));
-        }
-        let mut reserved = self.reserved.lock().await;
-        let now = Instant::now();
-        reserved.retain(|_, at| now.duration_since(*at) < RESERVATION_TTL);
-        let ip = if r.address.is_empty() {
-            let taken = self.taken(&pool, &reserved).await?;
-            pool.first_free(&taken)
-                .ok_or_else(|| PluginError::Exhausted(pool.subnet.to_string()))?
-        } else {
-            pool.member("Address", &r.address)?
-        };
-        reserved.insert(ip, now);
-        Ok(json!({"Address": pool.cidr(ip), "Data": {}}))
-    }
-
-    /// The addresses of `pool` in use: its Weft network's gateways, reserved addresses and
-    /// endpoints, and those handed out but not joined yet.
-    async fn taken(
+    async fn create_network(
         &self,
-        pool: &Pool,
-        reserved: &BTreeMap<Ipv4Addr, Instant>,
-    ) -> Result<BTreeSet<Ipv4Addr>, PluginError> {
-        let mut gw = self.gw().await?;
-        let mut taken: BTreeSet<Ipv4Addr> = reserved.keys().copied().collect();
-        let subnet = pool.subnet.to_string();
-        for summary in gw.networks(None).await? {
-            let configs = summary
-                .ipam
-                .as_ref()
-                .map(|i| i.configs.as_slice())
-                .unwrap_or_default();
-            if !configs.iter().any(|c| c.subnet == subnet) {
-                continue;
-            }
-            let Some(net) = gw.network_by_id(&summary.id).await? else {
-                continue;
-            };
-            for c in net.ipam.iter().flat_map(|i| &i.configs) {
-                taken.extend(c.gateway.parse::<Ipv4Addr>().ok());
-                taken.extend(
-                    c.aux_addresses
-                        .values()
-                        .filter_map(|a| a.parse::<Ipv4Addr>().ok()),
-                );
-            }
-            for e in &net.endpoints {
-                taken.extend(
-                    e.ipv4_address
-                        .split('/')
-                        .next()
-                        .and_then(|a| a.parse::<Ipv4Addr>().ok()),
-                );
-            }
-        }
-        Ok(taken)
-    }
-
-    async fn release_address(&self, r: p::ReleaseAddress) -> Result<Value, PluginError> {
-        let pool = Pool::parse_id(&r.pool_id)?;
-        if !r.address.is_empty() {
-            let ip = pool.member("Address", &r.address)?;
-            self.reserved.lock().await.remove(&ip);
-        }
-        // An endpoint's address is released in Weft by Leave (Disconnect); the gateway's
-        // with the network.
-        Ok(json!({}))
-    }
-
-    async fn create_network(&self, r: p::CreateNetwork) -> Result<Value, PluginError> {
+        driver: Driver,
+        r: p::CreateNetwork,
+    ) -> Result<Value, PluginError> {
         let id = addr::docker_id("NetworkID", &r.network_id)?.to_owned();
-        if r.ipv6_data.as_ref().is_some_and(|d| !d.is_empty()) {
-            return Err(PluginError::Unsupported("IPv6 subnets".into()));
-        }
         let options = r.options.unwrap_or_default();
-        let req = crate::convert::create_network(&id, &options, r.ipv4_data.unwrap_or_default())?;
+        let mut req = crate::convert::create_network(
+            &id,
+            &options,
+            r.ipv4_data.unwrap_or_default(),
+            r.ipv6_data.unwrap_or_default(),
+        )?;
+        req.driver = driver.weft_driver().into();
         let mut gw = self.gw().await?;
         if gw.network(&id).await?.is_some() {
             return Ok(json!({}));
@@ -323,10 +251,8 @@ impl Plugin {
         addr::docker_id("NetworkID", &r.network_id)?;
         let ep = addr::docker_id("EndpointID", &r.endpoint_id)?.to_owned();
         let iface = r.interface.unwrap_or_default();
-        if !iface.address_ipv6.is_empty() {
-            return Err(PluginError::Unsupported("IPv6 addresses".into()));
-        }
         let ipv4 = crate::convert::endpoint_address(&iface.address)?;
+        let ipv6 = crate::convert::endpoint_address_v6(&iface.address_ipv6)?;
         let mac = if iface.mac_address.is_empty() {
             addr::mac_for(ipv4)
         } else {
@@ -347,6 +273,7 @@ impl Plugin {
             ep,
             Pending {
                 ipv4,
+                ipv6,
                 mac: mac.clone(),
                 at: now,
             },
@@ -376,6 +303,7 @@ impl Plugin {
             "weft.sandbox": sb.name,
             "weft.endpoint": e.id,
             "weft.ipv4_address": e.ipv4_address,
+            "weft.ipv6_address": e.ipv6_address,
             "weft.host_interface": e.host_interface_name,
         });
         // `docker ps` and `docker port` show what this key lists: the ports Weft publishes
@@ -406,32 +334,53 @@ impl Plugin {
             .network(net_id)
             .await?
             .ok_or_else(|| PluginError::Unknown(format!("network {net_id} in Weft")))?;
+        if net.driver != Driver::Bridge.weft_driver() {
+            // The agent hands a veth over to the runtime (weft.endpoint.handoff) on bridge
+            // networks only; elsewhere Docker would look for an interface that is not there.
+            return Err(PluginError::Unsupported(format!(
+                "containers on Weft {} networks through Docker (Weft network {}): only bridge networks hand their interface to Docker",
+                net.driver, net.name
+            )));
+        }
         let handoff = addr::handoff_name(&ep_id);
         let settings = pb::EndpointSettings {
             ipv4_address: pending.ipv4.to_string(),
+            ipv6_address: pending.ipv6.map(|a| a.to_string()).unwrap_or_default(),
             mac_address: pending.mac.clone(),
             driver_options: [(weft_proto::HANDOFF_OPTION.to_owned(), handoff.clone())].into(),
             ..Default::default()
         };
         let ports = addr::port_mappings(r.options.as_ref())?;
         let ep = self
-            .attach(&mut gw, &net, (&key, &r.sandbox_key), settings, ports)
+            .attach(
+                &mut gw,
+                &net,
+                (&key, &r.sandbox_key, &ep_id),
+                settings,
+                ports,
+            )
             .await?;
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&ep_id);
-        self.reserved.lock().await.remove(&pending.ipv4);
+        let mut reserved = self.reserved.lock().await;
+        reserved.remove(&IpAddr::V4(pending.ipv4));
+        if let Some(v6) = pending.ipv6 {
+            reserved.remove(&IpAddr::V6(v6));
+        }
+        drop(reserved);
         serde_json::to_value(crate::convert::join_response(&ep, handoff))
             .map_err(|e| PluginError::Body(e.to_string()))
     }
 
-    /// Connects the Weft sandbox of `key` (made with this first endpoint when there is none).
+    /// Connects the Weft sandbox of `key` (made with this first endpoint, Docker's
+    /// `endpoint_id`, when there is none).
     async fn attach(
         &self,
         gw: &mut Clients,
         net: &pb::Network,
-        (key, path): (&str, &str),
+        (key, path, endpoint_id): (&str, &str, &str),
         settings: pb::EndpointSettings,
         ports: Vec<pb::PortMapping>,
     ) -> Result<pb::Endpoint, PluginError> {
@@ -463,10 +412,13 @@ impl Plugin {
         if path.len() <= SANDBOX_PATH_MAX {
             labels.insert(weft::SANDBOX_PATH_LABEL.to_owned(), path.to_owned());
         }
+        let docker = self.settings.docker.as_ref();
         let (container_id, name) =
-            match crate::names::container_of(self.settings.docker.as_ref(), gw, net).await {
+            match crate::names::container_of(docker, gw, net, endpoint_id).await {
                 Some((id, name)) => {
-                    labels.insert(weft::CONTAINER_LABEL.to_owned(), id.clone());
+                    if !id.is_empty() {
+                        labels.insert(weft::CONTAINER_LABEL.to_owned(), id.clone());
+                    }
                     (id, name)
                 }
                 None => (String::new(), format!("docker-{key}")),
@@ -554,5 +506,6 @@ impl Plugin {
     }
 }
 
+mod ipam;
 #[cfg(test)]
 mod tests;

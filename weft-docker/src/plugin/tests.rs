@@ -58,7 +58,7 @@ async fn unknown_calls_malformed_bodies_and_swarm_are_errors() {
 }
 
 #[tokio::test]
-async fn pools_given_explicitly_need_no_gateway_and_v6_is_refused() {
+async fn pools_given_explicitly_need_no_gateway() {
     let p = plugin();
     let v = call(
         &p,
@@ -71,10 +71,39 @@ async fn pools_given_explicitly_need_no_gateway_and_v6_is_refused() {
         v,
         json!({"PoolID": "weft:10.5.0.0/24", "Pool": "10.5.0.0/24", "Data": {}})
     );
-    let e = call(&p, "/IpamDriver.RequestPool", json!({"V6": true}))
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("IPv6"), "{e}");
+    let v6 = json!({"AddressSpace": "weft", "Pool": "fd00:5::/64", "SubPool": "", "V6": true});
+    assert_eq!(
+        call(&p, "/IpamDriver.RequestPool", v6).await.unwrap(),
+        json!({"PoolID": "weft:fd00:5::/64", "Pool": "fd00:5::/64", "Data": {}})
+    );
+    // The family Docker asked for, named in the error.
+    let e = call(
+        &p,
+        "/IpamDriver.RequestPool",
+        json!({"Pool": "10.5.0.0/24", "V6": true}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string().starts_with("Pool") && e.to_string().contains("IPv6"),
+        "{e}"
+    );
+    let e = call(
+        &p,
+        "/IpamDriver.RequestPool",
+        json!({"Pool": "fd00:5::/127", "V6": true}),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("/126"), "{e}");
+    let e = call(
+        &p,
+        "/IpamDriver.RequestPool",
+        json!({"Pool": "", "SubPool": "10.5.0.0/25"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().starts_with("SubPool"), "{e}");
     let e = call(
         &p,
         "/IpamDriver.RequestPool",
@@ -102,7 +131,7 @@ async fn gateway_and_static_addresses_come_from_the_pool_id() {
         p.reserved
             .lock()
             .await
-            .contains_key(&Ipv4Addr::new(10, 5, 0, 9))
+            .contains_key(&IpAddr::V4(Ipv4Addr::new(10, 5, 0, 9)))
     );
     let rel = json!({"PoolID": "weft:10.5.0.0/24", "Address": "10.5.0.9/24"});
     call(&p, "/IpamDriver.ReleaseAddress", rel).await.unwrap();
@@ -122,6 +151,33 @@ async fn gateway_and_static_addresses_come_from_the_pool_id() {
 }
 
 #[tokio::test]
+async fn ipv6_gateways_and_static_addresses_come_from_the_pool_id() {
+    let p = plugin();
+    let gw = json!({"PoolID": "weft:fd00:5::/64", "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}});
+    assert_eq!(
+        call(&p, "/IpamDriver.RequestAddress", gw).await.unwrap()["Address"],
+        "fd00:5::1/64"
+    );
+    let fixed = json!({"PoolID": "weft:fd00:5::/64", "Address": "fd00:5::9", "Options": null});
+    assert_eq!(
+        call(&p, "/IpamDriver.RequestAddress", fixed).await.unwrap()["Address"],
+        "fd00:5::9/64"
+    );
+    let v6: IpAddr = "fd00:5::9".parse().unwrap();
+    assert!(p.reserved.lock().await.contains_key(&v6));
+    let rel = json!({"PoolID": "weft:fd00:5::/64", "Address": "fd00:5::9/64"});
+    call(&p, "/IpamDriver.ReleaseAddress", rel).await.unwrap();
+    assert!(p.reserved.lock().await.is_empty());
+    // A v4 address asked of a v6 pool: refused, naming the field.
+    let wrong = json!({"PoolID": "weft:fd00:5::/64", "Address": "10.5.0.9"});
+    let e = call(&p, "/IpamDriver.RequestAddress", wrong)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("Address") && e.contains("IPv6"), "{e}");
+}
+
+#[tokio::test]
 async fn create_endpoint_gives_dockers_mac_and_is_remembered_until_join() {
     let p = plugin();
     let ep = "e".repeat(64);
@@ -131,6 +187,18 @@ async fn create_endpoint_gives_dockers_mac_and_is_remembered_until_join() {
         .unwrap();
     assert_eq!(v, json!({"Interface": {"MacAddress": "02:42:0a:05:00:02"}}));
     assert!(p.pending.lock().unwrap().contains_key(&ep));
+    let dual = "d".repeat(64);
+    let req = json!({"NetworkID": "ab", "EndpointID": dual, "Interface": {"Address": "10.5.0.3/24", "AddressIPv6": "fd00:5::3/64", "MacAddress": ""}});
+    call(&p, "/NetworkDriver.CreateEndpoint", req)
+        .await
+        .unwrap();
+    let pending = p.pending.lock().unwrap().get(&dual).cloned().unwrap();
+    assert_eq!(pending.ipv6, Some("fd00:5::3".parse().unwrap()));
+    let v4_as_v6 = json!({"NetworkID": "ab", "EndpointID": "ef", "Interface": {"Address": "10.5.0.4/24", "AddressIPv6": "10.5.0.4/24"}});
+    let e = call(&p, "/NetworkDriver.CreateEndpoint", v4_as_v6)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().starts_with("Interface.AddressIPv6"), "{e}");
     let no_ipam = json!({"NetworkID": "ab", "EndpointID": "ef", "Interface": {}});
     let e = call(&p, "/NetworkDriver.CreateEndpoint", no_ipam)
         .await
@@ -158,4 +226,37 @@ async fn join_without_create_endpoint_is_refused_before_any_gateway_call() {
             .to_string()
             .contains("SandboxKey")
     );
+}
+
+#[tokio::test]
+async fn the_overlay_driver_has_global_scope_and_the_bridge_local() {
+    let p = plugin();
+    let caps = p
+        .call_as(Driver::Overlay, "/NetworkDriver.GetCapabilities", b"")
+        .await
+        .unwrap();
+    assert_eq!(
+        caps,
+        json!({"Scope": "global", "ConnectivityScope": "global"})
+    );
+    let caps = p
+        .call_as(Driver::Bridge, "/NetworkDriver.GetCapabilities", b"")
+        .await
+        .unwrap();
+    assert_eq!(
+        caps,
+        json!({"Scope": "local", "ConnectivityScope": "local"})
+    );
+    assert_eq!(Driver::Overlay.weft_driver(), "overlay");
+    assert_eq!(Driver::Bridge.weft_driver(), "bridge");
+    // Both drivers share the IPAM driver and its checks.
+    let e = p
+        .call_as(
+            Driver::Overlay,
+            "/NetworkDriver.CreateNetwork",
+            br#"{"NetworkID": "../x"}"#,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().starts_with("NetworkID"), "{e}");
 }

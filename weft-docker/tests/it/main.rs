@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod dockerd;
+mod dualstack;
 mod overview;
 mod sweep;
 mod world;

@@ -8,7 +8,7 @@ use weft_testkit::netns::{HOST_UPLINK, INTERNET};
 
 use crate::{wait_until, world::World};
 
-const IMAGE: &str = "weft-busybox:test";
+pub const IMAGE: &str = "weft-busybox:test";
 
 #[test]
 #[cfg_attr(
@@ -139,6 +139,12 @@ fn overview(restart: bool) {
         w.docker(&["rm", "-f", "c5"]);
     }
     w.docker(&["network", "rm", "my-net", "net2", "int-net"]);
+    nothing_left(&w, &before);
+}
+
+/// After `docker rm -f` and `docker network rm` of everything: no sandbox and no network of
+/// the plugin's in Weft, `weftctl check` clean, the host namespace's kernel as `before`.
+pub fn nothing_left(w: &World, before: &[Value]) {
     assert!(
         w.weftctl_json(&["sandbox", "ls"]).is_empty(),
         "{}",
@@ -151,14 +157,26 @@ fn overview(restart: bool) {
         .collect();
     assert!(ours.is_empty(), "{ours:?}");
     w.weftctl(&["check"]);
-    wait_until(Duration::from_secs(30), "the kernel as it was", || {
-        (w.host.kernel_snapshot() == before).then_some(())
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = w.host.kernel_snapshot();
+        if now == before {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            // The dumps that differ, each whole: links, routes v4, routes v6, FDB, neighbours,
+            // nftables.
+            for (i, (b, n)) in before.iter().zip(&now).enumerate() {
+                assert_eq!(b, n, "kernel dump {i} differs after the teardown");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(!w.plugin_log().contains("panicked"), "{}", w.plugin_log());
 }
 
 /// `docker run -d --name NAME ARGS… IMAGE CMD…`.
-fn run(w: &World, name: &str, args: &[&str], cmd: &[&str]) {
+pub fn run(w: &World, name: &str, args: &[&str], cmd: &[&str]) {
     let mut all = vec!["run", "-d", "--name", name];
     all.extend_from_slice(args);
     all.push(IMAGE);
@@ -168,7 +186,7 @@ fn run(w: &World, name: &str, args: &[&str], cmd: &[&str]) {
 
 /// One ping from `container` to `target` (an address or a name Docker's DNS resolves).
 #[track_caller]
-fn ping(w: &World, container: &str, target: &str) {
+pub fn ping(w: &World, container: &str, target: &str) {
     w.docker(&["exec", container, "ping", "-c1", "-W3", target]);
 }
 
@@ -179,7 +197,7 @@ fn address_of(w: &World, container: &str, network: &str) -> String {
 }
 
 /// The Weft network of Docker network `id` (by its label) once it also carries Docker's name.
-fn weft_network_is_labelled(w: &World, id: &str, name: &str) -> Value {
+pub fn weft_network_is_labelled(w: &World, id: &str, name: &str) -> Value {
     wait_until(Duration::from_secs(20), "the Weft network labelled", || {
         w.weftctl_json(&["network", "ls"]).into_iter().find(|n| {
             n["labels"]["com.docker.network.id"] == id
