@@ -8,7 +8,11 @@ use weft_proto::gateway::v1::{
     sandbox_service_client::SandboxServiceClient,
 };
 use weft_runtime::access::{Authed, Bearer};
-use weftctl::{client, error::CliError};
+use weftctl::{
+    client,
+    error::CliError,
+    pages::{PagesError, all_pages},
+};
 
 use crate::error::PluginError;
 
@@ -24,8 +28,6 @@ pub const SANDBOX_KEY_LABEL: &str = "com.docker.sandbox.key";
 pub const SANDBOX_PATH_LABEL: &str = "com.docker.sandbox.path";
 /// On a Weft sandbox: Docker's container id, when the plugin could learn it.
 pub const CONTAINER_LABEL: &str = "com.docker.container.id";
-/// At most this many pages of a list (1000 items each) are read.
-const PAGES_MAX: usize = 100;
 
 #[derive(Debug, Clone)]
 pub struct Clients {
@@ -61,28 +63,18 @@ impl Clients {
         if let Some(id) = docker_id {
             label.push(format!("{NETWORK_ID_LABEL}={id}"));
         }
-        let mut req = pb::ListNetworksRequest {
+        let req = pb::ListNetworksRequest {
             label,
             page_size: 1000,
             ..Default::default()
         };
-        let mut all = Vec::new();
-        for _ in 0..PAGES_MAX {
-            let page = self
-                .networks
-                .list_networks(req.clone())
-                .await
-                .map_err(|st| PluginError::gateway("list networks", &st))?
-                .into_inner();
-            all.extend(page.networks);
-            if page.next_page_token.is_empty() {
-                return Ok(all);
-            }
-            req.page_token = page.next_page_token;
-        }
-        Err(PluginError::Unsupported(format!(
-            "more than {PAGES_MAX} pages of networks"
-        )))
+        let c = self.networks.clone();
+        all_pages(req, |req| {
+            let mut c = c.clone();
+            async move { Ok(c.list_networks(req).await?.into_inner()) }
+        })
+        .await
+        .map_err(|e| listing("networks", e))
     }
 
     /// The Weft network of Docker network `docker_id`, with its endpoints.
@@ -115,29 +107,19 @@ impl Clients {
     ) -> Result<Vec<pb::Sandbox>, PluginError> {
         let mut labels = vec![format!("{}={}", CREATED_BY.0, CREATED_BY.1)];
         labels.extend(label);
-        let mut req = pb::ListSandboxesRequest {
+        let req = pb::ListSandboxesRequest {
             label: labels,
             network: network.map(|n| vec![n.to_owned()]).unwrap_or_default(),
             page_size: 1000,
             ..Default::default()
         };
-        let mut all = Vec::new();
-        for _ in 0..PAGES_MAX {
-            let page = self
-                .sandboxes
-                .list_sandboxes(req.clone())
-                .await
-                .map_err(|st| PluginError::gateway("list sandboxes", &st))?
-                .into_inner();
-            all.extend(page.sandboxes);
-            if page.next_page_token.is_empty() {
-                return Ok(all);
-            }
-            req.page_token = page.next_page_token;
-        }
-        Err(PluginError::Unsupported(format!(
-            "more than {PAGES_MAX} pages of sandboxes"
-        )))
+        let c = self.sandboxes.clone();
+        all_pages(req, |req| {
+            let mut c = c.clone();
+            async move { Ok(c.list_sandboxes(req).await?.into_inner()) }
+        })
+        .await
+        .map_err(|e| listing("sandboxes", e))
     }
 
     /// The sandbox and endpoint whose container end was handed to Docker as `handoff`.
@@ -167,5 +149,13 @@ pub fn gone_is_fine<T>(r: Result<T, tonic::Status>) -> Result<(), tonic::Status>
         Ok(_) => Ok(()),
         Err(st) if st.code() == Code::NotFound => Ok(()),
         Err(st) => Err(st),
+    }
+}
+
+/// A list that could not be read whole, as the plugin reports it.
+fn listing(what: &str, e: PagesError) -> PluginError {
+    match e {
+        PagesError::Call(st) => PluginError::gateway(format!("list {what}"), &st),
+        e @ PagesError::TooMany(_) => PluginError::Unsupported(format!("{what}: {e}")),
     }
 }

@@ -13,7 +13,7 @@ use std::{
 };
 
 use futures::TryStreamExt as _;
-use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
 use weft_proto::gateway::v1 as pb;
 use weft_testkit::netns::run;
 
@@ -44,6 +44,8 @@ pub fn enter(path: &Path) -> tokio::runtime::Runtime {
 pub struct WeftUp {
     child: Child,
     pub log: PathBuf,
+    /// Dropped after the child has stopped: a run that fails leaves no sandbox namespace.
+    _namespaces: weft_testkit::netns::SandboxNamespaces,
 }
 
 impl WeftUp {
@@ -60,7 +62,13 @@ impl WeftUp {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        Self { child, log }
+        let namespaces =
+            weft_testkit::netns::SandboxNamespaces::of_data_dir(&dir.join("weft-data"));
+        Self {
+            child,
+            log,
+            _namespaces: namespaces,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -189,7 +197,9 @@ pub async fn delete(sb: &mut Sandboxes, name: &str) -> Result<Duration, String> 
     Ok(t.elapsed())
 }
 
-/// The link names of this process's namespace (the host's), over one netlink socket.
+/// The veths of this process's namespace (the host's), by name, over one netlink socket (the
+/// bridges are left out: the agent makes a network's bridge with its first endpoint on the
+/// host and removes it with its last).
 pub struct Links {
     handle: rtnetlink::Handle,
 }
@@ -205,11 +215,14 @@ impl Links {
         let mut out = BTreeSet::new();
         let mut links = self.handle.link().get().execute();
         while let Some(msg) = links.try_next().await.unwrap() {
-            for a in msg.attributes {
-                if let LinkAttribute::IfName(n) = a {
-                    out.insert(n);
-                }
-            }
+            let veth = msg.attributes.iter().any(|a| {
+                matches!(a, LinkAttribute::LinkInfo(info)
+                    if info.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
+            });
+            out.extend(msg.attributes.into_iter().filter_map(|a| match a {
+                LinkAttribute::IfName(n) if veth => Some(n),
+                _ => None,
+            }));
         }
         out
     }

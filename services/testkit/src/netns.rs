@@ -233,6 +233,30 @@ impl TestNs {
 pub const HOST_UPLINK: &str = "192.0.2.1";
 pub const INTERNET: &str = "192.0.2.254";
 
+/// Deletes, when dropped, the namespace of every sandbox a `weft up` agent with data
+/// directory `data` still lists (`weft-<id>` for each entry of `<data>/agent/sandboxes`): a
+/// run that fails half-way leaves none behind. Declare it before the `weft up` guard, so it
+/// is dropped after `weft up` has stopped.
+#[derive(Debug)]
+pub struct SandboxNamespaces(pub PathBuf);
+
+impl SandboxNamespaces {
+    pub fn of_data_dir(data: &std::path::Path) -> Self {
+        Self(data.join("agent").join("sandboxes"))
+    }
+}
+
+impl Drop for SandboxNamespaces {
+    fn drop(&mut self) {
+        for entry in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            let name = format!("weft-{}", entry.file_name().to_string_lossy());
+            if PathBuf::from(NETNS_DIR).join(&name).exists() {
+                let _ = Command::new("ip").args(["netns", "del", &name]).status();
+            }
+        }
+    }
+}
+
 /// Wires `host` (`uplink`, [`HOST_UPLINK`]/24) to `internet` (`wan`, [`INTERNET`]/24) and
 /// gives the host its default route through the internet.
 pub fn wire_uplink(host: &TestNs, internet: &TestNs) {

@@ -114,27 +114,6 @@ fn heavy_chaos_run_on_postgres_with_two_gateways_crashes_one_and_postgres_and_no
     chaos_run(true);
 }
 
-/// On drop: deletes the namespace of every sandbox whose files are in the agent's directory
-/// (the agent makes a sandbox's files directory before its namespace), as a failed run ends
-/// without the deletions that a passing one checks.
-struct SandboxNamespaces(std::path::PathBuf);
-
-impl Drop for SandboxNamespaces {
-    fn drop(&mut self) {
-        for entry in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
-            let name = format!("weft-{}", entry.file_name().to_string_lossy());
-            if std::path::Path::new(weft_testkit::netns::NETNS_DIR)
-                .join(&name)
-                .exists()
-            {
-                let _ = std::process::Command::new("ip")
-                    .args(["netns", "del", &name])
-                    .status();
-            }
-        }
-    }
-}
-
 /// The run, on SQLite or (`on_postgres`) on a Postgres in the namespace that is crashed and
 /// started again half-way through the load, with a second gateway replica (half the clients
 /// on it) killed and started again a third of the way through.
@@ -146,7 +125,7 @@ fn chaos_run(on_postgres: bool) {
     let data = dir.path().join("data");
     // Dropped after `weft up` is stopped (declared before it): a run that fails leaves no
     // sandbox namespace behind either.
-    let _namespaces = SandboxNamespaces(data.join("agent").join("sandboxes"));
+    let _namespaces = weft_testkit::netns::SandboxNamespaces::of_data_dir(&data);
     let pg = on_postgres.then(|| Postgres::start(&ns));
     let mut flags = vec!["--host-name", "local"];
     if let Some(pg) = &pg {
