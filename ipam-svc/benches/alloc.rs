@@ -18,7 +18,8 @@
 //! Knobs: `WEFT_BENCH_ALLOCS` (default 20000 per case), `WEFT_BENCH_BACKEND` (sqlite|postgres),
 //! `WEFT_BENCH_CLIENTS` (default `1,16`), `WEFT_BENCH_THREADS` (set: the server's CPU per call
 //! and how many times its threads were scheduled per call, by thread name, allocation / no-op),
-//! `WEFT_BENCH_ONLY` (`alloc` or `noop`: that half of each case only, for a profiler).
+//! `WEFT_BENCH_ONLY` (`alloc` or `noop`: that half of each case only, for a profiler),
+//! `WEFT_BENCH_SERVER` (the path of another ipam-svc binary to run instead of this build's).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -119,7 +120,7 @@ async fn case(url: &str, subnet: &str, clients: usize, total: usize) -> Figures 
         "--log-filter".into(),
         "warn".into(),
     ];
-    let svc = ServiceProcess::start(env!("CARGO_BIN_EXE_ipam-svc"), &args).await;
+    let svc = ServiceProcess::start(&server_binary(), &args).await;
     let mut admin = IpamServiceClient::new(weft_testkit::channel(svc.addr));
     new_pool(&mut admin, subnet).await;
     let chans = connect(svc.addr, clients).await;
@@ -185,6 +186,20 @@ async fn case(url: &str, subnet: &str, clients: usize, total: usize) -> Figures 
         noops: done as f64 / noop_time.as_secs_f64(),
         alloc_cpu_us: alloc_cpu as f64 / 1000.0 / done as f64,
         noop_cpu_us: noop_cpu as f64 / 1000.0 / done as f64,
+    }
+}
+
+/// The ipam-svc binary the cases run: this build's, or `WEFT_BENCH_SERVER` (another build's
+/// binary, so that `bench/ipam-alternate.sh` can run two versions under the same client).
+fn server_binary() -> String {
+    match std::env::var("WEFT_BENCH_SERVER") {
+        Ok(path) if !path.is_empty() => {
+            let meta = std::fs::metadata(&path)
+                .unwrap_or_else(|e| panic!("WEFT_BENCH_SERVER={path}: {e}"));
+            assert!(meta.is_file(), "WEFT_BENCH_SERVER={path}: not a file");
+            path
+        }
+        _ => env!("CARGO_BIN_EXE_ipam-svc").to_owned(),
     }
 }
 
@@ -319,6 +334,7 @@ async fn main() {
         loadavg(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    println!("server: {}", server_binary());
     if only.as_deref().is_none_or(|o| o == "sqlite") {
         for subnet in ["10.0.0.0/24", "10.0.0.0/8", "fd00:b::/64"] {
             println!(
