@@ -48,8 +48,8 @@ pub enum Driver {
     /// Weft bridge networks, scope `local` (`docker network create -d weft`).
     Bridge,
     /// Weft overlay networks, scope `global` (`-d weft-overlay`). dockerd 20.10 creates
-    /// global-scope networks only through swarm, which takes managed plugins only: see the
-    /// README's limits.
+    /// global-scope networks only through swarm, which takes managed plugins only (this one
+    /// with `--driver overlay`): see the README's Overlay section.
     Overlay,
 }
 

@@ -78,7 +78,7 @@ fn config(driver: &str, token: &Path, docker_sock: &Path, netns_dir: &Path) -> s
     };
     json!({
         "description": "Weft network and IPAM driver",
-        "documentation": "https://github.com/weft/weft#use-weft-from-docker",
+        "documentation": "Weft's README, Use Weft from Docker",
         "entrypoint": [
             "/usr/bin/weft-docker-plugin",
             "--driver", driver,
