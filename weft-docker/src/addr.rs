@@ -17,7 +17,26 @@ const POOL_PREFIX: &str = "weft:";
 /// Published ports taken from one request, at most (Weft's own limit per sandbox).
 pub const PORTS_MAX: usize = 64;
 
-/// A Docker object id (network, endpoint): 1 to 64 lowercase hex digits (Docker's are 64).
+/// A Docker network id: Docker's own (64 hex digits) or swarm's (25 base-36 characters), so
+/// 1 to 64 lowercase letters or digits.
+pub fn network_id(id: &str) -> Result<&str, PluginError> {
+    if !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+    {
+        Ok(id)
+    } else {
+        Err(PluginError::invalid(
+            "NetworkID",
+            id,
+            "expected 1 to 64 lowercase letters or digits",
+        ))
+    }
+}
+
+/// A Docker object id (endpoint, sandbox): 1 to 64 lowercase hex digits (Docker's are 64).
 pub fn docker_id<'a>(field: &str, id: &'a str) -> Result<&'a str, PluginError> {
     if !id.is_empty()
         && id.len() <= 64
@@ -288,9 +307,18 @@ mod tests {
 
     #[test]
     fn docker_ids_are_hex_of_at_most_64_digits() {
-        assert!(docker_id("NetworkID", &"a1".repeat(32)).is_ok());
-        for bad in ["", "ABC", "../x", "a b", &"a".repeat(65)] {
-            assert!(docker_id("NetworkID", bad).is_err(), "{bad:?}");
+        assert!(docker_id("EndpointID", &"a1".repeat(32)).is_ok());
+        for bad in ["", "ABC", "../x", "a b", "default", &"a".repeat(65)] {
+            assert!(docker_id("EndpointID", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn network_ids_are_dockers_or_swarms() {
+        assert!(network_id(&"a1".repeat(32)).is_ok());
+        assert!(network_id("qsz7l4d0jh8q0h3hftqbzvl3o").is_ok());
+        for bad in ["", "ABC", "../x", "a b", "a-b", &"a".repeat(65)] {
+            assert!(network_id(bad).is_err(), "{bad:?}");
         }
     }
 

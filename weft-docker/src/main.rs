@@ -20,10 +20,17 @@ struct Args {
         default_value = "/run/docker/plugins/weft.sock"
     )]
     socket: PathBuf,
+    /// The driver `--socket` serves: `bridge` (Weft bridge networks, scope `local`) or
+    /// `overlay` (Weft overlay networks, scope `global`). A managed plugin (`docker plugin
+    /// create`) has one socket, so the overlay driver packaged that way is a second plugin
+    /// started with `--driver overlay`. Both serve the IPAM driver.
+    #[arg(long, env = "WEFT_DOCKER_DRIVER", default_value = "bridge", value_parser = ["bridge", "overlay"])]
+    driver: String,
     /// A second socket, for the driver of Weft overlay networks (scope `global`): its file
     /// name is that driver's name (`weft-overlay.sock`: `-d weft-overlay`). Not served unless
     /// given. dockerd 20.10 creates global-scope networks only in swarm mode, which refuses
-    /// plugins found by socket (see the README).
+    /// plugins found by socket: there, use a managed plugin with `--driver overlay` (see the
+    /// README).
     #[arg(long, env = "WEFT_DOCKER_OVERLAY_SOCKET")]
     overlay_socket: Option<PathBuf>,
     /// The Weft gateway (public API).
@@ -79,6 +86,9 @@ async fn main() -> anyhow::Result<()> {
     let overlay = match &args.overlay_socket {
         None => None,
         Some(p) if *p == args.socket => anyhow::bail!("--overlay-socket is --socket"),
+        Some(_) if args.driver == "overlay" => {
+            anyhow::bail!("--overlay-socket with --driver overlay: --socket serves it already")
+        }
         Some(p) => Some(
             weft_docker::http::bind(p)
                 .with_context(|| format!("cannot listen on {}", p.display()))?,
@@ -94,7 +104,12 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let never = std::future::pending::<()>;
-    let bridge = weft_docker::http::serve(listener, plugin.clone(), Driver::Bridge, never());
+    let main_driver = if args.driver == "overlay" {
+        Driver::Overlay
+    } else {
+        Driver::Bridge
+    };
+    let bridge = weft_docker::http::serve(listener, plugin.clone(), main_driver, never());
     let overlay = async {
         match overlay {
             Some(l) => weft_docker::http::serve(l, plugin, Driver::Overlay, never()).await,

@@ -48,8 +48,8 @@ pub enum Driver {
     /// Weft bridge networks, scope `local` (`docker network create -d weft`).
     Bridge,
     /// Weft overlay networks, scope `global` (`-d weft-overlay`). dockerd 20.10 creates
-    /// global-scope networks only through swarm, which takes managed plugins only: see the
-    /// README's limits.
+    /// global-scope networks only through swarm, which takes managed plugins only (this one
+    /// with `--driver overlay`): see the README's Overlay section.
     Overlay,
 }
 
@@ -166,12 +166,22 @@ impl Plugin {
                 // (Docker sends the same port map there) and forwarded through the endpoint
                 // with the default route, as Docker does.
                 let r: p::EndpointRef = parse(body)?;
-                addr::docker_id("NetworkID", &r.network_id)?;
+                addr::network_id(&r.network_id)?;
                 addr::docker_id("EndpointID", &r.endpoint_id)?;
                 Ok(json!({}))
             }
             // Weft learns about other hosts from the gateway, not from Docker.
             "/NetworkDriver.DiscoverNew" | "/NetworkDriver.DiscoverDelete" => Ok(json!({})),
+            // Swarm's manager asks a global-scope driver to allocate a network before any node
+            // creates it; Weft allocates nothing then (the pools come from the IPAM calls, the
+            // network is made by CreateNetwork on the node).
+            "/NetworkDriver.AllocateNetwork" | "/NetworkDriver.FreeNetwork"
+                if driver == Driver::Overlay =>
+            {
+                let r: p::NetworkRef = parse(body)?;
+                addr::network_id(&r.network_id)?;
+                Ok(json!({}))
+            }
             "/NetworkDriver.AllocateNetwork" | "/NetworkDriver.FreeNetwork" => {
                 Err(PluginError::Unsupported(
                     "swarm-scoped networks (use Weft's overlay driver)".into(),
@@ -205,7 +215,7 @@ impl Plugin {
         driver: Driver,
         r: p::CreateNetwork,
     ) -> Result<Value, PluginError> {
-        let id = addr::docker_id("NetworkID", &r.network_id)?.to_owned();
+        let id = addr::network_id(&r.network_id)?.to_owned();
         let options = r.options.unwrap_or_default();
         let mut req = crate::convert::create_network(
             &id,
@@ -230,7 +240,7 @@ impl Plugin {
     }
 
     async fn delete_network(&self, r: p::NetworkRef) -> Result<Value, PluginError> {
-        let id = addr::docker_id("NetworkID", &r.network_id)?;
+        let id = addr::network_id(&r.network_id)?;
         let mut gw = self.gw().await?;
         for net in gw.networks(Some(id)).await? {
             let res = gw
@@ -248,7 +258,7 @@ impl Plugin {
     }
 
     fn create_endpoint(&self, r: p::CreateEndpoint) -> Result<Value, PluginError> {
-        addr::docker_id("NetworkID", &r.network_id)?;
+        addr::network_id(&r.network_id)?;
         let ep = addr::docker_id("EndpointID", &r.endpoint_id)?.to_owned();
         let iface = r.interface.unwrap_or_default();
         let ipv4 = crate::convert::endpoint_address(&iface.address)?;
@@ -286,7 +296,7 @@ impl Plugin {
     }
 
     async fn oper_info(&self, r: p::EndpointRef) -> Result<Value, PluginError> {
-        let net = addr::docker_id("NetworkID", &r.network_id)?;
+        let net = addr::network_id(&r.network_id)?;
         let ep = addr::docker_id("EndpointID", &r.endpoint_id)?;
         let mut gw = self.gw().await?;
         let Some(weft_net) = gw.network(net).await? else {
@@ -315,7 +325,7 @@ impl Plugin {
     }
 
     async fn join(&self, r: p::Join) -> Result<Value, PluginError> {
-        let net_id = addr::docker_id("NetworkID", &r.network_id)?;
+        let net_id = addr::network_id(&r.network_id)?;
         let ep_id = addr::docker_id("EndpointID", &r.endpoint_id)?.to_owned();
         let key = crate::convert::sandbox_key(&r.sandbox_key)?;
         let pending = self
@@ -334,11 +344,13 @@ impl Plugin {
             .network(net_id)
             .await?
             .ok_or_else(|| PluginError::Unknown(format!("network {net_id} in Weft")))?;
-        if net.driver != Driver::Bridge.weft_driver() {
-            // The agent hands a veth over to the runtime (weft.endpoint.handoff) on bridge
-            // networks only; elsewhere Docker would look for an interface that is not there.
+        if net.driver != Driver::Bridge.weft_driver() && net.driver != Driver::Overlay.weft_driver()
+        {
+            // The agent hands a veth over to the runtime (weft.endpoint.handoff) on bridge and
+            // overlay networks only; elsewhere Docker would look for an interface that is not
+            // there.
             return Err(PluginError::Unsupported(format!(
-                "containers on Weft {} networks through Docker (Weft network {}): only bridge networks hand their interface to Docker",
+                "containers on Weft {} networks through Docker (Weft network {}): only bridge and overlay networks hand their interface to Docker",
                 net.driver, net.name
             )));
         }
@@ -455,7 +467,7 @@ impl Plugin {
     }
 
     async fn leave(&self, r: p::EndpointRef) -> Result<Value, PluginError> {
-        let net_id = addr::docker_id("NetworkID", &r.network_id)?;
+        let net_id = addr::network_id(&r.network_id)?;
         let ep_id = addr::docker_id("EndpointID", &r.endpoint_id)?;
         let mut gw = self.gw().await?;
         let Some(net) = gw.network(net_id).await? else {

@@ -279,8 +279,9 @@ pub(super) async fn attach_veth(
 /// ([`weft_proto::HANDOFF_OPTION`]): host end in the bridge, the peer born in the host's
 /// namespace as `peer_name` with the endpoint's MAC and MTU, down, without address or route.
 /// Once the host end exists the peer is wherever the runtime put it (inside the container,
-/// named by the runtime): the agent only keeps the host end in the bridge and up.
-async fn attach_handoff(
+/// named by the runtime): the agent only keeps the host end in the bridge and up. The overlay
+/// driver uses it too (its bridge carries the VXLAN device).
+pub(super) async fn attach_handoff(
     host: &Handle,
     bridge: &Link,
     ep: &Endpoint,

@@ -188,7 +188,10 @@ impl NetworkDriver for Overlay {
         let br = setup.device.as_ref().ok_or_else(|| AgentError::Vanished {
             name: net.bridge.clone(),
         })?;
-        bridge::attach_veth(host, sandbox, br, ep, setup.state.mtu, report).await
+        match &ep.handoff {
+            Some(name) => bridge::attach_handoff(host, br, ep, name, setup.state.mtu, report).await,
+            None => bridge::attach_veth(host, sandbox, br, ep, setup.state.mtu, report).await,
+        }
     }
 }
 

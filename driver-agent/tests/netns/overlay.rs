@@ -33,18 +33,18 @@ use crate::{
 const INTERNET: &str = "198.51.100.254";
 
 /// Host `i`'s underlay address (its VTEP).
-fn vtep(i: usize) -> String {
+pub(crate) fn vtep(i: usize) -> String {
     format!("198.51.100.{}", i + 1)
 }
 
 /// Hosts on an underlay: `underlay` holds the bridge `ul` all hosts' `eth0` hang off.
-struct Cluster {
+pub(crate) struct Cluster {
     underlay: TestNs,
-    hosts: Vec<TestNs>,
+    pub(crate) hosts: Vec<TestNs>,
 }
 
 impl Cluster {
-    fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         let underlay = TestNs::new().with_lo_up();
         underlay.ip(&["link", "add", "ul", "type", "bridge"]);
         underlay.ip(&["addr", "add", &format!("{INTERNET}/24"), "dev", "ul"]);
@@ -67,7 +67,7 @@ impl Cluster {
 
     /// Waits until each host's `eth0` has the IPv6 link-local address the kernel gives it
     /// shortly after it comes up (its route is part of what a host is compared by).
-    async fn settled(&self) {
+    pub(crate) async fn settled(&self) {
         for h in &self.hosts {
             weft_testkit::wait_for(
                 Duration::from_secs(5),
@@ -87,14 +87,14 @@ impl Cluster {
 }
 
 /// One overlay member: its endpoint, on host `host`, in its own sandbox namespace.
-struct Member {
-    host: usize,
-    id: String,
-    ip: String,
-    sandbox: TestNs,
+pub(crate) struct Member {
+    pub(crate) host: usize,
+    pub(crate) id: String,
+    pub(crate) ip: String,
+    pub(crate) sandbox: TestNs,
 }
 
-fn member(host: usize, ip: &str) -> Member {
+pub(crate) fn member(host: usize, ip: &str) -> Member {
     Member {
         host,
         id: unique("ep"),
@@ -105,7 +105,7 @@ fn member(host: usize, ip: &str) -> Member {
 
 /// The overlay network as the gateway sends it to `host`: the members on other hosts are its
 /// peers (their MACs left to the derivation rule, as the gateway does for endpoints).
-fn overlay(
+pub(crate) fn overlay(
     id: &str,
     vni: u32,
     (subnet, gateway): (&str, &str),
@@ -130,7 +130,7 @@ fn overlay(
     }
 }
 
-fn endpoint_spec(m: &Member, net: &pb::NetworkSpec) -> pb::EndpointSpec {
+pub(crate) fn endpoint_spec(m: &Member, net: &pb::NetworkSpec) -> pb::EndpointSpec {
     pb::EndpointSpec {
         endpoint_id: m.id.clone(),
         network_id: net.network_id.clone(),
@@ -143,7 +143,7 @@ fn endpoint_spec(m: &Member, net: &pb::NetworkSpec) -> pb::EndpointSpec {
     }
 }
 
-async fn attach(agent: &Agent, ep: pb::EndpointSpec, net: &pb::NetworkSpec) -> Report {
+pub(crate) async fn attach(agent: &Agent, ep: pb::EndpointSpec, net: &pb::NetworkSpec) -> Report {
     let ep = Endpoint::from_pb(ep, "endpoint").unwrap();
     let net = Network::from_pb(net.clone(), "network").unwrap();
     let mut report = Report::default();
@@ -151,7 +151,7 @@ async fn attach(agent: &Agent, ep: pb::EndpointSpec, net: &pb::NetworkSpec) -> R
     report
 }
 
-async fn agents(cluster: &Cluster) -> Vec<(Agent, tempfile::TempDir)> {
+pub(crate) async fn agents(cluster: &Cluster) -> Vec<(Agent, tempfile::TempDir)> {
     let mut out = Vec::new();
     for h in &cluster.hosts {
         out.push(crate::support::agent(h).await);
@@ -159,7 +159,7 @@ async fn agents(cluster: &Cluster) -> Vec<(Agent, tempfile::TempDir)> {
     out
 }
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
+pub(crate) fn addr(ip: &str, port: u16) -> SocketAddr {
     SocketAddr::new(ip.parse().unwrap(), port)
 }
 

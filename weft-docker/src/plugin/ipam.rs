@@ -81,11 +81,14 @@ impl Plugin {
         let options = r.options.unwrap_or_default();
         let gateway =
             options.get(p::GATEWAY_REQUEST.0).map(String::as_str) == Some(p::GATEWAY_REQUEST.1);
-        if gateway {
-            return Ok(json!({"Address": pool.cidr(pool.gateway(&r.address)?), "Data": {}}));
-        }
         let mut reserved = self.reserved.lock().await;
         let now = Instant::now();
+        if gateway {
+            // Reserved too: swarm's manager hands out addresses before the network exists.
+            let ip = pool.gateway(&r.address)?;
+            reserved.insert(ip, now);
+            return Ok(json!({"Address": pool.cidr(ip), "Data": {}}));
+        }
         reserved.retain(|_, at| now.duration_since(*at) < RESERVATION_TTL);
         let ip = if r.address.is_empty() {
             let taken = self.taken(&pool, &reserved).await?;
@@ -100,7 +103,9 @@ impl Plugin {
 
     /// The addresses of `pool` in use: its Weft network's gateways, reserved addresses and
     /// endpoints (both families: only those of the pool's matter), and those handed out but
-    /// not joined yet.
+    /// not joined yet. Before the Weft network exists, the pool's default gateway: swarm's
+    /// manager takes the gateway and the containers' addresses before any node creates the
+    /// network (a gateway of the user's own is reserved by its request, for a while).
     async fn taken(
         &self,
         pool: &Pool,
@@ -110,6 +115,7 @@ impl Plugin {
         let mut taken: BTreeSet<IpAddr> = reserved.keys().copied().collect();
         let bare = |a: &str| a.split('/').next().and_then(|a| a.parse::<IpAddr>().ok());
         let subnet = pool.subnet.to_string();
+        let mut found = false;
         for summary in gw.networks(None).await? {
             let configs = summary
                 .ipam
@@ -122,6 +128,7 @@ impl Plugin {
             let Some(net) = gw.network_by_id(&summary.id).await? else {
                 continue;
             };
+            found = true;
             for c in net.ipam.iter().flat_map(|i| &i.configs) {
                 taken.extend(bare(&c.gateway));
                 taken.extend(c.aux_addresses.values().filter_map(|a| bare(a)));
@@ -130,6 +137,9 @@ impl Plugin {
                 taken.extend(bare(&e.ipv4_address));
                 taken.extend(bare(&e.ipv6_address));
             }
+        }
+        if !found {
+            taken.insert(pool.gateway("")?);
         }
         Ok(taken)
     }

@@ -135,7 +135,11 @@ async fn gateway_and_static_addresses_come_from_the_pool_id() {
     );
     let rel = json!({"PoolID": "weft:10.5.0.0/24", "Address": "10.5.0.9/24"});
     call(&p, "/IpamDriver.ReleaseAddress", rel).await.unwrap();
-    assert!(p.reserved.lock().await.is_empty());
+    // The gateway stays reserved (swarm's manager asks for addresses before any network).
+    assert_eq!(
+        p.reserved.lock().await.keys().copied().collect::<Vec<_>>(),
+        [IpAddr::V4(Ipv4Addr::new(10, 5, 0, 1))]
+    );
     let foreign = json!({"PoolID": "default/10.5.0.0/24", "Address": ""});
     assert!(
         call(&p, "/IpamDriver.RequestAddress", foreign)
@@ -167,7 +171,11 @@ async fn ipv6_gateways_and_static_addresses_come_from_the_pool_id() {
     assert!(p.reserved.lock().await.contains_key(&v6));
     let rel = json!({"PoolID": "weft:fd00:5::/64", "Address": "fd00:5::9/64"});
     call(&p, "/IpamDriver.ReleaseAddress", rel).await.unwrap();
-    assert!(p.reserved.lock().await.is_empty());
+    let gateway: IpAddr = "fd00:5::1".parse().unwrap();
+    assert_eq!(
+        p.reserved.lock().await.keys().copied().collect::<Vec<_>>(),
+        [gateway]
+    );
     // A v4 address asked of a v6 pool: refused, naming the field.
     let wrong = json!({"PoolID": "weft:fd00:5::/64", "Address": "10.5.0.9"});
     let e = call(&p, "/IpamDriver.RequestAddress", wrong)
@@ -259,4 +267,32 @@ async fn the_overlay_driver_has_global_scope_and_the_bridge_local() {
         .await
         .unwrap_err();
     assert!(e.to_string().starts_with("NetworkID"), "{e}");
+}
+
+#[tokio::test]
+async fn swarm_allocates_overlay_networks_only_and_checks_the_id() {
+    let p = plugin();
+    // Swarm's network ids are base 36.
+    let id = "qsz7l4d0jh8q0h3hftqbzvl3o";
+    for path in [
+        "/NetworkDriver.AllocateNetwork",
+        "/NetworkDriver.FreeNetwork",
+    ] {
+        let body = json!({"NetworkID": id, "Options": {}, "IPv4Data": []}).to_string();
+        let v = p
+            .call_as(Driver::Overlay, path, body.as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(v, json!({}), "{path}");
+        let e = p
+            .call_as(Driver::Bridge, path, body.as_bytes())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("swarm"), "{path}: {e}");
+        let e = p
+            .call_as(Driver::Overlay, path, br#"{"NetworkID": "../x"}"#)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().starts_with("NetworkID"), "{path}: {e}");
+    }
 }

@@ -21,10 +21,14 @@ pub struct Dockerd {
     pub dir: tempfile::TempDir,
     netns: PathBuf,
     child: Option<Child>,
+    /// `--live-restore`, which swarm mode refuses.
+    live_restore: bool,
 }
 
 impl Dockerd {
-    pub fn start(ns: &TestNs) -> Self {
+    /// With `--live-restore` (containers outlive a restart of dockerd) or without (swarm mode
+    /// refuses it).
+    pub fn start_with(ns: &TestNs, live_restore: bool) -> Self {
         // Short: containerd's socket path under the exec root must fit a sockaddr_un.
         let dir = tempfile::Builder::new()
             .prefix("wd")
@@ -34,6 +38,7 @@ impl Dockerd {
             dir,
             netns: ns.path.clone(),
             child: None,
+            live_restore,
         };
         d.spawn();
         d
@@ -53,12 +58,8 @@ impl Dockerd {
         let child = Command::new("nsenter")
             .arg(format!("--net={}", self.netns.display()))
             .arg(DOCKERD)
-            .args([
-                "--iptables=false",
-                "--ip-masq=false",
-                "--bridge=none",
-                "--live-restore",
-            ])
+            .args(["--iptables=false", "--ip-masq=false", "--bridge=none"])
+            .args(self.live_restore.then_some("--live-restore"))
             .arg("--data-root")
             .arg(root.join("data"))
             .arg("--exec-root")

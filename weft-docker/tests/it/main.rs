@@ -10,7 +10,9 @@
 
 mod dockerd;
 mod dualstack;
+mod managed;
 mod overview;
+mod swarm;
 mod sweep;
 mod world;
 

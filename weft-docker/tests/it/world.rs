@@ -69,6 +69,15 @@ impl World {
 
     /// With these extra flags for the plugin.
     pub fn with_plugin_args(plugin_args: &[&str]) -> Self {
+        Self::build(plugin_args, true)
+    }
+
+    /// With a dockerd that can enter swarm mode (no `--live-restore`).
+    pub fn for_swarm() -> Self {
+        Self::build(&[], false)
+    }
+
+    fn build(plugin_args: &[&str], live_restore: bool) -> Self {
         let host = TestNs::named("dk-host").with_lo_up();
         host.sysctl_w(&["net.ipv4.ip_forward=1"]);
         let internet = TestNs::named("dk-inet").with_lo_up();
@@ -104,7 +113,7 @@ impl World {
             .unwrap();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let driver = format!("weft-t{}", &id[..10]);
-        let dockerd = Dockerd::start(&host);
+        let dockerd = Dockerd::start_with(&host, live_restore);
         let mut w = Self {
             plugin: Plugin {
                 child: None,
@@ -161,6 +170,11 @@ impl World {
             }
             self.plugin.socket.exists().then_some(())
         });
+    }
+
+    /// The operator token file the plugin reads.
+    pub fn token(&self) -> &std::path::Path {
+        &self.token
     }
 
     pub fn plugin_log(&self) -> String {
