@@ -124,7 +124,7 @@ dns_svc() {
     PIDS+=($!)
     "$BIN/dns-svc" --listen "127.0.0.1:$admin" --gateway "http://127.0.0.1:$gw" \
         --host bench --operator-listen "127.0.0.1:$port" --upstream 127.0.0.1:9 \
-        --log-filter warn >"$WORK/dns-svc-$world.log" 2>&1 &
+        --insecure-plaintext --log-filter warn >"$WORK/dns-svc-$world.log" 2>&1 &
     DNS_PID=$!
     PIDS+=($!)
 }
