@@ -342,13 +342,9 @@ impl Drop for Weft {
         weft_testkit::logs::keep_logs_under(&self.data_dir(), "weft-up");
         // The namespaces the agent made for sandboxes the test left behind (named
         // `weft-<sandbox id>`, with that sandbox's files in the agent's data directory).
-        let sandboxes = self._data.path().join("weft-data/agent/sandboxes");
-        for entry in std::fs::read_dir(sandboxes).into_iter().flatten().flatten() {
-            let name = format!("weft-{}", entry.file_name().to_string_lossy());
-            if Path::new("/run/netns").join(&name).exists() {
-                let _ = Command::new("ip").args(["netns", "del", &name]).status();
-            }
-        }
+        drop(weft_testkit::netns::SandboxNamespaces::of_data_dir(
+            &self._data.path().join("weft-data"),
+        ));
         if let Some(Err(e)) = audit {
             panic!("audit check: {e}");
         }
