@@ -298,7 +298,28 @@ impl Gateway {
         Ok(store::hosts::revision_of(&mut conn, host).await?)
     }
 
+    /// Commits a saga's `changes` (and the answer to remember for its request) in one
+    /// transaction. When that fails, the sagas it ends stop running in this process: their
+    /// records stay, and a client's retry takes a removal over at once (see
+    /// [`Gateway::begin`]) instead of being told for ever that it is still in progress; the
+    /// sweep finishes the rest.
     pub(crate) async fn commit(
+        &self,
+        changes: &[Change<'_>],
+        request: Option<(&RequestKey, Vec<u8>)>,
+    ) -> Result<u64, GatewayError> {
+        let res = self.commit_changes(changes, request).await;
+        if res.is_err() {
+            for change in changes {
+                if let Change::EndOperation(id) = change {
+                    self.forget(id);
+                }
+            }
+        }
+        res
+    }
+
+    async fn commit_changes(
         &self,
         changes: &[Change<'_>],
         request: Option<(&RequestKey, Vec<u8>)>,
