@@ -173,8 +173,8 @@ class World:
 def plugin_ms(log: str) -> list[float]:
     """CreateEndpoint + Join per container, from the plugin's log, in order."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", open(log).read())
-    create = [float(m) for m in re.findall(r"call=/NetworkDriver.CreateEndpoint ms=(\d+)", text)]
-    join = [float(m) for m in re.findall(r"call=/NetworkDriver.Join ms=(\d+)", text)]
+    create = [float(m) for m in re.findall(r"call=/NetworkDriver.CreateEndpoint\b[^\n]*? ms=(\d+)", text)]
+    join = [float(m) for m in re.findall(r"call=/NetworkDriver.Join\b[^\n]*? ms=(\d+)", text)]
     return [c + j for c, j in zip(create, join)]
 
 
@@ -183,7 +183,7 @@ def plugin_total_ms(log: str) -> float:
     per container."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", open(log).read())
     text = text[text.index("CreateNetwork"):] if "CreateNetwork" in text else text
-    total = sum(float(m) for m in re.findall(r"call=/(?:NetworkDriver|IpamDriver)\.(?!CreateNetwork)\w+ ms=(\d+)", text))
+    total = sum(float(m) for m in re.findall(r"call=/(?:NetworkDriver|IpamDriver)\.(?!CreateNetwork)\w+\b[^\n]*? ms=(\d+)", text))
     return total / N
 
 
