@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, thread};
 use serde_json::Value;
 
 use crate::{
-    overview::{IMAGE, nothing_left, ping, run, weft_network_is_labelled},
+    overview::{IMAGE, nothing_left, ping, run, weft_endpoints, weft_network_is_labelled},
     world::World,
 };
 
@@ -126,18 +126,7 @@ fn containers_started_at_once_get_their_own_names_in_weft() {
         }
     });
     let weft_net = weft_network_is_labelled(&w, &id, "par");
-    let inspected = w.weftctl_json(&["network", "inspect", weft_net["name"].as_str().unwrap()]);
-    let by_sandbox: BTreeMap<String, String> = inspected[0]["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["sandboxName"].as_str().unwrap().to_owned(),
-                e["ipv4Address"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let by_sandbox: BTreeMap<String, String> = weft_endpoints(&w, &weft_net).into_iter().collect();
     let sandboxes: Vec<&String> = by_sandbox.keys().collect();
     assert_eq!(
         sandboxes,

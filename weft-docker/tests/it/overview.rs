@@ -206,6 +206,25 @@ pub fn weft_network_is_labelled(w: &World, id: &str, name: &str) -> Value {
     })
 }
 
+/// The endpoints of Weft network `weft_net` as `weftctl network inspect` shows them: (sandbox
+/// name, IPv4 address), sorted.
+pub(crate) fn weft_endpoints(w: &World, weft_net: &Value) -> Vec<(String, String)> {
+    let inspected = w.weftctl_json(&["network", "inspect", weft_net["name"].as_str().unwrap()]);
+    let mut endpoints: Vec<(String, String)> = inspected[0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["sandboxName"].as_str().unwrap().to_owned(),
+                e["ipv4Address"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    endpoints.sort();
+    endpoints
+}
+
 /// `docker network inspect` lists exactly the addresses Weft gave, the containers appear in
 /// Weft as sandboxes with their Docker names, and inside each container the interface has
 /// that address.
@@ -224,19 +243,7 @@ fn inspect_shows_wefts_addresses(w: &World, network: &str, id: &str, containers:
         .collect();
     in_docker.sort();
     let weft_net = weft_network_is_labelled(w, id, network);
-    let inspected = w.weftctl_json(&["network", "inspect", weft_net["name"].as_str().unwrap()]);
-    let mut in_weft: Vec<(String, String)> = inspected[0]["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["sandboxName"].as_str().unwrap().to_owned(),
-                e["ipv4Address"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    in_weft.sort();
+    let in_weft = weft_endpoints(w, &weft_net);
     assert_eq!(in_docker, in_weft);
     let names: Vec<&str> = in_weft.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, containers);
