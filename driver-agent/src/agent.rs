@@ -441,6 +441,9 @@ impl Agent {
             return;
         }
         tracing::info!(network = %network_id, "last endpoint on this host left the network: removing its devices");
+        // Removed by the API: a pass whose desired state was read before the detach (the
+        // network still used there) must not bring the bridge back.
+        self.recent.touch(network_id, false);
         let r = self.remove_network_locked(network_id, guard).await;
         report.changes.extend(r.changes);
         report.failures.extend(r.failures);

@@ -327,6 +327,7 @@ impl AgentService for AgentGrpc {
         let net = Network::from_pb(required(r.network, "network")?, "network")
             .map_err(AgentError::Invalid)?;
         let mut report = Report::default();
+        self.agent.recent.touch(&net.id, true);
         let state = self.agent.ensure_network(&net, &mut report).await?;
         Ok(Response::new(pb::EnsureNetworkResponse {
             network: Some(pb::NetworkState {
@@ -344,6 +345,7 @@ impl AgentService for AgentGrpc {
     ) -> Result<Response<pb::RemoveNetworkResponse>, Status> {
         let r = req.into_inner();
         check_ids(&[("network_id", &r.network_id)])?;
+        self.agent.recent.touch(&r.network_id, false);
         let report = self.agent.remove_network(&r.network_id).await;
         Ok(Response::new(pb::RemoveNetworkResponse {
             changes: changes(&report),

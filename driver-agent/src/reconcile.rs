@@ -381,7 +381,13 @@ impl Agent {
             }
         }
         let sandboxes = t.elapsed();
-        for n in &desired.networks {
+        // (A network whose last endpoint's detach removed it lately stays removed: the
+        // endpoints of a state read before the detach are left alone too.)
+        for n in desired
+            .networks
+            .iter()
+            .filter(|n| !self.recent.since(&n.id, false, pass.as_of))
+        {
             if !self.network_needs_ensuring(n, pass)
                 && !driver::of(n.driver).drifted(self.host_handle(), n).await
             {

@@ -351,3 +351,63 @@ fn the_binary_refuses_a_missing_netns() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/run/netns/wft-t-missing"), "{err}");
 }
+
+/// The last Detach from a network removes its bridge; a pass whose desired state was read
+/// before that Detach (the network and the endpoint still in it, as `podman rm` of several
+/// containers at once can produce) brings back neither the bridge nor the endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(weft_no_root, ignore = "needs root: namespaces, links, nftables")]
+async fn a_state_read_before_the_last_detach_does_not_bring_the_bridge_back() {
+    let (host, sb) = (TestNs::new(), TestNs::new());
+    let (mut client, _stop, _data) = serve(&host).await;
+    let net = network(&unique("net"), "10.97.0.0/24", "10.97.0.1");
+    let bridge = names::bridge_name(&net.network_id);
+    let ep = unique("ep");
+    let spec = endpoint(&ep, &net, &sb, "10.97.0.2/24", true);
+    client
+        .attach(pb::AttachRequest {
+            endpoint: Some(spec.clone()),
+            network: Some(net.clone()),
+            revision: 0,
+        })
+        .await
+        .unwrap();
+    let before = pb::DesiredState {
+        revision: 1,
+        networks: vec![net.clone()],
+        endpoints: vec![spec],
+        ..Default::default()
+    };
+    let detached = client
+        .detach(pb::DetachRequest {
+            endpoint_id: ep.clone(),
+            network_id: net.network_id.clone(),
+            sandbox_id: sb.name.clone(),
+            netns_path: sb.path.display().to_string(),
+            revision: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(detached.failures.is_empty(), "{detached:?}");
+    gone(&host, &bridge).await;
+    gone(&host, &names::veth_host_name(&ep)).await;
+
+    let applied = client
+        .apply_state(pb::ApplyStateRequest {
+            state: Some(before),
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(applied.failures.is_empty(), "{applied:?}");
+    let host_links = links(&host);
+    assert!(link(&host_links, &bridge).is_none(), "{host_links:?}");
+    assert!(link(&host_links, &names::veth_host_name(&ep)).is_none());
+    assert!(
+        !applied.changes.iter().any(|c| c.object == bridge),
+        "{applied:?}"
+    );
+}
