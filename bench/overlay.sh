@@ -11,8 +11,5 @@ if ! command -v iperf3 >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends iperf3 >/dev/null
 fi
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/weft/target}
-. scripts/safe-dir.sh
-safe_exec_dir "$CARGO_TARGET_DIR"
-cargo build --release --locked --bins
-WEFT_BENCH_N=${1:-50} WEFT_BENCH_BINS="$CARGO_TARGET_DIR/release" python3 bench/overlay.py
+. bench/release.sh
+WEFT_BENCH_N=${1:-50} python3 bench/overlay.py

@@ -14,9 +14,6 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/weft/target}
-. scripts/safe-dir.sh
-safe_exec_dir "$CARGO_TARGET_DIR"
-cargo build --release --locked --bins
-WEFT_BENCH_N=${1:-200} WEFT_BENCH_BINS="$CARGO_TARGET_DIR/release" \
+. bench/release.sh
+WEFT_BENCH_N=${1:-200} \
   cargo bench --locked -p weft-e2e --bench peers

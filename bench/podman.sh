@@ -6,8 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/weft/target}
-. scripts/safe-dir.sh
-safe_exec_dir "$CARGO_TARGET_DIR"
-cargo build --release --locked --bins
-WEFT_BENCH_N=${1:-50} WEFT_BENCH_BINS="$CARGO_TARGET_DIR/release" python3 bench/podman.py
+. bench/release.sh
+WEFT_BENCH_N=${1:-50} python3 bench/podman.py

@@ -8,9 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --run
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/weft/target}
-. scripts/safe-dir.sh
-safe_exec_dir "$CARGO_TARGET_DIR"
-cargo build --release --locked --bins
-WEFT_BENCH_N=${1:-5000} WEFT_BENCH_NETWORKS=${2:-10} WEFT_BENCH_BINS="$CARGO_TARGET_DIR/release" \
+. bench/release.sh
+WEFT_BENCH_N=${1:-5000} WEFT_BENCH_NETWORKS=${2:-10} \
   cargo bench --locked -p weft-e2e --bench scale

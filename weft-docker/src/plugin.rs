@@ -243,14 +243,7 @@ impl Plugin {
         let id = addr::network_id(&r.network_id)?;
         let mut gw = self.gw().await?;
         for net in gw.networks(Some(id)).await? {
-            let res = gw
-                .networks
-                .delete_network(pb::DeleteNetworkRequest {
-                    network: net.id.clone(),
-                    ..Default::default()
-                })
-                .await;
-            weft::gone_is_fine(res).map_err(|st| {
+            gw.delete_network(&net.id).await.map_err(|st| {
                 PluginError::gateway(format!("delete Weft network {}", net.name), &st)
             })?;
         }
@@ -481,14 +474,7 @@ impl Plugin {
         };
         if sb.endpoints.len() <= 1 {
             // Its last endpoint: the whole sandbox goes (its namespace is Weft's placeholder).
-            let res = gw
-                .sandboxes
-                .delete_sandbox(pb::DeleteSandboxRequest {
-                    sandbox: sb.id.clone(),
-                    ..Default::default()
-                })
-                .await;
-            weft::gone_is_fine(res).map_err(|st| {
+            gw.delete_sandbox(&sb.id).await.map_err(|st| {
                 PluginError::gateway(format!("delete Weft sandbox {}", sb.name), &st)
             })?;
         } else {

@@ -61,14 +61,7 @@ pub async fn once(plugin: &Plugin, grace: Duration) -> Result<usize, crate::erro
         if !docker_sandbox_gone(Path::new(path), created_at(&sb), now, grace) {
             continue;
         }
-        let res = gw
-            .sandboxes
-            .delete_sandbox(pb::DeleteSandboxRequest {
-                sandbox: sb.id.clone(),
-                ..Default::default()
-            })
-            .await;
-        match crate::weft::gone_is_fine(res) {
+        match gw.delete_sandbox(&sb.id).await {
             Ok(()) => {
                 tracing::info!(sandbox = %sb.name, %path, "deleted: Docker's sandbox is gone");
                 deleted += 1;
@@ -108,14 +101,7 @@ pub async fn networks(
                 return Ok(deleted);
             }
         }
-        let res = gw
-            .networks
-            .delete_network(pb::DeleteNetworkRequest {
-                network: net.id.clone(),
-                ..Default::default()
-            })
-            .await;
-        match crate::weft::gone_is_fine(res) {
+        match gw.delete_network(&net.id).await {
             Ok(()) => {
                 tracing::info!(network = %net.name, docker_id = %id, "deleted: Docker's network is gone");
                 deleted += 1;

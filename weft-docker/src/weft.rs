@@ -141,6 +141,30 @@ impl Clients {
         }
         Ok(None)
     }
+
+    /// Deletes Weft sandbox `id`; already gone counts as done.
+    pub async fn delete_sandbox(&mut self, id: &str) -> Result<(), tonic::Status> {
+        let res = self
+            .sandboxes
+            .delete_sandbox(pb::DeleteSandboxRequest {
+                sandbox: id.to_owned(),
+                ..Default::default()
+            })
+            .await;
+        gone_is_fine(res)
+    }
+
+    /// Deletes Weft network `id`; already gone counts as done.
+    pub async fn delete_network(&mut self, id: &str) -> Result<(), tonic::Status> {
+        let res = self
+            .networks
+            .delete_network(pb::DeleteNetworkRequest {
+                network: id.to_owned(),
+                ..Default::default()
+            })
+            .await;
+        gone_is_fine(res)
+    }
 }
 
 /// Gone already counts as done.

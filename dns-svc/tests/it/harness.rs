@@ -314,18 +314,11 @@ impl Dns {
         let running = dns_svc::start(&config).unwrap();
         let operator = running.operator_addr;
         let resolver = running.resolver.clone();
-        let (listener, admin) = weft_runtime::GrpcServer::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(dns_svc::serve(
-            running,
-            listener,
-            weft_runtime::grpc::ShutdownTiming::from(&config.common),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let grace = weft_runtime::grpc::ShutdownTiming::from(&config.common).grace;
+        let (admin, stop) = weft_testkit::serve_with(grace, |listener, timing, stop| {
+            dns_svc::serve(running, listener, timing, stop)
+        })
+        .await;
         let dns = Self {
             operator,
             admin,

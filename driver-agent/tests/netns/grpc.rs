@@ -5,7 +5,6 @@ use std::{sync::Arc, time::Duration};
 use driver_agent::names;
 use tonic::Code;
 use weft_proto::agent::v1::{self as pb, agent_service_client::AgentServiceClient};
-use weft_runtime::{GrpcServer, grpc::ShutdownTiming};
 
 use crate::{
     bridge::{endpoint, network},
@@ -23,17 +22,10 @@ pub async fn serve(
 ) {
     let (agent, data) = crate::support::agent(host).await;
     let agent = Arc::new(agent);
-    let (listener, addr) = GrpcServer::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let timing = ShutdownTiming {
-        delay: Duration::ZERO,
-        grace: Duration::from_secs(1),
-    };
-    tokio::spawn(driver_agent::serve(agent, listener, timing, async {
-        let _ = stopped.await;
-    }));
+    let (addr, stop) = weft_testkit::serve_with(Duration::from_secs(1), |l, timing, stop| {
+        driver_agent::serve(agent, l, timing, stop)
+    })
+    .await;
     (
         AgentServiceClient::new(weft_testkit::channel(addr)),
         stop,

@@ -4,28 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use tonic::{Code, transport::Endpoint};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse, health_client::HealthClient};
-use weft_runtime::{GrpcServer, grpc::ShutdownTiming};
+use weft_runtime::GrpcServer;
 
 use weft_testkit::prom::sum;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_are_counted_by_method_and_code() {
     let handle = weft_runtime::metrics::install().unwrap();
-    let (listener, addr) = GrpcServer::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let timing = ShutdownTiming {
-        delay: Duration::ZERO,
-        grace: Duration::from_secs(5),
-    };
-    let server = tokio::spawn(GrpcServer::new().serve(listener, timing, async {
-        let _ = stopped.await;
-    }));
+    let (addr, stop) = weft_testkit::serve(GrpcServer::new()).await;
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -98,5 +86,4 @@ async fn calls_are_counted_by_method_and_code() {
     assert!(text.contains("grpc_method=\"Watch\""), "{text}");
 
     let _ = stop.send(());
-    server.await.unwrap().unwrap();
 }

@@ -144,22 +144,44 @@ pub async fn health(addr: SocketAddr, service: &str) -> Option<ServingStatus> {
 pub async fn serve(
     server: weft_runtime::GrpcServer,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    serve_with(Duration::from_secs(5), |listener, timing, stop| {
+        server.serve(listener, timing, stop)
+    })
+    .await
+}
+
+/// Runs `serve` (a service's own `serve(listener, timing, shutdown)`) in this process on a
+/// free loopback port, with no draining delay and `grace` to finish calls, until the returned
+/// sender is used or dropped. A server that fails panics the task that runs it.
+pub async fn serve_with<F, Fut, E>(
+    grace: Duration,
+    serve: F,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>)
+where
+    F: FnOnce(
+        tokio::net::TcpListener,
+        weft_runtime::grpc::ShutdownTiming,
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Debug,
+{
     let (listener, addr) = weft_runtime::GrpcServer::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let timing = weft_runtime::grpc::ShutdownTiming {
         delay: Duration::ZERO,
-        grace: Duration::from_secs(5),
+        grace,
     };
-    tokio::spawn(async move {
-        server
-            .serve(listener, timing, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
+    let served = serve(
+        listener,
+        timing,
+        Box::pin(async {
+            let _ = stopped.await;
+        }),
+    );
+    tokio::spawn(async move { served.await.unwrap() });
     (addr, stop)
 }
 
