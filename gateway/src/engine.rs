@@ -330,23 +330,37 @@ impl Gateway {
         let mut revision = 0;
         let mut ended = Vec::new();
         let mut events = Vec::new();
+        // Each change its own revision, taken at once before anything else: the revision's row
+        // lock orders concurrent writers before they touch the tables (taking it after could
+        // deadlock on a unique key). The events, and each host's newest revision, are written
+        // after the changes, in as few statements as they fit.
+        let numbered = changes
+            .iter()
+            .filter(|c| !matches!(c, Change::EndOperation(_)))
+            .count();
+        if numbered > 0 {
+            revision = store::next_revisions(&mut tx, u64::try_from(numbered).unwrap_or(u64::MAX))
+                .await?
+                - 1;
+        }
+        let mut touched: std::collections::BTreeMap<String, u64> = Default::default();
         for change in changes {
             if let Change::EndOperation(id) = change {
                 store::operations::delete(&mut tx, id).await?;
                 ended.push(*id);
                 continue;
             }
-            // The revision first: its row lock orders concurrent writers before they touch
-            // the tables (taking it after could deadlock on a unique key).
-            revision = store::next_revision(&mut tx).await?;
+            revision += 1;
             let hosts = change.hosts(&mut tx).await?;
             let (kind, object) = change.apply(&mut tx).await?;
-            let event = to_pb::event(revision, now, kind, object);
-            store::insert_event(&mut tx, &event).await?;
-            events.push(event);
-            for host in &hosts {
-                store::hosts::touch(&mut tx, host, revision).await?;
+            events.push(to_pb::event(revision, now, kind, object));
+            for host in hosts {
+                touched.insert(host, revision);
             }
+        }
+        store::insert_events(&mut tx, &events).await?;
+        for (host, at) in &touched {
+            store::hosts::touch(&mut tx, host, *at).await?;
         }
         if let Some((key, answer)) = request.filter(|(k, _)| !k.id.is_empty()) {
             let entry = (

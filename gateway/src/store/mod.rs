@@ -51,12 +51,19 @@ pub async fn write_transaction(db: &Db) -> Result<Transaction<'static, Any>> {
 
 /// Takes the next revision; the row stays locked until the transaction ends.
 pub async fn next_revision(conn: &mut AnyConnection) -> Result<u64> {
+    next_revisions(conn, 1).await
+}
+
+/// Takes `n` (at least 1) revisions at once; returns the first (the others follow it).
+pub async fn next_revisions(conn: &mut AnyConnection, n: u64) -> Result<u64> {
+    let n = n.max(1);
     let r: i64 = sqlx::query_scalar(
-        "UPDATE gateway_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision",
+        "UPDATE gateway_revision SET revision = revision + $1 WHERE id = 1 RETURNING revision",
     )
+    .bind(i64::try_from(n).unwrap_or(i64::MAX))
     .fetch_one(conn)
     .await?;
-    Ok(u64::try_from(r).unwrap_or(0))
+    Ok(u64::try_from(r).unwrap_or(0).saturating_sub(n - 1))
 }
 
 pub async fn current_revision(conn: &mut AnyConnection) -> Result<u64> {
@@ -67,11 +74,33 @@ pub async fn current_revision(conn: &mut AnyConnection) -> Result<u64> {
 }
 
 pub async fn insert_event(conn: &mut AnyConnection, event: &pb::Event) -> Result<()> {
-    sqlx::query("INSERT INTO gateway_events (revision, payload) VALUES ($1, $2)")
-        .bind(i64::try_from(event.revision).unwrap_or(i64::MAX))
-        .bind(event.encode_to_vec())
-        .execute(conn)
-        .await?;
+    insert_events(conn, std::slice::from_ref(event)).await
+}
+
+/// The most events one INSERT carries (two parameters each: far under SQLite's and
+/// Postgres's limits on parameters per statement).
+const EVENTS_PER_INSERT: usize = 256;
+
+/// Inserts `events`, a statement per [`EVENTS_PER_INSERT`] of them (a commit's changes in
+/// one round trip to the database, where they fit).
+pub async fn insert_events(conn: &mut AnyConnection, events: &[pb::Event]) -> Result<()> {
+    for chunk in events.chunks(EVENTS_PER_INSERT) {
+        let mut sql = String::from("INSERT INTO gateway_events (revision, payload) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
+        }
+        // (Only numbered placeholders are added to the text: the values are bound.)
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for event in chunk {
+            q = q
+                .bind(i64::try_from(event.revision).unwrap_or(i64::MAX))
+                .bind(event.encode_to_vec());
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
