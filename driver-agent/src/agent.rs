@@ -85,7 +85,8 @@ pub struct Agent {
     /// Sandboxes a pass of the changes audits in full, and whose turn it is.
     pub(crate) audit: (usize, std::sync::atomic::AtomicUsize),
     /// Reconciliation's socket for dumping the host's links (opened on first use).
-    survey: std::sync::Mutex<Option<crate::survey::LinkSocket>>,
+    /// (Held while in use: callers at once wait for it rather than each dump anew.)
+    survey: tokio::sync::Mutex<Option<crate::survey::LinkSocket>>,
     /// Which networks sit on which 802.1Q parent the agent may have made (`agent/vlans.rs`).
     vlans: driver::vlan::Users,
 }
@@ -226,12 +227,8 @@ impl Agent {
 
     /// Every link of the host, as reconciliation's survey reads them ([`crate::survey`]).
     pub(crate) async fn host_links(&self) -> Result<std::sync::Arc<Vec<kernel::Link>>, AgentError> {
-        let open = self
-            .survey
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        let mut socket = match open {
+        let mut held = self.survey.lock().await;
+        let mut socket = match held.take() {
             Some(s) => s,
             None => netns::run_in(&self.host_netns, crate::survey::LinkSocket::open)
                 .await
@@ -248,10 +245,7 @@ impl Agent {
         })?;
         let links = links.map_err(|source| AgentError::LinkDump { source })?;
         // (A socket that failed is dropped: the next survey opens another.)
-        *self
-            .survey
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(socket);
+        *held = Some(socket);
         Ok(links)
     }
 
@@ -416,7 +410,9 @@ impl Agent {
         if busy {
             return;
         }
-        let links = match kernel::links(&self.host).await {
+        // (The survey's table, kept by the link notifications: a dump of every link on
+        // each detach costs what the host holds.)
+        let links = match self.host_links().await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(network = %network_id, error = %e, "cannot tell whether the network is idle");
