@@ -33,6 +33,28 @@ pub async fn serve(
     )
 }
 
+/// Detaches endpoint `ep` of `net` from the sandbox `sb` and expects no failure.
+async fn detach(
+    client: &mut AgentServiceClient<tonic::transport::Channel>,
+    ep: &str,
+    net: &pb::NetworkSpec,
+    sb: &TestNs,
+) {
+    let detached = client
+        .detach(pb::DetachRequest {
+            endpoint_id: ep.to_owned(),
+            network_id: net.network_id.clone(),
+            sandbox_id: sb.name.clone(),
+            netns_path: sb.path.display().to_string(),
+            revision: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(detached.failures.is_empty(), "{detached:?}");
+}
+
 pub fn unique(tag: &str) -> String {
     format!("{tag}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
@@ -93,19 +115,7 @@ async fn attach_detach_and_remove_network_through_grpc() {
     echo_server(&sb1.path, "10.96.0.2:7100".parse().unwrap()).await;
     assert_talks(&sb2.path, "10.96.0.2:7100".parse().unwrap()).await;
 
-    let detached = client
-        .detach(pb::DetachRequest {
-            endpoint_id: ep2.clone(),
-            network_id: net.network_id.clone(),
-            sandbox_id: sb2.name.clone(),
-            netns_path: sb2.path.display().to_string(),
-            revision: 0,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(detached.failures.is_empty(), "{detached:?}");
+    detach(&mut client, &ep2, &net, &sb2).await;
     gone(&host, &names::veth_host_name(&ep2)).await;
 
     let removed = client
@@ -370,19 +380,7 @@ async fn a_state_read_before_the_last_detach_does_not_bring_the_bridge_back() {
         endpoints: vec![spec],
         ..Default::default()
     };
-    let detached = client
-        .detach(pb::DetachRequest {
-            endpoint_id: ep.clone(),
-            network_id: net.network_id.clone(),
-            sandbox_id: sb.name.clone(),
-            netns_path: sb.path.display().to_string(),
-            revision: 0,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(detached.failures.is_empty(), "{detached:?}");
+    detach(&mut client, &ep, &net, &sb).await;
     gone(&host, &bridge).await;
     gone(&host, &names::veth_host_name(&ep)).await;
 
