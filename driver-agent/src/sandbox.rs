@@ -97,6 +97,38 @@ pub fn files_dir(data_dir: &Path, sandbox_id: &str) -> PathBuf {
     data_dir.join("sandboxes").join(sandbox_id)
 }
 
+/// Makes directory `dir` (and its parents); true when this call made it, false when it was
+/// there already.
+pub fn make_dir(dir: &Path) -> io::Result<bool> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            match std::fs::create_dir(dir) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes a file that must not exist yet (in a directory just made), mode 0644 whatever the
+/// umask (as [`write_atomically`]).
+pub fn write_new(path: &Path, contents: &str) -> io::Result<()> {
+    use std::{io::Write as _, os::unix::fs::PermissionsExt as _};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+}
+
 /// Writes `contents` to `path` atomically (a reader sees the old or the new file, never half).
 /// Mode 0644 whatever the umask (`weft up` runs with 077): the runtime bind-mounts these files
 /// over a container's /etc/resolv.conf and /etc/hosts, which every user in it must read.
@@ -111,6 +143,31 @@ pub fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fresh_directory_gets_its_files_written_once_readable_by_all() {
+        use std::os::unix::fs::PermissionsExt as _;
+        // (nextest runs each test in a process of its own: the umask is this test's.)
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sandboxes").join("sb-1");
+        assert!(make_dir(&dir).unwrap(), "made with its parent");
+        assert!(!make_dir(&dir).unwrap(), "there already");
+        let file = dir.join("resolv.conf");
+        write_new(&file, "nameserver 127.0.0.11\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "nameserver 127.0.0.11\n"
+        );
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        let again = write_new(&file, "other").unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "nameserver 127.0.0.11\n"
+        );
+    }
 
     #[test]
     fn sandbox_netns_is_managed_given_or_host() {

@@ -37,6 +37,8 @@ impl Agent {
     ) -> Result<SandboxState, AgentError> {
         self.applied.forget(Of::Sandbox, &sb.id);
         let mut given = None;
+        // The sandbox's files directory was made by this call: its files are new.
+        let mut fresh_dir = false;
         // (A namespace from the pool has loopback up already.)
         let mut lo_up = false;
         let (path, managed, created) = match &sb.netns {
@@ -52,7 +54,7 @@ impl Agent {
                 // kill between the namespace and its files cannot leave a namespace no one
                 // owns.
                 let dir = sandbox::files_dir(&self.data_dir, &sb.id);
-                std::fs::create_dir_all(&dir).map_err(|source| AgentError::File {
+                fresh_dir = sandbox::make_dir(&dir).map_err(|source| AgentError::File {
                     path: dir.clone(),
                     source,
                 })?;
@@ -110,7 +112,7 @@ impl Agent {
             }
         };
         let res = self
-            .finish_sandbox(sb, &path, given.as_ref(), lo_up, report)
+            .finish_sandbox(sb, &path, given.as_ref(), lo_up, fresh_dir, report)
             .await;
         if res.is_err() && created {
             let name = sandbox::managed_netns_name(&sb.id);
@@ -204,12 +206,14 @@ impl Agent {
 
     /// `given`: the caller's namespace, checked and open.
     /// `lo_up`: loopback is known to be up (the pool brought it up).
+    /// `fresh_dir`: the files directory was made by this call (nothing in it to compare).
     async fn finish_sandbox(
         &self,
         sb: &Sandbox,
         path: &Path,
         given: Option<&NetnsFile>,
         lo_up: bool,
+        fresh_dir: bool,
         report: &mut Report,
     ) -> Result<(PathBuf, PathBuf), AgentError> {
         if sb.netns != SandboxNetns::Host && !lo_up {
@@ -225,7 +229,7 @@ impl Agent {
                 kernel::set_up(&handle, lo.index, "lo").await?;
             }
         }
-        self.write_files(&sb.id, &sb.resolv_conf, &sb.hosts, report)
+        self.write_files_in(&sb.id, &sb.resolv_conf, &sb.hosts, fresh_dir, report)
     }
 
     /// Writes sandbox `id`'s resolv.conf and hosts files (each only when its contents differ);
@@ -237,17 +241,40 @@ impl Agent {
         hosts_text: &str,
         report: &mut Report,
     ) -> Result<(PathBuf, PathBuf), AgentError> {
+        self.write_files_in(id, resolv_conf_text, hosts_text, false, report)
+    }
+
+    /// [`Agent::write_files`]; `fresh_dir`: the directory was made by this call, so the files
+    /// are written once, in place (no earlier contents to read, nothing to replace).
+    fn write_files_in(
+        &self,
+        id: &str,
+        resolv_conf_text: &str,
+        hosts_text: &str,
+        fresh_dir: bool,
+        report: &mut Report,
+    ) -> Result<(PathBuf, PathBuf), AgentError> {
         // What reconciliation last brought the sandbox to no longer holds (CreateSandbox
         // records it again once done).
         self.applied.forget(Of::Sandbox, id);
         let dir = sandbox::files_dir(&self.data_dir, id);
-        std::fs::create_dir_all(&dir).map_err(|source| AgentError::File {
-            path: dir.clone(),
-            source,
-        })?;
+        if !fresh_dir {
+            std::fs::create_dir_all(&dir).map_err(|source| AgentError::File {
+                path: dir.clone(),
+                source,
+            })?;
+        }
         let resolv_conf = dir.join("resolv.conf");
         let hosts = dir.join("hosts");
         for (file, contents) in [(&resolv_conf, resolv_conf_text), (&hosts, hosts_text)] {
+            if fresh_dir {
+                sandbox::write_new(file, contents).map_err(|source| AgentError::File {
+                    path: file.clone(),
+                    source,
+                })?;
+                report.change(Action::Created, Kind::File, file.display().to_string(), id);
+                continue;
+            }
             let old = std::fs::read_to_string(file).ok();
             if old.as_deref() == Some(contents) {
                 continue;
