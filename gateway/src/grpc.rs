@@ -372,7 +372,11 @@ impl SandboxService for GatewayGrpc {
                 let key = request_key("DeleteSandbox", &req, &req.request_id, |r| {
                     r.request_id.clear()
                 });
-                if let Some(done) = self.replayed(&key).await? {
+                if let Some(done) = self.replayed::<pb::DeleteSandboxResponse>(&key).await? {
+                    // The first call may have died between its commit and the release of
+                    // the addresses beside it: they go now (releasing what is gone already
+                    // changes nothing).
+                    self.gw.release_owners(&done.endpoint_ids).await;
                     return Ok(Response::new(done));
                 }
                 let answer = |(sandbox, endpoints): &(SandboxRecord, Vec<EndpointRecord>)| {
@@ -441,7 +445,11 @@ impl SandboxService for GatewayGrpc {
                 let key = request_key("Disconnect", &req, &req.request_id, |r| {
                     r.request_id.clear()
                 });
-                if let Some(done) = self.replayed(&key).await? {
+                if let Some(done) = self.replayed::<pb::DisconnectResponse>(&key).await? {
+                    // (As DeleteSandbox's: the release beside the commit may not have ended.)
+                    self.gw
+                        .release_owners(std::slice::from_ref(&done.endpoint_id))
+                        .await;
                     return Ok(Response::new(done));
                 }
                 let encode = |ep: &EndpointRecord| {

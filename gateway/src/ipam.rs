@@ -231,6 +231,18 @@ impl Gateway {
     }
 
     /// Releases every address `owner` holds (idempotent).
+    /// [`Gateway::release_owner`] of each of `owners` (an empty one names no one), side by
+    /// side.
+    pub(crate) async fn release_owners(&self, owners: &[String]) {
+        futures::future::join_all(
+            owners
+                .iter()
+                .filter(|o| !o.is_empty())
+                .map(|o| self.release_owner(o)),
+        )
+        .await;
+    }
+
     pub(crate) async fn release_owner(&self, owner: &str) {
         if let Err(st) = self
             .ipam

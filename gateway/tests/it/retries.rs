@@ -245,3 +245,103 @@ async fn a_pool_that_no_network_has_is_reported_and_released_by_the_sweep() {
     assert_eq!(st.code(), Code::NotFound);
     gw.close().await;
 }
+
+/// A removal's addresses are released beside its commit; a gateway killed between the two
+/// leaves them held. The client's retry (same request id) is answered from the commit and
+/// releases them too, without waiting for the sweep. (The crash is staged: the address is
+/// taken again for its endpoint in IPAM after the call, as the killed release would have left
+/// it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_removal_releases_what_a_crash_before_its_release_left_held() {
+    let deps = StackOptions::new(Backend::Sqlite).start_deps().await;
+    let mut ipam = IpamServiceClient::new(weft_testkit::channel(deps.ipam));
+    let gw = ServiceProcess::start(BIN, &args(&deps, None)).await;
+    let mut nets = NetworkServiceClient::new(deps.admin_channel(gw.addr));
+    let mut sb = SandboxServiceClient::new(deps.admin_channel(gw.addr));
+    let a = nets
+        .create_network(with_subnet("a", "10.116.0.0/24"))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = nets
+        .create_network(with_subnet("b", "10.117.0.0/24"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut req = on_a("s", "");
+    req.networks.push(pb::NetworkAttachment {
+        network: "b".into(),
+        settings: None,
+    });
+    let created = sb.create_sandbox(req).await.unwrap().into_inner();
+    let on = |net: &pb::Network| {
+        let ep = created
+            .endpoints
+            .iter()
+            .find(|e| e.network_id == net.id)
+            .unwrap();
+        (
+            ep.id.clone(),
+            ep.ipv4_address.clone(),
+            format!("{}/0", net.id),
+        )
+    };
+    let (on_a_ep, on_a_ip, pool_a) = on(&a);
+    let (on_b_ep, on_b_ip, pool_b) = on(&b);
+    let hold_again = async |ipam: &mut IpamServiceClient<_>, pool: &str, owner: &str, ip: &str| {
+        ipam.request_address(ipb::RequestAddressRequest {
+            pool_id: pool.to_owned(),
+            owner: owner.to_owned(),
+            address: ip.split('/').next().unwrap().to_owned(),
+        })
+        .await
+        .unwrap();
+    };
+    let held = async |ipam: &mut IpamServiceClient<_>, owner: &str| {
+        !ipam
+            .list_allocations(ipb::ListAllocationsRequest {
+                owner: owner.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .allocations
+            .is_empty()
+    };
+
+    let disconnect = pb::DisconnectRequest {
+        sandbox: "s".into(),
+        network: "b".into(),
+        request_id: "r-disconnect".into(),
+        force: false,
+    };
+    let first = sb
+        .disconnect(disconnect.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.endpoint_id, on_b_ep);
+    hold_again(&mut ipam, &pool_b, &on_b_ep, &on_b_ip).await;
+    assert!(held(&mut ipam, &on_b_ep).await);
+    let again = sb.disconnect(disconnect).await.unwrap().into_inner();
+    assert_eq!(again, first);
+    assert!(!held(&mut ipam, &on_b_ep).await, "released by the retry");
+
+    let delete = pb::DeleteSandboxRequest {
+        sandbox: "s".into(),
+        request_id: "r-delete".into(),
+    };
+    let first = sb
+        .delete_sandbox(delete.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.endpoint_ids, std::slice::from_ref(&on_a_ep));
+    hold_again(&mut ipam, &pool_a, &on_a_ep, &on_a_ip).await;
+    assert!(held(&mut ipam, &on_a_ep).await);
+    let again = sb.delete_sandbox(delete).await.unwrap().into_inner();
+    assert_eq!(again, first);
+    assert!(!held(&mut ipam, &on_a_ep).await, "released by the retry");
+    drop(gw);
+}
