@@ -230,7 +230,6 @@ impl Gateway {
         }
     }
 
-    /// Releases every address `owner` holds (idempotent).
     /// [`Gateway::release_owner`] of each of `owners` (an empty one names no one), side by
     /// side.
     pub(crate) async fn release_owners(&self, owners: &[String]) {
@@ -243,6 +242,7 @@ impl Gateway {
         .await;
     }
 
+    /// Releases every address `owner` holds (idempotent).
     pub(crate) async fn release_owner(&self, owner: &str) {
         if let Err(st) = self
             .ipam
