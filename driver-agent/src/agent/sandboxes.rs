@@ -35,6 +35,19 @@ impl Agent {
         sb: &Sandbox,
         report: &mut Report,
     ) -> Result<SandboxState, AgentError> {
+        let (state, _) = self.make_sandbox(sb, false, report).await?;
+        Ok(state)
+    }
+
+    /// [`Agent::create_sandbox`]; with `defer_new_files`, files that are new (their directory
+    /// made by this call) are not written but returned, for the caller to write while it
+    /// attaches (and to record the sandbox as applied once they are written).
+    async fn make_sandbox(
+        &self,
+        sb: &Sandbox,
+        defer_new_files: bool,
+        report: &mut Report,
+    ) -> Result<(SandboxState, Option<NewFiles>), AgentError> {
         self.applied.forget(Of::Sandbox, &sb.id);
         let mut given = None;
         // The sandbox's files directory was made by this call: its files are new.
@@ -111,8 +124,16 @@ impl Agent {
                 (p, true, created)
             }
         };
+        let defer = defer_new_files && fresh_dir;
         let res = self
-            .finish_sandbox(sb, &path, given.as_ref(), lo_up, fresh_dir, report)
+            .finish_sandbox(
+                sb,
+                &path,
+                given.as_ref(),
+                lo_up,
+                (fresh_dir, !defer),
+                report,
+            )
             .await;
         if res.is_err() && created {
             let name = sandbox::managed_netns_name(&sb.id);
@@ -123,13 +144,22 @@ impl Agent {
         }
         let (resolv_conf, hosts) = res?;
         self.know_sandbox(sb, &path, managed);
-        self.applied.record(Of::Sandbox, &sb.id, digest(sb));
-        Ok(SandboxState {
+        let files = defer.then(|| NewFiles {
+            files: [
+                (resolv_conf.clone(), sb.resolv_conf.clone()),
+                (hosts.clone(), sb.hosts.clone()),
+            ],
+        });
+        if files.is_none() {
+            self.applied.record(Of::Sandbox, &sb.id, digest(sb));
+        }
+        let state = SandboxState {
             netns_path: path,
             managed,
             resolv_conf,
             hosts,
-        })
+        };
+        Ok((state, files))
     }
 
     /// [`Agent::create_sandbox`], then its initial endpoints attached in order inside its
@@ -143,8 +173,11 @@ impl Agent {
         report: &mut Report,
     ) -> Result<(SandboxState, Vec<Option<(Attached, DefaultRoutes)>>), AgentError> {
         let started = std::time::Instant::now();
-        let state = self.create_sandbox(sb, report).await?;
+        let (state, files) = self.make_sandbox(sb, true, report).await?;
         let sandbox_us = started.elapsed().as_micros();
+        // A new sandbox's files are written by a blocking thread while the endpoints attach:
+        // file system and kernel work side by side.
+        let writing = files.map(|f| tokio::task::spawn_blocking(move || f.write()));
         let created = report
             .changes
             .iter()
@@ -154,25 +187,52 @@ impl Agent {
         }
         let mut done = Vec::with_capacity(attachments.len());
         let mut routes = created.then(DefaultRoutes::default);
+        let mut failed = None;
         for (i, (ep, net)) in attachments.iter().enumerate() {
             match self.attach_in(ep, net, routes.as_mut(), report).await {
                 Ok(a) => done.push(a),
                 Err(e) => {
-                    if created {
-                        if let Err(u) = self.remove_sandbox(&sb.id, Path::new("")).await {
-                            tracing::warn!(sandbox = %sb.id, error = %u, "cannot undo a failed sandbox creation");
-                        }
-                    } else {
-                        for (ep, _) in attachments[..i].iter().rev() {
-                            if let Err(u) = self.detach(&ep.id, &state.netns_path).await {
-                                tracing::warn!(endpoint = %ep.id, error = %u, "cannot undo a failed attach");
-                            }
-                        }
-                    }
-                    report.changes.clear();
-                    return Err(e);
+                    failed = Some((i, e));
+                    break;
                 }
             }
+        }
+        // (Awaited on failure too: the undo removes the files' directory.)
+        let written = match writing {
+            Some(w) => Some(w.await.unwrap_or_else(|e| {
+                Err(AgentError::File {
+                    path: state.resolv_conf.clone(),
+                    source: std::io::Error::other(e),
+                })
+            })),
+            None => None,
+        };
+        let failed = match (failed, written) {
+            (Some(f), _) => Some(f),
+            (None, Some(Err(e))) => Some((attachments.len(), e)),
+            (None, Some(Ok(paths))) => {
+                for p in paths {
+                    report.change(Action::Created, Kind::File, p.display().to_string(), &sb.id);
+                }
+                self.applied.record(Of::Sandbox, &sb.id, digest(sb));
+                None
+            }
+            (None, None) => None,
+        };
+        if let Some((i, e)) = failed {
+            if created {
+                if let Err(u) = self.remove_sandbox(&sb.id, Path::new("")).await {
+                    tracing::warn!(sandbox = %sb.id, error = %u, "cannot undo a failed sandbox creation");
+                }
+            } else {
+                for (ep, _) in attachments[..i].iter().rev() {
+                    if let Err(u) = self.detach(&ep.id, &state.netns_path).await {
+                        tracing::warn!(endpoint = %ep.id, error = %u, "cannot undo a failed attach");
+                    }
+                }
+            }
+            report.changes.clear();
+            return Err(e);
         }
         if !attachments.is_empty() {
             tracing::info!(
@@ -206,14 +266,15 @@ impl Agent {
 
     /// `given`: the caller's namespace, checked and open.
     /// `lo_up`: loopback is known to be up (the pool brought it up).
-    /// `fresh_dir`: the files directory was made by this call (nothing in it to compare).
+    /// `fresh_dir`: the files directory was made by this call (nothing in it to compare);
+    /// `write`: the files are written here (otherwise only their paths are returned).
     async fn finish_sandbox(
         &self,
         sb: &Sandbox,
         path: &Path,
         given: Option<&NetnsFile>,
         lo_up: bool,
-        fresh_dir: bool,
+        (fresh_dir, write): (bool, bool),
         report: &mut Report,
     ) -> Result<(PathBuf, PathBuf), AgentError> {
         if sb.netns != SandboxNetns::Host && !lo_up {
@@ -229,7 +290,16 @@ impl Agent {
                 kernel::set_up(&handle, lo.index, "lo").await?;
             }
         }
+        if !write {
+            return Ok(self.file_paths(&sb.id));
+        }
         self.write_files_in(&sb.id, &sb.resolv_conf, &sb.hosts, fresh_dir, report)
+    }
+
+    /// Where sandbox `id`'s resolv.conf and hosts files are.
+    fn file_paths(&self, id: &str) -> (PathBuf, PathBuf) {
+        let dir = sandbox::files_dir(&self.data_dir, id);
+        (dir.join("resolv.conf"), dir.join("hosts"))
     }
 
     /// Writes sandbox `id`'s resolv.conf and hosts files (each only when its contents differ);
@@ -257,15 +327,14 @@ impl Agent {
         // What reconciliation last brought the sandbox to no longer holds (CreateSandbox
         // records it again once done).
         self.applied.forget(Of::Sandbox, id);
-        let dir = sandbox::files_dir(&self.data_dir, id);
         if !fresh_dir {
+            let dir = sandbox::files_dir(&self.data_dir, id);
             std::fs::create_dir_all(&dir).map_err(|source| AgentError::File {
                 path: dir.clone(),
                 source,
             })?;
         }
-        let resolv_conf = dir.join("resolv.conf");
-        let hosts = dir.join("hosts");
+        let (resolv_conf, hosts) = self.file_paths(id);
         for (file, contents) in [(&resolv_conf, resolv_conf_text), (&hosts, hosts_text)] {
             if fresh_dir {
                 sandbox::write_new(file, contents).map_err(|source| AgentError::File {
@@ -390,5 +459,26 @@ impl Agent {
                 Err(e) => report.fail(Kind::Link, &l.name, endpoint, &e),
             }
         }
+    }
+}
+
+/// A new sandbox's files (its directory made by the same call), each path with its contents,
+/// still to write.
+struct NewFiles {
+    files: [(PathBuf, String); 2],
+}
+
+impl NewFiles {
+    /// Writes each file once, readable by all ([`sandbox::write_new`]); returns their paths.
+    fn write(self) -> Result<Vec<PathBuf>, AgentError> {
+        let mut written = Vec::with_capacity(self.files.len());
+        for (path, contents) in self.files {
+            sandbox::write_new(&path, &contents).map_err(|source| AgentError::File {
+                path: path.clone(),
+                source,
+            })?;
+            written.push(path);
+        }
+        Ok(written)
     }
 }
