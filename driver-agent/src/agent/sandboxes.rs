@@ -211,9 +211,7 @@ impl Agent {
             (Some(f), _) => Some(f),
             (None, Some(Err(e))) => Some((attachments.len(), e)),
             (None, Some(Ok(paths))) => {
-                for p in paths {
-                    report.change(Action::Created, Kind::File, p.display().to_string(), &sb.id);
-                }
+                NewFiles::report(&paths, &sb.id, report);
                 self.applied.record(Of::Sandbox, &sb.id, digest(sb));
                 None
             }
@@ -335,15 +333,17 @@ impl Agent {
             })?;
         }
         let (resolv_conf, hosts) = self.file_paths(id);
+        if fresh_dir {
+            let files = NewFiles {
+                files: [
+                    (resolv_conf.clone(), resolv_conf_text.to_owned()),
+                    (hosts.clone(), hosts_text.to_owned()),
+                ],
+            };
+            NewFiles::report(&files.write()?, id, report);
+            return Ok((resolv_conf, hosts));
+        }
         for (file, contents) in [(&resolv_conf, resolv_conf_text), (&hosts, hosts_text)] {
-            if fresh_dir {
-                sandbox::write_new(file, contents).map_err(|source| AgentError::File {
-                    path: file.clone(),
-                    source,
-                })?;
-                report.change(Action::Created, Kind::File, file.display().to_string(), id);
-                continue;
-            }
             let old = std::fs::read_to_string(file).ok();
             if old.as_deref() == Some(contents) {
                 continue;
@@ -480,5 +480,12 @@ impl NewFiles {
             written.push(path);
         }
         Ok(written)
+    }
+
+    /// Reports the files `written` for sandbox `id` as created.
+    fn report(written: &[PathBuf], id: &str, report: &mut Report) {
+        for p in written {
+            report.change(Action::Created, Kind::File, p.display().to_string(), id);
+        }
     }
 }
